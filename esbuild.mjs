@@ -1,0 +1,76 @@
+// One build script for every bundle: the extension client, the language server, the CLI,
+// the worker, the tools, the webviews (browser) and — with --tests — the test files.
+import * as esbuild from 'esbuild';
+import { cpSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const args = new Set(process.argv.slice(2));
+const production = args.has('--production');
+
+const nodeCommon = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  sourcemap: !production,
+  minify: production,
+  logLevel: 'warning',
+  // Native / optional backends are loaded at run time only when installed.
+  external: ['vscode', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'webgpu'],
+};
+
+const nodeEntries = {
+  client: 'client/src/extension.ts',
+  server: 'server/src/lsp/main.ts',
+  cli: 'server/src/cli/main.ts',
+  worker: 'server/src/engine/worker.ts',
+  bench: 'bench/bench.ts',
+  'make-model': 'server/src/tools/make-model.ts',
+  fuzz: 'server/src/tools/fuzz.ts',
+};
+
+const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
+mkdirSync('dist', { recursive: true });
+await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' } });
+
+// The wasm backend fetches its binaries next to the bundle.
+const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
+for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) cpSync(join(wasmDir, f), join('dist', f));
+
+const webviewEntries = ['heatmap', 'viewer']
+  .map((n) => [n, `webviews/src/${n}.ts`])
+  .filter(([, p]) => existsSync(p));
+if (webviewEntries.length) {
+  await esbuild.build({
+    entryPoints: Object.fromEntries(webviewEntries),
+    bundle: true,
+    platform: 'browser',
+    target: 'es2022',
+    format: 'iife',
+    outdir: 'dist/webviews',
+    sourcemap: !production,
+    minify: production,
+    logLevel: 'warning',
+  });
+}
+
+if (args.has('--tests')) {
+  const tests = [];
+  const walk = (d) => {
+    for (const f of readdirSync(d)) {
+      const p = join(d, f);
+      if (statSync(p).isDirectory()) { if (f !== 'fixtures' && f !== 'node_modules') walk(p); }
+      else if (p.endsWith('.test.ts')) tests.push(p);
+    }
+  };
+  walk('test');
+  await esbuild.build({
+    ...nodeCommon,
+    entryPoints: tests,
+    outdir: 'out',
+    outbase: '.',
+    packages: 'external',
+  });
+}

@@ -1,0 +1,5 @@
+export * from './errors';
+export * from './dtype';
+export * from './header';
+export * from './checkpoint';
+export * from './writer';

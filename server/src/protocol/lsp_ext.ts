@@ -1,0 +1,273 @@
+// The one contract between the engine, the CLI, the language server, the VS Code client
+// and the webviews: report schema, plan-file schema, custom LSP methods and webview
+// messages. Pure types and constants — no imports — so every side (Node, browser) can
+// import it without pulling in vscode or LSP packages. In the manner of rust-analyzer's
+// editors/code/src/lsp_ext.ts.
+
+// ---------------------------------------------------------------------------------------
+// Quantization settings and the report (`loftq-report.json`)
+// ---------------------------------------------------------------------------------------
+
+export type Quantizer = 'nf' | 'uniform';
+export type BackendName = 'wasm' | 'webgpu' | 'tensorflow' | 'cpu';
+export type BackendChoice = BackendName | 'auto';
+export type ExportFormat = 'peft' | 'packed';
+export const SUPPORTED_BITS = [2, 3, 4, 8] as const;
+export type Bits = (typeof SUPPORTED_BITS)[number];
+
+/** Settings of one matrix's LoftQ run. */
+export interface MatrixSettings {
+  bits: number;
+  rank: number;
+  iters: number;
+  quantizer: Quantizer;
+  blockSize: number;
+}
+
+export const DEFAULT_SETTINGS: MatrixSettings = { bits: 4, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 };
+
+export interface MatrixReport extends MatrixSettings {
+  /** Tensor name, e.g. `model.layers.0.self_attn.q_proj.weight`. */
+  name: string;
+  /** [out, in]. */
+  shape: [number, number];
+  /** The input dtype (the backbone and adapters are written in it). */
+  dtype: string;
+  /** ‖W − Q − (α/r)·B·A‖_F / ‖W‖_F of the files as written. */
+  relError: number;
+  /** The same after each LoftQ iteration (float32 compute, before the output cast). */
+  relErrorPerIter: number[];
+  /** QLoRA baseline ‖W − quantize(W)‖_F / ‖W‖_F. */
+  qloraRelError: number;
+  frobeniusNorm: number;
+  seconds: number;
+  /** Error after bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load. */
+  nf4ReloadRelError?: number;
+  /** Set when the matrix was skipped (e.g. NaN/Inf); the tensor is then copied unchanged. */
+  skipped?: string;
+}
+
+export interface ReportTotals {
+  matrices: number;
+  parameters: number;
+  seconds: number;
+  backboneBytes: number;
+  adapterBytes: number;
+}
+
+export interface Report {
+  version: 1;
+  tool: string;
+  checkpoint: string;
+  backend: BackendName;
+  settings: MatrixSettings;
+  matrices: MatrixReport[];
+  totals: ReportTotals;
+  /** `loftq analyze` only: one report per analysed bit width lives in `analyses`. */
+  analyses?: AnalysisEntry[];
+}
+
+/** One (bits) column of an analysis: errors for several bit widths without writing weights. */
+export interface AnalysisEntry {
+  bits: number;
+  rank: number;
+  iters: number;
+  quantizer: Quantizer;
+  blockSize: number;
+  matrices: {
+    name: string;
+    shape: [number, number];
+    relError: number;
+    qloraRelError: number;
+    frobeniusNorm: number;
+    /** Singular values of the final residual W − Q (top max-rank), for rank prediction. */
+    residualSpectrum?: number[];
+  }[];
+}
+
+// ---------------------------------------------------------------------------------------
+// The plan file (`loftq.json`, JSON with comments)
+// ---------------------------------------------------------------------------------------
+
+export interface PlanOverride {
+  match: string;
+  bits?: number;
+  rank?: number;
+  iters?: number;
+  quantizer?: Quantizer;
+  blockSize?: number;
+  /** Leave the matched matrices unquantized. */
+  skip?: boolean;
+}
+
+export interface PlanBudget {
+  avgBits?: number;
+  bytes?: number;
+}
+
+export interface PlanFile {
+  checkpoint: string;
+  defaults?: Partial<MatrixSettings>;
+  overrides?: PlanOverride[];
+  budget?: PlanBudget;
+  targets?: string[];
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress and problems (engine → CLI / server / client)
+// ---------------------------------------------------------------------------------------
+
+export interface ProgressEvent {
+  /** 0-based index of the matrix that just started or finished. */
+  index: number;
+  total: number;
+  name: string;
+  phase: 'start' | 'done' | 'write';
+  /** Estimated seconds remaining, when known. */
+  etaSeconds?: number;
+}
+
+// ---------------------------------------------------------------------------------------
+// Custom LSP methods (namespaced `loftq/…`)
+// ---------------------------------------------------------------------------------------
+
+export interface QuantizeParams {
+  /** File path of a .safetensors file or a sharded checkpoint folder. */
+  checkpoint: string;
+  out: string;
+  settings: MatrixSettings;
+  /** Plan file whose defaults/overrides apply (optional). */
+  plan?: string;
+  backend?: BackendChoice;
+  format?: ExportFormat;
+  workers?: number;
+  /** Work-done progress token created by the client (window/workDoneProgress/create). */
+  workDoneToken?: string | number;
+}
+
+export interface QuantizeResult {
+  reportPath: string;
+  out: string;
+  report: Report;
+}
+
+export const Methods = {
+  /** request QuantizeParams → QuantizeResult. Cancellable; reports work-done progress. */
+  quantize: 'loftq/quantize',
+  /** request { checkpoint } → InspectResult. Reads the header only. */
+  inspect: 'loftq/inspect',
+  /** request { path } → Report | null. Reads an existing loftq-report.json. */
+  readReport: 'loftq/readReport',
+  /** request PlanRequestParams → PlanResult (mixed-precision planner). */
+  plan: 'loftq/plan',
+  /** notification server → client: one matrix finished during a run. */
+  matrixDone: 'loftq/matrixDone',
+  /** notification server → client: a run started / ended. */
+  runState: 'loftq/runState',
+} as const;
+
+export interface InspectParams {
+  checkpoint: string;
+}
+
+export interface TensorSummary {
+  name: string;
+  dtype: string;
+  shape: number[];
+  parameters: number;
+  bytes: number;
+  file: string;
+}
+
+export interface InspectResult {
+  checkpoint: string;
+  files: string[];
+  metadata: Record<string, string>;
+  tensors: TensorSummary[];
+  totals: { tensors: number; parameters: number; bytes: number; byDtype: Record<string, { tensors: number; parameters: number; bytes: number }> };
+}
+
+export interface MatrixDoneParams {
+  runId: string;
+  index: number;
+  total: number;
+  matrix: MatrixReport;
+}
+
+export interface RunStateParams {
+  runId: string;
+  checkpoint: string;
+  out: string;
+  state: 'started' | 'finished' | 'cancelled' | 'failed';
+  message?: string;
+  reportPath?: string;
+}
+
+export interface PlanRequestParams {
+  /** Plan file URI or path; its checkpoint and budget are used unless given here. */
+  plan: string;
+  budget?: PlanBudget;
+  bits?: number[];
+  ranks?: number[];
+  objective?: 'absolute' | 'relative';
+}
+
+export interface PlanChoice {
+  name: string;
+  bits: number;
+  rank: number;
+  predictedError: number;
+  bytes: number;
+}
+
+export interface PlanSummary {
+  error: number;
+  bytes: number;
+  avgBits: number;
+}
+
+export interface PlanResult {
+  budget: PlanBudget;
+  plan: PlanSummary;
+  baselines: {
+    uniform: PlanSummary & { bits: number };
+    firstK: PlanSummary & { k: number };
+  };
+  optimalityGap: number;
+  choices: PlanChoice[];
+  overrides: PlanOverride[];
+}
+
+// ---------------------------------------------------------------------------------------
+// Webview messages (extension host ↔ webview). Large numeric data goes as typed arrays.
+// ---------------------------------------------------------------------------------------
+
+export type HeatmapMetric = 'loftq' | 'qlora' | 'ratio';
+
+export interface HeatmapCell {
+  name: string;
+  layer: number;
+  module: string;
+  shape: [number, number];
+  bits: number;
+  rank: number;
+}
+
+export type ToHeatmap =
+  | { type: 'init'; title: string; metric: HeatmapMetric; layers: number[]; modules: string[]; cells: HeatmapCell[]; unplaced: HeatmapCell[];
+      /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array; qlora: Float32Array;
+      /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array }
+  | { type: 'matrix'; matrix: MatrixReport }
+  | { type: 'theme' };
+
+export type FromHeatmap =
+  | { type: 'ready' }
+  | { type: 'reveal'; name: string; createOverride: boolean }
+  | { type: 'openTensor'; name: string }
+  | { type: 'metric'; metric: HeatmapMetric };
+
+export type ToViewer =
+  | { type: 'header'; inspect: InspectResult; errors?: Record<string, { loftq: number; qlora: number; bits: number }> }
+  | { type: 'error'; message: string };
+
+export type FromViewer = { type: 'ready' } | { type: 'quantize' } | { type: 'reopenAsText' };
