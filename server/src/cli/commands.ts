@@ -1,0 +1,12 @@
+// The table of subcommands. Each command is in its own file; add a line here to register one.
+
+export interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
+import { inspectCommand } from './commands/inspect';
+
+export const COMMANDS: Record<string, Command> = {
+  inspect: inspectCommand,
+};

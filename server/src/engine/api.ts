@@ -1,0 +1,47 @@
+// The engine's public surface for the CLI, the language server, the planner and the bench.
+// Implementations: engine/run.ts (quantizeCheckpoint, analyzeCheckpoint),
+// loftq/loftq.ts (loftqMatrix), linalg/backend.ts (createBackend).
+
+import type { BackendChoice, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
+
+export interface RunOptions {
+  /** Output folder (created if missing). */
+  out: string;
+  /** Settings for every matrix unless a plan overrides them. */
+  settings: MatrixSettings;
+  /** A parsed plan (defaults + overrides); its checkpoint field is ignored here. */
+  plan?: PlanFile;
+  /** Target globs; default DEFAULT_TARGETS. */
+  targets?: string[];
+  backend?: BackendChoice;
+  format?: ExportFormat;
+  /** Worker threads; default: number of cores. */
+  workers?: number;
+  /** `i/n`: process a deterministic 1/n of the matrices (many machines). */
+  shard?: { index: number; count: number };
+  /** What to do with a matrix holding NaN/Inf: refuse the run (default) or skip it. */
+  onNonFinite?: 'refuse' | 'skip';
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+  onMatrix?: (m: MatrixReport, index: number, total: number) => void;
+}
+
+export interface RunResult {
+  report: Report;
+  reportPath: string;
+}
+
+export interface AnalyzeOptions {
+  bits: number[];
+  rank: number;
+  iters: number;
+  quantizer: MatrixSettings['quantizer'];
+  blockSize: number;
+  targets?: string[];
+  backend?: BackendChoice;
+  workers?: number;
+  /** Also keep the top-N singular values of each final residual W − Q (rank prediction). */
+  spectrum?: number;
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+}

@@ -1,0 +1,116 @@
+// The plan file `loftq.json` (JSON with comments): parsing with structural problems
+// located by JSON path, and resolution of each matrix's settings (defaults, then
+// overrides in order — later entries win).
+
+import * as path from 'node:path';
+import { parse as parseJsonc, ParseError, printParseErrorCode } from 'jsonc-parser';
+import type { MatrixSettings, PlanFile, PlanOverride } from '../protocol/lsp_ext';
+import { DEFAULT_SETTINGS } from '../protocol/lsp_ext';
+import { compileGlob, globMatches, CompiledGlob } from './glob';
+
+export type JsonPath = (string | number)[];
+
+export interface PlanProblem {
+  severity: 'error' | 'warning';
+  message: string;
+  path: JsonPath;
+  /** Character offset, for syntax errors (no path yet). */
+  offset?: number;
+  length?: number;
+}
+
+export interface ParsedPlan {
+  plan: PlanFile;
+  problems: PlanProblem[];
+}
+
+const SETTING_KEYS = ['bits', 'rank', 'iters', 'quantizer', 'blockSize'] as const;
+
+function checkSettings(obj: Record<string, unknown>, at: JsonPath, problems: PlanProblem[]) {
+  const int = (k: string, min: number) => {
+    const v = obj[k];
+    if (v === undefined) return;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) problems.push({ severity: 'error', message: `'${k}' must be an integer ≥ ${min}`, path: [...at, k] });
+  };
+  if (obj.bits !== undefined && ![2, 3, 4, 8].includes(obj.bits as number)) {
+    problems.push({ severity: 'error', message: `'bits' must be 2, 3, 4 or 8 (got ${JSON.stringify(obj.bits)})`, path: [...at, 'bits'] });
+  }
+  int('rank', 1);
+  int('iters', 1);
+  int('blockSize', 1);
+  if (obj.quantizer !== undefined && obj.quantizer !== 'nf' && obj.quantizer !== 'uniform') {
+    problems.push({ severity: 'error', message: `'quantizer' must be "nf" or "uniform"`, path: [...at, 'quantizer'] });
+  }
+}
+
+export function parsePlan(text: string): ParsedPlan {
+  const errors: ParseError[] = [];
+  const raw = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
+  const problems: PlanProblem[] = errors.map((e) => ({ severity: 'error', message: `JSON syntax: ${printParseErrorCode(e.error)}`, path: [], offset: e.offset, length: e.length }));
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    if (!errors.length) problems.push({ severity: 'error', message: 'the plan must be a JSON object', path: [] });
+    return { plan: { checkpoint: '' }, problems };
+  }
+  const obj = raw as Record<string, unknown>;
+  if (typeof obj.checkpoint !== 'string' || !obj.checkpoint) problems.push({ severity: 'error', message: "'checkpoint' (a path relative to this file) is required", path: obj.checkpoint === undefined ? [] : ['checkpoint'] });
+  if (obj.defaults !== undefined) {
+    if (typeof obj.defaults !== 'object' || obj.defaults === null || Array.isArray(obj.defaults)) problems.push({ severity: 'error', message: "'defaults' must be an object", path: ['defaults'] });
+    else checkSettings(obj.defaults as Record<string, unknown>, ['defaults'], problems);
+  }
+  const overrides: PlanOverride[] = [];
+  if (obj.overrides !== undefined) {
+    if (!Array.isArray(obj.overrides)) problems.push({ severity: 'error', message: "'overrides' must be an array", path: ['overrides'] });
+    else obj.overrides.forEach((o, i) => {
+      if (o === null || typeof o !== 'object' || Array.isArray(o)) { problems.push({ severity: 'error', message: 'an override must be an object', path: ['overrides', i] }); return; }
+      const ov = o as Record<string, unknown>;
+      if (typeof ov.match !== 'string' || !ov.match) { problems.push({ severity: 'error', message: "an override needs a 'match' glob", path: ['overrides', i] }); return; }
+      try { compileGlob(ov.match); } catch (e) { problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['overrides', i, 'match'] }); return; }
+      checkSettings(ov, ['overrides', i], problems);
+      overrides.push(ov as unknown as PlanOverride);
+    });
+  }
+  if (obj.budget !== undefined) {
+    const b = obj.budget as Record<string, unknown>;
+    if (b === null || typeof b !== 'object' || (b.avgBits === undefined && b.bytes === undefined)) problems.push({ severity: 'error', message: "'budget' needs 'avgBits' or 'bytes'", path: ['budget'] });
+    else {
+      if (b.avgBits !== undefined && (typeof b.avgBits !== 'number' || !(b.avgBits > 0))) problems.push({ severity: 'error', message: "'avgBits' must be a positive number", path: ['budget', 'avgBits'] });
+      if (b.bytes !== undefined && (typeof b.bytes !== 'number' || !(b.bytes > 0))) problems.push({ severity: 'error', message: "'bytes' must be a positive number", path: ['budget', 'bytes'] });
+    }
+  }
+  const plan: PlanFile = {
+    checkpoint: typeof obj.checkpoint === 'string' ? obj.checkpoint : '',
+    defaults: (obj.defaults && typeof obj.defaults === 'object' ? obj.defaults : undefined) as PlanFile['defaults'],
+    overrides,
+    budget: obj.budget as PlanFile['budget'],
+    targets: Array.isArray(obj.targets) ? (obj.targets as string[]) : undefined,
+  };
+  return { plan, problems };
+}
+
+/** The checkpoint path of a plan, resolved relative to the plan file's folder. */
+export function resolveCheckpointPath(planFile: string, plan: PlanFile): string {
+  return path.resolve(path.dirname(planFile), plan.checkpoint);
+}
+
+export interface CompiledPlan {
+  defaults: MatrixSettings;
+  overrides: { override: PlanOverride; glob: CompiledGlob; index: number }[];
+}
+
+export function compilePlan(plan: PlanFile, base: MatrixSettings = DEFAULT_SETTINGS): CompiledPlan {
+  const defaults = { ...base };
+  for (const k of SETTING_KEYS) if (plan.defaults?.[k] !== undefined) (defaults as Record<string, unknown>)[k] = plan.defaults[k];
+  return { defaults, overrides: (plan.overrides ?? []).map((override, index) => ({ override, glob: compileGlob(override.match), index })) };
+}
+
+/** Settings of one tensor under a plan, or null when an override skips it. */
+export function settingsFor(cp: CompiledPlan, tensorName: string): MatrixSettings | null {
+  const s = { ...cp.defaults };
+  let skip = false;
+  for (const { override, glob } of cp.overrides) {
+    if (!globMatches(glob, tensorName)) continue;
+    for (const k of SETTING_KEYS) if (override[k] !== undefined) (s as Record<string, unknown>)[k] = override[k];
+    if (override.skip !== undefined) skip = override.skip;
+  }
+  return skip ? null : s;
+}
