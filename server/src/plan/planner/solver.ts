@@ -5,10 +5,13 @@
 //          critical step taken fractionally (equal to the Lagrangian dual) — and (b) a DP
 //          whose costs are rounded DOWN to units of u bytes: every truly feasible pick stays
 //          feasible there (Σ⌊c/u⌋ ≤ ⌊Σc/u⌋ ≤ ⌊B/u⌋), so its optimum is ≤ the true optimum;
-//   upper  the best truly feasible pick among the DP with costs rounded UP (always feasible),
-//          the rounded-down DP's pick when it happens to fit, the hull greedy and any seeds.
+//   upper  the best truly feasible pick among the hull greedy, the seeds, and the rounded-down
+//          DP's picks backtracked from capacity ⌊B/u⌋ downwards until one truly fits (the DP
+//          table holds the optimum for every capacity at once).
 // When the slack (budget − cheapest plan) is at most `units` bytes, u = 1 and the DP is
 // exact. Costs are offset by each group's cheapest choice so the units cover the slack only.
+// With many groups the DP's rounding (up to one unit per group) makes it weaker than the LP
+// bound; the default resolution spends a fixed amount of work (~2·10⁷ cell updates).
 
 export interface Group {
   /** Integer costs (bytes). */
@@ -26,7 +29,7 @@ export interface Solution {
 }
 
 export interface SolveOptions {
-  /** DP resolution: the slack is split into at most this many units (default 16384). */
+  /** DP resolution: the slack is split into at most this many units (default: 2·10⁷ / total choices, 256…65536). */
   units?: number;
   /** Known feasible picks (e.g. baselines); the result is never worse than any of them. */
   seeds?: number[][];
@@ -76,36 +79,37 @@ function hullGreedy(groups: Group[], cand: number[][], slack: number) {
   return { lp: lp ?? err, pick };
 }
 
-function dp(groups: Group[], cand: number[][], offset: number[], unit: number, cap: number, roundUp: boolean) {
+function dp(groups: Group[], cand: number[][], offset: number[], unit: number, cap: number) {
   const n = groups.length, W = cap + 1;
   let prev = new Float64Array(W);
   let cur = new Float64Array(W);
   const choice = new Uint16Array(n * W);
+  const w = cand.map((c, i) => c.map((j) => Math.floor((groups[i].costs[j] - offset[i]) / unit)));
   for (let i = 0; i < n; i++) {
     cur.fill(Infinity);
     const g = groups[i], row = i * W;
     for (let k = 0; k < cand[i].length; k++) {
-      const j = cand[i][k];
-      const c = g.costs[j] - offset[i];
-      const w = roundUp ? Math.ceil(c / unit) : Math.floor(c / unit);
-      if (w > cap) continue;
-      const e = g.errors[j];
-      for (let u = w; u < W; u++) {
-        const v = prev[u - w] + e;
+      const wk = w[i][k];
+      if (wk > cap) continue;
+      const e = g.errors[cand[i][k]];
+      for (let u = wk; u < W; u++) {
+        const v = prev[u - wk] + e;
         if (v < cur[u]) { cur[u] = v; choice[row + u] = k; }
       }
     }
     [prev, cur] = [cur, prev];
   }
-  const pick = new Array<number>(n);
-  let u = cap;
-  for (let i = n - 1; i >= 0; i--) {
-    const j = cand[i][choice[i * W + u]];
-    pick[i] = j;
-    const c = groups[i].costs[j] - offset[i];
-    u -= roundUp ? Math.ceil(c / unit) : Math.floor(c / unit);
-  }
-  return { value: prev[cap], pick };
+  const backtrack = (from: number) => {
+    const pick = new Array<number>(n);
+    let u = from;
+    for (let i = n - 1; i >= 0; i--) {
+      const k = choice[i * W + u];
+      pick[i] = cand[i][k];
+      u -= w[i][k];
+    }
+    return pick;
+  };
+  return { value: prev[cap], backtrack };
 }
 
 export function totals(groups: Group[], pick: number[]) {
@@ -122,13 +126,19 @@ export function solveMckp(groups: Group[], budget: number, opts: SolveOptions = 
   const base = offset.reduce((s, c) => s + c, 0);
   if (base > budget) return null;
   const slack = Math.floor(budget - base);
-  const unit = Math.max(1, Math.ceil(slack / (opts.units ?? 16384)));
+  const work = groups.reduce((x, g) => x + g.costs.length, 0);
+  const units = opts.units ?? Math.min(65536, Math.max(256, Math.floor(2e7 / work)));
+  const unit = Math.max(1, Math.ceil(slack / units));
   const cap = Math.floor(slack / unit);
 
   const greedy = hullGreedy(groups, cand, slack);
-  const down = dp(groups, cand, offset, unit, cap, false);
-  const candidates = [greedy.pick, down.pick, ...(opts.seeds ?? [])];
-  if (unit > 1) candidates.push(dp(groups, cand, offset, unit, cap, true).pick);
+  const down = dp(groups, cand, offset, unit, cap);
+  const candidates = [greedy.pick, ...(opts.seeds ?? [])];
+  for (let u = cap; u >= 0; u--) {
+    const p = down.backtrack(u);
+    candidates.push(p);
+    if (totals(groups, p).cost <= budget) break;
+  }
   let best: { pick: number[]; cost: number; error: number } | null = null;
   for (const p of candidates) {
     const t = totals(groups, p);
