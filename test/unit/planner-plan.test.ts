@@ -90,6 +90,18 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
     assert.equal(e.status, 2, args.join(' '));
     assert.equal(e.stderr.trim().split('\n').length, 1, e.stderr);
   }
+  // an existing plan file: its skipped matrices are not planned; defaults follow the analysed rank
+  const rank16 = path.join(dir, 'rank16.json');
+  fs.writeFileSync(rank16, JSON.stringify(syntheticReport({ layers: 3, rank: 16, bits: [2, 4] })));
+  const planFile = path.join(dir, 'skip.json');
+  fs.writeFileSync(planFile, '{ "checkpoint": "m", "overrides": [ { "match": "model.layers.0.mlp.*", "skip": true } ] }');
+  const sk = spawnSync(process.execPath, [cli, 'plan', rank16, '--budget', '3', '--out', planFile], { encoding: 'utf8' });
+  assert.equal(sk.status, 0, sk.stderr);
+  assert.doesNotMatch(sk.stdout, /warning/);
+  assert.match(sk.stdout, /over 18 matrices/);
+  const skPlan = parsePlan(fs.readFileSync(planFile, 'utf8')).plan;
+  assert.deepEqual(skPlan.overrides![0], { match: 'model.layers.0.mlp.*', skip: true });
+  assert.equal(settingsFor(compilePlan(skPlan), 'model.layers.0.mlp.up_proj.weight'), null);
   const nf = spawnSync(process.execPath, [cli, 'plan', path.join(dir, 'nope.json'), '--budget', '3'], { encoding: 'utf8' });
   assert.equal(nf.status, 2);
   fs.writeFileSync(path.join(dir, 'bad.json'), '{"version":1}');

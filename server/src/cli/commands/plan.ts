@@ -9,7 +9,7 @@ import { adapterBytesOf, CostModel, DEFAULT_COST, parseBudget } from '../../plan
 import { planReport, Plan } from '../../plan/planner/plan';
 import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
-import { parsePlan } from '../../plan/planfile';
+import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
 
 const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8] [--ranks 8,16,32,64]
          [--objective absolute|relative] [--scales dq|fp32] [--adapter-dtype bf16|f16|f32]
@@ -73,10 +73,17 @@ export const planCommand: Command = {
     if (!budget) throw new UsageError("plan needs '--budget' (e.g. 2.5 or 3.2GB)");
     const bits = numbers(o.bits, 'bits');
     const ranks = numbers(o.ranks, 'ranks');
+    // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
+    const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
+    const defaultRanks = [8, 16, 32, 64].filter((r) => r <= analysedRank);
+    if (!defaultRanks.includes(analysedRank) && analysedRank < 64) defaultRanks.push(analysedRank);
+    // matrices the plan file skips are not planned
+    const skipped = outText ? compilePlan(parsePlan(outText).plan) : undefined;
     const plan = planReport(report, {
       budget,
-      bits: bits.length ? bits : [2, 3, 4, 8],
-      ranks: ranks.length ? ranks : [8, 16, 32, 64],
+      bits: bits.length ? bits : undefined,
+      ranks: ranks.length ? ranks : defaultRanks,
+      exclude: skipped && ((name: string) => settingsFor(skipped, name) === null),
       objective: oneOf(o.objective, 'objective', ['absolute', 'relative'] as const),
       cost: costModel(report, o),
     });

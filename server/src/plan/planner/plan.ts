@@ -17,6 +17,8 @@ export interface PlanOptions {
   cost: CostModel;
   /** The rank the baselines use (default 16, or the nearest offered below it). */
   defaultRank?: number;
+  /** Matrices to leave out of the plan (e.g. skipped by the plan file). */
+  exclude?: (name: string) => boolean;
   /** DP resolution (see solver.ts). */
   units?: number;
 }
@@ -73,5 +75,5 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
 export function planReport(report: Report, opts: PlanOptions): Plan {
   if (!report.analyses?.length) throw new UsageError(`the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`);
   const { tables, warnings } = tablesFromReport(report, opts);
-  return planTables(tables, opts, warnings);
+  return planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
 }
