@@ -104,6 +104,7 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
   assert.equal(settingsFor(compilePlan(skPlan), 'model.layers.0.mlp.up_proj.weight'), null);
   const nf = spawnSync(process.execPath, [cli, 'plan', path.join(dir, 'nope.json'), '--budget', '3'], { encoding: 'utf8' });
   assert.equal(nf.status, 2);
+  assert.match(nf.stderr, /nope\.json: no such report file/);
   fs.writeFileSync(path.join(dir, 'bad.json'), '{"version":1}');
   const bad = spawnSync(process.execPath, [cli, 'plan', path.join(dir, 'bad.json'), '--budget', '3'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);

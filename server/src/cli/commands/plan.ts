@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from '../args';
-import { UsageError } from '../../engine/errors';
+import { InputError, UsageError } from '../../engine/errors';
 import { writeFileAtomic } from '../../checkpoint';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
@@ -65,6 +65,7 @@ export const planCommand: Command = {
     if (o.help) { process.stdout.write(USAGE + '\n'); return 0; }
     if (positional.length !== 1) throw new UsageError('plan takes one checkpoint or analysis report');
     const src = positional[0];
+    if (src.endsWith('.json') && !isReportFile(src)) throw new InputError(src, 'no such report file');
     if (!isReportFile(src)) throw new UsageError(`'${src}' is not an analysis report (.json); run 'loftq analyze ${src} --bits 2,3,4,8 --rank 64 --spectrum 64 --report report.json' and plan from report.json`);
     const report = readReport(src);
     const outText = typeof o.out === 'string' && fs.existsSync(o.out) ? fs.readFileSync(o.out, 'utf8') : undefined;
