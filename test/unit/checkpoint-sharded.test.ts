@@ -127,6 +127,14 @@ test('pickle checkpoints are refused by name and by magic bytes, never opened as
     const p = put(dir, name, bytes);
     await rejects(openCheckpoint(p), 'pickle', p, /pickle checkpoint/);
   }
+  // Header lengths 640, 896, 1152, 1408 begin with the bytes 80 02…80 05 of a pickle: such
+  // safetensors files are still read (found by the fuzzer).
+  for (const n of [640, 896, 1152, 1408]) {
+    const text = JSON.stringify({ w: { dtype: 'U8', shape: [2], data_offsets: [0, 2] } });
+    const p = put(dir, `len${n}.safetensors`, rawFile(text + ' '.repeat(n - text.length), new Uint8Array([1, 2])));
+    assert.equal(fs.readFileSync(p)[0], 0x80);
+    assert.deepEqual([...await readTensorBytes((await openCheckpoint(p)).tensors[0])], [1, 2]);
+  }
   // A folder holding only a pickle checkpoint (single or sharded) says so.
   const hf = tempDir();
   const bin = put(hf, 'pytorch_model.bin', zip);

@@ -3,7 +3,7 @@
 
 import { promises as fsp } from 'node:fs';
 import { CheckpointError } from './errors';
-import { parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
+import { MAX_HEADER_BYTES, parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
 import { toFloat32, FLOAT_DTYPES } from './dtype';
 import { hasPickleMagic, isPickleName, pickleMessage } from './pickle';
 
@@ -46,6 +46,12 @@ async function readExactly(fh: fsp.FileHandle, file: string, out: Uint8Array, po
   }
 }
 
+function looksLikeSafetensors(first: Uint8Array, size: number): boolean {
+  if (size < 9) return false;
+  const n = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+  return n > 0n && n <= BigInt(Math.min(MAX_HEADER_BYTES, size - 8)) && first[8] === 0x7b;
+}
+
 /** Reads and validates one safetensors file's header. */
 export async function readHeader(file: string): Promise<SafetensorsHeader> {
   if (isPickleName(file)) throw pickleMessage(file);
@@ -53,9 +59,12 @@ export async function readHeader(file: string): Promise<SafetensorsHeader> {
   if (!st.isFile()) throw new CheckpointError('not-safetensors', file, 'is not a file');
   const fh = await openForRead(file);
   try {
-    const first = new Uint8Array(8);
-    if (st.size >= 8) await readExactly(fh, file, first, 0);
-    if (hasPickleMagic(first)) throw pickleMessage(file);
+    const first = new Uint8Array(9);
+    await readExactly(fh, file, first.subarray(0, Math.min(9, st.size)), 0);
+    // A safetensors header length can begin with the same two bytes as a pickle (e.g. a
+    // 640-byte header is 80 02 00 …), so the magic only counts when the file does not
+    // also look like safetensors: a sane length followed by '{'.
+    if (hasPickleMagic(first) && !looksLikeSafetensors(first, st.size)) throw pickleMessage(file);
     // Bounded by both 100 MB and the file's real size before anything is allocated.
     const n = parseHeaderLength(file, first, st.size);
     const json = new Uint8Array(n);

@@ -67,10 +67,9 @@ const headerLength: Mutator[] = [
   {
     name: 'length-past-eof',
     make: async ({ rng, model, dir }) => {
-      const data = dataOf(model);
-      const header = serializeEntries(entriesOf(model));
-      const total = Buffer.byteLength(header) + data.length;
-      return writeCase(dir, fileBytes(header, data, BigInt(total + rng.int(1, 64))));
+      const bytes = fileBytes(serializeEntries(entriesOf(model)), dataOf(model));
+      new DataView(bytes.buffer).setBigUint64(0, BigInt(bytes.length - 8 + rng.int(1, 64)), true);
+      return writeCase(dir, bytes);
     },
   },
   { name: 'file-tiny', make: async ({ rng, dir }) => writeCase(dir, rng.bytes(rng.int(0, 8))) },
