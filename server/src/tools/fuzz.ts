@@ -1,5 +1,6 @@
 // `npm run fuzz -- --cases N --seed S`: mutates valid checkpoints into hostile ones and
-// feeds each to the inspect path (see fuzz/runner.ts). Cases run in a worker thread
+// feeds each to the inspect path (see fuzz/runner.ts) and, with --quantize, through
+// LoftQ (fuzz/loftq-consumer.ts). Cases run in a worker thread
 // watched from here, so even a case stuck in synchronous code is caught as a hang and
 // the run goes on with the next case. Prints counts per outcome and per error kind;
 // exits 1 on any crash, hang, missed rejection, unhandled rejection or memory over the bound.
@@ -9,21 +10,24 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CaseResult, emptySummary, record, runCase, Summary } from './fuzz/runner';
+import { loftqConsumer } from './fuzz/loftq-consumer';
+import { createBackend } from '../linalg/backend';
 
-interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string }
+interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean }
 type Msg = { type: 'start'; index: number } | { type: 'result'; r: CaseResult } | { type: 'unhandled' } | { type: 'done' };
 
 async function workerMain(job: Job): Promise<void> {
   process.on('unhandledRejection', () => parentPort!.postMessage({ type: 'unhandled' } satisfies Msg));
+  const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu'))] : [];
   for (let i = job.from; i < job.to; i++) {
     parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
-    parentPort!.postMessage({ type: 'result', r: await runCase(i, job) } satisfies Msg);
+    parentPort!.postMessage({ type: 'result', r: await runCase(i, { ...job, consumers }) } satisfies Msg);
   }
   parentPort!.postMessage({ type: 'done' } satisfies Msg);
 }
 
 function parse(argv: string[]) {
-  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false };
+  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false, quantize: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -38,7 +42,8 @@ function parse(argv: string[]) {
     else if (a === '--max-rss-mib') o.maxRssMiB = num();
     else if (a === '--json') o.json = true;
     else if (a === '--verbose') o.verbose = true;
-    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose])`);
+    else if (a === '--quantize') o.quantize = true;
+    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize])`);
   }
   return o;
 }
@@ -102,7 +107,7 @@ async function main(): Promise<number> {
   const s = emptySummary();
   const t0 = performance.now();
   try {
-    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root }, s, o.verbose);
+    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root, quantize: o.quantize }, s, o.verbose);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

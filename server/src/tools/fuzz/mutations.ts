@@ -196,4 +196,6 @@ export const SINGLE_FILE_MUTATORS: Mutator[] = [...headerLength, ...headerJson, 
 /** Valid files (some with NaN/Inf/denormal weights): these must be accepted. */
 export const VALID: Mutator[] = [
   { name: 'valid', make: async ({ model, dir }) => writeCase(dir, fileBytes(serializeEntries(entriesOf(model)), dataOf(model))) },
+  // The runner fills float tensors with NaN, ±Inf, denormals and ±3.4e38 for this one.
+  { name: 'hostile-values', make: async ({ model, dir }) => writeCase(dir, fileBytes(serializeEntries(entriesOf(model)), dataOf(model))) },
 ];

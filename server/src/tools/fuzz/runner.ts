@@ -42,7 +42,7 @@ export interface RunOptions {
 class Timeout extends Error {}
 
 /** Mutators whose output is a valid checkpoint: it must be accepted and read back exactly. */
-const VALID_NAMES = new Set(['valid', 'sharded-valid']);
+const VALID_NAMES = new Set(['valid', 'hostile-values', 'sharded-valid']);
 
 /** Mutators whose every output is invalid: accepting one is a missed check. */
 export const MUST_REJECT = new Set([
@@ -84,7 +84,7 @@ function badRejection(e: unknown, caseDir: string, typed: RunOptions['typedError
 export async function runCase(index: number, opts: RunOptions): Promise<CaseResult> {
   const rng = Rng.forCase(opts.seed, index);
   const mutator = rng.pick(MUTATORS);
-  const model = randomModel(rng, rng.chance(0.3));
+  const model = randomModel(rng, mutator.name === 'hostile-values' || rng.chance(0.3));
   const caseDir = path.join(opts.root, `case-${index}`);
   const ckDir = path.join(caseDir, 'ck');
   await fsp.mkdir(ckDir, { recursive: true });
