@@ -95,7 +95,9 @@ export async function readSharded(folder: string, indexFile: string): Promise<Sh
     shardNames.add(name);
     shardOf.set(tensor, name);
   }
-  const folderReal = await fsp.realpath(folder);
+  const folderReal = await fsp.realpath(folder).catch((e: NodeJS.ErrnoException) => {
+    throw new CheckpointError('unreadable', folder, `cannot be resolved (${e.code ?? e.message})`);
+  });
   const headers: SafetensorsHeader[] = [];
   for (const s of [...shardNames].sort()) headers.push(await readHeader(await resolveShard(folderReal, folder, indexFile, s)));
   const tensors: TensorInfo[] = [];
