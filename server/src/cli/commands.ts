@@ -6,7 +6,9 @@ export interface Command {
 }
 
 import { inspectCommand } from './commands/inspect';
+import { lspCommand } from './commands/lsp';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
+  lsp: lspCommand,
 };
