@@ -33,7 +33,8 @@ const nodeEntries = {
 
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
 mkdirSync('dist', { recursive: true });
-await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' } });
+// jsonc-parser's UMD main hides its requires from the bundler; its ESM build bundles cleanly.
+await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' }, alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' } });
 
 // The wasm backend fetches its binaries next to the bundle.
 const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));

@@ -43,7 +43,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   const timers = new Map<string, NodeJS.Timeout>();
   const generation = new Map<string, number>();
   let roots: string[] = [];
-  let watchDynamic = false, configDynamic = false;
+  let watchDynamic = false, configDynamic = false, foldersSupported = false;
 
   const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? fsp.readFile(file, 'utf8');
   const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf);
@@ -95,6 +95,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     watchDynamic = !!c.workspace?.didChangeWatchedFiles?.dynamicRegistration;
     configDynamic = !!c.workspace?.didChangeConfiguration?.dynamicRegistration;
     runs.workDoneProgressSupported = !!c.window?.workDoneProgress;
+    foldersSupported = !!c.workspace?.workspaceFolders;
     const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [params.rootUri ? uriToPath(params.rootUri) : params.rootPath ?? undefined];
     roots = folders.filter((f): f is string => !!f);
     return {
@@ -116,15 +117,18 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       });
     }
     if (configDynamic) await connection.client.register(DidChangeConfigurationNotification.type, { section: 'loftq' });
+    if (foldersSupported) {
+      connection.workspace.onDidChangeWorkspaceFolders(async (e) => {
+        for (const f of e.removed) {
+          for (const u of [...onDisk]) if (u.startsWith(f.uri + '/')) { onDisk.delete(u); void connection.sendDiagnostics({ uri: u, diagnostics: [] }); }
+        }
+        const added = e.added.map((f) => uriToPath(f.uri)).filter((f): f is string => !!f);
+        roots.push(...added);
+        for (const f of await findPlanFiles(added)) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
+      });
+    }
     for (const f of await findPlanFiles(roots)) onDisk.add(pathToFileURL(f).toString());
     refreshAll();
-  });
-
-  connection.workspace.onDidChangeWorkspaceFolders(async (e) => {
-    for (const f of e.removed) for (const u of [...onDisk]) if (u.startsWith(f.uri + '/')) { onDisk.delete(u); void connection.sendDiagnostics({ uri: u, diagnostics: [] }); }
-    const added = e.added.map((f) => uriToPath(f.uri)).filter((f): f is string => !!f);
-    roots.push(...added);
-    for (const f of await findPlanFiles(added)) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
   });
 
   connection.onDidChangeConfiguration(() => { settings.clear(); refreshAll(); });

@@ -8,6 +8,7 @@ import { errorAt, ReportIndex } from './reportIndex';
 
 /** Share of the model that counts as "the worst" (top 5% of matrices by error). */
 export const TOP_SHARE = 0.05;
+const TIE = 5e-4;
 
 export interface WorstGroup {
   owner: Owner;
@@ -41,7 +42,8 @@ export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
   const out: WorstGroup[] = [];
   for (const { owner, members } of groups.values()) {
     let worst = members.filter((x) => rankOf.get(x.m.tensor.name)! < topCount);
-    if (!worst.length) worst = [members[0]];
+    // Outside the top share, the group's worst are its members that tie with its maximum.
+    if (!worst.length) worst = members.filter((x) => x.e >= members[0].e - TIE);
     const bits = worst[0].m.settings.bits;
     const names = worst.map((x) => x.m.tensor.name);
     const errors = worst.map((x) => x.e);
