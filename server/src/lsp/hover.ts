@@ -30,7 +30,9 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
   const ms = selected(at.stringValue, a.matrices);
   const range = p.spanRange(at.span);
   if (!ms.length) return { range, contents: { kind: 'markdown', value: `\`${at.stringValue}\` selects no quantized matrix` } };
-  const lines = [`**\`${at.stringValue}\`** — ${ms.length} matri${ms.length === 1 ? 'x' : 'ces'}: ${describeMatrices(ms.map((m) => m.tensor.name))}`, ''];
+  const what = describeMatrices(ms.map((m) => m.tensor.name));
+  const count = /^\d/.test(what) ? what : `${ms.length} matri${ms.length === 1 ? 'x' : 'ces'}: ${what}`;
+  const lines = [`**\`${at.stringValue}\`** — ${count}`, ''];
   const ix = p.facts.report;
   const widths = ix?.bits ?? [];
   if (!ix || !widths.length) {
