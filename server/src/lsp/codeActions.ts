@@ -38,9 +38,7 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Pro
   if (budget && p.assignment) {
     const plan = await mixedPlan(p, budget);
     if (plan) {
-      const changes: Change[] = [...plan.replace].sort((a, b) => b - a).map((j) => ({ path: ['overrides', j], value: undefined }));
-      if (!p.has(['overrides']) && plan.overrides.length) changes.push({ path: ['overrides'], value: plan.overrides });
-      else for (const o of plan.overrides) changes.push({ path: ['overrides', -1], value: o, insert: true });
+      const changes = mixedPlanChanges(p, plan.replace, plan.overrides);
       if (changes.length) {
         const budgetDiags = mine.filter((d) => d.code === 'budget');
         add(`Apply mixed-precision plan within budget: ${plan.description} (${plan.totals.avgBits.toFixed(2)} bits on average)`, changes,
@@ -103,4 +101,18 @@ function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
   const current = o.bits ?? p.assignment?.defaults.bits;
   const widths = p.facts.report?.bits.length ? p.facts.report.bits.filter((b) => (SUPPORTED_BITS as readonly number[]).includes(b)) : [...SUPPORTED_BITS];
   for (const b of widths) if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
+}
+
+/** The planner's overrides: the first superseded entry is replaced in place, the rest removed, extra ones appended. */
+function mixedPlanChanges(p: PlanDoc, replace: number[], overrides: PlanOverride[]): Change[] {
+  const [first, ...rest] = [...replace].sort((a, b) => a - b);
+  const changes: Change[] = rest.sort((a, b) => b - a).map((j) => ({ path: ['overrides', j], value: undefined }));
+  let todo = overrides;
+  if (first !== undefined) {
+    changes.push({ path: ['overrides', first], value: todo[0] });
+    todo = todo.slice(1);
+  }
+  if (!p.has(['overrides']) && todo.length) changes.push({ path: ['overrides'], value: todo });
+  else for (const o of todo) changes.push({ path: ['overrides', -1], value: o, insert: true });
+  return changes;
 }

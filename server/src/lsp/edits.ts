@@ -30,7 +30,7 @@ export function planEdits(doc: TextDocument, changes: Change[]): { text: string;
   // fix becomes one whole-document replacement when more than one step is involved.
   const steps: TextEdit[][] = [];
   for (const c of changes) {
-    const ed = appendLikeSiblings(text, c, formattingOptions) ?? modify(text, c.path, c.value, { formattingOptions, isArrayInsertion: c.insert });
+    const ed = arrayEditLikeSiblings(text, c, formattingOptions) ?? modify(text, c.path, c.value, { formattingOptions, isArrayInsertion: c.insert });
     const tmp = TextDocument.create(doc.uri, doc.languageId, doc.version, text);
     steps.push(ed.map((e) => ({ range: { start: tmp.positionAt(e.offset), end: tmp.positionAt(e.offset + e.length) }, newText: e.content })));
     for (const e of [...ed].sort((a, b) => b.offset - a.offset)) text = text.slice(0, e.offset) + e.content + text.slice(e.offset + e.length);
@@ -41,23 +41,38 @@ export function planEdits(doc: TextDocument, changes: Change[]): { text: string;
 }
 
 /**
- * Appending to a non-empty array: `modify` re-formats the neighbouring element too, which
- * would rewrite a hand-written one-line entry. Instead the new entry copies the last
- * element's style — one line (`{ "match": "x", "bits": 4 }`) or indented lines — and its indentation.
+ * Array entries (overrides) edited the way a person would: `modify` re-formats the
+ * neighbouring element too, which would rewrite a hand-written one-line entry. Here a new
+ * or replaced entry copies its neighbour's style — one line (`{ "match": "x", "bits": 4 }`)
+ * or indented lines — and indentation, and a removal takes exactly its entry and comma.
  */
-function appendLikeSiblings(text: string, c: Change, f: FormattingOptions): Edit[] | undefined {
-  if (!c.insert || c.path[c.path.length - 1] !== -1 || c.value === undefined) return undefined;
+function arrayEditLikeSiblings(text: string, c: Change, f: FormattingOptions): Edit[] | undefined {
+  const index = c.path[c.path.length - 1];
+  if (typeof index !== 'number') return undefined;
   const root = parseTree(text, [], { allowTrailingComma: true });
   const arr = root && findNodeAtLocation(root, c.path.slice(0, -1));
-  const last = arr?.type === 'array' ? arr.children?.[arr.children.length - 1] : undefined;
-  if (!last) return undefined;
-  const lineStart = text.lastIndexOf('\n', last.offset - 1) + 1;
-  const indent = /^[ \t]*/.exec(text.slice(lineStart, last.offset))![0];
-  const eol = f.eol ?? '\n';
-  const oneLine = !text.slice(last.offset, last.offset + last.length).includes('\n');
-  const unit = f.insertSpaces === false ? '\t' : ' '.repeat(f.tabSize ?? 2);
-  const body = oneLine ? inlineJson(c.value) : JSON.stringify(c.value, null, unit).split('\n').join(eol + indent);
-  return [{ offset: last.offset + last.length, length: 0, content: `,${eol}${indent}${body}` }];
+  const items = arr?.type === 'array' ? arr.children ?? [] : [];
+  if (!arr || !items.length) return undefined;
+  const style = (like: { offset: number; length: number }) => {
+    const lineStart = text.lastIndexOf('\n', like.offset - 1) + 1;
+    const indent = /^[ \t]*/.exec(text.slice(lineStart, like.offset))![0];
+    const oneLine = !text.slice(like.offset, like.offset + like.length).includes('\n');
+    const unit = f.insertSpaces === false ? '\t' : ' '.repeat(f.tabSize ?? 2);
+    const body = oneLine ? inlineJson(c.value) : JSON.stringify(c.value, null, unit).split('\n').join((f.eol ?? '\n') + indent);
+    return { indent, body };
+  };
+  if (c.insert && index === -1 && c.value !== undefined) {
+    const last = items[items.length - 1];
+    const { indent, body } = style(last);
+    return [{ offset: last.offset + last.length, length: 0, content: `,${f.eol ?? '\n'}${indent}${body}` }];
+  }
+  if (c.insert || index < 0 || index >= items.length) return undefined;
+  const node = items[index];
+  if (c.value !== undefined) return [{ offset: node.offset, length: node.length, content: style(node).body }];
+  if (items.length === 1) return [{ offset: arr.offset + 1, length: arr.length - 2, content: '' }];
+  if (index < items.length - 1) return [{ offset: node.offset, length: items[index + 1].offset - node.offset, content: '' }];
+  const prev = items[index - 1];
+  return [{ offset: prev.offset + prev.length, length: node.offset + node.length - (prev.offset + prev.length), content: '' }];
 }
 
 /** `{ "a": 1, "b": [1, 2] }` — JSON on one line with the spacing people type. */
