@@ -176,10 +176,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   connection.onRequest(Methods.readReport, async (params: { path: string }): Promise<Report | null> => {
     if (!params || typeof params.path !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'path' is required");
     let file = toPath(params.path);
-    const st = await fsp.stat(file).catch(() => undefined);
-    if (!st) return null;
-    if (st.isDirectory()) file = path.join(file, REPORT_FILE);
-    else if (path.basename(file) === PLAN_FILE) file = path.join(path.dirname(file), REPORT_FILE);
+    if (path.basename(file) === PLAN_FILE) file = path.join(path.dirname(file), REPORT_FILE);
+    else if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) file = path.join(file, REPORT_FILE);
     let json: unknown;
     try {
       json = JSON.parse(await fsp.readFile(file, 'utf8'));
