@@ -33,7 +33,7 @@ const nodeEntries = {
 
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
 mkdirSync('dist', { recursive: true });
-// jsonc-parser's UMD main hides its requires from the bundler; its ESM build bundles cleanly.
+// jsonc-parser's `main` is a UMD build whose internal requires esbuild cannot follow; bundle its ESM build.
 await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' }, alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' } });
 
 // The wasm backend fetches its binaries next to the bundle.

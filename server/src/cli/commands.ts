@@ -7,8 +7,10 @@ export interface Command {
 
 import { inspectCommand } from './commands/inspect';
 import { lspCommand } from './commands/lsp';
+import { planCommand } from './commands/plan';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
   lsp: lspCommand,
+  plan: planCommand,
 };
