@@ -60,10 +60,12 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.includes('mean LoftQ error')));
     // Sorted errors at the plan's widths: 0.52, 0.47 (down_proj 3–4 at 2 bits), 28 × 0.20, then
     // q_proj at 4 bits 0.085 … 0.05. Top 5% of 35 = 2 matrices. Mean = 6.94 / 35 = 0.198.
-    // Average bits: q_proj (5 × 4096) at 4, the other 206 080 weights at 2 → 2.18.
+    // Average bits: q_proj (5 × 4096) at 4, the other 206 080 weights at 2 → 2.18. Backbone
+    // (codes + double-quantized scales, as docs/planner.md counts them): 2-bit layer 11 328 +
+    // 764 B, q_proj at 4 bits +1024 B per layer → 65 580 B, plus 133 888 B of untouched tensors.
     // 4-bit for both down_proj: 2 × 64·172 × 2 bits / 8 = 5504 B more.
     assert.deepEqual(brief(ds), brief([
-      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.20, average 2.18 bits; backbone 209.8 kB + adapter 369.9 kB', range: rangeOf(PLAN, '"ckpt/model.safetensors"') },
+      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.20, average 2.18 bits per weight; backbone 199.5 kB + adapter 369.9 kB', range: rangeOf(PLAN, '"ckpt/model.safetensors"') },
       { severity: DiagnosticSeverity.Warning, message: 'down_proj of layers 3–4: 2-bit LoftQ error 0.47–0.52, top 6% of the model; 4-bit gives 0.09 for +5.5 kB', range: rangeOf(PLAN, '2') },
       { severity: DiagnosticSeverity.Information, message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model', range: rangeOf(PLAN, '"model.layers.*.self_attn.q_proj"') },
     ] as Diagnostic[]));
@@ -93,7 +95,7 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
     // layer 0, below the 0.3 threshold; the new override's worst are both down_proj at 0.09 (ranks 29–30).
     assert.deepEqual(brief(after).map((d) => [d.severity, d.message]), brief([
       // (5.6 + 0.18 + 0.35) / 35 = 0.175; (494 080 + 2·11 008·2) / 226 560 = 2.375 bits; backbone + 5504 B.
-      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.18, average 2.38 bits; backbone 215.3 kB + adapter 369.9 kB' },
+      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.18, average 2.38 bits per weight; backbone 205.0 kB + adapter 369.9 kB' },
       { severity: DiagnosticSeverity.Information, message: 'k_proj, v_proj of layer 0: 2-bit LoftQ error 0.20, top 6% of the model; 4-bit gives 0.05 for +1.0 kB' },
       { severity: DiagnosticSeverity.Information, message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model' },
       { severity: DiagnosticSeverity.Information, message: 'down_proj of layers 3–4: 4-bit LoftQ error 0.09, top 86% of the model' },

@@ -30,12 +30,13 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
   const c = await LspClient.start({ root });
   try {
     const ds = await c.diagnosticsFor(uriOf(plan), (d) => d.length > 0);
-    // Sizes of this plan (packed 2-bit codes + one f32 scale per 64-weight block; untouched
-    // tensors as stored): per layer 2·1280 (q,o) + 2·640 (k,v) + 3·3440 (mlp) = 14 160 B,
-    // ×5 = 70 800, plus embeddings 131 072 and norms 2 816 → 204 688 B. Adapter (f32,
+    // Sizes of this plan (docs/planner.md's cost model: packed 2-bit codes + double-quantized
+    // scales nb + 4·⌈nb/256⌉ + 4 per matrix; untouched tensors as stored): per layer codes
+    // 2·1024 + 2·512 + 3·2752 = 11 328 B, scales 2·72 + 2·40 + 3·180 = 764 B; ×5 = 60 460, plus
+    // embeddings 131 072 and norms 2 816 → 194 348 B. Adapter (f32,
     // r·(out+in)·4): layers 2–4 at rank 48: 221 952 B each; layers 0–1 (k,v at rank 40): 215 808 → 1 097 472 B.
     assert.deepEqual(brief(ds), brief([
-      { severity: DiagnosticSeverity.Information, message: '35 matrices to quantize, average 2.00 bits; backbone 204.7 kB + adapter 1.1 MB; no analysis yet (loftq-report.json)', range: rangeOf(PLAN, '"./ckpt/model.safetensors"') },
+      { severity: DiagnosticSeverity.Information, message: '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; no analysis yet (loftq-report.json)', range: rangeOf(PLAN, '"./ckpt/model.safetensors"') },
       { severity: DiagnosticSeverity.Error, message: 'rank 48 is larger than min(out, in) = 32 of k_proj, v_proj of layers 2–4 (6 matrices)', range: rangeOf(PLAN, '48') },
       { severity: DiagnosticSeverity.Warning, message: "'model.layers.*.mlp.nothing' matches no tensor in model.safetensors", range: rangeOf(PLAN, '"model.layers.*.mlp.nothing"') },
       { severity: DiagnosticSeverity.Warning, message: "'model.norm' matches 1 tensor but none that is quantized (2-D linear weights among the targets)", range: rangeOf(PLAN, '"model.norm"') },

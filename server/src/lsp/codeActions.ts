@@ -2,7 +2,7 @@
 // rank, drop a dead override, and apply a mixed-precision plan within the budget. Each
 // is a WorkspaceEdit built with jsonc-parser's `modify`, so formatting and comments stay.
 
-import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic } from 'vscode-languageserver';
+import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } from 'vscode-languageserver';
 import { SUPPORTED_BITS } from '../protocol/lsp_ext';
 import type { PlanOverride } from '../protocol/lsp_ext';
 import { compileGlob, globMatches } from '../plan/glob';
@@ -37,13 +37,14 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Pro
   const budget = p.parsed.plan.budget;
   if (budget && p.assignment) {
     const plan = await mixedPlan(p, budget);
-    if (plan) {
-      const changes = mixedPlanChanges(p, plan.replace, plan.overrides);
-      if (changes.length) {
-        const budgetDiags = mine.filter((d) => d.code === 'budget');
-        add(`Apply mixed-precision plan within budget: ${plan.description} (${plan.totals.avgBits.toFixed(2)} bits on average)`, changes,
-          budgetDiags.length ? budgetDiags : undefined, false, budgetDiags.length ? CodeActionKind.QuickFix : CodeActionKind.RefactorRewrite);
-      }
+    if (plan && plan.newText !== p.text) {
+      const budgetDiags = mine.filter((d) => d.code === 'budget');
+      out.push({
+        title: `Apply mixed-precision plan within budget: ${plan.description}`,
+        kind: budgetDiags.length ? CodeActionKind.QuickFix : CodeActionKind.RefactorRewrite,
+        diagnostics: budgetDiags.length ? budgetDiags : undefined,
+        edit: { changes: { [p.uri]: [minimalEdit(p, plan.newText)] } },
+      });
     }
   }
   return out;
@@ -103,16 +104,12 @@ function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
   for (const b of widths) if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
 }
 
-/** The planner's overrides: the first superseded entry is replaced in place, the rest removed, extra ones appended. */
-function mixedPlanChanges(p: PlanDoc, replace: number[], overrides: PlanOverride[]): Change[] {
-  const [first, ...rest] = [...replace].sort((a, b) => a - b);
-  const changes: Change[] = rest.sort((a, b) => b - a).map((j) => ({ path: ['overrides', j], value: undefined }));
-  let todo = overrides;
-  if (first !== undefined) {
-    changes.push({ path: ['overrides', first], value: todo[0] });
-    todo = todo.slice(1);
-  }
-  if (!p.has(['overrides']) && todo.length) changes.push({ path: ['overrides'], value: todo });
-  else for (const o of todo) changes.push({ path: ['overrides', -1], value: o, insert: true });
-  return changes;
+/** One TextEdit over the span where the texts differ. */
+function minimalEdit(p: PlanDoc, next: string): TextEdit {
+  const text = p.text;
+  let a = 0;
+  while (a < text.length && a < next.length && text[a] === next[a]) a++;
+  let b = 0;
+  while (b < text.length - a && b < next.length - a && text[text.length - 1 - b] === next[next.length - 1 - b]) b++;
+  return { range: p.spanRange({ offset: a, length: text.length - a - b }), newText: next.slice(a, next.length - b) };
 }

@@ -10,6 +10,7 @@ import { describeMatrices, formatBytes, formatError } from './describe';
 import type { PlanDoc } from './planDoc';
 import { MatrixPlan, ownerKey, ownerPath, overridesWithIndex, planTotals, tensorsMatching, Owner } from './planModel';
 import { meanError, worstGroups } from './worst';
+import { fitsBudget } from './mixedPlan';
 import type { SpanPart } from './jsonRanges';
 
 export const SOURCE = 'loftq';
@@ -79,29 +80,24 @@ function rankDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
 
 function budgetDiagnostics(p: PlanDoc): Diagnostic[] {
   const b = p.parsed.plan.budget;
-  if (!b || typeof b !== 'object') return [];
+  if (!b || typeof b !== 'object' || !(typeof b.avgBits === 'number' || typeof b.bytes === 'number')) return [];
   const t = planTotals(p.assignment!);
-  const out: Diagnostic[] = [];
-  if (typeof b.avgBits === 'number' && b.avgBits > 0) {
-    const over = t.avgBits > b.avgBits + 1e-9;
-    out.push(diag(p, over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'budget',
-      over ? `this plan averages ${t.avgBits.toFixed(2)} bits, over the budget of ${b.avgBits}`
-        : `this plan averages ${t.avgBits.toFixed(2)} bits of a ${b.avgBits}-bit budget`, ['budget', 'avgBits']));
+  const over = !fitsBudget(t, b);
+  const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information;
+  // Budgets count codes, scales and adapters of the quantized matrices (docs/planner.md).
+  if (typeof b.avgBits === 'number') {
+    const msg = `this plan costs ${t.budgetBits.toFixed(2)} bits per weight with scales and adapters, ${over ? 'over' : 'within'} the budget of ${b.avgBits}`;
+    return [diag(p, severity, 'budget', msg, ['budget', 'avgBits'])];
   }
-  if (typeof b.bytes === 'number' && b.bytes > 0) {
-    const total = t.backboneBytes + t.adapterBytes;
-    const over = total > b.bytes;
-    out.push(diag(p, over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'budget',
-      `backbone + adapter ${formatBytes(total)} ${over ? 'exceeds' : 'fits'} the budget of ${formatBytes(b.bytes)}`, ['budget', 'bytes']));
-  }
-  return out;
+  const msg = `codes, scales and adapters take ${formatBytes(t.budgetBytes)}, ${over ? 'over' : 'within'} the budget of ${formatBytes(b.bytes!)}`;
+  return [diag(p, severity, 'budget', msg, ['budget', 'bytes'])];
 }
 
 function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const a = p.assignment!;
   const ix = p.facts.report;
   const t = planTotals(a);
-  const sizes = `average ${t.avgBits.toFixed(2)} bits; backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
+  const sizes = `average ${t.avgBits.toFixed(2)} bits per weight; backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
   const out: Diagnostic[] = [];
   if (p.facts.reportProblem) out.push(diag(p, DiagnosticSeverity.Warning, 'report', p.facts.reportProblem, ['checkpoint']));
   if (!ix) {

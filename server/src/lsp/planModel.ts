@@ -3,11 +3,11 @@
 // Pure: no LSP, no I/O — the diagnostics, hovers and code actions share it.
 
 import type { TensorInfo } from '../checkpoint';
-import { DTYPE_SIZE } from '../checkpoint';
 import { selectTargets } from '../engine/targets';
 import { compileGlob, globMatches } from '../plan/glob';
 import { compilePlan, JsonPath, ParsedPlan } from '../plan/planfile';
 import type { MatrixSettings, PlanOverride } from '../protocol/lsp_ext';
+import { adapterBytesOf, avgBitsOf, choiceBytes, codeBytes, CostModel, DEFAULT_COST, loraBytes, scaleBytes } from '../plan/planner/cost';
 
 /** The JSON node that decides a setting: an override (by its index in the file) or the defaults. */
 export type Owner = { kind: 'defaults' } | { kind: 'override'; jsonIndex: number };
@@ -76,39 +76,47 @@ export function ownerPath(parsed: ParsedPlan, owner: Owner, key: 'bits' | 'rank'
   return hasDefaultsNode ? ['defaults'] : ['checkpoint'];
 }
 
-// Sizes as stored with packed codes: `bits` per weight plus one float32 scale per block;
-// the adapter (A: r×in, B: out×r) in the input's dtype. Untouched tensors keep their size.
+// Sizes with the planner's cost model (plan/planner/cost.ts, docs/planner.md), so the
+// editor, `loftq plan` and the budget agree: codes ⌈n·bits/8⌉, double-quantized scales,
+// adapters r·(out+in) in the checkpoint's float width. Untouched tensors keep their size.
+export function costModelOf(m: MatrixPlan): CostModel {
+  return { ...DEFAULT_COST, blockSize: m.settings.blockSize, adapterBytes: adapterBytesOf(m.tensor.dtype) };
+}
+
 export function backboneBytes(m: MatrixPlan): number {
   if (m.skipped) return m.tensor.byteLength;
-  const p = m.tensor.parameters;
-  return Math.ceil((p * m.settings.bits) / 8) + Math.ceil(p / m.settings.blockSize) * 4;
+  return codeBytes(m.shape[0], m.shape[1], m.settings.bits) + scaleBytes(m.shape[0], m.shape[1], costModelOf(m));
 }
 
 export function adapterBytes(m: MatrixPlan): number {
-  if (m.skipped) return 0;
-  const size = DTYPE_SIZE[m.tensor.dtype] ?? 4;
-  return m.settings.rank * (m.shape[0] + m.shape[1]) * size;
+  return m.skipped ? 0 : loraBytes(m.shape[0], m.shape[1], m.settings.rank, costModelOf(m));
 }
 
 export interface PlanTotals {
-  /** Parameter-weighted mean bits over the targeted matrices (skipped ones at their dtype width). */
+  /** Parameter-weighted mean of the `bits` setting over the quantized matrices. */
   avgBits: number;
+  /** Whole backbone: quantized matrices (codes + scales) and every other tensor as stored. */
   backboneBytes: number;
   adapterBytes: number;
+  /** What a budget counts (the planner's accounting): codes + scales + adapters of the quantized matrices. */
+  budgetBytes: number;
+  /** 8 · budgetBytes / quantizedParameters. */
+  budgetBits: number;
   quantizedParameters: number;
 }
 
 export function planTotals(a: PlanAssignment): PlanTotals {
   const quantized = new Set(a.matrices.map((m) => m.tensor.name));
-  let bitsParams = 0, params = 0, backbone = 0, adapter = 0;
+  let bitsParams = 0, params = 0, backbone = 0, adapter = 0, budget = 0;
   for (const m of a.matrices) {
     backbone += backboneBytes(m);
     adapter += adapterBytes(m);
-    // A skipped matrix stays at its stored width, which the budget has to pay for.
-    const bits = m.skipped ? (DTYPE_SIZE[m.tensor.dtype] ?? 4) * 8 : m.settings.bits;
-    bitsParams += bits * m.tensor.parameters;
+    // Skipped matrices are outside the plan on both sides of the budget, as in `loftq plan`.
+    if (m.skipped) continue;
+    budget += choiceBytes(m.shape[0], m.shape[1], m.settings.bits, m.settings.rank, costModelOf(m));
+    bitsParams += m.settings.bits * m.tensor.parameters;
     params += m.tensor.parameters;
   }
   for (const t of a.tensors) if (!quantized.has(t.name)) backbone += t.byteLength;
-  return { avgBits: params ? bitsParams / params : 0, backboneBytes: backbone, adapterBytes: adapter, quantizedParameters: params };
+  return { avgBits: params ? bitsParams / params : 0, backboneBytes: backbone, adapterBytes: adapter, budgetBytes: budget, budgetBits: avgBitsOf(budget, params), quantizedParameters: params };
 }

@@ -15,6 +15,7 @@ export interface ReportIndex {
   byName: Map<string, Map<number, ErrorEntry>>;
   /** Every bit width present, ascending. */
   bits: number[];
+  raw: Report;
 }
 
 export function indexReport(report: Report): ReportIndex {
@@ -35,7 +36,7 @@ export function indexReport(report: Report): ReportIndex {
     if (m.skipped) continue;
     put(m.name, m.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: m.rank, iters: m.iters });
   }
-  return { byName, bits: [...widths].sort((a, b) => a - b) };
+  return { byName, bits: [...widths].sort((a, b) => a - b), raw: report };
 }
 
 export function errorAt(ix: ReportIndex, name: string, bits: number): ErrorEntry | undefined {

@@ -13,12 +13,14 @@ import { openCheckpoint } from '../checkpoint';
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
-import type { InspectParams, QuantizeParams, Report } from '../protocol/lsp_ext';
+import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics } from './diagnostics';
 import { FactsCache, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
+import { setMixedPlanner } from './mixedPlan';
+import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from './reportIndex';
 import { Engine, Runs, toPath } from './runs';
 import { Settings } from './settings';
@@ -36,6 +38,7 @@ export function isPlanUri(uri: string): boolean {
 }
 
 export function startServer(connection: Connection, engine: () => Engine | undefined = () => undefined): void {
+  setMixedPlanner(plannerOrFirstK);
   const documents = new TextDocuments(TextDocument);
   const settings = new Settings(connection);
   const facts = new FactsCache();
@@ -187,6 +190,24 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
     if (!isReport(json)) throw new ResponseError(ErrorCodes.InvalidParams, `${file} is not a loftq report (version 1 with a 'matrices' list)`);
     return json;
+  });
+
+  connection.onRequest(Methods.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
+    if (!params || typeof params.plan !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
+    const uri = params.plan.startsWith('file:') ? params.plan : pathToFileURL(toPath(params.plan)).toString();
+    const p = await planDoc(uri);
+    if (!p) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan} cannot be read`);
+    if (p.facts.checkpoint && !p.facts.checkpoint.ok) throw new ResponseError(ErrorCodes.InvalidParams, p.facts.checkpoint.message);
+    const budget = params.budget ?? p.parsed.plan.budget;
+    if (!budget) throw new ResponseError(ErrorCodes.InvalidParams, "no budget: give one or add \"budget\": { \"avgBits\": … } to the plan");
+    try {
+      const plan = runPlanner(p, budget, params);
+      if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis next to ${p.path}: run 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' there`);
+      return plan;
+    } catch (e) {
+      if (e instanceof ResponseError) throw e;
+      throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
+    }
   });
 
   connection.onRequest(Methods.quantize, (params: QuantizeParams, token) => runs.quantize(params, token));
