@@ -7,7 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CodeAction, CodeActionRequest, Diagnostic, DiagnosticSeverity, HoverRequest, MarkupContent } from 'vscode-languageserver-protocol';
 import { openCheckpoint } from '../../server/src/checkpoint';
-import type { AnalysisEntry, Report } from '../../server/src/protocol/lsp_ext';
+import { Methods } from '../../server/src/protocol/lsp_ext';
+import type { AnalysisEntry, PlanResult, Report } from '../../server/src/protocol/lsp_ext';
+import { spawnSync } from 'node:child_process';
+import { repoRoot } from '../helpers';
 import { LspClient, uriOf } from './lspClient';
 import { applyTextEdits, rangeOf, rmrf, workspace } from './support';
 
@@ -165,6 +168,47 @@ test('hover on a pattern or a layer name shows errors at each analysed width', a
     // Bold marks the width this plan gives the matrix.
     assert.ok(layer.includes('| model.layers.2.mlp.down_proj | 64×172 | **0.20** | 0.05 |'), layer.join('\n'));
     assert.ok(layer.includes('| model.layers.2.self_attn.q_proj | 64×64 | 0.20 | **0.07** |'), layer.join('\n'));
+  } finally {
+    await c.stop();
+    rmrf(root);
+  }
+});
+
+test('loftq/plan and the mixed-precision code action use the planner and agree with `loftq plan`', async () => {
+  const { root, ckptDir } = workspace();
+  const plan = path.join(root, 'loftq.json');
+  const text = `{
+  "checkpoint": "ckpt/model.safetensors",
+  "defaults": { "bits": 2, "rank": 16 },
+  "budget": { "avgBits": 16 }
+}`;
+  fs.writeFileSync(plan, text);
+  await writeReport(root, path.join(ckptDir, 'model.safetensors'));
+  const uri = uriOf(plan);
+  const c = await LspClient.start({ root });
+  try {
+    const got = await c.conn.sendRequest<PlanResult>(Methods.plan, { plan: uri });
+    const cli = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'plan', path.join(root, 'loftq-report.json'), '--budget', '16', '--adapter-dtype', 'f32', '--json'], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    const want = JSON.parse(cli.stdout);
+    assert.deepEqual({ budget: got.budget, plan: got.plan, baselines: got.baselines, optimalityGap: got.optimalityGap }, want);
+    assert.ok(got.plan.bytes <= Math.floor((16 * 226560) / 8));
+    assert.ok(got.choices.some((ch) => ch.bits === 4), 'the budget buys some 4-bit matrices');
+
+    await c.open(uri, text);
+    const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));
+    const action = ((await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: ds[0].range, context: { diagnostics: ds.filter((d) => d.code === 'budget') } })) as CodeAction[])
+      .find((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner'))!;
+    assert.ok(action, 'planner action offered');
+    const edited = applyTextEdits(text, action.edit!.changes![uri]);
+    // The edited plan gives every matrix the planner's choice.
+    const { compilePlan, parsePlan, settingsFor } = await import('../../server/src/plan/planfile');
+    const cp = compilePlan(parsePlan(edited).plan);
+    for (const ch of got.choices) {
+      const s = settingsFor(cp, ch.name)!;
+      assert.deepEqual([s.bits, s.rank], [ch.bits, ch.rank], ch.name);
+    }
+    await assert.rejects(c.conn.sendRequest(Methods.plan, { plan: uri, budget: { avgBits: 1 } }), /below the cheapest plan/);
   } finally {
     await c.stop();
     rmrf(root);
