@@ -10,6 +10,7 @@ import { lspCommand } from './commands/lsp';
 import { planCommand } from './commands/plan';
 import { quantizeCommand } from './commands/quantize';
 import { analyzeCommand } from './commands/analyze';
+import { mergeCommand } from './commands/merge';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
@@ -17,4 +18,5 @@ export const COMMANDS: Record<string, Command> = {
   quantize: quantizeCommand,
   analyze: analyzeCommand,
   plan: planCommand,
+  merge: mergeCommand,
 };

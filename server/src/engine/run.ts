@@ -15,12 +15,13 @@ import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
 import { AnalyzeOptions, RunOptions, RunResult } from './api';
 import { createExecutor, Executor } from './pool';
-import { CancelledError, throwIfAborted, UsageError } from './errors';
+import { CancelledError, InputError, throwIfAborted, UsageError } from './errors';
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
 import { lockOutput } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
 import { copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
+import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
 
 export const REPORT_FILE = 'loftq-report.json';
 const SUPPORTED_BITS = [2, 3, 4, 8];
@@ -78,16 +79,25 @@ async function exists(p: string): Promise<boolean> {
   return fsp.access(p).then(() => true, () => false);
 }
 
-async function removeTemps(dir: string): Promise<void> {
+/** Shards may share a folder: a shard removes only its own (pid-named) temps. */
+async function removeTemps(dir: string, ownOnly = false): Promise<void> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith('.tmp')).map((e) => fsp.rm(path.join(dir, e), { force: true })));
+  const mine = (e: string) => !ownOnly || e.includes(`.${process.pid}.`);
+  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith('.tmp') && mine(e)).map((e) => fsp.rm(path.join(dir, e), { force: true })));
 }
+
+const sameSettings = (r: MatrixReport, s: MatrixSettings) =>
+  r.bits === s.bits && r.iters === s.iters && r.quantizer === s.quantizer && r.blockSize === s.blockSize;
 
 function defaultWorkers(): number {
   return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
 }
 
-export async function quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult> {
+/**
+ * `assemble` (loftq merge): take every matrix from these finished shard results (linked
+ * into this run's journal) and compute none; a matrix without one is an InputError.
+ */
+export async function quantizeCheckpoint(checkpointPath: string, opts: RunOptions & { assemble?: AssembleSource }): Promise<RunResult> {
   const t0 = performance.now();
   const ck = await openCheckpoint(checkpointPath);
   const config = await readConfig(ck);
@@ -99,6 +109,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
   await fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true });
   const unlock = await lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined);
+  // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
+  if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });
   let executor: Executor | undefined;
   try {
     const stamps = new Map<string, string>();
@@ -112,11 +124,23 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
 
     // --- compute (skipping journaled matrices) ---
     const finished = new Map<string, Finished>();
+    const skipped: MatrixReport[] = [];
     const todo: typeof jobs = [];
     for (const j of jobs) {
+      const given = opts.assemble?.skipped.get(j.tensor.name);
+      if (given) { skipped.push(given); continue; }
+      const source = opts.assemble?.entries.get(j.tensor.name);
+      if (opts.assemble && !(await exists(j.entry))) {
+        if (!source) throw new InputError(out, `no shard holds a result for ${j.tensor.name}; the shards do not cover this run`);
+        await adoptEntry(source, j.entry);
+      }
       if (await exists(j.entry)) {
         const head = await openCheckpoint(j.entry);
-        finished.set(j.tensor.name, { report: entryReport(head.metadata), entry: j.entry });
+        const report = entryReport(head.metadata);
+        if (opts.assemble && (report.name !== j.tensor.name || !sameSettings(report, j.settings))) {
+          throw new InputError(source ?? j.entry, `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, not ${j.tensor.name} as this run plans it`);
+        }
+        finished.set(j.tensor.name, { report, entry: j.entry });
       } else todo.push(j);
     }
     const total = jobs.length;
@@ -124,7 +148,6 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     let doneParams = 0;
     let done = jobs.length - todo.length;
     const tCompute = performance.now();
-    const skipped: MatrixReport[] = [];
     if (todo.length) {
       const workers = Math.min(opts.workers ?? defaultWorkers(), todo.length);
       executor = await createExecutor(workers, opts.backend ?? 'wasm', opts.signal);
@@ -145,7 +168,15 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     const matrices = jobs.map((j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!);
     const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
     const report = buildReport(ck, opts.settings, backend, matrices, (performance.now() - t0) / 1000);
-    if (opts.shard) return { report, reportPath: '' };
+    if (opts.shard) {
+      await writeShardDescriptor(out, {
+        checkpoint: ck.path, files: checkpointIdentity(ck), settings: opts.settings, plan: opts.plan, targets: opts.targets,
+        format: opts.format ?? 'peft', onNonFinite: opts.onNonFinite ?? 'refuse', backend, shard: opts.shard,
+        entries: Object.fromEntries(jobs.filter((j) => finished.has(j.tensor.name)).map((j) => [j.tensor.name, path.basename(j.entry)])),
+        skipped,
+      });
+      return { report, reportPath: '' };
+    }
 
     // --- assemble ---
     throwIfAborted(opts.signal);
@@ -164,13 +195,15 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     if (e instanceof CancelledError || opts.signal?.aborted) {
       await executor?.close();
       executor = undefined;
-      await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
-      await removeTemps(out);
-      await removeTemps(path.join(out, 'loftq_init'));
+      // A shard keeps the finished entries: the folder may be shared with other shards.
+      if (opts.shard) await removeTemps(path.join(out, JOURNAL_DIR), true);
+      else await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
+      await removeTemps(out, !!opts.shard);
+      await removeTemps(path.join(out, 'loftq_init'), !!opts.shard);
       throw new CancelledError();
     }
-    await removeTemps(out);
-    await removeTemps(path.join(out, JOURNAL_DIR));
+    await removeTemps(out, !!opts.shard);
+    await removeTemps(path.join(out, JOURNAL_DIR), !!opts.shard);
     throw e;
   } finally {
     await executor?.close();
