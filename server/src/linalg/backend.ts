@@ -27,13 +27,21 @@ export interface MatmulBackend {
 }
 
 // WebGPU storage bindings are limited to 128 MiB; a larger tensor silently computes
-// garbage. Matrices are therefore held as row blocks below this size on every backend
-// that has such a limit.
+// garbage. On a backend with such a limit every tensor a product touches stays below it:
+// the held matrix as row blocks, the thin factor as column chunks, and each product's
+// output as row slices (a rank-r update B·Aᵀ is thin in, full-size out).
 const WEBGPU_MAX_BINDING_BYTES = 128 * 1024 * 1024;
+
+export interface BackendOptions {
+  /** Largest tensor (bytes) a product may bind; default 128 MiB on webgpu, unlimited elsewhere. */
+  maxBindingBytes?: number;
+}
 
 class TfBackend implements MatmulBackend {
   flops = 0;
-  constructor(readonly name: BackendName, private readonly tf: typeof TF, private readonly maxBlockBytes: number) {}
+  /** Largest tensor this backend created, in bytes (checks the binding limit). */
+  largestTensorBytes = 0;
+  constructor(readonly name: BackendName, private readonly tf: typeof TF, readonly maxBindingBytes: number) {}
 
   async matmul(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Promise<Float32Array> {
     const held = await this.hold(a, m, k);
@@ -49,14 +57,24 @@ class TfBackend implements MatmulBackend {
     if (this.tf.getBackend() !== this.name) await this.tf.setBackend(this.name);
   }
 
+  private track<T extends TF.Tensor>(t: T): T {
+    this.largestTensorBytes = Math.max(this.largestTensorBytes, t.size * 4);
+    return t;
+  }
+
+  /** How many rows of width `width` fit in one binding. */
+  private rowsFitting(width: number): number {
+    return Math.max(1, Math.floor(this.maxBindingBytes / (width * 4)));
+  }
+
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
     await this.activate();
     const tf = this.tf;
-    const rowsPerBlock = Math.max(1, Math.floor(this.maxBlockBytes / (cols * 4)));
-    const blocks: TF.Tensor2D[] = [];
+    const rowsPerBlock = this.rowsFitting(cols);
+    const blocks: { row: number; t: TF.Tensor2D }[] = [];
     for (let r = 0; r < rows; r += rowsPerBlock) {
       const r1 = Math.min(rows, r + rowsPerBlock);
-      blocks.push(tf.tensor2d(a.subarray(r * cols, r1 * cols), [r1 - r, cols]));
+      blocks.push({ row: r, t: this.track(tf.tensor2d(a.subarray(r * cols, r1 * cols), [r1 - r, cols])) });
     }
     const self = this;
     return {
@@ -65,25 +83,41 @@ class TfBackend implements MatmulBackend {
       async times(b: Float32Array, n: number): Promise<Float32Array> {
         if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
         await self.activate();
-        const bt = tf.tensor2d(b, [cols, n]);
         const out = new Float32Array(rows * n);
-        try {
-          let offset = 0;
-          for (const blk of blocks) {
-            const c = tf.matMul(blk, bt);
-            const data = (await c.data()) as Float32Array;
-            c.dispose();
-            out.set(data, offset);
-            offset += data.length;
+        const chunk = self.rowsFitting(cols); // columns of b per upload (b is cols × n)
+        for (let c0 = 0; c0 < n; c0 += chunk) {
+          const nc = Math.min(n, c0 + chunk) - c0;
+          let part = b;
+          if (nc !== n) {
+            part = new Float32Array(cols * nc);
+            for (let i = 0; i < cols; i++) part.set(b.subarray(i * n + c0, i * n + c0 + nc), i * nc);
           }
-        } finally {
-          bt.dispose();
+          const bt = self.track(tf.tensor2d(part, [cols, nc]));
+          const outRows = self.rowsFitting(nc);
+          try {
+            for (const blk of blocks) {
+              const blkRows = blk.t.shape[0];
+              for (let r0 = 0; r0 < blkRows; r0 += outRows) {
+                const len = Math.min(blkRows, r0 + outRows) - r0;
+                const a = len === blkRows ? blk.t : self.track(tf.slice(blk.t, [r0, 0], [len, cols]));
+                const c = self.track(tf.matMul(a, bt));
+                if (a !== blk.t) a.dispose();
+                const data = (await c.data()) as Float32Array;
+                c.dispose();
+                const base = blk.row + r0;
+                if (nc === n) out.set(data, base * n);
+                else for (let i = 0; i < len; i++) out.set(data.subarray(i * nc, (i + 1) * nc), (base + i) * n + c0);
+              }
+            }
+          } finally {
+            bt.dispose();
+          }
         }
         self.flops += 2 * rows * cols * n;
         return out;
       },
       dispose() {
-        for (const blk of blocks) blk.dispose();
+        for (const blk of blocks) blk.t.dispose();
       },
     };
   }
@@ -103,7 +137,7 @@ async function loadTf(): Promise<typeof TF> {
   return require('@tensorflow/tfjs-core') as typeof TF;
 }
 
-type Loader = (tf: typeof TF) => Promise<boolean>;
+type Loader = (tf: typeof TF, auto: boolean) => Promise<boolean>;
 
 const LOADERS: Record<BackendName, Loader> = {
   async wasm(tf) {
@@ -124,7 +158,7 @@ const LOADERS: Record<BackendName, Loader> = {
     }
     return false;
   },
-  async webgpu(tf) {
+  async webgpu(tf, auto) {
     let dawn: { create(flags: string[]): unknown; globals: Record<string, unknown> };
     try {
       dawn = require('webgpu');
@@ -136,30 +170,56 @@ const LOADERS: Record<BackendName, Loader> = {
     if (!g.navigator || !(g.navigator as { gpu?: unknown }).gpu) {
       Object.defineProperty(g, 'navigator', { value: { gpu: dawn.create([]) }, configurable: true });
     }
-    const gpu = (g.navigator as { gpu: { requestAdapter(): Promise<unknown> } }).gpu;
-    if (!(await gpu.requestAdapter())) return false;
+    const gpu = (g.navigator as { gpu: { requestAdapter(): Promise<GpuAdapterLike | null> } }).gpu;
+    const adapter = await gpu.requestAdapter();
+    if (!adapter) return false;
+    // A software rasterizer (lavapipe, SwiftShader) is slower than wasm: auto passes it by.
+    if (auto && isSoftwareAdapter(adapter)) return false;
     require('@tensorflow/tfjs-backend-webgpu');
     return tf.setBackend('webgpu');
   },
 };
 
+interface GpuAdapterLike {
+  isFallbackAdapter?: boolean;
+  info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean };
+}
+
+function isSoftwareAdapter(a: GpuAdapterLike): boolean {
+  const i = a.info ?? {};
+  return !!(a.isFallbackAdapter || i.isFallbackAdapter || i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.description} ${i.vendor}`));
+}
+
+/** The GPU adapter's description, for reports and test messages (undefined: none). */
+export async function webgpuAdapterInfo(): Promise<string | undefined> {
+  let dawn: { create(flags: string[]): { requestAdapter(): Promise<GpuAdapterLike | null> } };
+  try {
+    dawn = require('webgpu');
+  } catch {
+    return undefined;
+  }
+  const a = await dawn.create([]).requestAdapter();
+  if (!a) return undefined;
+  return `${a.info?.description || a.info?.vendor || 'unknown adapter'}${isSoftwareAdapter(a) ? ' (software)' : ''}`;
+}
+
 const AUTO_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
 const BACKEND_NAMES: readonly string[] = ['wasm', 'webgpu', 'tensorflow', 'cpu', 'auto'];
 
-export async function createBackend(choice: BackendChoice = 'wasm'): Promise<MatmulBackend> {
+export async function createBackend(choice: BackendChoice = 'wasm', opts: BackendOptions = {}): Promise<MatmulBackend & { readonly maxBindingBytes: number; readonly largestTensorBytes: number }> {
   if (!BACKEND_NAMES.includes(choice)) throw new UsageError(`unknown backend '${choice}' (auto, wasm, webgpu, tensorflow or cpu)`);
   const tf = await loadTf();
   const names = choice === 'auto' ? AUTO_ORDER : [choice];
   for (const name of names) {
     let ok = false;
     try {
-      ok = await LOADERS[name](tf);
+      ok = await LOADERS[name](tf, choice === 'auto');
     } catch (e) {
       if (choice !== 'auto') throw new UsageError(`backend '${name}' failed to start: ${(e as Error).message}`);
     }
     if (ok) {
       await tf.ready();
-      const limit = name === 'webgpu' ? WEBGPU_MAX_BINDING_BYTES : Number.MAX_SAFE_INTEGER;
+      const limit = opts.maxBindingBytes ?? (name === 'webgpu' ? WEBGPU_MAX_BINDING_BYTES : Number.MAX_SAFE_INTEGER);
       return new TfBackend(name, tf, limit);
     }
     if (choice !== 'auto') {
