@@ -111,6 +111,18 @@ class CodeLookup {
     }
   }
 
+  /** The code of v, or -1 when v lies within 1e-6 of a midpoint (the caller then applies
+   *  the exact rule to the exactly divided value). */
+  approx(v: number): number {
+    let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
+    b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
+    const mids = this.mids;
+    let c = v < -1 ? 0 : this.start[b];
+    while (v > mids[c]) c++;
+    if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) return -1;
+    return c;
+  }
+
   code(v: number): number {
     let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
     b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
@@ -148,8 +160,12 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
       for (let i = start; i < start + len; i++) { codes[i] = zeroCode; values[i] = 0; }
       continue;
     }
+    // x·(1/scale) is within 2 ulp of fround(x / scale): it decides the code except near a
+    // midpoint, where the exact quotient and the reference's float32 rule take over.
+    const inv = 1 / scale;
     for (let i = start; i < start + len; i++) {
-      const c = lookup.code(fr(x[i] / scale));
+      let c = lookup.approx(fr(x[i] * inv));
+      if (c < 0) c = nearestCode(table, fr(x[i] / scale));
       codes[i] = c;
       values[i] = fr(table[c] * scale);
     }
