@@ -39,6 +39,8 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
+  /** Accumulates seconds per phase (quantize, svd, lowRank). */
+  phases?: Record<string, number>;
 }
 
 /** Oversampling of the randomized SVD: enough to make the top-r estimates accurate. */
@@ -103,12 +105,20 @@ export async function loftqMatrix(
   const relErrorPerIter: number[] = [];
   let qloraRelError = 0;
 
+  const phases = opts.phases ?? {};
+  let mark = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
   target.set(w);
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
     quantize(target, table, s.quantizer, s.blockSize, quantized);
     const qErr = residualAndTranspose(w, quantized.values, rows, cols, residual, residualT);
     if (t === 0) qloraRelError = rel(qErr);
+    lap('quantize');
 
     const held = await backend.hold(residual, rows, cols);
     const heldT = await backend.hold(residualT, cols, rows);
@@ -122,6 +132,7 @@ export async function loftqMatrix(
       held.dispose();
       heldT.dispose();
     }
+    lap('svd');
     throwIfAborted(opts.signal);
     const lowRank = await backend.matmul(loraB, rows, rank, loraA, cols);
     // One pass: this iteration's error ‖R − A·Bᵀ‖ and the next iteration's input W − A·Bᵀ.
@@ -133,6 +144,7 @@ export async function loftqMatrix(
       target[i] = w[i] - lr;
     }
     relErrorPerIter.push(rel(err));
+    lap('lowRank');
   }
 
   return {
