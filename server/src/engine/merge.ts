@@ -44,12 +44,15 @@ export interface ShardDescriptor {
   entries: Record<string, string>;
   /** Matrices left unchanged (NaN/Inf with onNonFinite 'skip'); they have no entry. */
   skipped: MatrixReport[];
+  /** GEMM flops this shard issued (the merged report's totals.gemmGflop is their sum). */
+  gemmFlops: number;
 }
 
 /** What a merge hands to quantizeCheckpoint: the finished results, by tensor name. */
 export interface AssembleSource {
   entries: Map<string, string>;
   skipped: Map<string, MatrixReport>;
+  gemmFlops?: number;
 }
 
 const DESCRIPTOR_RE = /^shard-(\d+)-of-(\d+)\.json$/;
@@ -190,8 +193,9 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
   if (JSON.stringify(checkpointIdentity(ck)) !== JSON.stringify(first.d.files)) {
     throw new InputError(ck.path, 'is not the checkpoint the shards were computed from (file names, sizes or headers differ)');
   }
-  const source: AssembleSource = { entries: new Map(), skipped: new Map() };
+  const source: AssembleSource = { entries: new Map(), skipped: new Map(), gemmFlops: 0 };
   for (const f of found) {
+    source.gemmFlops! += f.d.gemmFlops ?? 0;
     for (const [name, entry] of Object.entries(f.d.entries)) source.entries.set(name, path.join(path.dirname(f.file), entry));
     for (const s of f.d.skipped ?? []) source.skipped.set(s.name, s);
   }

@@ -173,7 +173,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
         checkpoint: ck.path, files: checkpointIdentity(ck), settings: opts.settings, plan: opts.plan, targets: opts.targets,
         format: opts.format ?? 'peft', onNonFinite: opts.onNonFinite ?? 'refuse', backend, shard: opts.shard,
         entries: Object.fromEntries(jobs.filter((j) => finished.has(j.tensor.name)).map((j) => [j.tensor.name, path.basename(j.entry)])),
-        skipped,
+        skipped, gemmFlops: executor ? executor.flops() : 0,
       });
       return { report, reportPath: '' };
     }
@@ -189,7 +189,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     await copyModelFiles(ck, out);
     report.totals.seconds = (performance.now() - t0) / 1000;
     report.totals.phases!.assemble = (performance.now() - tAssemble) / 1000;
-    if (executor) report.totals.gemmGflop = executor.flops() / 1e9;
+    const flops = executor ? executor.flops() : opts.assemble?.gemmFlops;
+    if (flops !== undefined) report.totals.gemmGflop = flops / 1e9;
     const reportPath = path.join(out, REPORT_FILE);
     await writeFileAtomic(reportPath, JSON.stringify(report, null, 2) + '\n');
     await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
