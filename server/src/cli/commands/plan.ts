@@ -10,10 +10,21 @@ import { planReport, Plan } from '../../plan/planner/plan';
 import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
 import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
+import { analyzeForPlan } from '../../plan/planner/analyze';
+import { intOption } from '../args';
+import { progressReporter } from '../progress';
+import { SETTINGS_OPTIONS, backendOption, interruptSignal, quantizerOption, workersOption } from '../settingsOptions';
+
+// the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
+const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
 
 const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8] [--ranks 8,16,32,64]
          [--objective absolute|relative] [--scales dq|fp32] [--adapter-dtype bf16|f16|f32]
-         [--count all|backbone] [--out loftq.json] [--json]`;
+         [--count all|backbone] [--out loftq.json] [--json]
+         with a checkpoint: [--iters T] [--quantizer nf|uniform] [--block-size B] [--target GLOB…]
+                            [--backend …] [--workers N] [--report FILE] [--quiet]
+  A checkpoint is analysed first (one LoftQ run per bit width at the largest rank, keeping
+  the residual spectrum); --report saves that analysis so later plans can start from it.`;
 
 const numbers = (v: unknown, key: string) => ((v as string[] | undefined) ?? []).map((s) => {
   const n = Number(s);
@@ -60,41 +71,63 @@ export const planCommand: Command = {
     const { positional, options: o } = parseArgs(argv, {
       budget: { type: 'string' }, bits: { type: 'list' }, ranks: { type: 'list' }, objective: { type: 'string', default: 'absolute' },
       scales: { type: 'string' }, 'adapter-dtype': { type: 'string' }, count: { type: 'string' },
-      out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', alias: 'h' },
+      out: { type: 'string' }, json: { type: 'boolean' },
+      ...ANALYSIS_OPTIONS, report: { type: 'string' }, quiet: { type: 'boolean', alias: 'q' },
     });
     if (o.help) { process.stdout.write(USAGE + '\n'); return 0; }
     if (positional.length !== 1) throw new UsageError('plan takes one checkpoint or analysis report');
     const src = positional[0];
     if (src.endsWith('.json') && !isReportFile(src)) throw new InputError(src, 'no such report file');
-    if (!isReportFile(src)) throw new UsageError(`'${src}' is not an analysis report (.json); run 'loftq analyze ${src} --bits 2,3,4,8 --rank 64 --spectrum 64 --report report.json' and plan from report.json`);
-    const report = readReport(src);
     const outText = typeof o.out === 'string' && fs.existsSync(o.out) ? fs.readFileSync(o.out, 'utf8') : undefined;
+    const planFile = outText ? parsePlan(outText).plan : undefined;
     let budget: PlanBudget | undefined = typeof o.budget === 'string' ? parseBudget(o.budget) : undefined;
-    if (!budget && outText) budget = parsePlan(outText).plan.budget;
+    if (!budget) budget = planFile?.budget;
     if (!budget) throw new UsageError("plan needs '--budget' (e.g. 2.5 or 3.2GB)");
     const bits = numbers(o.bits, 'bits');
     const ranks = numbers(o.ranks, 'ranks');
-    // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
-    const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
-    const defaultRanks = [8, 16, 32, 64].filter((r) => r <= analysedRank);
-    if (!defaultRanks.includes(analysedRank) && analysedRank < 64) defaultRanks.push(analysedRank);
+    for (const b of bits) if (![2, 3, 4, 8].includes(b)) throw new UsageError(`option '--bits' takes 2, 3, 4 or 8, got '${b}'`);
+    let report: Report;
+    let ranksOffered: number[];
+    if (isReportFile(src)) {
+      for (const k of ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report']) {
+        if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`))) throw new UsageError(`option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`);
+      }
+      report = readReport(src);
+      // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
+      const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
+      ranksOffered = [8, 16, 32, 64].filter((r) => r <= analysedRank);
+      if (!ranksOffered.includes(analysedRank) && analysedRank < 64) ranksOffered.push(analysedRank);
+      if (ranks.length) ranksOffered = ranks;
+    } else {
+      ranksOffered = ranks.length ? ranks : [8, 16, 32, 64];
+      const progress = progressReporter(process.stderr, !!o.quiet);
+      report = await analyzeForPlan(src, {
+        bits: bits.length ? bits : [2, 3, 4, 8], ranks: ranksOffered, iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size'),
+        targets: (o.target as string[] | undefined) ?? planFile?.targets, backend: backendOption(o), workers: workersOption(o), signal: interruptSignal(), onProgress: progress.onProgress,
+      });
+      progress.done();
+      if (typeof o.report === 'string') await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
+    }
     // matrices the plan file skips are not planned
-    const skipped = outText ? compilePlan(parsePlan(outText).plan) : undefined;
+    const skipped = planFile ? compilePlan(planFile) : undefined;
     const plan = planReport(report, {
       budget,
       bits: bits.length ? bits : undefined,
-      ranks: ranks.length ? ranks : defaultRanks,
+      ranks: ranksOffered,
       exclude: skipped && ((name: string) => settingsFor(skipped, name) === null),
       objective: oneOf(o.objective, 'objective', ['absolute', 'relative'] as const),
       cost: costModel(report, o),
     });
     if (typeof o.out === 'string') {
-      const start = outText ?? `{\n  "checkpoint": ${JSON.stringify(path.relative(path.dirname(path.resolve(o.out)), path.resolve(path.dirname(src), report.checkpoint)) || '.')}\n}\n`;
+      // a new plan file also records the analysis settings, so quantizing with it matches the prediction
+      const a = report.analyses![0];
+      const ckRel = path.relative(path.dirname(path.resolve(o.out)), path.resolve(isReportFile(src) ? path.dirname(src) : '.', report.checkpoint)) || '.';
+      const start = outText ?? `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  "defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, "blockSize": ${a.blockSize} }\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {
-      const { budget: b, plan: s, baselines, optimalityGap } = plan;
-      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap }, null, 2) + '\n');
+      const { budget: b, plan: s, baselines, optimalityGap, warnings } = plan;
+      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap, warnings }, null, 2) + '\n');
     } else process.stdout.write(text(plan));
     return 0;
   },

@@ -6,6 +6,7 @@ import { UsageError } from '../../engine/errors';
 import { avgBitsOf, budgetBytes, CostModel } from './cost';
 import { baselineRank, Baseline, firstKBaseline, uniformBaseline } from './baselines';
 import { groupOverrides } from './group';
+import { planReloadWarning } from './reload';
 import { solveMckp } from './solver';
 import { MatrixTable, Objective, tablesFromReport } from './table';
 
@@ -75,5 +76,9 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
 export function planReport(report: Report, opts: PlanOptions): Plan {
   if (!report.analyses?.length) throw new UsageError(`the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`);
   const { tables, warnings } = tablesFromReport(report, opts);
-  return planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
+  const plan = planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
+  const a = report.analyses[0];
+  const reload = planReloadWarning(plan.choices, a.quantizer ?? 'nf', a.blockSize ?? 64);
+  if (reload) plan.warnings.push(reload);
+  return plan;
 }

@@ -6,7 +6,8 @@
 // same factorisation at rank r < R gives
 //     error(b, r) ≈ (relError·‖W‖)² + Σ_{r<i≤R} σ_i².
 // It keeps Q_b from the rank-R run; a LoftQ run at rank r re-fits Q for that rank, so the
-// prediction is an estimate (docs/planner.md measures it). Ranks above R are not offered.
+// prediction is an estimate (docs/planner.md measures it). Ranks above R are not offered;
+// R is min(analysed rank, out, in) per matrix, as the engine clamps it.
 
 import type { AnalysisEntry, Report } from '../../protocol/lsp_ext';
 import { choiceBytes, CostModel } from './cost';
@@ -73,9 +74,12 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
         byName.set(row.name, t);
         order.push(row.name);
       }
+      // the engine clamps the rank to min(out, in); larger ranks do not exist for this matrix
+      const analysed = Math.min(a.rank, row.shape[0], row.shape[1]);
       for (const r of ranks) {
-        const e = predictError(row, a.rank, r);
-        if (e === null || !Number.isFinite(e)) { if (r <= a.rank) lacking.add(row.name); continue; }
+        if (r > analysed) continue;
+        const e = predictError(row, analysed, r);
+        if (e === null || !Number.isFinite(e)) { lacking.add(row.name); continue; }
         const error = objective === 'relative' ? (t.norm2 > 0 ? e / t.norm2 : 0) : e;
         t.choices.push({ bits: a.bits, rank: r, error, bytes: choiceBytes(row.shape[0], row.shape[1], a.bits, r, opts.cost) });
       }
