@@ -6,11 +6,12 @@ import { writeFileAtomic } from '../../checkpoint';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
 import { adapterBytesOf, CostModel, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
-import { planReport, Plan } from '../../plan/planner/plan';
+import { planReport, Plan, PlanOptions } from '../../plan/planner/plan';
+import { refinePlan } from '../../plan/planner/refine';
 import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
 import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
-import { analyzeForPlan } from '../../plan/planner/analyze';
+import { analyzeForPlan, PlanAnalysisOptions } from '../../plan/planner/analyze';
 import { intOption } from '../args';
 import { progressReporter } from '../progress';
 import { SETTINGS_OPTIONS, backendOption, interruptSignal, quantizerOption, workersOption } from '../settingsOptions';
@@ -58,6 +59,7 @@ function text(p: Plan): string {
     `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
     `uniform   error ${f(u.error)}  ${Number.isFinite(u.bytes) ? u.bytes : '—'} bytes  ${f(u.avgBits)} bits  (${Number.isFinite(u.bits) ? `${u.bits}-bit` : 'does not fit'})${ratio(u.error)}`,
     `first-k   error ${f(k.error)}  ${Number.isFinite(k.bytes) ? k.bytes : '—'} bytes  ${f(k.avgBits)} bits  (${Number.isFinite(k.k) ? `k=${k.k}` : 'does not fit'})${ratio(k.error)}`,
+    ...p.notes.map((n) => `note: ${n}`),
     ...p.warnings.map((w) => `warning: ${w}`),
     'overrides:',
     ...p.overrides.map((o) => `  ${o.match}  bits ${o.bits} rank ${o.rank}`),
@@ -88,6 +90,7 @@ export const planCommand: Command = {
     for (const b of bits) if (![2, 3, 4, 8].includes(b)) throw new UsageError(`option '--bits' takes 2, 3, 4 or 8, got '${b}'`);
     let report: Report;
     let ranksOffered: number[];
+    let analysis: PlanAnalysisOptions | undefined;
     if (isReportFile(src)) {
       for (const k of ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report']) {
         if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`))) throw new UsageError(`option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`);
@@ -101,23 +104,35 @@ export const planCommand: Command = {
     } else {
       ranksOffered = ranks.length ? ranks : [8, 16, 32, 64];
       const progress = progressReporter(process.stderr, !!o.quiet);
-      report = await analyzeForPlan(src, {
+      analysis = {
         bits: bits.length ? bits : [2, 3, 4, 8], ranks: ranksOffered, iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size'),
         targets: (o.target as string[] | undefined) ?? planFile?.targets, backend: backendOption(o), workers: workersOption(o), signal: interruptSignal(), onProgress: progress.onProgress,
-      });
+      };
+      report = await analyzeForPlan(src, analysis);
       progress.done();
-      if (typeof o.report === 'string') await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
     }
     // matrices the plan file skips are not planned
     const skipped = planFile ? compilePlan(planFile) : undefined;
-    const plan = planReport(report, {
+    const planOpts: PlanOptions = {
       budget,
       bits: bits.length ? bits : undefined,
       ranks: ranksOffered,
       exclude: skipped && ((name: string) => settingsFor(skipped, name) === null),
       objective: oneOf(o.objective, 'objective', ['absolute', 'relative'] as const),
       cost: costModel(report, o),
-    });
+    };
+    let plan: Plan;
+    if (analysis) {
+      // with the checkpoint at hand, picked choices predicted from a larger rank get exact runs
+      const refined = await refinePlan(src, report, planOpts, { ...analysis, onProgress: undefined });
+      plan = refined.plan;
+      if (refined.runs) plan.notes.push(`${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions (${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`);
+      if (typeof o.report === 'string') await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
+    } else {
+      plan = planReport(report, planOpts);
+      const predicted = plan.choices.filter((c) => c.exact === false).length;
+      if (predicted) plan.notes.push(`${predicted} choices are predicted from a larger analysed rank; such predictions run high (docs/planner.md); plan from the checkpoint to replace them with exact runs`);
+    }
     if (typeof o.out === 'string') {
       // a new plan file also records the analysis settings, so quantizing with it matches the prediction
       const a = report.analyses![0];
@@ -126,8 +141,8 @@ export const planCommand: Command = {
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {
-      const { budget: b, plan: s, baselines, optimalityGap, warnings } = plan;
-      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap, warnings }, null, 2) + '\n');
+      const { budget: b, plan: s, baselines, optimalityGap, warnings, notes } = plan;
+      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap, warnings, notes }, null, 2) + '\n');
     } else process.stdout.write(text(plan));
     return 0;
   },

@@ -30,6 +30,8 @@ export interface Plan extends PlanResult {
   parameters: number;
   budgetBytes: number;
   warnings: string[];
+  /** Informational lines (how the figures were obtained). */
+  notes: string[];
 }
 
 function summary(tables: MatrixTable[], b: Baseline, parameters: number) {
@@ -51,7 +53,7 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   }
   const choices: PlanChoice[] = tables.map((t, i) => {
     const c = t.choices[sol.pick[i]];
-    return { name: t.name, bits: c.bits, rank: c.rank, predictedError: c.error, bytes: c.bytes };
+    return { name: t.name, bits: c.bits, rank: c.rank, predictedError: c.error, bytes: c.bytes, exact: c.exact };
   });
   const none = { error: NaN, bytes: NaN, avgBits: NaN };
   if (!uniform) warnings.push(`no uniform bit width fits the budget at rank ${rank}`);
@@ -70,6 +72,7 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
     parameters,
     budgetBytes: cap,
     warnings,
+    notes: [],
   };
 }
 
