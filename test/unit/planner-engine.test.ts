@@ -11,6 +11,8 @@
 import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { fromFloat32, SafetensorsWriter } from '../../server/src/checkpoint';
 import { quantizeCheckpoint } from '../../server/src/engine/run';
 import type { MatrixSettings, Report } from '../../server/src/protocol/lsp_ext';
@@ -106,7 +108,7 @@ test('predicted vs actual: quantizing stories260K with the (refined) plan gives 
   const report = structuredClone(reports.get('stories260k')!);
   // adapters counted (F32), a budget between the cheapest and the dearest plan, so the plan
   // mixes bits and ranks and ranks below the analysed 16 are picked
-  const opts = { budget: { avgBits: 7 }, bits: ANALYSIS.bits, ranks: ANALYSIS.ranks, cost: { ...BACKBONE, countAdapters: true } };
+  const opts = { budget: { avgBits: 9 }, bits: ANALYSIS.bits, ranks: ANALYSIS.ranks, cost: { ...BACKBONE, countAdapters: true } };
   const shortcut = planReport(report, opts);
   const dearest = planReport(report, { ...opts, budget: { avgBits: 1000 } });
   assert.ok(shortcut.plan.bytes < dearest.plan.bytes);
@@ -156,4 +158,23 @@ test('load-time check: NF2 and NF4 survive the NF4 (block 64) reload exactly, NF
   assert.ok(p.warnings.some((w) => /planned at 3 bits .*NF4 \(block 64\) at load/.test(w)), p.warnings.join('\n'));
   const two = planReport(reports.get('stories260k')!, { budget: { avgBits: 2.2 }, bits: [2, 4], ranks: [16], cost: BACKBONE });
   assert.ok(!two.warnings.some((w) => /NF4/.test(w)));
+});
+
+test('loftq plan CKPT analyses the checkpoint, prints the documented JSON, writes a plan file with the analysis settings', () => {
+  const dir = tempDir('loftq-planner-cli-');
+  const out = path.join(dir, 'loftq.json');
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'plan', STORIES, '--budget', '2.5', '--count', 'backbone', '--bits', '2,3', '--ranks', '4,8', '--iters', '1', '--workers', '2', '--json', '--quiet', '--out', out, '--report', path.join(dir, 'analysis.json')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'optimalityGap', 'plan']);
+  assert.ok(j.plan.avgBits <= 2.5 && j.plan.error <= j.baselines.uniform.error && j.plan.error <= j.baselines.firstK.error);
+  assert.match(r.stderr, /planned at 3 bits/);
+  const { plan, problems } = parsePlan(fs.readFileSync(out, 'utf8'));
+  assert.deepEqual(problems, []);
+  assert.equal(plan.defaults?.iters, 1);
+  assert.deepEqual(plan.budget, { avgBits: 2.5 });
+  // the saved analysis plans to the same figures from the report
+  const again = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'plan', path.join(dir, 'analysis.json'), '--budget', '2.5', '--count', 'backbone', '--bits', '2,3', '--ranks', '4,8', '--json'], { encoding: 'utf8' });
+  assert.equal(again.status, 0, again.stderr);
+  assert.deepEqual(JSON.parse(again.stdout).plan, j.plan);
 });

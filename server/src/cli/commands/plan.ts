@@ -141,8 +141,11 @@ export const planCommand: Command = {
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {
-      const { budget: b, plan: s, baselines, optimalityGap, warnings, notes } = plan;
-      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap, warnings, notes }, null, 2) + '\n');
+      // stdout keeps the documented shape; warnings and notes go to stderr
+      const { budget: b, plan: s, baselines, optimalityGap } = plan;
+      for (const n of plan.notes) process.stderr.write(`note: ${n}\n`);
+      for (const w of plan.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap }, null, 2) + '\n');
     } else process.stdout.write(text(plan));
     return 0;
   },
