@@ -25,7 +25,8 @@ const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8]
          with a checkpoint: [--iters T] [--quantizer nf|uniform] [--block-size B] [--target GLOB…]
                             [--backend …] [--workers N] [--report FILE] [--quiet]
   A checkpoint is analysed first (one LoftQ run per bit width at the largest rank, keeping
-  the residual spectrum); --report saves that analysis so later plans can start from it.`;
+  the residual spectrum), and picked ranks below the largest get exact LoftQ runs before the
+  final plan; --report saves that analysis so later plans can start from it.`;
 
 const numbers = (v: unknown, key: string) => ((v as string[] | undefined) ?? []).map((s) => {
   const n = Number(s);
