@@ -247,7 +247,8 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
   const ck = await openCheckpoint(checkpointPath);
   const base: MatrixSettings = { bits: opts.bits[0], rank: opts.rank, iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize };
   for (const b of opts.bits) checkSettings({ ...base, bits: b });
-  const matrices = planMatrices(ck, base, undefined, opts.targets);
+  // rank is clamped per matrix below (min(out, in)), so check it against the settings only
+  const matrices = selectTargets(ck.tensors, opts.targets).map((tensor) => ({ tensor, settings: base }));
   if (matrices.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets`);
   const executor = await createExecutor(Math.min(opts.workers ?? defaultWorkers(), matrices.length), opts.backend ?? 'wasm', opts.signal);
   try {

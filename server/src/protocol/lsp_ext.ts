@@ -224,6 +224,8 @@ export interface PlanChoice {
   rank: number;
   predictedError: number;
   bytes: number;
+  /** True when a LoftQ run at exactly this (bits, rank) gave predictedError; false when predicted from a larger rank. */
+  exact?: boolean;
 }
 
 export interface PlanSummary {

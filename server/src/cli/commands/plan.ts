@@ -6,14 +6,27 @@ import { writeFileAtomic } from '../../checkpoint';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
 import { adapterBytesOf, CostModel, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
-import { planReport, Plan } from '../../plan/planner/plan';
+import { planReport, Plan, PlanOptions } from '../../plan/planner/plan';
+import { refinePlan } from '../../plan/planner/refine';
 import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
 import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
+import { analyzeForPlan, PlanAnalysisOptions } from '../../plan/planner/analyze';
+import { intOption } from '../args';
+import { progressReporter } from '../progress';
+import { SETTINGS_OPTIONS, backendOption, interruptSignal, quantizerOption, workersOption } from '../settingsOptions';
+
+// the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
+const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
 
 const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8] [--ranks 8,16,32,64]
          [--objective absolute|relative] [--scales dq|fp32] [--adapter-dtype bf16|f16|f32]
-         [--count all|backbone] [--out loftq.json] [--json]`;
+         [--count all|backbone] [--out loftq.json] [--json]
+         with a checkpoint: [--iters T] [--quantizer nf|uniform] [--block-size B] [--target GLOB…]
+                            [--backend …] [--workers N] [--report FILE] [--quiet]
+  A checkpoint is analysed first (one LoftQ run per bit width at the largest rank, keeping
+  the residual spectrum), and picked ranks below the largest get exact LoftQ runs before the
+  final plan; --report saves that analysis so later plans can start from it.`;
 
 const numbers = (v: unknown, key: string) => ((v as string[] | undefined) ?? []).map((s) => {
   const n = Number(s);
@@ -47,6 +60,7 @@ function text(p: Plan): string {
     `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
     `uniform   error ${f(u.error)}  ${Number.isFinite(u.bytes) ? u.bytes : '—'} bytes  ${f(u.avgBits)} bits  (${Number.isFinite(u.bits) ? `${u.bits}-bit` : 'does not fit'})${ratio(u.error)}`,
     `first-k   error ${f(k.error)}  ${Number.isFinite(k.bytes) ? k.bytes : '—'} bytes  ${f(k.avgBits)} bits  (${Number.isFinite(k.k) ? `k=${k.k}` : 'does not fit'})${ratio(k.error)}`,
+    ...p.notes.map((n) => `note: ${n}`),
     ...p.warnings.map((w) => `warning: ${w}`),
     'overrides:',
     ...p.overrides.map((o) => `  ${o.match}  bits ${o.bits} rank ${o.rank}`),
@@ -60,40 +74,78 @@ export const planCommand: Command = {
     const { positional, options: o } = parseArgs(argv, {
       budget: { type: 'string' }, bits: { type: 'list' }, ranks: { type: 'list' }, objective: { type: 'string', default: 'absolute' },
       scales: { type: 'string' }, 'adapter-dtype': { type: 'string' }, count: { type: 'string' },
-      out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', alias: 'h' },
+      out: { type: 'string' }, json: { type: 'boolean' },
+      ...ANALYSIS_OPTIONS, report: { type: 'string' }, quiet: { type: 'boolean', alias: 'q' },
     });
     if (o.help) { process.stdout.write(USAGE + '\n'); return 0; }
     if (positional.length !== 1) throw new UsageError('plan takes one checkpoint or analysis report');
     const src = positional[0];
     if (src.endsWith('.json') && !isReportFile(src)) throw new InputError(src, 'no such report file');
-    if (!isReportFile(src)) throw new UsageError(`'${src}' is not an analysis report (.json); run 'loftq analyze ${src} --bits 2,3,4,8 --rank 64 --spectrum 64 --report report.json' and plan from report.json`);
-    const report = readReport(src);
     const outText = typeof o.out === 'string' && fs.existsSync(o.out) ? fs.readFileSync(o.out, 'utf8') : undefined;
+    const planFile = outText ? parsePlan(outText).plan : undefined;
     let budget: PlanBudget | undefined = typeof o.budget === 'string' ? parseBudget(o.budget) : undefined;
-    if (!budget && outText) budget = parsePlan(outText).plan.budget;
+    if (!budget) budget = planFile?.budget;
     if (!budget) throw new UsageError("plan needs '--budget' (e.g. 2.5 or 3.2GB)");
     const bits = numbers(o.bits, 'bits');
     const ranks = numbers(o.ranks, 'ranks');
-    // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
-    const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
-    const defaultRanks = [8, 16, 32, 64].filter((r) => r <= analysedRank);
-    if (!defaultRanks.includes(analysedRank) && analysedRank < 64) defaultRanks.push(analysedRank);
+    for (const b of bits) if (![2, 3, 4, 8].includes(b)) throw new UsageError(`option '--bits' takes 2, 3, 4 or 8, got '${b}'`);
+    let report: Report;
+    let ranksOffered: number[];
+    let analysis: PlanAnalysisOptions | undefined;
+    if (isReportFile(src)) {
+      for (const k of ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report']) {
+        if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`))) throw new UsageError(`option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`);
+      }
+      report = readReport(src);
+      // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
+      const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
+      ranksOffered = [8, 16, 32, 64].filter((r) => r <= analysedRank);
+      if (!ranksOffered.includes(analysedRank) && analysedRank < 64) ranksOffered.push(analysedRank);
+      if (ranks.length) ranksOffered = ranks;
+    } else {
+      ranksOffered = ranks.length ? ranks : [8, 16, 32, 64];
+      const progress = progressReporter(process.stderr, !!o.quiet);
+      analysis = {
+        bits: bits.length ? bits : [2, 3, 4, 8], ranks: ranksOffered, iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size'),
+        targets: (o.target as string[] | undefined) ?? planFile?.targets, backend: backendOption(o), workers: workersOption(o), signal: interruptSignal(), onProgress: progress.onProgress,
+      };
+      report = await analyzeForPlan(src, analysis);
+      progress.done();
+    }
     // matrices the plan file skips are not planned
-    const skipped = outText ? compilePlan(parsePlan(outText).plan) : undefined;
-    const plan = planReport(report, {
+    const skipped = planFile ? compilePlan(planFile) : undefined;
+    const planOpts: PlanOptions = {
       budget,
       bits: bits.length ? bits : undefined,
-      ranks: ranks.length ? ranks : defaultRanks,
+      ranks: ranksOffered,
       exclude: skipped && ((name: string) => settingsFor(skipped, name) === null),
       objective: oneOf(o.objective, 'objective', ['absolute', 'relative'] as const),
       cost: costModel(report, o),
-    });
+    };
+    let plan: Plan;
+    if (analysis) {
+      // with the checkpoint at hand, picked choices predicted from a larger rank get exact runs
+      const refined = await refinePlan(src, report, planOpts, { ...analysis, onProgress: undefined });
+      plan = refined.plan;
+      if (refined.runs) plan.notes.push(`${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions (${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`);
+      if (typeof o.report === 'string') await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
+    } else {
+      plan = planReport(report, planOpts);
+      const predicted = plan.choices.filter((c) => c.exact === false).length;
+      if (predicted) plan.notes.push(`${predicted} choices are predicted from a larger analysed rank; such predictions run high (docs/planner.md); plan from the checkpoint to replace them with exact runs`);
+    }
     if (typeof o.out === 'string') {
-      const start = outText ?? `{\n  "checkpoint": ${JSON.stringify(path.relative(path.dirname(path.resolve(o.out)), path.resolve(path.dirname(src), report.checkpoint)) || '.')}\n}\n`;
+      // a new plan file also records the analysis settings, so quantizing with it matches the prediction
+      const a = report.analyses![0];
+      const ckRel = path.relative(path.dirname(path.resolve(o.out)), path.resolve(isReportFile(src) ? path.dirname(src) : '.', report.checkpoint)) || '.';
+      const start = outText ?? `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  "defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, "blockSize": ${a.blockSize} }\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {
+      // stdout keeps the documented shape; warnings and notes go to stderr
       const { budget: b, plan: s, baselines, optimalityGap } = plan;
+      for (const n of plan.notes) process.stderr.write(`note: ${n}\n`);
+      for (const w of plan.warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap }, null, 2) + '\n');
     } else process.stdout.write(text(plan));
     return 0;

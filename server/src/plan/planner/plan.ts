@@ -6,6 +6,7 @@ import { UsageError } from '../../engine/errors';
 import { avgBitsOf, budgetBytes, CostModel } from './cost';
 import { baselineRank, Baseline, firstKBaseline, uniformBaseline } from './baselines';
 import { groupOverrides } from './group';
+import { planReloadWarning } from './reload';
 import { solveMckp } from './solver';
 import { MatrixTable, Objective, tablesFromReport } from './table';
 
@@ -29,6 +30,8 @@ export interface Plan extends PlanResult {
   parameters: number;
   budgetBytes: number;
   warnings: string[];
+  /** Informational lines (how the figures were obtained). */
+  notes: string[];
 }
 
 function summary(tables: MatrixTable[], b: Baseline, parameters: number) {
@@ -50,7 +53,7 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   }
   const choices: PlanChoice[] = tables.map((t, i) => {
     const c = t.choices[sol.pick[i]];
-    return { name: t.name, bits: c.bits, rank: c.rank, predictedError: c.error, bytes: c.bytes };
+    return { name: t.name, bits: c.bits, rank: c.rank, predictedError: c.error, bytes: c.bytes, exact: c.exact };
   });
   const none = { error: NaN, bytes: NaN, avgBits: NaN };
   if (!uniform) warnings.push(`no uniform bit width fits the budget at rank ${rank}`);
@@ -69,11 +72,16 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
     parameters,
     budgetBytes: cap,
     warnings,
+    notes: [],
   };
 }
 
 export function planReport(report: Report, opts: PlanOptions): Plan {
   if (!report.analyses?.length) throw new UsageError(`the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`);
   const { tables, warnings } = tablesFromReport(report, opts);
-  return planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
+  const plan = planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
+  const a = report.analyses[0];
+  const reload = planReloadWarning(plan.choices, a.quantizer ?? 'nf', a.blockSize ?? 64);
+  if (reload) plan.warnings.push(reload);
+  return plan;
 }

@@ -6,12 +6,14 @@
 // same factorisation at rank r < R gives
 //     error(b, r) ≈ (relError·‖W‖)² + Σ_{r<i≤R} σ_i².
 // It keeps Q_b from the rank-R run; a LoftQ run at rank r re-fits Q for that rank, so the
-// prediction is an estimate (docs/planner.md measures it). Ranks above R are not offered.
+// prediction is an estimate (docs/planner.md measures it). Ranks above R are not offered;
+// R is min(analysed rank, out, in) per matrix, as the engine clamps it.
 
 import type { AnalysisEntry, Report } from '../../protocol/lsp_ext';
 import { choiceBytes, CostModel } from './cost';
 
 export type Objective = 'absolute' | 'relative';
+type AnalysisRow = AnalysisEntry['matrices'][number];
 
 export interface Choice {
   bits: number;
@@ -19,6 +21,8 @@ export interface Choice {
   /** Predicted ‖W − Q − A·Bᵀ‖²_F (divided by ‖W‖²_F for the relative objective). */
   error: number;
   bytes: number;
+  /** True when a LoftQ run at exactly this (bits, rank) gave the error; false when predicted from a larger rank. */
+  exact: boolean;
 }
 
 export interface MatrixTable {
@@ -42,7 +46,7 @@ export interface Tables {
 }
 
 /** Predicted squared error at `rank` from one analysis row, or null when it cannot be predicted. */
-export function predictError(row: AnalysisEntry['matrices'][number], analysedRank: number, rank: number): number | null {
+export function predictError(row: AnalysisRow, analysedRank: number, rank: number): number | null {
   const base = (row.relError * row.frobeniusNorm) ** 2;
   if (rank === analysedRank) return base;
   if (rank > analysedRank || rank < 0) return null;
@@ -57,32 +61,48 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
   const analyses = report.analyses ?? [];
   const warnings: string[] = [];
   const objective = opts.objective ?? 'absolute';
-  const entries = analyses.filter((a) => !opts.bits || opts.bits.includes(a.bits)).sort((a, b) => a.bits - b.bits);
+  const entries = analyses.filter((a) => !opts.bits || opts.bits.includes(a.bits));
+  const widths = [...new Set(entries.map((a) => a.bits))].sort((a, b) => a - b);
   for (const b of opts.bits ?? []) if (!analyses.some((a) => a.bits === b)) warnings.push(`the report has no analysis at ${b} bits; skipped`);
-  const byName = new Map<string, MatrixTable>();
+  // per matrix and bit width, every analysed run (a report may hold several ranks per width:
+  // refine.ts adds exact runs at the ranks a plan picks)
+  type Run = { analysed: number; row: AnalysisRow };
+  const runs = new Map<string, Map<number, Run[]>>();
   const order: string[] = [];
-  const dropped = new Set<number>();
-  const lacking = new Set<string>();
   for (const a of entries) {
-    const ranks = opts.ranks ?? [a.rank];
-    for (const r of ranks) if (r > a.rank) dropped.add(r);
     for (const row of a.matrices) {
-      let t = byName.get(row.name);
-      if (!t) {
-        t = { name: row.name, shape: row.shape, norm2: row.frobeniusNorm ** 2, choices: [] };
-        byName.set(row.name, t);
-        order.push(row.name);
-      }
-      for (const r of ranks) {
-        const e = predictError(row, a.rank, r);
-        if (e === null || !Number.isFinite(e)) { if (r <= a.rank) lacking.add(row.name); continue; }
-        const error = objective === 'relative' ? (t.norm2 > 0 ? e / t.norm2 : 0) : e;
-        t.choices.push({ bits: a.bits, rank: r, error, bytes: choiceBytes(row.shape[0], row.shape[1], a.bits, r, opts.cost) });
-      }
+      let byBits = runs.get(row.name);
+      if (!byBits) { byBits = new Map(); runs.set(row.name, byBits); order.push(row.name); }
+      const list = byBits.get(a.bits) ?? [];
+      // the engine clamps the rank to min(out, in); larger ranks do not exist for this matrix
+      list.push({ analysed: Math.min(a.rank, row.shape[0], row.shape[1]), row });
+      byBits.set(a.bits, list);
     }
   }
-  for (const r of [...dropped].sort((x, y) => x - y)) warnings.push(`rank ${r} is above the analysed rank; not offered (analyse at a larger --rank)`);
-  const tables = order.map((n) => byName.get(n)!);
+  const maxRank = Math.max(0, ...entries.map((a) => a.rank));
+  const lacking = new Set<string>();
+  const tables: MatrixTable[] = [];
+  for (const name of order) {
+    const byBits = runs.get(name)!;
+    const first = [...byBits.values()][0][0].row;
+    const t: MatrixTable = { name, shape: first.shape, norm2: first.frobeniusNorm ** 2, choices: [] };
+    for (const bits of widths) {
+      const list = (byBits.get(bits) ?? []).sort((x, y) => x.analysed - y.analysed);
+      if (!list.length) continue;
+      for (const r of opts.ranks ?? [list[list.length - 1].analysed]) {
+        if (r > list[list.length - 1].analysed) continue;
+        // a run at this very rank is exact; else predict from the smallest larger run with a spectrum
+        const exact = list.find((x) => x.analysed === r);
+        let e: number | null = exact ? predictError(exact.row, r, r) : null;
+        if (e === null) for (const x of list) if (x.analysed > r && e === null) e = predictError(x.row, x.analysed, r);
+        if (e === null || !Number.isFinite(e)) { lacking.add(name); continue; }
+        const error = objective === 'relative' ? (t.norm2 > 0 ? e / t.norm2 : 0) : e;
+        t.choices.push({ bits, rank: r, error, bytes: choiceBytes(t.shape[0], t.shape[1], bits, r, opts.cost), exact: !!exact });
+      }
+    }
+    if (t.choices.length) tables.push(t);
+  }
+  for (const r of [...new Set(opts.ranks ?? [])].filter((r) => r > maxRank).sort((x, y) => x - y)) warnings.push(`rank ${r} is above the analysed rank; not offered (analyse at a larger --rank)`);
   if (lacking.size) warnings.push(`${lacking.size} matrices lack a residual spectrum (analyse with --spectrum); only the analysed rank is offered there`);
-  return { tables: tables.filter((t) => t.choices.length > 0), warnings };
+  return { tables, warnings };
 }

@@ -1,0 +1,27 @@
+// `loftq plan CKPT`: the analysis the planner needs, run on the checkpoint — one LoftQ run
+// per candidate bit width at the largest candidate rank R, keeping the top-R singular values
+// of each final residual so smaller ranks can be predicted (table.ts).
+
+import type { BackendChoice, ProgressEvent, Quantizer, Report } from '../../protocol/lsp_ext';
+import { analyzeCheckpoint } from '../../engine/run';
+
+export interface PlanAnalysisOptions {
+  bits: number[];
+  ranks: number[];
+  iters: number;
+  quantizer: Quantizer;
+  blockSize: number;
+  targets?: string[];
+  backend?: BackendChoice;
+  workers?: number;
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+export function analyzeForPlan(checkpoint: string, o: PlanAnalysisOptions): Promise<Report> {
+  const rank = Math.max(...o.ranks);
+  return analyzeCheckpoint(checkpoint, {
+    bits: [...new Set(o.bits)].sort((a, b) => a - b), rank, spectrum: rank, iters: o.iters, quantizer: o.quantizer, blockSize: o.blockSize,
+    targets: o.targets, backend: o.backend, workers: o.workers, signal: o.signal, onProgress: o.onProgress,
+  });
+}
