@@ -7,6 +7,7 @@ import { progressReporter } from '../progress';
 import { SETTINGS_OPTIONS, backendOption, interruptSignal, settingsFrom, workersOption } from '../settingsOptions';
 import type { Command } from '../commands';
 import type { PlanFile } from '../../protocol/lsp_ext';
+import { reloadWarnings } from '../../plan/planner/reload';
 
 const HELP = `usage: loftq quantize CKPT --out DIR [options]
   CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
@@ -78,6 +79,10 @@ export const quantizeCommand: Command = {
       onProgress: progress.onProgress,
     });
     progress.done();
+    const reload = reloadWarnings(report.matrices);
+    if (reload.length) {
+      process.stderr.write(`warning: ${reload.length} matrices lose accuracy when bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load; e.g. ${reload[0]}. NF2 and NF4 survive the reload exactly; NF3/NF8/uniform do not.\n`);
+    }
     if (o.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return 0; }
     const ms = report.matrices.filter((m) => !m.skipped);
     const mean = (f: (m: (typeof ms)[number]) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
