@@ -111,18 +111,6 @@ class CodeLookup {
     }
   }
 
-  /** The code of v, or -1 when v lies within 1e-6 of a midpoint (the caller then applies
-   *  the exact rule to the exactly divided value). */
-  approx(v: number): number {
-    let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
-    b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
-    const mids = this.mids;
-    let c = v < -1 ? 0 : this.start[b];
-    while (v > mids[c]) c++;
-    if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) return -1;
-    return c;
-  }
-
   code(v: number): number {
     let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
     b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
@@ -151,6 +139,9 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
   const values = out?.values ?? new Float32Array(n);
   const zeroCode = nearestCode(table, 0);
   const lookup = lookupFor(table);
+  const mids = lookup.mids, cellStart = lookup.start;
+  const CELLS = CodeLookup.CELLS, HALF_CELLS = CodeLookup.CELLS / 2;
+  const scaled = new Float32Array(table.length);
   for (let b = 0; b < blocks; b++) {
     const start = b * blockSize;
     const len = Math.min(blockSize, n - start);
@@ -161,13 +152,19 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
       continue;
     }
     // x·(1/scale) is within 2 ulp of fround(x / scale): it decides the code except near a
-    // midpoint, where the exact quotient and the reference's float32 rule take over.
+    // midpoint (1e-6 band), where the exact quotient and the reference's float32 rule take
+    // over. The lookup is inlined here: this loop is the engine's hottest.
     const inv = 1 / scale;
+    for (let c = 0; c < table.length; c++) scaled[c] = fr(table[c] * scale);
     for (let i = start; i < start + len; i++) {
-      let c = lookup.approx(fr(x[i] * inv));
-      if (c < 0) c = nearestCode(table, fr(x[i] / scale));
+      const v = fr(x[i] * inv);
+      let cell = Math.floor((v + 1) * HALF_CELLS);
+      cell = cell < 0 ? 0 : cell > CELLS ? CELLS : cell;
+      let c = v < -1 ? 0 : cellStart[cell];
+      while (v > mids[c]) c++;
+      if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) c = nearestCode(table, fr(x[i] / scale));
       codes[i] = c;
-      values[i] = fr(table[c] * scale);
+      values[i] = scaled[c];
     }
   }
   return { codes, scales, values };
