@@ -9,7 +9,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { Checkpoint, openCheckpoint, TensorInfo, writeFileAtomic } from '../checkpoint';
+import { Checkpoint, openCheckpoint, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
 import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
 import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
@@ -19,7 +19,7 @@ import { CancelledError, InputError, throwIfAborted, UsageError } from './errors
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
 import { lockOutput } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
-import { copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
+import { ADAPTER_DIR, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
 import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
 
@@ -79,11 +79,40 @@ async function exists(p: string): Promise<boolean> {
   return fsp.access(p).then(() => true, () => false);
 }
 
-/** Shards may share a folder: a shard removes only its own (pid-named) temps. */
-async function removeTemps(dir: string, ownOnly = false): Promise<void> {
+/** This process's temp files in `dir` (another shard run may be writing its own there). */
+async function removeTemps(dir: string): Promise<void> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  const mine = (e: string) => !ownOnly || e.includes(`.${process.pid}.`);
-  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith('.tmp') && mine(e)).map((e) => fsp.rm(path.join(dir, e), { force: true })));
+  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith(`.tmp`) && e.includes(`.${process.pid}.`)).map((e) => fsp.rm(path.join(dir, e), { force: true })));
+}
+
+/** Runs a file-system step on the output folder; an errno failure becomes one clear line
+ *  (`OUT: cannot be written: permission denied (EACCES)`) instead of a raw `EACCES: …, mkdir '…'`. */
+async function onOutput<T>(target: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (e) {
+    throw (e as NodeJS.ErrnoException)?.code ? writeError(target, e) : e;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Temp files (`.<name>.<pid>.<hex>.tmp`) of writers whose process is gone — a run killed
+ *  with SIGKILL cannot clean up after itself. Shard runs of live processes share the
+ *  folder, so only dead writers' files are removed. */
+async function removeStaleTemps(dir: string): Promise<void> {
+  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+  await Promise.all(entries.map(async (e) => {
+    const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
+    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) await fsp.rm(path.join(dir, e), { force: true });
+  }));
 }
 
 const sameSettings = (r: MatrixReport, s: MatrixSettings) =>
@@ -107,12 +136,13 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
   if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
-  await fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true });
-  const unlock = await lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined);
+  await onOutput(out, () => fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true }));
+  const unlock = await onOutput(out, () => lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined));
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
   if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });
   let executor: Executor | undefined;
   try {
+    for (const d of [out, path.join(out, JOURNAL_DIR), path.join(out, ADAPTER_DIR)]) await removeStaleTemps(d);
     const stamps = new Map<string, string>();
     for (const f of ck.files) stamps.set(f, await fileStamp(f));
     const jobs = mine.map((m) => {
@@ -120,7 +150,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
       const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)! });
       return { ...m, fanInFanOut, entry: journalPath(out, key) };
     });
-    if (!opts.shard) await fsp.rm(path.join(out, REPORT_FILE), { force: true });
+    if (!opts.shard) await onOutput(out, () => fsp.rm(path.join(out, REPORT_FILE), { force: true }));
 
     // --- compute (skipping journaled matrices) ---
     const finished = new Map<string, Finished>();
@@ -200,14 +230,15 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
       await executor?.close();
       executor = undefined;
       // A shard keeps the finished entries: the folder may be shared with other shards.
-      if (opts.shard) await removeTemps(path.join(out, JOURNAL_DIR), true);
+      if (opts.shard) await removeTemps(path.join(out, JOURNAL_DIR));
       else await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
-      await removeTemps(out, !!opts.shard);
-      await removeTemps(path.join(out, 'loftq_init'), !!opts.shard);
+      await removeTemps(out);
+      await removeTemps(path.join(out, ADAPTER_DIR));
       throw new CancelledError();
     }
-    await removeTemps(out, !!opts.shard);
-    await removeTemps(path.join(out, JOURNAL_DIR), !!opts.shard);
+    await removeTemps(out);
+    await removeTemps(path.join(out, JOURNAL_DIR));
+    await removeTemps(path.join(out, ADAPTER_DIR));
     throw e;
   } finally {
     await executor?.close();

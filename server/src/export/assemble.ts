@@ -9,7 +9,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Checkpoint, INDEX_FILE, openCheckpoint, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeFileAtomic,
+  Checkpoint, INDEX_FILE, openCheckpoint, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError, writeFileAtomic,
 } from '../checkpoint';
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
@@ -61,7 +61,8 @@ export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<s
     await writeBackboneFile(target, h.tensors, h.metadata, finished, signal);
     written.push(target);
   }
-  const weightMap: Record<string, string> = {};
+  // Tensor names are file data: a tensor called `__proto__` must become a key, not a prototype.
+  const weightMap: Record<string, string> = Object.create(null);
   for (const t of ck.tensors) weightMap[t.name] = path.basename(t.file);
   const totalSize = ck.tensors.reduce((a, t) => a + t.byteLength, 0);
   const index = { metadata: { ...ck.metadata, total_size: totalSize }, weight_map: weightMap };
@@ -76,7 +77,7 @@ export function adapterKey(tensorName: string, which: 'A' | 'B'): string {
 
 export async function writeAdapters(out: string, ordered: Finished[], config: object, signal?: AbortSignal): Promise<void> {
   const dir = path.join(out, ADAPTER_DIR);
-  await fsp.mkdir(dir, { recursive: true });
+  await fsp.mkdir(dir, { recursive: true }).catch((e) => { throw writeError(dir, e); });
   const specs: TensorSpec[] = [];
   const sources: { entry: string; tensor: string }[] = [];
   for (const f of ordered) {
@@ -107,7 +108,7 @@ export async function writeAdapters(out: string, ordered: Finished[], config: ob
  *  dtype}. Other tensors are stored unchanged under their own names. */
 export async function writePacked(ck: Checkpoint, out: string, finished: Map<string, Finished>, signal?: AbortSignal): Promise<void> {
   const specs: TensorSpec[] = [];
-  const packedInfo: Record<string, unknown> = {};
+  const packedInfo: Record<string, unknown> = Object.create(null);
   const sources: (() => Promise<Uint8Array>)[] = [];
   for (const t of ck.tensors) {
     const f = finished.get(t.name);

@@ -126,7 +126,13 @@ export class Runs {
     } catch (e) {
       throw invalid(`plan ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
-    const { plan, problems } = parsePlan(text);
+    let parsed: ReturnType<typeof parsePlan>;
+    try {
+      parsed = parsePlan(text);
+    } catch (e) {
+      throw invalid(`plan ${file} cannot be parsed: ${(e as Error).message.split('\n')[0]}`);
+    }
+    const { plan, problems } = parsed;
     const err = problems.find((p) => p.severity === 'error');
     if (err) throw invalid(`plan ${file}: ${err.message}`);
     return plan;

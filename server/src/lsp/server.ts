@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
-  CodeActionKind, Connection, DidChangeConfigurationNotification, DidChangeWatchedFilesNotification, ErrorCodes, FileChangeType,
+  CodeActionKind, Connection, Diagnostic, DiagnosticSeverity, DidChangeConfigurationNotification, DidChangeWatchedFilesNotification, ErrorCodes, FileChangeType,
   InitializeResult, ResponseError, TextDocuments, TextDocumentSyncKind, WorkDoneProgressCancelNotification,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
@@ -15,7 +15,7 @@ import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
 import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
-import { planDiagnostics } from './diagnostics';
+import { planDiagnostics, SOURCE } from './diagnostics';
 import { FactsCache, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
@@ -72,11 +72,19 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   async function publish(uri: string): Promise<void> {
     const gen = (generation.get(uri) ?? 0) + 1;
     generation.set(uri, gen);
-    const p = await planDoc(uri);
-    if (generation.get(uri) !== gen) return; // a newer pass is under way
-    if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
-    const { threshold } = await settings.get(uri);
-    const diagnostics = planDiagnostics(p, threshold);
+    let diagnostics: Diagnostic[];
+    try {
+      const p = await planDoc(uri);
+      if (generation.get(uri) !== gen) return; // a newer pass is under way
+      if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
+      const { threshold } = await settings.get(uri);
+      diagnostics = planDiagnostics(p, threshold);
+    } catch (e) {
+      // A plan that breaks the checker (e.g. nesting deep enough to exhaust the parser's
+      // stack) must still get an answer, not keep stale diagnostics in silence.
+      const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+      diagnostics = [{ range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, severity: DiagnosticSeverity.Error, code: 'plan', source: SOURCE, message: `this plan cannot be checked: ${why}` }];
+    }
     if (generation.get(uri) !== gen) return;
     void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics });
   }

@@ -1,6 +1,8 @@
 // `npm run fuzz -- --cases N --seed S`: mutates valid checkpoints into hostile ones and
-// feeds each to the inspect path (see fuzz/runner.ts) and, with --quantize, through
-// LoftQ (fuzz/loftq-consumer.ts). Cases run in a worker thread
+// feeds each to the inspect path (see fuzz/runner.ts); with --quantize, through LoftQ
+// (fuzz/loftq-consumer.ts) and the whole engine run with its output files checked
+// (fuzz/quantize-consumer.ts); with --lsp, to a language server process as a plan's
+// checkpoint (fuzz/lsp-observer.ts). Cases run in a worker thread
 // watched from here, so even a case stuck in synchronous code is caught as a hang and
 // the run goes on with the next case. Prints counts per outcome and per error kind;
 // exits 1 on any crash, hang, missed rejection, unhandled rejection or memory over the bound.
@@ -11,23 +13,29 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CaseResult, emptySummary, record, runCase, Summary } from './fuzz/runner';
 import { loftqConsumer } from './fuzz/loftq-consumer';
+import { quantizeConsumer } from './fuzz/quantize-consumer';
+import { LspObserver } from './fuzz/lsp-observer';
+import { InputError, UsageError } from '../engine/errors';
 import { createBackend } from '../linalg/backend';
 
-interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean }
+interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean; lsp: boolean }
 type Msg = { type: 'start'; index: number } | { type: 'result'; r: CaseResult } | { type: 'unhandled' } | { type: 'done' };
 
 async function workerMain(job: Job): Promise<void> {
   process.on('unhandledRejection', () => parentPort!.postMessage({ type: 'unhandled' } satisfies Msg));
-  const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu'))] : [];
+  const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu')), quantizeConsumer()] : [];
+  const lsp = job.lsp ? await LspObserver.start() : undefined;
+  const observers = lsp ? [lsp.observe] : [];
   for (let i = job.from; i < job.to; i++) {
     parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
-    parentPort!.postMessage({ type: 'result', r: await runCase(i, { ...job, consumers }) } satisfies Msg);
+    parentPort!.postMessage({ type: 'result', r: await runCase(i, { ...job, consumers, observers, typedErrors: [InputError, UsageError] }) } satisfies Msg);
   }
+  await lsp?.stop();
   parentPort!.postMessage({ type: 'done' } satisfies Msg);
 }
 
 function parse(argv: string[]) {
-  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false, quantize: false };
+  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false, quantize: false, lsp: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -43,7 +51,8 @@ function parse(argv: string[]) {
     else if (a === '--json') o.json = true;
     else if (a === '--verbose') o.verbose = true;
     else if (a === '--quantize') o.quantize = true;
-    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize])`);
+    else if (a === '--lsp') o.lsp = true;
+    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize] [--lsp])`);
   }
   return o;
 }
@@ -90,6 +99,7 @@ function report(s: Summary, seed: number, from: number): string {
     `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
     `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
     'rejections by error kind:', ...kinds,
+    ...(Object.keys(s.byNote).length ? ['checked by the consumers:', ...Object.entries(s.byNote).sort().map(([k, n]) => `  ${k.padEnd(24)} ${n}`)] : []),
     `mutators: ${Object.keys(s.byMutator).length}`,
     ...s.failures.map((f) => `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} (rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`),
   ].join('\n');
@@ -107,7 +117,7 @@ async function main(): Promise<number> {
   const s = emptySummary();
   const t0 = performance.now();
   try {
-    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root, quantize: o.quantize }, s, o.verbose);
+    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root, quantize: o.quantize, lsp: o.lsp }, s, o.verbose);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -27,7 +27,7 @@ export type Entry = [string, unknown];
 const NAMES = [
   'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.mlp.down_proj.weight', 'lm_head.weight',
   'model.embed_tokens.weight', 'transformer.h.0.attn.c_attn.weight', 'bias', '__proto__', 'constructor',
-  'a/../../etc/passwd', '<script>alert(1)</script>', 'ünï.cödé', '', 'x'.repeat(300), 'tab\there',
+  'a/../../etc/passwd', '../../escape.weight', '/abs/x.weight', '<script>alert(1)</script>', 'ünï.cödé', '', 'x'.repeat(300), 'tab\there',
 ];
 const DTYPES = Object.keys(DTYPE_SIZE) as DType[];
 

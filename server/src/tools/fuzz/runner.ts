@@ -22,19 +22,26 @@ export interface CaseResult {
   outcome: Outcome;
   kind?: string;
   message?: string;
+  /** What the consumers checked (e.g. 'quantized', 'nonfinite-refused'), counted in the summary. */
+  notes?: string[];
   ms: number;
 }
 
 /** A consumer of an opened checkpoint beyond inspect (e.g. quantize), pluggable so the
  *  harness can grow with the engine. Must throw CheckpointError (or a typed error the
  *  caller lists in `typedErrors`) on bad input. */
-export type Consumer = (checkpointPath: string, caseDir: string) => Promise<void>;
+export type Consumer = (checkpointPath: string, caseDir: string) => Promise<string[] | void>;
+
+/** Sees every case, accepted or not (e.g. the language server, which must answer hostile
+ *  checkpoints with diagnostics, not crash). Throws a plain Error on a broken invariant. */
+export type Observer = Consumer;
 
 export interface RunOptions {
   seed: number;
   root: string;
   timeoutMs: number;
   consumers?: Consumer[];
+  observers?: Observer[];
   /** Extra error classes that count as clean rejections (e.g. the engine's InputError). */
   typedErrors?: (new (...a: never[]) => Error)[];
 }
@@ -90,13 +97,16 @@ export async function runCase(index: number, opts: RunOptions): Promise<CaseResu
   await fsp.mkdir(ckDir, { recursive: true });
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
-  const result = (outcome: Outcome, extra: Partial<CaseResult> = {}): CaseResult => ({ index, mutator: mutator.name, outcome, ms: performance.now() - t0, ...extra });
+  let notes: string[] = [];
+  const result = (outcome: Outcome, extra: Partial<CaseResult> = {}): CaseResult => ({ index, mutator: mutator.name, outcome, ms: performance.now() - t0, ...(notes.length ? { notes } : {}), ...extra });
   try {
     const p = await mutator.make({ rng, model, dir: ckDir });
     const expected = new Map(model.tensors.map((t) => [t.name, t.data]));
+    notes = [];
     const work = (async () => {
+      for (const o of opts.observers ?? []) notes.push(...((await o(p, caseDir)) ?? []));
       await inspectPath(p, VALID_NAMES.has(mutator.name), expected);
-      for (const c of opts.consumers ?? []) await c(p, caseDir);
+      for (const c of opts.consumers ?? []) notes.push(...((await c(p, caseDir)) ?? []));
     })();
     const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Timeout()), opts.timeoutMs); });
     await Promise.race([work, timeout]);
@@ -123,6 +133,8 @@ export interface Summary {
   missed: number;
   unhandledRejections: number;
   byKind: Record<string, number>;
+  /** Counts of what the consumers and observers checked. */
+  byNote: Record<string, number>;
   byMutator: Record<string, Record<Outcome, number>>;
   failures: CaseResult[];
   peakRssMiB: number;
@@ -130,11 +142,12 @@ export interface Summary {
 }
 
 export function emptySummary(): Summary {
-  return { cases: 0, accepted: 0, rejected: 0, crashes: 0, hangs: 0, missed: 0, unhandledRejections: 0, byKind: {}, byMutator: {}, failures: [], peakRssMiB: 0, seconds: 0 };
+  return { cases: 0, accepted: 0, rejected: 0, crashes: 0, hangs: 0, missed: 0, unhandledRejections: 0, byKind: {}, byNote: {}, byMutator: {}, failures: [], peakRssMiB: 0, seconds: 0 };
 }
 
 export function record(s: Summary, r: CaseResult): void {
   s.cases++;
+  for (const n of r.notes ?? []) s.byNote[n] = (s.byNote[n] ?? 0) + 1;
   const m = (s.byMutator[r.mutator] ??= { accepted: 0, rejected: 0, crash: 0, hang: 0, missed: 0 });
   m[r.outcome]++;
   if (r.outcome === 'accepted') s.accepted++;
