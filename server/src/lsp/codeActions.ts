@@ -38,7 +38,7 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Pro
   if (budget && p.assignment) {
     const plan = await mixedPlan(p, budget);
     if (plan && plan.newText !== p.text) {
-      const budgetDiags = mine.filter((d) => d.code === 'budget');
+      const budgetDiags = mine.filter((d) => d.code === 'budget' || d.code === 'planner');
       out.push({
         title: `Apply mixed-precision plan within budget: ${plan.description}`,
         kind: budgetDiags.length ? CodeActionKind.QuickFix : CodeActionKind.RefactorRewrite,

@@ -1,6 +1,7 @@
 // Diagnostics of a plan file, each at the JSON node it is about: structure (parsePlan),
 // the checkpoint, override patterns, impossible ranks, the budget, and — once a report
-// exists — the worst matrices per override / defaults plus a summary on the checkpoint.
+// exists — the worst matrices per override / defaults plus a summary on the checkpoint,
+// the planner's prediction next to this plan's (on `budget`), and the NF4 reload check.
 
 import * as path from 'node:path';
 import { Diagnostic, DiagnosticSeverity } from 'vscode-languageserver';
@@ -12,10 +13,15 @@ import { MatrixPlan, ownerKey, ownerPath, overridesWithIndex, planTotals, tensor
 import { meanError, worstGroups } from './worst';
 import { fitsBudget } from './mixedPlan';
 import type { SpanPart } from './jsonRanges';
+import { comparePlanner } from './plannerCompare';
+import { reloadGroups } from './reloadCheck';
 
 export const SOURCE = 'loftq';
 
-export type DiagCode = 'plan' | 'checkpoint' | 'no-match' | 'rank-too-large' | 'worst' | 'summary' | 'budget' | 'report';
+export type DiagCode = 'plan' | 'checkpoint' | 'no-match' | 'rank-too-large' | 'worst' | 'summary' | 'budget' | 'report' | 'planner' | 'reload';
+
+/** Below this share of the plan's predicted error, the planner's plan is worth a warning. */
+export const PLANNER_WARN_RATIO = 0.9;
 
 function diag(p: PlanDoc, severity: DiagnosticSeverity, code: DiagCode, message: string, at: JsonPath, part: SpanPart = 'value', data?: unknown): Diagnostic {
   return { range: p.range(at, part), severity, code, source: SOURCE, message, data };
@@ -114,5 +120,16 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     out.push(diag(p, worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'worst', g.message, at, part,
       { owner: g.owner, names: g.names, bits: g.bits, betterBits: g.better?.bits }));
   }
+  out.push(...plannerDiagnostics(p));
+  for (const g of reloadGroups(p)) out.push(diag(p, DiagnosticSeverity.Warning, 'reload', g.message, ...ownerAt(p, g.owner, 'bits'), { owner: g.owner, names: g.names }));
   return out;
+}
+
+function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
+  if (!p.has(['budget'])) return [];
+  const c = comparePlanner(p);
+  if (!c || !(c.error > 0)) return [];
+  const ratio = c.planner / c.error;
+  const msg = `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits (${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;
+  return [diag(p, ratio < PLANNER_WARN_RATIO ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'planner', msg, ['budget'], 'key')];
 }

@@ -1,0 +1,64 @@
+// The current plan next to the planner's: both predicted with the planner's error table
+// (plan/planner/table.ts) from the analysis next to the plan, the planner at exactly the
+// current plan's size, so the two totals are comparable (same matrices, same cost model).
+
+import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
+import { tablesFromReport } from '../plan/planner/table';
+import type { Report } from '../protocol/lsp_ext';
+import type { PlanDoc } from './planDoc';
+import { planTotals } from './planModel';
+import { runPlanner } from './planner';
+
+export interface PlannerComparison {
+  /** Predicted total ‖W − Q − A·Bᵀ‖²_F of the current plan. */
+  error: number;
+  /** The planner's predicted total within `bytes`. */
+  planner: number;
+  /** The current plan's codes + scales + adapters, and as bits per weight. */
+  bytes: number;
+  avgBits: number;
+}
+
+// The planner runs on every diagnostics pass; its answer only changes with the report
+// (a new object when the file changes), the planned matrices and the size.
+const memo = new WeakMap<Report, Map<string, number | null>>();
+
+/** Null when the analysis cannot predict this plan (no analyses, a matrix or width it lacks, other quantizer/block size) or no planner plan fits. */
+export function comparePlanner(p: PlanDoc): PlannerComparison | null {
+  const report = p.facts.report?.raw;
+  const a = p.assignment;
+  if (!report?.analyses?.length || !a) return null;
+  const planned = a.matrices.filter((m) => !m.skipped);
+  if (!planned.length) return null;
+  const an = report.analyses[0];
+  const quantizer = an.quantizer ?? 'nf', blockSize = an.blockSize ?? DEFAULT_COST.blockSize;
+  if (planned.some((m) => m.settings.quantizer !== quantizer || m.settings.blockSize !== blockSize)) return null;
+  const cost = { ...DEFAULT_COST, blockSize, adapterBytes: adapterBytesOf(planned[0].tensor.dtype) };
+  const { tables } = tablesFromReport(report, { ranks: [...new Set(planned.map((m) => m.settings.rank))], cost });
+  const byName = new Map(tables.map((t) => [t.name, t]));
+  let error = 0;
+  for (const m of planned) {
+    const c = byName.get(m.tensor.name)?.choices.find((x) => x.bits === m.settings.bits && x.rank === m.settings.rank);
+    if (!c) return null;
+    error += c.error;
+  }
+  const t = planTotals(a);
+  const planner = plannerError(p, report, t.budgetBytes, planned.map((m) => m.tensor.name));
+  return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.budgetBits };
+}
+
+function plannerError(p: PlanDoc, report: Report, bytes: number, names: string[]): number | null {
+  const key = `${bytes}|${names.join(',')}`;
+  let m = memo.get(report);
+  if (!m) memo.set(report, (m = new Map()));
+  if (m.has(key)) return m.get(key)!;
+  let e: number | null;
+  try {
+    e = runPlanner(p, { bytes })?.plan.error ?? null;
+  } catch {
+    e = null; // no planner plan fits this size (its ranks start at 8)
+  }
+  if (m.size > 64) m.clear();
+  m.set(key, e);
+  return e;
+}
