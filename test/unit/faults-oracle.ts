@@ -32,7 +32,7 @@ const visible = (f: string) => !isTemp(f) && !isLock(f) && !f.startsWith(`${JOUR
 function normalizeJson(file: string, text: string): unknown {
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'seconds' && k !== 'base_model_name_or_path').map(([k, x]) => [k, strip(x)]));
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'seconds' && k !== 'phases' && k !== 'gemmGflop' && k !== 'base_model_name_or_path').map(([k, x]) => [k, strip(x)]));
     return v;
   };
   try {

@@ -40,7 +40,7 @@ test('a case is reproducible from (seed, index)', async () => {
 
 test('the harness reports a stuck consumer as a hang and an untyped error as a crash', async () => {
   const root = tempDir();
-  const stuck = await runCases(0, 40, { seed: 1, root, timeoutMs: 20, consumers: [() => new Promise(() => undefined)] });
+  const stuck = await runCases(0, 40, { seed: 1, root, timeoutMs: 200, consumers: [() => new Promise(() => undefined)] });
   assert.equal(stuck.accepted, 0);
   assert.ok(stuck.hangs > 0);
   const crashing = await runCases(0, 40, { seed: 1, root, timeoutMs: 1000, consumers: [async () => { throw new TypeError('boom'); }] });

@@ -45,7 +45,28 @@ function checkSettings(obj: Record<string, unknown>, at: JsonPath, problems: Pla
   }
 }
 
+/** Deepest bracket nesting, skipping strings and comments; a plan never needs more than a
+ *  handful, and a hostile one of 10⁵ would overflow the parser's stack. */
+export function nestingDepth(text: string): number {
+  let depth = 0, max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; }
+    else if (c === '/' && text[i + 1] === '/') { while (i < text.length && text[i] !== '\n') i++; }
+    else if (c === '/' && text[i + 1] === '*') { i = text.indexOf('*/', i + 2); if (i < 0) break; i++; }
+    else if (c === '{' || c === '[') { if (++depth > max) max = depth; }
+    else if (c === '}' || c === ']') depth--;
+  }
+  return max;
+}
+
+export const MAX_PLAN_DEPTH = 64;
+
 export function parsePlan(text: string): ParsedPlan {
+  const depth = nestingDepth(text);
+  if (depth > MAX_PLAN_DEPTH) {
+    return { plan: { checkpoint: '' }, problems: [{ severity: 'error', message: `the plan nests ${depth} levels deep (at most ${MAX_PLAN_DEPTH})`, path: [] }], overrideIndex: [] };
+  }
   const errors: ParseError[] = [];
   const raw = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
   const problems: PlanProblem[] = errors.map((e) => ({ severity: 'error', message: `JSON syntax: ${printParseErrorCode(e.error)}`, path: [], offset: e.offset, length: e.length }));

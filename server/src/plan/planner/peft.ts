@@ -32,11 +32,13 @@ export function peftPatterns(matrices: { name: string; rank: number; alpha: numb
   const r = mode(matrices.map((m) => m.rank), defaultRank);
   const atR = matrices.filter((m) => m.rank === r).map((m) => m.alpha);
   const lora_alpha = mode(atR.length ? atR : matrices.map((m) => m.alpha), r);
-  const rank_pattern: Record<string, number> = {};
-  const alpha_pattern: Record<string, number> = {};
+  // Keys are module names from the checkpoint: no prototype, so `__proto__` is a key too.
+  const rank_pattern: Record<string, number> = Object.create(null);
+  const alpha_pattern: Record<string, number> = Object.create(null);
   for (const m of matrices) {
     if (m.rank !== r) rank_pattern[patternKey(m.name)] = m.rank;
     if (m.alpha !== lora_alpha) alpha_pattern[patternKey(m.name)] = m.alpha;
   }
-  return { r, lora_alpha, rank_pattern, alpha_pattern };
+  // Object.fromEntries defines own properties (even `__proto__`) on an ordinary object.
+  return { r, lora_alpha, rank_pattern: Object.fromEntries(Object.entries(rank_pattern)), alpha_pattern: Object.fromEntries(Object.entries(alpha_pattern)) };
 }
