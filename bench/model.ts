@@ -53,6 +53,12 @@ export function ensureModel(o: ModelRunOptions): { dir: string; seconds?: number
   return { dir, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** The CLI's one-line error (`loftq: …`), else the last line of stderr. */
+function errorLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  return lines.find((l) => l.startsWith('loftq:')) ?? lines[lines.length - 1] ?? '';
+}
+
 export function runModel(o: ModelRunOptions): ModelRunResult {
   const model = ensureModel(o);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'loftq-bench-model-'));
@@ -66,7 +72,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
     const res: ModelRunResult = {
       preset: o.preset, layers: o.layers, checkpoint: model.dir, checkpointBytes: folderBytes(model.dir),
       generatedSeconds: model.seconds, wallSeconds: s.wallSeconds, maxRssMB: s.maxRssKB / 1024,
-      exitCode: r.status ?? -1, stderrTail: (r.stderr ?? '').trim().split('\n').slice(-3).join('\n'),
+      exitCode: r.status ?? -1, stderrTail: errorLine(r.stderr ?? ''),
     };
     const reportFile = path.join(out, 'q', 'loftq-report.json');
     if (fs.existsSync(reportFile)) {
