@@ -17,6 +17,7 @@ export interface RefResult {
   rel_err: number[];
   qlora_rel_err: number;
   numpy: string;
+  blasThreads: number | 'default';
   /** Where the figures came from: this run, or the cache (with the date it was measured). */
   source: 'run' | 'cache';
   measuredAt: string;
@@ -36,7 +37,8 @@ export class Reference {
   readonly cacheDir: string;
   private readonly scriptHash: string;
 
-  constructor(readonly script: string, resultsDir: string, readonly python = 'python3', readonly useCache = true) {
+  /** threads: BLAS threads for the script (default: numpy's own choice, all cores). */
+  constructor(readonly script: string, resultsDir: string, readonly python = 'python3', readonly useCache = true, readonly threads?: number) {
     this.cacheDir = path.join(resultsDir, 'ref-cache');
     this.scriptHash = createHash('sha256').update(new Uint8Array(fs.readFileSync(script))).digest('hex');
   }
@@ -63,9 +65,11 @@ export class Reference {
       fs.writeFileSync(input, new Uint8Array(matrix.buffer, matrix.byteOffset, matrix.byteLength));
       const args = [this.script, '--input', input, '--shape', `${c.rows},${c.cols}`, '--bits', String(c.bits),
         '--rank', String(c.rank), '--iters', String(c.iters), '--method', c.quantizer, '--block-size', String(c.blockSize)];
-      const out = await runProcess(this.python, args, timeoutSeconds);
+      const env = { ...process.env };
+      if (this.threads) for (const v of ['OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS']) env[v] = String(this.threads);
+      const out = await runProcess(this.python, args, timeoutSeconds, env);
       const last = out.trim().split('\n').pop() ?? '';
-      const r = { ...JSON.parse(last), measuredAt: new Date().toISOString() };
+      const r = { ...JSON.parse(last), blasThreads: this.threads ?? 'default', measuredAt: new Date().toISOString() };
       fs.mkdirSync(this.cacheDir, { recursive: true });
       fs.writeFileSync(path.join(this.cacheDir, `${this.key(c, matrix)}.json`), JSON.stringify(r, null, 1));
       return { ...r, source: 'run' };
@@ -75,9 +79,9 @@ export class Reference {
   }
 }
 
-function runProcess(cmd: string, args: string[], timeoutSeconds: number): Promise<string> {
+function runProcess(cmd: string, args: string[], timeoutSeconds: number, env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '', err = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (err += d));
