@@ -70,8 +70,13 @@ export class Reference {
       const out = await runProcess(this.python, args, timeoutSeconds, env);
       const last = out.trim().split('\n').pop() ?? '';
       const r = { ...JSON.parse(last), blasThreads: this.threads ?? 'default', measuredAt: new Date().toISOString() };
+      // On a shared machine a run can only be slowed down, never sped up: the cache keeps
+      // the fastest measurement (the errors are the same every time).
+      const file = path.join(this.cacheDir, `${this.key(c, matrix)}.json`);
+      const before = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
+      const best = before && before.seconds < r.seconds ? before : r;
       fs.mkdirSync(this.cacheDir, { recursive: true });
-      fs.writeFileSync(path.join(this.cacheDir, `${this.key(c, matrix)}.json`), JSON.stringify(r, null, 1));
+      fs.writeFileSync(file, JSON.stringify({ ...best, runs: (before?.runs ?? 1) + (before ? 1 : 0) }, null, 1));
       return { ...r, source: 'run' };
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
