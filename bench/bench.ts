@@ -92,7 +92,8 @@ async function main(argv: string[]): Promise<number> {
       (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
     if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
     console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
-      (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : ''));
+      (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
+      (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall time${peak ? ` (one backend's peak: ${peak.toFixed(1)})` : ''}` : ''));
   }
 
   if (o.json) {

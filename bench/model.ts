@@ -32,6 +32,8 @@ export interface ModelRunResult {
   matrices?: number;
   parameters?: number;
   reportSeconds?: number;
+  /** GEMM flops of the whole run, when the report carries totals.gemmFlops. */
+  gemmFlops?: number;
   stderrTail: string;
 }
 
@@ -80,6 +82,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       res.matrices = rep.totals?.matrices;
       res.parameters = rep.totals?.parameters;
       res.reportSeconds = rep.totals?.seconds;
+      res.gemmFlops = rep.totals?.gemmFlops;
     }
     return res;
   } finally {
