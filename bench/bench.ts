@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
   const ref = new Reference(path.join(root, 'bench', 'ref_loftq.py'), resultsDir, o.python as string, !o['fresh-ref'], o['ref-threads'] as number | undefined);
   console.log(py.ok
     ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); cached results in bench/results/ref-cache are reused${o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)'}`
-    : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] ? '' : ' (cached reference results are still shown)'}`);
+    : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'}`);
 
   if (o['ref-only']) {
     if (!py.ok) throw new Error(`--ref-only needs the reference: ${py.why}`);
