@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { GENERATOR_VERSION } from '../server/src/tools/make-model-lib';
 
 export interface ModelRunOptions {
   preset: string;
@@ -44,7 +45,7 @@ function folderBytes(dir: string): number {
 }
 
 export function ensureModel(o: ModelRunOptions): { dir: string; seconds?: number } {
-  const name = `${o.preset}-s${o.seed}${o.layers ? `-l${o.layers}` : ''}`;
+  const name = `${o.preset}-s${o.seed}${o.layers ? `-l${o.layers}` : ''}-g${GENERATOR_VERSION}`;
   const dir = path.join(o.resultsDir, 'models', name);
   if (fs.existsSync(path.join(dir, 'model.safetensors.index.json'))) return { dir };
   const args = [dist('make-model.js'), '--preset', o.preset, '--out', dir, '--seed', String(o.seed)];
