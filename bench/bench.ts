@@ -1,0 +1,133 @@
+// `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
+//  [--fresh-ref] [--ref-timeout S] [--model tinyllama-1.1b [--model-layers N] [--workers N]]`
+// Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
+// matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
+// Not a test: numbers are printed (and saved with --json), never asserted.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from '../server/src/cli/args';
+import type { BackendChoice } from '../server/src/protocol/lsp_ext';
+import { llmLike, seedFrom } from '../server/src/tools/synth';
+import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases } from './cases';
+import { gemmPeak, runEngine, startBackend } from './engine';
+import { measureCli, runModel, ModelRunResult } from './model';
+import { Reference, RefResult, checkPython } from './reference';
+import { CaseRow, headerLine, makeRow, rowLine, summaryLines } from './table';
+
+const root = path.join(__dirname, '..');
+const resultsDir = path.join(root, 'bench', 'results');
+
+async function main(argv: string[]): Promise<number> {
+  if (argv[0] === '--measure-cli') { measureCli(argv.slice(1)); return -1; }
+  const { options: o } = parseArgs(argv, {
+    quick: { type: 'boolean' }, cases: { type: 'string' }, json: { type: 'string' },
+    backend: { type: 'string', default: 'wasm' }, 'no-ref': { type: 'boolean' }, 'fresh-ref': { type: 'boolean' },
+    'ref-timeout': { type: 'number', default: 3600 }, python: { type: 'string', default: 'python3' },
+    seed: { type: 'number', default: 1 }, model: { type: 'string' }, 'model-layers': { type: 'number' },
+    workers: { type: 'number' }, 'keep-output': { type: 'boolean' }, 'no-peak': { type: 'boolean' },
+    'ref-only': { type: 'boolean' }, 'ref-threads': { type: 'number' },
+  });
+  const backendChoice = o.backend as BackendChoice;
+  const runMatrices = !o.model || o.quick || o.cases;
+  const cases = runMatrices ? filterCases(allCases(o.quick ? QUICK_SHAPES : SHAPES, o.seed as number), o.cases as string | undefined) : [];
+
+  console.log(`loftq-lens bench — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  const py = o['no-ref'] ? { ok: false as const, why: 'skipped (--no-ref)' } : checkPython(o.python as string);
+  const ref = new Reference(path.join(root, 'bench', 'ref_loftq.py'), resultsDir, o.python as string, !o['fresh-ref'], o['ref-threads'] as number | undefined);
+  console.log(py.ok
+    ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); cached results in bench/results/ref-cache are reused${o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)'}`
+    : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'}`);
+
+  if (o['ref-only']) {
+    if (!py.ok) throw new Error(`--ref-only needs the reference: ${py.why}`);
+    await fillReferenceCache(cases, ref, o['ref-timeout'] as number);
+    return 0;
+  }
+
+  const rows: CaseRow[] = [];
+  let peak: number | undefined;
+  if (cases.length) {
+    const backend = await startBackend(backendChoice);
+    if (!o['no-peak']) peak = await gemmPeak(backend);
+    console.log(`engine: loftqMatrix on tfjs ${backend.name}${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`);
+    console.log(headerLine());
+    let shape = '';
+    let w: Float32Array = new Float32Array(0);
+    for (const c of cases) {
+      if (shape !== `${c.rows}x${c.cols}`) {
+        shape = `${c.rows}x${c.cols}`;
+        w = benchMatrix(c);
+      }
+      const ours = await runEngine(c, w, backend);
+      let r: RefResult | undefined;
+      let missing: string | undefined;
+      if (!o['no-ref']) {
+        r = ref.cached(c, w);
+        if (!r && py.ok) {
+          try {
+            r = await ref.run(c, w, o['ref-timeout'] as number);
+          } catch (e) {
+            missing = (e as Error).message.slice(0, 40);
+          }
+        }
+        if (!r && !missing) missing = 'no python';
+      }
+      const row = makeRow(c, ours, r, missing);
+      rows.push(row);
+      console.log(rowLine(row));
+    }
+    for (const l of summaryLines(rows)) console.log(l);
+  }
+
+  let model: ModelRunResult | undefined;
+  if (o.model) {
+    model = runModel({
+      preset: o.model as string, layers: o['model-layers'] as number | undefined, seed: 0, bits: 2, rank: 16, iters: 5,
+      backend: backendChoice, workers: o.workers as number | undefined, resultsDir, keepOutput: !!o['keep-output'],
+    });
+    const m = model;
+    console.log(`whole checkpoint: ${m.preset}${m.layers ? ` (${m.layers} layers)` : ''}, ${m.checkpointBytes >= 1e9 ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`} BF16, NF2 r16 T5, backend ${backendChoice}` +
+      (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
+    if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
+    console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
+      (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
+      (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall time${peak ? ` (one backend's peak: ${peak.toFixed(1)})` : ''}` : ''));
+  }
+
+  if (o.json) {
+    const doc = { date: new Date().toISOString(), node: process.version, cores: os.cpus().length, cpu: os.cpus()[0]?.model, backend: backendChoice, gemmPeakGflops: peak, reference: py, cases: rows, model };
+    fs.mkdirSync(path.dirname(path.resolve(o.json as string)), { recursive: true });
+    fs.writeFileSync(o.json as string, JSON.stringify(doc, null, 1));
+    console.log(`saved ${o.json}`);
+  }
+  return 0;
+}
+
+/** --ref-only: measures (or shows cached) reference results, e.g. overnight for the big shapes. */
+async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: number): Promise<void> {
+  let shape = '';
+  let w: Float32Array = new Float32Array(0);
+  for (const c of cases) {
+    if (shape !== `${c.rows}x${c.cols}`) {
+      shape = `${c.rows}x${c.cols}`;
+      w = benchMatrix(c);
+    }
+    const r = ref.cached(c, w) ?? (await ref.run(c, w, timeout));
+    console.log(`${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`);
+  }
+}
+
+/** The one synthetic matrix of a case's shape and seed. */
+function benchMatrix(c: BenchCase): Float32Array {
+  return llmLike(c.rows, c.cols, seedFrom('bench', c.rows, c.cols, c.seed));
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { if (code >= 0) process.exitCode = code; },
+  (e) => {
+    process.stderr.write(`bench: ${(e as Error).message?.split('\n')[0] ?? e}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,51 @@
+// Times our engine (loftqMatrix on a tfjs backend) on one case, and the backend's GEMM peak
+// on the thin products LoftQ issues, so throughput can be read against what the device does.
+
+import { createBackend, MatmulBackend } from '../server/src/linalg/backend';
+import { loftqMatrix } from '../server/src/loftq/loftq';
+import type { BackendChoice } from '../server/src/protocol/lsp_ext';
+import type { BenchCase } from './cases';
+
+export interface EngineResult {
+  seconds: number;
+  relErrorPerIter: number[];
+  qloraRelError: number;
+  /** GEMM flops issued by the engine per second of its wall time (null: backend does not count). */
+  gflops: number | null;
+}
+
+export async function startBackend(choice: BackendChoice): Promise<MatmulBackend> {
+  const b = await createBackend(choice);
+  // The first products compile kernels / grow the wasm heap; keep that out of every timing.
+  const w = new Float32Array(256 * 256).map((_, i) => Math.sin(i));
+  await loftqMatrix(w, 256, 256, { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 }, b);
+  return b;
+}
+
+export async function runEngine(c: BenchCase, w: Float32Array, backend: MatmulBackend): Promise<EngineResult> {
+  const f0 = backend.flops;
+  const t0 = performance.now();
+  const r = await loftqMatrix(w, c.rows, c.cols, { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: c.quantizer, blockSize: c.blockSize }, backend);
+  const seconds = (performance.now() - t0) / 1000;
+  const flops = backend.flops - f0;
+  return { seconds, relErrorPerIter: r.relErrorPerIter, qloraRelError: r.qloraRelError, gflops: flops > 0 ? flops / seconds / 1e9 : null };
+}
+
+/** Best GFLOP/s of the backend on an (m×k)·(k×n) product, a few repetitions. */
+export async function gemmPeak(backend: MatmulBackend, m = 4096, k = 4096, n = 128, reps = 3): Promise<number> {
+  const a = new Float32Array(m * k).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5);
+  const b = new Float32Array(k * n).map((_, i) => ((i * 40503) % 1000) / 1000 - 0.5);
+  const held = await backend.hold(a, m, k);
+  try {
+    await held.times(b, n);
+    let best = Infinity;
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      await held.times(b, n);
+      best = Math.min(best, (performance.now() - t0) / 1000);
+    }
+    return (2 * m * k * n) / best / 1e9;
+  } finally {
+    held.dispose();
+  }
+}
