@@ -33,7 +33,7 @@ export interface ModelRunResult {
   matrices?: number;
   parameters?: number;
   reportSeconds?: number;
-  /** GEMM flops of the whole run, when the report carries totals.gemmFlops. */
+  /** GEMM flops of the whole run, from the report's totals.gemmGflop. */
   gemmFlops?: number;
   stderrTail: string;
 }
@@ -83,7 +83,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       res.matrices = rep.totals?.matrices;
       res.parameters = rep.totals?.parameters;
       res.reportSeconds = rep.totals?.seconds;
-      res.gemmFlops = rep.totals?.gemmFlops;
+      res.gemmFlops = rep.totals?.gemmGflop !== undefined ? rep.totals.gemmGflop * 1e9 : undefined;
     }
     return res;
   } finally {
