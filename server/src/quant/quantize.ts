@@ -89,38 +89,39 @@ export function nearestCode(table: Float32Array, v: number): number {
   return dh < dl ? hi : lo;
 }
 
-/** Nearest-code lookup in O(1): midpoints between table entries (exact in float64) and a
- *  grid over [-1, 1] giving, per cell, the first code whose upper midpoint lies at or above
- *  the cell. Values within 1e-6 of a midpoint take the exact float32-distance rule, where
- *  rounding can turn a near-miss into a tie (ties go to the lower index). */
+/** Nearest-code lookup in O(1): a grid of CELLS cells over [-1, 1] (the first and last
+ *  reaching to ∓∞) holding, per cell, its code — or AMBIGUOUS when a midpoint between two
+ *  table entries lies within 1e-6 of the cell. Outside those cells the code is decided by
+ *  a wide margin, so x·(1/scale) (within 2 ulp of the reference's fround(x / scale)) picks
+ *  it safely; inside them the exact quotient and the reference's float32 rule decide (where
+ *  rounding can turn a near-miss into a tie, and ties go to the lower index). */
 class CodeLookup {
   static readonly CELLS = 4096;
+  static readonly AMBIGUOUS = 0xffff;
   readonly mids: Float64Array;
-  readonly start: Uint16Array;
+  /** CELLS + 1 entries: index CELLS is v = 1 exactly. */
+  readonly cells: Uint16Array;
   constructor(readonly table: Float32Array) {
-    const n = table.length;
-    this.mids = new Float64Array(n);
+    const n = table.length, CELLS = CodeLookup.CELLS, half = CELLS / 2;
+    this.mids = new Float64Array(n - 1);
     for (let j = 0; j < n - 1; j++) this.mids[j] = (table[j] + table[j + 1]) / 2;
-    this.mids[n - 1] = Infinity;
-    this.start = new Uint16Array(CodeLookup.CELLS + 1);
-    let c = 0;
-    for (let b = 0; b <= CodeLookup.CELLS; b++) {
-      const lo = -1 + (2 * b) / CodeLookup.CELLS;
-      while (this.mids[c] < lo) c++;
-      this.start[b] = c;
+    this.cells = new Uint16Array(CELLS + 1);
+    for (let cell = 0; cell <= CELLS; cell++) {
+      const lo = cell === 0 ? -Infinity : -1 + cell / half;
+      const hi = cell >= CELLS - 1 ? Infinity : -1 + (cell + 1) / half;
+      let code = 0, ambiguous = false;
+      for (const m of this.mids) {
+        if (m >= lo - 1e-6 && m <= hi + 1e-6) ambiguous = true;
+        if (m < lo) code++;
+      }
+      this.cells[cell] = ambiguous ? CodeLookup.AMBIGUOUS : code;
     }
   }
 
   code(v: number): number {
-    let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
-    b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
-    const mids = this.mids;
-    let c = v < -1 ? 0 : this.start[b];
-    while (v > mids[c]) c++;
-    // c is the exact-arithmetic nearest (ties → lower). Near a midpoint, defer to the
-    // float32 rule the reference uses.
-    if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) return nearestCode(this.table, v);
-    return c;
+    const CELLS = CodeLookup.CELLS;
+    const c = this.cells[Math.max(0, Math.min(CELLS, Math.floor((v + 1) * (CELLS / 2))))];
+    return c === CodeLookup.AMBIGUOUS ? nearestCode(this.table, v) : c;
   }
 }
 
@@ -139,8 +140,8 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
   const values = out?.values ?? new Float32Array(n);
   const zeroCode = nearestCode(table, 0);
   const lookup = lookupFor(table);
-  const mids = lookup.mids, cellStart = lookup.start;
-  const CELLS = CodeLookup.CELLS, HALF_CELLS = CodeLookup.CELLS / 2;
+  const cells = lookup.cells;
+  const CELLS = CodeLookup.CELLS, HALF_CELLS = CodeLookup.CELLS / 2, AMBIGUOUS = CodeLookup.AMBIGUOUS;
   const scaled = new Float32Array(table.length);
   for (let b = 0; b < blocks; b++) {
     const start = b * blockSize;
@@ -151,20 +152,24 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
       for (let i = start; i < start + len; i++) { codes[i] = zeroCode; values[i] = 0; }
       continue;
     }
-    // x·(1/scale) is within 2 ulp of fround(x / scale): it decides the code except near a
-    // midpoint (1e-6 band), where the exact quotient and the reference's float32 rule take
-    // over. The lookup is inlined here: this loop is the engine's hottest.
+    // The lookup is inlined: this loop is the engine's hottest. For nf, |x/scale| ≤ 1 so
+    // the cell index needs no clamp; uniform scales can leave values outside [-1, 1].
     const inv = 1 / scale;
     for (let c = 0; c < table.length; c++) scaled[c] = fr(table[c] * scale);
-    for (let i = start; i < start + len; i++) {
-      const v = fr(x[i] * inv);
-      let cell = Math.floor((v + 1) * HALF_CELLS);
-      cell = cell < 0 ? 0 : cell > CELLS ? CELLS : cell;
-      let c = v < -1 ? 0 : cellStart[cell];
-      while (v > mids[c]) c++;
-      if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) c = nearestCode(table, fr(x[i] / scale));
-      codes[i] = c;
-      values[i] = scaled[c];
+    if (quantizer === 'nf') {
+      for (let i = start; i < start + len; i++) {
+        let c = cells[((x[i] * inv + 1) * HALF_CELLS) | 0];
+        if (c === AMBIGUOUS) c = nearestCode(table, fr(x[i] / scale));
+        codes[i] = c;
+        values[i] = scaled[c];
+      }
+    } else {
+      for (let i = start; i < start + len; i++) {
+        let c = cells[Math.max(0, Math.min(CELLS, Math.floor((x[i] * inv + 1) * HALF_CELLS)))];
+        if (c === AMBIGUOUS) c = nearestCode(table, fr(x[i] / scale));
+        codes[i] = c;
+        values[i] = scaled[c];
+      }
     }
   }
   return { codes, scales, values };
