@@ -89,7 +89,7 @@ export async function loftqMatrix(
   // Larger ones: 4 passes from the random start, 1 per warm-started iteration, 2 for the
   // last (whose factors are written) — within 0.1% of the exact SVD's error on LLM shapes.
   const fullSpace = Math.ceil(Math.min(rows, cols) / k);
-  const exact = fullSpace <= (opts.exactPasses ?? 8) || Math.min(rows, cols) <= 256;
+  const exact = fullSpace <= (opts.exactPasses ?? 8) || (Math.min(rows, cols) <= 256 && size <= 1 << 18);
   const firstPasses = exact ? fullSpace : opts.firstPasses ?? 4;
   const laterPasses = exact ? fullSpace : opts.laterPasses ?? 1;
   const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
