@@ -4,6 +4,7 @@
 // visible file present must equal the reference's (safetensors byte for byte; the JSON
 // files up to the output path and timings), and a present report means every file is there
 // and its relError agrees with the files. Used by the CLI and language-server kill tests.
+import { relErrorOf } from '../../server/src/tools/fuzz/quantize-consumer';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -78,18 +79,7 @@ export async function relErrorFromFiles(checkpoint: string, out: string, name: s
   const q = await readTensorF32(backbone.byName.get(name)!);
   const a = await readTensorF32(adapter.byName.get(`base_model.model.${module}.lora_A.weight`)!);
   const b = await readTensorF32(adapter.byName.get(`base_model.model.${module}.lora_B.weight`)!);
-  const r = a.length / cols;
-  let err = 0, norm = 0;
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) {
-      let low = 0;
-      for (let k = 0; k < r; k++) low += b[i * r + k] * a[k * cols + j];
-      const x = w[i * cols + j];
-      err += (x - q[i * cols + j] - low) ** 2;
-      norm += x * x;
-    }
-  }
-  return Math.sqrt(err / norm);
+  return relErrorOf(w, q, a, b, rows, cols, a.length / cols);
 }
 
 /** Classifies `out` and asserts that it is one of the three allowed states. */

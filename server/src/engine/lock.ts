@@ -5,7 +5,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { InputError } from './errors';
 
-function alive(pid: number): boolean {
+/** Whether a process exists (EPERM: it does, owned by someone else). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -24,7 +25,7 @@ export async function lockOutput(out: string, name = '.loftq.lock'): Promise<() 
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let owner: { pid?: number } = {};
       try { owner = JSON.parse(await fsp.readFile(file, 'utf8')); } catch { /* half-written: stale */ }
-      if (owner.pid && owner.pid !== process.pid && alive(owner.pid)) {
+      if (owner.pid && owner.pid !== process.pid && processAlive(owner.pid)) {
         throw new InputError(out, `another loftq run (pid ${owner.pid}) is writing to this folder; wait for it or cancel it`);
       }
       if (owner.pid === process.pid) throw new InputError(out, 'a run in this process is already writing to this folder');

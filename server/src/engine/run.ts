@@ -17,7 +17,7 @@ import { AnalyzeOptions, RunOptions, RunResult } from './api';
 import { createExecutor, Executor } from './pool';
 import { CancelledError, InputError, throwIfAborted, UsageError } from './errors';
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
-import { lockOutput } from './lock';
+import { lockOutput, processAlive } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
 import { ADAPTER_DIR, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
@@ -95,14 +95,6 @@ async function onOutput<T>(target: string, step: () => Promise<T>): Promise<T> {
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Temp files (`.<name>.<pid>.<hex>.tmp`) of writers whose process is gone — a run killed
  *  with SIGKILL cannot clean up after itself. Shard runs of live processes share the

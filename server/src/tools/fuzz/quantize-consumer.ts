@@ -44,7 +44,7 @@ async function listTree(dir: string): Promise<string[]> {
 }
 
 /** Relative error recomputed in float64 from what the files hold. */
-function relErrorOf(w: Float32Array, q: Float32Array, a: Float32Array, b: Float32Array, rows: number, cols: number, r: number): number {
+export function relErrorOf(w: Float32Array, q: Float32Array, a: Float32Array, b: Float32Array, rows: number, cols: number, r: number): number {
   let err = 0, norm = 0;
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
