@@ -1,0 +1,127 @@
+// Driving the VS Code workbench in headless Chromium the way a user does: Explorer
+// context menus, quick picks, notifications, the Problems panel and webviews.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Browser, chromium, Frame, Page } from 'playwright-core';
+import { chromiumBin, screenshotDir } from './paths';
+
+export interface Workbench {
+  browser: Browser;
+  page: Page;
+  errors: string[];
+  dialogs: string[];
+}
+
+export async function openWorkbench(url: string, folder: string): Promise<Workbench> {
+  const browser = await chromium.launch({
+    executablePath: chromiumBin,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const errors: string[] = [];
+  const dialogs: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // A script injected through a tensor name would show up here (alert/confirm/prompt).
+  page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
+  await page.goto(`${url}/?folder=${encodeURIComponent(folder)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+  return { browser, page, errors, dialogs };
+}
+
+export async function screenshot(page: Page, name: string): Promise<string> {
+  fs.mkdirSync(screenshotDir, { recursive: true });
+  const file = path.join(screenshotDir, `${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+export async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function showExplorer(page: Page): Promise<void> {
+  if (!(await page.locator('.explorer-folders-view').isVisible())) await page.keyboard.press('Control+Shift+E');
+  await page.locator('.explorer-folders-view').waitFor();
+}
+
+/** The Explorer row for a path relative to the workspace root, expanding folders on the way. */
+export async function explorerRow(page: Page, relPath: string) {
+  await showExplorer(page);
+  const parts = relPath.split('/');
+  for (let i = 0; i < parts.length; i++) {
+    const exact = new RegExp(`^${parts[i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+    const row = page.locator('.explorer-folders-view .monaco-list-row').filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
+    await row.waitFor({ timeout: 20_000 });
+    if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') await row.click();
+    if (i === parts.length - 1) return row;
+  }
+  throw new Error('unreachable');
+}
+
+/** Right-click → menu item. Contributed items appear once the extension host is up, so retry. */
+export async function contextMenu(page: Page, relPath: string, item: string): Promise<void> {
+  await until(`context menu item '${item}' on ${relPath}`, async () => {
+    const row = await explorerRow(page, relPath);
+    await row.click({ button: 'right' });
+    const mi = page.locator('.context-view .monaco-menu').getByRole('menuitem', { name: item, exact: true });
+    try {
+      await mi.waitFor({ timeout: 2000 });
+    } catch {
+      await page.keyboard.press('Escape');
+      return false;
+    }
+    await mi.hover();
+    await mi.click();
+    await until('the context menu to close', async () => !(await page.locator('.context-view .monaco-menu').isVisible()) || (await mi.click().then(() => false)), 5000);
+    return true;
+  }, 60_000, 500);
+}
+
+/** Answers the open quick pick / input box: types `text` (empty: keep the default) and presses Enter. */
+export async function answerQuickInput(page: Page, expectTitle: RegExp, text = ''): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  await until(`quick input ${expectTitle}`, async () => (await widget.isVisible()) && expectTitle.test((await widget.locator('.quick-input-title').textContent()) ?? ''), 20_000);
+  const input = widget.locator('.quick-input-box input');
+  if (text) await input.fill(text);
+  await page.waitForTimeout(150);
+  await input.press('Enter');
+}
+
+export async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  await input.waitFor();
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-widget .monaco-list-row').filter({ hasText: title }).first().waitFor();
+  await input.press('Enter');
+}
+
+/** The notification toast whose message matches, once visible. */
+export async function notification(page: Page, text: RegExp, timeoutMs = 120_000) {
+  const toast = page.locator('.notifications-toasts .notification-list-item').filter({ hasText: text }).first();
+  await toast.waitFor({ timeout: timeoutMs });
+  return toast;
+}
+
+/** The webview content frame (inside VS Code's two iframes) that contains `selector`. */
+export async function webviewFrame(page: Page, selector: string, timeoutMs = 30_000): Promise<Frame> {
+  return until(`a webview with ${selector}`, async () => {
+    for (const f of page.frames()) {
+      if (f === page.mainFrame()) continue;
+      if (await f.$(selector).catch(() => null)) return f;
+    }
+    return undefined;
+  }, timeoutMs);
+}
