@@ -33,7 +33,8 @@ const nodeEntries = {
 
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
 mkdirSync('dist', { recursive: true });
-await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' } });
+// jsonc-parser's `main` is a UMD build whose internal requires esbuild cannot follow; bundle its ESM build.
+await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' }, alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' } });
 
 // The wasm backend fetches its binaries next to the bundle.
 const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));

@@ -6,7 +6,9 @@ export interface Command {
 }
 
 import { inspectCommand } from './commands/inspect';
+import { planCommand } from './commands/plan';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
+  plan: planCommand,
 };

@@ -1,0 +1,134 @@
+// LoftQ for one matrix W (rows × cols): starting from A·Bᵀ = 0, T times
+//   Q ← quantize(W − A·Bᵀ);  (A, B) ← best rank-r approximation of (W − Q),
+// recording ‖W − Q − A·Bᵀ‖_F / ‖W‖_F after each iteration and the QLoRA baseline
+// ‖W − quantize(W)‖_F / ‖W‖_F. float32 values, float64 accumulation of norms.
+
+import type { MatrixSettings } from '../protocol/lsp_ext';
+import type { MatmulBackend } from '../linalg/backend';
+import { codebook } from '../quant/codebook';
+import { quantize, Quantized } from '../quant/quantize';
+import { gaussian, transpose } from '../linalg/dense';
+import { truncatedSvd } from '../linalg/rsvd';
+import { throwIfAborted } from '../engine/errors';
+
+export interface LoftqResult {
+  codes: Uint8Array;
+  scales: Float32Array;
+  /** Dequantized backbone Q (rows × cols). */
+  q: Float32Array;
+  /** r × cols (PEFT lora_A). */
+  loraA: Float32Array;
+  /** rows × r (PEFT lora_B). */
+  loraB: Float32Array;
+  rank: number;
+  relErrorPerIter: number[];
+  qloraRelError: number;
+  frobeniusNorm: number;
+  /** Top singular values of the last residual W − Q (when asked for). */
+  residualSpectrum?: number[];
+}
+
+export interface LoftqOptions {
+  signal?: AbortSignal;
+  /** Keep this many top singular values of the final residual. */
+  spectrum?: number;
+  /** Block-Krylov passes in the first LoftQ iteration (random start) and later ones. */
+  firstPasses?: number;
+  laterPasses?: number;
+  /** Matrices whose whole column space fits in this many passes get an exact SVD. */
+  exactPasses?: number;
+  oversampling?: number;
+  seed?: number;
+}
+
+/** Oversampling of the randomized SVD: enough to make the top-r estimates accurate. */
+export function defaultOversampling(rank: number): number {
+  return Math.max(8, Math.ceil(rank / 2));
+}
+
+export async function loftqMatrix(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  s: MatrixSettings,
+  backend: MatmulBackend,
+  opts: LoftqOptions = {},
+): Promise<LoftqResult> {
+  const size = rows * cols;
+  if (w.length !== size) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
+  const table = codebook(s.quantizer, s.bits);
+  const rank = Math.min(s.rank, rows, cols);
+  const k = Math.min(Math.max(rank + (opts.oversampling ?? defaultOversampling(rank)), opts.spectrum ?? 0), rows, cols);
+  // Small matrices: a Krylov space as large as the matrix makes the SVD exact, cheaply.
+  const fullSpace = Math.ceil(Math.min(rows, cols) / k);
+  const exact = fullSpace <= (opts.exactPasses ?? 8);
+  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 4;
+  const laterPasses = exact ? fullSpace : opts.laterPasses ?? 2;
+
+  let normW = 0;
+  for (let i = 0; i < size; i++) normW += w[i] * w[i];
+  normW = Math.sqrt(normW);
+  const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
+
+  const target = new Float32Array(size);
+  const residual = new Float32Array(size);
+  const residualT = new Float32Array(size);
+  const quantized: Quantized = { codes: new Uint8Array(size), scales: new Float32Array(Math.ceil(size / s.blockSize)), values: new Float32Array(size) };
+  let lowRank: Float32Array | null = null;
+  let loraA: Float32Array = new Float32Array(rank * cols);
+  let loraB: Float32Array = new Float32Array(rows * rank);
+  let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
+  let spectrum: Float64Array | undefined;
+  const relErrorPerIter: number[] = [];
+  let qloraRelError = 0;
+
+  for (let t = 0; t < s.iters; t++) {
+    throwIfAborted(opts.signal);
+    if (lowRank) for (let i = 0; i < size; i++) target[i] = w[i] - lowRank[i];
+    else target.set(w);
+    quantize(target, table, s.quantizer, s.blockSize, quantized);
+    const qv = quantized.values;
+    let qErr = 0;
+    for (let i = 0; i < size; i++) {
+      const d = w[i] - qv[i];
+      residual[i] = d;
+      qErr += d * d;
+    }
+    if (t === 0) qloraRelError = rel(qErr);
+
+    transpose(residual, rows, cols, residualT);
+    const held = await backend.hold(residual, rows, cols);
+    const heldT = await backend.hold(residualT, cols, rows);
+    try {
+      const svd = await truncatedSvd(backend, { rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : laterPasses);
+      loraA = svd.right;
+      loraB = svd.left;
+      subspace = svd.subspace;
+      spectrum = svd.singularValues;
+    } finally {
+      held.dispose();
+      heldT.dispose();
+    }
+    throwIfAborted(opts.signal);
+    lowRank = await backend.matmul(loraB, rows, rank, loraA, cols);
+    let err = 0;
+    for (let i = 0; i < size; i++) {
+      const d = residual[i] - lowRank[i];
+      err += d * d;
+    }
+    relErrorPerIter.push(rel(err));
+  }
+
+  return {
+    codes: quantized.codes,
+    scales: quantized.scales,
+    q: quantized.values,
+    loraA,
+    loraB,
+    rank,
+    relErrorPerIter,
+    qloraRelError,
+    frobeniusNorm: normW,
+    residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
+  };
+}
