@@ -26,6 +26,9 @@ export async function openWorkbench(url: string, folder: string): Promise<Workbe
   page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
   await page.goto(`${url}/?folder=${encodeURIComponent(folder)}`);
   await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+  // The remote extension host starts after the workbench; until our status bar item shows,
+  // the custom editor and menus are not contributed yet.
+  await page.locator('.statusbar-item', { hasText: /LoftQ/ }).first().waitFor({ timeout: 60_000 });
   return { browser, page, errors, dialogs };
 }
 
