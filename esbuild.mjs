@@ -1,7 +1,7 @@
 // One build script for every bundle: the extension client, the language server, the CLI,
 // the worker, the tools, the webviews (browser) and — with --tests — the test files.
 import * as esbuild from 'esbuild';
-import { cpSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { createRequire } from 'node:module';
 
@@ -9,7 +9,10 @@ const require = createRequire(import.meta.url);
 const args = new Set(process.argv.slice(2));
 const production = args.has('--production');
 
+const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
+
 const nodeCommon = {
+  define: { __LOFTQ_VERSION__: JSON.stringify(pkg.version) },
   bundle: true,
   platform: 'node',
   target: 'node20',

@@ -55,11 +55,16 @@ export async function readHeader(file: string): Promise<SafetensorsHeader> {
     throw new CheckpointError('unreadable', file, `cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   try {
-    const first = new Uint8Array(8);
-    await fh.read(first, 0, 8, 0);
-    if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) throw pickleMessage(file);
-    if (first[0] === 0x50 && first[1] === 0x4b) throw pickleMessage(file); // zip: torch.save
-    const n = parseHeaderLength(file, first, st.size);
+    const first = new Uint8Array(9);
+    await fh.read(first, 0, 9, 0);
+    // A safetensors file has '{' right after its 8-byte length; only then is it not a
+    // pickle (0x80 protocol byte) or a torch.save zip ('PK'), whose first bytes a length
+    // can also take.
+    if (first[8] !== 0x7b) {
+      if (first[0] === 0x80 && first[1] >= 2 && first[1] <= 5) throw pickleMessage(file);
+      if (first[0] === 0x50 && first[1] === 0x4b) throw pickleMessage(file);
+    }
+    const n = parseHeaderLength(file, first.subarray(0, 8), st.size);
     const json = new Uint8Array(n);
     const { bytesRead } = await fh.read(json, 0, n, 8);
     if (bytesRead !== n) throw new CheckpointError('io', file, `short read of the header (${bytesRead} of ${n} bytes)`);

@@ -7,8 +7,12 @@ export interface Command {
 
 import { inspectCommand } from './commands/inspect';
 import { planCommand } from './commands/plan';
+import { quantizeCommand } from './commands/quantize';
+import { analyzeCommand } from './commands/analyze';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
+  quantize: quantizeCommand,
+  analyze: analyzeCommand,
   plan: planCommand,
 };

@@ -1,0 +1,92 @@
+import * as fs from 'node:fs';
+import { quantizeCheckpoint } from '../../engine/run';
+import { parseArgs, intOption } from '../args';
+import { UsageError, InputError } from '../../engine/errors';
+import { parsePlan, resolveCheckpointPath } from '../../plan/planfile';
+import { progressReporter } from '../progress';
+import { SETTINGS_OPTIONS, backendOption, interruptSignal, settingsFrom, workersOption } from '../settingsOptions';
+import type { Command } from '../commands';
+import type { PlanFile } from '../../protocol/lsp_ext';
+
+const HELP = `usage: loftq quantize CKPT --out DIR [options]
+  CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
+  --out DIR              output folder (backbone, loftq_init/ adapters, loftq-report.json)
+  --bits N               2, 3, 4 or 8 (default 4)
+  --rank R               LoRA rank (default 16)
+  --iters T              LoftQ alternations (default 5)
+  --quantizer nf|uniform (default nf)
+  --block-size B         quantization block (default 64)
+  --target GLOB…         module globs to quantize (default: Llama/GPT-2/BERT/T5 linear layers)
+  --plan loftq.json      per-matrix settings from a plan file (its checkpoint is used if CKPT is omitted)
+  --backend auto|wasm|webgpu|tensorflow|cpu (default wasm)
+  --format peft|packed   packed also writes model.packed.safetensors (codes + scales)
+  --workers N            worker threads (default: cores; 0 = in-process)
+  --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
+  --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
+  --json                 print the report as JSON on stdout
+  --quiet                no progress`;
+
+export const quantizeCommand: Command = {
+  summary: 'run LoftQ on a checkpoint and write PEFT-loadable files and a report',
+  async run(argv) {
+    const { positional, options: o } = parseArgs(argv, {
+      ...SETTINGS_OPTIONS,
+      out: { type: 'string' },
+      bits: { type: 'number', default: 4 },
+      plan: { type: 'string' },
+      format: { type: 'string', default: 'peft' },
+      shard: { type: 'string' },
+      'on-nonfinite': { type: 'string', default: 'refuse' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean', alias: 'q' },
+    });
+    if (o.help) { process.stdout.write(HELP + '\n'); return 0; }
+    let plan: PlanFile | undefined;
+    let checkpoint = positional[0];
+    if (o.plan) {
+      const file = o.plan as string;
+      let text: string;
+      try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new InputError(file, `cannot be read (${(e as NodeJS.ErrnoException).code})`); }
+      const parsed = parsePlan(text);
+      const bad = parsed.problems.find((p) => p.severity === 'error');
+      if (bad) throw new InputError(file, `${bad.path.length ? bad.path.join('.') + ': ' : ''}${bad.message}`);
+      plan = parsed.plan;
+      checkpoint ??= resolveCheckpointPath(file, plan);
+    }
+    if (!checkpoint || positional.length > 1) throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
+    if (!o.out) throw new UsageError("option '--out DIR' is required");
+    if (o.format !== 'peft' && o.format !== 'packed') throw new UsageError(`option '--format' must be peft or packed, got '${o.format}'`);
+    if (o['on-nonfinite'] !== 'refuse' && o['on-nonfinite'] !== 'skip') throw new UsageError(`option '--on-nonfinite' must be refuse or skip`);
+    let shard: { index: number; count: number } | undefined;
+    if (o.shard !== undefined) {
+      const m = /^(\d+)\/(\d+)$/.exec(o.shard as string);
+      if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`option '--shard' must be i/n with 0 ≤ i < n, got '${o.shard}'`);
+      shard = { index: Number(m[1]), count: Number(m[2]) };
+    }
+    const progress = progressReporter(process.stderr, !!o.quiet);
+    const { report, reportPath } = await quantizeCheckpoint(checkpoint, {
+      out: o.out as string,
+      settings: settingsFrom(o, intOption(o, 'bits', [2, 3, 4, 8])),
+      plan,
+      targets: o.target as string[] | undefined,
+      backend: backendOption(o),
+      format: o.format as 'peft' | 'packed',
+      workers: workersOption(o),
+      shard,
+      onNonFinite: o['on-nonfinite'] as 'refuse' | 'skip',
+      signal: interruptSignal(),
+      onProgress: progress.onProgress,
+    });
+    progress.done();
+    if (o.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return 0; }
+    const ms = report.matrices.filter((m) => !m.skipped);
+    const mean = (f: (m: (typeof ms)[number]) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
+    process.stdout.write([
+      `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
+      `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
+      ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
+      reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,
+    ].join('\n') + '\n');
+    return 0;
+  },
+};

@@ -1,0 +1,136 @@
+// One matrix, start to finish: read W, run LoftQ, cast to the output dtype, measure the
+// error of what will be written, and store the result as a journal entry. Runs inside a
+// worker thread (engine/worker.ts) or in-process; either way the same bytes come out.
+
+import { readTensorF32, fromFloat32, roundTrip, SafetensorsWriter, TensorInfo, TensorSpec, DType } from '../checkpoint';
+import type { MatmulBackend } from '../linalg/backend';
+import { loftqMatrix } from '../loftq/loftq';
+import { packCodes } from '../quant/pack';
+import { codebook } from '../quant/codebook';
+import { quantize } from '../quant/quantize';
+import { transpose } from '../linalg/dense';
+import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
+import { InputError } from './errors';
+import { ENTRY } from './journal';
+
+export interface MatrixJob {
+  tensor: TensorInfo;
+  settings: MatrixSettings;
+  /** GPT-2 style Conv1D weights are stored [in, out]; adapters are then transposed. */
+  fanInFanOut: boolean;
+  packed: boolean;
+  onNonFinite: 'refuse' | 'skip';
+  journalFile: string;
+}
+
+function countNonFinite(w: Float32Array): number {
+  let n = 0;
+  for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) n++;
+  return n;
+}
+
+async function readChecked(tensor: TensorInfo, onNonFinite: 'refuse' | 'skip'): Promise<{ w: Float32Array } | { skipped: string }> {
+  const w = await readTensorF32(tensor);
+  const bad = countNonFinite(w);
+  if (bad === 0) return { w };
+  const problem = `holds ${bad} NaN/Inf value${bad === 1 ? '' : 's'}`;
+  if (onNonFinite === 'skip') return { skipped: problem };
+  throw new InputError(tensor.file, `${problem}; quantizing it would propagate them (use --on-nonfinite skip to copy it unchanged)`, tensor.name);
+}
+
+function frob(x: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return Math.sqrt(s);
+}
+
+export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
+  const t0 = performance.now();
+  const { tensor, settings } = job;
+  const [rows, cols] = tensor.shape as [number, number];
+  const base = { name: tensor.name, shape: [rows, cols] as [number, number], dtype: tensor.dtype, ...settings };
+  const read = await readChecked(tensor, job.onNonFinite);
+  if ('skipped' in read) {
+    return { ...base, relError: NaN, relErrorPerIter: [], qloraRelError: NaN, frobeniusNorm: NaN, seconds: 0, skipped: read.skipped };
+  }
+  const w = read.w;
+  const res = await loftqMatrix(w, rows, cols, settings, backend);
+  const r = res.rank;
+  // What a reader of the written files sees: Q and the adapters in the input's dtype.
+  const dtype = tensor.dtype as DType;
+  const q = roundTrip(dtype, res.q);
+  const loraA = roundTrip(dtype, res.loraA);
+  const loraB = roundTrip(dtype, res.loraB);
+  const lowRank = await backend.matmul(loraB, rows, r, loraA, cols);
+  let err = 0;
+  for (let i = 0; i < w.length; i++) err += (w[i] - q[i] - lowRank[i]) ** 2;
+  const norm = res.frobeniusNorm;
+  // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
+  const nf4 = quantize(q, codebook('nf', 4), 'nf', 64).values;
+  let errNf4 = 0;
+  for (let i = 0; i < w.length; i++) errNf4 += (w[i] - nf4[i] - lowRank[i]) ** 2;
+
+  // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
+  // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.
+  const outA = job.fanInFanOut ? transpose(loraB, rows, r) : loraA;
+  const outB = job.fanInFanOut ? transpose(loraA, r, cols) : loraB;
+  const [aShape, bShape] = job.fanInFanOut ? [[r, rows], [cols, r]] : [[r, cols], [rows, r]];
+  const specs: TensorSpec[] = [
+    { name: ENTRY.q, dtype, shape: [rows, cols] },
+    { name: ENTRY.loraA, dtype, shape: aShape },
+    { name: ENTRY.loraB, dtype, shape: bShape },
+  ];
+  const packedCodes = job.packed ? packCodes(res.codes, settings.bits) : undefined;
+  if (packedCodes) specs.push({ name: ENTRY.codes, dtype: 'U8', shape: [packedCodes.length] }, { name: ENTRY.scales, dtype: 'F32', shape: [res.scales.length] });
+  const report: MatrixReport = {
+    ...base,
+    rank: r,
+    relError: norm > 0 ? Math.sqrt(err) / norm : 0,
+    relErrorPerIter: res.relErrorPerIter,
+    qloraRelError: res.qloraRelError,
+    frobeniusNorm: norm,
+    nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0,
+    seconds: 0,
+  };
+  report.seconds = (performance.now() - t0) / 1000;
+  const writer = await SafetensorsWriter.create(job.journalFile, specs, { report: JSON.stringify(report) });
+  try {
+    await writer.write(ENTRY.q, fromFloat32(dtype, q));
+    await writer.write(ENTRY.loraA, fromFloat32(dtype, outA));
+    await writer.write(ENTRY.loraB, fromFloat32(dtype, outB));
+    if (packedCodes) {
+      await writer.write(ENTRY.codes, packedCodes);
+      await writer.write(ENTRY.scales, new Uint8Array(res.scales.buffer, res.scales.byteOffset, res.scales.byteLength));
+    }
+    await writer.commit();
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  return report;
+}
+
+export interface AnalyzeJob {
+  tensor: TensorInfo;
+  bits: number[];
+  rank: number;
+  iters: number;
+  quantizer: MatrixSettings['quantizer'];
+  blockSize: number;
+  spectrum?: number;
+  onNonFinite: 'refuse' | 'skip';
+}
+
+export type AnalyzeRow = AnalysisEntry['matrices'][number] & { bits: number };
+
+export async function runAnalyzeJob(job: AnalyzeJob, backend: MatmulBackend): Promise<AnalyzeRow[]> {
+  const [rows, cols] = job.tensor.shape as [number, number];
+  const read = await readChecked(job.tensor, job.onNonFinite);
+  if ('skipped' in read) return [];
+  const out: AnalyzeRow[] = [];
+  for (const bits of job.bits) {
+    const res = await loftqMatrix(read.w, rows, cols, { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize }, backend, { spectrum: job.spectrum });
+    out.push({ bits, name: job.tensor.name, shape: [rows, cols], relError: res.relErrorPerIter.at(-1) ?? 0, qloraRelError: res.qloraRelError, frobeniusNorm: frob(read.w), residualSpectrum: res.residualSpectrum });
+  }
+  return out;
+}

@@ -1,0 +1,135 @@
+// Runs matrix jobs on N worker threads (each with its own tfjs backend), or in-process
+// when N = 0. Jobs are handed out in submission order, one at a time per worker. An abort
+// terminates the workers at once, so a cancelled run stops within a second even in the
+// middle of a large matrix.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { BackendChoice, BackendName, MatrixReport } from '../protocol/lsp_ext';
+import { createBackend } from '../linalg/backend';
+import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from './matrixJob';
+import { CancelledError } from './errors';
+import { deserializeError } from './serializeError';
+import type { FromWorker, ToWorker } from './workerProtocol';
+
+export interface Executor {
+  readonly backend: BackendName;
+  quantize(job: MatrixJob): Promise<MatrixReport>;
+  analyze(job: AnalyzeJob): Promise<AnalyzeRow[]>;
+  /** GEMM flops issued so far. */
+  flops(): number;
+  close(): Promise<void>;
+}
+
+/** dist/worker.js: next to this bundle, or in the repo's dist/ when running from tests. */
+export function workerScript(): string {
+  let d = __dirname;
+  for (let i = 0; i < 6; i++) {
+    for (const c of [path.join(d, 'worker.js'), path.join(d, 'dist', 'worker.js')]) if (fs.existsSync(c)) return c;
+    d = path.dirname(d);
+  }
+  throw new Error('dist/worker.js not found: run `node esbuild.mjs` first');
+}
+
+async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+  const backend = await createBackend(choice);
+  const guard = async <T>(p: () => Promise<T>) => {
+    if (signal?.aborted) throw new CancelledError();
+    return p();
+  };
+  return {
+    backend: backend.name,
+    quantize: (job) => guard(() => runMatrixJob(job, backend)),
+    analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
+    flops: () => backend.flops,
+    close: async () => undefined,
+  };
+}
+
+interface Pending {
+  message: ToWorker;
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+}
+
+async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+  const script = workerScript();
+  const workers: Worker[] = [];
+  const idle: Worker[] = [];
+  const queue: Pending[] = [];
+  const running = new Map<Worker, Pending>();
+  const flops = new Map<Worker, number>();
+  let nextId = 0;
+  let closed = false;
+  let failure: Error | undefined;
+
+  const failAll = (e: Error) => {
+    failure ??= e;
+    for (const p of [...queue, ...running.values()]) p.reject(failure);
+    queue.length = 0;
+    running.clear();
+  };
+  const pump = () => {
+    while (idle.length && queue.length) {
+      const w = idle.pop()!;
+      const p = queue.shift()!;
+      running.set(w, p);
+      w.postMessage(p.message);
+    }
+  };
+
+  let backendName: BackendName = 'wasm';
+  const ready: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(script);
+    workers.push(w);
+    ready.push(new Promise<void>((resolve, reject) => {
+      w.on('message', (m: FromWorker) => {
+        if (m.type === 'ready') { backendName = m.backend; idle.push(w); resolve(); pump(); return; }
+        if (m.type === 'failed' && m.id === -1) { reject(deserializeError(m.error)); return; }
+        const p = running.get(w);
+        running.delete(w);
+        if ('flops' in m) flops.set(w, m.flops);
+        idle.push(w);
+        if (p) {
+          if (m.type === 'failed') p.reject(deserializeError(m.error));
+          else p.resolve(m.type === 'quantized' ? m.report : m.rows);
+        }
+        pump();
+      });
+      w.on('error', (e) => { reject(e); failAll(e); });
+      w.on('exit', (code) => { if (!closed) failAll(new Error(`a worker thread exited unexpectedly (code ${code})`)); });
+    }));
+    w.postMessage({ type: 'init', backend: choice } satisfies ToWorker);
+  }
+  const close = async () => {
+    closed = true;
+    await Promise.all(workers.map((w) => w.terminate()));
+  };
+  const onAbort = () => { failAll(new CancelledError()); void close(); };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  const submit = <T>(make: (id: number) => ToWorker) => new Promise<T>((resolve, reject) => {
+    if (failure) return reject(failure);
+    if (signal?.aborted) return reject(new CancelledError());
+    queue.push({ message: make(nextId++), resolve: resolve as (v: unknown) => void, reject });
+    pump();
+  });
+  return {
+    get backend() { return backendName; },
+    quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
+    analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
+    flops: () => [...flops.values()].reduce((a, b) => a + b, 0),
+    close: async () => { signal?.removeEventListener('abort', onAbort); await close(); },
+  };
+}
+
+export async function createExecutor(workers: number, backend: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+  return workers <= 0 ? inProcess(backend, signal) : threaded(workers, backend, signal);
+}

@@ -1,0 +1,236 @@
+// quantizeCheckpoint: the whole job behind `loftq quantize` and `loftq/quantize`.
+//   1. open the checkpoint (headers only) and resolve each target matrix's settings;
+//   2. run LoftQ on every matrix without a journal entry, on the worker pool;
+//   3. assemble the output files from the input and the journal; write the report last.
+// The report's presence marks a complete result: it is removed before anything else is
+// written, so a folder holds a complete result, a resumable journal, or nothing readable
+// as a result. Cancel removes the journal and all temp files.
+
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import { Checkpoint, openCheckpoint, TensorInfo, writeFileAtomic } from '../checkpoint';
+import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
+import { compilePlan, settingsFor } from '../plan/planfile';
+import { selectTargets } from './targets';
+import { AnalyzeOptions, RunOptions, RunResult } from './api';
+import { createExecutor, Executor } from './pool';
+import { CancelledError, throwIfAborted, UsageError } from './errors';
+import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
+import { lockOutput } from './lock';
+import { adapterConfig } from '../export/adapterConfig';
+import { copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
+import { TOOL } from './version';
+
+export const REPORT_FILE = 'loftq-report.json';
+const SUPPORTED_BITS = [2, 3, 4, 8];
+
+export interface PlannedMatrix {
+  tensor: TensorInfo;
+  settings: MatrixSettings;
+}
+
+export function checkSettings(s: MatrixSettings, tensor?: TensorInfo): void {
+  const where = tensor ? ` for ${tensor.name} ${JSON.stringify(tensor.shape)}` : '';
+  if (!SUPPORTED_BITS.includes(s.bits)) throw new UsageError(`bits must be 2, 3, 4 or 8, got ${s.bits}${where}`);
+  if (s.quantizer !== 'nf' && s.quantizer !== 'uniform') throw new UsageError(`quantizer must be nf or uniform, got '${s.quantizer}'${where}`);
+  if (!Number.isInteger(s.rank) || s.rank < 1) throw new UsageError(`rank must be a positive integer, got ${s.rank}${where}`);
+  if (!Number.isInteger(s.iters) || s.iters < 1) throw new UsageError(`iters must be a positive integer, got ${s.iters}${where}`);
+  if (!Number.isInteger(s.blockSize) || s.blockSize < 1) throw new UsageError(`block size must be a positive integer, got ${s.blockSize}${where}`);
+  if (tensor && s.rank > Math.min(tensor.shape[0], tensor.shape[1])) {
+    throw new UsageError(`rank ${s.rank} exceeds min(out, in) = ${Math.min(tensor.shape[0], tensor.shape[1])}${where}`);
+  }
+}
+
+/** Target matrices and their settings under the options and plan. */
+export function planMatrices(ck: Checkpoint, settings: MatrixSettings, plan?: PlanFile, targets?: string[]): PlannedMatrix[] {
+  checkSettings(settings);
+  const compiled = compilePlan(plan ?? { checkpoint: '' }, settings);
+  const out: PlannedMatrix[] = [];
+  for (const tensor of selectTargets(ck.tensors, plan?.targets ?? targets)) {
+    const s = settingsFor(compiled, tensor.name);
+    if (!s) continue;
+    checkSettings(s, tensor);
+    out.push({ tensor, settings: s });
+  }
+  return out;
+}
+
+/** Deterministic 1/n split balanced by size: largest first, each to the lightest shard. */
+export function shardOf(matrices: PlannedMatrix[], index: number, count: number): PlannedMatrix[] {
+  const load = new Array<number>(count).fill(0);
+  const owner = new Map<string, number>();
+  const order = [...matrices].sort((a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1));
+  for (const m of order) {
+    let best = 0;
+    for (let i = 1; i < count; i++) if (load[i] < load[best]) best = i;
+    load[best] += m.tensor.parameters;
+    owner.set(m.tensor.name, best);
+  }
+  return matrices.filter((m) => owner.get(m.tensor.name) === index);
+}
+
+function isFanInFanOut(config: { model_type?: string } | undefined, name: string): boolean {
+  return config?.model_type === 'gpt2' && /\.(c_attn|c_proj|c_fc)\.weight$/.test(name);
+}
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.access(p).then(() => true, () => false);
+}
+
+async function removeTemps(dir: string): Promise<void> {
+  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith('.tmp')).map((e) => fsp.rm(path.join(dir, e), { force: true })));
+}
+
+function defaultWorkers(): number {
+  return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+}
+
+export async function quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult> {
+  const t0 = performance.now();
+  const ck = await openCheckpoint(checkpointPath);
+  const config = await readConfig(ck);
+  const all = planMatrices(ck, opts.settings, opts.plan, opts.targets);
+  if (all.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets (${(opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names']).join(', ')})`);
+  const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
+  const packed = opts.format === 'packed';
+  const out = path.resolve(opts.out);
+  if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
+  await fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true });
+  const unlock = await lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined);
+  let executor: Executor | undefined;
+  try {
+    const stamps = new Map<string, string>();
+    for (const f of ck.files) stamps.set(f, await fileStamp(f));
+    const jobs = mine.map((m) => {
+      const fanInFanOut = isFanInFanOut(config, m.tensor.name);
+      const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)! });
+      return { ...m, fanInFanOut, entry: journalPath(out, key) };
+    });
+    if (!opts.shard) await fsp.rm(path.join(out, REPORT_FILE), { force: true });
+
+    // --- compute (skipping journaled matrices) ---
+    const finished = new Map<string, Finished>();
+    const todo: typeof jobs = [];
+    for (const j of jobs) {
+      if (await exists(j.entry)) {
+        const head = await openCheckpoint(j.entry);
+        finished.set(j.tensor.name, { report: entryReport(head.metadata), entry: j.entry });
+      } else todo.push(j);
+    }
+    const total = jobs.length;
+    const totalParams = todo.reduce((a, j) => a + j.tensor.parameters, 0);
+    let doneParams = 0;
+    let done = jobs.length - todo.length;
+    const tCompute = performance.now();
+    const skipped: MatrixReport[] = [];
+    if (todo.length) {
+      const workers = Math.min(opts.workers ?? defaultWorkers(), todo.length);
+      executor = await createExecutor(workers, opts.backend ?? 'wasm', opts.signal);
+      const order = [...todo].sort((a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1));
+      await Promise.all(order.map(async (j) => {
+        const report = await executor!.quantize({ tensor: j.tensor, settings: j.settings, fanInFanOut: j.fanInFanOut, packed, onNonFinite: opts.onNonFinite ?? 'refuse', journalFile: j.entry });
+        throwIfAborted(opts.signal);
+        doneParams += j.tensor.parameters;
+        const elapsed = (performance.now() - tCompute) / 1000;
+        const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
+        opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
+        if (report.skipped) skipped.push(report);
+        else finished.set(j.tensor.name, { report, entry: j.entry });
+        opts.onMatrix?.(report, done, total);
+        done++;
+      }));
+    }
+    const matrices = jobs.map((j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!);
+    const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
+    const report = buildReport(ck, opts.settings, backend, matrices, (performance.now() - t0) / 1000);
+    if (opts.shard) return { report, reportPath: '' };
+
+    // --- assemble ---
+    throwIfAborted(opts.signal);
+    opts.onProgress?.({ index: total, total, name: 'writing output', phase: 'write' });
+    await writeBackbone(ck, out, finished, opts.signal);
+    const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
+    await writeAdapters(out, ordered, adapterConfig(report.matrices, { base: out, config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: opts.settings.rank }), opts.signal);
+    if (packed) await writePacked(ck, out, finished, opts.signal);
+    await copyModelFiles(ck, out);
+    report.totals.seconds = (performance.now() - t0) / 1000;
+    const reportPath = path.join(out, REPORT_FILE);
+    await writeFileAtomic(reportPath, JSON.stringify(report, null, 2) + '\n');
+    await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
+    return { report, reportPath };
+  } catch (e) {
+    if (e instanceof CancelledError || opts.signal?.aborted) {
+      await executor?.close();
+      executor = undefined;
+      await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
+      await removeTemps(out);
+      await removeTemps(path.join(out, 'loftq_init'));
+      throw new CancelledError();
+    }
+    await removeTemps(out);
+    await removeTemps(path.join(out, JOURNAL_DIR));
+    throw e;
+  } finally {
+    await executor?.close();
+    await unlock();
+  }
+}
+
+export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: Report['backend'], matrices: MatrixReport[], seconds: number): Report {
+  let parameters = 0, adapterParams = 0, quantBytes = 0;
+  const dtypeBytes = (d: string) => (d === 'F32' ? 4 : 2);
+  for (const m of matrices) {
+    if (m.skipped) continue;
+    const [rows, cols] = m.shape;
+    parameters += rows * cols;
+    adapterParams += m.rank * (rows + cols) * dtypeBytes(m.dtype);
+    // packed codes + one fp32 scale per block
+    quantBytes += Math.ceil((rows * cols * m.bits) / 8) + 4 * Math.ceil((rows * cols) / m.blockSize);
+  }
+  const quantized = new Set(matrices.filter((m) => !m.skipped).map((m) => m.name));
+  const otherBytes = ck.tensors.filter((t) => !quantized.has(t.name)).reduce((a, t) => a + t.byteLength, 0);
+  return {
+    version: 1,
+    tool: TOOL,
+    checkpoint: ck.path,
+    backend,
+    settings,
+    matrices,
+    totals: { matrices: quantized.size, parameters, seconds, backboneBytes: quantBytes + otherBytes, adapterBytes: adapterParams },
+  };
+}
+
+/** Errors at several bit widths without writing weights (`loftq analyze`). */
+export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOptions): Promise<Report> {
+  const t0 = performance.now();
+  const ck = await openCheckpoint(checkpointPath);
+  const base: MatrixSettings = { bits: opts.bits[0], rank: opts.rank, iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize };
+  for (const b of opts.bits) checkSettings({ ...base, bits: b });
+  const matrices = planMatrices(ck, base, undefined, opts.targets);
+  if (matrices.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets`);
+  const executor = await createExecutor(Math.min(opts.workers ?? defaultWorkers(), matrices.length), opts.backend ?? 'wasm', opts.signal);
+  try {
+    const rows = new Map<string, Awaited<ReturnType<Executor['analyze']>>>();
+    let done = 0;
+    await Promise.all(matrices.map(async (m) => {
+      rows.set(m.tensor.name, await executor.analyze({ tensor: m.tensor, bits: opts.bits, rank: Math.min(opts.rank, ...m.tensor.shape), iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize, spectrum: opts.spectrum, onNonFinite: 'skip' }));
+      opts.onProgress?.({ index: done++, total: matrices.length, name: m.tensor.name, phase: 'done' });
+    }));
+    const analyses: AnalysisEntry[] = opts.bits.map((bits) => ({
+      bits, rank: opts.rank, iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize,
+      matrices: matrices.flatMap((m) => (rows.get(m.tensor.name) ?? []).filter((r) => r.bits === bits).map(({ bits: _b, ...r }) => r)),
+    }));
+    const first = analyses[0];
+    const reportMatrices: MatrixReport[] = first.matrices.map((r) => ({
+      name: r.name, shape: r.shape, dtype: ck.byName.get(r.name)!.dtype, ...base, rank: Math.min(opts.rank, ...r.shape),
+      relError: r.relError, relErrorPerIter: [r.relError], qloraRelError: r.qloraRelError, frobeniusNorm: r.frobeniusNorm, seconds: 0,
+    }));
+    const report = buildReport(ck, base, executor.backend, reportMatrices, (performance.now() - t0) / 1000);
+    report.analyses = analyses;
+    return report;
+  } finally {
+    await executor.close();
+  }
+}

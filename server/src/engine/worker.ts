@@ -1,0 +1,31 @@
+// Worker thread entry (bundled to dist/worker.js): one tfjs backend per thread, matrix
+// jobs in, reports out.
+import { parentPort } from 'node:worker_threads';
+import { createBackend, MatmulBackend } from '../linalg/backend';
+import { runAnalyzeJob, runMatrixJob } from './matrixJob';
+import { serializeError } from './serializeError';
+import type { FromWorker, ToWorker } from './workerProtocol';
+
+let backend: Promise<MatmulBackend> | undefined;
+const port = parentPort!;
+const send = (m: FromWorker) => port.postMessage(m);
+
+port.on('message', async (msg: ToWorker) => {
+  if (msg.type === 'init') {
+    backend = createBackend(msg.backend);
+    try {
+      const b = await backend;
+      send({ type: 'ready', backend: b.name, flops: 0 });
+    } catch (e) {
+      send({ type: 'failed', id: -1, error: serializeError(e) });
+    }
+    return;
+  }
+  try {
+    const b = await backend!;
+    if (msg.type === 'quantize') send({ type: 'quantized', id: msg.id, report: await runMatrixJob(msg.job, b), flops: b.flops });
+    else send({ type: 'analyzed', id: msg.id, rows: await runAnalyzeJob(msg.job, b), flops: b.flops });
+  } catch (e) {
+    send({ type: 'failed', id: msg.id, error: serializeError(e) });
+  }
+});

@@ -1,0 +1,24 @@
+// Messages between the engine's main thread and its worker threads.
+import type { BackendChoice, BackendName, MatrixReport } from '../protocol/lsp_ext';
+import type { AnalyzeJob, AnalyzeRow, MatrixJob } from './matrixJob';
+
+export type ToWorker =
+  | { type: 'init'; backend: BackendChoice }
+  | { type: 'quantize'; id: number; job: MatrixJob }
+  | { type: 'analyze'; id: number; job: AnalyzeJob };
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  /** Constructor arguments of typed errors, to rebuild them on the main thread. */
+  kind?: string;
+  file?: string;
+  tensor?: string;
+  problem?: string;
+}
+
+export type FromWorker =
+  | { type: 'ready'; backend: BackendName; flops: number }
+  | { type: 'quantized'; id: number; report: MatrixReport; flops: number }
+  | { type: 'analyzed'; id: number; rows: AnalyzeRow[]; flops: number }
+  | { type: 'failed'; id: number; error: SerializedError };

@@ -1,0 +1,161 @@
+// Assembles the output folder from the input checkpoint and the journal:
+//   model.safetensors (or the input's shards + index)  every input tensor; quantized
+//                                                       matrices replaced by Q in the input dtype
+//   loftq_init/adapter_model.safetensors                base_model.model.M.lora_{A,B}.weight
+//   model.packed.safetensors (--format packed)          codes + scales + codebook per matrix
+//   config.json, tokenizer files                        copied
+// Every file is streamed into a temp file and renamed into place.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import {
+  Checkpoint, INDEX_FILE, openCheckpoint, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeFileAtomic,
+} from '../checkpoint';
+import type { MatrixReport } from '../protocol/lsp_ext';
+import { moduleName } from '../plan/glob';
+import { codebook } from '../quant/codebook';
+import { ENTRY } from '../engine/journal';
+import { throwIfAborted } from '../engine/errors';
+
+export const ADAPTER_DIR = 'loftq_init';
+export const PACKED_FILE = 'model.packed.safetensors';
+const COPIED_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json'];
+
+export interface Finished {
+  report: MatrixReport;
+  /** Journal entry file. */
+  entry: string;
+}
+
+async function entryTensor(file: string, name: string): Promise<Uint8Array> {
+  const ck = await openCheckpoint(file);
+  return readTensorBytes(ck.byName.get(name)!);
+}
+
+/** Writes one output safetensors file with the same tensors (and order) as an input file. */
+async function writeBackboneFile(target: string, inputTensors: TensorInfo[], metadata: Record<string, string>, finished: Map<string, Finished>, signal?: AbortSignal) {
+  const specs: TensorSpec[] = inputTensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+  const w = await SafetensorsWriter.create(target, specs, metadata);
+  try {
+    for (const t of inputTensors) {
+      throwIfAborted(signal);
+      const f = finished.get(t.name);
+      await w.write(t.name, f ? await entryTensor(f.entry, ENTRY.q) : await readTensorBytes(t));
+    }
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+}
+
+export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<string, Finished>, signal?: AbortSignal): Promise<string[]> {
+  const written: string[] = [];
+  if (ck.kind === 'file') {
+    const target = path.join(out, 'model.safetensors');
+    await writeBackboneFile(target, ck.tensors, ck.metadata, finished, signal);
+    return [target];
+  }
+  for (const h of ck.headers) {
+    const target = path.join(out, path.basename(h.file));
+    await writeBackboneFile(target, h.tensors, h.metadata, finished, signal);
+    written.push(target);
+  }
+  const weightMap: Record<string, string> = {};
+  for (const t of ck.tensors) weightMap[t.name] = path.basename(t.file);
+  const totalSize = ck.tensors.reduce((a, t) => a + t.byteLength, 0);
+  const index = { metadata: { ...ck.metadata, total_size: totalSize }, weight_map: weightMap };
+  await writeFileAtomic(path.join(out, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
+  written.push(path.join(out, INDEX_FILE));
+  return written;
+}
+
+export function adapterKey(tensorName: string, which: 'A' | 'B'): string {
+  return `base_model.model.${moduleName(tensorName)}.lora_${which}.weight`;
+}
+
+export async function writeAdapters(out: string, ordered: Finished[], config: object, signal?: AbortSignal): Promise<void> {
+  const dir = path.join(out, ADAPTER_DIR);
+  await fsp.mkdir(dir, { recursive: true });
+  const specs: TensorSpec[] = [];
+  const sources: { entry: string; tensor: string }[] = [];
+  for (const f of ordered) {
+    const ck = await openCheckpoint(f.entry);
+    for (const [which, name] of [['A', ENTRY.loraA], ['B', ENTRY.loraB]] as const) {
+      const t = ck.byName.get(name)!;
+      specs.push({ name: adapterKey(f.report.name, which), dtype: t.dtype, shape: t.shape });
+      sources.push({ entry: f.entry, tensor: name });
+    }
+  }
+  const w = await SafetensorsWriter.create(path.join(dir, 'adapter_model.safetensors'), specs, { format: 'pt' });
+  try {
+    for (let i = 0; i < specs.length; i++) {
+      throwIfAborted(signal);
+      await w.write(specs[i].name, await entryTensor(sources[i].entry, sources[i].tensor));
+    }
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+}
+
+/** Packed naming: for a quantized `M.weight`, `M.weight.codes` (U8, b-bit codes packed LSB
+ *  first), `M.weight.scales` (F32, one per block), `M.weight.codebook` (F32, 2^b values);
+ *  `__metadata__["loftq.packed"]` maps each M.weight to {bits, blockSize, quantizer, shape,
+ *  dtype}. Other tensors are stored unchanged under their own names. */
+export async function writePacked(ck: Checkpoint, out: string, finished: Map<string, Finished>, signal?: AbortSignal): Promise<void> {
+  const specs: TensorSpec[] = [];
+  const packedInfo: Record<string, unknown> = {};
+  const sources: (() => Promise<Uint8Array>)[] = [];
+  for (const t of ck.tensors) {
+    const f = finished.get(t.name);
+    if (!f) {
+      specs.push({ name: t.name, dtype: t.dtype, shape: t.shape });
+      sources.push(() => readTensorBytes(t));
+      continue;
+    }
+    const e = await openCheckpoint(f.entry);
+    const r = f.report;
+    const table = codebook(r.quantizer, r.bits);
+    packedInfo[t.name] = { bits: r.bits, blockSize: r.blockSize, quantizer: r.quantizer, shape: t.shape, dtype: t.dtype };
+    specs.push({ name: `${t.name}.codes`, dtype: 'U8', shape: e.byName.get(ENTRY.codes)!.shape });
+    sources.push(() => entryTensor(f.entry, ENTRY.codes));
+    specs.push({ name: `${t.name}.scales`, dtype: 'F32', shape: e.byName.get(ENTRY.scales)!.shape });
+    sources.push(() => entryTensor(f.entry, ENTRY.scales));
+    specs.push({ name: `${t.name}.codebook`, dtype: 'F32', shape: [table.length] });
+    sources.push(async () => new Uint8Array(table.buffer.slice(table.byteOffset, table.byteOffset + table.byteLength)));
+  }
+  const w = await SafetensorsWriter.create(path.join(out, PACKED_FILE), specs, { 'loftq.packed': JSON.stringify(packedInfo) });
+  try {
+    for (let i = 0; i < specs.length; i++) {
+      throwIfAborted(signal);
+      await w.write(specs[i].name, await sources[i]());
+    }
+    await w.commit();
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+}
+
+export async function copyModelFiles(ck: Checkpoint, out: string): Promise<void> {
+  for (const f of COPIED_FILES) {
+    const src = path.join(ck.folder, f);
+    try {
+      const data = await fsp.readFile(src);
+      await writeFileAtomic(path.join(out, f), new Uint8Array(data));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}
+
+export async function readConfig(ck: Checkpoint): Promise<{ model_type?: string; architectures?: string[] } | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(path.join(ck.folder, 'config.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
