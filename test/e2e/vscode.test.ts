@@ -15,7 +15,7 @@ import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench
 import { makeWorkspace, XSS_META, XSS_NAME } from './harness/workspace';
 
 const skip = missingSetup();
-const noEngine = fs.existsSync(path.join(repoRoot, 'server', 'src', 'engine', 'run.ts')) ? undefined : 'the engine (server/src/engine/run.ts) is not on this branch yet';
+const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f))) ? undefined : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
 
 describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   let root: string;
@@ -111,5 +111,50 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     assert.equal(await frame.evaluate('document.activeElement.dataset.name'), 'model.layers.0.self_attn.k_proj.weight');
     assert.match((await frame.locator('.details .name').textContent()) ?? '', /k_proj/);
     await screenshot(page, 'heatmap');
+    // Clicking a cell reveals that module's entry in the plan; with no plan yet, offer to create one.
+    await frame.locator('.grid .cell[data-name="model.layers.3.mlp.down_proj.weight"]').click();
+    const ask = await notification(page, /No loftq\.json plans model\.safetensors/, 20_000);
+    await ask.getByRole('button', { name: 'Create Plan' }).click();
+    const planFile = path.join(ws, 'stories260k', 'loftq.json');
+    await until('loftq.json written', async () => fs.existsSync(planFile));
+    const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
+    assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
+  }));
+
+  test('loftq.json: diagnostics in the Problems panel, a quick fix edits the file', { skip: noEngine }, shot('plan', async () => {
+    const planFile = path.join(ws, 'stories260k', 'loftq.json');
+    fs.writeFileSync(planFile, [
+      '{',
+      '  // a plan as a user writes it: comments stay when a quick fix edits it',
+      '  "checkpoint": "./model.safetensors",',
+      '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
+      '  "overrides": [',
+      '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 },',
+      '    { "match": "model.layers.*.mlp.nonexistent", "bits": 8 }',
+      '  ]',
+      '}',
+      '',
+    ].join('\n'));
+    const row = await explorerRow(page, 'stories260k/loftq.json');
+    await row.dblclick();
+    await page.locator('.monaco-editor .view-lines', { hasText: 'nonexistent' }).first().waitFor();
+    await page.keyboard.press('Control+Shift+M');
+    const problem = page.locator('.markers-panel .monaco-list-row', { hasText: "'model.layers.*.mlp.nonexistent' matches no tensor" }).first();
+    await problem.waitFor({ timeout: 60_000 });
+    await screenshot(page, 'plan-problems');
+    // Go to the problem, open the quick fixes (Ctrl+.) and apply the removal.
+    await problem.dblclick();
+    await page.keyboard.press('Control+.');
+    const fix = page.locator('.action-widget .monaco-list-row', { hasText: "Remove override 'model.layers.*.mlp.nonexistent'" }).first();
+    await fix.waitFor({ timeout: 20_000 });
+    await fix.click();
+    await until('the override to disappear from the editor', async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'));
+    await page.keyboard.press('Control+S');
+    await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
+    const text = fs.readFileSync(planFile, 'utf8');
+    assert.match(text, /\/\/ a plan as a user writes it/);
+    assert.match(text, /"match": "model\.layers\.\*\.self_attn\.q_proj", "bits": 4/);
+    await until('the warning to leave the Problems panel', async () => (await page.locator('.markers-panel .monaco-list-row', { hasText: 'matches no tensor' }).count()) === 0);
+    await screenshot(page, 'plan-fixed');
   }));
 });
