@@ -92,14 +92,25 @@ export async function contextMenu(page: Page, relPath: string, item: string): Pr
   }, 60_000, 500);
 }
 
-/** Answers the open quick pick / input box: types `text` (empty: keep the default) and presses Enter. */
+/**
+ * Answers the open quick pick / input box titled `expectTitle`: types `text` (empty: keep the
+ * default), waits until the filter has made a matching item active, presses Enter and waits
+ * for the step to go away.
+ */
 export async function answerQuickInput(page: Page, expectTitle: RegExp, text = ''): Promise<void> {
   const widget = page.locator('.quick-input-widget');
-  await until(`quick input ${expectTitle}`, async () => (await widget.isVisible()) && expectTitle.test((await widget.locator('.quick-input-title').textContent()) ?? ''), 20_000);
+  const title = async () => ((await widget.isVisible()) ? (await widget.locator('.quick-input-title').textContent()) ?? '' : '');
+  await until(`quick input ${expectTitle}`, async () => expectTitle.test(await title()), 20_000);
   const input = widget.locator('.quick-input-box input');
-  if (text) await input.fill(text);
-  await page.waitForTimeout(150);
+  await input.fill(text);
+  if (text) {
+    await until(`'${text}' to be the active item`, async () => {
+      const active = widget.locator('.monaco-list-row.focused');
+      return (await active.count()) > 0 && ((await active.first().textContent()) ?? '').includes(text);
+    }, 10_000);
+  }
   await input.press('Enter');
+  await until(`quick input ${expectTitle} to close`, async () => !expectTitle.test(await title()), 10_000);
 }
 
 export async function runCommand(page: Page, title: string): Promise<void> {
