@@ -156,7 +156,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
         return false;
       }
     }, 30_000);
-    await fix.click();
+    // The menu opens with its first fix focused; Enter applies it (a mouse click races the menu's layout).
+    await page.keyboard.press('Enter');
     await until('the override to disappear from the editor', async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'));
     await page.keyboard.press('Control+S');
     await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
