@@ -20,7 +20,7 @@ export class LoftqStatus implements vscode.Disposable {
     this.render();
   }
 
-  /** `text` such as "12/40 model.layers.3.mlp.up_proj"; undefined ends the job. */
+  /** `text` such as "matrix 12 of 40: model.layers.3.mlp.up_proj"; undefined ends the job. */
   setJob(id: string, text: string | undefined): void {
     if (text === undefined) this.jobs.delete(id);
     else this.jobs.set(id, text);
@@ -30,7 +30,8 @@ export class LoftqStatus implements vscode.Disposable {
   private render(): void {
     const job = [...this.jobs.values()].pop();
     if (job !== undefined) {
-      this.item.text = `$(sync~spin) LoftQ ${job.split(' ')[0]}`;
+      const m = /(\d+) of (\d+)/.exec(job);
+      this.item.text = `$(sync~spin) LoftQ ${m ? `${m[1]}/${m[2]}` : '…'}`;
       this.item.tooltip = `LoftQ run: ${job}${this.jobs.size > 1 ? ` (+${this.jobs.size - 1} more)` : ''}`;
       this.item.backgroundColor = undefined;
       return;

@@ -121,6 +121,23 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
   }));
 
+  test('the quantized checkpoint opens in the viewer with the report\'s error columns', { skip: noEngine }, shot('viewer-errors', async () => {
+    const out = 'stories260k/model-loftq-nf2-r8';
+    const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
+    const row = await explorerRow(page, `${out}/model.safetensors`);
+    await row.dblclick();
+    const frame = await webviewFrame(page, 'table.tensor-table tbody tr td.name', 60_000);
+    await frame.fill('#filter', 'q_proj');
+    await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
+    const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    for (const cells of rows) {
+      const m = report.matrices.find((x) => x.name === cells[0])!;
+      assert.ok(m, `${cells[0]} in the report`);
+      assert.deepEqual(cells.slice(5), [String(m.bits), m.relError.toFixed(5), m.qloraRelError.toFixed(5)]);
+    }
+    await screenshot(page, 'viewer-errors');
+  }));
+
   test('loftq.json: diagnostics in the Problems panel, a quick fix edits the file', { skip: noEngine }, shot('plan', async () => {
     const planFile = path.join(ws, 'stories260k', 'loftq.json');
     fs.writeFileSync(planFile, [
