@@ -117,6 +117,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await ask.getByRole('button', { name: 'Create Plan' }).click();
     const planFile = path.join(ws, 'stories260k', 'loftq.json');
     await until('loftq.json written', async () => fs.existsSync(planFile));
+    await page.locator('.tabs-container .tab.active', { hasText: 'loftq.json' }).waitFor();
+    await until('the new override to be selected', async () => (await page.locator('.monaco-editor .selected-text').count()) > 0);
     const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
     assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
   }));

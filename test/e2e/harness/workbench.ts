@@ -65,7 +65,8 @@ export async function explorerRow(page: Page, relPath: string) {
   const parts = relPath.split('/');
   for (let i = 0; i < parts.length; i++) {
     const exact = new RegExp(`^${parts[i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
-    const row = page.locator('.explorer-folders-view .monaco-list-row').filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
+    // Rows carry their tree depth; top-level entries of a single-folder workspace are level 1.
+    const row = page.locator(`.explorer-folders-view .monaco-list-row[aria-level="${i + 1}"]`).filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
     await row.waitFor({ timeout: 20_000 });
     if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') await row.click();
     if (i === parts.length - 1) return row;
