@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { symmetricEigen, orthonormalize, gram, gaussian, transpose } from '../../server/src/linalg/dense';
+import { symmetricEigen, gaussian, transpose } from '../../server/src/linalg/dense';
+import { orthonormalizeColumns, gramColumns, toColumns, toRowMajor } from '../../server/src/linalg/columns';
 
 test('symmetricEigen: A·v = λ·v, orthonormal vectors, descending values, trace preserved', () => {
   for (const n of [1, 2, 5, 17, 64]) {
@@ -33,16 +34,20 @@ test('symmetricEigen of a diagonal matrix with repeated values', () => {
   assert.deepEqual(Array.from(values), [3, 3, 1]);
 });
 
-test('orthonormalize: QᵀQ = I; dependent columns become zero', () => {
+test('orthonormalizeColumns: QᵀQ = I, orthogonal to the basis; dependent columns become zero', () => {
   const m = 50, k = 6;
-  const a = Float64Array.from(gaussian(m * k, 3));
-  for (let i = 0; i < m; i++) a[i * k + 5] = a[i * k + 0] * 2 - a[i * k + 1]; // dependent (exactly, in float64)
-  const q = orthonormalize(a, m, k);
-  const g = gram(q, m, k);
-  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
-    const want = i === j && i !== 5 ? 1 : 0;
-    assert.ok(Math.abs(g[i * k + j] - want) < 1e-9, `g[${i},${j}]=${g[i * k + j]}`);
+  const basis = toColumns(gaussian(m * 2, 9), m, 2);
+  orthonormalizeColumns(basis);
+  const cols = toColumns(gaussian(m * k, 3), m, k);
+  for (let i = 0; i < m; i++) cols[5][i] = cols[0][i] * 2 - cols[1][i] + 0.5 * basis[1][i]; // dependent (exactly, in float64)
+  orthonormalizeColumns(cols, basis);
+  const g = gramColumns([...basis, ...cols]);
+  const n = k + 2;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    const want = i === j && i !== 7 ? 1 : 0;
+    assert.ok(Math.abs(g[i * n + j] - want) < 1e-9, `g[${i},${j}]=${g[i * n + j]}`);
   }
+  assert.deepEqual(toColumns(toRowMajor(cols, m), m, k).map((c) => Array.from(c, Math.fround)), cols.map((c) => Array.from(c, Math.fround)));
 });
 
 test('transpose', () => {

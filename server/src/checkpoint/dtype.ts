@@ -16,18 +16,36 @@ export function isDType(s: unknown): s is DType {
 /** Float dtypes the engine computes on (converted to float32). */
 export const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
+// F16 → F32 bit patterns for all 65,536 halves, built once. Works on bits so that every
+// value is exact: subnormals, ±0, ±Inf, and NaN payloads (shifted into place) included.
+let f16Table: Uint32Array | undefined;
+function f16ToF32Table(): Uint32Array {
+  if (f16Table) return f16Table;
+  const t = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
+    const e = (h >> 10) & 0x1f;
+    let m = h & 0x3ff;
+    if (e === 31) t[h] = sign | 0x7f800000 | (m << 13);
+    else if (e !== 0) t[h] = sign | ((e - 15 + 127) << 23) | (m << 13);
+    else if (m === 0) t[h] = sign;
+    else {
+      // Subnormal: normalise the mantissa; the value m·2^-24 is exact in float32.
+      let exp = 127 - 15 + 1;
+      while ((m & 0x400) === 0) { m <<= 1; exp--; }
+      t[h] = sign | (exp << 23) | ((m & 0x3ff) << 13);
+    }
+  }
+  return (f16Table = t);
 }
 
-/** Converts little-endian F32/F16/BF16 bytes to float32. */
+/** Converts little-endian F32/F16/BF16 bytes to float32 (exact: every value of these
+ *  types is a float32). */
 export function toFloat32(dtype: string, bytes: Uint8Array): Float32Array {
-  const n = bytes.byteLength / DTYPE_SIZE[dtype as DType];
+  if (!FLOAT_DTYPES.has(dtype)) throw new Error(`toFloat32: unsupported dtype ${dtype}`);
+  const size = DTYPE_SIZE[dtype as DType];
+  if (bytes.byteLength % size !== 0) throw new Error(`toFloat32: ${bytes.byteLength} bytes is not a whole number of ${dtype} values`);
+  const n = bytes.byteLength / size;
   if (dtype === 'F32') {
     const out = new Float32Array(n);
     new Uint8Array(out.buffer).set(bytes);
@@ -35,17 +53,14 @@ export function toFloat32(dtype: string, bytes: Uint8Array): Float32Array {
   }
   const u16 = new Uint16Array(n);
   new Uint8Array(u16.buffer).set(bytes);
+  const u32 = new Uint32Array(n);
   if (dtype === 'BF16') {
-    const u32 = new Uint32Array(n);
     for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
-    return new Float32Array(u32.buffer);
+  } else {
+    const t = f16ToF32Table();
+    for (let i = 0; i < n; i++) u32[i] = t[u16[i]];
   }
-  if (dtype === 'F16') {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = f16ToF32(u16[i]);
-    return out;
-  }
-  throw new Error(`toFloat32: unsupported dtype ${dtype}`);
+  return new Float32Array(u32.buffer);
 }
 
 const f32 = new Float32Array(1);

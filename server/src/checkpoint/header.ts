@@ -1,10 +1,12 @@
 // Parses and validates a safetensors header the way the reference implementation does:
-// u64 LE length ≤ 100 MB inside the file, a JSON object, `__metadata__` string→string,
-// known dtypes, byte length = product(shape) × size, offsets contiguous from 0 to the end
-// of the file. Nothing is allocated from a header field before it has been checked.
+// u64 LE length ≤ 100 MB inside the file, a JSON object without duplicate keys,
+// `__metadata__` string→string, known dtypes, byte length = product(shape) × size,
+// offsets contiguous from 0 to the end of the file. Nothing is allocated from a header
+// field before it has been checked against the file's real size.
 
-import { CheckpointError } from './errors';
+import { brief, CheckpointError } from './errors';
 import { DTYPE_SIZE, DType, isDType } from './dtype';
+import { findDuplicateKey } from './jsonkeys';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -39,54 +41,84 @@ export function parseHeaderLength(file: string, first8: Uint8Array, fileSize: nu
   return Number(n);
 }
 
+/** Sets an own property even for keys like `__proto__` (plain assignment would drop it). */
+export function setOwn<T>(o: Record<string, T>, k: string, v: T): void {
+  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+}
+
 function checkShape(file: string, name: string, shape: unknown): number[] {
-  if (!Array.isArray(shape)) throw new CheckpointError('shape', file, 'shape is not an array', name);
+  if (!Array.isArray(shape)) throw new CheckpointError('shape', file, `shape ${brief(shape)} is not an array`, name);
   let product = 1;
   for (const d of shape) {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-      throw new CheckpointError('shape', file, `shape ${JSON.stringify(shape)} has a dimension that is not a non-negative integer`, name);
+      throw new CheckpointError('shape', file, `shape ${brief(shape)} has a dimension that is not a non-negative integer`, name);
     }
     product *= d;
-    if (!Number.isSafeInteger(product)) throw new CheckpointError('shape', file, `shape ${JSON.stringify(shape)} has more than 2^53 elements`, name);
+    // Checked at every step, as the reference's checked multiplication does.
+    if (!Number.isSafeInteger(product)) throw new CheckpointError('shape', file, `shape ${brief(shape)} has more than 2^53 elements`, name);
   }
   return shape as number[];
 }
 
-export function parseHeader(file: string, json: Uint8Array, headerLength: number, fileSize: number): SafetensorsHeader {
-  if (json[0] !== 0x7b /* { */) throw new CheckpointError('header-json', file, 'header does not start with a JSON object');
+function parseJson(file: string, json: Uint8Array): Record<string, unknown> {
+  let text: string;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+  } catch {
+    throw new CheckpointError('header-json', file, 'header is not valid UTF-8');
+  }
+  try {
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new CheckpointError('header-json', file, `header is not valid UTF-8 JSON (${(e as Error).message})`);
+    throw new CheckpointError('header-json', file, `header is not valid JSON (${(e as Error).message.split('\n')[0]})`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new CheckpointError('header-type', file, 'header is not a JSON object');
+    throw new CheckpointError('header-type', file, `header is ${Array.isArray(parsed) ? 'a JSON array' : brief(parsed)}, not a JSON object`);
   }
-  const dataSize = fileSize - 8 - headerLength;
+  // The reference requires the object to start at the first byte (no leading whitespace).
+  if (json[0] !== 0x7b /* { */) throw new CheckpointError('header-json', file, 'header does not start with \'{\'');
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    if (dup.path.length === 0) throw new CheckpointError('duplicate-key', file, 'appears twice in the header', dup.key);
+    const where = dup.path[0] === '__metadata__' ? '__metadata__' : undefined;
+    throw new CheckpointError('duplicate-key', file, `key '${dup.key}' appears twice in ${where ?? 'its entry'}`, where ? undefined : dup.path[0]);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function parseMetadata(file: string, entry: unknown): Record<string, string> {
+  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+    throw new CheckpointError('metadata', file, `__metadata__ is ${brief(entry)}, not a string→string map`);
+  }
   const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+    if (typeof v !== 'string') throw new CheckpointError('metadata', file, `__metadata__[${brief(k)}] is ${brief(v)}, not a string`);
+    setOwn(metadata, k, v);
+  }
+  return metadata;
+}
+
+export function parseHeader(file: string, json: Uint8Array, headerLength: number, fileSize: number): SafetensorsHeader {
+  const parsed = parseJson(file, json);
+  const dataSize = fileSize - 8 - headerLength;
+  let metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];
   const ranges: { begin: number; end: number; name: string }[] = [];
-  for (const [name, entry] of Object.entries(parsed as Record<string, unknown>)) {
+  for (const [name, entry] of Object.entries(parsed)) {
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-        throw new CheckpointError('metadata', file, '__metadata__ is not a string→string map');
-      }
-      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-        if (typeof v !== 'string') throw new CheckpointError('metadata', file, `__metadata__['${k}'] is not a string`);
-        metadata[k] = v;
-      }
+      metadata = parseMetadata(file, entry);
       continue;
     }
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-      throw new CheckpointError('tensor-entry', file, 'entry is not an object with dtype, shape, data_offsets', name);
+      throw new CheckpointError('tensor-entry', file, `entry is ${brief(entry)}, not an object with dtype, shape, data_offsets`, name);
     }
     const { dtype, shape, data_offsets } = entry as Record<string, unknown>;
-    if (!isDType(dtype)) throw new CheckpointError('dtype', file, `unknown dtype ${JSON.stringify(dtype)}`, name);
+    if (!isDType(dtype)) throw new CheckpointError('dtype', file, `unknown dtype ${brief(dtype)}`, name);
     const dims = checkShape(file, name, shape);
     if (!Array.isArray(data_offsets) || data_offsets.length !== 2 ||
         !data_offsets.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)) {
-      throw new CheckpointError('offsets', file, `data_offsets ${JSON.stringify(data_offsets)} is not a pair of non-negative integers`, name);
+      throw new CheckpointError('offsets', file, `data_offsets ${brief(data_offsets)} is not a pair of non-negative integers`, name);
     }
     const [begin, end] = data_offsets as [number, number];
     if (end < begin) throw new CheckpointError('offsets', file, `data_offsets [${begin}, ${end}] are reversed`, name);
@@ -94,7 +126,7 @@ export function parseHeader(file: string, json: Uint8Array, headerLength: number
     const parameters = dims.reduce((a, b) => a * b, 1);
     const expected = parameters * DTYPE_SIZE[dtype];
     if (end - begin !== expected) {
-      throw new CheckpointError('byte-length', file, `holds ${end - begin} bytes but ${dtype}${JSON.stringify(dims)} needs ${expected}`, name);
+      throw new CheckpointError('byte-length', file, `holds ${end - begin} bytes but ${dtype}${brief(dims)} needs ${expected}`, name);
     }
     tensors.push({ name, dtype, shape: dims, parameters, file, start: 8 + headerLength + begin, byteLength: end - begin });
     ranges.push({ begin, end, name });
@@ -112,7 +144,7 @@ export function parseHeader(file: string, json: Uint8Array, headerLength: number
     cursor = r.end;
   }
   if (cursor !== dataSize) {
-    throw new CheckpointError('offsets', file, `tensors cover ${cursor} bytes but the file holds ${dataSize} data bytes`);
+    throw new CheckpointError('offsets', file, `tensors cover ${cursor} bytes but the file holds ${dataSize} data bytes after the header`);
   }
   return { file, fileSize, headerLength, metadata, tensors: order.map((i) => tensors[i]) };
 }

@@ -1,11 +1,13 @@
 // Streaming safetensors writer: header first (computed from the declared tensors), then
-// each tensor in order, into a temp file that is renamed into place only on commit.
-// abort() (error, cancel) removes the temp file, so no partial output is ever left.
+// each tensor in order, into a temp file in the target's folder that is renamed into
+// place only on commit. Any I/O failure (disk full, permissions) or abort() removes the
+// temp file before the error reaches the caller, so no partial output is ever left.
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DTYPE_SIZE, DType } from './dtype';
+import { DTYPE_SIZE, DType, isDType } from './dtype';
+import { brief, CheckpointError, writeError } from './errors';
 
 export interface TensorSpec {
   name: string;
@@ -13,23 +15,54 @@ export interface TensorSpec {
   shape: number[];
 }
 
+export function specByteLength(s: TensorSpec): number {
+  return s.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[s.dtype];
+}
+
+/** Refuses specs the reader would refuse, so we never write a file we cannot read back. */
+export function checkSpecs(target: string, specs: TensorSpec[]): void {
+  const seen = new Set<string>();
+  for (const s of specs) {
+    if (!Array.isArray(s.shape)) throw new CheckpointError('shape', target, `shape ${brief(s.shape)} is not an array`, s.name);
+    if (typeof s.name !== 'string' || s.name === '__metadata__') throw new CheckpointError('tensor-entry', target, `${brief(s.name)} cannot be a tensor name`);
+    if (seen.has(s.name)) throw new CheckpointError('duplicate-key', target, 'is declared twice', s.name);
+    seen.add(s.name);
+    if (!isDType(s.dtype)) throw new CheckpointError('dtype', target, `unknown dtype ${brief(s.dtype)}`, s.name);
+    let n = 1;
+    for (const d of s.shape) {
+      n *= d;
+      if (!Number.isSafeInteger(d) || d < 0 || !Number.isSafeInteger(n * DTYPE_SIZE[s.dtype])) {
+        throw new CheckpointError('shape', target, `shape ${brief(s.shape)} is not a list of non-negative integers with a safe size`, s.name);
+      }
+    }
+  }
+}
+
+/** An object for JSON.stringify whose keys are exactly these, in this order: names such as
+ *  `__proto__` or `toString` are ordinary keys here (plain assignment would drop or
+ *  collide with them). */
+export function jsonObject(entries: Iterable<[string, unknown]>): Record<string, unknown> {
+  const o: Record<string, unknown> = Object.create(null);
+  for (const [k, v] of entries) Object.defineProperty(o, k, { value: v, enumerable: true });
+  return o;
+}
+
 export function encodeHeader(specs: TensorSpec[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
+  checkSpecs('(header)', specs);
+  const entries: [string, unknown][] = [];
+  if (metadata && Object.keys(metadata).length) entries.push(['__metadata__', jsonObject(Object.entries(metadata))]);
   let offset = 0;
   for (const s of specs) {
-    if (s.name === '__metadata__' || s.name in header) throw new Error(`duplicate or reserved tensor name '${s.name}'`);
-    const bytes = s.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[s.dtype];
-    header[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + bytes] };
+    const bytes = specByteLength(s);
+    entries.push([s.name, { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + bytes] }]);
     offset += bytes;
   }
-  let json = JSON.stringify(header);
-  // Pad to 8 bytes so tensor data is aligned, as the reference writer does.
-  while ((Buffer.byteLength(json) + 8) % 8 !== 0) json += ' ';
-  const body = Buffer.from(json, 'utf8');
-  const out = new Uint8Array(8 + body.length);
-  new DataView(out.buffer).setBigUint64(0, BigInt(body.length), true);
-  out.set(body, 8);
+  const json = Buffer.from(JSON.stringify(jsonObject(entries)), 'utf8');
+  // Pad with spaces so tensor data starts 8-byte aligned, as the reference writer does.
+  const padded = json.length + ((8 - ((json.length + 8) % 8)) % 8);
+  const out = new Uint8Array(8 + padded).fill(0x20);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
+  out.set(json, 8);
   return out;
 }
 
@@ -37,10 +70,18 @@ export function tempPathFor(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
+/** fsync a folder so a rename inside it survives a crash; best effort (not every OS allows it). */
+export async function syncFolder(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => undefined);
+  await fh.close().catch(() => undefined);
+}
+
 export class SafetensorsWriter {
   private next = 0;
   private position = 0;
-  private closed = false;
+  private state: 'open' | 'finished' | 'done' = 'open';
 
   private constructor(
     readonly target: string,
@@ -50,63 +91,105 @@ export class SafetensorsWriter {
   ) {}
 
   static async create(target: string, specs: TensorSpec[], metadata?: Record<string, string>): Promise<SafetensorsWriter> {
+    checkSpecs(target, specs);
+    const header = encodeHeader(specs, metadata);
     const temp = tempPathFor(target);
-    const fh = await fsp.open(temp, 'wx');
-    const w = new SafetensorsWriter(target, temp, fh, specs);
+    let fh: fsp.FileHandle;
     try {
-      await w.put(encodeHeader(specs, metadata));
+      fh = await fsp.open(temp, 'wx', 0o644);
     } catch (e) {
-      await w.abort();
-      throw e;
+      await fsp.rm(temp, { force: true }).catch(() => undefined);
+      throw writeError(target, e);
     }
+    const w = new SafetensorsWriter(target, temp, fh, specs);
+    await w.put(header);
     return w;
   }
 
-  private async put(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await this.fh.write(bytes, done, bytes.byteLength - done, this.position);
-      done += bytesWritten;
-      this.position += bytesWritten;
+  /** Runs an I/O step; on failure removes the temp file and throws one clear line. */
+  private async io<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (e) {
+      await this.abort();
+      throw writeError(this.target, e);
     }
+  }
+
+  private async put(bytes: Uint8Array): Promise<void> {
+    await this.io(async () => {
+      let done = 0;
+      while (done < bytes.byteLength) {
+        const { bytesWritten } = await this.fh.write(bytes, done, bytes.byteLength - done, this.position);
+        done += bytesWritten;
+        this.position += bytesWritten;
+      }
+    });
   }
 
   /** Writes the next tensor's bytes; tensors must come in the declared order. */
   async write(name: string, bytes: Uint8Array): Promise<void> {
+    if (this.state !== 'open') throw new Error(`writer for ${this.target}: write after commit or abort`);
     const s = this.specs[this.next];
     if (!s || s.name !== name) throw new Error(`writer for ${this.target}: expected tensor '${s?.name}', got '${name}'`);
-    const want = s.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[s.dtype];
-    if (bytes.byteLength !== want) throw new Error(`writer for ${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, expected ${want}`);
+    if (bytes.byteLength !== specByteLength(s)) throw new Error(`writer for ${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, expected ${specByteLength(s)}`);
     await this.put(bytes);
     this.next++;
   }
 
-  /** Flushes, closes and renames into place. */
-  async commit(): Promise<void> {
-    if (this.next !== this.specs.length) throw new Error(`writer for ${this.target}: ${this.specs.length - this.next} tensors not written`);
-    await this.fh.sync();
-    await this.fh.close();
-    this.closed = true;
-    await fsp.rename(this.temp, this.target);
+  /** Flushes and closes the temp file without renaming it (for writers that commit
+   *  several files together). */
+  async finish(): Promise<void> {
+    if (this.state !== 'open') throw new Error(`writer for ${this.target}: finish after commit or abort`);
+    if (this.next !== this.specs.length) {
+      await this.abort();
+      throw new Error(`writer for ${this.target}: ${this.specs.length - this.next} tensors not written`);
+    }
+    await this.io(async () => {
+      await this.fh.sync();
+      await this.fh.close();
+    });
+    this.state = 'finished';
   }
 
+  /** Renames a finished temp file into place. */
+  async rename(): Promise<void> {
+    if (this.state !== 'finished') throw new Error(`writer for ${this.target}: rename before finish`);
+    await this.io(() => fsp.rename(this.temp, this.target));
+    this.state = 'done';
+  }
+
+  /** Flushes, closes and renames into place. */
+  async commit(): Promise<void> {
+    await this.finish();
+    await this.rename();
+    await syncFolder(path.dirname(this.target));
+  }
+
+  /** Removes the temp file; safe to call at any time and more than once. */
   async abort(): Promise<void> {
-    if (!this.closed) {
-      this.closed = true;
-      await this.fh.close().catch(() => undefined);
-    }
-    await fsp.rm(this.temp, { force: true });
+    if (this.state === 'done') return;
+    if (this.state === 'open') await this.fh.close().catch(() => undefined);
+    this.state = 'done';
+    await fsp.rm(this.temp, { force: true }).catch(() => undefined);
   }
 }
 
-/** Writes a whole small file (JSON, text) atomically. */
+/** Writes a whole small file (JSON, text) atomically: temp file, fsync, rename. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   const temp = tempPathFor(target);
   try {
-    await fsp.writeFile(temp, data, { flag: 'wx' });
+    const fh = await fsp.open(temp, 'wx', 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await fsp.rename(temp, target);
   } catch (e) {
-    await fsp.rm(temp, { force: true });
-    throw e;
+    await fsp.rm(temp, { force: true }).catch(() => undefined);
+    throw writeError(target, e);
   }
+  await syncFolder(path.dirname(target));
 }

@@ -6,12 +6,14 @@ export interface Command {
 }
 
 import { inspectCommand } from './commands/inspect';
+import { lspCommand } from './commands/lsp';
 import { planCommand } from './commands/plan';
 import { quantizeCommand } from './commands/quantize';
 import { analyzeCommand } from './commands/analyze';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
+  lsp: lspCommand,
   quantize: quantizeCommand,
   analyze: analyzeCommand,
   plan: planCommand,

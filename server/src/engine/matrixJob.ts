@@ -50,11 +50,13 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const [rows, cols] = tensor.shape as [number, number];
   const base = { name: tensor.name, shape: [rows, cols] as [number, number], dtype: tensor.dtype, ...settings };
   const read = await readChecked(tensor, job.onNonFinite);
+  const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
   if ('skipped' in read) {
     return { ...base, relError: NaN, relErrorPerIter: [], qloraRelError: NaN, frobeniusNorm: NaN, seconds: 0, skipped: read.skipped };
   }
   const w = read.w;
-  const res = await loftqMatrix(w, rows, cols, settings, backend);
+  const res = await loftqMatrix(w, rows, cols, settings, backend, { phases });
+  const tAfter = performance.now();
   const r = res.rank;
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const dtype = tensor.dtype as DType;
@@ -91,8 +93,11 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     frobeniusNorm: norm,
     nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0,
     seconds: 0,
+    phases,
   };
-  report.seconds = (performance.now() - t0) / 1000;
+  phases.lowRank += (performance.now() - tAfter) / 1000;
+  const tWrite = performance.now();
+  report.seconds = (tWrite - t0) / 1000;
   const writer = await SafetensorsWriter.create(job.journalFile, specs, { report: JSON.stringify(report) });
   try {
     await writer.write(ENTRY.q, fromFloat32(dtype, q));
@@ -107,6 +112,8 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     await writer.abort();
     throw e;
   }
+  phases.write = (performance.now() - tWrite) / 1000;
+  report.seconds = (performance.now() - t0) / 1000;
   return report;
 }
 

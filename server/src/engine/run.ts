@@ -149,6 +149,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
 
     // --- assemble ---
     throwIfAborted(opts.signal);
+    const tAssemble = performance.now();
     opts.onProgress?.({ index: total, total, name: 'writing output', phase: 'write' });
     await writeBackbone(ck, out, finished, opts.signal);
     const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
@@ -156,6 +157,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     if (packed) await writePacked(ck, out, finished, opts.signal);
     await copyModelFiles(ck, out);
     report.totals.seconds = (performance.now() - t0) / 1000;
+    report.totals.phases!.assemble = (performance.now() - tAssemble) / 1000;
+    if (executor) report.totals.gemmGflop = executor.flops() / 1e9;
     const reportPath = path.join(out, REPORT_FILE);
     await writeFileAtomic(reportPath, JSON.stringify(report, null, 2) + '\n');
     await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
@@ -180,6 +183,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
 
 export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: Report['backend'], matrices: MatrixReport[], seconds: number): Report {
   let parameters = 0, adapterParams = 0, quantBytes = 0;
+  const phases: Record<string, number> = {};
+  for (const m of matrices) for (const [k, v] of Object.entries(m.phases ?? {})) phases[k] = (phases[k] ?? 0) + v;
   const dtypeBytes = (d: string) => (d === 'F32' ? 4 : 2);
   for (const m of matrices) {
     if (m.skipped) continue;
@@ -198,7 +203,7 @@ export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: R
     backend,
     settings,
     matrices,
-    totals: { matrices: quantized.size, parameters, seconds, backboneBytes: quantBytes + otherBytes, adapterBytes: adapterParams },
+    totals: { matrices: quantized.size, parameters, seconds, backboneBytes: quantBytes + otherBytes, adapterBytes: adapterParams, phases },
   };
 }
 

@@ -1,53 +1,5 @@
-// Small dense linear algebra in float64 on the host: orthonormalisation of tall-skinny
-// blocks (m × k, k small), Gram matrices, and the symmetric eigenproblem of k × k
-// matrices (Householder + implicit QL).
-
-export function columnNorms(a: Float32Array | Float64Array, m: number, k: number): Float64Array {
-  const out = new Float64Array(k);
-  for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) out[j] += a[i * k + j] * a[i * k + j];
-  return out.map(Math.sqrt);
-}
-
-/** Orthonormalises the columns of a row-major m×k block (modified Gram–Schmidt, applied
- *  twice for orthogonality to working precision). A column whose remainder is below
- *  1e-10 of its reference norm (default: its own norm) is numerically dependent and is
- *  set to zero — normalising rounding noise would inject arbitrary directions. */
-export function orthonormalize(a: Float32Array | Float64Array, m: number, k: number, reference?: Float64Array): Float64Array {
-  const q = Float64Array.from(a);
-  const col = new Float64Array(m);
-  const ref = reference ?? columnNorms(a, m, k);
-  for (let pass = 0; pass < 2; pass++) {
-    for (let j = 0; j < k; j++) {
-      for (let i = 0; i < m; i++) col[i] = q[i * k + j];
-      for (let p = 0; p < j; p++) {
-        let dot = 0;
-        for (let i = 0; i < m; i++) dot += q[i * k + p] * col[i];
-        for (let i = 0; i < m; i++) col[i] -= dot * q[i * k + p];
-      }
-      let norm = 0;
-      for (let i = 0; i < m; i++) norm += col[i] * col[i];
-      norm = Math.sqrt(norm);
-      const inv = norm > 1e-10 * (pass === 0 ? ref[j] : 1) && norm > 1e-300 ? 1 / norm : 0;
-      for (let i = 0; i < m; i++) q[i * k + j] = col[i] * inv;
-    }
-  }
-  return q;
-}
-
-/** G = Aᵀ A for a row-major m×k block (k×k, float64). */
-export function gram(a: Float32Array | Float64Array, m: number, k: number): Float64Array {
-  const g = new Float64Array(k * k);
-  for (let i = 0; i < m; i++) {
-    const row = i * k;
-    for (let p = 0; p < k; p++) {
-      const ap = a[row + p];
-      if (ap === 0) continue;
-      for (let q = p; q < k; q++) g[p * k + q] += ap * a[row + q];
-    }
-  }
-  for (let p = 0; p < k; p++) for (let q = 0; q < p; q++) g[p * k + q] = g[q * k + p];
-  return g;
-}
+// Small dense linear algebra on the host: the symmetric eigenproblem of k × k matrices
+// (Householder + implicit QL, float64), seeded Gaussian samples, blocked transposes.
 
 export interface SymmetricEigen {
   /** Descending. */

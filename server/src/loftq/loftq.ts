@@ -7,7 +7,7 @@ import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
 import { quantize, Quantized } from '../quant/quantize';
-import { gaussian, transpose } from '../linalg/dense';
+import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../engine/errors';
 
@@ -39,11 +39,35 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
+  /** Accumulates seconds per phase (quantize, svd, lowRank). */
+  phases?: Record<string, number>;
 }
 
 /** Oversampling of the randomized SVD: enough to make the top-r estimates accurate. */
 export function defaultOversampling(rank: number): number {
   return Math.max(8, Math.ceil(rank / 2));
+}
+
+/** residual = W − Q and its transpose in one cache-blocked pass; returns ‖W − Q‖². */
+function residualAndTranspose(w: Float32Array, q: Float32Array, rows: number, cols: number, residual: Float32Array, residualT: Float32Array): number {
+  const B = 64;
+  let sum = 0;
+  for (let i0 = 0; i0 < rows; i0 += B) {
+    const i1 = Math.min(rows, i0 + B);
+    for (let j0 = 0; j0 < cols; j0 += B) {
+      const j1 = Math.min(cols, j0 + B);
+      for (let i = i0; i < i1; i++) {
+        for (let j = j0; j < j1; j++) {
+          const idx = i * cols + j;
+          const d = w[idx] - q[idx];
+          residual[idx] = d;
+          residualT[j * rows + i] = d;
+          sum += d * d;
+        }
+      }
+    }
+  }
+  return sum;
 }
 
 export async function loftqMatrix(
@@ -74,7 +98,6 @@ export async function loftqMatrix(
   const residual = new Float32Array(size);
   const residualT = new Float32Array(size);
   const quantized: Quantized = { codes: new Uint8Array(size), scales: new Float32Array(Math.ceil(size / s.blockSize)), values: new Float32Array(size) };
-  let lowRank: Float32Array | null = null;
   let loraA: Float32Array = new Float32Array(rank * cols);
   let loraB: Float32Array = new Float32Array(rows * rank);
   let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
@@ -82,25 +105,25 @@ export async function loftqMatrix(
   const relErrorPerIter: number[] = [];
   let qloraRelError = 0;
 
+  const phases = opts.phases ?? {};
+  let mark = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
+  target.set(w);
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
-    if (lowRank) for (let i = 0; i < size; i++) target[i] = w[i] - lowRank[i];
-    else target.set(w);
     quantize(target, table, s.quantizer, s.blockSize, quantized);
-    const qv = quantized.values;
-    let qErr = 0;
-    for (let i = 0; i < size; i++) {
-      const d = w[i] - qv[i];
-      residual[i] = d;
-      qErr += d * d;
-    }
+    const qErr = residualAndTranspose(w, quantized.values, rows, cols, residual, residualT);
     if (t === 0) qloraRelError = rel(qErr);
+    lap('quantize');
 
-    transpose(residual, rows, cols, residualT);
     const held = await backend.hold(residual, rows, cols);
     const heldT = await backend.hold(residualT, cols, rows);
     try {
-      const svd = await truncatedSvd(backend, { rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : laterPasses);
+      const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : laterPasses);
       loraA = svd.right;
       loraB = svd.left;
       subspace = svd.subspace;
@@ -109,14 +132,19 @@ export async function loftqMatrix(
       held.dispose();
       heldT.dispose();
     }
+    lap('svd');
     throwIfAborted(opts.signal);
-    lowRank = await backend.matmul(loraB, rows, rank, loraA, cols);
+    const lowRank = await backend.matmul(loraB, rows, rank, loraA, cols);
+    // One pass: this iteration's error ‖R − A·Bᵀ‖ and the next iteration's input W − A·Bᵀ.
     let err = 0;
     for (let i = 0; i < size; i++) {
-      const d = residual[i] - lowRank[i];
+      const lr = lowRank[i];
+      const d = residual[i] - lr;
       err += d * d;
+      target[i] = w[i] - lr;
     }
     relErrorPerIter.push(rel(err));
+    lap('lowRank');
   }
 
   return {

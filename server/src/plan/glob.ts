@@ -23,7 +23,20 @@ function expandBraces(body: string): string {
     for (let i = lo; i <= hi; i++) alts.push(String(i));
     return `(?:${alts.join('|')})`;
   }
-  return `(?:${body.split(',').map((alt) => translate(alt)).join('|')})`;
+  return `(?:${splitTopLevel(body).map((alt) => translate(alt)).join('|')})`;
+}
+
+// Commas inside nested braces belong to the inner group: `{a,{b,c}}` has two alternatives.
+function splitTopLevel(body: string): string[] {
+  const parts: string[] = [];
+  let depth = 0, start = 0;
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] === '{') depth++;
+    else if (body[i] === '}') depth--;
+    else if (body[i] === ',' && depth === 0) { parts.push(body.slice(start, i)); start = i + 1; }
+  }
+  parts.push(body.slice(start));
+  return parts;
 }
 
 function translate(p: string): string {

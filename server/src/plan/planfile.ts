@@ -22,6 +22,8 @@ export interface PlanProblem {
 export interface ParsedPlan {
   plan: PlanFile;
   problems: PlanProblem[];
+  /** For each entry of plan.overrides, its index in the file's `overrides` array (invalid entries are dropped). */
+  overrideIndex: number[];
 }
 
 const SETTING_KEYS = ['bits', 'rank', 'iters', 'quantizer', 'blockSize'] as const;
@@ -49,7 +51,7 @@ export function parsePlan(text: string): ParsedPlan {
   const problems: PlanProblem[] = errors.map((e) => ({ severity: 'error', message: `JSON syntax: ${printParseErrorCode(e.error)}`, path: [], offset: e.offset, length: e.length }));
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     if (!errors.length) problems.push({ severity: 'error', message: 'the plan must be a JSON object', path: [] });
-    return { plan: { checkpoint: '' }, problems };
+    return { plan: { checkpoint: '' }, problems, overrideIndex: [] };
   }
   const obj = raw as Record<string, unknown>;
   if (typeof obj.checkpoint !== 'string' || !obj.checkpoint) problems.push({ severity: 'error', message: "'checkpoint' (a path relative to this file) is required", path: obj.checkpoint === undefined ? [] : ['checkpoint'] });
@@ -58,6 +60,7 @@ export function parsePlan(text: string): ParsedPlan {
     else checkSettings(obj.defaults as Record<string, unknown>, ['defaults'], problems);
   }
   const overrides: PlanOverride[] = [];
+  const overrideIndex: number[] = [];
   if (obj.overrides !== undefined) {
     if (!Array.isArray(obj.overrides)) problems.push({ severity: 'error', message: "'overrides' must be an array", path: ['overrides'] });
     else obj.overrides.forEach((o, i) => {
@@ -67,6 +70,7 @@ export function parsePlan(text: string): ParsedPlan {
       try { compileGlob(ov.match); } catch (e) { problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['overrides', i, 'match'] }); return; }
       checkSettings(ov, ['overrides', i], problems);
       overrides.push(ov as unknown as PlanOverride);
+      overrideIndex.push(i);
     });
   }
   if (obj.budget !== undefined) {
@@ -77,14 +81,25 @@ export function parsePlan(text: string): ParsedPlan {
       if (b.bytes !== undefined && (typeof b.bytes !== 'number' || !(b.bytes > 0))) problems.push({ severity: 'error', message: "'bytes' must be a positive number", path: ['budget', 'bytes'] });
     }
   }
+  let targets: string[] | undefined;
+  if (obj.targets !== undefined) {
+    if (!Array.isArray(obj.targets)) problems.push({ severity: 'error', message: "'targets' must be an array of module globs", path: ['targets'] });
+    else {
+      targets = [];
+      obj.targets.forEach((t, i) => {
+        if (typeof t !== 'string' || !t) { problems.push({ severity: 'error', message: 'a target must be a non-empty glob string', path: ['targets', i] }); return; }
+        try { compileGlob(t); targets!.push(t); } catch (e) { problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['targets', i] }); }
+      });
+    }
+  }
   const plan: PlanFile = {
     checkpoint: typeof obj.checkpoint === 'string' ? obj.checkpoint : '',
     defaults: (obj.defaults && typeof obj.defaults === 'object' ? obj.defaults : undefined) as PlanFile['defaults'],
     overrides,
     budget: obj.budget as PlanFile['budget'],
-    targets: Array.isArray(obj.targets) ? (obj.targets as string[]) : undefined,
+    targets,
   };
-  return { plan, problems };
+  return { plan, problems, overrideIndex };
 }
 
 /** The checkpoint path of a plan, resolved relative to the plan file's folder. */

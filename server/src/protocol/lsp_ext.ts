@@ -41,6 +41,8 @@ export interface MatrixReport extends MatrixSettings {
   qloraRelError: number;
   frobeniusNorm: number;
   seconds: number;
+  /** Where the seconds went: read (+convert), quantize, svd, lowRank (B·A and errors), write. */
+  phases?: Record<string, number>;
   /** Error after bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load. */
   nf4ReloadRelError?: number;
   /** Set when the matrix was skipped (e.g. NaN/Inf); the tensor is then copied unchanged. */
@@ -53,6 +55,10 @@ export interface ReportTotals {
   seconds: number;
   backboneBytes: number;
   adapterBytes: number;
+  /** Sum of the matrices' phases (CPU seconds across workers), plus the final assembly. */
+  phases?: Record<string, number>;
+  /** GEMM work issued on the backend, and its rate over the run's SVD + low-rank time. */
+  gemmGflop?: number;
 }
 
 export interface Report {

@@ -89,6 +89,60 @@ export function nearestCode(table: Float32Array, v: number): number {
   return dh < dl ? hi : lo;
 }
 
+/** Nearest-code lookup in O(1): midpoints between table entries (exact in float64) and a
+ *  grid over [-1, 1] giving, per cell, the first code whose upper midpoint lies at or above
+ *  the cell. Values within 1e-6 of a midpoint take the exact float32-distance rule, where
+ *  rounding can turn a near-miss into a tie (ties go to the lower index). */
+class CodeLookup {
+  static readonly CELLS = 4096;
+  readonly mids: Float64Array;
+  readonly start: Uint16Array;
+  constructor(readonly table: Float32Array) {
+    const n = table.length;
+    this.mids = new Float64Array(n);
+    for (let j = 0; j < n - 1; j++) this.mids[j] = (table[j] + table[j + 1]) / 2;
+    this.mids[n - 1] = Infinity;
+    this.start = new Uint16Array(CodeLookup.CELLS + 1);
+    let c = 0;
+    for (let b = 0; b <= CodeLookup.CELLS; b++) {
+      const lo = -1 + (2 * b) / CodeLookup.CELLS;
+      while (this.mids[c] < lo) c++;
+      this.start[b] = c;
+    }
+  }
+
+  /** The code of v, or -1 when v lies within 1e-6 of a midpoint (the caller then applies
+   *  the exact rule to the exactly divided value). */
+  approx(v: number): number {
+    let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
+    b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
+    const mids = this.mids;
+    let c = v < -1 ? 0 : this.start[b];
+    while (v > mids[c]) c++;
+    if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) return -1;
+    return c;
+  }
+
+  code(v: number): number {
+    let b = Math.floor((v + 1) * (CodeLookup.CELLS / 2));
+    b = b < 0 ? 0 : b > CodeLookup.CELLS ? CodeLookup.CELLS : b;
+    const mids = this.mids;
+    let c = v < -1 ? 0 : this.start[b];
+    while (v > mids[c]) c++;
+    // c is the exact-arithmetic nearest (ties → lower). Near a midpoint, defer to the
+    // float32 rule the reference uses.
+    if ((c > 0 && v - mids[c - 1] < 1e-6) || mids[c] - v < 1e-6) return nearestCode(this.table, v);
+    return c;
+  }
+}
+
+const lookups = new WeakMap<Float32Array, CodeLookup>();
+function lookupFor(table: Float32Array): CodeLookup {
+  let l = lookups.get(table);
+  if (!l) lookups.set(table, (l = new CodeLookup(table)));
+  return l;
+}
+
 export function quantize(x: Float32Array, table: Float32Array, quantizer: Quantizer, blockSize: number, out?: Quantized): Quantized {
   const n = x.length;
   const blocks = blockCount(n, blockSize);
@@ -96,6 +150,7 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
   const scales = out?.scales ?? new Float32Array(blocks);
   const values = out?.values ?? new Float32Array(n);
   const zeroCode = nearestCode(table, 0);
+  const lookup = lookupFor(table);
   for (let b = 0; b < blocks; b++) {
     const start = b * blockSize;
     const len = Math.min(blockSize, n - start);
@@ -105,8 +160,12 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
       for (let i = start; i < start + len; i++) { codes[i] = zeroCode; values[i] = 0; }
       continue;
     }
+    // x·(1/scale) is within 2 ulp of fround(x / scale): it decides the code except near a
+    // midpoint, where the exact quotient and the reference's float32 rule take over.
+    const inv = 1 / scale;
     for (let i = start; i < start + len; i++) {
-      const c = nearestCode(table, fr(x[i] / scale));
+      let c = lookup.approx(fr(x[i] * inv));
+      if (c < 0) c = nearestCode(table, fr(x[i] / scale));
       codes[i] = c;
       values[i] = fr(table[c] * scale);
     }
@@ -119,4 +178,9 @@ export function dequantize(codes: Uint8Array, scales: Float32Array, table: Float
   const out = new Float32Array(codes.length);
   for (let i = 0; i < codes.length; i++) out[i] = fr(table[codes[i]] * scales[Math.floor(i / blockSize)]);
   return out;
+}
+
+/** The nearest code by the fast lookup (what `quantize` uses); exported for tests. */
+export function fastCode(table: Float32Array, v: number): number {
+  return lookupFor(table).code(v);
 }

@@ -1,0 +1,105 @@
+// One safetensors file: its validated header, and one tensor's bytes at a time with
+// positioned reads. Never reads more of a file than the header or the tensor asked for.
+
+import { promises as fsp } from 'node:fs';
+import { CheckpointError } from './errors';
+import { MAX_HEADER_BYTES, parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
+import { toFloat32, FLOAT_DTYPES } from './dtype';
+import { hasPickleMagic, isPickleName, pickleMessage } from './pickle';
+
+function ioError(file: string, e: unknown, what: string, tensor?: string): CheckpointError {
+  if (e instanceof CheckpointError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new CheckpointError('not-found', file, 'does not exist', tensor);
+  return new CheckpointError(code === 'EACCES' || code === 'EPERM' ? 'unreadable' : 'io', file,
+    `${what} failed (${code ?? (e instanceof Error ? e.message.split('\n')[0] : String(e))})`, tensor);
+}
+
+export async function statOrThrow(p: string) {
+  try {
+    return await fsp.stat(p);
+  } catch (e) {
+    throw ioError(p, e, 'stat');
+  }
+}
+
+async function openForRead(file: string, tensor?: string): Promise<fsp.FileHandle> {
+  try {
+    return await fsp.open(file, 'r');
+  } catch (e) {
+    throw ioError(file, e, 'opening', tensor);
+  }
+}
+
+/** Reads exactly out.byteLength bytes at `position`, or throws naming the file. */
+async function readExactly(fh: fsp.FileHandle, file: string, out: Uint8Array, position: number, tensor?: string): Promise<void> {
+  let done = 0;
+  while (done < out.byteLength) {
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await fh.read(out, done, out.byteLength - done, position + done));
+    } catch (e) {
+      throw ioError(file, e, 'reading', tensor);
+    }
+    if (bytesRead === 0) throw new CheckpointError('io', file, `file ended while reading (${done} of ${out.byteLength} bytes at ${position})`, tensor);
+    done += bytesRead;
+  }
+}
+
+function looksLikeSafetensors(first: Uint8Array, size: number): boolean {
+  if (size < 9) return false;
+  const n = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+  return n > 0n && n <= BigInt(Math.min(MAX_HEADER_BYTES, size - 8)) && first[8] === 0x7b;
+}
+
+/** Reads and validates one safetensors file's header. */
+export async function readHeader(file: string): Promise<SafetensorsHeader> {
+  if (isPickleName(file)) throw pickleMessage(file);
+  const st = await statOrThrow(file);
+  if (!st.isFile()) throw new CheckpointError('not-safetensors', file, 'is not a file');
+  const fh = await openForRead(file);
+  try {
+    const first = new Uint8Array(9);
+    await readExactly(fh, file, first.subarray(0, Math.min(9, st.size)), 0);
+    // A safetensors header length can begin with the same two bytes as a pickle (e.g. a
+    // 640-byte header is 80 02 00 …), so the magic only counts when the file does not
+    // also look like safetensors: a sane length followed by '{'.
+    if (hasPickleMagic(first) && !looksLikeSafetensors(first, st.size)) throw pickleMessage(file);
+    // Bounded by both 100 MB and the file's real size before anything is allocated.
+    const n = parseHeaderLength(file, first, st.size);
+    const json = new Uint8Array(n);
+    await readExactly(fh, file, json, 8);
+    return parseHeader(file, json, n, st.size);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+/** Reads one tensor's raw bytes with a positioned read. */
+export async function readTensorBytes(t: TensorInfo): Promise<Uint8Array> {
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(t.byteLength);
+  } catch {
+    throw new CheckpointError('too-large', t.file, `${t.byteLength} bytes do not fit in one buffer in memory`, t.name);
+  }
+  const fh = await openForRead(t.file, t.name);
+  try {
+    await readExactly(fh, t.file, out, t.start, t.name);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+  return out;
+}
+
+/** Reads a float tensor (F32/F16/BF16) as float32. */
+export async function readTensorF32(t: TensorInfo): Promise<Float32Array> {
+  if (!FLOAT_DTYPES.has(t.dtype)) throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+  const bytes = await readTensorBytes(t);
+  try {
+    return toFloat32(t.dtype, bytes);
+  } catch (e) {
+    if (e instanceof RangeError) throw new CheckpointError('too-large', t.file, `${t.parameters} values do not fit in one float32 buffer in memory`, t.name);
+    throw e;
+  }
+}

@@ -1,0 +1,115 @@
+// Quick fixes on the plan file: quantize matrices at another width, raise or lower a
+// rank, drop a dead override, and apply a mixed-precision plan within the budget. Each
+// is a WorkspaceEdit built with jsonc-parser's `modify`, so formatting and comments stay.
+
+import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } from 'vscode-languageserver';
+import { SUPPORTED_BITS } from '../protocol/lsp_ext';
+import type { PlanOverride } from '../protocol/lsp_ext';
+import { compileGlob, globMatches } from '../plan/glob';
+import { describeMatrices, globFor } from './describe';
+import { Change, planEdits } from './edits';
+import { pathAtOffset } from './jsonRanges';
+import { mixedPlan } from './mixedPlan';
+import type { PlanDoc } from './planDoc';
+import type { Owner } from './planModel';
+import { SOURCE } from './diagnostics';
+
+interface WorstData { owner: Owner; names: string[]; bits: number; betterBits?: number }
+interface RankData { owner: Owner; maxRank: number; names: string[] }
+
+export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Promise<CodeAction[]> {
+  const out: CodeAction[] = [];
+  const add = (title: string, changes: Change[], diagnostics?: Diagnostic[], preferred = false, kind: string = CodeActionKind.QuickFix) => {
+    if (out.some((a) => a.title === title)) return;
+    const { edits } = planEdits(p.doc, changes);
+    out.push({ title, kind, diagnostics, isPreferred: preferred || undefined, edit: { changes: { [p.uri]: edits } } });
+  };
+  const mine = params.context.diagnostics.filter((d) => d.source === SOURCE);
+  for (const d of mine) {
+    if (d.code === 'worst' && d.data) worstFixes(p, d, d.data as WorstData, add);
+    else if (d.code === 'rank-too-large' && d.data) rankFix(p, d, d.data as RankData, add);
+    else if (d.code === 'no-match' && d.data) {
+      const j = (d.data as { jsonIndex: number }).jsonIndex;
+      add(`Remove override '${p.parsed.plan.overrides?.[p.parsed.overrideIndex.indexOf(j)]?.match}'`, [{ path: ['overrides', j], value: undefined }], [d]);
+    }
+  }
+  cursorFixes(p, params, add);
+  const budget = p.parsed.plan.budget;
+  if (budget && p.assignment) {
+    const plan = await mixedPlan(p, budget);
+    if (plan && plan.newText !== p.text) {
+      const budgetDiags = mine.filter((d) => d.code === 'budget');
+      out.push({
+        title: `Apply mixed-precision plan within budget: ${plan.description}`,
+        kind: budgetDiags.length ? CodeActionKind.QuickFix : CodeActionKind.RefactorRewrite,
+        diagnostics: budgetDiags.length ? budgetDiags : undefined,
+        edit: { changes: { [p.uri]: [minimalEdit(p, plan.newText)] } },
+      });
+    }
+  }
+  return out;
+}
+
+type Add = (title: string, changes: Change[], diagnostics?: Diagnostic[], preferred?: boolean) => void;
+
+/** The matrices an override decides, among the quantized ones. */
+function coveredBy(p: PlanDoc, jsonIndex: number): string[] {
+  const i = p.parsed.overrideIndex.indexOf(jsonIndex);
+  const o = p.parsed.plan.overrides?.[i];
+  if (!o || !p.assignment) return [];
+  const g = compileGlob(o.match);
+  return p.assignment.matrices.filter((m) => globMatches(g, m.tensor.name)).map((m) => m.tensor.name);
+}
+
+/** Edits the owner override in place when it covers exactly these matrices, else adds a narrower override after it. */
+function setFor(p: PlanDoc, owner: Owner, names: string[], key: 'bits' | 'rank', value: number): Change[] {
+  if (owner.kind === 'override') {
+    const covered = coveredBy(p, owner.jsonIndex);
+    if (covered.length === names.length && covered.every((n) => names.includes(n))) return [{ path: ['overrides', owner.jsonIndex, key], value }];
+  }
+  const universe = p.assignment?.tensors.map((t) => t.name) ?? names;
+  const o: PlanOverride = { match: globFor(names, universe), [key]: value } as PlanOverride;
+  return p.has(['overrides']) ? [{ path: ['overrides', -1], value: o, insert: true }] : [{ path: ['overrides'], value: [o] }];
+}
+
+function worstFixes(p: PlanDoc, d: Diagnostic, w: WorstData, add: Add) {
+  const what = describeMatrices(w.names);
+  if (w.betterBits) add(`Quantize ${what} at ${w.betterBits} bits`, setFor(p, w.owner, w.names, 'bits', w.betterBits), [d], true);
+  const ms = p.assignment?.matrices.filter((m) => w.names.includes(m.tensor.name)) ?? [];
+  if (!ms.length) return;
+  const rank = ms[0].settings.rank;
+  const cap = Math.min(...ms.map((m) => Math.min(...m.shape)));
+  const raised = Math.min(rank * 2, cap);
+  if (raised > rank) add(`Raise rank of ${what} to ${raised}`, setFor(p, w.owner, w.names, 'rank', raised), [d]);
+}
+
+function rankFix(p: PlanDoc, d: Diagnostic, r: RankData, add: Add) {
+  const at = r.owner.kind === 'override' ? ['overrides', r.owner.jsonIndex, 'rank'] : ['defaults', 'rank'];
+  if (p.has(at)) add(`Lower rank to ${r.maxRank}`, [{ path: at, value: r.maxRank }], [d], true);
+  else add(`Lower rank of ${describeMatrices(r.names)} to ${r.maxRank}`, setFor(p, r.owner, r.names, 'rank', r.maxRank), [d], true);
+}
+
+/** On an override without a diagnostic: quantize its matrices at each other width. */
+function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
+  const at = pathAtOffset(p.text, p.root, p.doc.offsetAt(params.range.start));
+  if (at.path[0] !== 'overrides' || typeof at.path[1] !== 'number') return;
+  const j = at.path[1];
+  const i = p.parsed.overrideIndex.indexOf(j);
+  const o = p.parsed.plan.overrides?.[i];
+  if (!o) return;
+  const covered = coveredBy(p, j);
+  if (!covered.length) return;
+  const current = o.bits ?? p.assignment?.defaults.bits;
+  const widths = p.facts.report?.bits.length ? p.facts.report.bits.filter((b) => (SUPPORTED_BITS as readonly number[]).includes(b)) : [...SUPPORTED_BITS];
+  for (const b of widths) if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
+}
+
+/** One TextEdit over the span where the texts differ. */
+function minimalEdit(p: PlanDoc, next: string): TextEdit {
+  const text = p.text;
+  let a = 0;
+  while (a < text.length && a < next.length && text[a] === next[a]) a++;
+  let b = 0;
+  while (b < text.length - a && b < next.length - a && text[text.length - 1 - b] === next[next.length - 1 - b]) b++;
+  return { range: p.spanRange({ offset: a, length: text.length - a - b }), newText: next.slice(a, next.length - b) };
+}

@@ -1,0 +1,118 @@
+// Diagnostics of a plan file, each at the JSON node it is about: structure (parsePlan),
+// the checkpoint, override patterns, impossible ranks, the budget, and — once a report
+// exists — the worst matrices per override / defaults plus a summary on the checkpoint.
+
+import * as path from 'node:path';
+import { Diagnostic, DiagnosticSeverity } from 'vscode-languageserver';
+import type { JsonPath } from '../plan/planfile';
+import { compileGlob, globMatches } from '../plan/glob';
+import { describeMatrices, formatBytes, formatError } from './describe';
+import type { PlanDoc } from './planDoc';
+import { MatrixPlan, ownerKey, ownerPath, overridesWithIndex, planTotals, tensorsMatching, Owner } from './planModel';
+import { meanError, worstGroups } from './worst';
+import { fitsBudget } from './mixedPlan';
+import type { SpanPart } from './jsonRanges';
+
+export const SOURCE = 'loftq';
+
+export type DiagCode = 'plan' | 'checkpoint' | 'no-match' | 'rank-too-large' | 'worst' | 'summary' | 'budget' | 'report';
+
+function diag(p: PlanDoc, severity: DiagnosticSeverity, code: DiagCode, message: string, at: JsonPath, part: SpanPart = 'value', data?: unknown): Diagnostic {
+  return { range: p.range(at, part), severity, code, source: SOURCE, message, data };
+}
+
+export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const pr of p.parsed.problems) {
+    const range = pr.offset !== undefined ? p.spanRange({ offset: pr.offset, length: pr.length ?? 0 }) : p.range(pr.path);
+    out.push({ range, severity: pr.severity === 'error' ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning, code: 'plan', source: SOURCE, message: pr.message });
+  }
+  const ck = p.facts.checkpoint;
+  if (!ck || !p.parsed.plan.checkpoint) return out;
+  if (!ck.ok) {
+    out.push(diag(p, DiagnosticSeverity.Error, 'checkpoint', ck.message, ['checkpoint']));
+    return out;
+  }
+  const a = p.assignment!;
+  const ckName = path.basename(ck.path);
+  overridesWithIndex(p.parsed).forEach(({ override, jsonIndex }) => {
+    const hit = tensorsMatching(override.match, a.tensors);
+    const at: JsonPath = ['overrides', jsonIndex, 'match'];
+    if (!hit.length) out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `'${override.match}' matches no tensor in ${ckName}`, at, 'value', { jsonIndex }));
+    else {
+      const g = compileGlob(override.match);
+      if (!a.matrices.some((m) => globMatches(g, m.tensor.name))) {
+        out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `'${override.match}' matches ${hit.length} tensor${hit.length === 1 ? '' : 's'} but none that is quantized (2-D linear weights among the targets)`, at, 'value', { jsonIndex }));
+      }
+    }
+  });
+  (p.parsed.plan.targets ?? []).forEach((t, i) => {
+    if (!tensorsMatching(t, a.tensors).length) out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `target '${t}' matches no tensor in ${ckName}`, ['targets', i]));
+  });
+  out.push(...rankDiagnostics(p, a.matrices));
+  out.push(...budgetDiagnostics(p));
+  out.push(...analysisDiagnostics(p, threshold));
+  return out;
+}
+
+/** Where a problem about an owner's setting goes; a whole object or the checkpoint line gets its key. */
+function ownerAt(p: PlanDoc, owner: Owner, key: 'bits' | 'rank'): [JsonPath, SpanPart] {
+  const at = ownerPath(p.parsed, owner, key, p.has(['defaults']), (q) => p.has(q));
+  return [at, at.length === 1 ? 'key' : 'value'];
+}
+
+function rankDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
+  const byOwner = new Map<string, { owner: Owner; rank: number; bad: MatrixPlan[] }>();
+  for (const m of matrices) {
+    if (m.skipped || m.settings.rank <= Math.min(...m.shape)) continue;
+    const k = `${ownerKey(m.rankOwner)}`;
+    const g = byOwner.get(k) ?? { owner: m.rankOwner, rank: m.settings.rank, bad: [] };
+    g.bad.push(m);
+    byOwner.set(k, g);
+  }
+  return [...byOwner.values()].map(({ owner, rank, bad }) => {
+    const maxRank = Math.min(...bad.map((m) => Math.min(...m.shape)));
+    const names = bad.map((m) => m.tensor.name);
+    const msg = `rank ${rank} is larger than min(out, in) = ${maxRank} of ${describeMatrices(names)} (${bad.length} matri${bad.length === 1 ? 'x' : 'ces'})`;
+    return diag(p, DiagnosticSeverity.Error, 'rank-too-large', msg, ...ownerAt(p, owner, 'rank'), { owner, maxRank, names });
+  });
+}
+
+function budgetDiagnostics(p: PlanDoc): Diagnostic[] {
+  const b = p.parsed.plan.budget;
+  if (!b || typeof b !== 'object' || !(typeof b.avgBits === 'number' || typeof b.bytes === 'number')) return [];
+  const t = planTotals(p.assignment!);
+  const over = !fitsBudget(t, b);
+  const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information;
+  // Budgets count codes, scales and adapters of the quantized matrices (docs/planner.md).
+  if (typeof b.avgBits === 'number') {
+    const msg = `this plan costs ${t.budgetBits.toFixed(2)} bits per weight with scales and adapters, ${over ? 'over' : 'within'} the budget of ${b.avgBits}`;
+    return [diag(p, severity, 'budget', msg, ['budget', 'avgBits'])];
+  }
+  const msg = `codes, scales and adapters take ${formatBytes(t.budgetBytes)}, ${over ? 'over' : 'within'} the budget of ${formatBytes(b.bytes!)}`;
+  return [diag(p, severity, 'budget', msg, ['budget', 'bytes'])];
+}
+
+function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
+  const a = p.assignment!;
+  const ix = p.facts.report;
+  const t = planTotals(a);
+  const sizes = `average ${t.avgBits.toFixed(2)} bits per weight; backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
+  const out: Diagnostic[] = [];
+  if (p.facts.reportProblem) out.push(diag(p, DiagnosticSeverity.Warning, 'report', p.facts.reportProblem, ['checkpoint']));
+  if (!ix) {
+    out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${a.matrices.length} matrices to quantize, ${sizes}; no analysis yet (loftq-report.json)`, ['checkpoint']));
+    return out;
+  }
+  const s = meanError(a, ix);
+  const mean = s.meanError === undefined ? 'no analysed errors at these widths'
+    : `mean LoftQ error ${formatError(s.meanError)}${s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : ''}`;
+  out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']));
+  for (const g of worstGroups(a, ix)) {
+    const worstErr = Math.max(...g.errors);
+    const [at, part]: [JsonPath, SpanPart] = g.owner.kind === 'override' ? [['overrides', g.owner.jsonIndex, 'match'], 'value'] : ownerAt(p, g.owner, 'bits');
+    out.push(diag(p, worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'worst', g.message, at, part,
+      { owner: g.owner, names: g.names, bits: g.bits, betterBits: g.better?.bits }));
+  }
+  return out;
+}

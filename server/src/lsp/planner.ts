@@ -1,0 +1,48 @@
+// The mixed-precision planner (plan/planner) behind the language server: the `loftq/plan`
+// request and the "Apply mixed-precision plan" code action when the report next to the plan
+// has analyses. Same options and cost model as `loftq plan`, so editor and CLI agree.
+
+import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
+import { planReport, Plan } from '../plan/planner/plan';
+import { applyPlanToText } from '../plan/planner/planedit';
+import type { PlanBudget, PlanRequestParams } from '../protocol/lsp_ext';
+import { firstKPlanner, MixedPlan } from './mixedPlan';
+import type { PlanDoc } from './planDoc';
+
+/** Null when there is no analysis to plan from. Throws the planner's UsageError when no plan fits. */
+export function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanRequestParams> = {}): Plan | null {
+  const report = p.facts.report?.raw;
+  if (!report?.analyses?.length || !p.assignment) return null;
+  const analysedRank = Math.max(...report.analyses.map((a) => a.rank));
+  // As `loftq plan`: ranks 8…64 up to the analysed rank, and the analysed rank itself.
+  const ranks = [8, 16, 32, 64].filter((r) => r <= analysedRank);
+  if (!ranks.includes(analysedRank) && analysedRank < 64) ranks.push(analysedRank);
+  const planned = new Map(p.assignment.matrices.map((m) => [m.tensor.name, m]));
+  const dtype = p.assignment.matrices[0]?.tensor.dtype;
+  return planReport(report, {
+    budget,
+    bits: o.bits,
+    ranks: o.ranks ?? ranks,
+    objective: o.objective ?? 'absolute',
+    cost: { ...DEFAULT_COST, blockSize: report.analyses[0].blockSize ?? DEFAULT_COST.blockSize, adapterBytes: adapterBytesOf(dtype) },
+    // Only what this plan quantizes: its targets, minus what it skips.
+    exclude: (name) => { const m = planned.get(name); return !m || m.skipped; },
+  });
+}
+
+/** The planner when an analysis exists, else the first-k rule. */
+export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<MixedPlan | null> {
+  let plan: Plan | null;
+  try {
+    plan = runPlanner(p, budget);
+  } catch {
+    plan = null; // no plan fits or the analysis lacks widths: the fixed rule may still fit
+  }
+  if (!plan) return firstKPlanner(p, budget);
+  const k = plan.baselines.firstK;
+  const vs = Number.isFinite(k.error) && k.error > 0 ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less error than first-k` : '';
+  return {
+    description: `planner, ${plan.plan.avgBits.toFixed(2)} bits per weight${vs}`,
+    newText: applyPlanToText(p.text, plan.choices, budget),
+  };
+}

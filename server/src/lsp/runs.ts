@@ -1,0 +1,150 @@
+// `loftq/quantize` in the server: one engine run per output folder, work-done progress
+// ("matrix i of N: name, ETA"), `loftq/matrixDone` as matrices finish, `loftq/runState`
+// at start and end, and cancellation (request cancel or progress cancel → AbortSignal →
+// the engine stops and removes its temp files, so nothing partial is left).
+
+import { randomUUID } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest, WorkDoneProgressReporter } from 'vscode-languageserver';
+import { CheckpointError } from '../checkpoint';
+import type { RunOptions, RunResult } from '../engine/api';
+import { CancelledError, InputError, UsageError } from '../engine/errors';
+import { parsePlan } from '../plan/planfile';
+import { Methods, SUPPORTED_BITS } from '../protocol/lsp_ext';
+import type { MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
+import type { LoftqSettings } from './settings';
+
+export interface Engine {
+  quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult>;
+}
+
+export function toPath(p: string): string {
+  return p.startsWith('file:') ? fileURLToPath(p) : path.resolve(p);
+}
+
+function invalid(message: string): ResponseError<void> {
+  return new ResponseError(ErrorCodes.InvalidParams, message);
+}
+
+function formatEta(s: number | undefined): string {
+  if (s === undefined || !Number.isFinite(s)) return '';
+  if (s < 60) return `, ETA ${Math.ceil(s)} s`;
+  return `, ETA ${Math.floor(s / 60)} min ${Math.ceil(s % 60)} s`;
+}
+
+export class Runs {
+  private active = new Map<string, AbortController>();
+  /** Progress token → run, for window/workDoneProgress/cancel (the progress bar's Cancel button). */
+  private byToken = new Map<string | number, AbortController>();
+  workDoneProgressSupported = false;
+
+  constructor(
+    private readonly connection: Connection,
+    private readonly engine: () => Engine | undefined,
+    private readonly settingsFor: (uri: string) => Promise<LoftqSettings>,
+    private readonly textOf: (file: string) => Promise<string>,
+  ) {}
+
+  /** Handles window/workDoneProgress/cancel for client- and server-created tokens alike. */
+  cancelProgress(token: string | number): void {
+    this.byToken.get(token)?.abort();
+  }
+
+  abortAll(): void {
+    for (const ac of this.active.values()) ac.abort();
+  }
+
+  async quantize(params: QuantizeParams, token: CancellationToken): Promise<QuantizeResult> {
+    const engine = this.engine();
+    if (!engine) throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
+    if (!params || typeof params.checkpoint !== 'string' || typeof params.out !== 'string' || !params.out) throw invalid("'checkpoint' and 'out' are required");
+    const s = params.settings;
+    if (!s || !(SUPPORTED_BITS as readonly number[]).includes(s.bits) || !(s.rank >= 1) || !(s.iters >= 1) || !(s.blockSize >= 1) || (s.quantizer !== 'nf' && s.quantizer !== 'uniform')) {
+      throw invalid(`bad settings ${JSON.stringify(s)}: bits 2/3/4/8, rank, iters and blockSize ≥ 1, quantizer nf or uniform`);
+    }
+    const checkpoint = toPath(params.checkpoint);
+    const out = toPath(params.out);
+    if (this.active.has(out)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ run is already writing to ${out}; wait for it or cancel it first`);
+    const ac = new AbortController();
+    this.active.set(out, ac);
+    const runId = randomUUID();
+    const state = (p: Omit<RunStateParams, 'runId' | 'checkpoint' | 'out'>) =>
+      void this.connection.sendNotification(Methods.runState, { runId, checkpoint, out, ...p } satisfies RunStateParams);
+    let progress: WorkDoneProgressReporter | undefined;
+    try {
+      const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
+      const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
+      progress = await this.progress(params, ac);
+      const sub = token.onCancellationRequested(() => ac.abort());
+      progress?.begin('LoftQ', 0, `opening ${path.basename(checkpoint)}`, true);
+      state({ state: 'started' });
+      try {
+        const result = await engine.quantizeCheckpoint(checkpoint, {
+          out,
+          settings: s,
+          plan,
+          targets: plan?.targets,
+          backend: params.backend ?? cfg.backend,
+          format: params.format,
+          workers: params.workers ?? (cfg.workers || undefined),
+          signal: ac.signal,
+          onProgress: (e) => {
+            const pct = Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total));
+            const msg = e.phase === 'write' ? 'writing files' : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
+            progress?.report(Math.min(100, pct), msg);
+          },
+          onMatrix: (matrix, index, total) => void this.connection.sendNotification(Methods.matrixDone, { runId, index, total, matrix } satisfies MatrixDoneParams),
+        });
+        state({ state: 'finished', reportPath: result.reportPath });
+        return { reportPath: result.reportPath, out, report: result.report };
+      } finally {
+        sub.dispose();
+      }
+    } catch (e) {
+      if (e instanceof CancelledError || ac.signal.aborted) {
+        state({ state: 'cancelled' });
+        throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ run cancelled; no output was written');
+      }
+      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+      state({ state: 'failed', message });
+      if (e instanceof ResponseError) throw e;
+      const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
+      throw new ResponseError(bad ? ErrorCodes.InvalidParams : LSPErrorCodes.RequestFailed, message);
+    } finally {
+      progress?.done();
+      this.active.delete(out);
+      for (const [k, v] of this.byToken) if (v === ac) this.byToken.delete(k);
+    }
+  }
+
+  private async readPlan(file: string) {
+    let text: string;
+    try {
+      text = await this.textOf(file);
+    } catch (e) {
+      throw invalid(`plan ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const { plan, problems } = parsePlan(text);
+    const err = problems.find((p) => p.severity === 'error');
+    if (err) throw invalid(`plan ${file}: ${err.message}`);
+    return plan;
+  }
+
+  /** The client's token when it sent one, else a server-created progress when the client supports it. */
+  private async progress(params: QuantizeParams, ac: AbortController): Promise<WorkDoneProgressReporter | undefined> {
+    let token = params.workDoneToken;
+    if (token === undefined) {
+      if (!this.workDoneProgressSupported) return undefined;
+      token = randomUUID();
+      await this.connection.sendRequest(WorkDoneProgressCreateRequest.type, { token });
+    }
+    this.byToken.set(token, ac);
+    return this.connection.window.attachWorkDoneProgress(token);
+  }
+}
+
+export async function readTextFile(file: string): Promise<string> {
+  return fsp.readFile(file, 'utf8');
+}

@@ -1,0 +1,219 @@
+// The language server: wires LSP features to the plan-file logic and the engine. Every
+// handler is async and short; heavy work (LoftQ runs) is the engine's, off this thread.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  CodeActionKind, Connection, DidChangeConfigurationNotification, DidChangeWatchedFilesNotification, ErrorCodes, FileChangeType,
+  InitializeResult, ResponseError, TextDocuments, TextDocumentSyncKind, WorkDoneProgressCancelNotification,
+} from 'vscode-languageserver';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import { openCheckpoint } from '../checkpoint';
+import { inspectCheckpoint } from '../engine/inspect';
+import { parsePlan } from '../plan/planfile';
+import { Methods } from '../protocol/lsp_ext';
+import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report } from '../protocol/lsp_ext';
+import { planCodeActions } from './codeActions';
+import { planDiagnostics } from './diagnostics';
+import { FactsCache, REPORT_FILE } from './facts';
+import { PlanDoc, PlanFacts } from './planDoc';
+import { planHover } from './hover';
+import { setMixedPlanner } from './mixedPlan';
+import { plannerOrFirstK, runPlanner } from './planner';
+import { isReport } from './reportIndex';
+import { Engine, Runs, toPath } from './runs';
+import { Settings } from './settings';
+import { findPlanFiles, PLAN_FILE } from './workspaceScan';
+
+const DEBOUNCE_MS = 120;
+
+function uriToPath(uri: string): string | undefined {
+  try { return uri.startsWith('file:') ? fileURLToPath(uri) : undefined; } catch { return undefined; }
+}
+
+export function isPlanUri(uri: string): boolean {
+  const p = uriToPath(uri);
+  return !!p && path.basename(p) === PLAN_FILE;
+}
+
+export function startServer(connection: Connection, engine: () => Engine | undefined = () => undefined): void {
+  setMixedPlanner(plannerOrFirstK);
+  const documents = new TextDocuments(TextDocument);
+  const settings = new Settings(connection);
+  const facts = new FactsCache();
+  const onDisk = new Set<string>(); // URIs of plan files found on disk (scan + watcher)
+  const timers = new Map<string, NodeJS.Timeout>();
+  const generation = new Map<string, number>();
+  let roots: string[] = [];
+  let watchDynamic = false, configDynamic = false, foldersSupported = false;
+
+  const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? fsp.readFile(file, 'utf8');
+  const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf);
+
+  async function planDoc(uri: string): Promise<PlanDoc | undefined> {
+    const file = uriToPath(uri);
+    if (!file) return undefined;
+    const open = documents.get(uri);
+    let text: string;
+    try { text = open ? open.getText() : await fsp.readFile(file, 'utf8'); } catch { return undefined; }
+    const cfg = await settings.get(uri);
+    const { plan } = parsePlan(text);
+    const f: PlanFacts = {};
+    if (plan.checkpoint) {
+      f.checkpoint = await facts.checkpoint(file, plan);
+      const r = await facts.report(file);
+      f.report = r.report;
+      f.reportProblem = r.problem;
+    }
+    return new PlanDoc(uri, file, text, open?.version ?? 0, f, cfg.defaults);
+  }
+
+  async function publish(uri: string): Promise<void> {
+    const gen = (generation.get(uri) ?? 0) + 1;
+    generation.set(uri, gen);
+    const p = await planDoc(uri);
+    if (generation.get(uri) !== gen) return; // a newer pass is under way
+    if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
+    const { threshold } = await settings.get(uri);
+    const diagnostics = planDiagnostics(p, threshold);
+    if (generation.get(uri) !== gen) return;
+    void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics });
+  }
+
+  function schedule(uri: string, delay = DEBOUNCE_MS): void {
+    clearTimeout(timers.get(uri));
+    timers.set(uri, setTimeout(() => {
+      timers.delete(uri);
+      publish(uri).catch((e) => connection.console.error(`diagnostics of ${uri}: ${(e as Error).stack ?? e}`));
+    }, delay));
+  }
+
+  const allPlans = () => new Set([...onDisk, ...documents.keys().filter(isPlanUri)]);
+  const refreshAll = () => { for (const u of allPlans()) schedule(u); };
+
+  connection.onInitialize((params): InitializeResult => {
+    const c = params.capabilities;
+    settings.supported = !!c.workspace?.configuration;
+    watchDynamic = !!c.workspace?.didChangeWatchedFiles?.dynamicRegistration;
+    configDynamic = !!c.workspace?.didChangeConfiguration?.dynamicRegistration;
+    runs.workDoneProgressSupported = !!c.window?.workDoneProgress;
+    foldersSupported = !!c.workspace?.workspaceFolders;
+    const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [params.rootUri ? uriToPath(params.rootUri) : params.rootPath ?? undefined];
+    roots = folders.filter((f): f is string => !!f);
+    return {
+      capabilities: {
+        textDocumentSync: TextDocumentSyncKind.Incremental,
+        hoverProvider: true,
+        codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix, CodeActionKind.RefactorRewrite] },
+        workspace: { workspaceFolders: { supported: true, changeNotifications: true } },
+      },
+      serverInfo: { name: 'loftq-lens', version: process.env.LOFTQ_VERSION },
+    };
+  });
+
+  connection.onInitialized(async () => {
+    connection.onNotification(WorkDoneProgressCancelNotification.type, (p) => runs.cancelProgress(p.token));
+    if (watchDynamic) {
+      await connection.client.register(DidChangeWatchedFilesNotification.type, {
+        watchers: [{ globPattern: `**/${PLAN_FILE}` }, { globPattern: `**/${REPORT_FILE}` }, { globPattern: '**/*.safetensors' }, { globPattern: '**/model.safetensors.index.json' }],
+      });
+    }
+    if (configDynamic) await connection.client.register(DidChangeConfigurationNotification.type, { section: 'loftq' });
+    if (foldersSupported) {
+      connection.workspace.onDidChangeWorkspaceFolders(async (e) => {
+        for (const f of e.removed) {
+          for (const u of [...onDisk]) if (u.startsWith(f.uri + '/')) { onDisk.delete(u); void connection.sendDiagnostics({ uri: u, diagnostics: [] }); }
+        }
+        const added = e.added.map((f) => uriToPath(f.uri)).filter((f): f is string => !!f);
+        roots.push(...added);
+        for (const f of await findPlanFiles(added)) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
+      });
+    }
+    for (const f of await findPlanFiles(roots)) onDisk.add(pathToFileURL(f).toString());
+    refreshAll();
+  });
+
+  connection.onDidChangeConfiguration(() => { settings.clear(); refreshAll(); });
+
+  connection.onDidChangeWatchedFiles(({ changes }) => {
+    let other = false;
+    for (const ch of changes) {
+      if (!isPlanUri(ch.uri)) { other = true; continue; }
+      if (ch.type === FileChangeType.Deleted) {
+        onDisk.delete(ch.uri);
+        if (!documents.get(ch.uri)) void connection.sendDiagnostics({ uri: ch.uri, diagnostics: [] });
+      } else {
+        onDisk.add(ch.uri);
+        schedule(ch.uri);
+      }
+    }
+    // A report or checkpoint changed: every plan may refer to it (the facts cache re-reads by stamp).
+    if (other) refreshAll();
+  });
+
+  documents.onDidChangeContent((e) => { if (isPlanUri(e.document.uri)) schedule(e.document.uri); });
+  documents.onDidClose((e) => { if (isPlanUri(e.document.uri)) schedule(e.document.uri, 0); });
+
+  connection.onHover(async (params) => {
+    if (!isPlanUri(params.textDocument.uri)) return null;
+    const p = await planDoc(params.textDocument.uri);
+    return p ? planHover(p, params.position) : null;
+  });
+
+  connection.onCodeAction(async (params) => {
+    if (!isPlanUri(params.textDocument.uri)) return [];
+    const p = await planDoc(params.textDocument.uri);
+    return p ? planCodeActions(p, params) : [];
+  });
+
+  connection.onRequest(Methods.inspect, async (params: InspectParams) => {
+    if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
+    try {
+      return inspectCheckpoint(await openCheckpoint(toPath(params.checkpoint)));
+    } catch (e) {
+      throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
+    }
+  });
+
+  connection.onRequest(Methods.readReport, async (params: { path: string }): Promise<Report | null> => {
+    if (!params || typeof params.path !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'path' is required");
+    let file = toPath(params.path);
+    if (path.basename(file) === PLAN_FILE) file = path.join(path.dirname(file), REPORT_FILE);
+    else if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) file = path.join(file, REPORT_FILE);
+    let json: unknown;
+    try {
+      json = JSON.parse(await fsp.readFile(file, 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new ResponseError(ErrorCodes.InvalidParams, `${file}: ${(e as Error).message}`);
+    }
+    if (!isReport(json)) throw new ResponseError(ErrorCodes.InvalidParams, `${file} is not a loftq report (version 1 with a 'matrices' list)`);
+    return json;
+  });
+
+  connection.onRequest(Methods.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
+    if (!params || typeof params.plan !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
+    const uri = params.plan.startsWith('file:') ? params.plan : pathToFileURL(toPath(params.plan)).toString();
+    const p = await planDoc(uri);
+    if (!p) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan} cannot be read`);
+    if (p.facts.checkpoint && !p.facts.checkpoint.ok) throw new ResponseError(ErrorCodes.InvalidParams, p.facts.checkpoint.message);
+    const budget = params.budget ?? p.parsed.plan.budget;
+    if (!budget) throw new ResponseError(ErrorCodes.InvalidParams, "no budget: give one or add \"budget\": { \"avgBits\": … } to the plan");
+    try {
+      const plan = runPlanner(p, budget, params);
+      if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis next to ${p.path}: run 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' there`);
+      return plan;
+    } catch (e) {
+      if (e instanceof ResponseError) throw e;
+      throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
+    }
+  });
+
+  connection.onRequest(Methods.quantize, (params: QuantizeParams, token) => runs.quantize(params, token));
+
+  connection.onShutdown(() => { runs.abortAll(); for (const t of timers.values()) clearTimeout(t); });
+
+  documents.listen(connection);
+  connection.listen();
+}

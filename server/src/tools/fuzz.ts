@@ -1,0 +1,122 @@
+// `npm run fuzz -- --cases N --seed S`: mutates valid checkpoints into hostile ones and
+// feeds each to the inspect path (see fuzz/runner.ts) and, with --quantize, through
+// LoftQ (fuzz/loftq-consumer.ts). Cases run in a worker thread
+// watched from here, so even a case stuck in synchronous code is caught as a hang and
+// the run goes on with the next case. Prints counts per outcome and per error kind;
+// exits 1 on any crash, hang, missed rejection, unhandled rejection or memory over the bound.
+
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CaseResult, emptySummary, record, runCase, Summary } from './fuzz/runner';
+import { loftqConsumer } from './fuzz/loftq-consumer';
+import { createBackend } from '../linalg/backend';
+
+interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean }
+type Msg = { type: 'start'; index: number } | { type: 'result'; r: CaseResult } | { type: 'unhandled' } | { type: 'done' };
+
+async function workerMain(job: Job): Promise<void> {
+  process.on('unhandledRejection', () => parentPort!.postMessage({ type: 'unhandled' } satisfies Msg));
+  const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu'))] : [];
+  for (let i = job.from; i < job.to; i++) {
+    parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
+    parentPort!.postMessage({ type: 'result', r: await runCase(i, { ...job, consumers }) } satisfies Msg);
+  }
+  parentPort!.postMessage({ type: 'done' } satisfies Msg);
+}
+
+function parse(argv: string[]) {
+  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false, quantize: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const num = () => {
+      const v = Number(argv[++i]);
+      if (!Number.isSafeInteger(v) || v < 0) throw new Error(`${a} needs a non-negative integer`);
+      return v;
+    };
+    if (a === '--cases') o.cases = num();
+    else if (a === '--seed') o.seed = num();
+    else if (a === '--from') o.from = num();
+    else if (a === '--timeout-ms') o.timeoutMs = num();
+    else if (a === '--max-rss-mib') o.maxRssMiB = num();
+    else if (a === '--json') o.json = true;
+    else if (a === '--verbose') o.verbose = true;
+    else if (a === '--quantize') o.quantize = true;
+    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize])`);
+  }
+  return o;
+}
+
+/** Runs [from, to) in workers; a worker stuck past the watchdog is terminated, its case
+ *  counted as a hang, and a new worker continues after it. */
+async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> {
+  let next = job.from;
+  while (next < job.to) {
+    next = await new Promise<number>((resolve) => {
+      const w = new Worker(__filename, { workerData: { ...job, from: next } });
+      let current = next;
+      let started = Date.now();
+      let finished = false;
+      const stop = (resume: number, failure?: CaseResult) => {
+        if (finished) return;
+        finished = true;
+        clearInterval(watchdog);
+        if (failure) record(s, failure);
+        void w.terminate().then(() => resolve(resume));
+      };
+      const watchdog = setInterval(() => {
+        if (Date.now() - started > job.timeoutMs * 3 + 5000) {
+          stop(current + 1, { index: current, mutator: '?', outcome: 'hang', message: 'worker stuck (synchronous code?)', ms: Date.now() - started });
+        }
+      }, 250);
+      w.on('message', (m: Msg) => {
+        if (m.type === 'start') { current = m.index; started = Date.now(); }
+        else if (m.type === 'result') {
+          record(s, m.r);
+          if (verbose || (m.r.outcome !== 'accepted' && m.r.outcome !== 'rejected')) process.stderr.write(`case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ${m.r.message ?? ''}\n`);
+        } else if (m.type === 'unhandled') s.unhandledRejections++;
+        else stop(job.to);
+      });
+      w.on('error', (e) => stop(current + 1, { index: current, mutator: '?', outcome: 'crash', message: `worker died: ${e.message}`, ms: Date.now() - started }));
+      w.on('exit', () => stop(current + 1, { index: current, mutator: '?', outcome: 'crash', message: 'worker exited early', ms: Date.now() - started }));
+    });
+  }
+}
+
+function report(s: Summary, seed: number, from: number): string {
+  const kinds = Object.entries(s.byKind).sort((a, b) => b[1] - a[1]).map(([k, n]) => `  ${k.padEnd(16)} ${n}`);
+  return [
+    `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
+    `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
+    'rejections by error kind:', ...kinds,
+    `mutators: ${Object.keys(s.byMutator).length}`,
+    ...s.failures.map((f) => `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} (rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`),
+  ].join('\n');
+}
+
+async function main(): Promise<number> {
+  let o: ReturnType<typeof parse>;
+  try {
+    o = parse(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`fuzz: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const root = mkdtempSync(path.join(os.tmpdir(), 'loftq-fuzz-'));
+  const s = emptySummary();
+  const t0 = performance.now();
+  try {
+    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root, quantize: o.quantize }, s, o.verbose);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+  s.seconds = (performance.now() - t0) / 1000;
+  process.stdout.write((o.json ? JSON.stringify(s, null, 2) : report(s, o.seed, o.from)) + '\n');
+  const memoryOk = s.peakRssMiB <= o.maxRssMiB;
+  if (!memoryOk) process.stderr.write(`fuzz: peak RSS ${s.peakRssMiB.toFixed(0)} MiB exceeds ${o.maxRssMiB} MiB\n`);
+  return s.crashes + s.hangs + s.missed + s.unhandledRejections === 0 && memoryOk ? 0 : 1;
+}
+
+if (isMainThread) void main().then((code) => { process.exitCode = code; });
+else void workerMain(workerData as Job);
