@@ -1,5 +1,6 @@
 // Packages the real .vsix the way a release does (production bundle + vsce), in a staging
-// folder so the working tree's dist/ is left as the test build made it.
+// folder so the working tree's dist/ is left as the test build made it. Relative README
+// links stay relative: package.json names no repository to rewrite them against.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -18,6 +19,6 @@ export function packageVsix(stage: string): string {
   run(process.execPath, ['esbuild.mjs', '--production']);
   const out = path.join(stage, 'loftq-lens.vsix');
   const vsce = path.join(repoRoot, 'node_modules', '@vscode', 'vsce', 'vsce');
-  run(process.execPath, [vsce, 'package', '--allow-missing-repository', '--skip-license', '--allow-unused-files-pattern', '-o', out]);
+  run(process.execPath, [vsce, 'package', '--allow-missing-repository', '--skip-license', '--allow-unused-files-pattern', '--no-rewrite-relative-links', '-o', out]);
   return out;
 }
