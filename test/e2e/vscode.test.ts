@@ -128,7 +128,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
     const row = await explorerRow(page, `${out}/model.safetensors`);
     await row.dblclick();
-    const frame = await webviewFrame(page, 'table.tensor-table tbody tr td.name', 60_000);
+    // The summary line tells this viewer (with a report) from the earlier one on markup.safetensors.
+    const frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors for 35 matrices")', 60_000);
     await frame.fill('#filter', 'q_proj');
     await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
     const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));

@@ -59,19 +59,28 @@ export async function showExplorer(page: Page): Promise<void> {
   await page.locator('.explorer-folders-view').waitFor();
 }
 
-/** The Explorer row for a path relative to the workspace root, expanding folders on the way. */
+/** The Explorer row for a path relative to the workspace root, expanding folders on the way (retried: the tree refreshes under us). */
 export async function explorerRow(page: Page, relPath: string) {
   await showExplorer(page);
   const parts = relPath.split('/');
-  for (let i = 0; i < parts.length; i++) {
+  const rowAt = (i: number) => {
     const exact = new RegExp(`^${parts[i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
     // Rows carry their tree depth; top-level entries of a single-folder workspace are level 1.
-    const row = page.locator(`.explorer-folders-view .monaco-list-row[aria-level="${i + 1}"]`).filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
-    await row.waitFor({ timeout: 20_000 });
-    if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') await row.click();
-    if (i === parts.length - 1) return row;
-  }
-  throw new Error('unreachable');
+    return page.locator(`.explorer-folders-view .monaco-list-row[aria-level="${i + 1}"]`).filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
+  };
+  return until(`explorer row ${relPath}`, async () => {
+    for (let i = 0; i < parts.length - 1; i++) {
+      const folder = rowAt(i);
+      await folder.waitFor({ timeout: 3000 });
+      if ((await folder.getAttribute('aria-expanded')) === 'false') {
+        await folder.click();
+        await until(`${parts[i]} to expand`, async () => (await folder.getAttribute('aria-expanded')) === 'true', 3000);
+      }
+    }
+    const row = rowAt(parts.length - 1);
+    await row.waitFor({ timeout: 3000 });
+    return row;
+  }, 30_000, 500);
 }
 
 /** Right-click → menu item. Contributed items appear once the extension host is up, so retry. */
