@@ -97,7 +97,16 @@ export async function contextMenu(page: Page, relPath: string, item: string): Pr
     }
     await mi.hover();
     await mi.click();
-    await until('the context menu to close', async () => !(await page.locator('.context-view .monaco-menu').isVisible()) || (await mi.click().then(() => false)), 5000);
+    // The menu sometimes swallows the first click: click again while it is still open.
+    const menu = page.locator('.context-view .monaco-menu');
+    for (let k = 0; k < 5; k++) {
+      try {
+        await menu.waitFor({ state: 'hidden', timeout: 1000 });
+        return true;
+      } catch {
+        await mi.click({ timeout: 1000 }).catch(() => undefined);
+      }
+    }
     return true;
   }, 60_000, 500);
 }
