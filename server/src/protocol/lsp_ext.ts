@@ -264,9 +264,27 @@ export interface HeatmapCell {
 export type ToHeatmap =
   | { type: 'init'; title: string; metric: HeatmapMetric; layers: number[]; modules: string[]; cells: HeatmapCell[]; unplaced: HeatmapCell[];
       /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array; qlora: Float32Array;
-      /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array }
+      /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array;
+      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string; live?: boolean }
   | { type: 'matrix'; matrix: MatrixReport }
+  /** More cells during a live run, in the same typed-array form as `init`. */
+  | ({ type: 'append' } & HeatmapBatch)
   | { type: 'theme' };
+
+/** Cells plus their numbers as typed arrays (per-iteration errors flattened with offsets, length cells + 1). */
+export interface HeatmapBatch {
+  cells: HeatmapCell[];
+  loftq: Float32Array;
+  qlora: Float32Array;
+  perIter: Float32Array;
+  perIterOffsets: Uint32Array;
+}
+
+/** What a heatmap webview persists (getState/setState) so a reload can reopen it from the report. */
+export interface HeatmapState {
+  reportPath?: string;
+  metric?: HeatmapMetric;
+}
 
 export type FromHeatmap =
   | { type: 'ready' }
@@ -276,6 +294,8 @@ export type FromHeatmap =
 
 export type ToViewer =
   | { type: 'header'; inspect: InspectResult; errors?: Record<string, { loftq: number; qlora: number; bits: number }> }
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string }
+  /** Scroll to and highlight one tensor (heatmap → "show in viewer"). */
+  | { type: 'select'; name: string };
 
 export type FromViewer = { type: 'ready' } | { type: 'quantize' } | { type: 'reopenAsText' };

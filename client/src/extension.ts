@@ -1,0 +1,91 @@
+// The extension: a thin client over the language server (dist/server.js) plus the UI the
+// server cannot own — commands, the heatmap webviews and the safetensors viewer.
+import * as fs from 'node:fs';
+import * as vscode from 'vscode';
+import type { LanguageClient } from 'vscode-languageclient/node';
+import type { MatrixDoneParams, RunStateParams } from '../../server/src/protocol/lsp_ext';
+import { Methods } from '../../server/src/protocol/lsp_ext';
+import { trackCheckpointFolders } from './checkpointFolders';
+import { Heatmaps } from './heatmap/heatmaps';
+import { HEATMAP_VIEW_TYPE } from './heatmap/panel';
+import { createLanguageClient } from './languageClient';
+import { revealInPlan } from './planReveal';
+import { quantizeCommand } from './quantize';
+import { REPORT_FILE, ReportIndex } from './reports';
+import { LoftqStatus } from './statusBar';
+import { SafetensorsViewer, VIEWER_VIEW_TYPE } from './viewer/provider';
+
+let client: LanguageClient | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const log = vscode.window.createOutputChannel('LoftQ', { log: true });
+  const status = new LoftqStatus();
+  const reports = new ReportIndex(context.workspaceState);
+  const viewer = new SafetensorsViewer(context.extensionUri, reports, log);
+
+  const heatmaps = new Heatmaps(context.extensionUri, {
+    reveal: (p, name, createOverride) => {
+      if (!p.checkpoint) return;
+      void revealInPlan(p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
+    },
+    openTensor: (p, name) => {
+      const file = p.out && fs.existsSync(`${p.out}/model.safetensors`) ? `${p.out}/model.safetensors` : p.checkpoint;
+      if (file && file.endsWith('.safetensors')) void viewer.reveal(vscode.Uri.file(file), name);
+      else void vscode.window.showInformationMessage(`${name} lives in a sharded checkpoint; open its shard to view it.`);
+    },
+  }, log);
+  const openHeatmap = (reportPath: string) => {
+    try {
+      heatmaps.openReport(reportPath);
+    } catch (e) {
+      void vscode.window.showErrorMessage((e as Error).message);
+    }
+  };
+
+  context.subscriptions.push(
+    log, status, heatmaps,
+    vscode.window.registerWebviewPanelSerializer(HEATMAP_VIEW_TYPE, heatmaps),
+    vscode.window.registerCustomEditorProvider(VIEWER_VIEW_TYPE, viewer, { supportsMultipleEditorsPerDocument: true, webviewOptions: { retainContextWhenHidden: false } }),
+    trackCheckpointFolders(),
+    vscode.commands.registerCommand('loftq.quantize', (arg?: unknown) => quantizeCommand({ client: () => client, status, log, reports, openHeatmap }, arg)),
+    vscode.commands.registerCommand('loftq.openHeatmap', async (arg?: unknown) => {
+      let uri = arg instanceof vscode.Uri ? arg : undefined;
+      if (!uri) {
+        const found = await vscode.workspace.findFiles(`**/${REPORT_FILE}`, '**/node_modules/**', 100);
+        const pick = await vscode.window.showQuickPick(found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { placeHolder: 'LoftQ report to show' });
+        uri = pick?.uri;
+        if (!uri && !found.length) void vscode.window.showInformationMessage(`No ${REPORT_FILE} in this workspace yet; run "Quantize with LoftQ" first.`);
+      }
+      if (uri) openHeatmap(uri.fsPath);
+    }),
+    vscode.commands.registerCommand('loftq.showOutput', () => log.show()),
+    vscode.commands.registerCommand('loftq.restartServer', async () => {
+      if (!client) return;
+      await client.restart();
+      log.info('language server restarted by the user');
+    }),
+  );
+
+  if (!fs.existsSync(context.asAbsolutePath('dist/server.js'))) {
+    log.error('dist/server.js is missing; the language server cannot start (plan diagnostics and runs are unavailable).');
+    status.setServer('stopped');
+    return;
+  }
+  client = createLanguageClient(context, log, status);
+  client.onNotification(Methods.runState, (s: RunStateParams) => {
+    log.info(`run ${s.runId} ${s.state}${s.message ? `: ${s.message}` : ''}`);
+    heatmaps.onRunState(s);
+  });
+  client.onNotification(Methods.matrixDone, (m: MatrixDoneParams) => heatmaps.onMatrixDone(m));
+  context.subscriptions.push(client);
+  try {
+    await client.start();
+  } catch (e) {
+    log.error(`language server failed to start: ${(e as Error).message}`);
+    void vscode.window.showErrorMessage(`The LoftQ language server failed to start: ${(e as Error).message}`, 'Show Log').then((a) => a && log.show());
+  }
+}
+
+export async function deactivate(): Promise<void> {
+  await client?.stop();
+}

@@ -1,0 +1,95 @@
+// One heatmap webview panel: holds the matrices it shows (a finished report, or a live
+// run's matrices so far) and sends them once the webview says it is ready.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { FromHeatmap, HeatmapMetric, MatrixReport, ToHeatmap } from '../../../server/src/protocol/lsp_ext';
+import { webviewHtml, webviewOptions } from '../webviewHtml';
+import { toBatch } from './batch';
+
+export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';
+
+export interface HeatmapActions {
+  reveal(panel: HeatmapPanel, name: string, createOverride: boolean): void;
+  openTensor(panel: HeatmapPanel, name: string): void;
+}
+
+export class HeatmapPanel {
+  private ready = false;
+  private matrices: MatrixReport[] = [];
+  metric: HeatmapMetric = 'loftq';
+  reportPath: string | undefined;
+  checkpoint: string | undefined;
+  out: string | undefined;
+  live = false;
+  private readonly subs: vscode.Disposable[] = [];
+  private readonly disposeListeners: (() => void)[] = [];
+
+  constructor(readonly panel: vscode.WebviewPanel, extensionUri: vscode.Uri, private readonly actions: HeatmapActions) {
+    panel.webview.options = webviewOptions(extensionUri);
+    panel.webview.html = webviewHtml(panel.webview, extensionUri, 'heatmap', panel.title);
+    this.subs.push(
+      panel.webview.onDidReceiveMessage((m: FromHeatmap) => this.onMessage(m)),
+      vscode.window.onDidChangeActiveColorTheme(() => this.post({ type: 'theme' })),
+      panel.onDidDispose(() => this.dispose()),
+    );
+  }
+
+  onDispose(f: () => void): void {
+    this.disposeListeners.push(f);
+  }
+
+  showReport(reportPath: string, checkpoint: string, matrices: MatrixReport[]): void {
+    Object.assign(this, { reportPath, checkpoint, matrices: [...matrices], live: false, out: path.dirname(reportPath) });
+    this.panel.title = `LoftQ Heatmap — ${path.basename(path.dirname(reportPath))}`;
+    this.sendAll();
+  }
+
+  startLive(checkpoint: string, out: string): void {
+    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true });
+    this.panel.title = `LoftQ Heatmap — ${path.basename(out)} (running)`;
+    this.sendAll();
+  }
+
+  append(matrix: MatrixReport): void {
+    this.matrices.push(matrix);
+    if (this.ready) this.post({ type: 'append', ...toBatch([matrix]) });
+  }
+
+  endLive(how: 'cancelled' | 'failed'): void {
+    this.live = false;
+    this.panel.title = `LoftQ Heatmap — ${path.basename(this.out ?? '')} (${how})`;
+  }
+
+  private sendAll(): void {
+    if (!this.ready) return;
+    const title = this.reportPath ? this.reportPath : `${this.checkpoint ?? ''} → ${this.out ?? ''}`;
+    this.post({ type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices), reportPath: this.reportPath, live: this.live });
+  }
+
+  private post(m: ToHeatmap): void {
+    if (this.ready) void this.panel.webview.postMessage(m);
+  }
+
+  private onMessage(m: FromHeatmap): void {
+    switch (m.type) {
+      case 'ready':
+        this.ready = true;
+        this.sendAll();
+        break;
+      case 'metric':
+        this.metric = m.metric;
+        break;
+      case 'reveal':
+        this.actions.reveal(this, m.name, m.createOverride);
+        break;
+      case 'openTensor':
+        this.actions.openTensor(this, m.name);
+        break;
+    }
+  }
+
+  dispose(): void {
+    for (const s of this.subs.splice(0)) s.dispose();
+    for (const f of this.disposeListeners.splice(0)) f();
+  }
+}

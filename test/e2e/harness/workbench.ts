@@ -1,0 +1,160 @@
+// Driving the VS Code workbench in headless Chromium the way a user does: Explorer
+// context menus, quick picks, notifications, the Problems panel and webviews.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Browser, chromium, Frame, Page } from 'playwright-core';
+import { chromiumBin, screenshotDir } from './paths';
+
+export interface Workbench {
+  browser: Browser;
+  page: Page;
+  errors: string[];
+  dialogs: string[];
+}
+
+export async function openWorkbench(url: string, folder: string): Promise<Workbench> {
+  const browser = await chromium.launch({
+    executablePath: chromiumBin,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const errors: string[] = [];
+  const dialogs: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // A script injected through a tensor name would show up here (alert/confirm/prompt).
+  page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
+  await page.goto(`${url}/?folder=${encodeURIComponent(folder)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+  // The remote extension host starts after the workbench; until our status bar item shows,
+  // the custom editor and menus are not contributed yet.
+  await page.locator('.statusbar-item', { hasText: /LoftQ/ }).first().waitFor({ timeout: 60_000 });
+  return { browser, page, errors, dialogs };
+}
+
+export async function screenshot(page: Page, name: string): Promise<string> {
+  fs.mkdirSync(screenshotDir, { recursive: true });
+  const file = path.join(screenshotDir, `${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+export async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function showExplorer(page: Page): Promise<void> {
+  if (!(await page.locator('.explorer-folders-view').isVisible())) await page.keyboard.press('Control+Shift+E');
+  await page.locator('.explorer-folders-view').waitFor();
+}
+
+/** The Explorer row for a path relative to the workspace root, expanding folders on the way (retried: the tree refreshes under us). */
+export async function explorerRow(page: Page, relPath: string) {
+  await showExplorer(page);
+  const parts = relPath.split('/');
+  const rowAt = (i: number) => {
+    const exact = new RegExp(`^${parts[i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+    // Rows carry their tree depth; top-level entries of a single-folder workspace are level 1.
+    return page.locator(`.explorer-folders-view .monaco-list-row[aria-level="${i + 1}"]`).filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
+  };
+  return until(`explorer row ${relPath}`, async () => {
+    for (let i = 0; i < parts.length - 1; i++) {
+      const folder = rowAt(i);
+      await folder.waitFor({ timeout: 3000 });
+      if ((await folder.getAttribute('aria-expanded')) === 'false') {
+        await folder.click();
+        await until(`${parts[i]} to expand`, async () => (await folder.getAttribute('aria-expanded')) === 'true', 3000);
+      }
+    }
+    const row = rowAt(parts.length - 1);
+    await row.waitFor({ timeout: 3000 });
+    return row;
+  }, 30_000, 500);
+}
+
+/** Right-click → menu item. Contributed items appear once the extension host is up, so retry. */
+export async function contextMenu(page: Page, relPath: string, item: string): Promise<void> {
+  await until(`context menu item '${item}' on ${relPath}`, async () => {
+    const row = await explorerRow(page, relPath);
+    await row.click({ button: 'right' });
+    const mi = page.locator('.context-view .monaco-menu').getByRole('menuitem', { name: item, exact: true });
+    try {
+      await mi.waitFor({ timeout: 2000 });
+    } catch {
+      await page.keyboard.press('Escape');
+      return false;
+    }
+    await mi.hover();
+    await mi.click();
+    // The menu sometimes swallows the first click: click again while it is still open.
+    const menu = page.locator('.context-view .monaco-menu');
+    for (let k = 0; k < 5; k++) {
+      try {
+        await menu.waitFor({ state: 'hidden', timeout: 1000 });
+        return true;
+      } catch {
+        await mi.click({ timeout: 1000 }).catch(() => undefined);
+      }
+    }
+    return true;
+  }, 60_000, 500);
+}
+
+/**
+ * Answers the open quick pick / input box titled `expectTitle`: types `text` (empty: keep the
+ * default), waits until the filter has made a matching item active, presses Enter and waits
+ * for the step to go away.
+ */
+export async function answerQuickInput(page: Page, expectTitle: RegExp, text = ''): Promise<void> {
+  const widget = page.locator('.quick-input-widget');
+  const title = async () => ((await widget.isVisible()) ? (await widget.locator('.quick-input-title').textContent()) ?? '' : '');
+  await until(`quick input ${expectTitle}`, async () => expectTitle.test(await title()), 20_000);
+  const input = widget.locator('.quick-input-box input');
+  await input.fill(text);
+  if (text) {
+    await until(`'${text}' to be the active item`, async () => {
+      const active = widget.locator('.monaco-list-row.focused');
+      return (await active.count()) > 0 && ((await active.first().textContent()) ?? '').includes(text);
+    }, 10_000);
+  }
+  await input.press('Enter');
+  await until(`quick input ${expectTitle} to close`, async () => !expectTitle.test(await title()), 10_000);
+}
+
+export async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  await input.waitFor();
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-widget .monaco-list-row').filter({ hasText: title }).first().waitFor();
+  await input.press('Enter');
+}
+
+/** The notification toast whose message matches, once visible. */
+export async function notification(page: Page, text: RegExp, timeoutMs = 120_000) {
+  const toast = page.locator('.notifications-toasts .notification-list-item').filter({ hasText: text }).first();
+  await toast.waitFor({ timeout: timeoutMs });
+  return toast;
+}
+
+/** The webview content frame (inside VS Code's two iframes) that contains `selector`. */
+export async function webviewFrame(page: Page, selector: string, timeoutMs = 30_000): Promise<Frame> {
+  return until(`a webview with ${selector}`, async () => {
+    for (const f of page.frames()) {
+      if (f === page.mainFrame()) continue;
+      if (await f.$(selector).catch(() => null)) return f;
+    }
+    return undefined;
+  }, timeoutMs);
+}

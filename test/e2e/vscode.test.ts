@@ -1,0 +1,190 @@
+// End-to-end in a real VS Code (code-server + headless Chromium, offline): package the real
+// .vsix, install it, and use the extension as a user would. Skips with a pointer to
+// test/e2e/setup.sh when code-server or chromium is not installed.
+import { after, before, describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Page } from 'playwright-core';
+import type { Report } from '../../server/src/protocol/lsp_ext';
+import { repoRoot, tempDir } from '../helpers';
+import { CodeServer, startCodeServer } from './harness/codeServer';
+import { missingSetup } from './harness/paths';
+import { packageVsix } from './harness/vsix';
+import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench, screenshot, until, webviewFrame, Workbench } from './harness/workbench';
+import { makeWorkspace, XSS_META, XSS_NAME } from './harness/workspace';
+
+const skip = missingSetup();
+const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f))) ? undefined : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
+
+describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
+  let root: string;
+  let ws: string;
+  let server: CodeServer | undefined;
+  let wb: Workbench | undefined;
+  let page: Page;
+
+  before(async () => {
+    root = tempDir('loftq-e2e-');
+    ws = path.join(root, 'workspace');
+    makeWorkspace(ws);
+    const vsix = packageVsix(path.join(root, 'stage'));
+    server = await startCodeServer({ root: path.join(root, 'vscode'), workspace: ws, vsix });
+    wb = await openWorkbench(server.url, ws);
+    page = wb.page;
+  });
+
+  // A failing step leaves a screenshot of the workbench behind for diagnosis.
+  const shot = (name: string, f: () => Promise<void>) => async () => {
+    try {
+      await f();
+    } catch (e) {
+      await screenshot(page, `failed-${name}`).catch(() => undefined);
+      throw e;
+    }
+  };
+
+  after(async () => {
+    await wb?.browser.close();
+    await server?.stop();
+    if (root && !process.env.LOFTQ_E2E_KEEP) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  test('opening a checkpoint shows the viewer; a tensor named with <script> renders as text', shot('viewer', async () => {
+    const row = await explorerRow(page, 'markup.safetensors');
+    await row.dblclick();
+    const frame = await webviewFrame(page, 'table.tensor-table tbody tr', 60_000);
+    const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
+    assert.deepEqual([...names].sort(), [XSS_NAME, 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight'].sort());
+    // Markup in names and metadata stayed text: no element was created from it.
+    assert.equal(await frame.$$eval('#app script, #app img', (els) => els.length), 0);
+    const metaText = await frame.$$eval('table.metadata td', (tds) => tds.map((t) => t.textContent));
+    assert.ok(metaText.includes(XSS_META), `metadata shown as text: ${JSON.stringify(metaText)}`);
+    assert.notEqual(await frame.title(), 'pwned');
+    // Totals per dtype from the header: one F32 [4, 8], one F16 [8, 8], one BF16 [8].
+    const dtypes = await frame.$$eval('table.dtypes tr', (trs) => trs.slice(1).map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    assert.deepEqual(dtypes.sort(), [['BF16', '1', '8', '16 B'], ['F16', '1', '64', '128 B'], ['F32', '1', '32', '128 B']]);
+    // Sorting by parameters (descending on first click) puts the F16 matrix first.
+    await frame.getByRole('button', { name: 'parameters' }).click();
+    assert.equal(await frame.$eval('table.tensor-table tbody tr td.name', (td) => td.textContent), 'model.layers.0.self_attn.q_proj.weight');
+    // Filtering keeps only the matching tensor.
+    await frame.fill('#filter', 'script');
+    await until('filter', async () => (await frame.$$('table.tensor-table tbody tr')).length === 1);
+    assert.equal(await frame.$eval('table.tensor-table tbody td.name', (td) => td.textContent), XSS_NAME);
+    await screenshot(page, 'viewer-markup');
+    assert.deepEqual(wb!.dialogs, []);
+  }));
+
+  test('Quantize with LoftQ from the Explorer → heatmap with one cell per matrix', { skip: noEngine }, shot('quantize', async () => {
+    await contextMenu(page, 'stories260k/model.safetensors', 'Quantize with LoftQ');
+    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, '2-bit');
+    await answerQuickInput(page, /\(2\/5\)/, '8');
+    await answerQuickInput(page, /\(3\/5\)/, '2');
+    await answerQuickInput(page, /\(4\/5\)/);
+    await answerQuickInput(page, /\(5\/5\)/);
+    const out = path.join(ws, 'stories260k', 'model-loftq-nf2-r8');
+    const done = await notification(page, /LoftQ done: \d+ matrices/, 180_000);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
+    assert.equal(report.settings.bits, 2);
+    assert.equal(report.matrices[0].rank, 8);
+    assert.equal(report.matrices[0].iters, 2);
+    assert.equal(report.matrices.length, 35); // 5 layers × q k v o gate up down
+    await done.getByRole('button', { name: 'Open Heatmap' }).click();
+    const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
+    await until('all cells', async () => (await frame.$$('.grid .cell[data-name]')).length === report.matrices.length);
+    const cells = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => ({ name: e.getAttribute('data-name')!, value: Number(e.getAttribute('data-value')), text: e.textContent })));
+    const byName = new Map(cells.map((c) => [c.name, c]));
+    for (const m of report.matrices) {
+      const c = byName.get(m.name);
+      assert.ok(c, `cell for ${m.name}`);
+      assert.equal(c.value, Math.fround(m.relError), m.name);
+      assert.equal(c.text, m.relError.toFixed(4));
+    }
+    const cols = await frame.$$eval('.grid .colhead', (els) => els.map((e) => e.textContent));
+    assert.deepEqual(cols, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
+    const rows = await frame.$$eval('.grid .rowhead', (els) => els.map((e) => e.textContent));
+    assert.deepEqual(rows, ['0', '1', '2', '3', '4']);
+    // Keyboard: the first cell is in the tab order; ArrowRight moves to the next module.
+    const first = frame.locator('.grid .cell[tabindex="0"]');
+    await first.focus();
+    await page.keyboard.press('ArrowRight');
+    assert.equal(await frame.evaluate('document.activeElement.dataset.name'), 'model.layers.0.self_attn.k_proj.weight');
+    assert.match((await frame.locator('.details .name').textContent()) ?? '', /k_proj/);
+    await screenshot(page, 'heatmap');
+    // Clicking a cell reveals that module's entry in the plan; with no plan yet, offer to create one.
+    await frame.locator('.grid .cell[data-name="model.layers.3.mlp.down_proj.weight"]').click();
+    const ask = await notification(page, /No loftq\.json plans model\.safetensors/, 20_000);
+    await ask.getByRole('button', { name: 'Create Plan' }).click();
+    const planFile = path.join(ws, 'stories260k', 'loftq.json');
+    await until('loftq.json written', async () => fs.existsSync(planFile));
+    await page.locator('.tabs-container .tab.active', { hasText: 'loftq.json' }).waitFor();
+    await until('the new override to be selected', async () => (await page.locator('.monaco-editor .selected-text').count()) > 0);
+    const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
+    assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
+  }));
+
+  test('the quantized checkpoint opens in the viewer with the report\'s error columns', { skip: noEngine }, shot('viewer-errors', async () => {
+    const out = 'stories260k/model-loftq-nf2-r8';
+    const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
+    const row = await explorerRow(page, `${out}/model.safetensors`);
+    await row.dblclick();
+    // The summary line tells this viewer (with a report) from the earlier one on markup.safetensors.
+    const frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors for 35 matrices")', 60_000);
+    await frame.fill('#filter', 'q_proj');
+    await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
+    const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    for (const cells of rows) {
+      const m = report.matrices.find((x) => x.name === cells[0])!;
+      assert.ok(m, `${cells[0]} in the report`);
+      assert.deepEqual(cells.slice(5), [String(m.bits), m.relError.toFixed(5), m.qloraRelError.toFixed(5)]);
+    }
+    await screenshot(page, 'viewer-errors');
+  }));
+
+  test('loftq.json: diagnostics in the Problems panel, a quick fix edits the file', { skip: noEngine }, shot('plan', async () => {
+    const planFile = path.join(ws, 'stories260k', 'loftq.json');
+    fs.writeFileSync(planFile, [
+      '{',
+      '  // a plan as a user writes it: comments stay when a quick fix edits it',
+      '  "checkpoint": "./model.safetensors",',
+      '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
+      '  "overrides": [',
+      '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 },',
+      '    { "match": "model.layers.*.mlp.nonexistent", "bits": 8 }',
+      '  ]',
+      '}',
+      '',
+    ].join('\n'));
+    const row = await explorerRow(page, 'stories260k/loftq.json');
+    await row.dblclick();
+    await page.locator('.monaco-editor .view-lines', { hasText: 'nonexistent' }).first().waitFor();
+    await page.keyboard.press('Control+Shift+M');
+    const problem = page.locator('.markers-panel .monaco-list-row', { hasText: "'model.layers.*.mlp.nonexistent' matches no tensor" }).first();
+    await problem.waitFor({ timeout: 60_000 });
+    await screenshot(page, 'plan-problems');
+    // Go to the problem, open the quick fixes (Ctrl+.) and apply the removal.
+    await problem.dblclick();
+    await page.locator('.monaco-editor .view-line', { hasText: 'nonexistent' }).first().click();
+    const fix = page.getByText("Remove override 'model.layers.*.mlp.nonexistent'").first();
+    await until('the quick fix menu', async () => {
+      await page.keyboard.press('Control+.');
+      try {
+        await fix.waitFor({ timeout: 3000 });
+        return true;
+      } catch {
+        await page.keyboard.press('Escape');
+        return false;
+      }
+    }, 30_000);
+    // The menu opens with its first fix focused; Enter applies it (a mouse click races the menu's layout).
+    await page.keyboard.press('Enter');
+    await until('the override to disappear from the editor', async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'));
+    await page.keyboard.press('Control+S');
+    await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
+    const text = fs.readFileSync(planFile, 'utf8');
+    assert.match(text, /\/\/ a plan as a user writes it/);
+    assert.match(text, /"match": "model\.layers\.\*\.self_attn\.q_proj", "bits": 4/);
+    await until('the warning to leave the Problems panel', async () => (await page.locator('.markers-panel .monaco-list-row', { hasText: 'matches no tensor' }).count()) === 0);
+    await screenshot(page, 'plan-fixed');
+  }));
+});
