@@ -50,24 +50,13 @@ export function defaultOversampling(rank: number): number {
   return Math.max(8, Math.ceil(rank / 2));
 }
 
-/** residual = W − Q and its transpose in one cache-blocked pass; returns ‖W − Q‖². */
-function residualAndTranspose(w: Float32Array, q: Float32Array, rows: number, cols: number, residual: Float32Array, residualT: Float32Array): number {
-  const B = 64;
+/** residual = W − Q; returns ‖W − Q‖². */
+function residualOf(w: Float32Array, q: Float32Array, residual: Float32Array): number {
   let sum = 0;
-  for (let i0 = 0; i0 < rows; i0 += B) {
-    const i1 = Math.min(rows, i0 + B);
-    for (let j0 = 0; j0 < cols; j0 += B) {
-      const j1 = Math.min(cols, j0 + B);
-      for (let i = i0; i < i1; i++) {
-        for (let j = j0; j < j1; j++) {
-          const idx = i * cols + j;
-          const d = w[idx] - q[idx];
-          residual[idx] = d;
-          residualT[j * rows + i] = d;
-          sum += d * d;
-        }
-      }
-    }
+  for (let i = 0; i < w.length; i++) {
+    const d = w[i] - q[i];
+    residual[i] = d;
+    sum += d * d;
   }
   return sum;
 }
@@ -103,7 +92,6 @@ export async function loftqMatrix(
 
   const target = new Float32Array(size);
   const residual = new Float32Array(size);
-  const residualT = new Float32Array(size);
   const quantized: Quantized = { codes: new Uint8Array(size), scales: new Float32Array(Math.ceil(size / s.blockSize)), values: new Float32Array(size) };
   let loraA: Float32Array = new Float32Array(rank * cols);
   let loraB: Float32Array = new Float32Array(rows * rank);
@@ -123,12 +111,11 @@ export async function loftqMatrix(
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
     quantize(target, table, s.quantizer, s.blockSize, quantized);
-    const qErr = residualAndTranspose(w, quantized.values, rows, cols, residual, residualT);
+    const qErr = residualOf(w, quantized.values, residual);
     if (t === 0) qloraRelError = rel(qErr);
     lap('quantize');
 
-    const held = await backend.hold(residual, rows, cols);
-    const heldT = await backend.hold(residualT, cols, rows);
+    const { held, heldT } = await backend.holdWithTranspose(residual, rows, cols);
     try {
       const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
       loraA = svd.right;
