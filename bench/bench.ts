@@ -53,13 +53,7 @@ async function main(argv: string[]): Promise<number> {
     if (!o['no-peak']) peak = await gemmPeak(backend);
     console.log(`engine: loftqMatrix on tfjs ${backend.name}${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`);
     console.log(headerLine());
-    let shape = '';
-    let w: Float32Array = new Float32Array(0);
-    for (const c of cases) {
-      if (shape !== `${c.rows}x${c.cols}`) {
-        shape = `${c.rows}x${c.cols}`;
-        w = benchMatrix(c);
-      }
+    for (const [c, w] of withMatrices(cases)) {
       const ours = await runEngine(c, w, backend);
       let r: RefResult | undefined;
       let missing: string | undefined;
@@ -105,8 +99,8 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** --ref-only: measures (or shows cached) reference results, e.g. overnight for the big shapes. */
-async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: number): Promise<void> {
+/** Each case with its matrix, generated once per run of cases that share a shape. */
+function* withMatrices(cases: BenchCase[]): Generator<[BenchCase, Float32Array]> {
   let shape = '';
   let w: Float32Array = new Float32Array(0);
   for (const c of cases) {
@@ -114,6 +108,13 @@ async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: n
       shape = `${c.rows}x${c.cols}`;
       w = benchMatrix(c);
     }
+    yield [c, w];
+  }
+}
+
+/** --ref-only: measures (or shows cached) reference results, e.g. overnight for the big shapes. */
+async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: number): Promise<void> {
+  for (const [c, w] of withMatrices(cases)) {
     const r = ref.cached(c, w) ?? (await ref.run(c, w, timeout));
     console.log(`${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`);
   }
