@@ -89,7 +89,7 @@ export const quantizeCommand: Command = {
     process.stdout.write([
       `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
       `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
-      `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(0)} GFLOP` : ''}`,
+      `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(report.totals.gemmGflop < 10 ? 2 : 0)} GFLOP` : ''}`,
       ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
       reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,
     ].join('\n') + '\n');
