@@ -79,7 +79,7 @@ export async function loftqMatrix(
   // rank), 2 for the last (whose factors are written).
   const fullSpace = Math.ceil(Math.min(rows, cols) / k);
   const exact = fullSpace <= (opts.exactPasses ?? 8) || (Math.min(rows, cols) <= 256 && size <= 1 << 18);
-  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 4;
+  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 3;
   // High ranks reach further into the residual's flat spectrum, where one warm pass loses
   // measurably (≈0.5% at r = 64): they keep two.
   const laterPasses = exact ? fullSpace : opts.laterPasses ?? (rank >= 32 ? 2 : 1);
