@@ -2,7 +2,7 @@
 // error of what will be written, and store the result as a journal entry. Runs inside a
 // worker thread (engine/worker.ts) or in-process; either way the same bytes come out.
 
-import { readTensorF32, fromFloat32, roundTrip, SafetensorsWriter, TensorInfo, TensorSpec, DType } from '../checkpoint';
+import { readTensorF32, fromFloat32, toFloat32, roundTrip, SafetensorsWriter, TensorInfo, TensorSpec, DType } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix } from '../loftq/loftq';
 import { packCodes } from '../quant/pack';
@@ -60,7 +60,9 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const r = res.rank;
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const dtype = tensor.dtype as DType;
-  const q = roundTrip(dtype, res.q);
+  // Q is encoded once: these bytes are written, and their float32 reading measured.
+  const qBytes = fromFloat32(dtype, res.q);
+  const q = toFloat32(dtype, qBytes);
   const loraA = roundTrip(dtype, res.loraA);
   const loraB = roundTrip(dtype, res.loraB);
   const lowRank = await backend.matmul(loraB, rows, r, loraA, cols);
@@ -100,7 +102,7 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   report.seconds = (tWrite - t0) / 1000;
   const writer = await SafetensorsWriter.create(job.journalFile, specs, { report: JSON.stringify(report) });
   try {
-    await writer.write(ENTRY.q, fromFloat32(dtype, q));
+    await writer.write(ENTRY.q, qBytes);
     await writer.write(ENTRY.loraA, fromFloat32(dtype, outA));
     await writer.write(ENTRY.loraB, fromFloat32(dtype, outB));
     if (packedCodes) {

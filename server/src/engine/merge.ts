@@ -9,10 +9,10 @@
 // path or mtime: machines may mount or copy it at different places.
 
 import * as path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import type { Checkpoint } from '../checkpoint';
-import { openCheckpoint, writeFileAtomic } from '../checkpoint';
+import { openCheckpoint, tempPathFor, writeFileAtomic } from '../checkpoint';
 import type { BackendName, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent } from '../protocol/lsp_ext';
 import { InputError } from './errors';
 import { JOURNAL_DIR } from './journal';
@@ -79,7 +79,7 @@ export async function writeShardDescriptor(out: string, d: Omit<ShardDescriptor,
 /** Puts a finished entry at `target` without copying when the filesystem allows (hard link). */
 export async function adoptEntry(source: string, target: string): Promise<void> {
   if (path.resolve(source) === path.resolve(target)) return;
-  const temp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = tempPathFor(target);
   try {
     await fsp.link(source, temp);
   } catch {

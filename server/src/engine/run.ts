@@ -79,11 +79,18 @@ async function exists(p: string): Promise<boolean> {
   return fsp.access(p).then(() => true, () => false);
 }
 
-/** This process's temp files in `dir` (another shard run may be writing its own there). */
-async function removeTemps(dir: string): Promise<void> {
+/** Temp files (`.<name>.<pid>.<hex>.tmp`, as the writers name them) whose writer's pid
+ *  satisfies `owned`. */
+async function removeTempsOf(dir: string, owned: (pid: number) => boolean): Promise<void> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  await Promise.all(entries.filter((e) => e.startsWith('.') && e.endsWith(`.tmp`) && e.includes(`.${process.pid}.`)).map((e) => fsp.rm(path.join(dir, e), { force: true })));
+  await Promise.all(entries.map(async (e) => {
+    const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
+    if (m && owned(Number(m[1]))) await fsp.rm(path.join(dir, e), { force: true });
+  }));
 }
+
+/** This process's temp files in `dir` (another shard run may be writing its own there). */
+const removeTemps = (dir: string) => removeTempsOf(dir, (pid) => pid === process.pid);
 
 /** Runs a file-system step on the output folder; an errno failure becomes one clear line
  *  (`OUT: cannot be written: permission denied (EACCES)`) instead of a raw `EACCES: …, mkdir '…'`. */
@@ -95,17 +102,10 @@ async function onOutput<T>(target: string, step: () => Promise<T>): Promise<T> {
   }
 }
 
-
-/** Temp files (`.<name>.<pid>.<hex>.tmp`) of writers whose process is gone — a run killed
- *  with SIGKILL cannot clean up after itself. Shard runs of live processes share the
- *  folder, so only dead writers' files are removed. */
-async function removeStaleTemps(dir: string): Promise<void> {
-  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  await Promise.all(entries.map(async (e) => {
-    const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
-    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) await fsp.rm(path.join(dir, e), { force: true });
-  }));
-}
+/** Temp files of writers whose process is gone — a run killed with SIGKILL cannot clean
+ *  up after itself. Shard runs of live processes share the folder, so only dead writers'
+ *  files are removed. */
+const removeStaleTemps = (dir: string) => removeTempsOf(dir, (pid) => pid !== process.pid && !processAlive(pid));
 
 const sameSettings = (r: MatrixReport, s: MatrixSettings) =>
   r.bits === s.bits && r.iters === s.iters && r.quantizer === s.quantizer && r.blockSize === s.blockSize;

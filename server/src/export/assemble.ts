@@ -79,20 +79,21 @@ export async function writeAdapters(out: string, ordered: Finished[], config: ob
   const dir = path.join(out, ADAPTER_DIR);
   await fsp.mkdir(dir, { recursive: true }).catch((e) => { throw writeError(dir, e); });
   const specs: TensorSpec[] = [];
-  const sources: { entry: string; tensor: string }[] = [];
+  // The entries' headers are read once; their tensors are then read by position.
+  const sources: TensorInfo[] = [];
   for (const f of ordered) {
     const ck = await openCheckpoint(f.entry);
     for (const [which, name] of [['A', ENTRY.loraA], ['B', ENTRY.loraB]] as const) {
       const t = ck.byName.get(name)!;
       specs.push({ name: adapterKey(f.report.name, which), dtype: t.dtype, shape: t.shape });
-      sources.push({ entry: f.entry, tensor: name });
+      sources.push(t);
     }
   }
   const w = await SafetensorsWriter.create(path.join(dir, 'adapter_model.safetensors'), specs, { format: 'pt' });
   try {
     for (let i = 0; i < specs.length; i++) {
       throwIfAborted(signal);
-      await w.write(specs[i].name, await entryTensor(sources[i].entry, sources[i].tensor));
+      await w.write(specs[i].name, await readTensorBytes(sources[i]));
     }
     await w.commit();
   } catch (e) {
@@ -122,9 +123,10 @@ export async function writePacked(ck: Checkpoint, out: string, finished: Map<str
     const table = codebook(r.quantizer, r.bits);
     packedInfo[t.name] = { bits: r.bits, blockSize: r.blockSize, quantizer: r.quantizer, shape: t.shape, dtype: t.dtype };
     specs.push({ name: `${t.name}.codes`, dtype: 'U8', shape: e.byName.get(ENTRY.codes)!.shape });
-    sources.push(() => entryTensor(f.entry, ENTRY.codes));
+    const codes = e.byName.get(ENTRY.codes)!, scales = e.byName.get(ENTRY.scales)!;
+    sources.push(() => readTensorBytes(codes));
     specs.push({ name: `${t.name}.scales`, dtype: 'F32', shape: e.byName.get(ENTRY.scales)!.shape });
-    sources.push(() => entryTensor(f.entry, ENTRY.scales));
+    sources.push(() => readTensorBytes(scales));
     specs.push({ name: `${t.name}.codebook`, dtype: 'F32', shape: [table.length] });
     sources.push(async () => new Uint8Array(table.buffer.slice(table.byteOffset, table.byteOffset + table.byteLength)));
   }
