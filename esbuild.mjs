@@ -11,8 +11,22 @@ const production = args.has('--production');
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
 
+// The element-wise kernels (AssemblyScript → WebAssembly SIMD), embedded in every bundle
+// that uses them as base64: no file to find next to the bundle, in a worker or a test.
+async function compileKernels() {
+  const asc = (await import('assemblyscript/asc')).default;
+  let wasm;
+  const { error, stderr } = await asc.main(
+    ['server/wasm/kernels.ts', '-O3', '--enable', 'simd', '--runtime', 'stub', '--initialMemory', '1', '--outFile', 'kernels.wasm'],
+    { writeFile(name, contents) { if (name.endsWith('.wasm')) wasm = contents; } },
+  );
+  if (error || !wasm) throw new Error(`AssemblyScript: ${error?.message ?? 'no output'}\n${stderr.toString()}`);
+  return Buffer.from(wasm).toString('base64');
+}
+const kernelsBase64 = await compileKernels();
+
 const nodeCommon = {
-  define: { __LOFTQ_VERSION__: JSON.stringify(pkg.version) },
+  define: { __LOFTQ_VERSION__: JSON.stringify(pkg.version), __LOFTQ_KERNELS__: JSON.stringify(kernelsBase64) },
   bundle: true,
   platform: 'node',
   target: 'node20',

@@ -7,7 +7,8 @@ import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix } from '../loftq/loftq';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
-import { quantize } from '../quant/quantize';
+import { quantizeRegion, quantizedRegions } from '../quant/quantize';
+import { Workspace } from '../kernels/kernels';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from './errors';
@@ -66,13 +67,14 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const loraA = roundTrip(dtype, res.loraA);
   const loraB = roundTrip(dtype, res.loraB);
   const lowRank = await backend.matmul(loraB, rows, r, loraA, cols);
-  let err = 0;
-  for (let i = 0; i < w.length; i++) err += (w[i] - q[i] - lowRank[i]) ** 2;
+  const ws = new Workspace();
+  const [W, Q, LR] = [ws.f32(w.length, w), ws.f32(q.length, q), ws.f32(lowRank.length, lowRank)];
+  const err = ws.k.errorOf(W.ptr, Q.ptr, LR.ptr, w.length);
   const norm = res.frobeniusNorm;
   // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
-  const nf4 = quantize(q, codebook('nf', 4), 'nf', 64).values;
-  let errNf4 = 0;
-  for (let i = 0; i < w.length; i++) errNf4 += (w[i] - nf4[i] - lowRank[i]) ** 2;
+  const nf4 = quantizedRegions(ws, q.length, 64);
+  quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
+  const errNf4 = ws.k.errorOf(W.ptr, nf4.values.ptr, LR.ptr, w.length);
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
   // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.

@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs-core';
 import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
 import { UsageError } from '../engine/errors';
-import { transpose } from './dense';
 
 export interface DeviceMatrix {
   readonly rows: number;
@@ -23,9 +22,6 @@ export interface MatmulBackend {
   /** Row-major a (m×k) · b (k×n). */
   matmul(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Promise<Float32Array>;
   hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
-  /** A matrix and its transpose, both held (the transpose made on the device when it fits
-   *  one tensor: cheaper than transposing on the host and uploading twice). */
-  holdWithTranspose(a: Float32Array, rows: number, cols: number): Promise<{ held: DeviceMatrix; heldT: DeviceMatrix }>;
   /** GEMM flops issued so far (for throughput figures). */
   flops: number;
 }
@@ -81,16 +77,6 @@ class TfBackend implements MatmulBackend {
       blocks.push({ row: r, t: this.track(tf.tensor2d(a.subarray(r * cols, r1 * cols), [r1 - r, cols])) });
     }
     return this.wrap(blocks, rows, cols);
-  }
-
-  async holdWithTranspose(a: Float32Array, rows: number, cols: number): Promise<{ held: DeviceMatrix; heldT: DeviceMatrix }> {
-    const held = await this.hold(a, rows, cols);
-    if (this.rowsFitting(cols) >= rows && this.rowsFitting(rows) >= cols) {
-      const only = (held as DeviceMatrix & { tensors: TF.Tensor2D[] }).tensors[0];
-      const t = this.track(this.tf.transpose(only) as TF.Tensor2D);
-      return { held, heldT: this.wrap([{ row: 0, t }], cols, rows) };
-    }
-    return { held, heldT: await this.hold(transpose(a, rows, cols), cols, rows) };
   }
 
   private wrap(blocks: { row: number; t: TF.Tensor2D }[], rows: number, cols: number): DeviceMatrix & { tensors: TF.Tensor2D[] } {

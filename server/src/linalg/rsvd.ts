@@ -2,8 +2,8 @@
 // blocks R·Ω, R·Rᵀ·R·Ω, … are kept and a Rayleigh–Ritz step over their span picks the
 // top-r singular triplets. For the flat spectra of quantization residuals this converges
 // far faster per matrix product than plain subspace iteration, at the same cost: each
-// pass is two GEMMs (R·Ω and Rᵀ·Y, with R and Rᵀ both held on the device because
-// transposed products are slow on the wasm backend), and Rᵀ·K comes for free from the
+// pass is two GEMMs (R·Ω and Rᵀ·Y, with R and Rᵀ both held on the device: a transposed
+// product on the wasm backend repacks R, which costs more than uploading Rᵀ), and Rᵀ·K comes for free from the
 // passes. The Krylov-space algebra runs in float64 on the host.
 // LoftQ calls this once per iteration on a residual that changes little between
 // iterations: the previous top-k right singular vectors are a warm start.

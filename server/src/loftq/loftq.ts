@@ -6,7 +6,8 @@
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
-import { quantize, Quantized } from '../quant/quantize';
+import { quantizeRegion, quantizedRegions } from '../quant/quantize';
+import { Workspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../engine/errors';
@@ -50,17 +51,6 @@ export function defaultOversampling(rank: number): number {
   return Math.max(8, Math.ceil(rank / 2));
 }
 
-/** residual = W − Q; returns ‖W − Q‖². */
-function residualOf(w: Float32Array, q: Float32Array, residual: Float32Array): number {
-  let sum = 0;
-  for (let i = 0; i < w.length; i++) {
-    const d = w[i] - q[i];
-    residual[i] = d;
-    sum += d * d;
-  }
-  return sum;
-}
-
 export async function loftqMatrix(
   w: Float32Array,
   rows: number,
@@ -85,14 +75,18 @@ export async function loftqMatrix(
   const laterPasses = exact ? fullSpace : opts.laterPasses ?? (rank >= 32 ? 2 : 1);
   const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
 
-  let normW = 0;
-  for (let i = 0; i < size; i++) normW += w[i] * w[i];
-  normW = Math.sqrt(normW);
+  // The matrix-sized buffers live in kernel memory, where the element-wise passes run.
+  const ws = new Workspace();
+  const W = ws.f32(size, w);
+  const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
   const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
 
-  const target = new Float32Array(size);
-  const residual = new Float32Array(size);
-  const quantized: Quantized = { codes: new Uint8Array(size), scales: new Float32Array(Math.ceil(size / s.blockSize)), values: new Float32Array(size) };
+  const target = ws.f32(size, w);
+  const residual = ws.f32(size);
+  // Rᵀ is needed only until it is uploaded; the low-rank product then reuses its memory.
+  const residualT = ws.f32(size);
+  const lowRank = residualT;
+  const quantized = quantizedRegions(ws, size, s.blockSize);
   let loraA: Float32Array = new Float32Array(rank * cols);
   let loraB: Float32Array = new Float32Array(rows * rank);
   let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
@@ -107,15 +101,16 @@ export async function loftqMatrix(
     phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
     mark = now;
   };
-  target.set(w);
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
-    quantize(target, table, s.quantizer, s.blockSize, quantized);
-    const qErr = residualOf(w, quantized.values, residual);
+    quantizeRegion(ws, target, table, s.quantizer, s.blockSize, quantized);
+    const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
     if (t === 0) qloraRelError = rel(qErr);
     lap('quantize');
 
-    const { held, heldT } = await backend.holdWithTranspose(residual, rows, cols);
+    ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+    const held = await backend.hold(residual.view(), rows, cols);
+    const heldT = await backend.hold(residualT.view(), cols, rows);
     try {
       const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
       loraA = svd.right;
@@ -128,23 +123,18 @@ export async function loftqMatrix(
     }
     lap('svd');
     throwIfAborted(opts.signal);
-    const lowRank = await backend.matmul(loraB, rows, rank, loraA, cols);
-    // One pass: this iteration's error ‖R − A·Bᵀ‖ and the next iteration's input W − A·Bᵀ.
-    let err = 0;
-    for (let i = 0; i < size; i++) {
-      const lr = lowRank[i];
-      const d = residual[i] - lr;
-      err += d * d;
-      target[i] = w[i] - lr;
-    }
-    relErrorPerIter.push(rel(err));
+    lowRank.view().set(await backend.matmul(loraB, rows, rank, loraA, cols));
+    // One pass: this iteration's error ‖R − A·Bᵀ‖ and (but after the last) the next
+    // iteration's input W − A·Bᵀ.
+    const last = t === s.iters - 1;
+    relErrorPerIter.push(rel(ws.k.applyLowRank(residual.ptr, lowRank.ptr, W.ptr, last ? 0 : target.ptr, size)));
     lap('lowRank');
   }
 
   return {
-    codes: quantized.codes,
-    scales: quantized.scales,
-    q: quantized.values,
+    codes: quantized.codes.view().slice(),
+    scales: quantized.scales.view().slice(),
+    q: quantized.values.view().slice(),
     loraA,
     loraB,
     rank,

@@ -9,6 +9,7 @@
 // its own scale from its own elements (a 1-element uniform block has std 0).
 
 import type { Quantizer } from '../protocol/lsp_ext';
+import { F32Region, U8Region, Workspace } from '../kernels/kernels';
 
 const fr = Math.fround;
 
@@ -132,47 +133,35 @@ function lookupFor(table: Float32Array): CodeLookup {
   return l;
 }
 
-export function quantize(x: Float32Array, table: Float32Array, quantizer: Quantizer, blockSize: number, out?: Quantized): Quantized {
+export interface QuantizedRegions {
+  codes: U8Region;
+  scales: F32Region;
+  values: F32Region;
+}
+
+/** Quantizes a matrix held in kernel memory (the engine's hottest code: six times per
+ *  matrix); codes, scales and values land in `out`'s regions. */
+export function quantizeRegion(ws: Workspace, x: F32Region, table: Float32Array, quantizer: Quantizer, blockSize: number, out: QuantizedRegions): void {
   const n = x.length;
-  const blocks = blockCount(n, blockSize);
-  const codes = out?.codes ?? new Uint8Array(n);
-  const scales = out?.scales ?? new Float32Array(blocks);
-  const values = out?.values ?? new Float32Array(n);
-  const zeroCode = nearestCode(table, 0);
-  const lookup = lookupFor(table);
-  const cells = lookup.cells;
-  const CELLS = CodeLookup.CELLS, HALF_CELLS = CodeLookup.CELLS / 2, AMBIGUOUS = CodeLookup.AMBIGUOUS;
-  const scaled = new Float32Array(table.length);
-  for (let b = 0; b < blocks; b++) {
-    const start = b * blockSize;
-    const len = Math.min(blockSize, n - start);
-    const scale = quantizer === 'nf' ? absMaxScale(x, start, len) : uniformScale(x, start, len);
-    scales[b] = scale;
-    if (scale === 0) {
-      for (let i = start; i < start + len; i++) { codes[i] = zeroCode; values[i] = 0; }
-      continue;
-    }
-    // The lookup is inlined: this loop is the engine's hottest. For nf, |x/scale| ≤ 1 so
-    // the cell index needs no clamp; uniform scales can leave values outside [-1, 1].
-    const inv = 1 / scale;
-    for (let c = 0; c < table.length; c++) scaled[c] = fr(table[c] * scale);
-    if (quantizer === 'nf') {
-      for (let i = start; i < start + len; i++) {
-        let c = cells[((x[i] * inv + 1) * HALF_CELLS) | 0];
-        if (c === AMBIGUOUS) c = nearestCode(table, fr(x[i] / scale));
-        codes[i] = c;
-        values[i] = scaled[c];
-      }
-    } else {
-      for (let i = start; i < start + len; i++) {
-        let c = cells[Math.max(0, Math.min(CELLS, Math.floor((x[i] * inv + 1) * HALF_CELLS)))];
-        if (c === AMBIGUOUS) c = nearestCode(table, fr(x[i] / scale));
-        codes[i] = c;
-        values[i] = scaled[c];
-      }
-    }
+  if (quantizer === 'nf') ws.k.absMaxScales(x.ptr, n, blockSize, out.scales.ptr);
+  else {
+    const xs = x.view(), scales = out.scales.view();
+    for (let b = 0; b < scales.length; b++) scales[b] = uniformScale(xs, b * blockSize, Math.min(blockSize, n - b * blockSize));
   }
-  return { codes, scales, values };
+  const tableRegion = ws.f32(table.length, table);
+  const cells = ws.u16(CodeLookup.CELLS + 1, lookupFor(table).cells);
+  ws.k.assignCodes(x.ptr, n, blockSize, out.scales.ptr, tableRegion.ptr, table.length, cells.ptr, out.codes.ptr, out.values.ptr);
+}
+
+export function quantizedRegions(ws: Workspace, size: number, blockSize: number): QuantizedRegions {
+  return { codes: ws.u8(size), scales: ws.f32(blockCount(size, blockSize)), values: ws.f32(size) };
+}
+
+export function quantize(x: Float32Array, table: Float32Array, quantizer: Quantizer, blockSize: number): Quantized {
+  const ws = new Workspace();
+  const out = quantizedRegions(ws, x.length, blockSize);
+  quantizeRegion(ws, ws.f32(x.length, x), table, quantizer, blockSize, out);
+  return { codes: out.codes.view().slice(), scales: out.scales.view().slice(), values: out.values.view().slice() };
 }
 
 /** Dequantizes codes + per-block scales. */

@@ -1,0 +1,84 @@
+// The WebAssembly kernels (server/wasm/kernels.ts) and the memory they work in. Each
+// Workspace is its own instance with its own memory, so concurrent jobs in one thread never
+// share buffers, and a job's memory goes with its workspace. Regions are carved by a bump
+// pointer; a view is made on demand because growing the memory detaches older views.
+
+declare const __LOFTQ_KERNELS__: string | undefined;
+
+// The engine's tsconfig has no DOM lib; these are the few WebAssembly types it needs.
+interface WasmMemory { readonly buffer: ArrayBuffer; grow(pages: number): number }
+type WasmModule = object;
+const { WebAssembly: wasm } = globalThis as unknown as {
+  WebAssembly: { Module: new (bytes: Uint8Array) => WasmModule; Instance: new (m: WasmModule, imports: object) => { exports: unknown } };
+};
+
+interface KernelExports {
+  memory: WasmMemory;
+  absMaxScales(x: number, n: number, blockSize: number, scales: number): void;
+  assignCodes(x: number, n: number, blockSize: number, scales: number, table: number, tableLen: number, cells: number, codes: number, values: number): void;
+  difference(a: number, b: number, out: number, n: number): number;
+  errorOf(a: number, b: number, c: number, n: number): number;
+  sumSquares(x: number, n: number): number;
+  applyLowRank(residual: number, lowRank: number, w: number, target: number, n: number): number;
+  transpose(src: number, rows: number, cols: number, dst: number): void;
+}
+
+let compiled: WasmModule | undefined;
+function kernelModule(): WasmModule {
+  if (!compiled) {
+    if (typeof __LOFTQ_KERNELS__ !== 'string') throw new Error('WebAssembly kernels missing: build with `node esbuild.mjs`');
+    compiled = new wasm.Module(Buffer.from(__LOFTQ_KERNELS__, 'base64'));
+  }
+  return compiled;
+}
+
+const PAGE = 65536;
+
+export class F32Region {
+  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
+  view(): Float32Array { return new Float32Array(this.ws.memory.buffer, this.ptr, this.length); }
+}
+
+export class U8Region {
+  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
+  view(): Uint8Array { return new Uint8Array(this.ws.memory.buffer, this.ptr, this.length); }
+}
+
+export class U16Region {
+  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
+  view(): Uint16Array { return new Uint16Array(this.ws.memory.buffer, this.ptr, this.length); }
+}
+
+export class Workspace {
+  readonly k: KernelExports;
+  /** The first page holds nothing of ours (the module's own statics live there). */
+  private top = PAGE;
+
+  constructor() {
+    this.k = new wasm.Instance(kernelModule(), {}).exports as unknown as KernelExports;
+  }
+
+  get memory(): WasmMemory { return this.k.memory; }
+
+  private carve(bytes: number): number {
+    const ptr = this.top;
+    this.top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
+    const have = this.memory.buffer.byteLength;
+    if (this.top > have) this.memory.grow(Math.ceil((this.top - have) / PAGE));
+    return ptr;
+  }
+
+  f32(length: number, from?: Float32Array): F32Region {
+    const r = new F32Region(this, this.carve(length * 4), length);
+    if (from) r.view().set(from);
+    return r;
+  }
+
+  u8(length: number): U8Region { return new U8Region(this, this.carve(length), length); }
+
+  u16(length: number, from?: Uint16Array): U16Region {
+    const r = new U16Region(this, this.carve(length * 2), length);
+    if (from) r.view().set(from);
+    return r;
+  }
+}
