@@ -80,19 +80,6 @@ export function difference(a: usize, b: usize, out: usize, n: i32): f64 {
   return s0 + s1;
 }
 
-/** Σ (a − b − c)², the error of a low-rank correction c to the residual a − b. */
-export function errorOf(a: usize, b: usize, c: usize, n: i32): f64 {
-  let s0: f64 = 0, s1: f64 = 0;
-  let i = 0;
-  for (; i + 2 <= n; i += 2) {
-    const d0 = <f64>f32At(a, i) - <f64>f32At(b, i) - <f64>f32At(c, i);
-    const d1 = <f64>f32At(a, i + 1) - <f64>f32At(b, i + 1) - <f64>f32At(c, i + 1);
-    s0 += d0 * d0; s1 += d1 * d1;
-  }
-  for (; i < n; i++) { const d = <f64>f32At(a, i) - <f64>f32At(b, i) - <f64>f32At(c, i); s0 += d * d; }
-  return s0 + s1;
-}
-
 /** Σ x² in float64. */
 export function sumSquares(x: usize, n: i32): f64 {
   let s0: f64 = 0, s1: f64 = 0;
@@ -102,37 +89,77 @@ export function sumSquares(x: usize, n: i32): f64 {
   return s0 + s1;
 }
 
-/** The LoftQ step after an SVD: returns Σ (residual − lowRank)², and (when target ≠ 0)
- *  writes the next quantizer input target = w − lowRank. */
-export function applyLowRank(residual: usize, lowRank: usize, w: usize, target: usize, n: i32): f64 {
-  let s0: f64 = 0, s1: f64 = 0;
-  let i = 0;
-  for (; i + 2 <= n; i += 2) {
-    const l0 = f32At(lowRank, i), l1 = f32At(lowRank, i + 1);
-    const d0 = <f64>f32At(residual, i) - <f64>l0, d1 = <f64>f32At(residual, i + 1) - <f64>l1;
-    s0 += d0 * d0; s1 += d1 * d1;
-    if (target) { setF32(target, i, f32At(w, i) - l0); setF32(target, i + 1, f32At(w, i + 1) - l1); }
+/** Σ (w − q − B·A)² for row-major factors B (rows × r) and A (r × cols), the product formed
+ *  on the fly, four columns at a time, instead of materialised (A stays in cache). When
+ *  target ≠ 0 it also writes the next quantizer input target = w − B·A. */
+export function lowRankStep(w: usize, q: usize, bf: usize, af: usize, rows: i32, cols: i32, r: i32, target: usize): f64 {
+  let s2 = f64x2.splat(0);
+  let s: f64 = 0;
+  const rowBytes = <usize>cols << 2;
+  for (let i = 0; i < rows; i++) {
+    const rowB = bf + (<usize>(i * r) << 2);
+    const base = <usize>i * rowBytes;
+    let j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      const col = <usize>j << 2;
+      let acc = f32x4.splat(0);
+      for (let k = 0; k < r; k++) acc = f32x4.add(acc, f32x4.mul(f32x4.splat(load<f32>(rowB + (<usize>k << 2))), v128.load(af + <usize>k * rowBytes + col)));
+      const wv = v128.load(w + base + col);
+      const qv = v128.load(q + base + col);
+      const lo = f64x2.sub(f64x2.sub(f64x2.promote_low_f32x4(wv), f64x2.promote_low_f32x4(qv)), f64x2.promote_low_f32x4(acc));
+      const hi = f64x2.sub(f64x2.sub(f64x2.promote_low_f32x4(v128.shuffle<f32>(wv, wv, 2, 3, 0, 1)), f64x2.promote_low_f32x4(v128.shuffle<f32>(qv, qv, 2, 3, 0, 1))), f64x2.promote_low_f32x4(v128.shuffle<f32>(acc, acc, 2, 3, 0, 1)));
+      s2 = f64x2.add(s2, f64x2.add(f64x2.mul(lo, lo), f64x2.mul(hi, hi)));
+      if (target) v128.store(target + base + col, f32x4.sub(wv, acc));
+    }
+    for (; j < cols; j++) {
+      let lr: f32 = 0;
+      for (let k = 0; k < r; k++) lr += load<f32>(rowB + (<usize>k << 2)) * load<f32>(af + <usize>k * rowBytes + (<usize>j << 2));
+      const wj = load<f32>(w + base + (<usize>j << 2));
+      const d = <f64>wj - <f64>load<f32>(q + base + (<usize>j << 2)) - <f64>lr;
+      s += d * d;
+      if (target) store<f32>(target + base + (<usize>j << 2), wj - lr);
+    }
   }
-  for (; i < n; i++) {
-    const l = f32At(lowRank, i);
-    const d = <f64>f32At(residual, i) - <f64>l;
-    s0 += d * d;
-    if (target) setF32(target, i, f32At(w, i) - l);
-  }
-  return s0 + s1;
+  return s + f64x2.extract_lane(s2, 0) + f64x2.extract_lane(s2, 1);
 }
 
-/** dst (cols × rows) = srcᵀ, in 32×32 tiles that stay in cache. */
+/** dst (cols × rows) = srcᵀ: 32×32 tiles that stay in cache, moved as 4×4 SIMD blocks. */
 export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
   const T = 32;
+  const rs = <usize>rows << 2, cs = <usize>cols << 2;
   for (let i0 = 0; i0 < rows; i0 += T) {
     const i1 = min(rows, i0 + T);
+    const iFull = i0 + ((i1 - i0) & ~3);
     for (let j0 = 0; j0 < cols; j0 += T) {
       const j1 = min(cols, j0 + T);
-      for (let i = i0; i < i1; i++) {
-        const row = src + (<usize>i * <usize>cols << 2);
-        for (let j = j0; j < j1; j++) store<f32>(dst + ((<usize>j * <usize>rows + <usize>i) << 2), load<f32>(row + (<usize>j << 2)));
+      const jFull = j0 + ((j1 - j0) & ~3);
+      for (let i = i0; i < iFull; i += 4) {
+        const p = src + <usize>i * cs;
+        for (let j = j0; j < jFull; j += 4) {
+          const at = p + (<usize>j << 2);
+          const r0 = v128.load(at), r1 = v128.load(at + cs), r2 = v128.load(at + 2 * cs), r3 = v128.load(at + 3 * cs);
+          const t0 = v128.shuffle<f32>(r0, r1, 0, 4, 1, 5), t1 = v128.shuffle<f32>(r0, r1, 2, 6, 3, 7);
+          const t2 = v128.shuffle<f32>(r2, r3, 0, 4, 1, 5), t3 = v128.shuffle<f32>(r2, r3, 2, 6, 3, 7);
+          const out = dst + <usize>j * rs + (<usize>i << 2);
+          v128.store(out, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
+          v128.store(out + rs, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
+          v128.store(out + 2 * rs, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
+          v128.store(out + 3 * rs, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
+        }
+        for (let j = jFull; j < j1; j++) for (let ii = i; ii < i + 4; ii++) setF32(dst, j * rows + ii, f32At(src, ii * cols + j));
       }
+      for (let i = iFull; i < i1; i++) for (let j = j0; j < j1; j++) setF32(dst, j * rows + i, f32At(src, i * cols + j));
     }
+  }
+}
+
+/** Rounds float32 values to bfloat16 (nearest even, as torch does; NaN stays NaN): writes
+ *  the 16-bit patterns to `bits` and replaces x by the values they encode. */
+export function roundToBf16(x: usize, bits: usize, n: i32): void {
+  for (let i = 0; i < n; i++) {
+    const b = load<u32>(x + (<usize>i << 2));
+    const h = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+    store<u16>(bits + (<usize>i << 1), <u16>h);
+    store<u32>(x + (<usize>i << 2), (h & 0xffff) << 16);
   }
 }

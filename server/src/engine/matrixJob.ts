@@ -8,7 +8,7 @@ import { loftqMatrix } from '../loftq/loftq';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
-import { Workspace } from '../kernels/kernels';
+import { withWorkspace } from '../kernels/kernels';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from './errors';
@@ -61,20 +61,26 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const r = res.rank;
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const dtype = tensor.dtype as DType;
-  // Q is encoded once: these bytes are written, and their float32 reading measured.
-  const qBytes = fromFloat32(dtype, res.q);
-  const q = toFloat32(dtype, qBytes);
   const loraA = roundTrip(dtype, res.loraA);
   const loraB = roundTrip(dtype, res.loraB);
-  const lowRank = await backend.matmul(loraB, rows, r, loraA, cols);
-  const ws = new Workspace();
-  const [W, Q, LR] = [ws.f32(w.length, w), ws.f32(q.length, q), ws.f32(lowRank.length, lowRank)];
-  const err = ws.k.errorOf(W.ptr, Q.ptr, LR.ptr, w.length);
   const norm = res.frobeniusNorm;
-  // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
-  const nf4 = quantizedRegions(ws, q.length, 64);
-  quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
-  const errNf4 = ws.k.errorOf(W.ptr, nf4.values.ptr, LR.ptr, w.length);
+  // Q is encoded once: these bytes are written, and their float32 reading measured.
+  let qBytes: Uint8Array = new Uint8Array(0);
+  const [err, errNf4] = withWorkspace((ws) => {
+    const [W, Q, B, A] = [ws.f32(w.length, w), ws.f32(res.q.length, res.q), ws.f32(loraB.length, loraB), ws.f32(loraA.length, loraA)];
+    if (dtype === 'BF16') {
+      const bits = ws.u16(Q.length);
+      ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
+      qBytes = new Uint8Array(bits.view().slice().buffer);
+    } else {
+      qBytes = fromFloat32(dtype, res.q);
+      Q.view().set(toFloat32(dtype, qBytes));
+    }
+    // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
+    const nf4 = quantizedRegions(ws, Q.length, 64);
+    quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
+    return [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, 0), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0)];
+  });
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
   // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.

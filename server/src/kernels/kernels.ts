@@ -1,7 +1,8 @@
 // The WebAssembly kernels (server/wasm/kernels.ts) and the memory they work in. Each
 // Workspace is its own instance with its own memory, so concurrent jobs in one thread never
-// share buffers, and a job's memory goes with its workspace. Regions are carved by a bump
-// pointer; a view is made on demand because growing the memory detaches older views.
+// share buffers. Regions are carved by a bump pointer; a view is made on demand because
+// growing the memory detaches older views. Workspaces are reused (withWorkspace): touching
+// fresh pages for every matrix cost more than some of the kernels.
 
 declare const __LOFTQ_KERNELS__: string | undefined;
 
@@ -17,10 +18,10 @@ interface KernelExports {
   absMaxScales(x: number, n: number, blockSize: number, scales: number): void;
   assignCodes(x: number, n: number, blockSize: number, scales: number, table: number, tableLen: number, cells: number, codes: number, values: number): void;
   difference(a: number, b: number, out: number, n: number): number;
-  errorOf(a: number, b: number, c: number, n: number): number;
   sumSquares(x: number, n: number): number;
-  applyLowRank(residual: number, lowRank: number, w: number, target: number, n: number): number;
+  lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
+  roundToBf16(x: number, bits: number, n: number): void;
 }
 
 let compiled: WasmModule | undefined;
@@ -60,6 +61,8 @@ export class Workspace {
 
   get memory(): WasmMemory { return this.k.memory; }
 
+  reset(): void { this.top = PAGE; }
+
   private carve(bytes: number): number {
     const ptr = this.top;
     this.top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
@@ -81,4 +84,28 @@ export class Workspace {
     if (from) r.view().set(from);
     return r;
   }
+}
+
+const idle: Workspace[] = [];
+/** Idle workspaces above this size are dropped rather than kept for the next job. */
+const KEEP_BYTES = 1 << 30;
+
+/** Runs f with a workspace of its own, reused from an earlier job when one is idle. Nothing
+ *  f carved may be used after it returns (or its promise settles): copy results out. */
+export function withWorkspace<T>(f: (ws: Workspace) => T): T {
+  const ws = idle.pop() ?? new Workspace();
+  const release = () => {
+    ws.reset();
+    if (ws.memory.buffer.byteLength <= KEEP_BYTES) idle.push(ws);
+  };
+  let result: T;
+  try {
+    result = f(ws);
+  } catch (e) {
+    release();
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(release) as T;
+  release();
+  return result;
 }

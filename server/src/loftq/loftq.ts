@@ -7,7 +7,7 @@ import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
-import { Workspace } from '../kernels/kernels';
+import { withWorkspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../engine/errors';
@@ -76,71 +76,73 @@ export async function loftqMatrix(
   const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
 
   // The matrix-sized buffers live in kernel memory, where the element-wise passes run.
-  const ws = new Workspace();
-  const W = ws.f32(size, w);
-  const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
-  const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
+  return withWorkspace(async (ws) => {
+    const W = ws.f32(size, w);
+    const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
+    const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
 
-  const target = ws.f32(size, w);
-  const residual = ws.f32(size);
-  // Rᵀ is needed only until it is uploaded; the low-rank product then reuses its memory.
-  const residualT = ws.f32(size);
-  const lowRank = residualT;
-  const quantized = quantizedRegions(ws, size, s.blockSize);
-  let loraA: Float32Array = new Float32Array(rank * cols);
-  let loraB: Float32Array = new Float32Array(rows * rank);
-  let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
-  let spectrum: Float64Array | undefined;
-  const relErrorPerIter: number[] = [];
-  let qloraRelError = 0;
+    const target = ws.f32(size, w);
+    const residual = ws.f32(size);
+    const residualT = ws.f32(size);
+    const factorB = ws.f32(rows * rank);
+    const factorA = ws.f32(rank * cols);
+    const quantized = quantizedRegions(ws, size, s.blockSize);
+    let loraA: Float32Array = new Float32Array(rank * cols);
+    let loraB: Float32Array = new Float32Array(rows * rank);
+    let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
+    let spectrum: Float64Array | undefined;
+    const relErrorPerIter: number[] = [];
+    let qloraRelError = 0;
 
-  const phases = opts.phases ?? {};
-  let mark = performance.now();
-  const lap = (phase: string) => {
-    const now = performance.now();
-    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
-    mark = now;
-  };
-  for (let t = 0; t < s.iters; t++) {
-    throwIfAborted(opts.signal);
-    quantizeRegion(ws, target, table, s.quantizer, s.blockSize, quantized);
-    const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
-    if (t === 0) qloraRelError = rel(qErr);
-    lap('quantize');
+    const phases = opts.phases ?? {};
+    let mark = performance.now();
+    const lap = (phase: string) => {
+      const now = performance.now();
+      phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+      mark = now;
+    };
+    for (let t = 0; t < s.iters; t++) {
+      throwIfAborted(opts.signal);
+      quantizeRegion(ws, target, table, s.quantizer, s.blockSize, quantized);
+      const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
+      if (t === 0) qloraRelError = rel(qErr);
+      lap('quantize');
 
-    ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
-    const held = await backend.hold(residual.view(), rows, cols);
-    const heldT = await backend.hold(residualT.view(), cols, rows);
-    try {
-      const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
-      loraA = svd.right;
-      loraB = svd.left;
-      subspace = svd.subspace;
-      spectrum = svd.singularValues;
-    } finally {
-      held.dispose();
-      heldT.dispose();
+      ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+      const held = await backend.hold(residual.view(), rows, cols);
+      const heldT = await backend.hold(residualT.view(), cols, rows);
+      try {
+        const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
+        loraA = svd.right;
+        loraB = svd.left;
+        subspace = svd.subspace;
+        spectrum = svd.singularValues;
+      } finally {
+        held.dispose();
+        heldT.dispose();
+      }
+      lap('svd');
+      throwIfAborted(opts.signal);
+      factorB.view().set(loraB);
+      factorA.view().set(loraA);
+      // One pass: this iteration's error ‖W − Q − B·A‖ and (but after the last) the next
+      // iteration's input W − B·A.
+      const last = t === s.iters - 1;
+      relErrorPerIter.push(rel(ws.k.lowRankStep(W.ptr, quantized.values.ptr, factorB.ptr, factorA.ptr, rows, cols, rank, last ? 0 : target.ptr)));
+      lap('lowRank');
     }
-    lap('svd');
-    throwIfAborted(opts.signal);
-    lowRank.view().set(await backend.matmul(loraB, rows, rank, loraA, cols));
-    // One pass: this iteration's error ‖R − A·Bᵀ‖ and (but after the last) the next
-    // iteration's input W − A·Bᵀ.
-    const last = t === s.iters - 1;
-    relErrorPerIter.push(rel(ws.k.applyLowRank(residual.ptr, lowRank.ptr, W.ptr, last ? 0 : target.ptr, size)));
-    lap('lowRank');
-  }
 
-  return {
-    codes: quantized.codes.view().slice(),
-    scales: quantized.scales.view().slice(),
-    q: quantized.values.view().slice(),
-    loraA,
-    loraB,
-    rank,
-    relErrorPerIter,
-    qloraRelError,
-    frobeniusNorm: normW,
-    residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
-  };
+    return {
+      codes: quantized.codes.view().slice(),
+      scales: quantized.scales.view().slice(),
+      q: quantized.values.view().slice(),
+      loraA,
+      loraB,
+      rank,
+      relErrorPerIter,
+      qloraRelError,
+      frobeniusNorm: normW,
+      residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
+    };
+  });
 }

@@ -9,7 +9,7 @@
 // its own scale from its own elements (a 1-element uniform block has std 0).
 
 import type { Quantizer } from '../protocol/lsp_ext';
-import { F32Region, U8Region, Workspace } from '../kernels/kernels';
+import { F32Region, U8Region, Workspace, withWorkspace } from '../kernels/kernels';
 
 const fr = Math.fround;
 
@@ -158,10 +158,11 @@ export function quantizedRegions(ws: Workspace, size: number, blockSize: number)
 }
 
 export function quantize(x: Float32Array, table: Float32Array, quantizer: Quantizer, blockSize: number): Quantized {
-  const ws = new Workspace();
-  const out = quantizedRegions(ws, x.length, blockSize);
-  quantizeRegion(ws, ws.f32(x.length, x), table, quantizer, blockSize, out);
-  return { codes: out.codes.view().slice(), scales: out.scales.view().slice(), values: out.values.view().slice() };
+  return withWorkspace((ws) => {
+    const out = quantizedRegions(ws, x.length, blockSize);
+    quantizeRegion(ws, ws.f32(x.length, x), table, quantizer, blockSize, out);
+    return { codes: out.codes.view().slice(), scales: out.scales.view().slice(), values: out.values.view().slice() };
+  });
 }
 
 /** Dequantizes codes + per-block scales. */
