@@ -91,11 +91,18 @@ export function sumSquares(x: usize, n: i32): f64 {
 
 /** Σ (w − q − B·A)² for row-major factors B (rows × r) and A (r × cols), the product formed
  *  on the fly, four columns at a time, instead of materialised (A stays in cache). When
- *  target ≠ 0 it also writes the next quantizer input target = w − B·A. */
-export function lowRankStep(w: usize, q: usize, bf: usize, af: usize, rows: i32, cols: i32, r: i32, target: usize): f64 {
+ *  target ≠ 0 it also writes the next quantizer input target = w − B·A. `packed` is scratch
+ *  for r × cols floats. */
+export function lowRankStep(w: usize, q: usize, bf: usize, af: usize, rows: i32, cols: i32, r: i32, target: usize, packed: usize): f64 {
   let s2 = f64x2.splat(0);
   let s: f64 = 0;
   const rowBytes = <usize>cols << 2;
+  // A's columns in groups of four, each group's r rows contiguous: reading A row by row
+  // would stride by the row length, often a power of two that maps every row to one cache set.
+  const groupBytes = <usize>r << 4;
+  for (let j = 0; j + 4 <= cols; j += 4) {
+    for (let k = 0; k < r; k++) v128.store(packed + (<usize>(j >> 2)) * groupBytes + (<usize>k << 4), v128.load(af + <usize>k * rowBytes + (<usize>j << 2)));
+  }
   for (let i = 0; i < rows; i++) {
     const rowB = bf + (<usize>(i * r) << 2);
     const base = <usize>i * rowBytes;
@@ -103,7 +110,8 @@ export function lowRankStep(w: usize, q: usize, bf: usize, af: usize, rows: i32,
     for (; j + 4 <= cols; j += 4) {
       const col = <usize>j << 2;
       let acc = f32x4.splat(0);
-      for (let k = 0; k < r; k++) acc = f32x4.add(acc, f32x4.mul(f32x4.splat(load<f32>(rowB + (<usize>k << 2))), v128.load(af + <usize>k * rowBytes + col)));
+      const group = packed + (<usize>(j >> 2)) * groupBytes;
+      for (let k = 0; k < r; k++) acc = f32x4.add(acc, f32x4.mul(f32x4.splat(load<f32>(rowB + (<usize>k << 2))), v128.load(group + (<usize>k << 4))));
       const wv = v128.load(w + base + col);
       const qv = v128.load(q + base + col);
       const lo = f64x2.sub(f64x2.sub(f64x2.promote_low_f32x4(wv), f64x2.promote_low_f32x4(qv)), f64x2.promote_low_f32x4(acc));

@@ -79,7 +79,8 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
     const nf4 = quantizedRegions(ws, Q.length, 64);
     quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
-    return [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, 0), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0)];
+    const packed = ws.f32(A.length).ptr;
+    return [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed)];
   });
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the

@@ -19,7 +19,7 @@ interface KernelExports {
   assignCodes(x: number, n: number, blockSize: number, scales: number, table: number, tableLen: number, cells: number, codes: number, values: number): void;
   difference(a: number, b: number, out: number, n: number): number;
   sumSquares(x: number, n: number): number;
-  lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number): number;
+  lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number, packed: number): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
   roundToBf16(x: number, bits: number, n: number): void;
 }

@@ -86,6 +86,7 @@ export async function loftqMatrix(
     const residualT = ws.f32(size);
     const factorB = ws.f32(rows * rank);
     const factorA = ws.f32(rank * cols);
+    const packedA = ws.f32(rank * cols);
     const quantized = quantizedRegions(ws, size, s.blockSize);
     let loraA: Float32Array = new Float32Array(rank * cols);
     let loraB: Float32Array = new Float32Array(rows * rank);
@@ -128,7 +129,7 @@ export async function loftqMatrix(
       // One pass: this iteration's error ‖W − Q − B·A‖ and (but after the last) the next
       // iteration's input W − B·A.
       const last = t === s.iters - 1;
-      relErrorPerIter.push(rel(ws.k.lowRankStep(W.ptr, quantized.values.ptr, factorB.ptr, factorA.ptr, rows, cols, rank, last ? 0 : target.ptr)));
+      relErrorPerIter.push(rel(ws.k.lowRankStep(W.ptr, quantized.values.ptr, factorB.ptr, factorA.ptr, rows, cols, rank, last ? 0 : target.ptr, packedA.ptr)));
       lap('lowRank');
     }
 
