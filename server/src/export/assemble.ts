@@ -36,14 +36,23 @@ async function entryTensor(file: string, name: string): Promise<Uint8Array> {
 async function writeBackboneFile(target: string, inputTensors: TensorInfo[], metadata: Record<string, string>, finished: Map<string, Finished>, signal?: AbortSignal) {
   const specs: TensorSpec[] = inputTensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
   const w = await SafetensorsWriter.create(target, specs, metadata);
+  const load = (t: TensorInfo) => {
+    const f = finished.get(t.name);
+    return f ? entryTensor(f.entry, ENTRY.q) : readTensorBytes(t);
+  };
+  // The next tensor is read while this one is written: the two copies overlap (2 GB of
+  // backbone took 7.7 s to assemble one after the other).
+  let next = inputTensors.length ? load(inputTensors[0]) : undefined;
   try {
-    for (const t of inputTensors) {
+    for (let i = 0; i < inputTensors.length; i++) {
       throwIfAborted(signal);
-      const f = finished.get(t.name);
-      await w.write(t.name, f ? await entryTensor(f.entry, ENTRY.q) : await readTensorBytes(t));
+      const bytes = await next!;
+      next = i + 1 < inputTensors.length ? load(inputTensors[i + 1]) : undefined;
+      await w.write(inputTensors[i].name, bytes);
     }
     await w.commit();
   } catch (e) {
+    next?.catch(() => undefined); // a read still in flight must not surface unhandled
     await w.abort();
     throw e;
   }
