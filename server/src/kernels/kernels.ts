@@ -67,7 +67,13 @@ export class Workspace {
     const ptr = this.top;
     this.top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
     const have = this.memory.buffer.byteLength;
-    if (this.top > have) this.memory.grow(Math.ceil((this.top - have) / PAGE));
+    if (this.top > have) {
+      try {
+        this.memory.grow(Math.ceil((this.top - have) / PAGE));
+      } catch {
+        throw new RangeError(`kernel memory: ${(this.top / 2 ** 30).toFixed(2)} GiB needed for this matrix, WebAssembly allows 4 GiB`);
+      }
+    }
     return ptr;
   }
 

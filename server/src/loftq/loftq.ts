@@ -83,7 +83,10 @@ export async function loftqMatrix(
 
     const target = ws.f32(size, w);
     const residual = ws.f32(size);
-    const residualT = ws.f32(size);
+    // Rᵀ lives in target's memory: target is consumed by the quantizer and refilled only by
+    // the low-rank step, and the transpose is needed only in between. (Kernel memory is
+    // wasm32, at most 4 GiB: this keeps a 8192×28672 matrix within it.)
+    const residualT = target;
     const factorB = ws.f32(rows * rank);
     const factorA = ws.f32(rank * cols);
     const packedA = ws.f32(rank * cols);
