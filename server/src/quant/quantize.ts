@@ -90,12 +90,13 @@ export function nearestCode(table: Float32Array, v: number): number {
   return dh < dl ? hi : lo;
 }
 
-/** Nearest-code lookup in O(1): a grid of CELLS cells over [-1, 1] (the first and last
- *  reaching to ∓∞) holding, per cell, its code — or AMBIGUOUS when a midpoint between two
- *  table entries lies within 1e-6 of the cell. Outside those cells the code is decided by
- *  a wide margin, so x·(1/scale) (within 2 ulp of the reference's fround(x / scale)) picks
- *  it safely; inside them the exact quotient and the reference's float32 rule decide (where
- *  rounding can turn a near-miss into a tie, and ties go to the lower index). */
+/** Nearest-code lookup in O(1), run by the assignCodes kernel: a grid of CELLS cells over
+ *  [-1, 1] (the first and last reaching to ∓∞) holding, per cell, its code — or AMBIGUOUS
+ *  when a midpoint between two table entries lies within 1e-6 of the cell. Outside those
+ *  cells the code is decided by a wide margin, so the kernel's x·(CELLS/2)/scale (a few ulp
+ *  from the reference's fround(x / scale)) picks it safely; inside them the exact float32
+ *  quotient and the reference's rule decide (where rounding can turn a near-miss into a
+ *  tie, and ties go to the lower index). */
 class CodeLookup {
   static readonly CELLS = 4096;
   static readonly AMBIGUOUS = 0xffff;
@@ -117,12 +118,6 @@ class CodeLookup {
       }
       this.cells[cell] = ambiguous ? CodeLookup.AMBIGUOUS : code;
     }
-  }
-
-  code(v: number): number {
-    const CELLS = CodeLookup.CELLS;
-    const c = this.cells[Math.max(0, Math.min(CELLS, Math.floor((v + 1) * (CELLS / 2))))];
-    return c === CodeLookup.AMBIGUOUS ? nearestCode(this.table, v) : c;
   }
 }
 
@@ -148,9 +143,13 @@ export function quantizeRegion(ws: Workspace, x: F32Region, table: Float32Array,
     const xs = x.view(), scales = out.scales.view();
     for (let b = 0; b < scales.length; b++) scales[b] = uniformScale(xs, b * blockSize, Math.min(blockSize, n - b * blockSize));
   }
+  assignCodes(ws, x, blockSize, out.scales, table, out);
+}
+
+function assignCodes(ws: Workspace, x: F32Region, blockSize: number, scales: F32Region, table: Float32Array, out: { codes: U8Region; values: F32Region }): void {
   const tableRegion = ws.f32(table.length, table);
   const cells = ws.u16(CodeLookup.CELLS + 1, lookupFor(table).cells);
-  ws.k.assignCodes(x.ptr, n, blockSize, out.scales.ptr, tableRegion.ptr, table.length, cells.ptr, out.codes.ptr, out.values.ptr);
+  ws.k.assignCodes(x.ptr, x.length, blockSize, scales.ptr, tableRegion.ptr, table.length, cells.ptr, out.codes.ptr, out.values.ptr);
 }
 
 export function quantizedRegions(ws: Workspace, size: number, blockSize: number): QuantizedRegions {
@@ -172,7 +171,12 @@ export function dequantize(codes: Uint8Array, scales: Float32Array, table: Float
   return out;
 }
 
-/** The nearest code by the fast lookup (what `quantize` uses); exported for tests. */
-export function fastCode(table: Float32Array, v: number): number {
-  return lookupFor(table).code(v);
+/** The kernel's codes for values already divided by their scale (every scale 1): the O(1)
+ *  lookup and its exact fallback, as `quantize` runs them; exported for tests. */
+export function codesAtUnitScale(table: Float32Array, v: Float32Array): Uint8Array {
+  return withWorkspace((ws) => {
+    const out = { codes: ws.u8(v.length), values: ws.f32(v.length) };
+    assignCodes(ws, ws.f32(v.length, v), v.length, ws.f32(1, Float32Array.of(1)), table, out);
+    return out.codes.view().slice();
+  });
 }
