@@ -2,7 +2,7 @@
 // exercise every SIMD tail (sizes not multiples of 4, tiles not multiples of 32).
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { Workspace, withWorkspace } from '../../server/src/kernels/kernels';
+import { KernelMemoryError, Workspace, withWorkspace } from '../../server/src/kernels/kernels';
 import { f32ToBf16Bits } from '../../server/src/checkpoint/dtype';
 
 const rand = (len: number, seed: number) => {
@@ -90,4 +90,12 @@ test('withWorkspace reuses an idle workspace, keeps concurrent jobs apart, and r
   });
   assert.throws(() => withWorkspace(() => { throw new Error('boom'); }), /boom/);
   withWorkspace((ws) => assert.ok(ws === first || ws === inner, 'released after a throw'));
+});
+
+test('a matrix past wasm32 memory stops with a KernelMemoryError (not a crash), and the workspace stays usable', () => {
+  withWorkspace((ws) => {
+    assert.throws(() => ws.f32(2 ** 30), (e: Error) => e instanceof KernelMemoryError && /too large for the kernel memory \(4\.00 GiB needed, WebAssembly allows 4 GiB\)/.test(e.message));
+    const r = ws.f32(4, Float32Array.of(1, 2, 3, 4));
+    assert.equal(ws.k.sumSquares(r.ptr, 4), 30);
+  });
 });

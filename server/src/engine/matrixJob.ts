@@ -8,7 +8,7 @@ import { loftqMatrix } from '../loftq/loftq';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
-import { withWorkspace } from '../kernels/kernels';
+import { KernelMemoryError, withWorkspace } from '../kernels/kernels';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from './errors';
@@ -56,7 +56,9 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     return { ...base, relError: NaN, relErrorPerIter: [], qloraRelError: NaN, frobeniusNorm: NaN, seconds: 0, skipped: read.skipped };
   }
   const w = read.w;
-  const res = await loftqMatrix(w, rows, cols, settings, backend, { phases });
+  const res = await loftqMatrix(w, rows, cols, settings, backend, { phases }).catch((e) => {
+    throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
+  });
   const tAfter = performance.now();
   const r = res.rank;
   // What a reader of the written files sees: Q and the adapters in the input's dtype.

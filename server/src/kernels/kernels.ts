@@ -35,6 +35,11 @@ function kernelModule(): WasmModule {
 
 const PAGE = 65536;
 
+/** A matrix whose working set does not fit in one wasm32 memory. */
+export class KernelMemoryError extends RangeError {
+  override name = 'KernelMemoryError';
+}
+
 export class F32Region {
   constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
   view(): Float32Array { return new Float32Array(this.ws.memory.buffer, this.ptr, this.length); }
@@ -65,15 +70,16 @@ export class Workspace {
 
   private carve(bytes: number): number {
     const ptr = this.top;
-    this.top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
+    const top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
     const have = this.memory.buffer.byteLength;
-    if (this.top > have) {
+    if (top > have) {
       try {
-        this.memory.grow(Math.ceil((this.top - have) / PAGE));
+        this.memory.grow(Math.ceil((top - have) / PAGE));
       } catch {
-        throw new RangeError(`kernel memory: ${(this.top / 2 ** 30).toFixed(2)} GiB needed for this matrix, WebAssembly allows 4 GiB`);
+        throw new KernelMemoryError(`too large for the kernel memory (${(top / 2 ** 30).toFixed(2)} GiB needed, WebAssembly allows 4 GiB)`);
       }
     }
+    this.top = top;
     return ptr;
   }
 
