@@ -113,6 +113,8 @@ export async function loftqMatrix(
       lap('quantize');
 
       ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+      // Some backends (cpu, webgpu) keep these views until first use rather than copying:
+      // the regions are not written, and the workspace does not grow, until disposal.
       const held = await backend.hold(residual.view(), rows, cols);
       const heldT = await backend.hold(residualT.view(), cols, rows);
       try {
