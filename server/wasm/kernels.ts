@@ -171,3 +171,98 @@ export function roundToBf16(x: usize, bits: usize, n: i32): void {
     store<u32>(x + (<usize>i << 2), (h & 0xffff) << 16);
   }
 }
+
+// --- Float64 column blocks (the randomized SVD's Krylov algebra) ---------------------------
+// A block is `count` contiguous float64 columns of `len` values each.
+
+@inline function col(block: usize, j: i32, len: i32): usize { return block + ((<usize>j * <usize>len) << 3); }
+
+function dot(a: usize, b: usize, len: i32): f64 {
+  let s0 = f64x2.splat(0), s1 = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const o = <usize>i << 3;
+    s0 = f64x2.add(s0, f64x2.mul(v128.load(a + o), v128.load(b + o)));
+    s1 = f64x2.add(s1, f64x2.mul(v128.load(a + o + 16), v128.load(b + o + 16)));
+  }
+  const s = f64x2.add(s0, s1);
+  let t = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+  for (; i < len; i++) t += load<f64>(a + (<usize>i << 3)) * load<f64>(b + (<usize>i << 3));
+  return t;
+}
+
+/** y ← y + alpha·x */
+function axpy(alpha: f64, x: usize, y: usize, len: i32): void {
+  const a = f64x2.splat(alpha);
+  let i = 0;
+  for (; i + 2 <= len; i += 2) {
+    const o = <usize>i << 3;
+    v128.store(y + o, f64x2.add(v128.load(y + o), f64x2.mul(a, v128.load(x + o))));
+  }
+  for (; i < len; i++) store<f64>(y + (<usize>i << 3), load<f64>(y + (<usize>i << 3)) + alpha * load<f64>(x + (<usize>i << 3)));
+}
+
+/** Orthonormalises columns first … first+count−1 of the block against columns 0 … first−1
+ *  (already orthonormal) and among themselves: modified Gram–Schmidt, repeating a column's
+ *  projection only while it loses more than half its norm ("twice is enough", Kahan–Parlett,
+ *  at most three times). A column left with under 1e-10 of its norm is numerically dependent
+ *  and becomes zero: normalising rounding noise would inject arbitrary directions. */
+export function orthonormalize(block: usize, first: i32, count: i32, len: i32): void {
+  for (let j = first; j < first + count; j++) {
+    const c = col(block, j, len);
+    const original = Math.sqrt(dot(c, c, len));
+    let before = original;
+    let norm: f64 = 0;
+    for (let pass = 0; pass < 3; pass++) {
+      for (let p = 0; p < j; p++) {
+        const q = col(block, p, len);
+        const d = dot(q, c, len);
+        if (d != 0) axpy(-d, q, c, len);
+      }
+      norm = Math.sqrt(dot(c, c, len));
+      if (norm > 0.5 * before) break;
+      before = norm;
+    }
+    const inv: f64 = norm > 1e-10 * original && norm > 1e-300 ? 1 / norm : 0;
+    const s = f64x2.splat(inv);
+    let i = 0;
+    for (; i + 2 <= len; i += 2) v128.store(c + (<usize>i << 3), f64x2.mul(v128.load(c + (<usize>i << 3)), s));
+    for (; i < len; i++) store<f64>(c + (<usize>i << 3), load<f64>(c + (<usize>i << 3)) * inv);
+  }
+}
+
+/** out (count × count, row-major) = Cᵀ·C. */
+export function gram(block: usize, count: i32, len: i32, out: usize): void {
+  for (let p = 0; p < count; p++) {
+    for (let q = p; q < count; q++) {
+      const d = dot(col(block, p, len), col(block, q, len), len);
+      store<f64>(out + ((<usize>(p * count + q)) << 3), d);
+      store<f64>(out + ((<usize>(q * count + p)) << 3), d);
+    }
+  }
+}
+
+/** out = Σ_p w[p·stride + j]·column p: column j of C·W for a row-major W. */
+export function combine(block: usize, count: i32, len: i32, w: usize, stride: i32, j: i32, out: usize): void {
+  memory.fill(out, 0, <usize>len << 3);
+  for (let p = 0; p < count; p++) {
+    const coef = load<f64>(w + ((<usize>(p * stride + j)) << 3));
+    if (coef != 0) axpy(coef, col(block, p, len), out, len);
+  }
+}
+
+/** Columns first … first+k−1 of the block ← a row-major float32 (len × k) matrix. */
+export function columnsFromRows(src: usize, len: i32, k: i32, block: usize, first: i32): void {
+  for (let i = 0; i < len; i++) {
+    const row = src + ((<usize>(i * k)) << 2);
+    for (let j = 0; j < k; j++) store<f64>(col(block, first + j, len) + (<usize>i << 3), <f64>load<f32>(row + (<usize>j << 2)));
+  }
+}
+
+/** dst (len × k, row-major float32) ← columns first … first+k−1 of the block. */
+export function rowsFromColumns(block: usize, first: i32, k: i32, len: i32, dst: usize): void {
+  for (let j = 0; j < k; j++) {
+    const c = col(block, first + j, len);
+    for (let i = 0; i < len; i++) store<f32>(dst + ((<usize>(i * k + j)) << 2), <f32>load<f64>(c + (<usize>i << 3)));
+  }
+}

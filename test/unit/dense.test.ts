@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { symmetricEigen, gaussian, transpose } from '../../server/src/linalg/dense';
-import { orthonormalizeColumns, gramColumns, toColumns, toRowMajor } from '../../server/src/linalg/columns';
+import { ColumnBlock } from '../../server/src/linalg/columns';
+import { withWorkspace } from '../../server/src/kernels/kernels';
 
 test('symmetricEigen: A·v = λ·v, orthonormal vectors, descending values, trace preserved', () => {
   for (const n of [1, 2, 5, 17, 64]) {
@@ -34,20 +35,36 @@ test('symmetricEigen of a diagonal matrix with repeated values', () => {
   assert.deepEqual(Array.from(values), [3, 3, 1]);
 });
 
-test('orthonormalizeColumns: QᵀQ = I, orthogonal to the basis; dependent columns become zero', () => {
+test('ColumnBlock: orthonormalised columns have QᵀQ = I and are orthogonal to the earlier ones; dependent columns become zero', () => {
   const m = 50, k = 6;
-  const basis = toColumns(gaussian(m * 2, 9), m, 2);
-  orthonormalizeColumns(basis);
-  const cols = toColumns(gaussian(m * k, 3), m, k);
-  for (let i = 0; i < m; i++) cols[5][i] = cols[0][i] * 2 - cols[1][i] + 0.5 * basis[1][i]; // dependent (exactly, in float64)
-  orthonormalizeColumns(cols, basis);
-  const g = gramColumns([...basis, ...cols]);
-  const n = k + 2;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    const want = i === j && i !== 7 ? 1 : 0;
-    assert.ok(Math.abs(g[i * n + j] - want) < 1e-9, `g[${i},${j}]=${g[i * n + j]}`);
-  }
-  assert.deepEqual(toColumns(toRowMajor(cols, m), m, k).map((c) => Array.from(c, Math.fround)), cols.map((c) => Array.from(c, Math.fround)));
+  withWorkspace((ws) => {
+    const block = new ColumnBlock(ws, m, 2 + k, k);
+    block.appendRows(gaussian(m * 2, 9), 2);
+    block.orthonormalizeLast(2);
+    const rows = gaussian(m * k, 3);
+    // Column 5 (block column 7) repeats column 0: exactly dependent, on the new columns and
+    // (through column 0's components) on the basis.
+    for (let i = 0; i < m; i++) rows[i * k + 5] = rows[i * k];
+    block.appendRows(rows, k);
+    block.orthonormalizeLast(k);
+    const g = block.gram();
+    const n = k + 2;
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      const want = i === j && i !== 7 ? 1 : 0;
+      assert.ok(Math.abs(g[i * n + j] - want) < 1e-12, `g[${i},${j}]=${g[i * n + j]}`);
+    }
+    // rowMajor is the float32 transpose of the columns; combine forms C·W column by column.
+    const rm = block.rowMajor(2, k);
+    for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) assert.equal(rm[i * k + j], Math.fround(block.column(2 + j)[i]));
+    const w = Float64Array.from({ length: n * 2 }, (_, i) => (i % 3) - 1);
+    block.combine(w, 2, [0, 1], (j, v) => {
+      for (let i = 0; i < m; i++) {
+        let want = 0;
+        for (let p = 0; p < n; p++) want += w[p * 2 + j] * block.column(p)[i];
+        assert.ok(Math.abs(v[i] - want) < 1e-12, `combine column ${j} [${i}]`);
+      }
+    });
+  });
 });
 
 test('transpose', () => {

@@ -22,6 +22,11 @@ interface KernelExports {
   lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number, packed: number): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
   roundToBf16(x: number, bits: number, n: number): void;
+  orthonormalize(block: number, first: number, count: number, len: number): void;
+  gram(block: number, count: number, len: number, out: number): void;
+  combine(block: number, count: number, len: number, w: number, stride: number, j: number, out: number): void;
+  columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
+  rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
 }
 
 let compiled: WasmModule | undefined;
@@ -43,6 +48,11 @@ export class KernelMemoryError extends RangeError {
 export class F32Region {
   constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
   view(): Float32Array { return new Float32Array(this.ws.memory.buffer, this.ptr, this.length); }
+}
+
+export class F64Region {
+  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
+  view(): Float64Array { return new Float64Array(this.ws.memory.buffer, this.ptr, this.length); }
 }
 
 export class U8Region {
@@ -85,6 +95,12 @@ export class Workspace {
 
   f32(length: number, from?: Float32Array): F32Region {
     const r = new F32Region(this, this.carve(length * 4), length);
+    if (from) r.view().set(from);
+    return r;
+  }
+
+  f64(length: number, from?: Float64Array): F64Region {
+    const r = new F64Region(this, this.carve(length * 8), length);
     if (from) r.view().set(from);
     return r;
   }

@@ -1,83 +1,68 @@
-// Tall-skinny blocks kept as arrays of contiguous float64 columns: Gram–Schmidt, Gram
-// matrices and linear combinations then run over contiguous memory (row-major m×k blocks
-// would make every column access strided, which dominated the host-side time).
+// Tall-skinny blocks kept as contiguous float64 columns in kernel memory: Gram–Schmidt,
+// Gram matrices and linear combinations run over contiguous memory in the WebAssembly
+// kernels (row-major m×k blocks would make every column access strided, and the same
+// loops in JavaScript ran at a third of the speed).
 
-export type Columns = Float64Array[];
+import type { F32Region, F64Region, Workspace } from '../kernels/kernels';
 
-/** Row-major float32 m×k (a GEMM result) → k contiguous columns. */
-export function toColumns(a: Float32Array, m: number, k: number): Columns {
-  const cols: Columns = Array.from({ length: k }, () => new Float64Array(m));
-  for (let i = 0; i < m; i++) {
-    const row = i * k;
-    for (let j = 0; j < k; j++) cols[j][i] = a[row + j];
+export class ColumnBlock {
+  private readonly columns: F64Region;
+  /** Row-major float32 staging for GEMM operands and results (len × width). */
+  private readonly staging: F32Region;
+  count = 0;
+
+  constructor(private readonly ws: Workspace, readonly len: number, readonly capacity: number, width: number) {
+    this.columns = ws.f64(len * capacity);
+    this.staging = ws.f32(len * width);
   }
-  return cols;
-}
 
-/** Columns → row-major float32 m×k (a GEMM operand). */
-export function toRowMajor(cols: Columns, m: number): Float32Array {
-  const k = cols.length;
-  const out = new Float32Array(m * k);
-  for (let j = 0; j < k; j++) {
-    const c = cols[j];
-    for (let i = 0; i < m; i++) out[i * k + j] = c[i];
+  get ptr(): number { return this.columns.ptr; }
+
+  /** Column j, as a view (valid until the workspace next grows). */
+  column(j: number): Float64Array {
+    return this.columns.view().subarray(j * this.len, (j + 1) * this.len);
   }
-  return out;
-}
 
-export function dot(a: Float64Array, b: Float64Array): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  const n = a.length, n4 = n - (n % 4);
-  let i = 0;
-  for (; i < n4; i += 4) {
-    s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3];
+  /** Appends the k columns of a row-major float32 len × k matrix (a GEMM result). */
+  appendRows(a: Float32Array, k: number): void {
+    if (this.count + k > this.capacity) throw new Error(`ColumnBlock: ${this.count + k} columns exceed ${this.capacity}`);
+    this.staging.view().set(a);
+    this.ws.k.columnsFromRows(this.staging.ptr, this.len, k, this.columns.ptr, this.count);
+    this.count += k;
   }
-  for (; i < n; i++) s0 += a[i] * b[i];
-  return s0 + s1 + s2 + s3;
-}
 
-/** y ← y + alpha·x */
-export function axpy(alpha: number, x: Float64Array, y: Float64Array): void {
-  for (let i = 0; i < y.length; i++) y[i] += alpha * x[i];
-}
+  /** Appends a copy of columns first … first+k−1 of another block of the same length. */
+  appendCopy(from: ColumnBlock, first: number, k: number): void {
+    this.columns.view().set(from.columns.view().subarray(first * this.len, (first + k) * this.len), this.count * this.len);
+    this.count += k;
+  }
 
-/** Orthonormalises `cols` in place against `basis` (already orthonormal) and among
- *  themselves by modified Gram–Schmidt, repeating a column's projection only when it lost
- *  most of its norm ("twice is enough", Kahan–Parlett). A column whose remainder falls
- *  below 1e-10 of its original norm is numerically dependent and set to zero — normalising
- *  rounding noise would inject arbitrary directions. */
-export function orthonormalizeColumns(cols: Columns, basis: Columns = []): void {
-  for (let j = 0; j < cols.length; j++) {
-    const c = cols[j];
-    const original = Math.sqrt(dot(c, c));
-    let before = original;
-    let norm = 0;
-    for (let pass = 0; pass < 3; pass++) {
-      for (const q of basis) { const d = dot(q, c); if (d !== 0) axpy(-d, q, c); }
-      for (let p = 0; p < j; p++) { const d = dot(cols[p], c); if (d !== 0) axpy(-d, cols[p], c); }
-      norm = Math.sqrt(dot(c, c));
-      if (norm > 0.5 * before) break;
-      before = norm;
+  /** Orthonormalises the last k columns against the earlier ones and among themselves. */
+  orthonormalizeLast(k: number): void {
+    this.ws.k.orthonormalize(this.columns.ptr, this.count - k, k, this.len);
+  }
+
+  /** Columns first … first+k−1 as a row-major float32 len × k matrix (a GEMM operand). */
+  rowMajor(first: number, k: number): Float32Array {
+    this.ws.k.rowsFromColumns(this.columns.ptr, first, k, this.len, this.staging.ptr);
+    return this.staging.view().slice(0, this.len * k);
+  }
+
+  /** G = Cᵀ·C (count × count, row-major). */
+  gram(): Float64Array {
+    const out = this.ws.f64(this.count * this.count);
+    this.ws.k.gram(this.columns.ptr, this.count, this.len, out.ptr);
+    return out.view().slice();
+  }
+
+  /** Σ_p w[p·stride + j]·column p for each j of `js` — columns of C·W for a row-major W,
+   *  handed to `use` one at a time (each view valid only during its call). */
+  combine(w: Float64Array, stride: number, js: number[], use: (j: number, v: Float64Array) => void): void {
+    const weights = this.ws.f64(w.length, w);
+    const out = this.ws.f64(this.len);
+    for (const j of js) {
+      this.ws.k.combine(this.columns.ptr, this.count, this.len, weights.ptr, stride, j, out.ptr);
+      use(j, out.view());
     }
-    const inv = norm > 1e-10 * original && norm > 1e-300 ? 1 / norm : 0;
-    for (let i = 0; i < c.length; i++) c[i] *= inv;
   }
-}
-
-/** G = Cᵀ·C (k×k, row-major float64). */
-export function gramColumns(cols: Columns): Float64Array {
-  const k = cols.length;
-  const g = new Float64Array(k * k);
-  for (let p = 0; p < k; p++) for (let q = p; q < k; q++) g[p * k + q] = g[q * k + p] = dot(cols[p], cols[q]);
-  return g;
-}
-
-/** Σ_p w[p·stride + j]·cols[p] — column j of C·W for a row-major W with `stride` columns. */
-export function combine(cols: Columns, w: Float64Array, stride: number, j: number, out = new Float64Array(cols[0].length)): Float64Array {
-  out.fill(0);
-  for (let p = 0; p < cols.length; p++) {
-    const coef = w[p * stride + j];
-    if (coef !== 0) axpy(coef, cols[p], out);
-  }
-  return out;
 }

@@ -10,7 +10,8 @@
 
 import type { DeviceMatrix } from './backend';
 import { symmetricEigen } from './dense';
-import { Columns, combine, gramColumns, orthonormalizeColumns, toColumns, toRowMajor } from './columns';
+import { ColumnBlock } from './columns';
+import { withWorkspace } from '../kernels/kernels';
 
 export interface TruncatedSvd {
   /** rows × r, = U_r·√Σ_r (PEFT's lora_B). */
@@ -34,50 +35,48 @@ export async function truncatedSvd(matrix: HeldMatrix, rank: number, start: Floa
   const { rows: m, cols: n } = matrix;
   // The Krylov space cannot usefully exceed the matrix's rank.
   const q = Math.max(1, Math.min(passes, Math.ceil(Math.min(m, n) / k)));
-  const ys: Columns = [];
-  const zs: Columns = [];
-  let omega = start;
-  for (let j = 0; j < q; j++) {
-    const y = toColumns(await matrix.held.times(omega, k), m, k);
-    orthonormalizeColumns(y, ys);
-    ys.push(...y);
-    const zRows = await matrix.heldT.times(toRowMajor(y, m), k);
-    const z = toColumns(zRows, n, k);
-    zs.push(...z);
-    if (j < q - 1) {
-      const next = z.map((c) => Float64Array.from(c));
-      orthonormalizeColumns(next);
-      omega = toRowMajor(next, n);
+  return withWorkspace(async (ws) => {
+    const ys = new ColumnBlock(ws, m, q * k, k);
+    const zs = new ColumnBlock(ws, n, q * k, k);
+    const next = new ColumnBlock(ws, n, k, k);
+    let omega = start;
+    for (let j = 0; j < q; j++) {
+      ys.appendRows(await matrix.held.times(omega, k), k);
+      ys.orthonormalizeLast(k);
+      zs.appendRows(await matrix.heldT.times(ys.rowMajor(ys.count - k, k), k), k);
+      if (j < q - 1) {
+        next.count = 0;
+        next.appendCopy(zs, zs.count - k, k);
+        next.orthonormalizeLast(k);
+        omega = next.rowMajor(0, k);
+      }
     }
-  }
-  // K = [Y_0 … Y_{q-1}] (m × K, orthonormal) and Z = Rᵀ·K (n × K). B = Kᵀ·R = Zᵀ;
-  // B·Bᵀ = Zᵀ·Z = W·Λ·Wᵀ gives B's left singular vectors W and σ = √λ, its right ones
-  // Z·W·Σ⁻¹, so R ≈ (K·W)·Σ·(Z·W·Σ⁻¹)ᵀ.
-  const K = ys.length;
-  const { values, vectors: w } = symmetricEigen(gramColumns(zs), K);
-  const sigma = Float64Array.from(values, (v) => Math.sqrt(Math.max(v, 0)));
-  const r = Math.min(rank, K);
-  const left = new Float32Array(m * rank);
-  const right = new Float32Array(rank * n);
-  const subspace = new Float32Array(n * k);
-  const bufM = new Float64Array(m), bufN = new Float64Array(n);
-  for (let j = 0; j < Math.max(r, Math.min(k, K)); j++) {
-    const s = sigma[j];
-    if (!(s > 0)) continue; // rank-deficient: the column stays zero
-    if (j < r) {
-      const u = combine(ys, w, K, j, bufM);
-      const up = Math.sqrt(s);
+    // K = [Y_0 … Y_{q-1}] (m × K, orthonormal) and Z = Rᵀ·K (n × K). B = Kᵀ·R = Zᵀ;
+    // B·Bᵀ = Zᵀ·Z = W·Λ·Wᵀ gives B's left singular vectors W and σ = √λ, its right ones
+    // Z·W·Σ⁻¹, so R ≈ (K·W)·Σ·(Z·W·Σ⁻¹)ᵀ.
+    const K = ys.count;
+    const { values, vectors: w } = symmetricEigen(zs.gram(), K);
+    const sigma = Float64Array.from(values, (v) => Math.sqrt(Math.max(v, 0)));
+    const r = Math.min(rank, K);
+    const left = new Float32Array(m * rank);
+    const right = new Float32Array(rank * n);
+    const subspace = new Float32Array(n * k);
+    // Rank-deficient: a column with σ = 0 stays zero.
+    const wanted = Array.from({ length: Math.max(r, Math.min(k, K)) }, (_, j) => j).filter((j) => sigma[j] > 0);
+    ys.combine(w, K, wanted.filter((j) => j < r), (j, u) => {
+      const up = Math.sqrt(sigma[j]);
       for (let i = 0; i < m; i++) left[i * rank + j] = u[i] * up;
-    }
-    const v = combine(zs, w, K, j, bufN);
-    if (j < r) {
-      const down = 1 / Math.sqrt(s);
-      for (let i = 0; i < n; i++) right[j * n + i] = v[i] * down;
-    }
-    if (j < k) {
-      const inv = 1 / s;
-      for (let i = 0; i < n; i++) subspace[i * k + j] = v[i] * inv;
-    }
-  }
-  return { left, right, singularValues: sigma, subspace };
+    });
+    zs.combine(w, K, wanted, (j, v) => {
+      if (j < r) {
+        const down = 1 / Math.sqrt(sigma[j]);
+        for (let i = 0; i < n; i++) right[j * n + i] = v[i] * down;
+      }
+      if (j < k) {
+        const inv = 1 / sigma[j];
+        for (let i = 0; i < n; i++) subspace[i * k + j] = v[i] * inv;
+      }
+    });
+    return { left, right, singularValues: sigma, subspace };
+  });
 }
