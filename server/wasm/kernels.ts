@@ -1,9 +1,9 @@
-// AssemblyScript: the engine's element-wise hot loops, compiled to WebAssembly (SIMD) by
-// `node esbuild.mjs`. V8 runs these loops 2–3× slower in JavaScript when the arrays are
+// AssemblyScript: the engine's hot loops, compiled to WebAssembly (SIMD) by `node
+// esbuild.mjs` — the element-wise passes over whole matrices and the float64 algebra over
+// the SVD's Krylov columns. V8 runs such loops 2–3× slower in JavaScript when the arrays are
 // parameters rather than constants; WebAssembly runs them at memory speed. Every pointer is
-// a byte offset into this module's memory (see server/src/kernels/kernels.ts, which owns
-// the layout). Results are bit-identical to the JavaScript definitions in quant/quantize.ts:
-// codes and values use the same float32 rules, and sums accumulate in float64.
+// a byte offset into this module's memory (server/src/kernels/kernels.ts owns the layout).
+// Codes and values follow PEFT's float32 rules exactly; sums accumulate in float64.
 
 const CELLS: i32 = 4096;
 const HALF_CELLS: f64 = 2048;
