@@ -115,8 +115,10 @@ export class Workspace {
 }
 
 const idle: Workspace[] = [];
-/** Idle workspaces above this size are dropped rather than kept for the next job. */
+/** Idle workspaces above this size, or beyond this many, are dropped rather than kept for
+ *  the next job (a matrix job holds two: the matrix's and its SVD's). */
 const KEEP_BYTES = 1 << 30;
+const KEEP_COUNT = 2;
 
 /** Runs f with a workspace of its own, reused from an earlier job when one is idle. Nothing
  *  f carved may be used after it returns (or its promise settles): copy results out. */
@@ -124,7 +126,7 @@ export function withWorkspace<T>(f: (ws: Workspace) => T): T {
   const ws = idle.pop() ?? new Workspace();
   const release = () => {
     ws.reset();
-    if (ws.memory.buffer.byteLength <= KEEP_BYTES) idle.push(ws);
+    if (ws.memory.buffer.byteLength <= KEEP_BYTES && idle.length < KEEP_COUNT) idle.push(ws);
   };
   let result: T;
   try {
