@@ -12,7 +12,7 @@ import { CodeServer, startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
 import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench, screenshot, until, webviewFrame, Workbench } from './harness/workbench';
-import { makeWorkspace, XSS_META, XSS_NAME } from './harness/workspace';
+import { makeWorkspace, SLOW_MATRICES, XSS_META, XSS_NAME } from './harness/workspace';
 
 const skip = missingSetup();
 const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f))) ? undefined : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
@@ -121,6 +121,31 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await until('the new override to be selected', async () => (await page.locator('.monaco-editor .selected-text').count()) > 0);
     const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
     assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
+  }));
+
+  test('Cancel on the progress notification stops a run half-way and leaves no files', { skip: noEngine }, shot('cancel', async () => {
+    await contextMenu(page, 'slow/model.safetensors', 'Quantize with LoftQ');
+    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, '2-bit');
+    await answerQuickInput(page, /\(2\/5\)/, '64');
+    await answerQuickInput(page, /\(3\/5\)/, '10');
+    await answerQuickInput(page, /\(4\/5\)/);
+    await answerQuickInput(page, /\(5\/5\)/);
+    const out = path.join(ws, 'slow', 'model-loftq-nf2-r64');
+    // Half-way: at least one matrix finished (its journal entry is on disk), not all.
+    const progress = await notification(page, new RegExp(`matrix ([3-9]|\\d\\d) of ${SLOW_MATRICES}`), 180_000);
+    assert.ok(fs.existsSync(out), 'the run has started writing');
+    await progress.getByRole('button', { name: 'Cancel' }).click();
+    await notification(page, /LoftQ run on model\.safetensors cancelled; no output was written/, 60_000);
+    assert.ok(!fs.existsSync(out), `${out} left behind: ${fs.existsSync(out) ? fs.readdirSync(out, { recursive: true }).join(', ') : ''}`);
+    // The live heatmap says how the run ended.
+    await until('the heatmap to show the cancellation', async () => {
+      for (const f of page.frames()) {
+        const h1 = await f.$eval('header h1', (e) => e.textContent ?? '').catch(() => '');
+        if (/model-loftq-nf2-r64 — cancelled after [1-9]\d* matrices; nothing was written/.test(h1)) return true;
+      }
+      return false;
+    }, 20_000);
+    await screenshot(page, 'cancelled');
   }));
 
   test('the quantized checkpoint opens in the viewer with the report\'s error columns', { skip: noEngine }, shot('viewer-errors', async () => {

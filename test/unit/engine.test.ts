@@ -155,15 +155,19 @@ test('sharded BF16 input: output sharded the same way, index rewritten, Q stored
   }
 });
 
-test('cancel mid-run: CancelledError, and the output folder holds no file at all', async () => {
-  const out = tempDir();
-  const ac = new AbortController();
-  let seen = 0;
-  await assert.rejects(
-    quantizeCheckpoint(fixture('real', 'tiny-llm'), { out, settings: { ...settings, iters: 5 }, workers: 2, signal: ac.signal, onMatrix: () => { if (++seen === 2) ac.abort(); } }),
-    CancelledError,
-  );
-  assert.deepEqual(listFiles(out), []);
+test('cancel mid-run: CancelledError; an existing output folder holds no file, one the run created is gone', async () => {
+  const existing = tempDir();
+  const created = path.join(tempDir(), 'new-out');
+  for (const out of [existing, created]) {
+    const ac = new AbortController();
+    let seen = 0;
+    await assert.rejects(
+      quantizeCheckpoint(fixture('real', 'tiny-llm'), { out, settings: { ...settings, iters: 5 }, workers: 2, signal: ac.signal, onMatrix: () => { if (++seen === 2) ac.abort(); } }),
+      CancelledError,
+    );
+  }
+  assert.deepEqual(fs.readdirSync(existing), []);
+  assert.equal(fs.existsSync(created), false);
 });
 
 test('resume: a run killed after some matrices restarts from the journal and gives the same files', async () => {

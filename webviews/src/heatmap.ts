@@ -25,6 +25,7 @@ const METRICS: { id: HeatmapMetric; label: string; help: string }[] = [
 let entries: Entry[] = [];
 let title = '';
 let live = false;
+let ended: 'cancelled' | 'failed' | undefined;
 let state: HeatmapState = vscode.getState() ?? {};
 let metric: HeatmapMetric = state.metric ?? 'loftq';
 let focused: string | undefined;
@@ -78,7 +79,11 @@ function render(): void {
   app.replaceChildren();
   app.setAttribute('aria-busy', 'false');
 
-  const header = el('header', {}, el('h1', {}, live ? `${title} — running, ${entries.length} matrices so far` : title));
+  const status = live ? ` — running, ${entries.length} matrices so far`
+    : ended === 'cancelled' ? ` — cancelled after ${entries.length} matrices; nothing was written`
+      : ended === 'failed' ? ` — failed after ${entries.length} matrices; the journal keeps them for a rerun`
+        : '';
+  const header = el('header', {}, el('h1', {}, title + status));
   const picker = el('div', { class: 'metrics', role: 'radiogroup', 'aria-label': 'Colour by' });
   for (const m of METRICS) {
     const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(m.id === metric), title: m.help, 'data-metric': m.id }, m.label);
@@ -202,6 +207,7 @@ window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
     entries = [];
     title = m.title;
     live = !!m.live;
+    ended = m.ended;
     if (!state.metric) metric = m.metric;
     addBatch(m);
     state = { ...state, reportPath: m.reportPath, metric };

@@ -21,6 +21,7 @@ export class HeatmapPanel {
   checkpoint: string | undefined;
   out: string | undefined;
   live = false;
+  ended: 'cancelled' | 'failed' | undefined;
   private readonly subs: vscode.Disposable[] = [];
   private readonly disposeListeners: (() => void)[] = [];
 
@@ -39,13 +40,13 @@ export class HeatmapPanel {
   }
 
   showReport(reportPath: string, checkpoint: string, matrices: MatrixReport[]): void {
-    Object.assign(this, { reportPath, checkpoint, matrices: [...matrices], live: false, out: path.dirname(reportPath) });
+    Object.assign(this, { reportPath, checkpoint, matrices: [...matrices], live: false, ended: undefined, out: path.dirname(reportPath) });
     this.panel.title = `LoftQ Heatmap — ${path.basename(path.dirname(reportPath))}`;
     this.sendAll();
   }
 
   startLive(checkpoint: string, out: string): void {
-    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true });
+    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)} (running)`;
     this.sendAll();
   }
@@ -57,13 +58,15 @@ export class HeatmapPanel {
 
   endLive(how: 'cancelled' | 'failed'): void {
     this.live = false;
+    this.ended = how;
     this.panel.title = `LoftQ Heatmap — ${path.basename(this.out ?? '')} (${how})`;
+    this.sendAll();
   }
 
   private sendAll(): void {
     if (!this.ready) return;
     const title = this.reportPath ? this.reportPath : `${this.checkpoint ?? ''} → ${this.out ?? ''}`;
-    this.post({ type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices), reportPath: this.reportPath, live: this.live });
+    this.post({ type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices), reportPath: this.reportPath, live: this.live, ended: this.ended });
   }
 
   private post(m: ToHeatmap): void {

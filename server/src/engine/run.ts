@@ -128,6 +128,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
   if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
+  const createdOut = !(await fsp.stat(out).then(() => true, () => false));
+  let cancelled = false;
   await onOutput(out, () => fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true }));
   const unlock = await onOutput(out, () => lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined));
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
@@ -226,6 +228,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
       else await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
       await removeTemps(out);
       await removeTemps(path.join(out, ADAPTER_DIR));
+      cancelled = true;
       throw new CancelledError();
     }
     await removeTemps(out);
@@ -235,6 +238,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   } finally {
     await executor?.close();
     await unlock();
+    // A cancelled run leaves no trace: not even the folder it created, once that is empty.
+    if (cancelled && createdOut) for (const d of [path.join(out, ADAPTER_DIR), out]) await fsp.rmdir(d).catch(() => undefined);
   }
 }
 

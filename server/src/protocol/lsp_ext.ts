@@ -265,7 +265,8 @@ export type ToHeatmap =
   | { type: 'init'; title: string; metric: HeatmapMetric; layers: number[]; modules: string[]; cells: HeatmapCell[]; unplaced: HeatmapCell[];
       /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array; qlora: Float32Array;
       /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array;
-      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string; live?: boolean }
+      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string; live?: boolean;
+      /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed' }
   | { type: 'matrix'; matrix: MatrixReport }
   /** More cells during a live run, in the same typed-array form as `init`. */
   | ({ type: 'append' } & HeatmapBatch)

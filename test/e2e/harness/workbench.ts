@@ -79,6 +79,9 @@ export async function explorerRow(page: Page, relPath: string) {
     }
     const row = rowAt(parts.length - 1);
     await row.waitFor({ timeout: 3000 });
+    // A hover left by the last pointer position (a file's path tooltip) would take the click.
+    await page.mouse.move(0, 0);
+    await until('explorer hovers to close', async () => (await page.locator('.context-view .hover-contents').count()) === 0, 5000).catch(() => page.keyboard.press('Escape'));
     return row;
   }, 30_000, 500);
 }
