@@ -34,6 +34,16 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     page = wb.page;
   });
 
+  /** Right-click → Quantize with LoftQ, answering the five questions (defaults for the rest). */
+  const quantizeFromExplorer = async (relPath: string, a: { bits: string; rank: string; iters: string }) => {
+    await contextMenu(page, relPath, 'Quantize with LoftQ');
+    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, a.bits);
+    await answerQuickInput(page, /\(2\/5\)/, a.rank);
+    await answerQuickInput(page, /\(3\/5\)/, a.iters);
+    await answerQuickInput(page, /\(4\/5\)/);
+    await answerQuickInput(page, /\(5\/5\)/);
+  };
+
   // A failing step leaves a screenshot of the workbench behind for diagnosis.
   const shot = (name: string, f: () => Promise<void>) => async () => {
     try {
@@ -76,12 +86,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   }));
 
   test('Quantize with LoftQ from the Explorer → heatmap with one cell per matrix', { skip: noEngine }, shot('quantize', async () => {
-    await contextMenu(page, 'stories260k/model.safetensors', 'Quantize with LoftQ');
-    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, '2-bit');
-    await answerQuickInput(page, /\(2\/5\)/, '8');
-    await answerQuickInput(page, /\(3\/5\)/, '2');
-    await answerQuickInput(page, /\(4\/5\)/);
-    await answerQuickInput(page, /\(5\/5\)/);
+    await quantizeFromExplorer('stories260k/model.safetensors', { bits: '2-bit', rank: '8', iters: '2' });
     const out = path.join(ws, 'stories260k', 'model-loftq-nf2-r8');
     const done = await notification(page, /LoftQ done: \d+ matrices/, 180_000);
     const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
@@ -124,12 +129,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   }));
 
   test('Cancel on the progress notification stops a run half-way and leaves no files', { skip: noEngine }, shot('cancel', async () => {
-    await contextMenu(page, 'slow/model.safetensors', 'Quantize with LoftQ');
-    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, '2-bit');
-    await answerQuickInput(page, /\(2\/5\)/, '64');
-    await answerQuickInput(page, /\(3\/5\)/, '10');
-    await answerQuickInput(page, /\(4\/5\)/);
-    await answerQuickInput(page, /\(5\/5\)/);
+    await quantizeFromExplorer('slow/model.safetensors', { bits: '2-bit', rank: '64', iters: '10' });
     const out = path.join(ws, 'slow', 'model-loftq-nf2-r64');
     // Half-way: at least one matrix finished (its journal entry is on disk), not all.
     const progress = await notification(page, new RegExp(`matrix ([3-9]|\\d\\d) of ${SLOW_MATRICES}`), 180_000);
