@@ -266,3 +266,122 @@ export function rowsFromColumns(block: usize, first: i32, k: i32, len: i32, dst:
     for (let i = 0; i < len; i++) store<f32>(dst + ((<usize>(i * k + j)) << 2), <f32>load<f64>(c + (<usize>i << 3)));
   }
 }
+
+// --- Symmetric eigenproblem (the Rayleigh–Ritz step) ------------------------------------
+// EISPACK's tred2 + tql2: Householder reduction to tridiagonal form, then implicit QL.
+// `a` is a row-major n×n symmetric matrix, overwritten by the eigenvectors (column j for
+// d[j]); d receives the eigenvalues, unsorted; e is scratch of n. O(n³).
+
+@inline function at(a: usize, n: i32, i: i32, j: i32): usize { return a + ((<usize>i * <usize>n + <usize>j) << 3); }
+@inline function f64At(p: usize, i: i32): f64 { return load<f64>(p + (<usize>i << 3)); }
+@inline function setF64(p: usize, i: i32, x: f64): void { store<f64>(p + (<usize>i << 3), x); }
+
+export function symmetricEigen(a: usize, n: i32, d: usize, e: usize): void {
+  for (let j = 0; j < n; j++) setF64(d, j, load<f64>(at(a, n, n - 1, j)));
+  for (let i = n - 1; i > 0; i--) {
+    let scale: f64 = 0, h: f64 = 0;
+    for (let c = 0; c < i; c++) scale += Math.abs(f64At(d, c));
+    if (scale == 0) {
+      setF64(e, i, f64At(d, i - 1));
+      for (let j = 0; j < i; j++) { setF64(d, j, load<f64>(at(a, n, i - 1, j))); store<f64>(at(a, n, i, j), 0); store<f64>(at(a, n, j, i), 0); }
+    } else {
+      for (let c = 0; c < i; c++) { const x = f64At(d, c) / scale; setF64(d, c, x); h += x * x; }
+      let f = f64At(d, i - 1);
+      let g = Math.sqrt(h);
+      if (f > 0) g = -g;
+      setF64(e, i, scale * g);
+      h -= f * g;
+      setF64(d, i - 1, f - g);
+      for (let j = 0; j < i; j++) setF64(e, j, 0);
+      for (let j = 0; j < i; j++) {
+        f = f64At(d, j);
+        store<f64>(at(a, n, j, i), f);
+        g = f64At(e, j) + load<f64>(at(a, n, j, j)) * f;
+        for (let c = j + 1; c <= i - 1; c++) {
+          const vcj = load<f64>(at(a, n, c, j));
+          g += vcj * f64At(d, c);
+          setF64(e, c, f64At(e, c) + vcj * f);
+        }
+        setF64(e, j, g);
+      }
+      f = 0;
+      for (let j = 0; j < i; j++) { const x = f64At(e, j) / h; setF64(e, j, x); f += x * f64At(d, j); }
+      const hh = f / (h + h);
+      for (let j = 0; j < i; j++) setF64(e, j, f64At(e, j) - hh * f64At(d, j));
+      for (let j = 0; j < i; j++) {
+        f = f64At(d, j); g = f64At(e, j);
+        for (let c = j; c <= i - 1; c++) store<f64>(at(a, n, c, j), load<f64>(at(a, n, c, j)) - (f * f64At(e, c) + g * f64At(d, c)));
+        setF64(d, j, load<f64>(at(a, n, i - 1, j)));
+        store<f64>(at(a, n, i, j), 0);
+      }
+    }
+    setF64(d, i, h);
+  }
+  for (let i = 0; i < n - 1; i++) {
+    store<f64>(at(a, n, n - 1, i), load<f64>(at(a, n, i, i)));
+    store<f64>(at(a, n, i, i), 1);
+    const h = f64At(d, i + 1);
+    if (h != 0) {
+      for (let c = 0; c <= i; c++) setF64(d, c, load<f64>(at(a, n, c, i + 1)) / h);
+      for (let j = 0; j <= i; j++) {
+        let g: f64 = 0;
+        for (let c = 0; c <= i; c++) g += load<f64>(at(a, n, c, i + 1)) * load<f64>(at(a, n, c, j));
+        for (let c = 0; c <= i; c++) store<f64>(at(a, n, c, j), load<f64>(at(a, n, c, j)) - g * f64At(d, c));
+      }
+    }
+    for (let c = 0; c <= i; c++) store<f64>(at(a, n, c, i + 1), 0);
+  }
+  for (let j = 0; j < n; j++) { setF64(d, j, load<f64>(at(a, n, n - 1, j))); store<f64>(at(a, n, n - 1, j), 0); }
+  if (n > 0) store<f64>(at(a, n, n - 1, n - 1), 1);
+  setF64(e, 0, 0);
+  // implicit QL on the tridiagonal (d, e)
+  for (let i = 1; i < n; i++) setF64(e, i - 1, f64At(e, i));
+  if (n > 0) setF64(e, n - 1, 0);
+  let f: f64 = 0, tst1: f64 = 0;
+  const eps: f64 = 2.220446049250313e-16;
+  for (let l = 0; l < n; l++) {
+    tst1 = Math.max(tst1, Math.abs(f64At(d, l)) + Math.abs(f64At(e, l)));
+    let m = l;
+    while (m < n && Math.abs(f64At(e, m)) > eps * tst1) m++;
+    if (m > l) {
+      for (let iter = 0; iter < 100; iter++) {
+        let g = f64At(d, l);
+        let p = (f64At(d, l + 1) - g) / (2 * f64At(e, l));
+        let r = Math.hypot(p, 1);
+        if (p < 0) r = -r;
+        setF64(d, l, f64At(e, l) / (p + r));
+        setF64(d, l + 1, f64At(e, l) * (p + r));
+        const dl1 = f64At(d, l + 1);
+        let h = g - f64At(d, l);
+        for (let i = l + 2; i < n; i++) setF64(d, i, f64At(d, i) - h);
+        f += h;
+        p = f64At(d, m);
+        let c: f64 = 1, c2: f64 = 1, c3: f64 = 1, s: f64 = 0, s2: f64 = 0;
+        const el1 = f64At(e, l + 1);
+        for (let i = m - 1; i >= l; i--) {
+          c3 = c2; c2 = c; s2 = s;
+          g = c * f64At(e, i);
+          h = c * p;
+          r = Math.hypot(p, f64At(e, i));
+          setF64(e, i + 1, s * r);
+          s = f64At(e, i) / r;
+          c = p / r;
+          p = c * f64At(d, i) - s * g;
+          setF64(d, i + 1, h + s * (c * g + s * f64At(d, i)));
+          for (let row = 0; row < n; row++) {
+            const pi1 = at(a, n, row, i + 1), pi = at(a, n, row, i);
+            const vi1 = load<f64>(pi1), vi = load<f64>(pi);
+            store<f64>(pi1, s * vi + c * vi1);
+            store<f64>(pi, c * vi - s * vi1);
+          }
+        }
+        p = (-s * s2 * c3 * el1 * f64At(e, l)) / dl1;
+        setF64(e, l, s * p);
+        setF64(d, l, c * p);
+        if (!(Math.abs(f64At(e, l)) > eps * tst1)) break;
+      }
+    }
+    setF64(d, l, f64At(d, l) + f);
+    setF64(e, l, 0);
+  }
+}

@@ -27,6 +27,7 @@ interface KernelExports {
   combine(block: number, count: number, len: number, w: number, stride: number, j: number, out: number): void;
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
   rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
+  symmetricEigen(a: number, n: number, d: number, e: number): void;
 }
 
 let compiled: WasmModule | undefined;
