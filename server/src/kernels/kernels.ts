@@ -46,25 +46,22 @@ export class KernelMemoryError extends RangeError {
   override name = 'KernelMemoryError';
 }
 
-export class F32Region {
-  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
-  view(): Float32Array { return new Float32Array(this.ws.memory.buffer, this.ptr, this.length); }
+type TypedView = Float32Array | Float64Array | Uint8Array | Uint16Array;
+interface ViewType<V extends TypedView> {
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): V;
+  readonly BYTES_PER_ELEMENT: number;
 }
 
-export class F64Region {
-  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
-  view(): Float64Array { return new Float64Array(this.ws.memory.buffer, this.ptr, this.length); }
+/** `length` values of one type at byte offset `ptr` of a workspace's memory. */
+export class Region<V extends TypedView> {
+  constructor(private readonly ws: Workspace, private readonly type: ViewType<V>, readonly ptr: number, readonly length: number) {}
+  view(): V { return new this.type(this.ws.memory.buffer, this.ptr, this.length); }
 }
 
-export class U8Region {
-  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
-  view(): Uint8Array { return new Uint8Array(this.ws.memory.buffer, this.ptr, this.length); }
-}
-
-export class U16Region {
-  constructor(private readonly ws: Workspace, readonly ptr: number, readonly length: number) {}
-  view(): Uint16Array { return new Uint16Array(this.ws.memory.buffer, this.ptr, this.length); }
-}
+export type F32Region = Region<Float32Array>;
+export type F64Region = Region<Float64Array>;
+export type U8Region = Region<Uint8Array>;
+export type U16Region = Region<Uint16Array>;
 
 export class Workspace {
   readonly k: KernelExports;
@@ -94,25 +91,16 @@ export class Workspace {
     return ptr;
   }
 
-  f32(length: number, from?: Float32Array): F32Region {
-    const r = new F32Region(this, this.carve(length * 4), length);
+  private region<V extends TypedView>(type: ViewType<V>, length: number, from?: ArrayLike<number>): Region<V> {
+    const r = new Region(this, type, this.carve(length * type.BYTES_PER_ELEMENT), length);
     if (from) r.view().set(from);
     return r;
   }
 
-  f64(length: number, from?: Float64Array): F64Region {
-    const r = new F64Region(this, this.carve(length * 8), length);
-    if (from) r.view().set(from);
-    return r;
-  }
-
-  u8(length: number): U8Region { return new U8Region(this, this.carve(length), length); }
-
-  u16(length: number, from?: Uint16Array): U16Region {
-    const r = new U16Region(this, this.carve(length * 2), length);
-    if (from) r.view().set(from);
-    return r;
-  }
+  f32(length: number, from?: Float32Array): F32Region { return this.region(Float32Array, length, from); }
+  f64(length: number, from?: Float64Array): F64Region { return this.region(Float64Array, length, from); }
+  u8(length: number): U8Region { return this.region(Uint8Array, length); }
+  u16(length: number, from?: Uint16Array): U16Region { return this.region(Uint16Array, length, from); }
 }
 
 const idle: Workspace[] = [];

@@ -19,8 +19,6 @@ export interface DeviceMatrix {
 
 export interface MatmulBackend {
   readonly name: BackendName;
-  /** Row-major a (m×k) · b (k×n). */
-  matmul(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Promise<Float32Array>;
   hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
   /** GEMM flops issued so far (for throughput figures). */
   flops: number;
@@ -29,7 +27,7 @@ export interface MatmulBackend {
 // WebGPU storage bindings are limited to 128 MiB; a larger tensor silently computes
 // garbage. On a backend with such a limit every tensor a product touches stays below it:
 // the held matrix as row blocks, the thin factor as column chunks, and each product's
-// output as row slices (a rank-r update B·Aᵀ is thin in, full-size out).
+// output as row slices (a product can be thin in and far larger out).
 const WEBGPU_MAX_BINDING_BYTES = 128 * 1024 * 1024;
 
 export interface BackendOptions {
@@ -42,15 +40,6 @@ class TfBackend implements MatmulBackend {
   /** Largest tensor this backend created, in bytes (checks the binding limit). */
   largestTensorBytes = 0;
   constructor(readonly name: BackendName, private readonly tf: typeof TF, readonly maxBindingBytes: number) {}
-
-  async matmul(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Promise<Float32Array> {
-    const held = await this.hold(a, m, k);
-    try {
-      return await held.times(b, n);
-    } finally {
-      held.dispose();
-    }
-  }
 
   /** tfjs has one global backend per thread; several instances (tests) take turns. */
   private async activate(): Promise<void> {
