@@ -12,7 +12,7 @@ import type { AnalysisEntry, PlanResult, Report } from '../../server/src/protoco
 import { spawnSync } from 'node:child_process';
 import { repoRoot } from '../helpers';
 import { LspClient, uriOf } from './lspClient';
-import { applyTextEdits, rangeOf, rmrf, workspace } from './support';
+import { applyTextEdits, rangeOf, rmrf, withServer, workspace } from './support';
 
 const Q4 = [0.05, 0.06, 0.07, 0.08, 0.085]; // 4-bit error of q_proj in layers 0..4
 
@@ -54,8 +54,7 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
   const plan = path.join(root, 'loftq.json');
   const uri = uriOf(plan);
   fs.writeFileSync(plan, PLAN);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.includes('no analysis yet')));
     // The report appears (as after `loftq analyze`): the watcher event refreshes the closed plan.
     await writeReport(root, path.join(ckptDir, 'model.safetensors'));
@@ -105,10 +104,7 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
     ] as Diagnostic[]).map((d) => [d.severity, d.message]));
     assert.deepEqual(after.find((d) => d.message.startsWith('down_proj'))!.range, rangeOf(edited, '"model.layers.{3..4}.mlp.down_proj"'));
 
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('the diagnostics threshold comes from workspace/configuration', async () => {
@@ -141,8 +137,7 @@ test('hover on a pattern or a layer name shows errors at each analysed width', a
   fs.writeFileSync(plan, text);
   await writeReport(root, path.join(ckptDir, 'model.safetensors'));
   const uri = uriOf(plan);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.open(uri, text);
     const hover = async (needle: string) => {
       const r = rangeOf(text, needle);
@@ -168,10 +163,7 @@ test('hover on a pattern or a layer name shows errors at each analysed width', a
     // Bold marks the width this plan gives the matrix.
     assert.ok(layer.includes('| model.layers.2.mlp.down_proj | 64×172 | **0.20** | 0.05 |'), layer.join('\n'));
     assert.ok(layer.includes('| model.layers.2.self_attn.q_proj | 64×64 | 0.20 | **0.07** |'), layer.join('\n'));
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('loftq/plan and the mixed-precision code action use the planner and agree with `loftq plan`', async () => {
@@ -185,8 +177,7 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
   fs.writeFileSync(plan, text);
   await writeReport(root, path.join(ckptDir, 'model.safetensors'));
   const uri = uriOf(plan);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const got = await c.conn.sendRequest<PlanResult>(Methods.plan, { plan: uri });
     const cli = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'plan', path.join(root, 'loftq-report.json'), '--budget', '16', '--adapter-dtype', 'f32', '--json'], { encoding: 'utf8' });
     assert.equal(cli.status, 0, cli.stderr);
@@ -209,8 +200,5 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
       assert.deepEqual([s.bits, s.rank], [ch.bits, ch.rank], ch.name);
     }
     await assert.rejects(c.conn.sendRequest(Methods.plan, { plan: uri, budget: { avgBits: 1 } }), /below the cheapest plan/);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });

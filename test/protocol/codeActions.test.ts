@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CodeAction, CodeActionRequest, Diagnostic } from 'vscode-languageserver-protocol';
 import { LspClient, uriOf } from './lspClient';
-import { applyTextEdits, rangeOf, rmrf, workspace } from './support';
+import { applyTextEdits, rangeOf, withServer, workspace } from './support';
 
 async function actionsAt(c: LspClient, uri: string, diags: Diagnostic[], range = diags[0].range): Promise<CodeAction[]> {
   return (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range, context: { diagnostics: diags } })) as CodeAction[];
@@ -32,8 +32,7 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
 }`;
   fs.writeFileSync(file, text);
   const uri = uriOf(file);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));
     const budget = ds.find((d) => d.code === 'budget')!;
@@ -60,10 +59,7 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     const again = (await actionsAt(c, uri, [b2])).find((a) => a.title.startsWith('Apply mixed-precision'))!;
     assert.equal(again.title, 'Apply mixed-precision plan within budget: first 1 layer at 4 bits (3.35 bits per weight)');
     assert.equal(applyTextEdits(tighter, again.edit!.changes![uri]), tighter.replace('model.layers.{0..1}.**', 'model.layers.0.**'));
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('an impossible rank is lowered in place; a dead override is removed', async () => {
@@ -78,8 +74,7 @@ test('an impossible rank is lowered in place; a dead override is removed', async
 }`;
   fs.writeFileSync(file, text);
   const uri = uriOf(file);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'rank-too-large') && d.some((x) => x.code === 'no-match'));
     const rank = ds.find((d) => d.code === 'rank-too-large')!;
@@ -100,8 +95,5 @@ test('an impossible rank is lowered in place; a dead override is removed', async
     assert.deepEqual(onOverride.map((a) => a.title).filter((t) => t.startsWith('Quantize these')), ['Quantize these matrices at 2 bits', 'Quantize these matrices at 3 bits', 'Quantize these matrices at 8 bits']);
     const at8 = onOverride.find((a) => a.title.endsWith('8 bits'))!;
     assert.deepEqual(JSON.parse(applyTextEdits(text, at8.edit!.changes![uri])).overrides[0], { match: 'model.layers.*.self_attn.k_proj', rank: 64, bits: 8 });
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Diagnostic, DiagnosticSeverity, FileChangeType } from 'vscode-languageserver-protocol';
-import { LspClient, uriOf } from './lspClient';
-import { rangeOf, rmrf, workspace } from './support';
+import { uriOf } from './lspClient';
+import { rangeOf, withServer, workspace } from './support';
 
 const brief = (ds: Diagnostic[]) => ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })).sort((a, b) => a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character || a.message.localeCompare(b.message));
 
@@ -27,8 +27,7 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
   const { root } = workspace();
   const plan = path.join(root, 'loftq.json');
   fs.writeFileSync(plan, PLAN);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const ds = await c.diagnosticsFor(uriOf(plan), (d) => d.length > 0);
     // Sizes of this plan (docs/planner.md's cost model: packed 2-bit codes + double-quantized
     // scales nb + 4·⌈nb/256⌉ + 4 per matrix; untouched tensors as stored): per layer codes
@@ -51,10 +50,7 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
     fs.rmSync(plan);
     await c.filesChanged([{ uri: uriOf(plan), type: FileChangeType.Deleted }]);
     await c.diagnosticsFor(uriOf(plan), (d) => d.length === 0, 'cleared diagnostics');
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('checkpoint problems: missing, not safetensors, pickle — then fixed by editing', async () => {
@@ -62,8 +58,7 @@ test('checkpoint problems: missing, not safetensors, pickle — then fixed by ed
   fs.writeFileSync(path.join(root, 'notes.safetensors'), 'hello world, not a checkpoint');
   fs.writeFileSync(path.join(root, 'model.bin'), new Uint8Array([0x80, 0x02, 0x7d, 0x71]));
   const uri = uriOf(path.join(root, 'loftq.json'));
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const text = (ck: string) => `{ "checkpoint": ${JSON.stringify(ck)}, "defaults": { "bits": 4 } }`;
     const only = async (ck: string, version: number) => {
       if (version === 1) await c.open(uri, text(ck)); else await c.change(uri, text(ck), version);
@@ -82,10 +77,7 @@ test('checkpoint problems: missing, not safetensors, pickle — then fixed by ed
     ds = await only('ckpt', 4); // a folder holding model.safetensors
     assert.deepEqual(ds.map((d) => d.severity), [DiagnosticSeverity.Information]);
     assert.match(ds[0].message, /^35 matrices to quantize, average 4\.00 bits/);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('JSON syntax and structure problems are located; closing falls back to the file on disk', async () => {
@@ -94,8 +86,7 @@ test('JSON syntax and structure problems are located; closing falls back to the 
   const onDisk = '{ "checkpoint": "ckpt/model.safetensors", "defaults": { "bits": 5 } }';
   fs.writeFileSync(file, onDisk);
   const uri = uriOf(file);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.startsWith("'bits' must be")));
     const broken = '{ "checkpoint": "ckpt/model.safetensors" "defaults": {} }';
     await c.open(uri, broken);
@@ -107,8 +98,5 @@ test('JSON syntax and structure problems are located; closing falls back to the 
     const bits = back.find((d) => d.message.startsWith("'bits'"))!;
     assert.equal(bits.message, "'bits' must be 2, 3, 4 or 8 (got 5)");
     assert.deepEqual(bits.range, rangeOf(onDisk, '5'));
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });

@@ -13,8 +13,8 @@ import { adapterBytesOf, choiceBytes, DEFAULT_COST } from '../../server/src/plan
 import { planReport } from '../../server/src/plan/planner/plan';
 import { compilePlan, parsePlan, settingsFor } from '../../server/src/plan/planfile';
 import type { AnalysisEntry, MatrixReport, Report } from '../../server/src/protocol/lsp_ext';
-import { LspClient, uriOf } from './lspClient';
-import { applyTextEdits, rangeOf, rmrf, workspace } from './support';
+import { uriOf } from './lspClient';
+import { applyTextEdits, rangeOf, withServer, workspace } from './support';
 
 const R = 16; // analysed rank
 const layerOf = (name: string) => Number(/layers\.(\d+)\./.exec(name)![1]);
@@ -81,8 +81,7 @@ test("the planner's prediction sits next to this plan's on `budget`; its quick f
   const plan = path.join(root, 'loftq.json');
   fs.writeFileSync(plan, text);
   const uri = uriOf(plan);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.open(uri, text);
     const ds = only(await c.diagnosticsFor(uri, (d) => only(d, 'planner').length > 0), 'planner');
     const want = expectedPlanner(text, report, targets);
@@ -111,10 +110,7 @@ test("the planner's prediction sits next to this plan's on `budget`; its quick f
     const rank32 = text.replace('"rank": 16', '"rank": 32');
     await c.change(uri, rank32, 4);
     assert.deepEqual(only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 4 && d.some((x) => x.code === 'budget')), 'planner'), []);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('a quantize report with NF4 reload errors warns at the `bits` of each entry whose matrices change on reload', async () => {
@@ -144,8 +140,7 @@ test('a quantize report with NF4 reload errors warns at the `bits` of each entry
   const plan = path.join(root, 'loftq.json');
   fs.writeFileSync(plan, text);
   const uri = uriOf(plan);
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     await c.open(uri, text);
     const ds = only(await c.diagnosticsFor(uri, (d) => only(d, 'reload').length > 0), 'reload');
     const threeBit = matrices.filter((m) => m.bits === 3 && m.name !== 'model.layers.4.self_attn.o_proj.weight');
@@ -168,8 +163,5 @@ test('a quantize report with NF4 reload errors warns at the `bits` of each entry
     await c.change(uri, two, 2);
     const later = only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.length > 0), 'reload');
     assert.deepEqual(later.map((d) => d.range), [rangeOf(two, '8', 1)]);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });

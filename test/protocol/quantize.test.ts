@@ -11,8 +11,7 @@ import { CancellationTokenSource } from 'vscode-languageserver-protocol';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { QuantizeParams, QuantizeResult, Report } from '../../server/src/protocol/lsp_ext';
 import { repoRoot } from '../helpers';
-import { LspClient } from './lspClient';
-import { rmrf, workspace } from './support';
+import { withServer, workspace } from './support';
 
 const SETTINGS = { bits: 2, rank: 8, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
 
@@ -20,8 +19,7 @@ const listAll = (d: string): string[] => (fs.existsSync(d) ? fs.readdirSync(d, {
 
 test('loftq/quantize: cancel midway leaves nothing; a full run reports progress and matches the CLI', async () => {
   const { root, ckptDir } = workspace();
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const checkpoint = path.join(ckptDir, 'model.safetensors');
     const out = path.join(root, 'out');
     const params = (token: string): QuantizeParams => ({ checkpoint, out, settings: SETTINGS, backend: 'cpu', workers: 1, workDoneToken: token });
@@ -64,8 +62,5 @@ test('loftq/quantize: cancel midway leaves nothing; a full run reports progress 
     assert.equal(r.status, 0, r.stderr);
     const cli: Report = JSON.parse(fs.readFileSync(path.join(cliOut, 'loftq-report.json'), 'utf8'));
     assert.deepEqual(cli.matrices.map((m) => [m.name, m.relError, m.qloraRelError]), onDisk.matrices.map((m) => [m.name, m.relError, m.qloraRelError]));
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });

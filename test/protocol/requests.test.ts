@@ -12,28 +12,23 @@ import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { InspectResult, Report } from '../../server/src/protocol/lsp_ext';
 import { repoRoot } from '../helpers';
 import { LspClient, uriOf } from './lspClient';
-import { rmrf, workspace } from './support';
+import { rmrf, withServer, workspace } from './support';
 
 test('loftq/inspect returns the header summary; bad checkpoints are one-line errors', async () => {
   const { root, ckptDir } = workspace();
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const file = path.join(ckptDir, 'model.safetensors');
     const got = await c.conn.sendRequest<InspectResult>(Methods.inspect, { checkpoint: uriOf(file) });
     assert.deepEqual(got, inspectCheckpoint(await openCheckpoint(file)));
     assert.equal(got.totals.tensors, 47);
     await assert.rejects(c.conn.sendRequest(Methods.inspect, { checkpoint: path.join(root, 'nope.safetensors') }),
       (e: ResponseError<unknown>) => e.code === -32602 && e.message === `${path.join(root, 'nope.safetensors')}: does not exist`);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('loftq/readReport reads a report by file, folder or plan path; null when there is none', async () => {
   const { root } = workspace();
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     assert.equal(await c.conn.sendRequest(Methods.readReport, { path: root }), null);
     const report: Report = {
       version: 1, tool: 'loftq-lens test', checkpoint: 'x', backend: 'cpu', settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 },
@@ -45,10 +40,7 @@ test('loftq/readReport reads a report by file, folder or plan path; null when th
     for (const p of [file, root, path.join(root, 'loftq.json'), uriOf(file)]) assert.deepEqual(await c.conn.sendRequest(Methods.readReport, { path: p }), report, p);
     fs.writeFileSync(file, '{"version": 2}');
     await assert.rejects(c.conn.sendRequest(Methods.readReport, { path: file }), /is not a loftq report/);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('`loftq lsp --stdio` serves the same diagnostics; without a transport it is a usage error', async () => {

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot, tempDir } from '../helpers';
 import type { Range } from 'vscode-languageserver-protocol';
+import { LspClient, StartOptions } from './lspClient';
 
 export const STORIES = path.join(repoRoot, 'examples', 'stories260k', 'model.safetensors');
 
@@ -42,4 +43,16 @@ export function applyTextEdits(text: string, edits: { range: Range; newText: str
 
 export function rmrf(dir: string) {
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Starts the server on a workspace, runs f with a client of it, then stops the server and
+ *  removes the workspace, whatever f did. */
+export async function withServer<T>(root: string, f: (c: LspClient) => Promise<T>, opts: Omit<StartOptions, 'root'> = {}): Promise<T> {
+  const c = await LspClient.start({ root, ...opts });
+  try {
+    return await f(c);
+  } finally {
+    await c.stop();
+    rmrf(root);
+  }
 }

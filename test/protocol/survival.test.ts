@@ -14,7 +14,7 @@ import type { InspectResult, QuantizeParams, QuantizeResult } from '../../server
 import { repoRoot } from '../helpers';
 import { judge, listTree, Reference } from '../unit/faults-oracle';
 import { LspClient, uriOf } from './lspClient';
-import { rmrf, workspace } from './support';
+import { withServer, workspace } from './support';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
 const SETTINGS = { bits: 2, rank: 4, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
@@ -31,8 +31,7 @@ const temps = (dir: string) => listTree(dir).filter((f) => path.basename(f).star
 test('malformed plan files get diagnostics (or a clear refusal), and the server keeps answering', async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const uri = uriOf(path.join(root, 'loftq.json'));
     const cases: [string, (d: Diagnostic[]) => boolean][] = [
       ['{ "checkpoint": "ckpt/model.safetensors", "defaults": { "bits": ', (d) => d.some((x) => x.code === 'plan' && /JSON syntax/.test(x.message))],
@@ -63,17 +62,13 @@ test('malformed plan files get diagnostics (or a clear refusal), and the server 
       /plan \S+nowhere\/loftq\.json cannot be read \(ENOENT\)/);
     assert.deepEqual(listTree(out), []);
     await alive(c, checkpoint);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('a checkpoint deleted during a run: the run fails naming it, no output is left, the server goes on', async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const out = path.join(root, 'out');
     const params: QuantizeParams = { checkpoint, out, settings: { ...SETTINGS, iters: 20 }, backend: 'cpu', workers: 1, workDoneToken: 'doomed' };
     const run = c.conn.sendRequest(Methods.quantize, params);
@@ -98,17 +93,13 @@ test('a checkpoint deleted during a run: the run fails naming it, no output is l
     const done = (await c.conn.sendRequest(Methods.quantize, { ...params, settings: SETTINGS, workDoneToken: 'again' })) as QuantizeResult;
     assert.equal(done.report.matrices.length, 35);
     assert.ok(fs.existsSync(done.reportPath));
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
 
 test('two runs into one folder: the second is refused clearly (same server or another process); a cancelled run is followed by one that matches the CLI', async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
-  const c = await LspClient.start({ root });
-  try {
+  await withServer(root, async (c) => {
     const out = path.join(root, 'out');
     // Another process (the CLI) is writing to the folder: the server's run is refused.
     const cli = spawn(process.execPath, [CLI, 'quantize', checkpoint, '--out', out, ...CLI_SETTINGS.slice(0, -1), '--iters', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -141,8 +132,5 @@ test('two runs into one folder: the second is refused clearly (same server or an
     assert.equal(await judge(out, ref, [done.report.matrices[0].name]), 'complete');
     assert.deepEqual(listTree(out), [...ref.files.keys()].sort());
     await alive(c, checkpoint);
-  } finally {
-    await c.stop();
-    rmrf(root);
-  }
+  });
 });
