@@ -69,7 +69,11 @@ const u32 = new Uint32Array(f32.buffer);
 /** float32 → bfloat16 bits, round to nearest even (as torch does); NaN stays NaN. */
 export function f32ToBf16Bits(x: number): number {
   f32[0] = x;
-  const b = u32[0];
+  return bf16OfBits(u32[0]);
+}
+
+/** The same, from the float32's bit pattern. */
+function bf16OfBits(b: number): number {
   if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff;
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
@@ -106,10 +110,7 @@ export function f32ToF16Bits(x: number): number {
 /** f32ToBf16Bits over whole arrays, on the bits directly (no per-value round trip through
  *  a scratch array, which made this the slowest step of writing a matrix). */
 function bitsToBf16(bits: Uint32Array, out: Uint16Array): void {
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i];
-    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-  }
+  for (let i = 0; i < bits.length; i++) out[i] = bf16OfBits(bits[i]);
 }
 
 /** Encodes float32 values into the given float dtype's little-endian bytes. */

@@ -16,8 +16,6 @@ export class ColumnBlock {
     this.staging = ws.f32(len * width);
   }
 
-  get ptr(): number { return this.columns.ptr; }
-
   /** Column j, as a view (valid until the workspace next grows). */
   column(j: number): Float64Array {
     return this.columns.view().subarray(j * this.len, (j + 1) * this.len);

@@ -3,8 +3,8 @@
 // top-r singular triplets. For the flat spectra of quantization residuals this converges
 // far faster per matrix product than plain subspace iteration, at the same cost: each
 // pass is two GEMMs (R·Ω and Rᵀ·Y, with R and Rᵀ both held on the device: a transposed
-// product on the wasm backend repacks R, which costs more than uploading Rᵀ), and Rᵀ·K comes for free from the
-// passes. The Krylov-space algebra runs in float64 on the host.
+// product on the wasm backend repacks R, which costs more than uploading Rᵀ), and Rᵀ·K
+// comes for free from the passes. The Krylov-space algebra runs in float64 in the kernels.
 // LoftQ calls this once per iteration on a residual that changes little between
 // iterations: the previous top-k right singular vectors are a warm start.
 
