@@ -47,6 +47,12 @@ export interface MatrixReport extends MatrixSettings {
   nf4ReloadRelError?: number;
   /** Set when the matrix was skipped (e.g. NaN/Inf); the tensor is then copied unchanged. */
   skipped?: string;
+  /** With calibration statistics G = SSᵀ of the layer's input: ‖(W − Q − B·A)·S‖_F / ‖W·S‖_F. */
+  outputRelError?: number;
+  /** The QLoRA counterpart ‖(W − quantize(W))·S‖_F / ‖W·S‖_F. */
+  qloraOutputRelError?: number;
+  /** The LoftQ iteration (1-based) whose factors were kept (lowest output error with calibration). */
+  bestIter?: number;
 }
 
 export interface ReportTotals {
@@ -71,6 +77,43 @@ export interface Report {
   totals: ReportTotals;
   /** `loftq analyze` only: one report per analysed bit width lives in `analyses`. */
   analyses?: AnalysisEntry[];
+  /** Where calibration statistics came from, when the run was calibrated. */
+  calibration?: CalibrationInfo;
+  /** Model-level fidelity, when `loftq eval` (or a calibrated run's evaluation) ran. */
+  model?: ModelEval;
+}
+
+export interface CalibrationInfo {
+  /** 'tokens' (JSON ids), 'text' (tokenized .txt), 'generated', 'imatrix'. */
+  source: 'tokens' | 'text' | 'generated' | 'imatrix';
+  file?: string;
+  sequences: number;
+  tokens: number;
+  /** Inputs at most this wide get a full G; wider ones keep only its diagonal. */
+  fullStatMaxDim: number;
+  ridge: number;
+}
+
+/** Output-space comparison with the original model (llama-perplexity --kl-divergence style). */
+export interface ModelSideEval {
+  /** Mean KL(original ‖ this) in nats per token. */
+  kl: number;
+  klMedian: number;
+  klP99: number;
+  /** Share of positions (0..1) whose top-1 token equals the original's. */
+  top1: number;
+  ppl: number;
+  /** ln(ppl / original ppl). */
+  lnPplRatio: number;
+}
+
+export interface ModelEval {
+  tokensFile?: string;
+  sequences: number;
+  tokens: number;
+  original: { ppl: number };
+  loftq: ModelSideEval;
+  qlora: ModelSideEval;
 }
 
 /** One (bits) column of an analysis: errors for several bit widths without writing weights. */
