@@ -100,7 +100,7 @@ export interface ModelSideEval {
   kl: number;
   klMedian: number;
   klP99: number;
-  /** Share of positions (0..1) whose top-1 token equals the original's. */
+  /** Percentage of positions (0–100) whose top-1 token equals the original's. */
   top1: number;
   ppl: number;
   /** ln(ppl / original ppl). */
