@@ -51,6 +51,24 @@ export function defaultOversampling(rank: number): number {
   return Math.max(8, Math.ceil(rank / 2));
 }
 
+/** Rank, Krylov block width and block-Krylov passes per iteration for a rows × cols matrix
+ *  (shared with calibrated LoftQ, which runs the same SVD on (W − Q)·S). */
+export function svdSchedule(rows: number, cols: number, requestedRank: number, opts: LoftqOptions = {}) {
+  const rank = Math.min(requestedRank, rows, cols);
+  const k = Math.min(Math.max(rank + (opts.oversampling ?? defaultOversampling(rank)), opts.spectrum ?? 0), rows, cols);
+  // Small matrices: a Krylov space as large as the matrix makes the SVD exact, cheaply.
+  // Larger ones: 4 passes from the random start, 1 per warm-started iteration (2 at high
+  // rank), 2 for the last (whose factors are written).
+  const fullSpace = Math.ceil(Math.min(rows, cols) / k);
+  const exact = fullSpace <= (opts.exactPasses ?? 8) || (Math.min(rows, cols) <= 256 && rows * cols <= 1 << 18);
+  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 3;
+  // High ranks reach further into the residual's flat spectrum, where one warm pass loses
+  // measurably (≈0.5% at r = 64): they keep two.
+  const laterPasses = exact ? fullSpace : opts.laterPasses ?? (rank >= 32 ? 2 : 1);
+  const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
+  return { rank, k, firstPasses, laterPasses, lastPasses };
+}
+
 export async function loftqMatrix(
   w: Float32Array,
   rows: number,
@@ -62,18 +80,7 @@ export async function loftqMatrix(
   const size = rows * cols;
   if (w.length !== size) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
   const table = codebook(s.quantizer, s.bits);
-  const rank = Math.min(s.rank, rows, cols);
-  const k = Math.min(Math.max(rank + (opts.oversampling ?? defaultOversampling(rank)), opts.spectrum ?? 0), rows, cols);
-  // Small matrices: a Krylov space as large as the matrix makes the SVD exact, cheaply.
-  // Larger ones: 4 passes from the random start, 1 per warm-started iteration (2 at high
-  // rank), 2 for the last (whose factors are written).
-  const fullSpace = Math.ceil(Math.min(rows, cols) / k);
-  const exact = fullSpace <= (opts.exactPasses ?? 8) || (Math.min(rows, cols) <= 256 && size <= 1 << 18);
-  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 3;
-  // High ranks reach further into the residual's flat spectrum, where one warm pass loses
-  // measurably (≈0.5% at r = 64): they keep two.
-  const laterPasses = exact ? fullSpace : opts.laterPasses ?? (rank >= 32 ? 2 : 1);
-  const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
+  const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
 
   // The matrix-sized buffers live in kernel memory, where the element-wise passes run.
   return withWorkspace(async (ws) => {
