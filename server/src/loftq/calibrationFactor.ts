@@ -1,0 +1,130 @@
+// The factor S of calibrated LoftQ: S·Sᵀ = G + λI, where G = XᵀX/N is the second moment of
+// the layer's input. Then ‖(W − Q − B·A)·S‖_F² = Σ_tokens ‖(W − Q − B·A)·x‖² / N (+ the ridge
+// term), the output error the init should minimise.
+//
+// The ridge λ = RIDGE × mean(diag G). Why it is needed, and why this size:
+// - G is singular whenever the calibration tokens span fewer directions than the input
+//   width (16×128 tokens against a 5632-wide down_proj input), and nearly singular along
+//   directions the calibration text barely excites. The adapter is free there — any value
+//   costs nothing on the calibration tokens — and S⁻¹ scales it up without bound, so the
+//   init would fit the calibration set and hurt held-out tokens.
+// - λ relative to mean(diag G) makes it independent of the activations' scale; 1% is the
+//   damping GPTQ uses for the same Hessian (percdamp = 0.01). Measured on stories260K NF4 r16
+//   (README "Calibrated LoftQ", held-out KL): see the sweep there; a wide range around 1%
+//   gives nearly the same KL, far smaller ridges overfit, far larger ones tend to plain LoftQ.
+//
+// Full G → S = the lower Cholesky factor L (float64), applied as a GEMM. Diagonal G (wide
+// inputs, imatrix) → S = diag(√(g_jj + λ)), applied as column scaling.
+
+import type { InputStat } from '../model/stats';
+
+/** Default ridge, relative to the mean of diag(G). */
+export const DEFAULT_RIDGE = 0.01;
+
+export type CalibrationFactor =
+  /** Lower-triangular L, row-major dim × dim, with L·Lᵀ = G + λI. */
+  | { kind: 'full'; dim: number; l: Float64Array }
+  /** S = diag(s). */
+  | { kind: 'diag'; dim: number; s: Float64Array };
+
+/** Thrown when G + λI is not positive definite (G was not a second moment). */
+export class FactorError extends Error {
+  override name = 'FactorError';
+}
+
+function meanDiagonal(stat: InputStat): number {
+  let sum = 0;
+  for (let i = 0; i < stat.dim; i++) sum += stat.kind === 'full' ? stat.g[i * stat.dim + i] : stat.d[i];
+  return sum / stat.dim;
+}
+
+/**
+ * S for one input statistic. An all-zero G (an input that was never nonzero) gives S = I,
+ * the plain LoftQ objective: there is nothing to weight by. `alloc` lets the caller place
+ * the result in shared memory (worker threads read it without a copy).
+ */
+export function calibrationFactor(stat: InputStat, ridge = DEFAULT_RIDGE, alloc = (n: number) => new Float64Array(n)): CalibrationFactor {
+  const n = stat.dim;
+  const mean = meanDiagonal(stat);
+  if (!Number.isFinite(mean) || mean < 0) throw new FactorError(`its second moment has a negative or non-finite diagonal (mean ${mean})`);
+  const lambda = mean > 0 ? ridge * mean : 0;
+  if (stat.kind === 'diag' || mean === 0) {
+    const s = alloc(n);
+    for (let i = 0; i < n; i++) {
+      const v = mean === 0 ? 1 : (stat.kind === 'diag' ? stat.d[i] : stat.g[i * n + i]) + lambda;
+      if (!(v > 0)) throw new FactorError(`diagonal entry ${i} of its second moment is ${v - lambda}`);
+      s[i] = Math.sqrt(v);
+    }
+    return { kind: 'diag', dim: n, s };
+  }
+  return { kind: 'full', dim: n, l: cholesky(stat.g, n, lambda, alloc(n * n)) };
+}
+
+/** Lower Cholesky factor of G + λI (row-major), rows of L contiguous so the inner dot
+ *  products run along memory. Float64 throughout. */
+export function cholesky(g: Float64Array, n: number, lambda: number, l = new Float64Array(n * n)): Float64Array {
+  for (let i = 0; i < n; i++) {
+    const ri = i * n;
+    for (let j = 0; j <= i; j++) {
+      const rj = j * n;
+      let sum = g[ri + j] + (i === j ? lambda : 0);
+      for (let k = 0; k < j; k++) sum -= l[ri + k] * l[rj + k];
+      if (i === j) {
+        if (!(sum > 0)) throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${i} is ${sum})`);
+        l[ri + i] = Math.sqrt(sum);
+      } else l[ri + j] = sum / l[rj + j];
+    }
+  }
+  return l;
+}
+
+/** X·S for row-major X (rows × dim), float32 out. The full case is a GEMM on the backend. */
+export async function applyFactor(
+  x: Float32Array,
+  rows: number,
+  factor: CalibrationFactor,
+  times: (x: Float32Array, rows: number, cols: number, b: Float32Array) => Promise<Float32Array>,
+  l32?: Float32Array,
+): Promise<Float32Array> {
+  const n = factor.dim;
+  if (factor.kind === 'diag') {
+    const out = new Float32Array(rows * n);
+    const s = factor.s;
+    for (let i = 0; i < rows; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = x[o + j] * s[j];
+    return out;
+  }
+  return times(x, rows, n, l32 ?? Float32Array.from(factor.l));
+}
+
+/**
+ * A = M·S⁻¹ for M (r × dim, float64 row-major): the adapter whose product with S is M.
+ * Full S = L: A·L = M solved by back substitution over Lᵀ (all r rows at once, so each
+ * row of Lᵀ is read once); diagonal: a division per column.
+ */
+export function solveRight(m: Float64Array, r: number, factor: CalibrationFactor, lt?: Float64Array): Float64Array {
+  const n = factor.dim;
+  const a = Float64Array.from(m);
+  if (factor.kind === 'diag') {
+    for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[p * n + j] /= factor.s[j];
+    return a;
+  }
+  const u = lt ?? transposeF64(factor.l, n);
+  // Σ_i a_i·L_ij = m_j  ⇔  a_j = (m_j − Σ_{i>j} a_i·U_ji) / U_jj with U = Lᵀ.
+  for (let j = n - 1; j >= 0; j--) {
+    const rj = j * n;
+    const d = u[rj + j];
+    for (let p = 0; p < r; p++) {
+      const ap = p * n;
+      let sum = a[ap + j];
+      for (let i = j + 1; i < n; i++) sum -= a[ap + i] * u[rj + i];
+      a[ap + j] = sum / d;
+    }
+  }
+  return a;
+}
+
+export function transposeF64(x: Float64Array, n: number): Float64Array {
+  const t = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = x[i * n + j];
+  return t;
+}
