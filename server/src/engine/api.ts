@@ -2,7 +2,8 @@
 // Implementations: engine/run.ts (quantizeCheckpoint, analyzeCheckpoint),
 // loftq/loftq.ts (loftqMatrix), linalg/backend.ts (createBackend).
 
-import type { BackendChoice, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
+import type { InputStats } from '../model/stats';
+import type { BackendChoice, CalibrationInfo, CalibrationParams, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
 
 export interface RunOptions {
   /** Output folder (created if missing). */
@@ -21,9 +22,17 @@ export interface RunOptions {
   shard?: { index: number; count: number };
   /** What to do with a matrix holding NaN/Inf: refuse the run (default) or skip it. */
   onNonFinite?: 'refuse' | 'skip';
+  /** Calibrated LoftQ: a source of statistics (read/collected by model/), or statistics
+   *  already collected (keyed by weight tensor name; ridge as in CalibrationParams). */
+  calibration?: CalibrationParams | PreparedCalibration;
   signal?: AbortSignal;
   onProgress?: (e: ProgressEvent) => void;
   onMatrix?: (m: MatrixReport, index: number, total: number) => void;
+}
+
+export interface PreparedCalibration {
+  stats: InputStats;
+  info: CalibrationInfo;
 }
 
 export interface RunResult {

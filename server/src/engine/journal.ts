@@ -20,12 +20,16 @@ export interface JournalKeyInput {
   packed: boolean;
   /** Identity of the input file (size + mtime) so a changed checkpoint is recomputed. */
   fileStamp: string;
+  /** Content key of the calibration statistic and ridge (calibrated LoftQ), if any. */
+  calibration?: string;
 }
 
 export function journalKey(k: JournalKeyInput): string {
   const { name, dtype, shape, start, byteLength } = k.tensor;
   const s = k.settings;
-  const text = JSON.stringify([JOURNAL_VERSION, name, dtype, shape, start, byteLength, s.bits, s.rank, s.iters, s.quantizer, s.blockSize, k.fanInFanOut, k.packed, k.fileStamp]);
+  const text = JSON.stringify([JOURNAL_VERSION, name, dtype, shape, start, byteLength, s.bits, s.rank, s.iters, s.quantizer, s.blockSize, k.fanInFanOut, k.packed, k.fileStamp,
+    // Only calibrated entries carry the key: plain runs keep their existing journal names.
+    ...(k.calibration ? [k.calibration] : [])]);
   return createHash('sha256').update(text).digest('hex').slice(0, 24);
 }
 

@@ -5,6 +5,8 @@
 import { readTensorF32, fromFloat32, toFloat32, roundTrip, SafetensorsWriter, TensorInfo, TensorSpec, DType } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix } from '../loftq/loftq';
+import { backendTimes, calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
+import { applyFactor, CalibrationFactor } from '../loftq/calibrationFactor';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
@@ -22,6 +24,8 @@ export interface MatrixJob {
   packed: boolean;
   onNonFinite: 'refuse' | 'skip';
   journalFile: string;
+  /** Calibrated LoftQ: S with S·Sᵀ = G + λI of this matrix's input (shared memory across threads). */
+  calibration?: { factor: CalibrationFactor };
 }
 
 function countNonFinite(w: Float32Array): number {
@@ -56,7 +60,9 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     return { ...base, relError: NaN, relErrorPerIter: [], qloraRelError: NaN, frobeniusNorm: NaN, seconds: 0, skipped: read.skipped };
   }
   const w = read.w;
-  const res = await loftqMatrix(w, rows, cols, settings, backend, { phases }).catch((e) => {
+  const factor = job.calibration?.factor;
+  const run = factor ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases }) : loftqMatrix(w, rows, cols, settings, backend, { phases });
+  const res: Awaited<typeof run> & Partial<CalibratedResult> = await run.catch((e) => {
     throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
   });
   const tAfter = performance.now();
@@ -68,7 +74,7 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const norm = res.frobeniusNorm;
   // Q is encoded once: these bytes are written, and their float32 reading measured.
   let qBytes: Uint8Array = new Uint8Array(0);
-  const [err, errNf4] = withWorkspace((ws) => {
+  const [err, errNf4, residualE] = withWorkspace((ws) => {
     const [W, Q, B, A] = [ws.f32(w.length, w), ws.f32(res.q.length, res.q), ws.f32(loraB.length, loraB), ws.f32(loraA.length, loraA)];
     if (dtype === 'BF16') {
       const bits = ws.u16(Q.length);
@@ -82,8 +88,20 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     const nf4 = quantizedRegions(ws, Q.length, 64);
     quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
-    return [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed)];
+    const e = factor ? ws.f32(w.length) : undefined;
+    const errs = [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, e ? e.ptr : 0, packed), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed)];
+    // W − Q − B·A of the written values (e held W − B·A), for the output error below.
+    if (e) ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
+    return [errs[0], errs[1], e?.view().slice()] as const;
   });
+  let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
+  if (factor && residualE) {
+    const es = await applyFactor(residualE, rows, factor, backendTimes(backend));
+    let sq = 0;
+    for (let i = 0; i < es.length; i++) sq += es[i] * es[i];
+    const normS = res.outputNorm ?? 0;
+    output = { outputRelError: normS > 0 ? Math.sqrt(sq) / normS : 0, qloraOutputRelError: res.qloraOutputRelError, bestIter: res.bestIter };
+  }
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
   // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.
@@ -105,6 +123,7 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     qloraRelError: res.qloraRelError,
     frobeniusNorm: norm,
     nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0,
+    ...output,
     seconds: 0,
     phases,
   };

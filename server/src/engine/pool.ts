@@ -12,11 +12,15 @@ import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from '
 import { CancelledError } from './errors';
 import { deserializeError } from './serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
+import type { InputStat } from '../model/stats';
+import { calibrationFactor, CalibrationFactor } from '../loftq/calibrationFactor';
 
 export interface Executor {
   readonly backend: BackendName;
   quantize(job: MatrixJob): Promise<MatrixReport>;
   analyze(job: AnalyzeJob): Promise<AnalyzeRow[]>;
+  /** S with S·Sᵀ = G + λI for calibrated LoftQ, computed off the calling thread when threaded. */
+  factor(stat: InputStat, ridge: number): Promise<CalibrationFactor>;
   /** GEMM flops issued so far. */
   flops(): number;
   close(): Promise<void>;
@@ -42,6 +46,7 @@ async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<E
     backend: backend.name,
     quantize: (job) => guard(() => runMatrixJob(job, backend)),
     analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
+    factor: (stat, ridge) => guard(async () => calibrationFactor(stat, ridge)),
     flops: () => backend.flops,
     close: async () => undefined,
   };
@@ -94,7 +99,7 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
         idle.push(w);
         if (p) {
           if (m.type === 'failed') p.reject(deserializeError(m.error));
-          else p.resolve(m.type === 'quantized' ? m.report : m.rows);
+          else p.resolve(m.type === 'quantized' ? m.report : m.type === 'factored' ? m.factor : m.rows);
         }
         pump();
       });
@@ -125,6 +130,7 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
     get backend() { return backendName; },
     quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
     analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
+    factor: (stat, ridge) => submit<CalibrationFactor>((id) => ({ type: 'factor', id, stat, ridge })),
     flops: () => [...flops.values()].reduce((a, b) => a + b, 0),
     close: async () => { signal?.removeEventListener('abort', onAbort); await close(); },
   };

@@ -22,6 +22,9 @@ import { adapterConfig } from '../export/adapterConfig';
 import { ADAPTER_DIR, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
 import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
+import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
+import type { CalibrationFactor } from '../loftq/calibrationFactor';
+import type { InputStat } from '../model/stats';
 
 export const REPORT_FILE = 'loftq-report.json';
 const SUPPORTED_BITS = [2, 3, 4, 8];
@@ -139,10 +142,17 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     for (const d of [out, path.join(out, JOURNAL_DIR), path.join(out, ADAPTER_DIR)]) await removeStaleTemps(d);
     const stamps = new Map<string, string>();
     for (const f of ck.files) stamps.set(f, await fileStamp(f));
+    let calibration: ResolvedCalibration | undefined;
+    if (opts.calibration) {
+      opts.onProgress?.({ index: 0, total: mine.length, name: 'calibration statistics', phase: 'start' });
+      calibration = await resolveCalibration(ck, opts.calibration, { backend: opts.backend, signal: opts.signal });
+      throwIfAborted(opts.signal);
+    }
     const jobs = mine.map((m) => {
       const fanInFanOut = isFanInFanOut(config, m.tensor.name);
-      const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)! });
-      return { ...m, fanInFanOut, entry: journalPath(out, key) };
+      const stat = calibration && statFor(calibration, m.tensor, fanInFanOut);
+      const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)!, calibration: stat ? calibration!.keys.get(stat) : undefined });
+      return { ...m, fanInFanOut, stat, entry: journalPath(out, key) };
     });
     if (!opts.shard) await onOutput(out, () => fsp.rm(path.join(out, REPORT_FILE), { force: true }));
 
@@ -175,9 +185,16 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     if (todo.length) {
       const workers = Math.min(opts.workers ?? defaultWorkers(), todo.length);
       executor = await createExecutor(workers, opts.backend ?? 'wasm', opts.signal);
+      // One factor per distinct statistic (q/k/v share one), computed on the workers.
+      const factors = new Map<InputStat, Promise<CalibrationFactor>>();
+      for (const j of todo) if (j.stat && !factors.has(j.stat)) factors.set(j.stat, executor.factor(j.stat, calibration!.ridge));
+      const factorOf = async (stat: InputStat) => factors.get(stat)!.catch((e) => {
+        throw e instanceof Error && e.name === 'FactorError' ? new InputError(calibration!.origin, `statistics unusable: ${e.message}`) : e;
+      });
       const order = [...todo].sort((a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1));
       await Promise.all(order.map(async (j) => {
-        const report = await executor!.quantize({ tensor: j.tensor, settings: j.settings, fanInFanOut: j.fanInFanOut, packed, onNonFinite: opts.onNonFinite ?? 'refuse', journalFile: j.entry });
+        const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
+        const report = await executor!.quantize({ tensor: j.tensor, settings: j.settings, fanInFanOut: j.fanInFanOut, packed, onNonFinite: opts.onNonFinite ?? 'refuse', journalFile: j.entry, calibration: cal });
         throwIfAborted(opts.signal);
         doneParams += j.tensor.parameters;
         const elapsed = (performance.now() - tCompute) / 1000;
@@ -192,6 +209,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     const matrices = jobs.map((j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!);
     const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
     const report = buildReport(ck, opts.settings, backend, matrices, (performance.now() - t0) / 1000);
+    if (calibration) report.calibration = calibration.info;
     if (opts.shard) {
       await writeShardDescriptor(out, {
         checkpoint: ck.path, files: checkpointIdentity(ck), settings: opts.settings, plan: opts.plan, targets: opts.targets,

@@ -21,11 +21,14 @@ import type { InputStat } from '../model/stats';
 /** Default ridge, relative to the mean of diag(G). */
 export const DEFAULT_RIDGE = 0.01;
 
+/** Plain or shared (SharedArrayBuffer) memory. */
+type F64 = Float64Array<ArrayBufferLike>;
+
 export type CalibrationFactor =
   /** Lower-triangular L, row-major dim × dim, with L·Lᵀ = G + λI. */
-  | { kind: 'full'; dim: number; l: Float64Array }
+  | { kind: 'full'; dim: number; l: F64 }
   /** S = diag(s). */
-  | { kind: 'diag'; dim: number; s: Float64Array };
+  | { kind: 'diag'; dim: number; s: F64 };
 
 /** Thrown when G + λI is not positive definite (G was not a second moment). */
 export class FactorError extends Error {
@@ -43,7 +46,7 @@ function meanDiagonal(stat: InputStat): number {
  * the plain LoftQ objective: there is nothing to weight by. `alloc` lets the caller place
  * the result in shared memory (worker threads read it without a copy).
  */
-export function calibrationFactor(stat: InputStat, ridge = DEFAULT_RIDGE, alloc = (n: number) => new Float64Array(n)): CalibrationFactor {
+export function calibrationFactor(stat: InputStat, ridge = DEFAULT_RIDGE, alloc: (n: number) => F64 = (n) => new Float64Array(n)): CalibrationFactor {
   const n = stat.dim;
   const mean = meanDiagonal(stat);
   if (!Number.isFinite(mean) || mean < 0) throw new FactorError(`its second moment has a negative or non-finite diagonal (mean ${mean})`);
@@ -62,7 +65,7 @@ export function calibrationFactor(stat: InputStat, ridge = DEFAULT_RIDGE, alloc 
 
 /** Lower Cholesky factor of G + λI (row-major), rows of L contiguous so the inner dot
  *  products run along memory. Float64 throughout. */
-export function cholesky(g: Float64Array, n: number, lambda: number, l = new Float64Array(n * n)): Float64Array {
+export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = new Float64Array(n * n)): F64 {
   for (let i = 0; i < n; i++) {
     const ri = i * n;
     for (let j = 0; j <= i; j++) {
@@ -123,7 +126,7 @@ export function solveRight(m: Float64Array, r: number, factor: CalibrationFactor
   return a;
 }
 
-export function transposeF64(x: Float64Array, n: number): Float64Array {
+export function transposeF64(x: F64, n: number): Float64Array {
   const t = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = x[i * n + j];
   return t;

@@ -83,6 +83,19 @@ export interface Report {
   model?: ModelEval;
 }
 
+/** Where calibrated LoftQ's statistics come from (one source) — `loftq quantize --calib FILE |
+ *  --calib-generate N,LEN | --imatrix FILE`, and `QuantizeParams.calibration`. */
+export interface CalibrationParams {
+  /** JSON array of token-id sequences (`[[1, 403, …], …]`), or a `.txt` tokenized with the checkpoint's tokenizer.json. */
+  file?: string;
+  /** Sample this many sequences of this many tokens from the original model (seeded). */
+  generate?: { sequences: number; length: number; seed?: number };
+  /** llama.cpp importance matrix (GGUF or legacy .dat): diagonal statistics. */
+  imatrix?: string;
+  /** Ridge λ relative to mean(diag G) in S·Sᵀ = G + λI; default 0.01. */
+  ridge?: number;
+}
+
 export interface CalibrationInfo {
   /** 'tokens' (JSON ids), 'text' (tokenized .txt), 'generated', 'imatrix'. */
   source: 'tokens' | 'text' | 'generated' | 'imatrix';
@@ -190,6 +203,8 @@ export interface QuantizeParams {
   backend?: BackendChoice;
   format?: ExportFormat;
   workers?: number;
+  /** Calibrated (activation-aware) LoftQ: statistics of each layer's input from these tokens. */
+  calibration?: CalibrationParams;
   /** Work-done progress token created by the client (window/workDoneProgress/create). */
   workDoneToken?: string | number;
 }

@@ -1,0 +1,87 @@
+// Calibration for a quantize run: input statistics per target matrix (from model/'s readers
+// and forward pass, or handed in already collected), checked against the matrices, and a
+// content key per statistic so the journal recomputes a matrix whose calibration changed.
+
+import { createHash } from 'node:crypto';
+import type { Checkpoint, TensorInfo } from '../checkpoint';
+import type { InputStat, InputStats } from '../model/stats';
+import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
+import { DEFAULT_RIDGE } from '../loftq/calibrationFactor';
+import type { PreparedCalibration } from './api';
+import { InputError, UsageError } from './errors';
+
+export interface ResolvedCalibration {
+  info: CalibrationInfo;
+  ridge: number;
+  stats: InputStats;
+  /** Content hash of each statistic (with the ridge), for the journal key. */
+  keys: Map<InputStat, string>;
+  /** Named in messages about the statistics. */
+  origin: string;
+}
+
+export interface CollectOptions {
+  backend?: BackendChoice;
+  signal?: AbortSignal;
+}
+
+/** Reads or collects the statistics a CalibrationParams names (model/ does the work). */
+export type StatsCollector = (ck: Checkpoint, params: CalibrationParams, opts: CollectOptions) => Promise<PreparedCalibration>;
+
+let collector: StatsCollector | undefined;
+/** model/ registers its collector here (keeps engine/ free of a static dependency on the forward pass). */
+export function setStatsCollector(c: StatsCollector): void {
+  collector = c;
+}
+
+const isPrepared = (c: CalibrationParams | PreparedCalibration): c is PreparedCalibration => 'stats' in c;
+
+export function checkCalibrationParams(p: CalibrationParams): void {
+  const sources = [p.file, p.generate, p.imatrix].filter((x) => x !== undefined).length;
+  if (sources !== 1) throw new UsageError(`calibration takes exactly one source (--calib FILE, --calib-generate N,LEN or --imatrix FILE), got ${sources}`);
+  if (p.ridge !== undefined && !(Number.isFinite(p.ridge) && p.ridge >= 0)) throw new UsageError(`the calibration ridge must be a number ≥ 0, got ${p.ridge}`);
+  if (p.generate) {
+    const { sequences, length } = p.generate;
+    if (!Number.isInteger(sequences) || sequences < 1 || !Number.isInteger(length) || length < 2) {
+      throw new UsageError(`--calib-generate takes N,LEN with N ≥ 1 sequences of LEN ≥ 2 tokens, got ${sequences},${length}`);
+    }
+  }
+}
+
+export function statKey(stat: InputStat, ridge: number): string {
+  const h = createHash('sha256').update(JSON.stringify([stat.kind, stat.dim, stat.count, ridge]));
+  const data = stat.kind === 'full' ? stat.g : stat.d;
+  h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return h.digest('hex').slice(0, 24);
+}
+
+export async function resolveCalibration(ck: Checkpoint, c: CalibrationParams | PreparedCalibration, opts: CollectOptions): Promise<ResolvedCalibration> {
+  let prepared: PreparedCalibration;
+  let ridge: number;
+  if (isPrepared(c)) {
+    prepared = c;
+    ridge = c.info.ridge;
+  } else {
+    checkCalibrationParams(c);
+    if (!collector) throw new UsageError('calibration needs the forward pass (model/), which this build does not include');
+    prepared = await collector(ck, c, opts);
+    ridge = c.ridge ?? DEFAULT_RIDGE;
+  }
+  const keys = new Map<InputStat, string>();
+  for (const stat of prepared.stats.values()) if (!keys.has(stat)) keys.set(stat, statKey(stat, ridge));
+  const origin = prepared.info.file ?? (prepared.info.source === 'generated' ? `${ck.path} (generated calibration)` : ck.path);
+  return { info: { ...prepared.info, ridge }, ridge, stats: prepared.stats, keys, origin };
+}
+
+/** The statistic for one target matrix, checked against its input width; undefined when the
+ *  calibration has none for it (that matrix gets plain LoftQ). */
+export function statFor(cal: ResolvedCalibration, tensor: TensorInfo, fanInFanOut: boolean): InputStat | undefined {
+  const stat = cal.stats.get(tensor.name);
+  if (!stat) return undefined;
+  if (fanInFanOut) {
+    throw new UsageError(`${tensor.name} is stored [in, out] (GPT-2 Conv1D); calibrated LoftQ supports [out, in] linear weights only`);
+  }
+  const cols = tensor.shape[1];
+  if (stat.dim !== cols) throw new InputError(cal.origin, `its statistics for ${tensor.name} are ${stat.dim} wide, but the matrix has ${cols} inputs (another model?)`);
+  return stat;
+}
