@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { openCheckpoint, readTensorBytes, readTensorF32, MAX_HEADER_BYTES } from '../../server/src/checkpoint';
-import { tempDir, fixture } from '../helpers';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { tempDir, fixture, repoRoot } from '../helpers';
 import { put, rawFile, rejects } from './checkpoint-raw';
 
 const dir = tempDir('loftq-validate-');
@@ -101,6 +103,28 @@ test('tensor entries: wrong type, unknown dtype, bad shapes', async () => {
   const deep = '['.repeat(100000) + ']'.repeat(100000);
   const e = await bad(`{"w":{"dtype":"U8","shape":[${deep}],"data_offsets":[0,1]}}`, 1, 'shape', /not a non-negative integer/, 'w');
   assert.ok(e.message.length < 400);
+});
+
+test('shapes and offsets written as floats are refused, as the reference reader does (issue 14.8)', async () => {
+  // JSON.parse reads 1e2 and 2.0 as the integers 100 and 2; the reference reads usize and refuses them.
+  const body = (shape: string, offsets = '[0,200]') => `{"w":{"dtype":"U8","shape":${shape},"data_offsets":${offsets}}}`;
+  await bad(body('[1e2, 2.0]'), 200, 'shape', /not a non-negative integer \("1e2" is written as a float/, 'w');
+  await bad(body('[100, 2.0]'), 200, 'shape', /"2\.0" is written as a float/, 'w');
+  await bad(body('[100, 2]', '[0,2E2]'), 200, 'offsets', /not a pair of non-negative integers \("2E2"/, 'w');
+  // Floats elsewhere (metadata strings, unknown fields the reference ignores) are not shapes.
+  const ok = file(rawFile('{"__metadata__":{"v":"1.5"},"w":{"dtype":"U8","shape":[100,2],"data_offsets":[0,200],"x":[2.5]}}', 200));
+  assert.deepEqual((await openCheckpoint(ok)).tensors[0].shape, [100, 2]);
+});
+
+test('a header with 200,000 tensors inspects without overflowing the stack (issue 14.8)', async () => {
+  const n = 200_000;
+  const parts: string[] = [];
+  for (let i = 0; i < n; i++) parts.push(`"t${i}":{"dtype":"U8","shape":[1],"data_offsets":[${i},${i + 1}]}`);
+  const p = file(rawFile(`{${parts.join(',')}}`, n));
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'inspect', p], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /200000 tensors, 200,000 parameters/);
+  assert.equal(r.stdout.trim().split('\n').length, 2 + n);
 });
 
 test('every dtype is known, with its size; byte length must equal product(shape) × size', async () => {

@@ -7,6 +7,7 @@
 import { brief, CheckpointError } from './errors';
 import { DTYPE_SIZE, DType, isDType } from './dtype';
 import { findDuplicateKey } from './jsonkeys';
+import { findFloatInteger } from './jsonintegers';
 
 export const MAX_HEADER_BYTES = 100_000_000;
 
@@ -83,6 +84,14 @@ function parseJson(file: string, json: Uint8Array): Record<string, unknown> {
     if (dup.path.length === 0) throw new CheckpointError('duplicate-key', file, 'appears twice in the header', dup.key);
     const where = dup.path[0] === '__metadata__' ? '__metadata__' : undefined;
     throw new CheckpointError('duplicate-key', file, `key '${dup.key}' appears twice in ${where ?? 'its entry'}`, where ? undefined : dup.path[0]);
+  }
+  const float = findFloatInteger(text);
+  if (float) {
+    const written = `${brief(float.literal)} is written as a float, which the reference reader refuses`;
+    if (float.field === 'shape') {
+      throw new CheckpointError('shape', file, `shape has a dimension that is not a non-negative integer (${written})`, float.tensor);
+    }
+    throw new CheckpointError('offsets', file, `data_offsets is not a pair of non-negative integers (${written})`, float.tensor);
   }
   return parsed as Record<string, unknown>;
 }
