@@ -66,3 +66,19 @@ test('Ctrl-C (SIGINT) cancels cleanly: exit 130 and no files left in the output 
   assert.equal(code, 130, stderr);
   assert.deepEqual(fs.readdirSync(out), []);
 });
+
+test('quantize --plan: the report settings are the plan defaults, not the CLI defaults (issue 13.7)', () => {
+  const dir = tempDir();
+  const plan = path.join(dir, 'loftq.json');
+  fs.writeFileSync(plan, JSON.stringify({ checkpoint: STORIES, defaults: { bits: 2, rank: 4, iters: 1, blockSize: 32 }, overrides: [{ match: '**.q_proj', bits: 3 }] }));
+  const out = path.join(dir, 'out');
+  const r = run('quantize', '--plan', plan, '--out', out, '--json', '--quiet');
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8'));
+  assert.deepEqual({ ...report.settings }, { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 32 });
+  // And the matrices the defaults applied to carry exactly those settings.
+  const plain = report.matrices.find((m: { name: string }) => m.name === 'model.layers.0.mlp.up_proj.weight');
+  assert.deepEqual([plain.bits, plain.rank, plain.iters, plain.blockSize], [2, 4, 1, 32]);
+  const config = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
+  assert.equal(config.r, 4);
+});

@@ -60,7 +60,9 @@ test('export: every input tensor present; W ≈ Q + (α/r)·B·A re-read from di
   assert.equal(config.peft_type, 'LORA');
   assert.equal(config.r, 8);
   assert.equal(config.init_lora_weights, true);
-  assert.deepEqual(config.loftq_config, { loftq_bits: 2, loftq_iter: 3 });
+  // The provenance lives in the report; PEFT ≥ 0.15 warns about loftq_config beside init_lora_weights.
+  assert.equal(config.loftq_config, undefined);
+  assert.deepEqual([...new Set(report.matrices.map((m) => `${m.bits}/${m.iters}`))], ['2/3']);
   assert.deepEqual(config.target_modules, ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
   const scale = config.lora_alpha / config.r;
   assert.deepEqual(backbone.tensors.map((t) => [t.name, t.dtype, t.shape]), input.tensors.map((t) => [t.name, t.dtype, t.shape]));
@@ -206,7 +208,8 @@ test('plan file settings apply per matrix; rank_pattern written when ranks diffe
   assert.ok(!by.has('model.layers.0.self_attn.k_proj.weight'));
   const config = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
   assert.equal(config.r, 8);
-  assert.equal(config.rank_pattern['model\\.layers\\.0\\.mlp\\.up_proj'], 16);
+  // The shortest suffix that names only this module, so PEFT < 0.15 (which needs a dot before the key) matches it.
+  assert.equal(config.rank_pattern['0\\.mlp\\.up_proj'], 16);
   assert.equal(Object.keys(config.rank_pattern).length, 6);
   assert.deepEqual(config.alpha_pattern, config.rank_pattern, 'alpha = r per module, so the scale stays 1');
 });

@@ -120,12 +120,16 @@ test('PEFT rank_pattern / alpha_pattern list exactly the modules that differ fro
   const p = peftPatterns([m(0, 16), m(1, 16), m(2, 64), m(3, 8, 16)], 16);
   assert.equal(p.r, 16);
   assert.equal(p.lora_alpha, 16);
-  assert.deepEqual(p.rank_pattern, { 'model\\.layers\\.2\\.self_attn\\.q_proj': 64, 'model\\.layers\\.3\\.self_attn\\.q_proj': 8 });
-  assert.deepEqual(p.alpha_pattern, { 'model\\.layers\\.2\\.self_attn\\.q_proj': 64 });
-  // PEFT's matching rule re.match(r"(.*\.)?(KEY)$", name): each key matches its own module only
+  // Shortest suffixes that end no other module's name (PEFT < 0.15 needs a dot before the key).
+  assert.deepEqual(p.rank_pattern, { '2\\.self_attn\\.q_proj': 64, '3\\.self_attn\\.q_proj': 8 });
+  assert.deepEqual(p.alpha_pattern, { '2\\.self_attn\\.q_proj': 64 });
+  // PEFT's matching rules, ≥ 0.15 re.match(r"(.*\.)?(KEY)$", name) and < 0.15 re.match(r".*\.KEY$", name):
+  // each key matches its own module only
   const names = ['model.layers.2.self_attn.q_proj', 'model.layers.12.self_attn.q_proj', 'base.model.layers.3.self_attn.q_proj', 'model.layers.3.self_attn.q_projX'];
-  const hits = names.map((n) => Object.keys(p.rank_pattern).filter((k) => new RegExp(`^(.*\\.)?(${k})$`).test(n)).length);
-  assert.deepEqual(hits, [1, 0, 1, 0]);
+  for (const rule of [(k: string) => `^(.*\\.)?(${k})$`, (k: string) => `^.*\\.${k}$`]) {
+    const hits = names.map((n) => Object.keys(p.rank_pattern).filter((k) => new RegExp(rule(k)).test(n)).length);
+    assert.deepEqual(hits, [1, 0, 1, 0]);
+  }
   // uniform ranks: empty patterns; the most common rank wins over the default
   assert.deepEqual(peftPatterns([m(0, 8), m(1, 8)], 16), { r: 8, lora_alpha: 8, rank_pattern: {}, alpha_pattern: {} });
 });

@@ -208,7 +208,9 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     }
     const matrices = jobs.map((j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!);
     const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
-    const report = buildReport(ck, opts.settings, backend, matrices, (performance.now() - t0) / 1000);
+    // A plan's defaults win over the options (planMatrices), so they are what the run used.
+    const defaults = compilePlan(opts.plan ?? { checkpoint: '' }, opts.settings).defaults;
+    const report = buildReport(ck, defaults, backend, matrices, (performance.now() - t0) / 1000);
     if (calibration) report.calibration = calibration.info;
     if (opts.shard) {
       await writeShardDescriptor(out, {
@@ -226,7 +228,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     opts.onProgress?.({ index: total, total, name: 'writing output', phase: 'write' });
     await writeBackbone(ck, out, finished, opts.signal);
     const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
-    await writeAdapters(out, ordered, adapterConfig(report.matrices, { base: out, config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: opts.settings.rank }), opts.signal);
+    await writeAdapters(out, ordered, adapterConfig(report.matrices, { config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: defaults.rank, modules: ck.tensors.map((t) => t.name) }), opts.signal);
     if (packed) await writePacked(ck, out, finished, opts.signal);
     await copyModelFiles(ck, out);
     report.totals.seconds = (performance.now() - t0) / 1000;

@@ -1,6 +1,14 @@
 // adapter_config.json as PEFT writes it for LoftQ-initialised LoRA. lora_alpha = r (and
 // alpha_pattern = rank_pattern), so PEFT's scale lora_alpha / r is 1 and Q + B·A as
 // written reproduces the reported error.
+// Every PEFT line from 0.10 on must load it the same way:
+// - rank_pattern keys are written so that the matching rules before and after PEFT 0.15 pick the
+//   same module (planner/peft.ts);
+// - base_model_name_or_path is `..`, the folder above loftq_init/ that holds the backbone, never
+//   the absolute path of the machine that ran it (a moved or shared folder would point nowhere);
+// - no `loftq_config`: the adapters are plain LoRA weights (init_lora_weights true), and PEFT
+//   ≥ 0.15 warns about loftq_config next to that on every load (0.20 removed its LoftQ
+//   quantizer). Bits and iterations per matrix are recorded in loftq-report.json.
 
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
@@ -21,15 +29,17 @@ export function taskTypeOf(config: { architectures?: string[] } | undefined): st
   return null;
 }
 
-export function adapterConfig(matrices: MatrixReport[], opts: { base: string; config?: { architectures?: string[] }; fanInFanOut: boolean; defaultRank: number }) {
+/** Where adapter_config.json points PEFT for the base model: the backbone one folder up. */
+export const ADAPTER_BASE = '..';
+
+/** `modules`: every tensor name of the checkpoint, to keep rank_pattern keys unambiguous. */
+export function adapterConfig(matrices: MatrixReport[], opts: { config?: { architectures?: string[] }; fanInFanOut: boolean; defaultRank: number; modules: string[] }) {
   const done = matrices.filter((m) => !m.skipped);
-  const patterns = peftPatterns(done.map((m) => ({ name: m.name, rank: m.rank, alpha: m.rank })), opts.defaultRank);
+  const patterns = peftPatterns(done.map((m) => ({ name: m.name, rank: m.rank, alpha: m.rank })), opts.defaultRank, opts.modules);
   const targets = [...new Set(done.map((m) => moduleName(m.name).split('.').pop()!))].sort();
-  const bits = [...new Set(done.map((m) => m.bits))];
-  const iters = [...new Set(done.map((m) => m.iters))];
   return {
     peft_type: 'LORA',
-    base_model_name_or_path: opts.base,
+    base_model_name_or_path: ADAPTER_BASE,
     task_type: taskTypeOf(opts.config),
     r: patterns.r,
     lora_alpha: patterns.lora_alpha,
@@ -41,6 +51,5 @@ export function adapterConfig(matrices: MatrixReport[], opts: { base: string; co
     fan_in_fan_out: opts.fanInFanOut,
     init_lora_weights: true,
     inference_mode: false,
-    loftq_config: { loftq_bits: bits.length === 1 ? bits[0] : Math.min(...bits), loftq_iter: iters.length === 1 ? iters[0] : Math.max(...iters) },
   };
 }
