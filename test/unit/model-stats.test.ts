@@ -1,0 +1,76 @@
+// Calibration statistics: G = XᵀX/N of every linear layer's input equals the second moment
+// computed independently from the float64 reference forward's inputs; q/k/v and gate/up share
+// one object; inputs wider than fullStatMaxDim keep only the diagonal (equal to diag(XᵀX/N)).
+
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { openCheckpoint } from '../../server/src/checkpoint';
+import { createBackend } from '../../server/src/linalg/backend';
+import { collectInputStats } from '../../server/src/model/collect';
+import { loadAll, referenceLogits } from '../model-reference';
+import { repoRoot } from '../helpers';
+
+const STORIES = path.join(repoRoot, 'examples', 'stories260k');
+const SEQS = [[1, 403, 407, 261, 378, 426, 275, 259, 1, 8, 300, 301], [1, 43, 7, 99, 100], [12]];
+
+/** Reference XᵀX/N per capturing weight name, from the float64 forward. */
+async function referenceMoments(): Promise<Map<string, { dim: number; g: Float64Array }>> {
+  const { cfg, t } = await loadAll(STORIES);
+  const acc = new Map<string, { dim: number; g: Float64Array; n: number }>();
+  for (const ids of SEQS) {
+    referenceLogits(cfg, t, ids, (name, rows) => {
+      const dim = rows[0].length;
+      let a = acc.get(name);
+      if (!a) acc.set(name, (a = { dim, g: new Float64Array(dim * dim), n: 0 }));
+      for (const x of rows) for (let i = 0; i < dim; i++) for (let j = 0; j < dim; j++) a.g[i * dim + j] += x[i] * x[j];
+      a.n += rows.length;
+    });
+  }
+  return new Map([...acc].map(([k, a]) => [k, { dim: a.dim, g: a.g.map((v) => v / a.n) }]));
+}
+
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / den);
+}
+
+test('statistics equal XᵀX/N of the reference forward\'s inputs (full G), shared by q/k/v and gate/up', async () => {
+  const ref = await referenceMoments();
+  const ck = await openCheckpoint(STORIES);
+  const stats = await collectInputStats(ck, SEQS, { backend: await createBackend('wasm') });
+  assert.equal(stats.size, 5 * 7);
+  const tokens = SEQS.flat().length;
+  for (const [name, r] of ref) {
+    const s = stats.get(name)!;
+    assert.ok(s && s.kind === 'full', `${name}: full statistic`);
+    assert.equal(s.dim, r.dim);
+    assert.equal(s.count, tokens);
+    const e = relDiff(s.g, r.g);
+    assert.ok(e < 1e-5, `${name}: relative difference ${e}`);
+  }
+  for (let l = 0; l < 5; l++) {
+    const p = `model.layers.${l}.`;
+    assert.equal(stats.get(p + 'self_attn.k_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+    assert.equal(stats.get(p + 'self_attn.v_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+    assert.equal(stats.get(p + 'mlp.up_proj.weight'), stats.get(p + 'mlp.gate_proj.weight'));
+    assert.notEqual(stats.get(p + 'self_attn.o_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+  }
+});
+
+test('inputs wider than fullStatMaxDim keep the diagonal of XᵀX/N', async () => {
+  const ref = await referenceMoments();
+  const ck = await openCheckpoint(STORIES);
+  const stats = await collectInputStats(ck, SEQS, { backend: await createBackend('wasm'), fullStatMaxDim: 100 });
+  for (const [name, r] of ref) {
+    const s = stats.get(name)!;
+    if (r.dim > 100) {
+      assert.ok(s.kind === 'diag', `${name} (width ${r.dim}) is diagonal`);
+      const diag = Float64Array.from({ length: r.dim }, (_, i) => r.g[i * r.dim + i]);
+      assert.ok(relDiff(s.d, diag) < 1e-5, name);
+    } else {
+      assert.ok(s.kind === 'full', `${name} (width ${r.dim}) is full`);
+    }
+  }
+});
