@@ -7,3 +7,4 @@ export * from './sharded';
 export * from './checkpoint';
 export * from './writer';
 export * from './sharded-writer';
+export * from './sidefile';

@@ -19,7 +19,7 @@ import { CancelledError, InputError, throwIfAborted, UsageError } from './errors
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
 import { lockOutput, processAlive } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
-import { ADAPTER_DIR, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
+import { ADAPTER_DIR, checkModelFiles, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
 import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
@@ -125,6 +125,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   const t0 = performance.now();
   const ck = await openCheckpoint(checkpointPath);
   const config = await readConfig(ck);
+  await checkModelFiles(ck);
   const all = planMatrices(ck, opts.settings, opts.plan, opts.targets);
   if (all.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets (${(opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names']).join(', ')})`);
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;

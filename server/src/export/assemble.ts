@@ -9,7 +9,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Checkpoint, INDEX_FILE, openCheckpoint, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError, writeFileAtomic,
+  Checkpoint, checkSideFile, INDEX_FILE, openCheckpoint, readSideFile, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError,
+  writeFileAtomic,
 } from '../checkpoint';
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
@@ -152,21 +153,24 @@ export async function writePacked(ck: Checkpoint, out: string, finished: Map<str
   }
 }
 
+/** Refuses, before any work, side files that copyModelFiles would refuse after it (checkpoint/sidefile.ts). */
+export async function checkModelFiles(ck: Checkpoint): Promise<void> {
+  for (const f of COPIED_FILES) await checkSideFile(ck.folder, f);
+}
+
 export async function copyModelFiles(ck: Checkpoint, out: string): Promise<void> {
   for (const f of COPIED_FILES) {
-    const src = path.join(ck.folder, f);
-    try {
-      const data = await fsp.readFile(src);
-      await writeFileAtomic(path.join(out, f), new Uint8Array(data));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    const data = await readSideFile(ck.folder, f);
+    if (data) await writeFileAtomic(path.join(out, f), data);
   }
 }
 
+/** config.json parsed, or undefined when it is absent or not JSON; a hostile file is refused. */
 export async function readConfig(ck: Checkpoint): Promise<{ model_type?: string; architectures?: string[] } | undefined> {
+  const data = await readSideFile(ck.folder, 'config.json');
+  if (!data) return undefined;
   try {
-    return JSON.parse(await fsp.readFile(path.join(ck.folder, 'config.json'), 'utf8'));
+    return JSON.parse(new TextDecoder().decode(data));
   } catch {
     return undefined;
   }

@@ -1,0 +1,74 @@
+// Files beside a checkpoint (config.json, tokenizer files…) are as hostile as its shards: a
+// symlink `tokenizer.json → /etc/passwd` would be copied into the output, a FIFO named
+// config.json would block a read forever, and a directory would fail with a bare EISDIR. So
+// the shard rules apply: a regular file, inside the checkpoint folder after resolving links,
+// capped in size. The type is checked before the file is opened, opened non-blocking (a FIFO
+// swapped in after the check cannot block), checked again on the open handle, and read with
+// bounded positioned reads. Every refusal is one CheckpointError line naming the file.
+
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { CheckpointError } from './errors';
+
+/** Large tokenizer.json files are tens of MB; nothing legitimate beside a checkpoint is near this. */
+export const MAX_SIDE_FILE_BYTES = 100_000_000;
+
+function kindOf(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/** The checked real path and size of `folder/name`, or undefined when there is no such file. */
+export async function checkSideFile(folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES): Promise<{ real: string; size: number } | undefined> {
+  const p = path.join(folder, name);
+  let real: string, folderReal: string;
+  try {
+    folderReal = await fsp.realpath(folder);
+    real = await fsp.realpath(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new CheckpointError('unreadable', p, `cannot be resolved (${code ?? (e as Error).message})`);
+  }
+  const rel = path.relative(folderReal, real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new CheckpointError('unsafe-path', p, `resolves to ${real}, outside the checkpoint folder`);
+  }
+  const st = await fsp.stat(real).catch((e: NodeJS.ErrnoException) => {
+    throw new CheckpointError('unreadable', p, `cannot be read (${e.code ?? e.message})`);
+  });
+  if (!st.isFile()) throw new CheckpointError('unreadable', p, `is ${kindOf(st)}, not a file`);
+  if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit for a file beside a checkpoint`);
+  return { real, size: st.size };
+}
+
+/** The bytes of `folder/name` after checkSideFile's checks, or undefined when it does not exist. */
+export async function readSideFile(folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES): Promise<Uint8Array | undefined> {
+  const checked = await checkSideFile(folder, name, maxBytes);
+  if (!checked) return undefined;
+  const p = path.join(folder, name);
+  const fail = (e: unknown): never => {
+    throw new CheckpointError('unreadable', p, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  };
+  const fh = await fsp.open(checked.real, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW).catch(fail);
+  try {
+    const st = await fh.stat().catch(fail);
+    if (!st.isFile()) throw new CheckpointError('unreadable', p, `is ${kindOf(st)}, not a file`);
+    const size = Math.min(st.size, maxBytes);
+    if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit for a file beside a checkpoint`);
+    const buf = new Uint8Array(size);
+    let at = 0;
+    while (at < size) {
+      const { bytesRead } = await fh.read(buf, at, size - at, at).catch(fail);
+      if (bytesRead === 0) break;
+      at += bytesRead;
+    }
+    return at === size ? buf : buf.subarray(0, at);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
