@@ -31,7 +31,9 @@ test('kill -9 of the server mid-run (6 seeded trials): the folder is judged, and
     if (trial % 3 === 2) fs.cpSync(refOut, out, { recursive: true });
     const c = await LspClient.start({ root });
     const after = rng.int(0, 35); // matrices finished before the kill; 35 = while writing files
-    const params: QuantizeParams = { checkpoint: STORIES, out, settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 }, backend: 'cpu', workers: 1, workDoneToken: 't' };
+    const params: QuantizeParams = { checkpoint: STORIES, out, settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 }, backend: 'cpu', workers: 1, workDoneToken: 't',
+      // The checkpoint lies outside this temp workspace: as if the user confirmed it in the client.
+      confirmedOutsideWorkspace: true };
     const run = c.conn.sendRequest(Methods.quantize, params).catch(() => 'connection lost');
     await c.until(() => (after === 35
       ? c.progress.find((p) => p.value.message === 'writing files')

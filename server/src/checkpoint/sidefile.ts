@@ -42,32 +42,44 @@ export async function checkSideFile(folder: string, name: string, maxBytes = MAX
     throw new CheckpointError('unreadable', p, `cannot be read (${e.code ?? e.message})`);
   });
   if (!st.isFile()) throw new CheckpointError('unreadable', p, `is ${kindOf(st)}, not a file`);
-  if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit for a file beside a checkpoint`);
+  if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit`);
   return { real, size: st.size };
 }
 
 /** The bytes of `folder/name` after checkSideFile's checks, or undefined when it does not exist. */
 export async function readSideFile(folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES): Promise<Uint8Array | undefined> {
   const checked = await checkSideFile(folder, name, maxBytes);
-  if (!checked) return undefined;
-  const p = path.join(folder, name);
+  return checked ? readRegularFile(checked.real, maxBytes, path.join(folder, name)) : undefined;
+}
+
+/**
+ * The bytes of a regular file of at most `maxBytes`. Anything else is refused before it is opened
+ * (a FIFO would hold a thread-pool thread forever: four of them stall every file operation of the
+ * process); the open is non-blocking and re-checked on the handle, and reads are bounded.
+ * A missing file rejects with the ENOENT error itself, so callers can treat "absent" apart.
+ */
+export async function readRegularFile(file: string, maxBytes: number, shown = file): Promise<Uint8Array> {
   const fail = (e: unknown): never => {
-    throw new CheckpointError('unreadable', p, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || e instanceof CheckpointError) throw e;
+    throw new CheckpointError('unreadable', shown, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   };
-  const fh = await fsp.open(checked.real, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW).catch(fail);
+  const check = (st: fs.Stats) => {
+    if (!st.isFile()) throw new CheckpointError('unreadable', shown, `is ${kindOf(st)}, not a file`);
+    if (st.size > maxBytes) throw new CheckpointError('too-large', shown, `is ${st.size} bytes, over the ${maxBytes}-byte limit`);
+  };
+  check(await fsp.stat(file).catch(fail));
+  const fh = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch(fail);
   try {
     const st = await fh.stat().catch(fail);
-    if (!st.isFile()) throw new CheckpointError('unreadable', p, `is ${kindOf(st)}, not a file`);
-    const size = Math.min(st.size, maxBytes);
-    if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit for a file beside a checkpoint`);
-    const buf = new Uint8Array(size);
+    check(st);
+    const buf = new Uint8Array(st.size);
     let at = 0;
-    while (at < size) {
-      const { bytesRead } = await fh.read(buf, at, size - at, at).catch(fail);
+    while (at < st.size) {
+      const { bytesRead } = await fh.read(buf, at, st.size - at, at).catch(fail);
       if (bytesRead === 0) break;
       at += bytesRead;
     }
-    return at === size ? buf : buf.subarray(0, at);
+    return at === st.size ? buf : buf.subarray(0, at);
   } finally {
     await fh.close().catch(() => undefined);
   }

@@ -4,13 +4,15 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, INDEX_FILE, openCheckpoint } from '../checkpoint';
+import { CheckpointError, INDEX_FILE, openCheckpoint, readRegularFile } from '../checkpoint';
 import type { PlanFile } from '../protocol/lsp_ext';
 import { resolveCheckpointPath } from '../plan/planfile';
 import type { CheckpointFacts } from './planDoc';
 import { indexReport, isReport, ReportIndex } from './reportIndex';
 
 export const REPORT_FILE = 'loftq-report.json';
+/** Reports of the largest models are a few MB; this bounds what a hostile one costs. */
+export const MAX_REPORT_BYTES = 100_000_000;
 
 async function stamp(...files: string[]): Promise<string> {
   const parts = await Promise.all(files.map((f) => fsp.stat(f).then((s) => `${s.mtimeMs}:${s.size}:${s.isDirectory()}`, () => '-')));
@@ -64,9 +66,11 @@ export class FactsCache {
 async function readReportFacts(file: string): Promise<ReportFacts> {
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    // Regular files only, bounded: a FIFO report must not block diagnostics.
+    text = new TextDecoder().decode(await readRegularFile(file, MAX_REPORT_BYTES));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    if (e instanceof CheckpointError) return { problem: `${REPORT_FILE} ${e.problem}` };
     return { problem: `${REPORT_FILE} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
   }
   let json: unknown;

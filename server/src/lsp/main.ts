@@ -5,5 +5,7 @@
 import { createConnection, ProposedFeatures } from 'vscode-languageserver/node';
 import { engineForServer } from './engineBinding';
 import { startServer } from './server';
+import { exitOnBrokenFraming } from './framing';
 
 startServer(createConnection(ProposedFeatures.all), engineForServer);
+exitOnBrokenFraming();

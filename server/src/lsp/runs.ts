@@ -8,13 +8,15 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest, WorkDoneProgressReporter } from 'vscode-languageserver';
-import { CheckpointError } from '../checkpoint';
+import { CheckpointError, readRegularFile } from '../checkpoint';
 import type { RunOptions, RunResult } from '../engine/api';
 import { CancelledError, InputError, UsageError } from '../engine/errors';
 import { parsePlan } from '../plan/planfile';
+import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Methods, SUPPORTED_BITS } from '../protocol/lsp_ext';
 import type { MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
+import { firstOutsideWorkspace } from './workspaceConfine';
 
 export interface Engine {
   quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult>;
@@ -45,6 +47,8 @@ export class Runs {
     private readonly engine: () => Engine | undefined,
     private readonly settingsFor: (uri: string) => Promise<LoftqSettings>,
     private readonly textOf: (file: string) => Promise<string>,
+    /** The workspace folders; runs stay inside them unless the user confirmed (workspaceConfine.ts). */
+    private readonly workspaceRoots: () => string[] = () => [],
   ) {}
 
   /** Handles window/workDoneProgress/cancel for client- and server-created tokens alike. */
@@ -66,6 +70,14 @@ export class Runs {
     }
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
+    if (params.confirmedOutsideWorkspace !== true) {
+      const c = params.calibration;
+      const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].filter((f): f is string => typeof f === 'string').map(toPath);
+      const outside = await firstOutsideWorkspace(files, this.workspaceRoots());
+      if (outside) {
+        throw new ResponseError(ErrorCodes.InvalidParams, `${outside} is outside the workspace folders; a run there needs the user's confirmation (confirmedOutsideWorkspace)`, { outsideWorkspace: outside });
+      }
+    }
     if (this.active.has(out)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ run is already writing to ${out}; wait for it or cancel it first`);
     const ac = new AbortController();
     this.active.set(out, ac);
@@ -124,8 +136,11 @@ export class Runs {
     try {
       text = await this.textOf(file);
     } catch (e) {
+      if (e instanceof CheckpointError) throw invalid(`plan ${e.message}`);
       throw invalid(`plan ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
+    const tooLarge = planTooLarge(text);
+    if (tooLarge) throw invalid(`plan ${file}: ${tooLarge}`);
     let parsed: ReturnType<typeof parsePlan>;
     try {
       parsed = parsePlan(text);
@@ -152,5 +167,5 @@ export class Runs {
 }
 
 export async function readTextFile(file: string): Promise<string> {
-  return fsp.readFile(file, 'utf8');
+  return new TextDecoder().decode(await readRegularFile(file, MAX_PLAN_BYTES));
 }

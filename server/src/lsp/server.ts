@@ -9,14 +9,15 @@ import {
   InitializeResult, ResponseError, TextDocuments, TextDocumentSyncKind, WorkDoneProgressCancelNotification,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { openCheckpoint } from '../checkpoint';
+import { openCheckpoint, readRegularFile } from '../checkpoint';
+import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
 import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
-import { FactsCache, REPORT_FILE } from './facts';
+import { FactsCache, MAX_REPORT_BYTES, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
 import { setMixedPlanner } from './mixedPlan';
@@ -27,6 +28,10 @@ import { Settings } from './settings';
 import { findPlanFiles, PLAN_FILE } from './workspaceScan';
 
 const DEBOUNCE_MS = 120;
+
+function planError(message: string): Diagnostic {
+  return { range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, severity: DiagnosticSeverity.Error, code: 'plan', source: SOURCE, message };
+}
 
 function uriToPath(uri: string): string | undefined {
   try { return uri.startsWith('file:') ? fileURLToPath(uri) : undefined; } catch { return undefined; }
@@ -48,15 +53,19 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   let roots: string[] = [];
   let watchDynamic = false, configDynamic = false, foldersSupported = false;
 
-  const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? fsp.readFile(file, 'utf8');
-  const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf);
+  // Files are read only when regular and bounded (checkpoint/sidefile.ts): a FIFO plan or report
+  // would otherwise hold a thread-pool thread forever, and four of them every file operation.
+  const readText = async (file: string, max: number) => new TextDecoder().decode(await readRegularFile(file, max));
+  const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? readText(file, MAX_PLAN_BYTES);
+  const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf, () => roots);
 
   async function planDoc(uri: string): Promise<PlanDoc | undefined> {
     const file = uriToPath(uri);
     if (!file) return undefined;
     const open = documents.get(uri);
     let text: string;
-    try { text = open ? open.getText() : await fsp.readFile(file, 'utf8'); } catch { return undefined; }
+    try { text = open ? open.getText() : await readText(file, MAX_PLAN_BYTES); } catch { return undefined; }
+    if (planTooLarge(text)) return undefined;
     const cfg = await settings.get(uri);
     const { plan } = parsePlan(text);
     const f: PlanFacts = {};
@@ -69,11 +78,26 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return new PlanDoc(uri, file, text, open?.version ?? 0, f, cfg.defaults);
   }
 
+  /** A plan over MAX_PLAN_BYTES (open or on disk) gets this one error and no further analysis. */
+  async function planSizeProblem(uri: string): Promise<string | undefined> {
+    const open = documents.get(uri);
+    if (open) return planTooLarge(open.getText());
+    const file = uriToPath(uri);
+    const st = file ? await fsp.stat(file).catch(() => undefined) : undefined;
+    return st?.isFile() && st.size > MAX_PLAN_BYTES ? `the plan is ${st.size} bytes, over the ${MAX_PLAN_BYTES}-byte (1 MiB) limit for plan files; split it or use globs` : undefined;
+  }
+
   async function publish(uri: string): Promise<void> {
     const gen = (generation.get(uri) ?? 0) + 1;
     generation.set(uri, gen);
     let diagnostics: Diagnostic[];
     try {
+      const tooLarge = await planSizeProblem(uri);
+      if (tooLarge) {
+        if (generation.get(uri) !== gen) return;
+        void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics: [planError(tooLarge)] });
+        return;
+      }
       const p = await planDoc(uri);
       if (generation.get(uri) !== gen) return; // a newer pass is under way
       if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
@@ -83,7 +107,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       // A plan that breaks the checker (e.g. nesting deep enough to exhaust the parser's
       // stack) must still get an answer, not keep stale diagnostics in silence.
       const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-      diagnostics = [{ range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, severity: DiagnosticSeverity.Error, code: 'plan', source: SOURCE, message: `this plan cannot be checked: ${why}` }];
+      diagnostics = [planError(`this plan cannot be checked: ${why}`)];
     }
     if (generation.get(uri) !== gen) return;
     void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics });
@@ -191,7 +215,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     else if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) file = path.join(file, REPORT_FILE);
     let json: unknown;
     try {
-      json = JSON.parse(await fsp.readFile(file, 'utf8'));
+      json = JSON.parse(await readText(file, MAX_REPORT_BYTES));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new ResponseError(ErrorCodes.InvalidParams, `${file}: ${(e as Error).message}`);

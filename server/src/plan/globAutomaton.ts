@@ -19,6 +19,8 @@ export interface Automaton {
   hi: number[];
   mark: Int32Array;
   epoch: number;
+  /** Characters every match contains, with their counts: a cheap test that rejects most names. */
+  need: [number, number][];
 }
 
 interface Builder { kind: number[]; a: number[]; b: number[]; hi: number[] }
@@ -92,7 +94,9 @@ export function buildAutomaton(tokens: Token[], bare: boolean): Automaton {
     const prefix = loop(m, dot, (self) => add(m, ANY, 0, self));
     start = add(m, SPLIT, body, prefix);
   }
-  return { start, ...m, mark: new Int32Array(m.kind.length), epoch: 0 };
+  const need = new Map<number, number>();
+  for (const t of tokens) if (t.t === 'lit') need.set(t.c, (need.get(t.c) ?? 0) + 1);
+  return { start, ...m, mark: new Int32Array(m.kind.length), epoch: 0, need: [...need] };
 }
 
 /** Ends j > i such that s[i..j) is a number in [lo, hi] written as String(number) would. */
@@ -108,7 +112,17 @@ function rangeEnds(s: string, i: number, lo: number, hi: number, out: (j: number
   }
 }
 
+function hasNeeded(g: Automaton, s: string): boolean {
+  for (const [c, count] of g.need) {
+    let k = 0;
+    for (let i = s.indexOf(String.fromCharCode(c)); i >= 0 && k < count; i = s.indexOf(String.fromCharCode(c), i + 1)) k++;
+    if (k < count) return false;
+  }
+  return true;
+}
+
 export function runAutomaton(g: Automaton, s: string): boolean {
+  if (!hasNeeded(g, s)) return false;
   const n = s.length;
   const pending: number[][] = [[g.start]];
   let furthest = 0;

@@ -54,6 +54,16 @@ function splitTopLevel(body: string): string[] {
   return parts;
 }
 
+// Adjacent `*` / bare `**` match what one of them matches ([^.]*[^.]* = [^.]*, and .* absorbs
+// both), so a run of stars becomes one token: `********************X` costs as much as `*X`.
+function mergeStars(out: Token[]): void {
+  const isStar = (t: Token | undefined) => t !== undefined && (t.t === 'star' || (t.t === 'segs' && t.form === 'any'));
+  while (out.length >= 2 && isStar(out[out.length - 1]) && isStar(out[out.length - 2])) {
+    const b = out.pop()!, a = out.pop()!;
+    out.push(a.t === 'star' && b.t === 'star' ? a : { t: 'segs', form: 'any' });
+  }
+}
+
 function translate(p: string, b: Budget, depth: number): Token[] {
   if (depth > GLOB_LIMITS.braceDepth) throw new SyntaxError(`braces nested deeper than ${GLOB_LIMITS.braceDepth}`);
   const out: Token[] = [];
@@ -66,9 +76,11 @@ function translate(p: string, b: Budget, depth: number): Token[] {
       const after = p[i + 2] === '.';
       if (before) out.pop();
       out.push({ t: 'segs', form: before && after ? 'dotSegsDot' : after ? 'segsDot' : before ? 'dotSegs' : 'any' });
+      mergeStars(out);
       i += after ? 2 : 1;
     } else if (c === '*') {
       out.push({ t: 'star' });
+      mergeStars(out);
     } else if (c === '{') {
       let level = 1, j = i + 1;
       for (; j < p.length && level; j++) { if (p[j] === '{') level++; else if (p[j] === '}') level--; }

@@ -207,6 +207,12 @@ export interface QuantizeParams {
   calibration?: CalibrationParams;
   /** Work-done progress token created by the client (window/workDoneProgress/create). */
   workDoneToken?: string | number;
+  /**
+   * The server refuses a run whose checkpoint, output, plan or calibration files lie outside the
+   * workspace folders (real paths), with InvalidParams and `data: { outsideWorkspace: path }`.
+   * The client sets this only after the user confirmed those paths.
+   */
+  confirmedOutsideWorkspace?: boolean;
 }
 
 export interface QuantizeResult {

@@ -2,6 +2,7 @@ import { createConnection, ProposedFeatures } from 'vscode-languageserver/node';
 import { UsageError } from '../../engine/errors';
 import { engineForServer } from '../../lsp/engineBinding';
 import { startServer } from '../../lsp/server';
+import { exitOnBrokenFraming } from '../../lsp/framing';
 import type { Command } from '../commands';
 
 const USAGE = `usage: loftq lsp --stdio | --node-ipc | --socket=PORT | --pipe=NAME
@@ -20,6 +21,7 @@ export const lspCommand: Command = {
     // createConnection reads the transport from process.argv, as it does in dist/server.js;
     // with --stdio it also sends console output to the client's log instead of stdout.
     startServer(createConnection(ProposedFeatures.all), engineForServer);
+    exitOnBrokenFraming();
     // The connection ends the process itself on `exit` or when the client goes away.
     return new Promise<number>(() => {});
   },

@@ -1,8 +1,9 @@
-import * as fs from 'node:fs';
 import { quantizeCheckpoint } from '../../engine/run';
 import { parseArgs, intOption } from '../args';
 import { UsageError, InputError } from '../../engine/errors';
 import { parsePlan, resolveCheckpointPath } from '../../plan/planfile';
+import { MAX_PLAN_BYTES } from '../../plan/planSize';
+import { CheckpointError, readRegularFile } from '../../checkpoint';
 import { progressReporter } from '../progress';
 import { SETTINGS_OPTIONS, backendOption, interruptSignal, settingsFrom, workersOption } from '../settingsOptions';
 import type { Command } from '../commands';
@@ -47,7 +48,11 @@ export const quantizeCommand: Command = {
     if (o.plan) {
       const file = o.plan as string;
       let text: string;
-      try { text = fs.readFileSync(file, 'utf8'); } catch (e) { throw new InputError(file, `cannot be read (${(e as NodeJS.ErrnoException).code})`); }
+      // Regular files of at most 1 MiB (plan/planSize.ts): a FIFO or a huge plan is one clear line.
+      try { text = new TextDecoder().decode(await readRegularFile(file, MAX_PLAN_BYTES)); } catch (e) {
+        if (e instanceof CheckpointError) throw e;
+        throw new InputError(file, `cannot be read (${(e as NodeJS.ErrnoException).code})`);
+      }
       const parsed = parsePlan(text);
       const bad = parsed.problems.find((p) => p.severity === 'error');
       if (bad) throw new InputError(file, `${bad.path.length ? bad.path.join('.') + ': ' : ''}${bad.message}`);
