@@ -7,6 +7,7 @@ import { spawnSync, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSideFile, CheckpointError } from '../../server/src/checkpoint';
+import { readModelConfig } from '../../server/src/model/config';
 import { repoRoot, tempDir } from '../helpers';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
@@ -68,4 +69,14 @@ test('links inside the folder are followed and copied; sizes are capped', async 
   await assert.rejects(readSideFile(ck, 'config.json', 100), (e: unknown) => e instanceof CheckpointError && e.kind === 'too-large' &&
     e.message.startsWith(`${path.join(ck, 'config.json')}: is ${fs.statSync(path.join(ck, 'config.json')).size} bytes, over the 100-byte limit`));
   assert.equal(await readSideFile(ck, 'vocab.json'), undefined, 'absent files are simply absent');
+});
+
+test('the forward pass reads config.json by the same rules (a FIFO is refused, not waited on)', async () => {
+  const ck = checkpointCopy();
+  fs.rmSync(path.join(ck, 'config.json'));
+  execFileSync('mkfifo', [path.join(ck, 'config.json')]);
+  await assert.rejects(readModelConfig(ck), (e: unknown) => e instanceof CheckpointError &&
+    e.message === `${path.join(ck, 'config.json')}: is a named pipe (FIFO), not a file`);
+  fs.rmSync(path.join(ck, 'config.json'));
+  await assert.rejects(readModelConfig(ck), /config\.json: does not exist/);
 });

@@ -2,9 +2,9 @@
 // the few numbers the forward pass needs. Anything else is refused in one line naming the
 // file and the model_type; a missing or invalid field is named too.
 
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { brief, CheckpointError, quote } from '../checkpoint/errors';
+import { readSideFile } from '../checkpoint/sidefile';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
@@ -106,8 +106,12 @@ export async function readModelConfig(folder: string): Promise<ModelConfig> {
   const file = path.join(folder, 'config.json');
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    // The shard rules (checkpoint/sidefile.ts): a regular file inside the folder, size-capped, never a FIFO.
+    const bytes = await readSideFile(folder, 'config.json');
+    if (!bytes) throw Object.assign(new Error('absent'), { code: 'ENOENT' });
+    text = new TextDecoder().decode(bytes);
   } catch (e) {
+    if (e instanceof CheckpointError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CheckpointError('not-found', file, 'does not exist (the forward pass needs the model\'s config.json)');
     throw new CheckpointError('unreadable', file, `cannot be read (${code ?? (e as Error).message})`);
