@@ -36,14 +36,5 @@ export function settingsFrom(o: Record<string, unknown>, bits: number): MatrixSe
   return { bits, rank: intOption(o, 'rank'), iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size') };
 }
 
-/** Ctrl-C cancels the run cleanly (temp files removed); a second Ctrl-C exits at once. */
-export function interruptSignal(): AbortSignal {
-  const ac = new AbortController();
-  process.once('SIGINT', () => {
-    process.stderr.write('\ncancelling… (Ctrl-C again to exit at once)\n');
-    ac.abort();
-    process.once('SIGINT', () => process.exit(130));
-  });
-  process.once('SIGTERM', () => ac.abort());
-  return ac.signal;
-}
+/** Ctrl-C and SIGTERM cancel the run cleanly (temp files removed); see interrupt.ts. */
+export { interruptSignal } from './interrupt';

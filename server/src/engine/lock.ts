@@ -1,8 +1,12 @@
-// One run per output folder: a lock file created exclusively, holding the owner's pid.
-// A lock whose process is gone (killed run) is stale and taken over.
+// One run per output folder: a lock file holding the owner's pid. The file appears whole
+// or not at all: the pid is written to a temp file first, which is then hard-linked to the
+// lock name (link(2) fails if the name exists). A lock that exists therefore always names
+// its owner; there is no moment at which another run could see it empty and call it
+// stale. A lock whose process is gone (killed run) is stale and taken over.
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { tempPathFor } from '../checkpoint';
 import { InputError } from './errors';
 
 /** Whether a process exists (EPERM: it does, owned by someone else). */
@@ -15,22 +19,70 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-export async function lockOutput(out: string, name = '.loftq.lock'): Promise<() => Promise<void>> {
-  const file = path.join(out, name);
-  for (let attempt = 0; attempt < 2; attempt++) {
+/** Points between the steps of taking the lock, for tests that stall a writer there. */
+export type LockStep = 'pid-written' | 'stale-seen';
+
+interface Owner { pid?: number; ino?: number }
+
+async function readOwner(file: string): Promise<Owner | undefined> {
+  const fh = await fsp.open(file, 'r').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (!fh) return undefined;
+  try {
+    const { ino } = await fh.stat();
+    const text = await fh.readFile('utf8');
     try {
-      await fsp.writeFile(file, JSON.stringify({ pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
-      return async () => { await fsp.rm(file, { force: true }); };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let owner: { pid?: number } = {};
-      try { owner = JSON.parse(await fsp.readFile(file, 'utf8')); } catch { /* half-written: stale */ }
-      if (owner.pid && owner.pid !== process.pid && processAlive(owner.pid)) {
+      const pid = (JSON.parse(text) as { pid?: unknown }).pid;
+      return { pid: Number.isSafeInteger(pid) ? (pid as number) : undefined, ino };
+    } catch {
+      return { ino }; // not written by this protocol (an older version's crash): stale
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes a stale lock only if it is still the file judged stale: it is first moved
+ *  aside (rename is atomic), and put back if a live run had replaced it meanwhile. */
+async function retireStale(file: string, judged: Owner): Promise<void> {
+  const aside = tempPathFor(file);
+  try {
+    await fsp.rename(file, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // someone else retired it
+    throw e;
+  }
+  const moved = await fsp.stat(aside).catch(() => undefined);
+  if (moved && moved.ino !== judged.ino) await fsp.link(aside, file).catch(() => undefined);
+  await fsp.rm(aside, { force: true });
+}
+
+export async function lockOutput(out: string, name = '.loftq.lock', pause?: (step: LockStep) => Promise<void>): Promise<() => Promise<void>> {
+  const file = path.join(out, name);
+  const temp = tempPathFor(file);
+  await fsp.writeFile(temp, JSON.stringify({ pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+  try {
+    await pause?.('pid-written');
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await fsp.link(temp, file);
+        return async () => { await fsp.rm(file, { force: true }); };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const owner = await readOwner(file);
+      if (!owner) continue; // released meanwhile: try again
+      if (owner.pid === process.pid) throw new InputError(out, 'a run in this process is already writing to this folder');
+      if (owner.pid && processAlive(owner.pid)) {
         throw new InputError(out, `another loftq run (pid ${owner.pid}) is writing to this folder; wait for it or cancel it`);
       }
-      if (owner.pid === process.pid) throw new InputError(out, 'a run in this process is already writing to this folder');
-      await fsp.rm(file, { force: true });
+      await pause?.('stale-seen');
+      await retireStale(file, owner);
     }
+    throw new InputError(out, 'could not lock the output folder: other runs keep taking it');
+  } finally {
+    await fsp.rm(temp, { force: true }).catch(() => undefined);
   }
-  throw new InputError(out, 'could not lock the output folder');
 }

@@ -104,7 +104,12 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
         pump();
       });
       w.on('error', (e) => { reject(e); failAll(e); });
-      w.on('exit', (code) => { if (!closed) failAll(new Error(`a worker thread exited unexpectedly (code ${code})`)); });
+      w.on('exit', (code) => {
+        // A worker terminated by a cancel before it was ready must settle `ready` too, or the
+        // run would wait forever (and the CLI exit 0 with its lock left behind).
+        reject(failure ?? new Error(`a worker thread exited before it was ready (code ${code})`));
+        if (!closed) failAll(new Error(`a worker thread exited unexpectedly (code ${code})`));
+      });
     }));
     w.postMessage({ type: 'init', backend: choice } satisfies ToWorker);
   }
@@ -137,5 +142,6 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
 }
 
 export async function createExecutor(workers: number, backend: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+  if (signal?.aborted) throw new CancelledError(); // an aborted signal never fires 'abort' again
   return workers <= 0 ? inProcess(backend, signal) : threaded(workers, backend, signal);
 }

@@ -1,0 +1,50 @@
+// SIGINT (Ctrl-C) and SIGTERM at several early moments of `loftq quantize` — during
+// start-up, while the worker threads start, in the first matrices: every cancel exits 130
+// (or, when the signal beats the CLI's own code, the process dies of that signal before
+// it has created anything) and leaves no lock, journal, temp file or folder it created.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { repoRoot, tempDir } from '../helpers';
+import { listTree } from './faults-oracle';
+
+const CLI = path.join(repoRoot, 'dist', 'cli.js');
+const STORIES = path.join(repoRoot, 'examples', 'stories260k');
+// About 1.5 s on one worker thread: every delay below lands before the run could finish.
+const SLOW_ARGS = ['--bits', '2', '--rank', '8', '--iters', '5', '--workers', '1', '--backend', 'cpu', '--quiet'];
+
+function runAndSignal(out: string, sig: NodeJS.Signals, delayMs: number, args = SLOW_ARGS):
+  Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'quantize', STORIES, '--out', out, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill(sig), delayMs);
+    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr }); });
+  });
+}
+
+test('SIGINT and SIGTERM in the first fraction of a second: exit 130, no lock, journal or folder left', async () => {
+  let handled = 0;
+  const seen: string[] = [];
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    for (const delay of [30, 80, 130, 180, 240, 300, 380, 480]) {
+      const out = path.join(tempDir('loftq-cancel-'), 'out');
+      const r = await runAndSignal(out, sig, delay);
+      const what = `${sig} after ${delay} ms: code ${r.code}, signal ${r.signal}, left ${JSON.stringify(listTree(out))}; ${r.stderr.trim()}`;
+      seen.push(`${sig}@${delay}:${r.code ?? r.signal}`);
+      if (r.code === 130) {
+        handled++;
+        assert.doesNotMatch(r.stderr, /\n\s+at /, `no stack trace: ${what}`);
+      } else {
+        // Only a signal that came before the CLI's handlers existed may end the process.
+        assert.equal(r.signal, sig, what);
+      }
+      assert.equal(fs.existsSync(out), false, `the run created ${out}, so a cancel removes it: ${what}`);
+    }
+  }
+  console.log(`early cancels: ${seen.join(' ')}`);
+  assert.ok(handled >= 8, `only ${handled} of 16 signals reached the CLI's handler: ${seen.join(' ')}`);
+});
