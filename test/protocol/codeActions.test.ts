@@ -16,11 +16,12 @@ async function actionsAt(c: LspClient, uri: string, diags: Diagnostic[], range =
 test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bits (no analysis yet)', async () => {
   const { root } = workspace();
   const file = path.join(root, 'loftq.json');
-  // Budgets count codes + double-quantized scales + adapters of the quantized matrices
-  // (docs/planner.md). A stories260K layer (45 312 weights) at 2 bits, rank 1, F32 adapters:
-  // codes 11 328 + scales 764 + adapters 4 624 = 16 716 B; each layer at 4 bits adds 11 328 B.
-  // A 3.8-bit budget over 226 560 weights is 107 616 B: 5·16 716 + k·11 328 fits for k ≤ 2
-  // (106 236 B = 3.75 bits per weight); with no layer at 4 bits: 83 580 B = 2.95 bits.
+  // Average-bit budgets count codes + double-quantized scales of the quantized matrices, the
+  // backbone (docs/planner.md); adapters are shown beside. A stories260K layer (45 312 weights)
+  // at 2 bits: codes 11 328 + scales 764 = 12 092 B (its rank-1 F32 adapters: 4 624 B); each
+  // layer at 4 bits adds 11 328 B. A 3.8-bit budget over 226 560 weights is 107 616 B:
+  // 5·12 092 + k·11 328 fits for k ≤ 4 (105 772 B = 3.73 bits per weight); with no layer at
+  // 4 bits: 60 460 B = 2.13 bits. Adapters: 5·4 624 = 23 120 B.
   const text = `{
   "checkpoint": "ckpt/model.safetensors",
   "defaults": { "bits": 2, "rank": 1 },
@@ -36,29 +37,29 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));
     const budget = ds.find((d) => d.code === 'budget')!;
-    assert.equal(budget.message, 'this plan costs 2.95 bits per weight with scales and adapters, within the budget of 3.8');
+    assert.equal(budget.message, "this plan's backbone costs 2.13 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it");
     assert.equal(budget.severity, 3);
     assert.deepEqual(budget.range, rangeOf(text, '3.8'));
     const actions = await actionsAt(c, uri, [budget]);
     const mixed = actions.find((a) => a.title.startsWith('Apply mixed-precision plan within budget'))!;
-    assert.equal(mixed.title, 'Apply mixed-precision plan within budget: first 2 layers at 4 bits (3.75 bits per weight)');
+    assert.equal(mixed.title, 'Apply mixed-precision plan within budget: first 4 layers at 4 bits (3.73 bits per weight in the backbone)');
     assert.equal(mixed.kind, 'quickfix');
     const edited = applyTextEdits(text, mixed.edit!.changes![uri]);
-    assert.equal(edited, text.replace('"iters": 3 }', '"iters": 3 },\n    { "match": "model.layers.{0..1}.**", "bits": 4 }'));
+    assert.equal(edited, text.replace('"iters": 3 }', '"iters": 3 },\n    { "match": "model.layers.{0..3}.**", "bits": 4 }'));
     await c.change(uri, edited, 2);
     const after = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.some((x) => x.code === 'budget'));
-    assert.equal(after.find((d) => d.code === 'budget')!.message, 'this plan costs 3.75 bits per weight with scales and adapters, within the budget of 3.8');
+    assert.equal(after.find((d) => d.code === 'budget')!.message, "this plan's backbone costs 3.73 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it");
 
-    // A tighter budget (3.4 bits = 96 288 B: k ≤ 1) replaces the rule's own override instead of adding one.
-    const tighter = edited.replace('3.8', '3.4');
+    // A tighter budget (2.7 bits = 76 464 B: k ≤ 1) replaces the rule's own override instead of adding one.
+    const tighter = edited.replace('3.8', '2.7');
     await c.change(uri, tighter, 3);
     const over = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 3 && d.some((x) => x.code === 'budget'));
     const b2 = over.find((d) => d.code === 'budget')!;
-    assert.equal(b2.message, 'this plan costs 3.75 bits per weight with scales and adapters, over the budget of 3.4');
+    assert.equal(b2.message, "this plan's backbone costs 3.73 bits per weight (codes and scales), over the budget of 2.7; adapters 23.1 kB beside it");
     assert.equal(b2.severity, 2);
     const again = (await actionsAt(c, uri, [b2])).find((a) => a.title.startsWith('Apply mixed-precision'))!;
-    assert.equal(again.title, 'Apply mixed-precision plan within budget: first 1 layer at 4 bits (3.35 bits per weight)');
-    assert.equal(applyTextEdits(tighter, again.edit!.changes![uri]), tighter.replace('model.layers.{0..1}.**', 'model.layers.0.**'));
+    assert.equal(again.title, 'Apply mixed-precision plan within budget: first 1 layer at 4 bits (2.53 bits per weight in the backbone)');
+    assert.equal(applyTextEdits(tighter, again.edit!.changes![uri]), tighter.replace('model.layers.{0..3}.**', 'model.layers.0.**'));
   });
 });
 

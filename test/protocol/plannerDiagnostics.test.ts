@@ -42,21 +42,23 @@ function analysisReport(ckpt: string, targets: TensorInfo[]): Report {
   return { ...baseReport(ckpt), analyses };
 }
 
-/** The planner diagnostic's message for a plan text, from first principles plus planReport at the plan's size. */
+/** The planner diagnostic's message for a plan text, from first principles plus planReport at the plan's size
+ *  (codes + scales + adapters); the bits shown are the backbone's (codes + scales). */
 function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): { message: string; ratio: number } {
   const cp = compilePlan(parsePlan(text).plan);
   const cost = { ...DEFAULT_COST, blockSize: 64, adapterBytes: adapterBytesOf(targets[0].dtype) };
-  let error = 0, bytes = 0, params = 0;
+  let error = 0, bytes = 0, backbone = 0, params = 0;
   for (const t of targets) {
     const { bits, rank } = settingsFor(cp, t.name)!;
     const tail = spectrum(t.name).slice(rank).reduce((s, x) => s + x * x, 0);
     error += (relErr(t.name, bits) * norm(t.name)) ** 2 + tail;
     bytes += choiceBytes(t.shape[0], t.shape[1], bits, rank, cost);
+    backbone += choiceBytes(t.shape[0], t.shape[1], bits, rank, { ...cost, countAdapters: false });
     params += t.shape[0] * t.shape[1];
   }
   const planner = planReport(report, { budget: { bytes }, ranks: [8, 16], objective: 'absolute', cost }).plan.error;
   const ratio = planner / error;
-  const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${(8 * bytes / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
+  const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${(8 * backbone / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
   return { message, ratio };
 }
 

@@ -8,6 +8,7 @@ import { DEFAULT_COST } from '../../server/src/plan/planner/cost';
 import { syntheticReport } from '../../server/src/plan/planner/synthetic';
 import { layerIndex } from '../../server/src/plan/planner/baselines';
 import { parsePlan, compilePlan, settingsFor } from '../../server/src/plan/planfile';
+import { openCheckpoint } from '../../server/src/checkpoint';
 import { repoRoot, tempDir } from '../helpers';
 
 const cost = { ...DEFAULT_COST };
@@ -69,11 +70,12 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
   const j = JSON.parse(r.stdout);
   assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'optimalityGap', 'plan']);
   assert.deepEqual(j.budget, { avgBits: 2.5 });
-  assert.deepEqual(Object.keys(j.plan).sort(), ['avgBits', 'bytes', 'error']);
-  assert.deepEqual(Object.keys(j.baselines.uniform).sort(), ['avgBits', 'bits', 'bytes', 'error']);
-  assert.deepEqual(Object.keys(j.baselines.firstK).sort(), ['avgBits', 'bytes', 'error', 'k']);
+  assert.deepEqual(Object.keys(j.plan).sort(), ['adapterBytes', 'avgBits', 'bytes', 'error']);
+  assert.deepEqual(Object.keys(j.baselines.uniform).sort(), ['adapterBytes', 'avgBits', 'bits', 'bytes', 'error']);
+  assert.deepEqual(Object.keys(j.baselines.firstK).sort(), ['adapterBytes', 'avgBits', 'bytes', 'error', 'k']);
   assert.ok(j.plan.error <= j.baselines.uniform.error && j.plan.error <= j.baselines.firstK.error);
-  const direct = planReport(syntheticReport({ layers: 6 }), { budget: { avgBits: 2.5 }, bits: [2, 3, 4, 8], ranks: [8, 16, 32, 64], cost });
+  // An average-bit budget counts the backbone (codes + scales), so the CLI plans without adapters.
+  const direct = planReport(syntheticReport({ layers: 6 }), { budget: { avgBits: 2.5 }, bits: [2, 3, 4, 8], ranks: [8, 16, 32, 64], cost: { ...cost, countAdapters: false } });
   assert.equal(j.plan.bytes, direct.plan.bytes);
   const { plan, problems } = parsePlan(fs.readFileSync(out, 'utf8'));
   assert.deepEqual(problems, []);
@@ -109,4 +111,38 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
   const bad = spawnSync(process.execPath, [cli, 'plan', path.join(dir, 'bad.json'), '--budget', '3'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /bad\.json: the report has no 'analyses'/);
+});
+
+test('a 2.5-bit budget counts the backbone as the LoftQ paper does: feasible on a small F32 model, adapters shown beside (issue 13.8)', async () => {
+  const dir = tempDir();
+  const stories = path.join(repoRoot, 'examples', 'stories260k');
+  const out = path.join(dir, 'loftq.json');
+  const cli = path.join(repoRoot, 'dist', 'cli.js');
+  const r = spawnSync(process.execPath, [cli, 'plan', stories, '--budget', '2.5', '--bits', '2,3', '--ranks', '4,8', '--iters', '1', '--workers', '2', '--json', '--quiet', '--out', out, '--report', path.join(dir, 'analysis.json')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  // First principles (docs/planner.md): codes ⌈n·b/8⌉, dq scales nb + 4·⌈nb/256⌉ + 4, F32 adapters r·(out+in)·4.
+  const ck = await openCheckpoint(stories);
+  const cp = compilePlan(parsePlan(fs.readFileSync(out, 'utf8')).plan);
+  let backbone = 0, adapters = 0, params = 0;
+  for (const t of ck.tensors.filter((x) => /_proj\.weight$/.test(x.name))) {
+    const { bits, rank } = settingsFor(cp, t.name)!;
+    const n = t.shape[0] * t.shape[1], nb = Math.ceil(n / 64);
+    backbone += Math.ceil((n * bits) / 8) + nb + 4 * Math.ceil(nb / 256) + 4;
+    adapters += rank * (t.shape[0] + t.shape[1]) * 4;
+    params += n;
+  }
+  assert.equal(j.plan.bytes, backbone, 'the budget counted codes and scales');
+  assert.ok(Math.abs(j.plan.avgBits - (8 * backbone) / params) < 1e-12);
+  assert.ok(j.plan.avgBits <= 2.5);
+  assert.equal(j.plan.adapterBytes, adapters);
+  // The adapters alone would be ~20 bits per weight here: a budget counting them was infeasible.
+  assert.ok((8 * adapters) / params > 2.5);
+  // A byte budget counts the adapters too.
+  const bytes = backbone + adapters + 4096;
+  const b = spawnSync(process.execPath, [cli, 'plan', path.join(dir, 'analysis.json'), '--budget', `${bytes}B`, '--bits', '2,3', '--ranks', '4,8', '--json'], { encoding: 'utf8' });
+  assert.equal(b.status, 0, b.stderr);
+  const k = JSON.parse(b.stdout);
+  assert.ok(k.plan.bytes <= bytes);
+  assert.ok(Math.abs(k.plan.bytes - k.plan.adapterBytes - (k.plan.avgBits * params) / 8) < 1e-6, 'bytes = backbone + adapters');
 });

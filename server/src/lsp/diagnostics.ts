@@ -90,9 +90,9 @@ function budgetDiagnostics(p: PlanDoc): Diagnostic[] {
   const t = planTotals(p.assignment!);
   const over = !fitsBudget(t, b);
   const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information;
-  // Budgets count codes, scales and adapters of the quantized matrices (docs/planner.md).
+  // Average bits count codes and scales; byte budgets also adapters (docs/planner.md).
   if (typeof b.avgBits === 'number') {
-    const msg = `this plan costs ${t.budgetBits.toFixed(2)} bits per weight with scales and adapters, ${over ? 'over' : 'within'} the budget of ${b.avgBits}`;
+    const msg = `this plan's backbone costs ${t.backboneBits.toFixed(2)} bits per weight (codes and scales), ${over ? 'over' : 'within'} the budget of ${b.avgBits}; adapters ${formatBytes(t.adapterBytes)} beside it`;
     return [diag(p, severity, 'budget', msg, ['budget', 'avgBits'])];
   }
   const msg = `codes, scales and adapters take ${formatBytes(t.budgetBytes)}, ${over ? 'over' : 'within'} the budget of ${formatBytes(b.bytes!)}`;

@@ -4,7 +4,7 @@
 // layers at 4 bits, the rest at the plan's default, with the largest k that fits.
 // setMixedPlanner is the one place to plug in another strategy.
 
-import { budgetBytes } from '../plan/planner/cost';
+import { budgetBytes, countsAdapters } from '../plan/planner/cost';
 import type { PlanBudget, PlanOverride } from '../protocol/lsp_ext';
 import type { ParsedPlan } from '../plan/planfile';
 import { nameParts } from './describe';
@@ -33,10 +33,11 @@ export function mixedPlan(p: PlanDoc, budget: PlanBudget): Promise<MixedPlan | n
 
 export const HIGH_BITS = 4;
 
-/** Within budget by the planner's accounting (codes + scales + adapters of the quantized matrices). */
+/** Within budget by the planner's accounting: average bits count codes + scales of the quantized
+ *  matrices, byte budgets also their adapters (plan/planner/cost.ts). */
 export function fitsBudget(t: PlanTotals, b: PlanBudget): boolean {
   if (typeof b.bytes !== 'number' && typeof b.avgBits !== 'number') return true;
-  return t.budgetBytes <= budgetBytes(b, t.quantizedParameters);
+  return (countsAdapters(b) ? t.budgetBytes : t.quantizedBackboneBytes) <= budgetBytes(b, t.quantizedParameters);
 }
 
 function firstKMatch(prefix: string, k: number): string {
@@ -78,7 +79,7 @@ export async function firstKPlanner(p: PlanDoc, budget: PlanBudget): Promise<Mix
     const changes = replaceOverrides(p, replace, extra);
     if (!changes.length) return null;
     const what = k ? `first ${k} layer${k === 1 ? '' : 's'} at ${HIGH_BITS} bits` : `all layers at ${a.defaults.bits} bits`;
-    return { description: `${what} (${totals.budgetBits.toFixed(2)} bits per weight)`, newText: planEdits(p.doc, changes).text };
+    return { description: `${what} (${totals.backboneBits.toFixed(2)} bits per weight in the backbone)`, newText: planEdits(p.doc, changes).text };
   }
   return null;
 }

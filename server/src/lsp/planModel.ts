@@ -98,25 +98,31 @@ export interface PlanTotals {
   /** Whole backbone: quantized matrices (codes + scales) and every other tensor as stored. */
   backboneBytes: number;
   adapterBytes: number;
-  /** What a budget counts (the planner's accounting): codes + scales + adapters of the quantized matrices. */
+  /** What a byte budget counts (the planner's accounting): codes + scales + adapters of the quantized matrices. */
   budgetBytes: number;
-  /** 8 · budgetBytes / quantizedParameters. */
-  budgetBits: number;
+  /** Codes + scales of the quantized matrices: what an average-bit budget counts. */
+  quantizedBackboneBytes: number;
+  /** 8 · quantizedBackboneBytes / quantizedParameters: backbone bits per weight, as papers quote them. */
+  backboneBits: number;
   quantizedParameters: number;
 }
 
 export function planTotals(a: PlanAssignment): PlanTotals {
   const quantized = new Set(a.matrices.map((m) => m.tensor.name));
-  let bitsParams = 0, params = 0, backbone = 0, adapter = 0, budget = 0;
+  let bitsParams = 0, params = 0, backbone = 0, adapter = 0, budget = 0, quantizedBackbone = 0;
   for (const m of a.matrices) {
     backbone += backboneBytes(m);
     adapter += adapterBytes(m);
     // Skipped matrices are outside the plan on both sides of the budget, as in `loftq plan`.
     if (m.skipped) continue;
     budget += choiceBytes(m.shape[0], m.shape[1], m.settings.bits, m.settings.rank, costModelOf(m));
+    quantizedBackbone += backboneBytes(m);
     bitsParams += m.settings.bits * m.tensor.parameters;
     params += m.tensor.parameters;
   }
   for (const t of a.tensors) if (!quantized.has(t.name)) backbone += t.byteLength;
-  return { avgBits: params ? bitsParams / params : 0, backboneBytes: backbone, adapterBytes: adapter, budgetBytes: budget, budgetBits: avgBitsOf(budget, params), quantizedParameters: params };
+  return {
+    avgBits: params ? bitsParams / params : 0, backboneBytes: backbone, adapterBytes: adapter, budgetBytes: budget,
+    quantizedBackboneBytes: quantizedBackbone, backboneBits: avgBitsOf(quantizedBackbone, params), quantizedParameters: params,
+  };
 }

@@ -2,7 +2,7 @@
 // request and the "Apply mixed-precision plan" code action when the report next to the plan
 // has analyses. Same options and cost model as `loftq plan`, so editor and CLI agree.
 
-import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
+import { adapterBytesOf, countsAdapters, DEFAULT_COST } from '../plan/planner/cost';
 import { planReport, Plan } from '../plan/planner/plan';
 import { applyPlanToText } from '../plan/planner/planedit';
 import type { PlanBudget, PlanRequestParams } from '../protocol/lsp_ext';
@@ -24,7 +24,7 @@ export function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanReques
     bits: o.bits,
     ranks: o.ranks ?? ranks,
     objective: o.objective ?? 'absolute',
-    cost: { ...DEFAULT_COST, blockSize: report.analyses[0].blockSize ?? DEFAULT_COST.blockSize, adapterBytes: adapterBytesOf(dtype) },
+    cost: { ...DEFAULT_COST, blockSize: report.analyses[0].blockSize ?? DEFAULT_COST.blockSize, adapterBytes: adapterBytesOf(dtype), countAdapters: countsAdapters(budget) },
     // Only what this plan quantizes: its targets, minus what it skips.
     exclude: (name) => { const m = planned.get(name); return !m || m.skipped; },
   });

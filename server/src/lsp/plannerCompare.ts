@@ -14,7 +14,7 @@ export interface PlannerComparison {
   error: number;
   /** The planner's predicted total within `bytes`. */
   planner: number;
-  /** The current plan's codes + scales + adapters, and as bits per weight. */
+  /** The current plan's codes + scales + adapters (what the planner matches), and its backbone bits per weight. */
   bytes: number;
   avgBits: number;
 }
@@ -44,7 +44,7 @@ export function comparePlanner(p: PlanDoc): PlannerComparison | null {
   }
   const t = planTotals(a);
   const planner = plannerError(p, report, t.budgetBytes, planned.map((m) => m.tensor.name));
-  return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.budgetBits };
+  return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits };
 }
 
 function plannerError(p: PlanDoc, report: Report, bytes: number, names: string[]): number | null {

@@ -294,8 +294,12 @@ export interface PlanChoice {
 
 export interface PlanSummary {
   error: number;
+  /** What the budget counted: codes + scales, plus adapters for a byte budget (docs/planner.md). */
   bytes: number;
+  /** Backbone bits per weight, codes + scales only, as the LoftQ and LQ-LoRA papers quote "2.5 bits". */
   avgBits: number;
+  /** The LoRA adapters of the plan, shown beside avgBits (counted in byte budgets). */
+  adapterBytes?: number;
 }
 
 export interface PlanResult {

@@ -5,7 +5,7 @@ import { InputError, UsageError } from '../../engine/errors';
 import { writeFileAtomic } from '../../checkpoint';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
-import { adapterBytesOf, CostModel, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
+import { adapterBytesOf, CostModel, countsAdapters, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
 import { planReport, Plan, PlanOptions } from '../../plan/planner/plan';
 import { refinePlan } from '../../plan/planner/refine';
 import { isReportFile, readReport } from '../../plan/planner/report';
@@ -39,7 +39,7 @@ function oneOf<T extends string>(v: unknown, key: string, allowed: readonly T[])
   return v as T;
 }
 
-function costModel(report: Report, o: Record<string, unknown>): CostModel {
+function costModel(report: Report, o: Record<string, unknown>, budget: PlanBudget): CostModel {
   const dtype = o['adapter-dtype'] !== undefined
     ? { bf16: 'BF16', f16: 'F16', f32: 'F32' }[oneOf(o['adapter-dtype'], 'adapter-dtype', ['bf16', 'f16', 'f32'] as const)]
     : report.matrices?.[0]?.dtype;
@@ -47,7 +47,8 @@ function costModel(report: Report, o: Record<string, unknown>): CostModel {
     blockSize: report.analyses?.[0]?.blockSize ?? DEFAULT_COST.blockSize,
     scales: oneOf(o.scales ?? DEFAULT_COST.scales, 'scales', ['dq', 'fp32'] as const),
     adapterBytes: adapterBytesOf(dtype),
-    countAdapters: oneOf(o.count ?? 'all', 'count', ['all', 'backbone'] as const) === 'all',
+    // Average bits count the backbone (as the LoftQ paper's "2.5 bits"); byte budgets add the adapters.
+    countAdapters: o.count === undefined ? countsAdapters(budget) : oneOf(o.count, 'count', ['all', 'backbone'] as const) === 'all',
   };
 }
 
@@ -57,7 +58,7 @@ function text(p: Plan): string {
   const u = p.baselines.uniform, k = p.baselines.firstK;
   const lines = [
     `budget ${p.budget.avgBits !== undefined ? `${p.budget.avgBits} bits/param` : `${p.budget.bytes} bytes`} over ${p.choices.length} matrices (${p.parameters} parameters): ${p.budgetBytes} bytes`,
-    `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
+    `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits (backbone) + ${p.plan.adapterBytes} adapter bytes  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
     `uniform   error ${f(u.error)}  ${Number.isFinite(u.bytes) ? u.bytes : '—'} bytes  ${f(u.avgBits)} bits  (${Number.isFinite(u.bits) ? `${u.bits}-bit` : 'does not fit'})${ratio(u.error)}`,
     `first-k   error ${f(k.error)}  ${Number.isFinite(k.bytes) ? k.bytes : '—'} bytes  ${f(k.avgBits)} bits  (${Number.isFinite(k.k) ? `k=${k.k}` : 'does not fit'})${ratio(k.error)}`,
     ...p.notes.map((n) => `note: ${n}`),
@@ -120,7 +121,7 @@ export const planCommand: Command = {
       ranks: ranksOffered,
       exclude: skipped && ((name: string) => settingsFor(skipped, name) === null),
       objective: oneOf(o.objective, 'objective', ['absolute', 'relative'] as const),
-      cost: costModel(report, o),
+      cost: costModel(report, o, budget),
     };
     let plan: Plan;
     if (analysis) {

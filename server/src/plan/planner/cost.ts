@@ -10,7 +10,10 @@
 //   adapters r·(out+in)·adapterBytes (A: r×in, B: out×r; 2 for BF16/F16, 4 for F32), unless
 //            `countAdapters` is false ("backbone only" accounting).
 // Codebooks (≤ 256 floats per bit width) are shared and not counted.
-// avgBits = 8 · Σ bytes / Σ out·in, both sums over the planned (quantized) matrices only.
+// avgBits = 8 · Σ (codes + scales) / Σ out·in, both sums over the planned (quantized) matrices
+// only: the backbone's bits per weight, the figure the LoftQ paper and LQ-LoRA quote as "2.5 bits".
+// An avgBits budget therefore counts the backbone, and a byte budget also counts the adapters
+// (`countAdapters`); the adapter bytes are reported beside avgBits either way.
 
 import { UsageError } from '../../engine/errors';
 import type { PlanBudget } from '../../protocol/lsp_ext';
@@ -46,6 +49,16 @@ export function loraBytes(rows: number, cols: number, rank: number, cm: CostMode
 
 export function choiceBytes(rows: number, cols: number, bits: number, rank: number, cm: CostModel): number {
   return codeBytes(rows, cols, bits) + scaleBytes(rows, cols, cm) + loraBytes(rows, cols, rank, cm);
+}
+
+/** The cost model a budget plans with: adapters count in byte budgets, not in average-bit ones. */
+export function countsAdapters(budget: PlanBudget): boolean {
+  return budget.avgBits === undefined;
+}
+
+/** Codes + scales of the choice `bits` (no adapters): what average bits count. */
+export function backboneChoiceBytes(rows: number, cols: number, bits: number, cm: CostModel): number {
+  return codeBytes(rows, cols, bits) + scaleBytes(rows, cols, cm);
 }
 
 export function avgBitsOf(bytes: number, parameters: number): number {

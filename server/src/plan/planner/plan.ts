@@ -3,7 +3,7 @@
 
 import type { PlanBudget, PlanChoice, PlanResult, Report } from '../../protocol/lsp_ext';
 import { UsageError } from '../../engine/errors';
-import { avgBitsOf, budgetBytes, CostModel } from './cost';
+import { avgBitsOf, backboneChoiceBytes, budgetBytes, CostModel, loraBytes } from './cost';
 import { baselineRank, Baseline, firstKBaseline, uniformBaseline } from './baselines';
 import { groupOverrides } from './group';
 import { planReloadWarning } from './reload';
@@ -34,8 +34,20 @@ export interface Plan extends PlanResult {
   notes: string[];
 }
 
-function summary(tables: MatrixTable[], b: Baseline, parameters: number) {
-  return { error: b.error, bytes: b.bytes, avgBits: avgBitsOf(b.bytes, parameters) };
+/** avgBits over the backbone (codes + scales) and the adapters beside it, whatever the budget counted. */
+function split(tables: MatrixTable[], pick: number[], cost: CostModel) {
+  let backbone = 0, adapters = 0;
+  tables.forEach((t, i) => {
+    const c = t.choices[pick[i]];
+    backbone += backboneChoiceBytes(t.shape[0], t.shape[1], c.bits, cost);
+    adapters += loraBytes(t.shape[0], t.shape[1], c.rank, { ...cost, countAdapters: true });
+  });
+  return { backbone, adapters };
+}
+
+function summary(tables: MatrixTable[], b: Baseline, parameters: number, cost: CostModel) {
+  const s = split(tables, b.pick, cost);
+  return { error: b.error, bytes: b.bytes, avgBits: avgBitsOf(s.backbone, parameters), adapterBytes: s.adapters };
 }
 
 export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: string[] = []): Plan {
@@ -48,22 +60,23 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   const groups = tables.map((t) => ({ costs: t.choices.map((c) => c.bytes), errors: t.choices.map((c) => c.error) }));
   const sol = solveMckp(groups, cap, { units: opts.units, seeds: [uniform?.pick, firstK?.pick].filter((p): p is number[] => !!p) });
   if (!sol) {
-    const min = groups.reduce((s, g) => s + Math.min(...g.costs), 0);
+    const min = groups.reduce((s, g) => s + g.costs.reduce((m, c) => Math.min(m, c), Infinity), 0);
     throw new UsageError(`budget ${opts.budget.avgBits !== undefined ? `${opts.budget.avgBits} bits` : `${cap} bytes`} is below the cheapest plan (${min} bytes, ${avgBitsOf(min, parameters).toFixed(3)} bits per parameter)`);
   }
   const choices: PlanChoice[] = tables.map((t, i) => {
     const c = t.choices[sol.pick[i]];
     return { name: t.name, bits: c.bits, rank: c.rank, predictedError: c.error, bytes: c.bytes, exact: c.exact };
   });
-  const none = { error: NaN, bytes: NaN, avgBits: NaN };
+  const none = { error: NaN, bytes: NaN, avgBits: NaN, adapterBytes: NaN };
+  const picked = split(tables, sol.pick, opts.cost);
   if (!uniform) warnings.push(`no uniform bit width fits the budget at rank ${rank}`);
   if (!firstK) warnings.push(`the first-k rule (4/2 bits) does not fit the budget at rank ${rank} or lacks 2- or 4-bit analyses`);
   return {
     budget: opts.budget,
-    plan: { error: sol.error, bytes: sol.cost, avgBits: avgBitsOf(sol.cost, parameters) },
+    plan: { error: sol.error, bytes: sol.cost, avgBits: avgBitsOf(picked.backbone, parameters), adapterBytes: picked.adapters },
     baselines: {
-      uniform: uniform ? { ...summary(tables, uniform, parameters), bits: uniform.bits } : { ...none, bits: NaN },
-      firstK: firstK ? { ...summary(tables, firstK, parameters), k: firstK.k } : { ...none, k: NaN },
+      uniform: uniform ? { ...summary(tables, uniform, parameters, opts.cost), bits: uniform.bits } : { ...none, bits: NaN },
+      firstK: firstK ? { ...summary(tables, firstK, parameters, opts.cost), k: firstK.k } : { ...none, k: NaN },
     },
     optimalityGap: sol.gap,
     choices,
