@@ -25,6 +25,9 @@ test('bad usage exits 2 with one line', () => {
   oneLineError(run('quantize', STORIES, '--out', tempDir(), '--frobnicate'), 2, /unknown option '--frobnicate'/);
   oneLineError(run('quantize', STORIES, '--out', tempDir(), '--backend', 'quantum'), 2, /'--backend' must be/);
   assert.equal(run('nonsense').status, 2);
+  // Pathological --target globs (issue 14.6): answered at once, a refusal names the pattern.
+  oneLineError(run('quantize', STORIES, '--out', tempDir(), '--target', 'x.{0..100000}'.repeat(100)), 2, /^loftq: target 'x\.\{0\.\.100000\}x.*…': bad pattern: pattern has more than 200000 alternatives$/);
+  oneLineError(run('quantize', STORIES, '--out', tempDir(), '--target', '********************X'), 2, /no tensor matches the targets \(\*{20}X\)/);
 });
 
 test('bad input names the file and the problem (exit 2), pickle refused with a conversion hint', () => {

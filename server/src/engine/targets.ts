@@ -3,7 +3,8 @@
 // linear layers; embeddings, norms, biases and lm_head are copied unless targeted.
 
 import { compileGlob, globMatches, CompiledGlob } from '../plan/glob';
-import { FLOAT_DTYPES, TensorInfo } from '../checkpoint';
+import { FLOAT_DTYPES, quote, TensorInfo } from '../checkpoint';
+import { UsageError } from './errors';
 
 export const DEFAULT_TARGETS = [
   'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',
@@ -12,8 +13,16 @@ export const DEFAULT_TARGETS = [
   'q', 'k', 'v', 'o', 'fc1', 'fc2', 'out_proj', 'wi', 'wo', 'wi_0', 'wi_1',
 ];
 
+/** A bad pattern (unbalanced braces, a range or alternatives over the limits) is a UsageError naming it. */
 export function compileTargets(patterns: string[] = DEFAULT_TARGETS): CompiledGlob[] {
-  return patterns.map(compileGlob);
+  return patterns.map((p) => {
+    try {
+      return compileGlob(p);
+    } catch (e) {
+      if (e instanceof SyntaxError) throw new UsageError(`target '${quote(p)}': bad pattern: ${e.message}`);
+      throw e;
+    }
+  });
 }
 
 export function isQuantizable(t: TensorInfo): boolean {
