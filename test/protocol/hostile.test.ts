@@ -75,7 +75,13 @@ test('after a bad Content-Length the server exits, and a fresh server answers', 
 test('pathological globs and oversized plans are diagnosed promptly; the server answers after them', async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
+  // A plan on disk over the cap, found by the workspace scan (never opened in the editor).
+  const onDisk = path.join(root, 'big', 'loftq.json');
+  fs.mkdirSync(path.dirname(onDisk));
+  fs.writeFileSync(onDisk, JSON.stringify({ checkpoint: '../ckpt/model.safetensors', pad: 'x'.repeat(2_000_000) }));
   await withServer(root, async (c) => {
+    const disk = await c.diagnosticsFor(uriOf(onDisk), (ds) => ds.length === 1, 'diagnostics of the plan on disk');
+    assert.equal(disk[0].message, `the plan is ${fs.statSync(onDisk).size} bytes, over the 1048576-byte (1 MiB) limit for plan files; split it or use globs`);
     const uri = uriOf(path.join(root, 'loftq.json'));
     const overrides: { match: string; bits: number }[] = [
       { match: '********************X', bits: 2 },

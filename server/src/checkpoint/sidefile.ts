@@ -14,6 +14,10 @@ import { CheckpointError } from './errors';
 /** Large tokenizer.json files are tens of MB; nothing legitimate beside a checkpoint is near this. */
 export const MAX_SIDE_FILE_BYTES = 100_000_000;
 
+function tooLarge(file: string, size: number, maxBytes: number): CheckpointError {
+  return new CheckpointError('too-large', file, `is ${size} bytes, over the ${maxBytes}-byte limit`);
+}
+
 function kindOf(st: fs.Stats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a named pipe (FIFO)';
@@ -23,7 +27,9 @@ function kindOf(st: fs.Stats): string {
 }
 
 /** The checked real path and size of `folder/name`, or undefined when there is no such file. */
-export async function checkSideFile(folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES): Promise<{ real: string; size: number } | undefined> {
+export async function checkSideFile(
+  folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES,
+): Promise<{ real: string; size: number } | undefined> {
   const p = path.join(folder, name);
   let real: string, folderReal: string;
   try {
@@ -42,12 +48,14 @@ export async function checkSideFile(folder: string, name: string, maxBytes = MAX
     throw new CheckpointError('unreadable', p, `cannot be read (${e.code ?? e.message})`);
   });
   if (!st.isFile()) throw new CheckpointError('unreadable', p, `is ${kindOf(st)}, not a file`);
-  if (st.size > maxBytes) throw new CheckpointError('too-large', p, `is ${st.size} bytes, over the ${maxBytes}-byte limit`);
+  if (st.size > maxBytes) throw tooLarge(p, st.size, maxBytes);
   return { real, size: st.size };
 }
 
 /** The bytes of `folder/name` after checkSideFile's checks, or undefined when it does not exist. */
-export async function readSideFile(folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES): Promise<Uint8Array | undefined> {
+export async function readSideFile(
+  folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES,
+): Promise<Uint8Array | undefined> {
   const checked = await checkSideFile(folder, name, maxBytes);
   return checked ? readRegularFile(checked.real, maxBytes, path.join(folder, name)) : undefined;
 }
@@ -61,11 +69,12 @@ export async function readSideFile(folder: string, name: string, maxBytes = MAX_
 export async function readRegularFile(file: string, maxBytes: number, shown = file): Promise<Uint8Array> {
   const fail = (e: unknown): never => {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' || e instanceof CheckpointError) throw e;
-    throw new CheckpointError('unreadable', shown, `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new CheckpointError('unreadable', shown, `cannot be read (${why})`);
   };
   const check = (st: fs.Stats) => {
     if (!st.isFile()) throw new CheckpointError('unreadable', shown, `is ${kindOf(st)}, not a file`);
-    if (st.size > maxBytes) throw new CheckpointError('too-large', shown, `is ${st.size} bytes, over the ${maxBytes}-byte limit`);
+    if (st.size > maxBytes) throw tooLarge(shown, st.size, maxBytes);
   };
   check(await fsp.stat(file).catch(fail));
   const fh = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch(fail);

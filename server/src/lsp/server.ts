@@ -10,7 +10,7 @@ import {
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { openCheckpoint, readRegularFile } from '../checkpoint';
-import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
+import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize';
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
@@ -84,7 +84,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     if (open) return planTooLarge(open.getText());
     const file = uriToPath(uri);
     const st = file ? await fsp.stat(file).catch(() => undefined) : undefined;
-    return st?.isFile() && st.size > MAX_PLAN_BYTES ? `the plan is ${st.size} bytes, over the ${MAX_PLAN_BYTES}-byte (1 MiB) limit for plan files; split it or use globs` : undefined;
+    return st?.isFile() && st.size > MAX_PLAN_BYTES ? planSizeMessage(st.size) : undefined;
   }
 
   async function publish(uri: string): Promise<void> {

@@ -7,7 +7,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
-/** The real path of `p`, or of its nearest existing ancestor joined with the rest (an output folder may not exist yet). */
+/** The real path of `p`, or of its nearest existing ancestor joined with the rest
+ *  (an output folder may not exist yet). */
 async function realish(p: string): Promise<string> {
   const rest: string[] = [];
   let at = path.resolve(p);

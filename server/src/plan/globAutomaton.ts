@@ -114,8 +114,9 @@ function rangeEnds(s: string, i: number, lo: number, hi: number, out: (j: number
 
 function hasNeeded(g: Automaton, s: string): boolean {
   for (const [c, count] of g.need) {
+    const ch = String.fromCharCode(c);
     let k = 0;
-    for (let i = s.indexOf(String.fromCharCode(c)); i >= 0 && k < count; i = s.indexOf(String.fromCharCode(c), i + 1)) k++;
+    for (let i = s.indexOf(ch); i >= 0 && k < count; i = s.indexOf(ch, i + 1)) k++;
     if (k < count) return false;
   }
   return true;

@@ -10,6 +10,9 @@ export function planTooLarge(text: string): string | undefined {
   // A UTF-16 unit is at most 3 UTF-8 bytes, so short texts need no byte count.
   if (text.length <= MAX_PLAN_BYTES / 3) return undefined;
   const bytes = Buffer.byteLength(text);
-  if (bytes <= MAX_PLAN_BYTES) return undefined;
+  return bytes <= MAX_PLAN_BYTES ? undefined : planSizeMessage(bytes);
+}
+
+export function planSizeMessage(bytes: number): string {
   return `the plan is ${bytes} bytes, over the ${MAX_PLAN_BYTES}-byte (1 MiB) limit for plan files; split it or use globs`;
 }

@@ -62,7 +62,9 @@ function mode(values: number[], fallback: number): number {
  * usual alpha = r case needs no alpha_pattern there). `modules`: every module name of the model
  * (tensor names are accepted too), to check keys for ambiguity; the matrices themselves by default.
  */
-export function peftPatterns(matrices: { name: string; rank: number; alpha: number }[], defaultRank: number, modules?: string[]): PeftPatterns {
+export function peftPatterns(
+  matrices: { name: string; rank: number; alpha: number }[], defaultRank: number, modules?: string[],
+): PeftPatterns {
   const names = matrices.map((m) => moduleName(m.name));
   const keys = patternKeys(names, (modules ?? []).map(moduleName));
   const unkeyable = matrices.filter((m) => !keys.get(moduleName(m.name))!.keyable);
@@ -70,7 +72,9 @@ export function peftPatterns(matrices: { name: string; rank: number; alpha: numb
   const r = unkeyableRanks.size === 1 ? [...unkeyableRanks][0] : mode(matrices.map((m) => m.rank), defaultRank);
   const atR = matrices.filter((m) => m.rank === r).map((m) => m.alpha);
   const unkeyableAlphas = new Set(unkeyable.map((m) => m.alpha));
-  const lora_alpha = unkeyableAlphas.size === 1 ? [...unkeyableAlphas][0] : mode(atR.length ? atR : matrices.map((m) => m.alpha), r);
+  const lora_alpha = unkeyableAlphas.size === 1
+    ? [...unkeyableAlphas][0]
+    : mode(atR.length ? atR : matrices.map((m) => m.alpha), r);
   // Keys are module names from the checkpoint: no prototype, so `__proto__` is a key too.
   const rank_pattern: Record<string, number> = Object.create(null);
   const alpha_pattern: Record<string, number> = Object.create(null);
@@ -80,5 +84,9 @@ export function peftPatterns(matrices: { name: string; rank: number; alpha: numb
     if (m.alpha !== lora_alpha) alpha_pattern[key] = m.alpha;
   }
   // Object.fromEntries defines own properties (even `__proto__`) on an ordinary object.
-  return { r, lora_alpha, rank_pattern: Object.fromEntries(Object.entries(rank_pattern)), alpha_pattern: Object.fromEntries(Object.entries(alpha_pattern)) };
+  return {
+    r, lora_alpha,
+    rank_pattern: Object.fromEntries(Object.entries(rank_pattern)),
+    alpha_pattern: Object.fromEntries(Object.entries(alpha_pattern)),
+  };
 }
