@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSideFile, CheckpointError } from '../../server/src/checkpoint';
 import { readModelConfig } from '../../server/src/model/config';
+import { syntheticReport } from '../../server/src/plan/planner/synthetic';
 import { repoRoot, tempDir } from '../helpers';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
@@ -79,4 +80,21 @@ test('the forward pass reads config.json by the same rules (a FIFO is refused, n
     e.message === `${path.join(ck, 'config.json')}: is a named pipe (FIFO), not a file`);
   fs.rmSync(path.join(ck, 'config.json'));
   await assert.rejects(readModelConfig(ck), /config\.json: does not exist/);
+});
+
+test('loftq plan: an existing --out that is a FIFO or a folder is one line, not a hang', () => {
+  const dir = tempDir('loftq-side-plan-');
+  const report = path.join(dir, 'report.json');
+  fs.writeFileSync(report, JSON.stringify(syntheticReport({ layers: 2 })));
+  const fifo = path.join(dir, 'fifo.json');
+  execFileSync('mkfifo', [fifo]);
+  fs.mkdirSync(path.join(dir, 'folder.json'));
+  for (const [out, why] of [[fifo, /is a named pipe \(FIFO\), not a file/], [path.join(dir, 'folder.json'), /is a directory, not a file/]] as const) {
+    const r = spawnSync(process.execPath, [CLI, 'plan', report, '--budget', '3', '--out', out], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    assert.notEqual(r.signal, 'SIGKILL', `plan hung on ${out}`);
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(r.stderr.includes(out), r.stderr);
+    assert.match(r.stderr, why);
+  }
 });

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import type { Checkpoint } from '../checkpoint';
-import { openCheckpoint, tempPathFor, writeFileAtomic } from '../checkpoint';
+import { openCheckpoint, readRegularFile, tempPathFor, writeFileAtomic } from '../checkpoint';
 import type { BackendName, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent } from '../protocol/lsp_ext';
 import { InputError } from './errors';
 import { JOURNAL_DIR } from './journal';
@@ -117,7 +117,8 @@ async function readDescriptors(dir: string): Promise<Found[]> {
     const file = path.join(journal, n);
     let d: ShardDescriptor;
     try {
-      d = JSON.parse(await fsp.readFile(file, 'utf8'));
+      // Regular files only, bounded: a FIFO named like a descriptor must not hang the merge.
+      d = JSON.parse(new TextDecoder().decode(await readRegularFile(file, 100_000_000)));
     } catch (e) {
       throw new InputError(file, `is not a readable shard descriptor (${(e as Error).message})`);
     }

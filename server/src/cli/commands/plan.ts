@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from '../args';
 import { InputError, UsageError } from '../../engine/errors';
-import { writeFileAtomic } from '../../checkpoint';
+import { readRegularFile, writeFileAtomic } from '../../checkpoint';
+import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
 import { adapterBytesOf, CostModel, countsAdapters, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
@@ -82,7 +83,10 @@ export const planCommand: Command = {
     if (positional.length !== 1) throw new UsageError('plan takes one checkpoint or analysis report');
     const src = positional[0];
     if (src.endsWith('.json') && !isReportFile(src)) throw new InputError(src, 'no such report file');
-    const outText = typeof o.out === 'string' && fs.existsSync(o.out) ? fs.readFileSync(o.out, 'utf8') : undefined;
+    // An existing plan at --out: a regular file of at most 1 MiB (a FIFO or a folder is one clear line).
+    const outText = typeof o.out === 'string' && fs.existsSync(o.out)
+      ? new TextDecoder().decode(await readRegularFile(o.out, MAX_PLAN_BYTES))
+      : undefined;
     const planFile = outText ? parsePlan(outText).plan : undefined;
     let budget: PlanBudget | undefined = typeof o.budget === 'string' ? parseBudget(o.budget) : undefined;
     if (!budget) budget = planFile?.budget;
