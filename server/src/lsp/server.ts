@@ -227,6 +227,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   connection.onRequest(Methods.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
     if (!params || typeof params.plan !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
     const uri = params.plan.startsWith('file:') ? params.plan : pathToFileURL(toPath(params.plan)).toString();
+    const tooLarge = await planSizeProblem(uri);
+    if (tooLarge) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan}: ${tooLarge}`);
     const p = await planDoc(uri);
     if (!p) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan} cannot be read`);
     if (p.facts.checkpoint && !p.facts.checkpoint.ok) throw new ResponseError(ErrorCodes.InvalidParams, p.facts.checkpoint.message);
