@@ -118,3 +118,23 @@ test('read-only output folder: one line, nothing written, a previous complete re
   assert.equal(res.status, 0, res.stderr);
   assert.equal(await judge(late, r), 'complete');
 });
+
+test('a read-only file system is reported as read-only (EROFS), not ENOENT; an output under /proc fails at once', async (t) => {
+  // A read-only tmpfs needs a mount: in a user namespace (unshare -rm) where the kernel allows one.
+  const probe = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o ro tmpfs /mnt'], { encoding: 'utf8' });
+  if (probe.status !== 0) { t.skip(`no user namespace to mount a read-only tmpfs in: ${probe.stderr.trim()}`); return; }
+  const script = `mount -t tmpfs -o size=4m tmpfs /mnt && mkdir /mnt/out && mount -o remount,ro /mnt && for o in /mnt/out /mnt/new; do
+    "$0" "$1" quantize "$2" --out "$o" ${ARGS.join(' ')}; echo "rc=$?"; done`;
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, CLI, STORIES], { encoding: 'utf8', timeout: 60_000 });
+  assert.deepEqual(r.stdout.trim().split('\n'), ['rc=1', 'rc=1'], r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('loftq: '));
+  assert.deepEqual(lines, [
+    'loftq: /mnt/out: cannot be written: the folder is read-only (read-only file system) (EROFS)',
+    'loftq: /mnt/new: cannot be written: the folder is read-only (read-only file system) (EROFS)',
+  ], r.stderr);
+  // Node's recursive mkdir loops forever there (ENOENT, retried); ours fails with one line.
+  const p = cli('/proc/loftq-out/x');
+  assert.equal(p.error, undefined, 'it must not hang');
+  assert.equal(p.status, 1, p.stderr);
+  oneLine(p.stderr, /^loftq: \/proc\/loftq-out\/x: cannot be written: /);
+});

@@ -84,7 +84,7 @@ const WRITE_REASONS: Record<string, string> = {
   EFBIG: 'file size limit reached',
   EACCES: 'permission denied',
   EPERM: 'operation not permitted',
-  EROFS: 'the file system is read-only',
+  EROFS: 'the folder is read-only (read-only file system)',
   ENOENT: 'the folder does not exist',
   ENOTDIR: 'a part of the path is not a folder',
   EISDIR: 'a folder is in the way',

@@ -78,6 +78,27 @@ export async function syncFolder(dir: string): Promise<void> {
   await fh.close().catch(() => undefined);
 }
 
+/** `mkdir -p`, one level at a time. Node's recursive mkdir reports a read-only file system
+ *  as ENOENT ("does not exist") and loops forever under /proc; here each level's own error
+ *  (EROFS, EACCES, …) reaches the caller. */
+export async function makeFolders(dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    const st = await fsp.stat(d).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    if (st && !st.isDirectory()) throw Object.assign(new Error(`${d} is not a folder`), { code: 'ENOTDIR' });
+    if (st || path.dirname(d) === d) break;
+    missing.push(d);
+  }
+  for (const d of missing.reverse()) {
+    await fsp.mkdir(d).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
+}
+
 export class SafetensorsWriter {
   private next = 0;
   private position = 0;

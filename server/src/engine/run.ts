@@ -9,7 +9,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { Checkpoint, openCheckpoint, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
+import { Checkpoint, makeFolders, openCheckpoint, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
 import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
 import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
@@ -134,7 +134,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
   const createdOut = !(await fsp.stat(out).then(() => true, () => false));
   let cancelled = false;
-  await onOutput(out, () => fsp.mkdir(path.join(out, JOURNAL_DIR), { recursive: true }));
+  await onOutput(out, () => makeFolders(path.join(out, JOURNAL_DIR)));
   const unlock = await onOutput(out, () => lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined));
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
   if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });

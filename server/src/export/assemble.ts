@@ -9,7 +9,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Checkpoint, checkSideFile, INDEX_FILE, openCheckpoint, readSideFile, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError,
+  Checkpoint, checkSideFile, INDEX_FILE, makeFolders, openCheckpoint, readSideFile, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError,
   writeFileAtomic,
 } from '../checkpoint';
 import type { MatrixReport } from '../protocol/lsp_ext';
@@ -87,7 +87,7 @@ export function adapterKey(tensorName: string, which: 'A' | 'B'): string {
 
 export async function writeAdapters(out: string, ordered: Finished[], config: object, signal?: AbortSignal): Promise<void> {
   const dir = path.join(out, ADAPTER_DIR);
-  await fsp.mkdir(dir, { recursive: true }).catch((e) => { throw writeError(dir, e); });
+  await makeFolders(dir).catch((e) => { throw writeError(dir, e); });
   const specs: TensorSpec[] = [];
   // The entries' headers are read once; their tensors are then read by position.
   const sources: TensorInfo[] = [];
