@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint, SafetensorsWriter } from '../../server/src/checkpoint';
 import { Methods } from '../../server/src/protocol/lsp_ext';
+import { quantizeCheckpoint } from '../../server/src/engine/run';
 import { repoRoot, tempDir } from '../helpers';
 import { LspClient, uriOf } from '../protocol/lspClient';
 import { listTree } from './faults-oracle';
@@ -107,4 +108,30 @@ test('.bin and .pt checkpoints are refused by every entry point, and never opene
     await c.stop();
   }
   assert.ok(!fs.existsSync(path.join(root, 'PWNED')) && !fs.existsSync('PWNED'), 'the payload never ran');
+});
+
+test('--out through a symlink to the checkpoint folder, or holding a link to an input file, is refused and the input is untouched', async () => {
+  const base = tempDir('loftq-selfout-');
+  const sc = path.join(base, 'sc');
+  fs.cpSync(path.join(repoRoot, 'examples', 'stories260k'), sc, { recursive: true });
+  const before = new Map(fs.readdirSync(sc).map((f) => [f, fs.readFileSync(path.join(sc, f))]));
+  fs.symlinkSync(sc, path.join(base, 'sclink'));
+  const linked = path.join(base, 'other');
+  fs.mkdirSync(linked);
+  fs.linkSync(path.join(sc, 'model.safetensors'), path.join(linked, 'model.safetensors'));
+  const cliArgs = ['--bits', '2', '--rank', '4', '--iters', '1', '--workers', '0', '--backend', 'cpu', '--quiet'];
+  for (const [out, pattern] of [
+    [path.join(base, 'sclink'), /^loftq: the output folder \S+sclink is the checkpoint's own folder \(\S+\/sc\); choose another$/],
+    [linked, /^loftq: \S+other\/model\.safetensors is the input file \S+sc\/model\.safetensors; writing there would overwrite the checkpoint/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'quantize', sc, '--out', out, ...cliArgs], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], pattern);
+    // The language server's loftq/quantize runs this same engine call.
+    await assert.rejects(quantizeCheckpoint(sc, { out, settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 }, workers: 0, backend: 'cpu' }), (e: Error) => pattern.test(`loftq: ${e.message}`));
+  }
+  assert.deepEqual(fs.readdirSync(sc).sort(), [...before.keys()].sort());
+  for (const [f, b] of before) assert.ok(fs.readFileSync(path.join(sc, f)).equals(b), `${f} changed`);
 });

@@ -110,6 +110,26 @@ async function onOutput<T>(target: string, step: () => Promise<T>): Promise<T> {
  *  files are removed. */
 const removeStaleTemps = (dir: string) => removeTempsOf(dir, (pid) => pid !== process.pid && !processAlive(pid));
 
+const sameFile = (a?: { dev: number; ino: number }, b?: { dev: number; ino: number }) => !!a && !!b && a.dev === b.dev && a.ino === b.ino;
+
+/** The output must not be the input under another name: a symlinked or bind-mounted folder,
+ *  or an output file that is an input file (hard or symbolic link). Path strings cannot tell. */
+async function refuseInputAsOutput(ck: Checkpoint, out: string): Promise<void> {
+  const stat = (p: string) => fsp.stat(p).catch(() => undefined);
+  const outDir = await stat(out);
+  const real = await fsp.realpath(out).catch(() => out);
+  if (path.resolve(ck.folder) === out || sameFile(outDir, await stat(ck.folder))) {
+    throw new UsageError(`the output folder ${out} is the checkpoint's own folder${real !== out ? ` (${real})` : ''}; choose another`);
+  }
+  if (!outDir) return;
+  const inputs = await Promise.all(ck.files.map(async (f) => ({ f, st: await stat(f) })));
+  for (const name of await fsp.readdir(out).catch(() => [] as string[])) {
+    const st = await stat(path.join(out, name));
+    const hit = inputs.find((i) => sameFile(st, i.st));
+    if (hit) throw new UsageError(`${path.join(out, name)} is the input file ${hit.f}; writing there would overwrite the checkpoint; choose another output folder`);
+  }
+}
+
 const sameSettings = (r: MatrixReport, s: MatrixSettings) =>
   r.bits === s.bits && r.iters === s.iters && r.quantizer === s.quantizer && r.blockSize === s.blockSize;
 
@@ -131,7 +151,7 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
-  if (path.resolve(ck.folder) === out) throw new UsageError(`the output folder ${out} is the checkpoint's own folder; choose another`);
+  await refuseInputAsOutput(ck, out);
   const createdOut = !(await fsp.stat(out).then(() => true, () => false));
   let cancelled = false;
   await onOutput(out, () => makeFolders(path.join(out, JOURNAL_DIR)));
