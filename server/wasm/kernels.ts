@@ -202,28 +202,157 @@ function axpy(alpha: f64, x: usize, y: usize, len: i32): void {
   for (; i < len; i++) store<f64>(y + (<usize>i << 3), load<f64>(y + (<usize>i << 3)) + alpha * load<f64>(x + (<usize>i << 3)));
 }
 
+@inline function hsum(v: v128): f64 { return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1); }
+@inline function fma2(acc: v128, a: v128, b: v128): v128 { return f64x2.add(acc, f64x2.mul(a, b)); }
+
+/** out (pCount × jCount, row-major) = A[:, pFirst…]ᵀ · B[:, jFirst…] for column blocks A and B
+ *  of one length. Tiles of 4 × 2 columns: each pair of loads feeds four products instead of
+ *  one (column-by-column dot products streamed the whole block from cache once per pair).
+ *  `symmetric` (A = B, same ranges): tiles wholly below the diagonal are mirrored, not computed. */
+export function dotBlock(a: usize, pFirst: i32, pCount: i32, b: usize, jFirst: i32, jCount: i32, len: i32, out: usize, symmetric: i32): void {
+  const even = len & ~1;
+  let p = 0;
+  for (; p + 4 <= pCount; p += 4) {
+    const a0 = col(a, pFirst + p, len), a1 = col(a, pFirst + p + 1, len), a2 = col(a, pFirst + p + 2, len), a3 = col(a, pFirst + p + 3, len);
+    let j = symmetric ? max(0, p - 1) : 0;
+    for (; j + 2 <= jCount; j += 2) {
+      const b0 = col(b, jFirst + j, len), b1 = col(b, jFirst + j + 1, len);
+      let s00 = f64x2.splat(0), s01 = f64x2.splat(0), s10 = f64x2.splat(0), s11 = f64x2.splat(0);
+      let s20 = f64x2.splat(0), s21 = f64x2.splat(0), s30 = f64x2.splat(0), s31 = f64x2.splat(0);
+      for (let i = 0; i < even; i += 2) {
+        const o = <usize>i << 3;
+        const x0 = v128.load(b0 + o), x1 = v128.load(b1 + o);
+        let y = v128.load(a0 + o); s00 = fma2(s00, y, x0); s01 = fma2(s01, y, x1);
+        y = v128.load(a1 + o); s10 = fma2(s10, y, x0); s11 = fma2(s11, y, x1);
+        y = v128.load(a2 + o); s20 = fma2(s20, y, x0); s21 = fma2(s21, y, x1);
+        y = v128.load(a3 + o); s30 = fma2(s30, y, x0); s31 = fma2(s31, y, x1);
+      }
+      let t00 = hsum(s00), t01 = hsum(s01), t10 = hsum(s10), t11 = hsum(s11);
+      let t20 = hsum(s20), t21 = hsum(s21), t30 = hsum(s30), t31 = hsum(s31);
+      if (even < len) {
+        const o = <usize>even << 3;
+        const x0 = load<f64>(b0 + o), x1 = load<f64>(b1 + o);
+        const y0 = load<f64>(a0 + o), y1 = load<f64>(a1 + o), y2 = load<f64>(a2 + o), y3 = load<f64>(a3 + o);
+        t00 += y0 * x0; t01 += y0 * x1; t10 += y1 * x0; t11 += y1 * x1;
+        t20 += y2 * x0; t21 += y2 * x1; t30 += y3 * x0; t31 += y3 * x1;
+      }
+      setF64(out, p * jCount + j, t00); setF64(out, p * jCount + j + 1, t01);
+      setF64(out, (p + 1) * jCount + j, t10); setF64(out, (p + 1) * jCount + j + 1, t11);
+      setF64(out, (p + 2) * jCount + j, t20); setF64(out, (p + 2) * jCount + j + 1, t21);
+      setF64(out, (p + 3) * jCount + j, t30); setF64(out, (p + 3) * jCount + j + 1, t31);
+    }
+    for (; j < jCount; j++) {
+      const bj = col(b, jFirst + j, len);
+      for (let q = 0; q < 4; q++) setF64(out, (p + q) * jCount + j, dot(col(a, pFirst + p + q, len), bj, len));
+    }
+  }
+  for (; p < pCount; p++) {
+    for (let j = symmetric ? p : 0; j < jCount; j++) setF64(out, p * jCount + j, dot(col(a, pFirst + p, len), col(b, jFirst + j, len), len));
+  }
+  if (symmetric) for (let q = 1; q < pCount; q++) for (let j = 0; j < q; j++) setF64(out, q * jCount + j, f64At(out, j * jCount + q));
+}
+
+/** X[:, jFirst + j] += alpha · Σ_p A[:, pFirst + p] · c[p·ldc + j] for j < jCount, p < pCount:
+ *  a block of axpys, in row chunks that keep two X columns in cache while four A columns
+ *  stream past them. */
+export function axpyBlock(a: usize, pFirst: i32, pCount: i32, c: usize, ldc: i32, x: usize, jFirst: i32, jCount: i32, len: i32, alpha: f64): void {
+  const CHUNK = 512;
+  for (let i0 = 0; i0 < len; i0 += CHUNK) {
+    const i1 = min(len, i0 + CHUNK);
+    const even1 = i0 + ((i1 - i0) & ~1);
+    let j = 0;
+    for (; j < jCount; j += 2) {
+      const pair = j + 1 < jCount;
+      const x0 = col(x, jFirst + j, len), x1 = pair ? col(x, jFirst + j + 1, len) : x0;
+      let p = 0;
+      for (; p + 4 <= pCount; p += 4) {
+        const c00 = alpha * f64At(c, p * ldc + j), c10 = alpha * f64At(c, (p + 1) * ldc + j);
+        const c20 = alpha * f64At(c, (p + 2) * ldc + j), c30 = alpha * f64At(c, (p + 3) * ldc + j);
+        const c01 = pair ? alpha * f64At(c, p * ldc + j + 1) : 0, c11 = pair ? alpha * f64At(c, (p + 1) * ldc + j + 1) : 0;
+        const c21 = pair ? alpha * f64At(c, (p + 2) * ldc + j + 1) : 0, c31 = pair ? alpha * f64At(c, (p + 3) * ldc + j + 1) : 0;
+        const a0 = col(a, pFirst + p, len), a1 = col(a, pFirst + p + 1, len), a2 = col(a, pFirst + p + 2, len), a3 = col(a, pFirst + p + 3, len);
+        const v00 = f64x2.splat(c00), v10 = f64x2.splat(c10), v20 = f64x2.splat(c20), v30 = f64x2.splat(c30);
+        if (pair) {
+          const v01 = f64x2.splat(c01), v11 = f64x2.splat(c11), v21 = f64x2.splat(c21), v31 = f64x2.splat(c31);
+          for (let i = i0; i < even1; i += 2) {
+            const o = <usize>i << 3;
+            let y0 = v128.load(x0 + o), y1 = v128.load(x1 + o);
+            let z = v128.load(a0 + o); y0 = fma2(y0, z, v00); y1 = fma2(y1, z, v01);
+            z = v128.load(a1 + o); y0 = fma2(y0, z, v10); y1 = fma2(y1, z, v11);
+            z = v128.load(a2 + o); y0 = fma2(y0, z, v20); y1 = fma2(y1, z, v21);
+            z = v128.load(a3 + o); y0 = fma2(y0, z, v30); y1 = fma2(y1, z, v31);
+            v128.store(x0 + o, y0); v128.store(x1 + o, y1);
+          }
+        } else {
+          for (let i = i0; i < even1; i += 2) {
+            const o = <usize>i << 3;
+            let y0 = v128.load(x0 + o);
+            y0 = fma2(y0, v128.load(a0 + o), v00); y0 = fma2(y0, v128.load(a1 + o), v10);
+            y0 = fma2(y0, v128.load(a2 + o), v20); y0 = fma2(y0, v128.load(a3 + o), v30);
+            v128.store(x0 + o, y0);
+          }
+        }
+        for (let i = even1; i < i1; i++) {
+          const o = <usize>i << 3;
+          const z0 = load<f64>(a0 + o), z1 = load<f64>(a1 + o), z2 = load<f64>(a2 + o), z3 = load<f64>(a3 + o);
+          store<f64>(x0 + o, load<f64>(x0 + o) + z0 * c00 + z1 * c10 + z2 * c20 + z3 * c30);
+          if (pair) store<f64>(x1 + o, load<f64>(x1 + o) + z0 * c01 + z1 * c11 + z2 * c21 + z3 * c31);
+        }
+      }
+      for (; p < pCount; p++) {
+        const ap = col(a, pFirst + p, len);
+        const width = pair ? 2 : 1;
+        for (let q = 0; q < width; q++) {
+          const coef = alpha * f64At(c, p * ldc + j + q);
+          if (coef == 0) continue;
+          const xq = q ? x1 : x0;
+          for (let i = i0; i < i1; i++) store<f64>(xq + (<usize>i << 3), load<f64>(xq + (<usize>i << 3)) + coef * load<f64>(ap + (<usize>i << 3)));
+        }
+      }
+    }
+  }
+}
+
 /** Orthonormalises columns first … first+count−1 of the block against columns 0 … first−1
- *  (already orthonormal) and among themselves: modified Gram–Schmidt, repeating a column's
- *  projection only while it loses more than half its norm ("twice is enough", Kahan–Parlett,
- *  at most three times). A column left with under 1e-10 of its norm is numerically dependent
- *  and becomes zero: normalising rounding noise would inject arbitrary directions. */
-export function orthonormalize(block: usize, first: i32, count: i32, len: i32): void {
+ *  (already orthonormal) and among themselves. Against the earlier columns: block classical
+ *  Gram–Schmidt (C = Qᵀ·X, X −= Q·C, as matrix products), twice, and a third time when the
+ *  second pass still removed more than half of some column ("twice is enough",
+ *  Kahan–Parlett). Among the new columns: modified Gram–Schmidt, repeating a column's
+ *  projection only while it loses more than half its norm (at most three times). A column
+ *  left with under 1e-10 of its original norm is numerically dependent and becomes zero:
+ *  normalising rounding noise would inject arbitrary directions. `scratch`: first·count + 2·count
+ *  float64. */
+export function orthonormalize(block: usize, first: i32, count: i32, len: i32, scratch: usize): void {
+  const original = scratch, before = scratch + (<usize>count << 3), coef = scratch + (<usize>count << 4);
+  for (let j = 0; j < count; j++) { const c = col(block, first + j, len); setF64(original, j, Math.sqrt(dot(c, c, len))); }
+  if (first > 0) {
+    for (let pass = 0; pass < 3; pass++) {
+      if (pass == 2) {
+        let again = false;
+        for (let j = 0; j < count; j++) { const c = col(block, first + j, len); if (Math.sqrt(dot(c, c, len)) <= 0.5 * f64At(before, j)) again = true; }
+        if (!again) break;
+      }
+      if (pass == 1) for (let j = 0; j < count; j++) { const c = col(block, first + j, len); setF64(before, j, Math.sqrt(dot(c, c, len))); }
+      dotBlock(block, 0, first, block, first, count, len, coef, 0);
+      axpyBlock(block, 0, first, coef, count, block, first, count, len, -1);
+    }
+  }
   for (let j = first; j < first + count; j++) {
     const c = col(block, j, len);
-    const original = Math.sqrt(dot(c, c, len));
-    let before = original;
-    let norm: f64 = 0;
-    for (let pass = 0; pass < 3; pass++) {
-      for (let p = 0; p < j; p++) {
+    let prev = Math.sqrt(dot(c, c, len));
+    let norm = prev;
+    for (let pass = 0; pass < 3 && j > first; pass++) {
+      for (let p = first; p < j; p++) {
         const q = col(block, p, len);
         const d = dot(q, c, len);
         if (d != 0) axpy(-d, q, c, len);
       }
       norm = Math.sqrt(dot(c, c, len));
-      if (norm > 0.5 * before) break;
-      before = norm;
+      if (norm > 0.5 * prev) break;
+      prev = norm;
     }
-    const inv: f64 = norm > 1e-10 * original && norm > 1e-300 ? 1 / norm : 0;
+    const orig = f64At(original, j - first);
+    const inv: f64 = norm > 1e-10 * orig && norm > 1e-300 ? 1 / norm : 0;
     const s = f64x2.splat(inv);
     let i = 0;
     for (; i + 2 <= len; i += 2) v128.store(c + (<usize>i << 3), f64x2.mul(v128.load(c + (<usize>i << 3)), s));
@@ -233,22 +362,7 @@ export function orthonormalize(block: usize, first: i32, count: i32, len: i32): 
 
 /** out (count × count, row-major) = Cᵀ·C. */
 export function gram(block: usize, count: i32, len: i32, out: usize): void {
-  for (let p = 0; p < count; p++) {
-    for (let q = p; q < count; q++) {
-      const d = dot(col(block, p, len), col(block, q, len), len);
-      store<f64>(out + ((<usize>(p * count + q)) << 3), d);
-      store<f64>(out + ((<usize>(q * count + p)) << 3), d);
-    }
-  }
-}
-
-/** out = Σ_p w[p·stride + j]·column p: column j of C·W for a row-major W. */
-export function combine(block: usize, count: i32, len: i32, w: usize, stride: i32, j: i32, out: usize): void {
-  memory.fill(out, 0, <usize>len << 3);
-  for (let p = 0; p < count; p++) {
-    const coef = load<f64>(w + ((<usize>(p * stride + j)) << 3));
-    if (coef != 0) axpy(coef, col(block, p, len), out, len);
-  }
+  dotBlock(block, 0, count, block, 0, count, len, out, 1);
 }
 
 /** Columns first … first+k−1 of the block ← a row-major float32 (len × k) matrix. */

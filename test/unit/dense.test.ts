@@ -72,3 +72,48 @@ test('transpose', () => {
   const t = transpose(a, 6, 130);
   for (let i = 0; i < 6; i++) for (let j = 0; j < 130; j++) assert.equal(t[j * 6 + i], a[i * 130 + j]);
 });
+
+test('ColumnBlock: the tiled block kernels match plain float64 sums on odd lengths and ragged widths', () => {
+  // 4×2 tiles with remainders in every direction: odd length, 7 earlier columns, 9 new ones.
+  const m = 101, first = 7, k = 9;
+  withWorkspace((ws) => {
+    const block = new ColumnBlock(ws, m, first + k, k);
+    block.appendRows(gaussian(m * first, 21), first);
+    block.orthonormalizeLast(first);
+    const raw = gaussian(m * k, 22);
+    block.appendRows(raw, k);
+    const n = first + k;
+    const naiveGram = (cols: Float64Array[]) => cols.map((a) => cols.map((b) => a.reduce((s, x, i) => s + x * b[i], 0)));
+    const before = Array.from({ length: n }, (_, j) => Float64Array.from(block.column(j)));
+    const g0 = block.gram();
+    const want0 = naiveGram(before);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(g0[i * n + j] - want0[i][j]) < 1e-9 * (1 + Math.abs(want0[i][j])), `gram[${i},${j}]`);
+    block.orthonormalizeLast(k);
+    const g = block.gram();
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(g[i * n + j] - (i === j ? 1 : 0)) < 1e-12, `QᵀQ[${i},${j}]=${g[i * n + j]}`);
+    // The new columns span what the raw ones spanned beyond the earlier basis: each raw column
+    // is reproduced by its projections on all n orthonormal columns.
+    for (let j = 0; j < k; j++) {
+      const x = Float64Array.from({ length: m }, (_, i) => raw[i * k + j]);
+      const rec = new Float64Array(m);
+      for (let p = 0; p < n; p++) {
+        const q = block.column(p);
+        const d = q.reduce((s, v, i) => s + v * x[i], 0);
+        for (let i = 0; i < m; i++) rec[i] += d * q[i];
+      }
+      for (let i = 0; i < m; i++) assert.ok(Math.abs(rec[i] - x[i]) < 1e-5, `raw column ${j} [${i}]`);
+    }
+    const js = [0, 3, 4, 8, 15];
+    const w = Float64Array.from({ length: n * n }, (_, i) => Math.sin(i));
+    const seen: number[] = [];
+    block.combine(w, n, js, (j, v) => {
+      seen.push(j);
+      for (let i = 0; i < m; i++) {
+        let want = 0;
+        for (let p = 0; p < n; p++) want += w[p * n + j] * block.column(p)[i];
+        assert.ok(Math.abs(v[i] - want) < 1e-12, `combine column ${j} [${i}]`);
+      }
+    });
+    assert.deepEqual(seen, js);
+  });
+});

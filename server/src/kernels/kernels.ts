@@ -22,9 +22,10 @@ interface KernelExports {
   lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number, packed: number): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
   roundToBf16(x: number, bits: number, n: number): void;
-  orthonormalize(block: number, first: number, count: number, len: number): void;
+  orthonormalize(block: number, first: number, count: number, len: number, scratch: number): void;
   gram(block: number, count: number, len: number, out: number): void;
-  combine(block: number, count: number, len: number, w: number, stride: number, j: number, out: number): void;
+  dotBlock(a: number, pFirst: number, pCount: number, b: number, jFirst: number, jCount: number, len: number, out: number, symmetric: number): void;
+  axpyBlock(a: number, pFirst: number, pCount: number, c: number, ldc: number, x: number, jFirst: number, jCount: number, len: number, alpha: number): void;
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
   rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
   symmetricEigen(a: number, n: number, d: number, e: number): void;

@@ -9,11 +9,14 @@ export class ColumnBlock {
   private readonly columns: F64Region;
   /** Row-major float32 staging for GEMM operands and results (len × width). */
   private readonly staging: F32Region;
+  /** Projection coefficients and norms of orthonormalizeLast (capacity × width + 2·width). */
+  private readonly scratch: F64Region;
   count = 0;
 
-  constructor(private readonly ws: Workspace, readonly len: number, readonly capacity: number, width: number) {
+  constructor(private readonly ws: Workspace, readonly len: number, readonly capacity: number, readonly width: number) {
     this.columns = ws.f64(len * capacity);
     this.staging = ws.f32(len * width);
+    this.scratch = ws.f64((capacity + 2) * width);
   }
 
   /** Column j, as a view (valid until the workspace next grows). */
@@ -37,7 +40,8 @@ export class ColumnBlock {
 
   /** Orthonormalises the last k columns against the earlier ones and among themselves. */
   orthonormalizeLast(k: number): void {
-    this.ws.k.orthonormalize(this.columns.ptr, this.count - k, k, this.len);
+    if (k > this.width) throw new Error(`ColumnBlock: ${k} columns at once exceed the width ${this.width}`);
+    this.ws.k.orthonormalize(this.columns.ptr, this.count - k, k, this.len, this.scratch.ptr);
   }
 
   /** Columns first … first+k−1 as a row-major float32 len × k matrix (a GEMM operand). */
@@ -54,13 +58,17 @@ export class ColumnBlock {
   }
 
   /** Σ_p w[p·stride + j]·column p for each j of `js` — columns of C·W for a row-major W,
-   *  handed to `use` one at a time (each view valid only during its call). */
+   *  handed to `use` one at a time (each view valid only during its call). All are formed
+   *  at once, as one block product. */
   combine(w: Float64Array, stride: number, js: number[], use: (j: number, v: Float64Array) => void): void {
-    const weights = this.ws.f64(w.length, w);
-    const out = this.ws.f64(this.len);
-    for (const j of js) {
-      this.ws.k.combine(this.columns.ptr, this.count, this.len, weights.ptr, stride, j, out.ptr);
-      use(j, out.view());
-    }
+    const n = js.length;
+    if (!n) return;
+    const coef = this.ws.f64(this.count * n);
+    const cv = coef.view();
+    for (let p = 0; p < this.count; p++) for (let q = 0; q < n; q++) cv[p * n + q] = w[p * stride + js[q]];
+    const out = this.ws.f64(this.len * n);
+    out.view().fill(0);
+    this.ws.k.axpyBlock(this.columns.ptr, 0, this.count, coef.ptr, n, out.ptr, 0, n, this.len, 1);
+    js.forEach((j, q) => use(j, out.view().subarray(q * this.len, (q + 1) * this.len)));
   }
 }
