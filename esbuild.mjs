@@ -43,6 +43,7 @@ const nodeEntries = {
   server: 'server/src/lsp/main.ts',
   cli: 'server/src/cli/main.ts',
   worker: 'server/src/engine/worker.ts',
+  'gemm-worker': 'server/src/linalg/gemmWorker.ts',
   bench: 'bench/bench.ts',
   'make-model': 'server/src/tools/make-model.ts',
   fuzz: 'server/src/tools/fuzz.ts',

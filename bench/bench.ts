@@ -1,5 +1,6 @@
 // `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
-//  [--fresh-ref] [--ref-timeout S] [--model tinyllama-1.1b [--model-layers N] [--workers N]]`
+//  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--model tinyllama-1.1b [--model-layers N]
+//  [--model-rank R] [--workers N]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
 // matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
 // Not a test: numbers are printed (and saved with --json), never asserted.
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
     seed: { type: 'number', default: 1 }, model: { type: 'string' }, 'model-layers': { type: 'number' },
     workers: { type: 'number' }, 'keep-output': { type: 'boolean' }, 'no-peak': { type: 'boolean' },
     'ref-only': { type: 'boolean' }, 'ref-threads': { type: 'number' },
+    'gemm-threads': { type: 'number', default: os.cpus().length }, 'model-rank': { type: 'number', default: 16 },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
@@ -49,9 +51,11 @@ async function main(argv: string[]): Promise<number> {
   const rows: CaseRow[] = [];
   let peak: number | undefined;
   if (cases.length) {
-    const backend = await startBackend(backendChoice);
+    const gemmThreads = Math.max(1, o['gemm-threads'] as number);
+    const backend = await startBackend(backendChoice, gemmThreads);
     if (!o['no-peak']) peak = await gemmPeak(backend);
-    console.log(`engine: loftqMatrix on tfjs ${backend.name}${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`);
+    console.log(`engine: loftqMatrix on tfjs ${backend.name}, GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
+      `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`);
     console.log(headerLine());
     for (const [c, w] of withMatrices(cases)) {
       const ours = await runEngine(c, w, backend);
@@ -73,16 +77,17 @@ async function main(argv: string[]): Promise<number> {
       console.log(rowLine(row));
     }
     for (const l of summaryLines(rows)) console.log(l);
+    await (backend as { close?: () => Promise<void> }).close?.();
   }
 
   let model: ModelRunResult | undefined;
   if (o.model) {
     model = runModel({
-      preset: o.model as string, layers: o['model-layers'] as number | undefined, seed: 0, bits: 2, rank: 16, iters: 5,
+      preset: o.model as string, layers: o['model-layers'] as number | undefined, seed: 0, bits: 2, rank: o['model-rank'] as number, iters: 5,
       backend: backendChoice, workers: o.workers as number | undefined, resultsDir, keepOutput: !!o['keep-output'],
     });
     const m = model;
-    console.log(`whole checkpoint: ${m.preset}${m.layers ? ` (${m.layers} layers)` : ''}, ${m.checkpointBytes >= 1e9 ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`} BF16, NF2 r16 T5, backend ${backendChoice}` +
+    console.log(`whole checkpoint: ${m.preset}${m.layers ? ` (${m.layers} layers)` : ''}, ${m.checkpointBytes >= 1e9 ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`} BF16, NF2 r${m.rank} T5, backend ${backendChoice}` +
       (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
     if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
     console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +

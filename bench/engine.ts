@@ -2,6 +2,7 @@
 // on the thin products LoftQ issues, so throughput can be read against what the device does.
 
 import { createBackend, MatmulBackend } from '../server/src/linalg/backend';
+import { createSplitBackend } from '../server/src/linalg/splitBackend';
 import { loftqMatrix } from '../server/src/loftq/loftq';
 import type { BackendChoice } from '../server/src/protocol/lsp_ext';
 import type { BenchCase } from './cases';
@@ -14,8 +15,9 @@ export interface EngineResult {
   gflops: number | null;
 }
 
-export async function startBackend(choice: BackendChoice): Promise<MatmulBackend> {
-  const b = await createBackend(choice);
+/** `gemmThreads` > 1: each matrix's products split by rows over that many worker threads. */
+export async function startBackend(choice: BackendChoice, gemmThreads = 1): Promise<MatmulBackend> {
+  const b = gemmThreads > 1 ? await createSplitBackend(gemmThreads, choice) : await createBackend(choice);
   // The first products compile kernels / grow the wasm heap; keep that out of every timing.
   const w = new Float32Array(256 * 256).map((_, i) => Math.sin(i));
   await loftqMatrix(w, 256, 256, { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 }, b);

@@ -23,6 +23,7 @@ export interface ModelRunOptions {
 
 export interface ModelRunResult {
   preset: string;
+  rank: number;
   layers?: number;
   checkpoint: string;
   checkpointBytes: number;
@@ -73,7 +74,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
     const r = spawnSync(process.execPath, args, { env: { ...process.env, LOFTQ_BENCH_STATS: stats }, encoding: 'utf8', maxBuffer: 64 << 20 });
     const s = fs.existsSync(stats) ? JSON.parse(fs.readFileSync(stats, 'utf8')) : { wallSeconds: NaN, maxRssKB: NaN };
     const res: ModelRunResult = {
-      preset: o.preset, layers: o.layers, checkpoint: model.dir, checkpointBytes: folderBytes(model.dir),
+      preset: o.preset, rank: o.rank, layers: o.layers, checkpoint: model.dir, checkpointBytes: folderBytes(model.dir),
       generatedSeconds: model.seconds, wallSeconds: s.wallSeconds, maxRssMB: s.maxRssKB / 1024,
       exitCode: r.status ?? -1, stderrTail: errorLine(r.stderr ?? ''),
     };

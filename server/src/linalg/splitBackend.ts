@@ -1,0 +1,117 @@
+// One matrix's products on several cores: a MatmulBackend whose held matrices are split
+// into row blocks, one per GEMM worker thread (each with its own tfjs backend), so that
+// R·Ω and Rᵀ·Y of a single large matrix run on every core at once. The LoftQ loop itself
+// (quantizer, Krylov algebra) stays on the calling thread, which waits while the workers
+// multiply. Used when one matrix at a time is all there is to do (the bench's matrix cases,
+// in-process runs); a checkpoint run already keeps every core busy with one matrix each.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
+import type { DeviceMatrix, MatmulBackend } from './backend';
+import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
+
+type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
+/** dist/gemm-worker.js: next to this bundle, or in the repo's dist/ when running from tests. */
+function gemmWorkerScript(): string {
+  let d = __dirname;
+  for (let i = 0; i < 6; i++) {
+    for (const c of [path.join(d, 'gemm-worker.js'), path.join(d, 'dist', 'gemm-worker.js')]) if (fs.existsSync(c)) return c;
+    d = path.dirname(d);
+  }
+  throw new Error('dist/gemm-worker.js not found: run `node esbuild.mjs` first');
+}
+
+class GemmThread {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve(m: FromGemmWorker): void; reject(e: Error): void }>();
+  private nextId = 0;
+  private failure?: Error;
+
+  constructor(script: string) {
+    this.worker = new Worker(script);
+    this.worker.unref(); // an idle GEMM thread never keeps the process alive
+    this.worker.on('message', (m: FromGemmWorker) => {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(new Error(m.error));
+      else p?.resolve(m);
+    });
+    const fail = (e: Error) => {
+      this.failure ??= e;
+      for (const p of this.pending.values()) p.reject(this.failure);
+      this.pending.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`a GEMM worker thread exited (code ${code})`)));
+  }
+
+  request(r: Request, transfer: ArrayBuffer[] = []): Promise<FromGemmWorker> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...r, id } as ToGemmWorker, transfer);
+    });
+  }
+
+  terminate(): Promise<number> { return this.worker.terminate(); }
+}
+
+export interface SplitBackend extends MatmulBackend {
+  readonly threads: number;
+  close(): Promise<void>;
+}
+
+/** Rows of each thread's block: near-equal contiguous parts. */
+function rowParts(rows: number, parts: number): [number, number][] {
+  const n = Math.max(1, Math.min(parts, rows));
+  return Array.from({ length: n }, (_, i) => [Math.floor((rows * i) / n), Math.floor((rows * (i + 1)) / n)] as [number, number]);
+}
+
+export async function createSplitBackend(threads: number, choice: BackendChoice): Promise<SplitBackend> {
+  const script = gemmWorkerScript();
+  const pool = Array.from({ length: Math.max(1, threads) }, () => new GemmThread(script));
+  let name: BackendName;
+  try {
+    name = (await Promise.all(pool.map((t) => t.request({ type: 'init', backend: choice }))))[0].backend!;
+  } catch (e) {
+    await Promise.all(pool.map((t) => t.terminate()));
+    throw e;
+  }
+  let nextHandle = 0;
+  const backend: SplitBackend = {
+    name,
+    threads: pool.length,
+    flops: 0,
+    async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
+      const handle = nextHandle++;
+      const parts = rowParts(rows, pool.length);
+      await Promise.all(parts.map(([r0, r1], i) => {
+        const block = a.slice(r0 * cols, r1 * cols);
+        return pool[i].request({ type: 'hold', handle, a: block, rows: r1 - r0, cols }, [block.buffer]);
+      }));
+      return {
+        rows,
+        cols,
+        async times(b: Float32Array, n: number): Promise<Float32Array> {
+          if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
+          const outs = await Promise.all(parts.map((_, i) => pool[i].request({ type: 'times', handle, b, n })));
+          const out = new Float32Array(rows * n);
+          parts.forEach(([r0], i) => out.set(outs[i].out!, r0 * n));
+          backend.flops += 2 * rows * cols * n;
+          return out;
+        },
+        dispose() {
+          for (let i = 0; i < parts.length; i++) pool[i].request({ type: 'drop', handle }).catch(() => undefined);
+        },
+      };
+    },
+    async close() {
+      await Promise.all(pool.map((t) => t.terminate()));
+    },
+  };
+  return backend;
+}
