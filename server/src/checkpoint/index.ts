@@ -8,3 +8,4 @@ export * from './checkpoint';
 export * from './writer';
 export * from './sharded-writer';
 export * from './sidefile';
+export * from './commit';

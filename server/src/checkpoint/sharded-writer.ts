@@ -7,6 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, writeError } from './errors';
+import type { OutputCommit } from './commit';
 import { INDEX_FILE } from './sharded';
 import { jsonObject, SafetensorsWriter, specByteLength, syncFolder, TensorSpec, writeFileAtomic } from './writer';
 
@@ -112,18 +113,42 @@ export class ShardedSafetensorsWriter {
         this.renamed.push(w.target);
       }
       await syncFolder(this.dir);
-      let totalSize = 0;
-      const weightMap: [string, unknown][] = [];
-      for (const s of this.shards) {
-        for (const t of s.tensors) {
-          totalSize += specByteLength(t);
-          weightMap.push([t.name, s.file]);
-        }
-      }
-      const metadata = jsonObject([...Object.entries(this.opts.indexMetadata ?? {}), ['total_size', totalSize]]);
-      await writeFileAtomic(index, JSON.stringify({ metadata, weight_map: jsonObject(weightMap) }, null, 2) + '\n');
+      const { text, totalSize } = this.indexText();
+      await writeFileAtomic(index, text);
       this.committed = true;
       return { files: this.finished.map((w) => w.target), index, totalSize };
+    });
+  }
+
+  private indexText(): { text: string; totalSize: number } {
+    let totalSize = 0;
+    const weightMap: [string, unknown][] = [];
+    for (const s of this.shards) {
+      for (const t of s.tensors) {
+        totalSize += specByteLength(t);
+        weightMap.push([t.name, s.file]);
+      }
+    }
+    // An input index's own total_size is replaced (ours counts what we wrote), keeping its place.
+    const given = Object.entries(this.opts.indexMetadata ?? {});
+    if (!given.some(([k]) => k === 'total_size')) given.push(['total_size', totalSize]);
+    const metadata = jsonObject(given.map(([k, v]) => [k, k === 'total_size' ? totalSize : v]));
+    return { text: JSON.stringify({ metadata, weight_map: jsonObject(weightMap) }, null, 2) + '\n', totalSize };
+  }
+
+  /** Hands the finished shards (data) and the index (the entry file) to a larger commit
+   *  instead of committing them alone (export/assemble.ts: backbone, adapters and report
+   *  become visible in one protocol). */
+  async stage(into: OutputCommit): Promise<ShardedWriteResult> {
+    return this.guard(async () => {
+      if (this.current || this.finished.length !== this.shards.length) throw new Error(`sharded writer for ${this.dir}: not every tensor was written`);
+      const writers = this.finished.splice(0);
+      for (const w of writers) await into.adoptFinished(w, 'data');
+      const index = path.join(this.dir, INDEX_FILE);
+      const { text, totalSize } = this.indexText();
+      await into.addFile(index, text, 'entry');
+      this.committed = true;
+      return { files: writers.map((w) => w.target), index, totalSize };
     });
   }
 

@@ -2,14 +2,17 @@
 //   1. open the checkpoint (headers only) and resolve each target matrix's settings;
 //   2. run LoftQ on every matrix without a journal entry, on the worker pool;
 //   3. assemble the output files from the input and the journal; write the report last.
-// The report's presence marks a complete result: it is removed before anything else is
-// written, so a folder holds a complete result, a resumable journal, or nothing readable
-// as a result. Cancel removes the journal and all temp files.
+// The report's presence marks a complete result. Every output file is staged as a temp
+// file first; then the old report and files are retired and the new ones renamed in, the
+// report last (checkpoint/commit.ts), and only then is the journal removed. So a folder
+// holds the old or the new complete result, a resumable journal (with no old file loadable
+// beside a new one), or nothing. A cancel before the commit removes the journal and temp
+// files and leaves the old result as it was; the commit itself (renames) is not cancelled.
 
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { Checkpoint, makeFolders, openCheckpoint, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
+import { Checkpoint, makeFolders, openCheckpoint, OutputCommit, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
 import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
 import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
@@ -19,7 +22,7 @@ import { CancelledError, InputError, throwIfAborted, UsageError } from './errors
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from './journal';
 import { lockOutput, processAlive } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
-import { ADAPTER_DIR, checkModelFiles, copyModelFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
+import { ADAPTER_DIR, checkModelFiles, copyModelFiles, retiredFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
 import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
@@ -159,6 +162,8 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
   if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });
   let executor: Executor | undefined;
+  let commit: OutputCommit | undefined;
+  let committing = false;
   try {
     for (const d of [out, path.join(out, JOURNAL_DIR), path.join(out, ADAPTER_DIR)]) await removeStaleTemps(d);
     const stamps = new Map<string, string>();
@@ -175,7 +180,6 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
       const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)!, calibration: stat ? calibration!.keys.get(stat) : undefined });
       return { ...m, fanInFanOut, stat, entry: journalPath(out, key) };
     });
-    if (!opts.shard) await onOutput(out, () => fsp.rm(path.join(out, REPORT_FILE), { force: true }));
 
     // --- compute (skipping journaled matrices) ---
     const finished = new Map<string, Finished>();
@@ -247,21 +251,30 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     throwIfAborted(opts.signal);
     const tAssemble = performance.now();
     opts.onProgress?.({ index: total, total, name: 'writing output', phase: 'write' });
-    await writeBackbone(ck, out, finished, opts.signal);
+    // Every file is staged first (a full disk or a cancel here leaves the old result as it
+    // was); only then are the old files retired and the new ones renamed in (commit.ts).
+    const staged = new OutputCommit();
+    commit = staged;
+    await writeBackbone(ck, out, finished, staged, opts.signal);
     const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
-    await writeAdapters(out, ordered, adapterConfig(report.matrices, { config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: defaults.rank, modules: ck.tensors.map((t) => t.name) }), opts.signal);
-    if (packed) await writePacked(ck, out, finished, opts.signal);
-    await copyModelFiles(ck, out);
+    await writeAdapters(out, ordered, adapterConfig(report.matrices, { config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: defaults.rank, modules: ck.tensors.map((t) => t.name) }), staged, opts.signal);
+    if (packed) await writePacked(ck, out, finished, staged, opts.signal);
+    await copyModelFiles(ck, out, staged);
     report.totals.seconds = (performance.now() - t0) / 1000;
     report.totals.phases!.assemble = (performance.now() - tAssemble) / 1000;
     const flops = executor ? executor.flops() : opts.assemble?.gemmFlops;
     if (flops !== undefined) report.totals.gemmGflop = flops / 1e9;
     const reportPath = path.join(out, REPORT_FILE);
-    await writeFileAtomic(reportPath, JSON.stringify(report, null, 2) + '\n');
+    await staged.addFile(reportPath, JSON.stringify(report, null, 2) + '\n', 'marker');
+    throwIfAborted(opts.signal); // the last moment a cancel applies: the commit only renames
+    committing = true;
+    await staged.commit(await retiredFiles(out, reportPath));
+    // The journal goes only now: a crash during the commit leaves it, and a rerun redoes it.
     await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
     return { report, reportPath };
   } catch (e) {
-    if (e instanceof CancelledError || opts.signal?.aborted) {
+    await commit?.abort();
+    if (!committing && (e instanceof CancelledError || opts.signal?.aborted)) {
       await executor?.close();
       executor = undefined;
       // A shard keeps the finished entries: the folder may be shared with other shards.

@@ -4,13 +4,14 @@
 //   loftq_init/adapter_model.safetensors                base_model.model.M.lora_{A,B}.weight
 //   model.packed.safetensors (--format packed)          codes + scales + codebook per matrix
 //   config.json, tokenizer files                        copied
-// Every file is streamed into a temp file and renamed into place.
+// Every file is streamed into a temp file and handed to an OutputCommit (checkpoint/commit.ts):
+// nothing visible changes until the caller commits them all together.
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Checkpoint, checkSideFile, INDEX_FILE, makeFolders, openCheckpoint, readSideFile, readTensorBytes, SafetensorsWriter, TensorInfo, TensorSpec, writeError,
-  writeFileAtomic,
+  Checkpoint, checkSideFile, INDEX_FILE, makeFolders, openCheckpoint, OutputCommit, readSideFile, readTensorBytes, SafetensorsWriter,
+  ShardedSafetensorsWriter, TensorInfo, TensorSpec, writeError,
 } from '../checkpoint';
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
@@ -33,59 +34,76 @@ async function entryTensor(file: string, name: string): Promise<Uint8Array> {
   return readTensorBytes(ck.byName.get(name)!);
 }
 
-/** Writes one output safetensors file with the same tensors (and order) as an input file. */
-async function writeBackboneFile(target: string, inputTensors: TensorInfo[], metadata: Record<string, string>, finished: Map<string, Finished>, signal?: AbortSignal) {
-  const specs: TensorSpec[] = inputTensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
-  const w = await SafetensorsWriter.create(target, specs, metadata);
+/** Streams tensors into `put` in order, reading the next one while this one is written (the
+ *  two copies overlap: 2 GB of backbone took 7.7 s to assemble one after the other). */
+async function streamBackbone(tensors: TensorInfo[], finished: Map<string, Finished>, put: (name: string, b: Uint8Array) => Promise<void>, signal?: AbortSignal) {
   const load = (t: TensorInfo) => {
     const f = finished.get(t.name);
     return f ? entryTensor(f.entry, ENTRY.q) : readTensorBytes(t);
   };
-  // The next tensor is read while this one is written: the two copies overlap (2 GB of
-  // backbone took 7.7 s to assemble one after the other).
-  let next = inputTensors.length ? load(inputTensors[0]) : undefined;
+  let next = tensors.length ? load(tensors[0]) : undefined;
   try {
-    for (let i = 0; i < inputTensors.length; i++) {
+    for (let i = 0; i < tensors.length; i++) {
       throwIfAborted(signal);
       const bytes = await next!;
-      next = i + 1 < inputTensors.length ? load(inputTensors[i + 1]) : undefined;
-      await w.write(inputTensors[i].name, bytes);
+      next = i + 1 < tensors.length ? load(tensors[i + 1]) : undefined;
+      await put(tensors[i].name, bytes);
     }
-    await w.commit();
   } catch (e) {
     next?.catch(() => undefined); // a read still in flight must not surface unhandled
+    throw e;
+  }
+}
+
+/** The backbone with the input's sharding, staged into `commit`: model.safetensors, or the
+ *  input's shard names (data) and the index (the entry transformers loads). */
+export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<string, Finished>, commit: OutputCommit, signal?: AbortSignal): Promise<string[]> {
+  const specsOf = (ts: TensorInfo[]): TensorSpec[] => ts.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+  if (ck.kind === 'file') {
+    const target = path.join(out, 'model.safetensors');
+    const w = await SafetensorsWriter.create(target, specsOf(ck.tensors), ck.metadata);
+    try {
+      await streamBackbone(ck.tensors, finished, (n, b) => w.write(n, b), signal);
+      await commit.addWriter(w, 'main');
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    return [target];
+  }
+  const w = await ShardedSafetensorsWriter.create(out, ck.headers.map((h) => ({ file: path.basename(h.file), tensors: specsOf(h.tensors), metadata: h.metadata })), { indexMetadata: ck.metadata });
+  try {
+    await streamBackbone(ck.headers.flatMap((h) => h.tensors), finished, (n, b) => w.write(n, b), signal);
+    const res = await w.stage(commit);
+    return [...res.files, res.index];
+  } catch (e) {
     await w.abort();
     throw e;
   }
 }
 
-export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<string, Finished>, signal?: AbortSignal): Promise<string[]> {
-  const written: string[] = [];
-  if (ck.kind === 'file') {
-    const target = path.join(out, 'model.safetensors');
-    await writeBackboneFile(target, ck.tensors, ck.metadata, finished, signal);
-    return [target];
-  }
-  for (const h of ck.headers) {
-    const target = path.join(out, path.basename(h.file));
-    await writeBackboneFile(target, h.tensors, h.metadata, finished, signal);
-    written.push(target);
-  }
-  // Tensor names are file data: a tensor called `__proto__` must become a key, not a prototype.
-  const weightMap: Record<string, string> = Object.create(null);
-  for (const t of ck.tensors) weightMap[t.name] = path.basename(t.file);
-  const totalSize = ck.tensors.reduce((a, t) => a + t.byteLength, 0);
-  const index = { metadata: { ...ck.metadata, total_size: totalSize }, weight_map: weightMap };
-  await writeFileAtomic(path.join(out, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
-  written.push(path.join(out, INDEX_FILE));
-  return written;
+/** Old output files to remove before any new one appears, in this order: the report (the
+ *  completion marker), the files loaders start from, then their data — including the shards
+ *  an old index lists, so no old shard or adapter is left beside new ones. */
+export async function retiredFiles(out: string, report: string): Promise<string[]> {
+  const old: string[] = [];
+  try {
+    const index = JSON.parse(await fsp.readFile(path.join(out, INDEX_FILE), 'utf8')) as { weight_map?: Record<string, unknown> };
+    for (const f of new Set(Object.values(index.weight_map ?? {}))) {
+      if (typeof f === 'string' && f === path.basename(f) && f.endsWith('.safetensors') && !f.startsWith('.')) old.push(path.join(out, f));
+    }
+  } catch { /* no old index, or not ours to read */ }
+  return [
+    report, path.join(out, INDEX_FILE), path.join(out, 'model.safetensors'), path.join(out, PACKED_FILE),
+    path.join(out, ADAPTER_DIR, 'adapter_config.json'), path.join(out, ADAPTER_DIR, 'adapter_model.safetensors'), ...old,
+  ];
 }
 
 export function adapterKey(tensorName: string, which: 'A' | 'B'): string {
   return `base_model.model.${moduleName(tensorName)}.lora_${which}.weight`;
 }
 
-export async function writeAdapters(out: string, ordered: Finished[], config: object, signal?: AbortSignal): Promise<void> {
+export async function writeAdapters(out: string, ordered: Finished[], config: object, commit: OutputCommit, signal?: AbortSignal): Promise<void> {
   const dir = path.join(out, ADAPTER_DIR);
   await makeFolders(dir).catch((e) => { throw writeError(dir, e); });
   const specs: TensorSpec[] = [];
@@ -105,19 +123,19 @@ export async function writeAdapters(out: string, ordered: Finished[], config: ob
       throwIfAborted(signal);
       await w.write(specs[i].name, await readTensorBytes(sources[i]));
     }
-    await w.commit();
+    await commit.addWriter(w, 'data');
   } catch (e) {
     await w.abort();
     throw e;
   }
-  await writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+  await commit.addFile(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n', 'entry');
 }
 
 /** Packed naming: for a quantized `M.weight`, `M.weight.codes` (U8, b-bit codes packed LSB
  *  first), `M.weight.scales` (F32, one per block), `M.weight.codebook` (F32, 2^b values);
  *  `__metadata__["loftq.packed"]` maps each M.weight to {bits, blockSize, quantizer, shape,
  *  dtype}. Other tensors are stored unchanged under their own names. */
-export async function writePacked(ck: Checkpoint, out: string, finished: Map<string, Finished>, signal?: AbortSignal): Promise<void> {
+export async function writePacked(ck: Checkpoint, out: string, finished: Map<string, Finished>, commit: OutputCommit, signal?: AbortSignal): Promise<void> {
   const specs: TensorSpec[] = [];
   const packedInfo: Record<string, unknown> = Object.create(null);
   const sources: (() => Promise<Uint8Array>)[] = [];
@@ -146,7 +164,7 @@ export async function writePacked(ck: Checkpoint, out: string, finished: Map<str
       throwIfAborted(signal);
       await w.write(specs[i].name, await sources[i]());
     }
-    await w.commit();
+    await commit.addWriter(w, 'entry');
   } catch (e) {
     await w.abort();
     throw e;
@@ -158,10 +176,10 @@ export async function checkModelFiles(ck: Checkpoint): Promise<void> {
   for (const f of COPIED_FILES) await checkSideFile(ck.folder, f);
 }
 
-export async function copyModelFiles(ck: Checkpoint, out: string): Promise<void> {
+export async function copyModelFiles(ck: Checkpoint, out: string, commit: OutputCommit): Promise<void> {
   for (const f of COPIED_FILES) {
     const data = await readSideFile(ck.folder, f);
-    if (data) await writeFileAtomic(path.join(out, f), data);
+    if (data) await commit.addFile(path.join(out, f), data, 'data');
   }
 }
 
