@@ -57,6 +57,20 @@ export class Reference {
     return JSON.parse(this.files.get(REPORT)!.toString('utf8'));
   }
 
+  /** Whether `file` (relative) in `out` is the reference's, parsed or byte for byte. */
+  matches(out: string, file: string): boolean {
+    const want = this.files.get(file);
+    if (!want) return false;
+    const got = fs.readFileSync(path.join(out, file));
+    if (!file.endsWith('.json')) return got.equals(want);
+    try {
+      assert.deepEqual(normalizeJson(file, got.toString('utf8')), normalizeJson(file, want.toString('utf8')));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Asserts that `file` (relative) in `out` is the reference's, parsed or byte for byte. */
   same(out: string, file: string): void {
     const want = this.files.get(file);
@@ -106,4 +120,46 @@ export async function judge(out: string, ref: Reference, checkMatrices: string[]
   if (fs.existsSync(path.join(out, JOURNAL))) return 'journal';
   assert.deepEqual(files.filter(visible), [], 'no report and no journal, so no output file may be there');
   return 'nothing';
+}
+
+/** The files a loader starts from, with the files it then reads: transformers (an index and
+ *  every shard it lists, or model.safetensors), PEFT (adapter_config + adapter weights). */
+function loadableUnits(out: string, files: string[]): string[][] {
+  const units: string[][] = [];
+  const INDEX = 'model.safetensors.index.json';
+  if (files.includes('model.safetensors')) units.push(['model.safetensors']);
+  if (files.includes(INDEX)) {
+    const shards = [...new Set(Object.values(JSON.parse(fs.readFileSync(path.join(out, INDEX), 'utf8')).weight_map as Record<string, string>))];
+    if (shards.every((f) => files.includes(f))) units.push([INDEX, ...shards]);
+  }
+  const adapter = ['loftq_init/adapter_config.json', 'loftq_init/adapter_model.safetensors'];
+  if (adapter.every((f) => files.includes(f))) units.push(adapter);
+  return units;
+}
+
+/** Judges `out` after a fault of a run over an older result made with other settings
+ *  (`refs`: every run that may have written there). Each visible file must be some run's;
+ *  with a report, the folder is exactly one run's files; without one, every loadable unit
+ *  present comes from one and the same run (no old adapters or shards beside new ones), and
+ *  a journal is there (else nothing visible may be). Returns the state and the run. */
+export async function judgeAmong(out: string, refs: Reference[]): Promise<{ state: State; run?: number }> {
+  const files = listTree(out);
+  const vis = files.filter(visible);
+  const runsOf = (f: string) => refs.map((r, i) => (r.matches(out, f) ? i : -1)).filter((i) => i >= 0);
+  for (const f of vis) assert.ok(runsOf(f).length > 0, `${f} is no run's file`);
+  for (const f of files.filter((x) => x.startsWith(`${JOURNAL}/`) && !isTemp(x) && x.endsWith('.safetensors'))) {
+    await openCheckpoint(path.join(out, f)).catch((err: Error) => assert.fail(`journal entry ${f} does not open: ${err.message}`));
+  }
+  if (vis.includes(REPORT)) {
+    const run = runsOf(REPORT)[0];
+    assert.deepEqual(vis, [...refs[run].files.keys()].sort(), `a report of run ${run} is present, so the folder must hold exactly its files`);
+    for (const f of vis) assert.ok(refs[run].matches(out, f), `${f} is not run ${run}'s`);
+    return { state: 'complete', run };
+  }
+  const units = loadableUnits(out, vis);
+  const common = refs.map((_, i) => i).filter((i) => units.flat().every((f) => refs[i].matches(out, f)));
+  assert.ok(units.length === 0 || common.length > 0, `loadable files of different runs side by side: ${JSON.stringify(units.map((u) => u.map((f) => `${f}:${runsOf(f)}`)))}`);
+  if (fs.existsSync(path.join(out, JOURNAL))) return { state: 'journal' };
+  assert.deepEqual(vis, [], 'no report and no journal, so no output file may be there');
+  return { state: 'nothing' };
 }
