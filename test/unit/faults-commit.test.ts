@@ -31,8 +31,11 @@ async function shardedStories(): Promise<string> {
     groups[groups.length - 1].push(t);
     bytes += t.byteLength;
   }
-  await writeShardedCheckpoint(dir, groups.map((g, i) => ({ file: `model-0000${i + 1}-of-0000${groups.length}.safetensors`, tensors: g.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })) })),
-    (t) => readTensorBytes(ck.byName.get(t.name)!));
+  const shards = groups.map((g, i) => ({
+    file: `model-0000${i + 1}-of-0000${groups.length}.safetensors`,
+    tensors: g.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })),
+  }));
+  await writeShardedCheckpoint(dir, shards, (t) => readTensorBytes(ck.byName.get(t.name)!));
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.json'));
   return dir;
 }
@@ -41,11 +44,14 @@ interface Outcome { code: number | null; signal: NodeJS.Signals | null; stderr: 
 
 /** Runs the CLI and sends `sig` `ms` after it starts — or, with `afterWrite`, `ms` after it
  *  announces the write phase ("writing output files…"). */
-function runAndSignal(input: string, out: string, args: string[], sig: NodeJS.Signals | undefined, ms: number, afterWrite: boolean): Promise<Outcome> {
+function runAndSignal(
+  input: string, out: string, args: string[], sig: NodeJS.Signals, ms: number, afterWrite: boolean,
+): Promise<Outcome> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, 'quantize', input, '--out', out, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const argv = [CLI, 'quantize', input, '--out', out, ...args];
+    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '', inWrite = false, timer: NodeJS.Timeout | undefined;
-    const fire = () => { timer = setTimeout(() => { if (sig) child.kill(sig); }, ms); };
+    const fire = () => { timer = setTimeout(() => child.kill(sig), ms); };
     child.stderr!.on('data', (d) => {
       stderr += d;
       if (afterWrite && !inWrite && stderr.includes('writing output files')) { inWrite = true; fire(); }
@@ -56,7 +62,8 @@ function runAndSignal(input: string, out: string, args: string[], sig: NodeJS.Si
 }
 
 function complete(input: string, out: string, args: string[]): void {
-  const r = spawnSync(process.execPath, [CLI, 'quantize', input, '--out', out, ...args, '--quiet'], { encoding: 'utf8' });
+  const argv = [CLI, 'quantize', input, '--out', out, ...args, '--quiet'];
+  const r = spawnSync(process.execPath, argv, { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
 }
 
@@ -79,7 +86,7 @@ async function setup() {
   return cases;
 }
 
-test('kill -9 at 50 seeded points over an older result (bits 4 → 2), write phase included: old result, new result or journal, never a mix', async () => {
+test('kill -9 at 50 seeded points over an older result (bits 4 → 2), write phase included: never a mix', async () => {
   const all = await setup();
   const counts: Record<string, number> = {};
   let writeKills = 0;
@@ -90,24 +97,28 @@ test('kill -9 at 50 seeded points over an older result (bits 4 → 2), write pha
     for (let t = 0; t < 25; t++) {
       const args = rng.next() < 0.7 ? NEW : OLD;
       const inWrite = rng.next() < 0.6;
-      const r = await runAndSignal(c.input, out, args, 'SIGKILL', inWrite ? rng.next() * 30 : rng.next() * 1.1 * c.runMs, inWrite);
+      const delay = inWrite ? rng.next() * 30 : rng.next() * 1.1 * c.runMs;
+      const r = await runAndSignal(c.input, out, args, 'SIGKILL', delay, inWrite);
       if (r.signal === 'SIGKILL' && r.inWrite) writeKills++;
       if (r.signal !== 'SIGKILL') assert.equal(r.code, 0, `${c.name} trial ${t}: ${r.stderr}`);
-      const { state, run } = await judgeAmong(out, c.refs).catch((e: Error) => assert.fail(`${c.name} trial ${t} (${args === NEW ? 'new' : 'old'} settings, ${r.signal ?? r.code}${r.inWrite ? ', in the write phase' : ''}): ${e.message}`));
+      const phase = r.inWrite ? ', in the write phase' : '';
+      const trial = `${c.name} trial ${t} (${args === NEW ? 'new' : 'old'} settings, ${r.signal ?? r.code}${phase})`;
+      const { state, run } = await judgeAmong(out, c.refs).catch((e: Error) => assert.fail(`${trial}: ${e.message}`));
       const key = `${state}${run === undefined ? '' : run === 0 ? ':old' : ':new'}`;
       counts[key] = (counts[key] ?? 0) + 1;
     }
     complete(c.input, out, NEW.concat('--quiet'));
     assert.deepEqual(await judgeAmong(out, c.refs), { state: 'complete', run: 1 });
-    assert.deepEqual(listTree(out), [...c.refs[1].files.keys()].sort(), `${c.name}: the finished rerun leaves exactly the new files (no old shard, adapter, temp file, lock or journal)`);
+    assert.deepEqual(listTree(out), [...c.refs[1].files.keys()].sort(),
+      `${c.name}: the finished rerun leaves exactly the new files (no old shard, adapter, temp file, lock or journal)`);
   }));
-  console.log(`kill -9 over an older result: 50 trials, ${writeKills} killed in the write phase; states ${JSON.stringify(counts)}`);
+  console.log(`kill -9 over an older result: 50 trials, ${writeKills} in the write phase; ${JSON.stringify(counts)}`);
   assert.ok(writeKills >= 15, `only ${writeKills} kills landed in the write phase`);
   // A journal state needs a kill inside the commit's renames (a few ms), so it is counted, not required.
   assert.ok((counts['complete:old'] ?? 0) >= 1 && (counts['complete:new'] ?? 0) >= 1, JSON.stringify(counts));
 });
 
-test('SIGINT/SIGTERM in the write phase and during compute: the old result stays whole (report included), a fresh folder is removed', async () => {
+test('SIGINT/SIGTERM in the write phase and in compute: an old result stays whole, a fresh folder goes', async () => {
   const all = await setup();
   for (const c of all) {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -116,7 +127,10 @@ test('SIGINT/SIGTERM in the write phase and during compute: the old result stays
           const out = path.join(tempDir('loftq-commit-cancel-'), 'out');
           if (!fresh) fs.cpSync(c.refs[0].dir, out, { recursive: true });
           const r = await runAndSignal(c.input, out, NEW, sig, ms, afterWrite);
-          const what = `${c.name}, ${sig} ${ms} ms after ${afterWrite ? 'the write phase began' : 'start'}, ${fresh ? 'fresh folder' : 'over an old result'}: ${r.code ?? r.signal}; ${r.stderr.split('\n').filter((l) => l.startsWith('loftq')).join(' | ')}`;
+          const said = r.stderr.split('\n').filter((l) => l.startsWith('loftq')).join(' | ');
+          const when = afterWrite ? 'the write phase began' : 'start';
+          const where = fresh ? 'fresh' : 'over an old result';
+          const what = `${c.name}, ${sig} ${ms} ms after ${when}, ${where}: ${r.code ?? r.signal}; ${said}`;
           const judged = await judgeAmong(out, c.refs).catch((e: Error) => assert.fail(`${what}: ${e.message}`));
           if (r.code === 0) {
             // The signal came once the commit (renames only) had begun: the new result is whole.
@@ -127,7 +141,8 @@ test('SIGINT/SIGTERM in the write phase and during compute: the old result stays
           if (fresh) assert.equal(fs.existsSync(out), false, what);
           else {
             assert.deepEqual(judged, { state: 'complete', run: 0 }, what);
-            assert.deepEqual(listTree(out), [...c.refs[0].files.keys()].sort(), `${what}: no journal, lock or temp file is left`);
+            const want = [...c.refs[0].files.keys()].sort();
+            assert.deepEqual(listTree(out), want, `${what}: no journal, lock or temp file is left`);
           }
         }
       }
@@ -135,19 +150,22 @@ test('SIGINT/SIGTERM in the write phase and during compute: the old result stays
   }
 });
 
-test('file size limit in the write phase (bits 2 rank 32 over a bits-4 result, sharded): one line, the old result whole', async () => {
+test('file size limit in the write phase (bits 2 r32 over bits 4, sharded): one line, old result whole', async () => {
   const c = (await setup())[1];
   const out = path.join(tempDir('loftq-commit-efbig-'), 'out');
   fs.cpSync(c.refs[0].dir, out, { recursive: true });
   // 1200 blocks (600 KiB under dash's 512-byte blocks, 1.2 MiB under bash's): every shard and
   // journal entry fits, the rank-32 adapter file (750 KB) does not — the failure comes late.
   const argv = [CLI, 'quantize', c.input, '--out', out, '--bits', '2', '--rank', '32', ...COMMON, '--quiet'];
-  const r = spawnSync('/bin/sh', ['-c', 'ulimit -f 1200 && exec "$@"', 'sh', process.execPath, ...argv], { encoding: 'utf8', timeout: 60_000 });
+  const sh = ['-c', 'ulimit -f 1200 && exec "$@"', 'sh', process.execPath, ...argv];
+  const r = spawnSync('/bin/sh', sh, { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 1, r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('loftq: '));
   assert.equal(lines.length, 1, r.stderr);
-  assert.match(lines[0], /loftq_init\/adapter_model\.safetensors: cannot be written: file size limit reached \(EFBIG\)$/);
+  const efbig = /loftq_init\/adapter_model\.safetensors: cannot be written: file size limit reached \(EFBIG\)$/;
+  assert.match(lines[0], efbig);
   const judged = await judgeAmong(out, c.refs);
   assert.deepEqual(judged, { state: 'complete', run: 0 }, 'the bits-4 result is whole, report included');
-  assert.deepEqual(listTree(out).filter((f) => !f.startsWith('.loftq-journal/')), [...c.refs[0].files.keys()].sort(), 'no temp file or lock');
+  const left = listTree(out).filter((f) => !f.startsWith('.loftq-journal/'));
+  assert.deepEqual(left, [...c.refs[0].files.keys()].sort(), 'no temp file or lock');
 });

@@ -43,7 +43,8 @@ class Child {
   readonly proc: ChildProcess;
   text = '';
   constructor(spec: ChildSpec) {
-    this.proc = spawn(process.execPath, [__filename], { env: { ...process.env, [CHILD]: JSON.stringify(spec) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const env = { ...process.env, [CHILD]: JSON.stringify(spec) };
+    this.proc = spawn(process.execPath, [__filename], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     this.proc.stdout!.on('data', (d) => { this.text += d; });
   }
   has = (s: string) => this.text.includes(s);
@@ -76,18 +77,20 @@ async function race(setup: (out: string) => void, stallAt: LockStep) {
   await until(() => a.done && b.done, 'both children to finish');
   assert.equal(holders.length, 1, `A: ${a.text.trim()} | B: ${b.text.trim()}`);
   const loser = holders[0] === a ? b : a;
-  assert.match(loser.text, new RegExp(`refused .*another loftq run \\(pid ${holders[0].proc.pid}\\) is writing to this folder`));
+  const pid = holders[0].proc.pid;
+  assert.match(loser.text, new RegExp(`refused .*another loftq run \\(pid ${pid}\\) is writing to this folder`));
   assert.deepEqual(fs.readdirSync(out), [], 'the lock and its temp files are gone after the holder lets go');
 }
 
 if (process.env[CHILD]) {
   void childMain(JSON.parse(process.env[CHILD]!));
 } else {
-  test('lock race: a run stalled after writing its pid, before the lock exists — exactly one run holds the folder', async () => {
+  test('lock race: a run stalled after writing its pid, before the lock exists — one run holds it', async () => {
     await race(() => undefined, 'pid-written');
   });
 
-  test('lock race: two runs take over one stale lock while one is stalled — exactly one run holds the folder', async () => {
-    await race((out) => fs.writeFileSync(path.join(out, '.loftq.lock'), JSON.stringify({ pid: deadPid() })), 'stale-seen');
+  test('lock race: two runs take over one stale lock while one is stalled — one run holds the folder', async () => {
+    const stale = (out: string) => fs.writeFileSync(path.join(out, '.loftq.lock'), JSON.stringify({ pid: deadPid() }));
+    await race(stale, 'stale-seen');
   });
 }

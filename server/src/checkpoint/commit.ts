@@ -72,7 +72,9 @@ export class OutputCommit {
     for (const f of retire) await fsp.rm(f, { force: true }).catch((e) => { throw writeError(f, e); });
     for (const d of folders) await syncFolder(d);
     for (const phase of PHASES) {
-      for (const s of this.staged.filter((x) => x.phase === phase)) await fsp.rename(s.temp, s.target).catch((e) => { throw writeError(s.target, e); });
+      for (const s of this.staged.filter((x) => x.phase === phase)) {
+        await fsp.rename(s.temp, s.target).catch((e) => { throw writeError(s.target, e); });
+      }
       for (const d of folders) await syncFolder(d);
     }
   }

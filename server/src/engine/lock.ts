@@ -59,7 +59,9 @@ async function retireStale(file: string, judged: Owner): Promise<void> {
   await fsp.rm(aside, { force: true });
 }
 
-export async function lockOutput(out: string, name = '.loftq.lock', pause?: (step: LockStep) => Promise<void>): Promise<() => Promise<void>> {
+export async function lockOutput(
+  out: string, name = '.loftq.lock', pause?: (step: LockStep) => Promise<void>,
+): Promise<() => Promise<void>> {
   const file = path.join(out, name);
   const temp = tempPathFor(file);
   await fsp.writeFile(temp, JSON.stringify({ pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
@@ -74,9 +76,12 @@ export async function lockOutput(out: string, name = '.loftq.lock', pause?: (ste
       }
       const owner = await readOwner(file);
       if (!owner) continue; // released meanwhile: try again
-      if (owner.pid === process.pid) throw new InputError(out, 'a run in this process is already writing to this folder');
+      if (owner.pid === process.pid) {
+        throw new InputError(out, 'a run in this process is already writing to this folder');
+      }
       if (owner.pid && processAlive(owner.pid)) {
-        throw new InputError(out, `another loftq run (pid ${owner.pid}) is writing to this folder; wait for it or cancel it`);
+        const why = `another loftq run (pid ${owner.pid}) is writing to this folder; wait for it or cancel it`;
+        throw new InputError(out, why);
       }
       await pause?.('stale-seen');
       await retireStale(file, owner);
