@@ -23,6 +23,3 @@ export function interruptSignal(): AbortSignal {
   cleaning = true;
   return controller.signal;
 }
-
-/** Whether a signal came (the run may have finished before it could stop). */
-export const interrupted = (): boolean => controller.signal.aborted;
