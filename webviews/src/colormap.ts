@@ -16,6 +16,34 @@ export function viridis(t: number): [number, number, number] | null {
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as [number, number, number];
 }
 
+export type RGB = [number, number, number];
+
+function sample(stops: readonly RGB[], t: number): RGB {
+  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  const a = stops[i], b = stops[i + 1];
+  return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as RGB;
+}
+
+// ColorBrewer RdBu (11 classes), red end first: a diverging map whose middle is the
+// lightest colour, so "no change" reads as neutral and both directions gain ink.
+const RDBU: RGB[] = [
+  [0x67, 0x00, 0x1f], [0xb2, 0x18, 0x2b], [0xd6, 0x60, 0x4d], [0xf4, 0xa5, 0x82], [0xfd, 0xdb, 0xc7], [0xf7, 0xf7, 0xf7],
+  [0xd1, 0xe5, 0xf0], [0x92, 0xc5, 0xde], [0x43, 0x93, 0xc3], [0x21, 0x66, 0xac], [0x05, 0x30, 0x61],
+];
+
+/** u in [−1, 1] (clamped; NaN → null): −1 dark red, 0 near-white, +1 dark blue. */
+export function diverging(u: number): RGB | null {
+  if (!Number.isFinite(u)) return null;
+  return sample(RDBU, (u + 1) / 2);
+}
+
+/** Colour of values above a sequential scale's top: off the viridis path, so an outlier is never read as "the worst in range". */
+export const OVER: RGB = [0xe0, 0x28, 0x5a];
+/** Colour of values below a sequential scale's bottom. */
+export const UNDER: RGB = [0x1b, 0x1b, 0x1b];
+
 export const rgb = (c: [number, number, number]) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
 
 /** Black or white text, whichever reads better on this background (WCAG relative luminance). */
@@ -42,8 +70,9 @@ export function extent(values: ArrayLike<number>): [number, number] | null {
   return hi > lo ? [lo, hi] : [lo - 0.5 * Math.abs(lo || 1) * 1e-3, hi + 0.5 * Math.abs(hi || 1) * 1e-3];
 }
 
-/** CSS linear-gradient for the legend. */
-export function legendGradient(steps = 10): string {
-  const stops = Array.from({ length: steps + 1 }, (_, i) => `${rgb(viridis(i / steps)!)} ${(100 * i) / steps}%`);
+/** CSS linear-gradient for the legend of either palette. */
+export function legendGradient(palette: 'sequential' | 'diverging' = 'sequential', steps = 10): string {
+  const at = (t: number) => (palette === 'sequential' ? viridis(t) : diverging(2 * t - 1))!;
+  const stops = Array.from({ length: steps + 1 }, (_, i) => `${rgb(at(i / steps))} ${(100 * i) / steps}%`);
   return `linear-gradient(to right, ${stops.join(', ')})`;
 }
