@@ -105,7 +105,10 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const t = planTotals(a);
   const sizes = `average ${t.avgBits.toFixed(2)} bits per weight; backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
   const out: Diagnostic[] = [];
-  if (p.facts.reportProblem) out.push(diag(p, DiagnosticSeverity.Warning, 'report', p.facts.reportProblem, ['checkpoint']));
+  if (p.facts.reportProblem) {
+    const at: JsonPath = p.has(['analysis']) ? ['analysis'] : ['checkpoint'];
+    out.push(diag(p, DiagnosticSeverity.Warning, 'report', p.facts.reportProblem, at));
+  }
   if (!ix) {
     out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${a.matrices.length} matrices to quantize, ${sizes}; no analysis yet (loftq-report.json)`, ['checkpoint']));
     return out;

@@ -1,12 +1,14 @@
 // Hover on a pattern (override match, target) or a layer name (`model.layers.3`): the
 // matrices it selects and their errors at each analysed bit width.
 
+import * as path from 'node:path';
 import type { Hover, Position } from 'vscode-languageserver';
 import { compileGlob, globMatches, moduleName } from '../plan/glob';
 import { describeMatrices, formatError } from './describe';
 import { pathAtOffset } from './jsonRanges';
 import type { PlanDoc } from './planDoc';
 import type { MatrixPlan } from './planModel';
+import { REPORT_FILE } from './facts';
 import { errorAt } from './reportIndex';
 
 /** Per-matrix rows up to this many matrices; aggregate rows above. */
@@ -36,7 +38,8 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
   const ix = p.facts.report;
   const widths = ix?.bits ?? [];
   if (!ix || !widths.length) {
-    lines.push('No analysis yet: run `loftq analyze` (or Quantize with LoftQ) to get `loftq-report.json` next to this plan.');
+    lines.push('No analysis yet: run `loftq analyze` (or Quantize with LoftQ) for this checkpoint, '
+      + 'or name its `loftq-report.json` in `analysis`.');
     return { range, contents: { kind: 'markdown', value: lines.join('\n') } };
   }
   const cell = (m: MatrixPlan, b: number) => {
@@ -59,6 +62,13 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
     }
   }
   const rank = [...new Set(widths.flatMap((b) => ms.map((m) => errorAt(ix, m.tensor.name, b)?.rank).filter((r) => r !== undefined)))];
-  lines.push('', `Relative Frobenius error ‖W − Q − AB‖/‖W‖ from loftq-report.json${rank.length === 1 ? ` (rank ${rank[0]})` : ''}; bold: this plan's width.`);
+  const from = (p.facts.reportSources ?? []).map((f) => `\`${relativeTo(p.path, f)}\``).join(' and ') || REPORT_FILE;
+  const ranks = rank.length === 1 ? ` (rank ${rank[0]})` : '';
+  lines.push('', `Relative Frobenius error ‖W − Q − AB‖/‖W‖ from ${from}${ranks}; bold: this plan's width.`);
   return { range, contents: { kind: 'markdown', value: lines.join('\n') } };
+}
+
+/** A report's path as the plan's reader sees it: relative to the plan's folder, with forward slashes. */
+function relativeTo(planFile: string, file: string): string {
+  return path.relative(path.dirname(planFile), file).split(path.sep).join('/');
 }

@@ -17,8 +17,10 @@ export type CheckpointFacts = { ok: true; path: string; tensors: TensorInfo[] } 
 export interface PlanFacts {
   checkpoint?: CheckpointFacts;
   report?: ReportIndex;
-  /** Why the report next to the plan could not be used. */
+  /** Why the report next to the plan (or the plan's `analysis`) could not be used. */
   reportProblem?: string;
+  /** The report files behind `report`, newest first. */
+  reportSources?: string[];
 }
 
 export class PlanDoc {

@@ -25,7 +25,7 @@ import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from './reportIndex';
 import { Engine, Runs, toPath } from './runs';
 import { Settings } from './settings';
-import { findPlanFiles, PLAN_FILE } from './workspaceScan';
+import { PLAN_FILE, scanWorkspace } from './workspaceScan';
 
 const DEBOUNCE_MS = 120;
 
@@ -71,9 +71,10 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     const f: PlanFacts = {};
     if (plan.checkpoint) {
       f.checkpoint = await facts.checkpoint(file, plan);
-      const r = await facts.report(file);
+      const r = await facts.report(file, plan);
       f.report = r.report;
       f.reportProblem = r.problem;
+      f.reportSources = r.sources;
     }
     return new PlanDoc(uri, file, text, open?.version ?? 0, f, cfg.defaults);
   }
@@ -159,10 +160,14 @@ export function startServer(connection: Connection, engine: () => Engine | undef
         }
         const added = e.added.map((f) => uriToPath(f.uri)).filter((f): f is string => !!f);
         roots.push(...added);
-        for (const f of await findPlanFiles(added)) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
+        const found = await scanWorkspace(added);
+        for (const f of found.reports) facts.known.add(f);
+        for (const f of found.plans) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
       });
     }
-    for (const f of await findPlanFiles(roots)) onDisk.add(pathToFileURL(f).toString());
+    const found = await scanWorkspace(roots);
+    for (const f of found.reports) facts.known.add(f);
+    for (const f of found.plans) onDisk.add(pathToFileURL(f).toString());
     refreshAll();
   });
 
@@ -171,7 +176,13 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   connection.onDidChangeWatchedFiles(({ changes }) => {
     let other = false;
     for (const ch of changes) {
-      if (!isPlanUri(ch.uri)) { other = true; continue; }
+      if (!isPlanUri(ch.uri)) {
+        const file = uriToPath(ch.uri);
+        const report = file && path.basename(file) === REPORT_FILE && ch.type !== FileChangeType.Deleted;
+        if (report) facts.known.add(file);
+        other = true;
+        continue;
+      }
       if (ch.type === FileChangeType.Deleted) {
         onDisk.delete(ch.uri);
         if (!documents.get(ch.uri)) void connection.sendDiagnostics({ uri: ch.uri, diagnostics: [] });
@@ -221,6 +232,9 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       throw new ResponseError(ErrorCodes.InvalidParams, `${file}: ${(e as Error).message}`);
     }
     if (!isReport(json)) throw new ResponseError(ErrorCodes.InvalidParams, `${file} is not a loftq report (version 1 with a 'matrices' list)`);
+    // A report the client shows is one the user cares about: plans of its checkpoint use it too.
+    facts.known.add(file);
+    refreshAll();
     return json;
   });
 
@@ -236,7 +250,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     if (!budget) throw new ResponseError(ErrorCodes.InvalidParams, "no budget: give one or add \"budget\": { \"avgBits\": … } to the plan");
     try {
       const plan = runPlanner(p, budget, params);
-      if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis next to ${p.path}: run 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' there`);
+      if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis of this plan's checkpoint (${p.path}): run `
+        + `'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' next to it`);
       return plan;
     } catch (e) {
       if (e instanceof ResponseError) throw e;
@@ -244,7 +259,13 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
   });
 
-  connection.onRequest(Methods.quantize, (params: QuantizeParams, token) => runs.quantize(params, token));
+  connection.onRequest(Methods.quantize, async (params: QuantizeParams, token) => {
+    const result = await runs.quantize(params, token);
+    // The output folder may be outside every watcher: the plans of this checkpoint learn of it now.
+    facts.known.add(result.reportPath);
+    refreshAll();
+    return result;
+  });
 
   connection.onShutdown(() => { runs.abortAll(); for (const t of timers.values()) clearTimeout(t); });
 

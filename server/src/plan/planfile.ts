@@ -113,12 +113,17 @@ export function parsePlan(text: string): ParsedPlan {
       });
     }
   }
+  if (obj.analysis !== undefined && (typeof obj.analysis !== 'string' || !obj.analysis)) {
+    const message = "'analysis' must be the path of a loftq-report.json, relative to this file";
+    problems.push({ severity: 'error', message, path: ['analysis'] });
+  }
   const plan: PlanFile = {
     checkpoint: typeof obj.checkpoint === 'string' ? obj.checkpoint : '',
     defaults: (obj.defaults && typeof obj.defaults === 'object' ? obj.defaults : undefined) as PlanFile['defaults'],
     overrides,
     budget: obj.budget as PlanFile['budget'],
     targets,
+    analysis: typeof obj.analysis === 'string' && obj.analysis ? obj.analysis : undefined,
   };
   return { plan, problems, overrideIndex };
 }

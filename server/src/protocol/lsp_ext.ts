@@ -173,6 +173,9 @@ export interface PlanFile {
   overrides?: PlanOverride[];
   budget?: PlanBudget;
   targets?: string[];
+  /** A `loftq-report.json` (relative to the plan) whose errors the editor shows for this plan; without it,
+   *  the newest reports of the checkpoint the server knows of (next to the plan, runs' output folders). */
+  analysis?: string;
 }
 
 // ---------------------------------------------------------------------------------------
