@@ -1,0 +1,40 @@
+// Packaging (issue 11.7): `npm run package` produces an installable .vsix — the entry points
+// package.json names, the webview assets, the wasm backends, the schema — and no source maps.
+// The end-to-end tier installs the same package into code-server.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { packageVsix } from '../e2e/harness/vsix';
+import { repoRoot, tempDir } from '../helpers';
+import { zipList } from '../zipList';
+
+test('npm run package: a .vsix with every file the manifest names, without source maps', { timeout: 300_000 }, () => {
+  const stage = tempDir('loftq-vsix-');
+  try {
+    const vsix = packageVsix(stage);
+    const entries = zipList(vsix);
+    const names = new Set(entries.map((e) => e.name));
+    const manifest = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8'));
+    const inExt = (p: string) => `extension/${path.posix.normalize(p)}`;
+    const needed = [
+      'extension.vsixmanifest', inExt('package.json'), inExt('readme.md'),
+      inExt(manifest.main), inExt(manifest.bin.loftq),
+      // The server and its workers are started by path, not imported: nothing else would catch their absence.
+      inExt('dist/server.js'), inExt('dist/worker.js'), inExt('dist/gemm-worker.js'),
+      inExt('dist/tfjs-backend-wasm.wasm'),
+      inExt('dist/webviews/heatmap.js'), inExt('dist/webviews/heatmap.css'),
+      inExt('dist/webviews/viewer.js'), inExt('dist/webviews/viewer.css'),
+      ...manifest.contributes.jsonValidation.map((v: { url: string }) => inExt(v.url)),
+    ];
+    for (const n of needed) assert.ok(names.has(n), `${n} is in the package (has: ${[...names].sort().join(', ')})`);
+    const maps = entries.filter((e) => e.name.endsWith('.map'));
+    assert.deepEqual(maps.map((e) => e.name), [], 'no source maps');
+    const sources = entries.filter((e) => /^extension\/(node_modules|client|server|test|webviews)\//.test(e.name));
+    assert.deepEqual(sources.map((e) => e.name), [], 'no sources or dependency folders (everything is bundled)');
+    const total = entries.reduce((s, e) => s + e.size, 0);
+    assert.ok(total < 30e6, `unpacked size ${(total / 1e6).toFixed(1)} MB`);
+  } finally {
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
+});
