@@ -2,8 +2,11 @@
 // worker_threads, so the connection's thread stays free). One place to swap it.
 
 import { quantizeCheckpoint } from '../engine/run';
+import { registerCalibrationCollector } from '../model/calibrate';
 import type { Engine } from './runs';
 
+// Runs with QuantizeParams.calibration collect their statistics with model/'s forward pass.
+registerCalibrationCollector();
 const engine: Engine = { quantizeCheckpoint };
 
 export function engineForServer(): Engine | undefined {

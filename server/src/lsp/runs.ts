@@ -11,10 +11,11 @@ import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError
 import { CheckpointError, readRegularFile } from '../checkpoint';
 import type { RunOptions, RunResult } from '../engine/api';
 import { CancelledError, InputError, UsageError } from '../engine/errors';
+import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Methods, SUPPORTED_BITS } from '../protocol/lsp_ext';
-import type { MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
+import type { CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
 import { firstOutsideWorkspace } from './workspaceConfine';
 
@@ -24,6 +25,28 @@ export interface Engine {
 
 export function toPath(p: string): string {
   return p.startsWith('file:') ? fileURLToPath(p) : path.resolve(p);
+}
+
+/** QuantizeParams.calibration checked for shape (the engine checks the rest), paths as file paths. */
+function calibrationOf(c: unknown): CalibrationParams | undefined {
+  if (c === undefined || c === null) return undefined;
+  const o = c as Record<string, unknown>;
+  const str = (k: string) => {
+    if (o[k] !== undefined && typeof o[k] !== 'string') throw invalid(`calibration.${k} must be a path`);
+    return o[k] === undefined ? undefined : toPath(o[k] as string);
+  };
+  const g = o.generate as Record<string, unknown> | undefined;
+  if (typeof c !== 'object' || (g !== undefined && (typeof g !== 'object' || g === null))) throw invalid('calibration must be { file | generate | imatrix, ridge? }');
+  if (o.ridge !== undefined && typeof o.ridge !== 'number') throw invalid('calibration.ridge must be a number');
+  const p: CalibrationParams = { file: str('file'), imatrix: str('imatrix'), ridge: o.ridge as number | undefined };
+  if (g) p.generate = { sequences: Number(g.sequences), length: Number(g.length), seed: g.seed === undefined ? undefined : Number(g.seed) };
+  for (const k of Object.keys(p) as (keyof CalibrationParams)[]) if (p[k] === undefined) delete p[k];
+  try {
+    checkCalibrationParams(p);
+  } catch (e) {
+    throw invalid((e as Error).message);
+  }
+  return p;
 }
 
 function invalid(message: string): ResponseError<void> {
@@ -70,6 +93,7 @@ export class Runs {
     }
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
+    const calibration = calibrationOf(params.calibration);
     if (params.confirmedOutsideWorkspace !== true) {
       const c = params.calibration;
       const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].filter((f): f is string => typeof f === 'string').map(toPath);
@@ -101,6 +125,7 @@ export class Runs {
           backend: params.backend ?? cfg.backend,
           format: params.format,
           workers: params.workers ?? (cfg.workers || undefined),
+          calibration,
           signal: ac.signal,
           onProgress: (e) => {
             const pct = Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total));

@@ -27,6 +27,8 @@ export interface ModelConfig {
   qkvBias: boolean;
   /** Tokens attend at most this far back (Mistral, Qwen2 with use_sliding_window). */
   slidingWindow?: number;
+  /** The token a generated sequence starts from (bos_token_id; 1, Llama's <s>, when absent). */
+  bosTokenId: number;
 }
 
 type Json = Record<string, unknown>;
@@ -52,6 +54,14 @@ function optionalBool(file: string, c: Json, key: string): boolean | undefined {
   const v = c[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') throw new CheckpointError('metadata', file, `field '${key}' must be true or false (found ${brief(v)})`);
+  return v;
+}
+
+function bosTokenId(file: string, c: Json): number {
+  const v = c.bos_token_id ?? 1;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw new CheckpointError('metadata', file, `field 'bos_token_id' must be an integer ≥ 0 (found ${brief(v)})`);
+  }
   return v;
 }
 
@@ -98,6 +108,7 @@ export function parseModelConfig(file: string, c: unknown): ModelConfig {
     tieWordEmbeddings: optionalBool(file, j, 'tie_word_embeddings'),
     qkvBias: modelType === 'qwen2' || attnBias,
     slidingWindow: useSw && sw !== undefined && sw !== null ? positiveInt(file, j, 'sliding_window') : undefined,
+    bosTokenId: bosTokenId(file, j),
   };
 }
 

@@ -7,8 +7,10 @@ import { CheckpointError, readRegularFile } from '../../checkpoint';
 import { progressReporter } from '../progress';
 import { SETTINGS_OPTIONS, backendOption, interruptSignal, settingsFrom, workersOption } from '../settingsOptions';
 import type { Command } from '../commands';
-import type { PlanFile } from '../../protocol/lsp_ext';
+import type { MatrixReport, PlanFile, Report } from '../../protocol/lsp_ext';
 import { reloadWarnings } from '../../plan/planner/reload';
+import { CALIBRATION_HELP, CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
+import { registerCalibrationCollector } from '../../model/calibrate';
 
 const HELP = `usage: loftq quantize CKPT --out DIR [options]
   CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
@@ -25,14 +27,25 @@ const HELP = `usage: loftq quantize CKPT --out DIR [options]
   --workers N            worker threads (default: cores; 0 = in-process)
   --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
   --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
+${CALIBRATION_HELP}
   --json                 print the report as JSON on stdout
   --quiet                no progress`;
+
+/** The output-space errors of a calibrated run, and where its statistics came from. */
+function calibratedLine(report: Report): string {
+  const ms = report.matrices.filter((m) => m.outputRelError !== undefined && m.qloraOutputRelError !== undefined);
+  const mean = (f: (m: MatrixReport) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
+  const c = report.calibration!;
+  const from = c.source === 'imatrix' ? `imatrix ${c.file}` : `${c.sequences} sequences, ${c.tokens} tokens (${c.source}${c.file ? ` ${c.file}` : ''})`;
+  return `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}`;
+}
 
 export const quantizeCommand: Command = {
   summary: 'run LoftQ on a checkpoint and write PEFT-loadable files and a report',
   async run(argv) {
     const { positional, options: o } = parseArgs(argv, {
       ...SETTINGS_OPTIONS,
+      ...CALIBRATION_OPTIONS,
       out: { type: 'string' },
       bits: { type: 'number', default: 4 },
       plan: { type: 'string' },
@@ -69,6 +82,8 @@ export const quantizeCommand: Command = {
       if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`option '--shard' must be i/n with 0 ≤ i < n, got '${o.shard}'`);
       shard = { index: Number(m[1]), count: Number(m[2]) };
     }
+    const calibration = calibrationFrom(o);
+    if (calibration) registerCalibrationCollector();
     const progress = progressReporter(process.stderr, !!o.quiet);
     const { report, reportPath } = await quantizeCheckpoint(checkpoint, {
       out: o.out as string,
@@ -80,6 +95,7 @@ export const quantizeCommand: Command = {
       workers: workersOption(o),
       shard,
       onNonFinite: o['on-nonfinite'] as 'refuse' | 'skip',
+      calibration,
       signal: interruptSignal(),
       onProgress: progress.onProgress,
     });
@@ -94,6 +110,7 @@ export const quantizeCommand: Command = {
     process.stdout.write([
       `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
       `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
+      ...(report.calibration ? [calibratedLine(report)] : []),
       `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(report.totals.gemmGflop < 10 ? 2 : 0)} GFLOP` : ''}`,
       ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
       reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,

@@ -1,0 +1,49 @@
+// `--calib FILE | --calib-generate N,LEN | --imatrix FILE [--calib-ridge λ] [--calib-seed S]`:
+// the calibration options of `loftq quantize`, parsed into CalibrationParams.
+import type { OptionSpec } from './args';
+import { UsageError } from '../engine/errors';
+import { checkCalibrationParams } from '../engine/calibration';
+import type { CalibrationParams } from '../protocol/lsp_ext';
+
+export const CALIBRATION_OPTIONS: Record<string, OptionSpec> = {
+  calib: { type: 'string' },
+  'calib-generate': { type: 'string' },
+  'calib-seed': { type: 'number' },
+  'calib-ridge': { type: 'number' },
+  imatrix: { type: 'string' },
+};
+
+export const CALIBRATION_HELP = `  --calib FILE           calibrated LoftQ: token ids as JSON ([[1, 403, …], …]) or a .txt file
+                         (tokenized with the checkpoint folder's tokenizer.json, one sequence per paragraph)
+  --calib-generate N,LEN calibrated LoftQ on N sequences of LEN tokens sampled from the model
+                         (from BOS, temperature 1, seeded by --calib-seed, default 0)
+  --imatrix FILE         calibrated LoftQ from a llama.cpp importance matrix (GGUF or legacy .dat; diagonal)
+  --calib-ridge λ        ridge in S·Sᵀ = G + λ·mean(diag G)·I (default 0.01)`;
+
+/** CalibrationParams from the options, or undefined when no calibration option was given. */
+export function calibrationFrom(o: Record<string, unknown>): CalibrationParams | undefined {
+  const file = o.calib as string | undefined, imatrix = o.imatrix as string | undefined;
+  const gen = o['calib-generate'] as string | undefined;
+  if (file === undefined && imatrix === undefined && gen === undefined) {
+    for (const k of ['calib-ridge', 'calib-seed']) if (o[k] !== undefined) throw new UsageError(`option '--${k}' needs --calib, --calib-generate or --imatrix`);
+    return undefined;
+  }
+  const p: CalibrationParams = {};
+  if (file !== undefined) p.file = file;
+  if (imatrix !== undefined) p.imatrix = imatrix;
+  if (gen !== undefined) {
+    const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(gen);
+    if (!m) throw new UsageError(`option '--calib-generate' must be N,LEN (sequences, tokens each), got '${gen}'`);
+    p.generate = { sequences: Number(m[1]), length: Number(m[2]) };
+    const seed = o['calib-seed'];
+    if (seed !== undefined) {
+      if (!Number.isInteger(seed) || (seed as number) < 0 || (seed as number) > 0xffffffff) {
+        throw new UsageError(`option '--calib-seed' must be an integer in 0..4294967295, got ${seed}`);
+      }
+      p.generate.seed = seed as number;
+    }
+  } else if (o['calib-seed'] !== undefined) throw new UsageError("option '--calib-seed' goes with --calib-generate");
+  if (o['calib-ridge'] !== undefined) p.ridge = o['calib-ridge'] as number;
+  checkCalibrationParams(p);
+  return p;
+}

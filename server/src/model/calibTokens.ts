@@ -1,0 +1,87 @@
+// The token sequences of `--calib FILE`: a JSON array of id sequences (`[[1, 403, …], …]`), or a
+// `.txt` file tokenized with the checkpoint folder's tokenizer.json (tokenize.ts). Every problem
+// — empty file, not JSON, an id outside the vocabulary, a sequence too short, text without a
+// tokenizer, another model's tokenizer — is one InputError line naming the file.
+
+import * as path from 'node:path';
+import { CheckpointError } from '../checkpoint/errors';
+import { readRegularFile } from '../checkpoint/sidefile';
+import { InputError } from '../engine/errors';
+import type { ModelConfig } from './config';
+import { checkTokenizerFits, loadTokenizer, tokenizeParagraphs } from './tokenize';
+
+/** 256 MB of JSON ids is tens of millions of tokens — far beyond a calibration set. */
+export const MAX_CALIB_FILE_BYTES = 256_000_000;
+/** A sequence needs a token to attend back to for its statistics to look like real use. */
+export const MIN_SEQUENCE_TOKENS = 2;
+
+export interface CalibrationTokens {
+  source: 'tokens' | 'text';
+  sequences: number[][];
+  tokens: number;
+}
+
+async function readBytes(file: string): Promise<Uint8Array> {
+  try {
+    return await readRegularFile(file, MAX_CALIB_FILE_BYTES);
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputError(file, code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (e as Error).message})`);
+  }
+}
+
+function idsFromJson(file: string, text: string): number[][] {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(file, `is neither a JSON array of token-id sequences nor a .txt file (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (!Array.isArray(j)) throw new InputError(file, 'must be a JSON array of token-id sequences ([[1, 403, …], …])');
+  return j.map((s, k) => {
+    if (!Array.isArray(s)) throw new InputError(file, `sequence ${k} is not an array of token ids`);
+    for (let i = 0; i < s.length; i++) {
+      if (typeof s[i] !== 'number' || !Number.isInteger(s[i])) throw new InputError(file, `sequence ${k}, position ${i}: ${JSON.stringify(s[i])?.slice(0, 40)} is not an integer token id`);
+    }
+    return s as number[];
+  });
+}
+
+/** Checks ids against the model: each sequence at least MIN_SEQUENCE_TOKENS long, ids in the vocabulary. */
+export function checkSequences(file: string, seqs: readonly (readonly number[])[], c: ModelConfig): number {
+  if (seqs.length === 0) throw new InputError(file, 'holds no token sequences');
+  let tokens = 0;
+  seqs.forEach((s, k) => {
+    if (s.length < MIN_SEQUENCE_TOKENS) throw new InputError(file, `sequence ${k} has ${s.length} token${s.length === 1 ? '' : 's'}; each needs at least ${MIN_SEQUENCE_TOKENS}`);
+    for (let i = 0; i < s.length; i++) {
+      const id = s[i];
+      if (id < 0 || id >= c.vocabSize) {
+        throw new InputError(file, `sequence ${k}, position ${i}: token id ${id} is outside the vocabulary (0..${c.vocabSize - 1} per ${path.basename(c.file)}; another model's tokens?)`);
+      }
+    }
+    tokens += s.length;
+  });
+  return tokens;
+}
+
+/** Reads `--calib FILE` for the model in `folder` (config `c`). */
+export async function readCalibrationTokens(file: string, folder: string, c: ModelConfig): Promise<CalibrationTokens> {
+  const bytes = await readBytes(file);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new InputError(file, 'is not UTF-8 text (token ids as JSON, or a .txt file)');
+  }
+  if (text.trim() === '') throw new InputError(file, 'is empty');
+  if (/\.txt$/i.test(file)) {
+    const tok = await loadTokenizer(folder);
+    if (!tok) throw new InputError(file, `is text, but ${folder} has no tokenizer.json to tokenize it (give token ids as a JSON array instead)`);
+    checkTokenizerFits(tok, c.vocabSize, c.file);
+    const sequences = tokenizeParagraphs(tok, text);
+    return { source: 'text', sequences, tokens: checkSequences(file, sequences, c) };
+  }
+  const sequences = idsFromJson(file, text);
+  return { source: 'tokens', sequences, tokens: checkSequences(file, sequences, c) };
+}

@@ -1,0 +1,52 @@
+// The calibration collector the engine calls (engine/calibration.ts → setStatsCollector): turns
+// a CalibrationParams (one source) into statistics per linear input. Token sources run the
+// original model over the tokens (collect.ts); an imatrix is read as diagonal statistics.
+// Registered by the CLI and the language server where they wire the engine
+// (registerCalibrationCollector), so engine/ keeps no static dependency on the forward pass.
+
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import type { PreparedCalibration } from '../engine/api';
+import { CollectOptions, setStatsCollector } from '../engine/calibration';
+import { createBackend } from '../linalg/backend';
+import type { CalibrationParams } from '../protocol/lsp_ext';
+import { readCalibrationTokens } from './calibTokens';
+import { collectInputStatsWithInfo, DEFAULT_FULL_STAT_MAX_DIM } from './collect';
+import { readModelConfig } from './config';
+import { generateSequences } from './generate';
+import { readImatrix } from './imatrix';
+
+/** The seed of --calib-generate when none is given. */
+export const DEFAULT_GENERATE_SEED = 0;
+
+export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, opts: CollectOptions): Promise<PreparedCalibration> {
+  const c = await readModelConfig(ck.folder);
+  if (p.imatrix !== undefined) {
+    const stats = await readImatrix(p.imatrix, c);
+    const tokens = Math.max(...[...stats.values()].map((s) => s.count));
+    // An imatrix is diagonal throughout: no input gets a full G (fullStatMaxDim 0).
+    return { stats, info: { source: 'imatrix', file: p.imatrix, sequences: 0, tokens, fullStatMaxDim: 0, ridge: 0 } };
+  }
+  const backend = await createBackend(opts.backend ?? 'wasm');
+  let sequences: number[][];
+  let source: 'tokens' | 'text' | 'generated';
+  if (p.generate) {
+    const seed = p.generate.seed ?? DEFAULT_GENERATE_SEED;
+    sequences = await generateSequences(ck, c, { sequences: p.generate.sequences, length: p.generate.length, seed, backend, signal: opts.signal });
+    source = 'generated';
+  } else {
+    const read = await readCalibrationTokens(p.file!, ck.folder, c);
+    sequences = read.sequences;
+    source = read.source;
+  }
+  const { stats, forward } = await collectInputStatsWithInfo(ck, sequences, { backend, signal: opts.signal, config: c });
+  return {
+    stats,
+    // The ridge is the engine's to fill in (resolveCalibration), from the params or its default.
+    info: { source, file: p.file, sequences: forward.sequences, tokens: forward.tokens, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0 },
+  };
+}
+
+/** Lets quantize runs with CalibrationParams collect their statistics here. */
+export function registerCalibrationCollector(): void {
+  setStatsCollector(collectCalibration);
+}

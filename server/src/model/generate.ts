@@ -1,0 +1,155 @@
+// Calibration tokens sampled from the original model, for users without data
+// (`--calib-generate N,LEN`). Sampling, documented so a run can be reproduced:
+//  - every sequence starts from the BOS token (config.json bos_token_id, default 1) and has LEN
+//    tokens in all, BOS included;
+//  - each next token is drawn from softmax(logits) at temperature 1 (no top-k/top-p), by inverse
+//    CDF on one uniform number from mulberry32(seed), consumed sequence by sequence per step.
+// Identical seeds give identical tokens on one backend; another backend's float32 rounding can
+// flip a draw that falls on a CDF boundary.
+//
+// Decoding is incremental: the N sequences advance one position per step with a key/value cache
+// per layer, so a step costs one token's work per sequence (the layer-streaming forward of
+// forward.ts would redo the whole prefix). Layer weights are kept between steps while they fit
+// LAYER_CACHE_BYTES, and streamed from the checkpoint again each step otherwise.
+
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import { throwIfAborted } from '../engine/errors';
+import type { MatmulBackend } from '../linalg/backend';
+import type { ModelConfig } from './config';
+import { headTensorName } from './forward';
+import { linearGroup } from './linear';
+import { applyRope, rmsNorm, ropeTables, siluGate } from './ops';
+import { LayerWeights, readChecked, readLayer } from './weights';
+
+export const LAYER_CACHE_BYTES = 2 ** 30;
+
+export interface GenerateOptions {
+  sequences: number;
+  length: number;
+  seed: number;
+  backend: MatmulBackend;
+  signal?: AbortSignal;
+  /** Sees each step's logits (sequences × vocab) before the draw; for tests. */
+  onLogits?(position: number, logits: Float32Array): void;
+  onStep?(step: number, steps: number): void;
+}
+
+/** mulberry32: a small, fast 32-bit PRNG; uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Inverse-CDF draw from softmax(row) (float64 sums). */
+export function sampleSoftmax(row: Float32Array, u: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+  let acc = 0;
+  const target = u * sum;
+  for (let i = 0; i < row.length; i++) {
+    acc += Math.exp(row[i] - max);
+    if (acc > target) return i;
+  }
+  return row.length - 1;
+}
+
+/** One query row per sequence against that sequence's cached keys/values (positions 0..pos). */
+function cachedAttention(c: ModelConfig, qkv: Float32Array, stride: number, kCache: Float32Array, vCache: Float32Array,
+  n: number, maxLen: number, pos: number, out: Float32Array): void {
+  const d = c.headDim, kvDim = c.numKvHeads * d, group = c.numHeads / c.numKvHeads, scale = 1 / Math.sqrt(d);
+  const j0 = c.slidingWindow ? Math.max(0, pos - c.slidingWindow + 1) : 0;
+  const scores = new Float64Array(pos + 1), acc = new Float64Array(d);
+  for (let s = 0; s < n; s++) {
+    const base = s * maxLen * kvDim;
+    for (let h = 0; h < c.numHeads; h++) {
+      const qo = s * stride + h * d, kvo = Math.floor(h / group) * d;
+      let max = -Infinity;
+      for (let j = j0; j <= pos; j++) {
+        const ko = base + j * kvDim + kvo;
+        let dot = 0;
+        for (let e = 0; e < d; e++) dot += qkv[qo + e] * kCache[ko + e];
+        scores[j] = dot * scale;
+        if (scores[j] > max) max = scores[j];
+      }
+      let sum = 0;
+      for (let j = j0; j <= pos; j++) sum += (scores[j] = Math.exp(scores[j] - max));
+      acc.fill(0);
+      for (let j = j0; j <= pos; j++) {
+        const p = scores[j] / sum, vo = base + j * kvDim + kvo;
+        for (let e = 0; e < d; e++) acc[e] += p * vCache[vo + e];
+      }
+      const oo = s * c.numHeads * d + h * d;
+      for (let e = 0; e < d; e++) out[oo + e] = acc[e];
+    }
+  }
+}
+
+/** Samples `sequences` sequences of `length` tokens from the model (see the header). */
+export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: GenerateOptions): Promise<number[][]> {
+  const { sequences: n, length, backend, signal } = opts;
+  if (c.bosTokenId >= c.vocabSize) throw new RangeError(`bos_token_id ${c.bosTokenId} is outside the vocabulary (0..${c.vocabSize - 1})`);
+  const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const stride = qDim + 2 * kvDim;
+  const rng = mulberry32(opts.seed);
+  const seqs = Array.from({ length: n }, () => [c.bosTokenId]);
+  const embedTable = await readChecked(ck, c, 'model.embed_tokens.weight', [c.vocabSize, H]);
+  const finalNorm = await readChecked(ck, c, 'model.norm.weight', [H]);
+  const headName = headTensorName(ck, c);
+  const head = headName === 'model.embed_tokens.weight' ? embedTable : await readChecked(ck, c, headName, [c.vocabSize, H]);
+  const rope = ropeTables(length, c.headDim, c.ropeTheta);
+  const kCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
+  const vCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
+  const layerBytes = (2 * H * qDim + 2 * H * kvDim + 3 * H * I) * 4;
+  const cache: (LayerWeights | undefined)[] = [];
+  const keepLayers = layerBytes * c.numLayers <= LAYER_CACHE_BYTES;
+  const h = new Float32Array(n * H), normed = new Float32Array(n * H), att = new Float32Array(n * qDim), act = new Float32Array(n * I);
+  const heldHead = await backend.hold(head, c.vocabSize, H);
+  try {
+    for (let pos = 0; pos < length - 1; pos++) {
+      for (let s = 0; s < n; s++) h.set(embedTable.subarray(seqs[s][pos] * H, (seqs[s][pos] + 1) * H), s * H);
+      const positions = new Int32Array(n).fill(pos);
+      for (let l = 0; l < c.numLayers; l++) {
+        throwIfAborted(signal);
+        const w = cache[l] ?? await readLayer(ck, c, l);
+        if (keepLayers) cache[l] = w;
+        rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);
+        const qkv = await linearGroup(backend, normed, n, H, [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj], [qDim, kvDim, kvDim], [w.qBias, w.kBias, w.vBias]);
+        applyRope(qkv, stride, 0, c.numHeads, c.headDim, positions, rope);
+        applyRope(qkv, stride, qDim, c.numKvHeads, c.headDim, positions, rope);
+        for (let s = 0; s < n; s++) {
+          const o = (s * length + pos) * kvDim;
+          kCache[l].set(qkv.subarray(s * stride + qDim, s * stride + qDim + kvDim), o);
+          vCache[l].set(qkv.subarray(s * stride + qDim + kvDim, (s + 1) * stride), o);
+        }
+        cachedAttention(c, qkv, stride, kCache[l], vCache[l], n, length, pos, att);
+        const o = await linearGroup(backend, att, n, qDim, [w.linear.o_proj], [H]);
+        for (let i = 0; i < h.length; i++) h[i] += o[i];
+        rmsNorm(h, n, H, w.postNorm, c.rmsNormEps, normed);
+        const gu = await linearGroup(backend, normed, n, H, [w.linear.gate_proj, w.linear.up_proj], [I, I]);
+        siluGate(gu, n, I, act);
+        const down = await linearGroup(backend, act, n, I, [w.linear.down_proj], [H]);
+        for (let i = 0; i < h.length; i++) h[i] += down[i];
+      }
+      rmsNorm(h, n, H, finalNorm, c.rmsNormEps, normed);
+      const xt = new Float32Array(H * n);
+      for (let s = 0; s < n; s++) for (let e = 0; e < H; e++) xt[e * n + s] = normed[s * H + e];
+      const vt = await heldHead.times(xt, n); // vocab × n
+      const logits = new Float32Array(n * c.vocabSize);
+      for (let v = 0; v < c.vocabSize; v++) for (let s = 0; s < n; s++) logits[s * c.vocabSize + v] = vt[v * n + s];
+      opts.onLogits?.(pos, logits);
+      for (let s = 0; s < n; s++) seqs[s].push(sampleSoftmax(logits.subarray(s * c.vocabSize, (s + 1) * c.vocabSize), rng()));
+      opts.onStep?.(pos + 1, length - 1);
+    }
+  } finally {
+    heldHead.dispose();
+  }
+  return seqs;
+}
