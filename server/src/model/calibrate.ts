@@ -29,8 +29,9 @@ export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, o
   const backend = await createBackend(opts.backend ?? 'wasm');
   let sequences: number[][];
   let source: 'tokens' | 'text' | 'generated';
+  let seed: number | undefined;
   if (p.generate) {
-    const seed = p.generate.seed ?? DEFAULT_GENERATE_SEED;
+    seed = p.generate.seed ?? DEFAULT_GENERATE_SEED;
     sequences = await generateSequences(ck, c, { sequences: p.generate.sequences, length: p.generate.length, seed, backend, signal: opts.signal });
     source = 'generated';
   } else {
@@ -42,7 +43,10 @@ export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, o
   return {
     stats,
     // The ridge is the engine's to fill in (resolveCalibration), from the params or its default.
-    info: { source, file: p.file, sequences: forward.sequences, tokens: forward.tokens, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0 },
+    info: {
+      source, ...(p.file === undefined ? {} : { file: p.file }), sequences: forward.sequences, tokens: forward.tokens, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0,
+      ...(seed === undefined ? {} : { seed }),
+    },
   };
 }
 

@@ -105,6 +105,8 @@ export interface CalibrationInfo {
   /** Inputs at most this wide get a full G; wider ones keep only its diagonal. */
   fullStatMaxDim: number;
   ridge: number;
+  /** 'generated': the sampler's seed (--calib-seed). */
+  seed?: number;
 }
 
 /** Output-space comparison with the original model (llama-perplexity --kl-divergence style). */
