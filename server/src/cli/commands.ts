@@ -11,6 +11,7 @@ import { planCommand } from './commands/plan';
 import { quantizeCommand } from './commands/quantize';
 import { analyzeCommand } from './commands/analyze';
 import { mergeCommand } from './commands/merge';
+import { evalCommand } from './commands/eval';
 
 export const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
@@ -19,4 +20,5 @@ export const COMMANDS: Record<string, Command> = {
   analyze: analyzeCommand,
   plan: planCommand,
   merge: mergeCommand,
+  eval: evalCommand,
 };

@@ -1,0 +1,68 @@
+// One `loftq eval` run: read the token file, open ORIGINAL and OUTDIR (checked against each other),
+// evaluate, and record the result as the report's `model` block. OUTDIR is locked for the whole run
+// (the lock quantize takes), so a quantize writing there cannot swap files under the evaluation,
+// and the report is rewritten atomically (temp file + rename): a cancel leaves the old one whole.
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { openCheckpoint, readRegularFile, writeFileAtomic } from '../checkpoint';
+import { InputError, throwIfAborted } from '../engine/errors';
+import { lockOutput } from '../engine/lock';
+import type { MatmulBackend } from '../linalg/backend';
+import type { ModelEval } from '../protocol/lsp_ext';
+import { openLoftqOutput } from './adapters';
+import { readCalibrationTokens } from './calibTokens';
+import { readModelConfig } from './config';
+import { EvalProgress, evaluateOutput, EvaluateResult } from './evaluate';
+
+export interface EvalRunOptions {
+  tokensFile: string;
+  backend: MatmulBackend;
+  /** Write the result into OUTDIR/loftq-report.json (default true). */
+  updateReport?: boolean;
+  signal?: AbortSignal;
+  onProgress?(p: EvalProgress): void;
+  maxHeldLogits?: number;
+}
+
+export interface EvalRunResult {
+  result: EvaluateResult;
+  /** The report file written, when updateReport. */
+  reportFile?: string;
+}
+
+/** The block stored in the report: the figures, not the run's timing. */
+export function modelEvalBlock(r: EvaluateResult): ModelEval {
+  const { seconds: _s, peakRssBytes: _p, ...block } = r;
+  return block;
+}
+
+export async function runEval(originalPath: string, outDir: string, opts: EvalRunOptions): Promise<EvalRunResult> {
+  const original = await openCheckpoint(originalPath);
+  const c = await readModelConfig(original.folder);
+  // Token problems (empty, not ids, outside the vocabulary) are found before any weight is read.
+  const tokens = await readCalibrationTokens(opts.tokensFile, original.folder, c);
+  const dir = path.resolve(outDir);
+  const st = await fsp.stat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) {
+    throw new InputError(dir, st ? 'is not a folder (give the --out folder of loftq quantize)' : 'does not exist');
+  }
+  const unlock = await lockOutput(dir);
+  try {
+    const out = await openLoftqOutput(dir, original, c.numLayers);
+    const result = await evaluateOutput(original, c, out, tokens.sequences, {
+      backend: opts.backend, signal: opts.signal, onProgress: opts.onProgress,
+      maxHeldLogits: opts.maxHeldLogits, tokensFile: path.resolve(opts.tokensFile),
+    });
+    if (opts.updateReport === false) return { result };
+    throwIfAborted(opts.signal);
+    // Re-read as plain JSON so that every field the report has (including ones this build does
+    // not know) is kept; only `model` is replaced.
+    const json = JSON.parse(new TextDecoder().decode(await readRegularFile(out.reportFile, 100_000_000)));
+    json.model = modelEvalBlock(result);
+    await writeFileAtomic(out.reportFile, JSON.stringify(json, null, 2) + '\n');
+    return { result, reportFile: out.reportFile };
+  } finally {
+    await unlock();
+  }
+}
