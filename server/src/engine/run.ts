@@ -155,6 +155,14 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
   await refuseInputAsOutput(ck, out);
+  // Calibration first: a bad token file or imatrix is refused before the output folder is touched.
+  let calibration: ResolvedCalibration | undefined;
+  if (opts.calibration) {
+    opts.onProgress?.({ index: 0, total: mine.length, name: 'calibration statistics', phase: 'start' });
+    calibration = await resolveCalibration(ck, opts.calibration, { backend: opts.backend, signal: opts.signal });
+    throwIfAborted(opts.signal);
+    for (const m of mine) statFor(calibration, m.tensor, isFanInFanOut(config, m.tensor.name));
+  }
   const createdOut = !(await fsp.stat(out).then(() => true, () => false));
   let cancelled = false;
   await onOutput(out, () => makeFolders(path.join(out, JOURNAL_DIR)));
@@ -168,12 +176,6 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     for (const d of [out, path.join(out, JOURNAL_DIR), path.join(out, ADAPTER_DIR)]) await removeStaleTemps(d);
     const stamps = new Map<string, string>();
     for (const f of ck.files) stamps.set(f, await fileStamp(f));
-    let calibration: ResolvedCalibration | undefined;
-    if (opts.calibration) {
-      opts.onProgress?.({ index: 0, total: mine.length, name: 'calibration statistics', phase: 'start' });
-      calibration = await resolveCalibration(ck, opts.calibration, { backend: opts.backend, signal: opts.signal });
-      throwIfAborted(opts.signal);
-    }
     const jobs = mine.map((m) => {
       const fanInFanOut = isFanInFanOut(config, m.tensor.name);
       const stat = calibration && statFor(calibration, m.tensor, fanInFanOut);
