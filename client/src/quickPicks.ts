@@ -2,8 +2,8 @@
 // (the current value is the first, active item, so Enter accepts it).
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { MatrixSettings, Quantizer } from '../../server/src/protocol/lsp_ext';
-import { SUPPORTED_BITS } from '../../server/src/protocol/lsp_ext';
+import type { MatrixSettings, Quantizer } from '../../server/src/registry';
+import { MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, SUPPORTED_BITS } from '../../server/src/registry';
 
 const STEPS = 5;
 const title = (step: number) => `Quantize with LoftQ (${step}/${STEPS})`;
@@ -35,13 +35,18 @@ export async function askSettings(start: MatrixSettings, planNote?: string): Pro
   }));
   const bits = await vscode.window.showQuickPick(bitsItems, { title: title(1), placeHolder: 'Bits per weight of the quantized backbone', ignoreFocusOut: true });
   if (!bits) return undefined;
-  const rank = await pickNumber(2, 'Rank of the LoRA adapter (A·Bᵀ)', start.rank, [4, 8, 16, 32, 64, 128], 'rank', 1, 4096);
+  const { rank: rankSpec, iters: itersSpec } = MATRIX_SETTING_SPECS;
+  const rank = await pickNumber(2, 'Rank of the LoRA adapter (A·Bᵀ)', start.rank, [4, 8, 16, 32, 64, 128], 'rank',
+    rankSpec.min, rankSpec.max);
   if (rank === undefined) return undefined;
-  const iters = await pickNumber(3, 'LoftQ alternating iterations', start.iters, [1, 2, 3, 5, 10], 'iterations', 1, 100);
+  const iters = await pickNumber(3, 'LoftQ alternating iterations', start.iters, [1, 2, 3, 5, 10], 'iterations',
+    itersSpec.min, itersSpec.max);
   if (iters === undefined) return undefined;
-  const qItems: ValueItem<Quantizer>[] = (['nf', 'uniform'] as Quantizer[])
+  const qItems: ValueItem<Quantizer>[] = [...QUANTIZER_NAMES]
     .sort((a) => (a === start.quantizer ? -1 : 1))
-    .map((q) => ({ label: q, value: q, description: q === start.quantizer ? 'default' : undefined, detail: q === 'nf' ? 'NormalFloat (NF4 table at 4 bits)' : 'uniform table, mean + 2.5σ block scale' }));
+    .map((q) => ({
+      label: q, value: q, description: q === start.quantizer ? 'default' : undefined, detail: QUANTIZERS[q].detail,
+    }));
   const quantizer = await vscode.window.showQuickPick(qItems, { title: title(4), placeHolder: 'Quantizer', ignoreFocusOut: true });
   if (!quantizer) return undefined;
   return { ...start, bits: bits.value!, rank, iters, quantizer: quantizer.value! };

@@ -7,6 +7,7 @@ import type { Checkpoint, TensorInfo } from '../checkpoint';
 import type { InputStat, InputStats } from '../model/stats';
 import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { DEFAULT_RIDGE } from '../loftq/calibrationFactor';
+import { CALIBRATION_SPECS, valueProblem } from '../registry';
 import type { PreparedCalibration } from './api';
 import { InputError, UsageError } from './errors';
 
@@ -39,11 +40,15 @@ const isPrepared = (c: CalibrationParams | PreparedCalibration): c is PreparedCa
 export function checkCalibrationParams(p: CalibrationParams): void {
   const sources = [p.file, p.generate, p.imatrix].filter((x) => x !== undefined).length;
   if (sources !== 1) throw new UsageError(`calibration takes exactly one source (--calib FILE, --calib-generate N,LEN or --imatrix FILE), got ${sources}`);
-  if (p.ridge !== undefined && !(Number.isFinite(p.ridge) && p.ridge >= 0)) throw new UsageError(`the calibration ridge must be a number ≥ 0, got ${p.ridge}`);
+  const c = CALIBRATION_SPECS;
+  const ridgeProblem = p.ridge === undefined ? undefined : valueProblem(c.ridge, p.ridge);
+  if (ridgeProblem) throw new UsageError(`the calibration ridge must be ${ridgeProblem}, got ${p.ridge}`);
   if (p.generate) {
     const { sequences, length } = p.generate;
-    if (!Number.isInteger(sequences) || sequences < 1 || !Number.isInteger(length) || length < 2) {
-      throw new UsageError(`--calib-generate takes N,LEN with N ≥ 1 sequences of LEN ≥ 2 tokens, got ${sequences},${length}`);
+    if (valueProblem(c.generateSequences, sequences) || valueProblem(c.generateLength, length)) {
+      const n = c.generateSequences, len = c.generateLength;
+      const want = `${n.min} ≤ N ≤ ${n.max} sequences of ${len.min} ≤ LEN ≤ ${len.max} tokens`;
+      throw new UsageError(`--calib-generate takes N,LEN with ${want}, got ${sequences},${length}`);
     }
   }
 }

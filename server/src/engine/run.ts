@@ -24,13 +24,14 @@ import { lockOutput, processAlive } from './lock';
 import { adapterConfig } from '../export/adapterConfig';
 import { ADAPTER_DIR, checkModelFiles, copyModelFiles, retiredFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
 import { TOOL } from './version';
+import { adapterBytesFor, adapterBytesOf, backboneBytesOf, REPORT_SCALES } from '../registry';
+import { matrixSettingsProblem, settingLabel } from '../registry';
 import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './merge';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
 import type { CalibrationFactor } from '../loftq/calibrationFactor';
 import type { InputStat } from '../model/stats';
 
 export const REPORT_FILE = 'loftq-report.json';
-const SUPPORTED_BITS = [2, 3, 4, 8];
 
 export interface PlannedMatrix {
   tensor: TensorInfo;
@@ -39,11 +40,12 @@ export interface PlannedMatrix {
 
 export function checkSettings(s: MatrixSettings, tensor?: TensorInfo): void {
   const where = tensor ? ` for ${tensor.name} ${JSON.stringify(tensor.shape)}` : '';
-  if (!SUPPORTED_BITS.includes(s.bits)) throw new UsageError(`bits must be 2, 3, 4 or 8, got ${s.bits}${where}`);
-  if (s.quantizer !== 'nf' && s.quantizer !== 'uniform') throw new UsageError(`quantizer must be nf or uniform, got '${s.quantizer}'${where}`);
-  if (!Number.isInteger(s.rank) || s.rank < 1) throw new UsageError(`rank must be a positive integer, got ${s.rank}${where}`);
-  if (!Number.isInteger(s.iters) || s.iters < 1) throw new UsageError(`iters must be a positive integer, got ${s.iters}${where}`);
-  if (!Number.isInteger(s.blockSize) || s.blockSize < 1) throw new UsageError(`block size must be a positive integer, got ${s.blockSize}${where}`);
+  const bad = matrixSettingsProblem(s);
+  if (bad) {
+    const v = s[bad.key];
+    const got = typeof v === 'string' ? `'${v}'` : v;
+    throw new UsageError(`${settingLabel(bad.key)} must be ${bad.expected}, got ${got}${where}`);
+  }
   if (tensor && s.rank > Math.min(tensor.shape[0], tensor.shape[1])) {
     throw new UsageError(`rank ${s.rank} exceeds min(out, in) = ${Math.min(tensor.shape[0], tensor.shape[1])}${where}`);
   }
@@ -300,17 +302,15 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
 }
 
 export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: Report['backend'], matrices: MatrixReport[], seconds: number): Report {
-  let parameters = 0, adapterParams = 0, quantBytes = 0;
+  let parameters = 0, adapterTotal = 0, quantBytes = 0;
   const phases: Record<string, number> = {};
   for (const m of matrices) for (const [k, v] of Object.entries(m.phases ?? {})) phases[k] = (phases[k] ?? 0) + v;
-  const dtypeBytes = (d: string) => (d === 'F32' ? 4 : 2);
   for (const m of matrices) {
     if (m.skipped) continue;
     const [rows, cols] = m.shape;
     parameters += rows * cols;
-    adapterParams += m.rank * (rows + cols) * dtypeBytes(m.dtype);
-    // packed codes + one fp32 scale per block
-    quantBytes += Math.ceil((rows * cols * m.bits) / 8) + 4 * Math.ceil((rows * cols) / m.blockSize);
+    adapterTotal += adapterBytesFor(rows, cols, m.rank, adapterBytesOf(m.dtype));
+    quantBytes += backboneBytesOf(rows, cols, m.bits, m.blockSize, REPORT_SCALES);
   }
   const quantized = new Set(matrices.filter((m) => !m.skipped).map((m) => m.name));
   const otherBytes = ck.tensors.filter((t) => !quantized.has(t.name)).reduce((a, t) => a + t.byteLength, 0);
@@ -321,7 +321,10 @@ export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: R
     backend,
     settings,
     matrices,
-    totals: { matrices: quantized.size, parameters, seconds, backboneBytes: quantBytes + otherBytes, adapterBytes: adapterParams, phases },
+    totals: {
+      matrices: quantized.size, parameters, seconds,
+      backboneBytes: quantBytes + otherBytes, adapterBytes: adapterTotal, phases,
+    },
   };
 }
 

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs-core';
-import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
+import type { BackendChoice, BackendName } from '../registry';
+import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
 import { UsageError } from '../engine/errors';
 
 export interface DeviceMatrix {
@@ -198,11 +199,9 @@ export async function webgpuAdapterInfo(): Promise<string | undefined> {
   return `${a.info?.description || a.info?.vendor || 'unknown adapter'}${isSoftwareAdapter(a) ? ' (software)' : ''}`;
 }
 
-const AUTO_ORDER: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
-const BACKEND_NAMES: readonly string[] = ['wasm', 'webgpu', 'tensorflow', 'cpu', 'auto'];
 
 export async function createBackend(choice: BackendChoice = 'wasm', opts: BackendOptions = {}): Promise<MatmulBackend & { readonly maxBindingBytes: number; readonly largestTensorBytes: number }> {
-  if (!BACKEND_NAMES.includes(choice)) throw new UsageError(`unknown backend '${choice}' (auto, wasm, webgpu, tensorflow or cpu)`);
+  if (!isBackendChoice(choice)) throw new UsageError(`unknown backend '${choice}' (${oneOf(BACKEND_CHOICES)})`);
   const tf = await loadTf();
   const names = choice === 'auto' ? AUTO_ORDER : [choice];
   for (const name of names) {

@@ -17,9 +17,10 @@
 // inputs, imatrix) → S = diag(√(g_jj + λ)), applied as column scaling.
 
 import type { InputStat } from '../model/stats';
+import { CALIBRATION_SPECS } from '../registry';
 
-/** Default ridge, relative to the mean of diag(G). */
-export const DEFAULT_RIDGE = 0.01;
+/** Default ridge, relative to the mean of diag(G) (a registry setting). */
+export const DEFAULT_RIDGE: number = CALIBRATION_SPECS.ridge.default;
 
 /** Plain or shared (SharedArrayBuffer) memory. */
 type F64 = Float64Array<ArrayBufferLike>;

@@ -5,7 +5,7 @@
 import type { TensorInfo } from '../checkpoint';
 import { selectTargets } from '../engine/targets';
 import { compileGlob, globMatches } from '../plan/glob';
-import { compilePlan, JsonPath, ParsedPlan } from '../plan/planfile';
+import { compilePlan, JsonPath, ParsedPlan, resolveSettings } from '../plan/planfile';
 import type { MatrixSettings, PlanOverride } from '../protocol/lsp_ext';
 import { adapterBytesOf, avgBitsOf, choiceBytes, codeBytes, CostModel, DEFAULT_COST, loraBytes, scaleBytes } from '../plan/planner/cost';
 
@@ -35,23 +35,13 @@ export function ownerKey(o: Owner): string {
 
 export function assignMatrices(parsed: ParsedPlan, base: MatrixSettings, tensors: TensorInfo[]): PlanAssignment {
   const cp = compilePlan(parsed.plan, base);
-  const matrices: MatrixPlan[] = [];
-  for (const t of selectTargets(tensors, parsed.plan.targets)) {
-    const settings = { ...cp.defaults };
-    let skipped = false;
-    let bitsOwner: Owner = { kind: 'defaults' }, rankOwner: Owner = { kind: 'defaults' };
-    for (const { override, glob, index } of cp.overrides) {
-      if (!globMatches(glob, t.name)) continue;
-      const owner: Owner = { kind: 'override', jsonIndex: parsed.overrideIndex[index] };
-      for (const k of ['bits', 'rank', 'iters', 'quantizer', 'blockSize'] as const) {
-        if (override[k] !== undefined) (settings as Record<string, unknown>)[k] = override[k];
-      }
-      if (override.bits !== undefined) bitsOwner = owner;
-      if (override.rank !== undefined) rankOwner = owner;
-      if (override.skip !== undefined) skipped = override.skip;
-    }
-    matrices.push({ tensor: t, shape: [t.shape[0], t.shape[1]], settings, skipped, bitsOwner, rankOwner });
-  }
+  const ownerOf = (i: number | undefined): Owner =>
+    (i === undefined ? { kind: 'defaults' } : { kind: 'override', jsonIndex: parsed.overrideIndex[i] });
+  const matrices: MatrixPlan[] = selectTargets(tensors, parsed.plan.targets).map((t) => {
+    const { settings, skipped, owners } = resolveSettings(cp, t.name);
+    const shape: [number, number] = [t.shape[0], t.shape[1]];
+    return { tensor: t, shape, settings, skipped, bitsOwner: ownerOf(owners.bits), rankOwner: ownerOf(owners.rank) };
+  });
   return { matrices, tensors, defaults: cp.defaults };
 }
 

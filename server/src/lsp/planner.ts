@@ -4,6 +4,7 @@
 
 import { adapterBytesOf, countsAdapters, DEFAULT_COST } from '../plan/planner/cost';
 import { planReport, Plan } from '../plan/planner/plan';
+import { offeredRanks } from '../registry';
 import { applyPlanToText } from '../plan/planner/planedit';
 import type { PlanBudget, PlanRequestParams } from '../protocol/lsp_ext';
 import { firstKPlanner, MixedPlan } from './mixedPlan';
@@ -13,10 +14,8 @@ import type { PlanDoc } from './planDoc';
 export function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanRequestParams> = {}): Plan | null {
   const report = p.facts.report?.raw;
   if (!report?.analyses?.length || !p.assignment) return null;
-  const analysedRank = Math.max(...report.analyses.map((a) => a.rank));
-  // As `loftq plan`: ranks 8…64 up to the analysed rank, and the analysed rank itself.
-  const ranks = [8, 16, 32, 64].filter((r) => r <= analysedRank);
-  if (!ranks.includes(analysedRank) && analysedRank < 64) ranks.push(analysedRank);
+  // As `loftq plan`: the registry's ranks up to the analysed rank, and the analysed rank itself.
+  const ranks = offeredRanks(Math.max(...report.analyses.map((a) => a.rank)));
   const planned = new Map(p.assignment.matrices.map((m) => [m.tensor.name, m]));
   const dtype = p.assignment.matrices[0]?.tensor.dtype;
   return planReport(report, {

@@ -14,7 +14,8 @@ import { CancelledError, InputError, UsageError } from '../engine/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
-import { Methods, SUPPORTED_BITS } from '../protocol/lsp_ext';
+import { Methods } from '../protocol/lsp_ext';
+import { matrixSettingsProblem } from '../registry';
 import type { CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
 import { firstOutsideWorkspace } from './workspaceConfine';
@@ -88,9 +89,8 @@ export class Runs {
     if (!engine) throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
     if (!params || typeof params.checkpoint !== 'string' || typeof params.out !== 'string' || !params.out) throw invalid("'checkpoint' and 'out' are required");
     const s = params.settings;
-    if (!s || !(SUPPORTED_BITS as readonly number[]).includes(s.bits) || !(s.rank >= 1) || !(s.iters >= 1) || !(s.blockSize >= 1) || (s.quantizer !== 'nf' && s.quantizer !== 'uniform')) {
-      throw invalid(`bad settings ${JSON.stringify(s)}: bits 2/3/4/8, rank, iters and blockSize ≥ 1, quantizer nf or uniform`);
-    }
+    const bad = matrixSettingsProblem(s);
+    if (bad) throw invalid(`bad settings ${JSON.stringify(s)}: '${bad.key}' must be ${bad.expected}`);
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
     const calibration = calibrationOf(params.calibration);
@@ -124,7 +124,8 @@ export class Runs {
           targets: plan?.targets,
           backend: params.backend ?? cfg.backend,
           format: params.format,
-          workers: params.workers ?? (cfg.workers || undefined),
+          // 0 or unset: auto (one worker per core); never the connection's own thread.
+          workers: params.workers || cfg.workers || undefined,
           calibration,
           signal: ac.signal,
           onProgress: (e) => {

@@ -2,8 +2,8 @@
 // built-in defaults when the client has no configuration support (e.g. a bare stdio client).
 
 import type { Connection } from 'vscode-languageserver';
-import { DEFAULT_SETTINGS, SUPPORTED_BITS } from '../protocol/lsp_ext';
-import type { BackendChoice, MatrixSettings } from '../protocol/lsp_ext';
+import { MATRIX_SETTING_SPECS, RUN_SETTING_SPECS, validOr } from '../registry';
+import type { BackendChoice, MatrixSettings } from '../registry';
 
 export interface LoftqSettings {
   backend: BackendChoice;
@@ -14,26 +14,24 @@ export interface LoftqSettings {
   threshold: number;
 }
 
-export const DEFAULT_THRESHOLD = 0.3;
+export const DEFAULT_THRESHOLD: number = RUN_SETTING_SPECS.threshold.default;
 
-const BACKENDS = ['auto', 'wasm', 'webgpu', 'tensorflow', 'cpu'];
-
+/** Each value checked against the registry; one out of range falls back to its default. */
 export function normalizeSettings(raw: unknown): LoftqSettings {
   const r = (raw && typeof raw === 'object' ? raw : {}) as Record<string, any>;
   const d = (r.defaults && typeof r.defaults === 'object' ? r.defaults : {}) as Record<string, unknown>;
-  const int = (v: unknown, min: number, dflt: number) => (typeof v === 'number' && Number.isInteger(v) && v >= min ? v : dflt);
-  const threshold = r.diagnostics?.threshold;
+  const m = MATRIX_SETTING_SPECS;
   return {
-    backend: BACKENDS.includes(r.backend) ? r.backend : 'auto',
-    workers: int(r.workers, 0, 0),
+    backend: validOr<BackendChoice>(RUN_SETTING_SPECS.editorBackend, r.backend),
+    workers: validOr<number>(RUN_SETTING_SPECS.workers, r.workers),
     defaults: {
-      bits: (SUPPORTED_BITS as readonly unknown[]).includes(d.bits) ? (d.bits as number) : DEFAULT_SETTINGS.bits,
-      rank: int(d.rank, 1, DEFAULT_SETTINGS.rank),
-      iters: int(d.iters, 1, DEFAULT_SETTINGS.iters),
-      quantizer: d.quantizer === 'uniform' || d.quantizer === 'nf' ? d.quantizer : DEFAULT_SETTINGS.quantizer,
-      blockSize: int(d.blockSize, 1, DEFAULT_SETTINGS.blockSize),
+      bits: validOr<number>(m.bits, d.bits),
+      rank: validOr<number>(m.rank, d.rank),
+      iters: validOr<number>(m.iters, d.iters),
+      quantizer: validOr<MatrixSettings['quantizer']>(m.quantizer, d.quantizer),
+      blockSize: validOr<number>(m.blockSize, d.blockSize),
     },
-    threshold: typeof threshold === 'number' && threshold >= 0 ? threshold : DEFAULT_THRESHOLD,
+    threshold: validOr<number>(RUN_SETTING_SPECS.threshold, r.diagnostics?.threshold),
   };
 }
 

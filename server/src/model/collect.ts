@@ -14,8 +14,9 @@ import type { MatmulBackend } from '../linalg/backend';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';
 import type { InputStat, InputStats } from './stats';
+import { CALIBRATION_SPECS } from '../registry';
 
-export const DEFAULT_FULL_STAT_MAX_DIM = 8192;
+export const DEFAULT_FULL_STAT_MAX_DIM: number = CALIBRATION_SPECS.fullStatMaxDim.default;
 /** Tokens per XᵀX GEMM: bounds the transposed copy of a chunk (width × chunk floats). */
 const CHUNK_TOKENS = 512;
 

@@ -4,8 +4,9 @@
 
 import * as path from 'node:path';
 import { parse as parseJsonc, ParseError, printParseErrorCode } from 'jsonc-parser';
-import type { MatrixSettings, PlanFile, PlanOverride } from '../protocol/lsp_ext';
-import { DEFAULT_SETTINGS } from '../protocol/lsp_ext';
+import type { PlanFile, PlanOverride } from '../protocol/lsp_ext';
+import { DEFAULT_SETTINGS, MATRIX_SETTING_KEYS, MATRIX_SETTING_SPECS, valueProblem } from '../registry';
+import type { MatrixSettingKey, MatrixSettings } from '../registry';
 import { compileGlob, globMatches, CompiledGlob } from './glob';
 
 export type JsonPath = (string | number)[];
@@ -26,22 +27,16 @@ export interface ParsedPlan {
   overrideIndex: number[];
 }
 
-const SETTING_KEYS = ['bits', 'rank', 'iters', 'quantizer', 'blockSize'] as const;
-
 function checkSettings(obj: Record<string, unknown>, at: JsonPath, problems: PlanProblem[]) {
-  const int = (k: string, min: number) => {
+  for (const k of MATRIX_SETTING_KEYS) {
     const v = obj[k];
-    if (v === undefined) return;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) problems.push({ severity: 'error', message: `'${k}' must be an integer ≥ ${min}`, path: [...at, k] });
-  };
-  if (obj.bits !== undefined && ![2, 3, 4, 8].includes(obj.bits as number)) {
-    problems.push({ severity: 'error', message: `'bits' must be 2, 3, 4 or 8 (got ${JSON.stringify(obj.bits)})`, path: [...at, 'bits'] });
-  }
-  int('rank', 1);
-  int('iters', 1);
-  int('blockSize', 1);
-  if (obj.quantizer !== undefined && obj.quantizer !== 'nf' && obj.quantizer !== 'uniform') {
-    problems.push({ severity: 'error', message: `'quantizer' must be "nf" or "uniform"`, path: [...at, 'quantizer'] });
+    if (v === undefined) continue;
+    const expected = valueProblem(MATRIX_SETTING_SPECS[k], v, true);
+    if (!expected) continue;
+    // The value is shown where it is not obvious from the rule (a number outside a list or range).
+    const shown = typeof v === 'number' && (k === 'bits' || expected.includes('≤'));
+    const got = shown ? ` (got ${JSON.stringify(v)})` : '';
+    problems.push({ severity: 'error', message: `'${k}' must be ${expected}${got}`, path: [...at, k] });
   }
 }
 
@@ -140,18 +135,38 @@ export interface CompiledPlan {
 
 export function compilePlan(plan: PlanFile, base: MatrixSettings = DEFAULT_SETTINGS): CompiledPlan {
   const defaults = { ...base };
-  for (const k of SETTING_KEYS) if (plan.defaults?.[k] !== undefined) (defaults as Record<string, unknown>)[k] = plan.defaults[k];
+  for (const k of MATRIX_SETTING_KEYS) {
+    if (plan.defaults?.[k] !== undefined) (defaults as Record<string, unknown>)[k] = plan.defaults[k];
+  }
   return { defaults, overrides: (plan.overrides ?? []).map((override, index) => ({ override, glob: compileGlob(override.match), index })) };
+}
+
+export interface ResolvedSettings {
+  settings: MatrixSettings;
+  skipped: boolean;
+  /** For each setting an override set: the index (in CompiledPlan.overrides) of the last one. */
+  owners: Partial<Record<MatrixSettingKey, number>>;
+}
+
+/** The one rule: the plan's defaults, then every matching override in order — later entries win. */
+export function resolveSettings(cp: CompiledPlan, tensorName: string): ResolvedSettings {
+  const settings = { ...cp.defaults };
+  const owners: ResolvedSettings['owners'] = {};
+  let skipped = false;
+  for (const { override, glob, index } of cp.overrides) {
+    if (!globMatches(glob, tensorName)) continue;
+    for (const k of MATRIX_SETTING_KEYS) {
+      if (override[k] === undefined) continue;
+      (settings as Record<string, unknown>)[k] = override[k];
+      owners[k] = index;
+    }
+    if (override.skip !== undefined) skipped = override.skip;
+  }
+  return { settings, skipped, owners };
 }
 
 /** Settings of one tensor under a plan, or null when an override skips it. */
 export function settingsFor(cp: CompiledPlan, tensorName: string): MatrixSettings | null {
-  const s = { ...cp.defaults };
-  let skip = false;
-  for (const { override, glob } of cp.overrides) {
-    if (!globMatches(glob, tensorName)) continue;
-    for (const k of SETTING_KEYS) if (override[k] !== undefined) (s as Record<string, unknown>)[k] = override[k];
-    if (override.skip !== undefined) skip = override.skip;
-  }
-  return skip ? null : s;
+  const r = resolveSettings(cp, tensorName);
+  return r.skipped ? null : r.settings;
 }

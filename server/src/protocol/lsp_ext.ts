@@ -1,30 +1,16 @@
 // The one contract between the engine, the CLI, the language server, the VS Code client
 // and the webviews: report schema, plan-file schema, custom LSP methods and webview
-// messages. Pure types and constants — no imports — so every side (Node, browser) can
-// import it without pulling in vscode or LSP packages. In the manner of rust-analyzer's
-// editors/code/src/lsp_ext.ts.
+// messages. Pure types and constants — it imports only the pure registry of domain facts
+// (../registry) — so every side (Node, browser) can import it without pulling in vscode or
+// LSP packages. In the manner of rust-analyzer's editors/code/src/lsp_ext.ts.
 
 // ---------------------------------------------------------------------------------------
 // Quantization settings and the report (`loftq-report.json`)
 // ---------------------------------------------------------------------------------------
 
-export type Quantizer = 'nf' | 'uniform';
-export type BackendName = 'wasm' | 'webgpu' | 'tensorflow' | 'cpu';
-export type BackendChoice = BackendName | 'auto';
-export type ExportFormat = 'peft' | 'packed';
-export const SUPPORTED_BITS = [2, 3, 4, 8] as const;
-export type Bits = (typeof SUPPORTED_BITS)[number];
-
-/** Settings of one matrix's LoftQ run. */
-export interface MatrixSettings {
-  bits: number;
-  rank: number;
-  iters: number;
-  quantizer: Quantizer;
-  blockSize: number;
-}
-
-export const DEFAULT_SETTINGS: MatrixSettings = { bits: 4, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 };
+import type { BackendChoice, BackendName, ExportFormat, MatrixSettings, Quantizer } from '../registry';
+export type { BackendChoice, BackendName, Bits, ExportFormat, MatrixSettings, Quantizer } from '../registry';
+export { DEFAULT_SETTINGS, SUPPORTED_BITS } from '../registry';
 
 export interface MatrixReport extends MatrixSettings {
   /** Tensor name, e.g. `model.layers.0.self_attn.q_proj.weight`. */
@@ -59,7 +45,11 @@ export interface ReportTotals {
   matrices: number;
   parameters: number;
   seconds: number;
+  /** Codes + fp32 scales of the quantized matrices (as `--format packed` writes them;
+   *  registry/bytes.ts REPORT_SCALES) + every other tensor as stored. The planner and the
+   *  editor count double-quantized scales instead and say so. */
   backboneBytes: number;
+  /** Both LoRA factors in the checkpoint's float width. */
   adapterBytes: number;
   /** Sum of the matrices' phases (CPU seconds across workers), plus the final assembly. */
   phases?: Record<string, number>;
@@ -207,6 +197,7 @@ export interface QuantizeParams {
   plan?: string;
   backend?: BackendChoice;
   format?: ExportFormat;
+  /** Worker threads; 0 or absent: auto (one per core, the `loftq.workers` setting first). */
   workers?: number;
   /** Calibrated (activation-aware) LoftQ: statistics of each layer's input from these tokens. */
   calibration?: CalibrationParams;

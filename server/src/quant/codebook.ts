@@ -5,7 +5,8 @@
 // - uniform: linspace(-1, 1, 2^bits).
 
 import { normalQuantile } from './normal';
-import type { Quantizer } from '../protocol/lsp_ext';
+import { isQuantizer, QUANTIZER_NAMES, QUANTIZERS, quantizerSupports } from '../registry';
+import type { Quantizer } from '../registry';
 
 export const NF4_BITSANDBYTES = Float32Array.from([
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -15,8 +16,6 @@ export const NF4_BITSANDBYTES = Float32Array.from([
 ]);
 
 export const NF_OFFSET = 0.9677083;
-export const QUANTIZERS: readonly Quantizer[] = ['nf', 'uniform'];
-export const TABLE_BITS: readonly number[] = [2, 3, 4, 8];
 
 /** numpy.linspace(start, stop, num, dtype=float32): computed in float64, then cast. */
 function linspaceF32(start: number, stop: number, num: number): number[] {
@@ -39,15 +38,23 @@ export function uniformTable(bits: number): Float32Array {
   return Float32Array.from(linspaceF32(-1, 1, 2 ** bits));
 }
 
+/** One table builder per registered quantizer (the compiler asks for a new one's). */
+const BUILDERS: Record<Quantizer, (bits: number) => Float32Array> = {
+  nf: (bits) => (bits === 4 ? NF4_BITSANDBYTES : normalFloatTable(bits)),
+  uniform: uniformTable,
+};
+
 const cache = new Map<string, Float32Array>();
 
 export function codebook(quantizer: Quantizer, bits: number): Float32Array {
-  if (!TABLE_BITS.includes(bits)) throw new RangeError(`unsupported bit width ${bits} (supported: ${TABLE_BITS.join(', ')})`);
-  if (!QUANTIZERS.includes(quantizer)) throw new RangeError(`unknown quantizer '${quantizer}' (nf or uniform)`);
+  if (!isQuantizer(quantizer)) throw new RangeError(`unknown quantizer '${quantizer}' (${QUANTIZER_NAMES.join(', ')})`);
+  if (!quantizerSupports(quantizer, bits)) {
+    throw new RangeError(`unsupported bit width ${bits} (supported: ${QUANTIZERS[quantizer].bits.join(', ')})`);
+  }
   const key = `${quantizer}${bits}`;
   let t = cache.get(key);
   if (!t) {
-    t = quantizer === 'uniform' ? uniformTable(bits) : bits === 4 ? NF4_BITSANDBYTES : normalFloatTable(bits);
+    t = BUILDERS[quantizer](bits);
     cache.set(key, t);
   }
   return t;

@@ -8,7 +8,8 @@
 // When the size is not a multiple of the block size, the last block is shorter and gets
 // its own scale from its own elements (a 1-element uniform block has std 0).
 
-import type { Quantizer } from '../protocol/lsp_ext';
+import { QUANTIZERS } from '../registry';
+import type { Quantizer } from '../registry';
 import { F32Region, U8Region, Workspace, withWorkspace } from '../kernels/kernels';
 
 const fr = Math.fround;
@@ -138,7 +139,7 @@ export interface QuantizedRegions {
  *  matrix); codes, scales and values land in `out`'s regions. */
 export function quantizeRegion(ws: Workspace, x: F32Region, table: Float32Array, quantizer: Quantizer, blockSize: number, out: QuantizedRegions): void {
   const n = x.length;
-  if (quantizer === 'nf') ws.k.absMaxScales(x.ptr, n, blockSize, out.scales.ptr);
+  if (QUANTIZERS[quantizer].scale === 'absmax') ws.k.absMaxScales(x.ptr, n, blockSize, out.scales.ptr);
   else {
     const xs = x.view(), scales = out.scales.view();
     for (let b = 0; b < scales.length; b++) scales[b] = uniformScale(xs, b * blockSize, Math.min(blockSize, n - b * blockSize));

@@ -4,7 +4,10 @@ import { parseArgs } from '../args';
 import { UsageError } from '../../engine/errors';
 import { writeFileAtomic } from '../../checkpoint';
 import { progressReporter } from '../progress';
-import { SETTINGS_OPTIONS, backendOption, interruptSignal, quantizerOption, workersOption } from '../settingsOptions';
+import {
+  SETTINGS_OPTIONS, backendOption, bitsListOption, blockSizeOption, interruptSignal, itersOption, quantizerOption,
+  rankOption, workersOption,
+} from '../settingsOptions';
 import { intOption } from '../args';
 import type { Command } from '../commands';
 
@@ -20,11 +23,10 @@ export const analyzeCommand: Command = {
     if (o.help) { process.stdout.write(HELP + '\n'); return 0; }
     if (positional.length !== 1) throw new UsageError('analyze takes one checkpoint; see loftq analyze --help');
     if (!o.report) throw new UsageError("option '--report FILE' is required");
-    const bits = (o.bits as string[]).map(Number);
-    for (const b of bits) if (![2, 3, 4, 8].includes(b)) throw new UsageError(`option '--bits' takes 2, 3, 4 or 8, got '${b}'`);
+    const bits = bitsListOption((o.bits as string[]).map(Number));
     const progress = progressReporter(process.stderr, !!o.quiet);
     const report = await analyzeCheckpoint(positional[0], {
-      bits, rank: intOption(o, 'rank'), iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size'),
+      bits, rank: rankOption(o), iters: itersOption(o), quantizer: quantizerOption(o), blockSize: blockSizeOption(o),
       targets: o.target as string[] | undefined, backend: backendOption(o), workers: workersOption(o), spectrum: intOption(o, 'spectrum', undefined, 0) || undefined,
       signal: interruptSignal(), onProgress: progress.onProgress,
     });

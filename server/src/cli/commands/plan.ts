@@ -13,9 +13,12 @@ import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
 import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
 import { analyzeForPlan, PlanAnalysisOptions } from '../../plan/planner/analyze';
-import { intOption } from '../args';
 import { progressReporter } from '../progress';
-import { SETTINGS_OPTIONS, backendOption, interruptSignal, quantizerOption, workersOption } from '../settingsOptions';
+import {
+  SETTINGS_OPTIONS, backendOption, bitsListOption, blockSizeOption, interruptSignal, itersOption, quantizerOption,
+  workersOption,
+} from '../settingsOptions';
+import { MATRIX_SETTING_SPECS, offeredRanks, SUPPORTED_BITS, valueProblem } from '../../registry';
 
 // the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
 const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
@@ -32,6 +35,9 @@ const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8]
 const numbers = (v: unknown, key: string) => ((v as string[] | undefined) ?? []).map((s) => {
   const n = Number(s);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`option '--${key}' needs positive integers, got '${s}'`);
+  if (key === 'ranks' && valueProblem(MATRIX_SETTING_SPECS.rank, n)) {
+    throw new UsageError(`option '--ranks' takes ranks up to ${MATRIX_SETTING_SPECS.rank.max}, got '${s}'`);
+  }
   return n;
 });
 
@@ -91,9 +97,8 @@ export const planCommand: Command = {
     let budget: PlanBudget | undefined = typeof o.budget === 'string' ? parseBudget(o.budget) : undefined;
     if (!budget) budget = planFile?.budget;
     if (!budget) throw new UsageError("plan needs '--budget' (e.g. 2.5 or 3.2GB)");
-    const bits = numbers(o.bits, 'bits');
+    const bits = bitsListOption(numbers(o.bits, 'bits'));
     const ranks = numbers(o.ranks, 'ranks');
-    for (const b of bits) if (![2, 3, 4, 8].includes(b)) throw new UsageError(`option '--bits' takes 2, 3, 4 or 8, got '${b}'`);
     let report: Report;
     let ranksOffered: number[];
     let analysis: PlanAnalysisOptions | undefined;
@@ -102,16 +107,14 @@ export const planCommand: Command = {
         if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`))) throw new UsageError(`option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`);
       }
       report = readReport(src);
-      // defaults: every analysed bit width; ranks 8…64 up to the analysed rank
-      const analysedRank = Math.max(...report.analyses!.map((a) => a.rank));
-      ranksOffered = [8, 16, 32, 64].filter((r) => r <= analysedRank);
-      if (!ranksOffered.includes(analysedRank) && analysedRank < 64) ranksOffered.push(analysedRank);
-      if (ranks.length) ranksOffered = ranks;
+      // defaults: every analysed bit width; the registry's ranks up to the analysed rank
+      ranksOffered = ranks.length ? ranks : offeredRanks(Math.max(...report.analyses!.map((a) => a.rank)));
     } else {
-      ranksOffered = ranks.length ? ranks : [8, 16, 32, 64];
+      ranksOffered = ranks.length ? ranks : offeredRanks();
       const progress = progressReporter(process.stderr, !!o.quiet);
       analysis = {
-        bits: bits.length ? bits : [2, 3, 4, 8], ranks: ranksOffered, iters: intOption(o, 'iters'), quantizer: quantizerOption(o), blockSize: intOption(o, 'block-size'),
+        bits: bits.length ? bits : [...SUPPORTED_BITS], ranks: ranksOffered,
+        iters: itersOption(o), quantizer: quantizerOption(o), blockSize: blockSizeOption(o),
         targets: (o.target as string[] | undefined) ?? planFile?.targets, backend: backendOption(o), workers: workersOption(o), signal: interruptSignal(), onProgress: progress.onProgress,
       };
       report = await analyzeForPlan(src, analysis);

@@ -5,7 +5,10 @@ import { parsePlan, resolveCheckpointPath } from '../../plan/planfile';
 import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import { CheckpointError, readRegularFile } from '../../checkpoint';
 import { progressReporter } from '../progress';
-import { SETTINGS_OPTIONS, backendOption, interruptSignal, settingsFrom, workersOption } from '../settingsOptions';
+import { SETTINGS_OPTIONS, backendOption, choiceOption, interruptSignal, settingsFrom } from '../settingsOptions';
+import { workersOption } from '../settingsOptions';
+import { BACKEND_CHOICES, DEFAULT_SETTINGS, EXPORT_FORMATS, NONFINITE_POLICIES, oneOf } from '../../registry';
+import { QUANTIZER_NAMES, RUN_SETTING_SPECS, SUPPORTED_BITS } from '../../registry';
 import type { Command } from '../commands';
 import type { MatrixReport, PlanFile, Report } from '../../protocol/lsp_ext';
 import { reloadWarnings } from '../../plan/planner/reload';
@@ -15,16 +18,16 @@ import { registerCalibrationCollector } from '../../model/calibrate';
 const HELP = `usage: loftq quantize CKPT --out DIR [options]
   CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
   --out DIR              output folder (backbone, loftq_init/ adapters, loftq-report.json)
-  --bits N               2, 3, 4 or 8 (default 4)
-  --rank R               LoRA rank (default 16)
-  --iters T              LoftQ alternations (default 5)
-  --quantizer nf|uniform (default nf)
-  --block-size B         quantization block (default 64)
+  --bits N               ${oneOf(SUPPORTED_BITS)} (default ${DEFAULT_SETTINGS.bits})
+  --rank R               LoRA rank (default ${DEFAULT_SETTINGS.rank})
+  --iters T              LoftQ alternations (default ${DEFAULT_SETTINGS.iters})
+  --quantizer ${QUANTIZER_NAMES.join('|')} (default ${DEFAULT_SETTINGS.quantizer})
+  --block-size B         quantization block (default ${DEFAULT_SETTINGS.blockSize})
   --target GLOB…         module globs to quantize (default: Llama/GPT-2/BERT/T5 linear layers)
   --plan loftq.json      per-matrix settings from a plan file (its checkpoint is used if CKPT is omitted)
-  --backend auto|wasm|webgpu|tensorflow|cpu (default wasm)
+  --backend ${BACKEND_CHOICES.join('|')} (default ${RUN_SETTING_SPECS.backend.default})
   --format peft|packed   packed also writes model.packed.safetensors (codes + scales)
-  --workers N            worker threads (default: cores; 0 = in-process)
+  --workers N            worker threads (default and 0: one per core)
   --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
   --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
 ${CALIBRATION_HELP}
@@ -47,9 +50,9 @@ export const quantizeCommand: Command = {
       ...SETTINGS_OPTIONS,
       ...CALIBRATION_OPTIONS,
       out: { type: 'string' },
-      bits: { type: 'number', default: 4 },
+      bits: { type: 'number', default: DEFAULT_SETTINGS.bits },
       plan: { type: 'string' },
-      format: { type: 'string', default: 'peft' },
+      format: { type: 'string', default: RUN_SETTING_SPECS.format.default },
       shard: { type: 'string' },
       'on-nonfinite': { type: 'string', default: 'refuse' },
       json: { type: 'boolean' },
@@ -74,8 +77,8 @@ export const quantizeCommand: Command = {
     }
     if (!checkpoint || positional.length > 1) throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
     if (!o.out) throw new UsageError("option '--out DIR' is required");
-    if (o.format !== 'peft' && o.format !== 'packed') throw new UsageError(`option '--format' must be peft or packed, got '${o.format}'`);
-    if (o['on-nonfinite'] !== 'refuse' && o['on-nonfinite'] !== 'skip') throw new UsageError(`option '--on-nonfinite' must be refuse or skip`);
+    const format = choiceOption(o, 'format', EXPORT_FORMATS);
+    const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
     let shard: { index: number; count: number } | undefined;
     if (o.shard !== undefined) {
       const m = /^(\d+)\/(\d+)$/.exec(o.shard as string);
@@ -87,14 +90,14 @@ export const quantizeCommand: Command = {
     const progress = progressReporter(process.stderr, !!o.quiet);
     const { report, reportPath } = await quantizeCheckpoint(checkpoint, {
       out: o.out as string,
-      settings: settingsFrom(o, intOption(o, 'bits', [2, 3, 4, 8])),
+      settings: settingsFrom(o, intOption(o, 'bits', [...SUPPORTED_BITS])),
       plan,
       targets: o.target as string[] | undefined,
       backend: backendOption(o),
-      format: o.format as 'peft' | 'packed',
+      format,
       workers: workersOption(o),
       shard,
-      onNonFinite: o['on-nonfinite'] as 'refuse' | 'skip',
+      onNonFinite,
       calibration,
       signal: interruptSignal(),
       onProgress: progress.onProgress,

@@ -1,15 +1,6 @@
-// Storage cost of one (bits, rank) choice for an out×in matrix, and budget parsing.
-//
-// What is counted (docs/planner.md shows the arithmetic):
-//   codes    ceil(out·in·bits / 8) bytes — codes packed back to back over the row-major matrix;
-//   scales   one absmax per block of `blockSize` values, nb = ceil(out·in / blockSize) blocks:
-//            'dq'   (default) double-quantized as bitsandbytes/QLoRA store them: one 8-bit
-//                   scale per block + one fp32 absmax per 256 blocks + one fp32 offset
-//                   = nb + 4·ceil(nb/256) + 4 bytes;
-//            'fp32' one fp32 per block = 4·nb bytes (what the engine's packed export writes);
-//   adapters r·(out+in)·adapterBytes (A: r×in, B: out×r; 2 for BF16/F16, 4 for F32), unless
-//            `countAdapters` is false ("backbone only" accounting).
-// Codebooks (≤ 256 floats per bit width) are shared and not counted.
+// Storage cost of one (bits, rank) choice for an out×in matrix, and budget parsing. The
+// formulas (codes, 'dq' or 'fp32' scales, adapters) are the registry's byte accounting
+// (registry/bytes.ts, docs/planner.md shows the arithmetic); the planner counts 'dq' scales.
 // avgBits = 8 · Σ (codes + scales) / Σ out·in, both sums over the planned (quantized) matrices
 // only: the backbone's bits per weight, the figure the LoftQ paper and LQ-LoRA quote as "2.5 bits".
 // An avgBits budget therefore counts the backbone, and a byte budget also counts the adapters
@@ -17,8 +8,11 @@
 
 import { UsageError } from '../../engine/errors';
 import type { PlanBudget } from '../../protocol/lsp_ext';
+import { adapterBytesFor, codeBytes, DEFAULT_SETTINGS, DEFAULT_SCALES, scaleBytesOf } from '../../registry';
+import type { ScaleStorage } from '../../registry';
 
-export type ScaleStorage = 'dq' | 'fp32';
+export { adapterBytesOf, avgBitsOf, codeBytes } from '../../registry';
+export type { ScaleStorage } from '../../registry';
 
 export interface CostModel {
   blockSize: number;
@@ -27,24 +21,16 @@ export interface CostModel {
   countAdapters: boolean;
 }
 
-export const DEFAULT_COST: CostModel = { blockSize: 64, scales: 'dq', adapterBytes: 2, countAdapters: true };
-
-/** Bytes per element of an adapter stored in `dtype` (the checkpoint's float dtype). */
-export function adapterBytesOf(dtype: string | undefined): number {
-  return dtype === 'F32' ? 4 : dtype === 'F64' ? 8 : 2;
-}
-
-export function codeBytes(rows: number, cols: number, bits: number): number {
-  return Math.ceil((rows * cols * bits) / 8);
-}
+export const DEFAULT_COST: CostModel = {
+  blockSize: DEFAULT_SETTINGS.blockSize, scales: DEFAULT_SCALES, adapterBytes: 2, countAdapters: true,
+};
 
 export function scaleBytes(rows: number, cols: number, cm: CostModel): number {
-  const nb = Math.ceil((rows * cols) / cm.blockSize);
-  return cm.scales === 'fp32' ? 4 * nb : nb + 4 * Math.ceil(nb / 256) + 4;
+  return scaleBytesOf(rows, cols, cm.blockSize, cm.scales);
 }
 
 export function loraBytes(rows: number, cols: number, rank: number, cm: CostModel): number {
-  return cm.countAdapters ? rank * (rows + cols) * cm.adapterBytes : 0;
+  return cm.countAdapters ? adapterBytesFor(rows, cols, rank, cm.adapterBytes) : 0;
 }
 
 export function choiceBytes(rows: number, cols: number, bits: number, rank: number, cm: CostModel): number {
@@ -59,10 +45,6 @@ export function countsAdapters(budget: PlanBudget): boolean {
 /** Codes + scales of the choice `bits` (no adapters): what average bits count. */
 export function backboneChoiceBytes(rows: number, cols: number, bits: number, cm: CostModel): number {
   return codeBytes(rows, cols, bits) + scaleBytes(rows, cols, cm);
-}
-
-export function avgBitsOf(bytes: number, parameters: number): number {
-  return parameters > 0 ? (8 * bytes) / parameters : 0;
 }
 
 /** The byte budget a PlanBudget stands for over `parameters` planned parameters. */

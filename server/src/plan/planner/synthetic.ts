@@ -5,6 +5,7 @@
 // it grows. No weights involved — only the numbers an analysis report carries.
 
 import type { AnalysisEntry, Report } from '../../protocol/lsp_ext';
+import { SUPPORTED_BITS } from '../../registry';
 
 export interface SyntheticOptions {
   layers: number;
@@ -31,7 +32,7 @@ function rng(seed: number) {
 
 export function syntheticReport(o: SyntheticOptions): Report {
   const modules = o.modules ?? LLAMA7B_MODULES;
-  const bits = o.bits ?? [2, 3, 4, 8];
+  const bits = o.bits ?? [...SUPPORTED_BITS];
   const rank = o.rank ?? 64;
   const decay = o.decay ?? 0.97;
   const sens = o.sensitivity ?? ((l, n) => 1 + 3 * Math.exp(-l) + 1.5 * Math.exp(l - (n - 1)));
