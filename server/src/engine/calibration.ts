@@ -47,8 +47,8 @@ export function checkCalibrationParams(p: CalibrationParams): void {
     const { sequences, length } = p.generate;
     if (valueProblem(c.generateSequences, sequences) || valueProblem(c.generateLength, length)) {
       const n = c.generateSequences, len = c.generateLength;
-      const want = `${n.min} ≤ N ≤ ${n.max} sequences of ${len.min} ≤ LEN ≤ ${len.max} tokens`;
-      throw new UsageError(`--calib-generate takes N,LEN with ${want}, got ${sequences},${length}`);
+      const want = `(N ≤ ${n.max}, LEN ≤ ${len.max}) with N ≥ ${n.min} sequences of LEN ≥ ${len.min} tokens`;
+      throw new UsageError(`--calib-generate takes N,LEN ${want}, got ${sequences},${length}`);
     }
   }
 }
