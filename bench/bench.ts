@@ -1,6 +1,6 @@
 // `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
 //  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--model tinyllama-1.1b [--model-layers N]
-//  [--model-rank R] [--workers N]]`
+//  [--model-rank R] [--workers N] [--model-calib N,LEN]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
 // matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
 // Not a test: numbers are printed (and saved with --json), never asserted.
@@ -13,7 +13,9 @@ import type { BackendChoice } from '../server/src/protocol/lsp_ext';
 import { llmLike, seedFrom } from '../server/src/tools/synth';
 import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases } from './cases';
 import { gemmPeak, runEngine, startBackend } from './engine';
-import { measureCli, runModel, ModelRunResult } from './model';
+import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } from './forward';
+import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
+import { createBackend } from '../server/src/linalg/backend';
 import { Reference, RefResult, checkPython } from './reference';
 import { CaseRow, headerLine, makeRow, rowLine, summaryLines } from './table';
 
@@ -30,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
     workers: { type: 'number' }, 'keep-output': { type: 'boolean' }, 'no-peak': { type: 'boolean' },
     'ref-only': { type: 'boolean' }, 'ref-threads': { type: 'number' },
     'gemm-threads': { type: 'number', default: os.cpus().length }, 'model-rank': { type: 'number', default: 16 },
+    'model-calib': { type: 'string' },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
@@ -81,27 +84,65 @@ async function main(argv: string[]): Promise<number> {
   }
 
   let model: ModelRunResult | undefined;
+  let forward: ForwardBenchResult | undefined;
+  let calibrated: ModelRunResult | undefined;
   if (o.model) {
-    model = runModel({
+    const mo: ModelRunOptions = {
       preset: o.model as string, layers: o['model-layers'] as number | undefined, seed: 0, bits: 2, rank: o['model-rank'] as number, iters: 5,
       backend: backendChoice, workers: o.workers as number | undefined, resultsDir, keepOutput: !!o['keep-output'],
-    });
-    const m = model;
-    console.log(`whole checkpoint: ${m.preset}${m.layers ? ` (${m.layers} layers)` : ''}, ${m.checkpointBytes >= 1e9 ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`} BF16, NF2 r${m.rank} T5, backend ${backendChoice}` +
-      (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
-    if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
-    console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
-      (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
-      (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall time${peak ? ` (one backend's peak: ${peak.toFixed(1)})` : ''}` : ''));
+    };
+    const calib = o['model-calib'] ? parseCalibShape(o['model-calib'] as string) : undefined;
+    if (calib) {
+      // The calibration pass alone, in this process, on the backend a calibrated quantize uses.
+      const dir = ensureModel(mo).dir;
+      const backend = await createBackend(backendChoice);
+      forward = await benchForward(dir, calib.sequences, calib.length, backend);
+      const f = forward;
+      const held = (f.peakBytes / 2 ** 20).toFixed(0);
+      const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}`;
+      console.log(`calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
+        `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +
+        `GEMM ${(f.gemmGflop / f.seconds).toFixed(1)} GFLOP/s; ` +
+        `held ${held} MiB (one layer + activations), peak RSS ${f.peakRssMB.toFixed(0)} MB; ` +
+        `${f.fullStats} full G, ${f.diagStats} diagonal`);
+    }
+    model = runModel(mo);
+    printModel(model, backendChoice, peak, 'plain');
+    if (calib) {
+      const tokens = await writeBenchTokens(ensureModel(mo).dir, calib.sequences, calib.length);
+      calibrated = runModel({ ...mo, extraArgs: ['--calib', tokens] });
+      printModel(calibrated, backendChoice, peak, `calibrated (--calib ${calib.sequences}×${calib.length} tokens)`);
+      const ratio = calibrated.wallSeconds / model.wallSeconds;
+      console.log(`  calibrated / plain wall: ${ratio.toFixed(2)}× (goal ≤ 1.50×: the calibration adds ≤ 50 %) ` +
+        `— ${ratio <= 1.5 ? 'met' : 'NOT met'} in this run`);
+    }
   }
 
   if (o.json) {
-    const doc = { date: new Date().toISOString(), node: process.version, cores: os.cpus().length, cpu: os.cpus()[0]?.model, backend: backendChoice, gemmPeakGflops: peak, reference: py, cases: rows, model };
+    const doc = {
+      date: new Date().toISOString(), node: process.version, cores: os.cpus().length, cpu: os.cpus()[0]?.model,
+      backend: backendChoice, gemmPeakGflops: peak, reference: py, cases: rows, model, forward, calibrated,
+    };
     fs.mkdirSync(path.dirname(path.resolve(o.json as string)), { recursive: true });
     fs.writeFileSync(o.json as string, JSON.stringify(doc, null, 1));
     console.log(`saved ${o.json}`);
   }
   return 0;
+}
+
+function printModel(m: ModelRunResult, backendChoice: string, peak: number | undefined, label: string): void {
+  const gb = m.checkpointBytes >= 1e9;
+  const size = gb ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`;
+  const layers = m.layers ? ` (${m.layers} layers)` : '';
+  console.log(`whole checkpoint, ${label}: ${m.preset}${layers}, ${size} BF16, NF2 r${m.rank} T5, ` +
+    `backend ${backendChoice}` +
+    (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
+  if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
+  const peakNote = peak ? ` (one backend's peak: ${peak.toFixed(1)})` : '';
+  console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
+    (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
+    (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall${peakNote}` : '') +
+    (m.calibrationTokens ? `; calibrated on ${m.calibrationTokens} tokens` : ''));
 }
 
 /** Each case with its matrix, generated once per run of cases that share a shape. */

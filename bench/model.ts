@@ -19,6 +19,8 @@ export interface ModelRunOptions {
   workers?: number;
   resultsDir: string;
   keepOutput: boolean;
+  /** More quantize options (e.g. `--calib FILE`). */
+  extraArgs?: string[];
 }
 
 export interface ModelRunResult {
@@ -36,6 +38,8 @@ export interface ModelRunResult {
   reportSeconds?: number;
   /** GEMM flops of the whole run, from the report's totals.gemmGflop. */
   gemmFlops?: number;
+  /** The report's calibration block (tokens the statistics came from), when the run was calibrated. */
+  calibrationTokens?: number;
   stderrTail: string;
 }
 
@@ -70,6 +74,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
   const args = [dist('bench.js'), '--measure-cli', 'quantize', model.dir, '--out', path.join(out, 'q'),
     '--bits', String(o.bits), '--rank', String(o.rank), '--iters', String(o.iters), '--backend', o.backend];
   if (o.workers) args.push('--workers', String(o.workers));
+  if (o.extraArgs) args.push(...o.extraArgs);
   try {
     const r = spawnSync(process.execPath, args, { env: { ...process.env, LOFTQ_BENCH_STATS: stats }, encoding: 'utf8', maxBuffer: 64 << 20 });
     const s = fs.existsSync(stats) ? JSON.parse(fs.readFileSync(stats, 'utf8')) : { wallSeconds: NaN, maxRssKB: NaN };
@@ -85,6 +90,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       res.parameters = rep.totals?.parameters;
       res.reportSeconds = rep.totals?.seconds;
       res.gemmFlops = rep.totals?.gemmGflop !== undefined ? rep.totals.gemmGflop * 1e9 : undefined;
+      res.calibrationTokens = rep.calibration?.tokens;
     }
     return res;
   } finally {
