@@ -47,6 +47,7 @@ const nodeEntries = {
   bench: 'bench/bench.ts',
   'make-model': 'server/src/tools/make-model.ts',
   fuzz: 'server/src/tools/fuzz.ts',
+  'registry-sync': 'server/src/tools/registry-sync.ts',
 };
 
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));

@@ -18,8 +18,8 @@ export interface QuantizerSpec {
 }
 
 export const QUANTIZERS = {
-  nf: { bits: [2, 3, 4, 8], scale: 'absmax', detail: 'NormalFloat (NF4 table at 4 bits)' },
-  uniform: { bits: [2, 3, 4, 8], scale: 'meanStd', detail: 'uniform table, mean + 2.5σ block scale' },
+  nf: { bits: [2, 3, 4, 8], scale: 'absmax', detail: 'NormalFloat (the NF4 table at 4 bits), block absmax scale' },
+  uniform: { bits: [2, 3, 4, 8], scale: 'meanStd', detail: 'Uniform table on [-1, 1], block scale mean + 2.5σ' },
 } as const satisfies Record<string, QuantizerSpec>;
 
 export type Quantizer = keyof typeof QUANTIZERS;
