@@ -2,8 +2,8 @@
 // server cannot own — commands, the heatmap webviews and the safetensors viewer.
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import type { LanguageClient } from 'vscode-languageclient/node';
-import type { MatrixDoneParams, RunStateParams } from '../../server/src/protocol/lsp_ext';
+import { LanguageClient, State } from 'vscode-languageclient/node';
+import type { MatrixDoneParams, RunContext, RunStateParams } from '../../server/src/protocol/lsp_ext';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import { trackCheckpointFolders } from './checkpointFolders';
 import { Heatmaps } from './heatmap/heatmaps';
@@ -23,10 +23,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const reports = new ReportIndex(context.workspaceState);
   const viewer = new SafetensorsViewer(context.extensionUri, reports, log);
 
+  const findPlan = async (checkpoint: string) => {
+    if (!client || client.state !== State.Running) return undefined;
+    return (await client.sendRequest<RunContext>(Methods.runContext, { checkpoint })).plan?.file;
+  };
   const heatmaps = new Heatmaps(context.extensionUri, {
     reveal: (p, name, createOverride) => {
       if (!p.checkpoint) return;
-      void revealInPlan(p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
+      void revealInPlan(findPlan, p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
     },
     openTensor: (p, name) => {
       const file = p.out && fs.existsSync(`${p.out}/model.safetensors`) ? `${p.out}/model.safetensors` : p.checkpoint;
@@ -73,7 +77,6 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   }
   client = createLanguageClient(context, log, status);
   client.onNotification(Methods.runState, (s: RunStateParams) => {
-    log.info(`run ${s.runId} ${s.state}${s.message ? `: ${s.message}` : ''}`);
     heatmaps.onRunState(s);
   });
   client.onNotification(Methods.matrixDone, (m: MatrixDoneParams) => heatmaps.onMatrixDone(m));

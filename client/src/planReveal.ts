@@ -6,7 +6,11 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { applyEdits, findNodeAtLocation, modify, Node, parseTree } from 'jsonc-parser';
 import { compileGlob, globMatches, moduleName } from '../../server/src/plan/glob';
-import { findPlanFor, PLAN_FILE } from './plans';
+
+export const PLAN_FILE = 'loftq.json';
+
+/** The plan file that plans a checkpoint (the server knows: loftq/runContext). */
+export type FindPlan = (checkpoint: string) => Promise<string | undefined>;
 
 const FORMAT = { formattingOptions: { insertSpaces: true, tabSize: 2, eol: '\n' } };
 
@@ -42,8 +46,9 @@ async function addOverride(file: string, tensor: string, settings: { bits?: numb
 }
 
 /** Reveals (or, on request or when asked, creates) the plan entry for one tensor of `checkpoint`. */
-export async function revealInPlan(checkpoint: string, tensor: string, createOverride: boolean, settings: { bits?: number; rank?: number }): Promise<void> {
-  const found = findPlanFor(checkpoint);
+export async function revealInPlan(findPlan: FindPlan, checkpoint: string, tensor: string, createOverride: boolean, settings: { bits?: number; rank?: number }): Promise<void> {
+  const planFile = await findPlan(checkpoint);
+  const found = planFile ? { file: planFile } : undefined;
   if (!found) {
     const a = await vscode.window.showInformationMessage(`No ${PLAN_FILE} plans ${path.basename(checkpoint)}. Create one with an override for ${moduleName(tensor)}?`, 'Create Plan');
     if (a !== 'Create Plan') return;

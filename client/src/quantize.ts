@@ -1,15 +1,15 @@
-// "Quantize with LoftQ": pick the checkpoint, ask for the settings, run `loftq/quantize` in
-// the server with cancellable progress, then offer the heatmap, the output and the report.
-// A run lost to a server crash is reported, never dropped silently.
+// "Quantize with LoftQ": pick the checkpoint, ask the server what a run of it would meet
+// (`loftq/runContext`) and refuse known-bad input before any question, ask for the settings,
+// run `loftq/quantize` with cancellable progress, then offer the heatmap, the output and the
+// report. A run lost to a server crash is reported, never dropped silently.
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { LanguageClient, State, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport } from 'vscode-languageclient/node';
-import type { BackendChoice, QuantizeParams, QuantizeResult } from '../../server/src/protocol/lsp_ext';
-import { Methods } from '../../server/src/protocol/lsp_ext';
-import { findPlanFor, startingSettings } from './plans';
-import { askOutFolder, askSettings, defaultOutFolder } from './quickPicks';
+import { ErrorCodes, LanguageClient, ResponseError, State, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport } from 'vscode-languageclient/node';
+import type { BackendChoice, MatrixSettings, QuantizeParams, QuantizeResult, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
+import { DEFAULT_SETTINGS, Methods } from '../../server/src/protocol/lsp_ext';
+import { askRun } from './runWizard';
 import type { ReportIndex } from './reports';
 import type { LoftqStatus } from './statusBar';
 import { VIEWER_VIEW_TYPE } from './viewer/provider';
@@ -50,6 +50,52 @@ async function resolveTarget(arg: unknown): Promise<vscode.Uri | undefined> {
   return (await vscode.window.showQuickPick(items, { title: 'Quantize with LoftQ', placeHolder: 'Checkpoint to quantize' }))?.uri;
 }
 
+/** Settings a run starts from: `loftq.defaults.*` for this resource (a plan's defaults come on top). */
+function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
+  const cfg = vscode.workspace.getConfiguration('loftq', checkpoint);
+  return {
+    bits: cfg.get<number>('defaults.bits', DEFAULT_SETTINGS.bits),
+    rank: cfg.get<number>('defaults.rank', DEFAULT_SETTINGS.rank),
+    iters: cfg.get<number>('defaults.iters', DEFAULT_SETTINGS.iters),
+    quantizer: cfg.get<Quantizer>('defaults.quantizer', DEFAULT_SETTINGS.quantizer),
+    blockSize: DEFAULT_SETTINGS.blockSize,
+  };
+}
+
+const serverDown = (deps: QuantizeDeps) => void vscode.window.showErrorMessage(
+  'The LoftQ language server is not running, so no run can start. See the LoftQ log or run "LoftQ: Restart Language Server".', 'Show Log',
+).then((a) => a && deps.log.show());
+
+async function openPlanAt(file: string, line: number, character: number): Promise<void> {
+  const doc = await vscode.workspace.openTextDocument(file);
+  const at = new vscode.Position(line, character);
+  await vscode.window.showTextDocument(doc, { selection: new vscode.Range(at, at), preview: false });
+}
+
+/** Known-bad input is said first, before any question; undefined: nothing to run. */
+async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
+  if (ctx.problem) {
+    const a = await vscode.window.showErrorMessage(`Cannot quantize: ${ctx.problem}`, 'Show Problem');
+    if (a === 'Show Problem') {
+      const file = vscode.Uri.file(ctx.checkpoint);
+      if (ctx.checkpoint.endsWith('.safetensors')) await vscode.commands.executeCommand('vscode.openWith', file, VIEWER_VIEW_TYPE);
+      else await vscode.window.showTextDocument(vscode.Uri.file(path.join(ctx.checkpoint, INDEX)));
+    }
+    return undefined;
+  }
+  const err = ctx.plan?.error;
+  if (ctx.plan && err) {
+    const rel = vscode.workspace.asRelativePath(ctx.plan.file);
+    const a = await vscode.window.showErrorMessage(
+      `${rel} (line ${err.line + 1}) has an error, so a run that applies it would be refused: ${err.message}`,
+      'Open Plan', 'Run Without Plan',
+    );
+    if (a === 'Open Plan') await openPlanAt(ctx.plan.file, err.line, err.character);
+    return a === 'Run Without Plan' ? { ...ctx, plan: undefined } : undefined;
+  }
+  return ctx;
+}
+
 export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promise<void> {
   if (!vscode.workspace.isTrusted) {
     const a = await vscode.window.showErrorMessage('LoftQ runs are disabled in Restricted Mode: a run reads checkpoints and plan files from this workspace and writes files. Trust the workspace to quantize.', 'Manage Workspace Trust');
@@ -62,31 +108,57 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
     void vscode.window.showErrorMessage(`${target.fsPath || target.toString()}: not a safetensors checkpoint (a .safetensors file, or a folder holding ${INDEX}).`);
     return;
   }
-  const checkpoint = target.fsPath;
-  const plan = findPlanFor(checkpoint);
-  const settings = await askSettings(startingSettings(target, plan), plan ? vscode.workspace.asRelativePath(plan.file) : undefined);
-  if (!settings) return;
-  const out = await askOutFolder(defaultOutFolder(checkpoint, settings));
-  if (!out) return;
   const client = deps.client();
-  if (!client || client.state !== State.Running) {
-    void vscode.window.showErrorMessage('The LoftQ language server is not running, so the run cannot start. See the LoftQ log or run "LoftQ: Restart Language Server".', 'Show Log').then((a) => a && deps.log.show());
+  if (!client || client.state !== State.Running) return serverDown(deps);
+  let ctx: RunContext | undefined;
+  try {
+    ctx = await client.sendRequest<RunContext>(Methods.runContext, { checkpoint: target.fsPath });
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Cannot quantize: ${(e as Error).message}`);
     return;
   }
+  ctx = await refuseKnownBad(ctx);
+  if (!ctx) return;
+  if (ctx.shardOf) deps.log.info(`${path.basename(target.fsPath)} is one shard of ${ctx.shardOf}; the run quantizes the whole checkpoint`);
+  const choice = await askRun(ctx, startingSettings(target));
+  if (!choice) return;
   const cfg = vscode.workspace.getConfiguration('loftq', target);
   const params: QuantizeParams = {
-    checkpoint, out, settings, plan: plan?.file,
+    checkpoint: ctx.checkpoint, out: choice.out, settings: choice.settings, plan: choice.plan,
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
     workDoneToken: `loftq-${randomUUID()}`,
   };
-  await run(deps, client, params);
+  const c = deps.client();
+  if (!c || c.state !== State.Running) return serverDown(deps);
+  await run(deps, c, params);
+}
+
+function describeSettings(s: MatrixSettings): string {
+  return `${s.quantizer}${s.bits} rank ${s.rank}, ${s.iters} iteration${s.iters === 1 ? '' : 's'}, block ${s.blockSize}`;
+}
+
+/** The server refuses paths outside the workspace folders unless the user confirmed them (issue 14.10). */
+function outsideWorkspace(e: unknown): string | undefined {
+  const data = e instanceof ResponseError ? (e.data as { outsideWorkspace?: unknown } | undefined) : undefined;
+  return e instanceof ResponseError && e.code === ErrorCodes.InvalidParams && typeof data?.outsideWorkspace === 'string' ? data.outsideWorkspace : undefined;
+}
+
+async function confirmOutside(where: string, params: QuantizeParams): Promise<boolean> {
+  const a = await vscode.window.showWarningMessage(
+    `${where} is outside the workspace folders.`,
+    { modal: true, detail: `This run reads ${params.checkpoint}${params.plan ? ` and ${params.plan}` : ''} and writes ${params.out}. Run it anyway?` },
+    'Run Anyway',
+  );
+  return a === 'Run Anyway';
 }
 
 async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeParams): Promise<void> {
   const name = path.basename(params.checkpoint);
   const job = String(params.workDoneToken);
-  deps.log.info(`quantize ${params.checkpoint} → ${params.out} ${JSON.stringify(params.settings)}`);
+  // One line per run with everything that decides it; later lines name the run, not the paths again.
+  const workers = params.workers ? String(params.workers) : 'auto';
+  deps.log.info(`run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`);
   deps.status.setJob(job, 'starting');
   let result: QuantizeResult;
   let cancelled = false;
@@ -113,21 +185,32 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   } catch (e) {
     deps.status.setJob(job, undefined);
     if (cancelled || e instanceof vscode.CancellationError) {
-      deps.log.info(`quantize cancelled: ${params.checkpoint}`);
+      deps.log.info(`run ${job}: cancelled; no output was written`);
       void vscode.window.showInformationMessage(`LoftQ run on ${name} cancelled; no output was written.`);
       return;
     }
+    const outside = outsideWorkspace(e);
+    if (outside && !params.confirmedOutsideWorkspace) {
+      deps.log.info(`run ${job}: ${outside} is outside the workspace folders; asking the user`);
+      if (await confirmOutside(outside, params)) await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
+      return;
+    }
     const msg = (e as Error).message ?? String(e);
-    deps.log.error(`quantize failed: ${params.checkpoint}: ${msg}`);
+    deps.log.error(`run ${job}: failed: ${msg}`);
     const lost = client.state !== State.Running || /connection|disposed|closed/i.test(msg);
+    // Bad input fails the same way again: "Run Again" only where a rerun can succeed.
+    const badInput = !lost && e instanceof ResponseError && e.code === ErrorCodes.InvalidParams;
     const text = lost
       ? `The LoftQ server stopped during the run on ${name}; the run was lost and left no output. (${msg})`
       : `LoftQ run on ${name} failed: ${msg}`;
-    const a = await vscode.window.showErrorMessage(text, 'Run Again', 'Show Log');
+    const actions = [...(badInput ? [] : ['Run Again']), ...(badInput && params.plan ? ['Open Plan'] : []), 'Show Log'];
+    const a = await vscode.window.showErrorMessage(text, ...actions);
     if (a === 'Show Log') deps.log.show();
+    if (a === 'Open Plan') await vscode.window.showTextDocument(vscode.Uri.file(params.plan!));
     if (a === 'Run Again') {
       const c = deps.client();
-      if (c) await run(deps, c, { ...params, workDoneToken: `loftq-${randomUUID()}` });
+      if (c && c.state === State.Running) await run(deps, c, { ...params, workDoneToken: `loftq-${randomUUID()}` });
+      else serverDown(deps);
     }
     return;
   }
@@ -135,7 +218,7 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   deps.reports.remember(params.checkpoint, result.reportPath);
   const r = result.report;
   const mean = r.matrices.length ? r.matrices.reduce((s, m) => s + m.relError, 0) / r.matrices.length : 0;
-  deps.log.info(`quantize done: ${result.reportPath} (${r.matrices.length} matrices, mean relError ${mean.toFixed(4)})`);
+  deps.log.info(`run ${job}: done on backend ${r.backend}: ${r.matrices.length} matrices, mean relError ${mean.toFixed(4)}, ${r.totals.seconds.toFixed(1)} s; report ${result.reportPath}`);
   const a = await vscode.window.showInformationMessage(
     `LoftQ done: ${r.matrices.length} matrices of ${name}, mean relative error ${mean.toFixed(4)} (${r.totals.seconds.toFixed(1)} s).`,
     'Open Heatmap', 'Reveal Output', 'Open Report',

@@ -37,7 +37,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   /** Right-click → Quantize with LoftQ, answering the five questions (defaults for the rest). */
   const quantizeFromExplorer = async (relPath: string, a: { bits: string; rank: string; iters: string }) => {
     await contextMenu(page, relPath, 'Quantize with LoftQ');
-    await answerQuickInput(page, /Quantize with LoftQ \(1\/5\)/, a.bits);
+    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/5\)$/, a.bits);
     await answerQuickInput(page, /\(2\/5\)/, a.rank);
     await answerQuickInput(page, /\(3\/5\)/, a.iters);
     await answerQuickInput(page, /\(4\/5\)/);

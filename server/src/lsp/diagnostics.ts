@@ -118,7 +118,8 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     : `mean LoftQ error ${formatError(s.meanError)}${s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : ''}`;
   out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']));
   for (const g of worstGroups(a, ix)) {
-    const worstErr = Math.max(...g.errors);
+    // The threshold is on the LoftQ (weight) error, whichever error ranked the matrices.
+    const worstErr = Math.max(...(g.weightErrors ?? g.errors));
     const [at, part]: [JsonPath, SpanPart] = g.owner.kind === 'override' ? [['overrides', g.owner.jsonIndex, 'match'], 'value'] : ownerAt(p, g.owner, 'bits');
     out.push(diag(p, worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'worst', g.message, at, part,
       { owner: g.owner, names: g.names, bits: g.bits, betterBits: g.better?.bits }));

@@ -6,6 +6,8 @@ import type { Report } from '../protocol/lsp_ext';
 export interface ErrorEntry {
   relError: number;
   qloraRelError: number;
+  /** ‖(W − Q − B·A)·S‖/‖W·S‖ with calibration statistics, when the run had them. */
+  outputRelError?: number;
   rank: number;
   iters: number;
 }
@@ -34,7 +36,8 @@ export function indexReport(report: Report): ReportIndex {
   // A quantize run's own numbers describe the files as written: they win over an analysis.
   for (const m of report.matrices ?? []) {
     if (m.skipped) continue;
-    put(m.name, m.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: m.rank, iters: m.iters });
+    const output = Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {};
+    put(m.name, m.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: m.rank, iters: m.iters, ...output });
   }
   return { byName, bits: [...widths].sort((a, b) => a - b), raw: report };
 }

@@ -14,7 +14,7 @@ import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize'
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
-import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report } from '../protocol/lsp_ext';
+import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
 import { FactsCache, MAX_REPORT_BYTES, REPORT_FILE } from './facts';
@@ -23,6 +23,7 @@ import { planHover } from './hover';
 import { setMixedPlanner } from './mixedPlan';
 import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from './reportIndex';
+import { runContext } from './runContext';
 import { Engine, Runs, toPath } from './runs';
 import { Settings } from './settings';
 import { PLAN_FILE, scanWorkspace } from './workspaceScan';
@@ -257,6 +258,15 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       if (e instanceof ResponseError) throw e;
       throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
     }
+  });
+
+  connection.onRequest(Methods.runContext, async (params: RunContextParams): Promise<RunContext> => {
+    if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
+    return runContext(toPath(params.checkpoint), {
+      plans: () => [...allPlans()],
+      planDoc,
+      threshold: async (uri) => (await settings.get(uri)).threshold,
+    });
   });
 
   connection.onRequest(Methods.quantize, async (params: QuantizeParams, token) => {

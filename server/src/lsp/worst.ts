@@ -1,10 +1,12 @@
 // From a report: per plan owner (each override, the defaults), the worst matrices it
 // covers at the bits it gives them, their standing in the whole model, and what the next
-// analysed width would buy. Pure; feeds the diagnostics and the quick fixes.
+// analysed width would buy. Pure; feeds the diagnostics and the quick fixes. When the report
+// has output errors ‖(W − Q − B·A)·S‖/‖W·S‖ (a calibrated run) for every matrix, "worst" is by
+// output error — what the model's outputs feel — with the weight error beside it.
 
 import { describeMatrices, formatBytes, formatErrorRange } from './describe';
 import { MatrixPlan, Owner, ownerKey, PlanAssignment } from './planModel';
-import { errorAt, ReportIndex } from './reportIndex';
+import { ErrorEntry, errorAt, ReportIndex } from './reportIndex';
 
 /** Share of the model that counts as "the worst" (top 5% of matrices by error). */
 export const TOP_SHARE = 0.05;
@@ -16,6 +18,8 @@ export interface WorstGroup {
   /** Tensor names of the worst matrices, worst first. */
   names: string[];
   errors: number[];
+  /** Set when the ranking was by output error: the matrices' weight errors (errors are output errors then). */
+  weightErrors?: number[];
   /** Smallest top-share percentage that contains all of them (1–100). */
   topPercent: number;
   /** The next analysed width with numbers for all of them. */
@@ -24,10 +28,13 @@ export interface WorstGroup {
 }
 
 export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
-  const scored = a.matrices
+  const entries = a.matrices
     .filter((m) => !m.skipped)
-    .map((m) => ({ m, e: errorAt(ix, m.tensor.name, m.settings.bits)?.relError }))
-    .filter((x): x is { m: MatrixPlan; e: number } => x.e !== undefined)
+    .map((m) => ({ m, entry: errorAt(ix, m.tensor.name, m.settings.bits) }))
+    .filter((x): x is { m: MatrixPlan; entry: ErrorEntry } => x.entry !== undefined);
+  const byOutput = entries.length > 0 && entries.every((x) => x.entry.outputRelError !== undefined);
+  const scored = entries
+    .map(({ m, entry }) => ({ m, e: byOutput ? entry.outputRelError! : entry.relError, w: entry.relError }))
     .sort((x, y) => y.e - x.e);
   if (!scored.length) return [];
   const rankOf = new Map(scored.map((x, i) => [x.m.tensor.name, i]));
@@ -50,9 +57,17 @@ export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
     const lastRank = Math.max(...names.map((n) => rankOf.get(n)!));
     const topPercent = Math.min(100, Math.ceil((100 * (lastRank + 1)) / scored.length));
     const better = betterWidth(worst.map((x) => x.m), bits, ix);
-    let message = `${describeMatrices(names)}: ${bits}-bit LoftQ error ${formatErrorRange(errors)}, top ${topPercent}% of the model`;
-    if (better) message += `; ${better.bits}-bit gives ${formatErrorRange(better.errors)} for +${formatBytes(better.extraBytes)}`;
-    out.push({ owner, bits, names, errors, topPercent, better, message });
+    const weightErrors = byOutput ? worst.map((x) => x.w) : undefined;
+    const what = describeMatrices(names);
+    let message = byOutput
+      ? `${what}: ${bits}-bit output error ${formatErrorRange(errors)} (LoftQ weight error ${formatErrorRange(weightErrors!)}), `
+        + `top ${topPercent}% of the model by output error`
+      : `${what}: ${bits}-bit LoftQ error ${formatErrorRange(errors)}, top ${topPercent}% of the model`;
+    if (better) {
+      const gives = `${byOutput ? 'weight error ' : ''}${formatErrorRange(better.errors)}`;
+      message += `; ${better.bits}-bit gives ${gives} for +${formatBytes(better.extraBytes)}`;
+    }
+    out.push({ owner, bits, names, errors, ...(weightErrors ? { weightErrors } : {}), topPercent, better, message });
   }
   return out;
 }

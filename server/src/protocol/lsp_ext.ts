@@ -230,7 +230,47 @@ export const Methods = {
   matrixDone: 'loftq/matrixDone',
   /** notification server → client: a run started / ended. */
   runState: 'loftq/runState',
+  /** request RunContextParams → RunContext: what a run of this checkpoint would meet, before any question. */
+  runContext: 'loftq/runContext',
 } as const;
+
+export interface RunContextParams {
+  /** A .safetensors file (a shard of a sharded checkpoint stands for the whole) or a sharded folder. */
+  checkpoint: string;
+}
+
+/** Where a plan problem is, for "Open Plan". */
+export interface PlanProblemAt {
+  message: string;
+  line: number;
+  character: number;
+}
+
+export interface RunContext {
+  /** The checkpoint a run would read: the folder when `checkpoint` was one shard of it. */
+  checkpoint: string;
+  /** Set when `checkpoint` named one shard of the sharded checkpoint `checkpoint`. */
+  shardOf?: string;
+  /** Why no run of this checkpoint can succeed (unreadable, corrupt, pickle…), one line. */
+  problem?: string;
+  /** Matrices a run without a plan quantizes (the default targets). */
+  matrices: number;
+  /** Largest rank every one of them allows: the smallest min(out, in), and a matrix that has it. */
+  maxRank?: { rank: number; matrix: string };
+  /** The loftq.json whose `checkpoint` is this one (nearest to it when several). */
+  plan?: {
+    file: string;
+    /** What the plan's `defaults` set (the questions a run asks skip these). */
+    defaults: Partial<MatrixSettings>;
+    overrides: number;
+    /** Matrices the plan quantizes (its targets, minus skipped). */
+    matrices: number;
+    /** Largest rank the matrices whose rank the run's settings decide allow. */
+    maxRank?: { rank: number; matrix: string };
+    /** The plan's first Error diagnostic: a run with it would be refused. */
+    error?: PlanProblemAt;
+  };
+}
 
 export interface InspectParams {
   checkpoint: string;

@@ -1,0 +1,164 @@
+// The questions "Quantize with LoftQ" asks, as one multi-step input with a Back button. Every
+// title names the checkpoint; the first step says whether loftq.json applies (and offers to run
+// without it); questions the applied plan answers are not asked. The rank step offers only ranks
+// every matrix allows. Each step is pre-filled: the current value is the first item, so Enter
+// accepts it.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { MatrixSettings, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
+import { MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, SUPPORTED_BITS } from '../../server/src/registry';
+
+const RANKS = [4, 8, 16, 32, 64, 128, 256];
+const ITERS = [1, 2, 3, 5, 10];
+const { rank: RANK_SPEC, iters: ITERS_SPEC } = MATRIX_SETTING_SPECS;
+
+export interface RunChoice {
+  settings: MatrixSettings;
+  /** The plan file applied, or undefined to run without one. */
+  plan?: string;
+  out: string;
+}
+
+const BACK = Symbol('back');
+type Answer<T> = T | typeof BACK | undefined;
+
+interface Item<T> extends vscode.QuickPickItem {
+  value?: T;
+}
+
+/** One quick pick step; resolves with the value, BACK, or undefined when dismissed. */
+function pick<T>(title: string, placeholder: string, items: Item<T>[], back: boolean, typed?: (s: string) => T | string): Promise<Answer<T>> {
+  return new Promise((resolve) => {
+    const qp = vscode.window.createQuickPick<Item<T>>();
+    qp.title = title;
+    qp.placeholder = placeholder;
+    qp.items = items;
+    qp.ignoreFocusOut = true;
+    qp.buttons = back ? [vscode.QuickInputButtons.Back] : [];
+    let done = false;
+    const finish = (v: Answer<T>) => {
+      if (done) return;
+      done = true;
+      resolve(v);
+      qp.dispose();
+    };
+    qp.onDidTriggerButton((b) => b === vscode.QuickInputButtons.Back && finish(BACK));
+    // A typed value that no item shows: an item of its own says whether it is accepted, and why not.
+    qp.onDidChangeValue((text) => {
+      if (!typed) return;
+      const t = text.trim();
+      const v = t && !items.some((it) => it.label === t) ? typed(t) : undefined;
+      qp.items = v === undefined ? items
+        : [{ label: t, alwaysShow: true, description: typeof v === 'string' ? `$(error) ${v}` : 'press Enter to use it' }, ...items];
+    });
+    qp.onDidAccept(() => {
+      const text = qp.value.trim();
+      if (typed && text && !items.some((it) => it.label === text)) {
+        const v = typed(text);
+        if (typeof v !== 'string') finish(v);
+        return;
+      }
+      const sel = qp.selectedItems[0] ?? qp.activeItems[0];
+      if (sel?.value !== undefined) finish(sel.value);
+    });
+    qp.onDidHide(() => finish(undefined));
+    qp.show();
+  });
+}
+
+function wholeNumber(what: string, min: number, max: number, extra = ''): (s: string) => number | string {
+  return (s) => (/^\d+$/.test(s) && +s >= min && +s <= max ? Number(s) : `Enter a whole number of ${what} from ${min} to ${max}${extra}`);
+}
+
+/** Next to the input: `dir/model-loftq-nf2-r16` for `dir/model.safetensors`, `parent/ckpt-loftq-…` for a folder. */
+export function defaultOutFolder(checkpoint: string, s: MatrixSettings): string {
+  const stem = path.basename(checkpoint).replace(/\.safetensors$/, '');
+  return path.join(path.dirname(checkpoint), `${stem}-loftq-${s.quantizer}${s.bits}-r${s.rank}`);
+}
+
+function describeSet(d: Partial<MatrixSettings>): string {
+  const parts = [d.bits && `${d.bits}-bit`, d.rank && `rank ${d.rank}`, d.iters && `${d.iters} iterations`, d.quantizer, d.blockSize && `block ${d.blockSize}`];
+  return parts.filter(Boolean).join(', ');
+}
+
+/** Runs the steps; undefined when the user dismissed one. */
+export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<RunChoice | undefined> {
+  const name = vscode.workspace.asRelativePath(ctx.checkpoint);
+  const plan = ctx.plan && !ctx.plan.error ? ctx.plan : undefined;
+  let usePlan = !!plan;
+  const s: MatrixSettings = { ...start, ...(plan?.defaults ?? {}) };
+  let out: string | undefined;
+
+  type Step = 'plan' | 'bits' | 'rank' | 'iters' | 'quantizer' | 'out';
+  const steps = (): Step[] => {
+    const asks = (k: keyof MatrixSettings) => !(usePlan && plan!.defaults[k] !== undefined);
+    const all: Step[] = [];
+    if (plan) all.push('plan');
+    if (asks('bits')) all.push('bits');
+    if (asks('rank')) all.push('rank');
+    if (asks('iters')) all.push('iters');
+    if (asks('quantizer')) all.push('quantizer');
+    all.push('out');
+    return all;
+  };
+  let i = 0;
+  while (i < steps().length) {
+    const list = steps();
+    const step = list[i];
+    const title = `Quantize ${name} with LoftQ (${i + 1}/${list.length})${usePlan ? ' — loftq.json applied' : ''}`;
+    const back = i > 0;
+    let a: Answer<unknown>;
+    if (step === 'plan') {
+      const rel = vscode.workspace.asRelativePath(plan!.file);
+      const set = describeSet(plan!.defaults);
+      a = await pick<boolean>(title, `${rel} plans this checkpoint`, [
+        { label: `$(check) Apply ${rel}`, value: true, description: usePlan ? 'current' : undefined,
+          detail: `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices${set ? `; its defaults set ${set}` : ''}` },
+        { label: '$(circle-slash) Run without the plan', value: false, description: usePlan ? undefined : 'current',
+          detail: 'the settings you choose next apply to every matrix of the default targets' },
+      ].sort((x, y) => Number(y.value === usePlan) - Number(x.value === usePlan)), back);
+      if (typeof a === 'boolean') {
+        usePlan = a;
+        Object.assign(s, start, usePlan ? plan!.defaults : {});
+      }
+    } else if (step === 'bits') {
+      const widths = [s.bits, ...SUPPORTED_BITS.filter((b) => b !== s.bits)];
+      a = await pick<number>(title, 'Bits per weight of the quantized backbone', widths.map((b) => ({ label: `${b}-bit`, value: b, description: b === s.bits ? 'current' : undefined })), back);
+      if (typeof a === 'number') s.bits = a;
+    } else if (step === 'rank') {
+      const cap = (usePlan ? plan!.maxRank : ctx.maxRank);
+      const max = Math.min(cap?.rank ?? RANK_SPEC.max, RANK_SPEC.max);
+      const fits = [...new Set([s.rank, ...RANKS])].filter((r) => r <= max).sort((x, y) => (x === s.rank ? -1 : y === s.rank ? 1 : x - y));
+      const note = cap ? ` (at most ${cap.rank} = min(out, in) of ${cap.matrix})` : '';
+      a = await pick<number>(title, `Rank of the LoRA adapter (A·Bᵀ)${note}; or type a number`,
+        fits.map((r) => ({ label: String(r), value: r, description: r === s.rank ? 'current' : undefined })), back, wholeNumber('rank', RANK_SPEC.min, max, note));
+      if (typeof a === 'number') s.rank = a;
+    } else if (step === 'iters') {
+      const values = [s.iters, ...ITERS.filter((x) => x !== s.iters)];
+      a = await pick<number>(title, 'LoftQ alternating iterations; or type a number',
+        values.map((x) => ({ label: String(x), value: x, description: x === s.iters ? 'current' : undefined })), back, wholeNumber('iterations', ITERS_SPEC.min, ITERS_SPEC.max));
+      if (typeof a === 'number') s.iters = a;
+    } else if (step === 'quantizer') {
+      const qs = [s.quantizer, ...QUANTIZER_NAMES.filter((q) => q !== s.quantizer)];
+      a = await pick<Quantizer>(title, 'Quantizer',
+        qs.map((q) => ({ label: q, value: q, detail: QUANTIZERS[q].detail, description: q === s.quantizer ? 'current' : undefined })), back);
+      if (typeof a === 'string') s.quantizer = a as Quantizer;
+    } else {
+      const suggested = out ?? defaultOutFolder(ctx.checkpoint, s);
+      a = await pick<string>(title, 'Output folder (model, loftq_init/ adapter, loftq-report.json)', [
+        { label: suggested, value: suggested, description: 'suggested' },
+        { label: '$(folder-opened) Choose a folder…', value: '' },
+      ], back);
+      if (a === '') {
+        const chosen = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, canSelectMany: false, defaultUri: vscode.Uri.file(path.dirname(suggested)), openLabel: 'Write LoftQ output here' });
+        if (!chosen?.[0]) continue; // back to the same step
+        a = chosen[0].fsPath;
+      }
+      if (typeof a === 'string') out = a;
+    }
+    if (a === undefined) return undefined;
+    if (a === BACK) i = Math.max(0, i - 1);
+    else i++;
+  }
+  return { settings: s, plan: usePlan ? plan!.file : undefined, out: out! };
+}
