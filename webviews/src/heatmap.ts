@@ -1,62 +1,91 @@
-// The error heatmap webview: layers × module kinds, coloured by the chosen metric.
-// Every tensor name is inserted with textContent — a name is data, never markup.
+// The error heatmap webview: layers × module kinds, coloured by the chosen metric, with a
+// header that says what ran, row and column means, and a details pane for the hovered cell.
+// Every tensor name is inserted as text — a name is data, never markup.
 import './heatmap.css';
-import type { FromHeatmap, HeatmapBatch, HeatmapCell, HeatmapMetric, HeatmapState, ToHeatmap } from '../../server/src/protocol/lsp_ext';
-import { extent, legendGradient, rgb, textOn, viridis } from './colormap';
+import type {
+  FromHeatmap, HeatmapBatch, HeatmapCell, HeatmapMetric, HeatmapScale, HeatmapState, HeatmapSummary, ToHeatmap,
+} from '../../server/src/protocol/lsp_ext';
+import { legendGradient, OVER, rgb, textOn, UNDER } from './colormap';
+import { el, nameText } from './dom';
+import { header } from './header';
 import { layoutTensors } from './layout';
-import { el, sparkline } from './dom';
+import { gridMeans } from './means';
+import {
+  describe, direction, Entry as Values, FIXED_ERROR, FIXED_RATIO, fmtValue, KINDS, kindOf, metricOf, Space, spaceOf, valueOf,
+} from './metrics';
+import { ColourScale, ratioScale, sequentialScale } from './scale';
+import { sparkline } from './sparkline';
 
 declare function acquireVsCodeApi(): { postMessage(m: FromHeatmap): void; getState(): HeatmapState | undefined; setState(s: HeatmapState): void };
 const vscode = acquireVsCodeApi();
 
-interface Entry {
+interface Entry extends Values {
   cell: HeatmapCell;
-  loftq: number;
-  qlora: number;
   perIter: Float32Array;
+  bestIter: number;
 }
-
-const METRICS: { id: HeatmapMetric; label: string; help: string }[] = [
-  { id: 'loftq', label: 'LoftQ error', help: '‖W − Q − A·Bᵀ‖ / ‖W‖ after LoftQ' },
-  { id: 'qlora', label: 'QLoRA error', help: '‖W − quantize(W)‖ / ‖W‖ (no LoRA correction)' },
-  { id: 'ratio', label: 'Improvement', help: 'QLoRA error ÷ LoftQ error (higher: LoftQ helps more)' },
-];
 
 let entries: Entry[] = [];
 let title = '';
+let summary: HeatmapSummary | undefined;
 let live = false;
 let ended: 'cancelled' | 'failed' | undefined;
 let state: HeatmapState = vscode.getState() ?? {};
 let metric: HeatmapMetric = state.metric ?? 'loftq';
+let scaleMode: HeatmapScale = state.scale ?? 'data';
 let focused: string | undefined;
 
 function addBatch(b: HeatmapBatch): void {
   b.cells.forEach((cell, i) => {
-    entries.push({ cell, loftq: b.loftq[i], qlora: b.qlora[i], perIter: b.perIter.slice(b.perIterOffsets[i], b.perIterOffsets[i + 1]) });
+    entries.push({
+      cell, loftq: b.loftq[i], qlora: b.qlora[i], output: b.output?.[i] ?? NaN, qloraOutput: b.qloraOutput?.[i] ?? NaN,
+      perIter: b.perIter.slice(b.perIterOffsets[i], b.perIterOffsets[i + 1]), bestIter: b.bestIter?.[i] ?? 0,
+    });
   });
 }
 
-const valueOf = (e: Entry) => (metric === 'loftq' ? e.loftq : metric === 'qlora' ? e.qlora : e.qlora / e.loftq);
-const fmt = (v: number) => (Number.isFinite(v) ? (metric === 'ratio' ? `${v.toFixed(2)}×` : v.toFixed(4)) : '—');
+const hasOutput = () => entries.some((e) => Number.isFinite(e.output));
+/** The metric shown: output-space metrics fall back to their weight-space kind when the report has none. */
+const shown = (): HeatmapMetric => (spaceOf(metric) === 'output' && !hasOutput() ? kindOf(metric) : metric);
+const fmt = (v: number) => fmtValue(v, shown());
+
+function makeScale(values: Float32Array): ColourScale | null {
+  return kindOf(shown()) === 'ratio' ? ratioScale(values, scaleMode, FIXED_RATIO) : sequentialScale(values, scaleMode, FIXED_ERROR);
+}
+
+function paint(cell: HTMLElement, v: number, scale: ColourScale | null): void {
+  const colour = scale?.colour(v);
+  if (!colour) return void cell.classList.add('skipped');
+  cell.style.background = rgb(colour);
+  cell.style.color = textOn(colour);
+  const o = scale!.overflow(v);
+  if (o) {
+    cell.classList.add(o);
+    cell.title = `${o === 'over' ? 'above' : 'below'} the colour range (${fmt(scale!.lo)}–${fmt(scale!.hi)})`;
+  }
+}
 
 function details(e: Entry | undefined): HTMLElement {
   const box = el('section', { class: 'details', 'aria-live': 'polite' });
   if (!e) {
-    box.append(el('p', { class: 'hint' }, 'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · V: show the tensor in the viewer · arrows: move.'));
+    box.append(el('p', { class: 'hint' }, 'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · '
+      + 'V: show the tensor in the viewer · arrows: move.'));
     return box;
   }
   const c = e.cell;
-  box.append(
-    el('h2', { class: 'name' }, c.name),
-    el('dl', {},
-      el('dt', {}, 'shape'), el('dd', {}, `${c.shape[0]} × ${c.shape[1]}`),
-      el('dt', {}, 'bits / rank'), el('dd', {}, `${c.bits} / ${c.rank}`),
-      el('dt', {}, 'LoftQ error'), el('dd', {}, Number.isFinite(e.loftq) ? e.loftq.toFixed(5) : 'skipped'),
-      el('dt', {}, 'QLoRA error'), el('dd', {}, Number.isFinite(e.qlora) ? e.qlora.toFixed(5) : '—'),
-      el('dt', {}, 'improvement'), el('dd', {}, Number.isFinite(e.qlora / e.loftq) ? `${(e.qlora / e.loftq).toFixed(2)}×` : '—'),
-    ),
-  );
-  if (e.perIter.length) box.append(el('div', { class: 'spark-label' }, `error per iteration (${e.perIter.length})`), sparkline(e.perIter));
+  const f5 = (v: number) => (Number.isFinite(v) ? v.toFixed(5) : '—');
+  const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '—');
+  const dl = el('dl', {},
+    el('dt', {}, 'shape'), el('dd', {}, `${c.shape[0]} × ${c.shape[1]}`),
+    el('dt', {}, 'bits / rank'), el('dd', {}, `${c.bits} / ${c.rank}`),
+    el('dt', {}, 'LoftQ error'), el('dd', {}, Number.isFinite(e.loftq) ? e.loftq.toFixed(5) : 'skipped'),
+    el('dt', {}, 'QLoRA error'), el('dd', {}, f5(e.qlora)),
+    el('dt', {}, 'improvement'), el('dd', {}, ratio(e.qlora, e.loftq)));
+  if (Number.isFinite(e.output)) {
+    dl.append(el('dt', {}, 'output error'), el('dd', {}, `${f5(e.output)} (QLoRA ${f5(e.qloraOutput)}, ${ratio(e.qloraOutput, e.output)})`));
+  }
+  box.append(el('h2', { class: 'name' }, nameText(c.name)), dl);
+  if (e.perIter.length) box.append(el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'), sparkline(e.perIter, e.bestIter || undefined));
   const act = (label: string, m: FromHeatmap) => {
     const b = el('button', { type: 'button' }, label);
     b.addEventListener('click', () => vscode.postMessage(m));
@@ -73,35 +102,81 @@ function showDetails(e: Entry | undefined): void {
   document.querySelector('.details')?.replaceWith(details(e));
 }
 
+function toggleGroup<T extends string>(label: string, options: { id: T; label: string; help?: string }[], current: T, set: (v: T) => void, attr: string): HTMLElement {
+  const g = el('div', { class: 'toggle', role: 'radiogroup', 'aria-label': label }, el('span', { class: 'toggle-label' }, `${label}:`));
+  for (const o of options) {
+    const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(o.id === current), [attr]: o.id, ...(o.help && { title: o.help }) }, o.label);
+    b.addEventListener('click', () => set(o.id));
+    g.append(b);
+  }
+  return g;
+}
+
+function controls(): HTMLElement {
+  const m = shown();
+  const space = spaceOf(m);
+  const bar = el('div', { class: 'controls' });
+  bar.append(toggleGroup('Colour by', KINDS.map((k) => ({ id: metricOf(k.kind, space), label: k.label, help: describe(metricOf(k.kind, space)) })),
+    m, setMetric, 'data-metric'));
+  if (hasOutput()) {
+    const spaces: { id: Space; label: string; help: string }[] = [
+      { id: 'weight', label: 'weights', help: 'errors of the weight matrices' },
+      { id: 'output', label: 'outputs', help: 'errors of the layer outputs on the calibration inputs (output error)' },
+    ];
+    bar.append(toggleGroup('Measured on', spaces, space, (s) => setMetric(metricOf(kindOf(m), s)), 'data-space'));
+  }
+  const ratio = kindOf(m) === 'ratio';
+  bar.append(toggleGroup('Range', [
+    { id: 'data' as const, label: 'this report', help: 'min–max of this report; values far outside the quartiles (3 × IQR) get the overflow colour' },
+    { id: 'fixed' as const, label: ratio ? `fixed ${(1 / FIXED_RATIO).toFixed(2)}×–${FIXED_RATIO}×` : `fixed ${FIXED_ERROR[0]}–${FIXED_ERROR[1]}`,
+      help: 'the same range for every report, so maps of different runs (NF2, NF4) compare by colour' },
+  ], scaleMode, setScale, 'data-scale'));
+  return bar;
+}
+
+function legend(scale: ColourScale | null): HTMLElement {
+  const lg = el('div', { class: 'legend' },
+    el('span', { class: 'lo' }, scale ? fmt(scale.lo) : ''),
+    el('span', { class: 'bar', 'aria-hidden': 'true' }),
+    el('span', { class: 'hi' }, scale ? fmt(scale.hi) : ''));
+  (lg.querySelector('.bar') as HTMLElement).style.background = legendGradient(scale?.palette ?? 'sequential');
+  const swatch = (n: number, colour: string | undefined, text: string, cls: string) => {
+    if (!n) return;
+    const s = el('span', { class: `swatch ${cls}` });
+    if (colour) s.style.background = colour;
+    lg.append(el('span', { class: 'overflow' }, s, text));
+  };
+  if (scale) {
+    const seq = scale.palette === 'sequential';
+    swatch(scale.over, seq ? rgb(OVER) : undefined, `${scale.over} above ${fmt(scale.hi)}`, 'over');
+    swatch(scale.under, seq ? rgb(UNDER) : undefined, `${scale.under} below ${fmt(scale.lo)}`, 'under');
+  }
+  lg.append(el('span', { class: 'direction' }, direction(shown())), el('span', { class: 'help' }, describe(shown())));
+  return lg;
+}
+
+function highlight(r: number, c: number, on: boolean): void {
+  document.querySelector(`.rowhead[data-row="${r}"]`)?.classList.toggle('hl', on);
+  document.querySelector(`.colhead[data-col="${c}"]`)?.classList.toggle('hl', on);
+}
+
 function render(): void {
   const app = document.getElementById('app')!;
   const activeName = (document.activeElement as HTMLElement | null)?.dataset?.name;
   app.replaceChildren();
   app.setAttribute('aria-busy', 'false');
+  const m = shown();
 
   const status = live ? ` — running, ${entries.length} matrices so far`
     : ended === 'cancelled' ? ` — cancelled after ${entries.length} matrices; nothing was written`
       : ended === 'failed' ? ` — failed after ${entries.length} matrices; the journal keeps them for a rerun`
         : '';
-  const header = el('header', {}, el('h1', {}, title + status));
-  const picker = el('div', { class: 'metrics', role: 'radiogroup', 'aria-label': 'Colour by' });
-  for (const m of METRICS) {
-    const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(m.id === metric), title: m.help, 'data-metric': m.id }, m.label);
-    b.addEventListener('click', () => setMetric(m.id));
-    picker.append(b);
-  }
-  header.append(picker);
-
-  const values = Float32Array.from(entries, valueOf);
-  const range = extent(values);
-  const legend = el('div', { class: 'legend' },
-    el('span', { class: 'lo' }, range ? fmt(range[0]) : ''),
-    el('span', { class: 'bar', 'aria-hidden': 'true' }),
-    el('span', { class: 'hi' }, range ? fmt(range[1]) : ''),
-    el('span', { class: 'help' }, METRICS.find((m) => m.id === metric)!.help));
-  (legend.querySelector('.bar') as HTMLElement).style.background = legendGradient();
-  header.append(legend);
-  app.append(header);
+  const values = Float32Array.from(entries, (e) => valueOf(e, m));
+  const scale = makeScale(values);
+  const pick = (k: keyof Values) => entries.map((e) => e[k]);
+  app.append(el('header', {}, el('h1', {}, title + status),
+    header(summary, entries.map((e) => e.cell), { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') }),
+    controls(), legend(scale)));
 
   if (!entries.length) {
     app.append(el('p', { class: 'hint' }, live ? 'Waiting for the first matrix…' : 'No quantized matrices in this report.'));
@@ -109,51 +184,62 @@ function render(): void {
   }
 
   const layout = layoutTensors(entries.map((e) => e.cell.name));
-  const grid = el('div', { class: 'grid', role: 'grid', 'aria-label': `LoftQ ${metric} heatmap`, 'aria-rowcount': String(layout.rows.length + 1) });
-  grid.style.gridTemplateColumns = `max-content repeat(${layout.columns.length}, minmax(3.6em, 1fr))`;
+  const grid = el('div', { class: 'grid', role: 'grid', 'aria-label': `LoftQ ${m} heatmap`, 'aria-rowcount': String(layout.rows.length + 2) });
+  grid.style.gridTemplateColumns = `max-content repeat(${layout.columns.length}, minmax(3.6em, 1fr)) minmax(3.6em, 1fr)`;
   const head = el('div', { class: 'row', role: 'row' }, el('div', { class: 'corner', role: 'columnheader' }, 'layer'));
-  for (const c of layout.columns) head.append(el('div', { class: 'colhead', role: 'columnheader', title: c.key }, c.label));
+  layout.columns.forEach((c, i) => head.append(el('div', { class: 'colhead', role: 'columnheader', title: c.key, 'data-col': String(i) }, c.label)));
+  head.append(el('div', { class: 'colhead mean-head', role: 'columnheader', title: 'mean of the row' }, 'mean'));
   grid.append(head);
 
   const at: (number | undefined)[][] = layout.rows.map(() => layout.columns.map(() => undefined));
   layout.cells.forEach((rc, i) => rc && (at[rc[0]][rc[1]] = i));
+  const means = gridMeans(at, values, kindOf(m) === 'ratio' ? 'geometric' : 'arithmetic');
+  const meanCell = (v: number, what: string) => {
+    const c = el('div', { class: 'cell mean', role: 'gridcell', 'data-mean': String(v), 'aria-label': `${what}: ${fmt(v)}` }, fmt(v));
+    paint(c, v, scale);
+    return c;
+  };
   const cellEls: (HTMLElement | undefined)[][] = at.map((r) => r.map(() => undefined));
   let first: HTMLElement | undefined;
   layout.rows.forEach((row, r) => {
-    const line = el('div', { class: 'row', role: 'row' }, el('div', { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}` }, row.label));
+    const line = el('div', { class: 'row', role: 'row' },
+      el('div', { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}`, 'data-row': String(r) }, row.label));
     layout.columns.forEach((_, c) => {
       const i = at[r][c];
-      if (i === undefined) {
-        line.append(el('div', { class: 'cell empty', role: 'gridcell' }));
-        return;
-      }
+      if (i === undefined) return void line.append(el('div', { class: 'cell empty', role: 'gridcell' }));
       const e = entries[i];
       const v = values[i];
-      const colour = range ? viridis((v - range[0]) / (range[1] - range[0])) : null;
-      const cell = el('div', { class: 'cell', role: 'gridcell', tabindex: '-1', 'data-name': e.cell.name, 'data-value': String(v), 'data-row': String(r), 'data-col': String(c), 'aria-label': `${e.cell.name}: ${fmt(v)}` }, fmt(v));
-      if (colour) {
-        cell.style.background = rgb(colour);
-        cell.style.color = textOn(colour);
-      } else cell.classList.add('skipped');
-      cell.addEventListener('mouseenter', () => showDetails(e));
-      cell.addEventListener('focus', () => { focused = e.cell.name; showDetails(e); });
+      const cell = el('div', {
+        class: 'cell', role: 'gridcell', tabindex: '-1', 'data-name': e.cell.name, 'data-value': String(v),
+        'data-row': String(r), 'data-col': String(c), 'aria-label': `${e.cell.name}: ${fmt(v)}`,
+      }, fmt(v));
+      paint(cell, v, scale);
+      cell.addEventListener('mouseenter', () => { cell.classList.add('current'); highlight(r, c, true); showDetails(e); });
+      cell.addEventListener('mouseleave', () => { cell.classList.remove('current'); highlight(r, c, false); });
+      cell.addEventListener('focus', () => { focused = e.cell.name; highlight(r, c, true); showDetails(e); });
+      cell.addEventListener('blur', () => highlight(r, c, false));
       cell.addEventListener('click', () => { cell.focus(); vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false }); });
       cellEls[r][c] = cell;
       first ??= cell;
       line.append(cell);
     });
+    line.append(meanCell(means.rows[r], `mean of layer ${row.label}`));
     grid.append(line);
   });
+  const foot = el('div', { class: 'row mean-row', role: 'row' }, el('div', { class: 'rowhead mean-head', role: 'rowheader' }, 'mean'));
+  layout.columns.forEach((col, c) => foot.append(meanCell(means.columns[c], `mean of ${col.label}`)));
+  foot.append(meanCell(means.all, 'mean of all cells'));
+  grid.append(foot);
   grid.addEventListener('keydown', (ev) => onKey(ev, cellEls));
   app.append(el('div', { class: 'body' }, grid, details(undefined)));
 
   if (layout.unplaced.length) {
     const list = el('table', { class: 'unplaced' }, el('caption', {}, 'Matrices outside the layer grid'),
-      el('tr', {}, el('th', {}, 'tensor'), el('th', {}, 'shape'), el('th', {}, METRICS.find((m) => m.id === metric)!.label)));
+      el('tr', {}, el('th', {}, 'tensor'), el('th', {}, 'shape'), el('th', {}, KINDS.find((k) => k.kind === kindOf(m))!.label)));
     for (const i of layout.unplaced) {
       const e = entries[i];
       const tr = el('tr', { tabindex: '0', 'data-name': e.cell.name, 'data-value': String(values[i]) },
-        el('td', {}, e.cell.name), el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`), el('td', {}, fmt(values[i])));
+        el('td', {}, nameText(e.cell.name)), el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`), el('td', {}, fmt(values[i])));
       tr.addEventListener('mouseenter', () => showDetails(e));
       tr.addEventListener('focus', () => showDetails(e));
       tr.addEventListener('click', () => vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false }));
@@ -201,11 +287,19 @@ function setMetric(m: HeatmapMetric): void {
   render();
 }
 
+function setScale(s: HeatmapScale): void {
+  scaleMode = s;
+  state = { ...state, scale: s };
+  vscode.setState(state);
+  render();
+}
+
 window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
   const m = ev.data;
   if (m.type === 'init') {
     entries = [];
     title = m.title;
+    summary = m.summary;
     live = !!m.live;
     ended = m.ended;
     if (!state.metric) metric = m.metric;
@@ -215,7 +309,10 @@ window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
   } else if (m.type === 'append') addBatch(m);
   else if (m.type === 'matrix') {
     const x = m.matrix;
-    entries.push({ cell: { name: x.name, layer: -1, module: '', shape: x.shape, bits: x.bits, rank: x.rank }, loftq: x.relError, qlora: x.qloraRelError, perIter: Float32Array.from(x.relErrorPerIter) });
+    entries.push({
+      cell: { name: x.name, layer: -1, module: '', shape: x.shape, bits: x.bits, rank: x.rank }, loftq: x.relError, qlora: x.qloraRelError,
+      output: x.outputRelError ?? NaN, qloraOutput: x.qloraOutputRelError ?? NaN, perIter: Float32Array.from(x.relErrorPerIter), bestIter: x.bestIter ?? 0,
+    });
   }
   render();
 });

@@ -20,11 +20,18 @@ export function toBatch(matrices: readonly MatrixReport[]): HeatmapBatch {
   matrices.forEach((m, i) => (offsets[i + 1] = offsets[i] + (m.relErrorPerIter?.length ?? 0)));
   const perIter = new Float32Array(offsets[matrices.length]);
   matrices.forEach((m, i) => perIter.set(m.relErrorPerIter ?? [], offsets[i]));
+  const num = (v: number | undefined, m: MatrixReport) => (m.skipped || v === undefined ? NaN : v);
+  const hasOutput = matrices.some((m) => m.outputRelError !== undefined);
   return {
     cells,
-    loftq: Float32Array.from(matrices, (m) => (m.skipped ? NaN : m.relError)),
-    qlora: Float32Array.from(matrices, (m) => (m.skipped ? NaN : m.qloraRelError)),
+    loftq: Float32Array.from(matrices, (m) => num(m.relError, m)),
+    qlora: Float32Array.from(matrices, (m) => num(m.qloraRelError, m)),
     perIter,
     perIterOffsets: offsets,
+    ...(hasOutput && {
+      output: Float32Array.from(matrices, (m) => num(m.outputRelError, m)),
+      qloraOutput: Float32Array.from(matrices, (m) => num(m.qloraOutputRelError, m)),
+    }),
+    bestIter: Uint16Array.from(matrices, (m) => m.bestIter ?? 0),
   };
 }

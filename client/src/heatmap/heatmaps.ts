@@ -26,31 +26,41 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
     return this.track(new HeatmapPanel(panel, this.extensionUri, this.actions));
   }
 
-  /** Shows a report, reusing the panel that shows it (or the live panel of the run that wrote it). */
+  /** The panel showing this output folder (one tab per folder, reused). */
+  private forOut(out: string): HeatmapPanel | undefined {
+    const want = path.resolve(out);
+    return [...this.panels].find((p) => p.out !== undefined && path.resolve(p.out) === want);
+  }
+
+  /** Shows a report, reusing the panel that shows its folder (or the live panel of the run that wrote it). */
   openReport(reportPath: string): HeatmapPanel {
     const report = readReport(reportPath);
-    const out = path.dirname(reportPath);
-    const existing = [...this.panels].find((p) => p.reportPath === reportPath || (p.out && path.resolve(p.out) === path.resolve(out)));
-    const p = existing ?? this.create('LoftQ Heatmap', false);
-    p.showReport(reportPath, report.checkpoint, report.matrices);
+    const p = this.forOut(path.dirname(reportPath)) ?? this.create('LoftQ Heatmap', false);
+    p.showReport(reportPath, report);
     p.panel.reveal(undefined, false);
     return p;
   }
 
+  /** Runs that started but have shown no matrix yet: their panel opens with the first one, so
+   *  a run that fails before any matrix leaves no empty tab behind. */
+  private readonly pending = new Map<string, { checkpoint: string; out: string }>();
+
   onRunState(s: RunStateParams): void {
     if (s.state === 'started') {
-      const p = this.create('LoftQ Heatmap', true);
-      p.startLive(s.checkpoint, s.out);
-      this.live.set(s.runId, p);
+      const p = this.forOut(s.out);
+      if (p) {
+        p.startLive(s.checkpoint, s.out);
+        this.live.set(s.runId, p);
+      } else this.pending.set(s.runId, { checkpoint: s.checkpoint, out: s.out });
       return;
     }
+    this.pending.delete(s.runId);
     const p = this.live.get(s.runId);
     this.live.delete(s.runId);
     if (!p) return;
     if (s.state === 'finished' && s.reportPath) {
       try {
-        const r = readReport(s.reportPath);
-        p.showReport(s.reportPath, r.checkpoint, r.matrices);
+        p.showReport(s.reportPath, readReport(s.reportPath));
       } catch (e) {
         this.log.error(`heatmap: ${(e as Error).message}`);
       }
@@ -58,6 +68,13 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
   }
 
   onMatrixDone(m: MatrixDoneParams): void {
+    const waiting = this.pending.get(m.runId);
+    if (waiting) {
+      this.pending.delete(m.runId);
+      const p = this.forOut(waiting.out) ?? this.create('LoftQ Heatmap', true);
+      p.startLive(waiting.checkpoint, waiting.out);
+      this.live.set(m.runId, p);
+    }
     this.live.get(m.runId)?.append(m.matrix);
   }
 
@@ -69,8 +86,7 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
       return;
     }
     try {
-      const r = readReport(state.reportPath);
-      p.showReport(state.reportPath, r.checkpoint, r.matrices);
+      p.showReport(state.reportPath, readReport(state.reportPath));
     } catch (e) {
       panel.title = 'LoftQ Heatmap (report missing)';
       this.log.warn(`heatmap restore: ${(e as Error).message}`);

@@ -2,7 +2,8 @@
 // run's matrices so far) and sends them once the webview says it is ready.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { FromHeatmap, HeatmapMetric, MatrixReport, ToHeatmap } from '../../../server/src/protocol/lsp_ext';
+import * as fs from 'node:fs';
+import type { FromHeatmap, HeatmapMetric, HeatmapSummary, MatrixReport, Report, ToHeatmap } from '../../../server/src/protocol/lsp_ext';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { toBatch } from './batch';
 
@@ -22,6 +23,7 @@ export class HeatmapPanel {
   out: string | undefined;
   live = false;
   ended: 'cancelled' | 'failed' | undefined;
+  summary: HeatmapSummary | undefined;
   private readonly subs: vscode.Disposable[] = [];
   private readonly disposeListeners: (() => void)[] = [];
 
@@ -39,14 +41,25 @@ export class HeatmapPanel {
     this.disposeListeners.push(f);
   }
 
-  showReport(reportPath: string, checkpoint: string, matrices: MatrixReport[]): void {
-    Object.assign(this, { reportPath, checkpoint, matrices: [...matrices], live: false, ended: undefined, out: path.dirname(reportPath) });
-    this.panel.title = `LoftQ Heatmap — ${path.basename(path.dirname(reportPath))}`;
+  showReport(reportPath: string, report: Report): void {
+    const out = path.dirname(reportPath);
+    let writtenAt: number | undefined;
+    try {
+      writtenAt = fs.statSync(reportPath).mtimeMs;
+    } catch {
+      // The header then leaves out when it was written.
+    }
+    const summary: HeatmapSummary = {
+      checkpoint: report.checkpoint, out, reportPath, settings: report.settings, backend: report.backend,
+      seconds: report.totals?.seconds, writtenAt, calibration: report.calibration, model: report.model,
+    };
+    Object.assign(this, { reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out, summary });
+    this.panel.title = `LoftQ Heatmap — ${path.basename(out)}`;
     this.sendAll();
   }
 
   startLive(checkpoint: string, out: string): void {
-    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined });
+    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined, summary: { checkpoint, out } });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)} (running)`;
     this.sendAll();
   }
@@ -65,8 +78,12 @@ export class HeatmapPanel {
 
   private sendAll(): void {
     if (!this.ready) return;
-    const title = this.reportPath ? this.reportPath : `${this.checkpoint ?? ''} → ${this.out ?? ''}`;
-    this.post({ type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices), reportPath: this.reportPath, live: this.live, ended: this.ended });
+    // The title names the output folder; the header lists the full paths.
+    const title = path.basename(this.out ?? this.checkpoint ?? '');
+    this.post({
+      type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices),
+      reportPath: this.reportPath, live: this.live, ended: this.ended, summary: this.summary,
+    });
   }
 
   private post(m: ToHeatmap): void {

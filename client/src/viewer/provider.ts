@@ -8,6 +8,7 @@ import { inspectCheckpoint } from '../../../server/src/engine/inspect';
 import type { FromViewer, ToViewer } from '../../../server/src/protocol/lsp_ext';
 import { readReport, REPORT_FILE, ReportIndex } from '../reports';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
+import { findShard } from './shard';
 
 export const VIEWER_VIEW_TYPE = 'loftq.safetensorsViewer';
 
@@ -19,6 +20,8 @@ interface Open {
 
 export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
   private readonly open = new Map<string, Set<Open>>();
+  /** The last problem reading each file (by fsPath), so commands can refuse a broken file before asking questions. */
+  private readonly problems = new Map<string, string>();
 
   constructor(private readonly extensionUri: vscode.Uri, private readonly reports: ReportIndex, private readonly log: vscode.LogOutputChannel) {}
 
@@ -42,7 +45,14 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
         if (m.type === 'ready') {
           entry.ready = true;
           void this.load(doc.uri, entry);
-        } else if (m.type === 'quantize') void vscode.commands.executeCommand('loftq.quantize', doc.uri);
+        } else if (m.type === 'quantize') {
+          // A shard alone is not a model: quantize the checkpoint it belongs to.
+          const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
+          void vscode.commands.executeCommand('loftq.quantize', shard ? vscode.Uri.file(path.dirname(shard.index)) : doc.uri);
+        } else if (m.type === 'openIndex') {
+          const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
+          if (shard) void vscode.window.showTextDocument(vscode.Uri.file(shard.index));
+        }
         else if (m.type === 'reopenAsText') void vscode.commands.executeCommand('vscode.openWith', doc.uri, 'default');
       }),
     ];
@@ -50,6 +60,11 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       set.delete(entry);
       for (const s of subs) s.dispose();
     });
+  }
+
+  /** Why the viewer could not read this file, when it tried and failed (cleared when it reads). */
+  knownProblem(fsPath: string): string | undefined {
+    return this.problems.get(path.resolve(fsPath));
   }
 
   /** Opens the viewer on `uri` and scrolls to `tensor`. */
@@ -78,12 +93,14 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
           this.log.warn(`viewer: ${(e as Error).message}`);
         }
       }
-      post({ type: 'header', inspect, errors });
+      this.problems.delete(path.resolve(uri.fsPath));
+      post({ type: 'header', inspect, errors, shard: findShard(uri.fsPath) });
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {
       const message = e instanceof CheckpointError ? e.message : `${uri.fsPath}: ${(e as Error).message}`;
       this.log.error(`viewer: ${message}`);
+      this.problems.set(path.resolve(uri.fsPath), message);
       post({ type: 'error', message });
     }
   }

@@ -354,7 +354,24 @@ export interface PlanResult {
 // Webview messages (extension host ↔ webview). Large numeric data goes as typed arrays.
 // ---------------------------------------------------------------------------------------
 
-export type HeatmapMetric = 'loftq' | 'qlora' | 'ratio';
+/** Weight-space errors (loftq, qlora, their ratio) and, with calibration, output-space ones. */
+export type HeatmapMetric = 'loftq' | 'qlora' | 'ratio' | 'output' | 'qloraOutput' | 'outputRatio';
+/** Colour range: this report's values (far-out ones flagged), or one fixed range for every report. */
+export type HeatmapScale = 'data' | 'fixed';
+
+/** What the heatmap header says about the run (fields absent while a run is live). */
+export interface HeatmapSummary {
+  checkpoint: string;
+  out?: string;
+  reportPath?: string;
+  settings?: MatrixSettings;
+  backend?: string;
+  seconds?: number;
+  /** When the report was written (ms since the epoch). */
+  writtenAt?: number;
+  calibration?: CalibrationInfo;
+  model?: ModelEval;
+}
 
 export interface HeatmapCell {
   name: string;
@@ -370,7 +387,7 @@ export type ToHeatmap =
       /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array; qlora: Float32Array;
       /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array;
       /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string; live?: boolean;
-      /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed' }
+      /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed'; summary?: HeatmapSummary }
   | { type: 'matrix'; matrix: MatrixReport }
   /** More cells during a live run, in the same typed-array form as `init`. */
   | ({ type: 'append' } & HeatmapBatch)
@@ -383,12 +400,18 @@ export interface HeatmapBatch {
   qlora: Float32Array;
   perIter: Float32Array;
   perIterOffsets: Uint32Array;
+  /** Output-space errors (NaN where a matrix has none); absent when no matrix has them. */
+  output?: Float32Array;
+  qloraOutput?: Float32Array;
+  /** MatrixReport.bestIter per cell, 0 where unknown. */
+  bestIter?: Uint16Array;
 }
 
 /** What a heatmap webview persists (getState/setState) so a reload can reopen it from the report. */
 export interface HeatmapState {
   reportPath?: string;
   metric?: HeatmapMetric;
+  scale?: HeatmapScale;
 }
 
 export type FromHeatmap =
@@ -398,9 +421,22 @@ export type FromHeatmap =
   | { type: 'metric'; metric: HeatmapMetric };
 
 export type ToViewer =
-  | { type: 'header'; inspect: InspectResult; errors?: Record<string, { loftq: number; qlora: number; bits: number }> }
+  | { type: 'header'; inspect: InspectResult; errors?: Record<string, { loftq: number; qlora: number; bits: number }>;
+      /** Set when the file is one shard of a sharded checkpoint (an index in its folder lists it). */ shard?: ViewerShard }
+  /** The file could not be read as a checkpoint: the viewer offers no Quantize. */
   | { type: 'error'; message: string }
   /** Scroll to and highlight one tensor (heatmap → "show in viewer"). */
   | { type: 'select'; name: string };
 
-export type FromViewer = { type: 'ready' } | { type: 'quantize' } | { type: 'reopenAsText' };
+export interface ViewerShard {
+  /** The index file (`model.safetensors.index.json`) that lists this shard. */
+  index: string;
+  /** 1-based position of this file among the index's shards, and how many there are. */
+  number: number;
+  of: number;
+  /** Tensors in the whole checkpoint. */
+  tensors: number;
+}
+
+/** `quantize` from a shard quantizes the whole checkpoint; `openIndex` opens the shard's index file. */
+export type FromViewer = { type: 'ready' } | { type: 'quantize' } | { type: 'reopenAsText' } | { type: 'openIndex' };
