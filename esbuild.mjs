@@ -86,6 +86,8 @@ if (args.has('--tests')) {
     }
   };
   walk('test');
+  // The README screenshots script drives the e2e harness; it is built with the tests, never run by them.
+  if (existsSync('test/e2e/screenshots.ts')) tests.push('test/e2e/screenshots.ts');
   await esbuild.build({
     ...nodeCommon,
     entryPoints: tests,

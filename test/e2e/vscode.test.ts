@@ -5,14 +5,22 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Page } from 'playwright-core';
+import type { Frame, Page } from 'playwright-core';
 import type { Report } from '../../server/src/protocol/lsp_ext';
 import { repoRoot, tempDir } from '../helpers';
 import { CodeServer, startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
 import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench, runCommand, screenshot, until, webviewFrame, Workbench } from './harness/workbench';
-import { makeWorkspace, SLOW_MATRICES, XSS_META, XSS_NAME } from './harness/workspace';
+import { BROKEN_FILE, makeWorkspace, SHARD_1, SHARDED_LAYERS, SLOW_MATRICES, writeCalibratedRun, XSS_META, XSS_NAME } from './harness/workspace';
+import { viridis } from '../../webviews/src/colormap';
+
+const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const assertClose = (a: number, b: number) => assert.ok(Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);
+/** The heatmap header's facts as { label: text }. */
+const headerFacts = async (frame: Frame): Promise<Record<string, string>> =>
+  Object.fromEntries(await frame.$$eval('.facts dt', (dts) => dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? ''])));
+const legendEnds = (frame: Frame) => frame.$$eval('.legend .lo, .legend .hi', (els) => els.map((e) => e.textContent));
 
 const skip = missingSetup();
 const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f))) ? undefined : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
@@ -105,9 +113,9 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       assert.equal(c.value, Math.fround(m.relError), m.name);
       assert.equal(c.text, m.relError.toFixed(4));
     }
-    const cols = await frame.$$eval('.grid .colhead', (els) => els.map((e) => e.textContent));
+    const cols = await frame.$$eval('.grid .colhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
     assert.deepEqual(cols, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
-    const rows = await frame.$$eval('.grid .rowhead', (els) => els.map((e) => e.textContent));
+    const rows = await frame.$$eval('.grid .rowhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
     assert.deepEqual(rows, ['0', '1', '2', '3', '4']);
     // Keyboard: the first cell is in the tab order; ArrowRight moves to the next module.
     const first = frame.locator('.grid .cell[tabindex="0"]');
@@ -116,6 +124,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     assert.equal(await frame.evaluate('document.activeElement.dataset.name'), 'model.layers.0.self_attn.k_proj.weight');
     assert.match((await frame.locator('.details .name').textContent()) ?? '', /k_proj/);
     await screenshot(page, 'heatmap');
+    await checkHeatmapExplainsItself(frame, report);
     // Clicking a cell reveals that module's entry in the plan; with no plan yet, offer to create one.
     await frame.locator('.grid .cell[data-name="model.layers.3.mlp.down_proj.weight"]').click();
     const ask = await notification(page, /No loftq\.json plans model\.safetensors/, 20_000);
@@ -127,6 +136,53 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
     assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
   }));
+
+  /** Header, means, hover, metric switch and fixed range of the NF2 rank-8 heatmap, against the report. */
+  const checkHeatmapExplainsItself = async (frame: Frame, report: Report) => {
+    assert.equal(await frame.$eval('header h1', (e) => e.textContent), 'model-loftq-nf2-r8');
+    const facts = await headerFacts(frame);
+    assert.equal(facts.settings, 'NF2 · rank 8 · 2 iterations · block 64');
+    assert.equal(facts.backend, report.backend);
+    assert.match(facts.checkpoint, /stories260k[\\/]model\.safetensors$/);
+    assert.match(facts.time, /^\d+(\.\d)? s for 35 matrices · written /);
+    const f32 = (xs: number[]) => xs.map(Math.fround);
+    const loftqMean = avg(f32(report.matrices.map((m) => m.relError)));
+    const qloraMean = avg(f32(report.matrices.map((m) => m.qloraRelError)));
+    assert.ok(facts['mean error per matrix'].startsWith(`LoftQ ${loftqMean.toFixed(4)} · QLoRA ${qloraMean.toFixed(4)}`), facts['mean error per matrix']);
+    assert.equal(facts['mean output error'], undefined, 'no output error without calibration');
+    assert.equal(await frame.$eval('.legend .direction', (e) => e.textContent), 'lower is better');
+    assert.equal((await frame.$$('[data-space]')).length, 0, 'no weights/outputs switch without output errors');
+    // Means: the first cell of the mean row is the q column's, the last cell of row 0 is layer 0's.
+    const colMean = Number(await frame.$eval('.mean-row .cell.mean', (e) => e.getAttribute('data-mean')));
+    assertClose(colMean, avg(f32(report.matrices.filter((m) => m.name.includes('.q_proj.')).map((m) => m.relError))));
+    const rowMeans = await frame.$$eval('.grid .row .cell.mean', (els) => els.map((e) => Number(e.getAttribute('data-mean'))));
+    assertClose(rowMeans[0], avg(f32(report.matrices.filter((m) => m.name.startsWith('model.layers.0.')).map((m) => m.relError))));
+    // Hover: the cell is outlined and its row and column headers are highlighted.
+    await frame.evaluate('document.activeElement.blur()');
+    await frame.hover('.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]');
+    assert.ok(await frame.$eval('.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]', (e) => e.classList.contains('current')));
+    assert.deepEqual(await frame.$$eval('.rowhead.hl, .colhead.hl', (els) => els.map((e) => e.textContent)), ['up', '2']);
+    // The sparkline has axes and marks one iteration.
+    assert.equal(await frame.locator('.details .spark .spark-axis').count(), 2);
+    assert.equal(await frame.locator('.details .spark .spark-best').count(), 1);
+    // Improvement: QLoRA ÷ LoftQ per cell on a diverging palette; higher is better.
+    await frame.click('button[data-metric="ratio"]');
+    const ratios = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => [e.getAttribute('data-name'), e.textContent]));
+    for (const [name, text] of ratios) {
+      const m = report.matrices.find((x) => x.name === name)!;
+      assert.equal(text, `${(Math.fround(m.qloraRelError) / Math.fround(m.relError)).toFixed(2)}×`, name!);
+    }
+    assert.match((await frame.$eval('.legend .direction', (e) => e.textContent)) ?? '', /higher is better/);
+    // Fixed range: 1/4× to 4× for ratios, 0 to 0.5 for errors, whatever this report holds.
+    await frame.click('button[data-scale="fixed"]');
+    assert.deepEqual(await legendEnds(frame), ['0.25×', '4.00×']);
+    await frame.click('button[data-metric="loftq"]');
+    assert.deepEqual(await legendEnds(frame), ['0.0000', '0.5000']);
+    const probe = report.matrices[0];
+    const bg = await frame.$eval(`.grid .cell[data-name="${probe.name}"]`, (e) => (e as unknown as { style: { backgroundColor: string } }).style.backgroundColor);
+    assert.equal(bg, `rgb(${viridis(Math.fround(probe.relError) / 0.5)!.join(', ')})`);
+    await frame.click('button[data-scale="data"]');
+  };
 
   test('Cancel on the progress notification stops a run half-way and leaves no files', { skip: noEngine }, shot('cancel', async () => {
     // Toasts left by the test before (some with buttons, so they stay) must not crowd out
@@ -171,6 +227,90 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       assert.deepEqual(cells.slice(5), [String(m.bits), m.relError.toFixed(5), m.qloraRelError.toFixed(5)]);
     }
     await screenshot(page, 'viewer-errors');
+  }));
+
+  /** LoftQ: Open Error Heatmap from the command palette, picking the report whose path contains `folder`. */
+  const openHeatmapFromPalette = async (folder: string) => {
+    await runCommand(page, 'LoftQ: Open Error Heatmap');
+    const widget = page.locator('.quick-input-widget');
+    const input = widget.locator('.quick-input-box input');
+    await until('the report quick pick', async () => (await widget.locator('.monaco-list-row').filter({ hasText: 'loftq-report.json' }).count()) > 0, 20_000);
+    await input.fill(folder);
+    await until(`${folder} to be the active item`, async () => ((await widget.locator('.monaco-list-row.focused').first().textContent()) ?? '').includes(folder), 10_000);
+    await input.press('Enter');
+    await until(`the ${folder} heatmap tab to be active`, async () => (await page.locator('.tabs-container .tab.active', { hasText: `LoftQ Heatmap — ${folder}` }).count()) === 1, 20_000);
+  };
+
+  test('a calibrated run: the heatmap offers output error; reopening a report reuses its tab', { skip: noEngine }, shot('heatmap-output', async () => {
+    const reportPath = await writeCalibratedRun(ws, 'model-loftq-calibrated');
+    const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
+    assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
+    const rel = 'stories260k/model-loftq-calibrated/loftq-report.json';
+    await contextMenu(page, rel, 'Open Error Heatmap');
+    const frame = await webviewFrame(page, 'button[data-space="output"]', 60_000);
+    assert.equal(await frame.$eval('header h1', (e) => e.textContent), 'model-loftq-calibrated');
+    const facts = await headerFacts(frame);
+    assert.equal(facts.calibration, 'tokens: 4 sequences, 128 tokens');
+    const outMean = avg(report.matrices.map((m) => Math.fround(m.outputRelError!)));
+    assert.ok(facts['mean output error'].startsWith(`LoftQ ${outMean.toFixed(4)} · QLoRA `), facts['mean output error']);
+    await frame.click('button[data-space="output"]');
+    const cells = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => [e.getAttribute('data-name'), Number(e.getAttribute('data-value')), e.textContent] as const));
+    assert.equal(cells.length, report.matrices.length);
+    for (const [name, value, text] of cells) {
+      const m = report.matrices.find((x) => x.name === name)!;
+      assert.equal(value, Math.fround(m.outputRelError!), name!);
+      assert.equal(text, m.outputRelError!.toFixed(4), name!);
+    }
+    assert.match((await frame.$eval('.legend .help', (e) => e.textContent)) ?? '', /^Output error after LoftQ/);
+    await frame.click('button[data-metric="outputRatio"]');
+    const m0 = report.matrices[0];
+    assert.equal(await frame.$eval(`.grid .cell[data-name="${m0.name}"]`, (e) => e.textContent),
+      `${(Math.fround(m0.qloraOutputRelError!) / Math.fround(m0.outputRelError!)).toFixed(2)}×`);
+    // The sparkline marks the iteration the run kept.
+    await frame.hover(`.grid .cell[data-name="${m0.name}"]`);
+    assert.equal(await frame.$eval('.details .spark-best title', (e) => e.textContent), `iteration ${m0.bestIter}: ${m0.relErrorPerIter[m0.bestIter! - 1].toFixed(5)} (kept)`);
+    await screenshot(page, 'heatmap-output');
+    // Opening the same report (or the NF2 one from before) again shows the tab already open.
+    const tabs = (name: string) => page.locator('.tabs-container .tab', { hasText: `LoftQ Heatmap — ${name}` }).count();
+    // (Explorer rows are found by depth and name, so the NF2 report is picked in the command's quick pick.)
+    await contextMenu(page, rel, 'Open Error Heatmap');
+    await openHeatmapFromPalette('model-loftq-nf2-r8');
+    await openHeatmapFromPalette('model-loftq-nf2-r8');
+    await until('the NF2 heatmap tab to be active', async () => (await page.locator('.tabs-container .tab.active', { hasText: 'model-loftq-nf2-r8' }).count()) === 1);
+    assert.equal(await tabs('model-loftq-calibrated'), 1);
+    assert.equal(await tabs('model-loftq-nf2-r8'), 1);
+  }));
+
+  test('the viewer on one shard: note and link to its checkpoint, module tree, natural order', shot('viewer-shard', async () => {
+    const row = await explorerRow(page, `sharded/${SHARD_1}`);
+    await row.dblclick();
+    const frame = await webviewFrame(page, '.shard-note', 60_000);
+    assert.equal(await frame.$eval('.shard-note', (e) => e.textContent),
+      'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). Quantize works on the whole checkpoint.');
+    assert.equal(await frame.$eval('#quantize', (e) => e.textContent), 'Quantize the whole checkpoint with LoftQ');
+    // Natural order: layer 2 before layer 10 (plain string order would put 10 first).
+    const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
+    const even = Array.from({ length: SHARDED_LAYERS / 2 }, (_, i) => 2 * i);
+    assert.deepEqual(names, ['model.embed_tokens.weight', ...even.flatMap((l) => [`model.layers.${l}.mlp.down_proj.weight`, `model.layers.${l}.self_attn.q_proj.weight`])]);
+    // The tree: layers in natural order under model.layers; a layer narrows the table to its tensors.
+    const layers = await frame.$$eval('li[data-path="model.layers"] > details > ul > li > details > summary .label', (els) => els.map((e) => e.textContent));
+    assert.deepEqual(layers, even.map(String));
+    await frame.click('li[data-path="model.layers.10"] > details > summary button.node');
+    await until('the table to show layer 10 only', async () => (await frame.$$('table.tensor-table tbody tr')).length === 2);
+    assert.deepEqual(await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent)),
+      ['model.layers.10.mlp.down_proj.weight', 'model.layers.10.self_attn.q_proj.weight']);
+    await screenshot(page, 'viewer-shard');
+    await frame.click('#open-index');
+    await page.locator('.tabs-container .tab.active', { hasText: 'model.safetensors.index.json' }).waitFor({ timeout: 20_000 });
+  }));
+
+  test('the viewer on a broken file says why and offers no Quantize', shot('viewer-broken', async () => {
+    const row = await explorerRow(page, BROKEN_FILE);
+    await row.dblclick();
+    const frame = await webviewFrame(page, '.error[role="alert"]', 60_000);
+    assert.match((await frame.$eval('.error', (e) => e.textContent)) ?? '', /broken\.safetensors/);
+    assert.equal((await frame.$$('#quantize')).length, 0);
+    assert.equal((await frame.$$('#reopen')).length, 1);
   }));
 
   test('loftq.json: diagnostics in the Problems panel, a quick fix edits the file', { skip: noEngine }, shot('plan', async () => {

@@ -1,0 +1,101 @@
+// Makes the README's screenshots (docs/images/*.png) with the end-to-end harness: the real
+// .vsix in a real VS Code (code-server + headless Chromium), on a real calibrated LoftQ run
+// of the bundled stories260K model. Run: `npm run screenshots` (needs test/e2e/setup.sh).
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Frame, Page } from 'playwright-core';
+import { repoRoot, tempDir } from '../helpers';
+import { startCodeServer } from './harness/codeServer';
+import { missingSetup } from './harness/paths';
+import { packageVsix } from './harness/vsix';
+import { contextMenu, explorerRow, openWorkbench, runCommand, until, webviewFrame } from './harness/workbench';
+import { makeWorkspace, SHARD_1 } from './harness/workspace';
+
+const OUT = path.join(repoRoot, 'docs', 'images');
+const THEMES = { dark: 'Default Dark Modern', light: 'Default Light Modern' };
+
+async function setTheme(settingsFile: string, theme: string, page: Page): Promise<void> {
+  const s = JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
+  fs.writeFileSync(settingsFile, JSON.stringify({ ...s, 'workbench.colorTheme': theme }, null, 2));
+  const dark = theme.includes('Dark');
+  await until(`the ${theme} theme`, async () => (await page.locator(dark ? '.monaco-workbench.vs-dark' : '.monaco-workbench.vs').count()) > 0, 30_000);
+  await page.waitForTimeout(800);
+}
+
+/** Only the editor area: the webview and its tab. */
+async function shoot(page: Page, name: string): Promise<void> {
+  await page.mouse.move(0, 0);
+  const box = await page.locator('.part.editor').boundingBox();
+  const file = path.join(OUT, `${name}.png`);
+  await page.screenshot({ path: file, clip: box ?? undefined });
+  console.log(`wrote ${path.relative(repoRoot, file)}`);
+}
+
+async function hoverCell(frame: Frame, name: string): Promise<void> {
+  await frame.hover(`.grid .cell[data-name="${name}"]`);
+  await frame.locator('.details .spark').waitFor();
+}
+
+async function main(): Promise<void> {
+  const skip = missingSetup();
+  if (skip) throw new Error(skip);
+  fs.mkdirSync(OUT, { recursive: true });
+  const root = tempDir('loftq-shots-');
+  const ws = path.join(root, 'workspace');
+  makeWorkspace(ws);
+  // A calibrated NF4 rank-16 run and its model-level evaluation, with the CLI as a user runs them.
+  const outName = 'model-loftq-nf4-r16-calibrated';
+  const model = path.join(ws, 'stories260k');
+  const cli = (...args: string[]) => execFileSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), ...args], { stdio: 'inherit' });
+  cli('quantize', model, '--out', path.join(model, outName), '--bits', '4', '--rank', '16', '--iters', '5', '--calib-generate', '16,128');
+  cli('eval', model, path.join(model, outName), '--tokens', path.join(repoRoot, 'test', 'fixtures', 'stories260k-tokens.json'));
+  const server = await startCodeServer({ root: path.join(root, 'vscode'), workspace: ws, vsix: packageVsix(path.join(root, 'stage')),
+    settings: { 'workbench.colorTheme': THEMES.dark, 'workbench.activityBar.location': 'hidden', 'breadcrumbs.enabled': false } });
+  const settingsFile = path.join(root, 'vscode', 'user-data', 'User', 'settings.json');
+  const wb = await openWorkbench(server.url, ws);
+  const page = wb.page;
+  await page.setViewportSize({ width: 1500, height: 860 });
+  try {
+    const probe = 'model.layers.3.self_attn.q_proj.weight';
+    await contextMenu(page, `stories260k/${outName}/loftq-report.json`, 'Open Error Heatmap');
+    let frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
+    await runCommand(page, 'View: Close Primary Side Bar');
+    await frame.click('button[data-space="output"]');
+    await hoverCell(frame, probe);
+    await shoot(page, 'heatmap-dark');
+
+    await setTheme(settingsFile, THEMES.light, page);
+    frame = await webviewFrame(page, '.grid .cell[data-name]', 30_000);
+    await hoverCell(frame, probe);
+    await shoot(page, 'heatmap-light');
+
+    // The viewer on the quantized checkpoint: error columns from the report, the module tree.
+    await runCommand(page, 'View: Open Side Bar');
+    const row = await explorerRow(page, `stories260k/${outName}/model.safetensors`);
+    await row.dblclick();
+    frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors")', 60_000);
+    await runCommand(page, 'View: Close Primary Side Bar');
+    await frame.click('li[data-path="model.layers.1"] > details > summary');
+    await frame.fill('#filter', 'layers.1.');
+    await page.waitForTimeout(500);
+    await shoot(page, 'viewer');
+
+    await runCommand(page, 'View: Open Side Bar');
+    const shard = await explorerRow(page, `sharded/${SHARD_1}`);
+    await shard.dblclick();
+    frame = await webviewFrame(page, '.shard-note', 60_000);
+    await runCommand(page, 'View: Close Primary Side Bar');
+    await page.waitForTimeout(500);
+    await shoot(page, 'viewer-shard');
+  } finally {
+    await wb.browser.close();
+    await server.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
