@@ -231,6 +231,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
 
   /** LoftQ: Open Error Heatmap from the command palette, picking the report whose path contains `folder`. */
   const openHeatmapFromPalette = async (folder: string) => {
+    // Keys typed while a webview has focus go to the webview: give the workbench focus first.
+    await page.locator('.tabs-container .tab.active').click();
     await runCommand(page, 'LoftQ: Open Error Heatmap');
     const widget = page.locator('.quick-input-widget');
     const input = widget.locator('.quick-input-box input');

@@ -29,7 +29,8 @@ function sample(stops: readonly RGB[], t: number): RGB {
 // ColorBrewer RdBu (11 classes), red end first: a diverging map whose middle is the
 // lightest colour, so "no change" reads as neutral and both directions gain ink.
 const RDBU: RGB[] = [
-  [0x67, 0x00, 0x1f], [0xb2, 0x18, 0x2b], [0xd6, 0x60, 0x4d], [0xf4, 0xa5, 0x82], [0xfd, 0xdb, 0xc7], [0xf7, 0xf7, 0xf7],
+  [0x67, 0x00, 0x1f], [0xb2, 0x18, 0x2b], [0xd6, 0x60, 0x4d], [0xf4, 0xa5, 0x82], [0xfd, 0xdb, 0xc7],
+  [0xf7, 0xf7, 0xf7],
   [0xd1, 0xe5, 0xf0], [0x92, 0xc5, 0xde], [0x43, 0x93, 0xc3], [0x21, 0x66, 0xac], [0x05, 0x30, 0x61],
 ];
 
@@ -39,7 +40,8 @@ export function diverging(u: number): RGB | null {
   return sample(RDBU, (u + 1) / 2);
 }
 
-/** Colour of values above a sequential scale's top: off the viridis path, so an outlier is never read as "the worst in range". */
+/** Colour of values above a sequential scale's top: off the viridis path, so an outlier is never
+ *  read as "the worst in range". */
 export const OVER: RGB = [0xe0, 0x28, 0x5a];
 /** Colour of values below a sequential scale's bottom. */
 export const UNDER: RGB = [0x1b, 0x1b, 0x1b];

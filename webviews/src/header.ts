@@ -29,7 +29,9 @@ function settingsText(s: HeatmapSummary, cells: HeaderCell[]): string {
     parts.push(`${quant === 'NF' ? `NF${span(bits)}` : `${quant}${span(bits)}-bit`}`, `rank ${span(ranks)}`);
     if (mixed) parts.push('mixed precision');
   } else if (s.settings) parts.push(`${quant}${s.settings.bits}`, `rank ${s.settings.rank}`);
-  if (s.settings) parts.push(`${s.settings.iters} iteration${s.settings.iters === 1 ? '' : 's'}`, `block ${s.settings.blockSize}`);
+  if (s.settings) {
+    parts.push(`${s.settings.iters} iteration${s.settings.iters === 1 ? '' : 's'}`, `block ${s.settings.blockSize}`);
+  }
   return parts.join(' · ');
 }
 
@@ -45,14 +47,17 @@ function meanLine(label: string, loftq: number[], qlora: number[]): HTMLElement[
 function modelTable(m: ModelEval): HTMLElement {
   const f = (v: number, d: number) => (Number.isFinite(v) ? v.toFixed(d) : '—');
   const t = el('table', { class: 'model' },
-    el('caption', {}, `Model outputs vs the original on ${nf.format(m.sequences)} sequences, ${nf.format(m.tokens)} tokens`),
-    el('tr', {}, el('th', {}, ''), el('th', { title: 'KL(original ‖ init), nats per token: mean (median, 99th percentile)' }, 'KL nats/token ↓'),
+    el('caption', {}, `Model outputs vs the original on ${nf.format(m.sequences)} sequences, `
+      + `${nf.format(m.tokens)} tokens`),
+    el('tr', {}, el('th', {}, ''),
+      el('th', { title: 'KL(original ‖ init), nats per token: mean (median, 99th percentile)' }, 'KL nats/token ↓'),
       el('th', { title: 'positions whose most likely next token equals the original model\'s' }, 'same top-1 ↑'),
       el('th', {}, 'perplexity ↓'), el('th', { title: 'ln(PPL / original PPL)' }, 'ln PPL ratio ↓')));
   for (const [label, s, cls] of [['LoftQ init', m.loftq, 'loftq'], ['QLoRA init', m.qlora, 'qlora']] as const) {
     t.append(el('tr', { class: cls }, el('th', {}, label),
       el('td', { class: 'num kl' }, `${f(s.kl, 3)} (${f(s.klMedian, 3)}, ${f(s.klP99, 2)})`),
-      el('td', { class: 'num top1' }, `${f(s.top1, 1)} %`), el('td', { class: 'num ppl' }, f(s.ppl, 2)), el('td', { class: 'num' }, f(s.lnPplRatio, 3))));
+      el('td', { class: 'num top1' }, `${f(s.top1, 1)} %`), el('td', { class: 'num ppl' }, f(s.ppl, 2)),
+      el('td', { class: 'num' }, f(s.lnPplRatio, 3))));
   }
   t.append(el('tr', { class: 'original' }, el('th', {}, 'original'), el('td', {}, ''), el('td', {}, ''),
     el('td', { class: 'num ppl' }, f(m.original.ppl, 2)), el('td', {}, '')));
@@ -68,11 +73,13 @@ export function header(s: HeatmapSummary | undefined, cells: HeaderCell[], v: He
     const settings = settingsText(s, cells);
     if (settings) add('settings', settings);
     if (s.backend) add('backend', s.backend);
-    const when = s.writtenAt ? new Date(s.writtenAt).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
-    if (s.seconds !== undefined) add('time', `${duration(s.seconds)} for ${cells.length} matrices${when ? ` · written ${when}` : ''}`);
+    const date = (t: number) => new Date(t).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+    const when = s.writtenAt ? ` · written ${date(s.writtenAt)}` : '';
+    if (s.seconds !== undefined) add('time', `${duration(s.seconds)} for ${cells.length} matrices${when}`);
     if (s.calibration) {
       const c = s.calibration;
-      add('calibration', `${c.source}${c.file ? ` ${c.file.split(/[\\/]/).pop()}` : ''}: ${nf.format(c.sequences)} sequences, ${nf.format(c.tokens)} tokens`);
+      const from = c.file ? ` ${c.file.split(/[\\/]/).pop()}` : '';
+      add('calibration', `${c.source}${from}: ${nf.format(c.sequences)} sequences, ${nf.format(c.tokens)} tokens`);
     }
   }
   facts.append(...meanLine('mean error per matrix', v.loftq, v.qlora));

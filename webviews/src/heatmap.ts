@@ -11,12 +11,17 @@ import { header } from './header';
 import { layoutTensors } from './layout';
 import { gridMeans } from './means';
 import {
-  describe, direction, Entry as Values, FIXED_ERROR, FIXED_RATIO, fmtValue, KINDS, kindOf, metricOf, Space, spaceOf, valueOf,
+  describe, direction, Entry as Values, FIXED_ERROR, FIXED_RATIO, fmtValue, KINDS, kindOf, metricOf, Space, spaceOf,
+  valueOf,
 } from './metrics';
 import { ColourScale, ratioScale, sequentialScale } from './scale';
 import { sparkline } from './sparkline';
 
-declare function acquireVsCodeApi(): { postMessage(m: FromHeatmap): void; getState(): HeatmapState | undefined; setState(s: HeatmapState): void };
+declare function acquireVsCodeApi(): {
+  postMessage(m: FromHeatmap): void;
+  getState(): HeatmapState | undefined;
+  setState(s: HeatmapState): void;
+};
 const vscode = acquireVsCodeApi();
 
 interface Entry extends Values {
@@ -50,7 +55,9 @@ const shown = (): HeatmapMetric => (spaceOf(metric) === 'output' && !hasOutput()
 const fmt = (v: number) => fmtValue(v, shown());
 
 function makeScale(values: Float32Array): ColourScale | null {
-  return kindOf(shown()) === 'ratio' ? ratioScale(values, scaleMode, FIXED_RATIO) : sequentialScale(values, scaleMode, FIXED_ERROR);
+  return kindOf(shown()) === 'ratio'
+    ? ratioScale(values, scaleMode, FIXED_RATIO)
+    : sequentialScale(values, scaleMode, FIXED_ERROR);
 }
 
 function paint(cell: HTMLElement, v: number, scale: ColourScale | null): void {
@@ -68,7 +75,8 @@ function paint(cell: HTMLElement, v: number, scale: ColourScale | null): void {
 function details(e: Entry | undefined): HTMLElement {
   const box = el('section', { class: 'details', 'aria-live': 'polite' });
   if (!e) {
-    box.append(el('p', { class: 'hint' }, 'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · '
+    box.append(el('p', { class: 'hint' },
+      'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · '
       + 'V: show the tensor in the viewer · arrows: move.'));
     return box;
   }
@@ -82,10 +90,14 @@ function details(e: Entry | undefined): HTMLElement {
     el('dt', {}, 'QLoRA error'), el('dd', {}, f5(e.qlora)),
     el('dt', {}, 'improvement'), el('dd', {}, ratio(e.qlora, e.loftq)));
   if (Number.isFinite(e.output)) {
-    dl.append(el('dt', {}, 'output error'), el('dd', {}, `${f5(e.output)} (QLoRA ${f5(e.qloraOutput)}, ${ratio(e.qloraOutput, e.output)})`));
+    const text = `${f5(e.output)} (QLoRA ${f5(e.qloraOutput)}, ${ratio(e.qloraOutput, e.output)})`;
+    dl.append(el('dt', {}, 'output error'), el('dd', {}, text));
   }
   box.append(el('h2', { class: 'name' }, nameText(c.name)), dl);
-  if (e.perIter.length) box.append(el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'), sparkline(e.perIter, e.bestIter || undefined));
+  if (e.perIter.length) {
+    box.append(el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'),
+      sparkline(e.perIter, e.bestIter || undefined));
+  }
   const act = (label: string, m: FromHeatmap) => {
     const b = el('button', { type: 'button' }, label);
     b.addEventListener('click', () => vscode.postMessage(m));
@@ -102,10 +114,18 @@ function showDetails(e: Entry | undefined): void {
   document.querySelector('.details')?.replaceWith(details(e));
 }
 
-function toggleGroup<T extends string>(label: string, options: { id: T; label: string; help?: string }[], current: T, set: (v: T) => void, attr: string): HTMLElement {
-  const g = el('div', { class: 'toggle', role: 'radiogroup', 'aria-label': label }, el('span', { class: 'toggle-label' }, `${label}:`));
+interface Option<T> { id: T; label: string; help?: string }
+
+function toggleGroup<T extends string>(
+  label: string, options: Option<T>[], current: T, set: (v: T) => void, attr: string,
+): HTMLElement {
+  const g = el('div', { class: 'toggle', role: 'radiogroup', 'aria-label': label },
+    el('span', { class: 'toggle-label' }, `${label}:`));
   for (const o of options) {
-    const b = el('button', { type: 'button', role: 'radio', 'aria-checked': String(o.id === current), [attr]: o.id, ...(o.help && { title: o.help }) }, o.label);
+    const b = el('button', {
+      type: 'button', role: 'radio', 'aria-checked': String(o.id === current), [attr]: o.id,
+      ...(o.help && { title: o.help }),
+    }, o.label);
     b.addEventListener('click', () => set(o.id));
     g.append(b);
   }
@@ -116,8 +136,11 @@ function controls(): HTMLElement {
   const m = shown();
   const space = spaceOf(m);
   const bar = el('div', { class: 'controls' });
-  bar.append(toggleGroup('Colour by', KINDS.map((k) => ({ id: metricOf(k.kind, space), label: k.label, help: describe(metricOf(k.kind, space)) })),
-    m, setMetric, 'data-metric'));
+  const kinds = KINDS.map((k) => {
+    const id = metricOf(k.kind, space);
+    return { id, label: k.label, help: describe(id) };
+  });
+  bar.append(toggleGroup('Colour by', kinds, m, setMetric, 'data-metric'));
   if (hasOutput()) {
     const spaces: { id: Space; label: string; help: string }[] = [
       { id: 'weight', label: 'weights', help: 'errors of the weight matrices' },
@@ -127,8 +150,12 @@ function controls(): HTMLElement {
   }
   const ratio = kindOf(m) === 'ratio';
   bar.append(toggleGroup('Range', [
-    { id: 'data' as const, label: 'this report', help: 'min–max of this report; values far outside the quartiles (3 × IQR) get the overflow colour' },
-    { id: 'fixed' as const, label: ratio ? `fixed ${(1 / FIXED_RATIO).toFixed(2)}×–${FIXED_RATIO}×` : `fixed ${FIXED_ERROR[0]}–${FIXED_ERROR[1]}`,
+    { id: 'data' as const, label: 'this report',
+      help: 'min–max of this report; values far outside the quartiles (3 × IQR) get the overflow colour' },
+    { id: 'fixed' as const,
+      label: ratio
+        ? `fixed ${(1 / FIXED_RATIO).toFixed(2)}×–${FIXED_RATIO}×`
+        : `fixed ${FIXED_ERROR[0]}–${FIXED_ERROR[1]}`,
       help: 'the same range for every report, so maps of different runs (NF2, NF4) compare by colour' },
   ], scaleMode, setScale, 'data-scale'));
   return bar;
@@ -175,19 +202,26 @@ function render(): void {
   const scale = makeScale(values);
   const pick = (k: keyof Values) => entries.map((e) => e[k]);
   app.append(el('header', {}, el('h1', {}, title + status),
-    header(summary, entries.map((e) => e.cell), { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') }),
+    header(summary, entries.map((e) => e.cell),
+      { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') }),
     controls(), legend(scale)));
 
   if (!entries.length) {
-    app.append(el('p', { class: 'hint' }, live ? 'Waiting for the first matrix…' : 'No quantized matrices in this report.'));
+    app.append(el('p', { class: 'hint' },
+      live ? 'Waiting for the first matrix…' : 'No quantized matrices in this report.'));
     return;
   }
 
   const layout = layoutTensors(entries.map((e) => e.cell.name));
-  const grid = el('div', { class: 'grid', role: 'grid', 'aria-label': `LoftQ ${m} heatmap`, 'aria-rowcount': String(layout.rows.length + 2) });
-  grid.style.gridTemplateColumns = `max-content repeat(${layout.columns.length}, minmax(3.6em, 1fr)) minmax(3.6em, 1fr)`;
+  const grid = el('div', {
+    class: 'grid', role: 'grid', 'aria-label': `LoftQ ${m} heatmap`, 'aria-rowcount': String(layout.rows.length + 2),
+  });
+  // One column per module kind, then the row means.
+  grid.style.gridTemplateColumns = `max-content repeat(${layout.columns.length + 1}, minmax(3.6em, 1fr))`;
   const head = el('div', { class: 'row', role: 'row' }, el('div', { class: 'corner', role: 'columnheader' }, 'layer'));
-  layout.columns.forEach((c, i) => head.append(el('div', { class: 'colhead', role: 'columnheader', title: c.key, 'data-col': String(i) }, c.label)));
+  layout.columns.forEach((c, i) => {
+    head.append(el('div', { class: 'colhead', role: 'columnheader', title: c.key, 'data-col': String(i) }, c.label));
+  });
   head.append(el('div', { class: 'colhead mean-head', role: 'columnheader', title: 'mean of the row' }, 'mean'));
   grid.append(head);
 
@@ -195,7 +229,9 @@ function render(): void {
   layout.cells.forEach((rc, i) => rc && (at[rc[0]][rc[1]] = i));
   const means = gridMeans(at, values, kindOf(m) === 'ratio' ? 'geometric' : 'arithmetic');
   const meanCell = (v: number, what: string) => {
-    const c = el('div', { class: 'cell mean', role: 'gridcell', 'data-mean': String(v), 'aria-label': `${what}: ${fmt(v)}` }, fmt(v));
+    const c = el('div', {
+      class: 'cell mean', role: 'gridcell', 'data-mean': String(v), 'aria-label': `${what}: ${fmt(v)}`,
+    }, fmt(v));
     paint(c, v, scale);
     return c;
   };
@@ -203,7 +239,8 @@ function render(): void {
   let first: HTMLElement | undefined;
   layout.rows.forEach((row, r) => {
     const line = el('div', { class: 'row', role: 'row' },
-      el('div', { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}`, 'data-row': String(r) }, row.label));
+      el('div', { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}`, 'data-row': String(r) },
+        row.label));
     layout.columns.forEach((_, c) => {
       const i = at[r][c];
       if (i === undefined) return void line.append(el('div', { class: 'cell empty', role: 'gridcell' }));
@@ -214,11 +251,18 @@ function render(): void {
         'data-row': String(r), 'data-col': String(c), 'aria-label': `${e.cell.name}: ${fmt(v)}`,
       }, fmt(v));
       paint(cell, v, scale);
-      cell.addEventListener('mouseenter', () => { cell.classList.add('current'); highlight(r, c, true); showDetails(e); });
+      cell.addEventListener('mouseenter', () => {
+        cell.classList.add('current');
+        highlight(r, c, true);
+        showDetails(e);
+      });
       cell.addEventListener('mouseleave', () => { cell.classList.remove('current'); highlight(r, c, false); });
       cell.addEventListener('focus', () => { focused = e.cell.name; highlight(r, c, true); showDetails(e); });
       cell.addEventListener('blur', () => highlight(r, c, false));
-      cell.addEventListener('click', () => { cell.focus(); vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false }); });
+      cell.addEventListener('click', () => {
+        cell.focus();
+        vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false });
+      });
       cellEls[r][c] = cell;
       first ??= cell;
       line.append(cell);
@@ -226,7 +270,8 @@ function render(): void {
     line.append(meanCell(means.rows[r], `mean of layer ${row.label}`));
     grid.append(line);
   });
-  const foot = el('div', { class: 'row mean-row', role: 'row' }, el('div', { class: 'rowhead mean-head', role: 'rowheader' }, 'mean'));
+  const foot = el('div', { class: 'row mean-row', role: 'row' },
+    el('div', { class: 'rowhead mean-head', role: 'rowheader' }, 'mean'));
   layout.columns.forEach((col, c) => foot.append(meanCell(means.columns[c], `mean of ${col.label}`)));
   foot.append(meanCell(means.all, 'mean of all cells'));
   grid.append(foot);
@@ -235,21 +280,26 @@ function render(): void {
 
   if (layout.unplaced.length) {
     const list = el('table', { class: 'unplaced' }, el('caption', {}, 'Matrices outside the layer grid'),
-      el('tr', {}, el('th', {}, 'tensor'), el('th', {}, 'shape'), el('th', {}, KINDS.find((k) => k.kind === kindOf(m))!.label)));
+      el('tr', {}, el('th', {}, 'tensor'), el('th', {}, 'shape'),
+        el('th', {}, KINDS.find((k) => k.kind === kindOf(m))!.label)));
     for (const i of layout.unplaced) {
       const e = entries[i];
       const tr = el('tr', { tabindex: '0', 'data-name': e.cell.name, 'data-value': String(values[i]) },
-        el('td', {}, nameText(e.cell.name)), el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`), el('td', {}, fmt(values[i])));
+        el('td', {}, nameText(e.cell.name)), el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`),
+        el('td', {}, fmt(values[i])));
       tr.addEventListener('mouseenter', () => showDetails(e));
       tr.addEventListener('focus', () => showDetails(e));
-      tr.addEventListener('click', () => vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false }));
+      tr.addEventListener('click', () => {
+        vscode.postMessage({ type: 'reveal', name: e.cell.name, createOverride: false });
+      });
       list.append(tr);
     }
     app.append(list);
   }
 
   // Roving tabindex: one cell in the tab order, arrows move within the grid.
-  const keep = [...grid.querySelectorAll<HTMLElement>('.cell[data-name]')].find((c) => c.dataset.name === (activeName ?? focused));
+  const want = activeName ?? focused;
+  const keep = [...grid.querySelectorAll<HTMLElement>('.cell[data-name]')].find((c) => c.dataset.name === want);
   (keep ?? first)?.setAttribute('tabindex', '0');
   if (keep && activeName) keep.focus();
 }
@@ -258,10 +308,16 @@ function onKey(ev: KeyboardEvent, cells: (HTMLElement | undefined)[][]): void {
   const cur = ev.target as HTMLElement;
   if (!cur.dataset.name) return;
   const name = cur.dataset.name;
-  if (ev.key === 'Enter' || ev.key === ' ') return void (ev.preventDefault(), vscode.postMessage({ type: 'reveal', name, createOverride: false }));
+  if (ev.key === 'Enter' || ev.key === ' ') {
+    ev.preventDefault();
+    return void vscode.postMessage({ type: 'reveal', name, createOverride: false });
+  }
   if (ev.key === 'o' || ev.key === 'O') return void vscode.postMessage({ type: 'reveal', name, createOverride: true });
   if (ev.key === 'v' || ev.key === 'V') return void vscode.postMessage({ type: 'openTensor', name });
-  const d = ({ ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] } as Record<string, [number, number]>)[ev.key];
+  const moves: Record<string, [number, number]> = {
+    ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
+  };
+  const d = moves[ev.key];
   if (!d) return;
   ev.preventDefault();
   let r = Number(cur.dataset.row), c = Number(cur.dataset.col);
@@ -310,8 +366,10 @@ window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
   else if (m.type === 'matrix') {
     const x = m.matrix;
     entries.push({
-      cell: { name: x.name, layer: -1, module: '', shape: x.shape, bits: x.bits, rank: x.rank }, loftq: x.relError, qlora: x.qloraRelError,
-      output: x.outputRelError ?? NaN, qloraOutput: x.qloraOutputRelError ?? NaN, perIter: Float32Array.from(x.relErrorPerIter), bestIter: x.bestIter ?? 0,
+      cell: { name: x.name, layer: -1, module: '', shape: x.shape, bits: x.bits, rank: x.rank },
+      loftq: x.relError, qlora: x.qloraRelError,
+      output: x.outputRelError ?? NaN, qloraOutput: x.qloraOutputRelError ?? NaN,
+      perIter: Float32Array.from(x.relErrorPerIter), bestIter: x.bestIter ?? 0,
     });
   }
   render();

@@ -24,7 +24,9 @@ export interface GridMeans {
 }
 
 /** `at[r][c]` is the index into `values` of the cell at row r, column c, or undefined when empty. */
-export function gridMeans(at: readonly (readonly (number | undefined)[])[], values: ArrayLike<number>, kind: MeanKind): GridMeans {
+export function gridMeans(
+  at: readonly (readonly (number | undefined)[])[], values: ArrayLike<number>, kind: MeanKind,
+): GridMeans {
   const cols = at.length ? at[0].length : 0;
   const pick = (idx: (number | undefined)[]) => idx.filter((i): i is number => i !== undefined).map((i) => values[i]);
   return {

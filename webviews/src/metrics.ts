@@ -22,8 +22,10 @@ export const KINDS: { kind: Kind; label: string }[] = [
 export const metricOf = (kind: Kind, space: Space): HeatmapMetric =>
   space === 'weight' ? kind : kind === 'loftq' ? 'output' : kind === 'qlora' ? 'qloraOutput' : 'outputRatio';
 
-export const kindOf = (m: HeatmapMetric): Kind => (m === 'output' || m === 'loftq' ? 'loftq' : m === 'qlora' || m === 'qloraOutput' ? 'qlora' : 'ratio');
-export const spaceOf = (m: HeatmapMetric): Space => (m === 'output' || m === 'qloraOutput' || m === 'outputRatio' ? 'output' : 'weight');
+export const kindOf = (m: HeatmapMetric): Kind =>
+  (m === 'output' || m === 'loftq' ? 'loftq' : m === 'qlora' || m === 'qloraOutput' ? 'qlora' : 'ratio');
+export const spaceOf = (m: HeatmapMetric): Space =>
+  (m === 'output' || m === 'qloraOutput' || m === 'outputRatio' ? 'output' : 'weight');
 
 export function valueOf(e: Entry, m: HeatmapMetric): number {
   switch (m) {
@@ -38,10 +40,12 @@ export function valueOf(e: Entry, m: HeatmapMetric): number {
 
 export function describe(m: HeatmapMetric): string {
   const out = spaceOf(m) === 'output';
-  const err = (x: string) => (out ? `‖(${x})·S‖ / ‖W·S‖, S·Sᵀ = the layer input's second moment` : `‖${x}‖ / ‖W‖`);
+  const err = (x: string) =>
+    (out ? `‖(${x})·S‖ / ‖W·S‖, S·Sᵀ = the layer input's second moment` : `‖${x}‖ / ‖W‖`);
   switch (kindOf(m)) {
     case 'loftq': return `${out ? 'Output' : 'Weight'} error after LoftQ: ${err('W − Q − A·Bᵀ')}`;
-    case 'qlora': return `${out ? 'Output' : 'Weight'} error of plain quantization (QLoRA init): ${err('W − quantize(W)')}`;
+    case 'qlora':
+      return `${out ? 'Output' : 'Weight'} error of plain quantization (QLoRA init): ${err('W − quantize(W)')}`;
     case 'ratio': return `QLoRA error ÷ LoftQ error${out ? ' (output space)' : ''}`;
   }
 }

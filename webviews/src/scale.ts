@@ -61,7 +61,9 @@ function counted(values: ArrayLike<number>, lo: number, hi: number): { under: nu
 }
 
 /** Sequential scale for errors (lower is better). `fixed` is the absolute range used in fixed mode. */
-export function sequentialScale(values: ArrayLike<number>, mode: ScaleMode, fixed: [number, number]): ColourScale | null {
+export function sequentialScale(
+  values: ArrayLike<number>, mode: ScaleMode, fixed: [number, number],
+): ColourScale | null {
   let range: [number, number] | null;
   if (mode === 'fixed') range = fixed;
   else {

@@ -2,12 +2,18 @@
 // modules) beside a sortable, filterable tensor table in natural order, and LoftQ error
 // columns when a report exists. Names render as text only.
 import './viewer.css';
-import type { FromViewer, InspectResult, TensorSummary, ToViewer, ViewerShard } from '../../server/src/protocol/lsp_ext';
+import type {
+  FromViewer, InspectResult, TensorSummary, ToViewer, ViewerShard,
+} from '../../server/src/protocol/lsp_ext';
 import { el, nameText } from './dom';
 import { buildModuleTree, TreeNode } from './moduleTree';
 import { naturalCompare } from './naturalSort';
 
-declare function acquireVsCodeApi(): { postMessage(m: FromViewer): void; getState(): ViewState | undefined; setState(s: ViewState): void };
+declare function acquireVsCodeApi(): {
+  postMessage(m: FromViewer): void;
+  getState(): ViewState | undefined;
+  setState(s: ViewState): void;
+};
 const vscode = acquireVsCodeApi();
 
 type Header = Extract<ToViewer, { type: 'header' }>;
@@ -54,7 +60,8 @@ function button(id: string, label: string, m: FromViewer, primary = false): HTML
 /** Quantize only for a file that reads as a checkpoint; "Reopen as text" always. */
 function toolbar(readable: boolean, shard?: ViewerShard): HTMLElement {
   const bar = el('div', { class: 'toolbar' });
-  if (readable) bar.append(button('quantize', shard ? 'Quantize the whole checkpoint with LoftQ' : 'Quantize with LoftQ', { type: 'quantize' }, true));
+  const label = shard ? 'Quantize the whole checkpoint with LoftQ' : 'Quantize with LoftQ';
+  if (readable) bar.append(button('quantize', label, { type: 'quantize' }, true));
   bar.append(button('reopen', 'Reopen as text', { type: 'reopenAsText' }));
   return bar;
 }
@@ -73,7 +80,8 @@ function shardNote(s: ViewerShard): HTMLElement {
 function treeView(root: TreeNode): HTMLElement {
   const open = view.open ?? {};
   const label = (n: TreeNode) => {
-    const b = el('button', { type: 'button', class: 'node', 'data-path': n.path, title: n.path }, el('span', { class: 'label' }, n.label));
+    const b = el('button', { type: 'button', class: 'node', 'data-path': n.path, title: n.path },
+      el('span', { class: 'label' }, n.label));
     if (n.children.length) b.append(el('span', { class: 'badge' }, nf.format(n.tensors)));
     if ((n.tensor === undefined ? view.scope : selected) === n.path) b.classList.add('active');
     b.addEventListener('click', (ev) => {
@@ -108,14 +116,17 @@ function render(): void {
   const errors = data.errors;
   const files = ins.files.length > 1 ? `${ins.files.length} shards` : ins.files[0]?.split(/[\\/]/).pop() ?? '';
   app.replaceChildren(el('header', {}, el('h1', {}, files), el('p', { class: 'summary' },
-    `${nf.format(ins.totals.tensors)} tensors · ${nf.format(ins.totals.parameters)} parameters · ${bytes(ins.totals.bytes)}`
+    `${nf.format(ins.totals.tensors)} tensors · ${nf.format(ins.totals.parameters)} parameters · `
+    + `${bytes(ins.totals.bytes)}`
     + `${errors ? ` · LoftQ errors for ${Object.keys(errors).length} matrices` : ''}`),
   data.shard && shardNote(data.shard), toolbar(true, data.shard)));
 
   const dt = el('table', { class: 'dtypes' }, el('caption', {}, 'Totals per dtype'),
-    el('tr', {}, el('th', {}, 'dtype'), el('th', { class: 'num' }, 'tensors'), el('th', { class: 'num' }, 'parameters'), el('th', { class: 'num' }, 'bytes')));
+    el('tr', {}, el('th', {}, 'dtype'), el('th', { class: 'num' }, 'tensors'), el('th', { class: 'num' }, 'parameters'),
+      el('th', { class: 'num' }, 'bytes')));
   for (const [d, v] of Object.entries(ins.totals.byDtype)) {
-    dt.append(el('tr', {}, el('td', {}, d), el('td', { class: 'num' }, nf.format(v.tensors)), el('td', { class: 'num' }, nf.format(v.parameters)),
+    dt.append(el('tr', {}, el('td', {}, d), el('td', { class: 'num' }, nf.format(v.tensors)),
+      el('td', { class: 'num' }, nf.format(v.parameters)),
       el('td', { class: 'num' }, bytes(v.bytes))));
   }
   const meta = Object.entries(ins.metadata);
@@ -125,13 +136,19 @@ function render(): void {
 
   app.append(treeView(buildModuleTree(ins.tensors)));
 
-  const filter = el('input', { type: 'search', placeholder: 'Filter tensors (name or dtype)', 'aria-label': 'Filter tensors', value: view.filter, id: 'filter' });
+  const filter = el('input', {
+    type: 'search', placeholder: 'Filter tensors (name or dtype)', 'aria-label': 'Filter tensors', value: view.filter,
+    id: 'filter',
+  });
   filter.addEventListener('input', () => {
     view = { ...view, filter: filter.value };
     save();
     fillRows(tbody, count);
   });
-  const cols: [Key, string, boolean][] = [['name', 'name', false], ['dtype', 'dtype', false], ['shape', 'shape', false], ['parameters', 'parameters', true], ['bytes', 'bytes', true]];
+  const cols: [Key, string, boolean][] = [
+    ['name', 'name', false], ['dtype', 'dtype', false], ['shape', 'shape', false], ['parameters', 'parameters', true],
+    ['bytes', 'bytes', true],
+  ];
   if (errors) cols.push(['bits', 'bits', true], ['loftq', 'LoftQ error', true], ['qlora', 'QLoRA error', true]);
   const headRow = el('tr', {});
   for (const [k, label, num] of cols) {
@@ -142,7 +159,8 @@ function render(): void {
       save();
       render();
     });
-    headRow.append(el('th', { 'aria-sort': sorted ? (view.desc ? 'descending' : 'ascending') : 'none', class: `${num ? 'num' : ''} col-${k}` }, b));
+    const ariaSort = sorted ? (view.desc ? 'descending' : 'ascending') : 'none';
+    headRow.append(el('th', { 'aria-sort': ariaSort, class: `${num ? 'num' : ''} col-${k}` }, b));
   }
   const tbody = el('tbody', {});
   const count = el('span', { class: 'count' });
@@ -152,7 +170,8 @@ function render(): void {
     chip.addEventListener('click', () => setScope(''));
     bar.append(chip);
   }
-  app.append(el('section', { class: 'tensors' }, bar, el('table', { class: 'tensor-table' }, el('thead', {}, headRow), tbody)));
+  app.append(el('section', { class: 'tensors' }, bar,
+    el('table', { class: 'tensor-table' }, el('thead', {}, headRow), tbody)));
   fillRows(tbody, count);
 }
 
@@ -173,7 +192,8 @@ function fillRows(tbody: HTMLElement, count: HTMLElement): void {
       el('td', { class: 'name' }, nameText(t.name)), el('td', {}, t.dtype), el('td', {}, `[${t.shape.join(', ')}]`),
       el('td', { class: 'num' }, nf.format(t.parameters)), el('td', { class: 'num' }, nf.format(t.bytes)));
     if (data!.errors) {
-      tr.append(el('td', { class: 'num' }, e ? String(e.bits) : ''), el('td', { class: 'num' }, e ? e.loftq.toFixed(5) : ''),
+      tr.append(el('td', { class: 'num' }, e ? String(e.bits) : ''),
+        el('td', { class: 'num' }, e ? e.loftq.toFixed(5) : ''),
         el('td', { class: 'num' }, e ? e.qlora.toFixed(5) : ''));
     }
     return tr;

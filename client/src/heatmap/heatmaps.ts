@@ -10,7 +10,11 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
   private readonly panels = new Set<HeatmapPanel>();
   private readonly live = new Map<string, HeatmapPanel>();
 
-  constructor(private readonly extensionUri: vscode.Uri, private readonly actions: HeatmapActions, private readonly log: vscode.LogOutputChannel) {}
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly actions: HeatmapActions,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
 
   private track(p: HeatmapPanel): HeatmapPanel {
     this.panels.add(p);
@@ -22,7 +26,8 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
   }
 
   private create(title: string, preserveFocus: boolean): HeatmapPanel {
-    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Active, preserveFocus }, { retainContextWhenHidden: false });
+    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Active, preserveFocus },
+      { retainContextWhenHidden: false });
     return this.track(new HeatmapPanel(panel, this.extensionUri, this.actions));
   }
 

@@ -3,7 +3,9 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import * as fs from 'node:fs';
-import type { FromHeatmap, HeatmapMetric, HeatmapSummary, MatrixReport, Report, ToHeatmap } from '../../../server/src/protocol/lsp_ext';
+import type {
+  FromHeatmap, HeatmapMetric, HeatmapSummary, MatrixReport, Report, ToHeatmap,
+} from '../../../server/src/protocol/lsp_ext';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { toBatch } from './batch';
 
@@ -53,13 +55,17 @@ export class HeatmapPanel {
       checkpoint: report.checkpoint, out, reportPath, settings: report.settings, backend: report.backend,
       seconds: report.totals?.seconds, writtenAt, calibration: report.calibration, model: report.model,
     };
-    Object.assign(this, { reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out, summary });
+    Object.assign(this, {
+      reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out, summary,
+    });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)}`;
     this.sendAll();
   }
 
   startLive(checkpoint: string, out: string): void {
-    Object.assign(this, { checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined, summary: { checkpoint, out } });
+    Object.assign(this, {
+      checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined, summary: { checkpoint, out },
+    });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)} (running)`;
     this.sendAll();
   }

@@ -48,7 +48,8 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
         } else if (m.type === 'quantize') {
           // A shard alone is not a model: quantize the checkpoint it belongs to.
           const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
-          void vscode.commands.executeCommand('loftq.quantize', shard ? vscode.Uri.file(path.dirname(shard.index)) : doc.uri);
+          const target = shard ? vscode.Uri.file(path.dirname(shard.index)) : doc.uri;
+          void vscode.commands.executeCommand('loftq.quantize', target);
         } else if (m.type === 'openIndex') {
           const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
           if (shard) void vscode.window.showTextDocument(vscode.Uri.file(shard.index));
