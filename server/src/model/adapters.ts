@@ -18,6 +18,7 @@ import { moduleName } from '../plan/glob';
 import type { MatrixReport, Report } from '../protocol/lsp_ext';
 import { codebook } from '../quant/codebook';
 import { quantize } from '../quant/quantize';
+import { isQuantizer } from '../registry';
 import { LINEAR_NAMES, linearTensorName, type WeightHook } from './weights';
 
 export const ADAPTER_FOLDER = 'loftq_init';
@@ -213,7 +214,7 @@ export async function openLoftqOutput(dir: string, original: Checkpoint, layers:
         throw new InputError(reportFile, `matrix '${m.name}': ${k} is ${brief(m[k])}`);
       }
     }
-    if (m.quantizer !== 'nf' && m.quantizer !== 'uniform') {
+    if (!isQuantizer(m.quantizer)) {
       throw new InputError(reportFile, `matrix '${m.name}': quantizer is ${brief(m.quantizer)}`);
     }
     matrices.set(m.name, { report: m, rank, scale });

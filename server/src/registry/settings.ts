@@ -8,7 +8,7 @@
 // (≤ 2^28 weights), and 1000 alternations are far past LoftQ's convergence (T ≤ 5 in the
 // paper); both bounds turn a typo into a clear message instead of an endless run.
 
-import { QUANTIZER_NAMES, SUPPORTED_BITS } from './quantizers';
+import { QUANTIZER_NAMES, QUANTIZERS, SUPPORTED_BITS } from './quantizers';
 import type { Quantizer } from './quantizers';
 import { BACKEND_CHOICES, DEFAULT_CLI_BACKEND, DEFAULT_EDITOR_BACKEND } from './backends';
 import { DEFAULT_FORMAT, EXPORT_FORMATS } from './backends';
@@ -134,6 +134,10 @@ export function matrixSettingsProblem(s: unknown, quote = false): SettingProblem
     const expected = valueProblem(MATRIX_SETTING_SPECS[key], o[key], quote);
     if (expected) return { key, expected };
   }
+  // Each quantizer has its own widths (the union is SUPPORTED_BITS).
+  const q = o.quantizer as Quantizer;
+  const widths = QUANTIZERS[q].bits as readonly number[];
+  if (!widths.includes(o.bits as number)) return { key: 'bits', expected: `${oneOf(widths)} with quantizer ${q}` };
   return undefined;
 }
 

@@ -10,9 +10,11 @@ import {
 } from '../settingsOptions';
 import { intOption } from '../args';
 import type { Command } from '../commands';
+import { QUANTIZER_NAMES } from '../../registry';
 
-const HELP = `usage: loftq analyze CKPT --bits 2,3,4 --report FILE [--rank R] [--iters T] [--quantizer nf|uniform]
-                     [--block-size B] [--target GLOB…] [--spectrum N] [--backend …] [--workers N]
+const HELP = `usage: loftq analyze CKPT --bits 2,3,4 --report FILE [--rank R] [--iters T]
+                     [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…] [--spectrum N]
+                     [--backend …] [--workers N]
   LoftQ errors of every target matrix at several bit widths; no weights are written.
   --spectrum N keeps the top-N singular values of each residual (the planner predicts smaller ranks from them; default 64).`;
 

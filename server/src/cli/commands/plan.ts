@@ -18,7 +18,7 @@ import {
   SETTINGS_OPTIONS, backendOption, bitsListOption, blockSizeOption, interruptSignal, itersOption, quantizerOption,
   workersOption,
 } from '../settingsOptions';
-import { MATRIX_SETTING_SPECS, offeredRanks, SUPPORTED_BITS, valueProblem } from '../../registry';
+import { MATRIX_SETTING_SPECS, offeredRanks, QUANTIZER_NAMES, SUPPORTED_BITS, valueProblem } from '../../registry';
 
 // the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
 const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
@@ -26,7 +26,7 @@ const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
 const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8] [--ranks 8,16,32,64]
          [--objective absolute|relative] [--scales dq|fp32] [--adapter-dtype bf16|f16|f32]
          [--count all|backbone] [--out loftq.json] [--json]
-         with a checkpoint: [--iters T] [--quantizer nf|uniform] [--block-size B] [--target GLOB…]
+         with a checkpoint: [--iters T] [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…]
                             [--backend …] [--workers N] [--report FILE] [--quiet]
   A checkpoint is analysed first (one LoftQ run per bit width at the largest rank, keeping
   the residual spectrum), and picked ranks below the largest get exact LoftQ runs before the
