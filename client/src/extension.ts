@@ -14,6 +14,7 @@ import { quantizeCommand } from './quantize';
 import { REPORT_FILE, ReportIndex } from './reports';
 import { LoftqStatus } from './statusBar';
 import { SafetensorsViewer, VIEWER_VIEW_TYPE } from './viewer/provider';
+import { fileHolding } from './viewer/shard';
 
 let client: LanguageClient | undefined;
 
@@ -33,9 +34,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       void revealInPlan(findPlan, p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
     },
     openTensor: (p, name) => {
-      const file = p.out && fs.existsSync(`${p.out}/model.safetensors`) ? `${p.out}/model.safetensors` : p.checkpoint;
-      if (file && file.endsWith('.safetensors')) void viewer.reveal(vscode.Uri.file(file), name);
-      else void vscode.window.showInformationMessage(`${name} lives in a sharded checkpoint; open its shard to view it.`);
+      // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
+      const file = (p.out && fileHolding(p.out, name)) ?? (p.checkpoint && fileHolding(p.checkpoint, name));
+      if (file) void viewer.reveal(vscode.Uri.file(file), name);
+      else void vscode.window.showInformationMessage(`No .safetensors file holding ${name} was found next to this report.`);
     },
   }, log);
   const openHeatmap = (reportPath: string) => {

@@ -76,8 +76,9 @@ async function main(): Promise<void> {
     await row.dblclick();
     frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors")', 60_000);
     await runCommand(page, 'View: Close Primary Side Bar');
-    await frame.click('li[data-path="model.layers.1"] > details > summary');
-    await frame.fill('#filter', 'layers.1.');
+    // Layer 1 opened in the tree and chosen: the table shows its seven matrices.
+    await frame.$eval('li[data-path="model.layers.1"] > details', (d) => d.setAttribute('open', ''));
+    await frame.click('li[data-path="model.layers.1"] > details > summary button.node');
     await page.waitForTimeout(500);
     await shoot(page, 'viewer');
 

@@ -20,8 +20,6 @@ interface Open {
 
 export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
   private readonly open = new Map<string, Set<Open>>();
-  /** The last problem reading each file (by fsPath), so commands can refuse a broken file before asking questions. */
-  private readonly problems = new Map<string, string>();
 
   constructor(private readonly extensionUri: vscode.Uri, private readonly reports: ReportIndex, private readonly log: vscode.LogOutputChannel) {}
 
@@ -63,11 +61,6 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
     });
   }
 
-  /** Why the viewer could not read this file, when it tried and failed (cleared when it reads). */
-  knownProblem(fsPath: string): string | undefined {
-    return this.problems.get(path.resolve(fsPath));
-  }
-
   /** Opens the viewer on `uri` and scrolls to `tensor`. */
   async reveal(uri: vscode.Uri, tensor: string): Promise<void> {
     await vscode.commands.executeCommand('vscode.openWith', uri, VIEWER_VIEW_TYPE);
@@ -94,14 +87,12 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
           this.log.warn(`viewer: ${(e as Error).message}`);
         }
       }
-      this.problems.delete(path.resolve(uri.fsPath));
       post({ type: 'header', inspect, errors, shard: findShard(uri.fsPath) });
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {
       const message = e instanceof CheckpointError ? e.message : `${uri.fsPath}: ${(e as Error).message}`;
       this.log.error(`viewer: ${message}`);
-      this.problems.set(path.resolve(uri.fsPath), message);
       post({ type: 'error', message });
     }
   }

@@ -8,6 +8,32 @@ import type { ViewerShard } from '../../../server/src/protocol/lsp_ext';
 import { naturalCompare } from '../../../webviews/src/naturalSort';
 
 const MAX_INDEX_BYTES = 100_000_000;
+const INDEX = 'model.safetensors.index.json';
+
+function weightMap(index: string): Record<string, unknown> | undefined {
+  try {
+    if (fs.statSync(index).size > MAX_INDEX_BYTES) return undefined;
+    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
+    return map && typeof map === 'object' && !Array.isArray(map) ? map as Record<string, unknown> : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The .safetensors file that holds `tensor` in a checkpoint (a file, or a folder with
+ * model.safetensors or a sharded index), for "Show in viewer"; undefined when none does.
+ */
+export function fileHolding(checkpoint: string, tensor: string): string | undefined {
+  if (checkpoint.endsWith('.safetensors')) return fs.existsSync(checkpoint) ? checkpoint : undefined;
+  const single = path.join(checkpoint, 'model.safetensors');
+  if (fs.existsSync(single)) return single;
+  const shard = weightMap(path.join(checkpoint, INDEX))?.[tensor];
+  // Only a plain file name inside the folder (the index is downloaded data).
+  if (typeof shard !== 'string' || shard !== path.basename(shard) || !shard.endsWith('.safetensors')) return undefined;
+  const file = path.join(checkpoint, shard);
+  return fs.existsSync(file) ? file : undefined;
+}
 
 export function findShard(file: string): ViewerShard | undefined {
   const dir = path.dirname(file);
@@ -19,20 +45,16 @@ export function findShard(file: string): ViewerShard | undefined {
     return undefined;
   }
   // model.safetensors.index.json first: it is the one loaders read.
-  names.sort((a, b) => Number(b === 'model.safetensors.index.json') - Number(a === 'model.safetensors.index.json'));
+  names.sort((a, b) => Number(b === INDEX) - Number(a === INDEX));
   for (const n of names) {
     const index = path.join(dir, n);
-    try {
-      if (fs.statSync(index).size > MAX_INDEX_BYTES) continue;
-      const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
-      if (!map || typeof map !== 'object' || Array.isArray(map)) continue;
-      const values = Object.values(map as Record<string, unknown>).filter((v): v is string => typeof v === 'string');
-      const shards = [...new Set(values)].sort(naturalCompare);
-      const at = shards.indexOf(me);
-      if (at >= 0 && shards.length > 1) return { index, number: at + 1, of: shards.length, tensors: values.length };
-    } catch {
-      // Not an index we can use: keep looking.
-    }
+    // An index we cannot use is skipped: keep looking.
+    const map = weightMap(index);
+    if (!map) continue;
+    const values = Object.values(map).filter((v): v is string => typeof v === 'string');
+    const shards = [...new Set(values)].sort(naturalCompare);
+    const at = shards.indexOf(me);
+    if (at >= 0 && shards.length > 1) return { index, number: at + 1, of: shards.length, tensors: values.length };
   }
   return undefined;
 }

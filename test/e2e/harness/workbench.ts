@@ -59,25 +59,47 @@ export async function showExplorer(page: Page): Promise<void> {
   await page.locator('.explorer-folders-view').waitFor();
 }
 
-/** The Explorer row for a path relative to the workspace root, expanding folders on the way (retried: the tree refreshes under us). */
+/**
+ * The Explorer row for a path relative to the workspace root, expanding folders on the way
+ * (retried: the tree refreshes under us). Each part is looked up inside the subtree of the
+ * row found for the part before it, so `slow/model.safetensors` is never another folder's
+ * `model.safetensors` that happens to be rendered first.
+ */
 export async function explorerRow(page: Page, relPath: string) {
   await showExplorer(page);
   const parts = relPath.split('/');
-  const rowAt = (i: number) => {
-    const exact = new RegExp(`^${parts[i].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+  const rows = '.explorer-folders-view .monaco-list-row';
+  /** data-index of part i's row under the row at data-index `parent` (-1: the root), or undefined. */
+  const indexOf = async (i: number, parent: number): Promise<number | undefined> => {
+    const all = await page.$$eval(rows, (els) => els.map((e) => ({
+      index: Number(e.getAttribute('data-index')),
+      level: Number(e.getAttribute('aria-level')),
+      name: e.querySelector('.label-name')?.textContent ?? '',
+    })));
+    all.sort((a, b) => a.index - b.index);
     // Rows carry their tree depth; top-level entries of a single-folder workspace are level 1.
-    return page.locator(`.explorer-folders-view .monaco-list-row[aria-level="${i + 1}"]`).filter({ has: page.locator('.label-name', { hasText: exact }) }).first();
+    for (const r of all) {
+      if (r.index <= parent) continue;
+      if (r.level <= i) return undefined; // left the parent's subtree
+      if (r.level === i + 1 && r.name === parts[i]) return r.index;
+    }
+    return undefined;
   };
+  const rowAt = (index: number) => page.locator(`${rows}[data-index="${index}"]`);
   return until(`explorer row ${relPath}`, async () => {
-    for (let i = 0; i < parts.length - 1; i++) {
-      const folder = rowAt(i);
-      await folder.waitFor({ timeout: 3000 });
-      if ((await folder.getAttribute('aria-expanded')) === 'false') {
-        await folder.click();
-        await until(`${parts[i]} to expand`, async () => (await folder.getAttribute('aria-expanded')) === 'true', 3000);
+    let parent = -1;
+    for (let i = 0; i < parts.length; i++) {
+      // (until wants a truthy answer, and 0 is a row index.)
+      const { index } = await until(`${parts.slice(0, i + 1).join('/')} in the Explorer`,
+        async () => { const x = await indexOf(i, parent); return x === undefined ? undefined : { index: x }; }, 3000, 100);
+      parent = index;
+      const row = rowAt(index);
+      if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') {
+        await row.click();
+        await until(`${parts[i]} to expand`, async () => (await row.getAttribute('aria-expanded')) === 'true', 3000);
       }
     }
-    const row = rowAt(parts.length - 1);
+    const row = rowAt(parent);
     await row.waitFor({ timeout: 3000 });
     // A hover left by the last pointer position (a file's path tooltip) would take the click.
     await page.mouse.move(0, 0);
