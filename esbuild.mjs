@@ -44,6 +44,7 @@ const nodeEntries = {
   cli: 'server/src/cli/main.ts',
   worker: 'server/src/engine/worker.ts',
   'gemm-worker': 'server/src/linalg/gemmWorker.ts',
+  'planner-worker': 'server/src/lsp/plannerWorker.ts',
   bench: 'bench/bench.ts',
   'make-model': 'server/src/tools/make-model.ts',
   fuzz: 'server/src/tools/fuzz.ts',

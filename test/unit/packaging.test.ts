@@ -21,7 +21,7 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       'extension.vsixmanifest', inExt('package.json'), inExt('readme.md'),
       inExt(manifest.main), inExt(manifest.bin.loftq),
       // The server and its workers are started by path, not imported: nothing else would catch their absence.
-      inExt('dist/server.js'), inExt('dist/worker.js'), inExt('dist/gemm-worker.js'),
+      inExt('dist/server.js'), inExt('dist/worker.js'), inExt('dist/gemm-worker.js'), inExt('dist/planner-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
       inExt('dist/webviews/heatmap.js'), inExt('dist/webviews/heatmap.css'),
       inExt('dist/webviews/viewer.js'), inExt('dist/webviews/viewer.css'),

@@ -13,7 +13,6 @@ import { MatrixPlan, ownerKey, ownerPath, overridesWithIndex, planTotals, tensor
 import { meanError, worstGroups } from './worst';
 import { fitsBudget } from './mixedPlan';
 import type { SpanPart } from './jsonRanges';
-import { comparePlanner } from './plannerCompare';
 import { reloadGroups } from './reloadCheck';
 
 export const SOURCE = 'loftq';
@@ -131,7 +130,7 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
 
 function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
   if (!p.has(['budget'])) return [];
-  const c = comparePlanner(p);
+  const c = p.facts.plannerComparison;
   if (!c || !(c.error > 0)) return [];
   const ratio = c.planner / c.error;
   const msg = `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits (${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;

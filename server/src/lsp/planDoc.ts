@@ -9,6 +9,7 @@ import { JsonPath, parsePlan, ParsedPlan } from '../plan/planfile';
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import { planTree, spanOfPath, SpanPart, Span } from './jsonRanges';
 import { assignMatrices, PlanAssignment } from './planModel';
+import type { PlannerComparison } from './plannerCompare';
 import type { ReportIndex } from './reportIndex';
 import { findNodeAtLocation } from 'jsonc-parser';
 
@@ -21,6 +22,8 @@ export interface PlanFacts {
   reportProblem?: string;
   /** The report files behind `report`, newest first. */
   reportSources?: string[];
+  /** This plan next to the planner's (plannerCompare.ts), when diagnostics asked for it. */
+  plannerComparison?: PlannerComparison | null;
 }
 
 export class PlanDoc {

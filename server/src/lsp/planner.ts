@@ -3,29 +3,37 @@
 // has analyses. Same options and cost model as `loftq plan`, so editor and CLI agree.
 
 import { adapterBytesOf, countsAdapters, DEFAULT_COST } from '../plan/planner/cost';
-import { planReport, Plan } from '../plan/planner/plan';
+import type { Plan } from '../plan/planner/plan';
 import { offeredRanks } from '../registry';
 import { applyPlanToText } from '../plan/planner/planedit';
 import type { PlanBudget, PlanRequestParams } from '../protocol/lsp_ext';
 import { firstKPlanner, MixedPlan } from './mixedPlan';
 import type { PlanDoc } from './planDoc';
+import { planInWorker } from './plannerJob';
 
-/** Null when there is no analysis to plan from. Throws the planner's UsageError when no plan fits. */
-export function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanRequestParams> = {}): Plan | null {
+/** Null when there is no analysis to plan from. Rejects with the planner's UsageError when no plan fits.
+ *  The solver runs in a worker thread (plannerJob.ts), never on the connection's thread. */
+export async function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanRequestParams> = {}): Promise<Plan | null> {
   const report = p.facts.report?.raw;
   if (!report?.analyses?.length || !p.assignment) return null;
   // As `loftq plan`: the registry's ranks up to the analysed rank, and the analysed rank itself.
   const ranks = offeredRanks(Math.max(...report.analyses.map((a) => a.rank)));
   const planned = new Map(p.assignment.matrices.map((m) => [m.tensor.name, m]));
   const dtype = p.assignment.matrices[0]?.tensor.dtype;
-  return planReport(report, {
-    budget,
-    bits: o.bits,
-    ranks: o.ranks ?? ranks,
-    objective: o.objective ?? 'absolute',
-    cost: { ...DEFAULT_COST, blockSize: report.analyses[0].blockSize ?? DEFAULT_COST.blockSize, adapterBytes: adapterBytesOf(dtype), countAdapters: countsAdapters(budget) },
-    // Only what this plan quantizes: its targets, minus what it skips.
-    exclude: (name) => { const m = planned.get(name); return !m || m.skipped; },
+  const blockSize = report.analyses[0].blockSize ?? DEFAULT_COST.blockSize;
+  // Only what this plan quantizes: its targets, minus what it skips.
+  const names = new Set(report.analyses.flatMap((a) => a.matrices.map((m) => m.name)));
+  const exclude = [...names].filter((name) => { const m = planned.get(name); return !m || m.skipped; });
+  return planInWorker({
+    report,
+    opts: {
+      budget,
+      bits: o.bits,
+      ranks: o.ranks ?? ranks,
+      objective: o.objective ?? 'absolute',
+      cost: { ...DEFAULT_COST, blockSize, adapterBytes: adapterBytesOf(dtype), countAdapters: countsAdapters(budget) },
+    },
+    exclude,
   });
 }
 
@@ -33,7 +41,7 @@ export function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanReques
 export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<MixedPlan | null> {
   let plan: Plan | null;
   try {
-    plan = runPlanner(p, budget);
+    plan = await runPlanner(p, budget);
   } catch {
     plan = null; // no plan fits or the analysis lacks widths: the fixed rule may still fit
   }

@@ -19,12 +19,12 @@ export interface PlannerComparison {
   avgBits: number;
 }
 
-// The planner runs on every diagnostics pass; its answer only changes with the report
+// The planner (in a worker thread) runs on every diagnostics pass; its answer only changes with the report
 // (a new object when the file changes), the planned matrices and the size.
-const memo = new WeakMap<Report, Map<string, number | null>>();
+const memo = new WeakMap<Report, Map<string, Promise<number | null>>>();
 
 /** Null when the analysis cannot predict this plan (no analyses, a matrix or width it lacks, other quantizer/block size) or no planner plan fits. */
-export function comparePlanner(p: PlanDoc): PlannerComparison | null {
+export async function comparePlanner(p: PlanDoc): Promise<PlannerComparison | null> {
   const report = p.facts.report?.raw;
   const a = p.assignment;
   if (!report?.analyses?.length || !a) return null;
@@ -43,21 +43,18 @@ export function comparePlanner(p: PlanDoc): PlannerComparison | null {
     error += c.error;
   }
   const t = planTotals(a);
-  const planner = plannerError(p, report, t.budgetBytes, planned.map((m) => m.tensor.name));
+  const planner = await plannerError(p, report, t.budgetBytes, planned.map((m) => m.tensor.name));
   return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits };
 }
 
-function plannerError(p: PlanDoc, report: Report, bytes: number, names: string[]): number | null {
+function plannerError(p: PlanDoc, report: Report, bytes: number, names: string[]): Promise<number | null> {
   const key = `${bytes}|${names.join(',')}`;
   let m = memo.get(report);
   if (!m) memo.set(report, (m = new Map()));
-  if (m.has(key)) return m.get(key)!;
-  let e: number | null;
-  try {
-    e = runPlanner(p, { bytes })?.plan.error ?? null;
-  } catch {
-    e = null; // no planner plan fits this size (its ranks start at 8)
-  }
+  const hit = m.get(key);
+  if (hit) return hit;
+  // No planner plan fits this size (its ranks start at 8): no comparison.
+  const e = runPlanner(p, { bytes }).then((plan) => plan?.plan.error ?? null, () => null);
   if (m.size > 64) m.clear();
   m.set(key, e);
   return e;

@@ -4,6 +4,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { DiagnosticSeverity } from 'vscode-languageserver';
 import { CheckpointError, INDEX_FILE, openCheckpoint, readRegularFile, TensorInfo } from '../checkpoint';
 import { selectTargets } from '../engine/targets';
@@ -11,6 +12,7 @@ import { resolveCheckpointPath } from '../plan/planfile';
 import type { MatrixSettings, RunContext } from '../protocol/lsp_ext';
 import { planDiagnostics } from './diagnostics';
 import type { PlanDoc } from './planDoc';
+import { PLAN_FILE } from './workspaceScan';
 
 export interface RunContextDeps {
   /** URIs of the plan files the server knows (on disk and open). */
@@ -55,7 +57,18 @@ function sharedDepth(a: string, b: string): number {
   return i;
 }
 
-export async function runContext(given: string, deps: RunContextDeps): Promise<RunContext> {
+export async function runContext(asked: string, deps: RunContextDeps): Promise<RunContext> {
+  // A plan file stands for its checkpoint, with that plan.
+  let only: string | undefined;
+  let given = asked;
+  if (path.basename(asked) === PLAN_FILE) {
+    const p = await deps.planDoc(pathToFileURL(asked).toString());
+    if (!p?.parsed.plan.checkpoint) {
+      return { checkpoint: asked, matrices: 0, problem: `${asked} names no checkpoint ('checkpoint' is required)` };
+    }
+    only = p.uri;
+    given = resolveCheckpointPath(p.path, p.parsed.plan);
+  }
   const whole = (await fsp.stat(given).catch(() => undefined))?.isFile() ? await shardFolder(given) : undefined;
   const checkpoint = whole ?? given;
   const ctx: RunContext = { checkpoint, matrices: 0, ...(whole ? { shardOf: whole } : {}) };
@@ -73,7 +86,7 @@ export async function runContext(given: string, deps: RunContextDeps): Promise<R
 
   const real = await realpath(checkpoint);
   let best: { p: PlanDoc; depth: number } | undefined;
-  for (const uri of deps.plans()) {
+  for (const uri of only ? [only] : deps.plans()) {
     const p = await deps.planDoc(uri);
     if (!p?.parsed.plan.checkpoint) continue;
     if ((await realpath(resolveCheckpointPath(p.path, p.parsed.plan))) !== real) continue;

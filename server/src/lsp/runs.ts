@@ -8,20 +8,21 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest, WorkDoneProgressReporter } from 'vscode-languageserver';
-import { CheckpointError, readRegularFile } from '../checkpoint';
-import type { RunOptions, RunResult } from '../engine/api';
+import { CheckpointError, readRegularFile, writeFileAtomic } from '../checkpoint';
+import type { AnalyzeOptions, RunOptions, RunResult } from '../engine/api';
 import { CancelledError, InputError, UsageError } from '../engine/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Methods } from '../protocol/lsp_ext';
 import { matrixSettingsProblem } from '../registry';
-import type { CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, RunStateParams } from '../protocol/lsp_ext';
+import type { AnalyzeParams, AnalyzeResult, CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, Report, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
 import { firstOutsideWorkspace } from './workspaceConfine';
 
 export interface Engine {
   quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult>;
+  analyzeCheckpoint?(checkpointPath: string, opts: AnalyzeOptions): Promise<Report>;
 }
 
 export function toPath(p: string): string {
@@ -157,6 +158,63 @@ export class Runs {
     }
   }
 
+  /** `loftq/analyze`: the engine's analysis (matrix work on its workers), the report written atomically. */
+  async analyze(params: AnalyzeParams, token: CancellationToken): Promise<AnalyzeResult> {
+    const engine = this.engine();
+    if (!engine?.analyzeCheckpoint) throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
+    if (!params || typeof params.checkpoint !== 'string' || typeof params.report !== 'string' || !params.report) throw invalid("'checkpoint' and 'report' are required");
+    if (!Array.isArray(params.bits) || !params.bits.length) throw invalid("'bits' must list at least one bit width");
+    for (const bits of params.bits) {
+      const bad = matrixSettingsProblem({ bits, rank: params.rank, iters: params.iters, quantizer: params.quantizer, blockSize: params.blockSize });
+      if (bad) throw invalid(`bad settings: '${bad.key}' must be ${bad.expected}`);
+    }
+    const checkpoint = toPath(params.checkpoint);
+    const report = toPath(params.report);
+    if (params.confirmedOutsideWorkspace !== true) {
+      const files = [checkpoint, report, params.plan].filter((f): f is string => typeof f === 'string').map(toPath);
+      const outside = await firstOutsideWorkspace(files, this.workspaceRoots());
+      if (outside) {
+        throw new ResponseError(ErrorCodes.InvalidParams, `${outside} is outside the workspace folders; an analysis there needs the user's confirmation (confirmedOutsideWorkspace)`, { outsideWorkspace: outside });
+      }
+    }
+    if (this.active.has(report)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`);
+    const ac = new AbortController();
+    this.active.set(report, ac);
+    let progress: WorkDoneProgressReporter | undefined;
+    try {
+      const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
+      const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
+      progress = await this.progress(params, ac);
+      const sub = token.onCancellationRequested(() => ac.abort());
+      progress?.begin('LoftQ analysis', 0, `opening ${path.basename(checkpoint)}`, true);
+      try {
+        const result: Report = await engine.analyzeCheckpoint(checkpoint, {
+          bits: params.bits, rank: params.rank, iters: params.iters, quantizer: params.quantizer, blockSize: params.blockSize,
+          spectrum: params.spectrum ?? 64, targets: plan?.targets,
+          backend: params.backend ?? cfg.backend, workers: params.workers || cfg.workers || undefined, signal: ac.signal,
+          onProgress: (e) => progress?.report(Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))), `matrix ${e.index + 1} of ${e.total}: ${e.name}`),
+        });
+        if (ac.signal.aborted) throw new CancelledError();
+        progress?.report(100, 'writing the report');
+        await fsp.mkdir(path.dirname(report), { recursive: true });
+        await writeFileAtomic(report, JSON.stringify(result, null, 2) + '\n');
+        return { reportPath: report, report: result };
+      } finally {
+        sub.dispose();
+      }
+    } catch (e) {
+      if (e instanceof CancelledError || ac.signal.aborted) throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ analysis cancelled; no report was written');
+      if (e instanceof ResponseError) throw e;
+      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+      const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
+      throw new ResponseError(bad ? ErrorCodes.InvalidParams : LSPErrorCodes.RequestFailed, message);
+    } finally {
+      progress?.done();
+      this.active.delete(report);
+      for (const [k, v] of this.byToken) if (v === ac) this.byToken.delete(k);
+    }
+  }
+
   private async readPlan(file: string) {
     let text: string;
     try {
@@ -180,7 +238,7 @@ export class Runs {
   }
 
   /** The client's token when it sent one, else a server-created progress when the client supports it. */
-  private async progress(params: QuantizeParams, ac: AbortController): Promise<WorkDoneProgressReporter | undefined> {
+  private async progress(params: { workDoneToken?: string | number }, ac: AbortController): Promise<WorkDoneProgressReporter | undefined> {
     let token = params.workDoneToken;
     if (token === undefined) {
       if (!this.workDoneProgressSupported) return undefined;

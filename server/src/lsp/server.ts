@@ -14,13 +14,15 @@ import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize'
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
-import type { InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
+import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
+import { comparePlanner } from './plannerCompare';
 import { FactsCache, MAX_REPORT_BYTES, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
 import { setMixedPlanner } from './mixedPlan';
+import { applyPlanToText } from '../plan/planner/planedit';
 import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from './reportIndex';
 import { runContext } from './runContext';
@@ -104,6 +106,9 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       if (generation.get(uri) !== gen) return; // a newer pass is under way
       if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
       const { threshold } = await settings.get(uri);
+      // The planner's side of the comparison runs in a worker; the diagnostics themselves are synchronous.
+      if (p.has(['budget'])) p.facts.plannerComparison = await comparePlanner(p);
+      if (generation.get(uri) !== gen) return;
       diagnostics = planDiagnostics(p, threshold);
     } catch (e) {
       // A plan that breaks the checker (e.g. nesting deep enough to exhaust the parser's
@@ -250,10 +255,10 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     const budget = params.budget ?? p.parsed.plan.budget;
     if (!budget) throw new ResponseError(ErrorCodes.InvalidParams, "no budget: give one or add \"budget\": { \"avgBits\": … } to the plan");
     try {
-      const plan = runPlanner(p, budget, params);
+      const plan = await runPlanner(p, budget, params);
       if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis of this plan's checkpoint (${p.path}): run `
         + `'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' next to it`);
-      return plan;
+      return { ...plan, planText: applyPlanToText(p.text, plan.choices, budget) };
     } catch (e) {
       if (e instanceof ResponseError) throw e;
       throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
@@ -267,6 +272,13 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       planDoc,
       threshold: async (uri) => (await settings.get(uri)).threshold,
     });
+  });
+
+  connection.onRequest(Methods.analyze, async (params: AnalyzeParams, token) => {
+    const result = await runs.analyze(params, token);
+    facts.known.add(result.reportPath);
+    refreshAll();
+    return result;
   });
 
   connection.onRequest(Methods.quantize, async (params: QuantizeParams, token) => {

@@ -232,10 +232,38 @@ export const Methods = {
   runState: 'loftq/runState',
   /** request RunContextParams → RunContext: what a run of this checkpoint would meet, before any question. */
   runContext: 'loftq/runContext',
+  /** request AnalyzeParams → AnalyzeResult: errors at several bit widths, no weights written. Cancellable; progress. */
+  analyze: 'loftq/analyze',
 } as const;
 
+export interface AnalyzeParams {
+  checkpoint: string;
+  /** Where the report goes (`…/loftq-report.json`); written whole or not at all. */
+  report: string;
+  bits: number[];
+  rank: number;
+  iters: number;
+  quantizer: Quantizer;
+  blockSize: number;
+  /** Top singular values kept per residual, for the planner's smaller-rank predictions (default 64). */
+  spectrum?: number;
+  /** A plan whose `targets` select the matrices (its settings do not apply to an analysis). */
+  plan?: string;
+  backend?: BackendChoice;
+  workers?: number;
+  workDoneToken?: string | number;
+  /** As QuantizeParams.confirmedOutsideWorkspace. */
+  confirmedOutsideWorkspace?: boolean;
+}
+
+export interface AnalyzeResult {
+  reportPath: string;
+  report: Report;
+}
+
 export interface RunContextParams {
-  /** A .safetensors file (a shard of a sharded checkpoint stands for the whole) or a sharded folder. */
+  /** A .safetensors file (a shard of a sharded checkpoint stands for the whole), a sharded folder, or a
+   *  loftq.json (its checkpoint, with that plan). */
   checkpoint: string;
 }
 
@@ -348,6 +376,8 @@ export interface PlanResult {
   optimalityGap: number;
   choices: PlanChoice[];
   overrides: PlanOverride[];
+  /** `loftq/plan` only: the plan file's text with the planner's choices applied (comments kept). */
+  planText?: string;
 }
 
 // ---------------------------------------------------------------------------------------
