@@ -35,13 +35,7 @@ export function calibrationFrom(o: Record<string, unknown>): CalibrationParams |
     const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(gen);
     if (!m) throw new UsageError(`option '--calib-generate' must be N,LEN (sequences, tokens each), got '${gen}'`);
     p.generate = { sequences: Number(m[1]), length: Number(m[2]) };
-    const seed = o['calib-seed'];
-    if (seed !== undefined) {
-      if (!Number.isInteger(seed) || (seed as number) < 0 || (seed as number) > 0xffffffff) {
-        throw new UsageError(`option '--calib-seed' must be an integer in 0..4294967295, got ${seed}`);
-      }
-      p.generate.seed = seed as number;
-    }
+    if (o['calib-seed'] !== undefined) p.generate.seed = o['calib-seed'] as number;
   } else if (o['calib-seed'] !== undefined) throw new UsageError("option '--calib-seed' goes with --calib-generate");
   if (o['calib-ridge'] !== undefined) p.ridge = o['calib-ridge'] as number;
   checkCalibrationParams(p);

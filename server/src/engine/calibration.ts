@@ -50,6 +50,8 @@ export function checkCalibrationParams(p: CalibrationParams): void {
       const want = `(N ≤ ${n.max}, LEN ≤ ${len.max}) with N ≥ ${n.min} sequences of LEN ≥ ${len.min} tokens`;
       throw new UsageError(`--calib-generate takes N,LEN ${want}, got ${sequences},${length}`);
     }
+    const seedProblem = p.generate.seed === undefined ? undefined : valueProblem(c.generateSeed, p.generate.seed);
+    if (seedProblem) throw new UsageError(`the --calib-generate seed must be ${seedProblem}, got ${p.generate.seed}`);
   }
 }
 

@@ -14,9 +14,10 @@ import { collectInputStatsWithInfo, DEFAULT_FULL_STAT_MAX_DIM } from './collect'
 import { readModelConfig } from './config';
 import { generateSequences } from './generate';
 import { readImatrix } from './imatrix';
+import { CALIBRATION_SPECS } from '../registry';
 
 /** The seed of --calib-generate when none is given. */
-export const DEFAULT_GENERATE_SEED = 0;
+export const DEFAULT_GENERATE_SEED: number = CALIBRATION_SPECS.generateSeed.default;
 
 export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, opts: CollectOptions): Promise<PreparedCalibration> {
   const c = await readModelConfig(ck.folder);

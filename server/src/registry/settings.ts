@@ -94,6 +94,7 @@ export const CALIBRATION_SPECS = {
   fullStatMaxDim: { kind: 'int', min: 1, max: 65536, default: 8192, description: 'Widest input with a full G.' },
   generateSequences: { kind: 'int', min: 1, max: 4096, default: 16, description: 'Sequences of --calib-generate.' },
   generateLength: { kind: 'int', min: 2, max: 32768, default: 128, description: 'Tokens per generated sequence.' },
+  generateSeed: { kind: 'int', min: 0, max: 0xffffffff, default: 0, description: 'Seed of the --calib-generate sampler.' },
 } as const satisfies Record<string, SettingSpec>;
 
 /** Why a value does not fit its spec: the words after "must be", e.g. `an integer ≥ 1`,
