@@ -43,6 +43,7 @@ const nodeEntries = {
   server: 'server/src/lsp/main.ts',
   cli: 'server/src/cli/main.ts',
   worker: 'server/src/engine/worker.ts',
+  'eval-worker': 'server/src/model/evalWorker.ts',
   'gemm-worker': 'server/src/linalg/gemmWorker.ts',
   'planner-worker': 'server/src/lsp/plannerWorker.ts',
   bench: 'bench/bench.ts',

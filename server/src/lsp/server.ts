@@ -15,6 +15,7 @@ import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Methods } from '../protocol/lsp_ext';
 import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
+import type { EvalParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
 import { comparePlanner } from './plannerCompare';
@@ -27,6 +28,7 @@ import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from './reportIndex';
 import { runContext } from './runContext';
 import { Engine, Runs, toPath } from './runs';
+import { EvalRequests } from './evalRequests';
 import { Settings } from './settings';
 import { PLAN_FILE, scanWorkspace } from './workspaceScan';
 
@@ -61,6 +63,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   const readText = async (file: string, max: number) => new TextDecoder().decode(await readRegularFile(file, max));
   const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? readText(file, MAX_PLAN_BYTES);
   const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf, () => roots);
+  const backendFor = async (p: string) => (await settings.get(pathToFileURL(toPath(p)).toString())).backend;
+  const evals = new EvalRequests(connection, backendFor, () => roots);
 
   async function planDoc(uri: string): Promise<PlanDoc | undefined> {
     const file = uriToPath(uri);
@@ -137,6 +141,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     watchDynamic = !!c.workspace?.didChangeWatchedFiles?.dynamicRegistration;
     configDynamic = !!c.workspace?.didChangeConfiguration?.dynamicRegistration;
     runs.workDoneProgressSupported = !!c.window?.workDoneProgress;
+    evals.workDoneProgressSupported = runs.workDoneProgressSupported;
     foldersSupported = !!c.workspace?.workspaceFolders;
     const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [params.rootUri ? uriToPath(params.rootUri) : params.rootPath ?? undefined];
     roots = folders.filter((f): f is string => !!f);
@@ -152,7 +157,10 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   });
 
   connection.onInitialized(async () => {
-    connection.onNotification(WorkDoneProgressCancelNotification.type, (p) => runs.cancelProgress(p.token));
+    connection.onNotification(WorkDoneProgressCancelNotification.type, (p) => {
+      runs.cancelProgress(p.token);
+      evals.cancelProgress(p.token);
+    });
     if (watchDynamic) {
       await connection.client.register(DidChangeWatchedFilesNotification.type, {
         watchers: [{ globPattern: `**/${PLAN_FILE}` }, { globPattern: `**/${REPORT_FILE}` }, { globPattern: '**/*.safetensors' }, { globPattern: '**/model.safetensors.index.json' }],
@@ -289,7 +297,15 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return result;
   });
 
-  connection.onShutdown(() => { runs.abortAll(); for (const t of timers.values()) clearTimeout(t); });
+  connection.onRequest(Methods.eval, async (params: EvalParams, token) => {
+    const result = await evals.eval(params, token);
+    // The report's model block changed: readers of that report see it at once.
+    if (result.reportPath) facts.known.add(result.reportPath);
+    refreshAll();
+    return result;
+  });
+
+  connection.onShutdown(() => { evals.abortAll(); runs.abortAll(); for (const t of timers.values()) clearTimeout(t); });
 
   documents.listen(connection);
   connection.listen();

@@ -226,6 +226,8 @@ export const Methods = {
   readReport: 'loftq/readReport',
   /** request PlanRequestParams → PlanResult (mixed-precision planner). */
   plan: 'loftq/plan',
+  /** request EvalParams → EvalResult (`loftq eval`). Cancellable; reports work-done progress. */
+  eval: 'loftq/eval',
   /** notification server → client: one matrix finished during a run. */
   matrixDone: 'loftq/matrixDone',
   /** notification server → client: a run started / ended. */
@@ -298,6 +300,29 @@ export interface RunContext {
     /** The plan's first Error diagnostic: a run with it would be refused. */
     error?: PlanProblemAt;
   };
+}
+
+/** `loftq eval ORIGINAL OUT --tokens FILE` as a request: runs on a worker thread. */
+export interface EvalParams {
+  /** The checkpoint that was quantized (path or file URI). */
+  original: string;
+  /** The output folder of a quantize run. */
+  out: string;
+  /** JSON array of token-id sequences, or a .txt file tokenized with the original's tokenizer.json. */
+  tokens: string;
+  backend?: BackendChoice;
+  /** Record the result as the `model` block of OUT/loftq-report.json (default true). */
+  updateReport?: boolean;
+  workDoneToken?: string | number;
+  /** As for QuantizeParams: paths outside the workspace folders need the user's confirmation. */
+  confirmedOutsideWorkspace?: boolean;
+}
+
+export interface EvalResult {
+  model: ModelEval;
+  /** The report written, when updateReport. */
+  reportPath?: string;
+  seconds: number;
 }
 
 export interface InspectParams {

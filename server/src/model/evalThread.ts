@@ -1,0 +1,60 @@
+// Runs `loftq eval` on a worker thread (dist/eval-worker.js) and returns its result as a promise:
+// the language server's way to evaluate without blocking its connection. Typed errors
+// (InputError, CheckpointError, CancelledError) are rebuilt on this side.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { deserializeError } from '../engine/serializeError';
+import type { SerializedError } from '../engine/workerProtocol';
+import type { BackendChoice } from '../protocol/lsp_ext';
+import type { EvalProgress, EvaluateResult } from './evaluate';
+import type { EvalRunResult } from './evalRun';
+
+export interface EvalThreadInput {
+  original: string;
+  out: string;
+  tokens: string;
+  backend: BackendChoice;
+  updateReport: boolean;
+}
+
+export type ToEvalThread = { type: 'cancel' };
+export type FromEvalThread =
+  | { type: 'progress'; progress: EvalProgress }
+  | { type: 'done'; result: EvaluateResult; reportFile?: string }
+  | { type: 'failed'; error: SerializedError };
+
+/** dist/eval-worker.js: next to this bundle, or in the repo's dist/ when running from tests. */
+export function evalWorkerScript(): string {
+  let d = __dirname;
+  for (let i = 0; i < 4; i++) {
+    for (const c of [path.join(d, 'eval-worker.js'), path.join(d, 'dist', 'eval-worker.js')]) {
+      if (fs.existsSync(c)) return c;
+    }
+    d = path.dirname(d);
+  }
+  throw new Error('dist/eval-worker.js not found: run `node esbuild.mjs` first');
+}
+
+export interface EvalThreadOptions {
+  signal?: AbortSignal;
+  onProgress?(p: EvalProgress): void;
+}
+
+export function evalOnThread(input: EvalThreadInput, opts: EvalThreadOptions): Promise<EvalRunResult> {
+  const worker = new Worker(evalWorkerScript(), { workerData: input });
+  const cancel = () => worker.postMessage({ type: 'cancel' } satisfies ToEvalThread);
+  if (opts.signal?.aborted) cancel();
+  opts.signal?.addEventListener('abort', cancel);
+  return new Promise<EvalRunResult>((resolve, reject) => {
+    let settled = false;
+    worker.on('message', (m: FromEvalThread) => {
+      if (m.type === 'progress') opts.onProgress?.(m.progress);
+      else if (m.type === 'done') { settled = true; resolve({ result: m.result, reportFile: m.reportFile }); }
+      else { settled = true; reject(deserializeError(m.error)); }
+    });
+    worker.on('error', (e) => { settled = true; reject(e); });
+    worker.on('exit', (code) => { if (!settled) reject(new Error(`the evaluation thread stopped (exit ${code})`)); });
+  }).finally(() => opts.signal?.removeEventListener('abort', cancel));
+}
