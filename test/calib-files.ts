@@ -14,16 +14,38 @@ export interface ImatrixEntry {
   count: number;
 }
 
-const i32 = (v: number) => { const b = Buffer.alloc(4); b.writeInt32LE(v); return b; };
-const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
-const u64 = (v: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
-const f32s = (v: number[]) => { const b = Buffer.alloc(4 * v.length); v.forEach((x, i) => b.writeFloatLE(x, 4 * i)); return b; };
+const i32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v);
+  return b;
+};
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const u64 = (v: number) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+};
+const f32s = (v: number[]) => {
+  const b = Buffer.alloc(4 * v.length);
+  v.forEach((x, i) => b.writeFloatLE(x, 4 * i));
+  return b;
+};
 
 /** Legacy .dat: values stored as mean·ncall, then the chunk-count and dataset trailer. */
 export function writeLegacyImatrix(file: string, entries: ImatrixEntry[]): void {
   const parts: Buffer[] = [i32(entries.length)];
   for (const e of entries) {
-    parts.push(i32(Buffer.byteLength(e.name)), Buffer.from(e.name), i32(e.count), i32(e.mean.length), f32s(e.mean.map((m) => m * e.count)));
+    parts.push(
+      i32(Buffer.byteLength(e.name)),
+      Buffer.from(e.name),
+      i32(e.count),
+      i32(e.mean.length),
+      f32s(e.mean.map((m) => m * e.count)),
+    );
   }
   parts.push(i32(10), i32(9), Buffer.from('calib.txt'));
   fs.writeFileSync(file, Buffer.concat(parts));
@@ -68,7 +90,11 @@ export function expectedIds(text: string): number[] {
   const s = ('▁' + text).replace(/ /g, '▁');
   const ids = [1];
   for (let i = 0; i < s.length; i++) {
-    if (s[i] === '▁' && s[i + 1] === 't') { ids.push(vocab['▁t']); i++; continue; }
+    if (s[i] === '▁' && s[i + 1] === 't') {
+      ids.push(vocab['▁t']);
+      i++;
+      continue;
+    }
     ids.push(vocab[s[i]] ?? 0);
   }
   return ids;
@@ -86,11 +112,25 @@ function testVocab(extra = 0): Record<string, number> {
 /** A Llama-style tokenizer.json (Prepend/Replace ▁ normalizer, BPE, <s> template) in DIR.
  *  `extra` adds tokens to make a tokenizer larger than a model's vocabulary. */
 export function writeTestTokenizer(dir: string, extra = 0): void {
-  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const special = (id: number, content: string) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
   const json = {
     version: '1.0',
     added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
     pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
@@ -99,7 +139,17 @@ export function writeTestTokenizer(dir: string, extra = 0): void {
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: null,
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: false, vocab: testVocab(extra), merges: ['▁ t'] },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: false,
+      vocab: testVocab(extra),
+      merges: ['▁ t'],
+    },
   };
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
 }

@@ -12,8 +12,12 @@ import { readModelConfig } from '../server/src/model/config';
 import { runForward } from '../server/src/model/forward';
 
 /** log-softmax rows (float64) of every position, sequence by sequence. */
-async function logProbs(dir: string, seqs: readonly (readonly number[])[], backend: MatmulBackend,
-  hook?: (name: string, w: Float32Array, rows: number, cols: number) => Promise<Float32Array | undefined>): Promise<Float64Array[]> {
+async function logProbs(
+  dir: string,
+  seqs: readonly (readonly number[])[],
+  backend: MatmulBackend,
+  hook?: (name: string, w: Float32Array, rows: number, cols: number) => Promise<Float32Array | undefined>,
+): Promise<Float64Array[]> {
   const ck = await openCheckpoint(dir);
   const c = await readModelConfig(dir);
   const out: Float64Array[] = [];
@@ -37,7 +41,9 @@ async function logProbs(dir: string, seqs: readonly (readonly number[])[], backe
 }
 
 /** The weight Q + (α/r)·B·A of each adapted module of a quantize output folder. */
-async function loftqWeights(out: string): Promise<(name: string, w: Float32Array, rows: number, cols: number) => Promise<Float32Array | undefined>> {
+async function loftqWeights(
+  out: string,
+): Promise<(name: string, w: Float32Array, rows: number, cols: number) => Promise<Float32Array | undefined>> {
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
   const backbone = await openCheckpoint(path.join(out, 'model.safetensors'));
   const adapters = await openCheckpoint(path.join(out, 'loftq_init', 'adapter_model.safetensors'));
@@ -51,23 +57,31 @@ async function loftqWeights(out: string): Promise<(name: string, w: Float32Array
     const q = await readTensorF32(backbone.byName.get(name)!);
     if (!a) return q;
     const r = a.shape[0];
-    const A = await readTensorF32(a), B = await readTensorF32(adapters.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
+    const A = await readTensorF32(a),
+      B = await readTensorF32(adapters.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
     const scale = pattern(cfg.alpha_pattern, mod, cfg.lora_alpha) / pattern(cfg.rank_pattern, mod, cfg.r);
     const w = new Float32Array(rows * cols);
-    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-      let s = 0;
-      for (let p = 0; p < r; p++) s += B[i * r + p] * A[p * cols + j];
-      w[i * cols + j] = q[i * cols + j] + scale * s;
-    }
+    for (let i = 0; i < rows; i++)
+      for (let j = 0; j < cols; j++) {
+        let s = 0;
+        for (let p = 0; p < r; p++) s += B[i * r + p] * A[p * cols + j];
+        w[i * cols + j] = q[i * cols + j] + scale * s;
+      }
     return w;
   };
 }
 
 /** Mean KL(original ‖ init of OUT) over every position of `seqs`, in nats. */
-export async function meanKl(original: string, out: string, seqs: readonly (readonly number[])[], backend: MatmulBackend): Promise<number> {
+export async function meanKl(
+  original: string,
+  out: string,
+  seqs: readonly (readonly number[])[],
+  backend: MatmulBackend,
+): Promise<number> {
   const p = await logProbs(original, seqs, backend);
   const q = await logProbs(original, seqs, backend, await loftqWeights(out));
-  let kl = 0, n = 0;
+  let kl = 0,
+    n = 0;
   for (let k = 0; k < p.length; k++) {
     const vocab = p[k].length / seqs[k].length;
     for (let i = 0; i < seqs[k].length; i++) {

@@ -36,8 +36,12 @@ test('cached decode logits equal the reference forward on the generated prefix; 
     const ref = referenceLogits(cfg, t, s.slice(0, -1)); // positions 0..len-2 predicted the draws
     for (let p = 0; p < s.length - 1; p++) {
       const got = steps[p].subarray(k * V, (k + 1) * V);
-      let num = 0, den = 0;
-      for (let v = 0; v < V; v++) { num += (got[v] - ref[p][v]) ** 2; den += ref[p][v] ** 2; }
+      let num = 0,
+        den = 0;
+      for (let v = 0; v < V; v++) {
+        num += (got[v] - ref[p][v]) ** 2;
+        den += ref[p][v] ** 2;
+      }
       worst = Math.max(worst, Math.sqrt(num / den));
     }
   });
@@ -46,7 +50,12 @@ test('cached decode logits equal the reference forward on the generated prefix; 
   // The draws are the documented rule applied to those logits.
   const rng = mulberry32(7);
   for (let p = 0; p < 23; p++) {
-    for (let k = 0; k < 3; k++) assert.equal(seqs[k][p + 1], sampleSoftmax(steps[p].subarray(k * V, (k + 1) * V), rng()), `seq ${k} pos ${p + 1}`);
+    for (let k = 0; k < 3; k++)
+      assert.equal(
+        seqs[k][p + 1],
+        sampleSoftmax(steps[p].subarray(k * V, (k + 1) * V), rng()),
+        `seq ${k} pos ${p + 1}`,
+      );
   }
 });
 
@@ -59,5 +68,7 @@ test('sampleSoftmax draws by inverse CDF of softmax; mulberry32 is uniform enoug
   const rng = mulberry32(1);
   const counts = [0, 0, 0];
   for (let i = 0; i < 30000; i++) counts[sampleSoftmax(row, rng())]++;
-  [0.1, 0.2, 0.7].forEach((p, i) => assert.ok(Math.abs(counts[i] / 30000 - p) < 0.015, `frequency of ${i}: ${counts[i] / 30000}`));
+  [0.1, 0.2, 0.7].forEach((p, i) =>
+    assert.ok(Math.abs(counts[i] / 30000 - p) < 0.015, `frequency of ${i}: ${counts[i] / 30000}`),
+  );
 });

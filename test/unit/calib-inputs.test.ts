@@ -49,7 +49,10 @@ test('imatrix (GGUF and legacy .dat): diagonal statistics = mean x² per column 
   const files = { gguf: path.join(dir, 'imatrix.gguf'), dat: path.join(dir, 'imatrix.dat') };
   writeGgufImatrix(files.gguf, ENTRIES);
   // Legacy ncall counts chunks, not tokens: the stored values are mean·ncall.
-  writeLegacyImatrix(files.dat, ENTRIES.map((e) => ({ ...e, count: 16 })));
+  writeLegacyImatrix(
+    files.dat,
+    ENTRIES.map((e) => ({ ...e, count: 16 })),
+  );
   for (const file of Object.values(files)) {
     const stats = await readImatrix(file, c);
     assert.deepEqual([...stats.keys()].sort(), Object.values(HF).sort(), file);
@@ -58,19 +61,30 @@ test('imatrix (GGUF and legacy .dat): diagonal statistics = mean x² per column 
       assert.equal(s.kind, 'diag');
       assert.equal(s.dim, e.mean.length);
       if (s.kind !== 'diag') continue;
-      for (let i = 0; i < s.dim; i++) assert.ok(Math.abs(s.d[i] - e.mean[i]) <= 1e-6 * e.mean[i], `${file} ${e.name}[${i}]: ${s.d[i]} vs ${e.mean[i]}`);
+      for (let i = 0; i < s.dim; i++)
+        assert.ok(
+          Math.abs(s.d[i] - e.mean[i]) <= 1e-6 * e.mean[i],
+          `${file} ${e.name}[${i}]: ${s.d[i]} vs ${e.mean[i]}`,
+        );
     }
   }
 });
 
-test('quantize --imatrix: the matrices it covers get output errors, the others plain LoftQ; report names the source', () => {
+test('quantize --imatrix: matrices it covers get output errors, others plain LoftQ; report names the source', () => {
   const file = path.join(tempDir(), 'imatrix.gguf');
   writeGgufImatrix(file, ENTRIES);
   const out = path.join(tempDir(), 'out');
   const r = run('quantize', STORIES, '--out', out, ...FAST, '--imatrix', file, '--json');
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout) as Report;
-  assert.deepEqual(report.calibration, { source: 'imatrix', file, sequences: 0, tokens: 2048, fullStatMaxDim: 0, ridge: 0.01 });
+  assert.deepEqual(report.calibration, {
+    source: 'imatrix',
+    file,
+    sequences: 0,
+    tokens: 2048,
+    fullStatMaxDim: 0,
+    ridge: 0.01,
+  });
   for (const m of report.matrices) {
     const covered = Object.values(HF).includes(m.name);
     assert.equal(m.outputRelError !== undefined, covered, m.name);
@@ -78,7 +92,7 @@ test('quantize --imatrix: the matrices it covers get output errors, the others p
   }
 });
 
-test('--calib story.txt: paragraphs tokenized with the folder\'s tokenizer.json; report counts them', async () => {
+test("--calib story.txt: paragraphs tokenized with the folder's tokenizer.json; report counts them", async () => {
   const dir = storiesCopy();
   writeTestTokenizer(dir);
   const paragraphs = ['the cat sat on the mat.', 'tom had a red ball, and the ball was big!', 'the end.'];
@@ -92,17 +106,48 @@ test('--calib story.txt: paragraphs tokenized with the folder\'s tokenizer.json;
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout) as Report;
   const tokens = paragraphs.map(expectedIds).flat().length;
-  assert.deepEqual(report.calibration, { source: 'text', file: txt, sequences: 3, tokens, fullStatMaxDim: 8192, ridge: 0.01 });
+  assert.deepEqual(report.calibration, {
+    source: 'text',
+    file: txt,
+    sequences: 3,
+    tokens,
+    fullStatMaxDim: 8192,
+    ridge: 0.01,
+  });
   assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
 });
 
 test('--calib ids.json with --calib-ridge: every matrix calibrated, ridge recorded', () => {
   const ids = path.join(tempDir(), 'ids.json');
-  fs.writeFileSync(ids, JSON.stringify([[1, 403, 407, 261, 378], [1, 43, 7, 99, 100, 12]]));
-  const r = run('quantize', STORIES, '--out', path.join(tempDir(), 'out'), ...FAST, '--calib', ids, '--calib-ridge', '0.05', '--json');
+  fs.writeFileSync(
+    ids,
+    JSON.stringify([
+      [1, 403, 407, 261, 378],
+      [1, 43, 7, 99, 100, 12],
+    ]),
+  );
+  const r = run(
+    'quantize',
+    STORIES,
+    '--out',
+    path.join(tempDir(), 'out'),
+    ...FAST,
+    '--calib',
+    ids,
+    '--calib-ridge',
+    '0.05',
+    '--json',
+  );
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout) as Report;
-  assert.deepEqual(report.calibration, { source: 'tokens', file: ids, sequences: 2, tokens: 11, fullStatMaxDim: 8192, ridge: 0.05 });
+  assert.deepEqual(report.calibration, {
+    source: 'tokens',
+    file: ids,
+    sequences: 2,
+    tokens: 11,
+    fullStatMaxDim: 8192,
+    ridge: 0.05,
+  });
   assert.equal(report.matrices.filter((m) => m.outputRelError !== undefined).length, 35);
 });
 
@@ -114,32 +159,78 @@ function refused(args: string[], file: string | undefined, problem: RegExp): voi
   assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
   if (file) assert.ok(lines[0].includes(file), `names ${file}: ${lines[0]}`);
   assert.match(lines[0], problem);
-  assert.ok(!fs.existsSync(out) || fs.readdirSync(out).length === 0, `nothing written for ${problem}: ${fs.existsSync(out) && fs.readdirSync(out)}`);
+  assert.ok(
+    !fs.existsSync(out) || fs.readdirSync(out).length === 0,
+    `nothing written for ${problem}: ${fs.existsSync(out) && fs.readdirSync(out)}`,
+  );
 }
 
 test('bad calibration input: exit 2, one line naming the file and the problem, nothing written', () => {
   const dir = tempDir();
-  const write = (name: string, data: string | Buffer) => { const p = path.join(dir, name); fs.writeFileSync(p, data); return p; };
+  const write = (name: string, data: string | Buffer) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, data);
+    return p;
+  };
   const json = (name: string, v: unknown) => write(name, JSON.stringify(v));
-  refused([STORIES, '--calib', json('oov.json', [[1, 2, 3], [1, 512, 4]])], 'oov.json', /sequence 1, position 1: token id 512 is outside the vocabulary \(0\.\.511/);
+  refused(
+    [
+      STORIES,
+      '--calib',
+      json('oov.json', [
+        [1, 2, 3],
+        [1, 512, 4],
+      ]),
+    ],
+    'oov.json',
+    /sequence 1, position 1: token id 512 is outside the vocabulary \(0\.\.511/,
+  );
   refused([STORIES, '--calib', json('neg.json', [[1, -3]])], 'neg.json', /token id -3 is outside the vocabulary/);
   refused([STORIES, '--calib', write('empty.json', '')], 'empty.json', /is empty/);
   refused([STORIES, '--calib', json('none.json', [])], 'none.json', /holds no token sequences/);
-  refused([STORIES, '--calib', json('short.json', [[1, 5, 6], [1]])], 'short.json', /sequence 1 has 1 token; each needs at least 2/);
-  refused([STORIES, '--calib', json('float.json', [[1, 2.5]])], 'float.json', /sequence 0, position 1: 2\.5 is not an integer token id/);
-  refused([STORIES, '--calib', write('notjson.json', 'hello there')], 'notjson.json', /neither a JSON array of token-id sequences nor a \.txt file/);
+  refused(
+    [STORIES, '--calib', json('short.json', [[1, 5, 6], [1]])],
+    'short.json',
+    /sequence 1 has 1 token; each needs at least 2/,
+  );
+  refused(
+    [STORIES, '--calib', json('float.json', [[1, 2.5]])],
+    'float.json',
+    /sequence 0, position 1: 2\.5 is not an integer token id/,
+  );
+  refused(
+    [STORIES, '--calib', write('notjson.json', 'hello there')],
+    'notjson.json',
+    /neither a JSON array of token-id sequences nor a \.txt file/,
+  );
   refused([STORIES, '--calib', path.join(dir, 'missing.json')], 'missing.json', /does not exist/);
-  refused([STORIES, '--calib', write('story.txt', 'once upon a time')], 'story.txt', /is text, but .* has no tokenizer\.json/);
+  refused(
+    [STORIES, '--calib', write('story.txt', 'once upon a time')],
+    'story.txt',
+    /is text, but .* has no tokenizer\.json/,
+  );
   refused([STORIES, '--calib', write('blank.txt', '\n\n  \n')], 'blank.txt', /is empty/);
   const big = storiesCopy();
   writeTestTokenizer(big, 600);
-  refused([big, '--calib', write('story2.txt', 'the cat')], 'tokenizer.json', /has \d+ tokens, but config\.json says vocab_size 512 \(another model's tokenizer\?\)/);
+  refused(
+    [big, '--calib', write('story2.txt', 'the cat')],
+    'tokenizer.json',
+    /has \d+ tokens, but config\.json says vocab_size 512 \(another model's tokenizer\?\)/,
+  );
   const ggufWide = path.join(dir, 'wide.gguf');
   writeGgufImatrix(ggufWide, [{ name: 'blk.0.attn_q.weight', mean: ramp(128, 0), count: 10 }]);
-  refused([STORIES, '--imatrix', ggufWide], 'wide.gguf', /blk\.0\.attn_q\.weight.* is 128 wide, but model\.layers\.0\.self_attn\.q_proj\.weight has 64 inputs \(another model\?\)/);
+  refused(
+    [STORIES, '--imatrix', ggufWide],
+    'wide.gguf',
+    /blk\.0\.attn_q\.weight.* is 128 wide, but model\.layers\.0\.self_attn\.q_proj\.weight has 64 inputs \(another/,
+  );
   const datDeep = path.join(dir, 'deep.dat');
   writeLegacyImatrix(datDeep, [{ name: 'blk.31.attn_q.weight', mean: ramp(64, 0), count: 1 }]);
-  refused([STORIES, '--imatrix', datDeep], 'deep.dat', /blk\.31\.attn_q\.weight.*describes 5 layers \(another model\?\)/);
+  refused(
+    [STORIES, '--imatrix', datDeep],
+    'deep.dat',
+    /blk\.31\.attn_q\.weight.*describes 5 layers \(another model\?\)/,
+  );
   const ggufOther = path.join(dir, 'other.gguf');
   writeGgufImatrix(ggufOther, [{ name: 'enc.0.attn.weight', mean: ramp(64, 0), count: 10 }]);
   refused([STORIES, '--imatrix', ggufOther], 'other.gguf', /names none of the model's linear layers/);
@@ -155,5 +246,9 @@ test('bad calibration input: exit 2, one line naming the file and the problem, n
   refused([STORIES, '--calib-generate', '4,1'], undefined, /LEN ≥ 2 tokens, got 4,1/);
   refused([STORIES, '--calib-seed', '3'], undefined, /'--calib-seed' needs --calib, --calib-generate or --imatrix/);
   refused([STORIES, '--calib', json('a.json', [[1, 2]]), '--imatrix', ggufWide], undefined, /exactly one source/);
-  refused([STORIES, '--calib', json('b.json', [[1, 2]]), '--calib-ridge', '-1'], undefined, /ridge must be a number ≥ 0/);
+  refused(
+    [STORIES, '--calib', json('b.json', [[1, 2]]), '--calib-ridge', '-1'],
+    undefined,
+    /ridge must be a number ≥ 0/,
+  );
 });

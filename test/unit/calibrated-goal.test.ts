@@ -19,12 +19,23 @@ const STORIES = path.join(repoRoot, 'examples', 'stories260k');
 async function klPair(bits: number, heldOut: number[][]): Promise<{ plain: number; calibrated: number }> {
   const backend = await createBackend('wasm');
   const settings = { bits, rank: 16, iters: 5, quantizer: 'nf' as const, blockSize: 64 };
-  const plainOut = path.join(tempDir(), 'plain'), calOut = path.join(tempDir(), 'cal');
+  const plainOut = path.join(tempDir(), 'plain'),
+    calOut = path.join(tempDir(), 'cal');
   await quantizeCheckpoint(STORIES, { out: plainOut, settings, workers: 0 });
   const calibration = { generate: { sequences: 16, length: 128, seed: 0 } };
   const { report } = await quantizeCheckpoint(STORIES, { out: calOut, settings, workers: 0, calibration });
-  assert.deepEqual(report.calibration, { source: 'generated', sequences: 16, tokens: 2048, fullStatMaxDim: 8192, ridge: 0.01, seed: 0 });
-  return { plain: await meanKl(STORIES, plainOut, heldOut, backend), calibrated: await meanKl(STORIES, calOut, heldOut, backend) };
+  assert.deepEqual(report.calibration, {
+    source: 'generated',
+    sequences: 16,
+    tokens: 2048,
+    fullStatMaxDim: 8192,
+    ridge: 0.01,
+    seed: 0,
+  });
+  return {
+    plain: await meanKl(STORIES, plainOut, heldOut, backend),
+    calibrated: await meanKl(STORIES, calOut, heldOut, backend),
+  };
 }
 
 test('calibrated LoftQ NF4 r16 T5 on stories260K: held-out KL ≤ 0.65× plain LoftQ', async () => {
@@ -35,7 +46,10 @@ test('calibrated LoftQ NF4 r16 T5 on stories260K: held-out KL ≤ 0.65× plain L
   for (const bits of (process.env.LOFTQ_GOAL_BITS ?? '4').split(',').map(Number)) {
     const { plain, calibrated } = await klPair(bits, heldOut);
     const ratio = calibrated / plain;
-    console.log(`NF${bits} r16 T5: KL plain LoftQ ${plain.toFixed(4)}, calibrated ${calibrated.toFixed(4)}, ratio ${ratio.toFixed(3)}`);
+    console.log(
+      `NF${bits} r16 T5: KL plain LoftQ ${plain.toFixed(4)}, calibrated ${calibrated.toFixed(4)}, ` +
+        `ratio ${ratio.toFixed(3)}`,
+    );
     if (bits === 4) assert.ok(ratio <= 0.65, `NF4: calibrated/plain KL ${ratio.toFixed(3)} > 0.65`);
     else assert.ok(ratio < 1, `NF${bits}: calibrated KL ${calibrated} ≥ plain ${plain}`);
   }

@@ -13,8 +13,9 @@ export const CALIBRATION_OPTIONS: Record<string, OptionSpec> = {
   imatrix: { type: 'string' },
 };
 
-export const CALIBRATION_HELP = `  --calib FILE           calibrated LoftQ: token ids as JSON ([[1, 403, …], …]) or a .txt file
-                         (tokenized with the checkpoint folder's tokenizer.json, one sequence per paragraph)
+export const CALIBRATION_HELP = `\
+  --calib FILE           calibrated LoftQ: token ids as JSON ([[1, 403, …], …]) or .txt
+                         (tokenized with the checkpoint's tokenizer.json, one sequence per paragraph)
   --calib-generate N,LEN calibrated LoftQ on N sequences of LEN tokens sampled from the model
                          (from BOS, temperature 1, seeded by --calib-seed, default 0)
   --imatrix FILE         calibrated LoftQ from a llama.cpp importance matrix (GGUF or legacy .dat; diagonal)
@@ -25,7 +26,9 @@ export function calibrationFrom(o: Record<string, unknown>): CalibrationParams |
   const file = o.calib as string | undefined, imatrix = o.imatrix as string | undefined;
   const gen = o['calib-generate'] as string | undefined;
   if (file === undefined && imatrix === undefined && gen === undefined) {
-    for (const k of ['calib-ridge', 'calib-seed']) if (o[k] !== undefined) throw new UsageError(`option '--${k}' needs --calib, --calib-generate or --imatrix`);
+    for (const k of ['calib-ridge', 'calib-seed']) {
+      if (o[k] !== undefined) throw new UsageError(`option '--${k}' needs --calib, --calib-generate or --imatrix`);
+    }
     return undefined;
   }
   const p: CalibrationParams = {};

@@ -27,7 +27,8 @@ async function readBytes(file: string): Promise<Uint8Array> {
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new InputError(file, code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (e as Error).message})`);
+    const why = code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? (e as Error).message})`;
+    throw new InputError(file, why);
   }
 }
 
@@ -36,13 +37,19 @@ function idsFromJson(file: string, text: string): number[][] {
   try {
     j = JSON.parse(text);
   } catch (e) {
-    throw new InputError(file, `is neither a JSON array of token-id sequences nor a .txt file (${(e as Error).message.split('\n')[0]})`);
+    const why = (e as Error).message.split('\n')[0];
+    throw new InputError(file, `is neither a JSON array of token-id sequences nor a .txt file (${why})`);
   }
-  if (!Array.isArray(j)) throw new InputError(file, 'must be a JSON array of token-id sequences ([[1, 403, …], …])');
+  if (!Array.isArray(j)) {
+    throw new InputError(file, 'must be a JSON array of token-id sequences ([[1, 403, …], …])');
+  }
   return j.map((s, k) => {
     if (!Array.isArray(s)) throw new InputError(file, `sequence ${k} is not an array of token ids`);
     for (let i = 0; i < s.length; i++) {
-      if (typeof s[i] !== 'number' || !Number.isInteger(s[i])) throw new InputError(file, `sequence ${k}, position ${i}: ${JSON.stringify(s[i])?.slice(0, 40)} is not an integer token id`);
+      if (typeof s[i] !== 'number' || !Number.isInteger(s[i])) {
+        const shown = JSON.stringify(s[i])?.slice(0, 40);
+        throw new InputError(file, `sequence ${k}, position ${i}: ${shown} is not an integer token id`);
+      }
     }
     return s as number[];
   });
@@ -53,11 +60,17 @@ export function checkSequences(file: string, seqs: readonly (readonly number[])[
   if (seqs.length === 0) throw new InputError(file, 'holds no token sequences');
   let tokens = 0;
   seqs.forEach((s, k) => {
-    if (s.length < MIN_SEQUENCE_TOKENS) throw new InputError(file, `sequence ${k} has ${s.length} token${s.length === 1 ? '' : 's'}; each needs at least ${MIN_SEQUENCE_TOKENS}`);
+    if (s.length < MIN_SEQUENCE_TOKENS) {
+      const has = `${s.length} token${s.length === 1 ? '' : 's'}`;
+      throw new InputError(file, `sequence ${k} has ${has}; each needs at least ${MIN_SEQUENCE_TOKENS}`);
+    }
     for (let i = 0; i < s.length; i++) {
       const id = s[i];
       if (id < 0 || id >= c.vocabSize) {
-        throw new InputError(file, `sequence ${k}, position ${i}: token id ${id} is outside the vocabulary (0..${c.vocabSize - 1} per ${path.basename(c.file)}; another model's tokens?)`);
+        const vocab = `0..${c.vocabSize - 1} per ${path.basename(c.file)}`;
+        const where = `sequence ${k}, position ${i}`;
+        const why = `token id ${id} is outside the vocabulary (${vocab}; another model's tokens?)`;
+        throw new InputError(file, `${where}: ${why}`);
       }
     }
     tokens += s.length;
@@ -77,7 +90,10 @@ export async function readCalibrationTokens(file: string, folder: string, c: Mod
   if (text.trim() === '') throw new InputError(file, 'is empty');
   if (/\.txt$/i.test(file)) {
     const tok = await loadTokenizer(folder);
-    if (!tok) throw new InputError(file, `is text, but ${folder} has no tokenizer.json to tokenize it (give token ids as a JSON array instead)`);
+    if (!tok) {
+      const hint = 'give token ids as a JSON array instead';
+      throw new InputError(file, `is text, but ${folder} has no tokenizer.json to tokenize it (${hint})`);
+    }
     checkTokenizerFits(tok, c.vocabSize, c.file);
     const sequences = tokenizeParagraphs(tok, text);
     return { source: 'text', sequences, tokens: checkSequences(file, sequences, c) };

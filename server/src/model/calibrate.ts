@@ -19,7 +19,9 @@ import { CALIBRATION_SPECS } from '../registry';
 /** The seed of --calib-generate when none is given. */
 export const DEFAULT_GENERATE_SEED: number = CALIBRATION_SPECS.generateSeed.default;
 
-export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, opts: CollectOptions): Promise<PreparedCalibration> {
+export async function collectCalibration(
+  ck: Checkpoint, p: CalibrationParams, opts: CollectOptions,
+): Promise<PreparedCalibration> {
   const c = await readModelConfig(ck.folder);
   if (p.imatrix !== undefined) {
     const stats = await readImatrix(p.imatrix, c);
@@ -33,19 +35,22 @@ export async function collectCalibration(ck: Checkpoint, p: CalibrationParams, o
   let seed: number | undefined;
   if (p.generate) {
     seed = p.generate.seed ?? DEFAULT_GENERATE_SEED;
-    sequences = await generateSequences(ck, c, { sequences: p.generate.sequences, length: p.generate.length, seed, backend, signal: opts.signal });
+    const { sequences: n, length } = p.generate;
+    sequences = await generateSequences(ck, c, { sequences: n, length, seed, backend, signal: opts.signal });
     source = 'generated';
   } else {
     const read = await readCalibrationTokens(p.file!, ck.folder, c);
     sequences = read.sequences;
     source = read.source;
   }
-  const { stats, forward } = await collectInputStatsWithInfo(ck, sequences, { backend, signal: opts.signal, config: c });
+  const collectOpts = { backend, signal: opts.signal, config: c };
+  const { stats, forward } = await collectInputStatsWithInfo(ck, sequences, collectOpts);
   return {
     stats,
     // The ridge is the engine's to fill in (resolveCalibration), from the params or its default.
     info: {
-      source, ...(p.file === undefined ? {} : { file: p.file }), sequences: forward.sequences, tokens: forward.tokens, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0,
+      source, ...(p.file === undefined ? {} : { file: p.file }), sequences: forward.sequences, tokens: forward.tokens,
+      fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0,
       ...(seed === undefined ? {} : { seed }),
     },
   };

@@ -95,7 +95,9 @@ function cachedAttention(c: ModelConfig, qkv: Float32Array, stride: number, kCac
 /** Samples `sequences` sequences of `length` tokens from the model (see the header). */
 export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: GenerateOptions): Promise<number[][]> {
   const { sequences: n, length, backend, signal } = opts;
-  if (c.bosTokenId >= c.vocabSize) throw new RangeError(`bos_token_id ${c.bosTokenId} is outside the vocabulary (0..${c.vocabSize - 1})`);
+  if (c.bosTokenId >= c.vocabSize) {
+    throw new RangeError(`bos_token_id ${c.bosTokenId} is outside the vocabulary (0..${c.vocabSize - 1})`);
+  }
   const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
   const stride = qDim + 2 * kvDim;
   const rng = mulberry32(opts.seed);
@@ -103,14 +105,16 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   const embedTable = await readChecked(ck, c, 'model.embed_tokens.weight', [c.vocabSize, H]);
   const finalNorm = await readChecked(ck, c, 'model.norm.weight', [H]);
   const headName = headTensorName(ck, c);
-  const head = headName === 'model.embed_tokens.weight' ? embedTable : await readChecked(ck, c, headName, [c.vocabSize, H]);
+  const tied = headName === 'model.embed_tokens.weight';
+  const head = tied ? embedTable : await readChecked(ck, c, headName, [c.vocabSize, H]);
   const rope = ropeTables(length, c.headDim, c.ropeTheta);
   const kCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
   const vCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
   const layerBytes = (2 * H * qDim + 2 * H * kvDim + 3 * H * I) * 4;
   const cache: (LayerWeights | undefined)[] = [];
   const keepLayers = layerBytes * c.numLayers <= LAYER_CACHE_BYTES;
-  const h = new Float32Array(n * H), normed = new Float32Array(n * H), att = new Float32Array(n * qDim), act = new Float32Array(n * I);
+  const h = new Float32Array(n * H), normed = new Float32Array(n * H);
+  const att = new Float32Array(n * qDim), act = new Float32Array(n * I);
   const heldHead = await backend.hold(head, c.vocabSize, H);
   try {
     for (let pos = 0; pos < length - 1; pos++) {
@@ -121,7 +125,9 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
         const w = cache[l] ?? await readLayer(ck, c, l);
         if (keepLayers) cache[l] = w;
         rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);
-        const qkv = await linearGroup(backend, normed, n, H, [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj], [qDim, kvDim, kvDim], [w.qBias, w.kBias, w.vBias]);
+        const qkvWeights = [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj];
+        const qkvBias = [w.qBias, w.kBias, w.vBias];
+        const qkv = await linearGroup(backend, normed, n, H, qkvWeights, [qDim, kvDim, kvDim], qkvBias);
         applyRope(qkv, stride, 0, c.numHeads, c.headDim, positions, rope);
         applyRope(qkv, stride, qDim, c.numKvHeads, c.headDim, positions, rope);
         for (let s = 0; s < n; s++) {
@@ -145,7 +151,9 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
       const logits = new Float32Array(n * c.vocabSize);
       for (let v = 0; v < c.vocabSize; v++) for (let s = 0; s < n; s++) logits[s * c.vocabSize + v] = vt[v * n + s];
       opts.onLogits?.(pos, logits);
-      for (let s = 0; s < n; s++) seqs[s].push(sampleSoftmax(logits.subarray(s * c.vocabSize, (s + 1) * c.vocabSize), rng()));
+      for (let s = 0; s < n; s++) {
+        seqs[s].push(sampleSoftmax(logits.subarray(s * c.vocabSize, (s + 1) * c.vocabSize), rng()));
+      }
       opts.onStep?.(pos + 1, length - 1);
     }
   } finally {

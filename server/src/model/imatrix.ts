@@ -177,13 +177,20 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
     if (!hf) continue;
     const lin = LINEAR_NAMES.find((l) => hf.endsWith(`.${l}.weight`))!;
     const layer = Number(/layers\.(\d+)\./.exec(hf)![1]);
-    if (layer >= c.numLayers) fail(`has ${quote(e.name)}, but ${path.basename(c.file)} describes ${c.numLayers} layers (another model?)`);
+    if (layer >= c.numLayers) {
+      fail(`has ${quote(e.name)}, but ${path.basename(c.file)} describes ${c.numLayers} layers (another model?)`);
+    }
     const width = linearShape(c, lin)[1];
-    if (e.mean.length !== width) fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
-    if (!e.mean.every((v) => Number.isFinite(v) && v >= 0)) fail(`${quote(e.name)} holds negative or non-finite values`);
+    if (e.mean.length !== width) {
+      fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
+    }
+    const bad = !e.mean.every((v) => Number.isFinite(v) && v >= 0);
+    if (bad) fail(`${quote(e.name)} holds negative or non-finite values`);
     const stat: InputStat = { kind: 'diag', dim: width, count: e.count, d: e.mean };
     stats.set(hf, stat);
   }
-  if (stats.size === 0) fail('names none of the model\'s linear layers (blk.N.attn_q.weight … expected; another model?)');
+  if (stats.size === 0) {
+    fail('names none of the model\'s linear layers (blk.N.attn_q.weight … expected; another model?)');
+  }
   return stats;
 }

@@ -22,7 +22,9 @@ function parseJsonFile(file: string, bytes: Uint8Array): Record<string, unknown>
   } catch (e) {
     throw new CheckpointError('header-json', file, `is not valid JSON (${(e as Error).message.split('\n')[0]})`);
   }
-  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new CheckpointError('header-json', file, 'is not a JSON object');
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) {
+    throw new CheckpointError('header-json', file, 'is not a JSON object');
+  }
   return j as Record<string, unknown>;
 }
 
@@ -45,7 +47,8 @@ export async function loadTokenizer(folder: string): Promise<TextTokenizer | und
   try {
     tok = new Tokenizer(json, cfg);
   } catch (e) {
-    throw new CheckpointError('metadata', file, `is not a tokenizer this library reads (${(e as Error).message.split('\n')[0]})`);
+    const why = (e as Error).message.split('\n')[0];
+    throw new CheckpointError('metadata', file, `is not a tokenizer this library reads (${why})`);
   }
   let size = 0;
   for (const id of tok.get_vocab(true).values()) size = Math.max(size, id + 1);
@@ -67,6 +70,8 @@ export function tokenizeParagraphs(tok: TextTokenizer, text: string): number[][]
 /** Refuses a tokenizer whose ids do not fit the model's embedding (another model's tokenizer). */
 export function checkTokenizerFits(tok: TextTokenizer, vocabSize: number, configFile: string): void {
   if (tok.size > vocabSize) {
-    throw new InputError(tok.file, `has ${tok.size} tokens, but ${path.basename(configFile)} says vocab_size ${vocabSize} (another model's tokenizer?)`);
+    const config = path.basename(configFile);
+    const why = `has ${tok.size} tokens, but ${config} says vocab_size ${vocabSize} (another model's tokenizer?)`;
+    throw new InputError(tok.file, why);
   }
 }
