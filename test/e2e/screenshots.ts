@@ -9,23 +9,26 @@ import { repoRoot, tempDir } from '../helpers';
 import { startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
-import { contextMenu, explorerRow, openWorkbench, runCommand, until, webviewFrame } from './harness/workbench';
+import {
+  contextMenu, explorerRow, openWorkbench, runCommand, screenshot, until, webviewFrame,
+} from './harness/workbench';
 import { makeWorkspace, SHARD_1 } from './harness/workspace';
 
 const OUT = path.join(repoRoot, 'docs', 'images');
-const THEMES = { dark: 'Default Dark Modern', light: 'Default Light Modern' };
 
-async function setTheme(settingsFile: string, theme: string, page: Page): Promise<void> {
-  const s = JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
-  fs.writeFileSync(settingsFile, JSON.stringify({ ...s, 'workbench.colorTheme': theme }, null, 2));
-  const dark = theme.includes('Dark');
-  await until(`the ${theme} theme`, async () => (await page.locator(dark ? '.monaco-workbench.vs-dark' : '.monaco-workbench.vs').count()) > 0, 30_000);
+/** Preferences: Toggle between Light/Dark Themes (to the Modern themes, VS Code's defaults). */
+async function toggleTheme(page: Page, toDark: boolean): Promise<void> {
+  // Keys typed while a webview has focus stay in the webview: focus the workbench first.
+  await page.locator('.tabs-container .tab.active').click();
+  await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
+  await until('the theme to switch', async () =>
+    (await page.locator(toDark ? '.monaco-workbench.vs-dark' : '.monaco-workbench.vs').count()) > 0, 30_000);
   await page.waitForTimeout(800);
 }
 
-/** Only the editor area: the webview and its tab. */
-async function shoot(page: Page, name: string): Promise<void> {
-  await page.mouse.move(0, 0);
+/** Only the editor area: the webview and its tab. `keepPointer`: leave the hovered cell hovered. */
+async function shoot(page: Page, name: string, keepPointer = false): Promise<void> {
+  if (!keepPointer) await page.mouse.move(0, 0);
   const box = await page.locator('.part.editor').boundingBox();
   const file = path.join(OUT, `${name}.png`);
   await page.screenshot({ path: file, clip: box ?? undefined });
@@ -47,12 +50,18 @@ async function main(): Promise<void> {
   // A calibrated NF4 rank-16 run and its model-level evaluation, with the CLI as a user runs them.
   const outName = 'model-loftq-nf4-r16-calibrated';
   const model = path.join(ws, 'stories260k');
-  const cli = (...args: string[]) => execFileSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), ...args], { stdio: 'inherit' });
-  cli('quantize', model, '--out', path.join(model, outName), '--bits', '4', '--rank', '16', '--iters', '5', '--calib-generate', '16,128');
-  cli('eval', model, path.join(model, outName), '--tokens', path.join(repoRoot, 'test', 'fixtures', 'stories260k-tokens.json'));
-  const server = await startCodeServer({ root: path.join(root, 'vscode'), workspace: ws, vsix: packageVsix(path.join(root, 'stage')),
-    settings: { 'workbench.colorTheme': THEMES.dark, 'workbench.activityBar.location': 'hidden', 'breadcrumbs.enabled': false } });
-  const settingsFile = path.join(root, 'vscode', 'user-data', 'User', 'settings.json');
+  const cli = (...args: string[]) =>
+    execFileSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), ...args], { stdio: 'inherit' });
+  const out = path.join(model, outName);
+  cli('quantize', model, '--out', out, '--bits', '4', '--rank', '16', '--iters', '5', '--calib-generate', '16,128');
+  cli('eval', model, out, '--tokens', path.join(repoRoot, 'test', 'fixtures', 'stories260k-tokens.json'));
+  const server = await startCodeServer({
+    root: path.join(root, 'vscode'), workspace: ws, vsix: packageVsix(path.join(root, 'stage')),
+    settings: {
+      'workbench.colorTheme': 'Default Dark Modern', 'workbench.preferredLightColorTheme': 'Default Light Modern',
+      'workbench.activityBar.location': 'hidden', 'breadcrumbs.enabled': false,
+    },
+  });
   const wb = await openWorkbench(server.url, ws);
   const page = wb.page;
   await page.setViewportSize({ width: 1500, height: 860 });
@@ -63,15 +72,15 @@ async function main(): Promise<void> {
     await runCommand(page, 'View: Close Primary Side Bar');
     await frame.click('button[data-space="output"]');
     await hoverCell(frame, probe);
-    await shoot(page, 'heatmap-dark');
+    await shoot(page, 'heatmap-dark', true);
 
-    await setTheme(settingsFile, THEMES.light, page);
+    await toggleTheme(page, false);
     frame = await webviewFrame(page, '.grid .cell[data-name]', 30_000);
     await hoverCell(frame, probe);
-    await shoot(page, 'heatmap-light');
+    await shoot(page, 'heatmap-light', true);
 
     // The viewer on the quantized checkpoint: error columns from the report, the module tree.
-    await runCommand(page, 'View: Open Side Bar');
+    await page.locator('.tabs-container .tab.active').click(); // keys to the workbench, not the webview
     const row = await explorerRow(page, `stories260k/${outName}/model.safetensors`);
     await row.dblclick();
     frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors")', 60_000);
@@ -82,13 +91,16 @@ async function main(): Promise<void> {
     await page.waitForTimeout(500);
     await shoot(page, 'viewer');
 
-    await runCommand(page, 'View: Open Side Bar');
+    await page.locator('.tabs-container .tab.active').click(); // keys to the workbench, not the webview
     const shard = await explorerRow(page, `sharded/${SHARD_1}`);
     await shard.dblclick();
     frame = await webviewFrame(page, '.shard-note', 60_000);
     await runCommand(page, 'View: Close Primary Side Bar');
     await page.waitForTimeout(500);
     await shoot(page, 'viewer-shard');
+  } catch (e) {
+    console.error(`failed; the workbench as it was: ${await screenshot(page, 'failed-docs-screenshots')}`);
+    throw e;
   } finally {
     await wb.browser.close();
     await server.stop();

@@ -26,6 +26,8 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('dist/webviews/heatmap.js'), inExt('dist/webviews/heatmap.css'),
       inExt('dist/webviews/viewer.js'), inExt('dist/webviews/viewer.css'),
       ...manifest.contributes.jsonValidation.map((v: { url: string }) => inExt(v.url)),
+      // The README's screenshots, so its relative image links work on the extension's page.
+      ...[...fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8').matchAll(/!\[[^\]]*\]\((docs\/images\/[^)]+)\)/g)].map((m) => inExt(m[1])),
     ];
     for (const n of needed) assert.ok(names.has(n), `${n} is in the package (has: ${[...names].sort().join(', ')})`);
     const maps = entries.filter((e) => e.name.endsWith('.map'));

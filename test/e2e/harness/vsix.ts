@@ -8,7 +8,7 @@ import { repoRoot } from '../../helpers';
 // Sources and node_modules are linked (only the bundler reads them); what goes into the
 // package is copied, since vsce does not follow linked folders.
 const LINKED = ['client', 'server', 'webviews', 'node_modules'];
-const COPIED = ['package.json', 'esbuild.mjs', 'examples', 'schemas', 'README.md', 'SECURITY.md', 'LICENSE', '.vscodeignore'];
+const COPIED = ['package.json', 'esbuild.mjs', 'examples', 'schemas', 'README.md', 'SECURITY.md', 'LICENSE', '.vscodeignore', 'docs/images'];
 
 export function packageVsix(stage: string): string {
   fs.mkdirSync(stage, { recursive: true });
