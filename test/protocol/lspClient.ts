@@ -4,6 +4,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { InitializeResult } from 'vscode-languageserver-protocol';
 import {
   createProtocolConnection, Diagnostic, DidChangeTextDocumentNotification, DidChangeWatchedFilesNotification, DidCloseTextDocumentNotification,
   DidOpenTextDocumentNotification, ExitNotification, FileChangeType, InitializedNotification, InitializeRequest, ProtocolConnection,
@@ -30,6 +31,8 @@ export class LspClient {
   readonly notifications: { method: string; params: any }[] = [];
   private waiters: (() => void)[] = [];
   stderr = '';
+  /** The server's answer to `initialize`. */
+  initializeResult?: InitializeResult;
 
   private constructor(readonly child: ChildProcess, readonly conn: ProtocolConnection) {}
 
@@ -47,7 +50,7 @@ export class LspClient {
     conn.onUnhandledNotification((m) => { c.notifications.push({ method: m.method, params: m.params }); c.wake(); });
     conn.listen();
     const root = uriOf(o.root);
-    await conn.sendRequest(InitializeRequest.type, {
+    c.initializeResult = await conn.sendRequest(InitializeRequest.type, {
       processId: process.pid,
       rootUri: root,
       workspaceFolders: [{ uri: root, name: 'ws' }],

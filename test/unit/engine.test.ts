@@ -6,9 +6,10 @@ import { quantizeCheckpoint, analyzeCheckpoint, REPORT_FILE } from '../../server
 import { openCheckpoint, readTensorF32, readTensorBytes, TensorInfo } from '../../server/src/checkpoint';
 import { codebook } from '../../server/src/quant/codebook';
 import { unpackCodes } from '../../server/src/quant/pack';
-import { dequantize, nearestCode } from '../../server/src/quant/quantize';
-import { CancelledError } from '../../server/src/engine/errors';
-import { JOURNAL_DIR } from '../../server/src/engine/journal';
+import { dequantize } from '../../server/src/quant/quantize';
+import { nearestCode } from '../quantReference';
+import { CancelledError } from '../../server/src/base/errors';
+import { JOURNAL_DIR } from '../../server/src/base/journal';
 import { fixture, repoRoot, tempDir } from '../helpers';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');

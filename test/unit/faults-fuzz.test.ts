@@ -9,7 +9,7 @@ import * as assert from 'node:assert/strict';
 import { CaseResult, runCases } from '../../server/src/tools/fuzz/runner';
 import { quantizeConsumer } from '../../server/src/tools/fuzz/quantize-consumer';
 import { LspObserver } from '../../server/src/tools/fuzz/lsp-observer';
-import { InputError, UsageError } from '../../server/src/engine/errors';
+import { InputError, UsageError } from '../../server/src/base/errors';
 import { tempDir } from '../helpers';
 
 test('1,000 fuzz cases through inspect, quantizeCheckpoint and the language server: no crash, hang, miss or leak', async () => {

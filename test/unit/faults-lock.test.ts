@@ -9,7 +9,7 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LockStep, lockOutput } from '../../server/src/engine/lock';
+import { LockStep, lockOutput } from '../../server/src/base/lock';
 
 const CHILD = 'LOFTQ_LOCK_CHILD';
 interface ChildSpec { out: string; stallAt?: LockStep; go: string; release: string }

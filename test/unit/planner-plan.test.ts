@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { planReport } from '../../server/src/plan/planner/plan';
 import { DEFAULT_COST } from '../../server/src/plan/planner/cost';
-import { syntheticReport } from '../../server/src/plan/planner/synthetic';
+import { syntheticReport } from '../synthetic';
 import { layerIndex } from '../../server/src/plan/planner/baselines';
 import { parsePlan, compilePlan, settingsFor } from '../../server/src/plan/planfile';
 import { openCheckpoint } from '../../server/src/checkpoint';

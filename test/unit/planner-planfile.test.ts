@@ -1,9 +1,21 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { groupOverrides, NamedChoice } from '../../server/src/plan/planner/group';
-import { applyPlanToText, planFileEdit } from '../../server/src/plan/planner/planedit';
+import { applyPlanToText } from '../../server/src/plan/planner/planedit';
+import type { PlanBudget } from '../../server/src/protocol/lsp_ext';
 import { peftPatterns } from '../../server/src/plan/planner/peft';
 import { compilePlan, parsePlan, settingsFor } from '../../server/src/plan/planfile';
+
+/** The plan change as one edit over the smallest differing span (what an LSP TextEdit would carry). */
+function planFileEdit(text: string, choices: NamedChoice[], budget?: PlanBudget) {
+  const next = applyPlanToText(text, choices, budget);
+  let a = 0;
+  while (a < text.length && a < next.length && text[a] === next[a]) a++;
+  let b = 0;
+  const tail = (k: number) => text[text.length - 1 - k] === next[next.length - 1 - k];
+  while (b < text.length - a && b < next.length - a && tail(b)) b++;
+  return { offset: a, length: text.length - a - b, content: next.slice(a, next.length - b) };
+}
 
 const MODS = ['self_attn.q_proj', 'self_attn.v_proj', 'mlp.down_proj'];
 

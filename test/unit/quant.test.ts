@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { codebook, NF4_BITSANDBYTES, normalFloatTable } from '../../server/src/quant/codebook';
-import { quantize, nearestCode, dequantize } from '../../server/src/quant/quantize';
+import { quantize, dequantize } from '../../server/src/quant/quantize';
+import { nearestCode } from '../quantReference';
 import { packCodes, unpackCodes, packedLength } from '../../server/src/quant/pack';
 import { referenceCases, loadReference } from '../helpers';
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readSideFile, CheckpointError } from '../../server/src/checkpoint';
 import { readModelConfig } from '../../server/src/model/config';
-import { syntheticReport } from '../../server/src/plan/planner/synthetic';
+import { syntheticReport } from '../synthetic';
 import { repoRoot, tempDir } from '../helpers';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');

@@ -1,7 +1,7 @@
 // A small strict option parser: unknown options and bad values are UsageErrors naming
 // the option, so every bad invocation gets one clear line and exit code 2.
 
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 
 export interface OptionSpec {
   type: 'string' | 'number' | 'boolean' | 'list';

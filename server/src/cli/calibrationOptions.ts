@@ -1,7 +1,7 @@
 // `--calib FILE | --calib-generate N,LEN | --imatrix FILE [--calib-ridge λ] [--calib-seed S]`:
 // the calibration options of `loftq quantize`, parsed into CalibrationParams.
 import type { OptionSpec } from './args';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import type { CalibrationParams } from '../protocol/lsp_ext';
 

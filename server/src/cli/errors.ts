@@ -1,5 +1,5 @@
 import { CheckpointError } from '../checkpoint';
-import { UsageError, CancelledError, InputError } from '../engine/errors';
+import { UsageError, CancelledError, InputError } from '../base/errors';
 
 /** 2 for bad usage or bad input, 130 for a cancelled run, 1 otherwise. */
 export function exitCodeOf(e: unknown): number {

@@ -2,7 +2,7 @@
 // ranges from the registry (server/src/registry), one line naming the option on a bad value.
 import type { OptionSpec } from './args';
 import { intOption } from './args';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 import {
   BACKEND_CHOICES, DEFAULT_SETTINGS, isBackendChoice, isQuantizer, MATRIX_SETTING_SPECS, oneOf, QUANTIZER_NAMES,
   RUN_SETTING_SPECS, SUPPORTED_BITS, valueProblem,

@@ -2,8 +2,8 @@
 // Implementations: engine/run.ts (quantizeCheckpoint, analyzeCheckpoint),
 // loftq/loftq.ts (loftqMatrix), linalg/backend.ts (createBackend).
 
-import type { InputStats } from '../model/stats';
-import type { BackendChoice, CalibrationInfo, CalibrationParams, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
+import type { PreparedCalibration } from '../model/collector';
+import type { BackendChoice, CalibrationParams, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
 
 export interface RunOptions {
   /** Output folder (created if missing). */
@@ -30,10 +30,7 @@ export interface RunOptions {
   onMatrix?: (m: MatrixReport, index: number, total: number) => void;
 }
 
-export interface PreparedCalibration {
-  stats: InputStats;
-  info: CalibrationInfo;
-}
+export type { PreparedCalibration };
 
 export interface RunResult {
   report: Report;

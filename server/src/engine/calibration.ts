@@ -5,11 +5,12 @@
 import { createHash } from 'node:crypto';
 import type { Checkpoint, TensorInfo } from '../checkpoint';
 import type { InputStat, InputStats } from '../model/stats';
-import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
+import type { CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { DEFAULT_RIDGE } from '../loftq/calibrationFactor';
 import { CALIBRATION_SPECS, valueProblem } from '../registry';
-import type { PreparedCalibration } from './api';
-import { InputError, UsageError } from './errors';
+import { statsCollector } from '../model/collector';
+import type { CollectOptions, PreparedCalibration } from '../model/collector';
+import { InputError, UsageError } from '../base/errors';
 
 export interface ResolvedCalibration {
   info: CalibrationInfo;
@@ -19,20 +20,6 @@ export interface ResolvedCalibration {
   keys: Map<InputStat, string>;
   /** Named in messages about the statistics. */
   origin: string;
-}
-
-export interface CollectOptions {
-  backend?: BackendChoice;
-  signal?: AbortSignal;
-}
-
-/** Reads or collects the statistics a CalibrationParams names (model/ does the work). */
-export type StatsCollector = (ck: Checkpoint, params: CalibrationParams, opts: CollectOptions) => Promise<PreparedCalibration>;
-
-let collector: StatsCollector | undefined;
-/** model/ registers its collector here (keeps engine/ free of a static dependency on the forward pass). */
-export function setStatsCollector(c: StatsCollector): void {
-  collector = c;
 }
 
 const isPrepared = (c: CalibrationParams | PreparedCalibration): c is PreparedCalibration => 'stats' in c;
@@ -70,6 +57,7 @@ export async function resolveCalibration(ck: Checkpoint, c: CalibrationParams | 
     ridge = c.info.ridge;
   } else {
     checkCalibrationParams(c);
+    const collector = statsCollector();
     if (!collector) throw new UsageError('calibration needs the forward pass (model/), which this build does not include');
     prepared = await collector(ck, c, opts);
     ridge = c.ridge ?? DEFAULT_RIDGE;

@@ -13,8 +13,8 @@ import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { KernelMemoryError, withWorkspace } from '../kernels/kernels';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
-import { InputError } from './errors';
-import { ENTRY } from './journal';
+import { InputError } from '../base/errors';
+import { ENTRY } from '../base/journal';
 
 export interface MatrixJob {
   tensor: TensorInfo;

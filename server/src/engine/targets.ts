@@ -4,7 +4,7 @@
 
 import { compileGlob, globMatches, CompiledGlob } from '../plan/glob';
 import { FLOAT_DTYPES, quote, TensorInfo } from '../checkpoint';
-import { UsageError } from './errors';
+import { UsageError } from '../base/errors';
 
 export const DEFAULT_TARGETS = [
   'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',

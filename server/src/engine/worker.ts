@@ -3,7 +3,7 @@
 import { parentPort } from 'node:worker_threads';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { runAnalyzeJob, runMatrixJob } from './matrixJob';
-import { serializeError } from './serializeError';
+import { serializeError } from '../base/serializeError';
 import { calibrationFactor } from '../loftq/calibrationFactor';
 import type { FromWorker, ToWorker } from './workerProtocol';
 

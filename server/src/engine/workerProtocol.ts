@@ -1,5 +1,6 @@
 // Messages between the engine's main thread and its worker threads.
 import type { BackendChoice, BackendName, MatrixReport } from '../protocol/lsp_ext';
+import type { SerializedError } from '../base/serializeError';
 import type { AnalyzeJob, AnalyzeRow, MatrixJob } from './matrixJob';
 import type { InputStat } from '../model/stats';
 import type { CalibrationFactor } from '../loftq/calibrationFactor';
@@ -11,15 +12,6 @@ export type ToWorker =
   /** Factor S·Sᵀ = G + λI once per statistic; the result lives in shared memory. */
   | { type: 'factor'; id: number; stat: InputStat; ridge: number };
 
-export interface SerializedError {
-  name: string;
-  message: string;
-  /** Constructor arguments of typed errors, to rebuild them on the main thread. */
-  kind?: string;
-  file?: string;
-  tensor?: string;
-  problem?: string;
-}
 
 export type FromWorker =
   | { type: 'ready'; backend: BackendName; flops: number }

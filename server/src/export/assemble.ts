@@ -16,8 +16,8 @@ import {
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
 import { codebook } from '../quant/codebook';
-import { ENTRY } from '../engine/journal';
-import { throwIfAborted } from '../engine/errors';
+import { ENTRY } from '../base/journal';
+import { throwIfAborted } from '../base/errors';
 
 export const ADAPTER_DIR = 'loftq_init';
 export const PACKED_FILE = 'model.packed.safetensors';

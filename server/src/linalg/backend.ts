@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type * as TF from '@tensorflow/tfjs-core';
 import type { BackendChoice, BackendName } from '../registry';
 import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 
 export interface DeviceMatrix {
   readonly rows: number;

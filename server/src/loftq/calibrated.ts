@@ -15,7 +15,7 @@ import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { withWorkspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 import { LoftqOptions, LoftqResult, svdSchedule } from './loftq';
 import { applyFactor, CalibrationFactor, solveRight, transposeF64 } from './calibrationFactor';
 

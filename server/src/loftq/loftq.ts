@@ -10,7 +10,7 @@ import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { withWorkspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 
 export interface LoftqResult {
   codes: Uint8Array;

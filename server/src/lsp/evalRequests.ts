@@ -9,7 +9,7 @@ import {
   WorkDoneProgressReporter,
 } from 'vscode-languageserver';
 import { CheckpointError } from '../checkpoint';
-import { CancelledError, InputError, UsageError } from '../engine/errors';
+import { CancelledError, InputError, UsageError } from '../base/errors';
 import { modelEvalBlock } from '../model/evalRun';
 import { evalOnThread } from '../model/evalThread';
 import type { BackendChoice, EvalParams, EvalResult } from '../protocol/lsp_ext';

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 import type { Plan, PlanOptions } from '../plan/planner/plan';
 import type { Report } from '../protocol/lsp_ext';
 

@@ -3,7 +3,7 @@
 // One request per worker: { report, opts, exclude } in, { plan } or { error, usage } out.
 
 import { parentPort } from 'node:worker_threads';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 import { planReport } from '../plan/planner/plan';
 import type { PlannerJob, PlannerReply } from './plannerJob';
 

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest, WorkDoneProgressReporter } from 'vscode-languageserver';
 import { CheckpointError, readRegularFile, writeFileAtomic } from '../checkpoint';
 import type { AnalyzeOptions, RunOptions, RunResult } from '../engine/api';
-import { CancelledError, InputError, UsageError } from '../engine/errors';
+import { CancelledError, InputError, UsageError } from '../base/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';

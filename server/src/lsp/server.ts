@@ -31,6 +31,7 @@ import { Engine, Runs, toPath } from './runs';
 import { EvalRequests } from './evalRequests';
 import { Settings } from './settings';
 import { PLAN_FILE, scanWorkspace } from './workspaceScan';
+import { VERSION } from '../engine/version';
 
 const DEBOUNCE_MS = 120;
 
@@ -152,7 +153,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
         codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix, CodeActionKind.RefactorRewrite] },
         workspace: { workspaceFolders: { supported: true, changeNotifications: true } },
       },
-      serverInfo: { name: 'loftq-lens', version: process.env.LOFTQ_VERSION },
+      serverInfo: { name: 'loftq-lens', version: VERSION },
     };
   });
 

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { brief, Checkpoint, INDEX_FILE, openCheckpoint, readRegularFile, readTensorF32 } from '../checkpoint';
-import { InputError } from '../engine/errors';
+import { InputError } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import { moduleName } from '../plan/glob';
 import type { MatrixReport, Report } from '../protocol/lsp_ext';

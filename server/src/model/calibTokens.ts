@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { CheckpointError } from '../checkpoint/errors';
 import { readRegularFile } from '../checkpoint/sidefile';
-import { InputError } from '../engine/errors';
+import { InputError } from '../base/errors';
 import type { ModelConfig } from './config';
 import { checkTokenizerFits, loadTokenizer, tokenizeParagraphs } from './tokenize';
 

@@ -1,12 +1,12 @@
-// The calibration collector the engine calls (engine/calibration.ts → setStatsCollector): turns
+// The calibration collector the engine calls (model/collector.ts → setStatsCollector): turns
 // a CalibrationParams (one source) into statistics per linear input. Token sources run the
 // original model over the tokens (collect.ts); an imatrix is read as diagonal statistics.
 // Registered by the CLI and the language server where they wire the engine
 // (registerCalibrationCollector), so engine/ keeps no static dependency on the forward pass.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import type { PreparedCalibration } from '../engine/api';
-import { CollectOptions, setStatsCollector } from '../engine/calibration';
+import { setStatsCollector } from './collector';
+import type { CollectOptions, PreparedCalibration } from './collector';
 import { createBackend } from '../linalg/backend';
 import type { CalibrationParams } from '../protocol/lsp_ext';
 import { readCalibrationTokens } from './calibTokens';

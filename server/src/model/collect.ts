@@ -9,7 +9,7 @@
 // down_proj is 11008 wide and gets the diagonal), and bounds one statistic at 512 MiB.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';

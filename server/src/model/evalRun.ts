@@ -6,8 +6,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint, readRegularFile, writeFileAtomic } from '../checkpoint';
-import { InputError, throwIfAborted } from '../engine/errors';
-import { lockOutput } from '../engine/lock';
+import { InputError, throwIfAborted } from '../base/errors';
+import { lockOutput } from '../base/lock';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelEval } from '../protocol/lsp_ext';
 import { openLoftqOutput } from './adapters';

@@ -5,8 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { deserializeError } from '../engine/serializeError';
-import type { SerializedError } from '../engine/workerProtocol';
+import { deserializeError } from '../base/serializeError';
+import type { SerializedError } from '../base/serializeError';
 import type { BackendChoice } from '../protocol/lsp_ext';
 import type { EvalProgress, EvaluateResult } from './evaluate';
 import type { EvalRunResult } from './evalRun';

@@ -4,7 +4,7 @@
 // the output lock and leaves the report as it was.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { serializeError } from '../engine/serializeError';
+import { serializeError } from '../base/serializeError';
 import { createBackend } from '../linalg/backend';
 import { runEval } from './evalRun';
 import type { EvalThreadInput, FromEvalThread, ToEvalThread } from './evalThread';

@@ -9,7 +9,7 @@
 // (131M floats) take three, each re-reading the weights.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelEval } from '../protocol/lsp_ext';
 import { loftqWeightHook, type LoftqOutput, qloraWeightHook } from './adapters';

@@ -6,7 +6,7 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { linearGroup } from './linear';

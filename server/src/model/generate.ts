@@ -13,7 +13,7 @@
 // LAYER_CACHE_BYTES, and streamed from the checkpoint again each step otherwise.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../engine/errors';
+import { throwIfAborted } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { headTensorName } from './forward';

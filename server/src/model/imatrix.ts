@@ -12,7 +12,7 @@
 import * as path from 'node:path';
 import { readRegularFile } from '../checkpoint/sidefile';
 import { CheckpointError, quote } from '../checkpoint/errors';
-import { InputError } from '../engine/errors';
+import { InputError } from '../base/errors';
 import type { ModelConfig } from './config';
 import type { InputStat, InputStats } from './stats';
 import { LINEAR_NAMES, linearShape, linearTensorName, LinearName } from './weights';

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CheckpointError } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
-import { InputError } from '../engine/errors';
+import { InputError } from '../base/errors';
 
 export const MAX_TEXT_SEQUENCE = 2048;
 

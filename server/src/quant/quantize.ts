@@ -76,20 +76,6 @@ export function blockCount(size: number, blockSize: number): number {
   return Math.ceil(size / blockSize);
 }
 
-/** Index of the table entry nearest v (float32 distances, first index on ties). */
-export function nearestCode(table: Float32Array, v: number): number {
-  const last = table.length - 1;
-  if (!(v > table[0])) return 0;
-  if (v >= table[last]) return last;
-  let lo = 0, hi = last; // table[lo] < v < table[hi] or v === table[lo]
-  while (hi - lo > 1) {
-    const mid = (lo + hi) >> 1;
-    if (table[mid] <= v) lo = mid; else hi = mid;
-  }
-  const dl = fr(v - table[lo]);
-  const dh = fr(table[hi] - v);
-  return dh < dl ? hi : lo;
-}
 
 /** Nearest-code lookup in O(1), run by the assignCodes kernel: a grid of CELLS cells over
  *  [-1, 1] (the first and last reaching to ∓∞) holding, per cell, its code — or AMBIGUOUS

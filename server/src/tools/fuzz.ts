@@ -15,7 +15,7 @@ import { CaseResult, emptySummary, record, runCase, Summary } from './fuzz/runne
 import { loftqConsumer } from './fuzz/loftq-consumer';
 import { quantizeConsumer } from './fuzz/quantize-consumer';
 import { LspObserver } from './fuzz/lsp-observer';
-import { InputError, UsageError } from '../engine/errors';
+import { InputError, UsageError } from '../base/errors';
 import { createBackend } from '../linalg/backend';
 
 interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean; lsp: boolean }

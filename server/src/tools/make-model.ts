@@ -6,7 +6,7 @@
 import * as os from 'node:os';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { parseArgs } from '../cli/args';
-import { UsageError } from '../engine/errors';
+import { UsageError } from '../base/errors';
 import { PRESETS, TensorJob } from './make-model-presets';
 import { generateTensor, makeModel } from './make-model-lib';
 

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { analyzeCheckpoint } from '../../engine/run';
 import { parseArgs } from '../args';
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import { writeFileAtomic } from '../../checkpoint';
 import { progressReporter } from '../progress';
 import {

@@ -2,7 +2,7 @@
 // the original model on real tokens (KL per token, same top-1, perplexity), in the spirit of
 // llama.cpp's `llama-perplexity --kl-divergence`.
 
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import { createBackend } from '../../linalg/backend';
 import type { EvalProgress } from '../../model/evaluate';
 import { runEval } from '../../model/evalRun';

@@ -1,7 +1,7 @@
 import { openCheckpoint } from '../../checkpoint';
 import { inspectCheckpoint } from '../../engine/inspect';
 import { parseArgs } from '../args';
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import type { Command } from '../commands';
 
 export const inspectCommand: Command = {

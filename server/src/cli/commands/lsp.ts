@@ -1,5 +1,5 @@
 import { createConnection, ProposedFeatures } from 'vscode-languageserver/node';
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import { engineForServer } from '../../lsp/engineBinding';
 import { startServer } from '../../lsp/server';
 import { exitOnBrokenFraming } from '../../lsp/framing';

@@ -1,6 +1,6 @@
 import { mergeShards } from '../../engine/merge';
 import { parseArgs } from '../args';
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import { progressReporter } from '../progress';
 import { interruptSignal, workersOption } from '../settingsOptions';
 import type { Command } from '../commands';

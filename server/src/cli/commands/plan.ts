@@ -1,18 +1,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from '../args';
-import { InputError, UsageError } from '../../engine/errors';
+import { InputError, UsageError } from '../../base/errors';
 import { readRegularFile, writeFileAtomic } from '../../checkpoint';
 import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
 import { adapterBytesOf, CostModel, countsAdapters, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
 import { planReport, Plan, PlanOptions } from '../../plan/planner/plan';
-import { refinePlan } from '../../plan/planner/refine';
+import { refinePlan } from '../../engine/planRefine';
 import { isReportFile, readReport } from '../../plan/planner/report';
 import { applyPlanToText } from '../../plan/planner/planedit';
 import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
-import { analyzeForPlan, PlanAnalysisOptions } from '../../plan/planner/analyze';
+import { analyzeForPlan, PlanAnalysisOptions } from '../../engine/planAnalyze';
 import { progressReporter } from '../progress';
 import {
   SETTINGS_OPTIONS, backendOption, bitsListOption, blockSizeOption, interruptSignal, itersOption, quantizerOption,

@@ -1,6 +1,6 @@
 import { quantizeCheckpoint } from '../../engine/run';
 import { parseArgs, intOption } from '../args';
-import { UsageError, InputError } from '../../engine/errors';
+import { UsageError, InputError } from '../../base/errors';
 import { parsePlan, resolveCheckpointPath } from '../../plan/planfile';
 import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import { CheckpointError, readRegularFile } from '../../checkpoint';

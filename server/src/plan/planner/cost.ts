@@ -6,7 +6,7 @@
 // An avgBits budget therefore counts the backbone, and a byte budget also counts the adapters
 // (`countAdapters`); the adapter bytes are reported beside avgBits either way.
 
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import type { PlanBudget } from '../../protocol/lsp_ext';
 import { adapterBytesFor, codeBytes, DEFAULT_SETTINGS, DEFAULT_SCALES, scaleBytesOf } from '../../registry';
 import type { ScaleStorage } from '../../registry';

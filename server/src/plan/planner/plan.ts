@@ -2,7 +2,7 @@
 // baselines at the same budget, and the overrides that write the plan into loftq.json.
 
 import type { PlanBudget, PlanChoice, PlanResult, Report } from '../../protocol/lsp_ext';
-import { UsageError } from '../../engine/errors';
+import { UsageError } from '../../base/errors';
 import { avgBitsOf, backboneChoiceBytes, budgetBytes, CostModel, loraBytes } from './cost';
 import { baselineRank, Baseline, firstKBaseline, uniformBaseline } from './baselines';
 import { groupOverrides } from './group';

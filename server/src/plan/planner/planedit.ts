@@ -13,12 +13,6 @@ import type { PlanBudget } from '../../protocol/lsp_ext';
 import { groupOverrides, mostCommon, NamedChoice } from './group';
 import { appendItems, nodeAt, removeItem, removeMember, setMember } from './jsonedit';
 
-export interface TextEdit {
-  offset: number;
-  length: number;
-  content: string;
-}
-
 const PLAN_KEYS = new Set(['match', 'bits', 'rank']);
 
 export function applyPlanToText(text: string, choices: NamedChoice[], budget?: PlanBudget): string {
@@ -47,14 +41,4 @@ export function applyPlanToText(text: string, choices: NamedChoice[], budget?: P
   if (overrides.length) out = appendItems(out, ['overrides'], overrides);
   if (budget) out = setMember(out, ['budget'], budget.bytes !== undefined ? { bytes: budget.bytes } : { avgBits: budget.avgBits });
   return out;
-}
-
-/** The same change as one edit over the smallest differing span (for an LSP WorkspaceEdit). */
-export function planFileEdit(text: string, choices: NamedChoice[], budget?: PlanBudget): TextEdit {
-  const next = applyPlanToText(text, choices, budget);
-  let a = 0;
-  while (a < text.length && a < next.length && text[a] === next[a]) a++;
-  let b = 0;
-  while (b < text.length - a && b < next.length - a && text[text.length - 1 - b] === next[next.length - 1 - b]) b++;
-  return { offset: a, length: text.length - a - b, content: next.slice(a, next.length - b) };
 }

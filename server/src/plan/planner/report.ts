@@ -2,7 +2,7 @@
 
 import * as fs from 'node:fs';
 import type { Report } from '../../protocol/lsp_ext';
-import { InputError } from '../../engine/errors';
+import { InputError } from '../../base/errors';
 
 export function isReportFile(p: string): boolean {
   return p.endsWith('.json') && fs.existsSync(p) && fs.statSync(p).isFile();

@@ -13,7 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Checkpoint, openCheckpoint, readTensorBytes, readTensorF32 } from '../../checkpoint';
-import { InputError } from '../../engine/errors';
+import { InputError } from '../../base/errors';
 import { REPORT_FILE, quantizeCheckpoint } from '../../engine/run';
 import { isQuantizable } from '../../engine/targets';
 import { ADAPTER_DIR, adapterKey } from '../../export/assemble';

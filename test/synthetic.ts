@@ -4,8 +4,8 @@
 // residual's singular values decay geometrically (ratio `decay`), so rank helps less as
 // it grows. No weights involved — only the numbers an analysis report carries.
 
-import type { AnalysisEntry, Report } from '../../protocol/lsp_ext';
-import { SUPPORTED_BITS } from '../../registry';
+import type { AnalysisEntry, Report } from '../server/src/protocol/lsp_ext';
+import { SUPPORTED_BITS } from '../server/src/registry';
 
 export interface SyntheticOptions {
   layers: number;

@@ -7,11 +7,11 @@
 // predictions only run high, so exact values make picked choices cheaper in error and the
 // plan settles in a round or two.
 
-import type { Report } from '../../protocol/lsp_ext';
-import { analyzeCheckpoint } from '../../engine/run';
-import { moduleName } from '../glob';
-import type { PlanAnalysisOptions } from './analyze';
-import { planReport, Plan, PlanOptions } from './plan';
+import type { Report } from '../protocol/lsp_ext';
+import { analyzeCheckpoint } from './run';
+import { moduleName } from '../plan/glob';
+import type { PlanAnalysisOptions } from './planAnalyze';
+import { planReport, Plan, PlanOptions } from '../plan/planner/plan';
 
 export interface Refined {
   plan: Plan;

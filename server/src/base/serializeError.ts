@@ -2,7 +2,16 @@
 // the CLI and the server can still map them to exit codes and diagnostics.
 import { CheckpointError, CheckpointErrorKind } from '../checkpoint';
 import { InputError, UsageError, CancelledError } from './errors';
-import type { SerializedError } from './workerProtocol';
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  /** Constructor arguments of typed errors, to rebuild them on the main thread. */
+  kind?: string;
+  file?: string;
+  tensor?: string;
+  problem?: string;
+}
 
 export function serializeError(e: unknown): SerializedError {
   if (e instanceof CheckpointError) return { name: e.name, message: e.message, kind: e.kind, file: e.file, tensor: e.tensor, problem: e.problem };

@@ -2,8 +2,8 @@
 // per candidate bit width at the largest candidate rank R, keeping the top-R singular values
 // of each final residual so smaller ranks can be predicted (table.ts).
 
-import type { BackendChoice, ProgressEvent, Quantizer, Report } from '../../protocol/lsp_ext';
-import { analyzeCheckpoint } from '../../engine/run';
+import type { BackendChoice, ProgressEvent, Quantizer, Report } from '../protocol/lsp_ext';
+import { analyzeCheckpoint } from './run';
 
 export interface PlanAnalysisOptions {
   bits: number[];
