@@ -96,7 +96,8 @@ async function main(argv: string[]): Promise<number> {
       // The calibration pass alone, in this process, on the backend a calibrated quantize uses.
       const dir = ensureModel(mo).dir;
       const backend = await createBackend(backendChoice);
-      forward = await benchForward(dir, calib.sequences, calib.length, backend);
+      forward = await benchForward(dir, calib.sequences, calib.length, backend,
+        (layer, layers) => process.stderr.write(`  calibration pass: layer ${layer}/${layers}\n`));
       const f = forward;
       const held = (f.peakBytes / 2 ** 20).toFixed(0);
       const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}`;

@@ -210,3 +210,21 @@ test('chunks hold at most the limit, at least one sequence each, in order', () =
   assert.deepEqual(chunkSequences([4, 4], 10, 1000), [[0, 2]]);
   assert.deepEqual(chunkSequences([], 10, 1000), []);
 });
+
+test('sharded BF16 checkpoint (make-model tiny): the output is read through its index; KL LoftQ < QLoRA', async () => {
+  const { makeModel } = await import('../../server/src/tools/make-model-lib');
+  const ckpt = tempDir(), out = tempDir();
+  await makeModel({ preset: 'tiny', out: ckpt, seed: 3 });
+  const settings = { bits: 2, rank: 8, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
+  await quantizeCheckpoint(ckpt, { out, workers: 0, settings });
+  assert.ok(fs.existsSync(path.join(out, 'model.safetensors.index.json')), 'the output is sharded like the input');
+  const original = await openCheckpoint(ckpt);
+  const c = await readModelConfig(original.folder);
+  const lo = await openLoftqOutput(out, original, c.numLayers);
+  assert.equal(lo.backbone.kind, 'sharded');
+  assert.equal(lo.matrices.size, 28);
+  const seqs = [[1, 5, 9, 200, 17, 3, 44, 511], [7, 7, 8, 100, 300]];
+  const r = await evaluateOutput(original, c, lo, seqs, { backend: await createBackend('wasm') });
+  assert.ok(r.loftq.kl > 0 && r.loftq.kl < r.qlora.kl, `LoftQ ${r.loftq.kl} vs QLoRA ${r.qlora.kl}`);
+  assert.equal(r.tokens, 13);
+});
