@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { LanguageClient, State } from 'vscode-languageclient/node';
-import type { MatrixDoneParams, RunContext, RunStateParams } from '../../server/src/protocol/lsp_ext';
-import { Methods } from '../../server/src/protocol/lsp_ext';
+import type { MatrixDoneParams, RunStateParams } from '../../server/src/protocol/lsp_ext';
+import { Notifications, Requests } from '../../server/src/protocol/requests';
 import { trackCheckpointFolders } from './checkpointFolders';
 import { Heatmaps } from './heatmap/heatmaps';
 import { HEATMAP_VIEW_TYPE } from './heatmap/panel';
@@ -26,7 +26,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   const findPlan = async (checkpoint: string) => {
     if (!client || client.state !== State.Running) return undefined;
-    return (await client.sendRequest<RunContext>(Methods.runContext, { checkpoint })).plan?.file;
+    return (await client.sendRequest(Requests.runContext, { checkpoint })).plan?.file;
   };
   const heatmaps = new Heatmaps(context.extensionUri, {
     reveal: (p, name, createOverride) => {
@@ -78,10 +78,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     return;
   }
   client = createLanguageClient(context, log, status);
-  client.onNotification(Methods.runState, (s: RunStateParams) => {
+  client.onNotification(Notifications.runState, (s: RunStateParams) => {
     heatmaps.onRunState(s);
   });
-  client.onNotification(Methods.matrixDone, (m: MatrixDoneParams) => heatmaps.onMatrixDone(m));
+  client.onNotification(Notifications.matrixDone, (m: MatrixDoneParams) => heatmaps.onMatrixDone(m));
   context.subscriptions.push(client);
   try {
     await client.start();

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ErrorCodes, LanguageClient, ResponseError, State, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport } from 'vscode-languageclient/node';
 import type { BackendChoice, MatrixSettings, QuantizeParams, QuantizeResult, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
-import { DEFAULT_SETTINGS, Methods } from '../../server/src/protocol/lsp_ext';
+import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
+import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
 import type { ReportIndex } from './reports';
 import type { LoftqStatus } from './statusBar';
@@ -112,7 +113,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   if (!client || client.state !== State.Running) return serverDown(deps);
   let ctx: RunContext | undefined;
   try {
-    ctx = await client.sendRequest<RunContext>(Methods.runContext, { checkpoint: target.fsPath });
+    ctx = await client.sendRequest(Requests.runContext, { checkpoint: target.fsPath });
   } catch (e) {
     void vscode.window.showErrorMessage(`Cannot quantize: ${(e as Error).message}`);
     return;
@@ -176,7 +177,7 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
         });
         token.onCancellationRequested(() => (cancelled = true));
         try {
-          return await client.sendRequest<QuantizeResult>(Methods.quantize, params, token);
+          return await client.sendRequest(Requests.quantize, params, token);
         } finally {
           sub.dispose();
         }

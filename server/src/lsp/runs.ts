@@ -14,7 +14,7 @@ import { CancelledError, InputError, UsageError } from '../base/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
-import { Methods } from '../protocol/lsp_ext';
+import { Notifications } from '../protocol/requests';
 import { matrixSettingsProblem } from '../registry';
 import type { AnalyzeParams, AnalyzeResult, CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, Report, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
@@ -108,7 +108,7 @@ export class Runs {
     this.active.set(out, ac);
     const runId = randomUUID();
     const state = (p: Omit<RunStateParams, 'runId' | 'checkpoint' | 'out'>) =>
-      void this.connection.sendNotification(Methods.runState, { runId, checkpoint, out, ...p } satisfies RunStateParams);
+      void this.connection.sendNotification(Notifications.runState, { runId, checkpoint, out, ...p } satisfies RunStateParams);
     let progress: WorkDoneProgressReporter | undefined;
     try {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
@@ -134,7 +134,7 @@ export class Runs {
             const msg = e.phase === 'write' ? 'writing files' : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
             progress?.report(Math.min(100, pct), msg);
           },
-          onMatrix: (matrix, index, total) => void this.connection.sendNotification(Methods.matrixDone, { runId, index, total, matrix } satisfies MatrixDoneParams),
+          onMatrix: (matrix, index, total) => void this.connection.sendNotification(Notifications.matrixDone, { runId, index, total, matrix } satisfies MatrixDoneParams),
         });
         state({ state: 'finished', reportPath: result.reportPath });
         return { reportPath: result.reportPath, out, report: result.report };

@@ -13,7 +13,7 @@ import { openCheckpoint, readRegularFile } from '../checkpoint';
 import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize';
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
-import { Methods } from '../protocol/lsp_ext';
+import { Requests } from '../protocol/requests';
 import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
 import type { EvalParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
@@ -225,7 +225,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return p ? planCodeActions(p, params) : [];
   });
 
-  connection.onRequest(Methods.inspect, async (params: InspectParams) => {
+  connection.onRequest(Requests.inspect, async (params: InspectParams) => {
     if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
     try {
       return inspectCheckpoint(await openCheckpoint(toPath(params.checkpoint)));
@@ -234,7 +234,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
   });
 
-  connection.onRequest(Methods.readReport, async (params: { path: string }): Promise<Report | null> => {
+  connection.onRequest(Requests.readReport, async (params: { path: string }): Promise<Report | null> => {
     if (!params || typeof params.path !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'path' is required");
     let file = toPath(params.path);
     if (path.basename(file) === PLAN_FILE) file = path.join(path.dirname(file), REPORT_FILE);
@@ -253,7 +253,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return json;
   });
 
-  connection.onRequest(Methods.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
+  connection.onRequest(Requests.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
     if (!params || typeof params.plan !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
     const uri = params.plan.startsWith('file:') ? params.plan : pathToFileURL(toPath(params.plan)).toString();
     const tooLarge = await planSizeProblem(uri);
@@ -274,7 +274,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
   });
 
-  connection.onRequest(Methods.runContext, async (params: RunContextParams): Promise<RunContext> => {
+  connection.onRequest(Requests.runContext, async (params: RunContextParams): Promise<RunContext> => {
     if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
     return runContext(toPath(params.checkpoint), {
       plans: () => [...allPlans()],
@@ -283,14 +283,14 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     });
   });
 
-  connection.onRequest(Methods.analyze, async (params: AnalyzeParams, token) => {
+  connection.onRequest(Requests.analyze, async (params: AnalyzeParams, token) => {
     const result = await runs.analyze(params, token);
     facts.known.add(result.reportPath);
     refreshAll();
     return result;
   });
 
-  connection.onRequest(Methods.quantize, async (params: QuantizeParams, token) => {
+  connection.onRequest(Requests.quantize, async (params: QuantizeParams, token) => {
     const result = await runs.quantize(params, token);
     // The output folder may be outside every watcher: the plans of this checkpoint learn of it now.
     facts.known.add(result.reportPath);
@@ -298,7 +298,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return result;
   });
 
-  connection.onRequest(Methods.eval, async (params: EvalParams, token) => {
+  connection.onRequest(Requests.eval, async (params: EvalParams, token) => {
     const result = await evals.eval(params, token);
     // The report's model block changed: readers of that report see it at once.
     if (result.reportPath) facts.known.add(result.reportPath);
