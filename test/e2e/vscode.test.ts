@@ -12,14 +12,18 @@ import { CodeServer, startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
 import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench, runCommand, screenshot, until, webviewFrame, Workbench } from './harness/workbench';
-import { BROKEN_FILE, makeWorkspace, SHARD_1, SHARDED_LAYERS, SLOW_MATRICES, writeCalibratedRun, XSS_META, XSS_NAME } from './harness/workspace';
+import {
+  BROKEN_FILE, makeWorkspace, SHARD_1, SHARDED_LAYERS, SLOW_MATRICES, writeCalibratedRun, XSS_META, XSS_NAME,
+} from './harness/workspace';
 import { viridis } from '../../webviews/src/colormap';
 
 const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const assertClose = (a: number, b: number) => assert.ok(Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);
+const assertClose = (a: number, b: number) =>
+  assert.ok(Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);
 /** The heatmap header's facts as { label: text }. */
 const headerFacts = async (frame: Frame): Promise<Record<string, string>> =>
-  Object.fromEntries(await frame.$$eval('.facts dt', (dts) => dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? ''])));
+  Object.fromEntries(await frame.$$eval('.facts dt',
+    (dts) => dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? ''])));
 const legendEnds = (frame: Frame) => frame.$$eval('.legend .lo, .legend .hi', (els) => els.map((e) => e.textContent));
 
 const skip = missingSetup();
@@ -148,26 +152,31 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     const f32 = (xs: number[]) => xs.map(Math.fround);
     const loftqMean = avg(f32(report.matrices.map((m) => m.relError)));
     const qloraMean = avg(f32(report.matrices.map((m) => m.qloraRelError)));
-    assert.ok(facts['mean error per matrix'].startsWith(`LoftQ ${loftqMean.toFixed(4)} · QLoRA ${qloraMean.toFixed(4)}`), facts['mean error per matrix']);
+    const means = facts['mean error per matrix'];
+    assert.ok(means.startsWith(`LoftQ ${loftqMean.toFixed(4)} · QLoRA ${qloraMean.toFixed(4)}`), means);
     assert.equal(facts['mean output error'], undefined, 'no output error without calibration');
     assert.equal(await frame.$eval('.legend .direction', (e) => e.textContent), 'lower is better');
     assert.equal((await frame.$$('[data-space]')).length, 0, 'no weights/outputs switch without output errors');
     // Means: the first cell of the mean row is the q column's, the last cell of row 0 is layer 0's.
     const colMean = Number(await frame.$eval('.mean-row .cell.mean', (e) => e.getAttribute('data-mean')));
     assertClose(colMean, avg(f32(report.matrices.filter((m) => m.name.includes('.q_proj.')).map((m) => m.relError))));
-    const rowMeans = await frame.$$eval('.grid .row .cell.mean', (els) => els.map((e) => Number(e.getAttribute('data-mean'))));
-    assertClose(rowMeans[0], avg(f32(report.matrices.filter((m) => m.name.startsWith('model.layers.0.')).map((m) => m.relError))));
+    const rowMeans = await frame.$$eval('.grid .row .cell.mean',
+      (els) => els.map((e) => Number(e.getAttribute('data-mean'))));
+    const layer0 = report.matrices.filter((m) => m.name.startsWith('model.layers.0.'));
+    assertClose(rowMeans[0], avg(f32(layer0.map((m) => m.relError))));
     // Hover: the cell is outlined and its row and column headers are highlighted.
     await frame.evaluate('document.activeElement.blur()');
-    await frame.hover('.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]');
-    assert.ok(await frame.$eval('.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]', (e) => e.classList.contains('current')));
+    const up2 = '.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]';
+    await frame.hover(up2);
+    assert.ok(await frame.$eval(up2, (e) => e.classList.contains('current')));
     assert.deepEqual(await frame.$$eval('.rowhead.hl, .colhead.hl', (els) => els.map((e) => e.textContent)), ['up', '2']);
     // The sparkline has axes and marks one iteration.
     assert.equal(await frame.locator('.details .spark .spark-axis').count(), 2);
     assert.equal(await frame.locator('.details .spark .spark-best').count(), 1);
     // Improvement: QLoRA ÷ LoftQ per cell on a diverging palette; higher is better.
     await frame.click('button[data-metric="ratio"]');
-    const ratios = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => [e.getAttribute('data-name'), e.textContent]));
+    const ratios = await frame.$$eval('.grid .cell[data-name]',
+      (els) => els.map((e) => [e.getAttribute('data-name'), e.textContent]));
     for (const [name, text] of ratios) {
       const m = report.matrices.find((x) => x.name === name)!;
       assert.equal(text, `${(Math.fround(m.qloraRelError) / Math.fround(m.relError)).toFixed(2)}×`, name!);
@@ -179,7 +188,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await frame.click('button[data-metric="loftq"]');
     assert.deepEqual(await legendEnds(frame), ['0.0000', '0.5000']);
     const probe = report.matrices[0];
-    const bg = await frame.$eval(`.grid .cell[data-name="${probe.name}"]`, (e) => (e as unknown as { style: { backgroundColor: string } }).style.backgroundColor);
+    const bg = await frame.$eval(`.grid .cell[data-name="${probe.name}"]`,
+      (e) => (e as unknown as { style: { backgroundColor: string } }).style.backgroundColor);
     assert.equal(bg, `rgb(${viridis(Math.fround(probe.relError) / 0.5)!.join(', ')})`);
     await frame.click('button[data-scale="data"]');
   };
@@ -236,14 +246,18 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await runCommand(page, 'LoftQ: Open Error Heatmap');
     const widget = page.locator('.quick-input-widget');
     const input = widget.locator('.quick-input-box input');
-    await until('the report quick pick', async () => (await widget.locator('.monaco-list-row').filter({ hasText: 'loftq-report.json' }).count()) > 0, 20_000);
+    await until('the report quick pick',
+      async () => (await widget.locator('.monaco-list-row').filter({ hasText: 'loftq-report.json' }).count()) > 0, 20_000);
     await input.fill(folder);
-    await until(`${folder} to be the active item`, async () => ((await widget.locator('.monaco-list-row.focused').first().textContent()) ?? '').includes(folder), 10_000);
+    await until(`${folder} to be the active item`,
+      async () => ((await widget.locator('.monaco-list-row.focused').first().textContent()) ?? '').includes(folder), 10_000);
     await input.press('Enter');
-    await until(`the ${folder} heatmap tab to be active`, async () => (await page.locator('.tabs-container .tab.active', { hasText: `LoftQ Heatmap — ${folder}` }).count()) === 1, 20_000);
+    const tab = page.locator('.tabs-container .tab.active', { hasText: `LoftQ Heatmap — ${folder}` });
+    await until(`the ${folder} heatmap tab to be active`, async () => (await tab.count()) === 1, 20_000);
   };
 
-  test('a calibrated run: the heatmap offers output error; reopening a report reuses its tab', { skip: noEngine }, shot('heatmap-output', async () => {
+  test('a calibrated run: the heatmap offers output error; reopening a report reuses its tab', { skip: noEngine },
+    shot('heatmap-output', async () => {
     const reportPath = await writeCalibratedRun(ws, 'model-loftq-calibrated');
     const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
     assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
@@ -254,9 +268,11 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     const facts = await headerFacts(frame);
     assert.equal(facts.calibration, 'tokens: 4 sequences, 128 tokens');
     const outMean = avg(report.matrices.map((m) => Math.fround(m.outputRelError!)));
-    assert.ok(facts['mean output error'].startsWith(`LoftQ ${outMean.toFixed(4)} · QLoRA `), facts['mean output error']);
+    const outMeans = facts['mean output error'];
+    assert.ok(outMeans.startsWith(`LoftQ ${outMean.toFixed(4)} · QLoRA `), outMeans);
     await frame.click('button[data-space="output"]');
-    const cells = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => [e.getAttribute('data-name'), Number(e.getAttribute('data-value')), e.textContent] as const));
+    const cells = await frame.$$eval('.grid .cell[data-name]',
+      (els) => els.map((e) => [e.getAttribute('data-name'), Number(e.getAttribute('data-value')), e.textContent] as const));
     assert.equal(cells.length, report.matrices.length);
     for (const [name, value, text] of cells) {
       const m = report.matrices.find((x) => x.name === name)!;
@@ -270,7 +286,8 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       `${(Math.fround(m0.qloraOutputRelError!) / Math.fround(m0.outputRelError!)).toFixed(2)}×`);
     // The sparkline marks the iteration the run kept.
     await frame.hover(`.grid .cell[data-name="${m0.name}"]`);
-    assert.equal(await frame.$eval('.details .spark-best title', (e) => e.textContent), `iteration ${m0.bestIter}: ${m0.relErrorPerIter[m0.bestIter! - 1].toFixed(5)} (kept)`);
+    assert.equal(await frame.$eval('.details .spark-best title', (e) => e.textContent),
+      `iteration ${m0.bestIter}: ${m0.relErrorPerIter[m0.bestIter! - 1].toFixed(5)} (kept)`);
     await screenshot(page, 'heatmap-output');
     // Opening the same report (or the NF2 one from before) again shows the tab already open.
     const tabs = (name: string) => page.locator('.tabs-container .tab', { hasText: `LoftQ Heatmap — ${name}` }).count();
@@ -278,32 +295,39 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await contextMenu(page, rel, 'Open Error Heatmap');
     await openHeatmapFromPalette('model-loftq-nf2-r8');
     await openHeatmapFromPalette('model-loftq-nf2-r8');
-    await until('the NF2 heatmap tab to be active', async () => (await page.locator('.tabs-container .tab.active', { hasText: 'model-loftq-nf2-r8' }).count()) === 1);
+    const nf2Tab = page.locator('.tabs-container .tab.active', { hasText: 'model-loftq-nf2-r8' });
+    await until('the NF2 heatmap tab to be active', async () => (await nf2Tab.count()) === 1);
     assert.equal(await tabs('model-loftq-calibrated'), 1);
     assert.equal(await tabs('model-loftq-nf2-r8'), 1);
   }));
 
-  test('the viewer on one shard: note and link to its checkpoint, module tree, natural order', shot('viewer-shard', async () => {
+  test('the viewer on one shard: note and link to its checkpoint, module tree, natural order',
+    shot('viewer-shard', async () => {
     const row = await explorerRow(page, `sharded/${SHARD_1}`);
     await row.dblclick();
     const frame = await webviewFrame(page, '.shard-note', 60_000);
     assert.equal(await frame.$eval('.shard-note', (e) => e.textContent),
-      'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). Quantize works on the whole checkpoint.');
+      'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). '
+      + 'Quantize works on the whole checkpoint.');
     assert.equal(await frame.$eval('#quantize', (e) => e.textContent), 'Quantize the whole checkpoint with LoftQ');
     // Natural order: layer 2 before layer 10 (plain string order would put 10 first).
     const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
     const even = Array.from({ length: SHARDED_LAYERS / 2 }, (_, i) => 2 * i);
-    assert.deepEqual(names, ['model.embed_tokens.weight', ...even.flatMap((l) => [`model.layers.${l}.mlp.down_proj.weight`, `model.layers.${l}.self_attn.q_proj.weight`])]);
+    const perLayer = (l: number) => [`model.layers.${l}.mlp.down_proj.weight`, `model.layers.${l}.self_attn.q_proj.weight`];
+    assert.deepEqual(names, ['model.embed_tokens.weight', ...even.flatMap(perLayer)]);
     // The tree: layers in natural order under model.layers; a layer narrows the table to its tensors.
-    const layers = await frame.$$eval('li[data-path="model.layers"] > details > ul > li > details > summary .label', (els) => els.map((e) => e.textContent));
+    const layers = await frame.$$eval('li[data-path="model.layers"] > details > ul > li > details > summary .label',
+      (els) => els.map((e) => e.textContent));
     assert.deepEqual(layers, even.map(String));
     await frame.click('li[data-path="model.layers.10"] > details > summary button.node');
-    await until('the table to show layer 10 only', async () => (await frame.$$('table.tensor-table tbody tr')).length === 2);
+    await until('the table to show layer 10 only',
+      async () => (await frame.$$('table.tensor-table tbody tr')).length === 2);
     assert.deepEqual(await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent)),
       ['model.layers.10.mlp.down_proj.weight', 'model.layers.10.self_attn.q_proj.weight']);
     await screenshot(page, 'viewer-shard');
     await frame.click('#open-index');
-    await page.locator('.tabs-container .tab.active', { hasText: 'model.safetensors.index.json' }).waitFor({ timeout: 20_000 });
+    const indexTab = page.locator('.tabs-container .tab.active', { hasText: 'model.safetensors.index.json' });
+    await indexTab.waitFor({ timeout: 20_000 });
   }));
 
   test('the viewer on a broken file says why and offers no Quantize', shot('viewer-broken', async () => {

@@ -9,7 +9,8 @@ import { tempDir } from '../helpers';
 
 function folder(weightMap: Record<string, string>, files: string[]): string {
   const dir = tempDir('loftq-shard-');
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  const index = JSON.stringify({ metadata: {}, weight_map: weightMap });
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), index);
   for (const f of files) fs.writeFileSync(path.join(dir, f), '');
   return dir;
 }
@@ -36,7 +37,8 @@ test('no index, a malformed one, or a single-shard index: not a shard', () => {
 });
 
 test('the file holding a tensor: a file itself, model.safetensors, or the shard the index names', () => {
-  const dir = folder({ 'a.weight': 's1.safetensors', 'b.weight': 's2.safetensors', 'c.weight': '../escape.safetensors' },
+  const dir = folder(
+    { 'a.weight': 's1.safetensors', 'b.weight': 's2.safetensors', 'c.weight': '../escape.safetensors' },
     ['s1.safetensors', 's2.safetensors']);
   assert.equal(fileHolding(dir, 'b.weight'), path.join(dir, 's2.safetensors'));
   assert.equal(fileHolding(dir, 'missing.weight'), undefined);

@@ -6,14 +6,18 @@ import { namePieces } from '../../webviews/src/names';
 import { naturalCompare } from '../../webviews/src/naturalSort';
 
 test('natural order: layer 2 before layer 10, text by code unit, zero padding tie-broken', () => {
-  const names = ['model.layers.10.mlp', 'model.layers.2.mlp', 'model.layers.1.mlp', 'lm_head', 'model.layers.2.attn', 'model.norm'];
+  const names = [
+    'model.layers.10.mlp', 'model.layers.2.mlp', 'model.layers.1.mlp', 'lm_head', 'model.layers.2.attn', 'model.norm',
+  ];
   assert.deepEqual([...names].sort(naturalCompare),
-    ['lm_head', 'model.layers.1.mlp', 'model.layers.2.attn', 'model.layers.2.mlp', 'model.layers.10.mlp', 'model.norm']);
+    ['lm_head', 'model.layers.1.mlp', 'model.layers.2.attn', 'model.layers.2.mlp', 'model.layers.10.mlp',
+      'model.norm']);
   assert.ok(naturalCompare('x9', 'x10') < 0);
   assert.ok(naturalCompare('x10', 'x9') > 0);
   assert.ok(naturalCompare('x123456789012345678901', 'x99') > 0, 'numbers longer than a double still compare');
   assert.ok(naturalCompare('a', 'a1') < 0);
-  assert.ok(naturalCompare('a01', 'a1') !== 0 && Math.sign(naturalCompare('a01', 'a1')) === -Math.sign(naturalCompare('a1', 'a01')));
+  const padded = naturalCompare('a01', 'a1');
+  assert.ok(padded !== 0 && Math.sign(padded) === -Math.sign(naturalCompare('a1', 'a01')));
   assert.equal(naturalCompare('same.1', 'same.1'), 0);
 });
 
@@ -25,8 +29,11 @@ function outline(n: TreeNode, depth = 0): string[] {
 
 test('module tree: layers in natural order, modules under them, single-child chains folded', () => {
   const names = [];
-  for (const l of [10, 2, 0, 1]) for (const m of ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.down_proj']) names.push(`model.layers.${l}.${m}.weight`);
-  names.push('model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight', 'model.layers.0.self_attn.q_proj.bias');
+  for (const l of [10, 2, 0, 1]) {
+    for (const m of ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.down_proj']) names.push(`model.layers.${l}.${m}.weight`);
+  }
+  names.push('model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight',
+    'model.layers.0.self_attn.q_proj.bias');
   const items = names.map((name, i) => ({ name, parameters: i + 1, bytes: 2 * (i + 1) }));
   const tree = buildModuleTree(items);
   assert.deepEqual(outline(tree).slice(0, 12), [

@@ -26,7 +26,8 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
   }
 
   private create(title: string, preserveFocus: boolean): HeatmapPanel {
-    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Active, preserveFocus },
+    const column = { viewColumn: vscode.ViewColumn.Active, preserveFocus };
+    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, column,
       { retainContextWhenHidden: false });
     return this.track(new HeatmapPanel(panel, this.extensionUri, this.actions));
   }

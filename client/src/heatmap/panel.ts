@@ -56,7 +56,8 @@ export class HeatmapPanel {
       seconds: report.totals?.seconds, writtenAt, calibration: report.calibration, model: report.model,
     };
     Object.assign(this, {
-      reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out, summary,
+      reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out,
+      summary,
     });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)}`;
     this.sendAll();

@@ -47,7 +47,9 @@ function writeShardedCheckpoint(dir: string): void {
   for (const [shard, file] of [[0, SHARD_1], [1, 'model-00002-of-00002.safetensors']] as const) {
     const specs: TensorSpec[] = [];
     for (let l = shard; l < SHARDED_LAYERS; l += 2) {
-      for (const m of ['self_attn.q_proj', 'mlp.down_proj']) specs.push({ name: `model.layers.${l}.${m}.weight`, dtype: 'F32', shape: [4, 4] });
+      for (const m of ['self_attn.q_proj', 'mlp.down_proj']) {
+        specs.push({ name: `model.layers.${l}.${m}.weight`, dtype: 'F32', shape: [4, 4] });
+      }
     }
     if (shard === 0) specs.push({ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [8, 4] });
     for (const s of specs) weightMap[s.name] = file;
@@ -57,7 +59,8 @@ function writeShardedCheckpoint(dir: string): void {
     data.set(header);
     fs.writeFileSync(path.join(dir, file), data);
   }
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2));
+  const index = JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2);
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), index);
 }
 
 /**
@@ -73,10 +76,13 @@ export async function writeCalibratedRun(ws: string, outName: string): Promise<s
   const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648);
   const sequences = Array.from({ length: 4 }, () => Array.from({ length: 32 }, () => 1 + (next() % 511)));
   const { stats } = await collectInputStatsWithInfo(ck, sequences, { backend });
-  const info: CalibrationInfo = { source: 'tokens', sequences: 4, tokens: 128, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0.01 };
+  const info: CalibrationInfo = {
+    source: 'tokens', sequences: 4, tokens: 128, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0.01,
+  };
   const out = path.join(model, outName);
   const settings = { bits: 4, rank: 8, iters: 3, quantizer: 'nf' as const, blockSize: 64 };
-  const { reportPath } = await quantizeCheckpoint(path.join(model, 'model.safetensors'), { out, settings, workers: 0, backend: 'cpu', calibration: { stats, info } });
+  const { reportPath } = await quantizeCheckpoint(path.join(model, 'model.safetensors'),
+    { out, settings, workers: 0, backend: 'cpu', calibration: { stats, info } });
   return reportPath;
 }
 
