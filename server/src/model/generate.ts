@@ -9,15 +9,14 @@
 //
 // Decoding is incremental: the N sequences advance one position per step with a key/value cache
 // per layer, so a step costs one token's work per sequence (the layer-streaming forward of
-// forward.ts would redo the whole prefix). Layer weights are kept between steps while they fit
-// LAYER_CACHE_BYTES, and streamed from the checkpoint again each step otherwise.
+// forward.ts would redo the whole prefix). Layer weights are held on the backend between steps
+// while they fit LAYER_CACHE_BYTES, and streamed from the checkpoint again each step otherwise.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { throwIfAborted } from '../base/errors';
-import type { MatmulBackend } from '../linalg/backend';
+import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { headTensorName } from './forward';
-import { linearGroup } from './linear';
 import { applyRope, rmsNorm, ropeTables, siluGate } from './ops';
 import { LayerWeights, readChecked, readLayer } from './weights';
 
@@ -92,6 +91,70 @@ function cachedAttention(c: ModelConfig, qkv: Float32Array, stride: number, kCac
   }
 }
 
+/** One decoder layer with its linear weights held on the backend as [out, in] (rows of q|k|v and
+ *  gate|up stacked: row-major concatenation), so a step multiplies them by the few new rows without
+ *  transposing or uploading a weight again. */
+interface HeldLayer {
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  qkv: DeviceMatrix;
+  qkvBias?: Float32Array;
+  o: DeviceMatrix;
+  gateUp: DeviceMatrix;
+  down: DeviceMatrix;
+  dispose(): void;
+}
+
+function stack(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights): Promise<HeldLayer> {
+  const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const L = w.linear;
+  const mats: DeviceMatrix[] = [];
+  const hold = async (a: Float32Array, rows: number, cols: number) => {
+    const m = await backend.hold(a, rows, cols);
+    mats.push(m);
+    return m;
+  };
+  const bias = w.qBias || w.kBias || w.vBias
+    ? stack([w.qBias ?? new Float32Array(qDim), w.kBias ?? new Float32Array(kvDim), w.vBias ?? new Float32Array(kvDim)])
+    : undefined;
+  try {
+    return {
+      inputNorm: w.inputNorm,
+      postNorm: w.postNorm,
+      qkv: await hold(stack([L.q_proj, L.k_proj, L.v_proj]), qDim + 2 * kvDim, H),
+      qkvBias: bias,
+      o: await hold(L.o_proj, H, qDim),
+      gateUp: await hold(stack([L.gate_proj, L.up_proj]), 2 * I, H),
+      down: await hold(L.down_proj, H, I),
+      dispose: () => { for (const m of mats) m.dispose(); },
+    };
+  } catch (e) {
+    for (const m of mats) m.dispose();
+    throw e;
+  }
+}
+
+/** x (n × in, row-major) through a held W (out × in): x·Wᵀ (+ bias), n × out. */
+async function throughHeld(w: DeviceMatrix, x: Float32Array, n: number, bias?: Float32Array): Promise<Float32Array> {
+  const inDim = w.cols, out = w.rows;
+  const xt = new Float32Array(inDim * n);
+  for (let s = 0; s < n; s++) for (let i = 0; i < inDim; i++) xt[i * n + s] = x[s * inDim + i];
+  const yt = await w.times(xt, n); // out × n
+  const y = new Float32Array(n * out);
+  for (let j = 0; j < out; j++) {
+    const b = bias ? bias[j] : 0;
+    for (let s = 0; s < n; s++) y[s * out + j] = yt[j * n + s] + b;
+  }
+  return y;
+}
+
 /** Samples `sequences` sequences of `length` tokens from the model (see the header). */
 export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: GenerateOptions): Promise<number[][]> {
   const { sequences: n, length, backend, signal } = opts;
@@ -111,7 +174,7 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   const kCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
   const vCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
   const layerBytes = (2 * H * qDim + 2 * H * kvDim + 3 * H * I) * 4;
-  const cache: (LayerWeights | undefined)[] = [];
+  const held: (HeldLayer | undefined)[] = [];
   const keepLayers = layerBytes * c.numLayers <= LAYER_CACHE_BYTES;
   const h = new Float32Array(n * H), normed = new Float32Array(n * H);
   const att = new Float32Array(n * qDim), act = new Float32Array(n * I);
@@ -122,27 +185,28 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
       const positions = new Int32Array(n).fill(pos);
       for (let l = 0; l < c.numLayers; l++) {
         throwIfAborted(signal);
-        const w = cache[l] ?? await readLayer(ck, c, l);
-        if (keepLayers) cache[l] = w;
-        rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);
-        const qkvWeights = [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj];
-        const qkvBias = [w.qBias, w.kBias, w.vBias];
-        const qkv = await linearGroup(backend, normed, n, H, qkvWeights, [qDim, kvDim, kvDim], qkvBias);
-        applyRope(qkv, stride, 0, c.numHeads, c.headDim, positions, rope);
-        applyRope(qkv, stride, qDim, c.numKvHeads, c.headDim, positions, rope);
-        for (let s = 0; s < n; s++) {
-          const o = (s * length + pos) * kvDim;
-          kCache[l].set(qkv.subarray(s * stride + qDim, s * stride + qDim + kvDim), o);
-          vCache[l].set(qkv.subarray(s * stride + qDim + kvDim, (s + 1) * stride), o);
+        const w = held[l] ?? await holdLayer(backend, c, await readLayer(ck, c, l));
+        if (keepLayers) held[l] = w;
+        try {
+          rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);
+          const qkv = await throughHeld(w.qkv, normed, n, w.qkvBias);
+          applyRope(qkv, stride, 0, c.numHeads, c.headDim, positions, rope);
+          applyRope(qkv, stride, qDim, c.numKvHeads, c.headDim, positions, rope);
+          for (let s = 0; s < n; s++) {
+            const o = (s * length + pos) * kvDim;
+            kCache[l].set(qkv.subarray(s * stride + qDim, s * stride + qDim + kvDim), o);
+            vCache[l].set(qkv.subarray(s * stride + qDim + kvDim, (s + 1) * stride), o);
+          }
+          cachedAttention(c, qkv, stride, kCache[l], vCache[l], n, length, pos, att);
+          const o = await throughHeld(w.o, att, n);
+          for (let i = 0; i < h.length; i++) h[i] += o[i];
+          rmsNorm(h, n, H, w.postNorm, c.rmsNormEps, normed);
+          siluGate(await throughHeld(w.gateUp, normed, n), n, I, act);
+          const down = await throughHeld(w.down, act, n);
+          for (let i = 0; i < h.length; i++) h[i] += down[i];
+        } finally {
+          if (!keepLayers) w.dispose();
         }
-        cachedAttention(c, qkv, stride, kCache[l], vCache[l], n, length, pos, att);
-        const o = await linearGroup(backend, att, n, qDim, [w.linear.o_proj], [H]);
-        for (let i = 0; i < h.length; i++) h[i] += o[i];
-        rmsNorm(h, n, H, w.postNorm, c.rmsNormEps, normed);
-        const gu = await linearGroup(backend, normed, n, H, [w.linear.gate_proj, w.linear.up_proj], [I, I]);
-        siluGate(gu, n, I, act);
-        const down = await linearGroup(backend, act, n, I, [w.linear.down_proj], [H]);
-        for (let i = 0; i < h.length; i++) h[i] += down[i];
       }
       rmsNorm(h, n, H, finalNorm, c.rmsNormEps, normed);
       const xt = new Float32Array(H * n);
@@ -158,6 +222,7 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
     }
   } finally {
     heldHead.dispose();
+    for (const w of held) w?.dispose();
   }
   return seqs;
 }
