@@ -25,7 +25,10 @@ test('out-of-range block size, rank and iters: plan diagnostics and a refused lo
   const uri = uriOf(file);
   await withServer(root, async (c) => {
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.startsWith("'blockSize'")));
-    const errors = ds.filter((d) => d.severity === DiagnosticSeverity.Error).map((d) => d.message).sort();
+    const errors = ds
+      .filter((d) => d.severity === DiagnosticSeverity.Error)
+      .map((d) => d.message)
+      .sort();
     assert.deepEqual(errors, [
       `'blockSize' must be an integer ≤ 1073741824 (got ${HUGE_BLOCK})`,
       "'iters' must be an integer ≤ 1000 (got 5000)",

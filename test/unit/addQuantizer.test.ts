@@ -11,7 +11,10 @@ import * as path from 'node:path';
 import { repoRoot, tempDir } from '../helpers';
 
 const HAND_EDITED = [
-  'server/src/registry/quantizers.ts', 'server/src/quant/codebook.ts', 'test/unit/sqrtq.test.ts', 'README.md',
+  'server/src/registry/quantizers.ts',
+  'server/src/quant/codebook.ts',
+  'test/unit/sqrtq.test.ts',
+  'README.md',
 ];
 const GENERATED = ['package.json', 'schemas/loftq.schema.json'];
 
@@ -49,10 +52,18 @@ test('a new quantizer is a 4-file change that builds, type-checks and runs', { t
     sh('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.invalid', 'commit', '-qm', 'base']);
 
     // The four edits.
-    edit(scratch, HAND_EDITED[0], "scale: 'meanStd', detail: 'Uniform table on [-1, 1], block scale mean + 2.5σ' },",
-      "\n  sqrtq: { bits: [2, 4], scale: 'absmax', detail: 'square-root levels (test)' },");
-    edit(scratch, HAND_EDITED[1], 'uniform: uniformTable,',
-      '\n  sqrtq: (bits) => uniformTable(bits).map((v) => Math.sign(v) * Math.sqrt(Math.abs(v))),');
+    edit(
+      scratch,
+      HAND_EDITED[0],
+      "scale: 'meanStd', detail: 'Uniform table on [-1, 1], block scale mean + 2.5σ' },",
+      "\n  sqrtq: { bits: [2, 4], scale: 'absmax', detail: 'square-root levels (test)' },",
+    );
+    edit(
+      scratch,
+      HAND_EDITED[1],
+      'uniform: uniformTable,',
+      '\n  sqrtq: (bits) => uniformTable(bits).map((v) => Math.sign(v) * Math.sqrt(Math.abs(v))),',
+    );
     fs.writeFileSync(path.join(scratch, HAND_EDITED[2]), NEW_TEST);
     edit(scratch, HAND_EDITED[3], '[--quantizer nf|uniform', '|sqrtq');
 
@@ -60,34 +71,73 @@ test('a new quantizer is a 4-file change that builds, type-checks and runs', { t
     sh(process.execPath, ['dist/registry-sync.js']);
     sh(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--noEmit']);
     sh(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'webviews/tsconfig.json', '--noEmit']);
-    const tests = spawnSync(process.execPath, ['test/run.mjs', 'sqrtq', 'registrySync'],
-      { cwd: scratch, encoding: 'utf8' });
+    const tests = spawnSync(process.execPath, ['test/run.mjs', 'sqrtq', 'registrySync'], {
+      cwd: scratch,
+      encoding: 'utf8',
+    });
     assert.equal(tests.status, 0, tests.stdout + tests.stderr);
 
     const cli = (...args: string[]) =>
       spawnSync(process.execPath, ['dist/cli.js', ...args], { cwd: scratch, encoding: 'utf8' });
-    const run = ['--rank', '2', '--iters', '1', '--target', '**.layers.0.**.q_proj', '--backend', 'cpu', '--quiet',
-      '--json'];
-    const r = cli('quantize', 'examples/stories260k', '--out', 'out-cli', '--quantizer', 'sqrtq', '--bits', '2',
-      ...run);
+    const run = [
+      '--rank',
+      '2',
+      '--iters',
+      '1',
+      '--target',
+      '**.layers.0.**.q_proj',
+      '--backend',
+      'cpu',
+      '--quiet',
+      '--json',
+    ];
+    const r = cli(
+      'quantize',
+      'examples/stories260k',
+      '--out',
+      'out-cli',
+      '--quantizer',
+      'sqrtq',
+      '--bits',
+      '2',
+      ...run,
+    );
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).matrices.map((m: { quantizer: string }) => m.quantizer), ['sqrtq']);
+    assert.deepEqual(
+      JSON.parse(r.stdout).matrices.map((m: { quantizer: string }) => m.quantizer),
+      ['sqrtq'],
+    );
     // A width the quantizer lacks is one line, exit 2, before any work.
-    const bad = cli('quantize', 'examples/stories260k', '--out', 'out-bad', '--quantizer', 'sqrtq', '--bits', '3',
-      ...run);
+    const bad = cli(
+      'quantize',
+      'examples/stories260k',
+      '--out',
+      'out-bad',
+      '--quantizer',
+      'sqrtq',
+      '--bits',
+      '3',
+      ...run,
+    );
     assert.equal(bad.status, 2, bad.stderr);
     assert.match(bad.stderr.trim(), /^loftq: bits must be 2 or 4 with quantizer sqrtq, got 3$/);
     assert.equal(fs.existsSync(path.join(scratch, 'out-bad')), false);
-    fs.writeFileSync(path.join(scratch, 'loftq.json'),
-      JSON.stringify({ checkpoint: 'examples/stories260k', defaults: { quantizer: 'sqrtq', bits: 4 } }));
+    fs.writeFileSync(
+      path.join(scratch, 'loftq.json'),
+      JSON.stringify({ checkpoint: 'examples/stories260k', defaults: { quantizer: 'sqrtq', bits: 4 } }),
+    );
     const planned = cli('quantize', '--plan', 'loftq.json', '--out', 'out-plan', ...run);
     assert.equal(planned.status, 0, planned.stderr);
     assert.equal(JSON.parse(planned.stdout).matrices[0].bits, 4);
     const schema = JSON.parse(fs.readFileSync(path.join(scratch, GENERATED[1]), 'utf8'));
     assert.deepEqual(schema.definitions.settings.properties.quantizer.enum, ['nf', 'uniform', 'sqrtq']);
 
-    const changed = sh('git', ['status', '--porcelain', '--untracked-files=all']).split('\n').filter(Boolean)
-      .map((l) => l.slice(3)).filter((f) => !/^(out-|loftq\.json$)/.test(f)).sort();
+    const changed = sh('git', ['status', '--porcelain', '--untracked-files=all'])
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.slice(3))
+      .filter((f) => !/^(out-|loftq\.json$)/.test(f))
+      .sort();
     console.log(`# files changed: hand-edited ${HAND_EDITED.join(', ')}; regenerated ${GENERATED.join(', ')}`);
     assert.deepEqual(changed, [...HAND_EDITED, ...GENERATED].sort());
   } finally {

@@ -8,7 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot } from '../helpers';
 
-interface Import { from: string; to: string; spec: string; typeOnly: boolean }
+interface Import {
+  from: string;
+  to: string;
+  spec: string;
+  typeOnly: boolean;
+}
 
 const ROOTS = ['server/src', 'client/src', 'webviews/src'];
 
@@ -55,19 +60,30 @@ function folderOf(file: string): string {
 /** Strongly connected components with more than one node (Tarjan). */
 function cycles(edges: Map<string, Set<string>>): string[][] {
   let next = 0;
-  const index = new Map<string, number>(), low = new Map<string, number>();
-  const stack: string[] = [], on = new Set<string>();
+  const index = new Map<string, number>(),
+    low = new Map<string, number>();
+  const stack: string[] = [],
+    on = new Set<string>();
   const found: string[][] = [];
   const visit = (v: string) => {
-    index.set(v, next); low.set(v, next++); stack.push(v); on.add(v);
+    index.set(v, next);
+    low.set(v, next++);
+    stack.push(v);
+    on.add(v);
     for (const w of edges.get(v) ?? []) {
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v)!, low.get(w)!)); }
-      else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
     }
     if (low.get(v) === index.get(v)) {
       const scc: string[] = [];
       let w: string;
-      do { w = stack.pop()!; on.delete(w); scc.push(w); } while (w !== v);
+      do {
+        w = stack.pop()!;
+        on.delete(w);
+        scc.push(w);
+      } while (w !== v);
       if (scc.length > 1) found.push(scc.sort());
     }
   };
@@ -81,7 +97,8 @@ const LOCAL = ALL.filter((i) => i.spec.startsWith('.'));
 function folderEdges(): Map<string, Set<string>> {
   const edges = new Map<string, Set<string>>();
   for (const i of LOCAL) {
-    const a = folderOf(i.from), b = folderOf(i.to);
+    const a = folderOf(i.from),
+      b = folderOf(i.to);
     if (a === b) continue;
     if (!edges.has(a)) edges.set(a, new Set());
     edges.get(a)!.add(b);
@@ -90,8 +107,12 @@ function folderEdges(): Map<string, Set<string>> {
 }
 
 const explain = (scc: string[], by: (i: Import) => [string, string]) =>
-  LOCAL.filter((i) => { const [a, b] = by(i); return a !== b && scc.includes(a) && scc.includes(b); })
-    .map((i) => `${i.from} → ${i.spec}`).join('\n  ');
+  LOCAL.filter((i) => {
+    const [a, b] = by(i);
+    return a !== b && scc.includes(a) && scc.includes(b);
+  })
+    .map((i) => `${i.from} → ${i.spec}`)
+    .join('\n  ');
 
 test('no import cycle between folders', () => {
   const found = cycles(folderEdges());
@@ -124,23 +145,47 @@ test('the layers: leaves import nothing above them; the libraries never import t
   }
   for (const lib of ['export', 'linalg', 'loftq', 'plan', 'quant', 'model', 'base']) {
     const up = LOCAL.filter((i) => folderOf(i.from) === lib && folderOf(i.to) === 'engine');
-    assert.deepEqual(up.map((i) => `${i.from} → ${i.spec}`), [], `${lib}/ imports engine/`);
+    assert.deepEqual(
+      up.map((i) => `${i.from} → ${i.spec}`),
+      [],
+      `${lib}/ imports engine/`,
+    );
   }
 });
 
 test('the numerical core imports neither vscode nor an LSP package', () => {
   // protocol/requests.ts pairs the contract's types into LSP message types for the front ends.
   const REQUESTS = 'server/src/protocol/requests.ts';
-  const core = ['registry', 'protocol', 'base', 'checkpoint', 'quant', 'kernels', 'linalg', 'loftq', 'model', 'engine',
-    'export', 'plan'];
+  const core = [
+    'registry',
+    'protocol',
+    'base',
+    'checkpoint',
+    'quant',
+    'kernels',
+    'linalg',
+    'loftq',
+    'model',
+    'engine',
+    'export',
+    'plan',
+  ];
   const inCore = (i: Import) => i.from.startsWith('server/src/') && core.includes(folderOf(i.from));
   const lsp = (i: Import) => /^vscode/.test(i.spec) || i.to === REQUESTS;
   const bad = ALL.filter((i) => inCore(i) && i.from !== REQUESTS && lsp(i));
-  assert.deepEqual(bad.map((i) => `${i.from} → ${i.spec}`), []);
+  assert.deepEqual(
+    bad.map((i) => `${i.from} → ${i.spec}`),
+    [],
+  );
 });
 
 test('the check sees a cycle when there is one', () => {
-  const pairs: [string, string[]][] = [['a', ['b']], ['b', ['c']], ['c', ['a']], ['d', ['a']]];
+  const pairs: [string, string[]][] = [
+    ['a', ['b']],
+    ['b', ['c']],
+    ['c', ['a']],
+    ['d', ['a']],
+  ];
   const edges = new Map(pairs.map(([k, v]) => [k, new Set(v)]));
   assert.deepEqual(cycles(edges), [['a', 'b', 'c']]);
   assert.ok(LOCAL.length > 300, `read ${LOCAL.length} local imports`);

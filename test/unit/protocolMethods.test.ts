@@ -46,5 +46,9 @@ test('docs/lsp.md lists every method in its table and names no other', () => {
   assert.deepEqual([...rows].sort(), methods.map(([, m]) => m).sort(), 'one table row per method');
   const named = new Set([...doc.matchAll(/\bloftq\/(\w+)/g)].map((m) => `loftq/${m[1]}`));
   const known = new Set(methods.map(([, m]) => m));
-  assert.deepEqual([...named].filter((m) => !known.has(m)), [], 'methods the docs name that do not exist');
+  assert.deepEqual(
+    [...named].filter((m) => !known.has(m)),
+    [],
+    'methods the docs name that do not exist',
+  );
 });

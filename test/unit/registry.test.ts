@@ -8,8 +8,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot, tempDir } from '../helpers';
 import {
-  backboneBytesOf, DEFAULT_SETTINGS, matrixSettingsProblem, MATRIX_SETTING_SPECS, offeredRanks, oneOf, QUANTIZER_NAMES,
-  QUANTIZERS, scaleBytesOf, SUPPORTED_BITS, validOr, valueProblem,
+  backboneBytesOf,
+  DEFAULT_SETTINGS,
+  matrixSettingsProblem,
+  MATRIX_SETTING_SPECS,
+  offeredRanks,
+  oneOf,
+  QUANTIZER_NAMES,
+  QUANTIZERS,
+  scaleBytesOf,
+  SUPPORTED_BITS,
+  validOr,
+  valueProblem,
 } from '../../server/src/registry';
 import { codebook } from '../../server/src/quant/codebook';
 import { quantize } from '../../server/src/quant/quantize';
@@ -30,29 +40,56 @@ function oneLine(r: ReturnType<typeof cli>, pattern: RegExp) {
 
 test('CLI: block size, rank and iters past their range exit 2 with one line, nothing written', () => {
   const out = path.join(tempDir(), 'out');
-  oneLine(cli('quantize', STORIES, '--out', out, '--block-size', String(2 ** 31)),
-    /^loftq: option '--block-size' must be at most 1073741824, got 2147483648$/);
-  oneLine(cli('quantize', STORIES, '--out', out, '--rank', '70000'),
-    /^loftq: option '--rank' must be at most 65536, got 70000$/);
-  oneLine(cli('quantize', STORIES, '--out', out, '--iters', '5000'),
-    /^loftq: option '--iters' must be at most 1000, got 5000$/);
-  oneLine(cli('analyze', STORIES, '--report', path.join(out, 'r.json'), '--block-size', String(2 ** 40)),
-    /'--block-size' must be at most/);
+  oneLine(
+    cli('quantize', STORIES, '--out', out, '--block-size', String(2 ** 31)),
+    /^loftq: option '--block-size' must be at most 1073741824, got 2147483648$/,
+  );
+  oneLine(
+    cli('quantize', STORIES, '--out', out, '--rank', '70000'),
+    /^loftq: option '--rank' must be at most 65536, got 70000$/,
+  );
+  oneLine(
+    cli('quantize', STORIES, '--out', out, '--iters', '5000'),
+    /^loftq: option '--iters' must be at most 1000, got 5000$/,
+  );
+  oneLine(
+    cli('analyze', STORIES, '--report', path.join(out, 'r.json'), '--block-size', String(2 ** 40)),
+    /'--block-size' must be at most/,
+  );
   assert.equal(fs.existsSync(out), false);
   // The same range inside a plan file: the plan is refused, naming the file and the key.
   const dir = tempDir();
   const plan = path.join(dir, 'loftq.json');
   fs.writeFileSync(plan, JSON.stringify({ checkpoint: STORIES, defaults: { blockSize: 2 ** 31 } }));
-  oneLine(cli('quantize', '--plan', plan, '--out', out),
-    /loftq\.json: defaults\.blockSize: 'blockSize' must be an integer ≤ 1073741824/);
+  oneLine(
+    cli('quantize', '--plan', plan, '--out', out),
+    /loftq\.json: defaults\.blockSize: 'blockSize' must be an integer ≤ 1073741824/,
+  );
   assert.equal(fs.existsSync(out), false);
 });
 
 test('the largest block size the registry allows runs (the bound is not too tight)', () => {
   const out = path.join(tempDir(), 'out');
-  const r = cli('quantize', STORIES, '--out', out, '--block-size', String(MATRIX_SETTING_SPECS.blockSize.max),
-    '--rank', '2', '--iters', '1', '--target', '**.layers.0.**.q_proj', '--backend', 'cpu', '--workers', '1',
-    '--quiet', '--json');
+  const r = cli(
+    'quantize',
+    STORIES,
+    '--out',
+    out,
+    '--block-size',
+    String(MATRIX_SETTING_SPECS.blockSize.max),
+    '--rank',
+    '2',
+    '--iters',
+    '1',
+    '--target',
+    '**.layers.0.**.q_proj',
+    '--backend',
+    'cpu',
+    '--workers',
+    '1',
+    '--quiet',
+    '--json',
+  );
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.matrices[0].blockSize, 2 ** 30);
@@ -61,14 +98,20 @@ test('the largest block size the registry allows runs (the bound is not too tigh
 test('plan, engine, server settings and loftq/quantize share the ranges', () => {
   const atBounds = { checkpoint: 'm', defaults: { rank: 65536, iters: 1000, blockSize: 2 ** 30 } };
   assert.deepEqual(parsePlan(JSON.stringify(atBounds)).problems, [], 'the bounds themselves are allowed');
-  assert.throws(() => checkSettings({ ...DEFAULT_SETTINGS, blockSize: 2 ** 31 }),
-    /^UsageError: block size must be an integer ≤ 1073741824, got 2147483648$/);
-  assert.throws(() => checkSettings({ ...DEFAULT_SETTINGS, quantizer: 'int' as never }),
-    /quantizer must be nf or uniform, got 'int'/);
+  assert.throws(
+    () => checkSettings({ ...DEFAULT_SETTINGS, blockSize: 2 ** 31 }),
+    /^UsageError: block size must be an integer ≤ 1073741824, got 2147483648$/,
+  );
+  assert.throws(
+    () => checkSettings({ ...DEFAULT_SETTINGS, quantizer: 'int' as never }),
+    /quantizer must be nf or uniform, got 'int'/,
+  );
   // A client's out-of-range setting falls back to the default rather than reaching the engine.
   assert.equal(normalizeSettings({ defaults: { blockSize: 2 ** 31, rank: 0, iters: 7 } }).defaults.blockSize, 64);
-  assert.deepEqual(normalizeSettings({ defaults: { rank: 0, iters: 7 }, workers: -1, backend: 'x' }),
-    { ...normalizeSettings(undefined), defaults: { ...DEFAULT_SETTINGS, iters: 7 } });
+  assert.deepEqual(normalizeSettings({ defaults: { rank: 0, iters: 7 }, workers: -1, backend: 'x' }), {
+    ...normalizeSettings(undefined),
+    defaults: { ...DEFAULT_SETTINGS, iters: 7 },
+  });
   const halfRank = matrixSettingsProblem({ ...DEFAULT_SETTINGS, rank: 1.5 });
   assert.deepEqual(halfRank, { key: 'rank', expected: 'an integer ≥ 1' });
   assert.equal(matrixSettingsProblem(DEFAULT_SETTINGS), undefined);

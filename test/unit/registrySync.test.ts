@@ -12,7 +12,8 @@ import { BACKEND_CHOICES, MATRIX_SETTING_SPECS, QUANTIZER_NAMES, SUPPORTED_BITS 
 const read = (f: string) => fs.readFileSync(path.join(repoRoot, f), 'utf8');
 
 test('package.json and schemas/loftq.schema.json agree with the registry (npm run sync-registry)', () => {
-  const pkg = read('package.json'), schema = read('schemas/loftq.schema.json');
+  const pkg = read('package.json'),
+    schema = read('schemas/loftq.schema.json');
   const want = syncedTexts(pkg, schema);
   assert.equal(pkg, want.pkg, 'package.json is out of date with server/src/registry: npm run sync-registry');
   assert.equal(schema, want.schema, 'schemas/loftq.schema.json is out of date: npm run sync-registry');
@@ -35,7 +36,10 @@ test('the sync repairs a stale enum or range and keeps everything else', () => {
   const fixed = syncManifest(pkg) as typeof pkg;
   assert.deepEqual(fixed.contributes.configuration.properties['loftq.defaults.quantizer'].enum, QUANTIZER_NAMES);
   assert.equal(fixed.contributes.configuration.properties['loftq.defaults.rank'].maximum, 65536);
-  assert.deepEqual({ ...fixed, contributes: undefined }, { ...JSON.parse(read('package.json')), contributes: undefined });
+  assert.deepEqual(
+    { ...fixed, contributes: undefined },
+    { ...JSON.parse(read('package.json')), contributes: undefined },
+  );
   const schema = JSON.parse(read('schemas/loftq.schema.json'));
   delete schema.definitions.settings.properties.iters;
   const again = syncSchema(schema) as typeof schema;

@@ -12,7 +12,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { Checkpoint, makeFolders, openCheckpoint, OutputCommit, TensorInfo, writeError, writeFileAtomic } from '../checkpoint';
+import { Checkpoint, makeFolders, openCheckpoint, OutputCommit, TensorInfo, writeError } from '../checkpoint';
 import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
 import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';

@@ -19,8 +19,11 @@ export interface CollectOptions {
 }
 
 /** Reads or collects the statistics a CalibrationParams names. */
-export type StatsCollector =
-  (ck: Checkpoint, params: CalibrationParams, opts: CollectOptions) => Promise<PreparedCalibration>;
+export type StatsCollector = (
+  ck: Checkpoint,
+  params: CalibrationParams,
+  opts: CollectOptions,
+) => Promise<PreparedCalibration>;
 
 let collector: StatsCollector | undefined;
 

@@ -8,8 +8,21 @@
 import { NotificationType, RequestType } from 'vscode-languageserver-protocol';
 import { Methods } from './lsp_ext';
 import type {
-  AnalyzeParams, AnalyzeResult, EvalParams, EvalResult, InspectParams, InspectResult, MatrixDoneParams,
-  PlanRequestParams, PlanResult, QuantizeParams, QuantizeResult, Report, RunContext, RunContextParams, RunStateParams,
+  AnalyzeParams,
+  AnalyzeResult,
+  EvalParams,
+  EvalResult,
+  InspectParams,
+  InspectResult,
+  MatrixDoneParams,
+  PlanRequestParams,
+  PlanResult,
+  QuantizeParams,
+  QuantizeResult,
+  Report,
+  RunContext,
+  RunContextParams,
+  RunStateParams,
 } from './lsp_ext';
 
 export interface ReadReportParams {

@@ -76,12 +76,16 @@ export const RUN_SETTING_SPECS = {
   workers: { kind: 'int', min: 0, max: 1024, default: 0, description: 'Worker threads (0: one per core).' },
   backend: { kind: 'enum', values: BACKEND_CHOICES, default: DEFAULT_CLI_BACKEND, description: 'Compute backend.' },
   editorBackend: {
-    kind: 'enum', values: BACKEND_CHOICES, default: DEFAULT_EDITOR_BACKEND,
+    kind: 'enum',
+    values: BACKEND_CHOICES,
+    default: DEFAULT_EDITOR_BACKEND,
     description: 'Compute backend for runs started from the editor.',
   },
   format: { kind: 'enum', values: EXPORT_FORMATS, default: DEFAULT_FORMAT, description: 'Output format.' },
   threshold: {
-    kind: 'number', min: 0, default: 0.3,
+    kind: 'number',
+    min: 0,
+    default: 0.3,
     description: 'LoftQ relative error above which a worst-matrices diagnostic is a warning.',
   },
 } as const satisfies Record<string, SettingSpec>;
@@ -94,7 +98,13 @@ export const CALIBRATION_SPECS = {
   fullStatMaxDim: { kind: 'int', min: 1, max: 65536, default: 8192, description: 'Widest input with a full G.' },
   generateSequences: { kind: 'int', min: 1, max: 4096, default: 16, description: 'Sequences of --calib-generate.' },
   generateLength: { kind: 'int', min: 2, max: 32768, default: 128, description: 'Tokens per generated sequence.' },
-  generateSeed: { kind: 'int', min: 0, max: 0xffffffff, default: 0, description: 'Seed of the --calib-generate sampler.' },
+  generateSeed: {
+    kind: 'int',
+    min: 0,
+    max: 0xffffffff,
+    default: 0,
+    description: 'Seed of the --calib-generate sampler.',
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 /** Why a value does not fit its spec: the words after "must be", e.g. `an integer ≥ 1`,

@@ -3,9 +3,7 @@
 // Descriptions and everything else stay as written. `npm run sync-registry` applies it;
 // test/unit/registrySync.test.ts fails while the files differ from what it would write.
 
-import {
-  MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, RUN_SETTING_SPECS,
-} from '../registry';
+import { MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, RUN_SETTING_SPECS } from '../registry';
 import type { SettingSpec } from '../registry';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -79,7 +77,8 @@ function compact(v: Json): string {
 export function formatJson(v: Json, indent = 0, width = 120, lead = 0): string {
   const c = compact(v);
   if (v === null || typeof v !== 'object' || indent + lead + c.length <= width) return c;
-  const pad = ' '.repeat(indent + 2), end = ' '.repeat(indent);
+  const pad = ' '.repeat(indent + 2),
+    end = ' '.repeat(indent);
   if (Array.isArray(v)) return `[\n${v.map((x) => pad + formatJson(x, indent + 2, width)).join(',\n')}\n${end}]`;
   const lines = Object.entries(v).map(([k, x]) => {
     const key = `${JSON.stringify(k)}: `;
