@@ -149,6 +149,18 @@ test('--calib ids.json with --calib-ridge: every matrix calibrated, ridge record
     ridge: 0.05,
   });
   assert.equal(report.matrices.filter((m) => m.outputRelError !== undefined).length, 35);
+  // Without --json the summary gives the mean output errors (of the same report) and the source.
+  const out = path.join(tempDir(), 'out-text');
+  const t = run('quantize', STORIES, '--out', out, ...FAST, '--calib', ids, '--calib-ridge', '0.05');
+  assert.equal(t.status, 0, t.stderr);
+  const mean = (f: (m: Report['matrices'][number]) => number) =>
+    report.matrices.reduce((a, m) => a + f(m), 0) / report.matrices.length;
+  const line = t.stdout.split('\n').find((l) => l.startsWith('mean output error'));
+  assert.equal(
+    line,
+    `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  vs QLoRA ` +
+      `${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: 2 sequences, 11 tokens (tokens ${ids}), ridge 0.05`,
+  );
 });
 
 function refused(args: string[], file: string | undefined, problem: RegExp): void {
