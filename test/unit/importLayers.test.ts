@@ -157,6 +157,7 @@ test('the numerical core imports neither vscode nor an LSP package', () => {
   // protocol/requests.ts pairs the contract's types into LSP message types for the front ends.
   const REQUESTS = 'server/src/protocol/requests.ts';
   const core = [
+    'planInsight',
     'registry',
     'protocol',
     'base',

@@ -6,12 +6,12 @@ import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } fr
 import { SUPPORTED_BITS } from '../protocol/lsp_ext';
 import type { PlanOverride } from '../protocol/lsp_ext';
 import { compileGlob, globMatches } from '../plan/glob';
-import { describeMatrices, globFor } from './describe';
+import { describeMatrices, globFor } from '../planInsight/describe';
 import { Change, planEdits } from './edits';
 import { pathAtOffset } from './jsonRanges';
 import { mixedPlan } from './mixedPlan';
 import type { PlanDoc } from './planDoc';
-import type { Owner } from './planModel';
+import type { Owner } from '../planInsight/planModel';
 import { SOURCE } from './diagnostics';
 
 interface WorstData { owner: Owner; names: string[]; bits: number; betterBits?: number }

@@ -10,7 +10,7 @@ import { CheckpointError, INDEX_FILE, openCheckpoint, readRegularFile } from '..
 import type { PlanFile } from '../protocol/lsp_ext';
 import { resolveCheckpointPath } from '../plan/planfile';
 import type { CheckpointFacts } from './planDoc';
-import { isReport, ReportIndex } from './reportIndex';
+import { isReport, ReportIndex } from '../planInsight/reportIndex';
 import { chooseReports, KnownReports, ReportFile } from './reportSources';
 
 export const REPORT_FILE = 'loftq-report.json';

@@ -4,12 +4,12 @@
 import * as path from 'node:path';
 import type { Hover, Position } from 'vscode-languageserver';
 import { compileGlob, globMatches, moduleName } from '../plan/glob';
-import { describeMatrices, formatError } from './describe';
+import { describeMatrices, formatError } from '../planInsight/describe';
 import { pathAtOffset } from './jsonRanges';
 import type { PlanDoc } from './planDoc';
-import type { MatrixPlan } from './planModel';
+import type { MatrixPlan } from '../planInsight/planModel';
 import { REPORT_FILE } from './facts';
-import { errorAt } from './reportIndex';
+import { errorAt } from '../planInsight/reportIndex';
 
 /** Per-matrix rows up to this many matrices; aggregate rows above. */
 const LIST_LIMIT = 8;

@@ -7,10 +7,10 @@
 import { budgetBytes, countsAdapters } from '../plan/planner/cost';
 import type { PlanBudget, PlanOverride } from '../protocol/lsp_ext';
 import type { ParsedPlan } from '../plan/planfile';
-import { nameParts } from './describe';
+import { nameParts } from '../planInsight/describe';
 import { Change, planEdits } from './edits';
 import type { PlanDoc } from './planDoc';
-import { assignMatrices, planTotals, PlanTotals } from './planModel';
+import { assignMatrices, planTotals, PlanTotals } from '../planInsight/planModel';
 
 export interface MixedPlan {
   /** Shown in the code action's title, e.g. "first 3 layers at 4 bits (3.75 bits per weight)". */

@@ -8,9 +8,9 @@ import type { TensorInfo } from '../checkpoint';
 import { JsonPath, parsePlan, ParsedPlan } from '../plan/planfile';
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import { planTree, spanOfPath, SpanPart, Span } from './jsonRanges';
-import { assignMatrices, PlanAssignment } from './planModel';
+import { assignMatrices, PlanAssignment } from '../planInsight/planModel';
 import type { PlannerComparison } from './plannerCompare';
-import type { ReportIndex } from './reportIndex';
+import type { ReportIndex } from '../planInsight/reportIndex';
 import { findNodeAtLocation } from 'jsonc-parser';
 
 export type CheckpointFacts = { ok: true; path: string; tensors: TensorInfo[] } | { ok: false; path: string; message: string };

@@ -6,7 +6,7 @@ import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
 import { tablesFromReport } from '../plan/planner/table';
 import type { Report } from '../protocol/lsp_ext';
 import type { PlanDoc } from './planDoc';
-import { planTotals } from './planModel';
+import { planTotals } from '../planInsight/planModel';
 import { runPlanner } from './planner';
 
 export interface PlannerComparison {

@@ -4,7 +4,7 @@
 
 import { reloadWarnings } from '../plan/planner/reload';
 import type { PlanDoc } from './planDoc';
-import { Owner, ownerKey } from './planModel';
+import { Owner, ownerKey } from '../planInsight/planModel';
 
 export interface ReloadGroup {
   /** The entry that decides these matrices' bits. */

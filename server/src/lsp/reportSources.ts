@@ -6,7 +6,7 @@
 
 import type { Report } from '../protocol/lsp_ext';
 import type { ReportFacts } from './facts';
-import { indexReport } from './reportIndex';
+import { indexReport } from '../planInsight/reportIndex';
 
 export interface ReportFile {
   file: string;

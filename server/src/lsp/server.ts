@@ -25,7 +25,7 @@ import { planHover } from './hover';
 import { setMixedPlanner } from './mixedPlan';
 import { applyPlanToText } from '../plan/planner/planedit';
 import { plannerOrFirstK, runPlanner } from './planner';
-import { isReport } from './reportIndex';
+import { isReport } from '../planInsight/reportIndex';
 import { runContext } from './runContext';
 import { Engine, Runs, toPath } from './runs';
 import { EvalRequests } from './evalRequests';
