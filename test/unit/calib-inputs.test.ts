@@ -159,7 +159,8 @@ test('--calib ids.json with --calib-ridge: every matrix calibrated, ridge record
   assert.equal(
     line,
     `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  vs QLoRA ` +
-      `${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: 2 sequences, 11 tokens (tokens ${ids}), ridge 0.05`,
+      `${mean((m) => m.qloraOutputRelError!).toFixed(4)}; ` +
+      `calibration: 2 sequences, 11 tokens (tokens ${ids}), ridge 0.05`,
   );
 });
 
