@@ -3,15 +3,17 @@
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { LanguageClient, State } from 'vscode-languageclient/node';
-import type { MatrixDoneParams, RunStateParams } from '../../server/src/protocol/lsp_ext';
+import type { MatrixDoneParams, PlanLocation, RunStateParams } from '../../server/src/protocol/lsp_ext';
 import { Notifications, Requests } from '../../server/src/protocol/requests';
 import { trackCheckpointFolders } from './checkpointFolders';
 import { Heatmaps } from './heatmap/heatmaps';
 import { HEATMAP_VIEW_TYPE } from './heatmap/panel';
 import { createLanguageClient } from './languageClient';
 import { revealInPlan } from './planReveal';
+import { analyzeCommand } from './analyze';
+import { planMixedCommand, PlanPreviews, PREVIEW_SCHEME } from './planMixed';
 import { quantizeCommand } from './quantize';
-import { REPORT_FILE, ReportIndex } from './reports';
+import { REPORT_FILE, ReportIndex, setServerReads } from './reports';
 import { LoftqStatus } from './statusBar';
 import { SafetensorsViewer, VIEWER_VIEW_TYPE } from './viewer/provider';
 import { fileHolding } from './viewer/shard';
@@ -20,18 +22,27 @@ let client: LanguageClient | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const log = vscode.window.createOutputChannel('LoftQ', { log: true });
+  // Reports and headers are read by the server; webviews restored early wait for it to start.
+  let serverUp!: (c: LanguageClient) => void, serverDown!: (e: Error) => void;
+  const started = new Promise<LanguageClient>((res, rej) => { serverUp = res; serverDown = rej; });
+  started.catch(() => undefined);
+  setServerReads(started.then((c) => ({
+    readReport: (file: string) => c.sendRequest(Requests.readReport, { path: file }),
+    inspect: (checkpoint: string) => c.sendRequest(Requests.inspect, { checkpoint }),
+  })));
   const status = new LoftqStatus();
   const reports = new ReportIndex(context.workspaceState);
   const viewer = new SafetensorsViewer(context.extensionUri, reports, log);
 
-  const findPlan = async (checkpoint: string) => {
-    if (!client || client.state !== State.Running) return undefined;
-    return (await client.sendRequest(Requests.runContext, { checkpoint })).plan?.file;
+  const previews = new PlanPreviews();
+  const locatePlan = async (checkpoint: string, tensor: string): Promise<PlanLocation> => {
+    if (!client || client.state !== State.Running) throw new Error('the LoftQ language server is not running');
+    return client.sendRequest(Requests.planLocation, { checkpoint, tensor });
   };
   const heatmaps = new Heatmaps(context.extensionUri, {
     reveal: (p, name, createOverride) => {
       if (!p.checkpoint) return;
-      void revealInPlan(findPlan, p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
+      void revealInPlan(locatePlan, p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
     },
     openTensor: (p, name) => {
       // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
@@ -41,11 +52,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     },
   }, log);
   const openHeatmap = (reportPath: string) => {
-    try {
-      heatmaps.openReport(reportPath);
-    } catch (e) {
-      void vscode.window.showErrorMessage((e as Error).message);
-    }
+    heatmaps.openReport(reportPath).catch((e) => void vscode.window.showErrorMessage((e as Error).message));
   };
 
   context.subscriptions.push(
@@ -54,6 +61,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.window.registerCustomEditorProvider(VIEWER_VIEW_TYPE, viewer, { supportsMultipleEditorsPerDocument: true, webviewOptions: { retainContextWhenHidden: false } }),
     trackCheckpointFolders(),
     vscode.commands.registerCommand('loftq.quantize', (arg?: unknown) => quantizeCommand({ client: () => client, status, log, reports, openHeatmap }, arg)),
+    vscode.commands.registerCommand('loftq.analyze', (arg?: unknown) => analyzeCommand({ client: () => client, log, openHeatmap }, arg)),
+    vscode.workspace.registerTextDocumentContentProvider(PREVIEW_SCHEME, previews),
+    vscode.commands.registerCommand('loftq.planMixedPrecision', (arg?: unknown) => planMixedCommand({ client: () => client, log }, previews, arg)),
     vscode.commands.registerCommand('loftq.openHeatmap', async (arg?: unknown) => {
       let uri = arg instanceof vscode.Uri ? arg : undefined;
       if (!uri) {
@@ -75,6 +85,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   if (!fs.existsSync(context.asAbsolutePath('dist/server.js'))) {
     log.error('dist/server.js is missing; the language server cannot start (plan diagnostics and runs are unavailable).');
     status.setServer('stopped');
+    serverDown(new Error('the LoftQ language server is missing (dist/server.js)'));
     return;
   }
   client = createLanguageClient(context, log, status);
@@ -85,7 +96,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(client);
   try {
     await client.start();
+    serverUp(client);
   } catch (e) {
+    serverDown(new Error(`the LoftQ language server failed to start: ${(e as Error).message}`));
     log.error(`language server failed to start: ${(e as Error).message}`);
     void vscode.window.showErrorMessage(`The LoftQ language server failed to start: ${(e as Error).message}`, 'Show Log').then((a) => a && log.show());
   }

@@ -34,7 +34,7 @@ function isCheckpoint(p: string): boolean {
 }
 
 /** The explorer item, the viewer's document, the active safetensors tab, or a pick from the workspace. */
-async function resolveTarget(arg: unknown): Promise<vscode.Uri | undefined> {
+export async function resolveTarget(arg: unknown, title = 'Quantize with LoftQ'): Promise<vscode.Uri | undefined> {
   if (arg instanceof vscode.Uri) return arg;
   const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
   if (tab instanceof vscode.TabInputCustom && tab.viewType === VIEWER_VIEW_TYPE) return tab.uri;
@@ -48,11 +48,11 @@ async function resolveTarget(arg: unknown): Promise<vscode.Uri | undefined> {
     void vscode.window.showErrorMessage('No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file (or a sharded checkpoint with model.safetensors.index.json).');
     return undefined;
   }
-  return (await vscode.window.showQuickPick(items, { title: 'Quantize with LoftQ', placeHolder: 'Checkpoint to quantize' }))?.uri;
+  return (await vscode.window.showQuickPick(items, { title, placeHolder: 'Checkpoint' }))?.uri;
 }
 
 /** Settings a run starts from: `loftq.defaults.*` for this resource (a plan's defaults come on top). */
-function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
+export function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
   const cfg = vscode.workspace.getConfiguration('loftq', checkpoint);
   return {
     bits: cfg.get<number>('defaults.bits', DEFAULT_SETTINGS.bits),
@@ -63,7 +63,7 @@ function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
   };
 }
 
-const serverDown = (deps: QuantizeDeps) => void vscode.window.showErrorMessage(
+export const serverDown = (deps: { log: vscode.LogOutputChannel }) => void vscode.window.showErrorMessage(
   'The LoftQ language server is not running, so no run can start. See the LoftQ log or run "LoftQ: Restart Language Server".', 'Show Log',
 ).then((a) => a && deps.log.show());
 
@@ -74,7 +74,7 @@ async function openPlanAt(file: string, line: number, character: number): Promis
 }
 
 /** Known-bad input is said first, before any question; undefined: nothing to run. */
-async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
+export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
   if (ctx.problem) {
     const a = await vscode.window.showErrorMessage(`Cannot quantize: ${ctx.problem}`, 'Show Problem');
     if (a === 'Show Problem') {
@@ -105,7 +105,8 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   }
   const target = await resolveTarget(arg);
   if (!target) return;
-  if (target.scheme !== 'file' || !isCheckpoint(target.fsPath)) {
+  const isPlan = target.scheme === 'file' && path.basename(target.fsPath) === 'loftq.json';
+  if (target.scheme !== 'file' || !(isPlan || isCheckpoint(target.fsPath))) {
     void vscode.window.showErrorMessage(`${target.fsPath || target.toString()}: not a safetensors checkpoint (a .safetensors file, or a folder holding ${INDEX}).`);
     return;
   }
@@ -140,15 +141,16 @@ function describeSettings(s: MatrixSettings): string {
 }
 
 /** The server refuses paths outside the workspace folders unless the user confirmed them (issue 14.10). */
-function outsideWorkspace(e: unknown): string | undefined {
+export function outsideWorkspace(e: unknown): string | undefined {
   const data = e instanceof ResponseError ? (e.data as { outsideWorkspace?: unknown } | undefined) : undefined;
   return e instanceof ResponseError && e.code === ErrorCodes.InvalidParams && typeof data?.outsideWorkspace === 'string' ? data.outsideWorkspace : undefined;
 }
 
-async function confirmOutside(where: string, params: QuantizeParams): Promise<boolean> {
+/** Modal: the server refused a path outside the workspace folders; true when the user confirms. */
+export async function confirmOutside(where: string, reads: (string | undefined)[], writes: string): Promise<boolean> {
   const a = await vscode.window.showWarningMessage(
     `${where} is outside the workspace folders.`,
-    { modal: true, detail: `This run reads ${params.checkpoint}${params.plan ? ` and ${params.plan}` : ''} and writes ${params.out}. Run it anyway?` },
+    { modal: true, detail: `This reads ${reads.filter(Boolean).join(' and ')} and writes ${writes}. Run it anyway?` },
     'Run Anyway',
   );
   return a === 'Run Anyway';
@@ -193,7 +195,7 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
     const outside = outsideWorkspace(e);
     if (outside && !params.confirmedOutsideWorkspace) {
       deps.log.info(`run ${job}: ${outside} is outside the workspace folders; asking the user`);
-      if (await confirmOutside(outside, params)) await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
+      if (await confirmOutside(outside, [params.checkpoint, params.plan], params.out)) await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
       return;
     }
     const msg = (e as Error).message ?? String(e);

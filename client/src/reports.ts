@@ -1,23 +1,40 @@
-// Reading loftq-report.json files, and remembering which report belongs to which checkpoint
-// (a run writes its report into the output folder, not next to the input).
+// Reports are read by the language server (`loftq/readReport`: regular files only, bounded,
+// validated), never by the client itself; and which report belongs to which checkpoint is
+// remembered here (a run writes its report into the output folder, not next to the input).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as vscode from 'vscode';
-import type { Report } from '../../server/src/protocol/lsp_ext';
+import type { InspectResult, Report } from '../../server/src/protocol/lsp_ext';
 
 export const REPORT_FILE = 'loftq-report.json';
 
-/** Reads and sanity-checks a report; throws one line naming the file and the problem. */
-export function readReport(file: string): Report {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `is not valid JSON (${(e as Error).message})`}`);
-  }
-  const r = raw as Partial<Report>;
-  if (!r || r.version !== 1 || !Array.isArray(r.matrices)) throw new Error(`${file}: is not a loftq report (version 1 with a 'matrices' list)`);
-  return r as Report;
+/** What the client asks the server for; set once the language client exists. */
+export interface ServerReads {
+  readReport(file: string): Promise<Report | null>;
+  inspect(checkpoint: string): Promise<InspectResult>;
+}
+
+let server: Promise<ServerReads> | undefined;
+
+export function setServerReads(s: Promise<ServerReads>): void {
+  server = s;
+}
+
+async function reads(): Promise<ServerReads> {
+  if (!server) throw new Error('the LoftQ language server is not running');
+  return server;
+}
+
+/** A report through the server; throws one line naming the file and the problem. */
+export async function readReport(file: string): Promise<Report> {
+  const r = await (await reads()).readReport(file);
+  if (!r) throw new Error(`${file}: does not exist`);
+  return r;
+}
+
+/** A checkpoint's header summary through the server (`loftq/inspect`). */
+export async function inspectCheckpoint(checkpoint: string): Promise<InspectResult> {
+  return (await reads()).inspect(checkpoint);
 }
 
 const KEY = 'loftq.reportsByCheckpoint';

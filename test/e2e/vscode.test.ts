@@ -385,4 +385,92 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await until('the warning to leave the Problems panel', async () => (await page.locator('.markers-panel .monaco-list-row', { hasText: 'matches no tensor' }).count()) === 0);
     await screenshot(page, 'plan-fixed');
   }));
+
+  test('the whole loop: analyze → heatmap → planner\'s plan → plan diagnostics → quick fix → rerun', { skip: noEngine }, shot('loop', async () => {
+    const planFile = path.join(ws, 'stories260k', 'loftq.json');
+    fs.writeFileSync(planFile, [
+      '{',
+      '  // a plan as a user writes it: comments stay when the planner edits it',
+      '  "checkpoint": "./model.safetensors",',
+      '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
+      '  "overrides": [',
+      '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 }',
+      '  ]',
+      '}',
+      '',
+    ].join('\n'));
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    // Analyze from the plan's context menu: the widths 2, 3, 4 and the rank offered first.
+    await contextMenu(page, 'stories260k/loftq.json', 'Analyze with LoftQ');
+    await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
+    await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
+    const analysed = await notification(page, /LoftQ analysis of model\.safetensors: mean LoftQ error 2-bit [\d.]+, 3-bit [\d.]+, 4-bit [\d.]+/, 240_000);
+    const analysisFile = path.join(ws, 'stories260k', 'loftq-analysis', 'loftq-report.json');
+    const analysis = JSON.parse(fs.readFileSync(analysisFile, 'utf8')) as Report;
+    assert.deepEqual(analysis.analyses!.map((a) => a.bits), [2, 3, 4]);
+    await analysed.getByRole('button', { name: 'Open Heatmap' }).click();
+    const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
+    await until('the analysis heatmap', async () => (await frame.$$('.grid .cell[data-name]')).length === analysis.matrices.length);
+
+    // The planner's plan within the plan's budget, shown as a diff, applied.
+    const before = fs.readFileSync(planFile, 'utf8');
+    await contextMenu(page, 'stories260k/loftq.json', 'Plan Mixed Precision…');
+    // The budget box is pre-filled (2.5 bits per weight): Enter accepts it.
+    const budgetBox = page.locator('.quick-input-widget');
+    await until('the budget box', async () => /^Plan Mixed Precision: /.test((await budgetBox.locator('.quick-input-title').textContent().catch(() => '')) ?? ''), 20_000);
+    await budgetBox.locator('.quick-input-box input').press('Enter');
+    const apply = await notification(page, /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight/, 60_000);
+    await page.locator('.tabs-container .tab', { hasText: "planner's plan" }).first().waitFor();
+    await apply.getByRole('button', { name: 'Apply' }).click();
+    await until('the planner\'s plan on disk', async () => fs.readFileSync(planFile, 'utf8') !== before);
+    const planned = fs.readFileSync(planFile, 'utf8');
+    assert.match(planned, /\/\/ a plan as a user writes it: comments stay when the planner edits it/);
+
+    // Its diagnostics use the analysis; a worst-matrices warning offers a quick fix.
+    const row = await explorerRow(page, 'stories260k/loftq.json');
+    await row.dblclick();
+    await page.keyboard.press('Control+Shift+M');
+    const worst = page.locator('.markers-panel .monaco-list-row', { hasText: /LoftQ error [\d.–]+, top \d+% of the model/ }).first();
+    await worst.waitFor({ timeout: 60_000 });
+    await worst.dblclick();
+    const fix = page.locator('.action-widget .monaco-list-row', { hasText: /^(Quantize .* at \d bits|Raise rank of .*)$/ }).first();
+    await until('the quick fix menu on the worst matrices', async () => {
+      await page.keyboard.press('Control+.');
+      try {
+        await fix.waitFor({ timeout: 3000 });
+        return true;
+      } catch {
+        await page.keyboard.press('Escape');
+        return false;
+      }
+    }, 30_000);
+    const shotFile = await screenshot(page, 'plan-quickfix');
+    if (process.env.LOFTQ_DOCS_IMAGES) fs.copyFileSync(shotFile, path.join(process.env.LOFTQ_DOCS_IMAGES, 'plan-quickfix.png'));
+    const shown = await page.locator('.monaco-editor .view-lines').first().textContent();
+    await page.keyboard.press('Enter');
+    await until('the quick fix to edit the plan', async () => (await page.locator('.monaco-editor .view-lines').first().textContent()) !== shown);
+    await page.keyboard.press('Control+S');
+    await until('the fixed plan on disk', async () => fs.readFileSync(planFile, 'utf8') !== planned);
+
+    // Rerun with the plan: the picks say it is applied; Enter through every step.
+    await runCommand(page, 'Notifications: Clear All Notifications');
+    await contextMenu(page, 'stories260k/loftq.json', 'Quantize with LoftQ');
+    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/\d+\) — loftq\.json applied$/);
+    const widget = page.locator('.quick-input-widget');
+    for (let k = 0; k < 6; k++) {
+      const title = (await widget.isVisible()) ? (await widget.locator('.quick-input-title').textContent()) ?? '' : '';
+      if (!/with LoftQ \(\d+\/\d+\)/.test(title)) break;
+      await answerQuickInput(page, new RegExp(`^${title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
+    }
+    await notification(page, /LoftQ done: 35 matrices of model\.safetensors/, 240_000);
+    // The output folder is named after the plan's defaults (model-loftq-nf2-r…): the newest report there.
+    const dir = path.join(ws, 'stories260k');
+    const outs = fs.readdirSync(dir).filter((d) => d.startsWith('model-loftq-nf') && fs.existsSync(path.join(dir, d, 'loftq-report.json')));
+    const newest = outs.sort((a, b) => fs.statSync(path.join(dir, b, 'loftq-report.json')).mtimeMs - fs.statSync(path.join(dir, a, 'loftq-report.json')).mtimeMs)[0];
+    const rerun = JSON.parse(fs.readFileSync(path.join(dir, newest, 'loftq-report.json'), 'utf8')) as Report;
+    assert.ok(new Set(rerun.matrices.map((m) => m.bits)).size > 1, 'the run followed the mixed plan');
+    // The plan sees the run at once: its summary shows the run's mean error.
+    const mean = rerun.matrices.reduce((s, m) => s + m.relError, 0) / rerun.matrices.length;
+    await page.locator('.markers-panel .monaco-list-row', { hasText: `35 matrices: mean LoftQ error ${mean.toFixed(2)}` }).first().waitFor({ timeout: 60_000 });
+  }));
 });

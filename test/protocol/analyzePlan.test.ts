@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CancellationTokenSource } from 'vscode-languageserver-protocol';
+import { CancellationTokenSource, CodeAction, CodeActionRequest, Diagnostic } from 'vscode-languageserver-protocol';
 import { compilePlan, parsePlan, settingsFor } from '../../server/src/plan/planfile';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { AnalyzeParams, AnalyzeResult, PlanResult, Report } from '../../server/src/protocol/lsp_ext';
@@ -35,7 +35,19 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
     plan: planFile, backend: 'cpu', workers: 1, workDoneToken: token,
   });
   await withServer(root, async (c) => {
-    await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.includes('no analysis yet')));
+    const before = await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.includes('no analysis yet')));
+    // The budget's quick fixes say why the planner's plan is not offered yet, and how to get it.
+    const actionsOn = async (ds: Diagnostic[]) => {
+      const budget = ds.filter((d) => d.code === 'budget');
+      assert.equal(budget.length, 1);
+      return (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: budget[0].range, context: { diagnostics: budget } })) as CodeAction[];
+    };
+    await c.open(uri, PLAN);
+    const early = await actionsOn(before);
+    const disabled = early.find((a) => a.title === "Apply the planner's plan")!;
+    assert.match(disabled.disabled!.reason, /^the planner needs an analysis of this checkpoint/);
+    assert.equal(disabled.edit, undefined);
+    assert.deepEqual(early.find((a) => a.command)!.command, { title: 'Analyze with LoftQ', command: 'loftq.analyze', arguments: [uri] });
 
     const cts = new CancellationTokenSource();
     const cancelled = c.conn.sendRequest(Methods.analyze, params('cancel-me'), cts.token);
@@ -63,7 +75,10 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
 
     // The plan uses the new analysis at once: mean of the 2-bit errors (its defaults' width).
     const mean2 = onDisk.analyses![0].matrices.reduce((s, m) => s + m.relError, 0) / onDisk.analyses![0].matrices.length;
-    await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'summary' && x.message.includes(`mean LoftQ error ${mean2.toFixed(2)}`)), 'the analysis in the plan');
+    const after = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'summary' && x.message.includes(`mean LoftQ error ${mean2.toFixed(2)}`)), 'the analysis in the plan');
+    const late = await actionsOn(after);
+    assert.ok(late.some((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner, ') && a.edit), late.map((a) => a.title).join('\n'));
+    assert.ok(!late.some((a) => a.disabled || a.command), 'nothing left to explain once the planner can run');
 
     const planned = (await c.conn.sendRequest(Methods.plan, { plan: uri })) as PlanResult;
     assert.ok(planned.plan.avgBits <= 3, `${planned.plan.avgBits} bits`);

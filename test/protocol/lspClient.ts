@@ -57,7 +57,7 @@ export class LspClient {
       capabilities: o.capabilities ?? {
         workspace: { configuration: true, didChangeWatchedFiles: { dynamicRegistration: true }, workspaceFolders: true },
         window: { workDoneProgress: true },
-        textDocument: { publishDiagnostics: { relatedInformation: true }, hover: { contentFormat: ['markdown'] }, codeAction: {} },
+        textDocument: { publishDiagnostics: { relatedInformation: true }, hover: { contentFormat: ['markdown'] }, codeAction: { disabledSupport: true } },
       },
     });
     await conn.sendNotification(InitializedNotification.type, {});

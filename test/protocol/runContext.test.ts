@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Methods } from '../../server/src/protocol/lsp_ext';
-import type { RunContext } from '../../server/src/protocol/lsp_ext';
+import type { PlanLocation, RunContext } from '../../server/src/protocol/lsp_ext';
 import { FileChangeType } from 'vscode-languageserver-protocol';
 import { uriOf } from './lspClient';
 import { rangeOf, withServer, workspace } from './support';
@@ -82,5 +82,16 @@ test('loftq/runContext: no plan, a plan with an error, a corrupt file, a shard o
     assert.equal(ok.plan!.error, undefined);
     assert.deepEqual(ok.plan!.defaults, { bits: 2, rank: 8 });
     assert.equal(ok.plan!.maxRank!.rank, smallest);
+
+    // loftq/planLocation: the override that decides a tensor, else the defaults (heatmap click → plan).
+    const locate = (tensor: string) => c.conn.sendRequest(Methods.planLocation, { checkpoint: ckpt, tensor }) as Promise<PlanLocation>;
+    const q0 = await locate('model.layers.0.self_attn.q_proj.weight');
+    assert.deepEqual(q0, { module: 'model.layers.0.self_attn.q_proj', plan: planFile,
+      override: { index: 0, range: rangeOf(fixed, '{ "match": "model.layers.0.**", "bits": 4 }') } });
+    const q1 = await locate('model.layers.1.self_attn.q_proj.weight');
+    assert.deepEqual(q1, { module: 'model.layers.1.self_attn.q_proj', plan: planFile, defaults: rangeOf(fixed, '{ "bits": 2, "rank": 8 }') });
+    fs.rmSync(planFile);
+    await c.filesChanged([{ uri: uriOf(planFile), type: FileChangeType.Deleted }]);
+    assert.deepEqual(await locate('model.layers.1.self_attn.q_proj.weight'), { module: 'model.layers.1.self_attn.q_proj' });
   });
 });

@@ -39,8 +39,8 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
   }
 
   /** Shows a report, reusing the panel that shows its folder (or the live panel of the run that wrote it). */
-  openReport(reportPath: string): HeatmapPanel {
-    const report = readReport(reportPath);
+  async openReport(reportPath: string): Promise<HeatmapPanel> {
+    const report = await readReport(reportPath);
     const p = this.forOut(path.dirname(reportPath)) ?? this.create('LoftQ Heatmap', false);
     p.showReport(reportPath, report);
     p.panel.reveal(undefined, false);
@@ -65,11 +65,7 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
     this.live.delete(s.runId);
     if (!p) return;
     if (s.state === 'finished' && s.reportPath) {
-      try {
-        p.showReport(s.reportPath, readReport(s.reportPath));
-      } catch (e) {
-        this.log.error(`heatmap: ${(e as Error).message}`);
-      }
+      readReport(s.reportPath).then((r) => p.showReport(s.reportPath!, r), (e) => this.log.error(`heatmap: ${(e as Error).message}`));
     } else if (s.state === 'cancelled' || s.state === 'failed') p.endLive(s.state);
   }
 
@@ -92,7 +88,7 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
       return;
     }
     try {
-      p.showReport(state.reportPath, readReport(state.reportPath));
+      p.showReport(state.reportPath, await readReport(state.reportPath));
     } catch (e) {
       panel.title = 'LoftQ Heatmap (report missing)';
       this.log.warn(`heatmap restore: ${(e as Error).message}`);

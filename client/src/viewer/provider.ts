@@ -3,10 +3,8 @@
 // report for the file exists.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { CheckpointError, openCheckpoint } from '../../../server/src/checkpoint';
-import { inspectCheckpoint } from '../../../server/src/engine/inspect';
 import type { FromViewer, ToViewer } from '../../../server/src/protocol/lsp_ext';
-import { readReport, REPORT_FILE, ReportIndex } from '../reports';
+import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from '../reports';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { findShard } from './shard';
 
@@ -77,12 +75,12 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       return;
     }
     try {
-      const inspect = inspectCheckpoint(await openCheckpoint(uri.fsPath));
+      const inspect = await inspectCheckpoint(uri.fsPath);
       let errors: Extract<ToViewer, { type: 'header' }>['errors'];
       const reportPath = this.reports.find(uri.fsPath);
       if (reportPath) {
         try {
-          errors = Object.fromEntries(readReport(reportPath).matrices.filter((m) => !m.skipped).map((m) => [m.name, { loftq: m.relError, qlora: m.qloraRelError, bits: m.bits }]));
+          errors = Object.fromEntries((await readReport(reportPath)).matrices.filter((m) => !m.skipped).map((m) => [m.name, { loftq: m.relError, qlora: m.qloraRelError, bits: m.bits }]));
         } catch (e) {
           this.log.warn(`viewer: ${(e as Error).message}`);
         }
@@ -91,7 +89,7 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {
-      const message = e instanceof CheckpointError ? e.message : `${uri.fsPath}: ${(e as Error).message}`;
+      const message = (e as Error).message.includes(uri.fsPath) ? (e as Error).message : `${uri.fsPath}: ${(e as Error).message}`;
       this.log.error(`viewer: ${message}`);
       post({ type: 'error', message });
     }

@@ -10,6 +10,7 @@ import { describeMatrices, globFor } from '../planInsight/describe';
 import { Change, planEdits } from './edits';
 import { pathAtOffset } from './jsonRanges';
 import { mixedPlan } from './mixedPlan';
+import { plannerUnavailable } from './planner';
 import type { PlanDoc } from './planDoc';
 import type { Owner } from '../planInsight/planModel';
 import { SOURCE } from './diagnostics';
@@ -17,7 +18,7 @@ import { SOURCE } from './diagnostics';
 interface WorstData { owner: Owner; names: string[]; bits: number; betterBits?: number }
 interface RankData { owner: Owner; maxRank: number; names: string[] }
 
-export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Promise<CodeAction[]> {
+export async function planCodeActions(p: PlanDoc, params: CodeActionParams, disabledSupport = false): Promise<CodeAction[]> {
   const out: CodeAction[] = [];
   const add = (title: string, changes: Change[], diagnostics?: Diagnostic[], preferred = false, kind: string = CodeActionKind.QuickFix) => {
     if (out.some((a) => a.title === title)) return;
@@ -37,8 +38,16 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams): Pro
   const budget = p.parsed.plan.budget;
   if (budget && p.assignment) {
     const plan = await mixedPlan(p, budget);
+    const budgetDiags = mine.filter((d) => d.code === 'budget' || d.code === 'planner');
+    // On the budget, say why the planner's plan is not offered (LSP CodeAction.disabled), and how to get it.
+    const byPlanner = plan?.description.startsWith('planner');
+    const why = budgetDiags.length && !byPlanner ? await plannerUnavailable(p, budget) : undefined;
+    if (why && disabledSupport) out.push({ title: "Apply the planner's plan", kind: CodeActionKind.QuickFix, diagnostics: budgetDiags, disabled: { reason: why } });
+    if (why && !p.facts.report?.raw.analyses?.length) {
+      out.push({ title: 'Analyze with LoftQ for the planner…', kind: CodeActionKind.QuickFix, diagnostics: budgetDiags,
+        command: { title: 'Analyze with LoftQ', command: 'loftq.analyze', arguments: [p.uri] } });
+    }
     if (plan && plan.newText !== p.text) {
-      const budgetDiags = mine.filter((d) => d.code === 'budget' || d.code === 'planner');
       out.push({
         title: `Apply mixed-precision plan within budget: ${plan.description}`,
         kind: budgetDiags.length ? CodeActionKind.QuickFix : CodeActionKind.RefactorRewrite,

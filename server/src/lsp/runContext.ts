@@ -9,7 +9,9 @@ import { DiagnosticSeverity } from 'vscode-languageserver';
 import { CheckpointError, INDEX_FILE, openCheckpoint, readRegularFile, TensorInfo } from '../checkpoint';
 import { selectTargets } from '../engine/targets';
 import { resolveCheckpointPath } from '../plan/planfile';
-import type { MatrixSettings, RunContext } from '../protocol/lsp_ext';
+import type { MatrixSettings, PlanLocation, RunContext } from '../protocol/lsp_ext';
+import { compileGlob, globMatches, moduleName } from '../plan/glob';
+import { overridesWithIndex } from '../planInsight/planModel';
 import { planDiagnostics } from './diagnostics';
 import type { PlanDoc } from './planDoc';
 import { PLAN_FILE } from './workspaceScan';
@@ -84,17 +86,8 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
   ctx.matrices = targets.length;
   ctx.maxRank = smallestRank(targets);
 
-  const real = await realpath(checkpoint);
-  let best: { p: PlanDoc; depth: number } | undefined;
-  for (const uri of only ? [only] : deps.plans()) {
-    const p = await deps.planDoc(uri);
-    if (!p?.parsed.plan.checkpoint) continue;
-    if ((await realpath(resolveCheckpointPath(p.path, p.parsed.plan))) !== real) continue;
-    const depth = sharedDepth(path.dirname(p.path), path.dirname(checkpoint));
-    if (!best || depth > best.depth || (depth === best.depth && p.path < best.p.path)) best = { p, depth };
-  }
-  if (!best) return ctx;
-  const p = best.p;
+  const p = await planFor(checkpoint, deps, only);
+  if (!p) return ctx;
   const defaults: Partial<MatrixSettings> = {};
   for (const k of SETTING_KEYS) {
     const v = p.parsed.plan.defaults?.[k];
@@ -106,9 +99,38 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
     file: p.path,
     defaults,
     overrides: p.parsed.plan.overrides?.length ?? 0,
+    ...(p.parsed.plan.budget && typeof p.parsed.plan.budget === 'object' ? { budget: p.parsed.plan.budget } : {}),
     matrices: live.length,
     maxRank: smallestRank(live.filter((m) => m.rankOwner.kind === 'defaults').map((m) => ({ name: m.tensor.name, shape: m.shape }))),
     ...(err ? { error: { message: err.message, line: err.range.start.line, character: err.range.start.character } } : {}),
   };
   return ctx;
+}
+
+/** The plan whose checkpoint is `checkpoint` (same real path), nearest to it when several; `only` restricts the search. */
+export async function planFor(checkpoint: string, deps: RunContextDeps, only?: string): Promise<PlanDoc | undefined> {
+  const real = await realpath(checkpoint);
+  let best: { p: PlanDoc; depth: number } | undefined;
+  for (const uri of only ? [only] : deps.plans()) {
+    const p = await deps.planDoc(uri);
+    if (!p?.parsed.plan.checkpoint) continue;
+    if ((await realpath(resolveCheckpointPath(p.path, p.parsed.plan))) !== real) continue;
+    const depth = sharedDepth(path.dirname(p.path), path.dirname(checkpoint));
+    if (!best || depth > best.depth || (depth === best.depth && p.path < best.p.path)) best = { p, depth };
+  }
+  return best?.p;
+}
+
+/** `loftq/planLocation`: the node of the checkpoint's plan that decides one tensor (heatmap click → plan). */
+export async function planLocation(checkpoint: string, tensor: string, deps: RunContextDeps): Promise<PlanLocation> {
+  const module = moduleName(tensor);
+  const whole = (await fsp.stat(checkpoint).catch(() => undefined))?.isFile() ? await shardFolder(checkpoint) : undefined;
+  const p = await planFor(whole ?? checkpoint, deps);
+  if (!p) return { module };
+  let hit: number | undefined;
+  overridesWithIndex(p.parsed).forEach(({ override, jsonIndex }) => {
+    if (globMatches(compileGlob(override.match), tensor)) hit = jsonIndex;
+  });
+  if (hit !== undefined) return { module, plan: p.path, override: { index: hit, range: p.range(['overrides', hit]) } };
+  return { module, plan: p.path, defaults: p.range(p.has(['defaults']) ? ['defaults'] : ['checkpoint']) };
 }

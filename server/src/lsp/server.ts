@@ -14,7 +14,7 @@ import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize'
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Requests } from '../protocol/requests';
-import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
+import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, PlanLocation, PlanLocationParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
 import type { EvalParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
@@ -26,7 +26,7 @@ import { setMixedPlanner } from './mixedPlan';
 import { applyPlanToText } from '../plan/planner/planedit';
 import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from '../planInsight/reportIndex';
-import { runContext } from './runContext';
+import { planLocation, runContext } from './runContext';
 import { Engine, Runs, toPath } from './runs';
 import { EvalRequests } from './evalRequests';
 import { Settings } from './settings';
@@ -57,7 +57,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   const timers = new Map<string, NodeJS.Timeout>();
   const generation = new Map<string, number>();
   let roots: string[] = [];
-  let watchDynamic = false, configDynamic = false, foldersSupported = false;
+  let watchDynamic = false, configDynamic = false, foldersSupported = false, codeActionDisabledSupport = false;
 
   // Files are read only when regular and bounded (checkpoint/sidefile.ts): a FIFO plan or report
   // would otherwise hold a thread-pool thread forever, and four of them every file operation.
@@ -99,6 +99,10 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   async function publish(uri: string): Promise<void> {
     const gen = (generation.get(uri) ?? 0) + 1;
     generation.set(uri, gen);
+    // Diagnostics of an older text must not go out under a newer version: a change during this
+    // pass drops its result (the change scheduled a pass of its own).
+    const version = documents.get(uri)?.version;
+    const stale = () => generation.get(uri) !== gen || documents.get(uri)?.version !== version;
     let diagnostics: Diagnostic[];
     try {
       const tooLarge = await planSizeProblem(uri);
@@ -121,8 +125,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
       diagnostics = [planError(`this plan cannot be checked: ${why}`)];
     }
-    if (generation.get(uri) !== gen) return;
-    void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics });
+    if (stale()) return;
+    void connection.sendDiagnostics({ uri, version, diagnostics });
   }
 
   function schedule(uri: string, delay = DEBOUNCE_MS): void {
@@ -144,6 +148,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     runs.workDoneProgressSupported = !!c.window?.workDoneProgress;
     evals.workDoneProgressSupported = runs.workDoneProgressSupported;
     foldersSupported = !!c.workspace?.workspaceFolders;
+    codeActionDisabledSupport = !!c.textDocument?.codeAction?.disabledSupport;
     const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [params.rootUri ? uriToPath(params.rootUri) : params.rootPath ?? undefined];
     roots = folders.filter((f): f is string => !!f);
     return {
@@ -222,7 +227,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   connection.onCodeAction(async (params) => {
     if (!isPlanUri(params.textDocument.uri)) return [];
     const p = await planDoc(params.textDocument.uri);
-    return p ? planCodeActions(p, params) : [];
+    return p ? planCodeActions(p, params, codeActionDisabledSupport) : [];
   });
 
   connection.onRequest(Requests.inspect, async (params: InspectParams) => {
@@ -274,13 +279,17 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
   });
 
+  const contextDeps = { plans: () => [...allPlans()], planDoc, threshold: async (uri: string) => (await settings.get(uri)).threshold };
   connection.onRequest(Requests.runContext, async (params: RunContextParams): Promise<RunContext> => {
     if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
-    return runContext(toPath(params.checkpoint), {
-      plans: () => [...allPlans()],
-      planDoc,
-      threshold: async (uri) => (await settings.get(uri)).threshold,
-    });
+    return runContext(toPath(params.checkpoint), contextDeps);
+  });
+
+  connection.onRequest(Requests.planLocation, async (params: PlanLocationParams): Promise<PlanLocation> => {
+    if (!params || typeof params.checkpoint !== 'string' || typeof params.tensor !== 'string') {
+      throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' and 'tensor' are required");
+    }
+    return planLocation(toPath(params.checkpoint), params.tensor, contextDeps);
   });
 
   connection.onRequest(Requests.analyze, async (params: AnalyzeParams, token) => {

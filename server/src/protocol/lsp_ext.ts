@@ -236,6 +236,8 @@ export const Methods = {
   runContext: 'loftq/runContext',
   /** request AnalyzeParams → AnalyzeResult: errors at several bit widths, no weights written. Cancellable; progress. */
   analyze: 'loftq/analyze',
+  /** request PlanLocationParams → PlanLocation: where a checkpoint's plan decides one tensor's settings. */
+  planLocation: 'loftq/planLocation',
 } as const;
 
 export interface AnalyzeParams {
@@ -261,6 +263,28 @@ export interface AnalyzeParams {
 export interface AnalyzeResult {
   reportPath: string;
   report: Report;
+}
+
+export interface PlanLocationParams {
+  checkpoint: string;
+  /** Tensor name, e.g. `model.layers.3.mlp.down_proj.weight`. */
+  tensor: string;
+}
+
+export interface PlanRange {
+  start: { line: number; character: number };
+  end: { line: number; character: number };
+}
+
+export interface PlanLocation {
+  /** The module name an override for this tensor matches (the tensor name without `.weight`). */
+  module: string;
+  /** The loftq.json that plans the checkpoint, when there is one. */
+  plan?: string;
+  /** The override that decides the tensor's settings (the last that matches), by its index in `overrides`. */
+  override?: { index: number; range: PlanRange };
+  /** Where the defaults are (or the `checkpoint` line when the plan has none), when no override matches. */
+  defaults?: PlanRange;
 }
 
 export interface RunContextParams {
@@ -293,6 +317,8 @@ export interface RunContext {
     /** What the plan's `defaults` set (the questions a run asks skip these). */
     defaults: Partial<MatrixSettings>;
     overrides: number;
+    /** The plan's budget, when it has one. */
+    budget?: PlanBudget;
     /** Matrices the plan quantizes (its targets, minus skipped). */
     matrices: number;
     /** Largest rank the matrices whose rank the run's settings decide allow. */

@@ -15,6 +15,8 @@ import type {
   InspectParams,
   InspectResult,
   MatrixDoneParams,
+  PlanLocation,
+  PlanLocationParams,
   PlanRequestParams,
   PlanResult,
   QuantizeParams,
@@ -38,6 +40,7 @@ export const Requests = {
   plan: new RequestType<PlanRequestParams, PlanResult, void>(Methods.plan),
   runContext: new RequestType<RunContextParams, RunContext, void>(Methods.runContext),
   eval: new RequestType<EvalParams, EvalResult, void>(Methods.eval),
+  planLocation: new RequestType<PlanLocationParams, PlanLocation, void>(Methods.planLocation),
 } as const;
 
 /** Server → client. */

@@ -1,0 +1,200 @@
+// "Analyze with LoftQ": LoftQ errors of a checkpoint at several bit widths (no weights written)
+// through `loftq/analyze`, with progress and cancel. The report goes next to the plan (or the
+// checkpoint) in `loftq-analysis/`; the server gives it to the plan at once, and the planner's
+// plan is one click away ("Plan Mixed Precision…").
+import { randomUUID } from 'node:crypto';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import {
+  LanguageClient,
+  State,
+  WorkDoneProgress,
+  WorkDoneProgressBegin,
+  WorkDoneProgressEnd,
+  WorkDoneProgressReport,
+} from 'vscode-languageclient/node';
+import type { AnalyzeParams, AnalyzeResult, BackendChoice, RunContext } from '../../server/src/protocol/lsp_ext';
+import { Requests } from '../../server/src/protocol/requests';
+import { MATRIX_SETTING_SPECS, SUPPORTED_BITS } from '../../server/src/registry';
+import {
+  confirmOutside,
+  outsideWorkspace,
+  refuseKnownBad,
+  resolveTarget,
+  serverDown,
+  startingSettings,
+} from './quantize';
+
+export interface AnalyzeDeps {
+  client: () => LanguageClient | undefined;
+  log: vscode.LogOutputChannel;
+  openHeatmap(reportPath: string): void;
+}
+
+const PLAN_FILE = 'loftq.json';
+/** The planner predicts smaller ranks from the residual spectrum; 64 is the rank of published LoftQ models. */
+const ANALYSIS_RANK = 64;
+
+/** A loftq.json (argument, or the active editor) stands for its checkpoint with that plan. */
+async function target(arg: unknown): Promise<vscode.Uri | undefined> {
+  if (typeof arg === 'string' && arg.startsWith('file:')) return vscode.Uri.parse(arg);
+  if (arg instanceof vscode.Uri) return arg;
+  const active = vscode.window.activeTextEditor?.document.uri;
+  if (active?.scheme === 'file' && path.basename(active.fsPath) === PLAN_FILE) return active;
+  return resolveTarget(undefined, 'Analyze with LoftQ');
+}
+
+export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<void> {
+  if (!vscode.workspace.isTrusted) {
+    void vscode.window.showErrorMessage(
+      'LoftQ analyses are disabled in Restricted Mode: they read checkpoints from this workspace and write a report. '
+        + 'Trust the workspace first.',
+    );
+    return;
+  }
+  const uri = await target(arg);
+  if (!uri) return;
+  const client = deps.client();
+  if (!client || client.state !== State.Running) return serverDown(deps);
+  let ctx: RunContext | undefined;
+  try {
+    ctx = await client.sendRequest(Requests.runContext, { checkpoint: uri.fsPath });
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Cannot analyze: ${(e as Error).message}`);
+    return;
+  }
+  ctx = await refuseKnownBad(ctx);
+  if (!ctx) return;
+  const name = vscode.workspace.asRelativePath(ctx.checkpoint);
+  const title = `Analyze ${name} with LoftQ`;
+  const widths = await vscode.window.showQuickPick(
+    SUPPORTED_BITS.map((b) => ({ label: `${b}-bit`, bits: b, picked: b <= 4 })),
+    {
+      title: `${title} (1/2)`,
+      placeHolder: 'Bit widths to analyse (the planner chooses among them)',
+      canPickMany: true,
+      ignoreFocusOut: true,
+    },
+  );
+  if (!widths?.length) return;
+  const cap = Math.min(ANALYSIS_RANK, ctx.maxRank?.rank ?? ANALYSIS_RANK);
+  const ranks = [...new Set([cap, 64, 32, 16, 8].filter((r) => r <= cap))];
+  const small = ctx.maxRank && ctx.maxRank.rank < ANALYSIS_RANK ? ctx.maxRank : undefined;
+  const clamp = small ? ` (at most ${small.rank} = min(out, in) of ${small.matrix})` : '';
+  const rank = await vscode.window.showQuickPick(
+    ranks.map((r) => ({
+      label: String(r),
+      rank: r,
+      description: r === cap ? 'recommended: the planner predicts every smaller rank from it' : undefined,
+    })),
+    {
+      title: `${title} (2/2)`,
+      placeHolder: `Rank of the analysis${clamp}`,
+      ignoreFocusOut: true,
+    },
+  );
+  if (!rank) return;
+  const start = startingSettings(uri);
+  const base = ctx.plan
+    ? path.dirname(ctx.plan.file)
+    : ctx.checkpoint.endsWith('.safetensors')
+      ? path.dirname(ctx.checkpoint)
+      : ctx.checkpoint;
+  const cfg = vscode.workspace.getConfiguration('loftq', uri);
+  const params: AnalyzeParams = {
+    checkpoint: ctx.checkpoint,
+    report: path.join(base, 'loftq-analysis', 'loftq-report.json'),
+    bits: widths.map((w) => w.bits),
+    rank: rank.rank,
+    iters: Math.min(start.iters, MATRIX_SETTING_SPECS.iters.max),
+    quantizer: start.quantizer,
+    blockSize: start.blockSize,
+    spectrum: rank.rank,
+    plan: ctx.plan?.file,
+    backend: cfg.get<BackendChoice>('backend', 'auto'),
+    workers: cfg.get<number>('workers') || undefined,
+  };
+  await runAnalysis(deps, client, params, ctx);
+}
+
+async function runAnalysis(
+  deps: AnalyzeDeps,
+  client: LanguageClient,
+  params: AnalyzeParams,
+  ctx: RunContext,
+): Promise<void> {
+  const job = `loftq-analyze-${randomUUID()}`;
+  const name = path.basename(params.checkpoint);
+  deps.log.info(
+    `analysis ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'} (targets only); `
+      + `widths ${params.bits.join(', ')}; rank ${params.rank}, ${params.iters} iterations, ${params.quantizer}, `
+      + `block ${params.blockSize}; backend ${params.backend ?? 'auto'}; workers ${params.workers ?? 'auto'}; `
+      + `report ${params.report}`,
+  );
+  let result: AnalyzeResult;
+  let cancelled = false;
+  try {
+    result = await vscode.window.withProgress(
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `LoftQ analysis (${params.bits.join(', ')} bits): ${name}`,
+        cancellable: true,
+      },
+      async (progress, token) => {
+        let last = 0;
+        const sub = client.onProgress(
+          WorkDoneProgress.type,
+          job,
+          (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
+            if (v.kind === 'end') return;
+            const pct = v.percentage ?? last;
+            progress.report({ message: v.message, increment: Math.max(0, pct - last) });
+            last = Math.max(last, pct);
+          },
+        );
+        token.onCancellationRequested(() => (cancelled = true));
+        try {
+          return await client.sendRequest(Requests.analyze, { ...params, workDoneToken: job }, token);
+        } finally {
+          sub.dispose();
+        }
+      },
+    );
+  } catch (e) {
+    if (cancelled) {
+      deps.log.info(`analysis ${job}: cancelled; no report was written`);
+      void vscode.window.showInformationMessage(`LoftQ analysis of ${name} cancelled; no report was written.`);
+      return;
+    }
+    const outside = outsideWorkspace(e);
+    if (outside && !params.confirmedOutsideWorkspace) {
+      if (await confirmOutside(outside, [params.checkpoint, params.plan], params.report))
+        await runAnalysis(deps, client, { ...params, confirmedOutsideWorkspace: true }, ctx);
+      return;
+    }
+    deps.log.error(`analysis ${job}: failed: ${(e as Error).message}`);
+    const a = await vscode.window.showErrorMessage(
+      `LoftQ analysis of ${name} failed: ${(e as Error).message}`,
+      'Show Log',
+    );
+    if (a) deps.log.show();
+    return;
+  }
+  const means = result.report.analyses!.map(
+    (a) =>
+      `${a.bits}-bit ${(a.matrices.reduce((s, m) => s + m.relError, 0) / Math.max(1, a.matrices.length)).toFixed(3)}`,
+  );
+  deps.log.info(
+    `analysis ${job}: done on backend ${result.report.backend}: mean LoftQ error ${means.join(', ')}; `
+      + `report ${result.reportPath}`,
+  );
+  const actions = [...(ctx.plan ? ['Plan Mixed Precision…'] : []), 'Open Heatmap', 'Open Report'];
+  const a = await vscode.window.showInformationMessage(
+    `LoftQ analysis of ${name}: mean LoftQ error ${means.join(', ')}.`,
+    ...actions,
+  );
+  if (a === 'Plan Mixed Precision…')
+    await vscode.commands.executeCommand('loftq.planMixedPrecision', vscode.Uri.file(ctx.plan!.file));
+  else if (a === 'Open Heatmap') deps.openHeatmap(result.reportPath);
+  else if (a === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(result.reportPath));
+}
