@@ -41,7 +41,9 @@ test('a new quantizer is a 4-file change that builds, type-checks and runs', { t
   try {
     const ls = ['ls-files', '-co', '--exclude-standard', '-z'];
     const listed = execFileSync('git', ls, { cwd: repoRoot, encoding: 'utf8' });
-    const files = listed.split('\0').filter((f) => f && fs.existsSync(path.join(repoRoot, f)));
+    // Regular files only: an untracked link (a cache linked into a worktree) is not the project's.
+    const isFile = (f: string) => fs.lstatSync(path.join(repoRoot, f), { throwIfNoEntry: false })?.isFile();
+    const files = listed.split('\0').filter((f) => f && isFile(f));
     for (const f of files) {
       fs.mkdirSync(path.dirname(path.join(scratch, f)), { recursive: true });
       fs.copyFileSync(path.join(repoRoot, f), path.join(scratch, f));
