@@ -43,7 +43,8 @@ function analysisReport(ckpt: string, targets: TensorInfo[]): Report {
 }
 
 /** The planner diagnostic's message for a plan text, from first principles plus planReport at the plan's size
- *  (codes + scales + adapters); the bits shown are the backbone's (codes + scales). */
+ *  (its backbone bits for an avgBits budget, codes + scales + adapters for a bytes budget); the bits shown are
+ *  the backbone's (codes + scales). */
 function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): { message: string; ratio: number } {
   const cp = compilePlan(parsePlan(text).plan);
   const cost = { ...DEFAULT_COST, blockSize: 64, adapterBytes: adapterBytesOf(targets[0].dtype) };
@@ -56,7 +57,10 @@ function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): {
     backbone += choiceBytes(t.shape[0], t.shape[1], bits, rank, { ...cost, countAdapters: false });
     params += t.shape[0] * t.shape[1];
   }
-  const planner = planReport(report, { budget: { bytes }, ranks: [8, 16], objective: 'absolute', cost }).plan.error;
+  // The planner at this plan's size as its budget counts it: avgBits the backbone only, bytes with the adapters.
+  const byBits = parsePlan(text).plan.budget?.avgBits !== undefined;
+  const budget = byBits ? { avgBits: ((8 * backbone) / params) * (1 + 1e-9) } : { bytes }; // rounding slack
+  const planner = planReport(report, { budget, ranks: [8, 16], objective: 'absolute', cost: { ...cost, countAdapters: !byBits } }).plan.error;
   const ratio = planner / error;
   const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${(8 * backbone / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
   return { message, ratio };

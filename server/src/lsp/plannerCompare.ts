@@ -4,7 +4,7 @@
 
 import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
 import { tablesFromReport } from '../plan/planner/table';
-import type { Report } from '../protocol/lsp_ext';
+import type { PlanBudget, Report } from '../protocol/lsp_ext';
 import type { PlanDoc } from './planDoc';
 import { planTotals } from '../planInsight/planModel';
 import { runPlanner } from './planner';
@@ -12,9 +12,10 @@ import { runPlanner } from './planner';
 export interface PlannerComparison {
   /** Predicted total ‖W − Q − A·Bᵀ‖²_F of the current plan. */
   error: number;
-  /** The planner's predicted total within `bytes`. */
+  /** The planner's predicted total at this plan's size (avgBits or bytes, as the plan's budget). */
   planner: number;
-  /** The current plan's codes + scales + adapters (what the planner matches), and its backbone bits per weight. */
+  /** The current plan's codes + scales + adapters, and its backbone bits per weight (the planner matches the one
+   *  the plan's budget counts). */
   bytes: number;
   avgBits: number;
 }
@@ -43,18 +44,23 @@ export async function comparePlanner(p: PlanDoc): Promise<PlannerComparison | nu
     error += c.error;
   }
   const t = planTotals(a);
-  const planner = await plannerError(p, report, t.budgetBytes, planned.map((m) => m.tensor.name));
+  // The planner at this plan's size, measured as the plan's budget measures it: an avgBits budget
+  // counts the backbone only (adapters are free to it), a bytes budget counts the adapters too.
+  const byBits = p.parsed.plan.budget?.avgBits !== undefined;
+  // (1 + 1e-9: bits → bytes in floating point must not leave this plan's own choice a hair over budget.)
+  const budget: PlanBudget = byBits ? { avgBits: t.backboneBits * (1 + 1e-9) } : { bytes: t.budgetBytes };
+  const planner = await plannerError(p, report, budget, planned.map((m) => m.tensor.name));
   return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits };
 }
 
-function plannerError(p: PlanDoc, report: Report, bytes: number, names: string[]): Promise<number | null> {
-  const key = `${bytes}|${names.join(',')}`;
+function plannerError(p: PlanDoc, report: Report, budget: PlanBudget, names: string[]): Promise<number | null> {
+  const key = `${budget.avgBits ?? ''}|${budget.bytes ?? ''}|${names.join(',')}`;
   let m = memo.get(report);
   if (!m) memo.set(report, (m = new Map()));
   const hit = m.get(key);
   if (hit) return hit;
   // No planner plan fits this size (its ranks start at 8): no comparison.
-  const e = runPlanner(p, { bytes }).then((plan) => plan?.plan.error ?? null, () => null);
+  const e = runPlanner(p, budget).then((plan) => plan?.plan.error ?? null, () => null);
   if (m.size > 64) m.clear();
   m.set(key, e);
   return e;
