@@ -14,7 +14,7 @@ import { modelEvalBlock } from '../model/evalRun';
 import { evalOnThread } from '../model/evalThread';
 import type { BackendChoice, EvalParams, EvalResult } from '../protocol/lsp_ext';
 import { toPath } from './runs';
-import { firstOutsideWorkspace } from './workspaceConfine';
+import { requireInsideWorkspace } from './workspaceConfine';
 
 const invalid = (message: string) => new ResponseError(ErrorCodes.InvalidParams, message);
 
@@ -42,14 +42,8 @@ export class EvalRequests {
       if (typeof params?.[k] !== 'string' || !params[k]) throw invalid(`'${k}' must be a path`);
     }
     const [original, out, tokens] = [toPath(params.original), toPath(params.out), toPath(params.tokens)];
-    if (params.confirmedOutsideWorkspace !== true) {
-      const outside = await firstOutsideWorkspace([original, out, tokens], this.workspaceRoots());
-      if (outside) {
-        const why = `${outside} is outside the workspace folders; an evaluation there needs the user's confirmation`;
-        const data = { outsideWorkspace: outside };
-        throw new ResponseError(ErrorCodes.InvalidParams, `${why} (confirmedOutsideWorkspace)`, data);
-      }
-    }
+    const roots = this.workspaceRoots();
+    await requireInsideWorkspace([original, out, tokens], roots, params.confirmedOutsideWorkspace, 'an evaluation');
     if (this.active.has(out)) {
       throw new ResponseError(ErrorCodes.InvalidRequest, `an evaluation of ${out} is already running`);
     }

@@ -18,7 +18,7 @@ import { Notifications } from '../protocol/requests';
 import { matrixSettingsProblem } from '../registry';
 import type { AnalyzeParams, AnalyzeResult, CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, Report, RunStateParams } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
-import { firstOutsideWorkspace } from './workspaceConfine';
+import { requireInsideWorkspace } from './workspaceConfine';
 
 export interface Engine {
   quantizeCheckpoint(checkpointPath: string, opts: RunOptions): Promise<RunResult>;
@@ -95,14 +95,9 @@ export class Runs {
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
     const calibration = calibrationOf(params.calibration);
-    if (params.confirmedOutsideWorkspace !== true) {
-      const c = params.calibration;
-      const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].filter((f): f is string => typeof f === 'string').map(toPath);
-      const outside = await firstOutsideWorkspace(files, this.workspaceRoots());
-      if (outside) {
-        throw new ResponseError(ErrorCodes.InvalidParams, `${outside} is outside the workspace folders; a run there needs the user's confirmation (confirmedOutsideWorkspace)`, { outsideWorkspace: outside });
-      }
-    }
+    const c = params.calibration;
+    const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
+    await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'a run');
     if (this.active.has(out)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ run is already writing to ${out}; wait for it or cancel it first`);
     const ac = new AbortController();
     this.active.set(out, ac);
@@ -170,13 +165,8 @@ export class Runs {
     }
     const checkpoint = toPath(params.checkpoint);
     const report = toPath(params.report);
-    if (params.confirmedOutsideWorkspace !== true) {
-      const files = [checkpoint, report, params.plan].filter((f): f is string => typeof f === 'string').map(toPath);
-      const outside = await firstOutsideWorkspace(files, this.workspaceRoots());
-      if (outside) {
-        throw new ResponseError(ErrorCodes.InvalidParams, `${outside} is outside the workspace folders; an analysis there needs the user's confirmation (confirmedOutsideWorkspace)`, { outsideWorkspace: outside });
-      }
-    }
+    const files = [checkpoint, report, params.plan].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
+    await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'an analysis');
     if (this.active.has(report)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`);
     const ac = new AbortController();
     this.active.set(report, ac);

@@ -6,6 +6,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { ErrorCodes, ResponseError } from 'vscode-languageserver/node';
 
 /** The real path of `p`, or of its nearest existing ancestor joined with the rest
  *  (an output folder may not exist yet). */
@@ -37,4 +38,17 @@ export async function firstOutsideWorkspace(paths: string[], roots: string[]): P
     if (!realRoots.some((r) => inside(r, real))) return p;
   }
   return undefined;
+}
+
+/** Refuses a request (InvalidParams, `data.outsideWorkspace`) unless every path lies inside the workspace folders
+ *  or the user confirmed; `what` names the work in the message ("a run", "an analysis", "an evaluation"). */
+export async function requireInsideWorkspace(
+  paths: (string | undefined)[], roots: string[], confirmed: boolean | undefined, what: string,
+): Promise<void> {
+  if (confirmed === true) return;
+  const outside = await firstOutsideWorkspace(paths.filter((f): f is string => typeof f === 'string'), roots);
+  if (!outside) return;
+  const why = `${outside} is outside the workspace folders; ${what} there needs the user's confirmation`;
+  const data = { outsideWorkspace: outside };
+  throw new ResponseError(ErrorCodes.InvalidParams, `${why} (confirmedOutsideWorkspace)`, data);
 }
