@@ -158,9 +158,19 @@ export async function answerQuickInput(page: Page, expectTitle: RegExp, text = '
 }
 
 export async function runCommand(page: Page, title: string): Promise<void> {
-  await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget .quick-input-box input');
-  await input.waitFor();
+  // F1 typed while a webview (an iframe) has focus stays in the webview: when the palette does not
+  // open, take focus back to the workbench's own document and press it again.
+  for (let attempt = 0; ; attempt++) {
+    await page.keyboard.press('F1');
+    try {
+      await input.waitFor({ state: 'visible', timeout: attempt < 3 ? 5_000 : 30_000 });
+      break;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      await page.evaluate('document.activeElement && document.activeElement.blur()');
+    }
+  }
   await input.fill(`>${title}`);
   await page.locator('.quick-input-widget .monaco-list-row').filter({ hasText: title }).first().waitFor();
   await input.press('Enter');
