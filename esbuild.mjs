@@ -17,8 +17,23 @@ async function compileKernels() {
   const asc = (await import('assemblyscript/asc')).default;
   let wasm;
   const { error, stderr } = await asc.main(
-    ['server/wasm/kernels.ts', '-O3', '--enable', 'simd', '--runtime', 'stub', '--initialMemory', '1', '--outFile', 'kernels.wasm'],
-    { writeFile(name, contents) { if (name.endsWith('.wasm')) wasm = contents; } },
+    [
+      'server/wasm/kernels.ts',
+      '-O3',
+      '--enable',
+      'simd',
+      '--runtime',
+      'stub',
+      '--initialMemory',
+      '1',
+      '--outFile',
+      'kernels.wasm',
+    ],
+    {
+      writeFile(name, contents) {
+        if (name.endsWith('.wasm')) wasm = contents;
+      },
+    },
   );
   if (error || !wasm) throw new Error(`AssemblyScript: ${error?.message ?? 'no output'}\n${stderr.toString()}`);
   return Buffer.from(wasm).toString('base64');
@@ -55,15 +70,19 @@ const nodeEntries = {
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
 mkdirSync('dist', { recursive: true });
 // jsonc-parser's `main` is a UMD build whose internal requires esbuild cannot follow; bundle its ESM build.
-await esbuild.build({ ...nodeCommon, entryPoints: present, outdir: 'dist', banner: { js: '' }, alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' } });
+await esbuild.build({
+  ...nodeCommon,
+  entryPoints: present,
+  outdir: 'dist',
+  banner: { js: '' },
+  alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' },
+});
 
 // The wasm backend fetches its binaries next to the bundle.
 const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
 for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) cpSync(join(wasmDir, f), join('dist', f));
 
-const webviewEntries = ['heatmap', 'viewer']
-  .map((n) => [n, `webviews/src/${n}.ts`])
-  .filter(([, p]) => existsSync(p));
+const webviewEntries = ['heatmap', 'viewer'].map((n) => [n, `webviews/src/${n}.ts`]).filter(([, p]) => existsSync(p));
 if (webviewEntries.length) {
   await esbuild.build({
     entryPoints: Object.fromEntries(webviewEntries),
@@ -83,8 +102,9 @@ if (args.has('--tests')) {
   const walk = (d) => {
     for (const f of readdirSync(d)) {
       const p = join(d, f);
-      if (statSync(p).isDirectory()) { if (f !== 'fixtures' && f !== 'node_modules') walk(p); }
-      else if (p.endsWith('.test.ts')) tests.push(p);
+      if (statSync(p).isDirectory()) {
+        if (f !== 'fixtures' && f !== 'node_modules') walk(p);
+      } else if (p.endsWith('.test.ts')) tests.push(p);
     }
   };
   walk('test');

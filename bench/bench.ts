@@ -23,27 +23,53 @@ const root = path.join(__dirname, '..');
 const resultsDir = path.join(root, 'bench', 'results');
 
 async function main(argv: string[]): Promise<number> {
-  if (argv[0] === '--measure-cli') { measureCli(argv.slice(1)); return -1; }
+  if (argv[0] === '--measure-cli') {
+    measureCli(argv.slice(1));
+    return -1;
+  }
   const { options: o } = parseArgs(argv, {
-    quick: { type: 'boolean' }, cases: { type: 'string' }, json: { type: 'string' },
-    backend: { type: 'string', default: 'wasm' }, 'no-ref': { type: 'boolean' }, 'fresh-ref': { type: 'boolean' },
-    'ref-timeout': { type: 'number', default: 3600 }, python: { type: 'string', default: 'python3' },
-    seed: { type: 'number', default: 1 }, model: { type: 'string' }, 'model-layers': { type: 'number' },
-    workers: { type: 'number' }, 'keep-output': { type: 'boolean' }, 'no-peak': { type: 'boolean' },
-    'ref-only': { type: 'boolean' }, 'ref-threads': { type: 'number' },
-    'gemm-threads': { type: 'number', default: os.cpus().length }, 'model-rank': { type: 'number', default: 16 },
+    quick: { type: 'boolean' },
+    cases: { type: 'string' },
+    json: { type: 'string' },
+    backend: { type: 'string', default: 'wasm' },
+    'no-ref': { type: 'boolean' },
+    'fresh-ref': { type: 'boolean' },
+    'ref-timeout': { type: 'number', default: 3600 },
+    python: { type: 'string', default: 'python3' },
+    seed: { type: 'number', default: 1 },
+    model: { type: 'string' },
+    'model-layers': { type: 'number' },
+    workers: { type: 'number' },
+    'keep-output': { type: 'boolean' },
+    'no-peak': { type: 'boolean' },
+    'ref-only': { type: 'boolean' },
+    'ref-threads': { type: 'number' },
+    'gemm-threads': { type: 'number', default: os.cpus().length },
+    'model-rank': { type: 'number', default: 16 },
     'model-calib': { type: 'string' },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
-  const cases = runMatrices ? filterCases(allCases(o.quick ? QUICK_SHAPES : SHAPES, o.seed as number), o.cases as string | undefined) : [];
+  const cases = runMatrices
+    ? filterCases(allCases(o.quick ? QUICK_SHAPES : SHAPES, o.seed as number), o.cases as string | undefined)
+    : [];
 
-  console.log(`loftq-lens bench — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
+  console.log(
+    `loftq-lens bench — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+  );
   const py = o['no-ref'] ? { ok: false as const, why: 'skipped (--no-ref)' } : checkPython(o.python as string);
-  const ref = new Reference(path.join(root, 'bench', 'ref_loftq.py'), resultsDir, o.python as string, !o['fresh-ref'], o['ref-threads'] as number | undefined);
-  console.log(py.ok
-    ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); cached results in bench/results/ref-cache are reused${o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)'}`
-    : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'}`);
+  const ref = new Reference(
+    path.join(root, 'bench', 'ref_loftq.py'),
+    resultsDir,
+    o.python as string,
+    !o['fresh-ref'],
+    o['ref-threads'] as number | undefined,
+  );
+  console.log(
+    py.ok
+      ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); cached results in bench/results/ref-cache are reused${o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)'}`
+      : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'}`,
+  );
 
   if (o['ref-only']) {
     if (!py.ok) throw new Error(`--ref-only needs the reference: ${py.why}`);
@@ -57,8 +83,10 @@ async function main(argv: string[]): Promise<number> {
     const gemmThreads = Math.max(1, o['gemm-threads'] as number);
     const backend = await startBackend(backendChoice, gemmThreads);
     if (!o['no-peak']) peak = await gemmPeak(backend);
-    console.log(`engine: loftqMatrix on tfjs ${backend.name}, GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
-      `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`);
+    console.log(
+      `engine: loftqMatrix on tfjs ${backend.name}, GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
+        `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`,
+    );
     console.log(headerLine());
     for (const [c, w] of withMatrices(cases)) {
       const ours = await runEngine(c, w, backend);
@@ -88,24 +116,35 @@ async function main(argv: string[]): Promise<number> {
   let calibrated: ModelRunResult | undefined;
   if (o.model) {
     const mo: ModelRunOptions = {
-      preset: o.model as string, layers: o['model-layers'] as number | undefined, seed: 0, bits: 2, rank: o['model-rank'] as number, iters: 5,
-      backend: backendChoice, workers: o.workers as number | undefined, resultsDir, keepOutput: !!o['keep-output'],
+      preset: o.model as string,
+      layers: o['model-layers'] as number | undefined,
+      seed: 0,
+      bits: 2,
+      rank: o['model-rank'] as number,
+      iters: 5,
+      backend: backendChoice,
+      workers: o.workers as number | undefined,
+      resultsDir,
+      keepOutput: !!o['keep-output'],
     };
     const calib = o['model-calib'] ? parseCalibShape(o['model-calib'] as string) : undefined;
     if (calib) {
       // The calibration pass alone, in this process, on the backend a calibrated quantize uses.
       const dir = ensureModel(mo).dir;
       const backend = await createBackend(backendChoice);
-      forward = await benchForward(dir, calib.sequences, calib.length, backend,
-        (layer, layers) => process.stderr.write(`  calibration pass: layer ${layer}/${layers}\n`));
+      forward = await benchForward(dir, calib.sequences, calib.length, backend, (layer, layers) =>
+        process.stderr.write(`  calibration pass: layer ${layer}/${layers}\n`),
+      );
       const f = forward;
       const held = (f.peakBytes / 2 ** 20).toFixed(0);
       const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}`;
-      console.log(`calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
-        `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +
-        `GEMM ${(f.gemmGflop / f.seconds).toFixed(1)} GFLOP/s; ` +
-        `held ${held} MiB (one layer + activations), peak RSS ${f.peakRssMB.toFixed(0)} MB; ` +
-        `${f.fullStats} full G, ${f.diagStats} diagonal`);
+      console.log(
+        `calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
+          `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +
+          `GEMM ${(f.gemmGflop / f.seconds).toFixed(1)} GFLOP/s; ` +
+          `held ${held} MiB (one layer + activations), peak RSS ${f.peakRssMB.toFixed(0)} MB; ` +
+          `${f.fullStats} full G, ${f.diagStats} diagonal`,
+      );
     }
     model = runModel(mo);
     printModel(model, backendChoice, peak, 'plain');
@@ -114,15 +153,26 @@ async function main(argv: string[]): Promise<number> {
       calibrated = runModel({ ...mo, extraArgs: ['--calib', tokens] });
       printModel(calibrated, backendChoice, peak, `calibrated (--calib ${calib.sequences}×${calib.length} tokens)`);
       const ratio = calibrated.wallSeconds / model.wallSeconds;
-      console.log(`  calibrated / plain wall: ${ratio.toFixed(2)}× (goal ≤ 1.50×: the calibration adds ≤ 50 %) ` +
-        `— ${ratio <= 1.5 ? 'met' : 'NOT met'} in this run`);
+      console.log(
+        `  calibrated / plain wall: ${ratio.toFixed(2)}× (goal ≤ 1.50×: the calibration adds ≤ 50 %) ` +
+          `— ${ratio <= 1.5 ? 'met' : 'NOT met'} in this run`,
+      );
     }
   }
 
   if (o.json) {
     const doc = {
-      date: new Date().toISOString(), node: process.version, cores: os.cpus().length, cpu: os.cpus()[0]?.model,
-      backend: backendChoice, gemmPeakGflops: peak, reference: py, cases: rows, model, forward, calibrated,
+      date: new Date().toISOString(),
+      node: process.version,
+      cores: os.cpus().length,
+      cpu: os.cpus()[0]?.model,
+      backend: backendChoice,
+      gemmPeakGflops: peak,
+      reference: py,
+      cases: rows,
+      model,
+      forward,
+      calibrated,
     };
     fs.mkdirSync(path.dirname(path.resolve(o.json as string)), { recursive: true });
     fs.writeFileSync(o.json as string, JSON.stringify(doc, null, 1));
@@ -135,15 +185,19 @@ function printModel(m: ModelRunResult, backendChoice: string, peak: number | und
   const gb = m.checkpointBytes >= 1e9;
   const size = gb ? `${(m.checkpointBytes / 1e9).toFixed(2)} GB` : `${(m.checkpointBytes / 1e6).toFixed(1)} MB`;
   const layers = m.layers ? ` (${m.layers} layers)` : '';
-  console.log(`whole checkpoint, ${label}: ${m.preset}${layers}, ${size} BF16, NF2 r${m.rank} T5, ` +
-    `backend ${backendChoice}` +
-    (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''));
+  console.log(
+    `whole checkpoint, ${label}: ${m.preset}${layers}, ${size} BF16, NF2 r${m.rank} T5, ` +
+      `backend ${backendChoice}` +
+      (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''),
+  );
   if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
   const peakNote = peak ? ` (one backend's peak: ${peak.toFixed(1)})` : '';
-  console.log(`  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
-    (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
-    (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall${peakNote}` : '') +
-    (m.calibrationTokens ? `; calibrated on ${m.calibrationTokens} tokens` : ''));
+  console.log(
+    `  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
+      (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
+      (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall${peakNote}` : '') +
+      (m.calibrationTokens ? `; calibrated on ${m.calibrationTokens} tokens` : ''),
+  );
 }
 
 /** Each case with its matrix, generated once per run of cases that share a shape. */
@@ -163,7 +217,9 @@ function* withMatrices(cases: BenchCase[]): Generator<[BenchCase, Float32Array]>
 async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: number): Promise<void> {
   for (const [c, w] of withMatrices(cases)) {
     const r = ref.cached(c, w) ?? (await ref.run(c, w, timeout));
-    console.log(`${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`);
+    console.log(
+      `${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`,
+    );
   }
 }
 
@@ -173,7 +229,9 @@ function benchMatrix(c: BenchCase): Float32Array {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { if (code >= 0) process.exitCode = code; },
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
   (e) => {
     process.stderr.write(`bench: ${(e as Error).message?.split('\n')[0] ?? e}\n`);
     process.exitCode = 1;

@@ -16,8 +16,16 @@ export interface BenchCase {
   seed: number;
 }
 
-export const SHAPES: [number, number][] = [[1024, 1024], [2048, 2048], [4096, 4096], [4096, 11008]];
-export const QUICK_SHAPES: [number, number][] = [[1024, 1024], [2048, 2048]];
+export const SHAPES: [number, number][] = [
+  [1024, 1024],
+  [2048, 2048],
+  [4096, 4096],
+  [4096, 11008],
+];
+export const QUICK_SHAPES: [number, number][] = [
+  [1024, 1024],
+  [2048, 2048],
+];
 export const RANKS = [16, 64];
 export const BITS = [2, 4];
 export const ITERS = 5;
@@ -28,16 +36,21 @@ export function caseId(c: Omit<BenchCase, 'id'>): string {
 
 export function allCases(shapes = SHAPES, seed = 1): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const [rows, cols] of shapes) for (const bits of BITS) for (const rank of RANKS) {
-    const c = { rows, cols, bits, rank, iters: ITERS, quantizer: 'nf' as const, blockSize: 64, seed };
-    out.push({ id: caseId(c), ...c });
-  }
+  for (const [rows, cols] of shapes)
+    for (const bits of BITS)
+      for (const rank of RANKS) {
+        const c = { rows, cols, bits, rank, iters: ITERS, quantizer: 'nf' as const, blockSize: 64, seed };
+        out.push({ id: caseId(c), ...c });
+      }
   return out;
 }
 
 /** Keeps the cases whose id contains any of the comma-separated filters (e.g. "2048x2048,nf2-r64"). */
 export function filterCases(cases: BenchCase[], filter?: string): BenchCase[] {
   if (!filter) return cases;
-  const parts = filter.split(',').map((s) => s.trim()).filter(Boolean);
+  const parts = filter
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return cases.filter((c) => parts.some((p) => c.id.includes(p)));
 }

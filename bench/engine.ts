@@ -27,10 +27,21 @@ export async function startBackend(choice: BackendChoice, gemmThreads = 1): Prom
 export async function runEngine(c: BenchCase, w: Float32Array, backend: MatmulBackend): Promise<EngineResult> {
   const f0 = backend.flops;
   const t0 = performance.now();
-  const r = await loftqMatrix(w, c.rows, c.cols, { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: c.quantizer, blockSize: c.blockSize }, backend);
+  const r = await loftqMatrix(
+    w,
+    c.rows,
+    c.cols,
+    { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: c.quantizer, blockSize: c.blockSize },
+    backend,
+  );
   const seconds = (performance.now() - t0) / 1000;
   const flops = backend.flops - f0;
-  return { seconds, relErrorPerIter: r.relErrorPerIter, qloraRelError: r.qloraRelError, gflops: flops > 0 ? flops / seconds / 1e9 : null };
+  return {
+    seconds,
+    relErrorPerIter: r.relErrorPerIter,
+    qloraRelError: r.qloraRelError,
+    gflops: flops > 0 ? flops / seconds / 1e9 : null,
+  };
 }
 
 /** Best GFLOP/s of the backend on an (m×k)·(k×n) product, a few repetitions. */

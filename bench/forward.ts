@@ -38,7 +38,14 @@ export function parseCalibShape(s: string): { sequences: number; length: number 
 /** Seeded token ids in [0, vocab) (xorshift32), BOS-free: a random model has no special tokens. */
 export function benchTokens(vocab: number, sequences: number, length: number, seed = 1): number[][] {
   let s = seed >>> 0 || 1;
-  const next = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
   return Array.from({ length: sequences }, () => Array.from({ length }, () => next() % vocab));
 }
 
@@ -50,8 +57,13 @@ export async function writeBenchTokens(modelDir: string, sequences: number, leng
   return file;
 }
 
-export async function benchForward(modelDir: string, sequences: number, length: number, backend: MatmulBackend,
-  onLayer?: (layer: number, layers: number) => void): Promise<ForwardBenchResult> {
+export async function benchForward(
+  modelDir: string,
+  sequences: number,
+  length: number,
+  backend: MatmulBackend,
+  onLayer?: (layer: number, layers: number) => void,
+): Promise<ForwardBenchResult> {
   const ck = await openCheckpoint(modelDir);
   const c = await readModelConfig(ck.folder);
   const seqs = benchTokens(c.vocabSize, sequences, length);
@@ -61,8 +73,13 @@ export async function benchForward(modelDir: string, sequences: number, length: 
   const seconds = (performance.now() - t0) / 1000;
   const distinct = new Set(stats.values());
   return {
-    sequences, length, tokens: forward.tokens, seconds, tokensPerSecond: forward.tokens / seconds,
-    peakBytes: forward.peakBytes, peakRssMB: forward.peakRssBytes / 2 ** 20,
+    sequences,
+    length,
+    tokens: forward.tokens,
+    seconds,
+    tokensPerSecond: forward.tokens / seconds,
+    peakBytes: forward.peakBytes,
+    peakRssMB: forward.peakRssBytes / 2 ** 20,
     fullStats: [...distinct].filter((x) => x.kind === 'full').length,
     diagStats: [...distinct].filter((x) => x.kind === 'diag').length,
     gemmGflop: (backend.flops - f0) / 1e9,

@@ -71,17 +71,42 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
   const model = ensureModel(o);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'loftq-bench-model-'));
   const stats = path.join(out, '..', `${path.basename(out)}.stats.json`);
-  const args = [dist('bench.js'), '--measure-cli', 'quantize', model.dir, '--out', path.join(out, 'q'),
-    '--bits', String(o.bits), '--rank', String(o.rank), '--iters', String(o.iters), '--backend', o.backend];
+  const args = [
+    dist('bench.js'),
+    '--measure-cli',
+    'quantize',
+    model.dir,
+    '--out',
+    path.join(out, 'q'),
+    '--bits',
+    String(o.bits),
+    '--rank',
+    String(o.rank),
+    '--iters',
+    String(o.iters),
+    '--backend',
+    o.backend,
+  ];
   if (o.workers) args.push('--workers', String(o.workers));
   if (o.extraArgs) args.push(...o.extraArgs);
   try {
-    const r = spawnSync(process.execPath, args, { env: { ...process.env, LOFTQ_BENCH_STATS: stats }, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const r = spawnSync(process.execPath, args, {
+      env: { ...process.env, LOFTQ_BENCH_STATS: stats },
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
     const s = fs.existsSync(stats) ? JSON.parse(fs.readFileSync(stats, 'utf8')) : { wallSeconds: NaN, maxRssKB: NaN };
     const res: ModelRunResult = {
-      preset: o.preset, rank: o.rank, layers: o.layers, checkpoint: model.dir, checkpointBytes: folderBytes(model.dir),
-      generatedSeconds: model.seconds, wallSeconds: s.wallSeconds, maxRssMB: s.maxRssKB / 1024,
-      exitCode: r.status ?? -1, stderrTail: errorLine(r.stderr ?? ''),
+      preset: o.preset,
+      rank: o.rank,
+      layers: o.layers,
+      checkpoint: model.dir,
+      checkpointBytes: folderBytes(model.dir),
+      generatedSeconds: model.seconds,
+      wallSeconds: s.wallSeconds,
+      maxRssMB: s.maxRssKB / 1024,
+      exitCode: r.status ?? -1,
+      stderrTail: errorLine(r.stderr ?? ''),
     };
     const reportFile = path.join(out, 'q', 'loftq-report.json');
     if (fs.existsSync(reportFile)) {
@@ -107,7 +132,11 @@ export function measureCli(args: string[]): void {
   const t0 = performance.now();
   const stats = process.env.LOFTQ_BENCH_STATS;
   process.on('exit', () => {
-    if (stats) fs.writeFileSync(stats, JSON.stringify({ wallSeconds: (performance.now() - t0) / 1000, maxRssKB: process.resourceUsage().maxRSS }));
+    if (stats)
+      fs.writeFileSync(
+        stats,
+        JSON.stringify({ wallSeconds: (performance.now() - t0) / 1000, maxRssKB: process.resourceUsage().maxRSS }),
+      );
   });
   const cli = dist('cli.js');
   process.argv = [process.argv[0], cli, ...args];

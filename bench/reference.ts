@@ -26,7 +26,9 @@ export interface RefResult {
 export type RefAvailability = { ok: true; python: string; numpy: string } | { ok: false; why: string };
 
 export function checkPython(python = 'python3'): RefAvailability {
-  const r = spawnSync(python, ['-c', 'import sys, numpy; print(sys.version.split()[0], numpy.__version__)'], { encoding: 'utf8' });
+  const r = spawnSync(python, ['-c', 'import sys, numpy; print(sys.version.split()[0], numpy.__version__)'], {
+    encoding: 'utf8',
+  });
   if (r.error) return { ok: false, why: `${python} not found (${(r.error as NodeJS.ErrnoException).code})` };
   if (r.status !== 0) return { ok: false, why: `${python} has no numpy (${r.stderr.trim().split('\n').pop()})` };
   const [py, np] = r.stdout.trim().split(' ');
@@ -38,9 +40,17 @@ export class Reference {
   private readonly scriptHash: string;
 
   /** threads: BLAS threads for the script (default: numpy's own choice, all cores). */
-  constructor(readonly script: string, resultsDir: string, readonly python = 'python3', readonly useCache = true, readonly threads?: number) {
+  constructor(
+    readonly script: string,
+    resultsDir: string,
+    readonly python = 'python3',
+    readonly useCache = true,
+    readonly threads?: number,
+  ) {
     this.cacheDir = path.join(resultsDir, 'ref-cache');
-    this.scriptHash = createHash('sha256').update(new Uint8Array(fs.readFileSync(script))).digest('hex');
+    this.scriptHash = createHash('sha256')
+      .update(new Uint8Array(fs.readFileSync(script)))
+      .digest('hex');
   }
 
   key(c: BenchCase, matrix: Float32Array): string {
@@ -63,10 +73,26 @@ export class Reference {
     const input = path.join(tmp, 'w.f32');
     try {
       fs.writeFileSync(input, new Uint8Array(matrix.buffer, matrix.byteOffset, matrix.byteLength));
-      const args = [this.script, '--input', input, '--shape', `${c.rows},${c.cols}`, '--bits', String(c.bits),
-        '--rank', String(c.rank), '--iters', String(c.iters), '--method', c.quantizer, '--block-size', String(c.blockSize)];
+      const args = [
+        this.script,
+        '--input',
+        input,
+        '--shape',
+        `${c.rows},${c.cols}`,
+        '--bits',
+        String(c.bits),
+        '--rank',
+        String(c.rank),
+        '--iters',
+        String(c.iters),
+        '--method',
+        c.quantizer,
+        '--block-size',
+        String(c.blockSize),
+      ];
       const env = { ...process.env };
-      if (this.threads) for (const v of ['OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS']) env[v] = String(this.threads);
+      if (this.threads)
+        for (const v of ['OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS']) env[v] = String(this.threads);
       const out = await runProcess(this.python, args, timeoutSeconds, env);
       const last = out.trim().split('\n').pop() ?? '';
       const r = { ...JSON.parse(last), blasThreads: this.threads ?? 'default', measuredAt: new Date().toISOString() };
@@ -87,15 +113,26 @@ export class Reference {
 function runProcess(cmd: string, args: string[], timeoutSeconds: number, env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '', err = '';
+    let out = '',
+      err = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (err += d));
     const timer = setTimeout(() => p.kill('SIGKILL'), timeoutSeconds * 1000);
-    p.on('error', (e) => { clearTimeout(timer); reject(e); });
+    p.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     p.on('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve(out);
-      else reject(new Error(signal ? `reference killed (${signal}) after ${timeoutSeconds} s` : `reference failed: ${err.trim().split('\n').pop()}`));
+      else
+        reject(
+          new Error(
+            signal
+              ? `reference killed (${signal}) after ${timeoutSeconds} s`
+              : `reference failed: ${err.trim().split('\n').pop()}`,
+          ),
+        );
     });
   });
 }

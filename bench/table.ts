@@ -62,6 +62,7 @@ export function summaryLines(rows: CaseRow[]): string[] {
   return [
     `speed ratio: min ${Math.min(...speeds).toFixed(1)}×, geometric mean ${geo.toFixed(1)}×, max ${Math.max(...speeds).toFixed(1)}× (goal ≥ ${SPEED_GOAL}×)` +
       (slow.length ? `; below goal: ${slow.join(', ')}` : '; every case meets it'),
-    `error ratio: max ${Math.max(...errs).toFixed(4)} (goal ≤ ${ERROR_GOAL})` + (worse.length ? `; above goal: ${worse.join(', ')}` : '; every case meets it'),
+    `error ratio: max ${Math.max(...errs).toFixed(4)} (goal ≤ ${ERROR_GOAL})` +
+      (worse.length ? `; above goal: ${worse.join(', ')}` : '; every case meets it'),
   ];
 }

@@ -8,10 +8,12 @@ export function nearestCode(table: Float32Array, v: number): number {
   const last = table.length - 1;
   if (!(v > table[0])) return 0;
   if (v >= table[last]) return last;
-  let lo = 0, hi = last; // table[lo] < v < table[hi] or v === table[lo]
+  let lo = 0,
+    hi = last; // table[lo] < v < table[hi] or v === table[lo]
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
-    if (table[mid] <= v) lo = mid; else hi = mid;
+    if (table[mid] <= v) lo = mid;
+    else hi = mid;
   }
   const dl = fr(v - table[lo]);
   const dh = fr(table[hi] - v);

@@ -21,13 +21,18 @@ export interface SyntheticOptions {
 }
 
 export const LLAMA7B_MODULES: Record<string, [number, number]> = {
-  'self_attn.q_proj': [4096, 4096], 'self_attn.k_proj': [4096, 4096], 'self_attn.v_proj': [4096, 4096], 'self_attn.o_proj': [4096, 4096],
-  'mlp.gate_proj': [11008, 4096], 'mlp.up_proj': [11008, 4096], 'mlp.down_proj': [4096, 11008],
+  'self_attn.q_proj': [4096, 4096],
+  'self_attn.k_proj': [4096, 4096],
+  'self_attn.v_proj': [4096, 4096],
+  'self_attn.o_proj': [4096, 4096],
+  'mlp.gate_proj': [11008, 4096],
+  'mlp.up_proj': [11008, 4096],
+  'mlp.down_proj': [4096, 11008],
 };
 
 function rng(seed: number) {
   let s = seed >>> 0 || 1;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
 export function syntheticReport(o: SyntheticOptions): Report {
@@ -41,10 +46,20 @@ export function syntheticReport(o: SyntheticOptions): Report {
   for (let l = 0; l < o.layers; l++)
     for (const [m, shape] of Object.entries(modules)) {
       const name = `model.layers.${l}.${m}.weight`;
-      rows.push({ name, shape, norm: Math.sqrt(shape[0] * shape[1]) * 0.02 * (0.8 + 0.4 * rand()), s: sens(l, o.layers) * (0.7 + 0.6 * rand()), spread: 0.15 + 0.2 * rand() });
+      rows.push({
+        name,
+        shape,
+        norm: Math.sqrt(shape[0] * shape[1]) * 0.02 * (0.8 + 0.4 * rand()),
+        s: sens(l, o.layers) * (0.7 + 0.6 * rand()),
+        spread: 0.15 + 0.2 * rand(),
+      });
     }
   const analyses: AnalysisEntry[] = bits.map((b) => ({
-    bits: b, rank, iters: 5, quantizer: 'nf', blockSize: 64,
+    bits: b,
+    rank,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
     matrices: rows.map((r) => {
       const quant = Math.min(0.9, r.s * 0.19 * 4 ** -(b - 2)) * r.norm ** 2;
       // the top `rank` directions hold a `spread` share of the residual energy, decaying geometrically
@@ -52,13 +67,30 @@ export function syntheticReport(o: SyntheticOptions): Report {
       const wsum = weights.reduce((x, y) => x + y, 0);
       const spectrum = weights.map((w) => Math.sqrt((quant * r.spread * w) / wsum));
       const rest = quant * (1 - r.spread);
-      return { name: r.name, shape: r.shape, relError: Math.sqrt(rest) / r.norm, qloraRelError: Math.sqrt(quant) / r.norm, frobeniusNorm: r.norm, residualSpectrum: spectrum };
+      return {
+        name: r.name,
+        shape: r.shape,
+        relError: Math.sqrt(rest) / r.norm,
+        qloraRelError: Math.sqrt(quant) / r.norm,
+        frobeniusNorm: r.norm,
+        residualSpectrum: spectrum,
+      };
     }),
   }));
   return {
-    version: 1, tool: 'synthetic', checkpoint: 'synthetic', backend: 'cpu',
+    version: 1,
+    tool: 'synthetic',
+    checkpoint: 'synthetic',
+    backend: 'cpu',
     settings: { bits: bits[0], rank, iters: 5, quantizer: 'nf', blockSize: 64 },
-    matrices: [], totals: { matrices: rows.length, parameters: rows.reduce((s, r) => s + r.shape[0] * r.shape[1], 0), seconds: 0, backboneBytes: 0, adapterBytes: 0 },
+    matrices: [],
+    totals: {
+      matrices: rows.length,
+      parameters: rows.reduce((s, r) => s + r.shape[0] * r.shape[1], 0),
+      seconds: 0,
+      backboneBytes: 0,
+      adapterBytes: 0,
+    },
     analyses,
   };
 }

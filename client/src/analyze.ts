@@ -47,8 +47,8 @@ async function target(arg: unknown): Promise<vscode.Uri | undefined> {
 export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<void> {
   if (!vscode.workspace.isTrusted) {
     void vscode.window.showErrorMessage(
-      'LoftQ analyses are disabled in Restricted Mode: they read checkpoints from this workspace and write a report. '
-        + 'Trust the workspace first.',
+      'LoftQ analyses are disabled in Restricted Mode: they read checkpoints from this workspace and write a report. ' +
+        'Trust the workspace first.',
     );
     return;
   }
@@ -126,10 +126,10 @@ async function runAnalysis(
   const job = `loftq-analyze-${randomUUID()}`;
   const name = path.basename(params.checkpoint);
   deps.log.info(
-    `analysis ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'} (targets only); `
-      + `widths ${params.bits.join(', ')}; rank ${params.rank}, ${params.iters} iterations, ${params.quantizer}, `
-      + `block ${params.blockSize}; backend ${params.backend ?? 'auto'}; workers ${params.workers ?? 'auto'}; `
-      + `report ${params.report}`,
+    `analysis ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'} (targets only); ` +
+      `widths ${params.bits.join(', ')}; rank ${params.rank}, ${params.iters} iterations, ${params.quantizer}, ` +
+      `block ${params.blockSize}; backend ${params.backend ?? 'auto'}; workers ${params.workers ?? 'auto'}; ` +
+      `report ${params.report}`,
   );
   let result: AnalyzeResult;
   let cancelled = false;
@@ -185,8 +185,8 @@ async function runAnalysis(
       `${a.bits}-bit ${(a.matrices.reduce((s, m) => s + m.relError, 0) / Math.max(1, a.matrices.length)).toFixed(3)}`,
   );
   deps.log.info(
-    `analysis ${job}: done on backend ${result.report.backend}: mean LoftQ error ${means.join(', ')}; `
-      + `report ${result.reportPath}`,
+    `analysis ${job}: done on backend ${result.report.backend}: mean LoftQ error ${means.join(', ')}; ` +
+      `report ${result.reportPath}`,
   );
   const actions = [...(ctx.plan ? ['Plan Mixed Precision…'] : []), 'Open Heatmap', 'Open Report'];
   const a = await vscode.window.showInformationMessage(

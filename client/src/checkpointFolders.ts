@@ -13,5 +13,10 @@ export function trackCheckpointFolders(): vscode.Disposable {
   };
   void refresh();
   const w = vscode.workspace.createFileSystemWatcher(INDEX_GLOB, false, true, false);
-  return vscode.Disposable.from(w, w.onDidCreate(refresh), w.onDidDelete(refresh), vscode.workspace.onDidChangeWorkspaceFolders(refresh));
+  return vscode.Disposable.from(
+    w,
+    w.onDidCreate(refresh),
+    w.onDidDelete(refresh),
+    vscode.workspace.onDidChangeWorkspaceFolders(refresh),
+  );
 }

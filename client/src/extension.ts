@@ -24,12 +24,17 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const log = vscode.window.createOutputChannel('LoftQ', { log: true });
   // Reports and headers are read by the server; webviews restored early wait for it to start.
   let serverUp!: (c: LanguageClient) => void, serverDown!: (e: Error) => void;
-  const started = new Promise<LanguageClient>((res, rej) => { serverUp = res; serverDown = rej; });
+  const started = new Promise<LanguageClient>((res, rej) => {
+    serverUp = res;
+    serverDown = rej;
+  });
   started.catch(() => undefined);
-  setServerReads(started.then((c) => ({
-    readReport: (file: string) => c.sendRequest(Requests.readReport, { path: file }),
-    inspect: (checkpoint: string) => c.sendRequest(Requests.inspect, { checkpoint }),
-  })));
+  setServerReads(
+    started.then((c) => ({
+      readReport: (file: string) => c.sendRequest(Requests.readReport, { path: file }),
+      inspect: (checkpoint: string) => c.sendRequest(Requests.inspect, { checkpoint }),
+    })),
+  );
   const status = new LoftqStatus();
   const reports = new ReportIndex(context.workspaceState);
   const viewer = new SafetensorsViewer(context.extensionUri, reports, log);
@@ -39,38 +44,64 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     if (!client || client.state !== State.Running) throw new Error('the LoftQ language server is not running');
     return client.sendRequest(Requests.planLocation, { checkpoint, tensor });
   };
-  const heatmaps = new Heatmaps(context.extensionUri, {
-    reveal: (p, name, createOverride) => {
-      if (!p.checkpoint) return;
-      void revealInPlan(locatePlan, p.checkpoint, name, createOverride, {}).catch((e) => log.error(`reveal: ${(e as Error).message}`));
+  const heatmaps = new Heatmaps(
+    context.extensionUri,
+    {
+      reveal: (p, name, createOverride) => {
+        if (!p.checkpoint) return;
+        void revealInPlan(locatePlan, p.checkpoint, name, createOverride, {}).catch((e) =>
+          log.error(`reveal: ${(e as Error).message}`),
+        );
+      },
+      openTensor: (p, name) => {
+        // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
+        const file = (p.out && fileHolding(p.out, name)) ?? (p.checkpoint && fileHolding(p.checkpoint, name));
+        if (file) void viewer.reveal(vscode.Uri.file(file), name);
+        else
+          void vscode.window.showInformationMessage(
+            `No .safetensors file holding ${name} was found next to this report.`,
+          );
+      },
     },
-    openTensor: (p, name) => {
-      // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
-      const file = (p.out && fileHolding(p.out, name)) ?? (p.checkpoint && fileHolding(p.checkpoint, name));
-      if (file) void viewer.reveal(vscode.Uri.file(file), name);
-      else void vscode.window.showInformationMessage(`No .safetensors file holding ${name} was found next to this report.`);
-    },
-  }, log);
+    log,
+  );
   const openHeatmap = (reportPath: string) => {
     heatmaps.openReport(reportPath).catch((e) => void vscode.window.showErrorMessage((e as Error).message));
   };
 
   context.subscriptions.push(
-    log, status, heatmaps,
+    log,
+    status,
+    heatmaps,
     vscode.window.registerWebviewPanelSerializer(HEATMAP_VIEW_TYPE, heatmaps),
-    vscode.window.registerCustomEditorProvider(VIEWER_VIEW_TYPE, viewer, { supportsMultipleEditorsPerDocument: true, webviewOptions: { retainContextWhenHidden: false } }),
+    vscode.window.registerCustomEditorProvider(VIEWER_VIEW_TYPE, viewer, {
+      supportsMultipleEditorsPerDocument: true,
+      webviewOptions: { retainContextWhenHidden: false },
+    }),
     trackCheckpointFolders(),
-    vscode.commands.registerCommand('loftq.quantize', (arg?: unknown) => quantizeCommand({ client: () => client, status, log, reports, openHeatmap }, arg)),
-    vscode.commands.registerCommand('loftq.analyze', (arg?: unknown) => analyzeCommand({ client: () => client, log, openHeatmap }, arg)),
+    vscode.commands.registerCommand('loftq.quantize', (arg?: unknown) =>
+      quantizeCommand({ client: () => client, status, log, reports, openHeatmap }, arg),
+    ),
+    vscode.commands.registerCommand('loftq.analyze', (arg?: unknown) =>
+      analyzeCommand({ client: () => client, log, openHeatmap }, arg),
+    ),
     vscode.workspace.registerTextDocumentContentProvider(PREVIEW_SCHEME, previews),
-    vscode.commands.registerCommand('loftq.planMixedPrecision', (arg?: unknown) => planMixedCommand({ client: () => client, log }, previews, arg)),
+    vscode.commands.registerCommand('loftq.planMixedPrecision', (arg?: unknown) =>
+      planMixedCommand({ client: () => client, log }, previews, arg),
+    ),
     vscode.commands.registerCommand('loftq.openHeatmap', async (arg?: unknown) => {
       let uri = arg instanceof vscode.Uri ? arg : undefined;
       if (!uri) {
         const found = await vscode.workspace.findFiles(`**/${REPORT_FILE}`, '**/node_modules/**', 100);
-        const pick = await vscode.window.showQuickPick(found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { placeHolder: 'LoftQ report to show' });
+        const pick = await vscode.window.showQuickPick(
+          found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })),
+          { placeHolder: 'LoftQ report to show' },
+        );
         uri = pick?.uri;
-        if (!uri && !found.length) void vscode.window.showInformationMessage(`No ${REPORT_FILE} in this workspace yet; run "Quantize with LoftQ" first.`);
+        if (!uri && !found.length)
+          void vscode.window.showInformationMessage(
+            `No ${REPORT_FILE} in this workspace yet; run "Quantize with LoftQ" first.`,
+          );
       }
       if (uri) openHeatmap(uri.fsPath);
     }),
@@ -83,7 +114,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   );
 
   if (!fs.existsSync(context.asAbsolutePath('dist/server.js'))) {
-    log.error('dist/server.js is missing; the language server cannot start (plan diagnostics and runs are unavailable).');
+    log.error(
+      'dist/server.js is missing; the language server cannot start (plan diagnostics and runs are unavailable).',
+    );
     status.setServer('stopped');
     serverDown(new Error('the LoftQ language server is missing (dist/server.js)'));
     return;
@@ -100,7 +133,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   } catch (e) {
     serverDown(new Error(`the LoftQ language server failed to start: ${(e as Error).message}`));
     log.error(`language server failed to start: ${(e as Error).message}`);
-    void vscode.window.showErrorMessage(`The LoftQ language server failed to start: ${(e as Error).message}`, 'Show Log').then((a) => a && log.show());
+    void vscode.window
+      .showErrorMessage(`The LoftQ language server failed to start: ${(e as Error).message}`, 'Show Log')
+      .then((a) => a && log.show());
   }
 }
 

@@ -1,11 +1,23 @@
 // Starts dist/server.js as a Node module over IPC, in vscode-eslint's manner, with a
 // restart policy that tells the user when (and why) the server was restarted.
 import * as vscode from 'vscode';
-import { CloseAction, ErrorAction, LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind } from 'vscode-languageclient/node';
+import {
+  CloseAction,
+  ErrorAction,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  TransportKind,
+} from 'vscode-languageclient/node';
 import { RestartPolicy } from './restartPolicy';
 import type { LoftqStatus } from './statusBar';
 
-export function createLanguageClient(context: vscode.ExtensionContext, log: vscode.LogOutputChannel, status: LoftqStatus): LanguageClient {
+export function createLanguageClient(
+  context: vscode.ExtensionContext,
+  log: vscode.LogOutputChannel,
+  status: LoftqStatus,
+): LanguageClient {
   const module = context.asAbsolutePath('dist/server.js');
   const serverOptions: ServerOptions = {
     run: { module, transport: TransportKind.ipc },
@@ -48,8 +60,10 @@ export function createLanguageClient(context: vscode.ExtensionContext, log: vsco
   };
   const client = new LanguageClient('loftq', 'LoftQ Language Server', serverOptions, clientOptions);
   client.onDidChangeState((e) => {
-    if (e.newState === State.Running) { gaveUp = false; status.setServer('running'); }
-    else if (e.newState === State.Starting) status.setServer('starting');
+    if (e.newState === State.Running) {
+      gaveUp = false;
+      status.setServer('running');
+    } else if (e.newState === State.Starting) status.setServer('starting');
     else if (e.newState === State.Stopped) status.setServer(gaveUp ? 'crashed' : 'stopped');
   });
   return client;

@@ -54,8 +54,8 @@ async function planFile(arg: unknown): Promise<vscode.Uri | undefined> {
   const found = await vscode.workspace.findFiles(`**/${PLAN_FILE}`, '**/node_modules/**', 100);
   if (!found.length) {
     void vscode.window.showInformationMessage(
-      `No ${PLAN_FILE} in this workspace: click a cell of a heatmap ("Create Plan") `
-        + 'or write one next to the checkpoint.',
+      `No ${PLAN_FILE} in this workspace: click a cell of a heatmap ("Create Plan") ` +
+        'or write one next to the checkpoint.',
     );
     return undefined;
   }
@@ -89,8 +89,8 @@ export async function planMixedCommand(deps: PlanDeps, previews: PlanPreviews, a
   const typed = await vscode.window.showInputBox({
     title: `Plan Mixed Precision: ${rel} (${vscode.workspace.asRelativePath(ctx.checkpoint)})`,
     prompt:
-      'Budget: average bits per weight of the backbone (codes + scales, e.g. 2.5) '
-      + 'or a size with adapters (e.g. 3.2 GB)',
+      'Budget: average bits per weight of the backbone (codes + scales, e.g. 2.5) ' +
+      'or a size with adapters (e.g. 3.2 GB)',
     value:
       current?.avgBits !== undefined
         ? String(current.avgBits)
@@ -116,8 +116,8 @@ export async function planMixedCommand(deps: PlanDeps, previews: PlanPreviews, a
     deps.log.info(`plan ${rel}: ${msg}`);
     if (/no analysis/.test(msg)) {
       const a = await vscode.window.showWarningMessage(
-        `The planner needs an analysis of ${vscode.workspace.asRelativePath(ctx.checkpoint)} `
-          + 'at several bit widths first.',
+        `The planner needs an analysis of ${vscode.workspace.asRelativePath(ctx.checkpoint)} ` +
+          'at several bit widths first.',
         'Analyze with LoftQ',
       );
       if (a) await vscode.commands.executeCommand('loftq.analyze', file);

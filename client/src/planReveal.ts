@@ -22,7 +22,9 @@ async function select(file: string, range: vscode.Range): Promise<void> {
 const toRange = (r: PlanRange) => new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
 
 function nodeRange(doc: vscode.TextDocument, node: Node | undefined): vscode.Range {
-  return node ? new vscode.Range(doc.positionAt(node.offset), doc.positionAt(node.offset + node.length)) : new vscode.Range(0, 0, 0, 0);
+  return node
+    ? new vscode.Range(doc.positionAt(node.offset), doc.positionAt(node.offset + node.length))
+    : new vscode.Range(0, 0, 0, 0);
 }
 
 async function addOverride(file: string, module: string, settings: { bits?: number; rank?: number }): Promise<void> {
@@ -41,10 +43,19 @@ async function addOverride(file: string, module: string, settings: { bits?: numb
 }
 
 /** Reveals (or, on request or when asked, creates) the plan entry for one tensor of `checkpoint`. */
-export async function revealInPlan(locate: LocatePlan, checkpoint: string, tensor: string, createOverride: boolean, settings: { bits?: number; rank?: number }): Promise<void> {
+export async function revealInPlan(
+  locate: LocatePlan,
+  checkpoint: string,
+  tensor: string,
+  createOverride: boolean,
+  settings: { bits?: number; rank?: number },
+): Promise<void> {
   const at = await locate(checkpoint, tensor);
   if (!at.plan) {
-    const a = await vscode.window.showInformationMessage(`No ${PLAN_FILE} plans ${path.basename(checkpoint)}. Create one with an override for ${at.module}?`, 'Create Plan');
+    const a = await vscode.window.showInformationMessage(
+      `No ${PLAN_FILE} plans ${path.basename(checkpoint)}. Create one with an override for ${at.module}?`,
+      'Create Plan',
+    );
     if (a !== 'Create Plan') return;
     const file = path.join(path.dirname(checkpoint), PLAN_FILE);
     if (fs.existsSync(file)) {
@@ -54,7 +65,10 @@ export async function revealInPlan(locate: LocatePlan, checkpoint: string, tenso
     let rel = path.relative(path.dirname(file), checkpoint).split(path.sep).join('/');
     if (!rel.startsWith('.')) rel = `./${rel}`;
     const plan = { checkpoint: rel, defaults: {}, overrides: [{ match: at.module, ...settings }] };
-    await vscode.workspace.fs.writeFile(vscode.Uri.file(file), new TextEncoder().encode(`${JSON.stringify(plan, null, 2)}\n`));
+    await vscode.workspace.fs.writeFile(
+      vscode.Uri.file(file),
+      new TextEncoder().encode(`${JSON.stringify(plan, null, 2)}\n`),
+    );
     const doc = await vscode.workspace.openTextDocument(file);
     const list = findNodeAtLocation(parseTree(doc.getText())!, ['overrides']);
     await select(file, nodeRange(doc, list?.children?.[0]));
@@ -62,7 +76,11 @@ export async function revealInPlan(locate: LocatePlan, checkpoint: string, tenso
   }
   if (createOverride) return addOverride(at.plan, at.module, settings);
   if (at.override) return select(at.plan, toRange(at.override.range));
-  const a = await vscode.window.showInformationMessage(`No override in ${PLAN_FILE} matches ${at.module}; the defaults apply.`, 'Add Override', 'Show Defaults');
+  const a = await vscode.window.showInformationMessage(
+    `No override in ${PLAN_FILE} matches ${at.module}; the defaults apply.`,
+    'Add Override',
+    'Show Defaults',
+  );
   if (a === 'Add Override') return addOverride(at.plan, at.module, settings);
   if (a === 'Show Defaults' && at.defaults) return select(at.plan, toRange(at.defaults));
 }

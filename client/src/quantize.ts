@@ -6,8 +6,24 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { ErrorCodes, LanguageClient, ResponseError, State, WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport } from 'vscode-languageclient/node';
-import type { BackendChoice, MatrixSettings, QuantizeParams, QuantizeResult, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
+import {
+  ErrorCodes,
+  LanguageClient,
+  ResponseError,
+  State,
+  WorkDoneProgress,
+  WorkDoneProgressBegin,
+  WorkDoneProgressEnd,
+  WorkDoneProgressReport,
+} from 'vscode-languageclient/node';
+import type {
+  BackendChoice,
+  MatrixSettings,
+  QuantizeParams,
+  QuantizeResult,
+  Quantizer,
+  RunContext,
+} from '../../server/src/protocol/lsp_ext';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
@@ -38,14 +54,22 @@ export async function resolveTarget(arg: unknown, title = 'Quantize with LoftQ')
   if (arg instanceof vscode.Uri) return arg;
   const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
   if (tab instanceof vscode.TabInputCustom && tab.viewType === VIEWER_VIEW_TYPE) return tab.uri;
-  const files = await vscode.workspace.findFiles('**/{*.safetensors,model.safetensors.index.json}', '**/node_modules/**', 200);
-  const targets = [...new Set(files.map((f) => (f.path.endsWith(INDEX) ? vscode.Uri.joinPath(f, '..') : f).toString()))].map((s) => vscode.Uri.parse(s));
+  const files = await vscode.workspace.findFiles(
+    '**/{*.safetensors,model.safetensors.index.json}',
+    '**/node_modules/**',
+    200,
+  );
+  const targets = [
+    ...new Set(files.map((f) => (f.path.endsWith(INDEX) ? vscode.Uri.joinPath(f, '..') : f).toString())),
+  ].map((s) => vscode.Uri.parse(s));
   const shards = new Set(files.filter((f) => f.path.endsWith(INDEX)).map((f) => path.dirname(f.fsPath)));
   const items = targets
     .filter((u) => !(u.path.endsWith('.safetensors') && shards.has(path.dirname(u.fsPath))))
     .map((uri) => ({ label: vscode.workspace.asRelativePath(uri), uri }));
   if (!items.length) {
-    void vscode.window.showErrorMessage('No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file (or a sharded checkpoint with model.safetensors.index.json).');
+    void vscode.window.showErrorMessage(
+      'No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file (or a sharded checkpoint with model.safetensors.index.json).',
+    );
     return undefined;
   }
   return (await vscode.window.showQuickPick(items, { title, placeHolder: 'Checkpoint' }))?.uri;
@@ -63,9 +87,13 @@ export function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
   };
 }
 
-export const serverDown = (deps: { log: vscode.LogOutputChannel }) => void vscode.window.showErrorMessage(
-  'The LoftQ language server is not running, so no run can start. See the LoftQ log or run "LoftQ: Restart Language Server".', 'Show Log',
-).then((a) => a && deps.log.show());
+export const serverDown = (deps: { log: vscode.LogOutputChannel }) =>
+  void vscode.window
+    .showErrorMessage(
+      'The LoftQ language server is not running, so no run can start. See the LoftQ log or run "LoftQ: Restart Language Server".',
+      'Show Log',
+    )
+    .then((a) => a && deps.log.show());
 
 async function openPlanAt(file: string, line: number, character: number): Promise<void> {
   const doc = await vscode.workspace.openTextDocument(file);
@@ -79,7 +107,8 @@ export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | unde
     const a = await vscode.window.showErrorMessage(`Cannot quantize: ${ctx.problem}`, 'Show Problem');
     if (a === 'Show Problem') {
       const file = vscode.Uri.file(ctx.checkpoint);
-      if (ctx.checkpoint.endsWith('.safetensors')) await vscode.commands.executeCommand('vscode.openWith', file, VIEWER_VIEW_TYPE);
+      if (ctx.checkpoint.endsWith('.safetensors'))
+        await vscode.commands.executeCommand('vscode.openWith', file, VIEWER_VIEW_TYPE);
       else await vscode.window.showTextDocument(vscode.Uri.file(path.join(ctx.checkpoint, INDEX)));
     }
     return undefined;
@@ -89,7 +118,8 @@ export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | unde
     const rel = vscode.workspace.asRelativePath(ctx.plan.file);
     const a = await vscode.window.showErrorMessage(
       `${rel} (line ${err.line + 1}) has an error, so a run that applies it would be refused: ${err.message}`,
-      'Open Plan', 'Run Without Plan',
+      'Open Plan',
+      'Run Without Plan',
     );
     if (a === 'Open Plan') await openPlanAt(ctx.plan.file, err.line, err.character);
     return a === 'Run Without Plan' ? { ...ctx, plan: undefined } : undefined;
@@ -99,7 +129,10 @@ export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | unde
 
 export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promise<void> {
   if (!vscode.workspace.isTrusted) {
-    const a = await vscode.window.showErrorMessage('LoftQ runs are disabled in Restricted Mode: a run reads checkpoints and plan files from this workspace and writes files. Trust the workspace to quantize.', 'Manage Workspace Trust');
+    const a = await vscode.window.showErrorMessage(
+      'LoftQ runs are disabled in Restricted Mode: a run reads checkpoints and plan files from this workspace and writes files. Trust the workspace to quantize.',
+      'Manage Workspace Trust',
+    );
     if (a) void vscode.commands.executeCommand('workbench.trust.manage');
     return;
   }
@@ -107,7 +140,9 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   if (!target) return;
   const isPlan = target.scheme === 'file' && path.basename(target.fsPath) === 'loftq.json';
   if (target.scheme !== 'file' || !(isPlan || isCheckpoint(target.fsPath))) {
-    void vscode.window.showErrorMessage(`${target.fsPath || target.toString()}: not a safetensors checkpoint (a .safetensors file, or a folder holding ${INDEX}).`);
+    void vscode.window.showErrorMessage(
+      `${target.fsPath || target.toString()}: not a safetensors checkpoint (a .safetensors file, or a folder holding ${INDEX}).`,
+    );
     return;
   }
   const client = deps.client();
@@ -121,12 +156,18 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   }
   ctx = await refuseKnownBad(ctx);
   if (!ctx) return;
-  if (ctx.shardOf) deps.log.info(`${path.basename(target.fsPath)} is one shard of ${ctx.shardOf}; the run quantizes the whole checkpoint`);
+  if (ctx.shardOf)
+    deps.log.info(
+      `${path.basename(target.fsPath)} is one shard of ${ctx.shardOf}; the run quantizes the whole checkpoint`,
+    );
   const choice = await askRun(ctx, startingSettings(target));
   if (!choice) return;
   const cfg = vscode.workspace.getConfiguration('loftq', target);
   const params: QuantizeParams = {
-    checkpoint: ctx.checkpoint, out: choice.out, settings: choice.settings, plan: choice.plan,
+    checkpoint: ctx.checkpoint,
+    out: choice.out,
+    settings: choice.settings,
+    plan: choice.plan,
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
     workDoneToken: `loftq-${randomUUID()}`,
@@ -143,7 +184,9 @@ function describeSettings(s: MatrixSettings): string {
 /** The server refuses paths outside the workspace folders unless the user confirmed them (issue 14.10). */
 export function outsideWorkspace(e: unknown): string | undefined {
   const data = e instanceof ResponseError ? (e.data as { outsideWorkspace?: unknown } | undefined) : undefined;
-  return e instanceof ResponseError && e.code === ErrorCodes.InvalidParams && typeof data?.outsideWorkspace === 'string' ? data.outsideWorkspace : undefined;
+  return e instanceof ResponseError && e.code === ErrorCodes.InvalidParams && typeof data?.outsideWorkspace === 'string'
+    ? data.outsideWorkspace
+    : undefined;
 }
 
 /** Modal: the server refused a path outside the workspace folders; true when the user confirms. */
@@ -161,22 +204,32 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   const job = String(params.workDoneToken);
   // One line per run with everything that decides it; later lines name the run, not the paths again.
   const workers = params.workers ? String(params.workers) : 'auto';
-  deps.log.info(`run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`);
+  deps.log.info(
+    `run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`,
+  );
   deps.status.setJob(job, 'starting');
   let result: QuantizeResult;
   let cancelled = false;
   try {
     result = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `LoftQ ${params.settings.bits}-bit: ${name}`, cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: `LoftQ ${params.settings.bits}-bit: ${name}`,
+        cancellable: true,
+      },
       async (progress, token) => {
         let last = 0;
-        const sub = client.onProgress(WorkDoneProgress.type, params.workDoneToken!, (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
-          if (v.kind === 'end') return;
-          const pct = v.percentage ?? last;
-          progress.report({ message: v.message, increment: Math.max(0, pct - last) });
-          last = Math.max(last, pct);
-          if (v.message) deps.status.setJob(job, v.message);
-        });
+        const sub = client.onProgress(
+          WorkDoneProgress.type,
+          params.workDoneToken!,
+          (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
+            if (v.kind === 'end') return;
+            const pct = v.percentage ?? last;
+            progress.report({ message: v.message, increment: Math.max(0, pct - last) });
+            last = Math.max(last, pct);
+            if (v.message) deps.status.setJob(job, v.message);
+          },
+        );
         token.onCancellationRequested(() => (cancelled = true));
         try {
           return await client.sendRequest(Requests.quantize, params, token);
@@ -195,7 +248,8 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
     const outside = outsideWorkspace(e);
     if (outside && !params.confirmedOutsideWorkspace) {
       deps.log.info(`run ${job}: ${outside} is outside the workspace folders; asking the user`);
-      if (await confirmOutside(outside, [params.checkpoint, params.plan], params.out)) await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
+      if (await confirmOutside(outside, [params.checkpoint, params.plan], params.out))
+        await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
       return;
     }
     const msg = (e as Error).message ?? String(e);
@@ -221,10 +275,14 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   deps.reports.remember(params.checkpoint, result.reportPath);
   const r = result.report;
   const mean = r.matrices.length ? r.matrices.reduce((s, m) => s + m.relError, 0) / r.matrices.length : 0;
-  deps.log.info(`run ${job}: done on backend ${r.backend}: ${r.matrices.length} matrices, mean relError ${mean.toFixed(4)}, ${r.totals.seconds.toFixed(1)} s; report ${result.reportPath}`);
+  deps.log.info(
+    `run ${job}: done on backend ${r.backend}: ${r.matrices.length} matrices, mean relError ${mean.toFixed(4)}, ${r.totals.seconds.toFixed(1)} s; report ${result.reportPath}`,
+  );
   const a = await vscode.window.showInformationMessage(
     `LoftQ done: ${r.matrices.length} matrices of ${name}, mean relative error ${mean.toFixed(4)} (${r.totals.seconds.toFixed(1)} s).`,
-    'Open Heatmap', 'Reveal Output', 'Open Report',
+    'Open Heatmap',
+    'Reveal Output',
+    'Open Report',
   );
   if (a === 'Open Heatmap') deps.openHeatmap(result.reportPath);
   else if (a === 'Reveal Output') void vscode.commands.executeCommand('revealInExplorer', vscode.Uri.file(result.out));

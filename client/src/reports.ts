@@ -50,7 +50,10 @@ export class ReportIndex {
 
   /** A report next to the file (it is a run's output), else the last run's report for it. */
   find(checkpoint: string): string | undefined {
-    const beside = path.join(fs.statSync(checkpoint, { throwIfNoEntry: false })?.isDirectory() ? checkpoint : path.dirname(checkpoint), REPORT_FILE);
+    const beside = path.join(
+      fs.statSync(checkpoint, { throwIfNoEntry: false })?.isDirectory() ? checkpoint : path.dirname(checkpoint),
+      REPORT_FILE,
+    );
     if (fs.existsSync(beside)) return beside;
     const remembered = this.state.get<Record<string, string>>(KEY, {})[path.resolve(checkpoint)];
     return remembered && fs.existsSync(remembered) ? remembered : undefined;

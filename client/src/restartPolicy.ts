@@ -10,7 +10,11 @@ export interface RestartDecision {
 export class RestartPolicy {
   private readonly times: number[] = [];
 
-  constructor(readonly maxRestarts = 4, readonly windowMs = 3 * 60_000, private readonly now: () => number = Date.now) {}
+  constructor(
+    readonly maxRestarts = 4,
+    readonly windowMs = 3 * 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** Records a crash and says whether to restart. */
   crashed(): RestartDecision {

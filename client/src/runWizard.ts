@@ -27,7 +27,13 @@ interface Item<T> extends vscode.QuickPickItem {
 }
 
 /** One quick pick step; resolves with the value, BACK, or undefined when dismissed. */
-function pick<T>(title: string, placeholder: string, items: Item<T>[], back: boolean, typed?: (s: string) => T | string): Promise<Answer<T>> {
+function pick<T>(
+  title: string,
+  placeholder: string,
+  items: Item<T>[],
+  back: boolean,
+  typed?: (s: string) => T | string,
+): Promise<Answer<T>> {
   return new Promise((resolve) => {
     const qp = vscode.window.createQuickPick<Item<T>>();
     qp.title = title;
@@ -48,8 +54,17 @@ function pick<T>(title: string, placeholder: string, items: Item<T>[], back: boo
       if (!typed) return;
       const t = text.trim();
       const v = t && !items.some((it) => it.label === t) ? typed(t) : undefined;
-      qp.items = v === undefined ? items
-        : [{ label: t, alwaysShow: true, description: typeof v === 'string' ? `$(error) ${v}` : 'press Enter to use it' }, ...items];
+      qp.items =
+        v === undefined
+          ? items
+          : [
+              {
+                label: t,
+                alwaysShow: true,
+                description: typeof v === 'string' ? `$(error) ${v}` : 'press Enter to use it',
+              },
+              ...items,
+            ];
     });
     qp.onDidAccept(() => {
       const text = qp.value.trim();
@@ -67,7 +82,10 @@ function pick<T>(title: string, placeholder: string, items: Item<T>[], back: boo
 }
 
 function wholeNumber(what: string, min: number, max: number, extra = ''): (s: string) => number | string {
-  return (s) => (/^\d+$/.test(s) && +s >= min && +s <= max ? Number(s) : `Enter a whole number of ${what} from ${min} to ${max}${extra}`);
+  return (s) =>
+    /^\d+$/.test(s) && +s >= min && +s <= max
+      ? Number(s)
+      : `Enter a whole number of ${what} from ${min} to ${max}${extra}`;
 }
 
 /** Next to the input: `dir/model-loftq-nf2-r16` for `dir/model.safetensors`, `parent/ckpt-loftq-…` for a folder. */
@@ -77,7 +95,13 @@ export function defaultOutFolder(checkpoint: string, s: MatrixSettings): string 
 }
 
 function describeSet(d: Partial<MatrixSettings>): string {
-  const parts = [d.bits && `${d.bits}-bit`, d.rank && `rank ${d.rank}`, d.iters && `${d.iters} iterations`, d.quantizer, d.blockSize && `block ${d.blockSize}`];
+  const parts = [
+    d.bits && `${d.bits}-bit`,
+    d.rank && `rank ${d.rank}`,
+    d.iters && `${d.iters} iterations`,
+    d.quantizer,
+    d.blockSize && `block ${d.blockSize}`,
+  ];
   return parts.filter(Boolean).join(', ');
 }
 
@@ -111,46 +135,96 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
     if (step === 'plan') {
       const rel = vscode.workspace.asRelativePath(plan!.file);
       const set = describeSet(plan!.defaults);
-      a = await pick<boolean>(title, `${rel} plans this checkpoint`, [
-        { label: `$(check) Apply ${rel}`, value: true, description: usePlan ? 'current' : undefined,
-          detail: `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices${set ? `; its defaults set ${set}` : ''}` },
-        { label: '$(circle-slash) Run without the plan', value: false, description: usePlan ? undefined : 'current',
-          detail: 'the settings you choose next apply to every matrix of the default targets' },
-      ].sort((x, y) => Number(y.value === usePlan) - Number(x.value === usePlan)), back);
+      a = await pick<boolean>(
+        title,
+        `${rel} plans this checkpoint`,
+        [
+          {
+            label: `$(check) Apply ${rel}`,
+            value: true,
+            description: usePlan ? 'current' : undefined,
+            detail: `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices${set ? `; its defaults set ${set}` : ''}`,
+          },
+          {
+            label: '$(circle-slash) Run without the plan',
+            value: false,
+            description: usePlan ? undefined : 'current',
+            detail: 'the settings you choose next apply to every matrix of the default targets',
+          },
+        ].sort((x, y) => Number(y.value === usePlan) - Number(x.value === usePlan)),
+        back,
+      );
       if (typeof a === 'boolean') {
         usePlan = a;
         Object.assign(s, start, usePlan ? plan!.defaults : {});
       }
     } else if (step === 'bits') {
       const widths = [s.bits, ...SUPPORTED_BITS.filter((b) => b !== s.bits)];
-      a = await pick<number>(title, 'Bits per weight of the quantized backbone', widths.map((b) => ({ label: `${b}-bit`, value: b, description: b === s.bits ? 'current' : undefined })), back);
+      a = await pick<number>(
+        title,
+        'Bits per weight of the quantized backbone',
+        widths.map((b) => ({ label: `${b}-bit`, value: b, description: b === s.bits ? 'current' : undefined })),
+        back,
+      );
       if (typeof a === 'number') s.bits = a;
     } else if (step === 'rank') {
-      const cap = (usePlan ? plan!.maxRank : ctx.maxRank);
+      const cap = usePlan ? plan!.maxRank : ctx.maxRank;
       const max = Math.min(cap?.rank ?? RANK_SPEC.max, RANK_SPEC.max);
-      const fits = [...new Set([s.rank, ...RANKS])].filter((r) => r <= max).sort((x, y) => (x === s.rank ? -1 : y === s.rank ? 1 : x - y));
+      const fits = [...new Set([s.rank, ...RANKS])]
+        .filter((r) => r <= max)
+        .sort((x, y) => (x === s.rank ? -1 : y === s.rank ? 1 : x - y));
       const note = cap ? ` (at most ${cap.rank} = min(out, in) of ${cap.matrix})` : '';
-      a = await pick<number>(title, `Rank of the LoRA adapter (A·Bᵀ)${note}; or type a number`,
-        fits.map((r) => ({ label: String(r), value: r, description: r === s.rank ? 'current' : undefined })), back, wholeNumber('rank', RANK_SPEC.min, max, note));
+      a = await pick<number>(
+        title,
+        `Rank of the LoRA adapter (A·Bᵀ)${note}; or type a number`,
+        fits.map((r) => ({ label: String(r), value: r, description: r === s.rank ? 'current' : undefined })),
+        back,
+        wholeNumber('rank', RANK_SPEC.min, max, note),
+      );
       if (typeof a === 'number') s.rank = a;
     } else if (step === 'iters') {
       const values = [s.iters, ...ITERS.filter((x) => x !== s.iters)];
-      a = await pick<number>(title, 'LoftQ alternating iterations; or type a number',
-        values.map((x) => ({ label: String(x), value: x, description: x === s.iters ? 'current' : undefined })), back, wholeNumber('iterations', ITERS_SPEC.min, ITERS_SPEC.max));
+      a = await pick<number>(
+        title,
+        'LoftQ alternating iterations; or type a number',
+        values.map((x) => ({ label: String(x), value: x, description: x === s.iters ? 'current' : undefined })),
+        back,
+        wholeNumber('iterations', ITERS_SPEC.min, ITERS_SPEC.max),
+      );
       if (typeof a === 'number') s.iters = a;
     } else if (step === 'quantizer') {
       const qs = [s.quantizer, ...QUANTIZER_NAMES.filter((q) => q !== s.quantizer)];
-      a = await pick<Quantizer>(title, 'Quantizer',
-        qs.map((q) => ({ label: q, value: q, detail: QUANTIZERS[q].detail, description: q === s.quantizer ? 'current' : undefined })), back);
+      a = await pick<Quantizer>(
+        title,
+        'Quantizer',
+        qs.map((q) => ({
+          label: q,
+          value: q,
+          detail: QUANTIZERS[q].detail,
+          description: q === s.quantizer ? 'current' : undefined,
+        })),
+        back,
+      );
       if (typeof a === 'string') s.quantizer = a as Quantizer;
     } else {
       const suggested = out ?? defaultOutFolder(ctx.checkpoint, s);
-      a = await pick<string>(title, 'Output folder (model, loftq_init/ adapter, loftq-report.json)', [
-        { label: suggested, value: suggested, description: 'suggested' },
-        { label: '$(folder-opened) Choose a folder…', value: '' },
-      ], back);
+      a = await pick<string>(
+        title,
+        'Output folder (model, loftq_init/ adapter, loftq-report.json)',
+        [
+          { label: suggested, value: suggested, description: 'suggested' },
+          { label: '$(folder-opened) Choose a folder…', value: '' },
+        ],
+        back,
+      );
       if (a === '') {
-        const chosen = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, canSelectMany: false, defaultUri: vscode.Uri.file(path.dirname(suggested)), openLabel: 'Write LoftQ output here' });
+        const chosen = await vscode.window.showOpenDialog({
+          canSelectFolders: true,
+          canSelectFiles: false,
+          canSelectMany: false,
+          defaultUri: vscode.Uri.file(path.dirname(suggested)),
+          openLabel: 'Write LoftQ output here',
+        });
         if (!chosen?.[0]) continue; // back to the same step
         a = chosen[0].fsPath;
       }

@@ -36,10 +36,13 @@ export class LoftqStatus implements vscode.Disposable {
       this.item.backgroundColor = undefined;
       return;
     }
-    const icon = { starting: '$(loading~spin)', running: '$(pulse)', stopped: '$(circle-slash)', crashed: '$(error)' }[this.server];
+    const icon = { starting: '$(loading~spin)', running: '$(pulse)', stopped: '$(circle-slash)', crashed: '$(error)' }[
+      this.server
+    ];
     this.item.text = `${icon} LoftQ`;
     this.item.tooltip = `LoftQ language server: ${this.server}. Click for the log.`;
-    this.item.backgroundColor = this.server === 'crashed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+    this.item.backgroundColor =
+      this.server === 'crashed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   }
 
   dispose(): void {

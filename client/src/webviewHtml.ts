@@ -13,7 +13,12 @@ export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions 
 
 const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
 
-export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, bundle: 'heatmap' | 'viewer', title: string): string {
+export function webviewHtml(
+  webview: vscode.Webview,
+  extensionUri: vscode.Uri,
+  bundle: 'heatmap' | 'viewer',
+  title: string,
+): string {
   const nonce = randomBytes(18).toString('base64');
   const root = webviewRoot(extensionUri);
   const script = webview.asWebviewUri(vscode.Uri.joinPath(root, `${bundle}.js`)).toString();

@@ -10,7 +10,13 @@ import { startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
 import {
-  contextMenu, explorerRow, openWorkbench, runCommand, screenshot, until, webviewFrame,
+  contextMenu,
+  explorerRow,
+  openWorkbench,
+  runCommand,
+  screenshot,
+  until,
+  webviewFrame,
 } from './harness/workbench';
 import { makeWorkspace, SHARD_1 } from './harness/workspace';
 
@@ -21,8 +27,11 @@ async function toggleTheme(page: Page, toDark: boolean): Promise<void> {
   // Keys typed while a webview has focus stay in the webview: focus the workbench first.
   await page.locator('.tabs-container .tab.active').click();
   await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
-  await until('the theme to switch', async () =>
-    (await page.locator(toDark ? '.monaco-workbench.vs-dark' : '.monaco-workbench.vs').count()) > 0, 30_000);
+  await until(
+    'the theme to switch',
+    async () => (await page.locator(toDark ? '.monaco-workbench.vs-dark' : '.monaco-workbench.vs').count()) > 0,
+    30_000,
+  );
   await page.waitForTimeout(800);
 }
 
@@ -56,10 +65,14 @@ async function main(): Promise<void> {
   cli('quantize', model, '--out', out, '--bits', '4', '--rank', '16', '--iters', '5', '--calib-generate', '16,128');
   cli('eval', model, out, '--tokens', path.join(repoRoot, 'test', 'fixtures', 'stories260k-tokens.json'));
   const server = await startCodeServer({
-    root: path.join(root, 'vscode'), workspace: ws, vsix: packageVsix(path.join(root, 'stage')),
+    root: path.join(root, 'vscode'),
+    workspace: ws,
+    vsix: packageVsix(path.join(root, 'stage')),
     settings: {
-      'workbench.colorTheme': 'Default Dark Modern', 'workbench.preferredLightColorTheme': 'Default Light Modern',
-      'workbench.activityBar.location': 'hidden', 'breadcrumbs.enabled': false,
+      'workbench.colorTheme': 'Default Dark Modern',
+      'workbench.preferredLightColorTheme': 'Default Light Modern',
+      'workbench.activityBar.location': 'hidden',
+      'breadcrumbs.enabled': false,
     },
   });
   const wb = await openWorkbench(server.url, ws);

@@ -11,9 +11,27 @@ import { repoRoot, tempDir } from '../helpers';
 import { CodeServer, startCodeServer } from './harness/codeServer';
 import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
-import { answerQuickInput, contextMenu, explorerRow, notification, openWorkbench, runCommand, screenshot, until, webviewFrame, Workbench } from './harness/workbench';
 import {
-  BROKEN_FILE, makeWorkspace, SHARD_1, SHARDED_LAYERS, SLOW_MATRICES, writeCalibratedRun, XSS_META, XSS_NAME,
+  answerQuickInput,
+  contextMenu,
+  explorerRow,
+  notification,
+  openWorkbench,
+  runCommand,
+  screenshot,
+  until,
+  webviewFrame,
+  Workbench,
+} from './harness/workbench';
+import {
+  BROKEN_FILE,
+  makeWorkspace,
+  SHARD_1,
+  SHARDED_LAYERS,
+  SLOW_MATRICES,
+  writeCalibratedRun,
+  XSS_META,
+  XSS_NAME,
 } from './harness/workspace';
 import { viridis } from '../../webviews/src/colormap';
 
@@ -22,12 +40,17 @@ const assertClose = (a: number, b: number) =>
   assert.ok(Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b)), `${a} ≠ ${b}`);
 /** The heatmap header's facts as { label: text }. */
 const headerFacts = async (frame: Frame): Promise<Record<string, string>> =>
-  Object.fromEntries(await frame.$$eval('.facts dt',
-    (dts) => dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? ''])));
+  Object.fromEntries(
+    await frame.$$eval('.facts dt', (dts) =>
+      dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? '']),
+    ),
+  );
 const legendEnds = (frame: Frame) => frame.$$eval('.legend .lo, .legend .hi', (els) => els.map((e) => e.textContent));
 
 const skip = missingSetup();
-const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f))) ? undefined : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
+const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f)))
+  ? undefined
+  : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
 
 describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   let root: string;
@@ -72,74 +95,112 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     if (root && !process.env.LOFTQ_E2E_KEEP) fs.rmSync(root, { recursive: true, force: true });
   });
 
-  test('opening a checkpoint shows the viewer; a tensor named with <script> renders as text', shot('viewer', async () => {
-    const row = await explorerRow(page, 'markup.safetensors');
-    await row.dblclick();
-    const frame = await webviewFrame(page, 'table.tensor-table tbody tr', 60_000);
-    const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
-    assert.deepEqual([...names].sort(), [XSS_NAME, 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight'].sort());
-    // Markup in names and metadata stayed text: no element was created from it.
-    assert.equal(await frame.$$eval('#app script, #app img', (els) => els.length), 0);
-    const metaText = await frame.$$eval('table.metadata td', (tds) => tds.map((t) => t.textContent));
-    assert.ok(metaText.includes(XSS_META), `metadata shown as text: ${JSON.stringify(metaText)}`);
-    assert.notEqual(await frame.title(), 'pwned');
-    // Totals per dtype from the header: one F32 [4, 8], one F16 [8, 8], one BF16 [8].
-    const dtypes = await frame.$$eval('table.dtypes tr', (trs) => trs.slice(1).map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
-    assert.deepEqual(dtypes.sort(), [['BF16', '1', '8', '16 B'], ['F16', '1', '64', '128 B'], ['F32', '1', '32', '128 B']]);
-    // Sorting by parameters (descending on first click) puts the F16 matrix first.
-    await frame.getByRole('button', { name: 'parameters' }).click();
-    assert.equal(await frame.$eval('table.tensor-table tbody tr td.name', (td) => td.textContent), 'model.layers.0.self_attn.q_proj.weight');
-    // Filtering keeps only the matching tensor.
-    await frame.fill('#filter', 'script');
-    await until('filter', async () => (await frame.$$('table.tensor-table tbody tr')).length === 1);
-    assert.equal(await frame.$eval('table.tensor-table tbody td.name', (td) => td.textContent), XSS_NAME);
-    await screenshot(page, 'viewer-markup');
-    assert.deepEqual(wb!.dialogs, []);
-  }));
+  test(
+    'opening a checkpoint shows the viewer; a tensor named with <script> renders as text',
+    shot('viewer', async () => {
+      const row = await explorerRow(page, 'markup.safetensors');
+      await row.dblclick();
+      const frame = await webviewFrame(page, 'table.tensor-table tbody tr', 60_000);
+      const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
+      assert.deepEqual(
+        [...names].sort(),
+        [XSS_NAME, 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight'].sort(),
+      );
+      // Markup in names and metadata stayed text: no element was created from it.
+      assert.equal(await frame.$$eval('#app script, #app img', (els) => els.length), 0);
+      const metaText = await frame.$$eval('table.metadata td', (tds) => tds.map((t) => t.textContent));
+      assert.ok(metaText.includes(XSS_META), `metadata shown as text: ${JSON.stringify(metaText)}`);
+      assert.notEqual(await frame.title(), 'pwned');
+      // Totals per dtype from the header: one F32 [4, 8], one F16 [8, 8], one BF16 [8].
+      const dtypes = await frame.$$eval('table.dtypes tr', (trs) =>
+        trs.slice(1).map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      assert.deepEqual(dtypes.sort(), [
+        ['BF16', '1', '8', '16 B'],
+        ['F16', '1', '64', '128 B'],
+        ['F32', '1', '32', '128 B'],
+      ]);
+      // Sorting by parameters (descending on first click) puts the F16 matrix first.
+      await frame.getByRole('button', { name: 'parameters' }).click();
+      assert.equal(
+        await frame.$eval('table.tensor-table tbody tr td.name', (td) => td.textContent),
+        'model.layers.0.self_attn.q_proj.weight',
+      );
+      // Filtering keeps only the matching tensor.
+      await frame.fill('#filter', 'script');
+      await until('filter', async () => (await frame.$$('table.tensor-table tbody tr')).length === 1);
+      assert.equal(await frame.$eval('table.tensor-table tbody td.name', (td) => td.textContent), XSS_NAME);
+      await screenshot(page, 'viewer-markup');
+      assert.deepEqual(wb!.dialogs, []);
+    }),
+  );
 
-  test('Quantize with LoftQ from the Explorer → heatmap with one cell per matrix', { skip: noEngine }, shot('quantize', async () => {
-    await quantizeFromExplorer('stories260k/model.safetensors', { bits: '2-bit', rank: '8', iters: '2' });
-    const out = path.join(ws, 'stories260k', 'model-loftq-nf2-r8');
-    const done = await notification(page, /LoftQ done: \d+ matrices/, 180_000);
-    const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
-    assert.equal(report.settings.bits, 2);
-    assert.equal(report.matrices[0].rank, 8);
-    assert.equal(report.matrices[0].iters, 2);
-    assert.equal(report.matrices.length, 35); // 5 layers × q k v o gate up down
-    await done.getByRole('button', { name: 'Open Heatmap' }).click();
-    const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
-    await until('all cells', async () => (await frame.$$('.grid .cell[data-name]')).length === report.matrices.length);
-    const cells = await frame.$$eval('.grid .cell[data-name]', (els) => els.map((e) => ({ name: e.getAttribute('data-name')!, value: Number(e.getAttribute('data-value')), text: e.textContent })));
-    const byName = new Map(cells.map((c) => [c.name, c]));
-    for (const m of report.matrices) {
-      const c = byName.get(m.name);
-      assert.ok(c, `cell for ${m.name}`);
-      assert.equal(c.value, Math.fround(m.relError), m.name);
-      assert.equal(c.text, m.relError.toFixed(4));
-    }
-    const cols = await frame.$$eval('.grid .colhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
-    assert.deepEqual(cols, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
-    const rows = await frame.$$eval('.grid .rowhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
-    assert.deepEqual(rows, ['0', '1', '2', '3', '4']);
-    // Keyboard: the first cell is in the tab order; ArrowRight moves to the next module.
-    const first = frame.locator('.grid .cell[tabindex="0"]');
-    await first.focus();
-    await page.keyboard.press('ArrowRight');
-    assert.equal(await frame.evaluate('document.activeElement.dataset.name'), 'model.layers.0.self_attn.k_proj.weight');
-    assert.match((await frame.locator('.details .name').textContent()) ?? '', /k_proj/);
-    await screenshot(page, 'heatmap');
-    await checkHeatmapExplainsItself(frame, report);
-    // Clicking a cell reveals that module's entry in the plan; with no plan yet, offer to create one.
-    await frame.locator('.grid .cell[data-name="model.layers.3.mlp.down_proj.weight"]').click();
-    const ask = await notification(page, /No loftq\.json plans model\.safetensors/, 20_000);
-    await ask.getByRole('button', { name: 'Create Plan' }).click();
-    const planFile = path.join(ws, 'stories260k', 'loftq.json');
-    await until('loftq.json written', async () => fs.existsSync(planFile));
-    await page.locator('.tabs-container .tab.active', { hasText: 'loftq.json' }).waitFor();
-    await until('the new override to be selected', async () => (await page.locator('.monaco-editor .selected-text').count()) > 0);
-    const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
-    assert.deepEqual(created, { checkpoint: './model.safetensors', defaults: {}, overrides: [{ match: 'model.layers.3.mlp.down_proj' }] });
-  }));
+  test(
+    'Quantize with LoftQ from the Explorer → heatmap with one cell per matrix',
+    { skip: noEngine },
+    shot('quantize', async () => {
+      await quantizeFromExplorer('stories260k/model.safetensors', { bits: '2-bit', rank: '8', iters: '2' });
+      const out = path.join(ws, 'stories260k', 'model-loftq-nf2-r8');
+      const done = await notification(page, /LoftQ done: \d+ matrices/, 180_000);
+      const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
+      assert.equal(report.settings.bits, 2);
+      assert.equal(report.matrices[0].rank, 8);
+      assert.equal(report.matrices[0].iters, 2);
+      assert.equal(report.matrices.length, 35); // 5 layers × q k v o gate up down
+      await done.getByRole('button', { name: 'Open Heatmap' }).click();
+      const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
+      await until(
+        'all cells',
+        async () => (await frame.$$('.grid .cell[data-name]')).length === report.matrices.length,
+      );
+      const cells = await frame.$$eval('.grid .cell[data-name]', (els) =>
+        els.map((e) => ({
+          name: e.getAttribute('data-name')!,
+          value: Number(e.getAttribute('data-value')),
+          text: e.textContent,
+        })),
+      );
+      const byName = new Map(cells.map((c) => [c.name, c]));
+      for (const m of report.matrices) {
+        const c = byName.get(m.name);
+        assert.ok(c, `cell for ${m.name}`);
+        assert.equal(c.value, Math.fround(m.relError), m.name);
+        assert.equal(c.text, m.relError.toFixed(4));
+      }
+      const cols = await frame.$$eval('.grid .colhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
+      assert.deepEqual(cols, ['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
+      const rows = await frame.$$eval('.grid .rowhead:not(.mean-head)', (els) => els.map((e) => e.textContent));
+      assert.deepEqual(rows, ['0', '1', '2', '3', '4']);
+      // Keyboard: the first cell is in the tab order; ArrowRight moves to the next module.
+      const first = frame.locator('.grid .cell[tabindex="0"]');
+      await first.focus();
+      await page.keyboard.press('ArrowRight');
+      assert.equal(
+        await frame.evaluate('document.activeElement.dataset.name'),
+        'model.layers.0.self_attn.k_proj.weight',
+      );
+      assert.match((await frame.locator('.details .name').textContent()) ?? '', /k_proj/);
+      await screenshot(page, 'heatmap');
+      await checkHeatmapExplainsItself(frame, report);
+      // Clicking a cell reveals that module's entry in the plan; with no plan yet, offer to create one.
+      await frame.locator('.grid .cell[data-name="model.layers.3.mlp.down_proj.weight"]').click();
+      const ask = await notification(page, /No loftq\.json plans model\.safetensors/, 20_000);
+      await ask.getByRole('button', { name: 'Create Plan' }).click();
+      const planFile = path.join(ws, 'stories260k', 'loftq.json');
+      await until('loftq.json written', async () => fs.existsSync(planFile));
+      await page.locator('.tabs-container .tab.active', { hasText: 'loftq.json' }).waitFor();
+      await until(
+        'the new override to be selected',
+        async () => (await page.locator('.monaco-editor .selected-text').count()) > 0,
+      );
+      const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
+      assert.deepEqual(created, {
+        checkpoint: './model.safetensors',
+        defaults: {},
+        overrides: [{ match: 'model.layers.3.mlp.down_proj' }],
+      });
+    }),
+  );
 
   /** Header, means, hover, metric switch and fixed range of the NF2 rank-8 heatmap, against the report. */
   const checkHeatmapExplainsItself = async (frame: Frame, report: Report) => {
@@ -160,8 +221,9 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     // Means: the first cell of the mean row is the q column's, the last cell of row 0 is layer 0's.
     const colMean = Number(await frame.$eval('.mean-row .cell.mean', (e) => e.getAttribute('data-mean')));
     assertClose(colMean, avg(f32(report.matrices.filter((m) => m.name.includes('.q_proj.')).map((m) => m.relError))));
-    const rowMeans = await frame.$$eval('.grid .row .cell.mean',
-      (els) => els.map((e) => Number(e.getAttribute('data-mean'))));
+    const rowMeans = await frame.$$eval('.grid .row .cell.mean', (els) =>
+      els.map((e) => Number(e.getAttribute('data-mean'))),
+    );
     const layer0 = report.matrices.filter((m) => m.name.startsWith('model.layers.0.'));
     assertClose(rowMeans[0], avg(f32(layer0.map((m) => m.relError))));
     // Hover: the cell is outlined and its row and column headers are highlighted.
@@ -169,14 +231,18 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     const up2 = '.grid .cell[data-name="model.layers.2.mlp.up_proj.weight"]';
     await frame.hover(up2);
     assert.ok(await frame.$eval(up2, (e) => e.classList.contains('current')));
-    assert.deepEqual(await frame.$$eval('.rowhead.hl, .colhead.hl', (els) => els.map((e) => e.textContent)), ['up', '2']);
+    assert.deepEqual(await frame.$$eval('.rowhead.hl, .colhead.hl', (els) => els.map((e) => e.textContent)), [
+      'up',
+      '2',
+    ]);
     // The sparkline has axes and marks one iteration.
     assert.equal(await frame.locator('.details .spark .spark-axis').count(), 2);
     assert.equal(await frame.locator('.details .spark .spark-best').count(), 1);
     // Improvement: QLoRA ÷ LoftQ per cell on a diverging palette; higher is better.
     await frame.click('button[data-metric="ratio"]');
-    const ratios = await frame.$$eval('.grid .cell[data-name]',
-      (els) => els.map((e) => [e.getAttribute('data-name'), e.textContent]));
+    const ratios = await frame.$$eval('.grid .cell[data-name]', (els) =>
+      els.map((e) => [e.getAttribute('data-name'), e.textContent]),
+    );
     for (const [name, text] of ratios) {
       const m = report.matrices.find((x) => x.name === name)!;
       assert.equal(text, `${(Math.fround(m.qloraRelError) / Math.fround(m.relError)).toFixed(2)}×`, name!);
@@ -188,56 +254,78 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await frame.click('button[data-metric="loftq"]');
     assert.deepEqual(await legendEnds(frame), ['0.0000', '0.5000']);
     const probe = report.matrices[0];
-    const bg = await frame.$eval(`.grid .cell[data-name="${probe.name}"]`,
-      (e) => (e as unknown as { style: { backgroundColor: string } }).style.backgroundColor);
+    const bg = await frame.$eval(
+      `.grid .cell[data-name="${probe.name}"]`,
+      (e) => (e as unknown as { style: { backgroundColor: string } }).style.backgroundColor,
+    );
     assert.equal(bg, `rgb(${viridis(Math.fround(probe.relError) / 0.5)!.join(', ')})`);
     await frame.click('button[data-scale="data"]');
   };
 
-  test('Cancel on the progress notification stops a run half-way and leaves no files', { skip: noEngine }, shot('cancel', async () => {
-    // Toasts left by the test before (some with buttons, so they stay) must not crowd out
-    // the progress notification.
-    await runCommand(page, 'Notifications: Clear All Notifications');
-    await quantizeFromExplorer('slow/model.safetensors', { bits: '2-bit', rank: '64', iters: '10' });
-    const out = path.join(ws, 'slow', 'model-loftq-nf2-r64');
-    // Half-way, read from the disk rather than from a toast's changing text: at least one
-    // matrix finished (its journal entry, renamed into place, exists), not all of them.
-    const journal = path.join(out, '.loftq-journal');
-    const finished = () => (fs.existsSync(journal) ? fs.readdirSync(journal).filter((f) => f.endsWith('.safetensors') && !f.startsWith('.')).length : 0);
-    await until('a first matrix to finish', async () => finished() >= 1, 180_000, 100);
-    assert.ok(finished() < SLOW_MATRICES, 'the run is still going');
-    const progress = await notification(page, /LoftQ 2-bit: model\.safetensors/, 30_000);
-    await progress.getByRole('button', { name: 'Cancel' }).click();
-    await notification(page, /LoftQ run on model\.safetensors cancelled; no output was written/, 60_000);
-    assert.ok(!fs.existsSync(out), `${out} left behind: ${fs.existsSync(out) ? fs.readdirSync(out, { recursive: true }).join(', ') : ''}`);
-    // The live heatmap says how the run ended.
-    await until('the heatmap to show the cancellation', async () => {
-      for (const f of page.frames()) {
-        const h1 = await f.$eval('header h1', (e) => e.textContent ?? '').catch(() => '');
-        if (/model-loftq-nf2-r64 — cancelled after [1-9]\d* matrices; nothing was written/.test(h1)) return true;
-      }
-      return false;
-    }, 20_000);
-    await screenshot(page, 'cancelled');
-  }));
+  test(
+    'Cancel on the progress notification stops a run half-way and leaves no files',
+    { skip: noEngine },
+    shot('cancel', async () => {
+      // Toasts left by the test before (some with buttons, so they stay) must not crowd out
+      // the progress notification.
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      await quantizeFromExplorer('slow/model.safetensors', { bits: '2-bit', rank: '64', iters: '10' });
+      const out = path.join(ws, 'slow', 'model-loftq-nf2-r64');
+      // Half-way, read from the disk rather than from a toast's changing text: at least one
+      // matrix finished (its journal entry, renamed into place, exists), not all of them.
+      const journal = path.join(out, '.loftq-journal');
+      const finished = () =>
+        fs.existsSync(journal)
+          ? fs.readdirSync(journal).filter((f) => f.endsWith('.safetensors') && !f.startsWith('.')).length
+          : 0;
+      await until('a first matrix to finish', async () => finished() >= 1, 180_000, 100);
+      assert.ok(finished() < SLOW_MATRICES, 'the run is still going');
+      const progress = await notification(page, /LoftQ 2-bit: model\.safetensors/, 30_000);
+      await progress.getByRole('button', { name: 'Cancel' }).click();
+      await notification(page, /LoftQ run on model\.safetensors cancelled; no output was written/, 60_000);
+      assert.ok(
+        !fs.existsSync(out),
+        `${out} left behind: ${fs.existsSync(out) ? fs.readdirSync(out, { recursive: true }).join(', ') : ''}`,
+      );
+      // The live heatmap says how the run ended.
+      await until(
+        'the heatmap to show the cancellation',
+        async () => {
+          for (const f of page.frames()) {
+            const h1 = await f.$eval('header h1', (e) => e.textContent ?? '').catch(() => '');
+            if (/model-loftq-nf2-r64 — cancelled after [1-9]\d* matrices; nothing was written/.test(h1)) return true;
+          }
+          return false;
+        },
+        20_000,
+      );
+      await screenshot(page, 'cancelled');
+    }),
+  );
 
-  test('the quantized checkpoint opens in the viewer with the report\'s error columns', { skip: noEngine }, shot('viewer-errors', async () => {
-    const out = 'stories260k/model-loftq-nf2-r8';
-    const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
-    const row = await explorerRow(page, `${out}/model.safetensors`);
-    await row.dblclick();
-    // The summary line tells this viewer (with a report) from the earlier one on markup.safetensors.
-    const frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors for 35 matrices")', 60_000);
-    await frame.fill('#filter', 'q_proj');
-    await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
-    const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
-    for (const cells of rows) {
-      const m = report.matrices.find((x) => x.name === cells[0])!;
-      assert.ok(m, `${cells[0]} in the report`);
-      assert.deepEqual(cells.slice(5), [String(m.bits), m.relError.toFixed(5), m.qloraRelError.toFixed(5)]);
-    }
-    await screenshot(page, 'viewer-errors');
-  }));
+  test(
+    "the quantized checkpoint opens in the viewer with the report's error columns",
+    { skip: noEngine },
+    shot('viewer-errors', async () => {
+      const out = 'stories260k/model-loftq-nf2-r8';
+      const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
+      const row = await explorerRow(page, `${out}/model.safetensors`);
+      await row.dblclick();
+      // The summary line tells this viewer (with a report) from the earlier one on markup.safetensors.
+      const frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors for 35 matrices")', 60_000);
+      await frame.fill('#filter', 'q_proj');
+      await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
+      const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) =>
+        trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      for (const cells of rows) {
+        const m = report.matrices.find((x) => x.name === cells[0])!;
+        assert.ok(m, `${cells[0]} in the report`);
+        assert.deepEqual(cells.slice(5), [String(m.bits), m.relError.toFixed(5), m.qloraRelError.toFixed(5)]);
+      }
+      await screenshot(page, 'viewer-errors');
+    }),
+  );
 
   /** LoftQ: Open Error Heatmap from the command palette, picking the report whose path contains `folder`. */
   const openHeatmapFromPalette = async (folder: string) => {
@@ -246,231 +334,336 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     await runCommand(page, 'LoftQ: Open Error Heatmap');
     const widget = page.locator('.quick-input-widget');
     const input = widget.locator('.quick-input-box input');
-    await until('the report quick pick',
-      async () => (await widget.locator('.monaco-list-row').filter({ hasText: 'loftq-report.json' }).count()) > 0, 20_000);
+    await until(
+      'the report quick pick',
+      async () => (await widget.locator('.monaco-list-row').filter({ hasText: 'loftq-report.json' }).count()) > 0,
+      20_000,
+    );
     await input.fill(folder);
-    await until(`${folder} to be the active item`,
-      async () => ((await widget.locator('.monaco-list-row.focused').first().textContent()) ?? '').includes(folder), 10_000);
+    await until(
+      `${folder} to be the active item`,
+      async () => ((await widget.locator('.monaco-list-row.focused').first().textContent()) ?? '').includes(folder),
+      10_000,
+    );
     await input.press('Enter');
     const tab = page.locator('.tabs-container .tab.active', { hasText: `LoftQ Heatmap — ${folder}` });
     await until(`the ${folder} heatmap tab to be active`, async () => (await tab.count()) === 1, 20_000);
   };
 
-  test('a calibrated run: the heatmap offers output error; reopening a report reuses its tab', { skip: noEngine },
+  test(
+    'a calibrated run: the heatmap offers output error; reopening a report reuses its tab',
+    { skip: noEngine },
     shot('heatmap-output', async () => {
-    const reportPath = await writeCalibratedRun(ws, 'model-loftq-calibrated');
-    const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
-    assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
-    const rel = 'stories260k/model-loftq-calibrated/loftq-report.json';
-    await contextMenu(page, rel, 'Open Error Heatmap');
-    const frame = await webviewFrame(page, 'button[data-space="output"]', 60_000);
-    assert.equal(await frame.$eval('header h1', (e) => e.textContent), 'model-loftq-calibrated');
-    const facts = await headerFacts(frame);
-    assert.equal(facts.calibration, 'tokens: 4 sequences, 128 tokens');
-    const outMean = avg(report.matrices.map((m) => Math.fround(m.outputRelError!)));
-    const outMeans = facts['mean output error'];
-    assert.ok(outMeans.startsWith(`LoftQ ${outMean.toFixed(4)} · QLoRA `), outMeans);
-    await frame.click('button[data-space="output"]');
-    const cells = await frame.$$eval('.grid .cell[data-name]',
-      (els) => els.map((e) => [e.getAttribute('data-name'), Number(e.getAttribute('data-value')), e.textContent] as const));
-    assert.equal(cells.length, report.matrices.length);
-    for (const [name, value, text] of cells) {
-      const m = report.matrices.find((x) => x.name === name)!;
-      assert.equal(value, Math.fround(m.outputRelError!), name!);
-      assert.equal(text, m.outputRelError!.toFixed(4), name!);
-    }
-    assert.match((await frame.$eval('.legend .help', (e) => e.textContent)) ?? '', /^Output error after LoftQ/);
-    await frame.click('button[data-metric="outputRatio"]');
-    const m0 = report.matrices[0];
-    assert.equal(await frame.$eval(`.grid .cell[data-name="${m0.name}"]`, (e) => e.textContent),
-      `${(Math.fround(m0.qloraOutputRelError!) / Math.fround(m0.outputRelError!)).toFixed(2)}×`);
-    // The sparkline marks the iteration the run kept.
-    await frame.hover(`.grid .cell[data-name="${m0.name}"]`);
-    assert.equal(await frame.$eval('.details .spark-best title', (e) => e.textContent),
-      `iteration ${m0.bestIter}: ${m0.relErrorPerIter[m0.bestIter! - 1].toFixed(5)} (kept)`);
-    await screenshot(page, 'heatmap-output');
-    // Opening the same report (or the NF2 one from before) again shows the tab already open.
-    const tabs = (name: string) => page.locator('.tabs-container .tab', { hasText: `LoftQ Heatmap — ${name}` }).count();
-    // (Explorer rows are found by depth and name, so the NF2 report is picked in the command's quick pick.)
-    await contextMenu(page, rel, 'Open Error Heatmap');
-    await openHeatmapFromPalette('model-loftq-nf2-r8');
-    await openHeatmapFromPalette('model-loftq-nf2-r8');
-    const nf2Tab = page.locator('.tabs-container .tab.active', { hasText: 'model-loftq-nf2-r8' });
-    await until('the NF2 heatmap tab to be active', async () => (await nf2Tab.count()) === 1);
-    assert.equal(await tabs('model-loftq-calibrated'), 1);
-    assert.equal(await tabs('model-loftq-nf2-r8'), 1);
-  }));
+      const reportPath = await writeCalibratedRun(ws, 'model-loftq-calibrated');
+      const report = JSON.parse(fs.readFileSync(reportPath, 'utf8')) as Report;
+      assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
+      const rel = 'stories260k/model-loftq-calibrated/loftq-report.json';
+      await contextMenu(page, rel, 'Open Error Heatmap');
+      const frame = await webviewFrame(page, 'button[data-space="output"]', 60_000);
+      assert.equal(await frame.$eval('header h1', (e) => e.textContent), 'model-loftq-calibrated');
+      const facts = await headerFacts(frame);
+      assert.equal(facts.calibration, 'tokens: 4 sequences, 128 tokens');
+      const outMean = avg(report.matrices.map((m) => Math.fround(m.outputRelError!)));
+      const outMeans = facts['mean output error'];
+      assert.ok(outMeans.startsWith(`LoftQ ${outMean.toFixed(4)} · QLoRA `), outMeans);
+      await frame.click('button[data-space="output"]');
+      const cells = await frame.$$eval('.grid .cell[data-name]', (els) =>
+        els.map((e) => [e.getAttribute('data-name'), Number(e.getAttribute('data-value')), e.textContent] as const),
+      );
+      assert.equal(cells.length, report.matrices.length);
+      for (const [name, value, text] of cells) {
+        const m = report.matrices.find((x) => x.name === name)!;
+        assert.equal(value, Math.fround(m.outputRelError!), name!);
+        assert.equal(text, m.outputRelError!.toFixed(4), name!);
+      }
+      assert.match((await frame.$eval('.legend .help', (e) => e.textContent)) ?? '', /^Output error after LoftQ/);
+      await frame.click('button[data-metric="outputRatio"]');
+      const m0 = report.matrices[0];
+      assert.equal(
+        await frame.$eval(`.grid .cell[data-name="${m0.name}"]`, (e) => e.textContent),
+        `${(Math.fround(m0.qloraOutputRelError!) / Math.fround(m0.outputRelError!)).toFixed(2)}×`,
+      );
+      // The sparkline marks the iteration the run kept.
+      await frame.hover(`.grid .cell[data-name="${m0.name}"]`);
+      assert.equal(
+        await frame.$eval('.details .spark-best title', (e) => e.textContent),
+        `iteration ${m0.bestIter}: ${m0.relErrorPerIter[m0.bestIter! - 1].toFixed(5)} (kept)`,
+      );
+      await screenshot(page, 'heatmap-output');
+      // Opening the same report (or the NF2 one from before) again shows the tab already open.
+      const tabs = (name: string) =>
+        page.locator('.tabs-container .tab', { hasText: `LoftQ Heatmap — ${name}` }).count();
+      // (Explorer rows are found by depth and name, so the NF2 report is picked in the command's quick pick.)
+      await contextMenu(page, rel, 'Open Error Heatmap');
+      await openHeatmapFromPalette('model-loftq-nf2-r8');
+      await openHeatmapFromPalette('model-loftq-nf2-r8');
+      const nf2Tab = page.locator('.tabs-container .tab.active', { hasText: 'model-loftq-nf2-r8' });
+      await until('the NF2 heatmap tab to be active', async () => (await nf2Tab.count()) === 1);
+      assert.equal(await tabs('model-loftq-calibrated'), 1);
+      assert.equal(await tabs('model-loftq-nf2-r8'), 1);
+    }),
+  );
 
-  test('the viewer on one shard: note and link to its checkpoint, module tree, natural order',
+  test(
+    'the viewer on one shard: note and link to its checkpoint, module tree, natural order',
     shot('viewer-shard', async () => {
-    const row = await explorerRow(page, `sharded/${SHARD_1}`);
-    await row.dblclick();
-    const frame = await webviewFrame(page, '.shard-note', 60_000);
-    assert.equal(await frame.$eval('.shard-note', (e) => e.textContent),
-      'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). '
-      + 'Quantize works on the whole checkpoint.');
-    assert.equal(await frame.$eval('#quantize', (e) => e.textContent), 'Quantize the whole checkpoint with LoftQ');
-    // Natural order: layer 2 before layer 10 (plain string order would put 10 first).
-    const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
-    const even = Array.from({ length: SHARDED_LAYERS / 2 }, (_, i) => 2 * i);
-    const perLayer = (l: number) => [`model.layers.${l}.mlp.down_proj.weight`, `model.layers.${l}.self_attn.q_proj.weight`];
-    assert.deepEqual(names, ['model.embed_tokens.weight', ...even.flatMap(perLayer)]);
-    // The tree: layers in natural order under model.layers; a layer narrows the table to its tensors.
-    const layers = await frame.$$eval('li[data-path="model.layers"] > details > ul > li > details > summary .label',
-      (els) => els.map((e) => e.textContent));
-    assert.deepEqual(layers, even.map(String));
-    await frame.click('li[data-path="model.layers.10"] > details > summary button.node');
-    await until('the table to show layer 10 only',
-      async () => (await frame.$$('table.tensor-table tbody tr')).length === 2);
-    assert.deepEqual(await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent)),
-      ['model.layers.10.mlp.down_proj.weight', 'model.layers.10.self_attn.q_proj.weight']);
-    await screenshot(page, 'viewer-shard');
-    await frame.click('#open-index');
-    const indexTab = page.locator('.tabs-container .tab.active', { hasText: 'model.safetensors.index.json' });
-    await indexTab.waitFor({ timeout: 20_000 });
-  }));
+      const row = await explorerRow(page, `sharded/${SHARD_1}`);
+      await row.dblclick();
+      const frame = await webviewFrame(page, '.shard-note', 60_000);
+      assert.equal(
+        await frame.$eval('.shard-note', (e) => e.textContent),
+        'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). ' +
+          'Quantize works on the whole checkpoint.',
+      );
+      assert.equal(await frame.$eval('#quantize', (e) => e.textContent), 'Quantize the whole checkpoint with LoftQ');
+      // Natural order: layer 2 before layer 10 (plain string order would put 10 first).
+      const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
+      const even = Array.from({ length: SHARDED_LAYERS / 2 }, (_, i) => 2 * i);
+      const perLayer = (l: number) => [
+        `model.layers.${l}.mlp.down_proj.weight`,
+        `model.layers.${l}.self_attn.q_proj.weight`,
+      ];
+      assert.deepEqual(names, ['model.embed_tokens.weight', ...even.flatMap(perLayer)]);
+      // The tree: layers in natural order under model.layers; a layer narrows the table to its tensors.
+      const layers = await frame.$$eval(
+        'li[data-path="model.layers"] > details > ul > li > details > summary .label',
+        (els) => els.map((e) => e.textContent),
+      );
+      assert.deepEqual(layers, even.map(String));
+      await frame.click('li[data-path="model.layers.10"] > details > summary button.node');
+      await until(
+        'the table to show layer 10 only',
+        async () => (await frame.$$('table.tensor-table tbody tr')).length === 2,
+      );
+      assert.deepEqual(await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent)), [
+        'model.layers.10.mlp.down_proj.weight',
+        'model.layers.10.self_attn.q_proj.weight',
+      ]);
+      await screenshot(page, 'viewer-shard');
+      await frame.click('#open-index');
+      const indexTab = page.locator('.tabs-container .tab.active', { hasText: 'model.safetensors.index.json' });
+      await indexTab.waitFor({ timeout: 20_000 });
+    }),
+  );
 
-  test('the viewer on a broken file says why and offers no Quantize', shot('viewer-broken', async () => {
-    const row = await explorerRow(page, BROKEN_FILE);
-    await row.dblclick();
-    const frame = await webviewFrame(page, '.error[role="alert"]', 60_000);
-    assert.match((await frame.$eval('.error', (e) => e.textContent)) ?? '', /broken\.safetensors/);
-    assert.equal((await frame.$$('#quantize')).length, 0);
-    assert.equal((await frame.$$('#reopen')).length, 1);
-  }));
+  test(
+    'the viewer on a broken file says why and offers no Quantize',
+    shot('viewer-broken', async () => {
+      const row = await explorerRow(page, BROKEN_FILE);
+      await row.dblclick();
+      const frame = await webviewFrame(page, '.error[role="alert"]', 60_000);
+      assert.match((await frame.$eval('.error', (e) => e.textContent)) ?? '', /broken\.safetensors/);
+      assert.equal((await frame.$$('#quantize')).length, 0);
+      assert.equal((await frame.$$('#reopen')).length, 1);
+    }),
+  );
 
-  test('loftq.json: diagnostics in the Problems panel, a quick fix edits the file', { skip: noEngine }, shot('plan', async () => {
-    const planFile = path.join(ws, 'stories260k', 'loftq.json');
-    fs.writeFileSync(planFile, [
-      '{',
-      '  // a plan as a user writes it: comments stay when a quick fix edits it',
-      '  "checkpoint": "./model.safetensors",',
-      '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
-      '  "overrides": [',
-      '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 },',
-      '    { "match": "model.layers.*.mlp.nonexistent", "bits": 8 }',
-      '  ]',
-      '}',
-      '',
-    ].join('\n'));
-    const row = await explorerRow(page, 'stories260k/loftq.json');
-    await row.dblclick();
-    await page.locator('.monaco-editor .view-lines', { hasText: 'nonexistent' }).first().waitFor();
-    await page.keyboard.press('Control+Shift+M');
-    const problem = page.locator('.markers-panel .monaco-list-row', { hasText: "'model.layers.*.mlp.nonexistent' matches no tensor" }).first();
-    await problem.waitFor({ timeout: 60_000 });
-    await screenshot(page, 'plan-problems');
-    // Go to the problem, open the quick fixes (Ctrl+.) and apply the removal.
-    await problem.dblclick();
-    await page.locator('.monaco-editor .view-line', { hasText: 'nonexistent' }).first().click();
-    const fix = page.getByText("Remove override 'model.layers.*.mlp.nonexistent'").first();
-    await until('the quick fix menu', async () => {
-      await page.keyboard.press('Control+.');
-      try {
-        await fix.waitFor({ timeout: 3000 });
-        return true;
-      } catch {
-        await page.keyboard.press('Escape');
-        return false;
+  test(
+    'loftq.json: diagnostics in the Problems panel, a quick fix edits the file',
+    { skip: noEngine },
+    shot('plan', async () => {
+      const planFile = path.join(ws, 'stories260k', 'loftq.json');
+      fs.writeFileSync(
+        planFile,
+        [
+          '{',
+          '  // a plan as a user writes it: comments stay when a quick fix edits it',
+          '  "checkpoint": "./model.safetensors",',
+          '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
+          '  "overrides": [',
+          '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 },',
+          '    { "match": "model.layers.*.mlp.nonexistent", "bits": 8 }',
+          '  ]',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      const row = await explorerRow(page, 'stories260k/loftq.json');
+      await row.dblclick();
+      await page.locator('.monaco-editor .view-lines', { hasText: 'nonexistent' }).first().waitFor();
+      await page.keyboard.press('Control+Shift+M');
+      const problem = page
+        .locator('.markers-panel .monaco-list-row', { hasText: "'model.layers.*.mlp.nonexistent' matches no tensor" })
+        .first();
+      await problem.waitFor({ timeout: 60_000 });
+      await screenshot(page, 'plan-problems');
+      // Go to the problem, open the quick fixes (Ctrl+.) and apply the removal.
+      await problem.dblclick();
+      await page.locator('.monaco-editor .view-line', { hasText: 'nonexistent' }).first().click();
+      const fix = page.getByText("Remove override 'model.layers.*.mlp.nonexistent'").first();
+      await until(
+        'the quick fix menu',
+        async () => {
+          await page.keyboard.press('Control+.');
+          try {
+            await fix.waitFor({ timeout: 3000 });
+            return true;
+          } catch {
+            await page.keyboard.press('Escape');
+            return false;
+          }
+        },
+        30_000,
+      );
+      // The menu opens with its first fix focused; Enter applies it (a mouse click races the menu's layout).
+      await page.keyboard.press('Enter');
+      await until(
+        'the override to disappear from the editor',
+        async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'),
+      );
+      await page.keyboard.press('Control+S');
+      await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
+      const text = fs.readFileSync(planFile, 'utf8');
+      assert.match(text, /\/\/ a plan as a user writes it/);
+      assert.match(text, /"match": "model\.layers\.\*\.self_attn\.q_proj", "bits": 4/);
+      await until(
+        'the warning to leave the Problems panel',
+        async () =>
+          (await page.locator('.markers-panel .monaco-list-row', { hasText: 'matches no tensor' }).count()) === 0,
+      );
+      await screenshot(page, 'plan-fixed');
+    }),
+  );
+
+  test(
+    "the whole loop: analyze → heatmap → planner's plan → plan diagnostics → quick fix → rerun",
+    { skip: noEngine },
+    shot('loop', async () => {
+      const planFile = path.join(ws, 'stories260k', 'loftq.json');
+      fs.writeFileSync(
+        planFile,
+        [
+          '{',
+          '  // a plan as a user writes it: comments stay when the planner edits it',
+          '  "checkpoint": "./model.safetensors",',
+          '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
+          '  "overrides": [',
+          '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 }',
+          '  ]',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      // Analyze from the plan's context menu: the widths 2, 3, 4 and the rank offered first.
+      await contextMenu(page, 'stories260k/loftq.json', 'Analyze with LoftQ');
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
+      const analysed = await notification(
+        page,
+        /LoftQ analysis of model\.safetensors: mean LoftQ error 2-bit [\d.]+, 3-bit [\d.]+, 4-bit [\d.]+/,
+        240_000,
+      );
+      const analysisFile = path.join(ws, 'stories260k', 'loftq-analysis', 'loftq-report.json');
+      const analysis = JSON.parse(fs.readFileSync(analysisFile, 'utf8')) as Report;
+      assert.deepEqual(
+        analysis.analyses!.map((a) => a.bits),
+        [2, 3, 4],
+      );
+      await analysed.getByRole('button', { name: 'Open Heatmap' }).click();
+      const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
+      await until(
+        'the analysis heatmap',
+        async () => (await frame.$$('.grid .cell[data-name]')).length === analysis.matrices.length,
+      );
+
+      // The planner's plan within the plan's budget, shown as a diff, applied.
+      const before = fs.readFileSync(planFile, 'utf8');
+      await contextMenu(page, 'stories260k/loftq.json', 'Plan Mixed Precision…');
+      // The budget box is pre-filled (2.5 bits per weight): Enter accepts it.
+      const budgetBox = page.locator('.quick-input-widget');
+      await until(
+        'the budget box',
+        async () =>
+          /^Plan Mixed Precision: /.test(
+            (await budgetBox
+              .locator('.quick-input-title')
+              .textContent()
+              .catch(() => '')) ?? '',
+          ),
+        20_000,
+      );
+      await budgetBox.locator('.quick-input-box input').press('Enter');
+      const apply = await notification(
+        page,
+        /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight/,
+        60_000,
+      );
+      await page.locator('.tabs-container .tab', { hasText: "planner's plan" }).first().waitFor();
+      await apply.getByRole('button', { name: 'Apply' }).click();
+      await until("the planner's plan on disk", async () => fs.readFileSync(planFile, 'utf8') !== before);
+      const planned = fs.readFileSync(planFile, 'utf8');
+      assert.match(planned, /\/\/ a plan as a user writes it: comments stay when the planner edits it/);
+
+      // Its diagnostics use the analysis; a worst-matrices warning offers a quick fix.
+      const row = await explorerRow(page, 'stories260k/loftq.json');
+      await row.dblclick();
+      await page.keyboard.press('Control+Shift+M');
+      const worst = page
+        .locator('.markers-panel .monaco-list-row', { hasText: /LoftQ error [\d.–]+, top \d+% of the model/ })
+        .first();
+      await worst.waitFor({ timeout: 60_000 });
+      await worst.dblclick();
+      const fix = page
+        .locator('.action-widget .monaco-list-row', { hasText: /^(Quantize .* at \d bits|Raise rank of .*)$/ })
+        .first();
+      await until(
+        'the quick fix menu on the worst matrices',
+        async () => {
+          await page.keyboard.press('Control+.');
+          try {
+            await fix.waitFor({ timeout: 3000 });
+            return true;
+          } catch {
+            await page.keyboard.press('Escape');
+            return false;
+          }
+        },
+        30_000,
+      );
+      const shotFile = await screenshot(page, 'plan-quickfix');
+      if (process.env.LOFTQ_DOCS_IMAGES)
+        fs.copyFileSync(shotFile, path.join(process.env.LOFTQ_DOCS_IMAGES, 'plan-quickfix.png'));
+      const shown = await page.locator('.monaco-editor .view-lines').first().textContent();
+      await page.keyboard.press('Enter');
+      await until(
+        'the quick fix to edit the plan',
+        async () => (await page.locator('.monaco-editor .view-lines').first().textContent()) !== shown,
+      );
+      await page.keyboard.press('Control+S');
+      await until('the fixed plan on disk', async () => fs.readFileSync(planFile, 'utf8') !== planned);
+
+      // Rerun with the plan: the picks say it is applied; Enter through every step.
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      await contextMenu(page, 'stories260k/loftq.json', 'Quantize with LoftQ');
+      await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/\d+\) — loftq\.json applied$/);
+      const widget = page.locator('.quick-input-widget');
+      for (let k = 0; k < 6; k++) {
+        const title = (await widget.isVisible())
+          ? ((await widget.locator('.quick-input-title').textContent()) ?? '')
+          : '';
+        if (!/with LoftQ \(\d+\/\d+\)/.test(title)) break;
+        await answerQuickInput(page, new RegExp(`^${title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
       }
-    }, 30_000);
-    // The menu opens with its first fix focused; Enter applies it (a mouse click races the menu's layout).
-    await page.keyboard.press('Enter');
-    await until('the override to disappear from the editor', async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'));
-    await page.keyboard.press('Control+S');
-    await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
-    const text = fs.readFileSync(planFile, 'utf8');
-    assert.match(text, /\/\/ a plan as a user writes it/);
-    assert.match(text, /"match": "model\.layers\.\*\.self_attn\.q_proj", "bits": 4/);
-    await until('the warning to leave the Problems panel', async () => (await page.locator('.markers-panel .monaco-list-row', { hasText: 'matches no tensor' }).count()) === 0);
-    await screenshot(page, 'plan-fixed');
-  }));
-
-  test('the whole loop: analyze → heatmap → planner\'s plan → plan diagnostics → quick fix → rerun', { skip: noEngine }, shot('loop', async () => {
-    const planFile = path.join(ws, 'stories260k', 'loftq.json');
-    fs.writeFileSync(planFile, [
-      '{',
-      '  // a plan as a user writes it: comments stay when the planner edits it',
-      '  "checkpoint": "./model.safetensors",',
-      '  "defaults": { "bits": 2, "rank": 8, "iters": 2 },',
-      '  "overrides": [',
-      '    { "match": "model.layers.*.self_attn.q_proj", "bits": 4 }',
-      '  ]',
-      '}',
-      '',
-    ].join('\n'));
-    await runCommand(page, 'Notifications: Clear All Notifications');
-    // Analyze from the plan's context menu: the widths 2, 3, 4 and the rank offered first.
-    await contextMenu(page, 'stories260k/loftq.json', 'Analyze with LoftQ');
-    await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
-    await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
-    const analysed = await notification(page, /LoftQ analysis of model\.safetensors: mean LoftQ error 2-bit [\d.]+, 3-bit [\d.]+, 4-bit [\d.]+/, 240_000);
-    const analysisFile = path.join(ws, 'stories260k', 'loftq-analysis', 'loftq-report.json');
-    const analysis = JSON.parse(fs.readFileSync(analysisFile, 'utf8')) as Report;
-    assert.deepEqual(analysis.analyses!.map((a) => a.bits), [2, 3, 4]);
-    await analysed.getByRole('button', { name: 'Open Heatmap' }).click();
-    const frame = await webviewFrame(page, '.grid .cell[data-name]', 60_000);
-    await until('the analysis heatmap', async () => (await frame.$$('.grid .cell[data-name]')).length === analysis.matrices.length);
-
-    // The planner's plan within the plan's budget, shown as a diff, applied.
-    const before = fs.readFileSync(planFile, 'utf8');
-    await contextMenu(page, 'stories260k/loftq.json', 'Plan Mixed Precision…');
-    // The budget box is pre-filled (2.5 bits per weight): Enter accepts it.
-    const budgetBox = page.locator('.quick-input-widget');
-    await until('the budget box', async () => /^Plan Mixed Precision: /.test((await budgetBox.locator('.quick-input-title').textContent().catch(() => '')) ?? ''), 20_000);
-    await budgetBox.locator('.quick-input-box input').press('Enter');
-    const apply = await notification(page, /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight/, 60_000);
-    await page.locator('.tabs-container .tab', { hasText: "planner's plan" }).first().waitFor();
-    await apply.getByRole('button', { name: 'Apply' }).click();
-    await until('the planner\'s plan on disk', async () => fs.readFileSync(planFile, 'utf8') !== before);
-    const planned = fs.readFileSync(planFile, 'utf8');
-    assert.match(planned, /\/\/ a plan as a user writes it: comments stay when the planner edits it/);
-
-    // Its diagnostics use the analysis; a worst-matrices warning offers a quick fix.
-    const row = await explorerRow(page, 'stories260k/loftq.json');
-    await row.dblclick();
-    await page.keyboard.press('Control+Shift+M');
-    const worst = page.locator('.markers-panel .monaco-list-row', { hasText: /LoftQ error [\d.–]+, top \d+% of the model/ }).first();
-    await worst.waitFor({ timeout: 60_000 });
-    await worst.dblclick();
-    const fix = page.locator('.action-widget .monaco-list-row', { hasText: /^(Quantize .* at \d bits|Raise rank of .*)$/ }).first();
-    await until('the quick fix menu on the worst matrices', async () => {
-      await page.keyboard.press('Control+.');
-      try {
-        await fix.waitFor({ timeout: 3000 });
-        return true;
-      } catch {
-        await page.keyboard.press('Escape');
-        return false;
-      }
-    }, 30_000);
-    const shotFile = await screenshot(page, 'plan-quickfix');
-    if (process.env.LOFTQ_DOCS_IMAGES) fs.copyFileSync(shotFile, path.join(process.env.LOFTQ_DOCS_IMAGES, 'plan-quickfix.png'));
-    const shown = await page.locator('.monaco-editor .view-lines').first().textContent();
-    await page.keyboard.press('Enter');
-    await until('the quick fix to edit the plan', async () => (await page.locator('.monaco-editor .view-lines').first().textContent()) !== shown);
-    await page.keyboard.press('Control+S');
-    await until('the fixed plan on disk', async () => fs.readFileSync(planFile, 'utf8') !== planned);
-
-    // Rerun with the plan: the picks say it is applied; Enter through every step.
-    await runCommand(page, 'Notifications: Clear All Notifications');
-    await contextMenu(page, 'stories260k/loftq.json', 'Quantize with LoftQ');
-    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/\d+\) — loftq\.json applied$/);
-    const widget = page.locator('.quick-input-widget');
-    for (let k = 0; k < 6; k++) {
-      const title = (await widget.isVisible()) ? (await widget.locator('.quick-input-title').textContent()) ?? '' : '';
-      if (!/with LoftQ \(\d+\/\d+\)/.test(title)) break;
-      await answerQuickInput(page, new RegExp(`^${title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
-    }
-    await notification(page, /LoftQ done: 35 matrices of model\.safetensors/, 240_000);
-    // The output folder is named after the plan's defaults (model-loftq-nf2-r…): the newest report there.
-    const dir = path.join(ws, 'stories260k');
-    const outs = fs.readdirSync(dir).filter((d) => d.startsWith('model-loftq-nf') && fs.existsSync(path.join(dir, d, 'loftq-report.json')));
-    const newest = outs.sort((a, b) => fs.statSync(path.join(dir, b, 'loftq-report.json')).mtimeMs - fs.statSync(path.join(dir, a, 'loftq-report.json')).mtimeMs)[0];
-    const rerun = JSON.parse(fs.readFileSync(path.join(dir, newest, 'loftq-report.json'), 'utf8')) as Report;
-    assert.ok(new Set(rerun.matrices.map((m) => m.bits)).size > 1, 'the run followed the mixed plan');
-    // The plan sees the run at once: its summary shows the run's mean error.
-    const mean = rerun.matrices.reduce((s, m) => s + m.relError, 0) / rerun.matrices.length;
-    await page.locator('.markers-panel .monaco-list-row', { hasText: `35 matrices: mean LoftQ error ${mean.toFixed(2)}` }).first().waitFor({ timeout: 60_000 });
-  }));
+      await notification(page, /LoftQ done: 35 matrices of model\.safetensors/, 240_000);
+      // The output folder is named after the plan's defaults (model-loftq-nf2-r…): the newest report there.
+      const dir = path.join(ws, 'stories260k');
+      const outs = fs
+        .readdirSync(dir)
+        .filter((d) => d.startsWith('model-loftq-nf') && fs.existsSync(path.join(dir, d, 'loftq-report.json')));
+      const newest = outs.sort(
+        (a, b) =>
+          fs.statSync(path.join(dir, b, 'loftq-report.json')).mtimeMs -
+          fs.statSync(path.join(dir, a, 'loftq-report.json')).mtimeMs,
+      )[0];
+      const rerun = JSON.parse(fs.readFileSync(path.join(dir, newest, 'loftq-report.json'), 'utf8')) as Report;
+      assert.ok(new Set(rerun.matrices.map((m) => m.bits)).size > 1, 'the run followed the mixed plan');
+      // The plan sees the run at once: its summary shows the run's mean error.
+      const mean = rerun.matrices.reduce((s, m) => s + m.relError, 0) / rerun.matrices.length;
+      await page
+        .locator('.markers-panel .monaco-list-row', { hasText: `35 matrices: mean LoftQ error ${mean.toFixed(2)}` })
+        .first()
+        .waitFor({ timeout: 60_000 });
+    }),
+  );
 });

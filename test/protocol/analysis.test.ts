@@ -5,7 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CodeAction, CodeActionRequest, Diagnostic, DiagnosticSeverity, HoverRequest, MarkupContent } from 'vscode-languageserver-protocol';
+import {
+  CodeAction,
+  CodeActionRequest,
+  Diagnostic,
+  DiagnosticSeverity,
+  HoverRequest,
+  MarkupContent,
+} from 'vscode-languageserver-protocol';
 import { openCheckpoint } from '../../server/src/checkpoint';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { AnalysisEntry, PlanResult, Report } from '../../server/src/protocol/lsp_ext';
@@ -28,12 +35,28 @@ async function writeReport(dir: string, ckpt: string) {
     return down ? 0.09 : 0.05;
   };
   const analyses: AnalysisEntry[] = [2, 4].map((bits) => ({
-    bits, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64,
-    matrices: targets.map((t) => ({ name: t.name, shape: [t.shape[0], t.shape[1]] as [number, number], relError: err(t.name, bits), qloraRelError: err(t.name, bits) * 1.5, frobeniusNorm: 1 })),
+    bits,
+    rank: 16,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+    matrices: targets.map((t) => ({
+      name: t.name,
+      shape: [t.shape[0], t.shape[1]] as [number, number],
+      relError: err(t.name, bits),
+      qloraRelError: err(t.name, bits) * 1.5,
+      frobeniusNorm: 1,
+    })),
   }));
   const report: Report = {
-    version: 1, tool: 'loftq-lens test', checkpoint: ckpt, backend: 'cpu', settings: { bits: 2, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 },
-    matrices: [], totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 }, analyses,
+    version: 1,
+    tool: 'loftq-lens test',
+    checkpoint: ckpt,
+    backend: 'cpu',
+    settings: { bits: 2, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 },
+    matrices: [],
+    totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
+    analyses,
   };
   fs.writeFileSync(path.join(dir, 'loftq-report.json'), JSON.stringify(report));
 }
@@ -47,7 +70,10 @@ const PLAN = `{
 }
 `;
 
-const brief = (ds: Diagnostic[]) => ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })).sort((a, b) => a.message.localeCompare(b.message));
+const brief = (ds: Diagnostic[]) =>
+  ds
+    .map((d) => ({ severity: d.severity, message: d.message, range: d.range }))
+    .sort((a, b) => a.message.localeCompare(b.message));
 
 test('a report next to the plan brings worst-matrix warnings and a summary; a quick fix adds an override', async () => {
   const { root, ckptDir } = workspace();
@@ -66,23 +92,49 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
     // (codes + double-quantized scales, as docs/planner.md counts them): 2-bit layer 11 328 +
     // 764 B, q_proj at 4 bits +1024 B per layer → 65 580 B, plus 133 888 B of untouched tensors.
     // 4-bit for both down_proj: 2 × 64·172 × 2 bits / 8 = 5504 B more.
-    assert.deepEqual(brief(ds), brief([
-      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.20, average 2.18 bits per weight; backbone 199.5 kB + adapter 369.9 kB', range: rangeOf(PLAN, '"ckpt/model.safetensors"') },
-      { severity: DiagnosticSeverity.Warning, message: 'down_proj of layers 3–4: 2-bit LoftQ error 0.47–0.52, top 6% of the model; 4-bit gives 0.09 for +5.5 kB', range: rangeOf(PLAN, '2') },
-      { severity: DiagnosticSeverity.Information, message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model', range: rangeOf(PLAN, '"model.layers.*.self_attn.q_proj"') },
-    ] as Diagnostic[]));
+    assert.deepEqual(
+      brief(ds),
+      brief([
+        {
+          severity: DiagnosticSeverity.Information,
+          message:
+            '35 matrices: mean LoftQ error 0.20, average 2.18 bits per weight; backbone 199.5 kB + adapter 369.9 kB',
+          range: rangeOf(PLAN, '"ckpt/model.safetensors"'),
+        },
+        {
+          severity: DiagnosticSeverity.Warning,
+          message:
+            'down_proj of layers 3–4: 2-bit LoftQ error 0.47–0.52, top 6% of the model; 4-bit gives 0.09 for +5.5 kB',
+          range: rangeOf(PLAN, '2'),
+        },
+        {
+          severity: DiagnosticSeverity.Information,
+          message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model',
+          range: rangeOf(PLAN, '"model.layers.*.self_attn.q_proj"'),
+        },
+      ] as Diagnostic[]),
+    );
 
     const warning = ds.find((d) => d.severity === DiagnosticSeverity.Warning)!;
     await c.open(uri, PLAN);
-    const actions = (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: warning.range, context: { diagnostics: [warning] } })) as CodeAction[];
+    const actions = (await c.conn.sendRequest(CodeActionRequest.type, {
+      textDocument: { uri },
+      range: warning.range,
+      context: { diagnostics: [warning] },
+    })) as CodeAction[];
     const titles = actions.map((a) => a.title);
-    assert.deepEqual(titles.slice(0, 2), ['Quantize down_proj of layers 3–4 at 4 bits', 'Raise rank of down_proj of layers 3–4 to 32']);
+    assert.deepEqual(titles.slice(0, 2), [
+      'Quantize down_proj of layers 3–4 at 4 bits',
+      'Raise rank of down_proj of layers 3–4 to 32',
+    ]);
     const fix = actions[0];
     assert.equal(fix.kind, 'quickfix');
     assert.equal(fix.isPreferred, true);
     assert.deepEqual(fix.diagnostics, [warning]);
     const edited = applyTextEdits(PLAN, fix.edit!.changes![uri]);
-    assert.equal(edited, `{
+    assert.equal(
+      edited,
+      `{
   "checkpoint": "ckpt/model.safetensors",
   "defaults": { "bits": 2, "rank": 16 },
   "overrides": [
@@ -90,20 +142,40 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
     { "match": "model.layers.{3..4}.mlp.down_proj", "bits": 4 }
   ]
 }
-`);
+`,
+    );
     await c.change(uri, edited, 2);
     const after = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.length > 0);
     // Now 28 × 0.20 lead; the defaults' worst (ties at the cut, in file order) are k_proj, v_proj of
     // layer 0, below the 0.3 threshold; the new override's worst are both down_proj at 0.09 (ranks 29–30).
-    assert.deepEqual(brief(after).map((d) => [d.severity, d.message]), brief([
-      // (5.6 + 0.18 + 0.35) / 35 = 0.175; (494 080 + 2·11 008·2) / 226 560 = 2.375 bits; backbone + 5504 B.
-      { severity: DiagnosticSeverity.Information, message: '35 matrices: mean LoftQ error 0.18, average 2.38 bits per weight; backbone 205.0 kB + adapter 369.9 kB' },
-      { severity: DiagnosticSeverity.Information, message: 'k_proj, v_proj of layer 0: 2-bit LoftQ error 0.20, top 6% of the model; 4-bit gives 0.05 for +1.0 kB' },
-      { severity: DiagnosticSeverity.Information, message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model' },
-      { severity: DiagnosticSeverity.Information, message: 'down_proj of layers 3–4: 4-bit LoftQ error 0.09, top 86% of the model' },
-    ] as Diagnostic[]).map((d) => [d.severity, d.message]));
-    assert.deepEqual(after.find((d) => d.message.startsWith('down_proj'))!.range, rangeOf(edited, '"model.layers.{3..4}.mlp.down_proj"'));
-
+    assert.deepEqual(
+      brief(after).map((d) => [d.severity, d.message]),
+      brief([
+        // (5.6 + 0.18 + 0.35) / 35 = 0.175; (494 080 + 2·11 008·2) / 226 560 = 2.375 bits; backbone + 5504 B.
+        {
+          severity: DiagnosticSeverity.Information,
+          message:
+            '35 matrices: mean LoftQ error 0.18, average 2.38 bits per weight; backbone 205.0 kB + adapter 369.9 kB',
+        },
+        {
+          severity: DiagnosticSeverity.Information,
+          message:
+            'k_proj, v_proj of layer 0: 2-bit LoftQ error 0.20, top 6% of the model; 4-bit gives 0.05 for +1.0 kB',
+        },
+        {
+          severity: DiagnosticSeverity.Information,
+          message: 'q_proj of layer 4: 4-bit LoftQ error 0.09, top 89% of the model',
+        },
+        {
+          severity: DiagnosticSeverity.Information,
+          message: 'down_proj of layers 3–4: 4-bit LoftQ error 0.09, top 86% of the model',
+        },
+      ] as Diagnostic[]).map((d) => [d.severity, d.message]),
+    );
+    assert.deepEqual(
+      after.find((d) => d.message.startsWith('down_proj'))!.range,
+      rangeOf(edited, '"model.layers.{3..4}.mlp.down_proj"'),
+    );
   });
 });
 
@@ -141,7 +213,10 @@ test('hover on a pattern or a layer name shows errors at each analysed width', a
     await c.open(uri, text);
     const hover = async (needle: string) => {
       const r = rangeOf(text, needle);
-      const h = await c.conn.sendRequest(HoverRequest.type, { textDocument: { uri }, position: { line: r.start.line, character: r.start.character + 3 } });
+      const h = await c.conn.sendRequest(HoverRequest.type, {
+        textDocument: { uri },
+        position: { line: r.start.line, character: r.start.character + 3 },
+      });
       assert.ok(h, needle);
       return { value: (h!.contents as MarkupContent).value, range: h!.range };
     };
@@ -179,17 +254,41 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
   const uri = uriOf(plan);
   await withServer(root, async (c) => {
     const got = await c.conn.sendRequest<PlanResult>(Methods.plan, { plan: uri });
-    const cli = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'plan', path.join(root, 'loftq-report.json'), '--budget', '16', '--adapter-dtype', 'f32', '--json'], { encoding: 'utf8' });
+    const cli = spawnSync(
+      process.execPath,
+      [
+        path.join(repoRoot, 'dist', 'cli.js'),
+        'plan',
+        path.join(root, 'loftq-report.json'),
+        '--budget',
+        '16',
+        '--adapter-dtype',
+        'f32',
+        '--json',
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(cli.status, 0, cli.stderr);
     const want = JSON.parse(cli.stdout);
-    assert.deepEqual({ budget: got.budget, plan: got.plan, baselines: got.baselines, optimalityGap: got.optimalityGap }, want);
+    assert.deepEqual(
+      { budget: got.budget, plan: got.plan, baselines: got.baselines, optimalityGap: got.optimalityGap },
+      want,
+    );
     assert.ok(got.plan.bytes <= Math.floor((16 * 226560) / 8));
-    assert.ok(got.choices.some((ch) => ch.bits === 4), 'the budget buys some 4-bit matrices');
+    assert.ok(
+      got.choices.some((ch) => ch.bits === 4),
+      'the budget buys some 4-bit matrices',
+    );
 
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));
-    const action = ((await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: ds[0].range, context: { diagnostics: ds.filter((d) => d.code === 'budget') } })) as CodeAction[])
-      .find((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner'))!;
+    const action = (
+      (await c.conn.sendRequest(CodeActionRequest.type, {
+        textDocument: { uri },
+        range: ds[0].range,
+        context: { diagnostics: ds.filter((d) => d.code === 'budget') },
+      })) as CodeAction[]
+    ).find((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner'))!;
     assert.ok(action, 'planner action offered');
     const edited = applyTextEdits(text, action.edit!.changes![uri]);
     // The edited plan gives every matrix the planner's choice.
@@ -199,6 +298,9 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
       const s = settingsFor(cp, ch.name)!;
       assert.deepEqual([s.bits, s.rank], [ch.bits, ch.rank], ch.name);
     }
-    await assert.rejects(c.conn.sendRequest(Methods.plan, { plan: uri, budget: { avgBits: 1 } }), /below the cheapest plan/);
+    await assert.rejects(
+      c.conn.sendRequest(Methods.plan, { plan: uri, budget: { avgBits: 1 } }),
+      /below the cheapest plan/,
+    );
   });
 });

@@ -31,8 +31,18 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
   const uri = uriOf(planFile);
   const reportPath = path.join(root, 'analysis', 'loftq-report.json');
   const params = (token: string): AnalyzeParams => ({
-    checkpoint, report: reportPath, bits: [2, 4], rank: 8, iters: 1, quantizer: 'nf', blockSize: 64, spectrum: 8,
-    plan: planFile, backend: 'cpu', workers: 1, workDoneToken: token,
+    checkpoint,
+    report: reportPath,
+    bits: [2, 4],
+    rank: 8,
+    iters: 1,
+    quantizer: 'nf',
+    blockSize: 64,
+    spectrum: 8,
+    plan: planFile,
+    backend: 'cpu',
+    workers: 1,
+    workDoneToken: token,
   });
   await withServer(root, async (c) => {
     const before = await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.includes('no analysis yet')));
@@ -40,18 +50,29 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
     const actionsOn = async (ds: Diagnostic[]) => {
       const budget = ds.filter((d) => d.code === 'budget');
       assert.equal(budget.length, 1);
-      return (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: budget[0].range, context: { diagnostics: budget } })) as CodeAction[];
+      return (await c.conn.sendRequest(CodeActionRequest.type, {
+        textDocument: { uri },
+        range: budget[0].range,
+        context: { diagnostics: budget },
+      })) as CodeAction[];
     };
     await c.open(uri, PLAN);
     const early = await actionsOn(before);
     const disabled = early.find((a) => a.title === "Apply the planner's plan")!;
     assert.match(disabled.disabled!.reason, /^the planner needs an analysis of this checkpoint/);
     assert.equal(disabled.edit, undefined);
-    assert.deepEqual(early.find((a) => a.command)!.command, { title: 'Analyze with LoftQ', command: 'loftq.analyze', arguments: [uri] });
+    assert.deepEqual(early.find((a) => a.command)!.command, {
+      title: 'Analyze with LoftQ',
+      command: 'loftq.analyze',
+      arguments: [uri],
+    });
 
     const cts = new CancellationTokenSource();
     const cancelled = c.conn.sendRequest(Methods.analyze, params('cancel-me'), cts.token);
-    await c.until(() => c.progress.find((p) => p.token === 'cancel-me' && p.value.kind === 'begin'), 'the analysis to begin');
+    await c.until(
+      () => c.progress.find((p) => p.token === 'cancel-me' && p.value.kind === 'begin'),
+      'the analysis to begin',
+    );
     cts.cancel();
     await assert.rejects(cancelled, (e: { code: number }) => e.code === -32800);
     assert.ok(!fs.existsSync(reportPath), 'no report after a cancel');
@@ -60,24 +81,61 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
     assert.equal(done.reportPath, reportPath);
     const onDisk: Report = JSON.parse(fs.readFileSync(reportPath, 'utf8'));
     assert.deepEqual(done.report, onDisk);
-    assert.deepEqual(onDisk.analyses!.map((a) => a.bits), [2, 4]);
-    const reports = c.progress.filter((p) => p.token === 'full' && p.value.kind === 'report').map((p) => p.value.message as string);
-    assert.ok(reports.some((m) => /^matrix 35 of 35: /.test(m)), reports.join('\n'));
+    assert.deepEqual(
+      onDisk.analyses!.map((a) => a.bits),
+      [2, 4],
+    );
+    const reports = c.progress
+      .filter((p) => p.token === 'full' && p.value.kind === 'report')
+      .map((p) => p.value.message as string);
+    assert.ok(
+      reports.some((m) => /^matrix 35 of 35: /.test(m)),
+      reports.join('\n'),
+    );
 
     // The CLI's analysis of the same checkpoint with the same settings gives the same errors.
     const cliReport = path.join(root, 'cli-analysis.json');
-    const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'analyze', checkpoint, '--bits', '2,4', '--rank', '8', '--iters', '1',
-      '--spectrum', '8', '--backend', 'cpu', '--workers', '1', '--report', cliReport], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        path.join(repoRoot, 'dist', 'cli.js'),
+        'analyze',
+        checkpoint,
+        '--bits',
+        '2,4',
+        '--rank',
+        '8',
+        '--iters',
+        '1',
+        '--spectrum',
+        '8',
+        '--backend',
+        'cpu',
+        '--workers',
+        '1',
+        '--report',
+        cliReport,
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(r.status, 0, r.stderr);
     const cli: Report = JSON.parse(fs.readFileSync(cliReport, 'utf8'));
     const errors = (x: Report) => x.analyses!.map((a) => a.matrices.map((m) => [m.name, m.relError, m.qloraRelError]));
     assert.deepEqual(errors(onDisk), errors(cli));
 
     // The plan uses the new analysis at once: mean of the 2-bit errors (its defaults' width).
-    const mean2 = onDisk.analyses![0].matrices.reduce((s, m) => s + m.relError, 0) / onDisk.analyses![0].matrices.length;
-    const after = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'summary' && x.message.includes(`mean LoftQ error ${mean2.toFixed(2)}`)), 'the analysis in the plan');
+    const mean2 =
+      onDisk.analyses![0].matrices.reduce((s, m) => s + m.relError, 0) / onDisk.analyses![0].matrices.length;
+    const after = await c.diagnosticsFor(
+      uri,
+      (d) => d.some((x) => x.code === 'summary' && x.message.includes(`mean LoftQ error ${mean2.toFixed(2)}`)),
+      'the analysis in the plan',
+    );
     const late = await actionsOn(after);
-    assert.ok(late.some((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner, ') && a.edit), late.map((a) => a.title).join('\n'));
+    assert.ok(
+      late.some((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner, ') && a.edit),
+      late.map((a) => a.title).join('\n'),
+    );
     assert.ok(!late.some((a) => a.disabled || a.command), 'nothing left to explain once the planner can run');
 
     const planned = (await c.conn.sendRequest(Methods.plan, { plan: uri })) as PlanResult;
@@ -89,6 +147,9 @@ test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, f
       const s = settingsFor(cp, ch.name)!;
       assert.deepEqual([s.bits, s.rank], [ch.bits, ch.rank], ch.name);
     }
-    assert.ok(planned.choices.some((ch) => ch.bits === 4) && planned.choices.some((ch) => ch.bits === 2), 'a mixed plan at 3 bits');
+    assert.ok(
+      planned.choices.some((ch) => ch.bits === 4) && planned.choices.some((ch) => ch.bits === 2),
+      'a mixed plan at 3 bits',
+    );
   });
 });

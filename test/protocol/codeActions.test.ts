@@ -9,8 +9,17 @@ import { CodeAction, CodeActionRequest, Diagnostic } from 'vscode-languageserver
 import { LspClient, uriOf } from './lspClient';
 import { applyTextEdits, rangeOf, withServer, workspace } from './support';
 
-async function actionsAt(c: LspClient, uri: string, diags: Diagnostic[], range = diags[0].range): Promise<CodeAction[]> {
-  return (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range, context: { diagnostics: diags } })) as CodeAction[];
+async function actionsAt(
+  c: LspClient,
+  uri: string,
+  diags: Diagnostic[],
+  range = diags[0].range,
+): Promise<CodeAction[]> {
+  return (await c.conn.sendRequest(CodeActionRequest.type, {
+    textDocument: { uri },
+    range,
+    context: { diagnostics: diags },
+  })) as CodeAction[];
 }
 
 test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bits (no analysis yet)', async () => {
@@ -37,29 +46,56 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));
     const budget = ds.find((d) => d.code === 'budget')!;
-    assert.equal(budget.message, "this plan's backbone costs 2.13 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it");
+    assert.equal(
+      budget.message,
+      "this plan's backbone costs 2.13 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it",
+    );
     assert.equal(budget.severity, 3);
     assert.deepEqual(budget.range, rangeOf(text, '3.8'));
     const actions = await actionsAt(c, uri, [budget]);
     const mixed = actions.find((a) => a.title.startsWith('Apply mixed-precision plan within budget'))!;
-    assert.equal(mixed.title, 'Apply mixed-precision plan within budget: first 4 layers at 4 bits (3.73 bits per weight in the backbone)');
+    assert.equal(
+      mixed.title,
+      'Apply mixed-precision plan within budget: first 4 layers at 4 bits (3.73 bits per weight in the backbone)',
+    );
     assert.equal(mixed.kind, 'quickfix');
     const edited = applyTextEdits(text, mixed.edit!.changes![uri]);
-    assert.equal(edited, text.replace('"iters": 3 }', '"iters": 3 },\n    { "match": "model.layers.{0..3}.**", "bits": 4 }'));
+    assert.equal(
+      edited,
+      text.replace('"iters": 3 }', '"iters": 3 },\n    { "match": "model.layers.{0..3}.**", "bits": 4 }'),
+    );
     await c.change(uri, edited, 2);
-    const after = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.some((x) => x.code === 'budget'));
-    assert.equal(after.find((d) => d.code === 'budget')!.message, "this plan's backbone costs 3.73 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it");
+    const after = await c.diagnosticsFor(
+      uri,
+      (d) => c.diagnostics.get(uri)!.version === 2 && d.some((x) => x.code === 'budget'),
+    );
+    assert.equal(
+      after.find((d) => d.code === 'budget')!.message,
+      "this plan's backbone costs 3.73 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it",
+    );
 
     // A tighter budget (2.7 bits = 76 464 B: k ≤ 1) replaces the rule's own override instead of adding one.
     const tighter = edited.replace('3.8', '2.7');
     await c.change(uri, tighter, 3);
-    const over = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 3 && d.some((x) => x.code === 'budget'));
+    const over = await c.diagnosticsFor(
+      uri,
+      (d) => c.diagnostics.get(uri)!.version === 3 && d.some((x) => x.code === 'budget'),
+    );
     const b2 = over.find((d) => d.code === 'budget')!;
-    assert.equal(b2.message, "this plan's backbone costs 3.73 bits per weight (codes and scales), over the budget of 2.7; adapters 23.1 kB beside it");
+    assert.equal(
+      b2.message,
+      "this plan's backbone costs 3.73 bits per weight (codes and scales), over the budget of 2.7; adapters 23.1 kB beside it",
+    );
     assert.equal(b2.severity, 2);
     const again = (await actionsAt(c, uri, [b2])).find((a) => a.title.startsWith('Apply mixed-precision'))!;
-    assert.equal(again.title, 'Apply mixed-precision plan within budget: first 1 layer at 4 bits (2.53 bits per weight in the backbone)');
-    assert.equal(applyTextEdits(tighter, again.edit!.changes![uri]), tighter.replace('model.layers.{0..3}.**', 'model.layers.0.**'));
+    assert.equal(
+      again.title,
+      'Apply mixed-precision plan within budget: first 1 layer at 4 bits (2.53 bits per weight in the backbone)',
+    );
+    assert.equal(
+      applyTextEdits(tighter, again.edit!.changes![uri]),
+      tighter.replace('model.layers.{0..3}.**', 'model.layers.0.**'),
+    );
   });
 });
 
@@ -77,7 +113,10 @@ test('an impossible rank is lowered in place; a dead override is removed', async
   const uri = uriOf(file);
   await withServer(root, async (c) => {
     await c.open(uri, text);
-    const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'rank-too-large') && d.some((x) => x.code === 'no-match'));
+    const ds = await c.diagnosticsFor(
+      uri,
+      (d) => d.some((x) => x.code === 'rank-too-large') && d.some((x) => x.code === 'no-match'),
+    );
     const rank = ds.find((d) => d.code === 'rank-too-large')!;
     assert.equal(rank.message, 'rank 64 is larger than min(out, in) = 32 of k_proj of layers 0–4 (5 matrices)');
     assert.deepEqual(rank.range, rangeOf(text, '64'));
@@ -93,8 +132,15 @@ test('an impossible rank is lowered in place; a dead override is removed', async
 
     // With the cursor on an override and no diagnostic: its matrices at each other width.
     const onOverride = await actionsAt(c, uri, [], rangeOf(text, 'self_attn.k_proj'));
-    assert.deepEqual(onOverride.map((a) => a.title).filter((t) => t.startsWith('Quantize these')), ['Quantize these matrices at 2 bits', 'Quantize these matrices at 3 bits', 'Quantize these matrices at 8 bits']);
+    assert.deepEqual(
+      onOverride.map((a) => a.title).filter((t) => t.startsWith('Quantize these')),
+      ['Quantize these matrices at 2 bits', 'Quantize these matrices at 3 bits', 'Quantize these matrices at 8 bits'],
+    );
     const at8 = onOverride.find((a) => a.title.endsWith('8 bits'))!;
-    assert.deepEqual(JSON.parse(applyTextEdits(text, at8.edit!.changes![uri])).overrides[0], { match: 'model.layers.*.self_attn.k_proj', rank: 64, bits: 8 });
+    assert.deepEqual(JSON.parse(applyTextEdits(text, at8.edit!.changes![uri])).overrides[0], {
+      match: 'model.layers.*.self_attn.k_proj',
+      rank: 64,
+      bits: 8,
+    });
   });
 });

@@ -9,7 +9,15 @@ import { Diagnostic, DiagnosticSeverity, FileChangeType } from 'vscode-languages
 import { uriOf } from './lspClient';
 import { rangeOf, withServer, workspace } from './support';
 
-const brief = (ds: Diagnostic[]) => ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })).sort((a, b) => a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character || a.message.localeCompare(b.message));
+const brief = (ds: Diagnostic[]) =>
+  ds
+    .map((d) => ({ severity: d.severity, message: d.message, range: d.range }))
+    .sort(
+      (a, b) =>
+        a.range.start.line - b.range.start.line ||
+        a.range.start.character - b.range.start.character ||
+        a.message.localeCompare(b.message),
+    );
 
 const PLAN = `{
   // closed, found by the startup scan
@@ -34,17 +42,46 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
     // 2·1024 + 2·512 + 3·2752 = 11 328 B, scales 2·72 + 2·40 + 3·180 = 764 B; ×5 = 60 460, plus
     // embeddings 131 072 and norms 2 816 → 194 348 B. Adapter (f32,
     // r·(out+in)·4): layers 2–4 at rank 48: 221 952 B each; layers 0–1 (k,v at rank 40): 215 808 → 1 097 472 B.
-    assert.deepEqual(brief(ds), brief([
-      { severity: DiagnosticSeverity.Information, message: '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; no analysis yet (loftq-report.json)', range: rangeOf(PLAN, '"./ckpt/model.safetensors"') },
-      { severity: DiagnosticSeverity.Error, message: 'rank 48 is larger than min(out, in) = 32 of k_proj, v_proj of layers 2–4 (6 matrices)', range: rangeOf(PLAN, '48') },
-      { severity: DiagnosticSeverity.Warning, message: "'model.layers.*.mlp.nothing' matches no tensor in model.safetensors", range: rangeOf(PLAN, '"model.layers.*.mlp.nothing"') },
-      { severity: DiagnosticSeverity.Warning, message: "'model.norm' matches 1 tensor but none that is quantized (2-D linear weights among the targets)", range: rangeOf(PLAN, '"model.norm"') },
-      { severity: DiagnosticSeverity.Error, message: 'rank 40 is larger than min(out, in) = 32 of k_proj, v_proj of layers 0–1 (4 matrices)', range: rangeOf(PLAN, '40') },
-    ] as Diagnostic[]));
+    assert.deepEqual(
+      brief(ds),
+      brief([
+        {
+          severity: DiagnosticSeverity.Information,
+          message:
+            '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; no analysis yet (loftq-report.json)',
+          range: rangeOf(PLAN, '"./ckpt/model.safetensors"'),
+        },
+        {
+          severity: DiagnosticSeverity.Error,
+          message: 'rank 48 is larger than min(out, in) = 32 of k_proj, v_proj of layers 2–4 (6 matrices)',
+          range: rangeOf(PLAN, '48'),
+        },
+        {
+          severity: DiagnosticSeverity.Warning,
+          message: "'model.layers.*.mlp.nothing' matches no tensor in model.safetensors",
+          range: rangeOf(PLAN, '"model.layers.*.mlp.nothing"'),
+        },
+        {
+          severity: DiagnosticSeverity.Warning,
+          message: "'model.norm' matches 1 tensor but none that is quantized (2-D linear weights among the targets)",
+          range: rangeOf(PLAN, '"model.norm"'),
+        },
+        {
+          severity: DiagnosticSeverity.Error,
+          message: 'rank 40 is larger than min(out, in) = 32 of k_proj, v_proj of layers 0–1 (4 matrices)',
+          range: rangeOf(PLAN, '40'),
+        },
+      ] as Diagnostic[]),
+    );
     assert.ok(ds.every((d) => d.source === 'loftq'));
     // The server asked to watch plan files, reports and checkpoints.
-    const watchers = c.registrations.find((r) => r.method === 'workspace/didChangeWatchedFiles')?.registerOptions as { watchers: { globPattern: string }[] };
-    assert.deepEqual(watchers.watchers.map((w) => w.globPattern), ['**/loftq.json', '**/loftq-report.json', '**/*.safetensors', '**/model.safetensors.index.json']);
+    const watchers = c.registrations.find((r) => r.method === 'workspace/didChangeWatchedFiles')?.registerOptions as {
+      watchers: { globPattern: string }[];
+    };
+    assert.deepEqual(
+      watchers.watchers.map((w) => w.globPattern),
+      ['**/loftq.json', '**/loftq-report.json', '**/*.safetensors', '**/model.safetensors.index.json'],
+    );
 
     // Deleting the plan clears its diagnostics.
     fs.rmSync(plan);
@@ -61,21 +98,38 @@ test('checkpoint problems: missing, not safetensors, pickle — then fixed by ed
   await withServer(root, async (c) => {
     const text = (ck: string) => `{ "checkpoint": ${JSON.stringify(ck)}, "defaults": { "bits": 4 } }`;
     const only = async (ck: string, version: number) => {
-      if (version === 1) await c.open(uri, text(ck)); else await c.change(uri, text(ck), version);
-      const ds = await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === version && d.length > 0, `diagnostics v${version}`);
+      if (version === 1) await c.open(uri, text(ck));
+      else await c.change(uri, text(ck), version);
+      const ds = await c.diagnosticsFor(
+        uri,
+        (d) => c.diagnostics.get(uri)!.version === version && d.length > 0,
+        `diagnostics v${version}`,
+      );
       return ds;
     };
     let ds = await only('./missing.safetensors', 1);
-    assert.deepEqual(brief(ds), [{ severity: DiagnosticSeverity.Error, message: "checkpoint './missing.safetensors' does not exist", range: rangeOf(text('./missing.safetensors'), '"./missing.safetensors"') }]);
+    assert.deepEqual(brief(ds), [
+      {
+        severity: DiagnosticSeverity.Error,
+        message: "checkpoint './missing.safetensors' does not exist",
+        range: rangeOf(text('./missing.safetensors'), '"./missing.safetensors"'),
+      },
+    ]);
     ds = await only('notes.safetensors', 2);
     assert.equal(ds.length, 1);
     assert.equal(ds[0].severity, DiagnosticSeverity.Error);
     assert.match(ds[0].message, /^checkpoint 'notes\.safetensors' header length \d+ exceeds the 100 MB limit$/);
     assert.deepEqual(ds[0].range, rangeOf(text('notes.safetensors'), '"notes.safetensors"'));
     ds = await only('model.bin', 3);
-    assert.match(ds[0].message, /^checkpoint 'model\.bin' is a pickle checkpoint, which can run code when loaded and is never opened here; convert it to safetensors first/);
+    assert.match(
+      ds[0].message,
+      /^checkpoint 'model\.bin' is a pickle checkpoint, which can run code when loaded and is never opened here; convert it to safetensors first/,
+    );
     ds = await only('ckpt', 4); // a folder holding model.safetensors
-    assert.deepEqual(ds.map((d) => d.severity), [DiagnosticSeverity.Information]);
+    assert.deepEqual(
+      ds.map((d) => d.severity),
+      [DiagnosticSeverity.Information],
+    );
     assert.match(ds[0].message, /^35 matrices to quantize, average 4\.00 bits/);
   });
 });
@@ -94,7 +148,11 @@ test('JSON syntax and structure problems are located; closing falls back to the 
     const syn = ds.find((d) => d.message === 'JSON syntax: CommaExpected')!;
     assert.deepEqual(syn.range, rangeOf(broken, '"defaults"'));
     await c.close(uri);
-    const back = await c.diagnosticsFor(uri, (d) => d.some((x) => x.message.startsWith("'bits' must be")), 'diagnostics from disk after close');
+    const back = await c.diagnosticsFor(
+      uri,
+      (d) => d.some((x) => x.message.startsWith("'bits' must be")),
+      'diagnostics from disk after close',
+    );
     const bits = back.find((d) => d.message.startsWith("'bits'"))!;
     assert.equal(bits.message, "'bits' must be 2, 3, 4 or 8 (got 5)");
     assert.deepEqual(bits.range, rangeOf(onDisk, '5'));

@@ -33,10 +33,13 @@ async function evalWorkspace() {
   return { root, ckptDir, out, tokens, many };
 }
 
-test('loftq/eval: the CLI\'s figures, progress per pass, a responsive server, cancel, bad input', async () => {
+test("loftq/eval: the CLI's figures, progress per pass, a responsive server, cancel, bad input", async () => {
   const w = await evalWorkspace();
-  const cli = spawnSync(process.execPath, [CLI, 'eval', w.ckptDir, w.out, '--tokens', w.tokens, '--json', '--quiet',
-    '--no-report-update'], { encoding: 'utf8' });
+  const cli = spawnSync(
+    process.execPath,
+    [CLI, 'eval', w.ckptDir, w.out, '--tokens', w.tokens, '--json', '--quiet', '--no-report-update'],
+    { encoding: 'utf8' },
+  );
   assert.equal(cli.status, 0, cli.stderr);
   const expected = JSON.parse(cli.stdout);
   const reportFile = path.join(w.out, 'loftq-report.json');
@@ -48,10 +51,17 @@ test('loftq/eval: the CLI\'s figures, progress per pass, a responsive server, ca
     const cts = new CancellationTokenSource();
     const long = c.conn.sendRequest(Methods.eval, { ...base, tokens: w.many, workDoneToken: 'long' }, cts.token);
     let settled = false;
-    long.then(() => { settled = true; }, () => { settled = true; });
+    long.then(
+      () => {
+        settled = true;
+      },
+      () => {
+        settled = true;
+      },
+    );
     const longReport = () => c.progress.find((p) => p.token === 'long' && p.value.kind === 'report');
     await c.until(longReport, 'progress of the long run');
-    const inspected = await c.conn.sendRequest(Methods.inspect, { checkpoint: w.ckptDir }) as { tensors: unknown[] };
+    const inspected = (await c.conn.sendRequest(Methods.inspect, { checkpoint: w.ckptDir })) as { tensors: unknown[] };
     assert.equal(inspected.tensors.length, 47);
     assert.ok(!settled, 'inspect was answered while the evaluation ran');
     await assert.rejects(c.conn.sendRequest(Methods.eval, base), /already running/);
@@ -60,7 +70,7 @@ test('loftq/eval: the CLI\'s figures, progress per pass, a responsive server, ca
     assert.ok(fs.readFileSync(reportFile).equals(before), 'a cancelled evaluation leaves the report alone');
     assert.ok(!fs.existsSync(path.join(w.out, '.loftq.lock')), 'and releases the lock');
 
-    const r = await c.conn.sendRequest(Methods.eval, { ...base, workDoneToken: 'full' }) as EvalResult;
+    const r = (await c.conn.sendRequest(Methods.eval, { ...base, workDoneToken: 'full' })) as EvalResult;
     assert.deepEqual(r.model, expected, 'the same figures as `loftq eval --json`');
     assert.equal(r.reportPath, reportFile);
     assert.deepEqual(JSON.parse(fs.readFileSync(reportFile, 'utf8')).model, expected);
@@ -72,13 +82,17 @@ test('loftq/eval: the CLI\'s figures, progress per pass, a responsive server, ca
 
     const bad = path.join(w.root, 'bad.json');
     fs.writeFileSync(bad, '[[1, 2, 9999]]');
-    await assert.rejects(c.conn.sendRequest(Methods.eval, { ...base, tokens: bad }),
+    await assert.rejects(
+      c.conn.sendRequest(Methods.eval, { ...base, tokens: bad }),
       (e: { code: number; message: string }) =>
-        e.code === -32602 && /bad\.json: sequence 0, position 2: token id 9999/.test(e.message));
+        e.code === -32602 && /bad\.json: sequence 0, position 2: token id 9999/.test(e.message),
+    );
     const elsewhere = path.join(tempDir(), 'tokens.json');
     fs.copyFileSync(w.tokens, elsewhere);
-    await assert.rejects(c.conn.sendRequest(Methods.eval, { ...base, tokens: elsewhere }),
+    await assert.rejects(
+      c.conn.sendRequest(Methods.eval, { ...base, tokens: elsewhere }),
       (e: { code: number; data?: { outsideWorkspace?: string } }) =>
-        e.code === -32602 && e.data?.outsideWorkspace === elsewhere);
+        e.code === -32602 && e.data?.outsideWorkspace === elsewhere,
+    );
   });
 });

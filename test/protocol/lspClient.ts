@@ -6,10 +6,26 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { InitializeResult } from 'vscode-languageserver-protocol';
 import {
-  createProtocolConnection, Diagnostic, DidChangeTextDocumentNotification, DidChangeWatchedFilesNotification, DidCloseTextDocumentNotification,
-  DidOpenTextDocumentNotification, ExitNotification, FileChangeType, InitializedNotification, InitializeRequest, ProtocolConnection,
-  PublishDiagnosticsNotification, PublishDiagnosticsParams, RegistrationRequest, ShutdownRequest, StreamMessageReader, StreamMessageWriter,
-  ConfigurationRequest, WorkDoneProgressCreateRequest, ClientCapabilities,
+  createProtocolConnection,
+  Diagnostic,
+  DidChangeTextDocumentNotification,
+  DidChangeWatchedFilesNotification,
+  DidCloseTextDocumentNotification,
+  DidOpenTextDocumentNotification,
+  ExitNotification,
+  FileChangeType,
+  InitializedNotification,
+  InitializeRequest,
+  ProtocolConnection,
+  PublishDiagnosticsNotification,
+  PublishDiagnosticsParams,
+  RegistrationRequest,
+  ShutdownRequest,
+  StreamMessageReader,
+  StreamMessageWriter,
+  ConfigurationRequest,
+  WorkDoneProgressCreateRequest,
+  ClientCapabilities,
 } from 'vscode-languageserver-protocol/node';
 import { repoRoot } from '../helpers';
 
@@ -34,20 +50,45 @@ export class LspClient {
   /** The server's answer to `initialize`. */
   initializeResult?: InitializeResult;
 
-  private constructor(readonly child: ChildProcess, readonly conn: ProtocolConnection) {}
+  private constructor(
+    readonly child: ChildProcess,
+    readonly conn: ProtocolConnection,
+  ) {}
 
   static async start(o: StartOptions): Promise<LspClient> {
-    const args = o.entry === 'cli' ? [path.join(repoRoot, 'dist', 'cli.js'), 'lsp', '--stdio'] : [path.join(repoRoot, 'dist', 'server.js'), '--stdio'];
+    const args =
+      o.entry === 'cli'
+        ? [path.join(repoRoot, 'dist', 'cli.js'), 'lsp', '--stdio']
+        : [path.join(repoRoot, 'dist', 'server.js'), '--stdio'];
     const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const conn = createProtocolConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+    const conn = createProtocolConnection(
+      new StreamMessageReader(child.stdout!),
+      new StreamMessageWriter(child.stdin!),
+    );
     const c = new LspClient(child, conn);
-    child.stderr!.on('data', (d) => { c.stderr += d; });
-    conn.onNotification(PublishDiagnosticsNotification.type, (p) => { c.diagnostics.set(p.uri, p); c.wake(); });
-    conn.onRequest(RegistrationRequest.type, (p) => { c.registrations.push(...p.registrations); c.wake(); });
-    conn.onRequest(ConfigurationRequest.type, (p) => p.items.map((i) => (i.section === 'loftq' ? o.settings ?? {} : null)));
+    child.stderr!.on('data', (d) => {
+      c.stderr += d;
+    });
+    conn.onNotification(PublishDiagnosticsNotification.type, (p) => {
+      c.diagnostics.set(p.uri, p);
+      c.wake();
+    });
+    conn.onRequest(RegistrationRequest.type, (p) => {
+      c.registrations.push(...p.registrations);
+      c.wake();
+    });
+    conn.onRequest(ConfigurationRequest.type, (p) =>
+      p.items.map((i) => (i.section === 'loftq' ? (o.settings ?? {}) : null)),
+    );
     conn.onRequest(WorkDoneProgressCreateRequest.type, () => null);
-    conn.onNotification('$/progress', (p: any) => { c.progress.push(p); c.wake(); });
-    conn.onUnhandledNotification((m) => { c.notifications.push({ method: m.method, params: m.params }); c.wake(); });
+    conn.onNotification('$/progress', (p: any) => {
+      c.progress.push(p);
+      c.wake();
+    });
+    conn.onUnhandledNotification((m) => {
+      c.notifications.push({ method: m.method, params: m.params });
+      c.wake();
+    });
     conn.listen();
     const root = uriOf(o.root);
     c.initializeResult = await conn.sendRequest(InitializeRequest.type, {
@@ -55,9 +96,17 @@ export class LspClient {
       rootUri: root,
       workspaceFolders: [{ uri: root, name: 'ws' }],
       capabilities: o.capabilities ?? {
-        workspace: { configuration: true, didChangeWatchedFiles: { dynamicRegistration: true }, workspaceFolders: true },
+        workspace: {
+          configuration: true,
+          didChangeWatchedFiles: { dynamicRegistration: true },
+          workspaceFolders: true,
+        },
         window: { workDoneProgress: true },
-        textDocument: { publishDiagnostics: { relatedInformation: true }, hover: { contentFormat: ['markdown'] }, codeAction: { disabledSupport: true } },
+        textDocument: {
+          publishDiagnostics: { relatedInformation: true },
+          hover: { contentFormat: ['markdown'] },
+          codeAction: { disabledSupport: true },
+        },
       },
     });
     await conn.sendNotification(InitializedNotification.type, {});
@@ -78,21 +127,39 @@ export class LspClient {
       if (v !== undefined) return v;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${what}; stderr: ${this.stderr}`);
-      await new Promise<void>((res) => { const t = setTimeout(res, left); this.waiters.push(() => { clearTimeout(t); res(); }); });
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          res();
+        });
+      });
     }
   }
 
   /** The next diagnostics for `uri` that satisfy `ok` (published after `since` messages). */
-  diagnosticsFor(uri: string, ok: (d: Diagnostic[]) => boolean = () => true, what = `diagnostics of ${uri}`): Promise<Diagnostic[]> {
-    return this.until(() => { const p = this.diagnostics.get(uri); return p && ok(p.diagnostics) ? p.diagnostics : undefined; }, what);
+  diagnosticsFor(
+    uri: string,
+    ok: (d: Diagnostic[]) => boolean = () => true,
+    what = `diagnostics of ${uri}`,
+  ): Promise<Diagnostic[]> {
+    return this.until(() => {
+      const p = this.diagnostics.get(uri);
+      return p && ok(p.diagnostics) ? p.diagnostics : undefined;
+    }, what);
   }
 
   open(uri: string, text: string, version = 1) {
-    return this.conn.sendNotification(DidOpenTextDocumentNotification.type, { textDocument: { uri, languageId: 'jsonc', version, text } });
+    return this.conn.sendNotification(DidOpenTextDocumentNotification.type, {
+      textDocument: { uri, languageId: 'jsonc', version, text },
+    });
   }
 
   change(uri: string, text: string, version: number) {
-    return this.conn.sendNotification(DidChangeTextDocumentNotification.type, { textDocument: { uri, version }, contentChanges: [{ text }] });
+    return this.conn.sendNotification(DidChangeTextDocumentNotification.type, {
+      textDocument: { uri, version },
+      contentChanges: [{ text }],
+    });
   }
 
   close(uri: string) {
@@ -100,7 +167,9 @@ export class LspClient {
   }
 
   filesChanged(changes: { uri: string; type?: FileChangeType }[]) {
-    return this.conn.sendNotification(DidChangeWatchedFilesNotification.type, { changes: changes.map((c) => ({ uri: c.uri, type: c.type ?? FileChangeType.Changed })) });
+    return this.conn.sendNotification(DidChangeWatchedFilesNotification.type, {
+      changes: changes.map((c) => ({ uri: c.uri, type: c.type ?? FileChangeType.Changed })),
+    });
   }
 
   async stop(): Promise<void> {
@@ -108,7 +177,9 @@ export class LspClient {
     try {
       await this.conn.sendRequest(ShutdownRequest.type);
       await this.conn.sendNotification(ExitNotification.type);
-    } catch { /* already gone */ }
+    } catch {
+      /* already gone */
+    }
     const t = setTimeout(() => this.child.kill(), 3000);
     await exited;
     clearTimeout(t);

@@ -20,17 +20,40 @@ const PLAN = `{
 /** Weight error 0.20 everywhere but q_proj of layer 0 (0.50); output error 0.10 but up/down_proj of layer 4 (0.35, 0.40). */
 async function report(ckpt: string, withOutput: boolean): Promise<Report> {
   const ck = await openCheckpoint(ckpt);
-  const matrices: MatrixReport[] = ck.tensors.filter((t) => /_proj\.weight$/.test(t.name)).map((t) => {
-    const output = t.name === 'model.layers.4.mlp.down_proj.weight' ? 0.4 : t.name === 'model.layers.4.mlp.up_proj.weight' ? 0.35 : 0.1;
-    return {
-      name: t.name, shape: [t.shape[0], t.shape[1]], dtype: t.dtype, bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64,
-      relError: t.name === 'model.layers.0.self_attn.q_proj.weight' ? 0.5 : 0.2, relErrorPerIter: [0.2], qloraRelError: 0.6,
-      frobeniusNorm: 1, seconds: 0, ...(withOutput ? { outputRelError: output, qloraOutputRelError: 2 * output } : {}),
-    };
-  });
+  const matrices: MatrixReport[] = ck.tensors
+    .filter((t) => /_proj\.weight$/.test(t.name))
+    .map((t) => {
+      const output =
+        t.name === 'model.layers.4.mlp.down_proj.weight'
+          ? 0.4
+          : t.name === 'model.layers.4.mlp.up_proj.weight'
+            ? 0.35
+            : 0.1;
+      return {
+        name: t.name,
+        shape: [t.shape[0], t.shape[1]],
+        dtype: t.dtype,
+        bits: 2,
+        rank: 8,
+        iters: 2,
+        quantizer: 'nf',
+        blockSize: 64,
+        relError: t.name === 'model.layers.0.self_attn.q_proj.weight' ? 0.5 : 0.2,
+        relErrorPerIter: [0.2],
+        qloraRelError: 0.6,
+        frobeniusNorm: 1,
+        seconds: 0,
+        ...(withOutput ? { outputRelError: output, qloraOutputRelError: 2 * output } : {}),
+      };
+    });
   return {
-    version: 1, tool: 'loftq-lens test', checkpoint: ckpt, backend: 'cpu', settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 },
-    matrices, totals: { matrices: matrices.length, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
+    version: 1,
+    tool: 'loftq-lens test',
+    checkpoint: ckpt,
+    backend: 'cpu',
+    settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 },
+    matrices,
+    totals: { matrices: matrices.length, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
   };
 }
 
@@ -43,8 +66,10 @@ test('worst matrices by output error when the report has it, by weight error oth
   fs.writeFileSync(reportFile, JSON.stringify(await report(ckpt, false)));
   const uri = uriOf(plan);
   await withServer(root, async (c) => {
-    const worst = async (pattern: RegExp) => (await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'worst' && pattern.test(x.message))))
-      .filter((d) => d.code === 'worst').map((d) => d.message);
+    const worst = async (pattern: RegExp) =>
+      (await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'worst' && pattern.test(x.message))))
+        .filter((d) => d.code === 'worst')
+        .map((d) => d.message);
     // Weight errors only: q_proj of layer 0 (0.50) leads; 2 of 35 matrices make the top 5%.
     const byWeight = await worst(/LoftQ error/);
     assert.equal(byWeight.length, 1);
@@ -54,7 +79,10 @@ test('worst matrices by output error when the report has it, by weight error oth
     await c.filesChanged([{ uri: uriOf(reportFile) }]);
     const byOutput = await worst(/output error/);
     assert.equal(byOutput.length, 1);
-    assert.match(byOutput[0], /: 2-bit output error 0\.35–0\.40 \(LoftQ weight error 0\.20\), top 6% of the model by output error$/);
+    assert.match(
+      byOutput[0],
+      /: 2-bit output error 0\.35–0\.40 \(LoftQ weight error 0\.20\), top 6% of the model by output error$/,
+    );
     assert.match(byOutput[0], /up_proj/);
     assert.match(byOutput[0], /down_proj/);
     assert.doesNotMatch(byOutput[0], /q_proj/);

@@ -21,7 +21,7 @@ const layerOf = (name: string) => Number(/layers\.(\d+)\./.exec(name)![1]);
 const norm = (name: string) => 1 + 0.25 * layerOf(name);
 const relErr = (name: string, bits: number) => (bits === 4 ? 0.05 : name.endsWith('down_proj.weight') ? 0.5 : 0.2);
 // A decaying residual spectrum: truncating rank 16 to 8 costs a little, not nothing.
-const spectrum = (name: string) => Array.from({ length: R }, (_, i) => 0.02 * norm(name) * (R - i) / R);
+const spectrum = (name: string) => Array.from({ length: R }, (_, i) => (0.02 * norm(name) * (R - i)) / R);
 
 async function targetsOf(ckpt: string): Promise<TensorInfo[]> {
   return (await openCheckpoint(ckpt)).tensors.filter((t) => /_proj\.weight$/.test(t.name));
@@ -29,15 +29,31 @@ async function targetsOf(ckpt: string): Promise<TensorInfo[]> {
 
 function baseReport(ckpt: string): Report {
   return {
-    version: 1, tool: 'loftq-lens test', checkpoint: ckpt, backend: 'cpu', settings: { bits: 2, rank: R, iters: 5, quantizer: 'nf', blockSize: 64 },
-    matrices: [], totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
+    version: 1,
+    tool: 'loftq-lens test',
+    checkpoint: ckpt,
+    backend: 'cpu',
+    settings: { bits: 2, rank: R, iters: 5, quantizer: 'nf', blockSize: 64 },
+    matrices: [],
+    totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
   };
 }
 
 function analysisReport(ckpt: string, targets: TensorInfo[]): Report {
   const analyses: AnalysisEntry[] = [2, 4].map((bits) => ({
-    bits, rank: R, iters: 5, quantizer: 'nf', blockSize: 64,
-    matrices: targets.map((t) => ({ name: t.name, shape: [t.shape[0], t.shape[1]] as [number, number], relError: relErr(t.name, bits), qloraRelError: 2 * relErr(t.name, bits), frobeniusNorm: norm(t.name), residualSpectrum: spectrum(t.name) })),
+    bits,
+    rank: R,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+    matrices: targets.map((t) => ({
+      name: t.name,
+      shape: [t.shape[0], t.shape[1]] as [number, number],
+      relError: relErr(t.name, bits),
+      qloraRelError: 2 * relErr(t.name, bits),
+      frobeniusNorm: norm(t.name),
+      residualSpectrum: spectrum(t.name),
+    })),
   }));
   return { ...baseReport(ckpt), analyses };
 }
@@ -48,10 +64,15 @@ function analysisReport(ckpt: string, targets: TensorInfo[]): Report {
 function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): { message: string; ratio: number } {
   const cp = compilePlan(parsePlan(text).plan);
   const cost = { ...DEFAULT_COST, blockSize: 64, adapterBytes: adapterBytesOf(targets[0].dtype) };
-  let error = 0, bytes = 0, backbone = 0, params = 0;
+  let error = 0,
+    bytes = 0,
+    backbone = 0,
+    params = 0;
   for (const t of targets) {
     const { bits, rank } = settingsFor(cp, t.name)!;
-    const tail = spectrum(t.name).slice(rank).reduce((s, x) => s + x * x, 0);
+    const tail = spectrum(t.name)
+      .slice(rank)
+      .reduce((s, x) => s + x * x, 0);
     error += (relErr(t.name, bits) * norm(t.name)) ** 2 + tail;
     bytes += choiceBytes(t.shape[0], t.shape[1], bits, rank, cost);
     backbone += choiceBytes(t.shape[0], t.shape[1], bits, rank, { ...cost, countAdapters: false });
@@ -60,9 +81,14 @@ function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): {
   // The planner at this plan's size as its budget counts it: avgBits the backbone only, bytes with the adapters.
   const byBits = parsePlan(text).plan.budget?.avgBits !== undefined;
   const budget = byBits ? { avgBits: ((8 * backbone) / params) * (1 + 1e-9) } : { bytes }; // rounding slack
-  const planner = planReport(report, { budget, ranks: [8, 16], objective: 'absolute', cost: { ...cost, countAdapters: !byBits } }).plan.error;
+  const planner = planReport(report, {
+    budget,
+    ranks: [8, 16],
+    objective: 'absolute',
+    cost: { ...cost, countAdapters: !byBits },
+  }).plan.error;
   const ratio = planner / error;
-  const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${(8 * backbone / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
+  const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${((8 * backbone) / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
   return { message, ratio };
 }
 
@@ -92,30 +118,59 @@ test("the planner's prediction sits next to this plan's on `budget`; its quick f
     const ds = only(await c.diagnosticsFor(uri, (d) => only(d, 'planner').length > 0), 'planner');
     const want = expectedPlanner(text, report, targets);
     assert.ok(want.ratio < 0.9, `the planner does clearly better here (${want.ratio})`);
-    assert.deepEqual(ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })),
-      [{ severity: DiagnosticSeverity.Warning, message: want.message, range: rangeOf(text, '"budget"') }]);
+    assert.deepEqual(
+      ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })),
+      [{ severity: DiagnosticSeverity.Warning, message: want.message, range: rangeOf(text, '"budget"') }],
+    );
 
     // The mixed-precision action is the quick fix of that diagnostic; applied, the plan is the planner's own.
-    const actions = (await c.conn.sendRequest(CodeActionRequest.type, { textDocument: { uri }, range: ds[0].range, context: { diagnostics: ds } })) as CodeAction[];
+    const actions = (await c.conn.sendRequest(CodeActionRequest.type, {
+      textDocument: { uri },
+      range: ds[0].range,
+      context: { diagnostics: ds },
+    })) as CodeAction[];
     const fix = actions.find((a) => a.title.startsWith('Apply mixed-precision plan within budget: planner'))!;
     assert.ok(fix, actions.map((a) => a.title).join('; '));
     assert.equal(fix.kind, 'quickfix');
     assert.deepEqual(fix.diagnostics, ds);
     const edited = applyTextEdits(text, fix.edit!.changes![uri]);
     await c.change(uri, edited, 2);
-    const after = only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && only(d, 'planner').length > 0), 'planner');
+    const after = only(
+      await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && only(d, 'planner').length > 0),
+      'planner',
+    );
     const again = expectedPlanner(edited, report, targets);
-    assert.ok(again.ratio >= 0.9 && again.ratio <= 1 + 1e-9, `the planner's plan is (near) its own optimum (${again.ratio})`);
-    assert.deepEqual(after.map((d) => ({ severity: d.severity, message: d.message, range: d.range })),
-      [{ severity: DiagnosticSeverity.Information, message: again.message, range: rangeOf(edited, '"budget"') }]);
+    assert.ok(
+      again.ratio >= 0.9 && again.ratio <= 1 + 1e-9,
+      `the planner's plan is (near) its own optimum (${again.ratio})`,
+    );
+    assert.deepEqual(
+      after.map((d) => ({ severity: d.severity, message: d.message, range: d.range })),
+      [{ severity: DiagnosticSeverity.Information, message: again.message, range: rangeOf(edited, '"budget"') }],
+    );
 
     // Without a budget node, or with a rank the analysis cannot predict (above the analysed 16), no comparison.
     const noBudget = text.replace(',\n  "budget": { "avgBits": 14 }', '');
     await c.change(uri, noBudget, 3);
-    assert.deepEqual(only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 3 && d.some((x) => x.code === 'summary')), 'planner'), []);
+    assert.deepEqual(
+      only(
+        await c.diagnosticsFor(
+          uri,
+          (d) => c.diagnostics.get(uri)!.version === 3 && d.some((x) => x.code === 'summary'),
+        ),
+        'planner',
+      ),
+      [],
+    );
     const rank32 = text.replace('"rank": 16', '"rank": 32');
     await c.change(uri, rank32, 4);
-    assert.deepEqual(only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 4 && d.some((x) => x.code === 'budget')), 'planner'), []);
+    assert.deepEqual(
+      only(
+        await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 4 && d.some((x) => x.code === 'budget')),
+        'planner',
+      ),
+      [],
+    );
   });
 });
 
@@ -132,15 +187,38 @@ test('a quantize report with NF4 reload errors warns at the `bits` of each entry
   ],
   "budget": { "avgBits": 4 }
 }`;
-  const bitsOf = (n: string) => (n.endsWith('down_proj.weight') ? 2 : n === 'model.layers.0.self_attn.q_proj.weight' ? 8 : 3);
+  const bitsOf = (n: string) =>
+    n.endsWith('down_proj.weight') ? 2 : n === 'model.layers.0.self_attn.q_proj.weight' ? 8 : 3;
   // As `loftq quantize` writes them: 3- and 8-bit NF errors change on reload, NF2 survives.
   // Two exceptions: layer 4's o_proj changes by under 1% (reloadWarnings' tolerance) and
   // layer 4's k_proj was quantized at 4 bits by an older plan (the report is stale there).
   const matrices: MatrixReport[] = targets.map((t, i) => {
     const bits = t.name === 'model.layers.4.self_attn.k_proj.weight' ? 4 : bitsOf(t.name);
     const relError = bits === 2 ? 0.3 : bits === 3 ? 0.15 + 0.002 * i : 0.01;
-    const reload = bits === 2 || bits === 4 ? relError : t.name === 'model.layers.4.self_attn.o_proj.weight' ? relError * 1.005 : bits === 3 ? relError + 0.03 : 0.035;
-    return { name: t.name, shape: [t.shape[0], t.shape[1]], dtype: t.dtype, bits, rank: 8, iters: 5, quantizer: 'nf', blockSize: 64, relError, relErrorPerIter: [relError], qloraRelError: 2 * relError, frobeniusNorm: 1, seconds: 0, nf4ReloadRelError: reload };
+    const reload =
+      bits === 2 || bits === 4
+        ? relError
+        : t.name === 'model.layers.4.self_attn.o_proj.weight'
+          ? relError * 1.005
+          : bits === 3
+            ? relError + 0.03
+            : 0.035;
+    return {
+      name: t.name,
+      shape: [t.shape[0], t.shape[1]],
+      dtype: t.dtype,
+      bits,
+      rank: 8,
+      iters: 5,
+      quantizer: 'nf',
+      blockSize: 64,
+      relError,
+      relErrorPerIter: [relError],
+      qloraRelError: 2 * relError,
+      frobeniusNorm: 1,
+      seconds: 0,
+      nf4ReloadRelError: reload,
+    };
   });
   fs.writeFileSync(path.join(root, 'loftq-report.json'), JSON.stringify({ ...baseReport(ckpt), matrices }));
   const plan = path.join(root, 'loftq.json');
@@ -152,22 +230,40 @@ test('a quantize report with NF4 reload errors warns at the `bits` of each entry
     const threeBit = matrices.filter((m) => m.bits === 3 && m.name !== 'model.layers.4.self_attn.o_proj.weight');
     assert.equal(threeBit.length, 35 - 5 - 1 - 2);
     const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-    const before = mean(threeBit.map((m) => m.relError)).toFixed(2), after = mean(threeBit.map((m) => m.nf4ReloadRelError!)).toFixed(2);
+    const before = mean(threeBit.map((m) => m.relError)).toFixed(2),
+      after = mean(threeBit.map((m) => m.nf4ReloadRelError!)).toFixed(2);
     assert.notEqual(before, after);
     const q0 = matrices.find((m) => m.bits === 8)!;
-    assert.deepEqual(ds.map((d) => ({ severity: d.severity, message: d.message, range: d.range })).sort((a, b) => a.range.start.line - b.range.start.line), [
-      { severity: DiagnosticSeverity.Warning, range: rangeOf(text, '3'),
-        message: `3-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of these ${threeBit.length} matrices rises from ${before} to ${after} on average` },
-      { severity: DiagnosticSeverity.Warning, range: rangeOf(text, '8', 1),
-        message: `8-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of this matrix rises from ${q0.relError.toFixed(2)} to ${q0.nf4ReloadRelError!.toFixed(2)}` },
-    ]);
+    assert.deepEqual(
+      ds
+        .map((d) => ({ severity: d.severity, message: d.message, range: d.range }))
+        .sort((a, b) => a.range.start.line - b.range.start.line),
+      [
+        {
+          severity: DiagnosticSeverity.Warning,
+          range: rangeOf(text, '3'),
+          message: `3-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of these ${threeBit.length} matrices rises from ${before} to ${after} on average`,
+        },
+        {
+          severity: DiagnosticSeverity.Warning,
+          range: rangeOf(text, '8', 1),
+          message: `8-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of this matrix rises from ${q0.relError.toFixed(2)} to ${q0.nf4ReloadRelError!.toFixed(2)}`,
+        },
+      ],
+    );
     // No analyses in a quantize report: no planner comparison, and nothing said about it.
     assert.deepEqual(only(c.diagnostics.get(uri)!.diagnostics, 'planner'), []);
 
     // The defaults moved to 2 bits: the report's 3-bit numbers no longer describe the plan.
     const two = text.replace('"bits": 3', '"bits": 2');
     await c.change(uri, two, 2);
-    const later = only(await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.length > 0), 'reload');
-    assert.deepEqual(later.map((d) => d.range), [rangeOf(two, '8', 1)]);
+    const later = only(
+      await c.diagnosticsFor(uri, (d) => c.diagnostics.get(uri)!.version === 2 && d.length > 0),
+      'reload',
+    );
+    assert.deepEqual(
+      later.map((d) => d.range),
+      [rangeOf(two, '8', 1)],
+    );
   });
 });

@@ -25,9 +25,17 @@ const PLAN = `{
 const summary = (ds: Diagnostic[]) => ds.find((d) => d.code === 'summary')?.message;
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 
-async function hoverText(c: Parameters<Parameters<typeof withServer>[1]>[0], uri: string, text: string, needle: string): Promise<string> {
+async function hoverText(
+  c: Parameters<Parameters<typeof withServer>[1]>[0],
+  uri: string,
+  text: string,
+  needle: string,
+): Promise<string> {
   const r = rangeOf(text, needle);
-  const h = await c.conn.sendRequest(HoverRequest.type, { textDocument: { uri }, position: { line: r.start.line, character: r.start.character + 2 } });
+  const h = await c.conn.sendRequest(HoverRequest.type, {
+    textDocument: { uri },
+    position: { line: r.start.line, character: r.start.character + 2 },
+  });
   return (h!.contents as MarkupContent).value;
 }
 
@@ -35,17 +43,36 @@ async function hoverText(c: Parameters<Parameters<typeof withServer>[1]>[0], uri
 async function analysisReport(ckpt: string, e2: number, e4: number): Promise<Report> {
   const ck = await openCheckpoint(ckpt);
   const targets = ck.tensors.filter((t) => /_proj\.weight$/.test(t.name));
-  const analyses: AnalysisEntry[] = [[2, e2], [4, e4]].map(([bits, e]) => ({
-    bits, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64,
-    matrices: targets.map((t) => ({ name: t.name, shape: [t.shape[0], t.shape[1]] as [number, number], relError: e, qloraRelError: 2 * e, frobeniusNorm: 1 })),
+  const analyses: AnalysisEntry[] = [
+    [2, e2],
+    [4, e4],
+  ].map(([bits, e]) => ({
+    bits,
+    rank: 8,
+    iters: 2,
+    quantizer: 'nf',
+    blockSize: 64,
+    matrices: targets.map((t) => ({
+      name: t.name,
+      shape: [t.shape[0], t.shape[1]] as [number, number],
+      relError: e,
+      qloraRelError: 2 * e,
+      frobeniusNorm: 1,
+    })),
   }));
   return {
-    version: 1, tool: 'loftq-lens test', checkpoint: ckpt, backend: 'cpu', settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 },
-    matrices: [], totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 }, analyses,
+    version: 1,
+    tool: 'loftq-lens test',
+    checkpoint: ckpt,
+    backend: 'cpu',
+    settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 },
+    matrices: [],
+    totals: { matrices: 0, parameters: 0, seconds: 0, backboneBytes: 0, adapterBytes: 0 },
+    analyses,
   };
 }
 
-test('after loftq/quantize the plan of that checkpoint uses the run\'s report at once (no watcher event)', async () => {
+test("after loftq/quantize the plan of that checkpoint uses the run's report at once (no watcher event)", async () => {
   const { root, ckptDir } = workspace();
   const plan = path.join(root, 'loftq.json');
   const uri = uriOf(plan);
@@ -56,15 +83,27 @@ test('after loftq/quantize the plan of that checkpoint uses the run\'s report at
     const out = path.join(root, 'runs', 'nf2');
     const checkpoint = path.join(ckptDir, 'model.safetensors');
     const done = (await c.conn.sendRequest(Methods.quantize, {
-      checkpoint, out, plan, settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 }, backend: 'cpu', workers: 1,
+      checkpoint,
+      out,
+      plan,
+      settings: { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 },
+      backend: 'cpu',
+      workers: 1,
     })) as QuantizeResult;
     assert.equal(done.reportPath, path.join(out, 'loftq-report.json'));
     // The mean over the 35 matrices of the report on disk, as the summary rounds it.
     const onDisk: Report = JSON.parse(fs.readFileSync(done.reportPath, 'utf8'));
     const want = mean(onDisk.matrices.map((m) => m.relError)).toFixed(2);
-    const ds = await c.diagnosticsFor(uri, (d) => !!summary(d)?.includes('mean LoftQ error'), 'diagnostics with the run\'s errors');
+    const ds = await c.diagnosticsFor(
+      uri,
+      (d) => !!summary(d)?.includes('mean LoftQ error'),
+      "diagnostics with the run's errors",
+    );
     assert.match(summary(ds)!, new RegExp(`^35 matrices: mean LoftQ error ${want.replace('.', '\\.')}, `));
-    const text2 = PLAN.replace('"defaults"', '"overrides": [{ "match": "model.layers.0.self_attn.q_proj" }],\n  "defaults"');
+    const text2 = PLAN.replace(
+      '"defaults"',
+      '"overrides": [{ "match": "model.layers.0.self_attn.q_proj" }],\n  "defaults"',
+    );
     await c.change(uri, text2, 2);
     const h = await hoverText(c, uri, text2, '"model.layers.0.self_attn.q_proj"');
     const q0 = onDisk.matrices.find((m) => m.name === 'model.layers.0.self_attn.q_proj.weight')!;
@@ -73,7 +112,7 @@ test('after loftq/quantize the plan of that checkpoint uses the run\'s report at
   });
 });
 
-test('a CLI run the client reads through loftq/readReport, a newer analysis, and the plan\'s `analysis` path', async () => {
+test("a CLI run the client reads through loftq/readReport, a newer analysis, and the plan's `analysis` path", async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
   const plan = path.join(root, 'loftq.json');
@@ -98,15 +137,42 @@ test('a CLI run the client reads through loftq/readReport, a newer analysis, and
     // The CLI writes a run outside the workspace; the client shows its report (loftq/readReport).
     const out = fs.mkdtempSync(path.join(path.dirname(root), 'loftq-cli-out-'));
     try {
-      const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'quantize', checkpoint, '--out', out, '--bits', '2', '--rank', '8', '--iters', '2', '--backend', 'cpu', '--workers', '1'], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [
+          path.join(repoRoot, 'dist', 'cli.js'),
+          'quantize',
+          checkpoint,
+          '--out',
+          out,
+          '--bits',
+          '2',
+          '--rank',
+          '8',
+          '--iters',
+          '2',
+          '--backend',
+          'cpu',
+          '--workers',
+          '1',
+        ],
+        { encoding: 'utf8' },
+      );
       assert.equal(r.status, 0, r.stderr);
       const report = (await c.conn.sendRequest(Methods.readReport, { path: out })) as Report;
       const want = mean(report.matrices.map((m) => m.relError)).toFixed(2);
       assert.notEqual(want, '0.30');
       // The run's own numbers describe the files as written: they win at 2 bits; the analysis keeps 4 bits.
-      ds = await c.diagnosticsFor(uri, (d) => !!summary(d)?.includes(`mean LoftQ error ${want}`), 'the CLI run\'s errors');
+      ds = await c.diagnosticsFor(
+        uri,
+        (d) => !!summary(d)?.includes(`mean LoftQ error ${want}`),
+        "the CLI run's errors",
+      );
       const worst = ds.filter((d) => d.code === 'worst');
-      assert.ok(worst.length > 0 && worst.every((d) => /; 4-bit gives 0\.10 for /.test(d.message)), worst.map((d) => d.message).join('\n'));
+      assert.ok(
+        worst.length > 0 && worst.every((d) => /; 4-bit gives 0\.10 for /.test(d.message)),
+        worst.map((d) => d.message).join('\n'),
+      );
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

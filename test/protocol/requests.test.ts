@@ -21,8 +21,11 @@ test('loftq/inspect returns the header summary; bad checkpoints are one-line err
     const got = await c.conn.sendRequest<InspectResult>(Methods.inspect, { checkpoint: uriOf(file) });
     assert.deepEqual(got, inspectCheckpoint(await openCheckpoint(file)));
     assert.equal(got.totals.tensors, 47);
-    await assert.rejects(c.conn.sendRequest(Methods.inspect, { checkpoint: path.join(root, 'nope.safetensors') }),
-      (e: ResponseError<unknown>) => e.code === -32602 && e.message === `${path.join(root, 'nope.safetensors')}: does not exist`);
+    await assert.rejects(
+      c.conn.sendRequest(Methods.inspect, { checkpoint: path.join(root, 'nope.safetensors') }),
+      (e: ResponseError<unknown>) =>
+        e.code === -32602 && e.message === `${path.join(root, 'nope.safetensors')}: does not exist`,
+    );
   });
 });
 
@@ -31,13 +34,34 @@ test('loftq/readReport reads a report by file, folder or plan path; null when th
   await withServer(root, async (c) => {
     assert.equal(await c.conn.sendRequest(Methods.readReport, { path: root }), null);
     const report: Report = {
-      version: 1, tool: 'loftq-lens test', checkpoint: 'x', backend: 'cpu', settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 },
-      matrices: [{ name: 'a.weight', shape: [2, 2], dtype: 'F32', bits: 2, rank: 1, iters: 1, quantizer: 'nf', blockSize: 64, relError: 0.1, relErrorPerIter: [0.1], qloraRelError: 0.2, frobeniusNorm: 1, seconds: 0 }],
+      version: 1,
+      tool: 'loftq-lens test',
+      checkpoint: 'x',
+      backend: 'cpu',
+      settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 },
+      matrices: [
+        {
+          name: 'a.weight',
+          shape: [2, 2],
+          dtype: 'F32',
+          bits: 2,
+          rank: 1,
+          iters: 1,
+          quantizer: 'nf',
+          blockSize: 64,
+          relError: 0.1,
+          relErrorPerIter: [0.1],
+          qloraRelError: 0.2,
+          frobeniusNorm: 1,
+          seconds: 0,
+        },
+      ],
       totals: { matrices: 1, parameters: 4, seconds: 0, backboneBytes: 1, adapterBytes: 16 },
     };
     const file = path.join(root, 'loftq-report.json');
     fs.writeFileSync(file, JSON.stringify(report));
-    for (const p of [file, root, path.join(root, 'loftq.json'), uriOf(file)]) assert.deepEqual(await c.conn.sendRequest(Methods.readReport, { path: p }), report, p);
+    for (const p of [file, root, path.join(root, 'loftq.json'), uriOf(file)])
+      assert.deepEqual(await c.conn.sendRequest(Methods.readReport, { path: p }), report, p);
     fs.writeFileSync(file, '{"version": 2}');
     await assert.rejects(c.conn.sendRequest(Methods.readReport, { path: file }), /is not a loftq report/);
   });
@@ -54,7 +78,10 @@ test('`loftq lsp --stdio` serves the same diagnostics; without a transport it is
   const c = await LspClient.start({ root, entry: 'cli', capabilities: {} });
   try {
     const ds = await c.diagnosticsFor(uriOf(plan), (d) => d.length > 0);
-    assert.deepEqual(ds.map((d) => d.message), ["checkpoint 'missing.safetensors' does not exist"]);
+    assert.deepEqual(
+      ds.map((d) => d.message),
+      ["checkpoint 'missing.safetensors' does not exist"],
+    );
     assert.deepEqual(c.registrations, []);
   } finally {
     await c.stop();

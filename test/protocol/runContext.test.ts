@@ -33,7 +33,10 @@ test('loftq/runContext: no plan, a plan with an error, a corrupt file, a shard o
   fs.mkdirSync(shards);
   fs.copyFileSync(ckpt, path.join(shards, 'model-00001-of-00001.safetensors'));
   const weightMap = Object.fromEntries(Object.keys(header(ckpt)).map((n) => [n, 'model-00001-of-00001.safetensors']));
-  fs.writeFileSync(path.join(shards, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  fs.writeFileSync(
+    path.join(shards, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
 
   await withServer(root, async (c) => {
     const ask = (checkpoint: string) => c.conn.sendRequest(Methods.runContext, { checkpoint }) as Promise<RunContext>;
@@ -72,8 +75,14 @@ test('loftq/runContext: no plan, a plan with an error, a corrupt file, a shard o
     assert.equal(withPlan.plan!.overrides, 1);
     assert.equal(withPlan.plan!.matrices, projections.length);
     const at = rangeOf(text, String(smallest + 1));
-    assert.deepEqual([withPlan.plan!.error!.line, withPlan.plan!.error!.character], [at.start.line, at.start.character]);
-    assert.match(withPlan.plan!.error!.message, new RegExp(`^rank ${smallest + 1} is larger than min\\(out, in\\) = ${smallest}`));
+    assert.deepEqual(
+      [withPlan.plan!.error!.line, withPlan.plan!.error!.character],
+      [at.start.line, at.start.character],
+    );
+    assert.match(
+      withPlan.plan!.error!.message,
+      new RegExp(`^rank ${smallest + 1} is larger than min\\(out, in\\) = ${smallest}`),
+    );
 
     // Fixed: no error, and the largest rank is that of the matrices the defaults decide.
     const fixed = text.replace(`"rank": ${smallest + 1}`, '"rank": 8');
@@ -84,14 +93,24 @@ test('loftq/runContext: no plan, a plan with an error, a corrupt file, a shard o
     assert.equal(ok.plan!.maxRank!.rank, smallest);
 
     // loftq/planLocation: the override that decides a tensor, else the defaults (heatmap click → plan).
-    const locate = (tensor: string) => c.conn.sendRequest(Methods.planLocation, { checkpoint: ckpt, tensor }) as Promise<PlanLocation>;
+    const locate = (tensor: string) =>
+      c.conn.sendRequest(Methods.planLocation, { checkpoint: ckpt, tensor }) as Promise<PlanLocation>;
     const q0 = await locate('model.layers.0.self_attn.q_proj.weight');
-    assert.deepEqual(q0, { module: 'model.layers.0.self_attn.q_proj', plan: planFile,
-      override: { index: 0, range: rangeOf(fixed, '{ "match": "model.layers.0.**", "bits": 4 }') } });
+    assert.deepEqual(q0, {
+      module: 'model.layers.0.self_attn.q_proj',
+      plan: planFile,
+      override: { index: 0, range: rangeOf(fixed, '{ "match": "model.layers.0.**", "bits": 4 }') },
+    });
     const q1 = await locate('model.layers.1.self_attn.q_proj.weight');
-    assert.deepEqual(q1, { module: 'model.layers.1.self_attn.q_proj', plan: planFile, defaults: rangeOf(fixed, '{ "bits": 2, "rank": 8 }') });
+    assert.deepEqual(q1, {
+      module: 'model.layers.1.self_attn.q_proj',
+      plan: planFile,
+      defaults: rangeOf(fixed, '{ "bits": 2, "rank": 8 }'),
+    });
     fs.rmSync(planFile);
     await c.filesChanged([{ uri: uriOf(planFile), type: FileChangeType.Deleted }]);
-    assert.deepEqual(await locate('model.layers.1.self_attn.q_proj.weight'), { module: 'model.layers.1.self_attn.q_proj' });
+    assert.deepEqual(await locate('model.layers.1.self_attn.q_proj.weight'), {
+      module: 'model.layers.1.self_attn.q_proj',
+    });
   });
 });

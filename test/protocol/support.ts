@@ -34,7 +34,8 @@ export function rangeOf(text: string, needle: string, nth = 0): Range {
 /** Applies LSP TextEdits (non-overlapping) to a text. */
 export function applyTextEdits(text: string, edits: { range: Range; newText: string }[]): string {
   const lines = text.split('\n');
-  const offset = (p: { line: number; character: number }) => lines.slice(0, p.line).reduce((s, l) => s + l.length + 1, 0) + p.character;
+  const offset = (p: { line: number; character: number }) =>
+    lines.slice(0, p.line).reduce((s, l) => s + l.length + 1, 0) + p.character;
   const sorted = [...edits].sort((a, b) => offset(b.range.start) - offset(a.range.start));
   let out = text;
   for (const e of sorted) out = out.slice(0, offset(e.range.start)) + e.newText + out.slice(offset(e.range.end));
@@ -47,7 +48,11 @@ export function rmrf(dir: string) {
 
 /** Starts the server on a workspace, runs f with a client of it, then stops the server and
  *  removes the workspace, whatever f did. */
-export async function withServer<T>(root: string, f: (c: LspClient) => Promise<T>, opts: Omit<StartOptions, 'root'> = {}): Promise<T> {
+export async function withServer<T>(
+  root: string,
+  f: (c: LspClient) => Promise<T>,
+  opts: Omit<StartOptions, 'root'> = {},
+): Promise<T> {
   const c = await LspClient.start({ root, ...opts });
   try {
     return await f(c);

@@ -17,7 +17,23 @@ import { LspClient } from './lspClient';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
-const cliArgs = (out: string) => ['quantize', STORIES, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--workers', '1', '--backend', 'cpu', '--quiet'];
+const cliArgs = (out: string) => [
+  'quantize',
+  STORIES,
+  '--out',
+  out,
+  '--bits',
+  '2',
+  '--rank',
+  '4',
+  '--iters',
+  '1',
+  '--workers',
+  '1',
+  '--backend',
+  'cpu',
+  '--quiet',
+];
 
 test('kill -9 of the server mid-run (6 seeded trials): the folder is judged, and the CLI resumes it to identical files', async () => {
   const refOut = path.join(tempDir('loftq-srvkill-ref-'), 'out');
@@ -31,13 +47,25 @@ test('kill -9 of the server mid-run (6 seeded trials): the folder is judged, and
     if (trial % 3 === 2) fs.cpSync(refOut, out, { recursive: true });
     const c = await LspClient.start({ root });
     const after = rng.int(0, 35); // matrices finished before the kill; 35 = while writing files
-    const params: QuantizeParams = { checkpoint: STORIES, out, settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 }, backend: 'cpu', workers: 1, workDoneToken: 't',
+    const params: QuantizeParams = {
+      checkpoint: STORIES,
+      out,
+      settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 },
+      backend: 'cpu',
+      workers: 1,
+      workDoneToken: 't',
       // The checkpoint lies outside this temp workspace: as if the user confirmed it in the client.
-      confirmedOutsideWorkspace: true };
+      confirmedOutsideWorkspace: true,
+    };
     const run = c.conn.sendRequest(Methods.quantize, params).catch(() => 'connection lost');
-    await c.until(() => (after === 35
-      ? c.progress.find((p) => p.value.message === 'writing files')
-      : c.notifications.filter((n) => n.method === Methods.matrixDone).length >= after || undefined), `${after} matrices done`, 60_000);
+    await c.until(
+      () =>
+        after === 35
+          ? c.progress.find((p) => p.value.message === 'writing files')
+          : c.notifications.filter((n) => n.method === Methods.matrixDone).length >= after || undefined,
+      `${after} matrices done`,
+      60_000,
+    );
     const exited = new Promise((r) => c.child.once('exit', r));
     c.child.kill('SIGKILL');
     await exited;

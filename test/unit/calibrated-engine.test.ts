@@ -18,16 +18,22 @@ const RIDGE = 0.01;
 
 /** G = XᵀX/N of anisotropic synthetic inputs (correlated features, scales over two decades). */
 function syntheticStat(dim: number, tokens: number, seed: number, kind: 'full' | 'diag'): InputStat {
-  const z = gaussian(tokens * dim, seed), c = gaussian(dim * dim, seed + 1);
+  const z = gaussian(tokens * dim, seed),
+    c = gaussian(dim * dim, seed + 1);
   const x = new Float64Array(tokens * dim);
-  for (let t = 0; t < tokens; t++) for (let j = 0; j < dim; j++) {
-    let v = 0;
-    for (let p = 0; p < dim; p++) v += z[t * dim + p] * c[p * dim + j];
-    x[t * dim + j] = (v * 10 ** (-1 + (2 * j) / dim)) / Math.sqrt(dim);
-  }
+  for (let t = 0; t < tokens; t++)
+    for (let j = 0; j < dim; j++) {
+      let v = 0;
+      for (let p = 0; p < dim; p++) v += z[t * dim + p] * c[p * dim + j];
+      x[t * dim + j] = (v * 10 ** (-1 + (2 * j) / dim)) / Math.sqrt(dim);
+    }
   const g = new Float64Array(dim * dim);
-  for (let t = 0; t < tokens; t++) for (let i = 0; i < dim; i++) for (let j = 0; j < dim; j++) g[i * dim + j] += (x[t * dim + i] * x[t * dim + j]) / tokens;
-  return kind === 'full' ? { kind, dim, count: tokens, g } : { kind, dim, count: tokens, d: Float64Array.from({ length: dim }, (_, i) => g[i * dim + i]) };
+  for (let t = 0; t < tokens; t++)
+    for (let i = 0; i < dim; i++)
+      for (let j = 0; j < dim; j++) g[i * dim + j] += (x[t * dim + i] * x[t * dim + j]) / tokens;
+  return kind === 'full'
+    ? { kind, dim, count: tokens, g }
+    : { kind, dim, count: tokens, d: Float64Array.from({ length: dim }, (_, i) => g[i * dim + i]) };
 }
 
 /** Statistics shaped as the forward pass makes them: q/k/v share one, gate/up share one. */
@@ -53,7 +59,13 @@ const prepared = (stats: InputStats, ridge = RIDGE): PreparedCalibration => ({
 
 function listFiles(dir: string): string[] {
   const out: string[] = [];
-  const walk = (d: string) => { for (const f of fs.readdirSync(d)) { const p = path.join(d, f); if (fs.statSync(p).isDirectory()) walk(p); else out.push(path.relative(dir, p)); } };
+  const walk = (d: string) => {
+    for (const f of fs.readdirSync(d)) {
+      const p = path.join(d, f);
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else out.push(path.relative(dir, p));
+    }
+  };
   walk(dir);
   return out.sort();
 }
@@ -65,30 +77,36 @@ async function diskOutputError(out: string, name: string, stat: InputStat, ridge
   const dst = await openCheckpoint(path.join(out, 'model.safetensors'));
   const ad = await openCheckpoint(path.join(out, 'loftq_init', 'adapter_model.safetensors'));
   const mod = name.replace(/\.weight$/, '');
-  const w = await readTensorF32(src.byName.get(name)!), q = await readTensorF32(dst.byName.get(name)!);
+  const w = await readTensorF32(src.byName.get(name)!),
+    q = await readTensorF32(dst.byName.get(name)!);
   const A = ad.byName.get(`base_model.model.${mod}.lora_A.weight`)!;
-  const a = await readTensorF32(A), b = await readTensorF32(ad.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
+  const a = await readTensorF32(A),
+    b = await readTensorF32(ad.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
   const [rows, cols] = src.byName.get(name)!.shape;
   const r = A.shape[0];
   const n = stat.dim;
   const diag = (i: number) => (stat.kind === 'full' ? stat.g[i * n + i] : stat.d[i]);
   let mean = 0;
   for (let i = 0; i < n; i++) mean += diag(i) / n;
-  const h = (i: number, j: number) => (stat.kind === 'full' ? stat.g[i * n + j] : i === j ? stat.d[i] : 0) + (i === j ? ridge * mean : 0);
-  let num = 0, den = 0;
+  const h = (i: number, j: number) =>
+    (stat.kind === 'full' ? stat.g[i * n + j] : i === j ? stat.d[i] : 0) + (i === j ? ridge * mean : 0);
+  let num = 0,
+    den = 0;
   for (let i = 0; i < rows; i++) {
-    const e = new Float64Array(cols), wr = new Float64Array(cols);
+    const e = new Float64Array(cols),
+      wr = new Float64Array(cols);
     for (let j = 0; j < cols; j++) {
       let ba = 0;
       for (let p = 0; p < r; p++) ba += b[i * r + p] * a[p * cols + j];
       wr[j] = w[i * cols + j];
       e[j] = w[i * cols + j] - q[i * cols + j] - ba;
     }
-    for (let j = 0; j < cols; j++) for (let k = 0; k < cols; k++) {
-      const hv = h(j, k);
-      num += e[j] * hv * e[k];
-      den += wr[j] * hv * wr[k];
-    }
+    for (let j = 0; j < cols; j++)
+      for (let k = 0; k < cols; k++) {
+        const hv = h(j, k);
+        num += e[j] * hv * e[k];
+        den += wr[j] * hv * wr[k];
+      }
   }
   return Math.sqrt(num / den);
 }
@@ -106,21 +124,39 @@ test('calibrated quantize: report output errors equal the files on disk; output 
   assert.deepEqual(report!.calibration, prepared(stats).info);
   assert.equal(report!.matrices.length, 35);
   for (const m of report!.matrices) {
-    assert.ok(m.outputRelError !== undefined && m.qloraOutputRelError !== undefined && m.bestIter !== undefined, m.name);
-    assert.ok(m.outputRelError < m.qloraOutputRelError, `${m.name}: ${m.outputRelError} ≥ QLoRA ${m.qloraOutputRelError}`);
+    assert.ok(
+      m.outputRelError !== undefined && m.qloraOutputRelError !== undefined && m.bestIter !== undefined,
+      m.name,
+    );
+    assert.ok(
+      m.outputRelError < m.qloraOutputRelError,
+      `${m.name}: ${m.outputRelError} ≥ QLoRA ${m.qloraOutputRelError}`,
+    );
     assert.ok(m.bestIter >= 1 && m.bestIter <= settings.iters);
   }
-  for (const name of ['model.layers.0.self_attn.k_proj.weight', 'model.layers.3.mlp.up_proj.weight', 'model.layers.4.mlp.down_proj.weight']) {
+  for (const name of [
+    'model.layers.0.self_attn.k_proj.weight',
+    'model.layers.3.mlp.up_proj.weight',
+    'model.layers.4.mlp.down_proj.weight',
+  ]) {
     const m = report!.matrices.find((x) => x.name === name)!;
     const disk = await diskOutputError(outs[0], name, stats.get(name)!, RIDGE);
     assert.ok(Math.abs(disk - m.outputRelError!) <= 1e-4 * disk, `${name}: disk ${disk}, report ${m.outputRelError}`);
   }
   // adapter_config.json names its own folder (base_model_name_or_path): compared without it.
-  const config = (out: string) => fs.readFileSync(path.join(out, 'loftq_init/adapter_config.json'), 'utf8').replace(JSON.stringify(out), '"OUT"');
+  const config = (out: string) =>
+    fs.readFileSync(path.join(out, 'loftq_init/adapter_config.json'), 'utf8').replace(JSON.stringify(out), '"OUT"');
   const files = listFiles(outs[0]).filter((f) => f !== 'loftq-report.json' && !f.endsWith('adapter_config.json'));
   for (const other of outs.slice(1)) {
-    assert.deepEqual(listFiles(other).filter((f) => f !== 'loftq-report.json' && !f.endsWith('adapter_config.json')), files);
-    for (const f of files) assert.ok(fs.readFileSync(path.join(outs[0], f)).equals(fs.readFileSync(path.join(other, f))), `${f} differs with another worker count`);
+    assert.deepEqual(
+      listFiles(other).filter((f) => f !== 'loftq-report.json' && !f.endsWith('adapter_config.json')),
+      files,
+    );
+    for (const f of files)
+      assert.ok(
+        fs.readFileSync(path.join(outs[0], f)).equals(fs.readFileSync(path.join(other, f))),
+        `${f} differs with another worker count`,
+      );
     assert.equal(config(other), config(outs[0]));
   }
   // Calibration changes the files: the plain run writes other adapters.
@@ -135,22 +171,53 @@ test('calibrated quantize resumes from its journal only when the calibration is 
   const stats = stories260kStats();
   const out = path.join(tempDir(), 'out');
   // A shard run keeps its journal entries (as an interrupted run does).
-  await quantizeCheckpoint(STORIES, { out, settings, workers: 0, calibration: prepared(stats), shard: { index: 0, count: 1 } });
+  await quantizeCheckpoint(STORIES, {
+    out,
+    settings,
+    workers: 0,
+    calibration: prepared(stats),
+    shard: { index: 0, count: 1 },
+  });
   const entries = fs.readdirSync(path.join(out, JOURNAL_DIR)).filter((f) => f.endsWith('.safetensors'));
   assert.equal(entries.length, 35);
   let computed = 0;
-  await quantizeCheckpoint(STORIES, { out, settings, workers: 0, calibration: prepared(stats), onMatrix: () => computed++ });
+  await quantizeCheckpoint(STORIES, {
+    out,
+    settings,
+    workers: 0,
+    calibration: prepared(stats),
+    onMatrix: () => computed++,
+  });
   assert.equal(computed, 0, 'same calibration: every matrix comes from the journal');
   const ref = path.join(tempDir(), 'ref');
   await quantizeCheckpoint(STORIES, { out: ref, settings, workers: 0, calibration: prepared(stats) });
-  for (const f of listFiles(ref).filter((x) => x !== 'loftq-report.json' && !x.endsWith('adapter_config.json'))) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(ref, f))), f);
+  for (const f of listFiles(ref).filter((x) => x !== 'loftq-report.json' && !x.endsWith('adapter_config.json')))
+    assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(ref, f))), f);
 
   const again = path.join(tempDir(), 'again');
-  await quantizeCheckpoint(STORIES, { out: again, settings, workers: 0, calibration: prepared(stats), shard: { index: 0, count: 1 } });
-  await quantizeCheckpoint(STORIES, { out: again, settings, workers: 0, calibration: prepared(stats, 0.1), onMatrix: () => computed++ });
+  await quantizeCheckpoint(STORIES, {
+    out: again,
+    settings,
+    workers: 0,
+    calibration: prepared(stats),
+    shard: { index: 0, count: 1 },
+  });
+  await quantizeCheckpoint(STORIES, {
+    out: again,
+    settings,
+    workers: 0,
+    calibration: prepared(stats, 0.1),
+    onMatrix: () => computed++,
+  });
   assert.equal(computed, 35, 'another ridge: every matrix is recomputed');
   const plainResume = path.join(tempDir(), 'plain');
-  await quantizeCheckpoint(STORIES, { out: plainResume, settings, workers: 0, calibration: prepared(stats), shard: { index: 0, count: 1 } });
+  await quantizeCheckpoint(STORIES, {
+    out: plainResume,
+    settings,
+    workers: 0,
+    calibration: prepared(stats),
+    shard: { index: 0, count: 1 },
+  });
   computed = 0;
   const res = await quantizeCheckpoint(STORIES, { out: plainResume, settings, workers: 0, onMatrix: () => computed++ });
   assert.equal(computed, 35, 'no calibration: calibrated entries are not reused');
@@ -162,19 +229,32 @@ test('calibrated quantize refuses statistics of the wrong width and unusable one
   const stats = stories260kStats();
   stats.set('model.layers.2.mlp.down_proj.weight', syntheticStat(64, 100, 7, 'diag'));
   const out = path.join(tempDir(), 'out');
-  await assert.rejects(quantizeCheckpoint(STORIES, { out, settings, workers: 0, calibration: prepared(stats) }), (e: Error) => {
-    assert.ok(e instanceof InputError);
-    assert.match(e.message, /^synthetic\.json: .*model\.layers\.2\.mlp\.down_proj\.weight are 64 wide, but the matrix has 172 inputs/);
-    return true;
-  });
+  await assert.rejects(
+    quantizeCheckpoint(STORIES, { out, settings, workers: 0, calibration: prepared(stats) }),
+    (e: Error) => {
+      assert.ok(e instanceof InputError);
+      assert.match(
+        e.message,
+        /^synthetic\.json: .*model\.layers\.2\.mlp\.down_proj\.weight are 64 wide, but the matrix has 172 inputs/,
+      );
+      return true;
+    },
+  );
   assert.ok(!fs.existsSync(path.join(out, 'loftq-report.json')) && !fs.existsSync(path.join(out, 'model.safetensors')));
   const bad = stories260kStats();
   const g = syntheticStat(64, 100, 9, 'full');
   // One negative variance (the mean stays positive): not a second moment.
-  if (g.kind === 'full') g.g[5 * 64 + 5] = -0.5 * Array.from({ length: 64 }, (_, i) => g.g[i * 65]).reduce((x, y) => x + y) / 64;
+  if (g.kind === 'full')
+    g.g[5 * 64 + 5] = (-0.5 * Array.from({ length: 64 }, (_, i) => g.g[i * 65]).reduce((x, y) => x + y)) / 64;
   bad.set('model.layers.1.self_attn.o_proj.weight', g);
   const out2 = path.join(tempDir(), 'out2');
-  await assert.rejects(quantizeCheckpoint(STORIES, { out: out2, settings, workers: 1, calibration: prepared(bad) }), /^InputError: synthetic\.json: statistics unusable: .*not positive definite/);
+  await assert.rejects(
+    quantizeCheckpoint(STORIES, { out: out2, settings, workers: 1, calibration: prepared(bad) }),
+    /^InputError: synthetic\.json: statistics unusable: .*not positive definite/,
+  );
   assert.ok(!fs.existsSync(path.join(out2, 'loftq-report.json')));
-  await assert.rejects(quantizeCheckpoint(STORIES, { out: out2, settings, workers: 0, calibration: { file: 'x.json', imatrix: 'y.dat' } }), UsageError);
+  await assert.rejects(
+    quantizeCheckpoint(STORIES, { out: out2, settings, workers: 0, calibration: { file: 'x.json', imatrix: 'y.dat' } }),
+    UsageError,
+  );
 });

@@ -29,46 +29,60 @@ function activations(tokens: number, dim: number, seed: number): Float64Array {
 
 function secondMoment(x: Float64Array, tokens: number, dim: number): Float64Array {
   const g = new Float64Array(dim * dim);
-  for (let t = 0; t < tokens; t++) for (let i = 0; i < dim; i++) for (let j = 0; j < dim; j++) g[i * dim + j] += x[t * dim + i] * x[t * dim + j];
+  for (let t = 0; t < tokens; t++)
+    for (let i = 0; i < dim; i++) for (let j = 0; j < dim; j++) g[i * dim + j] += x[t * dim + i] * x[t * dim + j];
   return g.map((v) => v / tokens);
 }
 
 /** Weights with a few strong directions on top of noise (LLM-like spectra). */
 function weights(rows: number, cols: number, seed: number): Float32Array {
   const noise = gaussian(rows * cols, seed);
-  const u = gaussian(rows * 3, seed + 2), v = gaussian(3 * cols, seed + 3);
+  const u = gaussian(rows * 3, seed + 2),
+    v = gaussian(3 * cols, seed + 3);
   const w = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let lr = 0;
-    for (let p = 0; p < 3; p++) lr += u[i * 3 + p] * v[p * cols + j];
-    w[i * cols + j] = 0.02 * noise[i * cols + j] + 0.01 * lr;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let lr = 0;
+      for (let p = 0; p < 3; p++) lr += u[i * 3 + p] * v[p * cols + j];
+      w[i * cols + j] = 0.02 * noise[i * cols + j] + 0.01 * lr;
+    }
   return w;
 }
 
 /** E = W − Q − B·A in float64 from the returned pieces. */
-function residualOf(w: Float32Array, q: Float32Array, b: Float32Array, a: Float32Array, rows: number, cols: number, r: number): Float64Array {
+function residualOf(
+  w: Float32Array,
+  q: Float32Array,
+  b: Float32Array,
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  r: number,
+): Float64Array {
   const e = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let lr = 0;
-    for (let p = 0; p < r; p++) lr += b[i * r + p] * a[p * cols + j];
-    e[i * cols + j] = w[i * cols + j] - q[i * cols + j] - lr;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let lr = 0;
+      for (let p = 0; p < r; p++) lr += b[i * r + p] * a[p * cols + j];
+      e[i * cols + j] = w[i * cols + j] - q[i * cols + j] - lr;
+    }
   return e;
 }
 
 /** tr(E·H·Eᵀ) for symmetric H: the squared output error ‖E·S‖² with S·Sᵀ = H. */
 function quadratic(e: ArrayLike<number>, h: Float64Array, rows: number, cols: number): number {
   let s = 0;
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let v = 0;
-    for (let k = 0; k < cols; k++) v += h[j * cols + k] * e[i * cols + k];
-    s += e[i * cols + j] * v;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let v = 0;
+      for (let k = 0; k < cols; k++) v += h[j * cols + k] * e[i * cols + k];
+      s += e[i * cols + j] * v;
+    }
   return s;
 }
 
-const withRidge = (g: Float64Array, dim: number, lambda: number) => g.map((v, i) => (i % (dim + 1) === 0 ? v + lambda : v));
+const withRidge = (g: Float64Array, dim: number, lambda: number) =>
+  g.map((v, i) => (i % (dim + 1) === 0 ? v + lambda : v));
 
 /** Eigenvalues of a symmetric n × n matrix (cyclic Jacobi, float64), descending. */
 function jacobiEigenvalues(m: Float64Array, n: number): number[] {
@@ -77,23 +91,27 @@ function jacobiEigenvalues(m: Float64Array, n: number): number[] {
     let off = 0;
     for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] ** 2;
     if (off < 1e-30) break;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) {
-      const apq = a[p * n + q];
-      if (Math.abs(apq) < 1e-300) continue;
-      const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-      const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-      const c = 1 / Math.sqrt(t * t + 1), s = t * c;
-      for (let k = 0; k < n; k++) {
-        const akp = a[k * n + p], akq = a[k * n + q];
-        a[k * n + p] = c * akp - s * akq;
-        a[k * n + q] = s * akp + c * akq;
+    for (let p = 0; p < n; p++)
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q];
+        if (Math.abs(apq) < 1e-300) continue;
+        const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1),
+          s = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = a[k * n + p],
+            akq = a[k * n + q];
+          a[k * n + p] = c * akp - s * akq;
+          a[k * n + q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p * n + k],
+            aqk = a[q * n + k];
+          a[p * n + k] = c * apk - s * aqk;
+          a[q * n + k] = s * apk + c * aqk;
+        }
       }
-      for (let k = 0; k < n; k++) {
-        const apk = a[p * n + k], aqk = a[q * n + k];
-        a[p * n + k] = c * apk - s * aqk;
-        a[q * n + k] = s * apk + c * aqk;
-      }
-    }
   }
   return Array.from({ length: n }, (_, i) => a[i * n + i]).sort((x, y) => y - x);
 }
@@ -103,30 +121,42 @@ function jacobiEigenvalues(m: Float64Array, n: number): number[] {
  *  (H = S·Sᵀ) beyond the r-th. */
 function optimalTail(rr: Float64Array, h: Float64Array, rows: number, cols: number, r: number): number {
   const rh = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let v = 0;
-    for (let k = 0; k < cols; k++) v += rr[i * cols + k] * h[k * cols + j];
-    rh[i * cols + j] = v;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let v = 0;
+      for (let k = 0; k < cols; k++) v += rr[i * cols + k] * h[k * cols + j];
+      rh[i * cols + j] = v;
+    }
   const m = new Float64Array(rows * rows);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < rows; j++) {
-    let v = 0;
-    for (let k = 0; k < cols; k++) v += rh[i * cols + k] * rr[j * cols + k];
-    m[i * rows + j] = v;
-  }
-  return jacobiEigenvalues(m, rows).slice(r).reduce((a, b) => a + Math.max(b, 0), 0);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < rows; j++) {
+      let v = 0;
+      for (let k = 0; k < cols; k++) v += rh[i * cols + k] * rr[j * cols + k];
+      m[i * rows + j] = v;
+    }
+  return jacobiEigenvalues(m, rows)
+    .slice(r)
+    .reduce((a, b) => a + Math.max(b, 0), 0);
 }
 
-const ROWS = 48, COLS = 40, TOKENS = 400;
-const settings = (bits: number, iters: number): MatrixSettings => ({ bits, rank: 4, iters, quantizer: 'nf', blockSize: 64 });
+const ROWS = 48,
+  COLS = 40,
+  TOKENS = 400;
+const settings = (bits: number, iters: number): MatrixSettings => ({
+  bits,
+  rank: 4,
+  iters,
+  quantizer: 'nf',
+  blockSize: 64,
+});
 const RIDGE = 0.01;
 
-test('calibrated LoftQ: output error ≤ plain LoftQ\'s, and the reported errors match an independent computation from X', async () => {
+test("calibrated LoftQ: output error ≤ plain LoftQ's, and the reported errors match an independent computation from X", async () => {
   const backend = await createBackend('wasm');
   const w = weights(ROWS, COLS, 11);
   const x = activations(TOKENS, COLS, 21);
   const g = secondMoment(x, TOKENS, COLS);
-  const lambda = RIDGE * Array.from({ length: COLS }, (_, i) => g[i * COLS + i]).reduce((a, b) => a + b) / COLS;
+  const lambda = (RIDGE * Array.from({ length: COLS }, (_, i) => g[i * COLS + i]).reduce((a, b) => a + b)) / COLS;
   const h = withRidge(g, COLS, lambda);
   const stat: InputStat = { kind: 'full', dim: COLS, count: TOKENS, g };
   const normWS = Math.sqrt(quadratic(w, h, ROWS, COLS));
@@ -134,8 +164,11 @@ test('calibrated LoftQ: output error ≤ plain LoftQ\'s, and the reported errors
     const s = settings(bits, 5);
     const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationFactor(stat, RIDGE));
     const plain = await loftqMatrix(w, ROWS, COLS, s, backend);
-    const calErr = Math.sqrt(quadratic(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, cal.rank), h, ROWS, COLS)) / normWS;
-    const plainErr = Math.sqrt(quadratic(residualOf(w, plain.q, plain.loraB, plain.loraA, ROWS, COLS, plain.rank), h, ROWS, COLS)) / normWS;
+    const calErr =
+      Math.sqrt(quadratic(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, cal.rank), h, ROWS, COLS)) / normWS;
+    const plainErr =
+      Math.sqrt(quadratic(residualOf(w, plain.q, plain.loraB, plain.loraA, ROWS, COLS, plain.rank), h, ROWS, COLS)) /
+      normWS;
     assert.ok(calErr <= plainErr, `nf${bits}: calibrated ${calErr} > plain ${plainErr}`);
     // The kept iterate's reported error is the one its factors give, and it is the lowest.
     const reported = cal.outputRelErrorPerIter[cal.bestIter - 1];
@@ -144,13 +177,28 @@ test('calibrated LoftQ: output error ≤ plain LoftQ\'s, and the reported errors
     // QLoRA: ‖(W − quantize(W))·S‖ with quantize(W) = the first iteration's Q of plain LoftQ
     // (iteration 1 starts from B·A = 0).
     const q0 = (await loftqMatrix(w, ROWS, COLS, settings(bits, 1), backend)).q;
-    const qlora = Math.sqrt(quadratic(w.map((v, i) => v - q0[i]), h, ROWS, COLS)) / normWS;
-    assert.ok(Math.abs(cal.qloraOutputRelError - qlora) <= 1e-5 * qlora, `nf${bits}: qlora ${cal.qloraOutputRelError} vs ${qlora}`);
+    const qlora =
+      Math.sqrt(
+        quadratic(
+          w.map((v, i) => v - q0[i]),
+          h,
+          ROWS,
+          COLS,
+        ),
+      ) / normWS;
+    assert.ok(
+      Math.abs(cal.qloraOutputRelError - qlora) <= 1e-5 * qlora,
+      `nf${bits}: qlora ${cal.qloraOutputRelError} vs ${qlora}`,
+    );
     assert.ok(reported < cal.qloraOutputRelError);
     // The weight-space errors are still those of the kept factors.
-    const weightErr = Math.sqrt(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, cal.rank).reduce((a, v) => a + v * v, 0)) / cal.frobeniusNorm;
+    const weightErr =
+      Math.sqrt(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, cal.rank).reduce((a, v) => a + v * v, 0)) /
+      cal.frobeniusNorm;
     assert.ok(Math.abs(cal.relErrorPerIter[cal.bestIter - 1] - weightErr) <= 1e-4 * weightErr);
-    console.log(`nf${bits}: output error calibrated ${calErr.toFixed(4)} (iter ${cal.bestIter}) vs plain LoftQ ${plainErr.toFixed(4)} vs QLoRA ${qlora.toFixed(4)}`);
+    console.log(
+      `nf${bits}: output error calibrated ${calErr.toFixed(4)} (iter ${cal.bestIter}) vs plain LoftQ ${plainErr.toFixed(4)} vs QLoRA ${qlora.toFixed(4)}`,
+    );
   }
 });
 
@@ -168,10 +216,20 @@ test('calibrated LoftQ with G = I (full or diagonal) is plain LoftQ: same errors
     for (const stat of stats) {
       const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationFactor(stat, 0));
       assert.equal(cal.relErrorPerIter.length, plain.relErrorPerIter.length);
-      cal.relErrorPerIter.forEach((e, i) => assert.ok(Math.abs(e - plain.relErrorPerIter[i]) <= 1e-5 * plain.relErrorPerIter[i], `${stat.kind} nf${bits} iter ${i + 1}: ${e} vs ${plain.relErrorPerIter[i]}`));
+      cal.relErrorPerIter.forEach((e, i) =>
+        assert.ok(
+          Math.abs(e - plain.relErrorPerIter[i]) <= 1e-5 * plain.relErrorPerIter[i],
+          `${stat.kind} nf${bits} iter ${i + 1}: ${e} vs ${plain.relErrorPerIter[i]}`,
+        ),
+      );
       // With S = I the output error is the weight error.
-      cal.outputRelErrorPerIter.forEach((e, i) => assert.ok(Math.abs(e - plain.relErrorPerIter[i]) <= 1e-5 * plain.relErrorPerIter[i]));
-      assert.ok(Math.abs(cal.qloraRelError - plain.qloraRelError) <= 1e-7 && Math.abs(cal.qloraOutputRelError - plain.qloraRelError) <= 1e-6);
+      cal.outputRelErrorPerIter.forEach((e, i) =>
+        assert.ok(Math.abs(e - plain.relErrorPerIter[i]) <= 1e-5 * plain.relErrorPerIter[i]),
+      );
+      assert.ok(
+        Math.abs(cal.qloraRelError - plain.qloraRelError) <= 1e-7 &&
+          Math.abs(cal.qloraOutputRelError - plain.qloraRelError) <= 1e-6,
+      );
       if (cal.bestIter === s.iters) assert.deepEqual(cal.codes, plain.codes);
     }
   }
@@ -186,12 +244,23 @@ test('the closed-form step is the optimum of min ‖(R − L)·S‖ over rank-r 
   const mean = diag.reduce((a, b) => a + b) / COLS;
   const cases: [string, InputStat, Float64Array][] = [
     ['full', { kind: 'full', dim: COLS, count: TOKENS, g }, withRidge(g, COLS, RIDGE * mean)],
-    ['diag', { kind: 'diag', dim: COLS, count: TOKENS, d: diag }, new Float64Array(COLS * COLS).map((_, i) => (i % (COLS + 1) === 0 ? diag[i / (COLS + 1)] + RIDGE * mean : 0))],
+    [
+      'diag',
+      { kind: 'diag', dim: COLS, count: TOKENS, d: diag },
+      new Float64Array(COLS * COLS).map((_, i) => (i % (COLS + 1) === 0 ? diag[i / (COLS + 1)] + RIDGE * mean : 0)),
+    ],
   ];
   for (const [kind, stat, h] of cases) {
     for (const rank of [1, 4, 9]) {
       // One iteration: Q = quantize(W), then the low-rank step on R = W − Q.
-      const cal = await calibratedLoftqMatrix(w, ROWS, COLS, { bits: 2, rank, iters: 1, quantizer: 'nf', blockSize: 64 }, backend, calibrationFactor(stat, RIDGE));
+      const cal = await calibratedLoftqMatrix(
+        w,
+        ROWS,
+        COLS,
+        { bits: 2, rank, iters: 1, quantizer: 'nf', blockSize: 64 },
+        backend,
+        calibrationFactor(stat, RIDGE),
+      );
       const r = Float64Array.from(w, (v, i) => v - cal.q[i]);
       const optimum = Math.sqrt(optimalTail(r, h, ROWS, COLS, rank));
       const ours = Math.sqrt(quadratic(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, rank), h, ROWS, COLS));
@@ -205,16 +274,20 @@ test('Cholesky factor: L·Lᵀ = G + λI; a G that is not a second moment is ref
   const x = activations(60, 12, 3);
   const g = secondMoment(x, 60, 12);
   const l = cholesky(g, 12, 0.5);
-  for (let i = 0; i < 12; i++) for (let j = 0; j < 12; j++) {
-    let v = 0;
-    for (let k = 0; k < 12; k++) v += l[i * 12 + k] * l[j * 12 + k];
-    assert.ok(Math.abs(v - g[i * 12 + j] - (i === j ? 0.5 : 0)) < 1e-10);
-    if (j > i) assert.equal(l[i * 12 + j], 0);
-  }
+  for (let i = 0; i < 12; i++)
+    for (let j = 0; j < 12; j++) {
+      let v = 0;
+      for (let k = 0; k < 12; k++) v += l[i * 12 + k] * l[j * 12 + k];
+      assert.ok(Math.abs(v - g[i * 12 + j] - (i === j ? 0.5 : 0)) < 1e-10);
+      if (j > i) assert.equal(l[i * 12 + j], 0);
+    }
   const bad = Float64Array.from(g);
   bad[0] = -1;
   assert.throws(() => calibrationFactor({ kind: 'full', dim: 12, count: 60, g: bad }, 0), FactorError);
-  assert.throws(() => calibrationFactor({ kind: 'diag', dim: 2, count: 1, d: Float64Array.from([1, NaN]) }), FactorError);
+  assert.throws(
+    () => calibrationFactor({ kind: 'diag', dim: 2, count: 1, d: Float64Array.from([1, NaN]) }),
+    FactorError,
+  );
   // An input that was never nonzero: nothing to weight by, S = I.
   const none = calibrationFactor({ kind: 'full', dim: 3, count: 5, g: new Float64Array(9) });
   assert.deepEqual(none, { kind: 'diag', dim: 3, s: Float64Array.from([1, 1, 1]) });

@@ -13,17 +13,29 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
-  INDEX_FILE, SafetensorsWriter, ShardSpec, WriteError, openCheckpoint, readTensorBytes, writeFileAtomic,
+  INDEX_FILE,
+  SafetensorsWriter,
+  ShardSpec,
+  WriteError,
+  openCheckpoint,
+  readTensorBytes,
+  writeFileAtomic,
   writeShardedCheckpoint,
 } from '../../server/src/checkpoint';
 
 const CHILD = 'LOFTQ_FAULT_CHILD';
 const tmp = (p = 'loftq-faults-') => fs.mkdtempSync(path.join(os.tmpdir(), p));
 
-interface ChildSpec { mode: 'single' | 'sharded'; dir: string; bytes: number }
+interface ChildSpec {
+  mode: 'single' | 'sharded';
+  dir: string;
+  bytes: number;
+}
 
 async function writeSingle(dir: string, bytes: number, fill = 1): Promise<void> {
-  const w = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [{ name: 'w', dtype: 'U8', shape: [bytes] }]);
+  const w = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [
+    { name: 'w', dtype: 'U8', shape: [bytes] },
+  ]);
   await w.write('w', new Uint8Array(bytes).fill(fill));
   await w.commit();
 }
@@ -40,7 +52,9 @@ async function childMain(spec: ChildSpec): Promise<void> {
     process.stdout.write(JSON.stringify({ ok: true }));
   } catch (e) {
     const err = e as WriteError;
-    process.stdout.write(JSON.stringify({ ok: false, name: err.name, message: err.message, file: err.file, code: err.code }));
+    process.stdout.write(
+      JSON.stringify({ ok: false, name: err.name, message: err.message, file: err.file, code: err.code }),
+    );
   }
 }
 
@@ -51,16 +65,20 @@ function runChild(spec: ChildSpec, opts: { ulimitBlocks?: number; asNobody?: boo
   const script = path.join(home, 'child.js');
   fs.copyFileSync(__filename, script);
   fs.chmodSync(script, 0o644);
-  const args = opts.ulimitBlocks ? ['/bin/sh', ['-c', `ulimit -f ${opts.ulimitBlocks} && exec "$0" "$1"`, process.execPath, script]] as const
-    : [process.execPath, [script]] as const;
+  const args = opts.ulimitBlocks
+    ? (['/bin/sh', ['-c', `ulimit -f ${opts.ulimitBlocks} && exec "$0" "$1"`, process.execPath, script]] as const)
+    : ([process.execPath, [script]] as const);
   const r = spawnSync(args[0], [...args[1]], {
-    env: { ...process.env, [CHILD]: JSON.stringify(spec) }, encoding: 'utf8', timeout: 30_000,
+    env: { ...process.env, [CHILD]: JSON.stringify(spec) },
+    encoding: 'utf8',
+    timeout: 30_000,
     ...(opts.asNobody ? { uid: 65534, gid: 65534 } : {}),
   });
   fs.rmSync(home, { recursive: true, force: true });
   if (r.error && opts.asNobody) return undefined; // this container may not switch users
   assert.equal(r.status, 0, `child failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { ok: boolean; name?: string; message?: string; file?: string; code?: string } | undefined;
+  return JSON.parse(r.stdout) as
+    { ok: boolean; name?: string; message?: string; file?: string; code?: string } | undefined;
 }
 
 const isRoot = process.getuid?.() === 0;
@@ -70,7 +88,10 @@ if (process.env[CHILD]) {
 } else {
   test('abort() and a missing tensor leave no file; an earlier complete file stays intact', async () => {
     const dir = tmp();
-    const w = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [{ name: 'a', dtype: 'F32', shape: [4] }, { name: 'b', dtype: 'U8', shape: [2] }]);
+    const w = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [
+      { name: 'a', dtype: 'F32', shape: [4] },
+      { name: 'b', dtype: 'U8', shape: [2] },
+    ]);
     await w.write('a', new Uint8Array(16));
     assert.equal(fs.readdirSync(dir).length, 1); // the temp file, hidden
     await w.abort();
@@ -79,7 +100,10 @@ if (process.env[CHILD]) {
 
     await writeSingle(dir, 100, 7);
     const before = fs.readFileSync(path.join(dir, 'model.safetensors'));
-    const w2 = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [{ name: 'w', dtype: 'U8', shape: [5] }, { name: 'x', dtype: 'U8', shape: [1] }]);
+    const w2 = await SafetensorsWriter.create(path.join(dir, 'model.safetensors'), [
+      { name: 'w', dtype: 'U8', shape: [5] },
+      { name: 'x', dtype: 'U8', shape: [1] },
+    ]);
     await w2.write('w', new Uint8Array(5));
     await assert.rejects(w2.commit(), /1 tensors not written/);
     assert.deepEqual(fs.readdirSync(dir), ['model.safetensors']);
@@ -90,41 +114,74 @@ if (process.env[CHILD]) {
   test('a sharded write that fails or is cancelled part-way leaves the previous checkpoint as it was', async () => {
     const dir = tmp();
     await writeShardedCheckpoint(dir, twoShards(10), (t) => new Uint8Array(t.shape[0]).fill(1));
-    const snapshot = () => Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('hex')]));
+    const snapshot = () =>
+      Object.fromEntries(
+        fs
+          .readdirSync(dir)
+          .sort()
+          .map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('hex')]),
+      );
     const before = snapshot();
-    await assert.rejects(writeShardedCheckpoint(dir, twoShards(20), (t) => {
-      if (t.name === 'b') throw new Error('producer failed');
-      return new Uint8Array(t.shape[0]);
-    }), /producer failed/);
+    await assert.rejects(
+      writeShardedCheckpoint(dir, twoShards(20), (t) => {
+        if (t.name === 'b') throw new Error('producer failed');
+        return new Uint8Array(t.shape[0]);
+      }),
+      /producer failed/,
+    );
     assert.deepEqual(snapshot(), before);
 
     const ac = new AbortController();
-    await assert.rejects(writeShardedCheckpoint(dir, twoShards(20), (t) => {
-      ac.abort(new Error('cancelled by test'));
-      return new Uint8Array(t.shape[0]);
-    }, { signal: ac.signal }), /cancelled by test/);
+    await assert.rejects(
+      writeShardedCheckpoint(
+        dir,
+        twoShards(20),
+        (t) => {
+          ac.abort(new Error('cancelled by test'));
+          return new Uint8Array(t.shape[0]);
+        },
+        { signal: ac.signal },
+      ),
+      /cancelled by test/,
+    );
     assert.deepEqual(snapshot(), before);
 
     // A complete second write replaces it and reads back.
     await writeShardedCheckpoint(dir, twoShards(20), (t) => new Uint8Array(t.shape[0]).fill(9));
     const ck = await openCheckpoint(dir);
-    assert.deepEqual([...await readTensorBytes(ck.byName.get('b')!)], new Array(20).fill(9));
+    assert.deepEqual([...(await readTensorBytes(ck.byName.get('b')!))], new Array(20).fill(9));
     assert.deepEqual(fs.readdirSync(dir).sort(), [INDEX_FILE, ...twoShards(0).map((s) => s.file)].sort());
   });
 
   test('unsafe output shard names are refused before anything is written', async () => {
     const dir = tmp();
-    for (const file of ['../x.safetensors', 'sub/x.safetensors', '/tmp/x.safetensors', INDEX_FILE, '.hidden.safetensors', 'x.bin']) {
-      await assert.rejects(writeShardedCheckpoint(dir, [{ file, tensors: [] }], () => new Uint8Array()), (e: Error & { kind?: string }) => e.kind === 'unsafe-path');
+    for (const file of [
+      '../x.safetensors',
+      'sub/x.safetensors',
+      '/tmp/x.safetensors',
+      INDEX_FILE,
+      '.hidden.safetensors',
+      'x.bin',
+    ]) {
+      await assert.rejects(
+        writeShardedCheckpoint(dir, [{ file, tensors: [] }], () => new Uint8Array()),
+        (e: Error & { kind?: string }) => e.kind === 'unsafe-path',
+      );
     }
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 
   test('writing into a missing folder gives one clear line', async () => {
     const target = path.join(tmp(), 'no', 'such', 'model.safetensors');
-    await assert.rejects(writeSingle(path.dirname(target), 4), (e: Error) =>
-      e instanceof WriteError && e.message === `${target}: cannot be written: the folder does not exist (ENOENT)`);
-    await assert.rejects(writeFileAtomic(path.join(path.dirname(target), 'a.json'), '{}'), (e: Error) => e instanceof WriteError && /does not exist \(ENOENT\)/.test(e.message));
+    await assert.rejects(
+      writeSingle(path.dirname(target), 4),
+      (e: Error) =>
+        e instanceof WriteError && e.message === `${target}: cannot be written: the folder does not exist (ENOENT)`,
+    );
+    await assert.rejects(
+      writeFileAtomic(path.join(path.dirname(target), 'a.json'), '{}'),
+      (e: Error) => e instanceof WriteError && /does not exist \(ENOENT\)/.test(e.message),
+    );
   });
 
   test('a read-only target folder: clear permission error, no temp file', async (t) => {
@@ -134,11 +191,16 @@ if (process.env[CHILD]) {
       let r: { ok: boolean; name?: string; message?: string; file?: string };
       if (isRoot) {
         const c = runChild({ mode: 'single', dir, bytes: 64 }, { asNobody: true });
-        if (!c) { t.skip('running as root and cannot switch to uid 65534'); return; }
+        if (!c) {
+          t.skip('running as root and cannot switch to uid 65534');
+          return;
+        }
         r = c;
       } else {
         r = { ok: true };
-        await writeSingle(dir, 64).catch((e: WriteError) => { r = { ok: false, name: e.name, message: e.message, file: e.file }; });
+        await writeSingle(dir, 64).catch((e: WriteError) => {
+          r = { ok: false, name: e.name, message: e.message, file: e.file };
+        });
       }
       assert.equal(r.ok, false);
       assert.equal(r.name, 'WriteError');
@@ -156,7 +218,10 @@ if (process.env[CHILD]) {
     const before = fs.readFileSync(path.join(dir, 'model.safetensors'));
     const r = runChild({ mode: 'single', dir, bytes: 1 << 20 }, { ulimitBlocks: 64 })!;
     assert.equal(r.ok, false);
-    assert.equal(r.message, `${path.join(dir, 'model.safetensors')}: cannot be written: file size limit reached (EFBIG)`);
+    assert.equal(
+      r.message,
+      `${path.join(dir, 'model.safetensors')}: cannot be written: file size limit reached (EFBIG)`,
+    );
     assert.deepEqual(fs.readdirSync(dir), ['model.safetensors']);
     assert.deepEqual(fs.readFileSync(path.join(dir, 'model.safetensors')), before);
 

@@ -24,14 +24,23 @@ export function put(dir: string, name: string, bytes: Uint8Array | string): stri
 
 /** Awaits a rejection that is a CheckpointError of `kind` whose one-line message names
  *  the file (and the tensor, when given) and matches `problem`. */
-export async function rejects(p: Promise<unknown>, kind: string, file: string, problem: RegExp, tensor?: string): Promise<CheckpointError> {
+export async function rejects(
+  p: Promise<unknown>,
+  kind: string,
+  file: string,
+  problem: RegExp,
+  tensor?: string,
+): Promise<CheckpointError> {
   let err: unknown;
   try {
     await p;
   } catch (e) {
     err = e;
   }
-  assert.ok(err instanceof CheckpointError, `expected CheckpointError(${kind}), got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+  assert.ok(
+    err instanceof CheckpointError,
+    `expected CheckpointError(${kind}), got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`,
+  );
   assert.equal(err.kind, kind, err.message);
   assert.equal(err.file, file, err.message);
   assert.ok(err.message.startsWith(`${file}: `), `message names the file: ${err.message}`);

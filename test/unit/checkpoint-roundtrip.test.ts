@@ -5,8 +5,18 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  DTYPE_SIZE, DType, SafetensorsWriter, TensorSpec, openCheckpoint, readTensorBytes, readTensorF32,
-  toFloat32, fromFloat32, f32ToBf16Bits, f32ToF16Bits, roundTrip,
+  DTYPE_SIZE,
+  DType,
+  SafetensorsWriter,
+  TensorSpec,
+  openCheckpoint,
+  readTensorBytes,
+  readTensorF32,
+  toFloat32,
+  fromFloat32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  roundTrip,
 } from '../../server/src/checkpoint';
 import { tempDir } from '../helpers';
 
@@ -15,7 +25,12 @@ const ALL = Object.keys(DTYPE_SIZE) as DType[];
 function bytesOf(seed: number, n: number): Uint8Array {
   const out = new Uint8Array(n);
   let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; out[i] = x & 0xff; }
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
   return out;
 }
 
@@ -23,7 +38,11 @@ test('every dtype round-trips through the writer and reader with identical bytes
   const dir = tempDir();
   const target = path.join(dir, 'model.safetensors');
   const specs: TensorSpec[] = ALL.map((dtype, i) => ({ name: `t.${i}.${dtype}`, dtype, shape: [3, i + 1] }));
-  specs.push({ name: '__proto__', dtype: 'U8', shape: [2] }, { name: 'toString', dtype: 'U8', shape: [0] }, { name: 'scalar', dtype: 'F64', shape: [] });
+  specs.push(
+    { name: '__proto__', dtype: 'U8', shape: [2] },
+    { name: 'toString', dtype: 'U8', shape: [0] },
+    { name: 'scalar', dtype: 'F64', shape: [] },
+  );
   const data = specs.map((s, i) => bytesOf(i + 1, s.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[s.dtype]));
   const w = await SafetensorsWriter.create(target, specs, { format: 'pt', note: 'ünïcode' });
   for (let i = 0; i < specs.length; i++) await w.write(specs[i].name, data[i]);
@@ -46,7 +65,10 @@ test('every dtype round-trips through the writer and reader with identical bytes
   assert.equal(raw.length, 8 + n + offset);
 
   const ck = await openCheckpoint(target);
-  assert.deepEqual(ck.tensors.map((t) => t.name), specs.map((s) => s.name));
+  assert.deepEqual(
+    ck.tensors.map((t) => t.name),
+    specs.map((s) => s.name),
+  );
   for (let i = 0; i < specs.length; i++) {
     const t = ck.byName.get(specs[i].name)!;
     assert.equal(t.dtype, specs[i].dtype);
@@ -59,13 +81,23 @@ test('the writer refuses what the reader would refuse', async () => {
   const dir = tempDir();
   const target = path.join(dir, 'x.safetensors');
   const bad: [TensorSpec[], string][] = [
-    [[{ name: 'a', dtype: 'U8', shape: [1] }, { name: 'a', dtype: 'U8', shape: [1] }], 'duplicate-key'],
+    [
+      [
+        { name: 'a', dtype: 'U8', shape: [1] },
+        { name: 'a', dtype: 'U8', shape: [1] },
+      ],
+      'duplicate-key',
+    ],
     [[{ name: '__metadata__', dtype: 'U8', shape: [1] }], 'tensor-entry'],
     [[{ name: 'a', dtype: 'Q4' as DType, shape: [1] }], 'dtype'],
     [[{ name: 'a', dtype: 'U8', shape: [-1] }], 'shape'],
     [[{ name: 'a', dtype: 'F64', shape: [2 ** 26, 2 ** 26] }], 'shape'],
   ];
-  for (const [specs, kind] of bad) await assert.rejects(SafetensorsWriter.create(target, specs), (e: Error & { kind?: string }) => e.kind === kind && e.message.includes(target));
+  for (const [specs, kind] of bad)
+    await assert.rejects(
+      SafetensorsWriter.create(target, specs),
+      (e: Error & { kind?: string }) => e.kind === kind && e.message.includes(target),
+    );
   assert.deepEqual(fs.readdirSync(dir), []);
 });
 
@@ -102,7 +134,15 @@ test('F16 → float32 is exact: normals, subnormals, ±0, ±Inf, NaN payloads', 
 });
 
 test('BF16 → float32 is the upper half of the float32 bits; float32 → BF16/F16 rounds to nearest even', () => {
-  const bf: [number, number][] = [[0x3f80, 1], [0xc040, -3], [0x4049, 3.140625], [0x7f80, Infinity], [0xff80, -Infinity], [0x8000, -0], [0x0001, 2 ** -133]];
+  const bf: [number, number][] = [
+    [0x3f80, 1],
+    [0xc040, -3],
+    [0x4049, 3.140625],
+    [0x7f80, Infinity],
+    [0xff80, -Infinity],
+    [0x8000, -0],
+    [0x0001, 2 ** -133],
+  ];
   const v = toFloat32('BF16', new Uint8Array(new Uint16Array(bf.map((c) => c[0])).buffer));
   bf.forEach(([, x], i) => assert.ok(Object.is(v[i], x), `${bf[i][0].toString(16)} → ${v[i]}`));
   assert.ok(Number.isNaN(toFloat32('BF16', new Uint8Array([0xc0, 0x7f]))[0]));
@@ -129,12 +169,16 @@ test('readTensorF32 converts F32, F16 and BF16 tensors of a written file', async
   const dir = tempDir();
   const target = path.join(dir, 'm.safetensors');
   const x = new Float32Array([1.5, -0.25, 65504, 2 ** -24, Infinity, -0]);
-  const specs: TensorSpec[] = (['F32', 'F16', 'BF16'] as DType[]).map((dtype) => ({ name: dtype, dtype, shape: [2, 3] }));
+  const specs: TensorSpec[] = (['F32', 'F16', 'BF16'] as DType[]).map((dtype) => ({
+    name: dtype,
+    dtype,
+    shape: [2, 3],
+  }));
   const w = await SafetensorsWriter.create(target, specs);
   for (const s of specs) await w.write(s.name, fromFloat32(s.dtype, x));
   await w.commit();
   const ck = await openCheckpoint(target);
-  assert.deepEqual([...await readTensorF32(ck.byName.get('F32')!)], [...x]);
-  assert.deepEqual([...await readTensorF32(ck.byName.get('F16')!)], [...x]); // all exact in half
-  assert.deepEqual([...await readTensorF32(ck.byName.get('BF16')!)], [1.5, -0.25, 65536, 2 ** -24, Infinity, -0]);
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('F32')!))], [...x]);
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('F16')!))], [...x]); // all exact in half
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('BF16')!))], [1.5, -0.25, 65536, 2 ** -24, Infinity, -0]);
 });

@@ -36,16 +36,18 @@ test('small tensors of a 4 GiB sparse file read in place; the file is never load
   global.gc?.();
   const rss0 = process.memoryUsage().rss;
   const ck = await openCheckpoint(file);
-  assert.deepEqual([...await readTensorF32(ck.byName.get('first')!)], [...first]);
-  assert.deepEqual([...await readTensorF32(ck.byName.get('last')!)], [...last]);
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('first')!))], [...first]);
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('last')!))], [...last]);
   assert.equal(ck.byName.get('huge')!.byteLength, HUGE);
   const grown = process.memoryUsage().rss - rss0;
   assert.ok(grown < 64 * 2 ** 20, `RSS grew by ${(grown / 2 ** 20).toFixed(1)} MiB`);
 
   // Node 20 caps one buffer at 4 GiB: the 4 GiB + 8 tensor is refused by name, not read.
   if (HUGE > constants.MAX_LENGTH) {
-    await assert.rejects(readTensorBytes(ck.byName.get('huge')!), (e: Error & { kind?: string }) =>
-      e.kind === 'too-large' && e.message.startsWith(`${file}: tensor 'huge': `));
+    await assert.rejects(
+      readTensorBytes(ck.byName.get('huge')!),
+      (e: Error & { kind?: string }) => e.kind === 'too-large' && e.message.startsWith(`${file}: tensor 'huge': `),
+    );
   }
   fs.rmSync(dir, { recursive: true, force: true });
 });

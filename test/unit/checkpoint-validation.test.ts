@@ -16,7 +16,14 @@ function file(bytes: Uint8Array): string {
   return put(dir, `case${counter++}.safetensors`, bytes);
 }
 const t = (dtype: unknown, shape: unknown, offsets: unknown) => ({ dtype, shape, data_offsets: offsets });
-async function bad(header: string | object, data: Uint8Array | number, kind: string, problem: RegExp, tensor?: string, length?: bigint) {
+async function bad(
+  header: string | object,
+  data: Uint8Array | number,
+  kind: string,
+  problem: RegExp,
+  tensor?: string,
+  length?: bigint,
+) {
   const p = file(rawFile(header, data, length));
   return rejects(openCheckpoint(p), kind, p, problem, tensor);
 }
@@ -25,17 +32,25 @@ test('a well-formed handmade file opens with the right layout and values', async
   const data = new Uint8Array(16 + 4);
   new Float32Array(data.buffer, 0, 4).set([1, -2, 0.5, 3]);
   data.set([7, 8, 9, 10], 16);
-  const p = file(rawFile({ __metadata__: { format: 'pt' }, b: t('U8', [4], [16, 20]), a: t('F32', [2, 2], [0, 16]) }, data));
+  const p = file(
+    rawFile({ __metadata__: { format: 'pt' }, b: t('U8', [4], [16, 20]), a: t('F32', [2, 2], [0, 16]) }, data),
+  );
   const ck = await openCheckpoint(p);
   assert.deepEqual(ck.metadata, { format: 'pt' });
-  assert.deepEqual(ck.tensors.map((x) => x.name), ['a', 'b']); // data order
-  assert.deepEqual([...await readTensorF32(ck.byName.get('a')!)], [1, -2, 0.5, 3]);
-  assert.deepEqual([...await readTensorBytes(ck.byName.get('b')!)], [7, 8, 9, 10]);
+  assert.deepEqual(
+    ck.tensors.map((x) => x.name),
+    ['a', 'b'],
+  ); // data order
+  assert.deepEqual([...(await readTensorF32(ck.byName.get('a')!))], [1, -2, 0.5, 3]);
+  assert.deepEqual([...(await readTensorBytes(ck.byName.get('b')!))], [7, 8, 9, 10]);
   await rejects(readTensorF32(ck.byName.get('b')!), 'dtype', p, /not a float type/, 'b');
 });
 
 test('the real fixtures open and every tensor reads', async () => {
-  for (const f of [fixture('real', 'stories260k', 'model.safetensors'), fixture('real', 'tiny-llm', 'model.safetensors')]) {
+  for (const f of [
+    fixture('real', 'stories260k', 'model.safetensors'),
+    fixture('real', 'tiny-llm', 'model.safetensors'),
+  ]) {
     const ck = await openCheckpoint(f);
     assert.ok(ck.tensors.length > 0);
     const size = fs.statSync(f).size;
@@ -68,8 +83,19 @@ test('duplicate keys are refused (JSON.parse alone would keep the last)', async 
   const a = '{"dtype":"U8","shape":[1],"data_offsets":[0,1]}';
   await bad(`{"w":${a},"w":${a}}`, 1, 'duplicate-key', /appears twice in the header/, 'w');
   await bad(`{"w":${a},"\\u0077":${a}}`, 1, 'duplicate-key', /appears twice/, 'w');
-  await bad('{"w":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}}', 1, 'duplicate-key', /key 'dtype' appears twice in its entry/, 'w');
-  const e = await bad(`{"__metadata__":{"k":"1","k":"2"},"w":${a}}`, 1, 'duplicate-key', /key 'k' appears twice in __metadata__/);
+  await bad(
+    '{"w":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}}',
+    1,
+    'duplicate-key',
+    /key 'dtype' appears twice in its entry/,
+    'w',
+  );
+  const e = await bad(
+    `{"__metadata__":{"k":"1","k":"2"},"w":${a}}`,
+    1,
+    'duplicate-key',
+    /key 'k' appears twice in __metadata__/,
+  );
   assert.equal(e.tensor, undefined);
   // Equal strings as values are not keys.
   const ok = file(rawFile(`{"__metadata__":{"x":"w","y":"w"},"w":${a}}`, 1));
@@ -91,7 +117,8 @@ test('tensor entries: wrong type, unknown dtype, bad shapes', async () => {
   await bad({ w: 5 }, 0, 'tensor-entry', /entry is 5, not an object/, 'w');
   await bad({ w: [1] }, 0, 'tensor-entry', /not an object/, 'w');
   await bad({ w: null }, 0, 'tensor-entry', /not an object/, 'w');
-  for (const dt of ['F128', 'f32', '', 'Q4_0', 7, null]) await bad({ w: t(dt, [1], [0, 1]) }, 1, 'dtype', /unknown dtype/, 'w');
+  for (const dt of ['F128', 'f32', '', 'Q4_0', 7, null])
+    await bad({ w: t(dt, [1], [0, 1]) }, 1, 'dtype', /unknown dtype/, 'w');
   await bad({ w: t('U8', 'x', [0, 1]) }, 1, 'shape', /not an array/, 'w');
   await bad({ w: t('U8', [-1], [0, 1]) }, 1, 'shape', /not a non-negative integer/, 'w');
   await bad({ w: t('U8', [1.5], [0, 1]) }, 1, 'shape', /not a non-negative integer/, 'w');
@@ -101,18 +128,27 @@ test('tensor entries: wrong type, unknown dtype, bad shapes', async () => {
   await bad({ w: t('U8', [2 ** 40, 2 ** 40, 0], [0, 0]) }, 0, 'shape', /more than 2\^53/, 'w');
   // Deeply nested shapes describe themselves briefly instead of overflowing the stack.
   const deep = '['.repeat(100000) + ']'.repeat(100000);
-  const e = await bad(`{"w":{"dtype":"U8","shape":[${deep}],"data_offsets":[0,1]}}`, 1, 'shape', /not a non-negative integer/, 'w');
+  const e = await bad(
+    `{"w":{"dtype":"U8","shape":[${deep}],"data_offsets":[0,1]}}`,
+    1,
+    'shape',
+    /not a non-negative integer/,
+    'w',
+  );
   assert.ok(e.message.length < 400);
 });
 
 test('shapes and offsets written as floats are refused, as the reference reader does (issue 14.8)', async () => {
   // JSON.parse reads 1e2 and 2.0 as the integers 100 and 2; the reference reads usize and refuses them.
-  const body = (shape: string, offsets = '[0,200]') => `{"w":{"dtype":"U8","shape":${shape},"data_offsets":${offsets}}}`;
+  const body = (shape: string, offsets = '[0,200]') =>
+    `{"w":{"dtype":"U8","shape":${shape},"data_offsets":${offsets}}}`;
   await bad(body('[1e2, 2.0]'), 200, 'shape', /not a non-negative integer \("1e2" is written as a float/, 'w');
   await bad(body('[100, 2.0]'), 200, 'shape', /"2\.0" is written as a float/, 'w');
   await bad(body('[100, 2]', '[0,2E2]'), 200, 'offsets', /not a pair of non-negative integers \("2E2"/, 'w');
   // Floats elsewhere (metadata strings, unknown fields the reference ignores) are not shapes.
-  const ok = file(rawFile('{"__metadata__":{"v":"1.5"},"w":{"dtype":"U8","shape":[100,2],"data_offsets":[0,200],"x":[2.5]}}', 200));
+  const ok = file(
+    rawFile('{"__metadata__":{"v":"1.5"},"w":{"dtype":"U8","shape":[100,2],"data_offsets":[0,200],"x":[2.5]}}', 200),
+  );
   assert.deepEqual((await openCheckpoint(ok)).tensors[0].shape, [100, 2]);
 });
 
@@ -121,20 +157,45 @@ test('a header with 200,000 tensors inspects without overflowing the stack (issu
   const parts: string[] = [];
   for (let i = 0; i < n; i++) parts.push(`"t${i}":{"dtype":"U8","shape":[1],"data_offsets":[${i},${i + 1}]}`);
   const p = file(rawFile(`{${parts.join(',')}}`, n));
-  const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'inspect', p], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'dist', 'cli.js'), 'inspect', p], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /200000 tensors, 200,000 parameters/);
   assert.equal(r.stdout.trim().split('\n').length, 2 + n);
 });
 
 test('every dtype is known, with its size; byte length must equal product(shape) × size', async () => {
-  const sizes: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
+  const sizes: Record<string, number> = {
+    F64: 8,
+    F32: 4,
+    F16: 2,
+    BF16: 2,
+    I64: 8,
+    I32: 4,
+    I16: 2,
+    I8: 1,
+    U64: 8,
+    U32: 4,
+    U16: 2,
+    U8: 1,
+    BOOL: 1,
+    F8_E4M3: 1,
+    F8_E5M2: 1,
+  };
   for (const [dt, size] of Object.entries(sizes)) {
     const p = file(rawFile({ w: t(dt, [2, 3], [0, 6 * size]) }, 6 * size));
     const ck = await openCheckpoint(p);
     assert.equal(ck.tensors[0].byteLength, 6 * size, dt);
     assert.equal(ck.tensors[0].parameters, 6, dt);
-    await bad({ w: t(dt, [2, 3], [0, 6 * size + 1]) }, 6 * size + 1, 'byte-length', new RegExp(`holds ${6 * size + 1} bytes but ${dt}\\[2, 3\\] needs ${6 * size}`), 'w');
+    await bad(
+      { w: t(dt, [2, 3], [0, 6 * size + 1]) },
+      6 * size + 1,
+      'byte-length',
+      new RegExp(`holds ${6 * size + 1} bytes but ${dt}\\[2, 3\\] needs ${6 * size}`),
+      'w',
+    );
   }
   const empty = file(rawFile({ w: t('F32', [0, 5], [0, 0]) }));
   assert.equal((await readTensorF32((await openCheckpoint(empty)).tensors[0])).length, 0);

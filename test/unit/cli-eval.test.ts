@@ -86,9 +86,14 @@ test('bad token files: one line naming the file, exit 2, the report untouched', 
 });
 
 test('a folder not produced from ORIGINAL, or not a quantize output at all, is refused in one line', async () => {
-  const tiny = tempDir(), tinyOut = tempDir();
+  const tiny = tempDir(),
+    tinyOut = tempDir();
   makeTinyModel(tiny, {
-    model_type: 'llama', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4,
+    model_type: 'llama',
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
     vocab_size: 600,
   });
   const settings = { bits: 4, rank: 4, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
@@ -107,7 +112,9 @@ test('Ctrl-C during the evaluation exits 130, leaves the report as it was and re
   const args = [CLI, 'eval', STORIES, out, '--tokens', many];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
   await new Promise<void>((resolve) => {
     const poll = setInterval(() => {
       if (!stderr.includes('original')) return;
@@ -120,5 +127,9 @@ test('Ctrl-C during the evaluation exits 130, leaves the report as it was and re
   assert.equal(code, 130, stderr);
   assert.ok(fs.readFileSync(path.join(out, 'loftq-report.json')).equals(report), 'report unchanged');
   assert.ok(!fs.existsSync(path.join(out, '.loftq.lock')), 'lock released');
-  assert.deepEqual(fs.readdirSync(out).filter((n) => n.endsWith('.tmp')), [], 'no temp files');
+  assert.deepEqual(
+    fs.readdirSync(out).filter((n) => n.endsWith('.tmp')),
+    [],
+    'no temp files',
+  );
 });

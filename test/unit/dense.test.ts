@@ -10,8 +10,12 @@ test('symmetricEigen: A·v = λ·v, orthonormal vectors, descending values, trac
     const a = new Float64Array(n * n);
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) a[i * n + j] = g[i * n + j] + g[j * n + i];
     const { values, vectors } = symmetricEigen(a, n);
-    let trace = 0, sum = 0;
-    for (let i = 0; i < n; i++) { trace += a[i * n + i]; sum += values[i]; }
+    let trace = 0,
+      sum = 0;
+    for (let i = 0; i < n; i++) {
+      trace += a[i * n + i];
+      sum += values[i];
+    }
     assert.ok(Math.abs(trace - sum) < 1e-9 * n, `trace n=${n}`);
     for (let j = 0; j < n; j++) {
       if (j > 0) assert.ok(values[j] <= values[j - 1]);
@@ -36,7 +40,8 @@ test('symmetricEigen of a diagonal matrix with repeated values', () => {
 });
 
 test('ColumnBlock: orthonormalised columns have QᵀQ = I and are orthogonal to the earlier ones; dependent columns become zero', () => {
-  const m = 50, k = 6;
+  const m = 50,
+    k = 6;
   withWorkspace((ws) => {
     const block = new ColumnBlock(ws, m, 2 + k, k);
     block.appendRows(gaussian(m * 2, 9), 2);
@@ -49,13 +54,15 @@ test('ColumnBlock: orthonormalised columns have QᵀQ = I and are orthogonal to 
     block.orthonormalizeLast(k);
     const g = block.gram();
     const n = k + 2;
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-      const want = i === j && i !== 7 ? 1 : 0;
-      assert.ok(Math.abs(g[i * n + j] - want) < 1e-12, `g[${i},${j}]=${g[i * n + j]}`);
-    }
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        const want = i === j && i !== 7 ? 1 : 0;
+        assert.ok(Math.abs(g[i * n + j] - want) < 1e-12, `g[${i},${j}]=${g[i * n + j]}`);
+      }
     // rowMajor is the float32 transpose of the columns; combine forms C·W column by column.
     const rm = block.rowMajor(2, k);
-    for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) assert.equal(rm[i * k + j], Math.fround(block.column(2 + j)[i]));
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < k; j++) assert.equal(rm[i * k + j], Math.fround(block.column(2 + j)[i]));
     const w = Float64Array.from({ length: n * 2 }, (_, i) => (i % 3) - 1);
     block.combine(w, 2, [0, 1], (j, v) => {
       for (let i = 0; i < m; i++) {
@@ -75,7 +82,9 @@ test('transpose', () => {
 
 test('ColumnBlock: the tiled block kernels match plain float64 sums on odd lengths and ragged widths', () => {
   // 4×2 tiles with remainders in every direction: odd length, 7 earlier columns, 9 new ones.
-  const m = 101, first = 7, k = 9;
+  const m = 101,
+    first = 7,
+    k = 9;
   withWorkspace((ws) => {
     const block = new ColumnBlock(ws, m, first + k, k);
     block.appendRows(gaussian(m * first, 21), first);
@@ -83,14 +92,19 @@ test('ColumnBlock: the tiled block kernels match plain float64 sums on odd lengt
     const raw = gaussian(m * k, 22);
     block.appendRows(raw, k);
     const n = first + k;
-    const naiveGram = (cols: Float64Array[]) => cols.map((a) => cols.map((b) => a.reduce((s, x, i) => s + x * b[i], 0)));
+    const naiveGram = (cols: Float64Array[]) =>
+      cols.map((a) => cols.map((b) => a.reduce((s, x, i) => s + x * b[i], 0)));
     const before = Array.from({ length: n }, (_, j) => Float64Array.from(block.column(j)));
     const g0 = block.gram();
     const want0 = naiveGram(before);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(g0[i * n + j] - want0[i][j]) < 1e-9 * (1 + Math.abs(want0[i][j])), `gram[${i},${j}]`);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++)
+        assert.ok(Math.abs(g0[i * n + j] - want0[i][j]) < 1e-9 * (1 + Math.abs(want0[i][j])), `gram[${i},${j}]`);
     block.orthonormalizeLast(k);
     const g = block.gram();
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(g[i * n + j] - (i === j ? 1 : 0)) < 1e-12, `QᵀQ[${i},${j}]=${g[i * n + j]}`);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++)
+        assert.ok(Math.abs(g[i * n + j] - (i === j ? 1 : 0)) < 1e-12, `QᵀQ[${i},${j}]=${g[i * n + j]}`);
     // The new columns span what the raw ones spanned beyond the earlier basis: each raw column
     // is reproduced by its projections on all n orthonormal columns.
     for (let j = 0; j < k; j++) {

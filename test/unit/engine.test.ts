@@ -17,7 +17,13 @@ const settings = { bits: 2, rank: 8, iters: 3, quantizer: 'nf' as const, blockSi
 
 function listFiles(dir: string): string[] {
   const out: string[] = [];
-  const walk = (d: string) => { for (const f of fs.readdirSync(d)) { const p = path.join(d, f); if (fs.statSync(p).isDirectory()) walk(p); else out.push(path.relative(dir, p)); } };
+  const walk = (d: string) => {
+    for (const f of fs.readdirSync(d)) {
+      const p = path.join(d, f);
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else out.push(path.relative(dir, p));
+    }
+  };
   if (fs.existsSync(dir)) walk(dir);
   return out.sort();
 }
@@ -28,32 +34,52 @@ function listFiles(dir: string): string[] {
 async function diskErrors(t: TensorInfo, outT: TensorInfo, A: TensorInfo, B: TensorInfo, scale: number) {
   const [rows, cols] = t.shape;
   const r = A.shape[0];
-  const w = await readTensorF32(t), q = await readTensorF32(outT), a = await readTensorF32(A), b = await readTensorF32(B);
+  const w = await readTensorF32(t),
+    q = await readTensorF32(outT),
+    a = await readTensorF32(A),
+    b = await readTensorF32(B);
   const nf4 = codebook('nf', 4);
   const reloaded = new Float32Array(q.length);
   for (let s0 = 0; s0 < q.length; s0 += 64) {
     const block = q.subarray(s0, s0 + 64);
     const absmax = Math.max(...Array.from(block, Math.abs));
-    block.forEach((x, i) => { reloaded[s0 + i] = absmax === 0 ? 0 : Math.fround(nf4[nearestCode(nf4, Math.fround(x / absmax))] * absmax); });
+    block.forEach((x, i) => {
+      reloaded[s0 + i] = absmax === 0 ? 0 : Math.fround(nf4[nearestCode(nf4, Math.fround(x / absmax))] * absmax);
+    });
   }
-  let err = 0, norm = 0, qerr = 0, nf4err = 0;
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-    let ba = 0;
-    for (let p = 0; p < r; p++) ba += b[i * r + p] * a[p * cols + j];
-    const x = w[i * cols + j];
-    err += (x - q[i * cols + j] - scale * ba) ** 2;
-    nf4err += (x - reloaded[i * cols + j] - scale * ba) ** 2;
-    qerr += (x - q[i * cols + j]) ** 2;
-    norm += x * x;
-  }
-  return { err: Math.sqrt(err / norm), qerr: Math.sqrt(qerr / norm), nf4err: Math.sqrt(nf4err / norm), norm: Math.sqrt(norm) };
+  let err = 0,
+    norm = 0,
+    qerr = 0,
+    nf4err = 0;
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      let ba = 0;
+      for (let p = 0; p < r; p++) ba += b[i * r + p] * a[p * cols + j];
+      const x = w[i * cols + j];
+      err += (x - q[i * cols + j] - scale * ba) ** 2;
+      nf4err += (x - reloaded[i * cols + j] - scale * ba) ** 2;
+      qerr += (x - q[i * cols + j]) ** 2;
+      norm += x * x;
+    }
+  return {
+    err: Math.sqrt(err / norm),
+    qerr: Math.sqrt(qerr / norm),
+    nf4err: Math.sqrt(nf4err / norm),
+    norm: Math.sqrt(norm),
+  };
 }
 
 test('export: every input tensor present; W ≈ Q + (α/r)·B·A re-read from disk reproduces the reported errors', async () => {
   const out = tempDir();
   const { report, reportPath } = await quantizeCheckpoint(STORIES, { out, settings, workers: 2 });
   assert.deepEqual(JSON.parse(fs.readFileSync(reportPath, 'utf8')), JSON.parse(JSON.stringify(report)));
-  assert.deepEqual(listFiles(out), ['config.json', REPORT_FILE, 'loftq_init/adapter_config.json', 'loftq_init/adapter_model.safetensors', 'model.safetensors']);
+  assert.deepEqual(listFiles(out), [
+    'config.json',
+    REPORT_FILE,
+    'loftq_init/adapter_config.json',
+    'loftq_init/adapter_model.safetensors',
+    'model.safetensors',
+  ]);
   const input = await openCheckpoint(STORIES);
   const backbone = await openCheckpoint(path.join(out, 'model.safetensors'));
   const adapters = await openCheckpoint(path.join(out, 'loftq_init', 'adapter_model.safetensors'));
@@ -64,9 +90,20 @@ test('export: every input tensor present; W ≈ Q + (α/r)·B·A re-read from di
   // The provenance lives in the report; PEFT ≥ 0.15 warns about loftq_config beside init_lora_weights.
   assert.equal(config.loftq_config, undefined);
   assert.deepEqual([...new Set(report.matrices.map((m) => `${m.bits}/${m.iters}`))], ['2/3']);
-  assert.deepEqual(config.target_modules, ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+  assert.deepEqual(config.target_modules, [
+    'down_proj',
+    'gate_proj',
+    'k_proj',
+    'o_proj',
+    'q_proj',
+    'up_proj',
+    'v_proj',
+  ]);
   const scale = config.lora_alpha / config.r;
-  assert.deepEqual(backbone.tensors.map((t) => [t.name, t.dtype, t.shape]), input.tensors.map((t) => [t.name, t.dtype, t.shape]));
+  assert.deepEqual(
+    backbone.tensors.map((t) => [t.name, t.dtype, t.shape]),
+    input.tensors.map((t) => [t.name, t.dtype, t.shape]),
+  );
   assert.equal(report.matrices.length, 35);
   for (const t of input.tensors) {
     const m = report.matrices.find((x) => x.name === t.name);
@@ -96,7 +133,13 @@ test('deterministic: byte-identical files with 0, 1 and 2 workers', async () => 
     const out = tempDir();
     await quantizeCheckpoint(STORIES, { out, settings: { ...settings, iters: 2 }, workers });
     const { createHash } = await import('node:crypto');
-    digests.push(['model.safetensors', 'loftq_init/adapter_model.safetensors'].map((f) => createHash('sha256').update(fs.readFileSync(path.join(out, f))).digest('hex')));
+    digests.push(
+      ['model.safetensors', 'loftq_init/adapter_model.safetensors'].map((f) =>
+        createHash('sha256')
+          .update(fs.readFileSync(path.join(out, f)))
+          .digest('hex'),
+      ),
+    );
   }
   assert.deepEqual(digests[1], digests[0]);
   assert.deepEqual(digests[2], digests[0]);
@@ -104,7 +147,12 @@ test('deterministic: byte-identical files with 0, 1 and 2 workers', async () => 
 
 test('packed format: codes + scales + codebook dequantize to exactly the written backbone', async () => {
   const out = tempDir();
-  const { report } = await quantizeCheckpoint(STORIES, { out, settings: { ...settings, bits: 3, iters: 1 }, format: 'packed', workers: 1 });
+  const { report } = await quantizeCheckpoint(STORIES, {
+    out,
+    settings: { ...settings, bits: 3, iters: 1 },
+    format: 'packed',
+    workers: 1,
+  });
   const packed = await openCheckpoint(path.join(out, 'model.packed.safetensors'));
   const backbone = await openCheckpoint(path.join(out, 'model.safetensors'));
   const info = JSON.parse(packed.metadata['loftq.packed']);
@@ -130,15 +178,24 @@ test('sharded BF16 input: output sharded the same way, index rewritten, Q stored
   const weightMap: Record<string, string> = {};
   for (let s = 0; s < 2; s++) {
     const name = `model-0000${s + 1}-of-00002.safetensors`;
-    const w = await SafetensorsWriter.create(path.join(dir, name), shards[s].map((t) => ({ name: t.name, dtype: 'BF16', shape: t.shape })));
-    for (const t of shards[s]) { await w.write(t.name, fromFloat32('BF16', await readTensorF32(t))); weightMap[t.name] = name; }
+    const w = await SafetensorsWriter.create(
+      path.join(dir, name),
+      shards[s].map((t) => ({ name: t.name, dtype: 'BF16', shape: t.shape })),
+    );
+    for (const t of shards[s]) {
+      await w.write(t.name, fromFloat32('BF16', await readTensorF32(t)));
+      weightMap[t.name] = name;
+    }
     await w.commit();
   }
   fs.writeFileSync(path.join(dir, INDEX_FILE), JSON.stringify({ metadata: {}, weight_map: weightMap }));
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.json'));
   const out = tempDir();
   const { report } = await quantizeCheckpoint(dir, { out, settings: { ...settings, bits: 4, iters: 2 }, workers: 1 });
-  assert.ok(fs.existsSync(path.join(out, 'model-00001-of-00002.safetensors')) && fs.existsSync(path.join(out, 'model-00002-of-00002.safetensors')));
+  assert.ok(
+    fs.existsSync(path.join(out, 'model-00001-of-00002.safetensors')) &&
+      fs.existsSync(path.join(out, 'model-00002-of-00002.safetensors')),
+  );
   const index = JSON.parse(fs.readFileSync(path.join(out, INDEX_FILE), 'utf8'));
   assert.deepEqual(index.weight_map, weightMap);
   const outCk = await openCheckpoint(out);
@@ -150,11 +207,23 @@ test('sharded BF16 input: output sharded the same way, index rewritten, Q stored
   // from disk; it lies within BF16 rounding of the float32 run's
   const input = await openCheckpoint(dir);
   for (const m of report.matrices) {
-    assert.ok(Math.abs(m.relError - m.relErrorPerIter.at(-1)!) < 0.01 * m.relErrorPerIter.at(-1)! + 0.004, `${m.name} ${m.relError} vs ${m.relErrorPerIter.at(-1)}`);
+    assert.ok(
+      Math.abs(m.relError - m.relErrorPerIter.at(-1)!) < 0.01 * m.relErrorPerIter.at(-1)! + 0.004,
+      `${m.name} ${m.relError} vs ${m.relErrorPerIter.at(-1)}`,
+    );
     const mod = m.name.slice(0, -'.weight'.length);
-    const disk = await diskErrors(input.byName.get(m.name)!, outCk.byName.get(m.name)!, adapters.byName.get(`base_model.model.${mod}.lora_A.weight`)!, adapters.byName.get(`base_model.model.${mod}.lora_B.weight`)!, 1);
+    const disk = await diskErrors(
+      input.byName.get(m.name)!,
+      outCk.byName.get(m.name)!,
+      adapters.byName.get(`base_model.model.${mod}.lora_A.weight`)!,
+      adapters.byName.get(`base_model.model.${mod}.lora_B.weight`)!,
+      1,
+    );
     assert.ok(Math.abs(disk.err - m.relError) < 1e-5, `${m.name}: disk ${disk.err} vs report ${m.relError}`);
-    assert.ok(Math.abs(disk.nf4err - m.nf4ReloadRelError!) < 1e-5, `${m.name}: NF4 reload, disk ${disk.nf4err} vs report ${m.nf4ReloadRelError}`);
+    assert.ok(
+      Math.abs(disk.nf4err - m.nf4ReloadRelError!) < 1e-5,
+      `${m.name}: NF4 reload, disk ${disk.nf4err} vs report ${m.nf4ReloadRelError}`,
+    );
   }
 });
 
@@ -165,7 +234,15 @@ test('cancel mid-run: CancelledError; an existing output folder holds no file, o
     const ac = new AbortController();
     let seen = 0;
     await assert.rejects(
-      quantizeCheckpoint(fixture('real', 'tiny-llm'), { out, settings: { ...settings, iters: 5 }, workers: 2, signal: ac.signal, onMatrix: () => { if (++seen === 2) ac.abort(); } }),
+      quantizeCheckpoint(fixture('real', 'tiny-llm'), {
+        out,
+        settings: { ...settings, iters: 5 },
+        workers: 2,
+        signal: ac.signal,
+        onMatrix: () => {
+          if (++seen === 2) ac.abort();
+        },
+      }),
       CancelledError,
     );
   }
@@ -180,9 +257,21 @@ test('resume: a run killed after some matrices restarts from the journal and giv
   const journal = path.join(out, JOURNAL_DIR);
   const saved = tempDir();
   let seen = 0;
-  await assert.rejects(quantizeCheckpoint(STORIES, { out, settings, workers: 1, signal: ac.signal, onMatrix: () => {
-    if (++seen === 10) { for (const f of fs.readdirSync(journal)) if (f.endsWith('.safetensors')) fs.copyFileSync(path.join(journal, f), path.join(saved, f)); ac.abort(); }
-  } }));
+  await assert.rejects(
+    quantizeCheckpoint(STORIES, {
+      out,
+      settings,
+      workers: 1,
+      signal: ac.signal,
+      onMatrix: () => {
+        if (++seen === 10) {
+          for (const f of fs.readdirSync(journal))
+            if (f.endsWith('.safetensors')) fs.copyFileSync(path.join(journal, f), path.join(saved, f));
+          ac.abort();
+        }
+      },
+    }),
+  );
   fs.mkdirSync(journal, { recursive: true });
   for (const f of fs.readdirSync(saved)) fs.copyFileSync(path.join(saved, f), path.join(journal, f));
   const kept = fs.readdirSync(journal).length;
@@ -192,15 +281,25 @@ test('resume: a run killed after some matrices restarts from the journal and giv
   assert.equal(computed, 35 - kept, 'only the missing matrices are recomputed');
   const fresh = tempDir();
   await quantizeCheckpoint(STORIES, { out: fresh, settings, workers: 1 });
-  for (const f of ['model.safetensors', 'loftq_init/adapter_model.safetensors']) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(fresh, f))), f);
+  for (const f of ['model.safetensors', 'loftq_init/adapter_model.safetensors'])
+    assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(fresh, f))), f);
   assert.ok(!fs.existsSync(journal), 'journal removed after a complete run');
 });
 
 test('plan file settings apply per matrix; rank_pattern written when ranks differ', async () => {
   const out = tempDir();
   const { report } = await quantizeCheckpoint(STORIES, {
-    out, settings, workers: 1,
-    plan: { checkpoint: '.', defaults: { bits: 2, rank: 8, iters: 1 }, overrides: [{ match: 'model.layers.{0..1}.mlp.*', bits: 4, rank: 16 }, { match: '**.k_proj', skip: true }] },
+    out,
+    settings,
+    workers: 1,
+    plan: {
+      checkpoint: '.',
+      defaults: { bits: 2, rank: 8, iters: 1 },
+      overrides: [
+        { match: 'model.layers.{0..1}.mlp.*', bits: 4, rank: 16 },
+        { match: '**.k_proj', skip: true },
+      ],
+    },
   });
   const by = new Map(report.matrices.map((m) => [m.name, m]));
   assert.equal(by.get('model.layers.0.mlp.up_proj.weight')!.bits, 4);
@@ -216,7 +315,15 @@ test('plan file settings apply per matrix; rank_pattern written when ranks diffe
 });
 
 test('analyze: errors per bit width with residual spectra; more bits, less error', async () => {
-  const report = await analyzeCheckpoint(STORIES, { bits: [2, 4], rank: 8, iters: 2, quantizer: 'nf', blockSize: 64, spectrum: 16, workers: 1 });
+  const report = await analyzeCheckpoint(STORIES, {
+    bits: [2, 4],
+    rank: 8,
+    iters: 2,
+    quantizer: 'nf',
+    blockSize: 64,
+    spectrum: 16,
+    workers: 1,
+  });
   assert.equal(report.analyses!.length, 2);
   const [a2, a4] = report.analyses!;
   assert.equal(a2.matrices.length, 35);

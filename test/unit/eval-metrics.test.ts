@@ -17,26 +17,44 @@ function softmax(row: ArrayLike<number>): number[] {
 
 function independent(seqs: number[][], orig: Float32Array[], vari: Float32Array[], V: number) {
   const kls: number[] = [];
-  let same = 0, nllO = 0, nllV = 0, preds = 0;
+  let same = 0,
+    nllO = 0,
+    nllV = 0,
+    preds = 0;
   seqs.forEach((ids, k) => {
     for (let i = 0; i < ids.length; i++) {
-      const p = softmax(orig[k].subarray(i * V, (i + 1) * V)), q = softmax(vari[k].subarray(i * V, (i + 1) * V));
+      const p = softmax(orig[k].subarray(i * V, (i + 1) * V)),
+        q = softmax(vari[k].subarray(i * V, (i + 1) * V));
       kls.push(p.reduce((a, pi, j) => a + pi * Math.log(pi / q[j]), 0));
       const top = (r: number[]) => r.indexOf(Math.max(...r));
       if (top(p) === top(q)) same++;
-      if (i + 1 < ids.length) { nllO -= Math.log(p[ids[i + 1]]); nllV -= Math.log(q[ids[i + 1]]); preds++; }
+      if (i + 1 < ids.length) {
+        nllO -= Math.log(p[ids[i + 1]]);
+        nllV -= Math.log(q[ids[i + 1]]);
+        preds++;
+      }
     }
   });
   const sorted = [...kls].sort((a, b) => a - b);
   const h = sorted.length / 2;
   const mid = sorted.length % 2 ? sorted[Math.floor(h)] : (sorted[h - 1] + sorted[h]) / 2;
-  return { kl: kls.reduce((a, b) => a + b, 0) / kls.length, median: mid, top1: (100 * same) / kls.length,
-    pplO: Math.exp(nllO / preds), pplV: Math.exp(nllV / preds), kls: sorted };
+  return {
+    kl: kls.reduce((a, b) => a + b, 0) / kls.length,
+    median: mid,
+    top1: (100 * same) / kls.length,
+    pplO: Math.exp(nllO / preds),
+    pplV: Math.exp(nllV / preds),
+    kls: sorted,
+  };
 }
 
 test('KL, top-1, perplexity and ln(PPL ratio) match a direct computation on random logits', () => {
   const V = 37;
-  const seqs = [[1, 5, 36, 0, 2, 2, 9], [4, 3], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]];
+  const seqs = [
+    [1, 5, 36, 0, 2, 2, 9],
+    [4, 3],
+    [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+  ];
   let seed = 11;
   const orig = seqs.map((s) => randomWeights(s.length * V, seed++, 4));
   // The variant is the original plus noise of growing size, so KL varies across positions.
@@ -45,8 +63,12 @@ test('KL, top-1, perplexity and ln(PPL ratio) match a direct computation on rand
     return o.map((x, i) => x + n[i] * ((i % 5) / 4));
   });
   const ref = independent(seqs, orig, vari, V);
-  const m = new ComparisonMeter(V), po = new PerplexityMeter(V);
-  seqs.forEach((ids, k) => { m.addSequence(ids, orig[k], vari[k]); po.addSequence(ids, orig[k]); });
+  const m = new ComparisonMeter(V),
+    po = new PerplexityMeter(V);
+  seqs.forEach((ids, k) => {
+    m.addSequence(ids, orig[k], vari[k]);
+    po.addSequence(ids, orig[k]);
+  });
   const s = m.summary(po.ppl());
   const close = (a: number, b: number, what: string) =>
     assert.ok(Math.abs(a - b) <= 1e-12 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
@@ -69,7 +91,8 @@ test('a model against itself (and against logits shifted by a constant per row):
   const o = randomWeights(ids.length * V, 3, 6);
   const shifted = Float64Array.from(o, (x, i) => x + 1000 * Math.floor(i / V)); // row i gets +1000·i
   for (const v of [o, shifted]) {
-    const m = new ComparisonMeter(V), p = new PerplexityMeter(V);
+    const m = new ComparisonMeter(V),
+      p = new PerplexityMeter(V);
     m.addSequence(ids, o, v);
     p.addSequence(ids, o);
     const s = m.summary(p.ppl());
@@ -82,13 +105,17 @@ test('a model against itself (and against logits shifted by a constant per row):
 test('closed forms: Bernoulli KL, uniform logits have perplexity = vocabulary size', () => {
   // Two tokens with logits (a, 0) → p = σ(a); KL(σ(a)‖σ(b)) in closed form.
   const sig = (x: number) => 1 / (1 + Math.exp(-x));
-  const a = 1.3, b = -0.4, p = sig(a), q = sig(b);
+  const a = 1.3,
+    b = -0.4,
+    p = sig(a),
+    q = sig(b);
   const m = new ComparisonMeter(2);
   m.addSequence([0], [a, 0], [b, 0]);
   const s = m.summary(1);
   assert.ok(Math.abs(s.kl - (p * Math.log(p / q) + (1 - p) * Math.log((1 - p) / (1 - q)))) < 1e-15);
   assert.equal(s.top1, 0);
-  const V = 1000, ids = [1, 2, 3, 4];
+  const V = 1000,
+    ids = [1, 2, 3, 4];
   const u = new PerplexityMeter(V);
   u.addSequence(ids, new Float32Array(ids.length * V).fill(7.5));
   assert.ok(Math.abs(u.ppl() - V) < 1e-9, `uniform ppl ${u.ppl()}`);

@@ -15,15 +15,24 @@ const STORIES = path.join(repoRoot, 'examples', 'stories260k');
 // About 1.5 s on one worker thread (more under load): every delay below lands before it can finish.
 const SLOW_ARGS = ['--bits', '2', '--rank', '8', '--iters', '5', '--workers', '1', '--backend', 'cpu', '--quiet'];
 
-function runAndSignal(out: string, sig: NodeJS.Signals, delayMs: number, args = SLOW_ARGS):
-  Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+function runAndSignal(
+  out: string,
+  sig: NodeJS.Signals,
+  delayMs: number,
+  args = SLOW_ARGS,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve) => {
     const argv = [CLI, 'quantize', STORIES, '--out', out, ...args];
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (d) => { stderr += d; });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => child.kill(sig), delayMs);
-    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr }); });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr });
+    });
   });
 }
 

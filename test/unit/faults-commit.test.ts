@@ -40,24 +40,44 @@ async function shardedStories(): Promise<string> {
   return dir;
 }
 
-interface Outcome { code: number | null; signal: NodeJS.Signals | null; stderr: string; inWrite: boolean }
+interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  inWrite: boolean;
+}
 
 /** Runs the CLI and sends `sig` `ms` after it starts — or, with `afterWrite`, `ms` after it
  *  announces the write phase ("writing output files…"). */
 function runAndSignal(
-  input: string, out: string, args: string[], sig: NodeJS.Signals, ms: number, afterWrite: boolean,
+  input: string,
+  out: string,
+  args: string[],
+  sig: NodeJS.Signals,
+  ms: number,
+  afterWrite: boolean,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
     const argv = [CLI, 'quantize', input, '--out', out, ...args];
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '', inWrite = false, timer: NodeJS.Timeout | undefined;
-    const fire = () => { timer = setTimeout(() => child.kill(sig), ms); };
+    let stderr = '',
+      inWrite = false,
+      timer: NodeJS.Timeout | undefined;
+    const fire = () => {
+      timer = setTimeout(() => child.kill(sig), ms);
+    };
     child.stderr!.on('data', (d) => {
       stderr += d;
-      if (afterWrite && !inWrite && stderr.includes('writing output files')) { inWrite = true; fire(); }
+      if (afterWrite && !inWrite && stderr.includes('writing output files')) {
+        inWrite = true;
+        fire();
+      }
     });
     if (!afterWrite) fire();
-    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr, inWrite }); });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr, inWrite });
+    });
   });
 }
 
@@ -67,10 +87,14 @@ function signalInCompute(input: string, out: string, args: string[], sig: NodeJS
   return new Promise((resolve) => {
     const argv = [CLI, 'quantize', input, '--out', out, ...args];
     const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '', sent = false;
+    let stderr = '',
+      sent = false;
     child.stderr!.on('data', (d) => {
       stderr += d;
-      if (!sent && /^\[1\//m.test(stderr)) { sent = true; child.kill(sig); }
+      if (!sent && /^\[1\//m.test(stderr)) {
+        sent = true;
+        child.kill(sig);
+      }
     });
     child.on('exit', (code, signal) => resolve({ code, signal, stderr, inWrite: false }));
   });
@@ -86,7 +110,10 @@ let cases: { name: string; input: string; refs: Reference[]; runMs: number }[] |
 async function setup() {
   if (cases) return cases;
   cases = [];
-  for (const [name, input] of [['single file', STORIES], ['sharded', await shardedStories()]] as const) {
+  for (const [name, input] of [
+    ['single file', STORIES],
+    ['sharded', await shardedStories()],
+  ] as const) {
     const refs: Reference[] = [];
     let runMs = 0;
     for (const args of [OLD, NEW]) {
@@ -105,28 +132,33 @@ test('kill -9 at 50 seeded points over an older result (bits 4 → 2), write pha
   const all = await setup();
   const counts: Record<string, number> = {};
   let writeKills = 0;
-  await Promise.all(all.map(async (c, ci) => {
-    const rng = Rng.forCase(13, ci);
-    const out = path.join(tempDir('loftq-commit-kill-'), 'out');
-    fs.cpSync(c.refs[0].dir, out, { recursive: true });
-    for (let t = 0; t < 25; t++) {
-      const args = rng.next() < 0.7 ? NEW : OLD;
-      const inWrite = rng.next() < 0.6;
-      const delay = inWrite ? rng.next() * 30 : rng.next() * 1.1 * c.runMs;
-      const r = await runAndSignal(c.input, out, args, 'SIGKILL', delay, inWrite);
-      if (r.signal === 'SIGKILL' && r.inWrite) writeKills++;
-      if (r.signal !== 'SIGKILL') assert.equal(r.code, 0, `${c.name} trial ${t}: ${r.stderr}`);
-      const phase = r.inWrite ? ', in the write phase' : '';
-      const trial = `${c.name} trial ${t} (${args === NEW ? 'new' : 'old'} settings, ${r.signal ?? r.code}${phase})`;
-      const { state, run } = await judgeAmong(out, c.refs).catch((e: Error) => assert.fail(`${trial}: ${e.message}`));
-      const key = `${state}${run === undefined ? '' : run === 0 ? ':old' : ':new'}`;
-      counts[key] = (counts[key] ?? 0) + 1;
-    }
-    complete(c.input, out, NEW.concat('--quiet'));
-    assert.deepEqual(await judgeAmong(out, c.refs), { state: 'complete', run: 1 });
-    assert.deepEqual(listTree(out), [...c.refs[1].files.keys()].sort(),
-      `${c.name}: the finished rerun leaves exactly the new files (no old shard, adapter, temp file, lock or journal)`);
-  }));
+  await Promise.all(
+    all.map(async (c, ci) => {
+      const rng = Rng.forCase(13, ci);
+      const out = path.join(tempDir('loftq-commit-kill-'), 'out');
+      fs.cpSync(c.refs[0].dir, out, { recursive: true });
+      for (let t = 0; t < 25; t++) {
+        const args = rng.next() < 0.7 ? NEW : OLD;
+        const inWrite = rng.next() < 0.6;
+        const delay = inWrite ? rng.next() * 30 : rng.next() * 1.1 * c.runMs;
+        const r = await runAndSignal(c.input, out, args, 'SIGKILL', delay, inWrite);
+        if (r.signal === 'SIGKILL' && r.inWrite) writeKills++;
+        if (r.signal !== 'SIGKILL') assert.equal(r.code, 0, `${c.name} trial ${t}: ${r.stderr}`);
+        const phase = r.inWrite ? ', in the write phase' : '';
+        const trial = `${c.name} trial ${t} (${args === NEW ? 'new' : 'old'} settings, ${r.signal ?? r.code}${phase})`;
+        const { state, run } = await judgeAmong(out, c.refs).catch((e: Error) => assert.fail(`${trial}: ${e.message}`));
+        const key = `${state}${run === undefined ? '' : run === 0 ? ':old' : ':new'}`;
+        counts[key] = (counts[key] ?? 0) + 1;
+      }
+      complete(c.input, out, NEW.concat('--quiet'));
+      assert.deepEqual(await judgeAmong(out, c.refs), { state: 'complete', run: 1 });
+      assert.deepEqual(
+        listTree(out),
+        [...c.refs[1].files.keys()].sort(),
+        `${c.name}: the finished rerun leaves exactly the new files (no old shard, adapter, temp file, lock or journal)`,
+      );
+    }),
+  );
   console.log(`kill -9 over an older result: 50 trials, ${writeKills} in the write phase; ${JSON.stringify(counts)}`);
   assert.ok(writeKills >= 15, `only ${writeKills} kills landed in the write phase`);
   // A journal state needs a kill inside the commit's renames (a few ms), so it is counted, not required.
@@ -137,14 +169,22 @@ test('SIGINT/SIGTERM in the write phase and in compute: an old result stays whol
   const all = await setup();
   for (const c of all) {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      for (const [ms, afterWrite] of [[0, true], [3, true], [8, true], [0, false]] as const) {
+      for (const [ms, afterWrite] of [
+        [0, true],
+        [3, true],
+        [8, true],
+        [0, false],
+      ] as const) {
         for (const fresh of [false, true]) {
           const out = path.join(tempDir('loftq-commit-cancel-'), 'out');
           if (!fresh) fs.cpSync(c.refs[0].dir, out, { recursive: true });
           const r = afterWrite
             ? await runAndSignal(c.input, out, NEW, sig, ms, true)
             : await signalInCompute(c.input, out, NEW, sig);
-          const said = r.stderr.split('\n').filter((l) => l.startsWith('loftq')).join(' | ');
+          const said = r.stderr
+            .split('\n')
+            .filter((l) => l.startsWith('loftq'))
+            .join(' | ');
           const when = afterWrite ? 'the write phase began' : 'the first matrix';
           const where = fresh ? 'fresh' : 'over an old result';
           const what = `${c.name}, ${sig} ${ms} ms after ${when}, ${where}: ${r.code ?? r.signal}; ${said}`;

@@ -19,9 +19,17 @@ const isRoot = process.getuid?.() === 0;
 
 function cli(out: string, opts: { ulimitBlocks?: number; asNobody?: boolean } = {}) {
   const argv = [CLI, 'quantize', STORIES, '--out', out, ...ARGS];
-  const spawnOpts: SpawnSyncOptions = { encoding: 'utf8', timeout: 60_000, ...(opts.asNobody ? { uid: 65534, gid: 65534 } : {}) };
+  const spawnOpts: SpawnSyncOptions = {
+    encoding: 'utf8',
+    timeout: 60_000,
+    ...(opts.asNobody ? { uid: 65534, gid: 65534 } : {}),
+  };
   const r = opts.ulimitBlocks
-    ? spawnSync('/bin/sh', ['-c', `ulimit -f ${opts.ulimitBlocks} && exec "$@"`, 'sh', process.execPath, ...argv], spawnOpts)
+    ? spawnSync(
+        '/bin/sh',
+        ['-c', `ulimit -f ${opts.ulimitBlocks} && exec "$@"`, 'sh', process.execPath, ...argv],
+        spawnOpts,
+      )
     : spawnSync(process.execPath, argv, spawnOpts);
   return { status: r.status, stderr: String(r.stderr ?? ''), error: r.error };
 }
@@ -53,7 +61,12 @@ test('disk full (ulimit -f): one line naming the file, temp files removed, no ou
     if (previous) fs.cpSync(r.dir, out, { recursive: true });
     const res = cli(out, { ulimitBlocks: 400 });
     assert.equal(res.status, 1, res.stderr);
-    oneLine(res.stderr, new RegExp(`^loftq: ${out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}/model\\.safetensors: cannot be written: file size limit reached \\(EFBIG\\)$`));
+    oneLine(
+      res.stderr,
+      new RegExp(
+        `^loftq: ${out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}/model\\.safetensors: cannot be written: file size limit reached \\(EFBIG\\)$`,
+      ),
+    );
     assert.deepEqual(temps(out), []);
     // The journal of the computed matrices is kept (resumable); a previous result is whole,
     // report included, since nothing was retired before every new file was written.
@@ -68,7 +81,10 @@ test('disk full (ulimit -f): one line naming the file, temp files removed, no ou
   const out = path.join(tempDir('loftq-efbig-'), 'out');
   const res = cli(out, { ulimitBlocks: 8 });
   assert.equal(res.status, 1, res.stderr);
-  oneLine(res.stderr, /^loftq: \S+\/\.loftq-journal\/[0-9a-f]+\.safetensors: cannot be written: file size limit reached \(EFBIG\)$/);
+  oneLine(
+    res.stderr,
+    /^loftq: \S+\/\.loftq-journal\/[0-9a-f]+\.safetensors: cannot be written: file size limit reached \(EFBIG\)$/,
+  );
   assert.deepEqual(temps(out), []);
   assert.equal(await judge(out, r), 'journal');
 });
@@ -79,7 +95,10 @@ test('read-only output folder: one line, nothing written, a previous complete re
   fs.chmodSync(base, 0o755);
   if (isRoot) {
     const probe = cli(path.join(base, 'probe'), { asNobody: true });
-    if (probe.error || /EACCES.*cli\.js|Cannot find module/.test(probe.stderr)) { t.skip('cannot run the CLI as nobody here'); return; }
+    if (probe.error || /EACCES.*cli\.js|Cannot find module/.test(probe.stderr)) {
+      t.skip('cannot run the CLI as nobody here');
+      return;
+    }
     fs.rmSync(path.join(base, 'probe'), { recursive: true, force: true });
   }
   const asNobody = isRoot;
@@ -90,7 +109,12 @@ test('read-only output folder: one line, nothing written, a previous complete re
   fs.chmodSync(empty, 0o555);
   let res = cli(empty, { asNobody });
   assert.equal(res.status, 1, res.stderr);
-  oneLine(res.stderr, new RegExp(`^loftq: ${empty.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: cannot be written: permission denied \\(EACCES\\)$`));
+  oneLine(
+    res.stderr,
+    new RegExp(
+      `^loftq: ${empty.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: cannot be written: permission denied \\(EACCES\\)$`,
+    ),
+  );
   assert.deepEqual(fs.readdirSync(empty), []);
 
   // A previous complete result in a folder made read-only: untouched, byte for byte.
@@ -122,16 +146,26 @@ test('read-only output folder: one line, nothing written, a previous complete re
 test('a read-only file system is reported as read-only (EROFS), not ENOENT; an output under /proc fails at once', async (t) => {
   // A read-only tmpfs needs a mount: in a user namespace (unshare -rm) where the kernel allows one.
   const probe = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o ro tmpfs /mnt'], { encoding: 'utf8' });
-  if (probe.status !== 0) { t.skip(`no user namespace to mount a read-only tmpfs in: ${probe.stderr.trim()}`); return; }
+  if (probe.status !== 0) {
+    t.skip(`no user namespace to mount a read-only tmpfs in: ${probe.stderr.trim()}`);
+    return;
+  }
   const script = `mount -t tmpfs -o size=4m tmpfs /mnt && mkdir /mnt/out && mount -o remount,ro /mnt && for o in /mnt/out /mnt/new; do
     "$0" "$1" quantize "$2" --out "$o" ${ARGS.join(' ')}; echo "rc=$?"; done`;
-  const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, CLI, STORIES], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, CLI, STORIES], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.deepEqual(r.stdout.trim().split('\n'), ['rc=1', 'rc=1'], r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l.startsWith('loftq: '));
-  assert.deepEqual(lines, [
-    'loftq: /mnt/out: cannot be written: the folder is read-only (read-only file system) (EROFS)',
-    'loftq: /mnt/new: cannot be written: the folder is read-only (read-only file system) (EROFS)',
-  ], r.stderr);
+  assert.deepEqual(
+    lines,
+    [
+      'loftq: /mnt/out: cannot be written: the folder is read-only (read-only file system) (EROFS)',
+      'loftq: /mnt/new: cannot be written: the folder is read-only (read-only file system) (EROFS)',
+    ],
+    r.stderr,
+  );
   // Node's recursive mkdir loops forever there (ENOENT, retried); ours fails with one line.
   const p = cli('/proc/loftq-out/x');
   assert.equal(p.error, undefined, 'it must not hang');

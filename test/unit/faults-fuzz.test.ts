@@ -16,13 +16,32 @@ test('1,000 fuzz cases through inspect, quantizeCheckpoint and the language serv
   const lsp = await LspObserver.start();
   const failures: CaseResult[] = [];
   try {
-    const s = await runCases(0, 1000, {
-      seed: 77, root: tempDir('loftq-fuzz-all-'), timeoutMs: 10_000,
-      consumers: [quantizeConsumer()], observers: [lsp.observe], typedErrors: [InputError, UsageError],
-    }, (r) => { if (r.outcome !== 'accepted' && r.outcome !== 'rejected') failures.push(r); });
-    const kinds = Object.entries(s.byKind).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ');
-    const notes = Object.entries(s.byNote).sort().map(([k, n]) => `${k} ${n}`).join(', ');
-    console.log(`fuzz (seed 77): ${s.cases} cases in ${s.seconds.toFixed(1)} s; accepted ${s.accepted}, rejected ${s.rejected}\n  by kind: ${kinds}\n  checked: ${notes}`);
+    const s = await runCases(
+      0,
+      1000,
+      {
+        seed: 77,
+        root: tempDir('loftq-fuzz-all-'),
+        timeoutMs: 10_000,
+        consumers: [quantizeConsumer()],
+        observers: [lsp.observe],
+        typedErrors: [InputError, UsageError],
+      },
+      (r) => {
+        if (r.outcome !== 'accepted' && r.outcome !== 'rejected') failures.push(r);
+      },
+    );
+    const kinds = Object.entries(s.byKind)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    const notes = Object.entries(s.byNote)
+      .sort()
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    console.log(
+      `fuzz (seed 77): ${s.cases} cases in ${s.seconds.toFixed(1)} s; accepted ${s.accepted}, rejected ${s.rejected}\n  by kind: ${kinds}\n  checked: ${notes}`,
+    );
     assert.deepEqual(failures, []);
     assert.equal(s.crashes + s.hangs + s.missed + s.unhandledRejections, 0);
     assert.equal(lsp.cases, 1000);

@@ -16,16 +16,40 @@ import { judge, listTree, Reference, State } from './faults-oracle';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
-const args = (out: string) => ['quantize', STORIES, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--workers', '1', '--backend', 'cpu', '--quiet'];
+const args = (out: string) => [
+  'quantize',
+  STORIES,
+  '--out',
+  out,
+  '--bits',
+  '2',
+  '--rank',
+  '4',
+  '--iters',
+  '1',
+  '--workers',
+  '1',
+  '--backend',
+  'cpu',
+  '--quiet',
+];
 
 /** Runs the CLI and SIGKILLs it after `delayMs`; resolves with its exit (code or signal). */
-function runAndKill(out: string, delayMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+function runAndKill(
+  out: string,
+  delayMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args(out)], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (d) => { stderr += d; });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
-    child.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stderr }); });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr });
+    });
   });
 }
 
@@ -40,7 +64,8 @@ test('kill -9 of the CLI at 52 random points: complete result, resumable journal
   assert.equal(await judge(refOut, ref, names), 'complete'); // every relError of the reference agrees with its files
 
   const counts: Record<State, number> = { complete: 0, journal: 0, nothing: 0 };
-  let killed = 0, withEntries = 0;
+  let killed = 0,
+    withEntries = 0;
   const chain = async (c: number, trials: number) => {
     const rng = Rng.forCase(6, c); // one stream per chain: reproducible however the chains interleave
     const out = path.join(tempDir(`loftq-kill-${c}-`), 'out');
@@ -58,10 +83,16 @@ test('kill -9 of the CLI at 52 random points: complete result, resumable journal
     const done = spawnSync(process.execPath, [CLI, ...args(out)], { encoding: 'utf8' });
     assert.equal(done.status, 0, done.stderr);
     assert.equal(await judge(out, ref), 'complete');
-    assert.deepEqual(listTree(out), [...ref.files.keys()].sort(), 'no temp file, lock or journal is left after a completed rerun');
+    assert.deepEqual(
+      listTree(out),
+      [...ref.files.keys()].sort(),
+      'no temp file, lock or journal is left after a completed rerun',
+    );
   };
   await Promise.all([0, 1].map((c) => chain(c, 26)));
-  console.log(`kill -9 trials: 52 (${killed} killed, reference run ${runMs.toFixed(0)} ms); after them: ${JSON.stringify(counts)}, ${withEntries} with journal entries`);
+  console.log(
+    `kill -9 trials: 52 (${killed} killed, reference run ${runMs.toFixed(0)} ms); after them: ${JSON.stringify(counts)}, ${withEntries} with journal entries`,
+  );
   assert.equal(counts.complete + counts.journal + counts.nothing, 52);
   assert.ok(killed >= 30, `only ${killed} trials were killed before finishing`);
   assert.ok(counts.journal >= 1 && counts.complete >= 1 && withEntries >= 1, JSON.stringify({ counts, withEntries }));

@@ -12,7 +12,12 @@ import * as path from 'node:path';
 import { LockStep, lockOutput } from '../../server/src/base/lock';
 
 const CHILD = 'LOFTQ_LOCK_CHILD';
-interface ChildSpec { out: string; stallAt?: LockStep; go: string; release: string }
+interface ChildSpec {
+  out: string;
+  stallAt?: LockStep;
+  go: string;
+  release: string;
+}
 
 const until = async (cond: () => boolean, what: string, ms = 20_000) => {
   const t0 = Date.now();
@@ -45,11 +50,17 @@ class Child {
   constructor(spec: ChildSpec) {
     const env = { ...process.env, [CHILD]: JSON.stringify(spec) };
     this.proc = spawn(process.execPath, [__filename], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-    this.proc.stdout!.on('data', (d) => { this.text += d; });
+    this.proc.stdout!.on('data', (d) => {
+      this.text += d;
+    });
   }
   has = (s: string) => this.text.includes(s);
-  get holding() { return this.has('holding'); }
-  get done() { return this.has('refused') || this.has('released'); }
+  get holding() {
+    return this.has('holding');
+  }
+  get done() {
+    return this.has('refused') || this.has('released');
+  }
 }
 
 /** A pid that belonged to a process that has exited. */
@@ -63,7 +74,8 @@ async function race(setup: (out: string) => void, stallAt: LockStep) {
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   setup(out);
-  const go = path.join(dir, 'go'), release = path.join(dir, 'release');
+  const go = path.join(dir, 'go'),
+    release = path.join(dir, 'release');
   const a = new Child({ out, stallAt, go, release });
   await until(() => a.has(`stalled ${stallAt}`) || a.done, `A to stall at ${stallAt}`);
   assert.ok(a.has('stalled'), `A never reached '${stallAt}': ${a.text}`);

@@ -21,7 +21,12 @@ export function listTree(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
   return (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as fs.Dirent[])
     .filter((e) => e.isFile())
-    .map((e) => path.relative(dir, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)).split(path.sep).join('/'))
+    .map((e) =>
+      path
+        .relative(dir, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name))
+        .split(path.sep)
+        .join('/'),
+    )
     .sort();
 }
 
@@ -33,7 +38,12 @@ const visible = (f: string) => !isTemp(f) && !isLock(f) && !f.startsWith(`${JOUR
 function normalizeJson(file: string, text: string): unknown {
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'seconds' && k !== 'phases' && k !== 'gemmGflop' && k !== 'base_model_name_or_path').map(([k, x]) => [k, strip(x)]));
+    if (v && typeof v === 'object')
+      return Object.fromEntries(
+        Object.entries(v)
+          .filter(([k]) => k !== 'seconds' && k !== 'phases' && k !== 'gemmGflop' && k !== 'base_model_name_or_path')
+          .map(([k, x]) => [k, strip(x)]),
+      );
     return v;
   };
   try {
@@ -45,7 +55,10 @@ function normalizeJson(file: string, text: string): unknown {
 
 export class Reference {
   readonly files = new Map<string, Buffer>();
-  constructor(readonly dir: string, readonly checkpoint: string) {
+  constructor(
+    readonly dir: string,
+    readonly checkpoint: string,
+  ) {
     for (const f of listTree(dir)) {
       assert.ok(visible(f), `the reference run left ${f}`);
       this.files.set(f, fs.readFileSync(path.join(dir, f)));
@@ -76,7 +89,12 @@ export class Reference {
     const want = this.files.get(file);
     assert.ok(want, `${file} is not an output of the reference run`);
     const got = fs.readFileSync(path.join(out, file));
-    if (file.endsWith('.json')) assert.deepEqual(normalizeJson(file, got.toString('utf8')), normalizeJson(file, want.toString('utf8')), `${file} differs from the reference`);
+    if (file.endsWith('.json'))
+      assert.deepEqual(
+        normalizeJson(file, got.toString('utf8')),
+        normalizeJson(file, want.toString('utf8')),
+        `${file} differs from the reference`,
+      );
     else assert.ok(got.equals(want), `${file} differs from the reference (${got.length} vs ${want.length} bytes)`);
   }
 }
@@ -102,7 +120,9 @@ export async function judge(out: string, ref: Reference, checkMatrices: string[]
   for (const f of files) {
     if (f.startsWith(`${JOURNAL}/`) && !isTemp(f)) {
       // A journal entry exists whole or not at all, and carries its matrix's report.
-      const e = await openCheckpoint(path.join(out, f)).catch((err: Error) => assert.fail(`journal entry ${f} does not open: ${err.message}`));
+      const e = await openCheckpoint(path.join(out, f)).catch((err: Error) =>
+        assert.fail(`journal entry ${f} does not open: ${err.message}`),
+      );
       assert.equal(typeof JSON.parse(e.metadata.report).relError, 'number');
     } else if (visible(f)) ref.same(out, f);
   }
@@ -129,7 +149,11 @@ function loadableUnits(out: string, files: string[]): string[][] {
   const INDEX = 'model.safetensors.index.json';
   if (files.includes('model.safetensors')) units.push(['model.safetensors']);
   if (files.includes(INDEX)) {
-    const shards = [...new Set(Object.values(JSON.parse(fs.readFileSync(path.join(out, INDEX), 'utf8')).weight_map as Record<string, string>))];
+    const shards = [
+      ...new Set(
+        Object.values(JSON.parse(fs.readFileSync(path.join(out, INDEX), 'utf8')).weight_map as Record<string, string>),
+      ),
+    ];
     if (shards.every((f) => files.includes(f))) units.push([INDEX, ...shards]);
   }
   const adapter = ['loftq_init/adapter_config.json', 'loftq_init/adapter_model.safetensors'];
@@ -148,17 +172,26 @@ export async function judgeAmong(out: string, refs: Reference[]): Promise<{ stat
   const runsOf = (f: string) => refs.map((r, i) => (r.matches(out, f) ? i : -1)).filter((i) => i >= 0);
   for (const f of vis) assert.ok(runsOf(f).length > 0, `${f} is no run's file`);
   for (const f of files.filter((x) => x.startsWith(`${JOURNAL}/`) && !isTemp(x) && x.endsWith('.safetensors'))) {
-    await openCheckpoint(path.join(out, f)).catch((err: Error) => assert.fail(`journal entry ${f} does not open: ${err.message}`));
+    await openCheckpoint(path.join(out, f)).catch((err: Error) =>
+      assert.fail(`journal entry ${f} does not open: ${err.message}`),
+    );
   }
   if (vis.includes(REPORT)) {
     const run = runsOf(REPORT)[0];
-    assert.deepEqual(vis, [...refs[run].files.keys()].sort(), `a report of run ${run} is present, so the folder must hold exactly its files`);
+    assert.deepEqual(
+      vis,
+      [...refs[run].files.keys()].sort(),
+      `a report of run ${run} is present, so the folder must hold exactly its files`,
+    );
     for (const f of vis) assert.ok(refs[run].matches(out, f), `${f} is not run ${run}'s`);
     return { state: 'complete', run };
   }
   const units = loadableUnits(out, vis);
   const common = refs.map((_, i) => i).filter((i) => units.flat().every((f) => refs[i].matches(out, f)));
-  assert.ok(units.length === 0 || common.length > 0, `loadable files of different runs side by side: ${JSON.stringify(units.map((u) => u.map((f) => `${f}:${runsOf(f)}`)))}`);
+  assert.ok(
+    units.length === 0 || common.length > 0,
+    `loadable files of different runs side by side: ${JSON.stringify(units.map((u) => u.map((f) => `${f}:${runsOf(f)}`)))}`,
+  );
   if (fs.existsSync(path.join(out, JOURNAL))) return { state: 'journal' };
   assert.deepEqual(vis, [], 'no report and no journal, so no output file may be there');
   return { state: 'nothing' };

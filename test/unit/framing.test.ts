@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FramingGuard, MAX_MESSAGE_BYTES } from '../../server/src/lsp/framing';
 
-const frame = (body: string, extra = '') => Buffer.from(`Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
+const frame = (body: string, extra = '') =>
+  Buffer.from(`Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
 
 function feed(bytes: Buffer, seed: number): string | undefined {
   const g = new FramingGuard();
@@ -22,7 +23,10 @@ function feed(bytes: Buffer, seed: number): string | undefined {
 test('valid traffic split at every kind of boundary passes', () => {
   const msgs = [
     frame('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}'),
-    frame('{"x":"\u00e9\u4e2d\r\n\r\nContent-Length: 5"}', 'Content-Type: application/vscode-jsonrpc; charset=utf-8\r\n'),
+    frame(
+      '{"x":"\u00e9\u4e2d\r\n\r\nContent-Length: 5"}',
+      'Content-Type: application/vscode-jsonrpc; charset=utf-8\r\n',
+    ),
     frame(''),
     frame('x'.repeat(5000)),
   ];
@@ -42,6 +46,11 @@ test('broken headers are named, after valid messages and in any chunking', () =>
     ['X'.repeat(20_000), /header is longer than 16384 bytes/],
   ];
   for (const [bad, why] of cases) {
-    for (let seed = 1; seed <= 20; seed++) assert.match(feed(Buffer.concat([ok, ok, Buffer.from(bad)]), seed) ?? 'accepted', why, `${JSON.stringify(bad.slice(0, 30))} seed ${seed}`);
+    for (let seed = 1; seed <= 20; seed++)
+      assert.match(
+        feed(Buffer.concat([ok, ok, Buffer.from(bad)]), seed) ?? 'accepted',
+        why,
+        `${JSON.stringify(bad.slice(0, 30))} seed ${seed}`,
+      );
   }
 });

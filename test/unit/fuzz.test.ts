@@ -22,7 +22,20 @@ test('1,000 fuzz cases: no crash, hang, missed rejection or unhandled rejection'
   // Every mutator ran, and the rejections span the error kinds.
   assert.deepEqual(Object.keys(s.byMutator).sort(), MUTATORS.map((m) => m.name).sort());
   for (const k of Object.keys(s.byKind)) assert.ok(CHECKPOINT_ERROR_KINDS.includes(k as never), k);
-  for (const k of ['header-length', 'header-json', 'duplicate-key', 'metadata', 'dtype', 'shape', 'byte-length', 'offsets', 'index', 'unsafe-path', 'pickle', 'not-found']) {
+  for (const k of [
+    'header-length',
+    'header-json',
+    'duplicate-key',
+    'metadata',
+    'dtype',
+    'shape',
+    'byte-length',
+    'offsets',
+    'index',
+    'unsafe-path',
+    'pickle',
+    'not-found',
+  ]) {
     assert.ok(s.byKind[k] > 0, `no '${k}' rejection`);
   }
   for (const r of results.filter((x) => x.outcome === 'rejected')) {
@@ -35,15 +48,32 @@ test('1,000 fuzz cases: no crash, hang, missed rejection or unhandled rejection'
 test('a case is reproducible from (seed, index)', async () => {
   const a = await runCase(123, { seed: 9, root: tempDir(), timeoutMs: 5000 });
   const b = await runCase(123, { seed: 9, root: tempDir(), timeoutMs: 5000 });
-  assert.deepEqual({ ...a, ms: 0, message: a.message?.replace(/\/tmp\/[^/]+/, '') }, { ...b, ms: 0, message: b.message?.replace(/\/tmp\/[^/]+/, '') });
+  assert.deepEqual(
+    { ...a, ms: 0, message: a.message?.replace(/\/tmp\/[^/]+/, '') },
+    { ...b, ms: 0, message: b.message?.replace(/\/tmp\/[^/]+/, '') },
+  );
 });
 
 test('the harness reports a stuck consumer as a hang and an untyped error as a crash', async () => {
   const root = tempDir();
-  const stuck = await runCases(0, 40, { seed: 1, root, timeoutMs: 200, consumers: [() => new Promise(() => undefined)] });
+  const stuck = await runCases(0, 40, {
+    seed: 1,
+    root,
+    timeoutMs: 200,
+    consumers: [() => new Promise(() => undefined)],
+  });
   assert.equal(stuck.accepted, 0);
   assert.ok(stuck.hangs > 0);
-  const crashing = await runCases(0, 40, { seed: 1, root, timeoutMs: 1000, consumers: [async () => { throw new TypeError('boom'); }] });
+  const crashing = await runCases(0, 40, {
+    seed: 1,
+    root,
+    timeoutMs: 1000,
+    consumers: [
+      async () => {
+        throw new TypeError('boom');
+      },
+    ],
+  });
   assert.equal(crashing.accepted, 0);
   assert.equal(crashing.crashes, stuck.hangs);
   assert.match(crashing.failures[0].message!, /untyped TypeError: boom/);
@@ -51,7 +81,10 @@ test('the harness reports a stuck consumer as a hang and an untyped error as a c
 
 test('npm run fuzz (dist/fuzz.js) runs cases in a watched worker and exits 0; bad options exit 2', () => {
   const cli = path.join(repoRoot, 'dist', 'fuzz.js');
-  const r = spawnSync(process.execPath, [cli, '--cases', '60', '--seed', '5', '--json'], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [cli, '--cases', '60', '--seed', '5', '--json'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout);
   assert.equal(s.cases, 60);

@@ -70,18 +70,23 @@ function oracle(pattern: string): RegExp {
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
   const split = (body: string) => {
     const parts: string[] = [];
-    let depth = 0, start = 0;
+    let depth = 0,
+      start = 0;
     for (let i = 0; i < body.length; i++) {
       if (body[i] === '{') depth++;
       else if (body[i] === '}') depth--;
-      else if (body[i] === ',' && depth === 0) { parts.push(body.slice(start, i)); start = i + 1; }
+      else if (body[i] === ',' && depth === 0) {
+        parts.push(body.slice(start, i));
+        start = i + 1;
+      }
     }
     return [...parts, body.slice(start)];
   };
   const braces = (body: string): string => {
     const r = /^(-?\d+)\.\.(-?\d+)$/.exec(body);
     if (r) {
-      const lo = Math.min(Number(r[1]), Number(r[2])), hi = Math.max(Number(r[1]), Number(r[2]));
+      const lo = Math.min(Number(r[1]), Number(r[2])),
+        hi = Math.max(Number(r[1]), Number(r[2]));
       const alts: string[] = [];
       for (let i = lo; i <= hi; i++) alts.push(String(i));
       return `(?:${alts.join('|')})`;
@@ -93,15 +98,29 @@ function oracle(pattern: string): RegExp {
     for (let i = 0; i < p.length; i++) {
       const c = p[i];
       if (c === '*' && p[i + 1] === '*') {
-        const before = out.endsWith('\\.'), after = p[i + 2] === '.';
-        if (before && after) { out = out.slice(0, -2) + '(?:\\.[^.]+)*\\.'; i += 2; }
-        else if (after) { out += '(?:[^.]+\\.)*'; i += 2; }
-        else if (before) { out = out.slice(0, -2) + '(?:\\.[^.]+)*'; i += 1; }
-        else { out += '.*'; i += 1; }
+        const before = out.endsWith('\\.'),
+          after = p[i + 2] === '.';
+        if (before && after) {
+          out = out.slice(0, -2) + '(?:\\.[^.]+)*\\.';
+          i += 2;
+        } else if (after) {
+          out += '(?:[^.]+\\.)*';
+          i += 2;
+        } else if (before) {
+          out = out.slice(0, -2) + '(?:\\.[^.]+)*';
+          i += 1;
+        } else {
+          out += '.*';
+          i += 1;
+        }
       } else if (c === '*') out += '[^.]*';
       else if (c === '{') {
-        let depth = 1, j = i + 1;
-        for (; j < p.length && depth; j++) { if (p[j] === '{') depth++; else if (p[j] === '}') depth--; }
+        let depth = 1,
+          j = i + 1;
+        for (; j < p.length && depth; j++) {
+          if (p[j] === '{') depth++;
+          else if (p[j] === '}') depth--;
+        }
         out += braces(p.slice(i + 1, j - 1));
         i = j - 1;
       } else out += esc(c);
@@ -114,7 +133,10 @@ function oracle(pattern: string): RegExp {
 
 test('the automaton agrees with a regex translation on 20,000 random small patterns and names', () => {
   let seed = 12345;
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
   const pieces = ['a', 'b', '1', '.', '*', '**', '{a,b}', '{,a}', '{1..12}', '{a.b,*}', '-', '{-2..3}'];
   const chars = ['a', 'b', '.', '1', '2', '0', '-', 'ab'];
   let matched = 0;

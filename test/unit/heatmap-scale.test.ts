@@ -12,7 +12,8 @@ const luminance = ([r, g, b]: number[]) => {
   return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
 };
 const contrast = (c: number[]) => {
-  const lc = luminance(c), lt = textOn(c as [number, number, number]) === '#000' ? 0 : 1;
+  const lc = luminance(c),
+    lt = textOn(c as [number, number, number]) === '#000' ? 0 : 1;
   return (Math.max(lc, lt) + 0.05) / (Math.min(lc, lt) + 0.05);
 };
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} â‰  ${b}`);
@@ -51,14 +52,16 @@ test('data range: one far-out matrix gets the overflow colour instead of squashi
 test('fixed range: a value has the same colour in an NF2 map and an NF4 map', () => {
   const nf4 = [0.06, 0.07, 0.08, 0.09];
   const nf2 = [0.3, 0.33, 0.36, 0.41];
-  const a = sequentialScale(nf4, 'fixed', [0, 0.5])!, b = sequentialScale(nf2, 'fixed', [0, 0.5])!;
+  const a = sequentialScale(nf4, 'fixed', [0, 0.5])!,
+    b = sequentialScale(nf2, 'fixed', [0, 0.5])!;
   assert.deepEqual([a.lo, a.hi, b.lo, b.hi], [0, 0.5, 0, 0.5]);
   assert.deepEqual(a.colour(0.25), b.colour(0.25));
   assert.deepEqual(a.colour(0.25), viridis(0.5));
   assert.deepEqual(b.colour(0.6), OVER);
   assert.deepEqual(b.colour(-0.1), UNDER);
   // In data mode the two maps colour 0.08 differently: that is what fixed mode is for.
-  const own = sequentialScale(nf4, 'data', [0, 0.5])!, mixed = sequentialScale([0.08, 0.41], 'data', [0, 0.5])!;
+  const own = sequentialScale(nf4, 'data', [0, 0.5])!,
+    mixed = sequentialScale([0.08, 0.41], 'data', [0, 0.5])!;
   assert.notDeepEqual(own.colour(0.08), mixed.colour(0.08));
 });
 
@@ -75,9 +78,11 @@ test('diverging palette: RdBu end points, neutral middle, ink grows away from 1Ã
   assert.deepEqual(diverging(1), [0x05, 0x30, 0x61]);
   assert.deepEqual(diverging(3), diverging(1));
   assert.equal(diverging(NaN), null);
-  let prevUp = Infinity, prevDown = Infinity;
+  let prevUp = Infinity,
+    prevDown = Infinity;
   for (let i = 0; i <= 100; i++) {
-    const up = luminance(diverging(i / 100)!), down = luminance(diverging(-i / 100)!);
+    const up = luminance(diverging(i / 100)!),
+      down = luminance(diverging(-i / 100)!);
     assert.ok(up <= prevUp + 1e-9 && down <= prevDown + 1e-9, `lightness rises away from the middle at ${i / 100}`);
     prevUp = up;
     prevDown = down;
@@ -110,7 +115,11 @@ test('means: arithmetic for errors, geometric for ratios, empty cells and NaN le
   close(mean([1, 4], 'geometric'), 2);
   assert.ok(Number.isNaN(mean([NaN])));
   // Grid: row 0 = cells 0, 1; row 1 = cell 2 and an empty cell; cell 3 is skipped (NaN).
-  const at = [[0, 1], [2, undefined], [undefined, 3]];
+  const at = [
+    [0, 1],
+    [2, undefined],
+    [undefined, 3],
+  ];
   const g = gridMeans(at, [0.1, 0.3, 0.2, NaN], 'arithmetic');
   close(g.rows[0], 0.2);
   close(g.rows[1], 0.2);

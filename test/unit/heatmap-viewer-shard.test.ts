@@ -17,11 +17,20 @@ function folder(weightMap: Record<string, string>, files: string[]): string {
 
 test('a shard knows its index, its position among the shards (natural order) and the tensor count', () => {
   const shards = Array.from({ length: 11 }, (_, i) => `part-${i + 1}.safetensors`);
-  const map = Object.fromEntries(shards.flatMap((s, i) => [[`a.${i}.weight`, s], [`b.${i}.weight`, s]]));
+  const map = Object.fromEntries(
+    shards.flatMap((s, i) => [
+      [`a.${i}.weight`, s],
+      [`b.${i}.weight`, s],
+    ]),
+  );
   const dir = folder(map, [...shards, 'other.safetensors']);
   // part-2 is the second shard, not the fourth as in plain string order (1, 10, 11, 2).
-  assert.deepEqual(findShard(path.join(dir, 'part-2.safetensors')),
-    { index: path.join(dir, 'model.safetensors.index.json'), number: 2, of: 11, tensors: 22 });
+  assert.deepEqual(findShard(path.join(dir, 'part-2.safetensors')), {
+    index: path.join(dir, 'model.safetensors.index.json'),
+    number: 2,
+    of: 11,
+    tensors: 22,
+  });
   assert.equal(findShard(path.join(dir, 'part-11.safetensors'))?.number, 11);
   assert.equal(findShard(path.join(dir, 'other.safetensors')), undefined, 'a file the index does not list');
 });
@@ -39,7 +48,8 @@ test('no index, a malformed one, or a single-shard index: not a shard', () => {
 test('the file holding a tensor: a file itself, model.safetensors, or the shard the index names', () => {
   const dir = folder(
     { 'a.weight': 's1.safetensors', 'b.weight': 's2.safetensors', 'c.weight': '../escape.safetensors' },
-    ['s1.safetensors', 's2.safetensors']);
+    ['s1.safetensors', 's2.safetensors'],
+  );
   assert.equal(fileHolding(dir, 'b.weight'), path.join(dir, 's2.safetensors'));
   assert.equal(fileHolding(dir, 'missing.weight'), undefined);
   assert.equal(fileHolding(dir, 'c.weight'), undefined, 'a shard name outside the folder is refused');

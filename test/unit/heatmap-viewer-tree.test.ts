@@ -7,11 +7,21 @@ import { naturalCompare } from '../../webviews/src/naturalSort';
 
 test('natural order: layer 2 before layer 10, text by code unit, zero padding tie-broken', () => {
   const names = [
-    'model.layers.10.mlp', 'model.layers.2.mlp', 'model.layers.1.mlp', 'lm_head', 'model.layers.2.attn', 'model.norm',
+    'model.layers.10.mlp',
+    'model.layers.2.mlp',
+    'model.layers.1.mlp',
+    'lm_head',
+    'model.layers.2.attn',
+    'model.norm',
   ];
-  assert.deepEqual([...names].sort(naturalCompare),
-    ['lm_head', 'model.layers.1.mlp', 'model.layers.2.attn', 'model.layers.2.mlp', 'model.layers.10.mlp',
-      'model.norm']);
+  assert.deepEqual([...names].sort(naturalCompare), [
+    'lm_head',
+    'model.layers.1.mlp',
+    'model.layers.2.attn',
+    'model.layers.2.mlp',
+    'model.layers.10.mlp',
+    'model.norm',
+  ]);
   assert.ok(naturalCompare('x9', 'x10') < 0);
   assert.ok(naturalCompare('x10', 'x9') > 0);
   assert.ok(naturalCompare('x123456789012345678901', 'x99') > 0, 'numbers longer than a double still compare');
@@ -30,10 +40,15 @@ function outline(n: TreeNode, depth = 0): string[] {
 test('module tree: layers in natural order, modules under them, single-child chains folded', () => {
   const names = [];
   for (const l of [10, 2, 0, 1]) {
-    for (const m of ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.down_proj']) names.push(`model.layers.${l}.${m}.weight`);
+    for (const m of ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.down_proj'])
+      names.push(`model.layers.${l}.${m}.weight`);
   }
-  names.push('model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight',
-    'model.layers.0.self_attn.q_proj.bias');
+  names.push(
+    'model.embed_tokens.weight',
+    'model.norm.weight',
+    'lm_head.weight',
+    'model.layers.0.self_attn.q_proj.bias',
+  );
   const items = names.map((name, i) => ({ name, parameters: i + 1, bytes: 2 * (i + 1) }));
   const tree = buildModuleTree(items);
   assert.deepEqual(outline(tree).slice(0, 12), [
@@ -51,10 +66,16 @@ test('module tree: layers in natural order, modules under them, single-child cha
     '    1 (3)',
   ]);
   const layers = tree.children[1].children[1];
-  assert.deepEqual(layers.children.map((c) => c.label), ['0', '1', '2', '10']);
+  assert.deepEqual(
+    layers.children.map((c) => c.label),
+    ['0', '1', '2', '10'],
+  );
   // Totals add up, and a leaf points back at its input row.
   assert.equal(tree.tensors, names.length);
-  assert.equal(tree.parameters, items.reduce((s, x) => s + x.parameters, 0));
+  assert.equal(
+    tree.parameters,
+    items.reduce((s, x) => s + x.parameters, 0),
+  );
   assert.equal(tree.bytes, 2 * tree.parameters);
   const leaf = tree.children[0];
   assert.equal(leaf.path, 'lm_head.weight');
@@ -63,7 +84,10 @@ test('module tree: layers in natural order, modules under them, single-child cha
 });
 
 test('a name that is also a prefix of another keeps both', () => {
-  const tree = buildModuleTree([{ name: 'a.b', parameters: 1, bytes: 1 }, { name: 'a.b.c', parameters: 2, bytes: 2 }]);
+  const tree = buildModuleTree([
+    { name: 'a.b', parameters: 1, bytes: 1 },
+    { name: 'a.b.c', parameters: 2, bytes: 2 },
+  ]);
   assert.deepEqual(outline(tree), ['a.b (2)', '  c (1)']);
   assert.equal(tree.children[0].tensor, 0);
 });

@@ -16,12 +16,21 @@ test('LoftQ fidelity: final relError ≤ 1.005 × reference and the QLoRA baseli
   for (const c of referenceCases()) {
     const ref = await loadReference(c);
     const [rows, cols] = c.shape;
-    const res = await loftqMatrix(ref.weight, rows, cols, { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: quantizerOf(c.method), blockSize: c.block_size }, backend);
+    const res = await loftqMatrix(
+      ref.weight,
+      rows,
+      cols,
+      { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: quantizerOf(c.method), blockSize: c.block_size },
+      backend,
+    );
     const ours = res.relErrorPerIter.at(-1)!;
     const theirs = c.rel_err.at(-1)!;
     assert.equal(res.relErrorPerIter.length, c.iters);
     assert.ok(ours <= BAR * theirs, `${c.file}: ${ours} > ${BAR} × ${theirs}`);
-    assert.ok(Math.abs(res.qloraRelError - c.qlora_rel_err) <= 1e-6 * c.qlora_rel_err, `${c.file} qlora ${res.qloraRelError} vs ${c.qlora_rel_err}`);
+    assert.ok(
+      Math.abs(res.qloraRelError - c.qlora_rel_err) <= 1e-6 * c.qlora_rel_err,
+      `${c.file} qlora ${res.qloraRelError} vs ${c.qlora_rel_err}`,
+    );
     // Iteration 1 starts from A·Bᵀ = 0: its codes and scales are the quantizer's on W itself,
     // which the T = 1 fixtures hold verbatim.
     if (c.iters === 1) {
@@ -29,30 +38,51 @@ test('LoftQ fidelity: final relError ≤ 1.005 × reference and the QLoRA baseli
       assert.deepEqual(res.scales, ref.scale, `${c.file} scales`);
     }
     // The returned factors reproduce the reported error: ‖W − Q − B·A‖ / ‖W‖.
-    let err = 0, norm = 0;
-    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-      let lr = 0;
-      for (let p = 0; p < res.rank; p++) lr += res.loraB[i * res.rank + p] * res.loraA[p * cols + j];
-      const w = ref.weight[i * cols + j];
-      err += (w - res.q[i * cols + j] - lr) ** 2;
-      norm += w * w;
-    }
-    assert.ok(Math.abs(Math.sqrt(err / norm) - ours) < 1e-5, `${c.file}: factors give ${Math.sqrt(err / norm)}, reported ${ours}`);
+    let err = 0,
+      norm = 0;
+    for (let i = 0; i < rows; i++)
+      for (let j = 0; j < cols; j++) {
+        let lr = 0;
+        for (let p = 0; p < res.rank; p++) lr += res.loraB[i * res.rank + p] * res.loraA[p * cols + j];
+        const w = ref.weight[i * cols + j];
+        err += (w - res.q[i * cols + j] - lr) ** 2;
+        norm += w * w;
+      }
+    assert.ok(
+      Math.abs(Math.sqrt(err / norm) - ours) < 1e-5,
+      `${c.file}: factors give ${Math.sqrt(err / norm)}, reported ${ours}`,
+    );
   }
 });
 
 test('LoftQ fidelity on the real checkpoints (stories260K, Tiny-LLM): ≤ 1.005 × the exact-SVD reference for nf2, nf4, uniform2', async () => {
   const backend = await createBackend('wasm');
   const cases = JSON.parse(fs.readFileSync(fixture('real', 'reference-errors.json'), 'utf8')) as {
-    checkpoint: string; tensor: string; shape: [number, number]; method: string; bits: number; rank: number; iters: number; block_size: number; rel_err: number[]; qlora_rel_err: number;
+    checkpoint: string;
+    tensor: string;
+    shape: [number, number];
+    method: string;
+    bits: number;
+    rank: number;
+    iters: number;
+    block_size: number;
+    rel_err: number[];
+    qlora_rel_err: number;
   }[];
   assert.ok(cases.length >= 100);
   const checkpoints = new Map<string, Awaited<ReturnType<typeof openCheckpoint>>>();
   let worst = 0;
   for (const c of cases) {
-    if (!checkpoints.has(c.checkpoint)) checkpoints.set(c.checkpoint, await openCheckpoint(fixture('real', c.checkpoint, 'model.safetensors')));
+    if (!checkpoints.has(c.checkpoint))
+      checkpoints.set(c.checkpoint, await openCheckpoint(fixture('real', c.checkpoint, 'model.safetensors')));
     const w = await readTensorF32(checkpoints.get(c.checkpoint)!.byName.get(c.tensor)!);
-    const res = await loftqMatrix(w, c.shape[0], c.shape[1], { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: quantizerOf(c.method), blockSize: c.block_size }, backend);
+    const res = await loftqMatrix(
+      w,
+      c.shape[0],
+      c.shape[1],
+      { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: quantizerOf(c.method), blockSize: c.block_size },
+      backend,
+    );
     const ratio = res.relErrorPerIter.at(-1)! / c.rel_err.at(-1)!;
     worst = Math.max(worst, ratio);
     assert.ok(ratio <= BAR, `${c.checkpoint} ${c.tensor} ${c.method}${c.bits} r${c.rank}: ratio ${ratio}`);
@@ -65,7 +95,13 @@ test('LoftQ never does worse than QLoRA and improves over iterations on LLM-like
   const backend = await createBackend('wasm');
   const c = referenceCases().find((x) => x.iters === 5)!;
   const ref = await loadReference(c);
-  const res = await loftqMatrix(ref.weight, c.shape[0], c.shape[1], { bits: c.bits, rank: c.rank, iters: 5, quantizer: quantizerOf(c.method), blockSize: 64 }, backend);
+  const res = await loftqMatrix(
+    ref.weight,
+    c.shape[0],
+    c.shape[1],
+    { bits: c.bits, rank: c.rank, iters: 5, quantizer: quantizerOf(c.method), blockSize: 64 },
+    backend,
+  );
   assert.ok(res.relErrorPerIter[0] < res.qloraRelError);
   assert.ok(res.relErrorPerIter[4] < res.relErrorPerIter[0]);
 });

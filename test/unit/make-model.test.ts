@@ -16,7 +16,17 @@ import { moments, singularValues } from './synth-stats';
 
 /** file name → sha256 of its bytes */
 const readAll = (dir: string) =>
-  Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, createHash('sha256').update(new Uint8Array(fs.readFileSync(path.join(dir, f)))).digest('hex')]));
+  Object.fromEntries(
+    fs
+      .readdirSync(dir)
+      .sort()
+      .map((f) => [
+        f,
+        createHash('sha256')
+          .update(new Uint8Array(fs.readFileSync(path.join(dir, f))))
+          .digest('hex'),
+      ]),
+  );
 
 test('tiny preset: one sharded checkpoint with Llama names, shapes, BF16, index and config', async () => {
   const out = tempDir();
@@ -24,7 +34,10 @@ test('tiny preset: one sharded checkpoint with Llama names, shapes, BF16, index 
   const ck = await openCheckpoint(out);
   assert.equal(ck.kind, 'sharded');
   assert.ok(ck.files.length >= 2, `${ck.files.length} shards`);
-  assert.deepEqual(ck.files.map((f) => path.basename(f)), ck.files.map((_, i) => `model-0000${i + 1}-of-0000${ck.files.length}.safetensors`));
+  assert.deepEqual(
+    ck.files.map((f) => path.basename(f)),
+    ck.files.map((_, i) => `model-0000${i + 1}-of-0000${ck.files.length}.safetensors`),
+  );
   // 4 layers × (4 attention + 3 MLP + 2 norms) + embed + final norm + lm_head.
   assert.equal(ck.tensors.length, 4 * 9 + 3);
   assert.ok(ck.tensors.every((t) => t.dtype === 'BF16'));
@@ -53,29 +66,48 @@ test('tiny preset: one sharded checkpoint with Llama names, shapes, BF16, index 
   assert.deepEqual(cfg.architectures, ['LlamaForCausalLM']);
   assert.equal(cfg.model_type, 'llama');
   assert.deepEqual(
-    [cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size],
-    [128, 344, 4, 4, 2, 512]);
+    [
+      cfg.hidden_size,
+      cfg.intermediate_size,
+      cfg.num_hidden_layers,
+      cfg.num_attention_heads,
+      cfg.num_key_value_heads,
+      cfg.vocab_size,
+    ],
+    [128, 344, 4, 4, 2, 512],
+  );
   assert.equal(cfg.torch_dtype, 'bfloat16');
   assert.equal(cfg.tie_word_embeddings, false);
-  assert.deepEqual(fs.readdirSync(out).filter((f) => f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    fs.readdirSync(out).filter((f) => f.endsWith('.tmp')),
+    [],
+  );
 });
 
 test('bytes depend only on the seed: same seed same files, other seed other files', async () => {
-  const a = tempDir(), b = tempDir(), c = tempDir();
+  const a = tempDir(),
+    b = tempDir(),
+    c = tempDir();
   await makeModel({ preset: 'tiny', out: a, seed: 5 });
   await makeModel({ preset: 'tiny', out: b, seed: 5 });
   await makeModel({ preset: 'tiny', out: c, seed: 6 });
   assert.deepEqual(readAll(a), readAll(b));
-  const fa = readAll(a), fc = readAll(c);
+  const fa = readAll(a),
+    fc = readAll(c);
   for (const f of Object.keys(fa).filter((f) => f.endsWith('.safetensors'))) assert.notEqual(fa[f], fc[f], f);
 });
 
 test('the CLI with worker threads writes the same bytes as one thread; --layers and --shard-size apply', async () => {
   const cli = path.join(repoRoot, 'dist', 'make-model.js');
   assert.ok(fs.existsSync(cli), 'dist/make-model.js is built by esbuild.mjs');
-  const one = tempDir(), two = tempDir();
+  const one = tempDir(),
+    two = tempDir();
   await makeModel({ preset: 'tiny', out: one, seed: 2, layers: 2, shardSize: 200_000 });
-  const r = spawnSync(process.execPath, [cli, '--preset', 'tiny', '--out', two, '--seed', '2', '--layers', '2', '--shard-size', '200KB', '--workers', '3'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [cli, '--preset', 'tiny', '--out', two, '--seed', '2', '--layers', '2', '--shard-size', '200KB', '--workers', '3'],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(readAll(one), readAll(two));
   const ck = await openCheckpoint(two);
@@ -85,7 +117,11 @@ test('the CLI with worker threads writes the same bytes as one thread; --layers 
 
 test('the CLI rejects bad usage with one line and exit code 2', () => {
   const cli = path.join(repoRoot, 'dist', 'make-model.js');
-  for (const args of [['--preset', 'gpt-9', '--out', tempDir()], ['--preset', 'tiny'], ['--preset', 'tiny', '--out', tempDir(), '--shard-size', 'big']]) {
+  for (const args of [
+    ['--preset', 'gpt-9', '--out', tempDir()],
+    ['--preset', 'tiny'],
+    ['--preset', 'tiny', '--out', tempDir(), '--shard-size', 'big'],
+  ]) {
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 2, args.join(' '));
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
@@ -96,7 +132,10 @@ test('the CLI rejects bad usage with one line and exit code 2', () => {
 test('planShards splits greedily in order and gives an oversized tensor a shard of its own', () => {
   const j = (name: string, n: number) => ({ name, shape: [n], kind: 'norm' as const });
   const shards = planShards([j('a', 40), j('b', 40), j('c', 40), j('d', 500), j('e', 10)], 200);
-  assert.deepEqual(shards.map((s) => s.map((t) => t.name)), [['a', 'b'], ['c'], ['d'], ['e']]);
+  assert.deepEqual(
+    shards.map((s) => s.map((t) => t.name)),
+    [['a', 'b'], ['c'], ['d'], ['e']],
+  );
 });
 
 test('generated weights are LLM-like, and their quantization error differs by layer and module', async () => {
@@ -119,8 +158,12 @@ test('generated weights are LLM-like, and their quantization error differs by la
   for (const t of ck.tensors.filter((t) => t.shape.length === 2 && t.name.includes('layers.'))) {
     const x = await readTensorF32(t);
     const v = quantize(x, table, 'nf', 64).values;
-    let num = 0, den = 0;
-    for (let i = 0; i < x.length; i++) { num += (x[i] - v[i]) ** 2; den += x[i] ** 2; }
+    let num = 0,
+      den = 0;
+    for (let i = 0; i < x.length; i++) {
+      num += (x[i] - v[i]) ** 2;
+      den += x[i] ** 2;
+    }
     errs.push(Math.sqrt(num / den));
   }
   assert.ok(Math.max(...errs) / Math.min(...errs) > 1.3, `NF2 errors ${Math.min(...errs)}..${Math.max(...errs)}`);

@@ -27,7 +27,9 @@ type Settings = { bits: number; rank: number; iters: number };
 async function quantizeStories(settings: Settings, plan?: object): Promise<string> {
   const out = tempDir();
   await quantizeCheckpoint(STORIES, {
-    out, workers: 0, settings: { ...settings, quantizer: 'nf', blockSize: 64 },
+    out,
+    workers: 0,
+    settings: { ...settings, quantizer: 'nf', blockSize: 64 },
     ...(plan ? { plan: { checkpoint: '.', defaults: settings, ...plan } } : {}),
   });
   return out;
@@ -39,8 +41,11 @@ async function evaluate(out: string, maxHeldLogits?: number) {
   const lo = await openLoftqOutput(out, original, c.numLayers);
   const logits = new Map<string, Float32Array>();
   const r = await evaluateOutput(original, c, lo, SEQS, {
-    backend: await createBackend('wasm'), maxHeldLogits,
-    onLogits: (v: EvalVariant, k, l) => { logits.set(`${v}/${k}`, l); },
+    backend: await createBackend('wasm'),
+    maxHeldLogits,
+    onLogits: (v: EvalVariant, k, l) => {
+      logits.set(`${v}/${k}`, l);
+    },
   });
   return { r, logits, vocab: c.vocabSize };
 }
@@ -52,18 +57,28 @@ function oldPeftLookup(pattern: Record<string, number>, fallback: number, module
 }
 
 function relDiff(a: Float32Array, ref: Float64Array[], vocab: number): number {
-  let num = 0, den = 0;
-  ref.forEach((row, i) => row.forEach((v, j) => { const d = a[i * vocab + j] - v; num += d * d; den += v * v; }));
+  let num = 0,
+    den = 0;
+  ref.forEach((row, i) =>
+    row.forEach((v, j) => {
+      const d = a[i * vocab + j] - v;
+      num += d * d;
+      den += v * v;
+    }),
+  );
   return Math.sqrt(num / den);
 }
 
 test('mixed-rank LoftQ init: logits equal a float64 forward on Q + (α/r)·B·A merged here (rank_pattern)', async () => {
-  const out = await quantizeStories({ bits: 2, rank: 8, iters: 2 }, {
-    overrides: [
-      { match: 'model.layers.{0..1}.mlp.*', rank: 16 },
-      { match: 'model.layers.4.self_attn.o_proj', rank: 4 },
-    ],
-  });
+  const out = await quantizeStories(
+    { bits: 2, rank: 8, iters: 2 },
+    {
+      overrides: [
+        { match: 'model.layers.{0..1}.mlp.*', rank: 16 },
+        { match: 'model.layers.4.self_attn.o_proj', rank: 4 },
+      ],
+    },
+  );
   const cfg = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
   assert.ok(Object.keys(cfg.rank_pattern).length >= 7, 'the plan gives mixed ranks');
   // Make α differ from r so that a scale of 1 (ignoring lora_alpha) would be caught: α = 2r for every
@@ -87,12 +102,15 @@ test('mixed-rank LoftQ init: logits equal a float64 forward on Q + (α/r)·B·A 
   let modules = 0;
   for (const name of [...t.keys()]) {
     const m = name.replace(/\.weight$/, '');
-    const A = halved[`base_model.model.${m}.lora_A.weight`], B = halved[`base_model.model.${m}.lora_B.weight`];
+    const A = halved[`base_model.model.${m}.lora_A.weight`],
+      B = halved[`base_model.model.${m}.lora_B.weight`];
     if (!A) continue;
     modules++;
-    const rank = oldPeftLookup(cfg.rank_pattern, cfg.r, m), alpha = oldPeftLookup(cfg.alpha_pattern, cfg.lora_alpha, m);
+    const rank = oldPeftLookup(cfg.rank_pattern, cfg.r, m),
+      alpha = oldPeftLookup(cfg.alpha_pattern, cfg.lora_alpha, m);
     assert.equal(A.shape[0], rank, `rank of ${m}`);
-    const q = t.get(name)!, cols = A.shape[1];
+    const q = t.get(name)!,
+      cols = A.shape[1];
     for (let i = 0; i < B.shape[0]; i++) {
       for (let j = 0; j < cols; j++) {
         let s = 0;
@@ -139,8 +157,12 @@ test('QLoRA init: quantize(W) with the recorded settings has the reported error;
   for (const m of report.matrices.slice(0, 7)) {
     const w = await readTensorF32(original.byName.get(m.name)!);
     const q = (await hook(m.name, w, m.shape[0], m.shape[1]))!;
-    let num = 0, den = 0;
-    for (let i = 0; i < w.length; i++) { num += (w[i] - q[i]) ** 2; den += w[i] ** 2; }
+    let num = 0,
+      den = 0;
+    for (let i = 0; i < w.length; i++) {
+      num += (w[i] - q[i]) ** 2;
+      den += w[i] ** 2;
+    }
     const rel = Math.sqrt(num / den);
     assert.ok(Math.abs(rel - m.qloraRelError) < 1e-5, `${m.name}: ${rel} vs ${m.qloraRelError}`);
   }
@@ -163,12 +185,14 @@ test('identity: a backbone with Q = W − s·B·A gives KL 0 and top-1 100 % for
     if (a) {
       const A = await readTensorF32(a);
       const B = await readTensorF32(adapters.byName.get(`base_model.model.${m}.lora_B.weight`)!);
-      const [rows, cols] = info.shape, r = a.shape[0];
-      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-        let s = 0;
-        for (let k = 0; k < r; k++) s += B[i * r + k] * A[k * cols + j];
-        w[i * cols + j] -= s; // α = r in the files loftq writes: s = 1
-      }
+      const [rows, cols] = info.shape,
+        r = a.shape[0];
+      for (let i = 0; i < rows; i++)
+        for (let j = 0; j < cols; j++) {
+          let s = 0;
+          for (let k = 0; k < r; k++) s += B[i * r + k] * A[k * cols + j];
+          w[i * cols + j] -= s; // α = r in the files loftq writes: s = 1
+        }
     }
     tensors[info.name] = { shape: info.shape, data: w };
   }
@@ -192,28 +216,38 @@ test('a folder that does not fit: another model, a rank that disagrees with lora
     if (t.name !== 'model.layers.4.mlp.up_proj.weight') kept[t.name] = { shape: t.shape, data: await readTensorF32(t) };
   }
   writeCheckpoint(other, {}, kept);
-  await assert.rejects(openLoftqOutput(other, original, c.numLayers),
-    /has no tensor 'model\.layers\.4\.mlp\.up_proj\.weight'.*not produced from/);
+  await assert.rejects(
+    openLoftqOutput(other, original, c.numLayers),
+    /has no tensor 'model\.layers\.4\.mlp\.up_proj\.weight'.*not produced from/,
+  );
 
   const cfgFile = path.join(out, 'loftq_init', 'adapter_config.json');
   const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
   fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, rank_pattern: { 'layers\\.2\\.mlp\\.down_proj': 8 } }));
-  await assert.rejects(openLoftqOutput(out, original, c.numLayers),
-    /adapter_model\.safetensors: .*layers\.2\.mlp\.down_proj.*rank 8.*size mismatch/);
+  await assert.rejects(
+    openLoftqOutput(out, original, c.numLayers),
+    /adapter_model\.safetensors: .*layers\.2\.mlp\.down_proj.*rank 8.*size mismatch/,
+  );
   fs.writeFileSync(cfgFile, JSON.stringify(cfg));
   fs.rmSync(path.join(out, 'loftq-report.json'));
   await assert.rejects(openLoftqOutput(out, original, c.numLayers), /loftq-report\.json: does not exist/);
 });
 
 test('chunks hold at most the limit, at least one sequence each, in order', () => {
-  assert.deepEqual(chunkSequences([4, 4, 4, 9, 1], 10, 80), [[0, 2], [2, 3], [3, 4], [4, 5]]);
+  assert.deepEqual(chunkSequences([4, 4, 4, 9, 1], 10, 80), [
+    [0, 2],
+    [2, 3],
+    [3, 4],
+    [4, 5],
+  ]);
   assert.deepEqual(chunkSequences([4, 4], 10, 1000), [[0, 2]]);
   assert.deepEqual(chunkSequences([], 10, 1000), []);
 });
 
 test('sharded BF16 checkpoint (make-model tiny): the output is read through its index; KL LoftQ < QLoRA', async () => {
   const { makeModel } = await import('../../server/src/tools/make-model-lib');
-  const ckpt = tempDir(), out = tempDir();
+  const ckpt = tempDir(),
+    out = tempDir();
   await makeModel({ preset: 'tiny', out: ckpt, seed: 3 });
   const settings = { bits: 2, rank: 8, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
   await quantizeCheckpoint(ckpt, { out, workers: 0, settings });
@@ -223,7 +257,10 @@ test('sharded BF16 checkpoint (make-model tiny): the output is read through its 
   const lo = await openLoftqOutput(out, original, c.numLayers);
   assert.equal(lo.backbone.kind, 'sharded');
   assert.equal(lo.matrices.size, 28);
-  const seqs = [[1, 5, 9, 200, 17, 3, 44, 511], [7, 7, 8, 100, 300]];
+  const seqs = [
+    [1, 5, 9, 200, 17, 3, 44, 511],
+    [7, 7, 8, 100, 300],
+  ];
   const r = await evaluateOutput(original, c, lo, seqs, { backend: await createBackend('wasm') });
   assert.ok(r.loftq.kl > 0 && r.loftq.kl < r.qlora.kl, `LoftQ ${r.loftq.kl} vs QLoRA ${r.qlora.kl}`);
   assert.equal(r.tokens, 13);

@@ -19,7 +19,12 @@ async function engineLogits(dir: string, seqs: number[][]): Promise<{ logits: Fl
   const ck = await openCheckpoint(dir);
   const c = await readModelConfig(ck.folder);
   const logits: Float32Array[] = [];
-  const r = await runForward(ck, c, seqs, { backend: await createBackend('wasm'), onLogits: (k, l) => { logits[k] = l; } });
+  const r = await runForward(ck, c, seqs, {
+    backend: await createBackend('wasm'),
+    onLogits: (k, l) => {
+      logits[k] = l;
+    },
+  });
   return { logits, peak: r.peakBytes };
 }
 
@@ -29,42 +34,101 @@ async function compare(dir: string, seqs: number[][]): Promise<number> {
   let worst = 0;
   seqs.forEach((ids, k) => {
     const ref = referenceLogits(cfg, t, ids);
-    let num = 0, den = 0;
-    ref.forEach((row, i) => row.forEach((v, j) => { const d = logits[k][i * cfg.vocab_size + j] - v; num += d * d; den += v * v; }));
+    let num = 0,
+      den = 0;
+    ref.forEach((row, i) =>
+      row.forEach((v, j) => {
+        const d = logits[k][i * cfg.vocab_size + j] - v;
+        num += d * d;
+        den += v * v;
+      }),
+    );
     worst = Math.max(worst, Math.sqrt(num / den));
   });
   return worst;
 }
 
 test('stories260K: logits equal an independent float64 forward to 1e-4', async () => {
-  const seqs = [[1, 403, 407, 261, 378, 426, 275, 259, 1, 8, 300, 301, 9, 401, 263, 500, 17, 60, 2, 3], [1, 43, 7], [5]];
+  const seqs = [
+    [1, 403, 407, 261, 378, 426, 275, 259, 1, 8, 300, 301, 9, 401, 263, 500, 17, 60, 2, 3],
+    [1, 43, 7],
+    [5],
+  ];
   const rel = await compare(STORIES, seqs);
   assert.ok(rel <= 1e-4, `relative logits error ${rel}`);
 });
 
 test('generated GQA checkpoint with an untied lm_head: logits match the reference', async () => {
   const dir = tempDir();
-  makeTinyModel(dir, { model_type: 'llama', hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 40, rope_theta: 500, rms_norm_eps: 1e-5, tie_word_embeddings: false }, { untiedHead: true });
-  const rel = await compare(dir, [[3, 9, 1, 0, 39, 22, 7, 7, 12], [4, 4]]);
+  makeTinyModel(
+    dir,
+    {
+      model_type: 'llama',
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 40,
+      rope_theta: 500,
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: false,
+    },
+    { untiedHead: true },
+  );
+  const rel = await compare(dir, [
+    [3, 9, 1, 0, 39, 22, 7, 7, 12],
+    [4, 4],
+  ]);
   assert.ok(rel <= 1e-4, `relative logits error ${rel}`);
 });
 
 test('generated Qwen2 checkpoint (q/k/v biases, head_dim ≠ hidden/heads): logits match the reference', async () => {
   const dir = tempDir();
-  makeTinyModel(dir, { model_type: 'qwen2', hidden_size: 24, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 8, vocab_size: 30, rope_theta: 1000000, rms_norm_eps: 1e-6, tie_word_embeddings: true }, { qkvBias: true });
+  makeTinyModel(
+    dir,
+    {
+      model_type: 'qwen2',
+      hidden_size: 24,
+      intermediate_size: 40,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      head_dim: 8,
+      vocab_size: 30,
+      rope_theta: 1000000,
+      rms_norm_eps: 1e-6,
+      tie_word_embeddings: true,
+    },
+    { qkvBias: true },
+  );
   const rel = await compare(dir, [[1, 2, 3, 4, 5, 6, 7, 29, 28, 0]]);
   assert.ok(rel <= 1e-4, `relative logits error ${rel}`);
 });
 
 test('a biased Qwen2 run differs from the same weights without biases (the biases are used)', async () => {
   const dir = tempDir();
-  makeTinyModel(dir, { model_type: 'qwen2', hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, vocab_size: 20, tie_word_embeddings: true }, { qkvBias: true });
+  makeTinyModel(
+    dir,
+    {
+      model_type: 'qwen2',
+      hidden_size: 16,
+      intermediate_size: 24,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 2,
+      vocab_size: 20,
+      tie_word_embeddings: true,
+    },
+    { qkvBias: true },
+  );
   const { cfg, t } = await loadAll(dir);
   const withB = referenceLogits(cfg, t, [1, 2, 3]);
   for (const k of [...t.keys()]) if (k.endsWith('.bias')) t.delete(k);
   const noB = referenceLogits(cfg, t, [1, 2, 3]);
   const { logits } = await engineLogits(dir, [[1, 2, 3]]);
-  const dist = (ref: Float64Array[]) => Math.max(...ref.flatMap((row, i) => [...row].map((v, j) => Math.abs(logits[0][i * 20 + j] - v))));
+  const dist = (ref: Float64Array[]) =>
+    Math.max(...ref.flatMap((row, i) => [...row].map((v, j) => Math.abs(logits[0][i * 20 + j] - v))));
   assert.ok(dist(withB) < 1e-4 && dist(noB) > 1e-3, `with biases ${dist(withB)}, without ${dist(noB)}`);
 });
 

@@ -31,12 +31,16 @@ async function referenceMoments(): Promise<Map<string, { dim: number; g: Float64
 }
 
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
   return Math.sqrt(num / den);
 }
 
-test('statistics equal XᵀX/N of the reference forward\'s inputs (full G), shared by q/k/v and gate/up', async () => {
+test("statistics equal XᵀX/N of the reference forward's inputs (full G), shared by q/k/v and gate/up", async () => {
   const ref = await referenceMoments();
   const ck = await openCheckpoint(STORIES);
   const stats = await collectInputStats(ck, SEQS, { backend: await createBackend('wasm') });

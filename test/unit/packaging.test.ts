@@ -18,22 +18,40 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
     const manifest = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8'));
     const inExt = (p: string) => `extension/${path.posix.normalize(p)}`;
     const needed = [
-      'extension.vsixmanifest', inExt('package.json'), inExt('readme.md'),
-      inExt(manifest.main), inExt(manifest.bin.loftq),
+      'extension.vsixmanifest',
+      inExt('package.json'),
+      inExt('readme.md'),
+      inExt(manifest.main),
+      inExt(manifest.bin.loftq),
       // The server and its workers are started by path, not imported: nothing else would catch their absence.
-      inExt('dist/server.js'), inExt('dist/worker.js'), inExt('dist/gemm-worker.js'), inExt('dist/planner-worker.js'),
+      inExt('dist/server.js'),
+      inExt('dist/worker.js'),
+      inExt('dist/gemm-worker.js'),
+      inExt('dist/planner-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
-      inExt('dist/webviews/heatmap.js'), inExt('dist/webviews/heatmap.css'),
-      inExt('dist/webviews/viewer.js'), inExt('dist/webviews/viewer.css'),
+      inExt('dist/webviews/heatmap.js'),
+      inExt('dist/webviews/heatmap.css'),
+      inExt('dist/webviews/viewer.js'),
+      inExt('dist/webviews/viewer.css'),
       ...manifest.contributes.jsonValidation.map((v: { url: string }) => inExt(v.url)),
       // The README's screenshots, so its relative image links work on the extension's page.
-      ...[...fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8').matchAll(/!\[[^\]]*\]\((docs\/images\/[^)]+)\)/g)].map((m) => inExt(m[1])),
+      ...[
+        ...fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8').matchAll(/!\[[^\]]*\]\((docs\/images\/[^)]+)\)/g),
+      ].map((m) => inExt(m[1])),
     ];
     for (const n of needed) assert.ok(names.has(n), `${n} is in the package (has: ${[...names].sort().join(', ')})`);
     const maps = entries.filter((e) => e.name.endsWith('.map'));
-    assert.deepEqual(maps.map((e) => e.name), [], 'no source maps');
+    assert.deepEqual(
+      maps.map((e) => e.name),
+      [],
+      'no source maps',
+    );
     const sources = entries.filter((e) => /^extension\/(node_modules|client|server|test|webviews)\//.test(e.name));
-    assert.deepEqual(sources.map((e) => e.name), [], 'no sources or dependency folders (everything is bundled)');
+    assert.deepEqual(
+      sources.map((e) => e.name),
+      [],
+      'no sources or dependency folders (everything is bundled)',
+    );
     const total = entries.reduce((s, e) => s + e.size, 0);
     assert.ok(total < 30e6, `unpacked size ${(total / 1e6).toFixed(1)} MB`);
   } finally {

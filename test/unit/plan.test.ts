@@ -26,17 +26,51 @@ test('the issue example parses (comments, trailing comma) without problems', () 
 
 test('settings resolve defaults then overrides in order, later entries winning', () => {
   const cp = compilePlan(parsePlan(ISSUE_EXAMPLE).plan);
-  assert.deepEqual(settingsFor(cp, 'model.layers.2.mlp.down_proj.weight'), { bits: 4, rank: 32, iters: 5, quantizer: 'nf', blockSize: 64 });
-  assert.deepEqual(settingsFor(cp, 'model.layers.9.mlp.down_proj.weight'), { bits: 4, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 });
-  assert.deepEqual(settingsFor(cp, 'model.layers.1.self_attn.q_proj.weight'), { bits: 2, rank: 32, iters: 5, quantizer: 'nf', blockSize: 64 });
-  assert.deepEqual(settingsFor(cp, 'model.layers.9.self_attn.q_proj.weight'), { bits: 2, rank: 16, iters: 5, quantizer: 'nf', blockSize: 64 });
-  const later = compilePlan(parsePlan('{"checkpoint":"x","overrides":[{"match":"**","bits":8},{"match":"q_proj","bits":3},{"match":"**","skip":true},{"match":"k_proj","skip":false}]}').plan);
+  assert.deepEqual(settingsFor(cp, 'model.layers.2.mlp.down_proj.weight'), {
+    bits: 4,
+    rank: 32,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+  });
+  assert.deepEqual(settingsFor(cp, 'model.layers.9.mlp.down_proj.weight'), {
+    bits: 4,
+    rank: 16,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+  });
+  assert.deepEqual(settingsFor(cp, 'model.layers.1.self_attn.q_proj.weight'), {
+    bits: 2,
+    rank: 32,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+  });
+  assert.deepEqual(settingsFor(cp, 'model.layers.9.self_attn.q_proj.weight'), {
+    bits: 2,
+    rank: 16,
+    iters: 5,
+    quantizer: 'nf',
+    blockSize: 64,
+  });
+  const later = compilePlan(
+    parsePlan(
+      '{"checkpoint":"x","overrides":[{"match":"**","bits":8},{"match":"q_proj","bits":3},{"match":"**","skip":true},{"match":"k_proj","skip":false}]}',
+    ).plan,
+  );
   assert.equal(settingsFor(later, 'a.q_proj.weight'), null, 'a later skip wins');
   assert.deepEqual(settingsFor(later, 'a.k_proj.weight'), { ...DEFAULT_SETTINGS, bits: 8 });
 });
 
 test('missing fields take the base settings', () => {
-  const cp = compilePlan(parsePlan('{"checkpoint":"m"}').plan, { bits: 3, rank: 8, iters: 2, quantizer: 'uniform', blockSize: 32 });
+  const cp = compilePlan(parsePlan('{"checkpoint":"m"}').plan, {
+    bits: 3,
+    rank: 8,
+    iters: 2,
+    quantizer: 'uniform',
+    blockSize: 32,
+  });
   assert.deepEqual(settingsFor(cp, 'x.weight'), { bits: 3, rank: 8, iters: 2, quantizer: 'uniform', blockSize: 32 });
 });
 
@@ -62,7 +96,10 @@ test('problems carry the JSON path of the offending node', () => {
     ['targets/2', "bad pattern: unclosed '{' in pattern '{a'"],
   ]);
   // Valid overrides keep their index in the file, so diagnostics land on the right entry.
-  assert.deepEqual(plan.overrides!.map((o) => o.match), ['q_proj']);
+  assert.deepEqual(
+    plan.overrides!.map((o) => o.match),
+    ['q_proj'],
+  );
   assert.deepEqual(overrideIndex, [3]);
   assert.deepEqual(plan.targets, ['q_proj']);
 });
@@ -71,14 +108,32 @@ test('syntax errors have offsets; a non-object plan and a missing checkpoint are
   const bad = parsePlan('{ "checkpoint": "m" ');
   assert.equal(bad.problems[0].message, 'JSON syntax: CloseBraceExpected');
   assert.equal(bad.problems[0].offset, 20);
-  assert.deepEqual(parsePlan('[1]').problems.map((p) => p.message), ['the plan must be a JSON object']);
-  assert.deepEqual(parsePlan('{}').problems.map((p) => [p.path, p.message]), [[[], "'checkpoint' (a path relative to this file) is required"]]);
-  assert.deepEqual(parsePlan('{"checkpoint": 3}').problems.map((p) => p.path), [['checkpoint']]);
-  assert.deepEqual(parsePlan('{"checkpoint":"m","budget":{}}').problems.map((p) => p.message), ["'budget' needs 'avgBits' or 'bytes'"]);
+  assert.deepEqual(
+    parsePlan('[1]').problems.map((p) => p.message),
+    ['the plan must be a JSON object'],
+  );
+  assert.deepEqual(
+    parsePlan('{}').problems.map((p) => [p.path, p.message]),
+    [[[], "'checkpoint' (a path relative to this file) is required"]],
+  );
+  assert.deepEqual(
+    parsePlan('{"checkpoint": 3}').problems.map((p) => p.path),
+    [['checkpoint']],
+  );
+  assert.deepEqual(
+    parsePlan('{"checkpoint":"m","budget":{}}').problems.map((p) => p.message),
+    ["'budget' needs 'avgBits' or 'bytes'"],
+  );
 });
 
 test('the checkpoint path is relative to the plan file', () => {
   const dir = path.resolve('/tmp/proj/sub');
-  assert.equal(resolveCheckpointPath(path.join(dir, 'loftq.json'), { checkpoint: '../ckpt/model.safetensors' }), path.resolve('/tmp/proj/ckpt/model.safetensors'));
-  assert.equal(resolveCheckpointPath(path.join(dir, 'loftq.json'), { checkpoint: '/abs/m.safetensors' }), path.resolve('/abs/m.safetensors'));
+  assert.equal(
+    resolveCheckpointPath(path.join(dir, 'loftq.json'), { checkpoint: '../ckpt/model.safetensors' }),
+    path.resolve('/tmp/proj/ckpt/model.safetensors'),
+  );
+  assert.equal(
+    resolveCheckpointPath(path.join(dir, 'loftq.json'), { checkpoint: '/abs/m.safetensors' }),
+    path.resolve('/abs/m.safetensors'),
+  );
 });

@@ -15,7 +15,14 @@ test('a hostile, deeply nested plan is refused with one problem instead of overf
 });
 
 test('PEFT patterns keep a module named __proto__', () => {
-  const p = peftPatterns([{ name: 'a.weight', rank: 8, alpha: 8 }, { name: '__proto__.weight', rank: 16, alpha: 16 }, { name: 'b.weight', rank: 8, alpha: 8 }], 8);
+  const p = peftPatterns(
+    [
+      { name: 'a.weight', rank: 8, alpha: 8 },
+      { name: '__proto__.weight', rank: 16, alpha: 16 },
+      { name: 'b.weight', rank: 8, alpha: 8 },
+    ],
+    8,
+  );
   assert.equal(p.rank_pattern['__proto__'], 16);
   assert.deepEqual(Object.keys(p.rank_pattern), ['__proto__']);
   assert.equal(JSON.parse(JSON.stringify(p)).rank_pattern['__proto__'], 16);

@@ -15,15 +15,32 @@ test('settings keys and allowed values agree with the contract', () => {
   assert.deepEqual(Object.keys(settings).sort(), Object.keys(DEFAULT_SETTINGS).sort());
   assert.deepEqual(settings.bits.enum, [...SUPPORTED_BITS]);
   assert.deepEqual(settings.quantizer.enum, ['nf', 'uniform']);
-  assert.deepEqual(Object.keys(schema.definitions.override.properties).sort(), [...Object.keys(DEFAULT_SETTINGS), 'match', 'skip'].sort());
+  assert.deepEqual(
+    Object.keys(schema.definitions.override.properties).sort(),
+    [...Object.keys(DEFAULT_SETTINGS), 'match', 'skip'].sort(),
+  );
   assert.deepEqual(schema.required, ['checkpoint']);
 });
 
 test('what the schema rejects as a value, the parser reports too', () => {
-  for (const [key, bad] of [['bits', 5], ['rank', 0], ['iters', 0], ['quantizer', 'int'], ['blockSize', 0]] as const) {
+  for (const [key, bad] of [
+    ['bits', 5],
+    ['rank', 0],
+    ['iters', 0],
+    ['quantizer', 'int'],
+    ['blockSize', 0],
+  ] as const) {
     const { problems } = parsePlan(JSON.stringify({ checkpoint: 'm', defaults: { [key]: bad } }));
-    assert.deepEqual(problems.map((p) => p.path), [['defaults', key]], key);
+    assert.deepEqual(
+      problems.map((p) => p.path),
+      [['defaults', key]],
+      key,
+    );
   }
   const p = parsePlan(JSON.stringify({ checkpoint: 'm', overrides: [{ bits: 4 }] }));
-  assert.deepEqual(p.problems.map((x) => x.path), [['overrides', 0]], 'an override needs match');
+  assert.deepEqual(
+    p.problems.map((x) => x.path),
+    [['overrides', 0]],
+    'an override needs match',
+  );
 });

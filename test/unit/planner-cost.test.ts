@@ -1,6 +1,15 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { avgBitsOf, budgetBytes, choiceBytes, codeBytes, DEFAULT_COST, loraBytes, parseBudget, scaleBytes } from '../../server/src/plan/planner/cost';
+import {
+  avgBitsOf,
+  budgetBytes,
+  choiceBytes,
+  codeBytes,
+  DEFAULT_COST,
+  loraBytes,
+  parseBudget,
+  scaleBytes,
+} from '../../server/src/plan/planner/cost';
 import { predictError } from '../../server/src/plan/planner/table';
 
 const dq = { ...DEFAULT_COST, scales: 'dq' as const, adapterBytes: 2 };
@@ -44,7 +53,14 @@ test('budgets: average bits, decimal and binary sizes, bad input', () => {
 });
 
 test('rank prediction: truncating the residual spectrum adds the dropped σ²', () => {
-  const row = { name: 'w', shape: [8, 8] as [number, number], relError: 0.1, qloraRelError: 0.2, frobeniusNorm: 10, residualSpectrum: [3, 2, 1, 0.5] };
+  const row = {
+    name: 'w',
+    shape: [8, 8] as [number, number],
+    relError: 0.1,
+    qloraRelError: 0.2,
+    frobeniusNorm: 10,
+    residualSpectrum: [3, 2, 1, 0.5],
+  };
   assert.equal(predictError(row, 4, 4), 1);
   assert.equal(predictError(row, 4, 2), 1 + 1 + 0.25);
   assert.equal(predictError(row, 4, 0), 1 + 9 + 4 + 1 + 0.25);

@@ -21,7 +21,11 @@ const MODS = ['self_attn.q_proj', 'self_attn.v_proj', 'mlp.down_proj'];
 
 function choicesFor(layers: number, f: (l: number, m: string) => [number, number]): NamedChoice[] {
   const out: NamedChoice[] = [];
-  for (let l = 0; l < layers; l++) for (const m of MODS) { const [bits, rank] = f(l, m); out.push({ name: `model.layers.${l}.${m}.weight`, bits, rank }); }
+  for (let l = 0; l < layers; l++)
+    for (const m of MODS) {
+      const [bits, rank] = f(l, m);
+      out.push({ name: `model.layers.${l}.${m}.weight`, bits, rank });
+    }
   return out;
 }
 
@@ -50,15 +54,22 @@ test('consecutive layers sharing a choice become {a..b} ranges; modules with the
   const text = JSON.stringify({ checkpoint: 'm', overrides: ov });
   assertReproduces(text, choices);
   // absorbing the common choice into defaults leaves only the rest
-  assert.deepEqual(groupOverrides(choices, { bits: 2, rank: 16 }).map((o) => o.match), ['model.layers.{0..3}.{mlp.down_proj,self_attn.q_proj,self_attn.v_proj}', 'model.layers.6.mlp.down_proj']);
+  assert.deepEqual(
+    groupOverrides(choices, { bits: 2, rank: 16 }).map((o) => o.match),
+    ['model.layers.{0..3}.{mlp.down_proj,self_attn.q_proj,self_attn.v_proj}', 'model.layers.6.mlp.down_proj'],
+  );
 });
 
 test('grouping reproduces random plans exactly, including names without a layer number', () => {
   let s = 5;
-  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rand = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   for (let t = 0; t < 30; t++) {
     const choices = choicesFor(12, () => [[2, 4][Math.floor(rand() * 2)], [8, 16][Math.floor(rand() * 2)]]);
-    choices.push({ name: 'lm_head.weight', bits: 8, rank: 8 }, { name: 'net.0.weight', bits: 3, rank: 8 }, { name: 'net.1.weight', bits: 3, rank: 8 });
+    choices.push(
+      { name: 'lm_head.weight', bits: 8, rank: 8 },
+      { name: 'net.0.weight', bits: 3, rank: 8 },
+      { name: 'net.1.weight', bits: 3, rank: 8 },
+    );
     const ov = groupOverrides(choices);
     assert.ok(ov.length < choices.length);
     assertReproduces(JSON.stringify({ checkpoint: 'm', overrides: ov }), choices);
@@ -81,7 +92,9 @@ const PLAN = `// my plan for the 7B model
 test('plan-file edit keeps comments, formatting and unrelated keys, and reproduces the plan', () => {
   const choices = choicesFor(8, (l) => (l < 2 ? [4, 16] : [2, 8]));
   const out = applyPlanToText(PLAN, choices, { avgBits: 2.5 });
-  assert.equal(out, `// my plan for the 7B model
+  assert.equal(
+    out,
+    `// my plan for the 7B model
 {
     "checkpoint": "../ckpt", // relative to this file
     "defaults": { "iters": 5, "bits": 2, "rank": 8 },
@@ -93,7 +106,8 @@ test('plan-file edit keeps comments, formatting and unrelated keys, and reproduc
     "targets": ["q_proj", "v_proj", "down_proj"],
     "budget": { "avgBits": 2.5 }
 }
-`);
+`,
+  );
   assertReproduces(out, choices);
   // applying the same plan again changes nothing
   assert.equal(applyPlanToText(out, choices, { avgBits: 2.5 }), out);
@@ -102,9 +116,15 @@ test('plan-file edit keeps comments, formatting and unrelated keys, and reproduc
   assert.equal(PLAN.slice(0, e.offset) + e.content + PLAN.slice(e.offset + e.length), out);
   assert.ok(e.offset > 0 && e.offset + e.length < PLAN.length);
   // a plan that is all one choice leaves no planner overrides and no trailing comma
-  const flat = applyPlanToText(PLAN, choices.map((c) => ({ ...c, bits: 3, rank: 16 })));
+  const flat = applyPlanToText(
+    PLAN,
+    choices.map((c) => ({ ...c, bits: 3, rank: 16 })),
+  );
   assert.match(flat, /"overrides": \[\n {8}\{ "match": "\*\*\.v_proj", "iters": 10 \} \/\/ keeps iters\n {4}\],/);
-  assertReproduces(flat, choices.map((c) => ({ ...c, bits: 3, rank: 16 })));
+  assertReproduces(
+    flat,
+    choices.map((c) => ({ ...c, bits: 3, rank: 16 })),
+  );
   // CRLF files stay CRLF
   const crlf = applyPlanToText(PLAN.replace(/\n/g, '\r\n'), choices, { avgBits: 2.5 });
   assert.equal(crlf, out.replace(/\n/g, '\r\n'));
@@ -113,7 +133,9 @@ test('plan-file edit keeps comments, formatting and unrelated keys, and reproduc
 test('plan-file edit on a minimal file creates defaults and overrides; bad files are refused', () => {
   const choices = choicesFor(3, (l, m) => (m === 'mlp.down_proj' ? [4, 16] : [2, 16]));
   const out = applyPlanToText('{\n  "checkpoint": "m.safetensors"\n}\n', choices, { bytes: 1000 });
-  assert.equal(out, `{
+  assert.equal(
+    out,
+    `{
   "checkpoint": "m.safetensors",
   "defaults": { "bits": 2, "rank": 16 },
   "overrides": [
@@ -121,14 +143,19 @@ test('plan-file edit on a minimal file creates defaults and overrides; bad files
   ],
   "budget": { "bytes": 1000 }
 }
-`);
+`,
+  );
   assertReproduces(out, choices);
   assert.deepEqual(parsePlan(out).plan.budget, { bytes: 1000 });
   assert.throws(() => applyPlanToText('[1, 2]', choices), /JSON object/);
 });
 
 test('PEFT rank_pattern / alpha_pattern list exactly the modules that differ from r / lora_alpha', () => {
-  const m = (l: number, rank: number, alpha = rank) => ({ name: `model.layers.${l}.self_attn.q_proj.weight`, rank, alpha });
+  const m = (l: number, rank: number, alpha = rank) => ({
+    name: `model.layers.${l}.self_attn.q_proj.weight`,
+    rank,
+    alpha,
+  });
   const p = peftPatterns([m(0, 16), m(1, 16), m(2, 64), m(3, 8, 16)], 16);
   assert.equal(p.r, 16);
   assert.equal(p.lora_alpha, 16);
@@ -137,7 +164,12 @@ test('PEFT rank_pattern / alpha_pattern list exactly the modules that differ fro
   assert.deepEqual(p.alpha_pattern, { '2\\.self_attn\\.q_proj': 64 });
   // PEFT's matching rules, ≥ 0.15 re.match(r"(.*\.)?(KEY)$", name) and < 0.15 re.match(r".*\.KEY$", name):
   // each key matches its own module only
-  const names = ['model.layers.2.self_attn.q_proj', 'model.layers.12.self_attn.q_proj', 'base.model.layers.3.self_attn.q_proj', 'model.layers.3.self_attn.q_projX'];
+  const names = [
+    'model.layers.2.self_attn.q_proj',
+    'model.layers.12.self_attn.q_proj',
+    'base.model.layers.3.self_attn.q_proj',
+    'model.layers.3.self_attn.q_projX',
+  ];
   for (const rule of [(k: string) => `^(.*\\.)?(${k})$`, (k: string) => `^.*\\.${k}$`]) {
     const hits = names.map((n) => Object.keys(p.rank_pattern).filter((k) => new RegExp(rule(k)).test(n)).length);
     assert.deepEqual(hits, [1, 0, 1, 0]);

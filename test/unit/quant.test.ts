@@ -94,17 +94,18 @@ test('packing round-trips codes of every width, 3-bit straddling bytes', () => {
 
 test('the O(1) code lookup agrees with the float32 nearest-code rule everywhere, midpoints included', async () => {
   const { codesAtUnitScale } = await import('../../server/src/quant/quantize');
-  for (const q of ['nf', 'uniform'] as const) for (const bits of [2, 3, 4, 8]) {
-    const t = codebook(q, bits);
-    const probes: number[] = [];
-    for (let i = 0; i <= 20000; i++) probes.push(Math.fround(-1.3 + (2.6 * i) / 20000));
-    for (let j = 0; j + 1 < t.length; j++) {
-      const mid = (t[j] + t[j + 1]) / 2;
-      for (const d of [0, 1e-9, -1e-9, 1e-7, -1e-7, 3e-8, -3e-8]) probes.push(Math.fround(mid + d));
+  for (const q of ['nf', 'uniform'] as const)
+    for (const bits of [2, 3, 4, 8]) {
+      const t = codebook(q, bits);
+      const probes: number[] = [];
+      for (let i = 0; i <= 20000; i++) probes.push(Math.fround(-1.3 + (2.6 * i) / 20000));
+      for (let j = 0; j + 1 < t.length; j++) {
+        const mid = (t[j] + t[j + 1]) / 2;
+        for (const d of [0, 1e-9, -1e-9, 1e-7, -1e-7, 3e-8, -3e-8]) probes.push(Math.fround(mid + d));
+      }
+      const got = codesAtUnitScale(t, Float32Array.from(probes));
+      probes.forEach((v, i) => assert.equal(got[i], nearestCode(t, v), `${q}${bits} at ${v}`));
     }
-    const got = codesAtUnitScale(t, Float32Array.from(probes));
-    probes.forEach((v, i) => assert.equal(got[i], nearestCode(t, v), `${q}${bits} at ${v}`));
-  }
 });
 
 test('quantize equals the plain definition (exact division, float32 nearest rule) on random heavy-tailed data', async () => {
@@ -112,13 +113,15 @@ test('quantize equals the plain definition (exact division, float32 nearest rule
   const { absMaxScale, uniformScale } = await import('../../server/src/quant/quantize');
   const g = gaussian(64 * 500 + 37, 5);
   const x = g.map((v, i) => (i % 97 === 0 ? v * 40 : v) * 0.02);
-  for (const q of ['nf', 'uniform'] as const) for (const bits of [2, 3, 4, 8]) {
-    const t = codebook(q, bits);
-    const got = quantize(x, t, q, 64);
-    for (let b = 0; b * 64 < x.length; b++) {
-      const len = Math.min(64, x.length - b * 64);
-      const scale = q === 'nf' ? absMaxScale(x, b * 64, len) : uniformScale(x, b * 64, len);
-      for (let i = b * 64; i < b * 64 + len; i++) assert.equal(got.codes[i], nearestCode(t, Math.fround(x[i] / scale)), `${q}${bits} [${i}]`);
+  for (const q of ['nf', 'uniform'] as const)
+    for (const bits of [2, 3, 4, 8]) {
+      const t = codebook(q, bits);
+      const got = quantize(x, t, q, 64);
+      for (let b = 0; b * 64 < x.length; b++) {
+        const len = Math.min(64, x.length - b * 64);
+        const scale = q === 'nf' ? absMaxScale(x, b * 64, len) : uniformScale(x, b * 64, len);
+        for (let i = b * 64; i < b * 64 + len; i++)
+          assert.equal(got.codes[i], nearestCode(t, Math.fround(x[i] / scale)), `${q}${bits} [${i}]`);
+      }
     }
-  }
 });

@@ -18,7 +18,8 @@ const FAST = ['--iters', '2', '--workers', '1', '--quiet'];
 function cli(...args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args]);
-    let stderr = '', stdout = '';
+    let stderr = '',
+      stdout = '';
     child.stderr.on('data', (d) => (stderr += d));
     child.stdout.on('data', (d) => (stdout += d));
     child.on('close', (code) => resolve({ code, stderr, stdout }));
@@ -45,17 +46,23 @@ async function bf16ShardedCopy(): Promise<string> {
   const dir = tempDir('loftq-shards-ck-');
   const half = Math.ceil(src.tensors.length / 2);
   const groups = [src.tensors.slice(0, half), src.tensors.slice(half)];
-  await writeShardedCheckpoint(dir, groups.map((g, i) => ({
-    file: `model-0000${i + 1}-of-00002.safetensors`,
-    tensors: g.map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape })),
-  })), async (t) => fromFloat32('BF16', await readTensorF32(src.byName.get(t.name)!)));
+  await writeShardedCheckpoint(
+    dir,
+    groups.map((g, i) => ({
+      file: `model-0000${i + 1}-of-00002.safetensors`,
+      tensors: g.map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape })),
+    })),
+    async (t) => fromFloat32('BF16', await readTensorF32(src.byName.get(t.name)!)),
+  );
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.json'));
   return dir;
 }
 
 function filesUnder(dir: string, rel = ''): string[] {
-  return fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? filesUnder(dir, path.join(rel, e.name)) : [path.join(rel, e.name)]).sort();
+  return fs
+    .readdirSync(path.join(dir, rel), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? filesUnder(dir, path.join(rel, e.name)) : [path.join(rel, e.name)]))
+    .sort();
 }
 
 const withoutTimes = (file: string) => {
@@ -73,7 +80,10 @@ const withoutTimes = (file: string) => {
 function assertSameRun(merged: string, single: string) {
   const files = filesUnder(single);
   assert.deepEqual(filesUnder(merged), files);
-  assert.ok(files.includes(path.join('loftq_init', 'adapter_model.safetensors')) && files.includes(path.join('loftq_init', 'adapter_config.json')));
+  assert.ok(
+    files.includes(path.join('loftq_init', 'adapter_model.safetensors')) &&
+      files.includes(path.join('loftq_init', 'adapter_config.json')),
+  );
   for (const f of files) {
     if (f === 'loftq-report.json') continue;
     assert.ok(fs.readFileSync(path.join(merged, f)).equals(fs.readFileSync(path.join(single, f))), `${f} differs`);
@@ -107,12 +117,21 @@ test('3 concurrent shard processes (own folders) + loftq merge = one run: sharde
   for (let i = 0; i < 3; i++) shardDirs.push(path.join(base, `shard${i}`));
   await Promise.all(shardDirs.map((d, i) => ok('quantize', bf16, '--out', d, '--shard', `${i}/3`, ...args)));
   // Each shard did a share of the work and wrote no output files of its own.
-  const counts = shardDirs.map((d) => fs.readdirSync(path.join(d, '.loftq-journal')).filter((f) => f.endsWith('.safetensors')).length);
-  assert.ok(counts.every((c) => c > 0), `entries per shard: ${counts}`);
-  for (const d of shardDirs) assert.ok(!fs.existsSync(path.join(d, 'loftq-report.json')) && !fs.existsSync(path.join(d, 'loftq_init')));
+  const counts = shardDirs.map(
+    (d) => fs.readdirSync(path.join(d, '.loftq-journal')).filter((f) => f.endsWith('.safetensors')).length,
+  );
+  assert.ok(
+    counts.every((c) => c > 0),
+    `entries per shard: ${counts}`,
+  );
+  for (const d of shardDirs)
+    assert.ok(!fs.existsSync(path.join(d, 'loftq-report.json')) && !fs.existsSync(path.join(d, 'loftq_init')));
   await ok('merge', ...shardDirs, '--out', out, '--quiet');
   const files = filesUnder(out);
-  assert.ok(files.includes('model.safetensors.index.json') && files.includes('model.packed.safetensors'), files.join(' '));
+  assert.ok(
+    files.includes('model.safetensors.index.json') && files.includes('model.packed.safetensors'),
+    files.join(' '),
+  );
   assertSameRun(out, single);
   assert.ok(!fs.existsSync(path.join(out, '.loftq-journal')), 'journal removed after merge');
 });
@@ -120,8 +139,16 @@ test('3 concurrent shard processes (own folders) + loftq merge = one run: sharde
 test('3 shards writing into one shared folder, then loftq merge --out DIR in place = one run (F32 file)', async () => {
   const out = path.join(tempDir('loftq-shared-'), 'out');
   const single = await referenceRun(STORIES, out, ['--bits', '4', ...FAST]);
-  await Promise.all([0, 1, 2].map((i) => ok('quantize', STORIES, '--out', out, '--shard', `${i}/3`, '--bits', '4', ...FAST)));
-  assert.deepEqual(fs.readdirSync(path.join(out, '.loftq-journal')).filter((f) => f.endsWith('.json')).sort(), [0, 1, 2].map((i) => `shard-${i}-of-3.json`));
+  await Promise.all(
+    [0, 1, 2].map((i) => ok('quantize', STORIES, '--out', out, '--shard', `${i}/3`, '--bits', '4', ...FAST)),
+  );
+  assert.deepEqual(
+    fs
+      .readdirSync(path.join(out, '.loftq-journal'))
+      .filter((f) => f.endsWith('.json'))
+      .sort(),
+    [0, 1, 2].map((i) => `shard-${i}-of-3.json`),
+  );
   await ok('merge', '--out', out, '--quiet');
   assertSameRun(out, single);
 });
@@ -135,13 +162,36 @@ test('merge refuses missing shards, shards of another run and another checkpoint
   refused(['merge'], /'--out DIR' is required/);
   // Shard 1 run again with other settings: a different run.
   const other = path.join(path.dirname(out), 'other1');
-  await ok('quantize', bf16, '--out', other, '--shard', '1/3', '--bits', '3', '--rank', '4', '--format', 'packed', ...FAST);
-  refused(['merge', shardDirs[0], other, shardDirs[2], '--out', out], /shard 1\/3 differs from .* in settings: .*"bits":3/);
+  await ok(
+    'quantize',
+    bf16,
+    '--out',
+    other,
+    '--shard',
+    '1/3',
+    '--bits',
+    '3',
+    '--rank',
+    '4',
+    '--format',
+    'packed',
+    ...FAST,
+  );
+  refused(
+    ['merge', shardDirs[0], other, shardDirs[2], '--out', out],
+    /shard 1\/3 differs from .* in settings: .*"bits":3/,
+  );
   // Split 4 ways: a different shard count.
   const four = path.join(path.dirname(out), 'four3');
   await ok('quantize', bf16, '--out', four, '--shard', '3/4', ...args);
-  refused(['merge', shardDirs[0], shardDirs[1], shardDirs[2], four, '--out', out], /differs from .* in shard count: 4 vs 3/);
-  refused(['merge', ...shardDirs, '--out', out, '--checkpoint', STORIES], /is not the checkpoint the shards were computed from/);
+  refused(
+    ['merge', shardDirs[0], shardDirs[1], shardDirs[2], four, '--out', out],
+    /differs from .* in shard count: 4 vs 3/,
+  );
+  refused(
+    ['merge', ...shardDirs, '--out', out, '--checkpoint', STORIES],
+    /is not the checkpoint the shards were computed from/,
+  );
   assert.ok(!fs.existsSync(out), 'a refused merge writes nothing');
   // A journal entry gone missing is named, and no output is left behind.
   const victim = shardDirs[1];
@@ -152,5 +202,9 @@ test('merge refuses missing shards, shards of another run and another checkpoint
   assert.equal(r.status, 2);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.match(r.stderr, new RegExp(entry));
-  assert.ok(!fs.existsSync(path.join(out, 'loftq-report.json')) && !fs.existsSync(path.join(out, 'model.safetensors.index.json')), `nothing assembled without ${name}`);
+  assert.ok(
+    !fs.existsSync(path.join(out, 'loftq-report.json')) &&
+      !fs.existsSync(path.join(out, 'model.safetensors.index.json')),
+    `nothing assembled without ${name}`,
+  );
 });

@@ -24,8 +24,11 @@ function checkpointCopy(): string {
 /** Quantize with a hard timeout (a FIFO used to hang forever), then the one-line refusal. */
 function refused(ck: string, file: string, problem: RegExp) {
   const out = path.join(path.dirname(ck), 'out');
-  const r = spawnSync(process.execPath, [CLI, 'quantize', ck, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--quiet'],
-    { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'quantize', ck, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--quiet'],
+    { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' },
+  );
   assert.notEqual(r.signal, 'SIGKILL', `quantize hung on ${file}`);
   assert.equal(r.status, 2, r.stderr);
   const lines = r.stderr.trim().split('\n');
@@ -61,14 +64,25 @@ test('links inside the folder are followed and copied; sizes are capped', async 
   fs.writeFileSync(path.join(ck, 'tok', 'real.json'), '{"model":{}}');
   fs.symlinkSync('tok/real.json', path.join(ck, 'tokenizer.json'));
   const out = path.join(path.dirname(ck), 'out');
-  const r = spawnSync(process.execPath, [CLI, 'quantize', ck, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--quiet'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'quantize', ck, '--out', out, '--bits', '2', '--rank', '4', '--iters', '1', '--quiet'],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.equal(fs.readFileSync(path.join(out, 'tokenizer.json'), 'utf8'), '{"model":{}}');
   assert.ok(!fs.lstatSync(path.join(out, 'tokenizer.json')).isSymbolicLink());
   assert.deepEqual(fs.readFileSync(path.join(out, 'config.json')), fs.readFileSync(path.join(STORIES, 'config.json')));
   // The cap, at a size a test can afford.
-  await assert.rejects(readSideFile(ck, 'config.json', 100), (e: unknown) => e instanceof CheckpointError && e.kind === 'too-large' &&
-    e.message.startsWith(`${path.join(ck, 'config.json')}: is ${fs.statSync(path.join(ck, 'config.json')).size} bytes, over the 100-byte limit`));
+  await assert.rejects(
+    readSideFile(ck, 'config.json', 100),
+    (e: unknown) =>
+      e instanceof CheckpointError &&
+      e.kind === 'too-large' &&
+      e.message.startsWith(
+        `${path.join(ck, 'config.json')}: is ${fs.statSync(path.join(ck, 'config.json')).size} bytes, over the 100-byte limit`,
+      ),
+  );
   assert.equal(await readSideFile(ck, 'vocab.json'), undefined, 'absent files are simply absent');
 });
 
@@ -76,8 +90,12 @@ test('the forward pass reads config.json by the same rules (a FIFO is refused, n
   const ck = checkpointCopy();
   fs.rmSync(path.join(ck, 'config.json'));
   execFileSync('mkfifo', [path.join(ck, 'config.json')]);
-  await assert.rejects(readModelConfig(ck), (e: unknown) => e instanceof CheckpointError &&
-    e.message === `${path.join(ck, 'config.json')}: is a named pipe (FIFO), not a file`);
+  await assert.rejects(
+    readModelConfig(ck),
+    (e: unknown) =>
+      e instanceof CheckpointError &&
+      e.message === `${path.join(ck, 'config.json')}: is a named pipe (FIFO), not a file`,
+  );
   fs.rmSync(path.join(ck, 'config.json'));
   await assert.rejects(readModelConfig(ck), /config\.json: does not exist/);
 });
@@ -89,8 +107,15 @@ test('loftq plan: an existing --out that is a FIFO or a folder is one line, not 
   const fifo = path.join(dir, 'fifo.json');
   execFileSync('mkfifo', [fifo]);
   fs.mkdirSync(path.join(dir, 'folder.json'));
-  for (const [out, why] of [[fifo, /is a named pipe \(FIFO\), not a file/], [path.join(dir, 'folder.json'), /is a directory, not a file/]] as const) {
-    const r = spawnSync(process.execPath, [CLI, 'plan', report, '--budget', '3', '--out', out], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+  for (const [out, why] of [
+    [fifo, /is a named pipe \(FIFO\), not a file/],
+    [path.join(dir, 'folder.json'), /is a directory, not a file/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [CLI, 'plan', report, '--budget', '3', '--out', out], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      killSignal: 'SIGKILL',
+    });
     assert.notEqual(r.signal, 'SIGKILL', `plan hung on ${out}`);
     assert.equal(r.status, 2, r.stderr);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);

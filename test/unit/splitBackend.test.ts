@@ -14,15 +14,19 @@ test('split backend: products equal plain float64 sums, on ragged row blocks, wi
   const split = await createSplitBackend(3, 'wasm');
   try {
     const [m, n, k] = [37, 29, 5];
-    const a = gaussian(m * n, 5), at = gaussian(n * m, 6), b = gaussian(n * k, 7), bt = gaussian(m * k, 8);
+    const a = gaussian(m * n, 5),
+      at = gaussian(n * m, 6),
+      b = gaussian(n * k, 7),
+      bt = gaussian(m * k, 8);
     const ha = await split.hold(a, m, n);
     const hat = await split.hold(at, n, m);
     const check = (got: Float32Array, x: Float32Array, y: Float32Array, rows: number, inner: number) => {
-      for (let i = 0; i < rows; i++) for (let j = 0; j < k; j++) {
-        let want = 0;
-        for (let p = 0; p < inner; p++) want += x[i * inner + p] * y[p * k + j];
-        assert.ok(Math.abs(got[i * k + j] - want) < 1e-4, `[${i},${j}] ${got[i * k + j]} vs ${want}`);
-      }
+      for (let i = 0; i < rows; i++)
+        for (let j = 0; j < k; j++) {
+          let want = 0;
+          for (let p = 0; p < inner; p++) want += x[i * inner + p] * y[p * k + j];
+          assert.ok(Math.abs(got[i * k + j] - want) < 1e-4, `[${i},${j}] ${got[i * k + j]} vs ${want}`);
+        }
     };
     check(await ha.times(b, k), a, b, m, n);
     check(await hat.times(bt, k), at, bt, n, m);
@@ -36,15 +40,22 @@ test('split backend: products equal plain float64 sums, on ragged row blocks, wi
   }
 });
 
-test('split backend: LoftQ gives the single backend\'s errors on a fixture', async () => {
+test("split backend: LoftQ gives the single backend's errors on a fixture", async () => {
   const c = referenceCases()[0];
   const ref = await loadReference(c);
-  const s = { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: (c.method === 'normal' ? 'nf' : 'uniform') as 'nf' | 'uniform', blockSize: c.block_size };
+  const s = {
+    bits: c.bits,
+    rank: c.rank,
+    iters: c.iters,
+    quantizer: (c.method === 'normal' ? 'nf' : 'uniform') as 'nf' | 'uniform',
+    blockSize: c.block_size,
+  };
   const split = await createSplitBackend(2, 'wasm');
   try {
     const a = await loftqMatrix(ref.weight, c.shape[0], c.shape[1], s, split);
     const b = await loftqMatrix(ref.weight, c.shape[0], c.shape[1], s, await createBackend('wasm'));
-    for (let t = 0; t < c.iters; t++) assert.ok(Math.abs(a.relErrorPerIter[t] - b.relErrorPerIter[t]) <= 1e-5 * b.relErrorPerIter[t], `iteration ${t}`);
+    for (let t = 0; t < c.iters; t++)
+      assert.ok(Math.abs(a.relErrorPerIter[t] - b.relErrorPerIter[t]) <= 1e-5 * b.relErrorPerIter[t], `iteration ${t}`);
     assert.ok(a.relErrorPerIter.at(-1)! / c.rel_err.at(-1)! <= 1.005, 'error ratio vs the reference');
   } finally {
     await split.close();

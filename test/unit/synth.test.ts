@@ -7,28 +7,50 @@ import { DEFAULT_TRAITS, Rng, llmLike, orthonormalRows, seedFrom, spikeValues } 
 import { moments, singularValues } from './synth-stats';
 
 test('Rng: the same seed gives the same stream, uniform and normal have the right moments', () => {
-  const a = new Rng(7), b = new Rng(7), c = new Rng(8);
+  const a = new Rng(7),
+    b = new Rng(7),
+    c = new Rng(8);
   const sa = Array.from({ length: 8 }, () => a.nextU32());
-  assert.deepEqual(sa, Array.from({ length: 8 }, () => b.nextU32()));
-  assert.notDeepEqual(sa, Array.from({ length: 8 }, () => c.nextU32()));
+  assert.deepEqual(
+    sa,
+    Array.from({ length: 8 }, () => b.nextU32()),
+  );
+  assert.notDeepEqual(
+    sa,
+    Array.from({ length: 8 }, () => c.nextU32()),
+  );
   const n = 200_000;
-  const u = new Float32Array(n), z = new Float32Array(n);
-  for (let i = 0; i < n; i++) { u[i] = a.uniform(); z[i] = a.normal(); }
-  const mu = moments(u), mz = moments(z);
+  const u = new Float32Array(n),
+    z = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    u[i] = a.uniform();
+    z[i] = a.normal();
+  }
+  const mu = moments(u),
+    mz = moments(z);
   assert.ok(Math.abs(mu.mean - 0.5) < 0.005 && Math.abs(mu.std - Math.sqrt(1 / 12)) < 0.005, JSON.stringify(mu));
   assert.ok(u.every((v) => v > 0 && v < 1));
-  assert.ok(Math.abs(mz.mean) < 0.01 && Math.abs(mz.std - 1) < 0.01 && Math.abs(mz.kurtosis - 3) < 0.1, JSON.stringify(mz));
+  assert.ok(
+    Math.abs(mz.mean) < 0.01 && Math.abs(mz.std - 1) < 0.01 && Math.abs(mz.kurtosis - 3) < 0.1,
+    JSON.stringify(mz),
+  );
 });
 
 test('seedFrom separates tensor names and seeds', () => {
-  const names = ['model.layers.0.mlp.up_proj.weight', 'model.layers.0.mlp.gate_proj.weight', 'model.layers.1.mlp.up_proj.weight'];
+  const names = [
+    'model.layers.0.mlp.up_proj.weight',
+    'model.layers.0.mlp.gate_proj.weight',
+    'model.layers.1.mlp.up_proj.weight',
+  ];
   const seeds = new Set([0, 1].flatMap((s) => names.map((n) => seedFrom(s, n))));
   assert.equal(seeds.size, 6);
   assert.equal(seedFrom(3, 'x'), seedFrom(3, 'x'));
 });
 
 test('llmLike is deterministic for a seed and differs across seeds', () => {
-  const a = llmLike(64, 128, 11), b = llmLike(64, 128, 11), c = llmLike(64, 128, 12);
+  const a = llmLike(64, 128, 11),
+    b = llmLike(64, 128, 11),
+    c = llmLike(64, 128, 12);
   assert.deepEqual(a, b);
   assert.ok(a.some((v, i) => v !== c[i]));
 });
@@ -46,17 +68,20 @@ test('the bulk is Student-t: unit-scaled variance, heavy tails (kurtosis and tai
 });
 
 test('orthonormalRows gives orthonormal vectors', () => {
-  const k = 6, n = 300;
+  const k = 6,
+    n = 300;
   const q = orthonormalRows(new Rng(5), k, n);
-  for (let i = 0; i < k; i++) for (let j = 0; j <= i; j++) {
-    let d = 0;
-    for (let t = 0; t < n; t++) d += q[i * n + t] * q[j * n + t];
-    assert.ok(Math.abs(d - (i === j ? 1 : 0)) < 1e-12, `<q${i}, q${j}> = ${d}`);
-  }
+  for (let i = 0; i < k; i++)
+    for (let j = 0; j <= i; j++) {
+      let d = 0;
+      for (let t = 0; t < n; t++) d += q[i * n + t] * q[j * n + t];
+      assert.ok(Math.abs(d - (i === j ? 1 : 0)) < 1e-12, `<q${i}, q${j}> = ${d}`);
+    }
 });
 
 test('the spike puts decaying singular values above the bulk', () => {
-  const rows = 96, cols = 192;
+  const rows = 96,
+    cols = 192;
   const plain = singularValues(llmLike(rows, cols, 4, { spikeRank: 0, outliers: 0 }), rows, cols);
   const spiked = singularValues(llmLike(rows, cols, 4, { outliers: 0, spikeGain: 3 }), rows, cols);
   const s = spikeValues(rows, cols, { ...DEFAULT_TRAITS, spikeGain: 3 });
@@ -70,7 +95,8 @@ test('the spike puts decaying singular values above the bulk', () => {
 });
 
 test('outlier input columns: exactly `outliers` columns stand out by their norm', () => {
-  const rows = 128, cols = 256;
+  const rows = 128,
+    cols = 256;
   const w = llmLike(rows, cols, 9, { outliers: 5, outlierGain: [4, 12] });
   const norms = Array.from({ length: cols }, (_, c) => {
     let s = 0;

@@ -2,8 +2,16 @@
 // samples of the published map. Pure so it can be unit-tested outside a browser.
 
 const VIRIDIS: [number, number, number][] = [
-  [0x44, 0x01, 0x54], [0x48, 0x28, 0x78], [0x3e, 0x49, 0x89], [0x31, 0x68, 0x8e], [0x26, 0x82, 0x8e],
-  [0x1f, 0x9e, 0x89], [0x35, 0xb7, 0x79], [0x6e, 0xce, 0x58], [0xb5, 0xde, 0x2b], [0xfd, 0xe7, 0x25],
+  [0x44, 0x01, 0x54],
+  [0x48, 0x28, 0x78],
+  [0x3e, 0x49, 0x89],
+  [0x31, 0x68, 0x8e],
+  [0x26, 0x82, 0x8e],
+  [0x1f, 0x9e, 0x89],
+  [0x35, 0xb7, 0x79],
+  [0x6e, 0xce, 0x58],
+  [0xb5, 0xde, 0x2b],
+  [0xfd, 0xe7, 0x25],
 ];
 
 /** t in [0, 1] (clamped; NaN → null) → [r, g, b] 0–255. */
@@ -12,7 +20,8 @@ export function viridis(t: number): [number, number, number] | null {
   const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
   const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
   const f = x - i;
-  const a = VIRIDIS[i], b = VIRIDIS[i + 1];
+  const a = VIRIDIS[i],
+    b = VIRIDIS[i + 1];
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as [number, number, number];
 }
 
@@ -22,16 +31,25 @@ function sample(stops: readonly RGB[], t: number): RGB {
   const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
   const i = Math.min(stops.length - 2, Math.floor(x));
   const f = x - i;
-  const a = stops[i], b = stops[i + 1];
+  const a = stops[i],
+    b = stops[i + 1];
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as RGB;
 }
 
 // ColorBrewer RdBu (11 classes), red end first: a diverging map whose middle is the
 // lightest colour, so "no change" reads as neutral and both directions gain ink.
 const RDBU: RGB[] = [
-  [0x67, 0x00, 0x1f], [0xb2, 0x18, 0x2b], [0xd6, 0x60, 0x4d], [0xf4, 0xa5, 0x82], [0xfd, 0xdb, 0xc7],
+  [0x67, 0x00, 0x1f],
+  [0xb2, 0x18, 0x2b],
+  [0xd6, 0x60, 0x4d],
+  [0xf4, 0xa5, 0x82],
+  [0xfd, 0xdb, 0xc7],
   [0xf7, 0xf7, 0xf7],
-  [0xd1, 0xe5, 0xf0], [0x92, 0xc5, 0xde], [0x43, 0x93, 0xc3], [0x21, 0x66, 0xac], [0x05, 0x30, 0x61],
+  [0xd1, 0xe5, 0xf0],
+  [0x92, 0xc5, 0xde],
+  [0x43, 0x93, 0xc3],
+  [0x21, 0x66, 0xac],
+  [0x05, 0x30, 0x61],
 ];
 
 /** u in [−1, 1] (clamped; NaN → null): −1 dark red, 0 near-white, +1 dark blue. */
@@ -60,7 +78,8 @@ export function textOn(c: [number, number, number]): '#000' | '#fff' {
 
 /** Min and max of the finite values (a flat range is widened so t stays defined). */
 export function extent(values: ArrayLike<number>): [number, number] | null {
-  let lo = Infinity, hi = -Infinity;
+  let lo = Infinity,
+    hi = -Infinity;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (Number.isFinite(v)) {

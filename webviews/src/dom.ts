@@ -6,7 +6,9 @@ import { namePieces } from './names';
 type Child = Node | string | false | null | undefined;
 
 export function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K, attrs: Record<string, string> = {}, ...children: Child[]
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: Child[]
 ): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);

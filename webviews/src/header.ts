@@ -4,8 +4,16 @@ import type { HeatmapSummary, ModelEval } from '../../server/src/protocol/lsp_ex
 import { el } from './dom';
 import { mean } from './means';
 
-export interface HeaderCell { bits: number; rank: number }
-export interface HeaderValues { loftq: number[]; qlora: number[]; output: number[]; qloraOutput: number[] }
+export interface HeaderCell {
+  bits: number;
+  rank: number;
+}
+export interface HeaderValues {
+  loftq: number[];
+  qlora: number[];
+  output: number[];
+  qloraOutput: number[];
+}
 
 const nf = new Intl.NumberFormat('en-US');
 
@@ -16,7 +24,8 @@ export function duration(s: number): string {
 }
 
 function span(values: number[]): string {
-  const lo = Math.min(...values), hi = Math.max(...values);
+  const lo = Math.min(...values),
+    hi = Math.max(...values);
   return lo === hi ? String(lo) : `${lo}–${hi}`;
 }
 
@@ -24,7 +33,8 @@ function settingsText(s: HeatmapSummary, cells: HeaderCell[]): string {
   const parts: string[] = [];
   const quant = s.settings?.quantizer === 'uniform' ? 'uniform ' : 'NF';
   if (cells.length) {
-    const bits = cells.map((c) => c.bits), ranks = cells.map((c) => c.rank);
+    const bits = cells.map((c) => c.bits),
+      ranks = cells.map((c) => c.rank);
     const mixed = new Set(bits).size > 1 || new Set(ranks).size > 1;
     parts.push(`${quant === 'NF' ? `NF${span(bits)}` : `${quant}${span(bits)}-bit`}`, `rank ${span(ranks)}`);
     if (mixed) parts.push('mixed precision');
@@ -36,31 +46,70 @@ function settingsText(s: HeatmapSummary, cells: HeaderCell[]): string {
 }
 
 function meanLine(label: string, loftq: number[], qlora: number[]): HTMLElement[] {
-  const a = mean(loftq), b = mean(qlora);
+  const a = mean(loftq),
+    b = mean(qlora);
   if (!Number.isFinite(a)) return [];
   const gain = Number.isFinite(b) && a > 0 ? ` (${(b / a).toFixed(2)}× lower with LoftQ)` : '';
-  return [el('dt', {}, label), el('dd', { class: 'means' },
-    el('span', { class: 'mean-loftq' }, `LoftQ ${a.toFixed(4)}`), ' · ',
-    el('span', { class: 'mean-qlora' }, `QLoRA ${Number.isFinite(b) ? b.toFixed(4) : '—'}`), gain)];
+  return [
+    el('dt', {}, label),
+    el(
+      'dd',
+      { class: 'means' },
+      el('span', { class: 'mean-loftq' }, `LoftQ ${a.toFixed(4)}`),
+      ' · ',
+      el('span', { class: 'mean-qlora' }, `QLoRA ${Number.isFinite(b) ? b.toFixed(4) : '—'}`),
+      gain,
+    ),
+  ];
 }
 
 function modelTable(m: ModelEval): HTMLElement {
   const f = (v: number, d: number) => (Number.isFinite(v) ? v.toFixed(d) : '—');
-  const t = el('table', { class: 'model' },
-    el('caption', {}, `Model outputs vs the original on ${nf.format(m.sequences)} sequences, `
-      + `${nf.format(m.tokens)} tokens`),
-    el('tr', {}, el('th', {}, ''),
+  const t = el(
+    'table',
+    { class: 'model' },
+    el(
+      'caption',
+      {},
+      `Model outputs vs the original on ${nf.format(m.sequences)} sequences, ` + `${nf.format(m.tokens)} tokens`,
+    ),
+    el(
+      'tr',
+      {},
+      el('th', {}, ''),
       el('th', { title: 'KL(original ‖ init), nats per token: mean (median, 99th percentile)' }, 'KL nats/token ↓'),
-      el('th', { title: 'positions whose most likely next token equals the original model\'s' }, 'same top-1 ↑'),
-      el('th', {}, 'perplexity ↓'), el('th', { title: 'ln(PPL / original PPL)' }, 'ln PPL ratio ↓')));
-  for (const [label, s, cls] of [['LoftQ init', m.loftq, 'loftq'], ['QLoRA init', m.qlora, 'qlora']] as const) {
-    t.append(el('tr', { class: cls }, el('th', {}, label),
-      el('td', { class: 'num kl' }, `${f(s.kl, 3)} (${f(s.klMedian, 3)}, ${f(s.klP99, 2)})`),
-      el('td', { class: 'num top1' }, `${f(s.top1, 1)} %`), el('td', { class: 'num ppl' }, f(s.ppl, 2)),
-      el('td', { class: 'num' }, f(s.lnPplRatio, 3))));
+      el('th', { title: "positions whose most likely next token equals the original model's" }, 'same top-1 ↑'),
+      el('th', {}, 'perplexity ↓'),
+      el('th', { title: 'ln(PPL / original PPL)' }, 'ln PPL ratio ↓'),
+    ),
+  );
+  for (const [label, s, cls] of [
+    ['LoftQ init', m.loftq, 'loftq'],
+    ['QLoRA init', m.qlora, 'qlora'],
+  ] as const) {
+    t.append(
+      el(
+        'tr',
+        { class: cls },
+        el('th', {}, label),
+        el('td', { class: 'num kl' }, `${f(s.kl, 3)} (${f(s.klMedian, 3)}, ${f(s.klP99, 2)})`),
+        el('td', { class: 'num top1' }, `${f(s.top1, 1)} %`),
+        el('td', { class: 'num ppl' }, f(s.ppl, 2)),
+        el('td', { class: 'num' }, f(s.lnPplRatio, 3)),
+      ),
+    );
   }
-  t.append(el('tr', { class: 'original' }, el('th', {}, 'original'), el('td', {}, ''), el('td', {}, ''),
-    el('td', { class: 'num ppl' }, f(m.original.ppl, 2)), el('td', {}, '')));
+  t.append(
+    el(
+      'tr',
+      { class: 'original' },
+      el('th', {}, 'original'),
+      el('td', {}, ''),
+      el('td', {}, ''),
+      el('td', { class: 'num ppl' }, f(m.original.ppl, 2)),
+      el('td', {}, ''),
+    ),
+  );
   return t;
 }
 

@@ -3,7 +3,14 @@
 // Every tensor name is inserted as text — a name is data, never markup.
 import './heatmap.css';
 import type {
-  FromHeatmap, HeatmapBatch, HeatmapCell, HeatmapMetric, HeatmapScale, HeatmapState, HeatmapSummary, ToHeatmap,
+  FromHeatmap,
+  HeatmapBatch,
+  HeatmapCell,
+  HeatmapMetric,
+  HeatmapScale,
+  HeatmapState,
+  HeatmapSummary,
+  ToHeatmap,
 } from '../../server/src/protocol/lsp_ext';
 import { legendGradient, OVER, rgb, textOn, UNDER } from './colormap';
 import { el, nameText } from './dom';
@@ -11,7 +18,17 @@ import { header } from './header';
 import { layoutTensors } from './layout';
 import { gridMeans } from './means';
 import {
-  describe, direction, Entry as Values, FIXED_ERROR, FIXED_RATIO, fmtValue, KINDS, kindOf, metricOf, Space, spaceOf,
+  describe,
+  direction,
+  Entry as Values,
+  FIXED_ERROR,
+  FIXED_RATIO,
+  fmtValue,
+  KINDS,
+  kindOf,
+  metricOf,
+  Space,
+  spaceOf,
   valueOf,
 } from './metrics';
 import { ColourScale, ratioScale, sequentialScale } from './scale';
@@ -43,8 +60,13 @@ let focused: string | undefined;
 function addBatch(b: HeatmapBatch): void {
   b.cells.forEach((cell, i) => {
     entries.push({
-      cell, loftq: b.loftq[i], qlora: b.qlora[i], output: b.output?.[i] ?? NaN, qloraOutput: b.qloraOutput?.[i] ?? NaN,
-      perIter: b.perIter.slice(b.perIterOffsets[i], b.perIterOffsets[i + 1]), bestIter: b.bestIter?.[i] ?? 0,
+      cell,
+      loftq: b.loftq[i],
+      qlora: b.qlora[i],
+      output: b.output?.[i] ?? NaN,
+      qloraOutput: b.qloraOutput?.[i] ?? NaN,
+      perIter: b.perIter.slice(b.perIterOffsets[i], b.perIterOffsets[i + 1]),
+      bestIter: b.bestIter?.[i] ?? 0,
     });
   });
 }
@@ -75,38 +97,58 @@ function paint(cell: HTMLElement, v: number, scale: ColourScale | null): void {
 function details(e: Entry | undefined): HTMLElement {
   const box = el('section', { class: 'details', 'aria-live': 'polite' });
   if (!e) {
-    box.append(el('p', { class: 'hint' },
-      'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · '
-      + 'V: show the tensor in the viewer · arrows: move.'));
+    box.append(
+      el(
+        'p',
+        { class: 'hint' },
+        'Hover or focus a cell for details. Enter: show its plan entry · O: add an override · ' +
+          'V: show the tensor in the viewer · arrows: move.',
+      ),
+    );
     return box;
   }
   const c = e.cell;
   const f5 = (v: number) => (Number.isFinite(v) ? v.toFixed(5) : '—');
   const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '—');
-  const dl = el('dl', {},
-    el('dt', {}, 'shape'), el('dd', {}, `${c.shape[0]} × ${c.shape[1]}`),
-    el('dt', {}, 'bits / rank'), el('dd', {}, `${c.bits} / ${c.rank}`),
-    el('dt', {}, 'LoftQ error'), el('dd', {}, Number.isFinite(e.loftq) ? e.loftq.toFixed(5) : 'skipped'),
-    el('dt', {}, 'QLoRA error'), el('dd', {}, f5(e.qlora)),
-    el('dt', {}, 'improvement'), el('dd', {}, ratio(e.qlora, e.loftq)));
+  const dl = el(
+    'dl',
+    {},
+    el('dt', {}, 'shape'),
+    el('dd', {}, `${c.shape[0]} × ${c.shape[1]}`),
+    el('dt', {}, 'bits / rank'),
+    el('dd', {}, `${c.bits} / ${c.rank}`),
+    el('dt', {}, 'LoftQ error'),
+    el('dd', {}, Number.isFinite(e.loftq) ? e.loftq.toFixed(5) : 'skipped'),
+    el('dt', {}, 'QLoRA error'),
+    el('dd', {}, f5(e.qlora)),
+    el('dt', {}, 'improvement'),
+    el('dd', {}, ratio(e.qlora, e.loftq)),
+  );
   if (Number.isFinite(e.output)) {
     const text = `${f5(e.output)} (QLoRA ${f5(e.qloraOutput)}, ${ratio(e.qloraOutput, e.output)})`;
     dl.append(el('dt', {}, 'output error'), el('dd', {}, text));
   }
   box.append(el('h2', { class: 'name' }, nameText(c.name)), dl);
   if (e.perIter.length) {
-    box.append(el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'),
-      sparkline(e.perIter, e.bestIter || undefined));
+    box.append(
+      el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'),
+      sparkline(e.perIter, e.bestIter || undefined),
+    );
   }
   const act = (label: string, m: FromHeatmap) => {
     const b = el('button', { type: 'button' }, label);
     b.addEventListener('click', () => vscode.postMessage(m));
     return b;
   };
-  box.append(el('div', { class: 'actions' },
-    act('Show in plan', { type: 'reveal', name: c.name, createOverride: false }),
-    act('Add override', { type: 'reveal', name: c.name, createOverride: true }),
-    act('Show in viewer', { type: 'openTensor', name: c.name })));
+  box.append(
+    el(
+      'div',
+      { class: 'actions' },
+      act('Show in plan', { type: 'reveal', name: c.name, createOverride: false }),
+      act('Add override', { type: 'reveal', name: c.name, createOverride: true }),
+      act('Show in viewer', { type: 'openTensor', name: c.name }),
+    ),
+  );
   return box;
 }
 
@@ -114,18 +156,36 @@ function showDetails(e: Entry | undefined): void {
   document.querySelector('.details')?.replaceWith(details(e));
 }
 
-interface Option<T> { id: T; label: string; help?: string }
+interface Option<T> {
+  id: T;
+  label: string;
+  help?: string;
+}
 
 function toggleGroup<T extends string>(
-  label: string, options: Option<T>[], current: T, set: (v: T) => void, attr: string,
+  label: string,
+  options: Option<T>[],
+  current: T,
+  set: (v: T) => void,
+  attr: string,
 ): HTMLElement {
-  const g = el('div', { class: 'toggle', role: 'radiogroup', 'aria-label': label },
-    el('span', { class: 'toggle-label' }, `${label}:`));
+  const g = el(
+    'div',
+    { class: 'toggle', role: 'radiogroup', 'aria-label': label },
+    el('span', { class: 'toggle-label' }, `${label}:`),
+  );
   for (const o of options) {
-    const b = el('button', {
-      type: 'button', role: 'radio', 'aria-checked': String(o.id === current), [attr]: o.id,
-      ...(o.help && { title: o.help }),
-    }, o.label);
+    const b = el(
+      'button',
+      {
+        type: 'button',
+        role: 'radio',
+        'aria-checked': String(o.id === current),
+        [attr]: o.id,
+        ...(o.help && { title: o.help }),
+      },
+      o.label,
+    );
     b.addEventListener('click', () => set(o.id));
     g.append(b);
   }
@@ -149,23 +209,39 @@ function controls(): HTMLElement {
     bar.append(toggleGroup('Measured on', spaces, space, (s) => setMetric(metricOf(kindOf(m), s)), 'data-space'));
   }
   const ratio = kindOf(m) === 'ratio';
-  bar.append(toggleGroup('Range', [
-    { id: 'data' as const, label: 'this report',
-      help: 'min–max of this report; values far outside the quartiles (3 × IQR) get the overflow colour' },
-    { id: 'fixed' as const,
-      label: ratio
-        ? `fixed ${(1 / FIXED_RATIO).toFixed(2)}×–${FIXED_RATIO}×`
-        : `fixed ${FIXED_ERROR[0]}–${FIXED_ERROR[1]}`,
-      help: 'the same range for every report, so maps of different runs (NF2, NF4) compare by colour' },
-  ], scaleMode, setScale, 'data-scale'));
+  bar.append(
+    toggleGroup(
+      'Range',
+      [
+        {
+          id: 'data' as const,
+          label: 'this report',
+          help: 'min–max of this report; values far outside the quartiles (3 × IQR) get the overflow colour',
+        },
+        {
+          id: 'fixed' as const,
+          label: ratio
+            ? `fixed ${(1 / FIXED_RATIO).toFixed(2)}×–${FIXED_RATIO}×`
+            : `fixed ${FIXED_ERROR[0]}–${FIXED_ERROR[1]}`,
+          help: 'the same range for every report, so maps of different runs (NF2, NF4) compare by colour',
+        },
+      ],
+      scaleMode,
+      setScale,
+      'data-scale',
+    ),
+  );
   return bar;
 }
 
 function legend(scale: ColourScale | null): HTMLElement {
-  const lg = el('div', { class: 'legend' },
+  const lg = el(
+    'div',
+    { class: 'legend' },
     el('span', { class: 'lo' }, scale ? fmt(scale.lo) : ''),
     el('span', { class: 'bar', 'aria-hidden': 'true' }),
-    el('span', { class: 'hi' }, scale ? fmt(scale.hi) : ''));
+    el('span', { class: 'hi' }, scale ? fmt(scale.hi) : ''),
+  );
   (lg.querySelector('.bar') as HTMLElement).style.background = legendGradient(scale?.palette ?? 'sequential');
   const swatch = (n: number, colour: string | undefined, text: string, cls: string) => {
     if (!n) return;
@@ -194,27 +270,44 @@ function render(): void {
   app.setAttribute('aria-busy', 'false');
   const m = shown();
 
-  const status = live ? ` — running, ${entries.length} matrices so far`
-    : ended === 'cancelled' ? ` — cancelled after ${entries.length} matrices; nothing was written`
-      : ended === 'failed' ? ` — failed after ${entries.length} matrices; the journal keeps them for a rerun`
+  const status = live
+    ? ` — running, ${entries.length} matrices so far`
+    : ended === 'cancelled'
+      ? ` — cancelled after ${entries.length} matrices; nothing was written`
+      : ended === 'failed'
+        ? ` — failed after ${entries.length} matrices; the journal keeps them for a rerun`
         : '';
   const values = Float32Array.from(entries, (e) => valueOf(e, m));
   const scale = makeScale(values);
   const pick = (k: keyof Values) => entries.map((e) => e[k]);
-  app.append(el('header', {}, el('h1', {}, title + status),
-    header(summary, entries.map((e) => e.cell),
-      { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') }),
-    controls(), legend(scale)));
+  app.append(
+    el(
+      'header',
+      {},
+      el('h1', {}, title + status),
+      header(
+        summary,
+        entries.map((e) => e.cell),
+        { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') },
+      ),
+      controls(),
+      legend(scale),
+    ),
+  );
 
   if (!entries.length) {
-    app.append(el('p', { class: 'hint' },
-      live ? 'Waiting for the first matrix…' : 'No quantized matrices in this report.'));
+    app.append(
+      el('p', { class: 'hint' }, live ? 'Waiting for the first matrix…' : 'No quantized matrices in this report.'),
+    );
     return;
   }
 
   const layout = layoutTensors(entries.map((e) => e.cell.name));
   const grid = el('div', {
-    class: 'grid', role: 'grid', 'aria-label': `LoftQ ${m} heatmap`, 'aria-rowcount': String(layout.rows.length + 2),
+    class: 'grid',
+    role: 'grid',
+    'aria-label': `LoftQ ${m} heatmap`,
+    'aria-rowcount': String(layout.rows.length + 2),
   });
   // One column per module kind, then the row means.
   grid.style.gridTemplateColumns = `max-content repeat(${layout.columns.length + 1}, minmax(3.6em, 1fr))`;
@@ -229,35 +322,65 @@ function render(): void {
   layout.cells.forEach((rc, i) => rc && (at[rc[0]][rc[1]] = i));
   const means = gridMeans(at, values, kindOf(m) === 'ratio' ? 'geometric' : 'arithmetic');
   const meanCell = (v: number, what: string) => {
-    const c = el('div', {
-      class: 'cell mean', role: 'gridcell', 'data-mean': String(v), 'aria-label': `${what}: ${fmt(v)}`,
-    }, fmt(v));
+    const c = el(
+      'div',
+      {
+        class: 'cell mean',
+        role: 'gridcell',
+        'data-mean': String(v),
+        'aria-label': `${what}: ${fmt(v)}`,
+      },
+      fmt(v),
+    );
     paint(c, v, scale);
     return c;
   };
   const cellEls: (HTMLElement | undefined)[][] = at.map((r) => r.map(() => undefined));
   let first: HTMLElement | undefined;
   layout.rows.forEach((row, r) => {
-    const line = el('div', { class: 'row', role: 'row' },
-      el('div', { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}`, 'data-row': String(r) },
-        row.label));
+    const line = el(
+      'div',
+      { class: 'row', role: 'row' },
+      el(
+        'div',
+        { class: 'rowhead', role: 'rowheader', title: `${row.prefix}.${row.index}`, 'data-row': String(r) },
+        row.label,
+      ),
+    );
     layout.columns.forEach((_, c) => {
       const i = at[r][c];
       if (i === undefined) return void line.append(el('div', { class: 'cell empty', role: 'gridcell' }));
       const e = entries[i];
       const v = values[i];
-      const cell = el('div', {
-        class: 'cell', role: 'gridcell', tabindex: '-1', 'data-name': e.cell.name, 'data-value': String(v),
-        'data-row': String(r), 'data-col': String(c), 'aria-label': `${e.cell.name}: ${fmt(v)}`,
-      }, fmt(v));
+      const cell = el(
+        'div',
+        {
+          class: 'cell',
+          role: 'gridcell',
+          tabindex: '-1',
+          'data-name': e.cell.name,
+          'data-value': String(v),
+          'data-row': String(r),
+          'data-col': String(c),
+          'aria-label': `${e.cell.name}: ${fmt(v)}`,
+        },
+        fmt(v),
+      );
       paint(cell, v, scale);
       cell.addEventListener('mouseenter', () => {
         cell.classList.add('current');
         highlight(r, c, true);
         showDetails(e);
       });
-      cell.addEventListener('mouseleave', () => { cell.classList.remove('current'); highlight(r, c, false); });
-      cell.addEventListener('focus', () => { focused = e.cell.name; highlight(r, c, true); showDetails(e); });
+      cell.addEventListener('mouseleave', () => {
+        cell.classList.remove('current');
+        highlight(r, c, false);
+      });
+      cell.addEventListener('focus', () => {
+        focused = e.cell.name;
+        highlight(r, c, true);
+        showDetails(e);
+      });
       cell.addEventListener('blur', () => highlight(r, c, false));
       cell.addEventListener('click', () => {
         cell.focus();
@@ -270,8 +393,11 @@ function render(): void {
     line.append(meanCell(means.rows[r], `mean of layer ${row.label}`));
     grid.append(line);
   });
-  const foot = el('div', { class: 'row mean-row', role: 'row' },
-    el('div', { class: 'rowhead mean-head', role: 'rowheader' }, 'mean'));
+  const foot = el(
+    'div',
+    { class: 'row mean-row', role: 'row' },
+    el('div', { class: 'rowhead mean-head', role: 'rowheader' }, 'mean'),
+  );
   layout.columns.forEach((col, c) => foot.append(meanCell(means.columns[c], `mean of ${col.label}`)));
   foot.append(meanCell(means.all, 'mean of all cells'));
   grid.append(foot);
@@ -279,14 +405,27 @@ function render(): void {
   app.append(el('div', { class: 'body' }, grid, details(undefined)));
 
   if (layout.unplaced.length) {
-    const list = el('table', { class: 'unplaced' }, el('caption', {}, 'Matrices outside the layer grid'),
-      el('tr', {}, el('th', {}, 'tensor'), el('th', {}, 'shape'),
-        el('th', {}, KINDS.find((k) => k.kind === kindOf(m))!.label)));
+    const list = el(
+      'table',
+      { class: 'unplaced' },
+      el('caption', {}, 'Matrices outside the layer grid'),
+      el(
+        'tr',
+        {},
+        el('th', {}, 'tensor'),
+        el('th', {}, 'shape'),
+        el('th', {}, KINDS.find((k) => k.kind === kindOf(m))!.label),
+      ),
+    );
     for (const i of layout.unplaced) {
       const e = entries[i];
-      const tr = el('tr', { tabindex: '0', 'data-name': e.cell.name, 'data-value': String(values[i]) },
-        el('td', {}, nameText(e.cell.name)), el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`),
-        el('td', {}, fmt(values[i])));
+      const tr = el(
+        'tr',
+        { tabindex: '0', 'data-name': e.cell.name, 'data-value': String(values[i]) },
+        el('td', {}, nameText(e.cell.name)),
+        el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`),
+        el('td', {}, fmt(values[i])),
+      );
       tr.addEventListener('mouseenter', () => showDetails(e));
       tr.addEventListener('focus', () => showDetails(e));
       tr.addEventListener('click', () => {
@@ -315,12 +454,16 @@ function onKey(ev: KeyboardEvent, cells: (HTMLElement | undefined)[][]): void {
   if (ev.key === 'o' || ev.key === 'O') return void vscode.postMessage({ type: 'reveal', name, createOverride: true });
   if (ev.key === 'v' || ev.key === 'V') return void vscode.postMessage({ type: 'openTensor', name });
   const moves: Record<string, [number, number]> = {
-    ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
+    ArrowUp: [-1, 0],
+    ArrowDown: [1, 0],
+    ArrowLeft: [0, -1],
+    ArrowRight: [0, 1],
   };
   const d = moves[ev.key];
   if (!d) return;
   ev.preventDefault();
-  let r = Number(cur.dataset.row), c = Number(cur.dataset.col);
+  let r = Number(cur.dataset.row),
+    c = Number(cur.dataset.col);
   for (;;) {
     r += d[0];
     c += d[1];
@@ -367,9 +510,12 @@ window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
     const x = m.matrix;
     entries.push({
       cell: { name: x.name, layer: -1, module: '', shape: x.shape, bits: x.bits, rank: x.rank },
-      loftq: x.relError, qlora: x.qloraRelError,
-      output: x.outputRelError ?? NaN, qloraOutput: x.qloraOutputRelError ?? NaN,
-      perIter: Float32Array.from(x.relErrorPerIter), bestIter: x.bestIter ?? 0,
+      loftq: x.relError,
+      qlora: x.qloraRelError,
+      output: x.outputRelError ?? NaN,
+      qloraOutput: x.qloraOutputRelError ?? NaN,
+      perIter: Float32Array.from(x.relErrorPerIter),
+      bestIter: x.bestIter ?? 0,
     });
   }
   render();

@@ -39,17 +39,58 @@ export function parseLayerName(name: string): Parsed | null {
   const segs = name.split('.');
   if (segs[segs.length - 1] === 'weight' && segs.length > 1) segs.pop();
   for (let i = 1; i < segs.length - 1; i++) {
-    if (NUMERIC.test(segs[i])) return { prefix: segs.slice(0, i).join('.'), index: Number(segs[i]), rest: segs.slice(i + 1) };
+    if (NUMERIC.test(segs[i]))
+      return { prefix: segs.slice(0, i).join('.'), index: Number(segs[i]), rest: segs.slice(i + 1) };
   }
   return null;
 }
 
 // Conventional order of projections inside a block, across families; unknown kinds go last.
 const CANONICAL = [
-  'q', 'q_proj', 'query', 'query_proj', 'wq', 'k', 'k_proj', 'key', 'key_proj', 'wk', 'v', 'v_proj', 'value', 'value_proj', 'wv',
-  'qkv', 'qkv_proj', 'c_attn', 'query_key_value', 'wqkv', 'o', 'o_proj', 'out_proj', 'wo_attn', 'dense',
-  'gate', 'gate_proj', 'w1', 'wi', 'wi_0', 'wi_1', 'fc1', 'c_fc', 'up', 'up_proj', 'dense_h_to_4h', 'w3',
-  'down', 'down_proj', 'fc2', 'c_proj', 'dense_4h_to_h', 'wo', 'w2',
+  'q',
+  'q_proj',
+  'query',
+  'query_proj',
+  'wq',
+  'k',
+  'k_proj',
+  'key',
+  'key_proj',
+  'wk',
+  'v',
+  'v_proj',
+  'value',
+  'value_proj',
+  'wv',
+  'qkv',
+  'qkv_proj',
+  'c_attn',
+  'query_key_value',
+  'wqkv',
+  'o',
+  'o_proj',
+  'out_proj',
+  'wo_attn',
+  'dense',
+  'gate',
+  'gate_proj',
+  'w1',
+  'wi',
+  'wi_0',
+  'wi_1',
+  'fc1',
+  'c_fc',
+  'up',
+  'up_proj',
+  'dense_h_to_4h',
+  'w3',
+  'down',
+  'down_proj',
+  'fc2',
+  'c_proj',
+  'dense_4h_to_h',
+  'wo',
+  'w2',
 ];
 
 function canonicalRank(seg: string): number {
@@ -66,7 +107,22 @@ function family(key: string): number {
 }
 
 // `q_proj` reads as `q` where that stays unique; `c_proj` must not become `c`.
-const PROJ_SHORT = new Set(['q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'out', 'in', 'query', 'key', 'value', 'dense']);
+const PROJ_SHORT = new Set([
+  'q',
+  'k',
+  'v',
+  'o',
+  'qkv',
+  'gate',
+  'up',
+  'down',
+  'out',
+  'in',
+  'query',
+  'key',
+  'value',
+  'dense',
+]);
 
 /** Shortest dotted suffix of each key that no other key shares; `_proj` dropped when still unique. */
 function shortLabels(keys: string[]): string[] {
@@ -111,9 +167,14 @@ export function layoutTensors(names: readonly string[]): HeatmapLayout {
     if (!prefixOrder.includes(p.prefix)) prefixOrder.push(p.prefix);
     rowKeys.set(`${p.prefix}\u0000${p.index}`, { prefix: p.prefix, index: p.index });
   });
-  const rowList = [...rowKeys.values()].sort((a, b) => prefixOrder.indexOf(a.prefix) - prefixOrder.indexOf(b.prefix) || a.index - b.index);
+  const rowList = [...rowKeys.values()].sort(
+    (a, b) => prefixOrder.indexOf(a.prefix) - prefixOrder.indexOf(b.prefix) || a.index - b.index,
+  );
   const oneStack = prefixOrder.length <= 1;
-  const rows: LayoutRow[] = rowList.map((r) => ({ ...r, label: oneStack ? String(r.index) : `${r.prefix} ${r.index}` }));
+  const rows: LayoutRow[] = rowList.map((r) => ({
+    ...r,
+    label: oneStack ? String(r.index) : `${r.prefix} ${r.index}`,
+  }));
   const rowIndex = new Map(rowList.map((r, i) => [`${r.prefix}\u0000${r.index}`, i]));
 
   // Columns: attention before MLP, grouped by parent module, then conventional order.
@@ -126,11 +187,14 @@ export function layoutTensors(names: readonly string[]): HeatmapLayout {
     if (!parentSeen.has(parent)) parentSeen.set(parent, i);
   });
   const colKeys = [...firstSeen.keys()].sort((a, b) => {
-    const pa = a.split('.'), pb = b.split('.');
-    return family(a) - family(b)
-      || parentSeen.get(pa.slice(0, -1).join('.'))! - parentSeen.get(pb.slice(0, -1).join('.'))!
-      || canonicalRank(pa[pa.length - 1]) - canonicalRank(pb[pb.length - 1])
-      || firstSeen.get(a)! - firstSeen.get(b)!;
+    const pa = a.split('.'),
+      pb = b.split('.');
+    return (
+      family(a) - family(b) ||
+      parentSeen.get(pa.slice(0, -1).join('.'))! - parentSeen.get(pb.slice(0, -1).join('.'))! ||
+      canonicalRank(pa[pa.length - 1]) - canonicalRank(pb[pb.length - 1]) ||
+      firstSeen.get(a)! - firstSeen.get(b)!
+    );
   });
   const labels = shortLabels(colKeys);
   const columns: LayoutColumn[] = colKeys.map((key, i) => ({ key, label: labels[i] }));

@@ -6,7 +6,8 @@ export type MeanKind = 'arithmetic' | 'geometric';
 
 /** Mean of the finite values (geometric: of the positive ones); NaN when there are none. */
 export function mean(values: Iterable<number>, kind: MeanKind = 'arithmetic'): number {
-  let sum = 0, n = 0;
+  let sum = 0,
+    n = 0;
   for (const v of values) {
     if (!Number.isFinite(v) || (kind === 'geometric' && v <= 0)) continue;
     sum += kind === 'geometric' ? Math.log(v) : v;
@@ -25,7 +26,9 @@ export interface GridMeans {
 
 /** `at[r][c]` is the index into `values` of the cell at row r, column c, or undefined when empty. */
 export function gridMeans(
-  at: readonly (readonly (number | undefined)[])[], values: ArrayLike<number>, kind: MeanKind,
+  at: readonly (readonly (number | undefined)[])[],
+  values: ArrayLike<number>,
+  kind: MeanKind,
 ): GridMeans {
   const cols = at.length ? at[0].length : 0;
   const pick = (idx: (number | undefined)[]) => idx.filter((i): i is number => i !== undefined).map((i) => values[i]);

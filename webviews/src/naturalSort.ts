@@ -5,13 +5,15 @@ const RUNS = /(\d+)/;
 
 function compareDigits(a: string, b: string): number {
   // Numbers of any length: strip leading zeros, then the longer is larger, else compare digits.
-  const x = a.replace(/^0+(?=\d)/, ''), y = b.replace(/^0+(?=\d)/, '');
+  const x = a.replace(/^0+(?=\d)/, ''),
+    y = b.replace(/^0+(?=\d)/, '');
   if (x.length !== y.length) return x.length - y.length;
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
 export function naturalCompare(a: string, b: string): number {
-  const pa = a.split(RUNS), pb = b.split(RUNS);
+  const pa = a.split(RUNS),
+    pb = b.split(RUNS);
   // split with a capture group alternates text, digits, text, … starting with text.
   for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
     const c = i % 2 ? compareDigits(pa[i], pb[i]) : pa[i] < pb[i] ? -1 : pa[i] > pb[i] ? 1 : 0;

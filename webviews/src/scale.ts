@@ -34,14 +34,18 @@ export function quantile(sorted: readonly number[], q: number): number {
 
 /** [low fence, high fence] = [Q1 − k·IQR, Q3 + k·IQR] of the finite values (k = 3: "far out"). */
 export function tukeyFences(values: ArrayLike<number>, k = 3): [number, number] | null {
-  const v = Array.from(values).filter(Number.isFinite).sort((a, b) => a - b);
+  const v = Array.from(values)
+    .filter(Number.isFinite)
+    .sort((a, b) => a - b);
   if (!v.length) return null;
-  const q1 = quantile(v, 0.25), q3 = quantile(v, 0.75);
+  const q1 = quantile(v, 0.25),
+    q3 = quantile(v, 0.75);
   return [q1 - k * (q3 - q1), q3 + k * (q3 - q1)];
 }
 
 function finiteRange(values: ArrayLike<number>, keep: (v: number) => boolean): [number, number] | null {
-  let lo = Infinity, hi = -Infinity;
+  let lo = Infinity,
+    hi = -Infinity;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (!Number.isFinite(v) || !keep(v)) continue;
@@ -52,7 +56,8 @@ function finiteRange(values: ArrayLike<number>, keep: (v: number) => boolean): [
 }
 
 function counted(values: ArrayLike<number>, lo: number, hi: number): { under: number; over: number } {
-  let under = 0, over = 0;
+  let under = 0,
+    over = 0;
   for (let i = 0; i < values.length; i++) {
     if (values[i] < lo) under++;
     else if (values[i] > hi) over++;
@@ -62,7 +67,9 @@ function counted(values: ArrayLike<number>, lo: number, hi: number): { under: nu
 
 /** Sequential scale for errors (lower is better). `fixed` is the absolute range used in fixed mode. */
 export function sequentialScale(
-  values: ArrayLike<number>, mode: ScaleMode, fixed: [number, number],
+  values: ArrayLike<number>,
+  mode: ScaleMode,
+  fixed: [number, number],
 ): ColourScale | null {
   let range: [number, number] | null;
   if (mode === 'fixed') range = fixed;
@@ -73,9 +80,13 @@ export function sequentialScale(
   if (!range) return null;
   let [lo, hi] = range;
   if (!(hi > lo)) [lo, hi] = [lo - Math.abs(lo || 1) * 5e-4, hi + Math.abs(hi || 1) * 5e-4];
-  const overflow = (v: number) => (v > hi ? 'over' as const : v < lo ? 'under' as const : undefined);
+  const overflow = (v: number) => (v > hi ? ('over' as const) : v < lo ? ('under' as const) : undefined);
   return {
-    palette: 'sequential', lo, hi, ...counted(values, lo, hi), overflow,
+    palette: 'sequential',
+    lo,
+    hi,
+    ...counted(values, lo, hi),
+    overflow,
     colour: (v) => {
       if (!Number.isFinite(v)) return null;
       const o = overflow(v);
@@ -100,10 +111,15 @@ export function ratioScale(values: ArrayLike<number>, mode: ScaleMode, fixedMax:
     half = Math.max(Math.abs(r[0]), Math.abs(r[1]));
   }
   if (!(half > 0)) half = 1e-3;
-  const lo = Math.exp(-half), hi = Math.exp(half);
-  const overflow = (v: number) => (v > hi ? 'over' as const : v < lo ? 'under' as const : undefined);
+  const lo = Math.exp(-half),
+    hi = Math.exp(half);
+  const overflow = (v: number) => (v > hi ? ('over' as const) : v < lo ? ('under' as const) : undefined);
   return {
-    palette: 'diverging', lo, hi, ...counted(values, lo, hi), overflow,
+    palette: 'diverging',
+    lo,
+    hi,
+    ...counted(values, lo, hi),
+    overflow,
     colour: (v) => (v > 0 && Number.isFinite(v) ? diverging(Math.log(v) / half) : null),
   };
 }

@@ -3,7 +3,9 @@
 const SVG = 'http://www.w3.org/2000/svg';
 
 function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K, attrs: Record<string, string | number>, text?: string,
+  tag: K,
+  attrs: Record<string, string | number>,
+  text?: string,
 ): SVGElementTagNameMap[K] {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
@@ -23,9 +25,14 @@ export function sparkline(values: ArrayLike<number>, best?: number, width = 260,
   if (bestIdx < 0) bestIdx = vs.reduce((b, v, i) => (v < vs[b] ? i : b), 0);
   const listed = vs.map((v) => v.toFixed(4)).join(', ');
   root.setAttribute('aria-label', `error per iteration: ${listed}; ${label}: iteration ${bestIdx + 1}`);
-  const left = 52, right = 10, top = 16, bottom = 22;
-  const lo = Math.min(...vs), hi = Math.max(...vs);
-  const w = width - left - right, h = height - top - bottom;
+  const left = 52,
+    right = 10,
+    top = 16,
+    bottom = 22;
+  const lo = Math.min(...vs),
+    hi = Math.max(...vs);
+  const w = width - left - right,
+    h = height - top - bottom;
   const x = (i: number) => left + (vs.length > 1 ? (i * w) / (vs.length - 1) : w / 2);
   const y = (v: number) => top + (hi > lo ? ((hi - v) * h) / (hi - lo) : h / 2);
   root.append(
@@ -47,7 +54,10 @@ export function sparkline(values: ArrayLike<number>, best?: number, width = 260,
   vs.forEach((v, i) => {
     const best = i === bestIdx;
     const dot = svg('circle', {
-      cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: best ? 4.5 : 2.5, class: best ? 'spark-best' : 'spark-dot',
+      cx: x(i).toFixed(1),
+      cy: y(v).toFixed(1),
+      r: best ? 4.5 : 2.5,
+      class: best ? 'spark-best' : 'spark-dot',
     });
     dot.append(svg('title', {}, `iteration ${i + 1}: ${v.toFixed(5)}${i === bestIdx ? ` (${label})` : ''}`));
     root.append(dot);

@@ -3,7 +3,11 @@
 // columns when a report exists. Names render as text only.
 import './viewer.css';
 import type {
-  FromViewer, InspectResult, TensorSummary, ToViewer, ViewerShard,
+  FromViewer,
+  InspectResult,
+  TensorSummary,
+  ToViewer,
+  ViewerShard,
 } from '../../server/src/protocol/lsp_ext';
 import { el, nameText } from './dom';
 import { buildModuleTree, TreeNode } from './moduleTree';
@@ -37,17 +41,23 @@ const nf = new Intl.NumberFormat('en-US');
 function bytes(n: number): string {
   const u = ['B', 'KB', 'MB', 'GB', 'TB'];
   let i = 0;
-  while (n >= 1024 && i < u.length - 1) (n /= 1024), i++;
+  while (n >= 1024 && i < u.length - 1) ((n /= 1024), i++);
   return `${i ? n.toFixed(1) : n} ${u[i]}`;
 }
 
 function sortValue(t: TensorSummary, k: Key): number | string {
   const e = data?.errors?.[t.name];
   switch (k) {
-    case 'name': case 'dtype': return t[k];
-    case 'shape': return t.shape.reduce((a, b) => a * b, 1);
-    case 'parameters': case 'bytes': return t[k];
-    default: return e ? e[k] : -Infinity;
+    case 'name':
+    case 'dtype':
+      return t[k];
+    case 'shape':
+      return t.shape.reduce((a, b) => a * b, 1);
+    case 'parameters':
+    case 'bytes':
+      return t[k];
+    default:
+      return e ? e[k] : -Infinity;
   }
 }
 
@@ -72,16 +82,23 @@ function shardNote(s: ViewerShard): HTMLElement {
     ev.preventDefault();
     vscode.postMessage({ type: 'openIndex' });
   });
-  return el('p', { class: 'shard-note', role: 'note' },
-    `Shard ${s.number} of ${s.of} of a sharded checkpoint (${nf.format(s.tensors)} tensors in all, listed in `, link,
-    '). Quantize works on the whole checkpoint.');
+  return el(
+    'p',
+    { class: 'shard-note', role: 'note' },
+    `Shard ${s.number} of ${s.of} of a sharded checkpoint (${nf.format(s.tensors)} tensors in all, listed in `,
+    link,
+    '). Quantize works on the whole checkpoint.',
+  );
 }
 
 function treeView(root: TreeNode): HTMLElement {
   const open = view.open ?? {};
   const label = (n: TreeNode) => {
-    const b = el('button', { type: 'button', class: 'node', 'data-path': n.path, title: n.path },
-      el('span', { class: 'label' }, n.label));
+    const b = el(
+      'button',
+      { type: 'button', class: 'node', 'data-path': n.path, title: n.path },
+      el('span', { class: 'label' }, n.label),
+    );
     if (n.children.length) b.append(el('span', { class: 'badge' }, nf.format(n.tensors)));
     if ((n.tensor === undefined ? view.scope : selected) === n.path) b.classList.add('active');
     b.addEventListener('click', (ev) => {
@@ -95,17 +112,24 @@ function treeView(root: TreeNode): HTMLElement {
     if (!n.children.length) return el('li', { role: 'treeitem', 'data-path': n.path }, label(n));
     // Layers and deeper start closed; the top two levels open.
     const isOpen = open[n.path] ?? depth < 2;
-    const d = el('details', isOpen ? { open: '' } : {}, el('summary', {}, label(n)),
-      el('ul', { role: 'group' }, ...n.children.map((c) => build(c, depth + 1))));
+    const d = el(
+      'details',
+      isOpen ? { open: '' } : {},
+      el('summary', {}, label(n)),
+      el('ul', { role: 'group' }, ...n.children.map((c) => build(c, depth + 1))),
+    );
     d.addEventListener('toggle', () => {
       view = { ...view, open: { ...view.open, [n.path]: d.open } };
       save();
     });
     return el('li', { role: 'treeitem', 'data-path': n.path, 'aria-expanded': String(isOpen) }, d);
   };
-  return el('nav', { class: 'tree', 'aria-label': 'Module tree' },
+  return el(
+    'nav',
+    { class: 'tree', 'aria-label': 'Module tree' },
     el('div', { class: 'tree-title' }, 'Modules'),
-    el('ul', { role: 'tree' }, ...root.children.map((c) => build(c, 0))));
+    el('ul', { role: 'tree' }, ...root.children.map((c) => build(c, 0))),
+  );
 }
 
 function render(): void {
@@ -114,20 +138,48 @@ function render(): void {
   if (!data) return;
   const ins: InspectResult = data.inspect;
   const errors = data.errors;
-  const files = ins.files.length > 1 ? `${ins.files.length} shards` : ins.files[0]?.split(/[\\/]/).pop() ?? '';
-  app.replaceChildren(el('header', {}, el('h1', {}, files), el('p', { class: 'summary' },
-    `${nf.format(ins.totals.tensors)} tensors · ${nf.format(ins.totals.parameters)} parameters · `
-    + `${bytes(ins.totals.bytes)}`
-    + `${errors ? ` · LoftQ errors for ${Object.keys(errors).length} matrices` : ''}`),
-  data.shard && shardNote(data.shard), toolbar(true, data.shard)));
+  const files = ins.files.length > 1 ? `${ins.files.length} shards` : (ins.files[0]?.split(/[\\/]/).pop() ?? '');
+  app.replaceChildren(
+    el(
+      'header',
+      {},
+      el('h1', {}, files),
+      el(
+        'p',
+        { class: 'summary' },
+        `${nf.format(ins.totals.tensors)} tensors · ${nf.format(ins.totals.parameters)} parameters · ` +
+          `${bytes(ins.totals.bytes)}` +
+          `${errors ? ` · LoftQ errors for ${Object.keys(errors).length} matrices` : ''}`,
+      ),
+      data.shard && shardNote(data.shard),
+      toolbar(true, data.shard),
+    ),
+  );
 
-  const dt = el('table', { class: 'dtypes' }, el('caption', {}, 'Totals per dtype'),
-    el('tr', {}, el('th', {}, 'dtype'), el('th', { class: 'num' }, 'tensors'), el('th', { class: 'num' }, 'parameters'),
-      el('th', { class: 'num' }, 'bytes')));
+  const dt = el(
+    'table',
+    { class: 'dtypes' },
+    el('caption', {}, 'Totals per dtype'),
+    el(
+      'tr',
+      {},
+      el('th', {}, 'dtype'),
+      el('th', { class: 'num' }, 'tensors'),
+      el('th', { class: 'num' }, 'parameters'),
+      el('th', { class: 'num' }, 'bytes'),
+    ),
+  );
   for (const [d, v] of Object.entries(ins.totals.byDtype)) {
-    dt.append(el('tr', {}, el('td', {}, d), el('td', { class: 'num' }, nf.format(v.tensors)),
-      el('td', { class: 'num' }, nf.format(v.parameters)),
-      el('td', { class: 'num' }, bytes(v.bytes))));
+    dt.append(
+      el(
+        'tr',
+        {},
+        el('td', {}, d),
+        el('td', { class: 'num' }, nf.format(v.tensors)),
+        el('td', { class: 'num' }, nf.format(v.parameters)),
+        el('td', { class: 'num' }, bytes(v.bytes)),
+      ),
+    );
   }
   const meta = Object.entries(ins.metadata);
   const mt = el('table', { class: 'metadata' }, el('caption', {}, meta.length ? 'Metadata' : 'Metadata (none)'));
@@ -137,7 +189,10 @@ function render(): void {
   app.append(treeView(buildModuleTree(ins.tensors)));
 
   const filter = el('input', {
-    type: 'search', placeholder: 'Filter tensors (name or dtype)', 'aria-label': 'Filter tensors', value: view.filter,
+    type: 'search',
+    placeholder: 'Filter tensors (name or dtype)',
+    'aria-label': 'Filter tensors',
+    value: view.filter,
     id: 'filter',
   });
   filter.addEventListener('input', () => {
@@ -146,7 +201,10 @@ function render(): void {
     fillRows(tbody, count);
   });
   const cols: [Key, string, boolean][] = [
-    ['name', 'name', false], ['dtype', 'dtype', false], ['shape', 'shape', false], ['parameters', 'parameters', true],
+    ['name', 'name', false],
+    ['dtype', 'dtype', false],
+    ['shape', 'shape', false],
+    ['parameters', 'parameters', true],
     ['bytes', 'bytes', true],
   ];
   if (errors) cols.push(['bits', 'bits', true], ['loftq', 'LoftQ error', true], ['qlora', 'QLoRA error', true]);
@@ -170,8 +228,9 @@ function render(): void {
     chip.addEventListener('click', () => setScope(''));
     bar.append(chip);
   }
-  app.append(el('section', { class: 'tensors' }, bar,
-    el('table', { class: 'tensor-table' }, el('thead', {}, headRow), tbody)));
+  app.append(
+    el('section', { class: 'tensors' }, bar, el('table', { class: 'tensor-table' }, el('thead', {}, headRow), tbody)),
+  );
   fillRows(tbody, count);
 }
 
@@ -179,25 +238,38 @@ function fillRows(tbody: HTMLElement, count: HTMLElement): void {
   if (!data) return;
   const q = view.filter.trim().toLowerCase();
   const scope = view.scope;
-  const rows = data.inspect.tensors.filter((t) => (!scope || t.name === scope || t.name.startsWith(`${scope}.`))
-    && (!q || t.name.toLowerCase().includes(q) || t.dtype.toLowerCase() === q));
+  const rows = data.inspect.tensors.filter(
+    (t) =>
+      (!scope || t.name === scope || t.name.startsWith(`${scope}.`)) &&
+      (!q || t.name.toLowerCase().includes(q) || t.dtype.toLowerCase() === q),
+  );
   const dir = view.desc ? -1 : 1;
   const cmp = (x: number | string, y: number | string) =>
-    (typeof x === 'string' && typeof y === 'string' ? naturalCompare(x, y) : x < y ? -1 : x > y ? 1 : 0);
+    typeof x === 'string' && typeof y === 'string' ? naturalCompare(x, y) : x < y ? -1 : x > y ? 1 : 0;
   rows.sort((a, b) => cmp(sortValue(a, view.sort), sortValue(b, view.sort)) * dir || naturalCompare(a.name, b.name));
   count.textContent = `${rows.length} of ${data.inspect.tensors.length}`;
-  tbody.replaceChildren(...rows.map((t) => {
-    const e = data!.errors?.[t.name];
-    const tr = el('tr', { 'data-name': t.name, class: t.name === selected ? 'selected' : '' },
-      el('td', { class: 'name' }, nameText(t.name)), el('td', {}, t.dtype), el('td', {}, `[${t.shape.join(', ')}]`),
-      el('td', { class: 'num' }, nf.format(t.parameters)), el('td', { class: 'num' }, nf.format(t.bytes)));
-    if (data!.errors) {
-      tr.append(el('td', { class: 'num' }, e ? String(e.bits) : ''),
-        el('td', { class: 'num' }, e ? e.loftq.toFixed(5) : ''),
-        el('td', { class: 'num' }, e ? e.qlora.toFixed(5) : ''));
-    }
-    return tr;
-  }));
+  tbody.replaceChildren(
+    ...rows.map((t) => {
+      const e = data!.errors?.[t.name];
+      const tr = el(
+        'tr',
+        { 'data-name': t.name, class: t.name === selected ? 'selected' : '' },
+        el('td', { class: 'name' }, nameText(t.name)),
+        el('td', {}, t.dtype),
+        el('td', {}, `[${t.shape.join(', ')}]`),
+        el('td', { class: 'num' }, nf.format(t.parameters)),
+        el('td', { class: 'num' }, nf.format(t.bytes)),
+      );
+      if (data!.errors) {
+        tr.append(
+          el('td', { class: 'num' }, e ? String(e.bits) : ''),
+          el('td', { class: 'num' }, e ? e.loftq.toFixed(5) : ''),
+          el('td', { class: 'num' }, e ? e.qlora.toFixed(5) : ''),
+        );
+      }
+      return tr;
+    }),
+  );
 }
 
 function setScope(scope: string): void {
@@ -225,8 +297,15 @@ window.addEventListener('message', (ev: MessageEvent<ToViewer>) => {
     data = undefined;
     const app = document.getElementById('app')!;
     app.setAttribute('aria-busy', 'false');
-    app.replaceChildren(el('header', {}, el('h1', {}, 'This file cannot be read as a safetensors checkpoint'),
-      el('p', { class: 'error', role: 'alert' }, m.message), toolbar(false)));
+    app.replaceChildren(
+      el(
+        'header',
+        {},
+        el('h1', {}, 'This file cannot be read as a safetensors checkpoint'),
+        el('p', { class: 'error', role: 'alert' }, m.message),
+        toolbar(false),
+      ),
+    );
   }
 });
 vscode.postMessage({ type: 'ready' });

@@ -27,8 +27,9 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
 
   private create(title: string, preserveFocus: boolean): HeatmapPanel {
     const column = { viewColumn: vscode.ViewColumn.Active, preserveFocus };
-    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, column,
-      { retainContextWhenHidden: false });
+    const panel = vscode.window.createWebviewPanel(HEATMAP_VIEW_TYPE, title, column, {
+      retainContextWhenHidden: false,
+    });
     return this.track(new HeatmapPanel(panel, this.extensionUri, this.actions));
   }
 
@@ -65,7 +66,10 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
     this.live.delete(s.runId);
     if (!p) return;
     if (s.state === 'finished' && s.reportPath) {
-      readReport(s.reportPath).then((r) => p.showReport(s.reportPath!, r), (e) => this.log.error(`heatmap: ${(e as Error).message}`));
+      readReport(s.reportPath).then(
+        (r) => p.showReport(s.reportPath!, r),
+        (e) => this.log.error(`heatmap: ${(e as Error).message}`),
+      );
     } else if (s.state === 'cancelled' || s.state === 'failed') p.endLive(s.state);
   }
 

@@ -4,7 +4,12 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import * as fs from 'node:fs';
 import type {
-  FromHeatmap, HeatmapMetric, HeatmapSummary, MatrixReport, Report, ToHeatmap,
+  FromHeatmap,
+  HeatmapMetric,
+  HeatmapSummary,
+  MatrixReport,
+  Report,
+  ToHeatmap,
 } from '../../../server/src/protocol/lsp_ext';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { toBatch } from './batch';
@@ -29,7 +34,11 @@ export class HeatmapPanel {
   private readonly subs: vscode.Disposable[] = [];
   private readonly disposeListeners: (() => void)[] = [];
 
-  constructor(readonly panel: vscode.WebviewPanel, extensionUri: vscode.Uri, private readonly actions: HeatmapActions) {
+  constructor(
+    readonly panel: vscode.WebviewPanel,
+    extensionUri: vscode.Uri,
+    private readonly actions: HeatmapActions,
+  ) {
     panel.webview.options = webviewOptions(extensionUri);
     panel.webview.html = webviewHtml(panel.webview, extensionUri, 'heatmap', panel.title);
     this.subs.push(
@@ -52,11 +61,23 @@ export class HeatmapPanel {
       // The header then leaves out when it was written.
     }
     const summary: HeatmapSummary = {
-      checkpoint: report.checkpoint, out, reportPath, settings: report.settings, backend: report.backend,
-      seconds: report.totals?.seconds, writtenAt, calibration: report.calibration, model: report.model,
+      checkpoint: report.checkpoint,
+      out,
+      reportPath,
+      settings: report.settings,
+      backend: report.backend,
+      seconds: report.totals?.seconds,
+      writtenAt,
+      calibration: report.calibration,
+      model: report.model,
     };
     Object.assign(this, {
-      reportPath, checkpoint: report.checkpoint, matrices: [...report.matrices], live: false, ended: undefined, out,
+      reportPath,
+      checkpoint: report.checkpoint,
+      matrices: [...report.matrices],
+      live: false,
+      ended: undefined,
+      out,
       summary,
     });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)}`;
@@ -65,7 +86,13 @@ export class HeatmapPanel {
 
   startLive(checkpoint: string, out: string): void {
     Object.assign(this, {
-      checkpoint, out, reportPath: undefined, matrices: [], live: true, ended: undefined, summary: { checkpoint, out },
+      checkpoint,
+      out,
+      reportPath: undefined,
+      matrices: [],
+      live: true,
+      ended: undefined,
+      summary: { checkpoint, out },
     });
     this.panel.title = `LoftQ Heatmap — ${path.basename(out)} (running)`;
     this.sendAll();
@@ -88,8 +115,17 @@ export class HeatmapPanel {
     // The title names the output folder; the header lists the full paths.
     const title = path.basename(this.out ?? this.checkpoint ?? '');
     this.post({
-      type: 'init', title, metric: this.metric, layers: [], modules: [], unplaced: [], ...toBatch(this.matrices),
-      reportPath: this.reportPath, live: this.live, ended: this.ended, summary: this.summary,
+      type: 'init',
+      title,
+      metric: this.metric,
+      layers: [],
+      modules: [],
+      unplaced: [],
+      ...toBatch(this.matrices),
+      reportPath: this.reportPath,
+      live: this.live,
+      ended: this.ended,
+      summary: this.summary,
     });
   }
 

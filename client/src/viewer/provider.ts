@@ -19,7 +19,11 @@ interface Open {
 export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
   private readonly open = new Map<string, Set<Open>>();
 
-  constructor(private readonly extensionUri: vscode.Uri, private readonly reports: ReportIndex, private readonly log: vscode.LogOutputChannel) {}
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly reports: ReportIndex,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
 
   openCustomDocument(uri: vscode.Uri): vscode.CustomDocument {
     return { uri, dispose: () => undefined };
@@ -33,10 +37,15 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
     this.open.set(key, set);
     panel.webview.options = webviewOptions(this.extensionUri);
     panel.webview.html = webviewHtml(panel.webview, this.extensionUri, 'viewer', path.basename(doc.uri.path));
-    const watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(vscode.Uri.joinPath(doc.uri, '..'), `{${path.basename(doc.uri.path)},${REPORT_FILE}}`));
+    const watcher = vscode.workspace.createFileSystemWatcher(
+      new vscode.RelativePattern(vscode.Uri.joinPath(doc.uri, '..'), `{${path.basename(doc.uri.path)},${REPORT_FILE}}`),
+    );
     const reload = () => entry.ready && void this.load(doc.uri, entry);
     const subs = [
-      watcher, watcher.onDidChange(reload), watcher.onDidCreate(reload), watcher.onDidDelete(reload),
+      watcher,
+      watcher.onDidChange(reload),
+      watcher.onDidCreate(reload),
+      watcher.onDidDelete(reload),
       panel.webview.onDidReceiveMessage((m: FromViewer) => {
         if (m.type === 'ready') {
           entry.ready = true;
@@ -49,8 +58,8 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
         } else if (m.type === 'openIndex') {
           const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
           if (shard) void vscode.window.showTextDocument(vscode.Uri.file(shard.index));
-        }
-        else if (m.type === 'reopenAsText') void vscode.commands.executeCommand('vscode.openWith', doc.uri, 'default');
+        } else if (m.type === 'reopenAsText')
+          void vscode.commands.executeCommand('vscode.openWith', doc.uri, 'default');
       }),
     ];
     panel.onDidDispose(() => {
@@ -71,7 +80,10 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
   private async load(uri: vscode.Uri, entry: Open): Promise<void> {
     const post = (m: ToViewer) => void entry.panel.webview.postMessage(m);
     if (uri.scheme !== 'file') {
-      post({ type: 'error', message: `${uri.toString()}: only files on disk can be inspected (the header is read with positioned reads).` });
+      post({
+        type: 'error',
+        message: `${uri.toString()}: only files on disk can be inspected (the header is read with positioned reads).`,
+      });
       return;
     }
     try {
@@ -80,7 +92,11 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       const reportPath = this.reports.find(uri.fsPath);
       if (reportPath) {
         try {
-          errors = Object.fromEntries((await readReport(reportPath)).matrices.filter((m) => !m.skipped).map((m) => [m.name, { loftq: m.relError, qlora: m.qloraRelError, bits: m.bits }]));
+          errors = Object.fromEntries(
+            (await readReport(reportPath)).matrices
+              .filter((m) => !m.skipped)
+              .map((m) => [m.name, { loftq: m.relError, qlora: m.qloraRelError, bits: m.bits }]),
+          );
         } catch (e) {
           this.log.warn(`viewer: ${(e as Error).message}`);
         }
@@ -89,7 +105,9 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {
-      const message = (e as Error).message.includes(uri.fsPath) ? (e as Error).message : `${uri.fsPath}: ${(e as Error).message}`;
+      const message = (e as Error).message.includes(uri.fsPath)
+        ? (e as Error).message
+        : `${uri.fsPath}: ${(e as Error).message}`;
       this.log.error(`viewer: ${message}`);
       post({ type: 'error', message });
     }

@@ -14,7 +14,7 @@ function weightMap(index: string): Record<string, unknown> | undefined {
   try {
     if (fs.statSync(index).size > MAX_INDEX_BYTES) return undefined;
     const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
-    return map && typeof map === 'object' && !Array.isArray(map) ? map as Record<string, unknown> : undefined;
+    return map && typeof map === 'object' && !Array.isArray(map) ? (map as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
@@ -40,7 +40,10 @@ export function findShard(file: string): ViewerShard | undefined {
   const me = path.basename(file);
   let names: string[];
   try {
-    names = fs.readdirSync(dir).filter((n) => n.endsWith('.safetensors.index.json')).sort();
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => n.endsWith('.safetensors.index.json'))
+      .sort();
   } catch {
     return undefined;
   }

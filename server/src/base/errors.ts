@@ -8,7 +8,11 @@ export class UsageError extends Error {
 /** Input that cannot be processed: names the file and the problem (e.g. NaN weights). */
 export class InputError extends Error {
   override name = 'InputError';
-  constructor(readonly file: string, readonly problem: string, readonly tensor?: string) {
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    readonly tensor?: string,
+  ) {
     super(`${file}: ${tensor !== undefined ? `tensor '${tensor}': ` : ''}${problem}`);
   }
 }

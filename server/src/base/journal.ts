@@ -27,9 +27,24 @@ export interface JournalKeyInput {
 export function journalKey(k: JournalKeyInput): string {
   const { name, dtype, shape, start, byteLength } = k.tensor;
   const s = k.settings;
-  const text = JSON.stringify([JOURNAL_VERSION, name, dtype, shape, start, byteLength, s.bits, s.rank, s.iters, s.quantizer, s.blockSize, k.fanInFanOut, k.packed, k.fileStamp,
+  const text = JSON.stringify([
+    JOURNAL_VERSION,
+    name,
+    dtype,
+    shape,
+    start,
+    byteLength,
+    s.bits,
+    s.rank,
+    s.iters,
+    s.quantizer,
+    s.blockSize,
+    k.fanInFanOut,
+    k.packed,
+    k.fileStamp,
     // Only calibrated entries carry the key: plain runs keep their existing journal names.
-    ...(k.calibration ? [k.calibration] : [])]);
+    ...(k.calibration ? [k.calibration] : []),
+  ]);
   return createHash('sha256').update(text).digest('hex').slice(0, 24);
 }
 

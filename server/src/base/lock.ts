@@ -22,7 +22,10 @@ export function processAlive(pid: number): boolean {
 /** Points between the steps of taking the lock, for tests that stall a writer there. */
 export type LockStep = 'pid-written' | 'stale-seen';
 
-interface Owner { pid?: number; ino?: number }
+interface Owner {
+  pid?: number;
+  ino?: number;
+}
 
 async function readOwner(file: string): Promise<Owner | undefined> {
   const fh = await fsp.open(file, 'r').catch((e: NodeJS.ErrnoException) => {
@@ -60,7 +63,9 @@ async function retireStale(file: string, judged: Owner): Promise<void> {
 }
 
 export async function lockOutput(
-  out: string, name = '.loftq.lock', pause?: (step: LockStep) => Promise<void>,
+  out: string,
+  name = '.loftq.lock',
+  pause?: (step: LockStep) => Promise<void>,
 ): Promise<() => Promise<void>> {
   const file = path.join(out, name);
   const temp = tempPathFor(file);
@@ -70,7 +75,9 @@ export async function lockOutput(
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         await fsp.link(temp, file);
-        return async () => { await fsp.rm(file, { force: true }); };
+        return async () => {
+          await fsp.rm(file, { force: true });
+        };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }

@@ -14,18 +14,24 @@ export interface SerializedError {
 }
 
 export function serializeError(e: unknown): SerializedError {
-  if (e instanceof CheckpointError) return { name: e.name, message: e.message, kind: e.kind, file: e.file, tensor: e.tensor, problem: e.problem };
-  if (e instanceof InputError) return { name: e.name, message: e.message, file: e.file, tensor: e.tensor, problem: e.problem };
+  if (e instanceof CheckpointError)
+    return { name: e.name, message: e.message, kind: e.kind, file: e.file, tensor: e.tensor, problem: e.problem };
+  if (e instanceof InputError)
+    return { name: e.name, message: e.message, file: e.file, tensor: e.tensor, problem: e.problem };
   if (e instanceof Error) return { name: e.name, message: e.message };
   return { name: 'Error', message: String(e) };
 }
 
 export function deserializeError(s: SerializedError): Error {
   switch (s.name) {
-    case 'CheckpointError': return new CheckpointError(s.kind as CheckpointErrorKind, s.file!, s.problem!, s.tensor);
-    case 'InputError': return new InputError(s.file!, s.problem!, s.tensor);
-    case 'UsageError': return new UsageError(s.message);
-    case 'CancelledError': return new CancelledError();
+    case 'CheckpointError':
+      return new CheckpointError(s.kind as CheckpointErrorKind, s.file!, s.problem!, s.tensor);
+    case 'InputError':
+      return new InputError(s.file!, s.problem!, s.tensor);
+    case 'UsageError':
+      return new UsageError(s.message);
+    case 'CancelledError':
+      return new CancelledError();
     default: {
       const e = new Error(s.message);
       e.name = s.name;

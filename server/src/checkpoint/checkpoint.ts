@@ -10,7 +10,6 @@ import { isPickleName, pickleMessage } from './pickle';
 import { readHeader, statOrThrow } from './reader';
 import { INDEX_FILE, readSharded } from './sharded';
 
-
 export interface Checkpoint {
   /** The path the user gave, absolute. */
   path: string;
@@ -33,14 +32,27 @@ async function openSharded(folder: string, indexFile: string): Promise<Checkpoin
 }
 
 function single(p: string, folder: string, h: SafetensorsHeader): Checkpoint {
-  return { path: p, folder, kind: 'file', files: [h.file], metadata: h.metadata, headers: [h], tensors: h.tensors, byName: new Map(h.tensors.map((t) => [t.name, t])) };
+  return {
+    path: p,
+    folder,
+    kind: 'file',
+    files: [h.file],
+    metadata: h.metadata,
+    headers: [h],
+    tensors: h.tensors,
+    byName: new Map(h.tensors.map((t) => [t.name, t])),
+  };
 }
 
 async function listFolder(dir: string): Promise<string[]> {
   try {
     return await fsp.readdir(dir);
   } catch (e) {
-    throw new CheckpointError('unreadable', dir, `cannot be listed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new CheckpointError(
+      'unreadable',
+      dir,
+      `cannot be listed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
@@ -58,8 +70,11 @@ export async function openCheckpoint(p: string): Promise<Checkpoint> {
   if (entries.includes(INDEX_FILE)) return openSharded(abs, path.join(abs, INDEX_FILE));
   const stFiles = entries.filter((e) => e.endsWith('.safetensors')).sort();
   if (stFiles.length === 1) return single(abs, abs, await readHeader(path.join(abs, stFiles[0])));
-  if (stFiles.length > 1) throw new CheckpointError('index', abs, `holds ${stFiles.length} .safetensors files but no ${INDEX_FILE}`);
-  const pickled = entries.find((e) => isPickleName(e) || (e.endsWith('.index.json') && isPickleName(e.slice(0, -'.index.json'.length))));
+  if (stFiles.length > 1)
+    throw new CheckpointError('index', abs, `holds ${stFiles.length} .safetensors files but no ${INDEX_FILE}`);
+  const pickled = entries.find(
+    (e) => isPickleName(e) || (e.endsWith('.index.json') && isPickleName(e.slice(0, -'.index.json'.length))),
+  );
   if (pickled) throw pickleMessage(path.join(abs, pickled));
   throw new CheckpointError('not-safetensors', abs, 'holds no .safetensors file');
 }

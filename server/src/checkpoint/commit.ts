@@ -22,7 +22,11 @@ import { SafetensorsWriter, syncFolder, tempPathFor } from './writer';
 export type CommitPhase = 'data' | 'entry' | 'main' | 'marker';
 const PHASES: CommitPhase[] = ['data', 'entry', 'main', 'marker'];
 
-interface Staged { temp: string; target: string; phase: CommitPhase }
+interface Staged {
+  temp: string;
+  target: string;
+  phase: CommitPhase;
+}
 
 export class OutputCommit {
   private readonly staged: Staged[] = [];
@@ -69,11 +73,16 @@ export class OutputCommit {
   async commit(retire: string[]): Promise<void> {
     this.started = true;
     const folders = new Set([...retire, ...this.targets].map((f) => path.dirname(f)));
-    for (const f of retire) await fsp.rm(f, { force: true }).catch((e) => { throw writeError(f, e); });
+    for (const f of retire)
+      await fsp.rm(f, { force: true }).catch((e) => {
+        throw writeError(f, e);
+      });
     for (const d of folders) await syncFolder(d);
     for (const phase of PHASES) {
       for (const s of this.staged.filter((x) => x.phase === phase)) {
-        await fsp.rename(s.temp, s.target).catch((e) => { throw writeError(s.target, e); });
+        await fsp.rename(s.temp, s.target).catch((e) => {
+          throw writeError(s.target, e);
+        });
       }
       for (const d of folders) await syncFolder(d);
     }

@@ -1,10 +1,21 @@
 // safetensors dtypes, their sizes, and conversion of the float ones to float32.
 
 export const DTYPE_SIZE = {
-  F64: 8, F32: 4, F16: 2, BF16: 2,
-  I64: 8, I32: 4, I16: 2, I8: 1,
-  U64: 8, U32: 4, U16: 2, U8: 1,
-  BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
 } as const;
 
 export type DType = keyof typeof DTYPE_SIZE;
@@ -32,7 +43,10 @@ function f16ToF32Table(): Uint32Array {
     else {
       // Subnormal: normalise the mantissa; the value m·2^-24 is exact in float32.
       let exp = 127 - 15 + 1;
-      while ((m & 0x400) === 0) { m <<= 1; exp--; }
+      while ((m & 0x400) === 0) {
+        m <<= 1;
+        exp--;
+      }
       t[h] = sign | (exp << 23) | ((m & 0x3ff) << 13);
     }
   }
@@ -44,7 +58,8 @@ function f16ToF32Table(): Uint32Array {
 export function toFloat32(dtype: string, bytes: Uint8Array): Float32Array {
   if (!FLOAT_DTYPES.has(dtype)) throw new Error(`toFloat32: unsupported dtype ${dtype}`);
   const size = DTYPE_SIZE[dtype as DType];
-  if (bytes.byteLength % size !== 0) throw new Error(`toFloat32: ${bytes.byteLength} bytes is not a whole number of ${dtype} values`);
+  if (bytes.byteLength % size !== 0)
+    throw new Error(`toFloat32: ${bytes.byteLength} bytes is not a whole number of ${dtype} values`);
   const n = bytes.byteLength / size;
   if (dtype === 'F32') {
     const out = new Float32Array(n);
@@ -95,14 +110,18 @@ export function f32ToF16Bits(x: number): number {
     const half = 1 << (shift - 1);
     let r = mant >> shift;
     const rem = mant & ((1 << shift) - 1);
-    if (rem > half || (rem === half && (r & 1))) r++;
+    if (rem > half || (rem === half && r & 1)) r++;
     return sign | r;
   }
   let r = mant >> 13;
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (r & 1))) {
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) {
     r++;
-    if (r === 0x400) { r = 0; e++; if (e >= 0x1f) return sign | 0x7c00; }
+    if (r === 0x400) {
+      r = 0;
+      e++;
+      if (e >= 0x1f) return sign | 0x7c00;
+    }
   }
   return sign | (e << 10) | r;
 }

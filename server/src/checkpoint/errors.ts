@@ -24,17 +24,35 @@ export type CheckpointErrorKind =
   | 'io';
 
 export const CHECKPOINT_ERROR_KINDS: readonly CheckpointErrorKind[] = [
-  'not-found', 'unreadable', 'pickle', 'not-safetensors', 'header-length', 'header-json', 'header-type',
-  'duplicate-key', 'metadata', 'tensor-entry', 'dtype', 'shape', 'byte-length', 'offsets', 'index',
-  'unsafe-path', 'too-large', 'io',
+  'not-found',
+  'unreadable',
+  'pickle',
+  'not-safetensors',
+  'header-length',
+  'header-json',
+  'header-type',
+  'duplicate-key',
+  'metadata',
+  'tensor-entry',
+  'dtype',
+  'shape',
+  'byte-length',
+  'offsets',
+  'index',
+  'unsafe-path',
+  'too-large',
+  'io',
 ];
 
 const MAX_QUOTED = 120;
 
 /** Control characters escaped: a message stays on one line. */
 export function oneLine(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return s.replace(
+    // eslint-disable-next-line no-control-regex
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 /** A string from a file, safe to put in a one-line message: escaped and length capped. */
@@ -52,7 +70,13 @@ export function brief(v: unknown, depth = 0): string {
     const items = v.slice(0, 6).map((x) => brief(x, depth + 1));
     return `[${items.join(', ')}${v.length > 6 ? `, … (${v.length} items)` : ''}]`;
   }
-  if (typeof v === 'object') return depth >= 2 ? '{…}' : `{${Object.keys(v as object).slice(0, 4).map((k) => JSON.stringify(quote(k))).join(', ')}${Object.keys(v as object).length > 4 ? ', …' : ''}}`;
+  if (typeof v === 'object')
+    return depth >= 2
+      ? '{…}'
+      : `{${Object.keys(v as object)
+          .slice(0, 4)
+          .map((k) => JSON.stringify(quote(k)))
+          .join(', ')}${Object.keys(v as object).length > 4 ? ', …' : ''}}`;
   return typeof v;
 }
 
@@ -72,7 +96,11 @@ export class CheckpointError extends Error {
 /** Writing an output failed (disk full, permissions, …). A runtime error, not bad input:
  *  the temp files are already removed when this is thrown. */
 export class WriteError extends Error {
-  constructor(readonly file: string, readonly problem: string, readonly code?: string) {
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    readonly code?: string,
+  ) {
     super(`${quote(file)}: ${quote(problem)}`);
     this.name = 'WriteError';
   }

@@ -19,14 +19,23 @@ export function findFloatInteger(text: string): FloatLiteral | undefined {
   let i = 0;
   while (i < n) {
     const c = text.charCodeAt(i);
-    if (c === 0x7b /* { */ || c === 0x5b /* [ */) { keys.push(lastKey); lastKey = undefined; i++; }
-    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) { keys.pop(); i++; }
-    else if (c === 0x22 /* " */) {
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      keys.push(lastKey);
+      lastKey = undefined;
+      i++;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      keys.pop();
+      i++;
+    } else if (c === 0x22 /* " */) {
       let j = i + 1;
       let escaped = false;
       while (j < n) {
         const d = text.charCodeAt(j);
-        if (d === 0x5c /* \ */) { escaped = true; j += 2; continue; }
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          j += 2;
+          continue;
+        }
         if (d === 0x22) break;
         j++;
       }

@@ -43,7 +43,11 @@ export function findDuplicateKey(text: string): DuplicateKey | undefined {
       let escaped = false;
       while (j < n) {
         const d = text.charCodeAt(j);
-        if (d === 0x5c /* \ */) { escaped = true; j += 2; continue; }
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          j += 2;
+          continue;
+        }
         if (d === 0x22) break;
         j++;
       }

@@ -19,7 +19,10 @@ export function hasPickleMagic(first: Uint8Array): boolean {
 }
 
 export function pickleMessage(file: string): CheckpointError {
-  return new CheckpointError('pickle', file,
+  return new CheckpointError(
+    'pickle',
+    file,
     'is a pickle checkpoint, which can run code when loaded and is never opened here; convert it to safetensors first, e.g. ' +
-    `python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)"`);
+      `python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)"`,
+  );
 }

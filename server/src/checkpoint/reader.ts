@@ -11,8 +11,12 @@ function ioError(file: string, e: unknown, what: string, tensor?: string): Check
   if (e instanceof CheckpointError) return e;
   const code = (e as NodeJS.ErrnoException)?.code;
   if (code === 'ENOENT') return new CheckpointError('not-found', file, 'does not exist', tensor);
-  return new CheckpointError(code === 'EACCES' || code === 'EPERM' ? 'unreadable' : 'io', file,
-    `${what} failed (${code ?? (e instanceof Error ? e.message.split('\n')[0] : String(e))})`, tensor);
+  return new CheckpointError(
+    code === 'EACCES' || code === 'EPERM' ? 'unreadable' : 'io',
+    file,
+    `${what} failed (${code ?? (e instanceof Error ? e.message.split('\n')[0] : String(e))})`,
+    tensor,
+  );
 }
 
 export async function statOrThrow(p: string) {
@@ -32,7 +36,13 @@ async function openForRead(file: string, tensor?: string): Promise<fsp.FileHandl
 }
 
 /** Reads exactly out.byteLength bytes at `position`, or throws naming the file. */
-async function readExactly(fh: fsp.FileHandle, file: string, out: Uint8Array, position: number, tensor?: string): Promise<void> {
+async function readExactly(
+  fh: fsp.FileHandle,
+  file: string,
+  out: Uint8Array,
+  position: number,
+  tensor?: string,
+): Promise<void> {
   let done = 0;
   while (done < out.byteLength) {
     let bytesRead: number;
@@ -41,7 +51,13 @@ async function readExactly(fh: fsp.FileHandle, file: string, out: Uint8Array, po
     } catch (e) {
       throw ioError(file, e, 'reading', tensor);
     }
-    if (bytesRead === 0) throw new CheckpointError('io', file, `file ended while reading (${done} of ${out.byteLength} bytes at ${position})`, tensor);
+    if (bytesRead === 0)
+      throw new CheckpointError(
+        'io',
+        file,
+        `file ended while reading (${done} of ${out.byteLength} bytes at ${position})`,
+        tensor,
+      );
     done += bytesRead;
   }
 }
@@ -94,12 +110,19 @@ export async function readTensorBytes(t: TensorInfo): Promise<Uint8Array> {
 
 /** Reads a float tensor (F32/F16/BF16) as float32. */
 export async function readTensorF32(t: TensorInfo): Promise<Float32Array> {
-  if (!FLOAT_DTYPES.has(t.dtype)) throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+  if (!FLOAT_DTYPES.has(t.dtype))
+    throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
   const bytes = await readTensorBytes(t);
   try {
     return toFloat32(t.dtype, bytes);
   } catch (e) {
-    if (e instanceof RangeError) throw new CheckpointError('too-large', t.file, `${t.parameters} values do not fit in one float32 buffer in memory`, t.name);
+    if (e instanceof RangeError)
+      throw new CheckpointError(
+        'too-large',
+        t.file,
+        `${t.parameters} values do not fit in one float32 buffer in memory`,
+        t.name,
+      );
     throw e;
   }
 }

@@ -34,14 +34,21 @@ function checkOutputShardNames(dir: string, shards: ShardSpec[]): void {
   const names = new Set<string>();
   const tensors = new Set<string>();
   for (const s of shards) {
-    if (s.file !== path.basename(s.file) || s.file !== path.posix.basename(s.file) || s.file === INDEX_FILE ||
-        !s.file.endsWith('.safetensors') || s.file.startsWith('.') || s.file.includes('\0')) {
+    if (
+      s.file !== path.basename(s.file) ||
+      s.file !== path.posix.basename(s.file) ||
+      s.file === INDEX_FILE ||
+      !s.file.endsWith('.safetensors') ||
+      s.file.startsWith('.') ||
+      s.file.includes('\0')
+    ) {
       throw new CheckpointError('unsafe-path', dir, `'${s.file}' is not a plain .safetensors file name for a shard`);
     }
     if (names.has(s.file)) throw new CheckpointError('index', dir, `shard '${s.file}' is listed twice`);
     names.add(s.file);
     for (const t of s.tensors) {
-      if (tensors.has(t.name)) throw new CheckpointError('duplicate-key', path.join(dir, s.file), 'is also in an earlier shard', t.name);
+      if (tensors.has(t.name))
+        throw new CheckpointError('duplicate-key', path.join(dir, s.file), 'is also in an earlier shard', t.name);
       tensors.add(t.name);
     }
   }
@@ -56,9 +63,17 @@ export class ShardedSafetensorsWriter {
   private aborted = false;
   private committed = false;
 
-  private constructor(readonly dir: string, private readonly shards: ShardSpec[], private readonly opts: ShardedWriteOptions) {}
+  private constructor(
+    readonly dir: string,
+    private readonly shards: ShardSpec[],
+    private readonly opts: ShardedWriteOptions,
+  ) {}
 
-  static async create(dir: string, shards: ShardSpec[], opts: ShardedWriteOptions = {}): Promise<ShardedSafetensorsWriter> {
+  static async create(
+    dir: string,
+    shards: ShardSpec[],
+    opts: ShardedWriteOptions = {},
+  ): Promise<ShardedSafetensorsWriter> {
     checkOutputShardNames(dir, shards);
     const w = new ShardedSafetensorsWriter(path.resolve(dir), shards, opts);
     await w.openNext();
@@ -69,7 +84,8 @@ export class ShardedSafetensorsWriter {
   private async openNext(): Promise<void> {
     while (this.shard < this.shards.length) {
       const s = this.shards[this.shard];
-      if (!this.current) this.current = await SafetensorsWriter.create(path.join(this.dir, s.file), s.tensors, s.metadata);
+      if (!this.current)
+        this.current = await SafetensorsWriter.create(path.join(this.dir, s.file), s.tensors, s.metadata);
       if (this.inShard < s.tensors.length) return;
       await this.current.finish();
       this.finished.push(this.current);
@@ -101,7 +117,8 @@ export class ShardedSafetensorsWriter {
   /** Renames every shard into place, then writes the index; returns what was written. */
   async commit(): Promise<ShardedWriteResult> {
     return this.guard(async () => {
-      if (this.current || this.finished.length !== this.shards.length) throw new Error(`sharded writer for ${this.dir}: not every tensor was written`);
+      if (this.current || this.finished.length !== this.shards.length)
+        throw new Error(`sharded writer for ${this.dir}: not every tensor was written`);
       const index = path.join(this.dir, INDEX_FILE);
       try {
         await fsp.rm(index, { force: true });
@@ -141,7 +158,8 @@ export class ShardedSafetensorsWriter {
    *  become visible in one protocol). */
   async stage(into: OutputCommit): Promise<ShardedWriteResult> {
     return this.guard(async () => {
-      if (this.current || this.finished.length !== this.shards.length) throw new Error(`sharded writer for ${this.dir}: not every tensor was written`);
+      if (this.current || this.finished.length !== this.shards.length)
+        throw new Error(`sharded writer for ${this.dir}: not every tensor was written`);
       const writers = this.finished.splice(0);
       for (const w of writers) await into.adoptFinished(w, 'data');
       const index = path.join(this.dir, INDEX_FILE);

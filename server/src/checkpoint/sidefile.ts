@@ -28,7 +28,9 @@ function kindOf(st: fs.Stats): string {
 
 /** The checked real path and size of `folder/name`, or undefined when there is no such file. */
 export async function checkSideFile(
-  folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES,
+  folder: string,
+  name: string,
+  maxBytes = MAX_SIDE_FILE_BYTES,
 ): Promise<{ real: string; size: number } | undefined> {
   const p = path.join(folder, name);
   let real: string, folderReal: string;
@@ -54,7 +56,9 @@ export async function checkSideFile(
 
 /** The bytes of `folder/name` after checkSideFile's checks, or undefined when it does not exist. */
 export async function readSideFile(
-  folder: string, name: string, maxBytes = MAX_SIDE_FILE_BYTES,
+  folder: string,
+  name: string,
+  maxBytes = MAX_SIDE_FILE_BYTES,
 ): Promise<Uint8Array | undefined> {
   const checked = await checkSideFile(folder, name, maxBytes);
   return checked ? readRegularFile(checked.real, maxBytes, path.join(folder, name)) : undefined;

@@ -23,8 +23,10 @@ export function specByteLength(s: TensorSpec): number {
 export function checkSpecs(target: string, specs: TensorSpec[]): void {
   const seen = new Set<string>();
   for (const s of specs) {
-    if (!Array.isArray(s.shape)) throw new CheckpointError('shape', target, `shape ${brief(s.shape)} is not an array`, s.name);
-    if (typeof s.name !== 'string' || s.name === '__metadata__') throw new CheckpointError('tensor-entry', target, `${brief(s.name)} cannot be a tensor name`);
+    if (!Array.isArray(s.shape))
+      throw new CheckpointError('shape', target, `shape ${brief(s.shape)} is not an array`, s.name);
+    if (typeof s.name !== 'string' || s.name === '__metadata__')
+      throw new CheckpointError('tensor-entry', target, `${brief(s.name)} cannot be a tensor name`);
     if (seen.has(s.name)) throw new CheckpointError('duplicate-key', target, 'is declared twice', s.name);
     seen.add(s.name);
     if (!isDType(s.dtype)) throw new CheckpointError('dtype', target, `unknown dtype ${brief(s.dtype)}`, s.name);
@@ -32,7 +34,12 @@ export function checkSpecs(target: string, specs: TensorSpec[]): void {
     for (const d of s.shape) {
       n *= d;
       if (!Number.isSafeInteger(d) || d < 0 || !Number.isSafeInteger(n * DTYPE_SIZE[s.dtype])) {
-        throw new CheckpointError('shape', target, `shape ${brief(s.shape)} is not a list of non-negative integers with a safe size`, s.name);
+        throw new CheckpointError(
+          'shape',
+          target,
+          `shape ${brief(s.shape)} is not a list of non-negative integers with a safe size`,
+          s.name,
+        );
       }
     }
   }
@@ -67,7 +74,10 @@ export function encodeHeader(specs: TensorSpec[], metadata?: Record<string, stri
 }
 
 export function tempPathFor(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  return path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+  );
 }
 
 /** fsync a folder so a rename inside it survives a crash; best effort (not every OS allows it). */
@@ -111,7 +121,11 @@ export class SafetensorsWriter {
     private readonly specs: TensorSpec[],
   ) {}
 
-  static async create(target: string, specs: TensorSpec[], metadata?: Record<string, string>): Promise<SafetensorsWriter> {
+  static async create(
+    target: string,
+    specs: TensorSpec[],
+    metadata?: Record<string, string>,
+  ): Promise<SafetensorsWriter> {
     checkSpecs(target, specs);
     const header = encodeHeader(specs, metadata);
     const temp = tempPathFor(target);
@@ -152,8 +166,12 @@ export class SafetensorsWriter {
   async write(name: string, bytes: Uint8Array): Promise<void> {
     if (this.state !== 'open') throw new Error(`writer for ${this.target}: write after commit or abort`);
     const s = this.specs[this.next];
-    if (!s || s.name !== name) throw new Error(`writer for ${this.target}: expected tensor '${s?.name}', got '${name}'`);
-    if (bytes.byteLength !== specByteLength(s)) throw new Error(`writer for ${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, expected ${specByteLength(s)}`);
+    if (!s || s.name !== name)
+      throw new Error(`writer for ${this.target}: expected tensor '${s?.name}', got '${name}'`);
+    if (bytes.byteLength !== specByteLength(s))
+      throw new Error(
+        `writer for ${this.target}: tensor '${name}' has ${bytes.byteLength} bytes, expected ${specByteLength(s)}`,
+      );
     await this.put(bytes);
     this.next++;
   }

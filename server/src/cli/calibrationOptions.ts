@@ -23,7 +23,8 @@ export const CALIBRATION_HELP = `\
 
 /** CalibrationParams from the options, or undefined when no calibration option was given. */
 export function calibrationFrom(o: Record<string, unknown>): CalibrationParams | undefined {
-  const file = o.calib as string | undefined, imatrix = o.imatrix as string | undefined;
+  const file = o.calib as string | undefined,
+    imatrix = o.imatrix as string | undefined;
   const gen = o['calib-generate'] as string | undefined;
   if (file === undefined && imatrix === undefined && gen === undefined) {
     for (const k of ['calib-ridge', 'calib-seed']) {

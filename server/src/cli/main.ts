@@ -11,7 +11,9 @@ import { exitCodeOf, oneLine } from './errors';
 const USAGE = `usage: loftq <command> [options]
 
 commands:
-${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`).join('\n')}
+${Object.entries(COMMANDS)
+  .map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`)
+  .join('\n')}
 
 Run 'loftq <command> --help' for a command's options.`;
 
@@ -34,7 +36,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (e) => {
     process.stderr.write(`loftq: ${oneLine(e)}\n`);
     if (process.env.LOFTQ_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);

@@ -7,7 +7,10 @@ function fmtSeconds(s: number | undefined): string {
   return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
 }
 
-export function progressReporter(stream: NodeJS.WriteStream = process.stderr, quiet = false): { onProgress(e: ProgressEvent): void; done(): void } {
+export function progressReporter(
+  stream: NodeJS.WriteStream = process.stderr,
+  quiet = false,
+): { onProgress(e: ProgressEvent): void; done(): void } {
   const tty = stream.isTTY === true;
   let drawn = false;
   return {
@@ -24,7 +27,9 @@ export function progressReporter(stream: NodeJS.WriteStream = process.stderr, qu
       if (tty) {
         const width = 24;
         const filled = Math.round((i / e.total) * width);
-        stream.write(`\r\x1b[2K${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${line}`.slice(0, (stream.columns || 120) + 8));
+        stream.write(
+          `\r\x1b[2K${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${line}`.slice(0, (stream.columns || 120) + 8),
+        );
         drawn = true;
       } else {
         stream.write(line + '\n');

@@ -4,8 +4,16 @@ import type { OptionSpec } from './args';
 import { intOption } from './args';
 import { UsageError } from '../base/errors';
 import {
-  BACKEND_CHOICES, DEFAULT_SETTINGS, isBackendChoice, isQuantizer, MATRIX_SETTING_SPECS, oneOf, QUANTIZER_NAMES,
-  RUN_SETTING_SPECS, SUPPORTED_BITS, valueProblem,
+  BACKEND_CHOICES,
+  DEFAULT_SETTINGS,
+  isBackendChoice,
+  isQuantizer,
+  MATRIX_SETTING_SPECS,
+  oneOf,
+  QUANTIZER_NAMES,
+  RUN_SETTING_SPECS,
+  SUPPORTED_BITS,
+  valueProblem,
 } from '../registry';
 import type { BackendChoice, IntSpec, MatrixSettings, Quantizer } from '../registry';
 
@@ -68,7 +76,11 @@ export function choiceOption<T extends string>(o: Record<string, unknown>, key: 
 
 export function settingsFrom(o: Record<string, unknown>, bits: number): MatrixSettings {
   return {
-    bits, rank: rankOption(o), iters: itersOption(o), quantizer: quantizerOption(o), blockSize: blockSizeOption(o),
+    bits,
+    rank: rankOption(o),
+    iters: itersOption(o),
+    quantizer: quantizerOption(o),
+    blockSize: blockSizeOption(o),
   };
 }
 

@@ -3,7 +3,16 @@
 // loftq/loftq.ts (loftqMatrix), linalg/backend.ts (createBackend).
 
 import type { PreparedCalibration } from '../model/collector';
-import type { BackendChoice, CalibrationParams, ExportFormat, MatrixReport, MatrixSettings, PlanFile, ProgressEvent, Report } from '../protocol/lsp_ext';
+import type {
+  BackendChoice,
+  CalibrationParams,
+  ExportFormat,
+  MatrixReport,
+  MatrixSettings,
+  PlanFile,
+  ProgressEvent,
+  Report,
+} from '../protocol/lsp_ext';
 
 export interface RunOptions {
   /** Output folder (created if missing). */

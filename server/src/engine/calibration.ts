@@ -26,14 +26,18 @@ const isPrepared = (c: CalibrationParams | PreparedCalibration): c is PreparedCa
 
 export function checkCalibrationParams(p: CalibrationParams): void {
   const sources = [p.file, p.generate, p.imatrix].filter((x) => x !== undefined).length;
-  if (sources !== 1) throw new UsageError(`calibration takes exactly one source (--calib FILE, --calib-generate N,LEN or --imatrix FILE), got ${sources}`);
+  if (sources !== 1)
+    throw new UsageError(
+      `calibration takes exactly one source (--calib FILE, --calib-generate N,LEN or --imatrix FILE), got ${sources}`,
+    );
   const c = CALIBRATION_SPECS;
   const ridgeProblem = p.ridge === undefined ? undefined : valueProblem(c.ridge, p.ridge);
   if (ridgeProblem) throw new UsageError(`the calibration ridge must be ${ridgeProblem}, got ${p.ridge}`);
   if (p.generate) {
     const { sequences, length } = p.generate;
     if (valueProblem(c.generateSequences, sequences) || valueProblem(c.generateLength, length)) {
-      const n = c.generateSequences, len = c.generateLength;
+      const n = c.generateSequences,
+        len = c.generateLength;
       const want = `(N ≤ ${n.max}, LEN ≤ ${len.max}) with N ≥ ${n.min} sequences of LEN ≥ ${len.min} tokens`;
       throw new UsageError(`--calib-generate takes N,LEN ${want}, got ${sequences},${length}`);
     }
@@ -49,7 +53,11 @@ export function statKey(stat: InputStat, ridge: number): string {
   return h.digest('hex').slice(0, 24);
 }
 
-export async function resolveCalibration(ck: Checkpoint, c: CalibrationParams | PreparedCalibration, opts: CollectOptions): Promise<ResolvedCalibration> {
+export async function resolveCalibration(
+  ck: Checkpoint,
+  c: CalibrationParams | PreparedCalibration,
+  opts: CollectOptions,
+): Promise<ResolvedCalibration> {
   let prepared: PreparedCalibration;
   let ridge: number;
   if (isPrepared(c)) {
@@ -58,13 +66,15 @@ export async function resolveCalibration(ck: Checkpoint, c: CalibrationParams | 
   } else {
     checkCalibrationParams(c);
     const collector = statsCollector();
-    if (!collector) throw new UsageError('calibration needs the forward pass (model/), which this build does not include');
+    if (!collector)
+      throw new UsageError('calibration needs the forward pass (model/), which this build does not include');
     prepared = await collector(ck, c, opts);
     ridge = c.ridge ?? DEFAULT_RIDGE;
   }
   const keys = new Map<InputStat, string>();
   for (const stat of prepared.stats.values()) if (!keys.has(stat)) keys.set(stat, statKey(stat, ridge));
-  const origin = prepared.info.file ?? (prepared.info.source === 'generated' ? `${ck.path} (generated calibration)` : ck.path);
+  const origin =
+    prepared.info.file ?? (prepared.info.source === 'generated' ? `${ck.path} (generated calibration)` : ck.path);
   return { info: { ...prepared.info, ridge }, ridge, stats: prepared.stats, keys, origin };
 }
 
@@ -74,9 +84,15 @@ export function statFor(cal: ResolvedCalibration, tensor: TensorInfo, fanInFanOu
   const stat = cal.stats.get(tensor.name);
   if (!stat) return undefined;
   if (fanInFanOut) {
-    throw new UsageError(`${tensor.name} is stored [in, out] (GPT-2 Conv1D); calibrated LoftQ supports [out, in] linear weights only`);
+    throw new UsageError(
+      `${tensor.name} is stored [in, out] (GPT-2 Conv1D); calibrated LoftQ supports [out, in] linear weights only`,
+    );
   }
   const cols = tensor.shape[1];
-  if (stat.dim !== cols) throw new InputError(cal.origin, `its statistics for ${tensor.name} are ${stat.dim} wide, but the matrix has ${cols} inputs (another model?)`);
+  if (stat.dim !== cols)
+    throw new InputError(
+      cal.origin,
+      `its statistics for ${tensor.name} are ${stat.dim} wide, but the matrix has ${cols} inputs (another model?)`,
+    );
   return stat;
 }

@@ -5,12 +5,29 @@ import type { InspectResult } from '../protocol/lsp_ext';
 /** Header summary of a checkpoint (no tensor data is read). */
 export function inspectCheckpoint(ck: Checkpoint): InspectResult {
   const byDtype: InspectResult['totals']['byDtype'] = {};
-  let parameters = 0, bytes = 0;
+  let parameters = 0,
+    bytes = 0;
   const tensors = ck.tensors.map((t) => {
     const d = (byDtype[t.dtype] ??= { tensors: 0, parameters: 0, bytes: 0 });
-    d.tensors++; d.parameters += t.parameters; d.bytes += t.byteLength;
-    parameters += t.parameters; bytes += t.byteLength;
-    return { name: t.name, dtype: t.dtype, shape: t.shape, parameters: t.parameters, bytes: t.byteLength, file: path.basename(t.file) };
+    d.tensors++;
+    d.parameters += t.parameters;
+    d.bytes += t.byteLength;
+    parameters += t.parameters;
+    bytes += t.byteLength;
+    return {
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
+      parameters: t.parameters,
+      bytes: t.byteLength,
+      file: path.basename(t.file),
+    };
   });
-  return { checkpoint: ck.path, files: ck.files, metadata: ck.metadata, tensors, totals: { tensors: tensors.length, parameters, bytes, byDtype } };
+  return {
+    checkpoint: ck.path,
+    files: ck.files,
+    metadata: ck.metadata,
+    tensors,
+    totals: { tensors: tensors.length, parameters, bytes, byDtype },
+  };
 }

@@ -2,7 +2,16 @@
 // error of what will be written, and store the result as a journal entry. Runs inside a
 // worker thread (engine/worker.ts) or in-process; either way the same bytes come out.
 
-import { readTensorF32, fromFloat32, toFloat32, roundTrip, SafetensorsWriter, TensorInfo, TensorSpec, DType } from '../checkpoint';
+import {
+  readTensorF32,
+  fromFloat32,
+  toFloat32,
+  roundTrip,
+  SafetensorsWriter,
+  TensorInfo,
+  TensorSpec,
+  DType,
+} from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix } from '../loftq/loftq';
 import { backendTimes, calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
@@ -34,13 +43,20 @@ function countNonFinite(w: Float32Array): number {
   return n;
 }
 
-async function readChecked(tensor: TensorInfo, onNonFinite: 'refuse' | 'skip'): Promise<{ w: Float32Array } | { skipped: string }> {
+async function readChecked(
+  tensor: TensorInfo,
+  onNonFinite: 'refuse' | 'skip',
+): Promise<{ w: Float32Array } | { skipped: string }> {
   const w = await readTensorF32(tensor);
   const bad = countNonFinite(w);
   if (bad === 0) return { w };
   const problem = `holds ${bad} NaN/Inf value${bad === 1 ? '' : 's'}`;
   if (onNonFinite === 'skip') return { skipped: problem };
-  throw new InputError(tensor.file, `${problem}; quantizing it would propagate them (use --on-nonfinite skip to copy it unchanged)`, tensor.name);
+  throw new InputError(
+    tensor.file,
+    `${problem}; quantizing it would propagate them (use --on-nonfinite skip to copy it unchanged)`,
+    tensor.name,
+  );
 }
 
 function frob(x: Float32Array): number {
@@ -57,11 +73,21 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const read = await readChecked(tensor, job.onNonFinite);
   const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
   if ('skipped' in read) {
-    return { ...base, relError: NaN, relErrorPerIter: [], qloraRelError: NaN, frobeniusNorm: NaN, seconds: 0, skipped: read.skipped };
+    return {
+      ...base,
+      relError: NaN,
+      relErrorPerIter: [],
+      qloraRelError: NaN,
+      frobeniusNorm: NaN,
+      seconds: 0,
+      skipped: read.skipped,
+    };
   }
   const w = read.w;
   const factor = job.calibration?.factor;
-  const run = factor ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases }) : loftqMatrix(w, rows, cols, settings, backend, { phases });
+  const run = factor
+    ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases })
+    : loftqMatrix(w, rows, cols, settings, backend, { phases });
   const res: Awaited<typeof run> & Partial<CalibratedResult> = await run.catch((e) => {
     throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
   });
@@ -75,7 +101,12 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   // Q is encoded once: these bytes are written, and their float32 reading measured.
   let qBytes: Uint8Array = new Uint8Array(0);
   const [err, errNf4, residualE] = withWorkspace((ws) => {
-    const [W, Q, B, A] = [ws.f32(w.length, w), ws.f32(res.q.length, res.q), ws.f32(loraB.length, loraB), ws.f32(loraA.length, loraA)];
+    const [W, Q, B, A] = [
+      ws.f32(w.length, w),
+      ws.f32(res.q.length, res.q),
+      ws.f32(loraB.length, loraB),
+      ws.f32(loraA.length, loraA),
+    ];
     if (dtype === 'BF16') {
       const bits = ws.u16(Q.length);
       ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
@@ -89,7 +120,10 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
     const e = factor ? ws.f32(w.length) : undefined;
-    const errs = [ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, e ? e.ptr : 0, packed), ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed)];
+    const errs = [
+      ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, e ? e.ptr : 0, packed),
+      ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed),
+    ];
     // W − Q − B·A of the written values (e held W − B·A), for the output error below.
     if (e) ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
     return [errs[0], errs[1], e?.view().slice()] as const;
@@ -100,21 +134,37 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     let sq = 0;
     for (let i = 0; i < es.length; i++) sq += es[i] * es[i];
     const normS = res.outputNorm ?? 0;
-    output = { outputRelError: normS > 0 ? Math.sqrt(sq) / normS : 0, qloraOutputRelError: res.qloraOutputRelError, bestIter: res.bestIter };
+    output = {
+      outputRelError: normS > 0 ? Math.sqrt(sq) / normS : 0,
+      qloraOutputRelError: res.qloraOutputRelError,
+      bestIter: res.bestIter,
+    };
   }
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
   // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.
   const outA = job.fanInFanOut ? transpose(loraB, rows, r) : loraA;
   const outB = job.fanInFanOut ? transpose(loraA, r, cols) : loraB;
-  const [aShape, bShape] = job.fanInFanOut ? [[r, rows], [cols, r]] : [[r, cols], [rows, r]];
+  const [aShape, bShape] = job.fanInFanOut
+    ? [
+        [r, rows],
+        [cols, r],
+      ]
+    : [
+        [r, cols],
+        [rows, r],
+      ];
   const specs: TensorSpec[] = [
     { name: ENTRY.q, dtype, shape: [rows, cols] },
     { name: ENTRY.loraA, dtype, shape: aShape },
     { name: ENTRY.loraB, dtype, shape: bShape },
   ];
   const packedCodes = job.packed ? packCodes(res.codes, settings.bits) : undefined;
-  if (packedCodes) specs.push({ name: ENTRY.codes, dtype: 'U8', shape: [packedCodes.length] }, { name: ENTRY.scales, dtype: 'F32', shape: [res.scales.length] });
+  if (packedCodes)
+    specs.push(
+      { name: ENTRY.codes, dtype: 'U8', shape: [packedCodes.length] },
+      { name: ENTRY.scales, dtype: 'F32', shape: [res.scales.length] },
+    );
   const report: MatrixReport = {
     ...base,
     rank: r,
@@ -168,8 +218,23 @@ export async function runAnalyzeJob(job: AnalyzeJob, backend: MatmulBackend): Pr
   if ('skipped' in read) return [];
   const out: AnalyzeRow[] = [];
   for (const bits of job.bits) {
-    const res = await loftqMatrix(read.w, rows, cols, { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize }, backend, { spectrum: job.spectrum });
-    out.push({ bits, name: job.tensor.name, shape: [rows, cols], relError: res.relErrorPerIter.at(-1) ?? 0, qloraRelError: res.qloraRelError, frobeniusNorm: frob(read.w), residualSpectrum: res.residualSpectrum });
+    const res = await loftqMatrix(
+      read.w,
+      rows,
+      cols,
+      { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize },
+      backend,
+      { spectrum: job.spectrum },
+    );
+    out.push({
+      bits,
+      name: job.tensor.name,
+      shape: [rows, cols],
+      relError: res.relErrorPerIter.at(-1) ?? 0,
+      qloraRelError: res.qloraRelError,
+      frobeniusNorm: frob(read.w),
+      residualSpectrum: res.residualSpectrum,
+    });
   }
   return out;
 }

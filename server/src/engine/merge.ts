@@ -32,7 +32,10 @@ async function readDescriptors(dir: string): Promise<Found[]> {
   try {
     names = await fsp.readdir(journal);
   } catch {
-    throw new InputError(dir, `holds no shard results (no ${JOURNAL_DIR}/ folder); run loftq quantize … --shard i/n --out ${dir} first`);
+    throw new InputError(
+      dir,
+      `holds no shard results (no ${JOURNAL_DIR}/ folder); run loftq quantize … --shard i/n --out ${dir} first`,
+    );
   }
   const found: Found[] = [];
   for (const n of names.filter((x) => DESCRIPTOR_RE.test(x)).sort()) {
@@ -44,12 +47,18 @@ async function readDescriptors(dir: string): Promise<Found[]> {
     } catch (e) {
       throw new InputError(file, `is not a readable shard descriptor (${(e as Error).message})`);
     }
-    if (d?.kind !== 'loftq-shard' || d.version !== 1 || !d.shard || typeof d.entries !== 'object') throw new InputError(file, 'is not a loftq shard descriptor (version 1)');
+    if (d?.kind !== 'loftq-shard' || d.version !== 1 || !d.shard || typeof d.entries !== 'object')
+      throw new InputError(file, 'is not a loftq shard descriptor (version 1)');
     const m = DESCRIPTOR_RE.exec(n)!;
-    if (d.shard.index !== Number(m[1]) || d.shard.count !== Number(m[2])) throw new InputError(file, `describes shard ${d.shard.index}/${d.shard.count}, not the one its name says`);
+    if (d.shard.index !== Number(m[1]) || d.shard.count !== Number(m[2]))
+      throw new InputError(file, `describes shard ${d.shard.index}/${d.shard.count}, not the one its name says`);
     found.push({ dir, file, d });
   }
-  if (found.length === 0) throw new InputError(dir, `holds no finished shard (no ${JOURNAL_DIR}/shard-I-of-N.json); did its loftq quantize … --shard i/n run finish?`);
+  if (found.length === 0)
+    throw new InputError(
+      dir,
+      `holds no finished shard (no ${JOURNAL_DIR}/shard-I-of-N.json); did its loftq quantize … --shard i/n run finish?`,
+    );
   return found;
 }
 
@@ -90,7 +99,10 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
     const mine = agreement(f.d);
     for (let i = 0; i < ref.length; i++) {
       if (JSON.stringify(mine[i][1]) !== JSON.stringify(ref[i][1])) {
-        throw new InputError(f.file, `shard ${f.d.shard.index}/${f.d.shard.count} differs from ${first.file} in ${ref[i][0]}: ${short(mine[i][1])} vs ${short(ref[i][1])}; all shards must come from one loftq quantize command`);
+        throw new InputError(
+          f.file,
+          `shard ${f.d.shard.index}/${f.d.shard.count} differs from ${first.file} in ${ref[i][0]}: ${short(mine[i][1])} vs ${short(ref[i][1])}; all shards must come from one loftq quantize command`,
+        );
       }
     }
   }
@@ -98,12 +110,16 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
   const byIndex = new Map<number, Found>();
   for (const f of found) {
     const other = byIndex.get(f.d.shard.index);
-    if (other) throw new InputError(f.file, `shard ${f.d.shard.index}/${count} is also in ${other.file}; give each shard once`);
+    if (other)
+      throw new InputError(f.file, `shard ${f.d.shard.index}/${count} is also in ${other.file}; give each shard once`);
     byIndex.set(f.d.shard.index, f);
   }
   const missing = [...Array(count).keys()].filter((i) => !byIndex.has(i));
   if (missing.length) {
-    throw new InputError(dirs.join(', '), `missing finished shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} (of ${count}); run or finish them, then merge again`);
+    throw new InputError(
+      dirs.join(', '),
+      `missing finished shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} (of ${count}); run or finish them, then merge again`,
+    );
   }
   const ckPath = checkpointOverride ?? first.d.checkpoint;
   let ck: Checkpoint;
@@ -111,15 +127,22 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
     ck = await openCheckpoint(ckPath);
   } catch (e) {
     if (checkpointOverride) throw e;
-    throw new InputError(ckPath, `the checkpoint the shards recorded cannot be opened here (${(e as Error).message}); pass --checkpoint PATH`);
+    throw new InputError(
+      ckPath,
+      `the checkpoint the shards recorded cannot be opened here (${(e as Error).message}); pass --checkpoint PATH`,
+    );
   }
   if (JSON.stringify(checkpointIdentity(ck)) !== JSON.stringify(first.d.files)) {
-    throw new InputError(ck.path, 'is not the checkpoint the shards were computed from (file names, sizes or headers differ)');
+    throw new InputError(
+      ck.path,
+      'is not the checkpoint the shards were computed from (file names, sizes or headers differ)',
+    );
   }
   const source: AssembleSource = { entries: new Map(), skipped: new Map(), gemmFlops: 0 };
   for (const f of found) {
     source.gemmFlops! += f.d.gemmFlops ?? 0;
-    for (const [name, entry] of Object.entries(f.d.entries)) source.entries.set(name, path.join(path.dirname(f.file), entry));
+    for (const [name, entry] of Object.entries(f.d.entries))
+      source.entries.set(name, path.join(path.dirname(f.file), entry));
     for (const s of f.d.skipped ?? []) source.skipped.set(s.name, s);
   }
   return { descriptor: byIndex.get(0)!.d, checkpoint: ck.path, source };

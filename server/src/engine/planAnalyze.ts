@@ -21,7 +21,16 @@ export interface PlanAnalysisOptions {
 export function analyzeForPlan(checkpoint: string, o: PlanAnalysisOptions): Promise<Report> {
   const rank = Math.max(...o.ranks);
   return analyzeCheckpoint(checkpoint, {
-    bits: [...new Set(o.bits)].sort((a, b) => a - b), rank, spectrum: rank, iters: o.iters, quantizer: o.quantizer, blockSize: o.blockSize,
-    targets: o.targets, backend: o.backend, workers: o.workers, signal: o.signal, onProgress: o.onProgress,
+    bits: [...new Set(o.bits)].sort((a, b) => a - b),
+    rank,
+    spectrum: rank,
+    iters: o.iters,
+    quantizer: o.quantizer,
+    blockSize: o.blockSize,
+    targets: o.targets,
+    backend: o.backend,
+    workers: o.workers,
+    signal: o.signal,
+    onProgress: o.onProgress,
   });
 }

@@ -20,9 +20,16 @@ export interface Refined {
   rounds: number;
 }
 
-export async function refinePlan(checkpoint: string, report: Report, planOpts: PlanOptions, o: PlanAnalysisOptions, maxRounds = 4): Promise<Refined> {
+export async function refinePlan(
+  checkpoint: string,
+  report: Report,
+  planOpts: PlanOptions,
+  o: PlanAnalysisOptions,
+  maxRounds = 4,
+): Promise<Refined> {
   let plan = planReport(report, planOpts);
-  let runs = 0, rounds = 0;
+  let runs = 0,
+    rounds = 0;
   for (; rounds < maxRounds; rounds++) {
     const todo = new Map<string, { bits: number; rank: number; names: string[] }>();
     for (const c of plan.choices) {
@@ -35,11 +42,20 @@ export async function refinePlan(checkpoint: string, report: Report, planOpts: P
     if (!todo.size) break;
     for (const g of todo.values()) {
       const r = await analyzeCheckpoint(checkpoint, {
-        bits: [g.bits], rank: g.rank, iters: o.iters, quantizer: o.quantizer, blockSize: o.blockSize,
-        targets: g.names.map(moduleName), backend: o.backend, workers: o.workers, signal: o.signal,
+        bits: [g.bits],
+        rank: g.rank,
+        iters: o.iters,
+        quantizer: o.quantizer,
+        blockSize: o.blockSize,
+        targets: g.names.map(moduleName),
+        backend: o.backend,
+        workers: o.workers,
+        signal: o.signal,
       });
       const wanted = new Set(g.names);
-      report.analyses!.push(...r.analyses!.map((a) => ({ ...a, matrices: a.matrices.filter((m) => wanted.has(m.name)) })));
+      report.analyses!.push(
+        ...r.analyses!.map((a) => ({ ...a, matrices: a.matrices.filter((m) => wanted.has(m.name)) })),
+      );
       runs += g.names.length;
     }
     plan = planReport(report, planOpts);

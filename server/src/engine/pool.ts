@@ -89,35 +89,52 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
   for (let i = 0; i < n; i++) {
     const w = new Worker(script);
     workers.push(w);
-    ready.push(new Promise<void>((resolve, reject) => {
-      w.on('message', (m: FromWorker) => {
-        if (m.type === 'ready') { backendName = m.backend; idle.push(w); resolve(); pump(); return; }
-        if (m.type === 'failed' && m.id === -1) { reject(deserializeError(m.error)); return; }
-        const p = running.get(w);
-        running.delete(w);
-        if ('flops' in m) flops.set(w, m.flops);
-        idle.push(w);
-        if (p) {
-          if (m.type === 'failed') p.reject(deserializeError(m.error));
-          else p.resolve(m.type === 'quantized' ? m.report : m.type === 'factored' ? m.factor : m.rows);
-        }
-        pump();
-      });
-      w.on('error', (e) => { reject(e); failAll(e); });
-      w.on('exit', (code) => {
-        // A worker terminated by a cancel before it was ready must settle `ready` too, or the
-        // run would wait forever (and the CLI exit 0 with its lock left behind).
-        reject(failure ?? new Error(`a worker thread exited before it was ready (code ${code})`));
-        if (!closed) failAll(new Error(`a worker thread exited unexpectedly (code ${code})`));
-      });
-    }));
+    ready.push(
+      new Promise<void>((resolve, reject) => {
+        w.on('message', (m: FromWorker) => {
+          if (m.type === 'ready') {
+            backendName = m.backend;
+            idle.push(w);
+            resolve();
+            pump();
+            return;
+          }
+          if (m.type === 'failed' && m.id === -1) {
+            reject(deserializeError(m.error));
+            return;
+          }
+          const p = running.get(w);
+          running.delete(w);
+          if ('flops' in m) flops.set(w, m.flops);
+          idle.push(w);
+          if (p) {
+            if (m.type === 'failed') p.reject(deserializeError(m.error));
+            else p.resolve(m.type === 'quantized' ? m.report : m.type === 'factored' ? m.factor : m.rows);
+          }
+          pump();
+        });
+        w.on('error', (e) => {
+          reject(e);
+          failAll(e);
+        });
+        w.on('exit', (code) => {
+          // A worker terminated by a cancel before it was ready must settle `ready` too, or the
+          // run would wait forever (and the CLI exit 0 with its lock left behind).
+          reject(failure ?? new Error(`a worker thread exited before it was ready (code ${code})`));
+          if (!closed) failAll(new Error(`a worker thread exited unexpectedly (code ${code})`));
+        });
+      }),
+    );
     w.postMessage({ type: 'init', backend: choice } satisfies ToWorker);
   }
   const close = async () => {
     closed = true;
     await Promise.all(workers.map((w) => w.terminate()));
   };
-  const onAbort = () => { failAll(new CancelledError()); void close(); };
+  const onAbort = () => {
+    failAll(new CancelledError());
+    void close();
+  };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await Promise.all(ready);
@@ -125,19 +142,25 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
     await close();
     throw e;
   }
-  const submit = <T>(make: (id: number) => ToWorker) => new Promise<T>((resolve, reject) => {
-    if (failure) return reject(failure);
-    if (signal?.aborted) return reject(new CancelledError());
-    queue.push({ message: make(nextId++), resolve: resolve as (v: unknown) => void, reject });
-    pump();
-  });
+  const submit = <T>(make: (id: number) => ToWorker) =>
+    new Promise<T>((resolve, reject) => {
+      if (failure) return reject(failure);
+      if (signal?.aborted) return reject(new CancelledError());
+      queue.push({ message: make(nextId++), resolve: resolve as (v: unknown) => void, reject });
+      pump();
+    });
   return {
-    get backend() { return backendName; },
+    get backend() {
+      return backendName;
+    },
     quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
     analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
     factor: (stat, ridge) => submit<CalibrationFactor>((id) => ({ type: 'factor', id, stat, ridge })),
     flops: () => [...flops.values()].reduce((a, b) => a + b, 0),
-    close: async () => { signal?.removeEventListener('abort', onAbort); await close(); },
+    close: async () => {
+      signal?.removeEventListener('abort', onAbort);
+      await close();
+    },
   };
 }
 

@@ -22,11 +22,27 @@ import { CancelledError, InputError, throwIfAborted, UsageError } from '../base/
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from '../base/journal';
 import { lockOutput, processAlive } from '../base/lock';
 import { adapterConfig } from '../export/adapterConfig';
-import { ADAPTER_DIR, checkModelFiles, copyModelFiles, retiredFiles, Finished, readConfig, writeAdapters, writeBackbone, writePacked } from '../export/assemble';
+import {
+  ADAPTER_DIR,
+  checkModelFiles,
+  copyModelFiles,
+  retiredFiles,
+  Finished,
+  readConfig,
+  writeAdapters,
+  writeBackbone,
+  writePacked,
+} from '../export/assemble';
 import { TOOL } from './version';
 import { adapterBytesFor, adapterBytesOf, backboneBytesOf, REPORT_SCALES } from '../registry';
 import { matrixSettingsProblem, settingLabel } from '../registry';
-import { adoptEntry, AssembleSource, checkpointIdentity, descriptorPath, writeShardDescriptor } from './shardDescriptor';
+import {
+  adoptEntry,
+  AssembleSource,
+  checkpointIdentity,
+  descriptorPath,
+  writeShardDescriptor,
+} from './shardDescriptor';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
 import type { CalibrationFactor } from '../loftq/calibrationFactor';
 import type { InputStat } from '../model/stats';
@@ -52,7 +68,12 @@ export function checkSettings(s: MatrixSettings, tensor?: TensorInfo): void {
 }
 
 /** Target matrices and their settings under the options and plan. */
-export function planMatrices(ck: Checkpoint, settings: MatrixSettings, plan?: PlanFile, targets?: string[]): PlannedMatrix[] {
+export function planMatrices(
+  ck: Checkpoint,
+  settings: MatrixSettings,
+  plan?: PlanFile,
+  targets?: string[],
+): PlannedMatrix[] {
   checkSettings(settings);
   const compiled = compilePlan(plan ?? { checkpoint: '' }, settings);
   const out: PlannedMatrix[] = [];
@@ -69,7 +90,9 @@ export function planMatrices(ck: Checkpoint, settings: MatrixSettings, plan?: Pl
 export function shardOf(matrices: PlannedMatrix[], index: number, count: number): PlannedMatrix[] {
   const load = new Array<number>(count).fill(0);
   const owner = new Map<string, number>();
-  const order = [...matrices].sort((a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1));
+  const order = [...matrices].sort(
+    (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
+  );
   for (const m of order) {
     let best = 0;
     for (let i = 1; i < count; i++) if (load[i] < load[best]) best = i;
@@ -84,17 +107,22 @@ function isFanInFanOut(config: { model_type?: string } | undefined, name: string
 }
 
 async function exists(p: string): Promise<boolean> {
-  return fsp.access(p).then(() => true, () => false);
+  return fsp.access(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Temp files (`.<name>.<pid>.<hex>.tmp`, as the writers name them) whose writer's pid
  *  satisfies `owned`. */
 async function removeTempsOf(dir: string, owned: (pid: number) => boolean): Promise<void> {
   const entries = await fsp.readdir(dir).catch(() => [] as string[]);
-  await Promise.all(entries.map(async (e) => {
-    const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
-    if (m && owned(Number(m[1]))) await fsp.rm(path.join(dir, e), { force: true });
-  }));
+  await Promise.all(
+    entries.map(async (e) => {
+      const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
+      if (m && owned(Number(m[1]))) await fsp.rm(path.join(dir, e), { force: true });
+    }),
+  );
 }
 
 /** This process's temp files in `dir` (another shard run may be writing its own there). */
@@ -115,7 +143,8 @@ async function onOutput<T>(target: string, step: () => Promise<T>): Promise<T> {
  *  files are removed. */
 const removeStaleTemps = (dir: string) => removeTempsOf(dir, (pid) => pid !== process.pid && !processAlive(pid));
 
-const sameFile = (a?: { dev: number; ino: number }, b?: { dev: number; ino: number }) => !!a && !!b && a.dev === b.dev && a.ino === b.ino;
+const sameFile = (a?: { dev: number; ino: number }, b?: { dev: number; ino: number }) =>
+  !!a && !!b && a.dev === b.dev && a.ino === b.ino;
 
 /** The output must not be the input under another name: a symlinked or bind-mounted folder,
  *  or an output file that is an input file (hard or symbolic link). Path strings cannot tell. */
@@ -124,14 +153,19 @@ async function refuseInputAsOutput(ck: Checkpoint, out: string): Promise<void> {
   const outDir = await stat(out);
   const real = await fsp.realpath(out).catch(() => out);
   if (path.resolve(ck.folder) === out || sameFile(outDir, await stat(ck.folder))) {
-    throw new UsageError(`the output folder ${out} is the checkpoint's own folder${real !== out ? ` (${real})` : ''}; choose another`);
+    throw new UsageError(
+      `the output folder ${out} is the checkpoint's own folder${real !== out ? ` (${real})` : ''}; choose another`,
+    );
   }
   if (!outDir) return;
   const inputs = await Promise.all(ck.files.map(async (f) => ({ f, st: await stat(f) })));
   for (const name of await fsp.readdir(out).catch(() => [] as string[])) {
     const st = await stat(path.join(out, name));
     const hit = inputs.find((i) => sameFile(st, i.st));
-    if (hit) throw new UsageError(`${path.join(out, name)} is the input file ${hit.f}; writing there would overwrite the checkpoint; choose another output folder`);
+    if (hit)
+      throw new UsageError(
+        `${path.join(out, name)} is the input file ${hit.f}; writing there would overwrite the checkpoint; choose another output folder`,
+      );
   }
 }
 
@@ -146,13 +180,19 @@ function defaultWorkers(): number {
  * `assemble` (loftq merge): take every matrix from these finished shard results (linked
  * into this run's journal) and compute none; a matrix without one is an InputError.
  */
-export async function quantizeCheckpoint(checkpointPath: string, opts: RunOptions & { assemble?: AssembleSource }): Promise<RunResult> {
+export async function quantizeCheckpoint(
+  checkpointPath: string,
+  opts: RunOptions & { assemble?: AssembleSource },
+): Promise<RunResult> {
   const t0 = performance.now();
   const ck = await openCheckpoint(checkpointPath);
   const config = await readConfig(ck);
   await checkModelFiles(ck);
   const all = planMatrices(ck, opts.settings, opts.plan, opts.targets);
-  if (all.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets (${(opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names']).join(', ')})`);
+  if (all.length === 0)
+    throw new UsageError(
+      `${ck.path}: no tensor matches the targets (${(opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names']).join(', ')})`,
+    );
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
@@ -165,10 +205,15 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     throwIfAborted(opts.signal);
     for (const m of mine) statFor(calibration, m.tensor, isFanInFanOut(config, m.tensor.name));
   }
-  const createdOut = !(await fsp.stat(out).then(() => true, () => false));
+  const createdOut = !(await fsp.stat(out).then(
+    () => true,
+    () => false,
+  ));
   let cancelled = false;
   await onOutput(out, () => makeFolders(path.join(out, JOURNAL_DIR)));
-  const unlock = await onOutput(out, () => lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined));
+  const unlock = await onOutput(out, () =>
+    lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined),
+  );
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
   if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });
   let executor: Executor | undefined;
@@ -181,7 +226,14 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     const jobs = mine.map((m) => {
       const fanInFanOut = isFanInFanOut(config, m.tensor.name);
       const stat = calibration && statFor(calibration, m.tensor, fanInFanOut);
-      const key = journalKey({ tensor: m.tensor, settings: m.settings, fanInFanOut, packed, fileStamp: stamps.get(m.tensor.file)!, calibration: stat ? calibration!.keys.get(stat) : undefined });
+      const key = journalKey({
+        tensor: m.tensor,
+        settings: m.settings,
+        fanInFanOut,
+        packed,
+        fileStamp: stamps.get(m.tensor.file)!,
+        calibration: stat ? calibration!.keys.get(stat) : undefined,
+      });
       return { ...m, fanInFanOut, stat, entry: journalPath(out, key) };
     });
 
@@ -191,17 +243,24 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     const todo: typeof jobs = [];
     for (const j of jobs) {
       const given = opts.assemble?.skipped.get(j.tensor.name);
-      if (given) { skipped.push(given); continue; }
+      if (given) {
+        skipped.push(given);
+        continue;
+      }
       const source = opts.assemble?.entries.get(j.tensor.name);
       if (opts.assemble && !(await exists(j.entry))) {
-        if (!source) throw new InputError(out, `no shard holds a result for ${j.tensor.name}; the shards do not cover this run`);
+        if (!source)
+          throw new InputError(out, `no shard holds a result for ${j.tensor.name}; the shards do not cover this run`);
         await adoptEntry(source, j.entry);
       }
       if (await exists(j.entry)) {
         const head = await openCheckpoint(j.entry);
         const report = entryReport(head.metadata);
         if (opts.assemble && (report.name !== j.tensor.name || !sameSettings(report, j.settings))) {
-          throw new InputError(source ?? j.entry, `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, not ${j.tensor.name} as this run plans it`);
+          throw new InputError(
+            source ?? j.entry,
+            `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, not ${j.tensor.name} as this run plans it`,
+          );
         }
         finished.set(j.tensor.name, { report, entry: j.entry });
       } else todo.push(j);
@@ -216,26 +275,44 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
       executor = await createExecutor(workers, opts.backend ?? 'wasm', opts.signal);
       // One factor per distinct statistic (q/k/v share one), computed on the workers.
       const factors = new Map<InputStat, Promise<CalibrationFactor>>();
-      for (const j of todo) if (j.stat && !factors.has(j.stat)) factors.set(j.stat, executor.factor(j.stat, calibration!.ridge));
-      const factorOf = async (stat: InputStat) => factors.get(stat)!.catch((e) => {
-        throw e instanceof Error && e.name === 'FactorError' ? new InputError(calibration!.origin, `statistics unusable: ${e.message}`) : e;
-      });
-      const order = [...todo].sort((a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1));
-      await Promise.all(order.map(async (j) => {
-        const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
-        const report = await executor!.quantize({ tensor: j.tensor, settings: j.settings, fanInFanOut: j.fanInFanOut, packed, onNonFinite: opts.onNonFinite ?? 'refuse', journalFile: j.entry, calibration: cal });
-        throwIfAborted(opts.signal);
-        doneParams += j.tensor.parameters;
-        const elapsed = (performance.now() - tCompute) / 1000;
-        const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
-        opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
-        if (report.skipped) skipped.push(report);
-        else finished.set(j.tensor.name, { report, entry: j.entry });
-        opts.onMatrix?.(report, done, total);
-        done++;
-      }));
+      for (const j of todo)
+        if (j.stat && !factors.has(j.stat)) factors.set(j.stat, executor.factor(j.stat, calibration!.ridge));
+      const factorOf = async (stat: InputStat) =>
+        factors.get(stat)!.catch((e) => {
+          throw e instanceof Error && e.name === 'FactorError'
+            ? new InputError(calibration!.origin, `statistics unusable: ${e.message}`)
+            : e;
+        });
+      const order = [...todo].sort(
+        (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
+      );
+      await Promise.all(
+        order.map(async (j) => {
+          const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
+          const report = await executor!.quantize({
+            tensor: j.tensor,
+            settings: j.settings,
+            fanInFanOut: j.fanInFanOut,
+            packed,
+            onNonFinite: opts.onNonFinite ?? 'refuse',
+            journalFile: j.entry,
+            calibration: cal,
+          });
+          throwIfAborted(opts.signal);
+          doneParams += j.tensor.parameters;
+          const elapsed = (performance.now() - tCompute) / 1000;
+          const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
+          opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
+          if (report.skipped) skipped.push(report);
+          else finished.set(j.tensor.name, { report, entry: j.entry });
+          opts.onMatrix?.(report, done, total);
+          done++;
+        }),
+      );
     }
-    const matrices = jobs.map((j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!);
+    const matrices = jobs.map(
+      (j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!,
+    );
     const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
     // A plan's defaults win over the options (planMatrices), so they are what the run used.
     const defaults = compilePlan(opts.plan ?? { checkpoint: '' }, opts.settings).defaults;
@@ -243,10 +320,20 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     if (calibration) report.calibration = calibration.info;
     if (opts.shard) {
       await writeShardDescriptor(out, {
-        checkpoint: ck.path, files: checkpointIdentity(ck), settings: opts.settings, plan: opts.plan, targets: opts.targets,
-        format: opts.format ?? 'peft', onNonFinite: opts.onNonFinite ?? 'refuse', backend, shard: opts.shard,
-        entries: Object.fromEntries(jobs.filter((j) => finished.has(j.tensor.name)).map((j) => [j.tensor.name, path.basename(j.entry)])),
-        skipped, gemmFlops: executor ? executor.flops() : 0,
+        checkpoint: ck.path,
+        files: checkpointIdentity(ck),
+        settings: opts.settings,
+        plan: opts.plan,
+        targets: opts.targets,
+        format: opts.format ?? 'peft',
+        onNonFinite: opts.onNonFinite ?? 'refuse',
+        backend,
+        shard: opts.shard,
+        entries: Object.fromEntries(
+          jobs.filter((j) => finished.has(j.tensor.name)).map((j) => [j.tensor.name, path.basename(j.entry)]),
+        ),
+        skipped,
+        gemmFlops: executor ? executor.flops() : 0,
       });
       return { report, reportPath: '' };
     }
@@ -261,7 +348,18 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     commit = staged;
     await writeBackbone(ck, out, finished, staged, opts.signal);
     const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
-    await writeAdapters(out, ordered, adapterConfig(report.matrices, { config, fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)), defaultRank: defaults.rank, modules: ck.tensors.map((t) => t.name) }), staged, opts.signal);
+    await writeAdapters(
+      out,
+      ordered,
+      adapterConfig(report.matrices, {
+        config,
+        fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)),
+        defaultRank: defaults.rank,
+        modules: ck.tensors.map((t) => t.name),
+      }),
+      staged,
+      opts.signal,
+    );
     if (packed) await writePacked(ck, out, finished, staged, opts.signal);
     await copyModelFiles(ck, out, staged);
     report.totals.seconds = (performance.now() - t0) / 1000;
@@ -297,12 +395,21 @@ export async function quantizeCheckpoint(checkpointPath: string, opts: RunOption
     await executor?.close();
     await unlock();
     // A cancelled run leaves no trace: not even the folder it created, once that is empty.
-    if (cancelled && createdOut) for (const d of [path.join(out, ADAPTER_DIR), out]) await fsp.rmdir(d).catch(() => undefined);
+    if (cancelled && createdOut)
+      for (const d of [path.join(out, ADAPTER_DIR), out]) await fsp.rmdir(d).catch(() => undefined);
   }
 }
 
-export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: Report['backend'], matrices: MatrixReport[], seconds: number): Report {
-  let parameters = 0, adapterTotal = 0, quantBytes = 0;
+export function buildReport(
+  ck: Checkpoint,
+  settings: MatrixSettings,
+  backend: Report['backend'],
+  matrices: MatrixReport[],
+  seconds: number,
+): Report {
+  let parameters = 0,
+    adapterTotal = 0,
+    quantBytes = 0;
   const phases: Record<string, number> = {};
   for (const m of matrices) for (const [k, v] of Object.entries(m.phases ?? {})) phases[k] = (phases[k] ?? 0) + v;
   for (const m of matrices) {
@@ -322,8 +429,12 @@ export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: R
     settings,
     matrices,
     totals: {
-      matrices: quantized.size, parameters, seconds,
-      backboneBytes: quantBytes + otherBytes, adapterBytes: adapterTotal, phases,
+      matrices: quantized.size,
+      parameters,
+      seconds,
+      backboneBytes: quantBytes + otherBytes,
+      adapterBytes: adapterTotal,
+      phases,
     },
   };
 }
@@ -332,27 +443,65 @@ export function buildReport(ck: Checkpoint, settings: MatrixSettings, backend: R
 export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOptions): Promise<Report> {
   const t0 = performance.now();
   const ck = await openCheckpoint(checkpointPath);
-  const base: MatrixSettings = { bits: opts.bits[0], rank: opts.rank, iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize };
+  const base: MatrixSettings = {
+    bits: opts.bits[0],
+    rank: opts.rank,
+    iters: opts.iters,
+    quantizer: opts.quantizer,
+    blockSize: opts.blockSize,
+  };
   for (const b of opts.bits) checkSettings({ ...base, bits: b });
   // rank is clamped per matrix below (min(out, in)), so check it against the settings only
   const matrices = selectTargets(ck.tensors, opts.targets).map((tensor) => ({ tensor, settings: base }));
   if (matrices.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets`);
-  const executor = await createExecutor(Math.min(opts.workers ?? defaultWorkers(), matrices.length), opts.backend ?? 'wasm', opts.signal);
+  const executor = await createExecutor(
+    Math.min(opts.workers ?? defaultWorkers(), matrices.length),
+    opts.backend ?? 'wasm',
+    opts.signal,
+  );
   try {
     const rows = new Map<string, Awaited<ReturnType<Executor['analyze']>>>();
     let done = 0;
-    await Promise.all(matrices.map(async (m) => {
-      rows.set(m.tensor.name, await executor.analyze({ tensor: m.tensor, bits: opts.bits, rank: Math.min(opts.rank, ...m.tensor.shape), iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize, spectrum: opts.spectrum, onNonFinite: 'skip' }));
-      opts.onProgress?.({ index: done++, total: matrices.length, name: m.tensor.name, phase: 'done' });
-    }));
+    await Promise.all(
+      matrices.map(async (m) => {
+        rows.set(
+          m.tensor.name,
+          await executor.analyze({
+            tensor: m.tensor,
+            bits: opts.bits,
+            rank: Math.min(opts.rank, ...m.tensor.shape),
+            iters: opts.iters,
+            quantizer: opts.quantizer,
+            blockSize: opts.blockSize,
+            spectrum: opts.spectrum,
+            onNonFinite: 'skip',
+          }),
+        );
+        opts.onProgress?.({ index: done++, total: matrices.length, name: m.tensor.name, phase: 'done' });
+      }),
+    );
     const analyses: AnalysisEntry[] = opts.bits.map((bits) => ({
-      bits, rank: opts.rank, iters: opts.iters, quantizer: opts.quantizer, blockSize: opts.blockSize,
-      matrices: matrices.flatMap((m) => (rows.get(m.tensor.name) ?? []).filter((r) => r.bits === bits).map(({ bits: _b, ...r }) => r)),
+      bits,
+      rank: opts.rank,
+      iters: opts.iters,
+      quantizer: opts.quantizer,
+      blockSize: opts.blockSize,
+      matrices: matrices.flatMap((m) =>
+        (rows.get(m.tensor.name) ?? []).filter((r) => r.bits === bits).map(({ bits: _b, ...r }) => r),
+      ),
     }));
     const first = analyses[0];
     const reportMatrices: MatrixReport[] = first.matrices.map((r) => ({
-      name: r.name, shape: r.shape, dtype: ck.byName.get(r.name)!.dtype, ...base, rank: Math.min(opts.rank, ...r.shape),
-      relError: r.relError, relErrorPerIter: [r.relError], qloraRelError: r.qloraRelError, frobeniusNorm: r.frobeniusNorm, seconds: 0,
+      name: r.name,
+      shape: r.shape,
+      dtype: ck.byName.get(r.name)!.dtype,
+      ...base,
+      rank: Math.min(opts.rank, ...r.shape),
+      relError: r.relError,
+      relErrorPerIter: [r.relError],
+      qloraRelError: r.qloraRelError,
+      frobeniusNorm: r.frobeniusNorm,
+      seconds: 0,
     }));
     const report = buildReport(ck, base, executor.backend, reportMatrices, (performance.now() - t0) / 1000);
     report.analyses = analyses;

@@ -64,7 +64,10 @@ export function checkpointIdentity(ck: Checkpoint): CheckpointFileId[] {
   }));
 }
 
-export async function writeShardDescriptor(out: string, d: Omit<ShardDescriptor, 'kind' | 'version' | 'tool'>): Promise<void> {
+export async function writeShardDescriptor(
+  out: string,
+  d: Omit<ShardDescriptor, 'kind' | 'version' | 'tool'>,
+): Promise<void> {
   const full: ShardDescriptor = { kind: 'loftq-shard', version: 1, tool: TOOL, ...d };
   await writeFileAtomic(descriptorPath(out, d.shard), JSON.stringify(full, null, 2) + '\n');
 }
@@ -79,7 +82,8 @@ export async function adoptEntry(source: string, target: string): Promise<void> 
     try {
       await fsp.copyFile(source, temp);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new InputError(source, "is missing: a shard's finished matrix is gone; run that shard again");
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new InputError(source, "is missing: a shard's finished matrix is gone; run that shard again");
       throw e;
     }
   }

@@ -7,10 +7,34 @@ import { FLOAT_DTYPES, quote, TensorInfo } from '../checkpoint';
 import { UsageError } from '../base/errors';
 
 export const DEFAULT_TARGETS = [
-  'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj',
-  'c_attn', 'c_proj', 'c_fc',
-  'query', 'key', 'value', 'dense', 'query_proj', 'key_proj', 'value_proj',
-  'q', 'k', 'v', 'o', 'fc1', 'fc2', 'out_proj', 'wi', 'wo', 'wi_0', 'wi_1',
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+  'c_attn',
+  'c_proj',
+  'c_fc',
+  'query',
+  'key',
+  'value',
+  'dense',
+  'query_proj',
+  'key_proj',
+  'value_proj',
+  'q',
+  'k',
+  'v',
+  'o',
+  'fc1',
+  'fc2',
+  'out_proj',
+  'wi',
+  'wo',
+  'wi_0',
+  'wi_1',
 ];
 
 /** A bad pattern (unbalanced braces, a range or alternatives over the limits) is a UsageError naming it. */
@@ -26,7 +50,9 @@ export function compileTargets(patterns: string[] = DEFAULT_TARGETS): CompiledGl
 }
 
 export function isQuantizable(t: TensorInfo): boolean {
-  return t.shape.length === 2 && t.shape[0] > 0 && t.shape[1] > 0 && FLOAT_DTYPES.has(t.dtype) && t.name.endsWith('.weight');
+  return (
+    t.shape.length === 2 && t.shape[0] > 0 && t.shape[1] > 0 && FLOAT_DTYPES.has(t.dtype) && t.name.endsWith('.weight')
+  );
 }
 
 export function selectTargets(tensors: TensorInfo[], patterns?: string[]): TensorInfo[] {

@@ -30,7 +30,8 @@ port.on('message', async (msg: ToWorker) => {
       return;
     }
     const b = await backend!;
-    if (msg.type === 'quantize') send({ type: 'quantized', id: msg.id, report: await runMatrixJob(msg.job, b), flops: b.flops });
+    if (msg.type === 'quantize')
+      send({ type: 'quantized', id: msg.id, report: await runMatrixJob(msg.job, b), flops: b.flops });
     else send({ type: 'analyzed', id: msg.id, rows: await runAnalyzeJob(msg.job, b), flops: b.flops });
   } catch (e) {
     send({ type: 'failed', id: msg.id, error: serializeError(e) });

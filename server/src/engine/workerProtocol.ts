@@ -12,7 +12,6 @@ export type ToWorker =
   /** Factor S·Sᵀ = G + λI once per statistic; the result lives in shared memory. */
   | { type: 'factor'; id: number; stat: InputStat; ridge: number };
 
-
 export type FromWorker =
   | { type: 'ready'; backend: BackendName; flops: number }
   | { type: 'quantized'; id: number; report: MatrixReport; flops: number }

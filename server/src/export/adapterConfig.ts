@@ -33,9 +33,16 @@ export function taskTypeOf(config: { architectures?: string[] } | undefined): st
 export const ADAPTER_BASE = '..';
 
 /** `modules`: every tensor name of the checkpoint, to keep rank_pattern keys unambiguous. */
-export function adapterConfig(matrices: MatrixReport[], opts: { config?: { architectures?: string[] }; fanInFanOut: boolean; defaultRank: number; modules: string[] }) {
+export function adapterConfig(
+  matrices: MatrixReport[],
+  opts: { config?: { architectures?: string[] }; fanInFanOut: boolean; defaultRank: number; modules: string[] },
+) {
   const done = matrices.filter((m) => !m.skipped);
-  const patterns = peftPatterns(done.map((m) => ({ name: m.name, rank: m.rank, alpha: m.rank })), opts.defaultRank, opts.modules);
+  const patterns = peftPatterns(
+    done.map((m) => ({ name: m.name, rank: m.rank, alpha: m.rank })),
+    opts.defaultRank,
+    opts.modules,
+  );
   const targets = [...new Set(done.map((m) => moduleName(m.name).split('.').pop()!))].sort();
   return {
     peft_type: 'LORA',

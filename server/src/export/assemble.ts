@@ -10,8 +10,19 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Checkpoint, checkSideFile, INDEX_FILE, makeFolders, openCheckpoint, OutputCommit, readSideFile, readTensorBytes, SafetensorsWriter,
-  ShardedSafetensorsWriter, TensorInfo, TensorSpec, writeError,
+  Checkpoint,
+  checkSideFile,
+  INDEX_FILE,
+  makeFolders,
+  openCheckpoint,
+  OutputCommit,
+  readSideFile,
+  readTensorBytes,
+  SafetensorsWriter,
+  ShardedSafetensorsWriter,
+  TensorInfo,
+  TensorSpec,
+  writeError,
 } from '../checkpoint';
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
@@ -21,7 +32,17 @@ import { throwIfAborted } from '../base/errors';
 
 export const ADAPTER_DIR = 'loftq_init';
 export const PACKED_FILE = 'model.packed.safetensors';
-const COPIED_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'vocab.json', 'merges.txt', 'added_tokens.json'];
+const COPIED_FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'vocab.json',
+  'merges.txt',
+  'added_tokens.json',
+];
 
 export interface Finished {
   report: MatrixReport;
@@ -36,7 +57,12 @@ async function entryTensor(file: string, name: string): Promise<Uint8Array> {
 
 /** Streams tensors into `put` in order, reading the next one while this one is written (the
  *  two copies overlap: 2 GB of backbone took 7.7 s to assemble one after the other). */
-async function streamBackbone(tensors: TensorInfo[], finished: Map<string, Finished>, put: (name: string, b: Uint8Array) => Promise<void>, signal?: AbortSignal) {
+async function streamBackbone(
+  tensors: TensorInfo[],
+  finished: Map<string, Finished>,
+  put: (name: string, b: Uint8Array) => Promise<void>,
+  signal?: AbortSignal,
+) {
   const load = (t: TensorInfo) => {
     const f = finished.get(t.name);
     return f ? entryTensor(f.entry, ENTRY.q) : readTensorBytes(t);
@@ -57,7 +83,13 @@ async function streamBackbone(tensors: TensorInfo[], finished: Map<string, Finis
 
 /** The backbone with the input's sharding, staged into `commit`: model.safetensors, or the
  *  input's shard names (data) and the index (the entry transformers loads). */
-export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<string, Finished>, commit: OutputCommit, signal?: AbortSignal): Promise<string[]> {
+export async function writeBackbone(
+  ck: Checkpoint,
+  out: string,
+  finished: Map<string, Finished>,
+  commit: OutputCommit,
+  signal?: AbortSignal,
+): Promise<string[]> {
   const specsOf = (ts: TensorInfo[]): TensorSpec[] => ts.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
   if (ck.kind === 'file') {
     const target = path.join(out, 'model.safetensors');
@@ -71,9 +103,18 @@ export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<s
     }
     return [target];
   }
-  const w = await ShardedSafetensorsWriter.create(out, ck.headers.map((h) => ({ file: path.basename(h.file), tensors: specsOf(h.tensors), metadata: h.metadata })), { indexMetadata: ck.metadata });
+  const w = await ShardedSafetensorsWriter.create(
+    out,
+    ck.headers.map((h) => ({ file: path.basename(h.file), tensors: specsOf(h.tensors), metadata: h.metadata })),
+    { indexMetadata: ck.metadata },
+  );
   try {
-    await streamBackbone(ck.headers.flatMap((h) => h.tensors), finished, (n, b) => w.write(n, b), signal);
+    await streamBackbone(
+      ck.headers.flatMap((h) => h.tensors),
+      finished,
+      (n, b) => w.write(n, b),
+      signal,
+    );
     const res = await w.stage(commit);
     return [...res.files, res.index];
   } catch (e) {
@@ -88,14 +129,24 @@ export async function writeBackbone(ck: Checkpoint, out: string, finished: Map<s
 export async function retiredFiles(out: string, report: string): Promise<string[]> {
   const old: string[] = [];
   try {
-    const index = JSON.parse(await fsp.readFile(path.join(out, INDEX_FILE), 'utf8')) as { weight_map?: Record<string, unknown> };
+    const index = JSON.parse(await fsp.readFile(path.join(out, INDEX_FILE), 'utf8')) as {
+      weight_map?: Record<string, unknown>;
+    };
     for (const f of new Set(Object.values(index.weight_map ?? {}))) {
-      if (typeof f === 'string' && f === path.basename(f) && f.endsWith('.safetensors') && !f.startsWith('.')) old.push(path.join(out, f));
+      if (typeof f === 'string' && f === path.basename(f) && f.endsWith('.safetensors') && !f.startsWith('.'))
+        old.push(path.join(out, f));
     }
-  } catch { /* no old index, or not ours to read */ }
+  } catch {
+    /* no old index, or not ours to read */
+  }
   return [
-    report, path.join(out, INDEX_FILE), path.join(out, 'model.safetensors'), path.join(out, PACKED_FILE),
-    path.join(out, ADAPTER_DIR, 'adapter_config.json'), path.join(out, ADAPTER_DIR, 'adapter_model.safetensors'), ...old,
+    report,
+    path.join(out, INDEX_FILE),
+    path.join(out, 'model.safetensors'),
+    path.join(out, PACKED_FILE),
+    path.join(out, ADAPTER_DIR, 'adapter_config.json'),
+    path.join(out, ADAPTER_DIR, 'adapter_model.safetensors'),
+    ...old,
   ];
 }
 
@@ -103,15 +154,26 @@ export function adapterKey(tensorName: string, which: 'A' | 'B'): string {
   return `base_model.model.${moduleName(tensorName)}.lora_${which}.weight`;
 }
 
-export async function writeAdapters(out: string, ordered: Finished[], config: object, commit: OutputCommit, signal?: AbortSignal): Promise<void> {
+export async function writeAdapters(
+  out: string,
+  ordered: Finished[],
+  config: object,
+  commit: OutputCommit,
+  signal?: AbortSignal,
+): Promise<void> {
   const dir = path.join(out, ADAPTER_DIR);
-  await makeFolders(dir).catch((e) => { throw writeError(dir, e); });
+  await makeFolders(dir).catch((e) => {
+    throw writeError(dir, e);
+  });
   const specs: TensorSpec[] = [];
   // The entries' headers are read once; their tensors are then read by position.
   const sources: TensorInfo[] = [];
   for (const f of ordered) {
     const ck = await openCheckpoint(f.entry);
-    for (const [which, name] of [['A', ENTRY.loraA], ['B', ENTRY.loraB]] as const) {
+    for (const [which, name] of [
+      ['A', ENTRY.loraA],
+      ['B', ENTRY.loraB],
+    ] as const) {
       const t = ck.byName.get(name)!;
       specs.push({ name: adapterKey(f.report.name, which), dtype: t.dtype, shape: t.shape });
       sources.push(t);
@@ -135,7 +197,13 @@ export async function writeAdapters(out: string, ordered: Finished[], config: ob
  *  first), `M.weight.scales` (F32, one per block), `M.weight.codebook` (F32, 2^b values);
  *  `__metadata__["loftq.packed"]` maps each M.weight to {bits, blockSize, quantizer, shape,
  *  dtype}. Other tensors are stored unchanged under their own names. */
-export async function writePacked(ck: Checkpoint, out: string, finished: Map<string, Finished>, commit: OutputCommit, signal?: AbortSignal): Promise<void> {
+export async function writePacked(
+  ck: Checkpoint,
+  out: string,
+  finished: Map<string, Finished>,
+  commit: OutputCommit,
+  signal?: AbortSignal,
+): Promise<void> {
   const specs: TensorSpec[] = [];
   const packedInfo: Record<string, unknown> = Object.create(null);
   const sources: (() => Promise<Uint8Array>)[] = [];
@@ -149,16 +217,25 @@ export async function writePacked(ck: Checkpoint, out: string, finished: Map<str
     const e = await openCheckpoint(f.entry);
     const r = f.report;
     const table = codebook(r.quantizer, r.bits);
-    packedInfo[t.name] = { bits: r.bits, blockSize: r.blockSize, quantizer: r.quantizer, shape: t.shape, dtype: t.dtype };
+    packedInfo[t.name] = {
+      bits: r.bits,
+      blockSize: r.blockSize,
+      quantizer: r.quantizer,
+      shape: t.shape,
+      dtype: t.dtype,
+    };
     specs.push({ name: `${t.name}.codes`, dtype: 'U8', shape: e.byName.get(ENTRY.codes)!.shape });
-    const codes = e.byName.get(ENTRY.codes)!, scales = e.byName.get(ENTRY.scales)!;
+    const codes = e.byName.get(ENTRY.codes)!,
+      scales = e.byName.get(ENTRY.scales)!;
     sources.push(() => readTensorBytes(codes));
     specs.push({ name: `${t.name}.scales`, dtype: 'F32', shape: e.byName.get(ENTRY.scales)!.shape });
     sources.push(() => readTensorBytes(scales));
     specs.push({ name: `${t.name}.codebook`, dtype: 'F32', shape: [table.length] });
     sources.push(async () => new Uint8Array(table.buffer.slice(table.byteOffset, table.byteOffset + table.byteLength)));
   }
-  const w = await SafetensorsWriter.create(path.join(out, PACKED_FILE), specs, { 'loftq.packed': JSON.stringify(packedInfo) });
+  const w = await SafetensorsWriter.create(path.join(out, PACKED_FILE), specs, {
+    'loftq.packed': JSON.stringify(packedInfo),
+  });
   try {
     for (let i = 0; i < specs.length; i++) {
       throwIfAborted(signal);
@@ -184,7 +261,9 @@ export async function copyModelFiles(ck: Checkpoint, out: string, commit: Output
 }
 
 /** config.json parsed, or undefined when it is absent or not JSON; a hostile file is refused. */
-export async function readConfig(ck: Checkpoint): Promise<{ model_type?: string; architectures?: string[] } | undefined> {
+export async function readConfig(
+  ck: Checkpoint,
+): Promise<{ model_type?: string; architectures?: string[] } | undefined> {
   const data = await readSideFile(ck.folder, 'config.json');
   if (!data) return undefined;
   try {

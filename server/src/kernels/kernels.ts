@@ -7,25 +7,72 @@
 declare const __LOFTQ_KERNELS__: string | undefined;
 
 // The engine's tsconfig has no DOM lib; these are the few WebAssembly types it needs.
-interface WasmMemory { readonly buffer: ArrayBuffer; grow(pages: number): number }
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
 type WasmModule = object;
 const { WebAssembly: wasm } = globalThis as unknown as {
-  WebAssembly: { Module: new (bytes: Uint8Array) => WasmModule; Instance: new (m: WasmModule, imports: object) => { exports: unknown } };
+  WebAssembly: {
+    Module: new (bytes: Uint8Array) => WasmModule;
+    Instance: new (m: WasmModule, imports: object) => { exports: unknown };
+  };
 };
 
 interface KernelExports {
   memory: WasmMemory;
   absMaxScales(x: number, n: number, blockSize: number, scales: number): void;
-  assignCodes(x: number, n: number, blockSize: number, scales: number, table: number, tableLen: number, cells: number, codes: number, values: number): void;
+  assignCodes(
+    x: number,
+    n: number,
+    blockSize: number,
+    scales: number,
+    table: number,
+    tableLen: number,
+    cells: number,
+    codes: number,
+    values: number,
+  ): void;
   difference(a: number, b: number, out: number, n: number): number;
   sumSquares(x: number, n: number): number;
-  lowRankStep(w: number, q: number, b: number, a: number, rows: number, cols: number, r: number, target: number, packed: number): number;
+  lowRankStep(
+    w: number,
+    q: number,
+    b: number,
+    a: number,
+    rows: number,
+    cols: number,
+    r: number,
+    target: number,
+    packed: number,
+  ): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
   roundToBf16(x: number, bits: number, n: number): void;
   orthonormalize(block: number, first: number, count: number, len: number, scratch: number): void;
   gram(block: number, count: number, len: number, out: number): void;
-  dotBlock(a: number, pFirst: number, pCount: number, b: number, jFirst: number, jCount: number, len: number, out: number, symmetric: number): void;
-  axpyBlock(a: number, pFirst: number, pCount: number, c: number, ldc: number, x: number, jFirst: number, jCount: number, len: number, alpha: number): void;
+  dotBlock(
+    a: number,
+    pFirst: number,
+    pCount: number,
+    b: number,
+    jFirst: number,
+    jCount: number,
+    len: number,
+    out: number,
+    symmetric: number,
+  ): void;
+  axpyBlock(
+    a: number,
+    pFirst: number,
+    pCount: number,
+    c: number,
+    ldc: number,
+    x: number,
+    jFirst: number,
+    jCount: number,
+    len: number,
+    alpha: number,
+  ): void;
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
   rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
   symmetricEigen(a: number, n: number, d: number, e: number): void;
@@ -34,7 +81,8 @@ interface KernelExports {
 let compiled: WasmModule | undefined;
 function kernelModule(): WasmModule {
   if (!compiled) {
-    if (typeof __LOFTQ_KERNELS__ !== 'string') throw new Error('WebAssembly kernels missing: build with `node esbuild.mjs`');
+    if (typeof __LOFTQ_KERNELS__ !== 'string')
+      throw new Error('WebAssembly kernels missing: build with `node esbuild.mjs`');
     compiled = new wasm.Module(Buffer.from(__LOFTQ_KERNELS__, 'base64'));
   }
   return compiled;
@@ -55,8 +103,15 @@ interface ViewType<V extends TypedView> {
 
 /** `length` values of one type at byte offset `ptr` of a workspace's memory. */
 export class Region<V extends TypedView> {
-  constructor(private readonly ws: Workspace, private readonly type: ViewType<V>, readonly ptr: number, readonly length: number) {}
-  view(): V { return new this.type(this.ws.memory.buffer, this.ptr, this.length); }
+  constructor(
+    private readonly ws: Workspace,
+    private readonly type: ViewType<V>,
+    readonly ptr: number,
+    readonly length: number,
+  ) {}
+  view(): V {
+    return new this.type(this.ws.memory.buffer, this.ptr, this.length);
+  }
 }
 
 export type F32Region = Region<Float32Array>;
@@ -73,9 +128,13 @@ export class Workspace {
     this.k = new wasm.Instance(kernelModule(), {}).exports as unknown as KernelExports;
   }
 
-  get memory(): WasmMemory { return this.k.memory; }
+  get memory(): WasmMemory {
+    return this.k.memory;
+  }
 
-  reset(): void { this.top = PAGE; }
+  reset(): void {
+    this.top = PAGE;
+  }
 
   private carve(bytes: number): number {
     const ptr = this.top;
@@ -85,7 +144,9 @@ export class Workspace {
       try {
         this.memory.grow(Math.ceil((top - have) / PAGE));
       } catch {
-        throw new KernelMemoryError(`too large for the kernel memory (${(top / 2 ** 30).toFixed(2)} GiB needed, WebAssembly allows 4 GiB)`);
+        throw new KernelMemoryError(
+          `too large for the kernel memory (${(top / 2 ** 30).toFixed(2)} GiB needed, WebAssembly allows 4 GiB)`,
+        );
       }
     }
     this.top = top;
@@ -98,10 +159,18 @@ export class Workspace {
     return r;
   }
 
-  f32(length: number, from?: Float32Array): F32Region { return this.region(Float32Array, length, from); }
-  f64(length: number, from?: Float64Array): F64Region { return this.region(Float64Array, length, from); }
-  u8(length: number): U8Region { return this.region(Uint8Array, length); }
-  u16(length: number, from?: Uint16Array): U16Region { return this.region(Uint16Array, length, from); }
+  f32(length: number, from?: Float32Array): F32Region {
+    return this.region(Float32Array, length, from);
+  }
+  f64(length: number, from?: Float64Array): F64Region {
+    return this.region(Float64Array, length, from);
+  }
+  u8(length: number): U8Region {
+    return this.region(Uint8Array, length);
+  }
+  u16(length: number, from?: Uint16Array): U16Region {
+    return this.region(Uint16Array, length, from);
+  }
 }
 
 const idle: Workspace[] = [];

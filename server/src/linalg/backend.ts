@@ -40,7 +40,11 @@ class TfBackend implements MatmulBackend {
   flops = 0;
   /** Largest tensor this backend created, in bytes (checks the binding limit). */
   largestTensorBytes = 0;
-  constructor(readonly name: BackendName, private readonly tf: typeof TF, readonly maxBindingBytes: number) {}
+  constructor(
+    readonly name: BackendName,
+    private readonly tf: typeof TF,
+    readonly maxBindingBytes: number,
+  ) {}
 
   /** tfjs has one global backend per thread; several instances (tests) take turns. */
   private async activate(): Promise<void> {
@@ -69,7 +73,11 @@ class TfBackend implements MatmulBackend {
     return this.wrap(blocks, rows, cols);
   }
 
-  private wrap(blocks: { row: number; t: TF.Tensor2D }[], rows: number, cols: number): DeviceMatrix & { tensors: TF.Tensor2D[] } {
+  private wrap(
+    blocks: { row: number; t: TF.Tensor2D }[],
+    rows: number,
+    cols: number,
+  ): DeviceMatrix & { tensors: TF.Tensor2D[] } {
     const tf = this.tf;
     const self = this;
     return {
@@ -123,7 +131,9 @@ function wasmDirectory(): string {
   const candidates = [__dirname];
   try {
     candidates.push(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')));
-  } catch { /* bundled: the binaries sit next to the bundle */ }
+  } catch {
+    /* bundled: the binaries sit next to the bundle */
+  }
   const dir = candidates.find((d) => fs.existsSync(path.join(d, 'tfjs-backend-wasm-simd.wasm')));
   if (!dir) throw new Error(`tfjs wasm binaries not found (looked in ${candidates.join(', ')})`);
   return dir + path.sep;
@@ -150,7 +160,9 @@ const LOADERS: Record<BackendName, Loader> = {
       try {
         require(pkg);
         return await tf.setBackend('tensorflow');
-      } catch { /* not installed */ }
+      } catch {
+        /* not installed */
+      }
     }
     return false;
   },
@@ -183,7 +195,12 @@ interface GpuAdapterLike {
 
 function isSoftwareAdapter(a: GpuAdapterLike): boolean {
   const i = a.info ?? {};
-  return !!(a.isFallbackAdapter || i.isFallbackAdapter || i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.description} ${i.vendor}`));
+  return !!(
+    a.isFallbackAdapter ||
+    i.isFallbackAdapter ||
+    i.architecture === 'software' ||
+    /llvmpipe|lavapipe|swiftshader/i.test(`${i.description} ${i.vendor}`)
+  );
 }
 
 /** The GPU adapter's description, for reports and test messages (undefined: none). */
@@ -199,8 +216,10 @@ export async function webgpuAdapterInfo(): Promise<string | undefined> {
   return `${a.info?.description || a.info?.vendor || 'unknown adapter'}${isSoftwareAdapter(a) ? ' (software)' : ''}`;
 }
 
-
-export async function createBackend(choice: BackendChoice = 'wasm', opts: BackendOptions = {}): Promise<MatmulBackend & { readonly maxBindingBytes: number; readonly largestTensorBytes: number }> {
+export async function createBackend(
+  choice: BackendChoice = 'wasm',
+  opts: BackendOptions = {},
+): Promise<MatmulBackend & { readonly maxBindingBytes: number; readonly largestTensorBytes: number }> {
   if (!isBackendChoice(choice)) throw new UsageError(`unknown backend '${choice}' (${oneOf(BACKEND_CHOICES)})`);
   const tf = await loadTf();
   const names = choice === 'auto' ? AUTO_ORDER : [choice];
@@ -217,9 +236,11 @@ export async function createBackend(choice: BackendChoice = 'wasm', opts: Backen
       return new TfBackend(name, tf, limit);
     }
     if (choice !== 'auto') {
-      throw new UsageError(name === 'tensorflow'
-        ? "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node installed (npm i @tensorflow/tfjs-node-gpu)"
-        : `backend '${name}' is not available on this machine`);
+      throw new UsageError(
+        name === 'tensorflow'
+          ? "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node installed (npm i @tensorflow/tfjs-node-gpu)"
+          : `backend '${name}' is not available on this machine`,
+      );
     }
   }
   throw new Error('no tfjs backend could start');

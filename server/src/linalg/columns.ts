@@ -13,7 +13,12 @@ export class ColumnBlock {
   private readonly scratch: F64Region;
   count = 0;
 
-  constructor(private readonly ws: Workspace, readonly len: number, readonly capacity: number, readonly width: number) {
+  constructor(
+    private readonly ws: Workspace,
+    readonly len: number,
+    readonly capacity: number,
+    readonly width: number,
+  ) {
     this.columns = ws.f64(len * capacity);
     this.staging = ws.f32(len * width);
     this.scratch = ws.f64((capacity + 2) * width);
@@ -26,7 +31,8 @@ export class ColumnBlock {
 
   /** Appends the k columns of a row-major float32 len × k matrix (a GEMM result). */
   appendRows(a: Float32Array, k: number): void {
-    if (this.count + k > this.capacity) throw new Error(`ColumnBlock: ${this.count + k} columns exceed ${this.capacity}`);
+    if (this.count + k > this.capacity)
+      throw new Error(`ColumnBlock: ${this.count + k} columns exceed ${this.capacity}`);
     this.staging.view().set(a);
     this.ws.k.columnsFromRows(this.staging.ptr, this.len, k, this.columns.ptr, this.count);
     this.count += k;
@@ -34,7 +40,9 @@ export class ColumnBlock {
 
   /** Appends a copy of columns first … first+k−1 of another block of the same length. */
   appendCopy(from: ColumnBlock, first: number, k: number): void {
-    this.columns.view().set(from.columns.view().subarray(first * this.len, (first + k) * this.len), this.count * this.len);
+    this.columns
+      .view()
+      .set(from.columns.view().subarray(first * this.len, (first + k) * this.len), this.count * this.len);
     this.count += k;
   }
 

@@ -15,13 +15,18 @@ export interface SymmetricEigen {
  *  kernels: in JavaScript it was a fifth of a rank-64 run). O(k³). */
 export function symmetricEigen(s: Float64Array, k: number): SymmetricEigen {
   return withWorkspace((ws) => {
-    const a = ws.f64(k * k, s), d = ws.f64(k), e = ws.f64(k);
+    const a = ws.f64(k * k, s),
+      d = ws.f64(k),
+      e = ws.f64(k);
     ws.k.symmetricEigen(a.ptr, k, d.ptr, e.ptr);
-    const dv = d.view(), av = a.view();
+    const dv = d.view(),
+      av = a.view();
     const order = Array.from({ length: k }, (_, i) => i).sort((x, y) => dv[y] - dv[x]);
     const values = Float64Array.from(order, (i) => dv[i]);
     const vectors = new Float64Array(k * k);
-    order.forEach((src, dst) => { for (let r = 0; r < k; r++) vectors[r * k + dst] = av[r * k + src]; });
+    order.forEach((src, dst) => {
+      for (let r = 0; r < k; r++) vectors[r * k + dst] = av[r * k + src];
+    });
     return { values, vectors };
   });
 }
@@ -38,7 +43,8 @@ export function gaussian(count: number, seed: number): Float32Array {
   };
   const out = new Float32Array(count);
   for (let i = 0; i < count; i += 2) {
-    const u = 1 - next(), v = next();
+    const u = 1 - next(),
+      v = next();
     const r = Math.sqrt(-2 * Math.log(u));
     out[i] = r * Math.cos(2 * Math.PI * v);
     if (i + 1 < count) out[i + 1] = r * Math.sin(2 * Math.PI * v);
@@ -47,7 +53,12 @@ export function gaussian(count: number, seed: number): Float32Array {
 }
 
 /** Transpose of a row-major rows×cols float32 matrix. */
-export function transpose(a: Float32Array, rows: number, cols: number, out = new Float32Array(rows * cols)): Float32Array {
+export function transpose(
+  a: Float32Array,
+  rows: number,
+  cols: number,
+  out = new Float32Array(rows * cols),
+): Float32Array {
   const B = 64; // cache blocking
   for (let i0 = 0; i0 < rows; i0 += B) {
     const i1 = Math.min(rows, i0 + B);

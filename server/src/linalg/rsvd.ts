@@ -31,7 +31,13 @@ export interface HeldMatrix {
   heldT: DeviceMatrix;
 }
 
-export async function truncatedSvd(matrix: HeldMatrix, rank: number, start: Float32Array, k: number, passes: number): Promise<TruncatedSvd> {
+export async function truncatedSvd(
+  matrix: HeldMatrix,
+  rank: number,
+  start: Float32Array,
+  k: number,
+  passes: number,
+): Promise<TruncatedSvd> {
   const { rows: m, cols: n } = matrix;
   // The Krylov space cannot usefully exceed the matrix's rank.
   const q = Math.max(1, Math.min(passes, Math.ceil(Math.min(m, n) / k)));
@@ -63,10 +69,15 @@ export async function truncatedSvd(matrix: HeldMatrix, rank: number, start: Floa
     const subspace = new Float32Array(n * k);
     // Rank-deficient: a column with σ = 0 stays zero.
     const wanted = Array.from({ length: Math.max(r, Math.min(k, K)) }, (_, j) => j).filter((j) => sigma[j] > 0);
-    ys.combine(w, K, wanted.filter((j) => j < r), (j, u) => {
-      const up = Math.sqrt(sigma[j]);
-      for (let i = 0; i < m; i++) left[i * rank + j] = u[i] * up;
-    });
+    ys.combine(
+      w,
+      K,
+      wanted.filter((j) => j < r),
+      (j, u) => {
+        const up = Math.sqrt(sigma[j]);
+        for (let i = 0; i < m; i++) left[i * rank + j] = u[i] * up;
+      },
+    );
     zs.combine(w, K, wanted, (j, v) => {
       if (j < r) {
         const down = 1 / Math.sqrt(sigma[j]);

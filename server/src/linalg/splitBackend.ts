@@ -18,7 +18,8 @@ type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T
 function gemmWorkerScript(): string {
   let d = __dirname;
   for (let i = 0; i < 6; i++) {
-    for (const c of [path.join(d, 'gemm-worker.js'), path.join(d, 'dist', 'gemm-worker.js')]) if (fs.existsSync(c)) return c;
+    for (const c of [path.join(d, 'gemm-worker.js'), path.join(d, 'dist', 'gemm-worker.js')])
+      if (fs.existsSync(c)) return c;
     d = path.dirname(d);
   }
   throw new Error('dist/gemm-worker.js not found: run `node esbuild.mjs` first');
@@ -57,7 +58,9 @@ class GemmThread {
     });
   }
 
-  terminate(): Promise<number> { return this.worker.terminate(); }
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
 }
 
 export interface SplitBackend extends MatmulBackend {
@@ -68,7 +71,10 @@ export interface SplitBackend extends MatmulBackend {
 /** Rows of each thread's block: near-equal contiguous parts. */
 function rowParts(rows: number, parts: number): [number, number][] {
   const n = Math.max(1, Math.min(parts, rows));
-  return Array.from({ length: n }, (_, i) => [Math.floor((rows * i) / n), Math.floor((rows * (i + 1)) / n)] as [number, number]);
+  return Array.from(
+    { length: n },
+    (_, i) => [Math.floor((rows * i) / n), Math.floor((rows * (i + 1)) / n)] as [number, number],
+  );
 }
 
 export async function createSplitBackend(threads: number, choice: BackendChoice): Promise<SplitBackend> {
@@ -89,10 +95,12 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
     async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
       const handle = nextHandle++;
       const parts = rowParts(rows, pool.length);
-      await Promise.all(parts.map(([r0, r1], i) => {
-        const block = a.slice(r0 * cols, r1 * cols);
-        return pool[i].request({ type: 'hold', handle, a: block, rows: r1 - r0, cols }, [block.buffer]);
-      }));
+      await Promise.all(
+        parts.map(([r0, r1], i) => {
+          const block = a.slice(r0 * cols, r1 * cols);
+          return pool[i].request({ type: 'hold', handle, a: block, rows: r1 - r0, cols }, [block.buffer]);
+        }),
+      );
       return {
         rows,
         cols,

@@ -53,7 +53,8 @@ export async function calibratedLoftqMatrix(
 ): Promise<CalibratedResult> {
   const size = rows * cols;
   if (w.length !== size) throw new Error(`calibratedLoftqMatrix: ${w.length} values for ${rows}x${cols}`);
-  if (factor.dim !== cols) throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
+  if (factor.dim !== cols)
+    throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
   const table = codebook(s.quantizer, s.bits);
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
   const times = backendTimes(backend);
@@ -84,8 +85,19 @@ export async function calibratedLoftqMatrix(
     let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
     const relErrorPerIter: number[] = [];
     const outputRelErrorPerIter: number[] = [];
-    let qloraRelError = 0, qloraOutputRelError = 0;
-    let best: { iter: number; err: number; codes: Uint8Array; scales: Float32Array; q: Float32Array; a: Float32Array; b: Float32Array } | undefined;
+    let qloraRelError = 0,
+      qloraOutputRelError = 0;
+    let best:
+      | {
+          iter: number;
+          err: number;
+          codes: Uint8Array;
+          scales: Float32Array;
+          q: Float32Array;
+          a: Float32Array;
+          b: Float32Array;
+        }
+      | undefined;
     let spectrum: Float64Array | undefined;
 
     const phases = opts.phases ?? {};
@@ -111,7 +123,13 @@ export async function calibratedLoftqMatrix(
       const heldT = await backend.hold(rsT.view(), cols, rows);
       let svd;
       try {
-        svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
+        svd = await truncatedSvd(
+          { rows, cols, held, heldT },
+          rank,
+          subspace,
+          k,
+          t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
+        );
       } finally {
         held.dispose();
         heldT.dispose();
@@ -126,14 +144,37 @@ export async function calibratedLoftqMatrix(
       factorA.view().set(a);
       lap('calib');
       // ‖(R − B·A)·S‖ = ‖R·S − B·M‖ (A·S = M): no second GEMM.
-      const outErr = rel(ws.k.lowRankStep(rs.ptr, zero.ptr, factorB.ptr, factorM.ptr, rows, cols, rank, 0, packed.ptr), normWS);
+      const outErr = rel(
+        ws.k.lowRankStep(rs.ptr, zero.ptr, factorB.ptr, factorM.ptr, rows, cols, rank, 0, packed.ptr),
+        normWS,
+      );
       const last = t === s.iters - 1;
-      relErrorPerIter.push(rel(ws.k.lowRankStep(W.ptr, quantized.values.ptr, factorB.ptr, factorA.ptr, rows, cols, rank, last ? 0 : target.ptr, packed.ptr), normW));
+      relErrorPerIter.push(
+        rel(
+          ws.k.lowRankStep(
+            W.ptr,
+            quantized.values.ptr,
+            factorB.ptr,
+            factorA.ptr,
+            rows,
+            cols,
+            rank,
+            last ? 0 : target.ptr,
+            packed.ptr,
+          ),
+          normW,
+        ),
+      );
       outputRelErrorPerIter.push(outErr);
       if (!best || outErr < best.err) {
         best = {
-          iter: t + 1, err: outErr, codes: quantized.codes.view().slice(), scales: quantized.scales.view().slice(),
-          q: quantized.values.view().slice(), a, b: svd.left,
+          iter: t + 1,
+          err: outErr,
+          codes: quantized.codes.view().slice(),
+          scales: quantized.scales.view().slice(),
+          q: quantized.values.view().slice(),
+          a,
+          b: svd.left,
         };
       }
       lap('lowRank');

@@ -47,10 +47,15 @@ function meanDiagonal(stat: InputStat): number {
  * the plain LoftQ objective: there is nothing to weight by. `alloc` lets the caller place
  * the result in shared memory (worker threads read it without a copy).
  */
-export function calibrationFactor(stat: InputStat, ridge = DEFAULT_RIDGE, alloc: (n: number) => F64 = (n) => new Float64Array(n)): CalibrationFactor {
+export function calibrationFactor(
+  stat: InputStat,
+  ridge = DEFAULT_RIDGE,
+  alloc: (n: number) => F64 = (n) => new Float64Array(n),
+): CalibrationFactor {
   const n = stat.dim;
   const mean = meanDiagonal(stat);
-  if (!Number.isFinite(mean) || mean < 0) throw new FactorError(`its second moment has a negative or non-finite diagonal (mean ${mean})`);
+  if (!Number.isFinite(mean) || mean < 0)
+    throw new FactorError(`its second moment has a negative or non-finite diagonal (mean ${mean})`);
   const lambda = mean > 0 ? ridge * mean : 0;
   if (stat.kind === 'diag' || mean === 0) {
     const s = alloc(n);
@@ -74,7 +79,8 @@ export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = ne
       let sum = g[ri + j] + (i === j ? lambda : 0);
       for (let k = 0; k < j; k++) sum -= l[ri + k] * l[rj + k];
       if (i === j) {
-        if (!(sum > 0)) throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${i} is ${sum})`);
+        if (!(sum > 0))
+          throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${i} is ${sum})`);
         l[ri + i] = Math.sqrt(sum);
       } else l[ri + j] = sum / l[rj + j];
     }

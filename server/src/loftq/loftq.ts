@@ -61,11 +61,11 @@ export function svdSchedule(rows: number, cols: number, requestedRank: number, o
   // rank), 2 for the last (whose factors are written).
   const fullSpace = Math.ceil(Math.min(rows, cols) / k);
   const exact = fullSpace <= (opts.exactPasses ?? 8) || (Math.min(rows, cols) <= 256 && rows * cols <= 1 << 18);
-  const firstPasses = exact ? fullSpace : opts.firstPasses ?? 3;
+  const firstPasses = exact ? fullSpace : (opts.firstPasses ?? 3);
   // High ranks reach further into the residual's flat spectrum, where one warm pass loses
   // measurably (≈0.5% at r = 64): they keep two.
-  const laterPasses = exact ? fullSpace : opts.laterPasses ?? (rank >= 32 ? 2 : 1);
-  const lastPasses = exact ? fullSpace : opts.lastPasses ?? 2;
+  const laterPasses = exact ? fullSpace : (opts.laterPasses ?? (rank >= 32 ? 2 : 1));
+  const lastPasses = exact ? fullSpace : (opts.lastPasses ?? 2);
   return { rank, k, firstPasses, laterPasses, lastPasses };
 }
 
@@ -125,7 +125,13 @@ export async function loftqMatrix(
       const held = await backend.hold(residual.view(), rows, cols);
       const heldT = await backend.hold(residualT.view(), cols, rows);
       try {
-        const svd = await truncatedSvd({ rows, cols, held, heldT }, rank, subspace, k, t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses);
+        const svd = await truncatedSvd(
+          { rows, cols, held, heldT },
+          rank,
+          subspace,
+          k,
+          t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
+        );
         loraA = svd.right;
         loraB = svd.left;
         subspace = svd.subspace;
@@ -141,7 +147,21 @@ export async function loftqMatrix(
       // One pass: this iteration's error ‖W − Q − B·A‖ and (but after the last) the next
       // iteration's input W − B·A.
       const last = t === s.iters - 1;
-      relErrorPerIter.push(rel(ws.k.lowRankStep(W.ptr, quantized.values.ptr, factorB.ptr, factorA.ptr, rows, cols, rank, last ? 0 : target.ptr, packedA.ptr)));
+      relErrorPerIter.push(
+        rel(
+          ws.k.lowRankStep(
+            W.ptr,
+            quantized.values.ptr,
+            factorB.ptr,
+            factorA.ptr,
+            rows,
+            cols,
+            rank,
+            last ? 0 : target.ptr,
+            packedA.ptr,
+          ),
+        ),
+      );
       lap('lowRank');
     }
 

@@ -15,12 +15,31 @@ import type { PlanDoc } from './planDoc';
 import type { Owner } from '../planInsight/planModel';
 import { SOURCE } from './diagnostics';
 
-interface WorstData { owner: Owner; names: string[]; bits: number; betterBits?: number }
-interface RankData { owner: Owner; maxRank: number; names: string[] }
+interface WorstData {
+  owner: Owner;
+  names: string[];
+  bits: number;
+  betterBits?: number;
+}
+interface RankData {
+  owner: Owner;
+  maxRank: number;
+  names: string[];
+}
 
-export async function planCodeActions(p: PlanDoc, params: CodeActionParams, disabledSupport = false): Promise<CodeAction[]> {
+export async function planCodeActions(
+  p: PlanDoc,
+  params: CodeActionParams,
+  disabledSupport = false,
+): Promise<CodeAction[]> {
   const out: CodeAction[] = [];
-  const add = (title: string, changes: Change[], diagnostics?: Diagnostic[], preferred = false, kind: string = CodeActionKind.QuickFix) => {
+  const add = (
+    title: string,
+    changes: Change[],
+    diagnostics?: Diagnostic[],
+    preferred = false,
+    kind: string = CodeActionKind.QuickFix,
+  ) => {
     if (out.some((a) => a.title === title)) return;
     const { edits } = planEdits(p.doc, changes);
     out.push({ title, kind, diagnostics, isPreferred: preferred || undefined, edit: { changes: { [p.uri]: edits } } });
@@ -31,7 +50,11 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams, disa
     else if (d.code === 'rank-too-large' && d.data) rankFix(p, d, d.data as RankData, add);
     else if (d.code === 'no-match' && d.data) {
       const j = (d.data as { jsonIndex: number }).jsonIndex;
-      add(`Remove override '${p.parsed.plan.overrides?.[p.parsed.overrideIndex.indexOf(j)]?.match}'`, [{ path: ['overrides', j], value: undefined }], [d]);
+      add(
+        `Remove override '${p.parsed.plan.overrides?.[p.parsed.overrideIndex.indexOf(j)]?.match}'`,
+        [{ path: ['overrides', j], value: undefined }],
+        [d],
+      );
     }
   }
   cursorFixes(p, params, add);
@@ -42,10 +65,20 @@ export async function planCodeActions(p: PlanDoc, params: CodeActionParams, disa
     // On the budget, say why the planner's plan is not offered (LSP CodeAction.disabled), and how to get it.
     const byPlanner = plan?.description.startsWith('planner');
     const why = budgetDiags.length && !byPlanner ? await plannerUnavailable(p, budget) : undefined;
-    if (why && disabledSupport) out.push({ title: "Apply the planner's plan", kind: CodeActionKind.QuickFix, diagnostics: budgetDiags, disabled: { reason: why } });
+    if (why && disabledSupport)
+      out.push({
+        title: "Apply the planner's plan",
+        kind: CodeActionKind.QuickFix,
+        diagnostics: budgetDiags,
+        disabled: { reason: why },
+      });
     if (why && !p.facts.report?.raw.analyses?.length) {
-      out.push({ title: 'Analyze with LoftQ for the planner…', kind: CodeActionKind.QuickFix, diagnostics: budgetDiags,
-        command: { title: 'Analyze with LoftQ', command: 'loftq.analyze', arguments: [p.uri] } });
+      out.push({
+        title: 'Analyze with LoftQ for the planner…',
+        kind: CodeActionKind.QuickFix,
+        diagnostics: budgetDiags,
+        command: { title: 'Analyze with LoftQ', command: 'loftq.analyze', arguments: [p.uri] },
+      });
     }
     if (plan && plan.newText !== p.text) {
       out.push({
@@ -74,16 +107,20 @@ function coveredBy(p: PlanDoc, jsonIndex: number): string[] {
 function setFor(p: PlanDoc, owner: Owner, names: string[], key: 'bits' | 'rank', value: number): Change[] {
   if (owner.kind === 'override') {
     const covered = coveredBy(p, owner.jsonIndex);
-    if (covered.length === names.length && covered.every((n) => names.includes(n))) return [{ path: ['overrides', owner.jsonIndex, key], value }];
+    if (covered.length === names.length && covered.every((n) => names.includes(n)))
+      return [{ path: ['overrides', owner.jsonIndex, key], value }];
   }
   const universe = p.assignment?.tensors.map((t) => t.name) ?? names;
   const o: PlanOverride = { match: globFor(names, universe), [key]: value } as PlanOverride;
-  return p.has(['overrides']) ? [{ path: ['overrides', -1], value: o, insert: true }] : [{ path: ['overrides'], value: [o] }];
+  return p.has(['overrides'])
+    ? [{ path: ['overrides', -1], value: o, insert: true }]
+    : [{ path: ['overrides'], value: [o] }];
 }
 
 function worstFixes(p: PlanDoc, d: Diagnostic, w: WorstData, add: Add) {
   const what = describeMatrices(w.names);
-  if (w.betterBits) add(`Quantize ${what} at ${w.betterBits} bits`, setFor(p, w.owner, w.names, 'bits', w.betterBits), [d], true);
+  if (w.betterBits)
+    add(`Quantize ${what} at ${w.betterBits} bits`, setFor(p, w.owner, w.names, 'bits', w.betterBits), [d], true);
   const ms = p.assignment?.matrices.filter((m) => w.names.includes(m.tensor.name)) ?? [];
   if (!ms.length) return;
   const rank = ms[0].settings.rank;
@@ -95,7 +132,13 @@ function worstFixes(p: PlanDoc, d: Diagnostic, w: WorstData, add: Add) {
 function rankFix(p: PlanDoc, d: Diagnostic, r: RankData, add: Add) {
   const at = r.owner.kind === 'override' ? ['overrides', r.owner.jsonIndex, 'rank'] : ['defaults', 'rank'];
   if (p.has(at)) add(`Lower rank to ${r.maxRank}`, [{ path: at, value: r.maxRank }], [d], true);
-  else add(`Lower rank of ${describeMatrices(r.names)} to ${r.maxRank}`, setFor(p, r.owner, r.names, 'rank', r.maxRank), [d], true);
+  else
+    add(
+      `Lower rank of ${describeMatrices(r.names)} to ${r.maxRank}`,
+      setFor(p, r.owner, r.names, 'rank', r.maxRank),
+      [d],
+      true,
+    );
 }
 
 /** On an override without a diagnostic: quantize its matrices at each other width. */
@@ -109,8 +152,11 @@ function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
   const covered = coveredBy(p, j);
   if (!covered.length) return;
   const current = o.bits ?? p.assignment?.defaults.bits;
-  const widths = p.facts.report?.bits.length ? p.facts.report.bits.filter((b) => (SUPPORTED_BITS as readonly number[]).includes(b)) : [...SUPPORTED_BITS];
-  for (const b of widths) if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
+  const widths = p.facts.report?.bits.length
+    ? p.facts.report.bits.filter((b) => (SUPPORTED_BITS as readonly number[]).includes(b))
+    : [...SUPPORTED_BITS];
+  for (const b of widths)
+    if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
 }
 
 /** One TextEdit over the span where the texts differ. */

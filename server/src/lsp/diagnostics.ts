@@ -9,7 +9,15 @@ import type { JsonPath } from '../plan/planfile';
 import { compileGlob, globMatches } from '../plan/glob';
 import { describeMatrices, formatBytes, formatError } from '../planInsight/describe';
 import type { PlanDoc } from './planDoc';
-import { MatrixPlan, ownerKey, ownerPath, overridesWithIndex, planTotals, tensorsMatching, Owner } from '../planInsight/planModel';
+import {
+  MatrixPlan,
+  ownerKey,
+  ownerPath,
+  overridesWithIndex,
+  planTotals,
+  tensorsMatching,
+  Owner,
+} from '../planInsight/planModel';
 import { meanError, worstGroups } from '../planInsight/worst';
 import { fitsBudget } from './mixedPlan';
 import type { SpanPart } from './jsonRanges';
@@ -17,20 +25,45 @@ import { reloadGroups } from './reloadCheck';
 
 export const SOURCE = 'loftq';
 
-export type DiagCode = 'plan' | 'checkpoint' | 'no-match' | 'rank-too-large' | 'worst' | 'summary' | 'budget' | 'report' | 'planner' | 'reload';
+export type DiagCode =
+  | 'plan'
+  | 'checkpoint'
+  | 'no-match'
+  | 'rank-too-large'
+  | 'worst'
+  | 'summary'
+  | 'budget'
+  | 'report'
+  | 'planner'
+  | 'reload';
 
 /** Below this share of the plan's predicted error, the planner's plan is worth a warning. */
 export const PLANNER_WARN_RATIO = 0.9;
 
-function diag(p: PlanDoc, severity: DiagnosticSeverity, code: DiagCode, message: string, at: JsonPath, part: SpanPart = 'value', data?: unknown): Diagnostic {
+function diag(
+  p: PlanDoc,
+  severity: DiagnosticSeverity,
+  code: DiagCode,
+  message: string,
+  at: JsonPath,
+  part: SpanPart = 'value',
+  data?: unknown,
+): Diagnostic {
   return { range: p.range(at, part), severity, code, source: SOURCE, message, data };
 }
 
 export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const out: Diagnostic[] = [];
   for (const pr of p.parsed.problems) {
-    const range = pr.offset !== undefined ? p.spanRange({ offset: pr.offset, length: pr.length ?? 0 }) : p.range(pr.path);
-    out.push({ range, severity: pr.severity === 'error' ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning, code: 'plan', source: SOURCE, message: pr.message });
+    const range =
+      pr.offset !== undefined ? p.spanRange({ offset: pr.offset, length: pr.length ?? 0 }) : p.range(pr.path);
+    out.push({
+      range,
+      severity: pr.severity === 'error' ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning,
+      code: 'plan',
+      source: SOURCE,
+      message: pr.message,
+    });
   }
   const ck = p.facts.checkpoint;
   if (!ck || !p.parsed.plan.checkpoint) return out;
@@ -43,16 +76,40 @@ export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   overridesWithIndex(p.parsed).forEach(({ override, jsonIndex }) => {
     const hit = tensorsMatching(override.match, a.tensors);
     const at: JsonPath = ['overrides', jsonIndex, 'match'];
-    if (!hit.length) out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `'${override.match}' matches no tensor in ${ckName}`, at, 'value', { jsonIndex }));
+    if (!hit.length)
+      out.push(
+        diag(
+          p,
+          DiagnosticSeverity.Warning,
+          'no-match',
+          `'${override.match}' matches no tensor in ${ckName}`,
+          at,
+          'value',
+          { jsonIndex },
+        ),
+      );
     else {
       const g = compileGlob(override.match);
       if (!a.matrices.some((m) => globMatches(g, m.tensor.name))) {
-        out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `'${override.match}' matches ${hit.length} tensor${hit.length === 1 ? '' : 's'} but none that is quantized (2-D linear weights among the targets)`, at, 'value', { jsonIndex }));
+        out.push(
+          diag(
+            p,
+            DiagnosticSeverity.Warning,
+            'no-match',
+            `'${override.match}' matches ${hit.length} tensor${hit.length === 1 ? '' : 's'} but none that is quantized (2-D linear weights among the targets)`,
+            at,
+            'value',
+            { jsonIndex },
+          ),
+        );
       }
     }
   });
   (p.parsed.plan.targets ?? []).forEach((t, i) => {
-    if (!tensorsMatching(t, a.tensors).length) out.push(diag(p, DiagnosticSeverity.Warning, 'no-match', `target '${t}' matches no tensor in ${ckName}`, ['targets', i]));
+    if (!tensorsMatching(t, a.tensors).length)
+      out.push(
+        diag(p, DiagnosticSeverity.Warning, 'no-match', `target '${t}' matches no tensor in ${ckName}`, ['targets', i]),
+      );
   });
   out.push(...rankDiagnostics(p, a.matrices));
   out.push(...budgetDiagnostics(p));
@@ -79,7 +136,11 @@ function rankDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
     const maxRank = Math.min(...bad.map((m) => Math.min(...m.shape)));
     const names = bad.map((m) => m.tensor.name);
     const msg = `rank ${rank} is larger than min(out, in) = ${maxRank} of ${describeMatrices(names)} (${bad.length} matri${bad.length === 1 ? 'x' : 'ces'})`;
-    return diag(p, DiagnosticSeverity.Error, 'rank-too-large', msg, ...ownerAt(p, owner, 'rank'), { owner, maxRank, names });
+    return diag(p, DiagnosticSeverity.Error, 'rank-too-large', msg, ...ownerAt(p, owner, 'rank'), {
+      owner,
+      maxRank,
+      names,
+    });
   });
 }
 
@@ -109,22 +170,50 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     out.push(diag(p, DiagnosticSeverity.Warning, 'report', p.facts.reportProblem, at));
   }
   if (!ix) {
-    out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${a.matrices.length} matrices to quantize, ${sizes}; no analysis yet (loftq-report.json)`, ['checkpoint']));
+    out.push(
+      diag(
+        p,
+        DiagnosticSeverity.Information,
+        'summary',
+        `${a.matrices.length} matrices to quantize, ${sizes}; no analysis yet (loftq-report.json)`,
+        ['checkpoint'],
+      ),
+    );
     return out;
   }
   const s = meanError(a, ix);
-  const mean = s.meanError === undefined ? 'no analysed errors at these widths'
-    : `mean LoftQ error ${formatError(s.meanError)}${s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : ''}`;
-  out.push(diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']));
+  const mean =
+    s.meanError === undefined
+      ? 'no analysed errors at these widths'
+      : `mean LoftQ error ${formatError(s.meanError)}${s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : ''}`;
+  out.push(
+    diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']),
+  );
   for (const g of worstGroups(a, ix)) {
     // The threshold is on the LoftQ (weight) error, whichever error ranked the matrices.
     const worstErr = Math.max(...(g.weightErrors ?? g.errors));
-    const [at, part]: [JsonPath, SpanPart] = g.owner.kind === 'override' ? [['overrides', g.owner.jsonIndex, 'match'], 'value'] : ownerAt(p, g.owner, 'bits');
-    out.push(diag(p, worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'worst', g.message, at, part,
-      { owner: g.owner, names: g.names, bits: g.bits, betterBits: g.better?.bits }));
+    const [at, part]: [JsonPath, SpanPart] =
+      g.owner.kind === 'override' ? [['overrides', g.owner.jsonIndex, 'match'], 'value'] : ownerAt(p, g.owner, 'bits');
+    out.push(
+      diag(
+        p,
+        worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information,
+        'worst',
+        g.message,
+        at,
+        part,
+        { owner: g.owner, names: g.names, bits: g.bits, betterBits: g.better?.bits },
+      ),
+    );
   }
   out.push(...plannerDiagnostics(p));
-  for (const g of reloadGroups(p)) out.push(diag(p, DiagnosticSeverity.Warning, 'reload', g.message, ...ownerAt(p, g.owner, 'bits'), { owner: g.owner, names: g.names }));
+  for (const g of reloadGroups(p))
+    out.push(
+      diag(p, DiagnosticSeverity.Warning, 'reload', g.message, ...ownerAt(p, g.owner, 'bits'), {
+        owner: g.owner,
+        names: g.names,
+      }),
+    );
   return out;
 }
 
@@ -134,5 +223,14 @@ function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
   if (!c || !(c.error > 0)) return [];
   const ratio = c.planner / c.error;
   const msg = `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits (${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;
-  return [diag(p, ratio < PLANNER_WARN_RATIO ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information, 'planner', msg, ['budget'], 'key')];
+  return [
+    diag(
+      p,
+      ratio < PLANNER_WARN_RATIO ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information,
+      'planner',
+      msg,
+      ['budget'],
+      'key',
+    ),
+  ];
 }

@@ -30,10 +30,18 @@ export function planEdits(doc: TextDocument, changes: Change[]): { text: string;
   // fix becomes one whole-document replacement when more than one step is involved.
   const steps: TextEdit[][] = [];
   for (const c of changes) {
-    const ed = arrayEditLikeSiblings(text, c, formattingOptions) ?? modify(text, c.path, c.value, { formattingOptions, isArrayInsertion: c.insert });
+    const ed =
+      arrayEditLikeSiblings(text, c, formattingOptions) ??
+      modify(text, c.path, c.value, { formattingOptions, isArrayInsertion: c.insert });
     const tmp = TextDocument.create(doc.uri, doc.languageId, doc.version, text);
-    steps.push(ed.map((e) => ({ range: { start: tmp.positionAt(e.offset), end: tmp.positionAt(e.offset + e.length) }, newText: e.content })));
-    for (const e of [...ed].sort((a, b) => b.offset - a.offset)) text = text.slice(0, e.offset) + e.content + text.slice(e.offset + e.length);
+    steps.push(
+      ed.map((e) => ({
+        range: { start: tmp.positionAt(e.offset), end: tmp.positionAt(e.offset + e.length) },
+        newText: e.content,
+      })),
+    );
+    for (const e of [...ed].sort((a, b) => b.offset - a.offset))
+      text = text.slice(0, e.offset) + e.content + text.slice(e.offset + e.length);
   }
   if (steps.length === 1) return { text, edits: steps[0] };
   const end = doc.positionAt(doc.getText().length);
@@ -51,14 +59,18 @@ function arrayEditLikeSiblings(text: string, c: Change, f: FormattingOptions): E
   if (typeof index !== 'number') return undefined;
   const root = parseTree(text, [], { allowTrailingComma: true });
   const arr = root && findNodeAtLocation(root, c.path.slice(0, -1));
-  const items = arr?.type === 'array' ? arr.children ?? [] : [];
+  const items = arr?.type === 'array' ? (arr.children ?? []) : [];
   if (!arr || !items.length) return undefined;
   const style = (like: { offset: number; length: number }) => {
     const lineStart = text.lastIndexOf('\n', like.offset - 1) + 1;
     const indent = /^[ \t]*/.exec(text.slice(lineStart, like.offset))![0];
     const oneLine = !text.slice(like.offset, like.offset + like.length).includes('\n');
     const unit = f.insertSpaces === false ? '\t' : ' '.repeat(f.tabSize ?? 2);
-    const body = oneLine ? inlineJson(c.value) : JSON.stringify(c.value, null, unit).split('\n').join((f.eol ?? '\n') + indent);
+    const body = oneLine
+      ? inlineJson(c.value)
+      : JSON.stringify(c.value, null, unit)
+          .split('\n')
+          .join((f.eol ?? '\n') + indent);
     return { indent, body };
   };
   if (c.insert && index === -1 && c.value !== undefined) {
@@ -70,9 +82,12 @@ function arrayEditLikeSiblings(text: string, c: Change, f: FormattingOptions): E
   const node = items[index];
   if (c.value !== undefined) return [{ offset: node.offset, length: node.length, content: style(node).body }];
   if (items.length === 1) return [{ offset: arr.offset + 1, length: arr.length - 2, content: '' }];
-  if (index < items.length - 1) return [{ offset: node.offset, length: items[index + 1].offset - node.offset, content: '' }];
+  if (index < items.length - 1)
+    return [{ offset: node.offset, length: items[index + 1].offset - node.offset, content: '' }];
   const prev = items[index - 1];
-  return [{ offset: prev.offset + prev.length, length: node.offset + node.length - (prev.offset + prev.length), content: '' }];
+  return [
+    { offset: prev.offset + prev.length, length: node.offset + node.length - (prev.offset + prev.length), content: '' },
+  ];
 }
 
 /** `{ "a": 1, "b": [1, 2] }` — JSON on one line with the spacing people type. */
@@ -80,7 +95,9 @@ function inlineJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(inlineJson).join(', ')}]`;
   if (v && typeof v === 'object') {
     const entries = Object.entries(v).filter(([, x]) => x !== undefined);
-    return entries.length ? `{ ${entries.map(([k, x]) => `${JSON.stringify(k)}: ${inlineJson(x)}`).join(', ')} }` : '{}';
+    return entries.length
+      ? `{ ${entries.map(([k, x]) => `${JSON.stringify(k)}: ${inlineJson(x)}`).join(', ')} }`
+      : '{}';
   }
   return JSON.stringify(v);
 }

@@ -5,7 +5,12 @@
 
 import { randomUUID } from 'node:crypto';
 import {
-  CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest,
+  CancellationToken,
+  Connection,
+  ErrorCodes,
+  LSPErrorCodes,
+  ResponseError,
+  WorkDoneProgressCreateRequest,
   WorkDoneProgressReporter,
 } from 'vscode-languageserver';
 import { CheckpointError } from '../checkpoint';
@@ -54,19 +59,28 @@ export class EvalRequests {
     try {
       progress = await this.progress(params, ac);
       progress?.begin('LoftQ eval', 0, 'original model', true);
-      const { result, reportFile } = await evalOnThread({
-        original, out, tokens, updateReport: params.updateReport !== false,
-        backend: params.backend ?? await this.backendFor(params.out),
-      }, {
-        signal: ac.signal,
-        onProgress: (p) => {
-          // Three forward passes (original, LoftQ init, QLoRA init) per chunk of sequences.
-          const pass = ['original', 'loftq', 'qlora'].indexOf(p.variant);
-          const done = ((p.chunk * 3 + pass) * p.layers + p.layer) / (3 * p.chunks * p.layers);
-          const chunk = p.chunks > 1 ? `, chunk ${p.chunk + 1}/${p.chunks}` : '';
-          progress?.report(Math.min(100, Math.floor(100 * done)), `${p.variant} ${p.layer}/${p.layers} layers${chunk}`);
+      const { result, reportFile } = await evalOnThread(
+        {
+          original,
+          out,
+          tokens,
+          updateReport: params.updateReport !== false,
+          backend: params.backend ?? (await this.backendFor(params.out)),
         },
-      });
+        {
+          signal: ac.signal,
+          onProgress: (p) => {
+            // Three forward passes (original, LoftQ init, QLoRA init) per chunk of sequences.
+            const pass = ['original', 'loftq', 'qlora'].indexOf(p.variant);
+            const done = ((p.chunk * 3 + pass) * p.layers + p.layer) / (3 * p.chunks * p.layers);
+            const chunk = p.chunks > 1 ? `, chunk ${p.chunk + 1}/${p.chunks}` : '';
+            progress?.report(
+              Math.min(100, Math.floor(100 * done)),
+              `${p.variant} ${p.layer}/${p.layers} layers${chunk}`,
+            );
+          },
+        },
+      );
       return { model: modelEvalBlock(result), reportPath: reportFile, seconds: result.seconds };
     } catch (e) {
       if (e instanceof CancelledError || ac.signal.aborted) {

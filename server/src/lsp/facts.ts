@@ -18,12 +18,20 @@ export const REPORT_FILE = 'loftq-report.json';
 export const MAX_REPORT_BYTES = 100_000_000;
 
 async function stamp(...files: string[]): Promise<string> {
-  const parts = await Promise.all(files.map((f) => fsp.stat(f).then((s) => `${s.mtimeMs}:${s.size}:${s.isDirectory()}`, () => '-')));
+  const parts = await Promise.all(
+    files.map((f) =>
+      fsp.stat(f).then(
+        (s) => `${s.mtimeMs}:${s.size}:${s.isDirectory()}`,
+        () => '-',
+      ),
+    ),
+  );
   return parts.join('|');
 }
 
 export function checkpointMessage(given: string, resolved: string, e: unknown): string {
-  if (e instanceof CheckpointError) return e.file === resolved ? `checkpoint '${given}' ${e.problem}` : `checkpoint '${given}': ${e.message}`;
+  if (e instanceof CheckpointError)
+    return e.file === resolved ? `checkpoint '${given}' ${e.problem}` : `checkpoint '${given}': ${e.message}`;
   return `checkpoint '${given}' cannot be read: ${(e as Error).message ?? String(e)}`;
 }
 

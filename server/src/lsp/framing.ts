@@ -37,7 +37,10 @@ export class FramingGuard {
       if (problem) return problem;
       const rest = this.header.subarray(end + 4);
       this.header = Buffer.alloc(0);
-      if (rest.length) { chunk = rest; at = 0; }
+      if (rest.length) {
+        chunk = rest;
+        at = 0;
+      }
     }
     return undefined;
   }
@@ -65,7 +68,10 @@ export function watchFraming(input: Readable, onBroken: (why: string) => void): 
   input.on('data', (chunk: Buffer) => {
     if (broken) return;
     const why = guard.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
-    if (why) { broken = true; onBroken(why); }
+    if (why) {
+      broken = true;
+      onBroken(why);
+    }
   });
 }
 

@@ -16,7 +16,11 @@ const LIST_LIMIT = 8;
 
 function selected(pattern: string, matrices: MatrixPlan[]): MatrixPlan[] {
   let g;
-  try { g = compileGlob(pattern); } catch { return []; }
+  try {
+    g = compileGlob(pattern);
+  } catch {
+    return [];
+  }
   const hit = matrices.filter((m) => globMatches(g!, m.tensor.name));
   if (hit.length) return hit;
   // A layer name such as `model.layers.3` selects everything below it.
@@ -31,15 +35,18 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
   if (!a) return null;
   const ms = selected(at.stringValue, a.matrices);
   const range = p.spanRange(at.span);
-  if (!ms.length) return { range, contents: { kind: 'markdown', value: `\`${at.stringValue}\` selects no quantized matrix` } };
+  if (!ms.length)
+    return { range, contents: { kind: 'markdown', value: `\`${at.stringValue}\` selects no quantized matrix` } };
   const what = describeMatrices(ms.map((m) => m.tensor.name));
   const count = /^\d/.test(what) ? what : `${ms.length} matri${ms.length === 1 ? 'x' : 'ces'}: ${what}`;
   const lines = [`**\`${at.stringValue}\`** — ${count}`, ''];
   const ix = p.facts.report;
   const widths = ix?.bits ?? [];
   if (!ix || !widths.length) {
-    lines.push('No analysis yet: run `loftq analyze` (or Quantize with LoftQ) for this checkpoint, '
-      + 'or name its `loftq-report.json` in `analysis`.');
+    lines.push(
+      'No analysis yet: run `loftq analyze` (or Quantize with LoftQ) for this checkpoint, ' +
+        'or name its `loftq-report.json` in `analysis`.',
+    );
     return { range, contents: { kind: 'markdown', value: lines.join('\n') } };
   }
   const cell = (m: MatrixPlan, b: number) => {
@@ -49,19 +56,32 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
     return b === m.settings.bits ? `**${v}**` : v;
   };
   if (ms.length <= LIST_LIMIT) {
-    lines.push(`| matrix | shape | ${widths.map((b) => `${b}-bit`).join(' | ')} |`, `|---|---|${widths.map(() => '---:').join('|')}|`);
-    for (const m of ms) lines.push(`| ${moduleName(m.tensor.name)} | ${m.shape.join('×')} | ${widths.map((b) => cell(m, b)).join(' | ')} |`);
+    lines.push(
+      `| matrix | shape | ${widths.map((b) => `${b}-bit`).join(' | ')} |`,
+      `|---|---|${widths.map(() => '---:').join('|')}|`,
+    );
+    for (const m of ms)
+      lines.push(
+        `| ${moduleName(m.tensor.name)} | ${m.shape.join('×')} | ${widths.map((b) => cell(m, b)).join(' | ')} |`,
+      );
   } else {
     lines.push('| bits | matrices | LoftQ error min | mean | max | QLoRA mean |', '|---:|---:|---:|---:|---:|---:|');
     for (const b of widths) {
       const es = ms.map((m) => errorAt(ix, m.tensor.name, b)).filter((e) => e !== undefined);
       if (!es.length) continue;
-      const rel = es.map((e) => e!.relError), ql = es.map((e) => e!.qloraRelError);
+      const rel = es.map((e) => e!.relError),
+        ql = es.map((e) => e!.qloraRelError);
       const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-      lines.push(`| ${b} | ${es.length} | ${formatError(Math.min(...rel))} | ${formatError(mean(rel))} | ${formatError(Math.max(...rel))} | ${formatError(mean(ql))} |`);
+      lines.push(
+        `| ${b} | ${es.length} | ${formatError(Math.min(...rel))} | ${formatError(mean(rel))} | ${formatError(Math.max(...rel))} | ${formatError(mean(ql))} |`,
+      );
     }
   }
-  const rank = [...new Set(widths.flatMap((b) => ms.map((m) => errorAt(ix, m.tensor.name, b)?.rank).filter((r) => r !== undefined)))];
+  const rank = [
+    ...new Set(
+      widths.flatMap((b) => ms.map((m) => errorAt(ix, m.tensor.name, b)?.rank).filter((r) => r !== undefined)),
+    ),
+  ];
   const from = (p.facts.reportSources ?? []).map((f) => `\`${relativeTo(p.path, f)}\``).join(' and ') || REPORT_FILE;
   const ranks = rank.length === 1 ? ` (rank ${rank[0]})` : '';
   lines.push('', `Relative Frobenius error ‖W − Q − AB‖/‖W‖ from ${from}${ranks}; bold: this plan's width.`);

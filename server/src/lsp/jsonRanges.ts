@@ -33,7 +33,8 @@ export function spanOfPath(root: Node | undefined, path: JsonPath, part: SpanPar
     return { offset: root.offset, length: 1 };
   }
   const prop = node.parent?.type === 'property' ? node.parent : undefined;
-  if (part === 'key' && prop?.children?.[0]) return { offset: prop.children[0].offset, length: prop.children[0].length };
+  if (part === 'key' && prop?.children?.[0])
+    return { offset: prop.children[0].offset, length: prop.children[0].length };
   if (part === 'property' && prop) return { offset: prop.offset, length: prop.length };
   return { offset: node.offset, length: node.length };
 }
@@ -62,7 +63,12 @@ export function pathAtOffset(text: string, root: Node | undefined, offset: numbe
   if (loc.isAtPropertyKey) return { path, atKey: true };
   const node = root && path.length ? findNodeAtLocation(root, path) : undefined;
   if (node && node.type === 'string' && offset >= node.offset && offset <= node.offset + node.length) {
-    return { path, atKey: false, stringValue: node.value as string, span: { offset: node.offset, length: node.length } };
+    return {
+      path,
+      atKey: false,
+      stringValue: node.value as string,
+      span: { offset: node.offset, length: node.length },
+    };
   }
   return { path, atKey: false };
 }

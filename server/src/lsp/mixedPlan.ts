@@ -47,7 +47,11 @@ function firstKMatch(prefix: string, k: number): string {
 /** An override this rule wrote earlier (only match + bits 4 over a first-k range), replaced on re-application. */
 function isFirstKOverride(o: PlanOverride, prefix: string): boolean {
   const esc = prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  return o.bits === HIGH_BITS && new RegExp(`^${esc}\\.(?:0|\\{0\\.\\.\\d+\\})\\.\\*\\*$`).test(o.match) && Object.keys(o).every((k) => k === 'match' || k === 'bits');
+  return (
+    o.bits === HIGH_BITS &&
+    new RegExp(`^${esc}\\.(?:0|\\{0\\.\\.\\d+\\})\\.\\*\\*$`).test(o.match) &&
+    Object.keys(o).every((k) => k === 'match' || k === 'bits')
+  );
 }
 
 export async function firstKPlanner(p: PlanDoc, budget: PlanBudget): Promise<MixedPlan | null> {
@@ -73,13 +77,22 @@ export async function firstKPlanner(p: PlanDoc, budget: PlanBudget): Promise<Mix
   for (let k = layers.length; k >= 0; k--) {
     const extra: PlanOverride[] = k ? [{ match: firstKMatch(prefix, k), bits: HIGH_BITS }] : [];
     const overrides = [...others, ...extra];
-    const parsed: ParsedPlan = { ...p.parsed, plan: { ...p.parsed.plan, overrides }, overrideIndex: overrides.map((_, i) => i) };
+    const parsed: ParsedPlan = {
+      ...p.parsed,
+      plan: { ...p.parsed.plan, overrides },
+      overrideIndex: overrides.map((_, i) => i),
+    };
     const totals = planTotals(assignMatrices(parsed, p.base, a.tensors));
     if (!fitsBudget(totals, budget)) continue;
     const changes = replaceOverrides(p, replace, extra);
     if (!changes.length) return null;
-    const what = k ? `first ${k} layer${k === 1 ? '' : 's'} at ${HIGH_BITS} bits` : `all layers at ${a.defaults.bits} bits`;
-    return { description: `${what} (${totals.backboneBits.toFixed(2)} bits per weight in the backbone)`, newText: planEdits(p.doc, changes).text };
+    const what = k
+      ? `first ${k} layer${k === 1 ? '' : 's'} at ${HIGH_BITS} bits`
+      : `all layers at ${a.defaults.bits} bits`;
+    return {
+      description: `${what} (${totals.backboneBits.toFixed(2)} bits per weight in the backbone)`,
+      newText: planEdits(p.doc, changes).text,
+    };
   }
   return null;
 }

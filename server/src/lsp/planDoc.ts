@@ -13,7 +13,8 @@ import type { PlannerComparison } from './plannerCompare';
 import type { ReportIndex } from '../planInsight/reportIndex';
 import { findNodeAtLocation } from 'jsonc-parser';
 
-export type CheckpointFacts = { ok: true; path: string; tensors: TensorInfo[] } | { ok: false; path: string; message: string };
+export type CheckpointFacts =
+  { ok: true; path: string; tensors: TensorInfo[] } | { ok: false; path: string; message: string };
 
 export interface PlanFacts {
   checkpoint?: CheckpointFacts;
@@ -32,8 +33,14 @@ export class PlanDoc {
   readonly parsed: ParsedPlan;
   private assignmentCache?: PlanAssignment | null;
 
-  constructor(readonly uri: string, readonly path: string, readonly text: string, version: number,
-    readonly facts: PlanFacts, readonly base: MatrixSettings) {
+  constructor(
+    readonly uri: string,
+    readonly path: string,
+    readonly text: string,
+    version: number,
+    readonly facts: PlanFacts,
+    readonly base: MatrixSettings,
+  ) {
     this.doc = TextDocument.create(uri, 'jsonc', version, text);
     this.root = planTree(text);
     this.parsed = parsePlan(text);

@@ -13,7 +13,11 @@ import { planInWorker } from './plannerJob';
 
 /** Null when there is no analysis to plan from. Rejects with the planner's UsageError when no plan fits.
  *  The solver runs in a worker thread (plannerJob.ts), never on the connection's thread. */
-export async function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<PlanRequestParams> = {}): Promise<Plan | null> {
+export async function runPlanner(
+  p: PlanDoc,
+  budget: PlanBudget,
+  o: Partial<PlanRequestParams> = {},
+): Promise<Plan | null> {
   const report = p.facts.report?.raw;
   if (!report?.analyses?.length || !p.assignment) return null;
   // As `loftq plan`: the registry's ranks up to the analysed rank, and the analysed rank itself.
@@ -23,7 +27,10 @@ export async function runPlanner(p: PlanDoc, budget: PlanBudget, o: Partial<Plan
   const blockSize = report.analyses[0].blockSize ?? DEFAULT_COST.blockSize;
   // Only what this plan quantizes: its targets, minus what it skips.
   const names = new Set(report.analyses.flatMap((a) => a.matrices.map((m) => m.name)));
-  const exclude = [...names].filter((name) => { const m = planned.get(name); return !m || m.skipped; });
+  const exclude = [...names].filter((name) => {
+    const m = planned.get(name);
+    return !m || m.skipped;
+  });
   return planInWorker({
     report,
     opts: {
@@ -47,7 +54,10 @@ export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<M
   }
   if (!plan) return firstKPlanner(p, budget);
   const k = plan.baselines.firstK;
-  const vs = Number.isFinite(k.error) && k.error > 0 ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less error than first-k` : '';
+  const vs =
+    Number.isFinite(k.error) && k.error > 0
+      ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less error than first-k`
+      : '';
   return {
     description: `planner, ${plan.plan.avgBits.toFixed(2)} bits per weight${vs}`,
     newText: applyPlanToText(p.text, plan.choices, budget),

@@ -32,7 +32,8 @@ export async function comparePlanner(p: PlanDoc): Promise<PlannerComparison | nu
   const planned = a.matrices.filter((m) => !m.skipped);
   if (!planned.length) return null;
   const an = report.analyses[0];
-  const quantizer = an.quantizer ?? 'nf', blockSize = an.blockSize ?? DEFAULT_COST.blockSize;
+  const quantizer = an.quantizer ?? 'nf',
+    blockSize = an.blockSize ?? DEFAULT_COST.blockSize;
   if (planned.some((m) => m.settings.quantizer !== quantizer || m.settings.blockSize !== blockSize)) return null;
   const cost = { ...DEFAULT_COST, blockSize, adapterBytes: adapterBytesOf(planned[0].tensor.dtype) };
   const { tables } = tablesFromReport(report, { ranks: [...new Set(planned.map((m) => m.settings.rank))], cost });
@@ -49,7 +50,12 @@ export async function comparePlanner(p: PlanDoc): Promise<PlannerComparison | nu
   const byBits = p.parsed.plan.budget?.avgBits !== undefined;
   // (1 + 1e-9: bits → bytes in floating point must not leave this plan's own choice a hair over budget.)
   const budget: PlanBudget = byBits ? { avgBits: t.backboneBits * (1 + 1e-9) } : { bytes: t.budgetBytes };
-  const planner = await plannerError(p, report, budget, planned.map((m) => m.tensor.name));
+  const planner = await plannerError(
+    p,
+    report,
+    budget,
+    planned.map((m) => m.tensor.name),
+  );
   return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits };
 }
 
@@ -60,7 +66,10 @@ function plannerError(p: PlanDoc, report: Report, budget: PlanBudget, names: str
   const hit = m.get(key);
   if (hit) return hit;
   // No planner plan fits this size (its ranks start at 8): no comparison.
-  const e = runPlanner(p, budget).then((plan) => plan?.plan.error ?? null, () => null);
+  const e = runPlanner(p, budget).then(
+    (plan) => plan?.plan.error ?? null,
+    () => null,
+  );
   if (m.size > 64) m.clear();
   m.set(key, e);
   return e;

@@ -21,7 +21,8 @@ export type PlannerReply = { plan: Plan } | { error: string; usage: boolean };
 function script(): string {
   let d = __dirname;
   for (let i = 0; i < 6; i++) {
-    for (const c of [path.join(d, 'planner-worker.js'), path.join(d, 'dist', 'planner-worker.js')]) if (fs.existsSync(c)) return c;
+    for (const c of [path.join(d, 'planner-worker.js'), path.join(d, 'dist', 'planner-worker.js')])
+      if (fs.existsSync(c)) return c;
     d = path.dirname(d);
   }
   throw new Error('dist/planner-worker.js not found: run `node esbuild.mjs` first');
@@ -37,7 +38,9 @@ export function planInWorker(job: PlannerJob): Promise<Plan> {
       f();
       void w.terminate();
     };
-    w.once('message', (r: PlannerReply) => end(() => ('plan' in r ? resolve(r.plan) : reject(r.usage ? new UsageError(r.error) : new Error(r.error)))));
+    w.once('message', (r: PlannerReply) =>
+      end(() => ('plan' in r ? resolve(r.plan) : reject(r.usage ? new UsageError(r.error) : new Error(r.error)))),
+    );
     w.once('error', (e) => end(() => reject(e)));
     w.once('exit', (code) => end(() => reject(new Error(`the planner worker exited (${code}) without a plan`))));
     w.postMessage(job);

@@ -23,7 +23,14 @@ export function reloadGroups(p: PlanDoc): ReloadGroup[] {
     if (!reloadWarnings([r]).length) continue;
     const m = plan.get(r.name);
     // A report from other settings than the plan's now says nothing about this entry.
-    if (!m || m.skipped || m.settings.bits !== r.bits || m.settings.quantizer !== r.quantizer || m.settings.blockSize !== r.blockSize) continue;
+    if (
+      !m ||
+      m.skipped ||
+      m.settings.bits !== r.bits ||
+      m.settings.quantizer !== r.quantizer ||
+      m.settings.blockSize !== r.blockSize
+    )
+      continue;
     const k = ownerKey(m.bitsOwner);
     const g = groups.get(k) ?? { owner: m.bitsOwner, hit: [] };
     g.hit.push(r);
@@ -36,8 +43,9 @@ export function reloadGroups(p: PlanDoc): ReloadGroup[] {
     const [b, c] = distinct(before, after);
     const blocks = hit.some((r) => r.blockSize !== 64) ? ` in blocks of ${uniq(hit.map((r) => r.blockSize))}` : '';
     const what = hit.length === 1 ? 'this matrix' : `these ${hit.length} matrices`;
-    const message = `${uniq(hit.map((r) => r.bits))}-bit ${uniq(hit.map((r) => (r.quantizer === 'nf' ? 'NF' : r.quantizer)))} values${blocks} do not lie on the NF4 grid (block 64): `
-      + `after bitsandbytes' NF4 reload at load time the error of ${what} ${after >= before ? 'rises' : 'falls'} from ${b} to ${c}${hit.length === 1 ? '' : ' on average'}`;
+    const message =
+      `${uniq(hit.map((r) => r.bits))}-bit ${uniq(hit.map((r) => (r.quantizer === 'nf' ? 'NF' : r.quantizer)))} values${blocks} do not lie on the NF4 grid (block 64): ` +
+      `after bitsandbytes' NF4 reload at load time the error of ${what} ${after >= before ? 'rises' : 'falls'} from ${b} to ${c}${hit.length === 1 ? '' : ' on average'}`;
     return { owner, names: hit.map((r) => r.name), message };
   });
 }

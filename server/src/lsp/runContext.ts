@@ -53,7 +53,8 @@ function smallestRank(shapes: { name: string; shape: number[] }[]): RunContext['
 
 /** Length of the common leading path of two folders: the nearer plan shares more of the checkpoint's path. */
 function sharedDepth(a: string, b: string): number {
-  const x = a.split(path.sep), y = b.split(path.sep);
+  const x = a.split(path.sep),
+    y = b.split(path.sep);
   let i = 0;
   while (i < x.length && i < y.length && x[i] === y[i]) i++;
   return i;
@@ -101,8 +102,12 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
     overrides: p.parsed.plan.overrides?.length ?? 0,
     ...(p.parsed.plan.budget && typeof p.parsed.plan.budget === 'object' ? { budget: p.parsed.plan.budget } : {}),
     matrices: live.length,
-    maxRank: smallestRank(live.filter((m) => m.rankOwner.kind === 'defaults').map((m) => ({ name: m.tensor.name, shape: m.shape }))),
-    ...(err ? { error: { message: err.message, line: err.range.start.line, character: err.range.start.character } } : {}),
+    maxRank: smallestRank(
+      live.filter((m) => m.rankOwner.kind === 'defaults').map((m) => ({ name: m.tensor.name, shape: m.shape })),
+    ),
+    ...(err
+      ? { error: { message: err.message, line: err.range.start.line, character: err.range.start.character } }
+      : {}),
   };
   return ctx;
 }
@@ -124,7 +129,9 @@ export async function planFor(checkpoint: string, deps: RunContextDeps, only?: s
 /** `loftq/planLocation`: the node of the checkpoint's plan that decides one tensor (heatmap click → plan). */
 export async function planLocation(checkpoint: string, tensor: string, deps: RunContextDeps): Promise<PlanLocation> {
   const module = moduleName(tensor);
-  const whole = (await fsp.stat(checkpoint).catch(() => undefined))?.isFile() ? await shardFolder(checkpoint) : undefined;
+  const whole = (await fsp.stat(checkpoint).catch(() => undefined))?.isFile()
+    ? await shardFolder(checkpoint)
+    : undefined;
   const p = await planFor(whole ?? checkpoint, deps);
   if (!p) return { module };
   let hit: number | undefined;

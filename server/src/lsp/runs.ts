@@ -7,7 +7,15 @@ import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CancellationToken, Connection, ErrorCodes, LSPErrorCodes, ResponseError, WorkDoneProgressCreateRequest, WorkDoneProgressReporter } from 'vscode-languageserver';
+import {
+  CancellationToken,
+  Connection,
+  ErrorCodes,
+  LSPErrorCodes,
+  ResponseError,
+  WorkDoneProgressCreateRequest,
+  WorkDoneProgressReporter,
+} from 'vscode-languageserver';
 import { CheckpointError, readRegularFile, writeFileAtomic } from '../checkpoint';
 import type { AnalyzeOptions, RunOptions, RunResult } from '../engine/api';
 import { CancelledError, InputError, UsageError } from '../base/errors';
@@ -16,7 +24,16 @@ import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Notifications } from '../protocol/requests';
 import { matrixSettingsProblem } from '../registry';
-import type { AnalyzeParams, AnalyzeResult, CalibrationParams, MatrixDoneParams, QuantizeParams, QuantizeResult, Report, RunStateParams } from '../protocol/lsp_ext';
+import type {
+  AnalyzeParams,
+  AnalyzeResult,
+  CalibrationParams,
+  MatrixDoneParams,
+  QuantizeParams,
+  QuantizeResult,
+  Report,
+  RunStateParams,
+} from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
 import { requireInsideWorkspace } from './workspaceConfine';
 
@@ -38,10 +55,16 @@ function calibrationOf(c: unknown): CalibrationParams | undefined {
     return o[k] === undefined ? undefined : toPath(o[k] as string);
   };
   const g = o.generate as Record<string, unknown> | undefined;
-  if (typeof c !== 'object' || (g !== undefined && (typeof g !== 'object' || g === null))) throw invalid('calibration must be { file | generate | imatrix, ridge? }');
+  if (typeof c !== 'object' || (g !== undefined && (typeof g !== 'object' || g === null)))
+    throw invalid('calibration must be { file | generate | imatrix, ridge? }');
   if (o.ridge !== undefined && typeof o.ridge !== 'number') throw invalid('calibration.ridge must be a number');
   const p: CalibrationParams = { file: str('file'), imatrix: str('imatrix'), ridge: o.ridge as number | undefined };
-  if (g) p.generate = { sequences: Number(g.sequences), length: Number(g.length), seed: g.seed === undefined ? undefined : Number(g.seed) };
+  if (g)
+    p.generate = {
+      sequences: Number(g.sequences),
+      length: Number(g.length),
+      seed: g.seed === undefined ? undefined : Number(g.seed),
+    };
   for (const k of Object.keys(p) as (keyof CalibrationParams)[]) if (p[k] === undefined) delete p[k];
   try {
     checkCalibrationParams(p);
@@ -88,7 +111,8 @@ export class Runs {
   async quantize(params: QuantizeParams, token: CancellationToken): Promise<QuantizeResult> {
     const engine = this.engine();
     if (!engine) throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
-    if (!params || typeof params.checkpoint !== 'string' || typeof params.out !== 'string' || !params.out) throw invalid("'checkpoint' and 'out' are required");
+    if (!params || typeof params.checkpoint !== 'string' || typeof params.out !== 'string' || !params.out)
+      throw invalid("'checkpoint' and 'out' are required");
     const s = params.settings;
     const bad = matrixSettingsProblem(s);
     if (bad) throw invalid(`bad settings ${JSON.stringify(s)}: '${bad.key}' must be ${bad.expected}`);
@@ -96,14 +120,25 @@ export class Runs {
     const out = toPath(params.out);
     const calibration = calibrationOf(params.calibration);
     const c = params.calibration;
-    const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
+    const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].map((f) =>
+      typeof f === 'string' ? toPath(f) : undefined,
+    );
     await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'a run');
-    if (this.active.has(out)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ run is already writing to ${out}; wait for it or cancel it first`);
+    if (this.active.has(out))
+      throw new ResponseError(
+        ErrorCodes.InvalidRequest,
+        `a LoftQ run is already writing to ${out}; wait for it or cancel it first`,
+      );
     const ac = new AbortController();
     this.active.set(out, ac);
     const runId = randomUUID();
     const state = (p: Omit<RunStateParams, 'runId' | 'checkpoint' | 'out'>) =>
-      void this.connection.sendNotification(Notifications.runState, { runId, checkpoint, out, ...p } satisfies RunStateParams);
+      void this.connection.sendNotification(Notifications.runState, {
+        runId,
+        checkpoint,
+        out,
+        ...p,
+      } satisfies RunStateParams);
     let progress: WorkDoneProgressReporter | undefined;
     try {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
@@ -126,10 +161,19 @@ export class Runs {
           signal: ac.signal,
           onProgress: (e) => {
             const pct = Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total));
-            const msg = e.phase === 'write' ? 'writing files' : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
+            const msg =
+              e.phase === 'write'
+                ? 'writing files'
+                : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
             progress?.report(Math.min(100, pct), msg);
           },
-          onMatrix: (matrix, index, total) => void this.connection.sendNotification(Notifications.matrixDone, { runId, index, total, matrix } satisfies MatrixDoneParams),
+          onMatrix: (matrix, index, total) =>
+            void this.connection.sendNotification(Notifications.matrixDone, {
+              runId,
+              index,
+              total,
+              matrix,
+            } satisfies MatrixDoneParams),
         });
         state({ state: 'finished', reportPath: result.reportPath });
         return { reportPath: result.reportPath, out, report: result.report };
@@ -156,18 +200,30 @@ export class Runs {
   /** `loftq/analyze`: the engine's analysis (matrix work on its workers), the report written atomically. */
   async analyze(params: AnalyzeParams, token: CancellationToken): Promise<AnalyzeResult> {
     const engine = this.engine();
-    if (!engine?.analyzeCheckpoint) throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
-    if (!params || typeof params.checkpoint !== 'string' || typeof params.report !== 'string' || !params.report) throw invalid("'checkpoint' and 'report' are required");
+    if (!engine?.analyzeCheckpoint)
+      throw new ResponseError(ErrorCodes.InternalError, 'this build of the server has no LoftQ engine');
+    if (!params || typeof params.checkpoint !== 'string' || typeof params.report !== 'string' || !params.report)
+      throw invalid("'checkpoint' and 'report' are required");
     if (!Array.isArray(params.bits) || !params.bits.length) throw invalid("'bits' must list at least one bit width");
     for (const bits of params.bits) {
-      const bad = matrixSettingsProblem({ bits, rank: params.rank, iters: params.iters, quantizer: params.quantizer, blockSize: params.blockSize });
+      const bad = matrixSettingsProblem({
+        bits,
+        rank: params.rank,
+        iters: params.iters,
+        quantizer: params.quantizer,
+        blockSize: params.blockSize,
+      });
       if (bad) throw invalid(`bad settings: '${bad.key}' must be ${bad.expected}`);
     }
     const checkpoint = toPath(params.checkpoint);
     const report = toPath(params.report);
     const files = [checkpoint, report, params.plan].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
     await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'an analysis');
-    if (this.active.has(report)) throw new ResponseError(ErrorCodes.InvalidRequest, `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`);
+    if (this.active.has(report))
+      throw new ResponseError(
+        ErrorCodes.InvalidRequest,
+        `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`,
+      );
     const ac = new AbortController();
     this.active.set(report, ac);
     let progress: WorkDoneProgressReporter | undefined;
@@ -179,10 +235,21 @@ export class Runs {
       progress?.begin('LoftQ analysis', 0, `opening ${path.basename(checkpoint)}`, true);
       try {
         const result: Report = await engine.analyzeCheckpoint(checkpoint, {
-          bits: params.bits, rank: params.rank, iters: params.iters, quantizer: params.quantizer, blockSize: params.blockSize,
-          spectrum: params.spectrum ?? 64, targets: plan?.targets,
-          backend: params.backend ?? cfg.backend, workers: params.workers || cfg.workers || undefined, signal: ac.signal,
-          onProgress: (e) => progress?.report(Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))), `matrix ${e.index + 1} of ${e.total}: ${e.name}`),
+          bits: params.bits,
+          rank: params.rank,
+          iters: params.iters,
+          quantizer: params.quantizer,
+          blockSize: params.blockSize,
+          spectrum: params.spectrum ?? 64,
+          targets: plan?.targets,
+          backend: params.backend ?? cfg.backend,
+          workers: params.workers || cfg.workers || undefined,
+          signal: ac.signal,
+          onProgress: (e) =>
+            progress?.report(
+              Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))),
+              `matrix ${e.index + 1} of ${e.total}: ${e.name}`,
+            ),
         });
         if (ac.signal.aborted) throw new CancelledError();
         progress?.report(100, 'writing the report');
@@ -193,7 +260,8 @@ export class Runs {
         sub.dispose();
       }
     } catch (e) {
-      if (e instanceof CancelledError || ac.signal.aborted) throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ analysis cancelled; no report was written');
+      if (e instanceof CancelledError || ac.signal.aborted)
+        throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ analysis cancelled; no report was written');
       if (e instanceof ResponseError) throw e;
       const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
       const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
@@ -228,7 +296,10 @@ export class Runs {
   }
 
   /** The client's token when it sent one, else a server-created progress when the client supports it. */
-  private async progress(params: { workDoneToken?: string | number }, ac: AbortController): Promise<WorkDoneProgressReporter | undefined> {
+  private async progress(
+    params: { workDoneToken?: string | number },
+    ac: AbortController,
+  ): Promise<WorkDoneProgressReporter | undefined> {
     let token = params.workDoneToken;
     if (token === undefined) {
       if (!this.workDoneProgressSupported) return undefined;

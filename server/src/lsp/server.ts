@@ -5,8 +5,19 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
-  CodeActionKind, Connection, Diagnostic, DiagnosticSeverity, DidChangeConfigurationNotification, DidChangeWatchedFilesNotification, ErrorCodes, FileChangeType,
-  InitializeResult, ResponseError, TextDocuments, TextDocumentSyncKind, WorkDoneProgressCancelNotification,
+  CodeActionKind,
+  Connection,
+  Diagnostic,
+  DiagnosticSeverity,
+  DidChangeConfigurationNotification,
+  DidChangeWatchedFilesNotification,
+  ErrorCodes,
+  FileChangeType,
+  InitializeResult,
+  ResponseError,
+  TextDocuments,
+  TextDocumentSyncKind,
+  WorkDoneProgressCancelNotification,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { openCheckpoint, readRegularFile } from '../checkpoint';
@@ -14,7 +25,18 @@ import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize'
 import { inspectCheckpoint } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Requests } from '../protocol/requests';
-import type { AnalyzeParams, InspectParams, PlanRequestParams, PlanResult, QuantizeParams, PlanLocation, PlanLocationParams, Report, RunContext, RunContextParams } from '../protocol/lsp_ext';
+import type {
+  AnalyzeParams,
+  InspectParams,
+  PlanRequestParams,
+  PlanResult,
+  QuantizeParams,
+  PlanLocation,
+  PlanLocationParams,
+  Report,
+  RunContext,
+  RunContextParams,
+} from '../protocol/lsp_ext';
 import type { EvalParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
 import { planDiagnostics, SOURCE } from './diagnostics';
@@ -36,11 +58,21 @@ import { VERSION } from '../engine/version';
 const DEBOUNCE_MS = 120;
 
 function planError(message: string): Diagnostic {
-  return { range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, severity: DiagnosticSeverity.Error, code: 'plan', source: SOURCE, message };
+  return {
+    range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } },
+    severity: DiagnosticSeverity.Error,
+    code: 'plan',
+    source: SOURCE,
+    message,
+  };
 }
 
 function uriToPath(uri: string): string | undefined {
-  try { return uri.startsWith('file:') ? fileURLToPath(uri) : undefined; } catch { return undefined; }
+  try {
+    return uri.startsWith('file:') ? fileURLToPath(uri) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function isPlanUri(uri: string): boolean {
@@ -57,13 +89,23 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   const timers = new Map<string, NodeJS.Timeout>();
   const generation = new Map<string, number>();
   let roots: string[] = [];
-  let watchDynamic = false, configDynamic = false, foldersSupported = false, codeActionDisabledSupport = false;
+  let watchDynamic = false,
+    configDynamic = false,
+    foldersSupported = false,
+    codeActionDisabledSupport = false;
 
   // Files are read only when regular and bounded (checkpoint/sidefile.ts): a FIFO plan or report
   // would otherwise hold a thread-pool thread forever, and four of them every file operation.
   const readText = async (file: string, max: number) => new TextDecoder().decode(await readRegularFile(file, max));
-  const textOf = async (file: string) => documents.get(pathToFileURL(file).toString())?.getText() ?? readText(file, MAX_PLAN_BYTES);
-  const runs = new Runs(connection, engine, (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()), textOf, () => roots);
+  const textOf = async (file: string) =>
+    documents.get(pathToFileURL(file).toString())?.getText() ?? readText(file, MAX_PLAN_BYTES);
+  const runs = new Runs(
+    connection,
+    engine,
+    (uri) => settings.get(uri.startsWith('file:') ? uri : pathToFileURL(toPath(uri)).toString()),
+    textOf,
+    () => roots,
+  );
   const backendFor = async (p: string) => (await settings.get(pathToFileURL(toPath(p)).toString())).backend;
   const evals = new EvalRequests(connection, backendFor, () => roots);
 
@@ -72,7 +114,11 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     if (!file) return undefined;
     const open = documents.get(uri);
     let text: string;
-    try { text = open ? open.getText() : await readText(file, MAX_PLAN_BYTES); } catch { return undefined; }
+    try {
+      text = open ? open.getText() : await readText(file, MAX_PLAN_BYTES);
+    } catch {
+      return undefined;
+    }
     if (planTooLarge(text)) return undefined;
     const cfg = await settings.get(uri);
     const { plan } = parsePlan(text);
@@ -108,12 +154,19 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       const tooLarge = await planSizeProblem(uri);
       if (tooLarge) {
         if (generation.get(uri) !== gen) return;
-        void connection.sendDiagnostics({ uri, version: documents.get(uri)?.version, diagnostics: [planError(tooLarge)] });
+        void connection.sendDiagnostics({
+          uri,
+          version: documents.get(uri)?.version,
+          diagnostics: [planError(tooLarge)],
+        });
         return;
       }
       const p = await planDoc(uri);
       if (generation.get(uri) !== gen) return; // a newer pass is under way
-      if (!p) { void connection.sendDiagnostics({ uri, diagnostics: [] }); return; }
+      if (!p) {
+        void connection.sendDiagnostics({ uri, diagnostics: [] });
+        return;
+      }
       const { threshold } = await settings.get(uri);
       // The planner's side of the comparison runs in a worker; the diagnostics themselves are synchronous.
       if (p.has(['budget'])) p.facts.plannerComparison = await comparePlanner(p);
@@ -131,14 +184,19 @@ export function startServer(connection: Connection, engine: () => Engine | undef
 
   function schedule(uri: string, delay = DEBOUNCE_MS): void {
     clearTimeout(timers.get(uri));
-    timers.set(uri, setTimeout(() => {
-      timers.delete(uri);
-      publish(uri).catch((e) => connection.console.error(`diagnostics of ${uri}: ${(e as Error).stack ?? e}`));
-    }, delay));
+    timers.set(
+      uri,
+      setTimeout(() => {
+        timers.delete(uri);
+        publish(uri).catch((e) => connection.console.error(`diagnostics of ${uri}: ${(e as Error).stack ?? e}`));
+      }, delay),
+    );
   }
 
   const allPlans = () => new Set([...onDisk, ...documents.keys().filter(isPlanUri)]);
-  const refreshAll = () => { for (const u of allPlans()) schedule(u); };
+  const refreshAll = () => {
+    for (const u of allPlans()) schedule(u);
+  };
 
   connection.onInitialize((params): InitializeResult => {
     const c = params.capabilities;
@@ -149,7 +207,9 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     evals.workDoneProgressSupported = runs.workDoneProgressSupported;
     foldersSupported = !!c.workspace?.workspaceFolders;
     codeActionDisabledSupport = !!c.textDocument?.codeAction?.disabledSupport;
-    const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [params.rootUri ? uriToPath(params.rootUri) : params.rootPath ?? undefined];
+    const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [
+      params.rootUri ? uriToPath(params.rootUri) : (params.rootPath ?? undefined),
+    ];
     roots = folders.filter((f): f is string => !!f);
     return {
       capabilities: {
@@ -169,20 +229,33 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     });
     if (watchDynamic) {
       await connection.client.register(DidChangeWatchedFilesNotification.type, {
-        watchers: [{ globPattern: `**/${PLAN_FILE}` }, { globPattern: `**/${REPORT_FILE}` }, { globPattern: '**/*.safetensors' }, { globPattern: '**/model.safetensors.index.json' }],
+        watchers: [
+          { globPattern: `**/${PLAN_FILE}` },
+          { globPattern: `**/${REPORT_FILE}` },
+          { globPattern: '**/*.safetensors' },
+          { globPattern: '**/model.safetensors.index.json' },
+        ],
       });
     }
     if (configDynamic) await connection.client.register(DidChangeConfigurationNotification.type, { section: 'loftq' });
     if (foldersSupported) {
       connection.workspace.onDidChangeWorkspaceFolders(async (e) => {
         for (const f of e.removed) {
-          for (const u of [...onDisk]) if (u.startsWith(f.uri + '/')) { onDisk.delete(u); void connection.sendDiagnostics({ uri: u, diagnostics: [] }); }
+          for (const u of [...onDisk])
+            if (u.startsWith(f.uri + '/')) {
+              onDisk.delete(u);
+              void connection.sendDiagnostics({ uri: u, diagnostics: [] });
+            }
         }
         const added = e.added.map((f) => uriToPath(f.uri)).filter((f): f is string => !!f);
         roots.push(...added);
         const found = await scanWorkspace(added);
         for (const f of found.reports) facts.known.add(f);
-        for (const f of found.plans) { const u = pathToFileURL(f).toString(); onDisk.add(u); schedule(u); }
+        for (const f of found.plans) {
+          const u = pathToFileURL(f).toString();
+          onDisk.add(u);
+          schedule(u);
+        }
       });
     }
     const found = await scanWorkspace(roots);
@@ -191,7 +264,10 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     refreshAll();
   });
 
-  connection.onDidChangeConfiguration(() => { settings.clear(); refreshAll(); });
+  connection.onDidChangeConfiguration(() => {
+    settings.clear();
+    refreshAll();
+  });
 
   connection.onDidChangeWatchedFiles(({ changes }) => {
     let other = false;
@@ -215,8 +291,12 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     if (other) refreshAll();
   });
 
-  documents.onDidChangeContent((e) => { if (isPlanUri(e.document.uri)) schedule(e.document.uri); });
-  documents.onDidClose((e) => { if (isPlanUri(e.document.uri)) schedule(e.document.uri, 0); });
+  documents.onDidChangeContent((e) => {
+    if (isPlanUri(e.document.uri)) schedule(e.document.uri);
+  });
+  documents.onDidClose((e) => {
+    if (isPlanUri(e.document.uri)) schedule(e.document.uri, 0);
+  });
 
   connection.onHover(async (params) => {
     if (!isPlanUri(params.textDocument.uri)) return null;
@@ -231,7 +311,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   });
 
   connection.onRequest(Requests.inspect, async (params: InspectParams) => {
-    if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
+    if (!params || typeof params.checkpoint !== 'string')
+      throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
     try {
       return inspectCheckpoint(await openCheckpoint(toPath(params.checkpoint)));
     } catch (e) {
@@ -240,7 +321,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   });
 
   connection.onRequest(Requests.readReport, async (params: { path: string }): Promise<Report | null> => {
-    if (!params || typeof params.path !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'path' is required");
+    if (!params || typeof params.path !== 'string')
+      throw new ResponseError(ErrorCodes.InvalidParams, "'path' is required");
     let file = toPath(params.path);
     if (path.basename(file) === PLAN_FILE) file = path.join(path.dirname(file), REPORT_FILE);
     else if ((await fsp.stat(file).catch(() => undefined))?.isDirectory()) file = path.join(file, REPORT_FILE);
@@ -251,7 +333,11 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new ResponseError(ErrorCodes.InvalidParams, `${file}: ${(e as Error).message}`);
     }
-    if (!isReport(json)) throw new ResponseError(ErrorCodes.InvalidParams, `${file} is not a loftq report (version 1 with a 'matrices' list)`);
+    if (!isReport(json))
+      throw new ResponseError(
+        ErrorCodes.InvalidParams,
+        `${file} is not a loftq report (version 1 with a 'matrices' list)`,
+      );
     // A report the client shows is one the user cares about: plans of its checkpoint use it too.
     facts.known.add(file);
     refreshAll();
@@ -259,19 +345,29 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   });
 
   connection.onRequest(Requests.plan, async (params: PlanRequestParams): Promise<PlanResult> => {
-    if (!params || typeof params.plan !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
+    if (!params || typeof params.plan !== 'string')
+      throw new ResponseError(ErrorCodes.InvalidParams, "'plan' (a loftq.json URI or path) is required");
     const uri = params.plan.startsWith('file:') ? params.plan : pathToFileURL(toPath(params.plan)).toString();
     const tooLarge = await planSizeProblem(uri);
     if (tooLarge) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan}: ${tooLarge}`);
     const p = await planDoc(uri);
     if (!p) throw new ResponseError(ErrorCodes.InvalidParams, `${params.plan} cannot be read`);
-    if (p.facts.checkpoint && !p.facts.checkpoint.ok) throw new ResponseError(ErrorCodes.InvalidParams, p.facts.checkpoint.message);
+    if (p.facts.checkpoint && !p.facts.checkpoint.ok)
+      throw new ResponseError(ErrorCodes.InvalidParams, p.facts.checkpoint.message);
     const budget = params.budget ?? p.parsed.plan.budget;
-    if (!budget) throw new ResponseError(ErrorCodes.InvalidParams, "no budget: give one or add \"budget\": { \"avgBits\": … } to the plan");
+    if (!budget)
+      throw new ResponseError(
+        ErrorCodes.InvalidParams,
+        'no budget: give one or add "budget": { "avgBits": … } to the plan',
+      );
     try {
       const plan = await runPlanner(p, budget, params);
-      if (!plan) throw new ResponseError(ErrorCodes.InvalidParams, `no analysis of this plan's checkpoint (${p.path}): run `
-        + `'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' next to it`);
+      if (!plan)
+        throw new ResponseError(
+          ErrorCodes.InvalidParams,
+          `no analysis of this plan's checkpoint (${p.path}): run ` +
+            `'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' next to it`,
+        );
       return { ...plan, planText: applyPlanToText(p.text, plan.choices, budget) };
     } catch (e) {
       if (e instanceof ResponseError) throw e;
@@ -279,9 +375,14 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
   });
 
-  const contextDeps = { plans: () => [...allPlans()], planDoc, threshold: async (uri: string) => (await settings.get(uri)).threshold };
+  const contextDeps = {
+    plans: () => [...allPlans()],
+    planDoc,
+    threshold: async (uri: string) => (await settings.get(uri)).threshold,
+  };
   connection.onRequest(Requests.runContext, async (params: RunContextParams): Promise<RunContext> => {
-    if (!params || typeof params.checkpoint !== 'string') throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
+    if (!params || typeof params.checkpoint !== 'string')
+      throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
     return runContext(toPath(params.checkpoint), contextDeps);
   });
 
@@ -315,7 +416,11 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     return result;
   });
 
-  connection.onShutdown(() => { evals.abortAll(); runs.abortAll(); for (const t of timers.values()) clearTimeout(t); });
+  connection.onShutdown(() => {
+    evals.abortAll();
+    runs.abortAll();
+    for (const t of timers.values()) clearTimeout(t);
+  });
 
   documents.listen(connection);
   connection.listen();

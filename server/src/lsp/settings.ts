@@ -45,7 +45,9 @@ export class Settings {
     if (!this.supported) return Promise.resolve(normalizeSettings(undefined));
     let s = this.cache.get(scopeUri);
     if (!s) {
-      s = this.connection.workspace.getConfiguration({ scopeUri, section: 'loftq' }).then(normalizeSettings, () => normalizeSettings(undefined));
+      s = this.connection.workspace
+        .getConfiguration({ scopeUri, section: 'loftq' })
+        .then(normalizeSettings, () => normalizeSettings(undefined));
       this.cache.set(scopeUri, s);
     }
     return s;

@@ -43,10 +43,16 @@ export async function firstOutsideWorkspace(paths: string[], roots: string[]): P
 /** Refuses a request (InvalidParams, `data.outsideWorkspace`) unless every path lies inside the workspace folders
  *  or the user confirmed; `what` names the work in the message ("a run", "an analysis", "an evaluation"). */
 export async function requireInsideWorkspace(
-  paths: (string | undefined)[], roots: string[], confirmed: boolean | undefined, what: string,
+  paths: (string | undefined)[],
+  roots: string[],
+  confirmed: boolean | undefined,
+  what: string,
 ): Promise<void> {
   if (confirmed === true) return;
-  const outside = await firstOutsideWorkspace(paths.filter((f): f is string => typeof f === 'string'), roots);
+  const outside = await firstOutsideWorkspace(
+    paths.filter((f): f is string => typeof f === 'string'),
+    roots,
+  );
   if (!outside) return;
   const why = `${outside} is outside the workspace folders; ${what} there needs the user's confirmation`;
   const data = { outsideWorkspace: outside };

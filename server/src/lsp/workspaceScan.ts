@@ -32,7 +32,8 @@ export async function scanWorkspace(roots: string[]): Promise<WorkspaceFiles> {
     for (const e of entries) {
       if (e.isFile() && e.name === PLAN_FILE) found.plans.push(path.join(dir, e.name));
       else if (e.isFile() && e.name === REPORT_FILE) found.reports.push(path.join(dir, e.name));
-      else if (e.isDirectory() && !SKIP.has(e.name) && !e.name.startsWith('.')) await walk(path.join(dir, e.name), depth + 1);
+      else if (e.isDirectory() && !SKIP.has(e.name) && !e.name.startsWith('.'))
+        await walk(path.join(dir, e.name), depth + 1);
     }
   };
   for (const r of roots) await walk(r, 0);

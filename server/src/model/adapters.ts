@@ -138,16 +138,19 @@ function isFile(p: string): boolean {
 /** The backbone of an output folder: the index when sharded, else model.safetensors (a packed run
  *  also holds model.packed.safetensors, which is not a loadable backbone). */
 async function openBackbone(dir: string): Promise<Checkpoint> {
-  const index = path.join(dir, INDEX_FILE), single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, INDEX_FILE),
+    single = path.join(dir, 'model.safetensors');
   if (isFile(index)) return openCheckpoint(index);
   if (isFile(single)) return openCheckpoint(single);
-  throw new InputError(dir,
-    `holds no backbone (model.safetensors or ${INDEX_FILE}); is it the --out folder of loftq quantize?`);
+  throw new InputError(
+    dir,
+    `holds no backbone (model.safetensors or ${INDEX_FILE}); is it the --out folder of loftq quantize?`,
+  );
 }
 
 async function readReport(file: string): Promise<Report> {
   const why = 'the QLoRA comparison needs the bits, quantizer and block size of each matrix';
-  const j = await readJson(file, why) as Report;
+  const j = (await readJson(file, why)) as Report;
   if (typeof j !== 'object' || j === null || j.version !== 1 || !Array.isArray(j.matrices)) {
     throw new InputError(file, "is not a loftq report (version 1 with a 'matrices' list)");
   }
@@ -194,8 +197,10 @@ export async function openLoftqOutput(dir: string, original: Checkpoint, layers:
       throw new InputError(reportFile, `lists matrix '${m.name}', which ${backbone.path} does not hold as a matrix`);
     }
     if (!hookable.has(m.name)) {
-      throw new InputError(reportFile,
-        `matrix '${m.name}' was quantized; evaluation substitutes only the decoder's q/k/v/o/gate/up/down layers`);
+      throw new InputError(
+        reportFile,
+        `matrix '${m.name}' was quantized; evaluation substitutes only the decoder's q/k/v/o/gate/up/down layers`,
+      );
     }
     const [rows, cols] = t.shape;
     const mod = moduleName(m.name);
@@ -206,8 +211,11 @@ export async function openLoftqOutput(dir: string, original: Checkpoint, layers:
     }
     const { rank, scale } = loraScaling(config, moduleName(m.name));
     if (a.shape.join() !== [rank, cols].join() || b.shape.join() !== [rows, rank].join()) {
-      throw new InputError(adapterFile, `lora_A [${a.shape}] / lora_B [${b.shape}] of '${mod}' do not fit rank ${rank} `
-        + `from ${path.basename(configFile)} and the matrix [${rows}, ${cols}] (PEFT would fail with a size mismatch)`);
+      throw new InputError(
+        adapterFile,
+        `lora_A [${a.shape}] / lora_B [${b.shape}] of '${mod}' do not fit rank ${rank} ` +
+          `from ${path.basename(configFile)} and the matrix [${rows}, ${cols}] (PEFT would fail with a size mismatch)`,
+      );
     }
     for (const k of ['bits', 'blockSize'] as const) {
       if (!Number.isInteger(m[k]) || m[k] <= 0) {

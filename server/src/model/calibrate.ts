@@ -20,7 +20,9 @@ import { CALIBRATION_SPECS } from '../registry';
 export const DEFAULT_GENERATE_SEED: number = CALIBRATION_SPECS.generateSeed.default;
 
 export async function collectCalibration(
-  ck: Checkpoint, p: CalibrationParams, opts: CollectOptions,
+  ck: Checkpoint,
+  p: CalibrationParams,
+  opts: CollectOptions,
 ): Promise<PreparedCalibration> {
   const c = await readModelConfig(ck.folder);
   if (p.imatrix !== undefined) {
@@ -49,8 +51,12 @@ export async function collectCalibration(
     stats,
     // The ridge is the engine's to fill in (resolveCalibration), from the params or its default.
     info: {
-      source, ...(p.file === undefined ? {} : { file: p.file }), sequences: forward.sequences, tokens: forward.tokens,
-      fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0,
+      source,
+      ...(p.file === undefined ? {} : { file: p.file }),
+      sequences: forward.sequences,
+      tokens: forward.tokens,
+      fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM,
+      ridge: 0,
       ...(seed === undefined ? {} : { seed }),
     },
   };

@@ -30,7 +30,14 @@ export interface CollectOptions {
 }
 
 /** Adds XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
-async function accumulateFull(backend: MatmulBackend, x: Float32Array, dim: number, t0: number, t1: number, g: Float64Array): Promise<void> {
+async function accumulateFull(
+  backend: MatmulBackend,
+  x: Float32Array,
+  dim: number,
+  t0: number,
+  t1: number,
+  g: Float64Array,
+): Promise<void> {
   const n = t1 - t0;
   const xt = new Float32Array(dim * n);
   for (let t = 0; t < n; t++) for (let i = 0; i < dim; i++) xt[i * n + t] = x[(t0 + t) * dim + i];
@@ -56,38 +63,49 @@ export interface CollectResult {
 }
 
 /** Runs the original model over `sequences` and returns G per linear weight name. */
-export async function collectInputStatsWithInfo(ck: Checkpoint, sequences: readonly (readonly number[])[], opts: CollectOptions): Promise<CollectResult> {
-  const c = opts.config ?? await readModelConfig(ck.folder);
+export async function collectInputStatsWithInfo(
+  ck: Checkpoint,
+  sequences: readonly (readonly number[])[],
+  opts: CollectOptions,
+): Promise<CollectResult> {
+  const c = opts.config ?? (await readModelConfig(ck.folder));
   const maxFull = opts.fullStatMaxDim ?? DEFAULT_FULL_STAT_MAX_DIM;
   const stats: InputStats = new Map();
   const forward = await runForward(ck, c, sequences, {
     backend: opts.backend,
     signal: opts.signal,
     onLayer: opts.onLayer,
-    hooks: { onInput: async (names, x, tokens, dim) => {
-      let stat: InputStat;
-      if (dim <= maxFull) {
-        const g = new Float64Array(dim * dim);
-        for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
-          throwIfAborted(opts.signal);
-          await accumulateFull(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
+    hooks: {
+      onInput: async (names, x, tokens, dim) => {
+        let stat: InputStat;
+        if (dim <= maxFull) {
+          const g = new Float64Array(dim * dim);
+          for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
+            throwIfAborted(opts.signal);
+            await accumulateFull(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
+          }
+          for (let i = 0; i < g.length; i++) g[i] /= tokens;
+          // The float32 chunk products are symmetric only up to rounding: make G exactly symmetric.
+          for (let i = 0; i < dim; i++)
+            for (let j = i + 1; j < dim; j++) g[j * dim + i] = g[i * dim + j] = (g[i * dim + j] + g[j * dim + i]) / 2;
+          stat = { kind: 'full', dim, count: tokens, g };
+        } else {
+          const d = new Float64Array(dim);
+          accumulateDiag(x, tokens, dim, d);
+          for (let i = 0; i < dim; i++) d[i] /= tokens;
+          stat = { kind: 'diag', dim, count: tokens, d };
         }
-        for (let i = 0; i < g.length; i++) g[i] /= tokens;
-        // The float32 chunk products are symmetric only up to rounding: make G exactly symmetric.
-        for (let i = 0; i < dim; i++) for (let j = i + 1; j < dim; j++) g[j * dim + i] = g[i * dim + j] = (g[i * dim + j] + g[j * dim + i]) / 2;
-        stat = { kind: 'full', dim, count: tokens, g };
-      } else {
-        const d = new Float64Array(dim);
-        accumulateDiag(x, tokens, dim, d);
-        for (let i = 0; i < dim; i++) d[i] /= tokens;
-        stat = { kind: 'diag', dim, count: tokens, d };
-      }
-      for (const n of names) stats.set(n, stat);
-    } },
+        for (const n of names) stats.set(n, stat);
+      },
+    },
   });
   return { stats, forward };
 }
 
-export async function collectInputStats(ck: Checkpoint, sequences: readonly (readonly number[])[], opts: CollectOptions): Promise<InputStats> {
+export async function collectInputStats(
+  ck: Checkpoint,
+  sequences: readonly (readonly number[])[],
+  opts: CollectOptions,
+): Promise<InputStats> {
   return (await collectInputStatsWithInfo(ck, sequences, opts)).stats;
 }

@@ -53,7 +53,8 @@ function positiveNumber(file: string, c: Json, key: string, fallback: number): n
 function optionalBool(file: string, c: Json, key: string): boolean | undefined {
   const v = c[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') throw new CheckpointError('metadata', file, `field '${key}' must be true or false (found ${brief(v)})`);
+  if (typeof v !== 'boolean')
+    throw new CheckpointError('metadata', file, `field '${key}' must be true or false (found ${brief(v)})`);
   return v;
 }
 
@@ -67,31 +68,53 @@ function bosTokenId(file: string, c: Json): number {
 
 /** Parses a config.json's object (exported for tests that build configs in memory). */
 export function parseModelConfig(file: string, c: unknown): ModelConfig {
-  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new CheckpointError('metadata', file, 'is not a JSON object');
+  if (typeof c !== 'object' || c === null || Array.isArray(c))
+    throw new CheckpointError('metadata', file, 'is not a JSON object');
   const j = c as Json;
   const mt = j.model_type;
-  if (typeof mt !== 'string') throw new CheckpointError('metadata', file, `field 'model_type' is missing (the forward pass runs ${SUPPORTED_MODEL_TYPES.join(', ')})`);
+  if (typeof mt !== 'string')
+    throw new CheckpointError(
+      'metadata',
+      file,
+      `field 'model_type' is missing (the forward pass runs ${SUPPORTED_MODEL_TYPES.join(', ')})`,
+    );
   if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(mt)) {
-    throw new CheckpointError('metadata', file, `model_type '${quote(mt)}' is not supported by the forward pass (${SUPPORTED_MODEL_TYPES.join(', ')})`);
+    throw new CheckpointError(
+      'metadata',
+      file,
+      `model_type '${quote(mt)}' is not supported by the forward pass (${SUPPORTED_MODEL_TYPES.join(', ')})`,
+    );
   }
   const act = j.hidden_act ?? 'silu';
-  if (act !== 'silu') throw new CheckpointError('metadata', file, `field 'hidden_act' must be "silu" (found ${brief(act)})`);
+  if (act !== 'silu')
+    throw new CheckpointError('metadata', file, `field 'hidden_act' must be "silu" (found ${brief(act)})`);
   const rs = j.rope_scaling;
-  if (rs !== undefined && rs !== null) throw new CheckpointError('metadata', file, `field 'rope_scaling' is not supported (found ${brief(rs)})`);
+  if (rs !== undefined && rs !== null)
+    throw new CheckpointError('metadata', file, `field 'rope_scaling' is not supported (found ${brief(rs)})`);
   const hiddenSize = positiveInt(file, j, 'hidden_size');
   const numHeads = positiveInt(file, j, 'num_attention_heads');
   const numKvHeads = positiveInt(file, j, 'num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new CheckpointError('metadata', file, `field 'num_key_value_heads' (${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+    throw new CheckpointError(
+      'metadata',
+      file,
+      `field 'num_key_value_heads' (${numKvHeads}) must divide num_attention_heads (${numHeads})`,
+    );
   }
   if (j.head_dim === undefined && hiddenSize % numHeads !== 0) {
-    throw new CheckpointError('metadata', file, `field 'num_attention_heads' (${numHeads}) must divide hidden_size (${hiddenSize})`);
+    throw new CheckpointError(
+      'metadata',
+      file,
+      `field 'num_attention_heads' (${numHeads}) must divide hidden_size (${hiddenSize})`,
+    );
   }
   const headDim = positiveInt(file, j, 'head_dim', hiddenSize / numHeads);
-  if (headDim % 2 !== 0) throw new CheckpointError('metadata', file, `field 'head_dim' must be even for RoPE (found ${headDim})`);
+  if (headDim % 2 !== 0)
+    throw new CheckpointError('metadata', file, `field 'head_dim' must be even for RoPE (found ${headDim})`);
   const modelType = mt as ModelType;
   const attnBias = optionalBool(file, j, 'attention_bias') ?? false;
-  const useSw = modelType === 'mistral' || (modelType === 'qwen2' && optionalBool(file, j, 'use_sliding_window') === true);
+  const useSw =
+    modelType === 'mistral' || (modelType === 'qwen2' && optionalBool(file, j, 'use_sliding_window') === true);
   const sw = j.sliding_window;
   return {
     file,
@@ -124,7 +147,8 @@ export async function readModelConfig(folder: string): Promise<ModelConfig> {
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new CheckpointError('not-found', file, 'does not exist (the forward pass needs the model\'s config.json)');
+    if (code === 'ENOENT')
+      throw new CheckpointError('not-found', file, "does not exist (the forward pass needs the model's config.json)");
     throw new CheckpointError('unreadable', file, `cannot be read (${code ?? (e as Error).message})`);
   }
   let json: unknown;

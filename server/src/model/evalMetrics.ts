@@ -43,7 +43,8 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
   const n = sorted.length;
   if (n === 0) return NaN;
   const pos = q * (n - 1);
-  const lo = Math.floor(pos), hi = Math.min(n - 1, lo + 1);
+  const lo = Math.floor(pos),
+    hi = Math.min(n - 1, lo + 1);
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
@@ -103,7 +104,8 @@ export class ComparisonMeter {
       throw new RangeError(`logits hold ${Math.min(original.length, variant.length)} values, ${len}×${V} expected`);
     }
     for (let i = 0; i < len; i++) {
-      const o = rowOf(original, i, V), v = rowOf(variant, i, V);
+      const o = rowOf(original, i, V),
+        v = rowOf(variant, i, V);
       logSoftmax(o, this.lp);
       logSoftmax(v, this.lq);
       this.push(klFromLogProbs(this.lp, this.lq));

@@ -51,8 +51,11 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   try {
     const out = await openLoftqOutput(dir, original, c.numLayers);
     const result = await evaluateOutput(original, c, out, tokens.sequences, {
-      backend: opts.backend, signal: opts.signal, onProgress: opts.onProgress,
-      maxHeldLogits: opts.maxHeldLogits, tokensFile: path.resolve(opts.tokensFile),
+      backend: opts.backend,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
+      maxHeldLogits: opts.maxHeldLogits,
+      tokensFile: path.resolve(opts.tokensFile),
     });
     if (opts.updateReport === false) return { result };
     throwIfAborted(opts.signal);

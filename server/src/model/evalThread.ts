@@ -51,10 +51,20 @@ export function evalOnThread(input: EvalThreadInput, opts: EvalThreadOptions): P
     let settled = false;
     worker.on('message', (m: FromEvalThread) => {
       if (m.type === 'progress') opts.onProgress?.(m.progress);
-      else if (m.type === 'done') { settled = true; resolve({ result: m.result, reportFile: m.reportFile }); }
-      else { settled = true; reject(deserializeError(m.error)); }
+      else if (m.type === 'done') {
+        settled = true;
+        resolve({ result: m.result, reportFile: m.reportFile });
+      } else {
+        settled = true;
+        reject(deserializeError(m.error));
+      }
     });
-    worker.on('error', (e) => { settled = true; reject(e); });
-    worker.on('exit', (code) => { if (!settled) reject(new Error(`the evaluation thread stopped (exit ${code})`)); });
+    worker.on('error', (e) => {
+      settled = true;
+      reject(e);
+    });
+    worker.on('exit', (code) => {
+      if (!settled) reject(new Error(`the evaluation thread stopped (exit ${code})`));
+    });
   }).finally(() => opts.signal?.removeEventListener('abort', cancel));
 }

@@ -13,13 +13,18 @@ const port = parentPort!;
 const send = (m: FromEvalThread) => port.postMessage(m);
 const input = workerData as EvalThreadInput;
 const ac = new AbortController();
-port.on('message', (m: ToEvalThread) => { if (m.type === 'cancel') ac.abort(); });
+port.on('message', (m: ToEvalThread) => {
+  if (m.type === 'cancel') ac.abort();
+});
 
 (async () => {
   try {
     const backend = await createBackend(input.backend);
     const { result, reportFile } = await runEval(input.original, input.out, {
-      tokensFile: input.tokens, backend, updateReport: input.updateReport, signal: ac.signal,
+      tokensFile: input.tokens,
+      backend,
+      updateReport: input.updateReport,
+      signal: ac.signal,
       onProgress: (p) => send({ type: 'progress', progress: p }),
     });
     send({ type: 'done', result, reportFile });

@@ -51,7 +51,8 @@ export const DEFAULT_MAX_HELD_LOGITS = 64 * 1024 * 1024;
 /** Consecutive runs of sequences whose logits fit `limit` floats (each run has at least one). */
 export function chunkSequences(lengths: readonly number[], vocab: number, limit: number): [number, number][] {
   const chunks: [number, number][] = [];
-  let start = 0, held = 0;
+  let start = 0,
+    held = 0;
   lengths.forEach((len, k) => {
     if (k > start && held + len * vocab > limit) {
       chunks.push([start, k]);
@@ -64,8 +65,13 @@ export function chunkSequences(lengths: readonly number[], vocab: number, limit:
   return chunks;
 }
 
-export async function evaluateOutput(original: Checkpoint, c: ModelConfig, out: LoftqOutput,
-  sequences: readonly (readonly number[])[], opts: EvaluateOptions): Promise<EvaluateResult> {
+export async function evaluateOutput(
+  original: Checkpoint,
+  c: ModelConfig,
+  out: LoftqOutput,
+  sequences: readonly (readonly number[])[],
+  opts: EvaluateOptions,
+): Promise<EvaluateResult> {
   const t0 = performance.now();
   const V = c.vocabSize;
   const originalPpl = new PerplexityMeter(V);
@@ -74,7 +80,11 @@ export async function evaluateOutput(original: Checkpoint, c: ModelConfig, out: 
     loftq: loftqWeightHook(out, opts.backend),
     qlora: qloraWeightHook(out),
   };
-  const chunks = chunkSequences(sequences.map((s) => s.length), V, opts.maxHeldLogits ?? DEFAULT_MAX_HELD_LOGITS);
+  const chunks = chunkSequences(
+    sequences.map((s) => s.length),
+    V,
+    opts.maxHeldLogits ?? DEFAULT_MAX_HELD_LOGITS,
+  );
   let peakRss = 0;
   for (let ci = 0; ci < chunks.length; ci++) {
     const [s0, s1] = chunks[ci];
@@ -83,7 +93,9 @@ export async function evaluateOutput(original: Checkpoint, c: ModelConfig, out: 
     const progress = (variant: EvalVariant) => (layer: number, layers: number) =>
       opts.onProgress?.({ variant, chunk: ci, chunks: chunks.length, layer, layers });
     const base = await runForward(original, c, seqs, {
-      backend: opts.backend, signal: opts.signal, onLayer: progress('original'),
+      backend: opts.backend,
+      signal: opts.signal,
+      onLayer: progress('original'),
       onLogits: (k, logits) => {
         held[k] = logits;
         originalPpl.addSequence(seqs[k], logits);
@@ -94,7 +106,10 @@ export async function evaluateOutput(original: Checkpoint, c: ModelConfig, out: 
     for (const variant of ['loftq', 'qlora'] as const) {
       throwIfAborted(opts.signal);
       const r = await runForward(variant === 'loftq' ? out.backbone : original, c, seqs, {
-        backend: opts.backend, signal: opts.signal, onLayer: progress(variant), hooks: { weight: hooks[variant] },
+        backend: opts.backend,
+        signal: opts.signal,
+        onLayer: progress(variant),
+        hooks: { weight: hooks[variant] },
         onLogits: (k, logits) => {
           meters[variant].addSequence(seqs[k], held[k], logits);
           opts.onLogits?.(variant, s0 + k, logits);

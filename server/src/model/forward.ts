@@ -60,26 +60,40 @@ class MemoryMeter {
   }
 }
 
-function positionsOf(sequences: readonly (readonly number[])[]): { starts: number[]; positions: Int32Array; tokens: number; maxLen: number } {
+function positionsOf(sequences: readonly (readonly number[])[]): {
+  starts: number[];
+  positions: Int32Array;
+  tokens: number;
+  maxLen: number;
+} {
   const starts: number[] = [];
-  let tokens = 0, maxLen = 0;
+  let tokens = 0,
+    maxLen = 0;
   for (const s of sequences) {
     starts.push(tokens);
     tokens += s.length;
     maxLen = Math.max(maxLen, s.length);
   }
   const positions = new Int32Array(tokens);
-  sequences.forEach((s, k) => { for (let i = 0; i < s.length; i++) positions[starts[k] + i] = i; });
+  sequences.forEach((s, k) => {
+    for (let i = 0; i < s.length; i++) positions[starts[k] + i] = i;
+  });
   return { starts, positions, tokens, maxLen };
 }
 
-async function embed(ck: Checkpoint, c: ModelConfig, sequences: readonly (readonly number[])[], tokens: number): Promise<Float32Array> {
+async function embed(
+  ck: Checkpoint,
+  c: ModelConfig,
+  sequences: readonly (readonly number[])[],
+  tokens: number,
+): Promise<Float32Array> {
   const table = await readChecked(ck, c, 'model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
   const h = new Float32Array(tokens * c.hiddenSize);
   let t = 0;
   for (const s of sequences) {
     for (const id of s) {
-      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+        throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
       h.set(table.subarray(id * c.hiddenSize, (id + 1) * c.hiddenSize), t++ * c.hiddenSize);
     }
   }
@@ -91,7 +105,11 @@ export function headTensorName(ck: Checkpoint, c: ModelConfig): string {
   if (c.tieWordEmbeddings === true) return 'model.embed_tokens.weight';
   if (ck.byName.has('lm_head.weight')) return 'lm_head.weight';
   if (c.tieWordEmbeddings === false) {
-    throw new CheckpointError('tensor-entry', ck.path, `has no tensor 'lm_head.weight' and config.json ${c.file} says tie_word_embeddings is false`);
+    throw new CheckpointError(
+      'tensor-entry',
+      ck.path,
+      `has no tensor 'lm_head.weight' and config.json ${c.file} says tie_word_embeddings is false`,
+    );
   }
   return 'model.embed_tokens.weight';
 }
@@ -101,18 +119,35 @@ function addInto(h: Float32Array, y: Float32Array): void {
 }
 
 /** Runs the decoder over `sequences` (token ids, each at least one token). */
-export async function runForward(ck: Checkpoint, c: ModelConfig, sequences: readonly (readonly number[])[], opts: ForwardOptions): Promise<ForwardResult> {
+export async function runForward(
+  ck: Checkpoint,
+  c: ModelConfig,
+  sequences: readonly (readonly number[])[],
+  opts: ForwardOptions,
+): Promise<ForwardResult> {
   const t0 = performance.now();
   const { backend, hooks, signal } = opts;
   const mem = new MemoryMeter();
   const { starts, positions, tokens, maxLen } = positionsOf(sequences);
-  const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const H = c.hiddenSize,
+    qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim,
+    I = c.intermediateSize;
   const h = await embed(ck, c, sequences, tokens);
   mem.hold(h.byteLength);
   const rope = ropeTables(maxLen, c.headDim, c.ropeTheta);
   const normed = new Float32Array(tokens * H);
   mem.hold(normed.byteLength);
-  const attnShape = { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, stride: qDim + 2 * kvDim, qOff: 0, kOff: qDim, vOff: qDim + kvDim, slidingWindow: c.slidingWindow };
+  const attnShape = {
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    stride: qDim + 2 * kvDim,
+    qOff: 0,
+    kOff: qDim,
+    vOff: qDim + kvDim,
+    slidingWindow: c.slidingWindow,
+  };
   for (let layer = 0; layer < c.numLayers; layer++) {
     throwIfAborted(signal);
     const w = await readLayer(ck, c, layer, hooks?.weight);
@@ -121,7 +156,15 @@ export async function runForward(ck: Checkpoint, c: ModelConfig, sequences: read
 
     rmsNorm(h, tokens, H, w.inputNorm, c.rmsNormEps, normed);
     await hooks?.onInput?.([name('q_proj'), name('k_proj'), name('v_proj')], normed, tokens, H);
-    const qkv = await linearGroup(backend, normed, tokens, H, [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj], [qDim, kvDim, kvDim], [w.qBias, w.kBias, w.vBias]);
+    const qkv = await linearGroup(
+      backend,
+      normed,
+      tokens,
+      H,
+      [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj],
+      [qDim, kvDim, kvDim],
+      [w.qBias, w.kBias, w.vBias],
+    );
     mem.hold(qkv.byteLength);
     applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope);
     applyRope(qkv, attnShape.stride, qDim, c.numKvHeads, c.headDim, positions, rope);
@@ -170,7 +213,8 @@ export async function runForward(ck: Checkpoint, c: ModelConfig, sequences: read
         const vt = await held.times(xt, len); // vocab × len
         const logits = new Float32Array(len * c.vocabSize);
         mem.hold(logits.byteLength + vt.byteLength);
-        for (let v = 0; v < c.vocabSize; v++) for (let i = 0; i < len; i++) logits[i * c.vocabSize + v] = vt[v * len + i];
+        for (let v = 0; v < c.vocabSize; v++)
+          for (let i = 0; i < len; i++) logits[i * c.vocabSize + v] = vt[v * len + i];
         await opts.onLogits(k, logits, len, c.vocabSize);
         mem.free(logits.byteLength + vt.byteLength);
       }
@@ -179,5 +223,11 @@ export async function runForward(ck: Checkpoint, c: ModelConfig, sequences: read
     }
   }
   mem.sampleRss();
-  return { sequences: sequences.length, tokens, peakBytes: mem.peak, peakRssBytes: mem.rss, seconds: (performance.now() - t0) / 1000 };
+  return {
+    sequences: sequences.length,
+    tokens,
+    peakBytes: mem.peak,
+    peakRssBytes: mem.rss,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }

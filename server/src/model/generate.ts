@@ -61,15 +61,29 @@ export function sampleSoftmax(row: Float32Array, u: number): number {
 }
 
 /** One query row per sequence against that sequence's cached keys/values (positions 0..pos). */
-function cachedAttention(c: ModelConfig, qkv: Float32Array, stride: number, kCache: Float32Array, vCache: Float32Array,
-  n: number, maxLen: number, pos: number, out: Float32Array): void {
-  const d = c.headDim, kvDim = c.numKvHeads * d, group = c.numHeads / c.numKvHeads, scale = 1 / Math.sqrt(d);
+function cachedAttention(
+  c: ModelConfig,
+  qkv: Float32Array,
+  stride: number,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  n: number,
+  maxLen: number,
+  pos: number,
+  out: Float32Array,
+): void {
+  const d = c.headDim,
+    kvDim = c.numKvHeads * d,
+    group = c.numHeads / c.numKvHeads,
+    scale = 1 / Math.sqrt(d);
   const j0 = c.slidingWindow ? Math.max(0, pos - c.slidingWindow + 1) : 0;
-  const scores = new Float64Array(pos + 1), acc = new Float64Array(d);
+  const scores = new Float64Array(pos + 1),
+    acc = new Float64Array(d);
   for (let s = 0; s < n; s++) {
     const base = s * maxLen * kvDim;
     for (let h = 0; h < c.numHeads; h++) {
-      const qo = s * stride + h * d, kvo = Math.floor(h / group) * d;
+      const qo = s * stride + h * d,
+        kvo = Math.floor(h / group) * d;
       let max = -Infinity;
       for (let j = j0; j <= pos; j++) {
         const ko = base + j * kvDim + kvo;
@@ -79,10 +93,11 @@ function cachedAttention(c: ModelConfig, qkv: Float32Array, stride: number, kCac
         if (scores[j] > max) max = scores[j];
       }
       let sum = 0;
-      for (let j = j0; j <= pos; j++) sum += (scores[j] = Math.exp(scores[j] - max));
+      for (let j = j0; j <= pos; j++) sum += scores[j] = Math.exp(scores[j] - max);
       acc.fill(0);
       for (let j = j0; j <= pos; j++) {
-        const p = scores[j] / sum, vo = base + j * kvDim + kvo;
+        const p = scores[j] / sum,
+          vo = base + j * kvDim + kvo;
         for (let e = 0; e < d; e++) acc[e] += p * vCache[vo + e];
       }
       const oo = s * c.numHeads * d + h * d;
@@ -108,12 +123,18 @@ interface HeldLayer {
 function stack(parts: readonly Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 
 async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights): Promise<HeldLayer> {
-  const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const H = c.hiddenSize,
+    qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim,
+    I = c.intermediateSize;
   const L = w.linear;
   const mats: DeviceMatrix[] = [];
   const hold = async (a: Float32Array, rows: number, cols: number) => {
@@ -121,9 +142,14 @@ async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights
     mats.push(m);
     return m;
   };
-  const bias = w.qBias || w.kBias || w.vBias
-    ? stack([w.qBias ?? new Float32Array(qDim), w.kBias ?? new Float32Array(kvDim), w.vBias ?? new Float32Array(kvDim)])
-    : undefined;
+  const bias =
+    w.qBias || w.kBias || w.vBias
+      ? stack([
+          w.qBias ?? new Float32Array(qDim),
+          w.kBias ?? new Float32Array(kvDim),
+          w.vBias ?? new Float32Array(kvDim),
+        ])
+      : undefined;
   try {
     return {
       inputNorm: w.inputNorm,
@@ -133,7 +159,9 @@ async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights
       o: await hold(L.o_proj, H, qDim),
       gateUp: await hold(stack([L.gate_proj, L.up_proj]), 2 * I, H),
       down: await hold(L.down_proj, H, I),
-      dispose: () => { for (const m of mats) m.dispose(); },
+      dispose: () => {
+        for (const m of mats) m.dispose();
+      },
     };
   } catch (e) {
     for (const m of mats) m.dispose();
@@ -143,7 +171,8 @@ async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights
 
 /** x (n × in, row-major) through a held W (out × in): x·Wᵀ (+ bias), n × out. */
 async function throughHeld(w: DeviceMatrix, x: Float32Array, n: number, bias?: Float32Array): Promise<Float32Array> {
-  const inDim = w.cols, out = w.rows;
+  const inDim = w.cols,
+    out = w.rows;
   const xt = new Float32Array(inDim * n);
   for (let s = 0; s < n; s++) for (let i = 0; i < inDim; i++) xt[i * n + s] = x[s * inDim + i];
   const yt = await w.times(xt, n); // out × n
@@ -161,7 +190,10 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   if (c.bosTokenId >= c.vocabSize) {
     throw new RangeError(`bos_token_id ${c.bosTokenId} is outside the vocabulary (0..${c.vocabSize - 1})`);
   }
-  const H = c.hiddenSize, qDim = c.numHeads * c.headDim, kvDim = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  const H = c.hiddenSize,
+    qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim,
+    I = c.intermediateSize;
   const stride = qDim + 2 * kvDim;
   const rng = mulberry32(opts.seed);
   const seqs = Array.from({ length: n }, () => [c.bosTokenId]);
@@ -176,8 +208,10 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   const layerBytes = (2 * H * qDim + 2 * H * kvDim + 3 * H * I) * 4;
   const held: (HeldLayer | undefined)[] = [];
   const keepLayers = layerBytes * c.numLayers <= LAYER_CACHE_BYTES;
-  const h = new Float32Array(n * H), normed = new Float32Array(n * H);
-  const att = new Float32Array(n * qDim), act = new Float32Array(n * I);
+  const h = new Float32Array(n * H),
+    normed = new Float32Array(n * H);
+  const att = new Float32Array(n * qDim),
+    act = new Float32Array(n * I);
   const heldHead = await backend.hold(head, c.vocabSize, H);
   try {
     for (let pos = 0; pos < length - 1; pos++) {
@@ -185,7 +219,7 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
       const positions = new Int32Array(n).fill(pos);
       for (let l = 0; l < c.numLayers; l++) {
         throwIfAborted(signal);
-        const w = held[l] ?? await holdLayer(backend, c, await readLayer(ck, c, l));
+        const w = held[l] ?? (await holdLayer(backend, c, await readLayer(ck, c, l)));
         if (keepLayers) held[l] = w;
         try {
           rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);

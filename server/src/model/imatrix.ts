@@ -21,8 +21,13 @@ import { LINEAR_NAMES, linearShape, linearTensorName, LinearName } from './weigh
 export const MAX_IMATRIX_BYTES = 1_000_000_000;
 
 const LLAMA_CPP_NAMES: Record<string, LinearName> = {
-  attn_q: 'q_proj', attn_k: 'k_proj', attn_v: 'v_proj', attn_output: 'o_proj',
-  ffn_gate: 'gate_proj', ffn_up: 'up_proj', ffn_down: 'down_proj',
+  attn_q: 'q_proj',
+  attn_k: 'k_proj',
+  attn_v: 'v_proj',
+  attn_output: 'o_proj',
+  ffn_gate: 'gate_proj',
+  ffn_up: 'up_proj',
+  ffn_down: 'down_proj',
 };
 
 /** blk.N.attn_q.weight → model.layers.N.self_attn.q_proj.weight; undefined for others
@@ -34,19 +39,36 @@ export function hfNameOf(llamaCppName: string): string | undefined {
 }
 
 /** One entry: the mean of x² per input column. */
-interface Entry { name: string; mean: Float64Array; count: number }
+interface Entry {
+  name: string;
+  mean: Float64Array;
+  count: number;
+}
 
 class Reader {
   pos = 0;
   private readonly view: DataView;
-  constructor(readonly bytes: Uint8Array, private readonly fail: (why: string) => never) {
+  constructor(
+    readonly bytes: Uint8Array,
+    private readonly fail: (why: string) => never,
+  ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   need(n: number): void {
     if (n < 0 || this.pos + n > this.bytes.length) this.fail(`ends early at byte ${this.pos} (needs ${n} more)`);
   }
-  u32(): number { this.need(4); const v = this.view.getUint32(this.pos, true); this.pos += 4; return v; }
-  i32(): number { this.need(4); const v = this.view.getInt32(this.pos, true); this.pos += 4; return v; }
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  i32(): number {
+    this.need(4);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
   u64(): number {
     this.need(8);
     const v = this.view.getBigUint64(this.pos, true);
@@ -89,7 +111,9 @@ function readLegacy(r: Reader, fail: (why: string) => never): Entry[] {
 }
 
 const GGUF_TYPE_SIZE: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
-const GGUF_STRING = 8, GGUF_ARRAY = 9, GGML_F32 = 0;
+const GGUF_STRING = 8,
+  GGUF_ARRAY = 9,
+  GGML_F32 = 0;
 
 function skipValue(r: Reader, type: number, fail: (why: string) => never): void {
   if (type === GGUF_STRING) {
@@ -99,8 +123,12 @@ function skipValue(r: Reader, type: number, fail: (why: string) => never): void 
     return;
   }
   if (type === GGUF_ARRAY) {
-    const et = r.u32(), n = r.u64();
-    if (et === GGUF_STRING || et === GGUF_ARRAY) { for (let i = 0; i < n; i++) skipValue(r, et, fail); return; }
+    const et = r.u32(),
+      n = r.u64();
+    if (et === GGUF_STRING || et === GGUF_ARRAY) {
+      for (let i = 0; i < n; i++) skipValue(r, et, fail);
+      return;
+    }
     const size = GGUF_TYPE_SIZE[et];
     if (size === undefined) fail(`has an array of unknown type ${et}`);
     r.need(size * n);
@@ -117,8 +145,10 @@ function readGguf(r: Reader, fail: (why: string) => never): Entry[] {
   r.pos = 4;
   const version = r.u32();
   if (version !== 2 && version !== 3) fail(`is GGUF version ${version}; versions 2 and 3 are read`);
-  const nTensors = r.u64(), nKv = r.u64();
-  let type: string | undefined, alignment = 32;
+  const nTensors = r.u64(),
+    nKv = r.u64();
+  let type: string | undefined,
+    alignment = 32;
   for (let i = 0; i < nKv; i++) {
     const key = r.str(r.u64());
     const vt = r.u32();
@@ -146,9 +176,13 @@ function readGguf(r: Reader, fail: (why: string) => never): Entry[] {
     const name = t.name.slice(0, -'.in_sum2'.length);
     const c = byName.get(`${name}.counts`);
     if (!c) fail(`has ${quote(t.name)} but no ${quote(`${name}.counts`)}`);
-    const width = t.dims[0], experts = t.dims.slice(1).reduce((a, b) => a * b, 1);
+    const width = t.dims[0],
+      experts = t.dims.slice(1).reduce((a, b) => a * b, 1);
     const sums = r.f32s(width * experts, dataStart + t.offset);
-    const counts = r.f32s(c.dims.reduce((a, b) => a * b, 1), dataStart + c.offset);
+    const counts = r.f32s(
+      c.dims.reduce((a, b) => a * b, 1),
+      dataStart + c.offset,
+    );
     if (experts !== 1 || counts.length !== 1) continue; // expert (MoE) tensors: not a dense linear
     const count = counts[0];
     if (!(count > 0)) fail(`${quote(name)} was computed from ${count} tokens`);
@@ -159,7 +193,9 @@ function readGguf(r: Reader, fail: (why: string) => never): Entry[] {
 
 /** Reads FILE (GGUF imatrix or legacy .dat) into diagonal statistics for the model `c`. */
 export async function readImatrix(file: string, c: ModelConfig): Promise<InputStats> {
-  const fail = (why: string): never => { throw new InputError(file, why); };
+  const fail = (why: string): never => {
+    throw new InputError(file, why);
+  };
   let bytes: Uint8Array;
   try {
     bytes = await readRegularFile(file, MAX_IMATRIX_BYTES);
@@ -190,7 +226,7 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
     stats.set(hf, stat);
   }
   if (stats.size === 0) {
-    fail('names none of the model\'s linear layers (blk.N.attn_q.weight … expected; another model?)');
+    fail("names none of the model's linear layers (blk.N.attn_q.weight … expected; another model?)");
   }
   return stats;
 }

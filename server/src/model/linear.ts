@@ -22,8 +22,15 @@ export function concatTransposed(ws: readonly Float32Array[], outs: readonly num
 }
 
 /** X · [W_1ᵀ | W_2ᵀ | …] (+ biases): tokens × Σ out_i. */
-export async function linearGroup(backend: MatmulBackend, x: Float32Array, tokens: number, inDim: number,
-  ws: readonly Float32Array[], outs: readonly number[], biases?: readonly (Float32Array | undefined)[]): Promise<Float32Array> {
+export async function linearGroup(
+  backend: MatmulBackend,
+  x: Float32Array,
+  tokens: number,
+  inDim: number,
+  ws: readonly Float32Array[],
+  outs: readonly number[],
+  biases?: readonly (Float32Array | undefined)[],
+): Promise<Float32Array> {
   const wt = concatTransposed(ws, outs, inDim);
   const total = wt.length / inDim;
   const held = await backend.hold(x, tokens, inDim);

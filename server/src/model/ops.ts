@@ -4,7 +4,14 @@
 
 /** out[t] = x[t] / sqrt(mean(x[t]²) + eps) · w, row by row (HF computes the variance in float32;
  *  float64 here only moves the last bits). */
-export function rmsNorm(x: Float32Array, tokens: number, dim: number, w: Float32Array, eps: number, out: Float32Array): void {
+export function rmsNorm(
+  x: Float32Array,
+  tokens: number,
+  dim: number,
+  w: Float32Array,
+  eps: number,
+  out: Float32Array,
+): void {
   for (let t = 0; t < tokens; t++) {
     const o = t * dim;
     let ss = 0;
@@ -17,7 +24,8 @@ export function rmsNorm(x: Float32Array, tokens: number, dim: number, w: Float32
 /** cos/sin tables [position, headDim/2] for positions 0..maxLen-1: inv_freq_j = θ^(−2j/d). */
 export function ropeTables(maxLen: number, headDim: number, theta: number): { cos: Float64Array; sin: Float64Array } {
   const half = headDim / 2;
-  const cos = new Float64Array(maxLen * half), sin = new Float64Array(maxLen * half);
+  const cos = new Float64Array(maxLen * half),
+    sin = new Float64Array(maxLen * half);
   for (let j = 0; j < half; j++) {
     // HF computes inv_freq in float32 (torch.arange(0, d, 2).float() / d): round it the same way.
     const invFreq = Math.fround(1 / Math.pow(theta, Math.fround((2 * j) / headDim)));
@@ -31,16 +39,25 @@ export function ropeTables(maxLen: number, headDim: number, theta: number): { co
 }
 
 /** In place on rows of `heads` heads: x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁). */
-export function applyRope(x: Float32Array, rowStride: number, colOffset: number, heads: number, headDim: number,
-  positions: Int32Array, tables: { cos: Float64Array; sin: Float64Array }): void {
+export function applyRope(
+  x: Float32Array,
+  rowStride: number,
+  colOffset: number,
+  heads: number,
+  headDim: number,
+  positions: Int32Array,
+  tables: { cos: Float64Array; sin: Float64Array },
+): void {
   const half = headDim / 2;
   for (let t = 0; t < positions.length; t++) {
     const tb = positions[t] * half;
     for (let h = 0; h < heads; h++) {
       const o = t * rowStride + colOffset + h * headDim;
       for (let j = 0; j < half; j++) {
-        const c = tables.cos[tb + j], s = tables.sin[tb + j];
-        const a = x[o + j], b = x[o + j + half];
+        const c = tables.cos[tb + j],
+          s = tables.sin[tb + j];
+        const a = x[o + j],
+          b = x[o + j + half];
         x[o + j] = a * c - b * s;
         x[o + j + half] = b * c + a * s;
       }
@@ -61,7 +78,14 @@ export interface AttentionShape {
 }
 
 /** Causal attention of one sequence (rows start..start+len of qkv) into out (len rows × heads·headDim). */
-export function attention(qkv: Float32Array, start: number, len: number, s: AttentionShape, out: Float32Array, outRow0: number): void {
+export function attention(
+  qkv: Float32Array,
+  start: number,
+  len: number,
+  s: AttentionShape,
+  out: Float32Array,
+  outRow0: number,
+): void {
   const { heads, kvHeads, headDim: d, stride } = s;
   const group = heads / kvHeads;
   const scale = 1 / Math.sqrt(d);
@@ -70,7 +94,9 @@ export function attention(qkv: Float32Array, start: number, len: number, s: Atte
   const width = heads * d;
   for (let h = 0; h < heads; h++) {
     const kvh = Math.floor(h / group);
-    const qo = s.qOff + h * d, ko = s.kOff + kvh * d, vo = s.vOff + kvh * d;
+    const qo = s.qOff + h * d,
+      ko = s.kOff + kvh * d,
+      vo = s.vOff + kvh * d;
     for (let i = 0; i < len; i++) {
       const qi = (start + i) * stride + qo;
       const j0 = s.slidingWindow ? Math.max(0, i - s.slidingWindow + 1) : 0;
@@ -84,7 +110,7 @@ export function attention(qkv: Float32Array, start: number, len: number, s: Atte
         if (v > max) max = v;
       }
       let sum = 0;
-      for (let j = j0; j <= i; j++) sum += (scores[j] = Math.exp(scores[j] - max));
+      for (let j = j0; j <= i; j++) sum += scores[j] = Math.exp(scores[j] - max);
       acc.fill(0);
       for (let j = j0; j <= i; j++) {
         const p = scores[j] / sum;

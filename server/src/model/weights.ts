@@ -17,13 +17,21 @@ export function linearTensorName(layer: number, lin: LinearName): string {
 
 /** [out, in] of each linear layer. */
 export function linearShape(c: ModelConfig, lin: LinearName): [number, number] {
-  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  const q = c.numHeads * c.headDim,
+    kv = c.numKvHeads * c.headDim;
   switch (lin) {
-    case 'q_proj': return [q, c.hiddenSize];
-    case 'k_proj': case 'v_proj': return [kv, c.hiddenSize];
-    case 'o_proj': return [c.hiddenSize, q];
-    case 'gate_proj': case 'up_proj': return [c.intermediateSize, c.hiddenSize];
-    case 'down_proj': return [c.hiddenSize, c.intermediateSize];
+    case 'q_proj':
+      return [q, c.hiddenSize];
+    case 'k_proj':
+    case 'v_proj':
+      return [kv, c.hiddenSize];
+    case 'o_proj':
+      return [c.hiddenSize, q];
+    case 'gate_proj':
+    case 'up_proj':
+      return [c.intermediateSize, c.hiddenSize];
+    case 'down_proj':
+      return [c.hiddenSize, c.intermediateSize];
   }
 }
 
@@ -32,11 +40,26 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /** Reads a tensor by name as float32 after checking it exists with the expected shape. */
-export async function readChecked(ck: Checkpoint, c: ModelConfig, name: string, shape: number[]): Promise<Float32Array> {
+export async function readChecked(
+  ck: Checkpoint,
+  c: ModelConfig,
+  name: string,
+  shape: number[],
+): Promise<Float32Array> {
   const t = ck.byName.get(name);
-  if (!t) throw new CheckpointError('tensor-entry', ck.path, `has no tensor '${name}' (config.json ${c.file} describes a ${c.modelType} model with ${c.numLayers} layers)`);
+  if (!t)
+    throw new CheckpointError(
+      'tensor-entry',
+      ck.path,
+      `has no tensor '${name}' (config.json ${c.file} describes a ${c.modelType} model with ${c.numLayers} layers)`,
+    );
   if (!sameShape(t.shape, shape)) {
-    throw new CheckpointError('shape', t.file, `shape [${t.shape.join(', ')}] does not match config.json (expected [${shape.join(', ')}])`, name);
+    throw new CheckpointError(
+      'shape',
+      t.file,
+      `shape [${t.shape.join(', ')}] does not match config.json (expected [${shape.join(', ')}])`,
+      name,
+    );
   }
   return readTensorF32(t);
 }
@@ -52,10 +75,19 @@ export interface LayerWeights {
   bytes: number;
 }
 
-export type WeightHook = (name: string, w: Float32Array, rows: number, cols: number) =>
-  Float32Array | undefined | Promise<Float32Array | undefined>;
+export type WeightHook = (
+  name: string,
+  w: Float32Array,
+  rows: number,
+  cols: number,
+) => Float32Array | undefined | Promise<Float32Array | undefined>;
 
-export async function readLayer(ck: Checkpoint, c: ModelConfig, layer: number, hook?: WeightHook): Promise<LayerWeights> {
+export async function readLayer(
+  ck: Checkpoint,
+  c: ModelConfig,
+  layer: number,
+  hook?: WeightHook,
+): Promise<LayerWeights> {
   const p = `model.layers.${layer}`;
   const inputNorm = await readChecked(ck, c, `${p}.input_layernorm.weight`, [c.hiddenSize]);
   const postNorm = await readChecked(ck, c, `${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
@@ -67,7 +99,8 @@ export async function readLayer(ck: Checkpoint, c: ModelConfig, layer: number, h
     let w = await readChecked(ck, c, name, shape);
     const sub = hook ? await hook(name, w, shape[0], shape[1]) : undefined;
     if (sub) {
-      if (sub.length !== w.length) throw new Error(`weight hook returned ${sub.length} values for ${name} (${w.length} expected)`);
+      if (sub.length !== w.length)
+        throw new Error(`weight hook returned ${sub.length} values for ${name} (${w.length} expected)`);
       w = sub;
     }
     linear[lin] = w;

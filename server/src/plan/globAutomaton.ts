@@ -5,7 +5,12 @@
 
 import type { Token } from './globParse';
 
-const MATCH = 0, CHAR = 1, NONDOT = 2, ANY = 3, SPLIT = 4, RANGE = 5;
+const MATCH = 0,
+  CHAR = 1,
+  NONDOT = 2,
+  ANY = 3,
+  SPLIT = 4,
+  RANGE = 5;
 const DOT = 46;
 
 export interface Automaton {
@@ -23,10 +28,18 @@ export interface Automaton {
   need: [number, number][];
 }
 
-interface Builder { kind: number[]; a: number[]; b: number[]; hi: number[] }
+interface Builder {
+  kind: number[];
+  a: number[];
+  b: number[];
+  hi: number[];
+}
 
 function add(m: Builder, kind: number, a: number, b: number, hi = 0): number {
-  m.kind.push(kind); m.a.push(a); m.b.push(b); m.hi.push(hi);
+  m.kind.push(kind);
+  m.a.push(a);
+  m.b.push(b);
+  m.hi.push(hi);
   return m.kind.length - 1;
 }
 
@@ -46,9 +59,12 @@ function sequence(m: Builder, tokens: Token[], next: number): number {
 
 function token(m: Builder, tok: Token, next: number): number {
   switch (tok.t) {
-    case 'lit': return add(m, CHAR, tok.c, next);
-    case 'star': return loop(m, next, (self) => add(m, NONDOT, 0, self));
-    case 'range': return add(m, RANGE, tok.lo, next, tok.hi);
+    case 'lit':
+      return add(m, CHAR, tok.c, next);
+    case 'star':
+      return loop(m, next, (self) => add(m, NONDOT, 0, self));
+    case 'range':
+      return add(m, RANGE, tok.lo, next, tok.hi);
     case 'group': {
       const starts = tok.alts.map((alt) => sequence(m, alt, next));
       let s = starts[starts.length - 1];
@@ -57,17 +73,21 @@ function token(m: Builder, tok: Token, next: number): number {
     }
     case 'segs': {
       switch (tok.form) {
-        case 'any': return loop(m, next, (self) => add(m, ANY, 0, self));
-        case 'dotSegs': return dotSegs(m, next);
-        case 'dotSegsDot': return dotSegs(m, add(m, CHAR, DOT, next));
-        case 'segsDot': return loop(m, next, (self) => {
-          // (?:[^.]+\.)*
-          const dot = add(m, CHAR, DOT, self);
-          const more = add(m, SPLIT, -1, dot);
-          const seg = add(m, NONDOT, 0, more);
-          m.a[more] = seg;
-          return seg;
-        });
+        case 'any':
+          return loop(m, next, (self) => add(m, ANY, 0, self));
+        case 'dotSegs':
+          return dotSegs(m, next);
+        case 'dotSegsDot':
+          return dotSegs(m, add(m, CHAR, DOT, next));
+        case 'segsDot':
+          return loop(m, next, (self) => {
+            // (?:[^.]+\.)*
+            const dot = add(m, CHAR, DOT, self);
+            const more = add(m, SPLIT, -1, dot);
+            const seg = add(m, NONDOT, 0, more);
+            m.a[more] = seg;
+            return seg;
+          });
       }
     }
   }
@@ -129,9 +149,15 @@ export function runAutomaton(g: Automaton, s: string): boolean {
   let furthest = 0;
   for (let i = 0; i <= n; i++) {
     const stack = pending[i];
-    if (!stack) { if (i > furthest) return false; continue; }
+    if (!stack) {
+      if (i > furthest) return false;
+      continue;
+    }
     pending[i] = undefined as unknown as number[];
-    if (g.epoch >= 0x7ffffff0) { g.mark.fill(0); g.epoch = 0; }
+    if (g.epoch >= 0x7ffffff0) {
+      g.mark.fill(0);
+      g.epoch = 0;
+    }
     const epoch = ++g.epoch;
     const c = i < n ? s.charCodeAt(i) : -1;
     const reach = (j: number, state: number) => {
@@ -143,12 +169,24 @@ export function runAutomaton(g: Automaton, s: string): boolean {
       if (g.mark[st] === epoch) continue;
       g.mark[st] = epoch;
       switch (g.kind[st]) {
-        case MATCH: if (i === n) return true; break;
-        case SPLIT: stack.push(g.b[st], g.a[st]); break;
-        case CHAR: if (c === g.a[st]) reach(i + 1, g.b[st]); break;
-        case NONDOT: if (c >= 0 && c !== DOT) reach(i + 1, g.b[st]); break;
-        case ANY: if (c >= 0) reach(i + 1, g.b[st]); break;
-        case RANGE: rangeEnds(s, i, g.a[st], g.hi[st], (j) => reach(j, g.b[st])); break;
+        case MATCH:
+          if (i === n) return true;
+          break;
+        case SPLIT:
+          stack.push(g.b[st], g.a[st]);
+          break;
+        case CHAR:
+          if (c === g.a[st]) reach(i + 1, g.b[st]);
+          break;
+        case NONDOT:
+          if (c >= 0 && c !== DOT) reach(i + 1, g.b[st]);
+          break;
+        case ANY:
+          if (c >= 0) reach(i + 1, g.b[st]);
+          break;
+        case RANGE:
+          rangeEnds(s, i, g.a[st], g.hi[st], (j) => reach(j, g.b[st]));
+          break;
       }
     }
   }

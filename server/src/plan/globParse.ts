@@ -22,7 +22,10 @@ export type Token =
 
 const DOT = 46;
 
-interface Budget { alternatives: number; pattern: string }
+interface Budget {
+  alternatives: number;
+  pattern: string;
+}
 
 function spend(b: Budget, n: number): void {
   b.alternatives += n;
@@ -34,8 +37,10 @@ function spend(b: Budget, n: number): void {
 function parseRange(body: string, b: Budget): Token | null {
   const range = /^(-?\d+)\.\.(-?\d+)$/.exec(body);
   if (!range) return null;
-  const a = Number(range[1]), z = Number(range[2]);
-  const lo = Math.min(a, z), hi = Math.max(a, z);
+  const a = Number(range[1]),
+    z = Number(range[2]);
+  const lo = Math.min(a, z),
+    hi = Math.max(a, z);
   if (hi - lo > GLOB_LIMITS.rangeSpan) throw new SyntaxError(`range {${body.slice(0, 40)}} is too large`);
   spend(b, hi - lo + 1);
   return { t: 'range', lo, hi };
@@ -44,11 +49,15 @@ function parseRange(body: string, b: Budget): Token | null {
 // Commas inside nested braces belong to the inner group: `{a,{b,c}}` has two alternatives.
 function splitTopLevel(body: string): string[] {
   const parts: string[] = [];
-  let depth = 0, start = 0;
+  let depth = 0,
+    start = 0;
   for (let i = 0; i < body.length; i++) {
     if (body[i] === '{') depth++;
     else if (body[i] === '}') depth--;
-    else if (body[i] === ',' && depth === 0) { parts.push(body.slice(start, i)); start = i + 1; }
+    else if (body[i] === ',' && depth === 0) {
+      parts.push(body.slice(start, i));
+      start = i + 1;
+    }
   }
   parts.push(body.slice(start));
   return parts;
@@ -59,7 +68,8 @@ function splitTopLevel(body: string): string[] {
 function mergeStars(out: Token[]): void {
   const isStar = (t: Token | undefined) => t !== undefined && (t.t === 'star' || (t.t === 'segs' && t.form === 'any'));
   while (out.length >= 2 && isStar(out[out.length - 1]) && isStar(out[out.length - 2])) {
-    const b = out.pop()!, a = out.pop()!;
+    const b = out.pop()!,
+      a = out.pop()!;
     out.push(a.t === 'star' && b.t === 'star' ? a : { t: 'segs', form: 'any' });
   }
 }
@@ -67,7 +77,10 @@ function mergeStars(out: Token[]): void {
 function translate(p: string, b: Budget, depth: number): Token[] {
   if (depth > GLOB_LIMITS.braceDepth) throw new SyntaxError(`braces nested deeper than ${GLOB_LIMITS.braceDepth}`);
   const out: Token[] = [];
-  const lastIsDot = () => { const l = out[out.length - 1]; return l !== undefined && l.t === 'lit' && l.c === DOT; };
+  const lastIsDot = () => {
+    const l = out[out.length - 1];
+    return l !== undefined && l.t === 'lit' && l.c === DOT;
+  };
   for (let i = 0; i < p.length; i++) {
     const c = p[i];
     if (c === '*' && p[i + 1] === '*') {
@@ -82,8 +95,12 @@ function translate(p: string, b: Budget, depth: number): Token[] {
       out.push({ t: 'star' });
       mergeStars(out);
     } else if (c === '{') {
-      let level = 1, j = i + 1;
-      for (; j < p.length && level; j++) { if (p[j] === '{') level++; else if (p[j] === '}') level--; }
+      let level = 1,
+        j = i + 1;
+      for (; j < p.length && level; j++) {
+        if (p[j] === '{') level++;
+        else if (p[j] === '}') level--;
+      }
       if (level) throw new SyntaxError(`unclosed '{' in pattern '${b.pattern.slice(0, 80)}'`);
       const body = p.slice(i + 1, j - 1);
       const range = parseRange(body, b);

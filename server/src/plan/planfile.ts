@@ -43,14 +43,21 @@ function checkSettings(obj: Record<string, unknown>, at: JsonPath, problems: Pla
 /** Deepest bracket nesting, skipping strings and comments; a plan never needs more than a
  *  handful, and a hostile one of 10⁵ would overflow the parser's stack. */
 export function nestingDepth(text: string): number {
-  let depth = 0, max = 0;
+  let depth = 0,
+    max = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
-    if (c === '"') { for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++; }
-    else if (c === '/' && text[i + 1] === '/') { while (i < text.length && text[i] !== '\n') i++; }
-    else if (c === '/' && text[i + 1] === '*') { i = text.indexOf('*/', i + 2); if (i < 0) break; i++; }
-    else if (c === '{' || c === '[') { if (++depth > max) max = depth; }
-    else if (c === '}' || c === ']') depth--;
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    } else if (c === '/' && text[i + 1] === '/') {
+      while (i < text.length && text[i] !== '\n') i++;
+    } else if (c === '/' && text[i + 1] === '*') {
+      i = text.indexOf('*/', i + 2);
+      if (i < 0) break;
+      i++;
+    } else if (c === '{' || c === '[') {
+      if (++depth > max) max = depth;
+    } else if (c === '}' || c === ']') depth--;
   }
   return max;
 }
@@ -60,51 +67,106 @@ export const MAX_PLAN_DEPTH = 64;
 export function parsePlan(text: string): ParsedPlan {
   const depth = nestingDepth(text);
   if (depth > MAX_PLAN_DEPTH) {
-    return { plan: { checkpoint: '' }, problems: [{ severity: 'error', message: `the plan nests ${depth} levels deep (at most ${MAX_PLAN_DEPTH})`, path: [] }], overrideIndex: [] };
+    return {
+      plan: { checkpoint: '' },
+      problems: [
+        { severity: 'error', message: `the plan nests ${depth} levels deep (at most ${MAX_PLAN_DEPTH})`, path: [] },
+      ],
+      overrideIndex: [],
+    };
   }
   const errors: ParseError[] = [];
   const raw = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
-  const problems: PlanProblem[] = errors.map((e) => ({ severity: 'error', message: `JSON syntax: ${printParseErrorCode(e.error)}`, path: [], offset: e.offset, length: e.length }));
+  const problems: PlanProblem[] = errors.map((e) => ({
+    severity: 'error',
+    message: `JSON syntax: ${printParseErrorCode(e.error)}`,
+    path: [],
+    offset: e.offset,
+    length: e.length,
+  }));
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     if (!errors.length) problems.push({ severity: 'error', message: 'the plan must be a JSON object', path: [] });
     return { plan: { checkpoint: '' }, problems, overrideIndex: [] };
   }
   const obj = raw as Record<string, unknown>;
-  if (typeof obj.checkpoint !== 'string' || !obj.checkpoint) problems.push({ severity: 'error', message: "'checkpoint' (a path relative to this file) is required", path: obj.checkpoint === undefined ? [] : ['checkpoint'] });
+  if (typeof obj.checkpoint !== 'string' || !obj.checkpoint)
+    problems.push({
+      severity: 'error',
+      message: "'checkpoint' (a path relative to this file) is required",
+      path: obj.checkpoint === undefined ? [] : ['checkpoint'],
+    });
   if (obj.defaults !== undefined) {
-    if (typeof obj.defaults !== 'object' || obj.defaults === null || Array.isArray(obj.defaults)) problems.push({ severity: 'error', message: "'defaults' must be an object", path: ['defaults'] });
+    if (typeof obj.defaults !== 'object' || obj.defaults === null || Array.isArray(obj.defaults))
+      problems.push({ severity: 'error', message: "'defaults' must be an object", path: ['defaults'] });
     else checkSettings(obj.defaults as Record<string, unknown>, ['defaults'], problems);
   }
   const overrides: PlanOverride[] = [];
   const overrideIndex: number[] = [];
   if (obj.overrides !== undefined) {
-    if (!Array.isArray(obj.overrides)) problems.push({ severity: 'error', message: "'overrides' must be an array", path: ['overrides'] });
-    else obj.overrides.forEach((o, i) => {
-      if (o === null || typeof o !== 'object' || Array.isArray(o)) { problems.push({ severity: 'error', message: 'an override must be an object', path: ['overrides', i] }); return; }
-      const ov = o as Record<string, unknown>;
-      if (typeof ov.match !== 'string' || !ov.match) { problems.push({ severity: 'error', message: "an override needs a 'match' glob", path: ['overrides', i] }); return; }
-      try { compileGlob(ov.match); } catch (e) { problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['overrides', i, 'match'] }); return; }
-      checkSettings(ov, ['overrides', i], problems);
-      overrides.push(ov as unknown as PlanOverride);
-      overrideIndex.push(i);
-    });
+    if (!Array.isArray(obj.overrides))
+      problems.push({ severity: 'error', message: "'overrides' must be an array", path: ['overrides'] });
+    else
+      obj.overrides.forEach((o, i) => {
+        if (o === null || typeof o !== 'object' || Array.isArray(o)) {
+          problems.push({ severity: 'error', message: 'an override must be an object', path: ['overrides', i] });
+          return;
+        }
+        const ov = o as Record<string, unknown>;
+        if (typeof ov.match !== 'string' || !ov.match) {
+          problems.push({ severity: 'error', message: "an override needs a 'match' glob", path: ['overrides', i] });
+          return;
+        }
+        try {
+          compileGlob(ov.match);
+        } catch (e) {
+          problems.push({
+            severity: 'error',
+            message: `bad pattern: ${(e as Error).message}`,
+            path: ['overrides', i, 'match'],
+          });
+          return;
+        }
+        checkSettings(ov, ['overrides', i], problems);
+        overrides.push(ov as unknown as PlanOverride);
+        overrideIndex.push(i);
+      });
   }
   if (obj.budget !== undefined) {
     const b = obj.budget as Record<string, unknown>;
-    if (b === null || typeof b !== 'object' || (b.avgBits === undefined && b.bytes === undefined)) problems.push({ severity: 'error', message: "'budget' needs 'avgBits' or 'bytes'", path: ['budget'] });
+    if (b === null || typeof b !== 'object' || (b.avgBits === undefined && b.bytes === undefined))
+      problems.push({ severity: 'error', message: "'budget' needs 'avgBits' or 'bytes'", path: ['budget'] });
     else {
-      if (b.avgBits !== undefined && (typeof b.avgBits !== 'number' || !(b.avgBits > 0))) problems.push({ severity: 'error', message: "'avgBits' must be a positive number", path: ['budget', 'avgBits'] });
-      if (b.bytes !== undefined && (typeof b.bytes !== 'number' || !(b.bytes > 0))) problems.push({ severity: 'error', message: "'bytes' must be a positive number", path: ['budget', 'bytes'] });
+      if (b.avgBits !== undefined && (typeof b.avgBits !== 'number' || !(b.avgBits > 0)))
+        problems.push({
+          severity: 'error',
+          message: "'avgBits' must be a positive number",
+          path: ['budget', 'avgBits'],
+        });
+      if (b.bytes !== undefined && (typeof b.bytes !== 'number' || !(b.bytes > 0)))
+        problems.push({ severity: 'error', message: "'bytes' must be a positive number", path: ['budget', 'bytes'] });
     }
   }
   let targets: string[] | undefined;
   if (obj.targets !== undefined) {
-    if (!Array.isArray(obj.targets)) problems.push({ severity: 'error', message: "'targets' must be an array of module globs", path: ['targets'] });
+    if (!Array.isArray(obj.targets))
+      problems.push({ severity: 'error', message: "'targets' must be an array of module globs", path: ['targets'] });
     else {
       targets = [];
       obj.targets.forEach((t, i) => {
-        if (typeof t !== 'string' || !t) { problems.push({ severity: 'error', message: 'a target must be a non-empty glob string', path: ['targets', i] }); return; }
-        try { compileGlob(t); targets!.push(t); } catch (e) { problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['targets', i] }); }
+        if (typeof t !== 'string' || !t) {
+          problems.push({
+            severity: 'error',
+            message: 'a target must be a non-empty glob string',
+            path: ['targets', i],
+          });
+          return;
+        }
+        try {
+          compileGlob(t);
+          targets!.push(t);
+        } catch (e) {
+          problems.push({ severity: 'error', message: `bad pattern: ${(e as Error).message}`, path: ['targets', i] });
+        }
       });
     }
   }
@@ -138,7 +200,14 @@ export function compilePlan(plan: PlanFile, base: MatrixSettings = DEFAULT_SETTI
   for (const k of MATRIX_SETTING_KEYS) {
     if (plan.defaults?.[k] !== undefined) (defaults as Record<string, unknown>)[k] = plan.defaults[k];
   }
-  return { defaults, overrides: (plan.overrides ?? []).map((override, index) => ({ override, glob: compileGlob(override.match), index })) };
+  return {
+    defaults,
+    overrides: (plan.overrides ?? []).map((override, index) => ({
+      override,
+      glob: compileGlob(override.match),
+      index,
+    })),
+  };
 }
 
 export interface ResolvedSettings {

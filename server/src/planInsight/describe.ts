@@ -20,14 +20,20 @@ export function nameParts(tensorName: string): NameParts {
   const kind = segs[segs.length - 1];
   const i = segs.findIndex((s) => /^\d+$/.test(s));
   if (i < 0) return { module, prefix: module, suffix: '', kind };
-  return { module, prefix: segs.slice(0, i).join('.'), layer: Number(segs[i]), suffix: segs.slice(i + 1).join('.'), kind };
+  return {
+    module,
+    prefix: segs.slice(0, i).join('.'),
+    layer: Number(segs[i]),
+    suffix: segs.slice(i + 1).join('.'),
+    kind,
+  };
 }
 
 /** "0–3, 5, 7–8" */
 export function formatRanges(nums: number[]): string {
   const s = [...new Set(nums)].sort((a, b) => a - b);
   const out: string[] = [];
-  for (let i = 0; i < s.length; ) {
+  for (let i = 0; i < s.length;) {
     let j = i;
     while (j + 1 < s.length && s[j + 1] === s[j] + 1) j++;
     out.push(j === i ? `${s[i]}` : `${s[i]}–${s[j]}`);
@@ -54,7 +60,8 @@ export function formatError(x: number): string {
 
 /** "0.47–0.52" or "0.47" when both ends round the same. */
 export function formatErrorRange(values: number[]): string {
-  const lo = formatError(Math.min(...values)), hi = formatError(Math.max(...values));
+  const lo = formatError(Math.min(...values)),
+    hi = formatError(Math.max(...values));
   return lo === hi ? lo : `${lo}–${hi}`;
 }
 

@@ -7,7 +7,16 @@ import { selectTargets } from '../engine/targets';
 import { compileGlob, globMatches } from '../plan/glob';
 import { compilePlan, JsonPath, ParsedPlan, resolveSettings } from '../plan/planfile';
 import type { MatrixSettings, PlanOverride } from '../protocol/lsp_ext';
-import { adapterBytesOf, avgBitsOf, choiceBytes, codeBytes, CostModel, DEFAULT_COST, loraBytes, scaleBytes } from '../plan/planner/cost';
+import {
+  adapterBytesOf,
+  avgBitsOf,
+  choiceBytes,
+  codeBytes,
+  CostModel,
+  DEFAULT_COST,
+  loraBytes,
+  scaleBytes,
+} from '../plan/planner/cost';
 
 /** The JSON node that decides a setting: an override (by its index in the file) or the defaults. */
 export type Owner = { kind: 'defaults' } | { kind: 'override'; jsonIndex: number };
@@ -36,7 +45,7 @@ export function ownerKey(o: Owner): string {
 export function assignMatrices(parsed: ParsedPlan, base: MatrixSettings, tensors: TensorInfo[]): PlanAssignment {
   const cp = compilePlan(parsed.plan, base);
   const ownerOf = (i: number | undefined): Owner =>
-    (i === undefined ? { kind: 'defaults' } : { kind: 'override', jsonIndex: parsed.overrideIndex[i] });
+    i === undefined ? { kind: 'defaults' } : { kind: 'override', jsonIndex: parsed.overrideIndex[i] };
   const matrices: MatrixPlan[] = selectTargets(tensors, parsed.plan.targets).map((t) => {
     const { settings, skipped, owners } = resolveSettings(cp, t.name);
     const shape: [number, number] = [t.shape[0], t.shape[1]];
@@ -57,7 +66,13 @@ export function tensorsMatching(pattern: string, tensors: TensorInfo[]): TensorI
 }
 
 /** The JSON path a diagnostic about an owner's `key` setting should point at. */
-export function ownerPath(parsed: ParsedPlan, owner: Owner, key: 'bits' | 'rank', hasDefaultsNode: boolean, hasKey: (p: JsonPath) => boolean): JsonPath {
+export function ownerPath(
+  parsed: ParsedPlan,
+  owner: Owner,
+  key: 'bits' | 'rank',
+  hasDefaultsNode: boolean,
+  hasKey: (p: JsonPath) => boolean,
+): JsonPath {
   if (owner.kind === 'override') {
     const p: JsonPath = ['overrides', owner.jsonIndex, key];
     return hasKey(p) ? p : ['overrides', owner.jsonIndex, 'match'];
@@ -99,7 +114,12 @@ export interface PlanTotals {
 
 export function planTotals(a: PlanAssignment): PlanTotals {
   const quantized = new Set(a.matrices.map((m) => m.tensor.name));
-  let bitsParams = 0, params = 0, backbone = 0, adapter = 0, budget = 0, quantizedBackbone = 0;
+  let bitsParams = 0,
+    params = 0,
+    backbone = 0,
+    adapter = 0,
+    budget = 0,
+    quantizedBackbone = 0;
   for (const m of a.matrices) {
     backbone += backboneBytes(m);
     adapter += adapterBytes(m);
@@ -112,7 +132,12 @@ export function planTotals(a: PlanAssignment): PlanTotals {
   }
   for (const t of a.tensors) if (!quantized.has(t.name)) backbone += t.byteLength;
   return {
-    avgBits: params ? bitsParams / params : 0, backboneBytes: backbone, adapterBytes: adapter, budgetBytes: budget,
-    quantizedBackboneBytes: quantizedBackbone, backboneBits: avgBitsOf(quantizedBackbone, params), quantizedParameters: params,
+    avgBits: params ? bitsParams / params : 0,
+    backboneBytes: backbone,
+    adapterBytes: adapter,
+    budgetBytes: budget,
+    quantizedBackboneBytes: quantizedBackbone,
+    backboneBits: avgBitsOf(quantizedBackbone, params),
+    quantizedParameters: params,
   };
 }

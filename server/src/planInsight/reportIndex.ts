@@ -31,13 +31,20 @@ export function indexReport(report: Report): ReportIndex {
     widths.add(bits);
   };
   for (const a of report.analyses ?? []) {
-    for (const m of a.matrices) put(m.name, a.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: a.rank, iters: a.iters });
+    for (const m of a.matrices)
+      put(m.name, a.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: a.rank, iters: a.iters });
   }
   // A quantize run's own numbers describe the files as written: they win over an analysis.
   for (const m of report.matrices ?? []) {
     if (m.skipped) continue;
     const output = Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {};
-    put(m.name, m.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: m.rank, iters: m.iters, ...output });
+    put(m.name, m.bits, {
+      relError: m.relError,
+      qloraRelError: m.qloraRelError,
+      rank: m.rank,
+      iters: m.iters,
+      ...output,
+    });
   }
   return { byName, bits: [...widths].sort((a, b) => a - b), raw: report };
 }

@@ -56,12 +56,16 @@ export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
     const errors = worst.map((x) => x.e);
     const lastRank = Math.max(...names.map((n) => rankOf.get(n)!));
     const topPercent = Math.min(100, Math.ceil((100 * (lastRank + 1)) / scored.length));
-    const better = betterWidth(worst.map((x) => x.m), bits, ix);
+    const better = betterWidth(
+      worst.map((x) => x.m),
+      bits,
+      ix,
+    );
     const weightErrors = byOutput ? worst.map((x) => x.w) : undefined;
     const what = describeMatrices(names);
     let message = byOutput
-      ? `${what}: ${bits}-bit output error ${formatErrorRange(errors)} (LoftQ weight error ${formatErrorRange(weightErrors!)}), `
-        + `top ${topPercent}% of the model by output error`
+      ? `${what}: ${bits}-bit output error ${formatErrorRange(errors)} (LoftQ weight error ${formatErrorRange(weightErrors!)}), ` +
+        `top ${topPercent}% of the model by output error`
       : `${what}: ${bits}-bit LoftQ error ${formatErrorRange(errors)}, top ${topPercent}% of the model`;
     if (better) {
       const gives = `${byOutput ? 'weight error ' : ''}${formatErrorRange(better.errors)}`;
@@ -91,6 +95,12 @@ export interface ModelSummary {
 
 export function meanError(a: PlanAssignment, ix: ReportIndex): ModelSummary {
   const live = a.matrices.filter((m) => !m.skipped);
-  const errs = live.map((m) => errorAt(ix, m.tensor.name, m.settings.bits)?.relError).filter((e): e is number => e !== undefined);
-  return { matrices: live.length, withErrors: errs.length, meanError: errs.length ? errs.reduce((s, e) => s + e, 0) / errs.length : undefined };
+  const errs = live
+    .map((m) => errorAt(ix, m.tensor.name, m.settings.bits)?.relError)
+    .filter((e): e is number => e !== undefined);
+  return {
+    matrices: live.length,
+    withErrors: errs.length,
+    meanError: errs.length ? errs.reduce((s, e) => s + e, 0) / errs.length : undefined,
+  };
 }

@@ -369,7 +369,12 @@ export interface InspectResult {
   files: string[];
   metadata: Record<string, string>;
   tensors: TensorSummary[];
-  totals: { tensors: number; parameters: number; bytes: number; byDtype: Record<string, { tensors: number; parameters: number; bytes: number }> };
+  totals: {
+    tensors: number;
+    parameters: number;
+    bytes: number;
+    byDtype: Record<string, { tensors: number; parameters: number; bytes: number }>;
+  };
 }
 
 export interface MatrixDoneParams {
@@ -464,11 +469,23 @@ export interface HeatmapCell {
 }
 
 export type ToHeatmap =
-  | { type: 'init'; title: string; metric: HeatmapMetric; layers: number[]; modules: string[]; cells: HeatmapCell[]; unplaced: HeatmapCell[];
-      /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array; qlora: Float32Array;
-      /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array; perIterOffsets: Uint32Array;
-      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string; live?: boolean;
-      /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed'; summary?: HeatmapSummary }
+  | {
+      type: 'init';
+      title: string;
+      metric: HeatmapMetric;
+      layers: number[];
+      modules: string[];
+      cells: HeatmapCell[];
+      unplaced: HeatmapCell[];
+      /** Per cell (same order as cells then unplaced): loftq, qlora relErrors. */ loftq: Float32Array;
+      qlora: Float32Array;
+      /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array;
+      perIterOffsets: Uint32Array;
+      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string;
+      live?: boolean;
+      /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed';
+      summary?: HeatmapSummary;
+    }
   | { type: 'matrix'; matrix: MatrixReport }
   /** More cells during a live run, in the same typed-array form as `init`. */
   | ({ type: 'append' } & HeatmapBatch)
@@ -502,8 +519,12 @@ export type FromHeatmap =
   | { type: 'metric'; metric: HeatmapMetric };
 
 export type ToViewer =
-  | { type: 'header'; inspect: InspectResult; errors?: Record<string, { loftq: number; qlora: number; bits: number }>;
-      /** Set when the file is one shard of a sharded checkpoint (an index in its folder lists it). */ shard?: ViewerShard }
+  | {
+      type: 'header';
+      inspect: InspectResult;
+      errors?: Record<string, { loftq: number; qlora: number; bits: number }>;
+      /** Set when the file is one shard of a sharded checkpoint (an index in its folder lists it). */ shard?: ViewerShard;
+    }
   /** The file could not be read as a checkpoint: the viewer offers no Quantize. */
   | { type: 'error'; message: string }
   /** Scroll to and highlight one tensor (heatmap → "show in viewer"). */

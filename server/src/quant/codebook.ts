@@ -9,9 +9,8 @@ import { isQuantizer, QUANTIZER_NAMES, QUANTIZERS, quantizerSupports } from '../
 import type { Quantizer } from '../registry';
 
 export const NF4_BITSANDBYTES = Float32Array.from([
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-  -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
   0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
 ]);
 
@@ -27,8 +26,12 @@ function linspaceF32(start: number, stop: number, num: number): number[] {
 
 export function normalFloatTable(bits: number, offset = NF_OFFSET): Float32Array {
   const n = 2 ** bits;
-  const positive = linspaceF32(offset, 0.5, n / 2 + 1).slice(0, -1).map(normalQuantile);
-  const negative = linspaceF32(offset, 0.5, n / 2).slice(0, -1).map((p) => -normalQuantile(p));
+  const positive = linspaceF32(offset, 0.5, n / 2 + 1)
+    .slice(0, -1)
+    .map(normalQuantile);
+  const negative = linspaceF32(offset, 0.5, n / 2)
+    .slice(0, -1)
+    .map((p) => -normalQuantile(p));
   const t = Float32Array.from([...positive, 0, ...negative]).sort();
   const max = t[t.length - 1];
   return t.map((v) => Math.fround(v / max));

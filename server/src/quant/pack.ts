@@ -8,10 +8,14 @@ export function packedLength(count: number, bits: number): number {
 
 export function packCodes(codes: Uint8Array, bits: number): Uint8Array {
   const out = new Uint8Array(packedLength(codes.length, bits));
-  if (bits === 8) { out.set(codes); return out; }
+  if (bits === 8) {
+    out.set(codes);
+    return out;
+  }
   let bitPos = 0;
   for (let i = 0; i < codes.length; i++, bitPos += bits) {
-    const byte = bitPos >> 3, shift = bitPos & 7;
+    const byte = bitPos >> 3,
+      shift = bitPos & 7;
     const v = codes[i] << shift;
     out[byte] |= v & 0xff;
     if (shift + bits > 8) out[byte + 1] |= v >> 8;
@@ -25,7 +29,8 @@ export function unpackCodes(packed: Uint8Array, bits: number, count: number): Ui
   const mask = (1 << bits) - 1;
   let bitPos = 0;
   for (let i = 0; i < count; i++, bitPos += bits) {
-    const byte = bitPos >> 3, shift = bitPos & 7;
+    const byte = bitPos >> 3,
+      shift = bitPos & 7;
     const word = packed[byte] | ((packed[byte + 1] ?? 0) << 8);
     out[i] = (word >> shift) & mask;
   }

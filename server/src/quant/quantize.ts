@@ -22,14 +22,26 @@ export function pairwiseSumF32(a: Float32Array, start: number, n: number): numbe
     return r;
   }
   if (n <= 128) {
-    let r0 = a[start], r1 = a[start + 1], r2 = a[start + 2], r3 = a[start + 3];
-    let r4 = a[start + 4], r5 = a[start + 5], r6 = a[start + 6], r7 = a[start + 7];
+    let r0 = a[start],
+      r1 = a[start + 1],
+      r2 = a[start + 2],
+      r3 = a[start + 3];
+    let r4 = a[start + 4],
+      r5 = a[start + 5],
+      r6 = a[start + 6],
+      r7 = a[start + 7];
     const full = n - (n % 8);
     let i = 8;
     for (; i < full; i += 8) {
       const p = start + i;
-      r0 = fr(r0 + a[p]); r1 = fr(r1 + a[p + 1]); r2 = fr(r2 + a[p + 2]); r3 = fr(r3 + a[p + 3]);
-      r4 = fr(r4 + a[p + 4]); r5 = fr(r5 + a[p + 5]); r6 = fr(r6 + a[p + 6]); r7 = fr(r7 + a[p + 7]);
+      r0 = fr(r0 + a[p]);
+      r1 = fr(r1 + a[p + 1]);
+      r2 = fr(r2 + a[p + 2]);
+      r3 = fr(r3 + a[p + 3]);
+      r4 = fr(r4 + a[p + 4]);
+      r5 = fr(r5 + a[p + 5]);
+      r6 = fr(r6 + a[p + 6]);
+      r7 = fr(r7 + a[p + 7]);
     }
     let res = fr(fr(fr(r0 + r1) + fr(r2 + r3)) + fr(fr(r4 + r5) + fr(r6 + r7)));
     for (; i < n; i++) res = fr(res + a[start + i]);
@@ -76,7 +88,6 @@ export function blockCount(size: number, blockSize: number): number {
   return Math.ceil(size / blockSize);
 }
 
-
 /** Nearest-code lookup in O(1), run by the assignCodes kernel: a grid of CELLS cells over
  *  [-1, 1] (the first and last reaching to ∓∞) holding, per cell, its code — or AMBIGUOUS
  *  when a midpoint between two table entries lies within 1e-6 of the cell. Outside those
@@ -91,14 +102,17 @@ class CodeLookup {
   /** CELLS + 1 entries: index CELLS is v = 1 exactly. */
   readonly cells: Uint16Array;
   constructor(readonly table: Float32Array) {
-    const n = table.length, CELLS = CodeLookup.CELLS, half = CELLS / 2;
+    const n = table.length,
+      CELLS = CodeLookup.CELLS,
+      half = CELLS / 2;
     this.mids = new Float64Array(n - 1);
     for (let j = 0; j < n - 1; j++) this.mids[j] = (table[j] + table[j + 1]) / 2;
     this.cells = new Uint16Array(CELLS + 1);
     for (let cell = 0; cell <= CELLS; cell++) {
       const lo = cell === 0 ? -Infinity : -1 + cell / half;
       const hi = cell >= CELLS - 1 ? Infinity : -1 + (cell + 1) / half;
-      let code = 0, ambiguous = false;
+      let code = 0,
+        ambiguous = false;
       for (const m of this.mids) {
         if (m >= lo - 1e-6 && m <= hi + 1e-6) ambiguous = true;
         if (m < lo) code++;
@@ -123,20 +137,46 @@ export interface QuantizedRegions {
 
 /** Quantizes a matrix held in kernel memory (the engine's hottest code: six times per
  *  matrix); codes, scales and values land in `out`'s regions. */
-export function quantizeRegion(ws: Workspace, x: F32Region, table: Float32Array, quantizer: Quantizer, blockSize: number, out: QuantizedRegions): void {
+export function quantizeRegion(
+  ws: Workspace,
+  x: F32Region,
+  table: Float32Array,
+  quantizer: Quantizer,
+  blockSize: number,
+  out: QuantizedRegions,
+): void {
   const n = x.length;
   if (QUANTIZERS[quantizer].scale === 'absmax') ws.k.absMaxScales(x.ptr, n, blockSize, out.scales.ptr);
   else {
-    const xs = x.view(), scales = out.scales.view();
-    for (let b = 0; b < scales.length; b++) scales[b] = uniformScale(xs, b * blockSize, Math.min(blockSize, n - b * blockSize));
+    const xs = x.view(),
+      scales = out.scales.view();
+    for (let b = 0; b < scales.length; b++)
+      scales[b] = uniformScale(xs, b * blockSize, Math.min(blockSize, n - b * blockSize));
   }
   assignCodes(ws, x, blockSize, out.scales, table, out);
 }
 
-function assignCodes(ws: Workspace, x: F32Region, blockSize: number, scales: F32Region, table: Float32Array, out: { codes: U8Region; values: F32Region }): void {
+function assignCodes(
+  ws: Workspace,
+  x: F32Region,
+  blockSize: number,
+  scales: F32Region,
+  table: Float32Array,
+  out: { codes: U8Region; values: F32Region },
+): void {
   const tableRegion = ws.f32(table.length, table);
   const cells = ws.u16(CodeLookup.CELLS + 1, lookupFor(table).cells);
-  ws.k.assignCodes(x.ptr, x.length, blockSize, scales.ptr, tableRegion.ptr, table.length, cells.ptr, out.codes.ptr, out.values.ptr);
+  ws.k.assignCodes(
+    x.ptr,
+    x.length,
+    blockSize,
+    scales.ptr,
+    tableRegion.ptr,
+    table.length,
+    cells.ptr,
+    out.codes.ptr,
+    out.values.ptr,
+  );
 }
 
 export function quantizedRegions(ws: Workspace, size: number, blockSize: number): QuantizedRegions {
@@ -152,7 +192,12 @@ export function quantize(x: Float32Array, table: Float32Array, quantizer: Quanti
 }
 
 /** Dequantizes codes + per-block scales. */
-export function dequantize(codes: Uint8Array, scales: Float32Array, table: Float32Array, blockSize: number): Float32Array {
+export function dequantize(
+  codes: Uint8Array,
+  scales: Float32Array,
+  table: Float32Array,
+  blockSize: number,
+): Float32Array {
   const out = new Float32Array(codes.length);
   for (let i = 0; i < codes.length; i++) out[i] = fr(table[codes[i]] * scales[Math.floor(i / blockSize)]);
   return out;

@@ -18,8 +18,17 @@ import { LspObserver } from './fuzz/lsp-observer';
 import { InputError, UsageError } from '../base/errors';
 import { createBackend } from '../linalg/backend';
 
-interface Job { from: number; to: number; seed: number; timeoutMs: number; root: string; quantize: boolean; lsp: boolean }
-type Msg = { type: 'start'; index: number } | { type: 'result'; r: CaseResult } | { type: 'unhandled' } | { type: 'done' };
+interface Job {
+  from: number;
+  to: number;
+  seed: number;
+  timeoutMs: number;
+  root: string;
+  quantize: boolean;
+  lsp: boolean;
+}
+type Msg =
+  { type: 'start'; index: number } | { type: 'result'; r: CaseResult } | { type: 'unhandled' } | { type: 'done' };
 
 async function workerMain(job: Job): Promise<void> {
   process.on('unhandledRejection', () => parentPort!.postMessage({ type: 'unhandled' } satisfies Msg));
@@ -28,14 +37,27 @@ async function workerMain(job: Job): Promise<void> {
   const observers = lsp ? [lsp.observe] : [];
   for (let i = job.from; i < job.to; i++) {
     parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
-    parentPort!.postMessage({ type: 'result', r: await runCase(i, { ...job, consumers, observers, typedErrors: [InputError, UsageError] }) } satisfies Msg);
+    parentPort!.postMessage({
+      type: 'result',
+      r: await runCase(i, { ...job, consumers, observers, typedErrors: [InputError, UsageError] }),
+    } satisfies Msg);
   }
   await lsp?.stop();
   parentPort!.postMessage({ type: 'done' } satisfies Msg);
 }
 
 function parse(argv: string[]) {
-  const o = { cases: 1000, seed: 1, from: 0, timeoutMs: 2000, maxRssMiB: 1024, json: false, verbose: false, quantize: false, lsp: false };
+  const o = {
+    cases: 1000,
+    seed: 1,
+    from: 0,
+    timeoutMs: 2000,
+    maxRssMiB: 1024,
+    json: false,
+    verbose: false,
+    quantize: false,
+    lsp: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -52,7 +74,10 @@ function parse(argv: string[]) {
     else if (a === '--verbose') o.verbose = true;
     else if (a === '--quantize') o.quantize = true;
     else if (a === '--lsp') o.lsp = true;
-    else throw new Error(`unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize] [--lsp])`);
+    else
+      throw new Error(
+        `unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize] [--lsp])`,
+      );
   }
   return o;
 }
@@ -76,32 +101,72 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
       };
       const watchdog = setInterval(() => {
         if (Date.now() - started > job.timeoutMs * 3 + 5000) {
-          stop(current + 1, { index: current, mutator: '?', outcome: 'hang', message: 'worker stuck (synchronous code?)', ms: Date.now() - started });
+          stop(current + 1, {
+            index: current,
+            mutator: '?',
+            outcome: 'hang',
+            message: 'worker stuck (synchronous code?)',
+            ms: Date.now() - started,
+          });
         }
       }, 250);
       w.on('message', (m: Msg) => {
-        if (m.type === 'start') { current = m.index; started = Date.now(); }
-        else if (m.type === 'result') {
+        if (m.type === 'start') {
+          current = m.index;
+          started = Date.now();
+        } else if (m.type === 'result') {
           record(s, m.r);
-          if (verbose || (m.r.outcome !== 'accepted' && m.r.outcome !== 'rejected')) process.stderr.write(`case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ${m.r.message ?? ''}\n`);
+          if (verbose || (m.r.outcome !== 'accepted' && m.r.outcome !== 'rejected'))
+            process.stderr.write(
+              `case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ${m.r.message ?? ''}\n`,
+            );
         } else if (m.type === 'unhandled') s.unhandledRejections++;
         else stop(job.to);
       });
-      w.on('error', (e) => stop(current + 1, { index: current, mutator: '?', outcome: 'crash', message: `worker died: ${e.message}`, ms: Date.now() - started }));
-      w.on('exit', () => stop(current + 1, { index: current, mutator: '?', outcome: 'crash', message: 'worker exited early', ms: Date.now() - started }));
+      w.on('error', (e) =>
+        stop(current + 1, {
+          index: current,
+          mutator: '?',
+          outcome: 'crash',
+          message: `worker died: ${e.message}`,
+          ms: Date.now() - started,
+        }),
+      );
+      w.on('exit', () =>
+        stop(current + 1, {
+          index: current,
+          mutator: '?',
+          outcome: 'crash',
+          message: 'worker exited early',
+          ms: Date.now() - started,
+        }),
+      );
     });
   }
 }
 
 function report(s: Summary, seed: number, from: number): string {
-  const kinds = Object.entries(s.byKind).sort((a, b) => b[1] - a[1]).map(([k, n]) => `  ${k.padEnd(16)} ${n}`);
+  const kinds = Object.entries(s.byKind)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `  ${k.padEnd(16)} ${n}`);
   return [
     `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
     `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
-    'rejections by error kind:', ...kinds,
-    ...(Object.keys(s.byNote).length ? ['checked by the consumers:', ...Object.entries(s.byNote).sort().map(([k, n]) => `  ${k.padEnd(24)} ${n}`)] : []),
+    'rejections by error kind:',
+    ...kinds,
+    ...(Object.keys(s.byNote).length
+      ? [
+          'checked by the consumers:',
+          ...Object.entries(s.byNote)
+            .sort()
+            .map(([k, n]) => `  ${k.padEnd(24)} ${n}`),
+        ]
+      : []),
     `mutators: ${Object.keys(s.byMutator).length}`,
-    ...s.failures.map((f) => `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} (rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`),
+    ...s.failures.map(
+      (f) =>
+        `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} (rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`,
+    ),
   ].join('\n');
 }
 
@@ -117,7 +182,19 @@ async function main(): Promise<number> {
   const s = emptySummary();
   const t0 = performance.now();
   try {
-    await supervise({ from: o.from, to: o.from + o.cases, seed: o.seed, timeoutMs: o.timeoutMs, root, quantize: o.quantize, lsp: o.lsp }, s, o.verbose);
+    await supervise(
+      {
+        from: o.from,
+        to: o.from + o.cases,
+        seed: o.seed,
+        timeoutMs: o.timeoutMs,
+        root,
+        quantize: o.quantize,
+        lsp: o.lsp,
+      },
+      s,
+      o.verbose,
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -128,5 +205,8 @@ async function main(): Promise<number> {
   return s.crashes + s.hangs + s.missed + s.unhandledRejections === 0 && memoryOk ? 0 : 1;
 }
 
-if (isMainThread) void main().then((code) => { process.exitCode = code; });
+if (isMainThread)
+  void main().then((code) => {
+    process.exitCode = code;
+  });
 else void workerMain(workerData as Job);

@@ -70,7 +70,11 @@ export function planShards(jobs: TensorJob[], maxBytes: number): TensorJob[][] {
   let size = 0;
   for (const j of jobs) {
     const b = bytesOf(j);
-    if (cur.length && size + b > maxBytes) { shards.push(cur); cur = []; size = 0; }
+    if (cur.length && size + b > maxBytes) {
+      shards.push(cur);
+      cur = [];
+      size = 0;
+    }
     cur.push(j);
     size += b;
   }
@@ -100,7 +104,10 @@ class GeneratorPool {
     const w = this.idle.pop()!;
     try {
       return await new Promise<Uint8Array>((resolve, reject) => {
-        const onMessage = (m: Uint8Array) => { w.off('error', reject); resolve(m); };
+        const onMessage = (m: Uint8Array) => {
+          w.off('error', reject);
+          resolve(m);
+        };
         w.once('message', onMessage);
         w.once('error', reject);
         w.postMessage({ job, seed });
@@ -162,7 +169,10 @@ export async function makeModel(o: MakeModelOptions): Promise<MakeModelResult> {
       files.push(path.join(o.out, name));
     }
     const totalSize = jobs.reduce((a, j) => a + bytesOf(j), 0);
-    await writeFileAtomic(path.join(o.out, INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+    await writeFileAtomic(
+      path.join(o.out, INDEX_FILE),
+      JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n',
+    );
     await writeFileAtomic(path.join(o.out, 'config.json'), JSON.stringify(llamaConfig(shape), null, 2) + '\n');
     const parameters = jobs.reduce((a, j) => a + j.shape.reduce((x, y) => x * y, 1), 0);
     return { files, tensors: jobs.length, parameters, totalSize };

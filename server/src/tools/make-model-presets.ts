@@ -17,9 +17,36 @@ export interface LlamaShape {
 }
 
 export const PRESETS: Record<string, LlamaShape> = {
-  tiny: { layers: 4, hidden: 128, intermediate: 344, heads: 4, kvHeads: 2, vocab: 512, maxPositions: 256, tieEmbeddings: false },
-  'tinyllama-1.1b': { layers: 22, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 32000, maxPositions: 2048, tieEmbeddings: false },
-  'llama-7b': { layers: 32, hidden: 4096, intermediate: 11008, heads: 32, kvHeads: 32, vocab: 32000, maxPositions: 4096, tieEmbeddings: false },
+  tiny: {
+    layers: 4,
+    hidden: 128,
+    intermediate: 344,
+    heads: 4,
+    kvHeads: 2,
+    vocab: 512,
+    maxPositions: 256,
+    tieEmbeddings: false,
+  },
+  'tinyllama-1.1b': {
+    layers: 22,
+    hidden: 2048,
+    intermediate: 5632,
+    heads: 32,
+    kvHeads: 4,
+    vocab: 32000,
+    maxPositions: 2048,
+    tieEmbeddings: false,
+  },
+  'llama-7b': {
+    layers: 32,
+    hidden: 4096,
+    intermediate: 11008,
+    heads: 32,
+    kvHeads: 32,
+    vocab: 32000,
+    maxPositions: 4096,
+    tieEmbeddings: false,
+  },
 };
 
 export type TensorKind = 'linear' | 'embedding' | 'norm';
@@ -60,13 +87,30 @@ export function tensorJobs(s: LlamaShape): TensorJob[] {
   const kv = s.kvHeads * head;
   const out: TensorJob[] = [{ name: 'model.embed_tokens.weight', shape: [s.vocab, s.hidden], kind: 'embedding' }];
   const shapes: Record<Module, [number, number]> = {
-    q_proj: [s.hidden, s.hidden], k_proj: [kv, s.hidden], v_proj: [kv, s.hidden], o_proj: [s.hidden, s.hidden],
-    gate_proj: [s.intermediate, s.hidden], up_proj: [s.intermediate, s.hidden], down_proj: [s.hidden, s.intermediate],
+    q_proj: [s.hidden, s.hidden],
+    k_proj: [kv, s.hidden],
+    v_proj: [kv, s.hidden],
+    o_proj: [s.hidden, s.hidden],
+    gate_proj: [s.intermediate, s.hidden],
+    up_proj: [s.intermediate, s.hidden],
+    down_proj: [s.hidden, s.intermediate],
   };
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}`;
-    for (const m of ATTN) out.push({ name: `${p}.self_attn.${m}.weight`, shape: shapes[m], kind: 'linear', traits: moduleTraits(l, s.layers, m) });
-    for (const m of MLP) out.push({ name: `${p}.mlp.${m}.weight`, shape: shapes[m], kind: 'linear', traits: moduleTraits(l, s.layers, m) });
+    for (const m of ATTN)
+      out.push({
+        name: `${p}.self_attn.${m}.weight`,
+        shape: shapes[m],
+        kind: 'linear',
+        traits: moduleTraits(l, s.layers, m),
+      });
+    for (const m of MLP)
+      out.push({
+        name: `${p}.mlp.${m}.weight`,
+        shape: shapes[m],
+        kind: 'linear',
+        traits: moduleTraits(l, s.layers, m),
+      });
     out.push({ name: `${p}.input_layernorm.weight`, shape: [s.hidden], kind: 'norm' });
     out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [s.hidden], kind: 'norm' });
   }

@@ -21,19 +21,30 @@ export function parseSize(s: string): number {
 
 function positiveInt(v: unknown, key: string, min: number): number | undefined {
   if (v === undefined) return undefined;
-  if (!Number.isInteger(v) || (v as number) < min) throw new UsageError(`option '--${key}' must be an integer ≥ ${min}, got ${v}`);
+  if (!Number.isInteger(v) || (v as number) < min)
+    throw new UsageError(`option '--${key}' must be an integer ≥ ${min}, got ${v}`);
   return v as number;
 }
 
 async function main(argv: string[]): Promise<void> {
   const { options, positional } = parseArgs(argv, {
-    preset: { type: 'string' }, out: { type: 'string' }, layers: { type: 'number' }, seed: { type: 'number' },
-    'shard-size': { type: 'string' }, workers: { type: 'number' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+    preset: { type: 'string' },
+    out: { type: 'string' },
+    layers: { type: 'number' },
+    seed: { type: 'number' },
+    'shard-size': { type: 'string' },
+    workers: { type: 'number' },
+    quiet: { type: 'boolean' },
+    help: { type: 'boolean' },
   });
-  if (options.help) { console.log(USAGE); return; }
+  if (options.help) {
+    console.log(USAGE);
+    return;
+  }
   if (positional.length) throw new UsageError(`unexpected argument '${positional[0]}'\n${USAGE}`);
   const preset = options.preset as string | undefined;
-  if (!preset || !PRESETS[preset]) throw new UsageError(`option '--preset' must be one of ${Object.keys(PRESETS).join(', ')}`);
+  if (!preset || !PRESETS[preset])
+    throw new UsageError(`option '--preset' must be one of ${Object.keys(PRESETS).join(', ')}`);
   if (!options.out) throw new UsageError(`option '--out DIR' is required`);
   const t0 = performance.now();
   const r = await makeModel({
@@ -44,12 +55,16 @@ async function main(argv: string[]): Promise<void> {
     shardSize: options['shard-size'] ? parseSize(options['shard-size'] as string) : undefined,
     workers: positiveInt(options.workers, 'workers', 1) ?? os.availableParallelism(),
     workerScript: __filename,
-    onTensor: options.quiet || !process.stderr.isTTY ? undefined
-      : (name, i, n) => process.stderr.write(`\r\x1b[K[${i + 1}/${n}] ${name}`),
+    onTensor:
+      options.quiet || !process.stderr.isTTY
+        ? undefined
+        : (name, i, n) => process.stderr.write(`\r\x1b[K[${i + 1}/${n}] ${name}`),
   });
   if (!options.quiet && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
-  console.log(`${preset}: ${r.tensors} tensors, ${(r.parameters / 1e6).toFixed(1)}M parameters, ${(r.totalSize / 1e6).toFixed(1)} MB in ${r.files.length} shard(s) → ${options.out} (${secs} s)`);
+  console.log(
+    `${preset}: ${r.tensors} tensors, ${(r.parameters / 1e6).toFixed(1)}M parameters, ${(r.totalSize / 1e6).toFixed(1)} MB in ${r.files.length} shard(s) → ${options.out} (${secs} s)`,
+  );
 }
 
 function runWorker(): void {

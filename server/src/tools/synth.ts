@@ -20,7 +20,13 @@ export interface SynthTraits {
 }
 
 export const DEFAULT_TRAITS: SynthTraits = {
-  df: 5, spikeRank: 32, decay: 0.7, spikeGain: 1, outliers: 4, outlierGain: [4, 12], scale: 0.02,
+  df: 5,
+  spikeRank: 32,
+  decay: 0.7,
+  spikeGain: 1,
+  outliers: 4,
+  outlierGain: [4, 12],
+  scale: 0.02,
 };
 
 /** A 32-bit seed from any mix of strings and numbers (FNV-1a, then a final avalanche). */
@@ -30,14 +36,19 @@ export function seedFrom(...parts: (string | number)[]): number {
     const s = `${p}\u0000`;
     for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   }
-  h ^= h >>> 16; h = Math.imul(h, 0x7feb352d);
-  h ^= h >>> 15; h = Math.imul(h, 0x846ca68b);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x846ca68b);
   return (h ^ (h >>> 16)) >>> 0;
 }
 
 /** xoshiro128** seeded through splitmix32: fast, and the same stream on every platform. */
 export class Rng {
-  private a: number; private b: number; private c: number; private d: number;
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
   private spare: number | undefined;
 
   constructor(seed: number) {
@@ -49,14 +60,21 @@ export class Rng {
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
       return (z ^ (z >>> 16)) >>> 0;
     };
-    this.a = mix(); this.b = mix(); this.c = mix(); this.d = mix();
+    this.a = mix();
+    this.b = mix();
+    this.c = mix();
+    this.d = mix();
   }
 
   nextU32(): number {
     const r = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
     const t = this.b << 9;
-    this.c ^= this.a; this.d ^= this.b; this.b ^= this.c; this.a ^= this.d;
-    this.c ^= t; this.d = rotl(this.d, 11);
+    this.c ^= this.a;
+    this.d ^= this.b;
+    this.b ^= this.c;
+    this.a ^= this.d;
+    this.c ^= t;
+    this.d = rotl(this.d, 11);
     return r;
   }
 
@@ -67,11 +85,17 @@ export class Rng {
 
   /** Standard normal (Marsaglia's polar method). */
   normal(): number {
-    if (this.spare !== undefined) { const s = this.spare; this.spare = undefined; return s; }
+    if (this.spare !== undefined) {
+      const s = this.spare;
+      this.spare = undefined;
+      return s;
+    }
     for (;;) {
-      const u = 2 * this.uniform() - 1, v = 2 * this.uniform() - 1, w = u * u + v * v;
+      const u = 2 * this.uniform() - 1,
+        v = 2 * this.uniform() - 1,
+        w = u * u + v * v;
       if (w < 1) {
-        const f = Math.sqrt(-2 * Math.log(w) / w);
+        const f = Math.sqrt((-2 * Math.log(w)) / w);
         this.spare = v * f;
         return u * f;
       }
@@ -84,22 +108,40 @@ export class Rng {
    * than calling nextU32), and consumes the same stream as nextU32 would.
    */
   fillStudentT(out: Float32Array, df: number, scale: number): void {
-    let a = this.a, b = this.b, c = this.c, d = this.d;
+    let a = this.a,
+      b = this.b,
+      c = this.c,
+      d = this.d;
     const e = -2 / df;
     const n = out.length;
     let i = 0;
     while (i < n) {
       let r = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
-      let t = b << 9; c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = rotl(d, 11);
+      let t = b << 9;
+      c ^= a;
+      d ^= b;
+      b ^= c;
+      a ^= d;
+      c ^= t;
+      d = rotl(d, 11);
       const u = ((r >>> 8) + 0.5) * 2 ** -23 - 1;
       r = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
-      t = b << 9; c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = rotl(d, 11);
+      t = b << 9;
+      c ^= a;
+      d ^= b;
+      b ^= c;
+      a ^= d;
+      c ^= t;
+      d = rotl(d, 11);
       const v = ((r >>> 8) + 0.5) * 2 ** -23 - 1;
       const w = u * u + v * v;
       if (w >= 1) continue;
-      out[i++] = scale * u * Math.sqrt(df * (Math.exp(Math.log(w) * e) - 1) / w);
+      out[i++] = scale * u * Math.sqrt((df * (Math.exp(Math.log(w) * e) - 1)) / w);
     }
-    this.a = a; this.b = b; this.c = c; this.d = d;
+    this.a = a;
+    this.b = b;
+    this.c = c;
+    this.d = d;
   }
 }
 
@@ -131,20 +173,36 @@ export function orthonormalRows(rng: Rng, k: number, n: number): Float64Array {
 export function spikeValues(rows: number, cols: number, t: SynthTraits): Float64Array {
   const k = Math.min(t.spikeRank, rows, cols);
   const s = new Float64Array(k);
-  for (let i = 0; i < k; i++) s[i] = t.spikeGain * t.scale * Math.sqrt(Math.max(rows, cols)) * 1.5 * (i + 1) ** -t.decay;
+  for (let i = 0; i < k; i++)
+    s[i] = t.spikeGain * t.scale * Math.sqrt(Math.max(rows, cols)) * 1.5 * (i + 1) ** -t.decay;
   return s;
 }
 
 /** w[base..base+cols) += Σ_p us[ui+p] · vt[p, :]; four rank terms per pass over the row. */
-function addRowSpike(w: Float32Array, base: number, us: Float64Array, ui: number, vt: Float32Array, k: number, cols: number): void {
+function addRowSpike(
+  w: Float32Array,
+  base: number,
+  us: Float64Array,
+  ui: number,
+  vt: Float32Array,
+  k: number,
+  cols: number,
+): void {
   let p = 0;
   for (; p + 4 <= k; p += 4) {
-    const a0 = us[ui + p], a1 = us[ui + p + 1], a2 = us[ui + p + 2], a3 = us[ui + p + 3];
-    const o0 = p * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
+    const a0 = us[ui + p],
+      a1 = us[ui + p + 1],
+      a2 = us[ui + p + 2],
+      a3 = us[ui + p + 3];
+    const o0 = p * cols,
+      o1 = o0 + cols,
+      o2 = o1 + cols,
+      o3 = o2 + cols;
     for (let j = 0; j < cols; j++) w[base + j] += a0 * vt[o0 + j] + a1 * vt[o1 + j] + a2 * vt[o2 + j] + a3 * vt[o3 + j];
   }
   for (; p < k; p++) {
-    const a = us[ui + p], o = p * cols;
+    const a = us[ui + p],
+      o = p * cols;
     for (let j = 0; j < cols; j++) w[base + j] += a * vt[o + j];
   }
 }

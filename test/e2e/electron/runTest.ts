@@ -12,7 +12,15 @@ import { makeWorkspace } from '../harness/workspace';
 async function main(): Promise<void> {
   const root = path.resolve(__dirname, '..', '..');
   const suite = path.join(root, 'out', 'e2e-electron', 'suite.js');
-  await build({ entryPoints: [path.join(root, 'test', 'e2e', 'electron', 'suite.ts')], bundle: true, platform: 'node', format: 'cjs', external: ['vscode'], outfile: suite, logLevel: 'warning' });
+  await build({
+    entryPoints: [path.join(root, 'test', 'e2e', 'electron', 'suite.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    external: ['vscode'],
+    outfile: suite,
+    logLevel: 'warning',
+  });
   const ws = fs.mkdtempSync(path.join(os.tmpdir(), 'loftq-electron-'));
   makeWorkspace(ws);
   try {

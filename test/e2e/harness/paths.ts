@@ -6,11 +6,14 @@ import { repoRoot } from '../../helpers';
 
 export const cacheDir = path.join(repoRoot, '.e2e-cache');
 export const codeServerBin = path.join(cacheDir, 'code-server', 'node_modules', '.bin', 'code-server');
-export const chromiumBin = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p)) ?? '/usr/bin/chromium';
+export const chromiumBin =
+  ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p)) ?? '/usr/bin/chromium';
 export const screenshotDir = path.join(repoRoot, 'test', 'e2e', 'screenshots');
 
 /** Why the tier cannot run here, or undefined when it can. */
 export function missingSetup(): string | undefined {
   const missing = [codeServerBin, chromiumBin].filter((p) => !fs.existsSync(p));
-  return missing.length ? `end-to-end tier skipped: ${missing.join(', ')} not found — run test/e2e/setup.sh to install code-server and chromium` : undefined;
+  return missing.length
+    ? `end-to-end tier skipped: ${missing.join(', ')} not found — run test/e2e/setup.sh to install code-server and chromium`
+    : undefined;
 }

@@ -8,15 +8,32 @@ import { repoRoot } from '../../helpers';
 // Sources and node_modules are linked (only the bundler reads them); what goes into the
 // package is copied, since vsce does not follow linked folders.
 const LINKED = ['client', 'server', 'webviews', 'node_modules'];
-const COPIED = ['package.json', 'esbuild.mjs', 'examples', 'schemas', 'README.md', 'SECURITY.md', 'LICENSE', '.vscodeignore', 'docs/images'];
+const COPIED = [
+  'package.json',
+  'esbuild.mjs',
+  'examples',
+  'schemas',
+  'README.md',
+  'SECURITY.md',
+  'LICENSE',
+  '.vscodeignore',
+  'docs/images',
+];
 
 export function packageVsix(stage: string): string {
   fs.mkdirSync(stage, { recursive: true });
-  for (const f of LINKED) if (fs.existsSync(path.join(repoRoot, f))) fs.symlinkSync(path.join(repoRoot, f), path.join(stage, f));
-  for (const f of COPIED) if (fs.existsSync(path.join(repoRoot, f))) fs.cpSync(path.join(repoRoot, f), path.join(stage, f), { recursive: true });
+  for (const f of LINKED)
+    if (fs.existsSync(path.join(repoRoot, f))) fs.symlinkSync(path.join(repoRoot, f), path.join(stage, f));
+  for (const f of COPIED)
+    if (fs.existsSync(path.join(repoRoot, f)))
+      fs.cpSync(path.join(repoRoot, f), path.join(stage, f), { recursive: true });
   const out = path.join(stage, 'loftq-lens.vsix');
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
   const env = { ...process.env, npm_config_update_notifier: 'false', npm_config_fund: 'false' };
-  execFileSync(npm, ['run', '--silent', 'package', '--', '-o', out], { cwd: stage, stdio: ['ignore', 'pipe', 'pipe'], env });
+  execFileSync(npm, ['run', '--silent', 'package', '--', '-o', out], {
+    cwd: stage,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
   return out;
 }

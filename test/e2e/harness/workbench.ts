@@ -16,14 +16,25 @@ export async function openWorkbench(url: string, folder: string): Promise<Workbe
   const browser = await chromium.launch({
     executablePath: chromiumBin,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-dev-shm-usage',
+    ],
   });
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   const errors: string[] = [];
   const dialogs: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   // A script injected through a tensor name would show up here (alert/confirm/prompt).
-  page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
   await page.goto(`${url}/?folder=${encodeURIComponent(folder)}`);
   await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
   // The remote extension host starts after the workbench; until our status bar item shows,
@@ -39,7 +50,12 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   return file;
 }
 
-export async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
+export async function until<T>(
+  what: string,
+  f: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -49,7 +65,8 @@ export async function until<T>(what: string, f: () => Promise<T | undefined | fa
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -71,11 +88,13 @@ export async function explorerRow(page: Page, relPath: string) {
   const rows = '.explorer-folders-view .monaco-list-row';
   /** data-index of part i's row under the row at data-index `parent` (-1: the root), or undefined. */
   const indexOf = async (i: number, parent: number): Promise<number | undefined> => {
-    const all = await page.$$eval(rows, (els) => els.map((e) => ({
-      index: Number(e.getAttribute('data-index')),
-      level: Number(e.getAttribute('aria-level')),
-      name: e.querySelector('.label-name')?.textContent ?? '',
-    })));
+    const all = await page.$$eval(rows, (els) =>
+      els.map((e) => ({
+        index: Number(e.getAttribute('data-index')),
+        level: Number(e.getAttribute('aria-level')),
+        name: e.querySelector('.label-name')?.textContent ?? '',
+      })),
+    );
     all.sort((a, b) => a.index - b.index);
     // Rows carry their tree depth; top-level entries of a single-folder workspace are level 1.
     for (const r of all) {
@@ -86,54 +105,75 @@ export async function explorerRow(page: Page, relPath: string) {
     return undefined;
   };
   const rowAt = (index: number) => page.locator(`${rows}[data-index="${index}"]`);
-  return until(`explorer row ${relPath}`, async () => {
-    let parent = -1;
-    for (let i = 0; i < parts.length; i++) {
-      // (until wants a truthy answer, and 0 is a row index.)
-      const { index } = await until(`${parts.slice(0, i + 1).join('/')} in the Explorer`,
-        async () => { const x = await indexOf(i, parent); return x === undefined ? undefined : { index: x }; }, 3000, 100);
-      parent = index;
-      const row = rowAt(index);
-      if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') {
-        await row.click();
-        await until(`${parts[i]} to expand`, async () => (await row.getAttribute('aria-expanded')) === 'true', 3000);
+  return until(
+    `explorer row ${relPath}`,
+    async () => {
+      let parent = -1;
+      for (let i = 0; i < parts.length; i++) {
+        // (until wants a truthy answer, and 0 is a row index.)
+        const { index } = await until(
+          `${parts.slice(0, i + 1).join('/')} in the Explorer`,
+          async () => {
+            const x = await indexOf(i, parent);
+            return x === undefined ? undefined : { index: x };
+          },
+          3000,
+          100,
+        );
+        parent = index;
+        const row = rowAt(index);
+        if (i < parts.length - 1 && (await row.getAttribute('aria-expanded')) === 'false') {
+          await row.click();
+          await until(`${parts[i]} to expand`, async () => (await row.getAttribute('aria-expanded')) === 'true', 3000);
+        }
       }
-    }
-    const row = rowAt(parent);
-    await row.waitFor({ timeout: 3000 });
-    // A hover left by the last pointer position (a file's path tooltip) would take the click.
-    await page.mouse.move(0, 0);
-    await until('explorer hovers to close', async () => (await page.locator('.context-view .hover-contents').count()) === 0, 5000).catch(() => page.keyboard.press('Escape'));
-    return row;
-  }, 30_000, 500);
+      const row = rowAt(parent);
+      await row.waitFor({ timeout: 3000 });
+      // A hover left by the last pointer position (a file's path tooltip) would take the click.
+      await page.mouse.move(0, 0);
+      await until(
+        'explorer hovers to close',
+        async () => (await page.locator('.context-view .hover-contents').count()) === 0,
+        5000,
+      ).catch(() => page.keyboard.press('Escape'));
+      return row;
+    },
+    30_000,
+    500,
+  );
 }
 
 /** Right-click → menu item. Contributed items appear once the extension host is up, so retry. */
 export async function contextMenu(page: Page, relPath: string, item: string): Promise<void> {
-  await until(`context menu item '${item}' on ${relPath}`, async () => {
-    const row = await explorerRow(page, relPath);
-    await row.click({ button: 'right' });
-    const mi = page.locator('.context-view .monaco-menu').getByRole('menuitem', { name: item, exact: true });
-    try {
-      await mi.waitFor({ timeout: 2000 });
-    } catch {
-      await page.keyboard.press('Escape');
-      return false;
-    }
-    await mi.hover();
-    await mi.click();
-    // The menu sometimes swallows the first click: click again while it is still open.
-    const menu = page.locator('.context-view .monaco-menu');
-    for (let k = 0; k < 5; k++) {
+  await until(
+    `context menu item '${item}' on ${relPath}`,
+    async () => {
+      const row = await explorerRow(page, relPath);
+      await row.click({ button: 'right' });
+      const mi = page.locator('.context-view .monaco-menu').getByRole('menuitem', { name: item, exact: true });
       try {
-        await menu.waitFor({ state: 'hidden', timeout: 1000 });
-        return true;
+        await mi.waitFor({ timeout: 2000 });
       } catch {
-        await mi.click({ timeout: 1000 }).catch(() => undefined);
+        await page.keyboard.press('Escape');
+        return false;
       }
-    }
-    return true;
-  }, 60_000, 500);
+      await mi.hover();
+      await mi.click();
+      // The menu sometimes swallows the first click: click again while it is still open.
+      const menu = page.locator('.context-view .monaco-menu');
+      for (let k = 0; k < 5; k++) {
+        try {
+          await menu.waitFor({ state: 'hidden', timeout: 1000 });
+          return true;
+        } catch {
+          await mi.click({ timeout: 1000 }).catch(() => undefined);
+        }
+      }
+      return true;
+    },
+    60_000,
+    500,
+  );
 }
 
 /**
@@ -143,15 +183,20 @@ export async function contextMenu(page: Page, relPath: string, item: string): Pr
  */
 export async function answerQuickInput(page: Page, expectTitle: RegExp, text = ''): Promise<void> {
   const widget = page.locator('.quick-input-widget');
-  const title = async () => ((await widget.isVisible()) ? (await widget.locator('.quick-input-title').textContent()) ?? '' : '');
+  const title = async () =>
+    (await widget.isVisible()) ? ((await widget.locator('.quick-input-title').textContent()) ?? '') : '';
   await until(`quick input ${expectTitle}`, async () => expectTitle.test(await title()), 20_000);
   const input = widget.locator('.quick-input-box input');
   await input.fill(text);
   if (text) {
-    await until(`'${text}' to be the active item`, async () => {
-      const active = widget.locator('.monaco-list-row.focused');
-      return (await active.count()) > 0 && ((await active.first().textContent()) ?? '').includes(text);
-    }, 10_000);
+    await until(
+      `'${text}' to be the active item`,
+      async () => {
+        const active = widget.locator('.monaco-list-row.focused');
+        return (await active.count()) > 0 && ((await active.first().textContent()) ?? '').includes(text);
+      },
+      10_000,
+    );
   }
   await input.press('Enter');
   await until(`quick input ${expectTitle} to close`, async () => !expectTitle.test(await title()), 10_000);
@@ -185,11 +230,15 @@ export async function notification(page: Page, text: RegExp, timeoutMs = 120_000
 
 /** The webview content frame (inside VS Code's two iframes) that contains `selector`. */
 export async function webviewFrame(page: Page, selector: string, timeoutMs = 30_000): Promise<Frame> {
-  return until(`a webview with ${selector}`, async () => {
-    for (const f of page.frames()) {
-      if (f === page.mainFrame()) continue;
-      if (await f.$(selector).catch(() => null)) return f;
-    }
-    return undefined;
-  }, timeoutMs);
+  return until(
+    `a webview with ${selector}`,
+    async () => {
+      for (const f of page.frames()) {
+        if (f === page.mainFrame()) continue;
+        if (await f.$(selector).catch(() => null)) return f;
+      }
+      return undefined;
+    },
+    timeoutMs,
+  );
 }

@@ -15,7 +15,8 @@ export const XSS_META = '<img src=x onerror="document.title=\'pwned\'">';
 
 export function makeWorkspace(dir: string): void {
   fs.mkdirSync(path.join(dir, 'stories260k'), { recursive: true });
-  for (const f of ['model.safetensors', 'config.json']) fs.copyFileSync(fixture('real', 'stories260k', f), path.join(dir, 'stories260k', f));
+  for (const f of ['model.safetensors', 'config.json'])
+    fs.copyFileSync(fixture('real', 'stories260k', f), path.join(dir, 'stories260k', f));
   const specs: TensorSpec[] = [
     { name: XSS_NAME, dtype: 'F32', shape: [4, 8] },
     { name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'F16', shape: [8, 8] },
@@ -44,7 +45,10 @@ export const SHARD_1 = 'model-00001-of-00002.safetensors';
 function writeShardedCheckpoint(dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
   const weightMap: Record<string, string> = {};
-  for (const [shard, file] of [[0, SHARD_1], [1, 'model-00002-of-00002.safetensors']] as const) {
+  for (const [shard, file] of [
+    [0, SHARD_1],
+    [1, 'model-00002-of-00002.safetensors'],
+  ] as const) {
     const specs: TensorSpec[] = [];
     for (let l = shard; l < SHARDED_LAYERS; l += 2) {
       for (const m of ['self_attn.q_proj', 'mlp.down_proj']) {
@@ -77,12 +81,21 @@ export async function writeCalibratedRun(ws: string, outName: string): Promise<s
   const sequences = Array.from({ length: 4 }, () => Array.from({ length: 32 }, () => 1 + (next() % 511)));
   const { stats } = await collectInputStatsWithInfo(ck, sequences, { backend });
   const info: CalibrationInfo = {
-    source: 'tokens', sequences: 4, tokens: 128, fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM, ridge: 0.01,
+    source: 'tokens',
+    sequences: 4,
+    tokens: 128,
+    fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM,
+    ridge: 0.01,
   };
   const out = path.join(model, outName);
   const settings = { bits: 4, rank: 8, iters: 3, quantizer: 'nf' as const, blockSize: 64 };
-  const { reportPath } = await quantizeCheckpoint(path.join(model, 'model.safetensors'),
-    { out, settings, workers: 0, backend: 'cpu', calibration: { stats, info } });
+  const { reportPath } = await quantizeCheckpoint(path.join(model, 'model.safetensors'), {
+    out,
+    settings,
+    workers: 0,
+    backend: 'cpu',
+    calibration: { stats, info },
+  });
   return reportPath;
 }
 
@@ -92,12 +105,23 @@ export const SLOW_MATRICES = 8;
 function writeSlowCheckpoint(dir: string): void {
   fs.mkdirSync(dir, { recursive: true });
   const n = 2048;
-  const specs: TensorSpec[] = Array.from({ length: SLOW_MATRICES }, (_, i) => ({ name: `model.layers.${i}.self_attn.q_proj.weight`, dtype: 'BF16', shape: [n, n] }));
+  const specs: TensorSpec[] = Array.from({ length: SLOW_MATRICES }, (_, i) => ({
+    name: `model.layers.${i}.self_attn.q_proj.weight`,
+    dtype: 'BF16',
+    shape: [n, n],
+  }));
   const header = encodeHeader(specs, { format: 'pt' });
   const fd = fs.openSync(path.join(dir, 'model.safetensors'), 'w');
   try {
     fs.writeSync(fd, header);
-    for (let i = 0; i < SLOW_MATRICES; i++) fs.writeSync(fd, fromFloat32('BF16', gaussian(n * n, i + 1).map((v) => v * 0.02)));
+    for (let i = 0; i < SLOW_MATRICES; i++)
+      fs.writeSync(
+        fd,
+        fromFloat32(
+          'BF16',
+          gaussian(n * n, i + 1).map((v) => v * 0.02),
+        ),
+      );
   } finally {
     fs.closeSync(fd);
   }

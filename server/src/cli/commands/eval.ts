@@ -70,14 +70,20 @@ export const evalCommand: Command = {
       quiet: { type: 'boolean', alias: 'q' },
       help: { type: 'boolean', alias: 'h' },
     });
-    if (o.help) { process.stdout.write(HELP + '\n'); return 0; }
+    if (o.help) {
+      process.stdout.write(HELP + '\n');
+      return 0;
+    }
     if (positional.length !== 2) throw new UsageError('eval takes ORIGINAL and OUTDIR; see loftq eval --help');
     if (!o.tokens) throw new UsageError("option '--tokens FILE' is required");
     const backend = await createBackend(backendOption(o));
     const progress = progressLine(process.stderr, !!o.quiet);
     const { result: r, reportFile } = await runEval(positional[0], positional[1], {
-      tokensFile: o.tokens as string, backend, updateReport: !o['no-report-update'],
-      signal: interruptSignal(), onProgress: progress.on,
+      tokensFile: o.tokens as string,
+      backend,
+      updateReport: !o['no-report-update'],
+      signal: interruptSignal(),
+      onProgress: progress.on,
     });
     progress.done();
     if (o.json) {
@@ -85,12 +91,17 @@ export const evalCommand: Command = {
       process.stdout.write(JSON.stringify(out, null, 2) + '\n');
       return 0;
     }
-    process.stdout.write([
-      `${r.sequences} sequences, ${r.tokens} tokens from ${r.tokensFile}; ${backend.name}, ${r.seconds.toFixed(1)} s`,
-      table(r.original, [['loftq', r.loftq], ['qlora', r.qlora]]),
-      'KL(original ‖ init) in nats per token; lower is better, 0 is the original model.',
-      reportFile ? `report: ${reportFile} (model block updated)` : 'report not updated (--no-report-update)',
-    ].join('\n') + '\n');
+    process.stdout.write(
+      [
+        `${r.sequences} sequences, ${r.tokens} tokens from ${r.tokensFile}; ${backend.name}, ${r.seconds.toFixed(1)} s`,
+        table(r.original, [
+          ['loftq', r.loftq],
+          ['qlora', r.qlora],
+        ]),
+        'KL(original ‖ init) in nats per token; lower is better, 0 is the original model.',
+        reportFile ? `report: ${reportFile} (model block updated)` : 'report not updated (--no-report-update)',
+      ].join('\n') + '\n',
+    );
     return 0;
   },
 };

@@ -13,11 +13,18 @@ the given transport, for editors such as Neovim, Helix or Emacs (see docs/lsp.md
 export const lspCommand: Command = {
   summary: 'run the language server (--stdio) for loftq.json plan files in any LSP editor',
   run(argv) {
-    if (argv.includes('--help') || argv.includes('-h')) { process.stdout.write(USAGE + '\n'); return Promise.resolve(0); }
-    const transport = argv.filter((a) => a === '--stdio' || a === '--node-ipc' || /^--(socket|pipe)=.+/.test(a) || a.startsWith('--clientProcessId'));
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(USAGE + '\n');
+      return Promise.resolve(0);
+    }
+    const transport = argv.filter(
+      (a) =>
+        a === '--stdio' || a === '--node-ipc' || /^--(socket|pipe)=.+/.test(a) || a.startsWith('--clientProcessId'),
+    );
     const unknown = argv.filter((a) => !transport.includes(a));
     if (unknown.length) throw new UsageError(`lsp: unknown argument '${unknown[0]}'`);
-    if (!transport.some((a) => !a.startsWith('--clientProcessId'))) throw new UsageError('lsp needs a transport: --stdio (or --node-ipc, --socket=PORT, --pipe=NAME)');
+    if (!transport.some((a) => !a.startsWith('--clientProcessId')))
+      throw new UsageError('lsp needs a transport: --stdio (or --node-ipc, --socket=PORT, --pipe=NAME)');
     // createConnection reads the transport from process.argv, as it does in dist/server.js;
     // with --stdio it also sends console output to the client's log instead of stdout.
     startServer(createConnection(ProposedFeatures.all), engineForServer);

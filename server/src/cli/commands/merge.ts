@@ -25,7 +25,10 @@ export const mergeCommand: Command = {
       quiet: { type: 'boolean', alias: 'q' },
       help: { type: 'boolean', alias: 'h' },
     });
-    if (o.help) { process.stdout.write(HELP + '\n'); return 0; }
+    if (o.help) {
+      process.stdout.write(HELP + '\n');
+      return 0;
+    }
     if (!o.out) throw new UsageError("option '--out DIR' is required (see loftq merge --help)");
     const dirs = positional.length ? positional : [o.out as string];
     const progress = progressReporter(process.stderr, !!o.quiet);
@@ -37,7 +40,10 @@ export const mergeCommand: Command = {
       onProgress: progress.onProgress,
     });
     progress.done();
-    if (o.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return 0; }
+    if (o.json) {
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return 0;
+    }
     const n = report.matrices.filter((m) => !m.skipped).length;
     process.stdout.write(`merged ${n} matrices from ${dirs.length} folder(s)\nreport: ${reportPath}\n`);
     return 0;

@@ -15,7 +15,13 @@ import { compilePlan, parsePlan, settingsFor } from '../../plan/planfile';
 import { analyzeForPlan, PlanAnalysisOptions } from '../../engine/planAnalyze';
 import { progressReporter } from '../progress';
 import {
-  SETTINGS_OPTIONS, backendOption, bitsListOption, blockSizeOption, interruptSignal, itersOption, quantizerOption,
+  SETTINGS_OPTIONS,
+  backendOption,
+  bitsListOption,
+  blockSizeOption,
+  interruptSignal,
+  itersOption,
+  quantizerOption,
   workersOption,
 } from '../settingsOptions';
 import { MATRIX_SETTING_SPECS, offeredRanks, QUANTIZER_NAMES, SUPPORTED_BITS, valueProblem } from '../../registry';
@@ -32,37 +38,45 @@ const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8]
   the residual spectrum), and picked ranks below the largest get exact LoftQ runs before the
   final plan; --report saves that analysis so later plans can start from it.`;
 
-const numbers = (v: unknown, key: string) => ((v as string[] | undefined) ?? []).map((s) => {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`option '--${key}' needs positive integers, got '${s}'`);
-  if (key === 'ranks' && valueProblem(MATRIX_SETTING_SPECS.rank, n)) {
-    throw new UsageError(`option '--ranks' takes ranks up to ${MATRIX_SETTING_SPECS.rank.max}, got '${s}'`);
-  }
-  return n;
-});
+const numbers = (v: unknown, key: string) =>
+  ((v as string[] | undefined) ?? []).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`option '--${key}' needs positive integers, got '${s}'`);
+    if (key === 'ranks' && valueProblem(MATRIX_SETTING_SPECS.rank, n)) {
+      throw new UsageError(`option '--ranks' takes ranks up to ${MATRIX_SETTING_SPECS.rank.max}, got '${s}'`);
+    }
+    return n;
+  });
 
 function oneOf<T extends string>(v: unknown, key: string, allowed: readonly T[]): T {
-  if (!allowed.includes(v as T)) throw new UsageError(`option '--${key}' must be one of ${allowed.join(', ')}, got '${v}'`);
+  if (!allowed.includes(v as T))
+    throw new UsageError(`option '--${key}' must be one of ${allowed.join(', ')}, got '${v}'`);
   return v as T;
 }
 
 function costModel(report: Report, o: Record<string, unknown>, budget: PlanBudget): CostModel {
-  const dtype = o['adapter-dtype'] !== undefined
-    ? { bf16: 'BF16', f16: 'F16', f32: 'F32' }[oneOf(o['adapter-dtype'], 'adapter-dtype', ['bf16', 'f16', 'f32'] as const)]
-    : report.matrices?.[0]?.dtype;
+  const dtype =
+    o['adapter-dtype'] !== undefined
+      ? { bf16: 'BF16', f16: 'F16', f32: 'F32' }[
+          oneOf(o['adapter-dtype'], 'adapter-dtype', ['bf16', 'f16', 'f32'] as const)
+        ]
+      : report.matrices?.[0]?.dtype;
   return {
     blockSize: report.analyses?.[0]?.blockSize ?? DEFAULT_COST.blockSize,
     scales: oneOf(o.scales ?? DEFAULT_COST.scales, 'scales', ['dq', 'fp32'] as const),
     adapterBytes: adapterBytesOf(dtype),
     // Average bits count the backbone (as the LoftQ paper's "2.5 bits"); byte budgets add the adapters.
-    countAdapters: o.count === undefined ? countsAdapters(budget) : oneOf(o.count, 'count', ['all', 'backbone'] as const) === 'all',
+    countAdapters:
+      o.count === undefined ? countsAdapters(budget) : oneOf(o.count, 'count', ['all', 'backbone'] as const) === 'all',
   };
 }
 
 function text(p: Plan): string {
   const f = (x: number) => (Number.isFinite(x) ? x.toPrecision(4) : '—');
-  const ratio = (x: number) => (Number.isFinite(x) && x > 0 ? ` (planner/this = ${(p.plan.error / x).toFixed(3)})` : '');
-  const u = p.baselines.uniform, k = p.baselines.firstK;
+  const ratio = (x: number) =>
+    Number.isFinite(x) && x > 0 ? ` (planner/this = ${(p.plan.error / x).toFixed(3)})` : '';
+  const u = p.baselines.uniform,
+    k = p.baselines.firstK;
   const lines = [
     `budget ${p.budget.avgBits !== undefined ? `${p.budget.avgBits} bits/param` : `${p.budget.bytes} bytes`} over ${p.choices.length} matrices (${p.parameters} parameters): ${p.budgetBytes} bytes`,
     `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits (backbone) + ${p.plan.adapterBytes} adapter bytes  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
@@ -80,19 +94,31 @@ export const planCommand: Command = {
   summary: 'mixed-precision plan: the best bits and rank per matrix under a memory budget',
   async run(argv) {
     const { positional, options: o } = parseArgs(argv, {
-      budget: { type: 'string' }, bits: { type: 'list' }, ranks: { type: 'list' }, objective: { type: 'string', default: 'absolute' },
-      scales: { type: 'string' }, 'adapter-dtype': { type: 'string' }, count: { type: 'string' },
-      out: { type: 'string' }, json: { type: 'boolean' },
-      ...ANALYSIS_OPTIONS, report: { type: 'string' }, quiet: { type: 'boolean', alias: 'q' },
+      budget: { type: 'string' },
+      bits: { type: 'list' },
+      ranks: { type: 'list' },
+      objective: { type: 'string', default: 'absolute' },
+      scales: { type: 'string' },
+      'adapter-dtype': { type: 'string' },
+      count: { type: 'string' },
+      out: { type: 'string' },
+      json: { type: 'boolean' },
+      ...ANALYSIS_OPTIONS,
+      report: { type: 'string' },
+      quiet: { type: 'boolean', alias: 'q' },
     });
-    if (o.help) { process.stdout.write(USAGE + '\n'); return 0; }
+    if (o.help) {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
     if (positional.length !== 1) throw new UsageError('plan takes one checkpoint or analysis report');
     const src = positional[0];
     if (src.endsWith('.json') && !isReportFile(src)) throw new InputError(src, 'no such report file');
     // An existing plan at --out: a regular file of at most 1 MiB (a FIFO or a folder is one clear line).
-    const outText = typeof o.out === 'string' && fs.existsSync(o.out)
-      ? new TextDecoder().decode(await readRegularFile(o.out, MAX_PLAN_BYTES))
-      : undefined;
+    const outText =
+      typeof o.out === 'string' && fs.existsSync(o.out)
+        ? new TextDecoder().decode(await readRegularFile(o.out, MAX_PLAN_BYTES))
+        : undefined;
     const planFile = outText ? parsePlan(outText).plan : undefined;
     let budget: PlanBudget | undefined = typeof o.budget === 'string' ? parseBudget(o.budget) : undefined;
     if (!budget) budget = planFile?.budget;
@@ -104,7 +130,10 @@ export const planCommand: Command = {
     let analysis: PlanAnalysisOptions | undefined;
     if (isReportFile(src)) {
       for (const k of ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report']) {
-        if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`))) throw new UsageError(`option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`);
+        if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`)))
+          throw new UsageError(
+            `option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`,
+          );
       }
       report = readReport(src);
       // defaults: every analysed bit width; the registry's ranks up to the analysed rank
@@ -113,9 +142,16 @@ export const planCommand: Command = {
       ranksOffered = ranks.length ? ranks : offeredRanks();
       const progress = progressReporter(process.stderr, !!o.quiet);
       analysis = {
-        bits: bits.length ? bits : [...SUPPORTED_BITS], ranks: ranksOffered,
-        iters: itersOption(o), quantizer: quantizerOption(o), blockSize: blockSizeOption(o),
-        targets: (o.target as string[] | undefined) ?? planFile?.targets, backend: backendOption(o), workers: workersOption(o), signal: interruptSignal(), onProgress: progress.onProgress,
+        bits: bits.length ? bits : [...SUPPORTED_BITS],
+        ranks: ranksOffered,
+        iters: itersOption(o),
+        quantizer: quantizerOption(o),
+        blockSize: blockSizeOption(o),
+        targets: (o.target as string[] | undefined) ?? planFile?.targets,
+        backend: backendOption(o),
+        workers: workersOption(o),
+        signal: interruptSignal(),
+        onProgress: progress.onProgress,
       };
       report = await analyzeForPlan(src, analysis);
       progress.done();
@@ -135,18 +171,31 @@ export const planCommand: Command = {
       // with the checkpoint at hand, picked choices predicted from a larger rank get exact runs
       const refined = await refinePlan(src, report, planOpts, { ...analysis, onProgress: undefined });
       plan = refined.plan;
-      if (refined.runs) plan.notes.push(`${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions (${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`);
-      if (typeof o.report === 'string') await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
+      if (refined.runs)
+        plan.notes.push(
+          `${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions (${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`,
+        );
+      if (typeof o.report === 'string')
+        await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
     } else {
       plan = planReport(report, planOpts);
       const predicted = plan.choices.filter((c) => c.exact === false).length;
-      if (predicted) plan.notes.push(`${predicted} choices are predicted from a larger analysed rank; such predictions run high (docs/planner.md); plan from the checkpoint to replace them with exact runs`);
+      if (predicted)
+        plan.notes.push(
+          `${predicted} choices are predicted from a larger analysed rank; such predictions run high (docs/planner.md); plan from the checkpoint to replace them with exact runs`,
+        );
     }
     if (typeof o.out === 'string') {
       // a new plan file also records the analysis settings, so quantizing with it matches the prediction
       const a = report.analyses![0];
-      const ckRel = path.relative(path.dirname(path.resolve(o.out)), path.resolve(isReportFile(src) ? path.dirname(src) : '.', report.checkpoint)) || '.';
-      const start = outText ?? `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  "defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, "blockSize": ${a.blockSize} }\n}\n`;
+      const ckRel =
+        path.relative(
+          path.dirname(path.resolve(o.out)),
+          path.resolve(isReportFile(src) ? path.dirname(src) : '.', report.checkpoint),
+        ) || '.';
+      const start =
+        outText ??
+        `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  "defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, "blockSize": ${a.blockSize} }\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {

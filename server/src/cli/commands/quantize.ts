@@ -39,7 +39,10 @@ function calibratedLine(report: Report): string {
   const ms = report.matrices.filter((m) => m.outputRelError !== undefined && m.qloraOutputRelError !== undefined);
   const mean = (f: (m: MatrixReport) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
   const c = report.calibration!;
-  const from = c.source === 'imatrix' ? `imatrix ${c.file}` : `${c.sequences} sequences, ${c.tokens} tokens (${c.source}${c.file ? ` ${c.file}` : ''})`;
+  const from =
+    c.source === 'imatrix'
+      ? `imatrix ${c.file}`
+      : `${c.sequences} sequences, ${c.tokens} tokens (${c.source}${c.file ? ` ${c.file}` : ''})`;
   return `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}`;
 }
 
@@ -58,14 +61,19 @@ export const quantizeCommand: Command = {
       json: { type: 'boolean' },
       quiet: { type: 'boolean', alias: 'q' },
     });
-    if (o.help) { process.stdout.write(HELP + '\n'); return 0; }
+    if (o.help) {
+      process.stdout.write(HELP + '\n');
+      return 0;
+    }
     let plan: PlanFile | undefined;
     let checkpoint = positional[0];
     if (o.plan) {
       const file = o.plan as string;
       let text: string;
       // Regular files of at most 1 MiB (plan/planSize.ts): a FIFO or a huge plan is one clear line.
-      try { text = new TextDecoder().decode(await readRegularFile(file, MAX_PLAN_BYTES)); } catch (e) {
+      try {
+        text = new TextDecoder().decode(await readRegularFile(file, MAX_PLAN_BYTES));
+      } catch (e) {
         if (e instanceof CheckpointError) throw e;
         throw new InputError(file, `cannot be read (${(e as NodeJS.ErrnoException).code})`);
       }
@@ -75,14 +83,16 @@ export const quantizeCommand: Command = {
       plan = parsed.plan;
       checkpoint ??= resolveCheckpointPath(file, plan);
     }
-    if (!checkpoint || positional.length > 1) throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
+    if (!checkpoint || positional.length > 1)
+      throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
     if (!o.out) throw new UsageError("option '--out DIR' is required");
     const format = choiceOption(o, 'format', EXPORT_FORMATS);
     const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
     let shard: { index: number; count: number } | undefined;
     if (o.shard !== undefined) {
       const m = /^(\d+)\/(\d+)$/.exec(o.shard as string);
-      if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`option '--shard' must be i/n with 0 ≤ i < n, got '${o.shard}'`);
+      if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2]))
+        throw new UsageError(`option '--shard' must be i/n with 0 ≤ i < n, got '${o.shard}'`);
       shard = { index: Number(m[1]), count: Number(m[2]) };
     }
     const calibration = calibrationFrom(o);
@@ -105,19 +115,30 @@ export const quantizeCommand: Command = {
     progress.done();
     const reload = reloadWarnings(report.matrices);
     if (reload.length) {
-      process.stderr.write(`warning: ${reload.length} matrices lose accuracy when bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load; e.g. ${reload[0]}. NF2 and NF4 survive the reload exactly; NF3/NF8/uniform do not.\n`);
+      process.stderr.write(
+        `warning: ${reload.length} matrices lose accuracy when bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load; e.g. ${reload[0]}. NF2 and NF4 survive the reload exactly; NF3/NF8/uniform do not.\n`,
+      );
     }
-    if (o.json) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return 0; }
+    if (o.json) {
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return 0;
+    }
     const ms = report.matrices.filter((m) => !m.skipped);
     const mean = (f: (m: (typeof ms)[number]) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
-    process.stdout.write([
-      `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
-      `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
-      ...(report.calibration ? [calibratedLine(report)] : []),
-      `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(report.totals.gemmGflop < 10 ? 2 : 0)} GFLOP` : ''}`,
-      ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
-      reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,
-    ].join('\n') + '\n');
+    process.stdout.write(
+      [
+        `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
+        `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
+        ...(report.calibration ? [calibratedLine(report)] : []),
+        `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {})
+          .map(([k, v]) => `${k} ${v.toFixed(1)} s`)
+          .join(
+            ', ',
+          )}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(report.totals.gemmGflop < 10 ? 2 : 0)} GFLOP` : ''}`,
+        ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
+        reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,
+      ].join('\n') + '\n',
+    );
     return 0;
   },
 };

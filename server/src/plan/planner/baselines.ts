@@ -20,7 +20,8 @@ export function layerIndex(name: string): number | null {
 
 function pickAt(tables: MatrixTable[], bitsOf: (t: MatrixTable) => number, rank: number): Baseline | null {
   const pick: number[] = [];
-  let bytes = 0, error = 0;
+  let bytes = 0,
+    error = 0;
   for (const t of tables) {
     const b = bitsOf(t);
     const j = t.choices.findIndex((c) => c.bits === b && c.rank === rank);
@@ -32,7 +33,11 @@ function pickAt(tables: MatrixTable[], bitsOf: (t: MatrixTable) => number, rank:
   return { pick, bytes, error };
 }
 
-export function uniformBaseline(tables: MatrixTable[], budget: number, rank: number): (Baseline & { bits: number }) | null {
+export function uniformBaseline(
+  tables: MatrixTable[],
+  budget: number,
+  rank: number,
+): (Baseline & { bits: number }) | null {
   const widths = [...new Set(tables.flatMap((t) => t.choices.map((c) => c.bits)))].sort((a, b) => b - a);
   for (const bits of widths) {
     const p = pickAt(tables, () => bits, rank);
@@ -41,11 +46,26 @@ export function uniformBaseline(tables: MatrixTable[], budget: number, rank: num
   return null;
 }
 
-export function firstKBaseline(tables: MatrixTable[], budget: number, rank: number, hi = 4, lo = 2): (Baseline & { k: number }) | null {
-  const layers = [...new Set(tables.map((t) => layerIndex(t.name)).filter((l): l is number => l !== null))].sort((a, b) => a - b);
+export function firstKBaseline(
+  tables: MatrixTable[],
+  budget: number,
+  rank: number,
+  hi = 4,
+  lo = 2,
+): (Baseline & { k: number }) | null {
+  const layers = [...new Set(tables.map((t) => layerIndex(t.name)).filter((l): l is number => l !== null))].sort(
+    (a, b) => a - b,
+  );
   for (let k = layers.length; k >= 0; k--) {
     const first = new Set(layers.slice(0, k));
-    const p = pickAt(tables, (t) => { const l = layerIndex(t.name); return l !== null && first.has(l) ? hi : lo; }, rank);
+    const p = pickAt(
+      tables,
+      (t) => {
+        const l = layerIndex(t.name);
+        return l !== null && first.has(l) ? hi : lo;
+      },
+      rank,
+    );
     if (p && p.bytes <= budget) return { ...p, k };
   }
   return null;

@@ -22,7 +22,10 @@ export interface CostModel {
 }
 
 export const DEFAULT_COST: CostModel = {
-  blockSize: DEFAULT_SETTINGS.blockSize, scales: DEFAULT_SCALES, adapterBytes: 2, countAdapters: true,
+  blockSize: DEFAULT_SETTINGS.blockSize,
+  scales: DEFAULT_SCALES,
+  adapterBytes: 2,
+  countAdapters: true,
 };
 
 export function scaleBytes(rows: number, cols: number, cm: CostModel): number {
@@ -55,8 +58,15 @@ export function budgetBytes(budget: PlanBudget, parameters: number): number {
 }
 
 const UNITS: Record<string, number> = {
-  b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
-  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+  tib: 2 ** 40,
 };
 
 /**
@@ -73,7 +83,8 @@ export function parseBudget(text: string): PlanBudget {
     return !unit && n > 32 ? { bytes: Math.floor(n) } : { avgBits: n };
   }
   const mult = UNITS[unit];
-  if (mult === undefined) throw new UsageError(`budget '${text}': unknown unit '${m[2]}' (use B, KB, MB, GB, KiB, MiB, GiB)`);
+  if (mult === undefined)
+    throw new UsageError(`budget '${text}': unknown unit '${m[2]}' (use B, KB, MB, GB, KiB, MiB, GiB)`);
   const bytes = Math.floor(n * mult);
   if (!(bytes > 0)) throw new UsageError(`budget '${text}' must be positive`);
   return { bytes };

@@ -36,17 +36,23 @@ export function groupOverrides(choices: NamedChoice[], skip?: { bits: number; ra
   const series = new Map<string, { prefix: string; suffix: string; bits: number; rank: number; idx: number[] }>();
   for (const c of keep) {
     const s = split(moduleName(c.name));
-    if (s.index === null) { plain.push({ match: moduleName(c.name), bits: c.bits, rank: c.rank }); continue; }
+    if (s.index === null) {
+      plain.push({ match: moduleName(c.name), bits: c.bits, rank: c.rank });
+      continue;
+    }
     const key = JSON.stringify([s.prefix, s.suffix, c.bits, c.rank]);
     let e = series.get(key);
     if (!e) series.set(key, (e = { prefix: s.prefix, suffix: s.suffix, bits: c.bits, rank: c.rank, idx: [] }));
     e.idx.push(s.index);
   }
   // runs of consecutive layer numbers
-  const runs = new Map<string, { prefix: string; a: number; b: number; bits: number; rank: number; suffixes: string[] }>();
+  const runs = new Map<
+    string,
+    { prefix: string; a: number; b: number; bits: number; rank: number; suffixes: string[] }
+  >();
   for (const e of series.values()) {
     const idx = [...new Set(e.idx)].sort((x, y) => x - y);
-    for (let i = 0; i < idx.length; ) {
+    for (let i = 0; i < idx.length;) {
       let j = i;
       while (j + 1 < idx.length && idx[j + 1] === idx[j] + 1) j++;
       const key = JSON.stringify([e.prefix, idx[i], idx[j], e.bits, e.rank, e.suffix === '']);
@@ -69,12 +75,16 @@ export function groupOverrides(choices: NamedChoice[], skip?: { bits: number; ra
 /** The most common (bits, rank) pair — the plan file's defaults absorb it. */
 export function mostCommon(choices: NamedChoice[]): { bits: number; rank: number } | undefined {
   const count = new Map<string, number>();
-  let best: string | undefined, n = 0;
+  let best: string | undefined,
+    n = 0;
   for (const c of choices) {
     const k = `${c.bits}/${c.rank}`;
     const v = (count.get(k) ?? 0) + 1;
     count.set(k, v);
-    if (v > n) { n = v; best = k; }
+    if (v > n) {
+      n = v;
+      best = k;
+    }
   }
   if (!best) return undefined;
   const [bits, rank] = best.split('/').map(Number);

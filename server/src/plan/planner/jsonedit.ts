@@ -10,7 +10,10 @@ import { applyEdits, findNodeAtLocation, JSONPath, modify, Node, parseTree } fro
 export function compact(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(compact).join(', ')}]`;
   if (v && typeof v === 'object') {
-    const body = Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(', ');
+    const body = Object.entries(v)
+      .filter(([, x]) => x !== undefined)
+      .map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`)
+      .join(', ');
     return body ? `{ ${body} }` : '{}';
   }
   return JSON.stringify(v);
@@ -48,11 +51,19 @@ function appendMembers(text: string, container: Node, pieces: string[]): string 
   if (!kids.length) {
     const outer = indentAt(text, container.offset);
     const inner = outer + indentUnit(text);
-    return text.slice(0, container.offset + 1) + eol + pieces.map((p) => inner + p).join(',' + eol) + eol + outer + text.slice(close);
+    return (
+      text.slice(0, container.offset + 1) +
+      eol +
+      pieces.map((p) => inner + p).join(',' + eol) +
+      eol +
+      outer +
+      text.slice(close)
+    );
   }
   const last = kids[kids.length - 1];
   const end = last.offset + last.length;
-  if (!text.slice(container.offset, close).includes('\n')) return text.slice(0, end) + pieces.map((p) => ', ' + p).join('') + text.slice(end);
+  if (!text.slice(container.offset, close).includes('\n'))
+    return text.slice(0, end) + pieces.map((p) => ', ' + p).join('') + text.slice(end);
   const inner = indentAt(text, last.offset);
   const body = pieces.map((p) => eol + inner + p).join(',');
   const le = lineEnd(text, end);

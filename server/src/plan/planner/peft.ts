@@ -40,7 +40,10 @@ export function patternKeys(names: string[], universe: string[]): Map<string, { 
     let found: string | undefined;
     for (let i = n.lastIndexOf('.'); i >= 0; i = i === 0 ? -1 : n.lastIndexOf('.', i - 1)) {
       const s = n.slice(i + 1);
-      if (endings.get(s) === 1 && !whole.has(s)) { found = s; break; }
+      if (endings.get(s) === 1 && !whole.has(s)) {
+        found = s;
+        break;
+      }
     }
     out.set(n, found !== undefined ? { key: escapeRe(found), keyable: true } : { key: escapeRe(n), keyable: false });
   }
@@ -50,8 +53,13 @@ export function patternKeys(names: string[], universe: string[]): Map<string, { 
 function mode(values: number[], fallback: number): number {
   const count = new Map<number, number>();
   for (const v of values) count.set(v, (count.get(v) ?? 0) + 1);
-  let best = fallback, n = count.get(fallback) ?? 0;
-  for (const [v, c] of count) if (c > n) { best = v; n = c; }
+  let best = fallback,
+    n = count.get(fallback) ?? 0;
+  for (const [v, c] of count)
+    if (c > n) {
+      best = v;
+      n = c;
+    }
   return best;
 }
 
@@ -63,18 +71,25 @@ function mode(values: number[], fallback: number): number {
  * (tensor names are accepted too), to check keys for ambiguity; the matrices themselves by default.
  */
 export function peftPatterns(
-  matrices: { name: string; rank: number; alpha: number }[], defaultRank: number, modules?: string[],
+  matrices: { name: string; rank: number; alpha: number }[],
+  defaultRank: number,
+  modules?: string[],
 ): PeftPatterns {
   const names = matrices.map((m) => moduleName(m.name));
   const keys = patternKeys(names, (modules ?? []).map(moduleName));
   const unkeyable = matrices.filter((m) => !keys.get(moduleName(m.name))!.keyable);
   const unkeyableRanks = new Set(unkeyable.map((m) => m.rank));
-  const r = unkeyableRanks.size === 1 ? [...unkeyableRanks][0] : mode(matrices.map((m) => m.rank), defaultRank);
+  const r =
+    unkeyableRanks.size === 1
+      ? [...unkeyableRanks][0]
+      : mode(
+          matrices.map((m) => m.rank),
+          defaultRank,
+        );
   const atR = matrices.filter((m) => m.rank === r).map((m) => m.alpha);
   const unkeyableAlphas = new Set(unkeyable.map((m) => m.alpha));
-  const lora_alpha = unkeyableAlphas.size === 1
-    ? [...unkeyableAlphas][0]
-    : mode(atR.length ? atR : matrices.map((m) => m.alpha), r);
+  const lora_alpha =
+    unkeyableAlphas.size === 1 ? [...unkeyableAlphas][0] : mode(atR.length ? atR : matrices.map((m) => m.alpha), r);
   // Keys are module names from the checkpoint: no prototype, so `__proto__` is a key too.
   const rank_pattern: Record<string, number> = Object.create(null);
   const alpha_pattern: Record<string, number> = Object.create(null);
@@ -85,7 +100,8 @@ export function peftPatterns(
   }
   // Object.fromEntries defines own properties (even `__proto__`) on an ordinary object.
   return {
-    r, lora_alpha,
+    r,
+    lora_alpha,
     rank_pattern: Object.fromEntries(Object.entries(rank_pattern)),
     alpha_pattern: Object.fromEntries(Object.entries(alpha_pattern)),
   };

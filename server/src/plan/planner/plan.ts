@@ -36,7 +36,8 @@ export interface Plan extends PlanResult {
 
 /** avgBits over the backbone (codes + scales) and the adapters beside it, whatever the budget counted. */
 function split(tables: MatrixTable[], pick: number[], cost: CostModel) {
-  let backbone = 0, adapters = 0;
+  let backbone = 0,
+    adapters = 0;
   tables.forEach((t, i) => {
     const c = t.choices[pick[i]];
     backbone += backboneChoiceBytes(t.shape[0], t.shape[1], c.bits, cost);
@@ -58,10 +59,15 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   const uniform = uniformBaseline(tables, cap, rank);
   const firstK = firstKBaseline(tables, cap, rank);
   const groups = tables.map((t) => ({ costs: t.choices.map((c) => c.bytes), errors: t.choices.map((c) => c.error) }));
-  const sol = solveMckp(groups, cap, { units: opts.units, seeds: [uniform?.pick, firstK?.pick].filter((p): p is number[] => !!p) });
+  const sol = solveMckp(groups, cap, {
+    units: opts.units,
+    seeds: [uniform?.pick, firstK?.pick].filter((p): p is number[] => !!p),
+  });
   if (!sol) {
     const min = groups.reduce((s, g) => s + g.costs.reduce((m, c) => Math.min(m, c), Infinity), 0);
-    throw new UsageError(`budget ${opts.budget.avgBits !== undefined ? `${opts.budget.avgBits} bits` : `${cap} bytes`} is below the cheapest plan (${min} bytes, ${avgBitsOf(min, parameters).toFixed(3)} bits per parameter)`);
+    throw new UsageError(
+      `budget ${opts.budget.avgBits !== undefined ? `${opts.budget.avgBits} bits` : `${cap} bytes`} is below the cheapest plan (${min} bytes, ${avgBitsOf(min, parameters).toFixed(3)} bits per parameter)`,
+    );
   }
   const choices: PlanChoice[] = tables.map((t, i) => {
     const c = t.choices[sol.pick[i]];
@@ -70,12 +76,20 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   const none = { error: NaN, bytes: NaN, avgBits: NaN, adapterBytes: NaN };
   const picked = split(tables, sol.pick, opts.cost);
   if (!uniform) warnings.push(`no uniform bit width fits the budget at rank ${rank}`);
-  if (!firstK) warnings.push(`the first-k rule (4/2 bits) does not fit the budget at rank ${rank} or lacks 2- or 4-bit analyses`);
+  if (!firstK)
+    warnings.push(`the first-k rule (4/2 bits) does not fit the budget at rank ${rank} or lacks 2- or 4-bit analyses`);
   return {
     budget: opts.budget,
-    plan: { error: sol.error, bytes: sol.cost, avgBits: avgBitsOf(picked.backbone, parameters), adapterBytes: picked.adapters },
+    plan: {
+      error: sol.error,
+      bytes: sol.cost,
+      avgBits: avgBitsOf(picked.backbone, parameters),
+      adapterBytes: picked.adapters,
+    },
     baselines: {
-      uniform: uniform ? { ...summary(tables, uniform, parameters, opts.cost), bits: uniform.bits } : { ...none, bits: NaN },
+      uniform: uniform
+        ? { ...summary(tables, uniform, parameters, opts.cost), bits: uniform.bits }
+        : { ...none, bits: NaN },
       firstK: firstK ? { ...summary(tables, firstK, parameters, opts.cost), k: firstK.k } : { ...none, k: NaN },
     },
     optimalityGap: sol.gap,
@@ -90,7 +104,10 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
 }
 
 export function planReport(report: Report, opts: PlanOptions): Plan {
-  if (!report.analyses?.length) throw new UsageError(`the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`);
+  if (!report.analyses?.length)
+    throw new UsageError(
+      `the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`,
+    );
   const { tables, warnings } = tablesFromReport(report, opts);
   const plan = planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
   const a = report.analyses[0];

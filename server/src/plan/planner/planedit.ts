@@ -39,6 +39,11 @@ export function applyPlanToText(text: string, choices: NamedChoice[], budget?: P
   if (existing?.type !== 'array') out = setMember(out, ['overrides'], []);
   const overrides = groupOverrides(choices, common);
   if (overrides.length) out = appendItems(out, ['overrides'], overrides);
-  if (budget) out = setMember(out, ['budget'], budget.bytes !== undefined ? { bytes: budget.bytes } : { avgBits: budget.avgBits });
+  if (budget)
+    out = setMember(
+      out,
+      ['budget'],
+      budget.bytes !== undefined ? { bytes: budget.bytes } : { avgBits: budget.avgBits },
+    );
   return out;
 }

@@ -26,7 +26,9 @@ export function reloadWarnings(matrices: MatrixReport[], tolerance = 0.01): stri
     const after = m.nf4ReloadRelError;
     if (m.skipped || after === undefined || !Number.isFinite(after)) continue;
     if (Math.abs(after - m.relError) <= tolerance * Math.max(m.relError, 1e-12)) continue;
-    out.push(`${m.name}: LoftQ relative error ${m.relError.toFixed(4)}, after the NF4 reload at load ${after.toFixed(4)} (${m.bits}-bit ${m.quantizer})`);
+    out.push(
+      `${m.name}: LoftQ relative error ${m.relError.toFixed(4)}, after the NF4 reload at load ${after.toFixed(4)} (${m.bits}-bit ${m.quantizer})`,
+    );
   }
   return out;
 }

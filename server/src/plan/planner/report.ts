@@ -16,13 +16,28 @@ export function readReport(file: string): Report {
     throw new InputError(file, `not a readable JSON report (${(e as Error).message.split('\n')[0]})`);
   }
   const r = raw as Partial<Report>;
-  if (!r || typeof r !== 'object' || r.version !== 1) throw new InputError(file, 'not a loftq report (expected "version": 1)');
-  if (!Array.isArray(r.analyses) || !r.analyses.length) throw new InputError(file, "the report has no 'analyses'; create one with 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report FILE'");
+  if (!r || typeof r !== 'object' || r.version !== 1)
+    throw new InputError(file, 'not a loftq report (expected "version": 1)');
+  if (!Array.isArray(r.analyses) || !r.analyses.length)
+    throw new InputError(
+      file,
+      "the report has no 'analyses'; create one with 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report FILE'",
+    );
   r.analyses.forEach((a, i) => {
-    if (typeof a?.bits !== 'number' || typeof a.rank !== 'number' || !Array.isArray(a.matrices)) throw new InputError(file, `analyses[${i}] needs bits, rank and matrices`);
+    if (typeof a?.bits !== 'number' || typeof a.rank !== 'number' || !Array.isArray(a.matrices))
+      throw new InputError(file, `analyses[${i}] needs bits, rank and matrices`);
     a.matrices.forEach((m, j) => {
-      const ok = typeof m?.name === 'string' && Array.isArray(m.shape) && m.shape.length === 2 && Number.isFinite(m.relError) && Number.isFinite(m.frobeniusNorm);
-      if (!ok) throw new InputError(file, `analyses[${i}].matrices[${j}] needs name, shape [out, in], relError and frobeniusNorm`);
+      const ok =
+        typeof m?.name === 'string' &&
+        Array.isArray(m.shape) &&
+        m.shape.length === 2 &&
+        Number.isFinite(m.relError) &&
+        Number.isFinite(m.frobeniusNorm);
+      if (!ok)
+        throw new InputError(
+          file,
+          `analyses[${i}].matrices[${j}] needs name, shape [out, in], relError and frobeniusNorm`,
+        );
     });
   });
   return r as Report;

@@ -39,7 +39,11 @@ function undominated(g: Group): number[] {
   const idx = g.costs.map((_, j) => j).sort((a, b) => g.costs[a] - g.costs[b] || g.errors[a] - g.errors[b]);
   const keep: number[] = [];
   let best = Infinity;
-  for (const j of idx) if (g.errors[j] < best) { keep.push(j); best = g.errors[j]; }
+  for (const j of idx)
+    if (g.errors[j] < best) {
+      keep.push(j);
+      best = g.errors[j];
+    }
   return keep;
 }
 
@@ -72,7 +76,12 @@ function hullGreedy(groups: Group[], cand: number[][], slack: number) {
   const blocked = new Uint8Array(groups.length);
   for (const st of steps) {
     if (blocked[st.g]) continue;
-    if (st.dc <= cap) { pick[st.g] = st.to; cap -= st.dc; err -= st.de; continue; }
+    if (st.dc <= cap) {
+      pick[st.g] = st.to;
+      cap -= st.dc;
+      err -= st.de;
+      continue;
+    }
     if (lp === undefined) lp = err - (st.de * cap) / st.dc;
     blocked[st.g] = 1;
   }
@@ -80,21 +89,26 @@ function hullGreedy(groups: Group[], cand: number[][], slack: number) {
 }
 
 function dp(groups: Group[], cand: number[][], offset: number[], unit: number, cap: number) {
-  const n = groups.length, W = cap + 1;
+  const n = groups.length,
+    W = cap + 1;
   let prev = new Float64Array(W);
   let cur = new Float64Array(W);
   const choice = new Uint16Array(n * W);
   const w = cand.map((c, i) => c.map((j) => Math.floor((groups[i].costs[j] - offset[i]) / unit)));
   for (let i = 0; i < n; i++) {
     cur.fill(Infinity);
-    const g = groups[i], row = i * W;
+    const g = groups[i],
+      row = i * W;
     for (let k = 0; k < cand[i].length; k++) {
       const wk = w[i][k];
       if (wk > cap) continue;
       const e = g.errors[cand[i][k]];
       for (let u = wk; u < W; u++) {
         const v = prev[u - wk] + e;
-        if (v < cur[u]) { cur[u] = v; choice[row + u] = k; }
+        if (v < cur[u]) {
+          cur[u] = v;
+          choice[row + u] = k;
+        }
       }
     }
     [prev, cur] = [cur, prev];
@@ -113,14 +127,19 @@ function dp(groups: Group[], cand: number[][], offset: number[], unit: number, c
 }
 
 export function totals(groups: Group[], pick: number[]) {
-  let cost = 0, error = 0;
-  for (let i = 0; i < groups.length; i++) { cost += groups[i].costs[pick[i]]; error += groups[i].errors[pick[i]]; }
+  let cost = 0,
+    error = 0;
+  for (let i = 0; i < groups.length; i++) {
+    cost += groups[i].costs[pick[i]];
+    error += groups[i].errors[pick[i]];
+  }
   return { cost, error };
 }
 
 /** The optimal pick within the reported gap, or null when even the cheapest pick exceeds the budget. */
 export function solveMckp(groups: Group[], budget: number, opts: SolveOptions = {}): Solution | null {
-  if (groups.some((g) => g.costs.length === 0 || g.costs.length !== g.errors.length)) throw new RangeError('every group needs at least one choice');
+  if (groups.some((g) => g.costs.length === 0 || g.costs.length !== g.errors.length))
+    throw new RangeError('every group needs at least one choice');
   const cand = groups.map(undominated);
   const offset = cand.map((c, i) => groups[i].costs[c[0]]);
   const base = offset.reduce((s, c) => s + c, 0);

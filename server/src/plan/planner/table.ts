@@ -63,7 +63,8 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
   const objective = opts.objective ?? 'absolute';
   const entries = analyses.filter((a) => !opts.bits || opts.bits.includes(a.bits));
   const widths = [...new Set(entries.map((a) => a.bits))].sort((a, b) => a - b);
-  for (const b of opts.bits ?? []) if (!analyses.some((a) => a.bits === b)) warnings.push(`the report has no analysis at ${b} bits; skipped`);
+  for (const b of opts.bits ?? [])
+    if (!analyses.some((a) => a.bits === b)) warnings.push(`the report has no analysis at ${b} bits; skipped`);
   // per matrix and bit width, every analysed run (a report may hold several ranks per width:
   // refine.ts adds exact runs at the ranks a plan picks)
   type Run = { analysed: number; row: AnalysisRow };
@@ -72,7 +73,11 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
   for (const a of entries) {
     for (const row of a.matrices) {
       let byBits = runs.get(row.name);
-      if (!byBits) { byBits = new Map(); runs.set(row.name, byBits); order.push(row.name); }
+      if (!byBits) {
+        byBits = new Map();
+        runs.set(row.name, byBits);
+        order.push(row.name);
+      }
       const list = byBits.get(a.bits) ?? [];
       // the engine clamps the rank to min(out, in); larger ranks do not exist for this matrix
       list.push({ analysed: Math.min(a.rank, row.shape[0], row.shape[1]), row });
@@ -95,14 +100,27 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
         const exact = list.find((x) => x.analysed === r);
         let e: number | null = exact ? predictError(exact.row, r, r) : null;
         if (e === null) for (const x of list) if (x.analysed > r && e === null) e = predictError(x.row, x.analysed, r);
-        if (e === null || !Number.isFinite(e)) { lacking.add(name); continue; }
+        if (e === null || !Number.isFinite(e)) {
+          lacking.add(name);
+          continue;
+        }
         const error = objective === 'relative' ? (t.norm2 > 0 ? e / t.norm2 : 0) : e;
-        t.choices.push({ bits, rank: r, error, bytes: choiceBytes(t.shape[0], t.shape[1], bits, r, opts.cost), exact: !!exact });
+        t.choices.push({
+          bits,
+          rank: r,
+          error,
+          bytes: choiceBytes(t.shape[0], t.shape[1], bits, r, opts.cost),
+          exact: !!exact,
+        });
       }
     }
     if (t.choices.length) tables.push(t);
   }
-  for (const r of [...new Set(opts.ranks ?? [])].filter((r) => r > maxRank).sort((x, y) => x - y)) warnings.push(`rank ${r} is above the analysed rank; not offered (analyse at a larger --rank)`);
-  if (lacking.size) warnings.push(`${lacking.size} matrices lack a residual spectrum (analyse with --spectrum); only the analysed rank is offered there`);
+  for (const r of [...new Set(opts.ranks ?? [])].filter((r) => r > maxRank).sort((x, y) => x - y))
+    warnings.push(`rank ${r} is above the analysed rank; not offered (analyse at a larger --rank)`);
+  if (lacking.size)
+    warnings.push(
+      `${lacking.size} matrices lack a residual spectrum (analyse with --spectrum); only the analysed rank is offered there`,
+    );
   return { tables, warnings };
 }

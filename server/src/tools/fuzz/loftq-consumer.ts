@@ -22,8 +22,14 @@ export function loftqConsumer(backend: MatmulBackend): Consumer {
       const [rows, cols] = t.shape;
       const r = await loftqMatrix(w, rows, cols, SETTINGS, backend);
       if (allFinite(w)) {
-        for (const [what, x] of [['Q', r.q], ['lora_A', r.loraA], ['lora_B', r.loraB], ['relError', Float32Array.from(r.relErrorPerIter)]] as const) {
-          if (!allFinite(x)) throw new Error(`invariant: finite weights of '${t.name}' (${rows}x${cols}) gave a non-finite ${what}`);
+        for (const [what, x] of [
+          ['Q', r.q],
+          ['lora_A', r.loraA],
+          ['lora_B', r.loraB],
+          ['relError', Float32Array.from(r.relErrorPerIter)],
+        ] as const) {
+          if (!allFinite(x))
+            throw new Error(`invariant: finite weights of '${t.name}' (${rows}x${cols}) gave a non-finite ${what}`);
         }
       }
     }

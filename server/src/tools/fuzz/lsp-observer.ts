@@ -11,9 +11,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  createProtocolConnection, Diagnostic, DidCloseTextDocumentNotification, DidOpenTextDocumentNotification, ExitNotification,
-  InitializedNotification, InitializeRequest, ProtocolConnection, PublishDiagnosticsNotification, ShutdownRequest,
-  StreamMessageReader, StreamMessageWriter,
+  createProtocolConnection,
+  Diagnostic,
+  DidCloseTextDocumentNotification,
+  DidOpenTextDocumentNotification,
+  ExitNotification,
+  InitializedNotification,
+  InitializeRequest,
+  ProtocolConnection,
+  PublishDiagnosticsNotification,
+  ShutdownRequest,
+  StreamMessageReader,
+  StreamMessageWriter,
 } from 'vscode-languageserver-protocol/node';
 import { CheckpointError, openCheckpoint } from '../../checkpoint';
 import { Methods } from '../../protocol/lsp_ext';
@@ -40,21 +49,39 @@ export class LspObserver {
   stderr = '';
   cases = 0;
 
-  private constructor(private readonly child: ChildProcess, private readonly conn: ProtocolConnection) {}
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly conn: ProtocolConnection,
+  ) {}
 
   static async start(): Promise<LspObserver> {
     const child = spawn(process.execPath, [serverScript(), '--stdio'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const conn = createProtocolConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+    const conn = createProtocolConnection(
+      new StreamMessageReader(child.stdout!),
+      new StreamMessageWriter(child.stdin!),
+    );
     const o = new LspObserver(child, conn);
-    child.stderr!.on('data', (d) => { o.stderr = (o.stderr + d).slice(-4000); });
-    child.on('exit', (code, signal) => { o.exited = `exited (code ${code}, signal ${signal})`; });
+    child.stderr!.on('data', (d) => {
+      o.stderr = (o.stderr + d).slice(-4000);
+    });
+    child.on('exit', (code, signal) => {
+      o.exited = `exited (code ${code}, signal ${signal})`;
+    });
     conn.onNotification(PublishDiagnosticsNotification.type, (p) => {
       const w = o.waiting.get(p.uri);
-      if (w) { o.waiting.delete(p.uri); w(p.diagnostics); }
+      if (w) {
+        o.waiting.delete(p.uri);
+        w(p.diagnostics);
+      }
     });
     conn.listen();
     // No workspace folder: the server must not scan the temp folder for plans.
-    await conn.sendRequest(InitializeRequest.type, { processId: process.pid, rootUri: null, workspaceFolders: null, capabilities: {} });
+    await conn.sendRequest(InitializeRequest.type, {
+      processId: process.pid,
+      rootUri: null,
+      workspaceFolders: null,
+      capabilities: {},
+    });
     await conn.sendNotification(InitializedNotification.type, {});
     return o;
   }
@@ -79,7 +106,9 @@ export class LspObserver {
     fs.writeFileSync(plan, text);
     const uri = pathToFileURL(plan).toString();
     const diags = new Promise<Diagnostic[]>((resolve) => this.waiting.set(uri, resolve));
-    await this.conn.sendNotification(DidOpenTextDocumentNotification.type, { textDocument: { uri, languageId: 'jsonc', version: 1, text } });
+    await this.conn.sendNotification(DidOpenTextDocumentNotification.type, {
+      textDocument: { uri, languageId: 'jsonc', version: 1, text },
+    });
     await this.conn.sendNotification(DidCloseTextDocumentNotification.type, { textDocument: { uri } });
     const inspect = this.conn.sendRequest(Methods.inspect, { checkpoint: checkpointPath }).then(
       (r) => ({ ok: true as const, r: r as InspectResult }),
@@ -91,14 +120,22 @@ export class LspObserver {
     if (expected) {
       // The diagnostic carries the problem as the reader wrote it, raw or with file-borne names escaped.
       const escaped = expected.message.slice(expected.message.indexOf(': ') + 2);
-      if (!ckDiags.some((x) => x.severity === 1 && (x.message.includes(expected.problem) || x.message.includes(escaped)))) {
-        fail(`no checkpoint error diagnostic with '${expected.problem}' (got ${JSON.stringify(d.map((x) => x.message))})`);
+      if (
+        !ckDiags.some((x) => x.severity === 1 && (x.message.includes(expected.problem) || x.message.includes(escaped)))
+      ) {
+        fail(
+          `no checkpoint error diagnostic with '${expected.problem}' (got ${JSON.stringify(d.map((x) => x.message))})`,
+        );
       }
-      if (i.ok || i.message !== expected.message) fail(`loftq/inspect answered ${i.ok ? 'a result' : `'${i.message}'`}, expected '${expected.message}'`);
+      if (i.ok || i.message !== expected.message)
+        fail(`loftq/inspect answered ${i.ok ? 'a result' : `'${i.message}'`}, expected '${expected.message}'`);
       return ['lsp: refused checkpoint diagnosed'];
     } else {
       if (ckDiags.length) fail(`an accepted checkpoint got a checkpoint diagnostic: ${ckDiags[0].message}`);
-      if (!i.ok || i.r.totals.tensors !== tensors) fail(`loftq/inspect of an accepted checkpoint: ${i.ok ? `${i.r.totals.tensors} tensors, expected ${tensors}` : i.message}`);
+      if (!i.ok || i.r.totals.tensors !== tensors)
+        fail(
+          `loftq/inspect of an accepted checkpoint: ${i.ok ? `${i.r.totals.tensors} tensors, expected ${tensors}` : i.message}`,
+        );
       return ['lsp: accepted checkpoint, no error'];
     }
   };
@@ -109,7 +146,9 @@ export class LspObserver {
     try {
       await this.conn.sendRequest(ShutdownRequest.type);
       await this.conn.sendNotification(ExitNotification.type);
-    } catch { /* gone already */ }
+    } catch {
+      /* gone already */
+    }
     const t = setTimeout(() => this.child.kill('SIGKILL'), 3000);
     await done;
     clearTimeout(t);

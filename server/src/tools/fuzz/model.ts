@@ -25,15 +25,41 @@ export class Raw {
 export type Entry = [string, unknown];
 
 const NAMES = [
-  'model.layers.0.self_attn.q_proj.weight', 'model.layers.0.mlp.down_proj.weight', 'lm_head.weight',
-  'model.embed_tokens.weight', 'transformer.h.0.attn.c_attn.weight', 'bias', '__proto__', 'constructor',
-  'a/../../etc/passwd', '../../escape.weight', '/abs/x.weight', '<script>alert(1)</script>', 'ünï.cödé', '', 'x'.repeat(300), 'tab\there',
+  'model.layers.0.self_attn.q_proj.weight',
+  'model.layers.0.mlp.down_proj.weight',
+  'lm_head.weight',
+  'model.embed_tokens.weight',
+  'transformer.h.0.attn.c_attn.weight',
+  'bias',
+  '__proto__',
+  'constructor',
+  'a/../../etc/passwd',
+  '../../escape.weight',
+  '/abs/x.weight',
+  '<script>alert(1)</script>',
+  'ünï.cödé',
+  '',
+  'x'.repeat(300),
+  'tab\there',
 ];
 const DTYPES = Object.keys(DTYPE_SIZE) as DType[];
 
 /** float32 values a hostile or broken checkpoint may hold. */
 export function hostileFloats(rng: Rng, n: number): Float32Array {
-  const special = [NaN, Infinity, -Infinity, -0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 6e-8, 65504, 65520];
+  const special = [
+    NaN,
+    Infinity,
+    -Infinity,
+    -0,
+    1e-45,
+    -1e-45,
+    1.1754942e-38,
+    3.4028235e38,
+    -3.4028235e38,
+    6e-8,
+    65504,
+    65520,
+  ];
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = rng.chance(0.5) ? rng.pick(special) : (rng.next() - 0.5) * 4;
   return out;
@@ -52,11 +78,16 @@ export function randomModel(rng: Rng, hostileValues = false): FuzzModel {
     const shape = Array.from({ length: rank }, () => (rng.chance(0.05) ? 0 : rng.int(1, 8)));
     const n = shape.reduce((a, b) => a * b, 1);
     const data = FLOAT_DTYPES.has(dtype)
-      ? fromFloat32(dtype, hostileValues ? hostileFloats(rng, n) : new Float32Array(n).map(() => (rng.next() - 0.5) * 2))
+      ? fromFloat32(
+          dtype,
+          hostileValues ? hostileFloats(rng, n) : new Float32Array(n).map(() => (rng.next() - 0.5) * 2),
+        )
       : rng.bytes(n * DTYPE_SIZE[dtype]);
     tensors.push({ name, dtype, shape, data });
   }
-  const metadata = rng.chance(0.5) ? { format: 'pt', ...(rng.chance(0.3) ? { ['__proto__']: 'x', note: 'ü' } : {}) } : undefined;
+  const metadata = rng.chance(0.5)
+    ? { format: 'pt', ...(rng.chance(0.3) ? { ['__proto__']: 'x', note: 'ü' } : {}) }
+    : undefined;
   return { metadata, tensors };
 }
 
@@ -75,7 +106,10 @@ export function dataOf(m: FuzzModel): Uint8Array {
   const total = m.tensors.reduce((a, t) => a + t.data.length, 0);
   const out = new Uint8Array(total);
   let o = 0;
-  for (const t of m.tensors) { out.set(t.data, o); o += t.data.length; }
+  for (const t of m.tensors) {
+    out.set(t.data, o);
+    o += t.data.length;
+  }
   return out;
 }
 

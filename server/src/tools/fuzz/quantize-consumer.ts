@@ -44,8 +44,17 @@ async function listTree(dir: string): Promise<string[]> {
 }
 
 /** Relative error recomputed in float64 from what the files hold. */
-export function relErrorOf(w: Float32Array, q: Float32Array, a: Float32Array, b: Float32Array, rows: number, cols: number, r: number): number {
-  let err = 0, norm = 0;
+export function relErrorOf(
+  w: Float32Array,
+  q: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  rows: number,
+  cols: number,
+  r: number,
+): number {
+  let err = 0,
+    norm = 0;
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       let low = 0;
@@ -58,15 +67,30 @@ export function relErrorOf(w: Float32Array, q: Float32Array, a: Float32Array, b:
   return norm > 0 ? Math.sqrt(err / norm) : 0;
 }
 
-async function checkOutput(ck: Checkpoint, out: string, report: Report, nonFinite: Set<string>, targets: string[]): Promise<void> {
+async function checkOutput(
+  ck: Checkpoint,
+  out: string,
+  report: Report,
+  nonFinite: Set<string>,
+  targets: string[],
+): Promise<void> {
   const names = report.matrices.map((m) => m.name);
   if (names.join('\0') !== targets.join('\0')) fail(`report lists [${names}], expected [${targets}]`);
   const skipped = report.matrices.filter((m) => m.skipped).map((m) => m.name);
-  if (skipped.join('\0') !== targets.filter((t) => nonFinite.has(t)).join('\0')) fail(`skipped [${skipped}], but the matrices with NaN/Inf are [${[...nonFinite]}]`);
+  if (skipped.join('\0') !== targets.filter((t) => nonFinite.has(t)).join('\0'))
+    fail(`skipped [${skipped}], but the matrices with NaN/Inf are [${[...nonFinite]}]`);
 
-  const expectedFiles = ck.kind === 'file' ? ['model.safetensors'] : [...ck.headers.map((h) => path.basename(h.file)), 'model.safetensors.index.json'];
+  const expectedFiles =
+    ck.kind === 'file'
+      ? ['model.safetensors']
+      : [...ck.headers.map((h) => path.basename(h.file)), 'model.safetensors.index.json'];
   const files = await listTree(out);
-  const want = [...expectedFiles, `${ADAPTER_DIR}/adapter_config.json`, `${ADAPTER_DIR}/adapter_model.safetensors`, REPORT_FILE].sort();
+  const want = [
+    ...expectedFiles,
+    `${ADAPTER_DIR}/adapter_config.json`,
+    `${ADAPTER_DIR}/adapter_model.safetensors`,
+    REPORT_FILE,
+  ].sort();
   if (files.join('\n') !== want.join('\n')) fail(`output folder holds [${files}], expected [${want}]`);
 
   const written = await openCheckpoint(ck.kind === 'file' ? path.join(out, 'model.safetensors') : out);
@@ -74,25 +98,31 @@ async function checkOutput(ck: Checkpoint, out: string, report: Report, nonFinit
   const quantized = new Map(report.matrices.filter((m) => !m.skipped).map((m) => [m.name, m]));
   const adapterNames = adapters.tensors.map((t) => t.name).sort();
   const wantAdapters = [...quantized.keys()].flatMap((n) => [adapterKey(n, 'A'), adapterKey(n, 'B')]).sort();
-  if (adapterNames.join('\0') !== wantAdapters.join('\0')) fail(`adapter keys [${adapterNames}], expected [${wantAdapters}]`);
-  if (written.tensors.length !== ck.tensors.length) fail(`output has ${written.tensors.length} tensors, input ${ck.tensors.length}`);
+  if (adapterNames.join('\0') !== wantAdapters.join('\0'))
+    fail(`adapter keys [${adapterNames}], expected [${wantAdapters}]`);
+  if (written.tensors.length !== ck.tensors.length)
+    fail(`output has ${written.tensors.length} tensors, input ${ck.tensors.length}`);
   for (const t of ck.tensors) {
     const o = written.byName.get(t.name);
-    if (!o || o.dtype !== t.dtype || o.shape.join() !== t.shape.join()) fail(`output tensor '${t.name}' missing or reshaped`);
+    if (!o || o.dtype !== t.dtype || o.shape.join() !== t.shape.join())
+      fail(`output tensor '${t.name}' missing or reshaped`);
     const m = quantized.get(t.name);
     if (!m) {
-      if (!sameBytes(await readTensorBytes(o), await readTensorBytes(t))) fail(`'${t.name}' is not quantized but was not copied unchanged`);
+      if (!sameBytes(await readTensorBytes(o), await readTensorBytes(t)))
+        fail(`'${t.name}' is not quantized but was not copied unchanged`);
       continue;
     }
     const [rows, cols] = t.shape;
     const q = await readTensorF32(o);
     const a = await readTensorF32(adapters.byName.get(adapterKey(t.name, 'A'))!);
     const b = await readTensorF32(adapters.byName.get(adapterKey(t.name, 'B'))!);
-    if (!finite(q) || !finite(a) || !finite(b)) fail(`finite weights of '${t.name}' gave non-finite Q or adapters in the files`);
+    if (!finite(q) || !finite(a) || !finite(b))
+      fail(`finite weights of '${t.name}' gave non-finite Q or adapters in the files`);
     const r = a.length / cols;
     if (r !== m.rank || b.length !== rows * r) fail(`adapter shapes of '${t.name}' do not match rank ${m.rank}`);
     const rel = relErrorOf(await readTensorF32(t), q, a, b, rows, cols, r);
-    if (!Number.isFinite(m.relError) || Math.abs(rel - m.relError) > 1e-4 * Math.max(1, rel)) fail(`report relError of '${t.name}' is ${m.relError}, the files give ${rel}`);
+    if (!Number.isFinite(m.relError) || Math.abs(rel - m.relError) > 1e-4 * Math.max(1, rel))
+      fail(`report relError of '${t.name}' is ${m.relError}, the files give ${rel}`);
   }
 }
 
@@ -110,19 +140,37 @@ export function quantizeConsumer(): Consumer {
     if (nonFinite.size) {
       const refused = path.join(caseDir, 'out-refuse');
       let error: unknown;
-      try { await quantizeCheckpoint(p, { ...FUZZ_RUN, out: refused }); } catch (e) { error = e; }
-      if (!(error instanceof InputError)) fail(`NaN/Inf in [${[...nonFinite]}] was not refused with an InputError (got ${error === undefined ? 'success' : String(error)})`);
+      try {
+        await quantizeCheckpoint(p, { ...FUZZ_RUN, out: refused });
+      } catch (e) {
+        error = e;
+      }
+      if (!(error instanceof InputError))
+        fail(
+          `NaN/Inf in [${[...nonFinite]}] was not refused with an InputError (got ${error === undefined ? 'success' : String(error)})`,
+        );
       if (!nonFinite.has(error.tensor ?? '')) fail(`the refusal names '${error.tensor}', not a matrix with NaN/Inf`);
-      if (!/NaN\/Inf/.test(error.message) || /[\n\r]/.test(error.message)) fail(`refusal message is not one line naming NaN/Inf: ${error.message}`);
+      if (!/NaN\/Inf/.test(error.message) || /[\n\r]/.test(error.message))
+        fail(`refusal message is not one line naming NaN/Inf: ${error.message}`);
       const visible = (await listTree(refused)).filter((f) => !f.startsWith('.'));
       if (visible.length) fail(`a refused run left [${visible}]`);
     }
     const out = path.join(caseDir, 'out');
     const { report } = await quantizeCheckpoint(p, { ...FUZZ_RUN, out, onNonFinite: 'skip' });
-    await checkOutput(ck, out, report, nonFinite, targets.map((t) => t.name));
+    await checkOutput(
+      ck,
+      out,
+      report,
+      nonFinite,
+      targets.map((t) => t.name),
+    );
     const outside = (await fsp.readdir(caseDir)).filter((f) => !['ck', 'out', 'out-refuse', 'loftq.json'].includes(f));
     const siblings = (await fsp.readdir(path.dirname(caseDir))).filter((f) => !/^case-\d+$/.test(f));
-    if (outside.length || siblings.length) fail(`files appeared outside the output folder: [${[...outside, ...siblings]}]`);
-    return [`quantize: ${nonFinite.size ? 'NaN/Inf refused by name, then skipped' : 'files checked'}`, ...(targets.some((t) => /\//.test(t.name)) ? ['quantize: tensor name with / kept inside'] : [])];
+    if (outside.length || siblings.length)
+      fail(`files appeared outside the output folder: [${[...outside, ...siblings]}]`);
+    return [
+      `quantize: ${nonFinite.size ? 'NaN/Inf refused by name, then skipped' : 'files checked'}`,
+      ...(targets.some((t) => /\//.test(t.name)) ? ['quantize: tensor name with / kept inside'] : []),
+    ];
   };
 }

@@ -53,25 +53,47 @@ const VALID_NAMES = new Set(['valid', 'hostile-values', 'sharded-valid']);
 
 /** Mutators whose every output is invalid: accepting one is a missed check. */
 export const MUST_REJECT = new Set([
-  'length-zero', 'length-huge', 'length-past-eof', 'file-tiny', 'json-truncated', 'json-not-object', 'duplicate-key',
-  'dtype-unknown', 'shape-overflow', 'offsets-past-eof', 'offsets-malformed', 'data-truncated', 'data-trailing',
-  'metadata-wrong-type', 'pickle-magic', 'pickle-name', 'entry-wrong-type', 'sharded-missing-shard',
-  'sharded-escaping-name', 'sharded-symlink-out', 'sharded-pickle-shard', 'sharded-bad-index',
+  'length-zero',
+  'length-huge',
+  'length-past-eof',
+  'file-tiny',
+  'json-truncated',
+  'json-not-object',
+  'duplicate-key',
+  'dtype-unknown',
+  'shape-overflow',
+  'offsets-past-eof',
+  'offsets-malformed',
+  'data-truncated',
+  'data-trailing',
+  'metadata-wrong-type',
+  'pickle-magic',
+  'pickle-name',
+  'entry-wrong-type',
+  'sharded-missing-shard',
+  'sharded-escaping-name',
+  'sharded-symlink-out',
+  'sharded-pickle-shard',
+  'sharded-bad-index',
 ]);
 
 async function inspectPath(p: string, expectValid: boolean, expected?: Map<string, Uint8Array>): Promise<void> {
   const ck = await openCheckpoint(p);
   const info = inspectCheckpoint(ck);
-  if (info.totals.tensors !== ck.tensors.length) throw new Error('invariant: inspect counts differ from the checkpoint');
+  if (info.totals.tensors !== ck.tensors.length)
+    throw new Error('invariant: inspect counts differ from the checkpoint');
   for (const t of ck.tensors) {
     const bytes = await readTensorBytes(t);
-    if (bytes.byteLength !== t.byteLength) throw new Error(`invariant: read ${bytes.byteLength} bytes of '${t.name}', header says ${t.byteLength}`);
+    if (bytes.byteLength !== t.byteLength)
+      throw new Error(`invariant: read ${bytes.byteLength} bytes of '${t.name}', header says ${t.byteLength}`);
     if (FLOAT_DTYPES.has(t.dtype)) {
       const f = await readTensorF32(t);
-      if (f.length !== t.parameters) throw new Error(`invariant: '${t.name}' has ${f.length} values, shape says ${t.parameters}`);
+      if (f.length !== t.parameters)
+        throw new Error(`invariant: '${t.name}' has ${f.length} values, shape says ${t.parameters}`);
     }
     const want = expected?.get(t.name);
-    if (expectValid && want && !(want.length === bytes.length && want.every((b, i) => b === bytes[i]))) throw new Error(`invariant: '${t.name}' read back different bytes`);
+    if (expectValid && want && !(want.length === bytes.length && want.every((b, i) => b === bytes[i])))
+      throw new Error(`invariant: '${t.name}' read back different bytes`);
   }
 }
 
@@ -84,7 +106,8 @@ function badRejection(e: unknown, caseDir: string, typed: RunOptions['typedError
     if (e.message.length > 2000) return `message is ${e.message.length} characters`;
     return undefined;
   }
-  if (typed?.some((c) => e instanceof c)) return /[\n\r]/.test((e as Error).message) ? 'message spans lines' : undefined;
+  if (typed?.some((c) => e instanceof c))
+    return /[\n\r]/.test((e as Error).message) ? 'message spans lines' : undefined;
   return `untyped ${(e as Error)?.name ?? typeof e}: ${(e as Error)?.message ?? String(e)}`;
 }
 
@@ -98,7 +121,14 @@ export async function runCase(index: number, opts: RunOptions): Promise<CaseResu
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
   let notes: string[] = [];
-  const result = (outcome: Outcome, extra: Partial<CaseResult> = {}): CaseResult => ({ index, mutator: mutator.name, outcome, ms: performance.now() - t0, ...(notes.length ? { notes } : {}), ...extra });
+  const result = (outcome: Outcome, extra: Partial<CaseResult> = {}): CaseResult => ({
+    index,
+    mutator: mutator.name,
+    outcome,
+    ms: performance.now() - t0,
+    ...(notes.length ? { notes } : {}),
+    ...extra,
+  });
   try {
     const p = await mutator.make({ rng, model, dir: ckDir });
     const expected = new Map(model.tensors.map((t) => [t.name, t.data]));
@@ -108,15 +138,23 @@ export async function runCase(index: number, opts: RunOptions): Promise<CaseResu
       await inspectPath(p, VALID_NAMES.has(mutator.name), expected);
       for (const c of opts.consumers ?? []) notes.push(...((await c(p, caseDir)) ?? []));
     })();
-    const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Timeout()), opts.timeoutMs); });
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Timeout()), opts.timeoutMs);
+    });
     await Promise.race([work, timeout]);
-    return MUST_REJECT.has(mutator.name) ? result('missed', { message: 'hostile input was accepted' }) : result('accepted');
+    return MUST_REJECT.has(mutator.name)
+      ? result('missed', { message: 'hostile input was accepted' })
+      : result('accepted');
   } catch (e) {
     if (e instanceof Timeout) return result('hang', { message: `no answer within ${opts.timeoutMs} ms` });
     const bad = badRejection(e, caseDir, opts.typedErrors);
     if (bad) return result('crash', { message: bad });
-    if (VALID_NAMES.has(mutator.name)) return result('crash', { message: `valid input rejected: ${(e as Error).message}` });
-    return result('rejected', { kind: e instanceof CheckpointError ? e.kind : (e as Error).name, message: (e as Error).message });
+    if (VALID_NAMES.has(mutator.name))
+      return result('crash', { message: `valid input rejected: ${(e as Error).message}` });
+    return result('rejected', {
+      kind: e instanceof CheckpointError ? e.kind : (e as Error).name,
+      message: (e as Error).message,
+    });
   } finally {
     clearTimeout(timer);
     await fsp.rm(caseDir, { recursive: true, force: true }).catch(() => undefined);
@@ -142,7 +180,21 @@ export interface Summary {
 }
 
 export function emptySummary(): Summary {
-  return { cases: 0, accepted: 0, rejected: 0, crashes: 0, hangs: 0, missed: 0, unhandledRejections: 0, byKind: {}, byNote: {}, byMutator: {}, failures: [], peakRssMiB: 0, seconds: 0 };
+  return {
+    cases: 0,
+    accepted: 0,
+    rejected: 0,
+    crashes: 0,
+    hangs: 0,
+    missed: 0,
+    unhandledRejections: 0,
+    byKind: {},
+    byNote: {},
+    byMutator: {},
+    failures: [],
+    peakRssMiB: 0,
+    seconds: 0,
+  };
 }
 
 export function record(s: Summary, r: CaseResult): void {
@@ -151,8 +203,10 @@ export function record(s: Summary, r: CaseResult): void {
   const m = (s.byMutator[r.mutator] ??= { accepted: 0, rejected: 0, crash: 0, hang: 0, missed: 0 });
   m[r.outcome]++;
   if (r.outcome === 'accepted') s.accepted++;
-  else if (r.outcome === 'rejected') { s.rejected++; s.byKind[r.kind!] = (s.byKind[r.kind!] ?? 0) + 1; }
-  else {
+  else if (r.outcome === 'rejected') {
+    s.rejected++;
+    s.byKind[r.kind!] = (s.byKind[r.kind!] ?? 0) + 1;
+  } else {
     if (r.outcome === 'crash') s.crashes++;
     else if (r.outcome === 'hang') s.hangs++;
     else s.missed++;
@@ -162,9 +216,16 @@ export function record(s: Summary, r: CaseResult): void {
 }
 
 /** Runs cases [from, to) in this process, counting unhandled rejections meanwhile. */
-export async function runCases(from: number, to: number, opts: RunOptions, onResult?: (r: CaseResult) => void): Promise<Summary> {
+export async function runCases(
+  from: number,
+  to: number,
+  opts: RunOptions,
+  onResult?: (r: CaseResult) => void,
+): Promise<Summary> {
   const s = emptySummary();
-  const onUnhandled = () => { s.unhandledRejections++; };
+  const onUnhandled = () => {
+    s.unhandledRejections++;
+  };
   process.on('unhandledRejection', onUnhandled);
   const t0 = performance.now();
   try {

@@ -16,14 +16,28 @@ interface Layout {
 
 function split(rng: Rng, model: FuzzModel): Layout {
   const k = Math.min(model.tensors.length, rng.int(1, 3));
-  const shards = Array.from({ length: k }, (_, i) => ({ file: `model-${String(i + 1).padStart(5, '0')}-of-${String(k).padStart(5, '0')}.safetensors`, model: { tensors: [] } as FuzzModel }));
+  const shards = Array.from({ length: k }, (_, i) => ({
+    file: `model-${String(i + 1).padStart(5, '0')}-of-${String(k).padStart(5, '0')}.safetensors`,
+    model: { tensors: [] } as FuzzModel,
+  }));
   model.tensors.forEach((t, i) => shards[i % k].model.tensors.push(t));
   return { shards, weightMap: shards.flatMap((s) => s.model.tensors.map((t) => [t.name, s.file] as [string, string])) };
 }
 
 async function writeLayout(dir: string, l: Layout, indexText?: string, skip?: string): Promise<string> {
-  for (const s of l.shards) if (s.file !== skip) await writeCase(dir, fileBytes(serializeEntries(entriesOf(s.model)), dataOf(s.model)), s.file);
-  await writeCase(dir, new TextEncoder().encode(indexText ?? serializeEntries([['metadata', { total_size: 0 }], ['weight_map', Object.fromEntries(l.weightMap)]])), INDEX_FILE);
+  for (const s of l.shards)
+    if (s.file !== skip) await writeCase(dir, fileBytes(serializeEntries(entriesOf(s.model)), dataOf(s.model)), s.file);
+  await writeCase(
+    dir,
+    new TextEncoder().encode(
+      indexText ??
+        serializeEntries([
+          ['metadata', { total_size: 0 }],
+          ['weight_map', Object.fromEntries(l.weightMap)],
+        ]),
+    ),
+    INDEX_FILE,
+  );
   return dir;
 }
 
@@ -51,7 +65,18 @@ export const SHARDED_MUTATORS: Mutator[] = [
   sharded('sharded-escaping-name', async ({ rng, dir }, l) => {
     const outside = path.join(path.dirname(dir), `outside-${path.basename(dir)}.safetensors`);
     await fsp.copyFile(await writeLayout(dir, l).then(() => path.join(dir, l.shards[0].file)), outside);
-    const bad = rng.pick(['../x.safetensors', `../${path.basename(outside)}`, outside, 'sub/x.safetensors', '..', '.', '', 'a\\b.safetensors', 'x\0.safetensors', './' + l.shards[0].file]);
+    const bad = rng.pick([
+      '../x.safetensors',
+      `../${path.basename(outside)}`,
+      outside,
+      'sub/x.safetensors',
+      '..',
+      '.',
+      '',
+      'a\\b.safetensors',
+      'x\0.safetensors',
+      './' + l.shards[0].file,
+    ]);
     l.weightMap[0] = [l.weightMap[0][0], bad];
     return writeLayout(dir, l);
   }),
@@ -66,13 +91,27 @@ export const SHARDED_MUTATORS: Mutator[] = [
     l.weightMap[0] = [l.weightMap[0][0], rng.pick(['pytorch_model-00001-of-00002.bin', 'model.pt'])];
     return writeLayout(dir, l);
   }),
-  sharded('sharded-bad-index', ({ rng, dir }, l) => writeLayout(dir, l, rng.pick([
-    '', '{', '[]', 'null', '{"weight_map": 5}', '{"weight_map": []}', '{"weight_map": null}', '{"metadata": 1, "weight_map": {}}',
-    indexWith(l, '{"a": 1}'), indexWith(l, '{"a": "x.safetensors", "a": "y.safetensors"}'),
-    indexWith(l, Object.fromEntries(l.weightMap)).slice(0, -3),
-    indexWith(l, Object.fromEntries(l.weightMap), ',"metadata":{}'),
-    '\uFEFF' + indexWith(l, Object.fromEntries(l.weightMap)),
-  ]))),
+  sharded('sharded-bad-index', ({ rng, dir }, l) =>
+    writeLayout(
+      dir,
+      l,
+      rng.pick([
+        '',
+        '{',
+        '[]',
+        'null',
+        '{"weight_map": 5}',
+        '{"weight_map": []}',
+        '{"weight_map": null}',
+        '{"metadata": 1, "weight_map": {}}',
+        indexWith(l, '{"a": 1}'),
+        indexWith(l, '{"a": "x.safetensors", "a": "y.safetensors"}'),
+        indexWith(l, Object.fromEntries(l.weightMap)).slice(0, -3),
+        indexWith(l, Object.fromEntries(l.weightMap), ',"metadata":{}'),
+        '\uFEFF' + indexWith(l, Object.fromEntries(l.weightMap)),
+      ]),
+    ),
+  ),
   sharded('sharded-mutated-shard', async (c, l) => {
     await writeLayout(c.dir, l);
     const shard = c.rng.pick(l.shards);
