@@ -13,10 +13,9 @@ import { revealInPlan } from './planReveal';
 import { analyzeCommand } from './analyze';
 import { planMixedCommand, PlanPreviews, PREVIEW_SCHEME } from './planMixed';
 import { quantizeCommand } from './quantize';
-import { REPORT_FILE, ReportIndex, setServerReads } from './reports';
+import { fileHolding, REPORT_FILE, ReportIndex, setServerReads } from './reports';
 import { LoftqStatus } from './statusBar';
 import { SafetensorsViewer, VIEWER_VIEW_TYPE } from './viewer/provider';
-import { fileHolding } from './viewer/shard';
 
 let client: LanguageClient | undefined;
 
@@ -53,9 +52,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
           log.error(`reveal: ${(e as Error).message}`),
         );
       },
-      openTensor: (p, name) => {
+      openTensor: async (p, name) => {
         // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
-        const file = (p.out && fileHolding(p.out, name)) ?? (p.checkpoint && fileHolding(p.checkpoint, name));
+        const file =
+          (p.out && (await fileHolding(p.out, name))) ?? (p.checkpoint && (await fileHolding(p.checkpoint, name)));
         if (file) void viewer.reveal(vscode.Uri.file(file), name);
         else
           void vscode.window.showInformationMessage(

@@ -37,6 +37,21 @@ export async function inspectCheckpoint(checkpoint: string): Promise<InspectResu
   return (await reads()).inspect(checkpoint);
 }
 
+/**
+ * The .safetensors file of `checkpoint` (a file, or a folder with one file or shards) that holds
+ * `tensor`, as the server's loftq/inspect lists it; undefined when the checkpoint cannot be opened
+ * or has no such tensor.
+ */
+export async function fileHolding(checkpoint: string, tensor: string): Promise<string | undefined> {
+  try {
+    const info = await inspectCheckpoint(checkpoint);
+    const file = info.tensors.find((t) => t.name === tensor)?.file;
+    return file === undefined ? undefined : info.files.find((f) => path.basename(f) === file);
+  } catch {
+    return undefined;
+  }
+}
+
 const KEY = 'loftq.reportsByCheckpoint';
 
 export class ReportIndex {

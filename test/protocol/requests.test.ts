@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ResponseError } from 'vscode-languageserver-protocol';
-import { openCheckpoint } from '../../server/src/checkpoint';
+import { encodeHeader, openCheckpoint } from '../../server/src/checkpoint';
 import { inspectCheckpoint } from '../../server/src/engine/inspect';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { InspectResult, Report } from '../../server/src/protocol/lsp_ext';
@@ -21,6 +21,25 @@ test('loftq/inspect returns the header summary; bad checkpoints are one-line err
     const got = await c.conn.sendRequest<InspectResult>(Methods.inspect, { checkpoint: uriOf(file) });
     assert.deepEqual(got, inspectCheckpoint(await openCheckpoint(file)));
     assert.equal(got.totals.tensors, 47);
+    assert.equal(got.shard, undefined, 'a file no index lists is not a shard');
+    // One shard of a sharded checkpoint: the server says which index lists it, so the viewer
+    // offers the whole checkpoint (the client reads no checkpoint file itself).
+    const sharded = path.join(root, 'sharded');
+    fs.mkdirSync(sharded);
+    const header = encodeHeader([{ name: 'a.weight', dtype: 'F32', shape: [2] }]);
+    for (const s of ['m-1.safetensors', 'm-2.safetensors'])
+      fs.writeFileSync(path.join(sharded, s), Buffer.concat([header, Buffer.alloc(8)]));
+    const weightMap = { 'a.weight': 'm-1.safetensors', 'b.weight': 'm-2.safetensors' };
+    fs.writeFileSync(path.join(sharded, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+    const shard = await c.conn.sendRequest<InspectResult>(Methods.inspect, {
+      checkpoint: uriOf(path.join(sharded, 'm-2.safetensors')),
+    });
+    assert.deepEqual(shard.shard, {
+      index: path.join(sharded, 'model.safetensors.index.json'),
+      number: 2,
+      of: 2,
+      tensors: 2,
+    });
     await assert.rejects(
       c.conn.sendRequest(Methods.inspect, { checkpoint: path.join(root, 'nope.safetensors') }),
       (e: ResponseError<unknown>) =>

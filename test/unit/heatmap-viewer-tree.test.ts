@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildModuleTree, TreeNode } from '../../webviews/src/moduleTree';
 import { namePieces } from '../../webviews/src/names';
-import { naturalCompare } from '../../webviews/src/naturalSort';
+import { naturalCompare } from '../../server/src/base/naturalSort';
 
 test('natural order: layer 2 before layer 10, text by code unit, zero padding tie-broken', () => {
   const names = [

@@ -2,7 +2,7 @@
 // self_attn → q_proj.weight), children in natural order, and chains of single children
 // folded into one node (`q_proj` + `weight` → `q_proj.weight`) so the tree stays shallow.
 // DOM-free so it is unit-tested on its own.
-import { naturalCompare } from './naturalSort';
+import { naturalCompare } from '../../server/src/base/naturalSort';
 
 export interface TreeItem {
   name: string;

@@ -11,7 +11,7 @@ import type {
 } from '../../server/src/protocol/lsp_ext';
 import { el, nameText } from './dom';
 import { buildModuleTree, TreeNode } from './moduleTree';
-import { naturalCompare } from './naturalSort';
+import { naturalCompare } from '../../server/src/base/naturalSort';
 
 declare function acquireVsCodeApi(): {
   postMessage(m: FromViewer): void;
@@ -151,8 +151,8 @@ function render(): void {
           `${bytes(ins.totals.bytes)}` +
           `${errors ? ` · LoftQ errors for ${Object.keys(errors).length} matrices` : ''}`,
       ),
-      data.shard && shardNote(data.shard),
-      toolbar(true, data.shard),
+      ins.shard && shardNote(ins.shard),
+      toolbar(true, ins.shard),
     ),
   );
 

@@ -3,10 +3,9 @@
 // report for the file exists.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { FromViewer, ToViewer } from '../../../server/src/protocol/lsp_ext';
+import type { FromViewer, ToViewer, ViewerShard } from '../../../server/src/protocol/lsp_ext';
 import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from '../reports';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
-import { findShard } from './shard';
 
 export const VIEWER_VIEW_TYPE = 'loftq.safetensorsViewer';
 
@@ -14,6 +13,8 @@ interface Open {
   panel: vscode.WebviewPanel;
   ready: boolean;
   pendingSelect?: string;
+  /** The sharded checkpoint this file belongs to, as the server's last loftq/inspect said. */
+  shard?: ViewerShard;
 }
 
 export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
@@ -52,12 +53,10 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
           void this.load(doc.uri, entry);
         } else if (m.type === 'quantize') {
           // A shard alone is not a model: quantize the checkpoint it belongs to.
-          const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
-          const target = shard ? vscode.Uri.file(path.dirname(shard.index)) : doc.uri;
+          const target = entry.shard ? vscode.Uri.file(path.dirname(entry.shard.index)) : doc.uri;
           void vscode.commands.executeCommand('loftq.quantize', target);
         } else if (m.type === 'openIndex') {
-          const shard = doc.uri.scheme === 'file' ? findShard(doc.uri.fsPath) : undefined;
-          if (shard) void vscode.window.showTextDocument(vscode.Uri.file(shard.index));
+          if (entry.shard) void vscode.window.showTextDocument(vscode.Uri.file(entry.shard.index));
         } else if (m.type === 'reopenAsText')
           void vscode.commands.executeCommand('vscode.openWith', doc.uri, 'default');
       }),
@@ -101,7 +100,8 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
           this.log.warn(`viewer: ${(e as Error).message}`);
         }
       }
-      post({ type: 'header', inspect, errors, shard: findShard(uri.fsPath) });
+      entry.shard = inspect.shard;
+      post({ type: 'header', inspect, errors });
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {

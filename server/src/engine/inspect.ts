@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import type { Checkpoint } from '../checkpoint';
 import type { InspectResult } from '../protocol/lsp_ext';
+import { shardOf } from './shardOf';
 
 /** Header summary of a checkpoint (no tensor data is read). */
 export function inspectCheckpoint(ck: Checkpoint): InspectResult {
@@ -30,4 +31,12 @@ export function inspectCheckpoint(ck: Checkpoint): InspectResult {
     tensors,
     totals: { tensors: tensors.length, parameters, bytes, byDtype },
   };
+}
+
+/** The summary plus, for a single .safetensors file, the sharded checkpoint it belongs to
+ *  (what loftq/inspect answers: the viewer's shard note and whole-checkpoint Quantize). */
+export async function inspectWithShard(ck: Checkpoint): Promise<InspectResult> {
+  const info = inspectCheckpoint(ck);
+  const shard = ck.path.endsWith('.safetensors') ? await shardOf(ck.path) : undefined;
+  return shard ? { ...info, shard } : info;
 }

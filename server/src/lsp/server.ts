@@ -22,7 +22,7 @@ import {
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { openCheckpoint, readRegularFile } from '../checkpoint';
 import { MAX_PLAN_BYTES, planSizeMessage, planTooLarge } from '../plan/planSize';
-import { inspectCheckpoint } from '../engine/inspect';
+import { inspectWithShard } from '../engine/inspect';
 import { parsePlan } from '../plan/planfile';
 import { Requests } from '../protocol/requests';
 import type {
@@ -314,7 +314,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     if (!params || typeof params.checkpoint !== 'string')
       throw new ResponseError(ErrorCodes.InvalidParams, "'checkpoint' is required");
     try {
-      return inspectCheckpoint(await openCheckpoint(toPath(params.checkpoint)));
+      return await inspectWithShard(await openCheckpoint(toPath(params.checkpoint)));
     } catch (e) {
       throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);
     }

@@ -375,6 +375,8 @@ export interface InspectResult {
     bytes: number;
     byDtype: Record<string, { tensors: number; parameters: number; bytes: number }>;
   };
+  /** loftq/inspect of a single file that one index in its folder lists among several shards. */
+  shard?: ViewerShard;
 }
 
 export interface MatrixDoneParams {
@@ -523,7 +525,6 @@ export type ToViewer =
       type: 'header';
       inspect: InspectResult;
       errors?: Record<string, { loftq: number; qlora: number; bits: number }>;
-      /** Set when the file is one shard of a sharded checkpoint (an index in its folder lists it). */ shard?: ViewerShard;
     }
   /** The file could not be read as a checkpoint: the viewer offers no Quantize. */
   | { type: 'error'; message: string }
