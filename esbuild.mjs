@@ -59,6 +59,7 @@ const nodeEntries = {
   cli: 'server/src/cli/main.ts',
   worker: 'server/src/engine/worker.ts',
   'eval-worker': 'server/src/model/evalWorker.ts',
+  'calib-worker': 'server/src/model/calibWorker.ts',
   'gemm-worker': 'server/src/linalg/gemmWorker.ts',
   'planner-worker': 'server/src/lsp/plannerWorker.ts',
   bench: 'bench/bench.ts',

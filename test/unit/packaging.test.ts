@@ -28,6 +28,8 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('dist/worker.js'),
       inExt('dist/gemm-worker.js'),
       inExt('dist/planner-worker.js'),
+      inExt('dist/eval-worker.js'),
+      inExt('dist/calib-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
       inExt('dist/webviews/heatmap.js'),
       inExt('dist/webviews/heatmap.css'),

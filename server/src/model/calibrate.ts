@@ -1,8 +1,9 @@
 // The calibration collector the engine calls (model/collector.ts → setStatsCollector): turns
 // a CalibrationParams (one source) into statistics per linear input. Token sources run the
 // original model over the tokens (collect.ts); an imatrix is read as diagonal statistics.
-// Registered by the CLI and the language server where they wire the engine
-// (registerCalibrationCollector), so engine/ keeps no static dependency on the forward pass.
+// Registered where the engine is wired, so engine/ keeps no static dependency on the forward
+// pass: in-thread by the CLI (registerCalibrationCollector), on a worker thread running this
+// same function by the language server (calibThread.ts).
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { setStatsCollector } from './collector';

@@ -1,6 +1,6 @@
 // The hook through which the engine gets calibration statistics: engine/calibration.ts
-// calls the collector registered here, and model/calibrate.ts registers the one that runs
-// the forward pass (from the CLI and the language server, where they wire the engine). The
+// calls the collector registered here: model/calibrate.ts's forward pass in-thread (the CLI)
+// or on a worker thread (calibThread.ts, the language server). The
 // types live with the statistics (model/) so that model/ never imports engine/.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';

@@ -2,9 +2,8 @@
 // the language server's way to evaluate without blocking its connection. Typed errors
 // (InputError, CheckpointError, CancelledError) are rebuilt on this side.
 
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { bundleScript } from '../base/bundleScript';
 import { deserializeError } from '../base/serializeError';
 import type { SerializedError } from '../base/serializeError';
 import type { BackendChoice } from '../protocol/lsp_ext';
@@ -25,25 +24,13 @@ export type FromEvalThread =
   | { type: 'done'; result: EvaluateResult; reportFile?: string }
   | { type: 'failed'; error: SerializedError };
 
-/** dist/eval-worker.js: next to this bundle, or in the repo's dist/ when running from tests. */
-export function evalWorkerScript(): string {
-  let d = __dirname;
-  for (let i = 0; i < 4; i++) {
-    for (const c of [path.join(d, 'eval-worker.js'), path.join(d, 'dist', 'eval-worker.js')]) {
-      if (fs.existsSync(c)) return c;
-    }
-    d = path.dirname(d);
-  }
-  throw new Error('dist/eval-worker.js not found: run `node esbuild.mjs` first');
-}
-
 export interface EvalThreadOptions {
   signal?: AbortSignal;
   onProgress?(p: EvalProgress): void;
 }
 
 export function evalOnThread(input: EvalThreadInput, opts: EvalThreadOptions): Promise<EvalRunResult> {
-  const worker = new Worker(evalWorkerScript(), { workerData: input });
+  const worker = new Worker(bundleScript('eval-worker.js'), { workerData: input });
   const cancel = () => worker.postMessage({ type: 'cancel' } satisfies ToEvalThread);
   if (opts.signal?.aborted) cancel();
   opts.signal?.addEventListener('abort', cancel);
