@@ -23,7 +23,7 @@ async function evalWorkspace() {
   fs.copyFileSync(config, path.join(ckptDir, 'config.json'));
   const out = path.join(root, 'out');
   const settings = { bits: 4, rank: 8, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
-  await quantizeCheckpoint(ckptDir, { out, workers: 0, settings });
+  await quantizeCheckpoint(ckptDir, { out, workers: 'in-thread', settings });
   const tokens = path.join(root, 'tokens.json');
   fs.copyFileSync(fixture('stories260k-tokens.json'), tokens);
   // Twelve copies: long enough to send requests and a cancel while it runs.

@@ -13,7 +13,7 @@ import { withServer, workspace } from './support';
 
 const HUGE_BLOCK = 2 ** 31;
 
-test('out-of-range block size, rank and iters: plan diagnostics and a refused loftq/quantize', async () => {
+test('out-of-range block size, rank, iters and workers: plan diagnostics and a refused loftq/quantize', async () => {
   const { root, ckptDir } = workspace();
   const file = path.join(root, 'loftq.json');
   const text = JSON.stringify({
@@ -43,5 +43,16 @@ test('out-of-range block size, rank and iters: plan diagnostics and a refused lo
       e.code === -32602 && /'blockSize' must be an integer ≤ 1073741824/.test(e.message);
     await assert.rejects(c.conn.sendRequest(Methods.quantize, params), refused);
     assert.equal(fs.existsSync(out), false, 'nothing written');
+
+    // A worker count is a count: the engine's 'in-thread' (or a negative count) would put LoftQ on the
+    // connection's thread.
+    for (const workers of ['in-thread', -1, 2.5]) {
+      const p = { ...params, settings: { ...settings, blockSize: 64 }, workers } as unknown as QuantizeParams;
+      await assert.rejects(
+        c.conn.sendRequest(Methods.quantize, p),
+        (e: Error & { code: number }) => e.code === -32602 && /^'workers' must be an integer ≥ 0$/.test(e.message),
+      );
+      assert.equal(fs.existsSync(out), false, 'nothing written');
+    }
   });
 });

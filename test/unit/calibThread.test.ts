@@ -13,7 +13,7 @@ test('calibration statistics cross the thread boundary transferred, with their s
   const g = Float64Array.from({ length: 9 }, (_, i) => i + 0.5);
   const qkv: InputStat = { kind: 'full', dim: 3, count: 7, g };
   const down: InputStat = { kind: 'diag', dim: 4, count: 7, d: Float64Array.of(1, 2, 3, 4) };
-  const stats: InputStats = new Map([
+  const stats: InputStats = new Map<string, InputStat>([
     ['l.q_proj.weight', qkv],
     ['l.k_proj.weight', qkv],
     ['l.v_proj.weight', qkv],

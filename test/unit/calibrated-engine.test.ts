@@ -161,7 +161,7 @@ test('calibrated quantize: report output errors equal the files on disk; output 
   }
   // Calibration changes the files: the plain run writes other adapters.
   const plain = path.join(tempDir(), 'plain');
-  await quantizeCheckpoint(STORIES, { out: plain, settings, workers: 0 });
+  await quantizeCheckpoint(STORIES, { out: plain, settings, workers: 'in-thread' });
   const adapters = 'loftq_init/adapter_model.safetensors';
   assert.ok(!fs.readFileSync(path.join(plain, adapters)).equals(fs.readFileSync(path.join(outs[0], adapters))));
   assert.equal(config(plain), config(outs[0]), 'adapter_config.json is unchanged in form');
@@ -174,7 +174,7 @@ test('calibrated quantize resumes from its journal only when the calibration is 
   await quantizeCheckpoint(STORIES, {
     out,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     calibration: prepared(stats),
     shard: { index: 0, count: 1 },
   });
@@ -184,13 +184,13 @@ test('calibrated quantize resumes from its journal only when the calibration is 
   await quantizeCheckpoint(STORIES, {
     out,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     calibration: prepared(stats),
     onMatrix: () => computed++,
   });
   assert.equal(computed, 0, 'same calibration: every matrix comes from the journal');
   const ref = path.join(tempDir(), 'ref');
-  await quantizeCheckpoint(STORIES, { out: ref, settings, workers: 0, calibration: prepared(stats) });
+  await quantizeCheckpoint(STORIES, { out: ref, settings, workers: 'in-thread', calibration: prepared(stats) });
   for (const f of listFiles(ref).filter((x) => x !== 'loftq-report.json' && !x.endsWith('adapter_config.json')))
     assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(ref, f))), f);
 
@@ -198,14 +198,14 @@ test('calibrated quantize resumes from its journal only when the calibration is 
   await quantizeCheckpoint(STORIES, {
     out: again,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     calibration: prepared(stats),
     shard: { index: 0, count: 1 },
   });
   await quantizeCheckpoint(STORIES, {
     out: again,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     calibration: prepared(stats, 0.1),
     onMatrix: () => computed++,
   });
@@ -214,12 +214,17 @@ test('calibrated quantize resumes from its journal only when the calibration is 
   await quantizeCheckpoint(STORIES, {
     out: plainResume,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     calibration: prepared(stats),
     shard: { index: 0, count: 1 },
   });
   computed = 0;
-  const res = await quantizeCheckpoint(STORIES, { out: plainResume, settings, workers: 0, onMatrix: () => computed++ });
+  const res = await quantizeCheckpoint(STORIES, {
+    out: plainResume,
+    settings,
+    workers: 'in-thread',
+    onMatrix: () => computed++,
+  });
   assert.equal(computed, 35, 'no calibration: calibrated entries are not reused');
   assert.equal(res.report.calibration, undefined);
   assert.ok(res.report.matrices.every((m) => m.outputRelError === undefined));
@@ -230,7 +235,7 @@ test('calibrated quantize refuses statistics of the wrong width and unusable one
   stats.set('model.layers.2.mlp.down_proj.weight', syntheticStat(64, 100, 7, 'diag'));
   const out = path.join(tempDir(), 'out');
   await assert.rejects(
-    quantizeCheckpoint(STORIES, { out, settings, workers: 0, calibration: prepared(stats) }),
+    quantizeCheckpoint(STORIES, { out, settings, workers: 'in-thread', calibration: prepared(stats) }),
     (e: Error) => {
       assert.ok(e instanceof InputError);
       assert.match(
@@ -254,7 +259,12 @@ test('calibrated quantize refuses statistics of the wrong width and unusable one
   );
   assert.ok(!fs.existsSync(path.join(out2, 'loftq-report.json')));
   await assert.rejects(
-    quantizeCheckpoint(STORIES, { out: out2, settings, workers: 0, calibration: { file: 'x.json', imatrix: 'y.dat' } }),
+    quantizeCheckpoint(STORIES, {
+      out: out2,
+      settings,
+      workers: 'in-thread',
+      calibration: { file: 'x.json', imatrix: 'y.dat' },
+    }),
     UsageError,
   );
 });

@@ -21,9 +21,9 @@ async function klPair(bits: number, heldOut: number[][]): Promise<{ plain: numbe
   const settings = { bits, rank: 16, iters: 5, quantizer: 'nf' as const, blockSize: 64 };
   const plainOut = path.join(tempDir(), 'plain'),
     calOut = path.join(tempDir(), 'cal');
-  await quantizeCheckpoint(STORIES, { out: plainOut, settings, workers: 0 });
+  await quantizeCheckpoint(STORIES, { out: plainOut, settings, workers: 'in-thread' });
   const calibration = { generate: { sequences: 16, length: 128, seed: 0 } };
-  const { report } = await quantizeCheckpoint(STORIES, { out: calOut, settings, workers: 0, calibration });
+  const { report } = await quantizeCheckpoint(STORIES, { out: calOut, settings, workers: 'in-thread', calibration });
   assert.deepEqual(report.calibration, {
     source: 'generated',
     sequences: 16,

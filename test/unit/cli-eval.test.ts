@@ -21,7 +21,7 @@ async function stories(): Promise<string> {
   if (!shared) {
     shared = tempDir();
     const settings = { bits: 4, rank: 16, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
-    await quantizeCheckpoint(STORIES, { out: shared, workers: 0, settings });
+    await quantizeCheckpoint(STORIES, { out: shared, workers: 'in-thread', settings });
   }
   return shared;
 }
@@ -97,7 +97,7 @@ test('a folder not produced from ORIGINAL, or not a quantize output at all, is r
     vocab_size: 600,
   });
   const settings = { bits: 4, rank: 4, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
-  await quantizeCheckpoint(tiny, { out: tinyOut, workers: 0, settings });
+  await quantizeCheckpoint(tiny, { out: tinyOut, workers: 'in-thread', settings });
   oneLineError(run('eval', STORIES, tinyOut, '--tokens', TOKENS), /safetensors: .*not produced from .*stories260k/);
   oneLineError(run('eval', STORIES, STORIES, '--tokens', TOKENS), /loftq_init\/adapter_config\.json: does not exist/);
   oneLineError(run('eval', STORIES, path.join(tempDir(), 'nowhere'), '--tokens', TOKENS), /nowhere: does not exist/);

@@ -214,7 +214,7 @@ test('--out through a symlink to the checkpoint folder, or holding a link to an 
       quantizeCheckpoint(sc, {
         out,
         settings: { bits: 2, rank: 4, iters: 1, quantizer: 'nf', blockSize: 64 },
-        workers: 0,
+        workers: 'in-thread',
         backend: 'cpu',
       }),
       (e: Error) => pattern.test(`loftq: ${e.message}`),

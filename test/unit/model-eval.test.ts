@@ -28,7 +28,7 @@ async function quantizeStories(settings: Settings, plan?: object): Promise<strin
   const out = tempDir();
   await quantizeCheckpoint(STORIES, {
     out,
-    workers: 0,
+    workers: 'in-thread',
     settings: { ...settings, quantizer: 'nf', blockSize: 64 },
     ...(plan ? { plan: { checkpoint: '.', defaults: settings, ...plan } } : {}),
   });
@@ -250,7 +250,7 @@ test('sharded BF16 checkpoint (make-model tiny): the output is read through its 
     out = tempDir();
   await makeModel({ preset: 'tiny', out: ckpt, seed: 3 });
   const settings = { bits: 2, rank: 8, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
-  await quantizeCheckpoint(ckpt, { out, workers: 0, settings });
+  await quantizeCheckpoint(ckpt, { out, workers: 'in-thread', settings });
   assert.ok(fs.existsSync(path.join(out, 'model.safetensors.index.json')), 'the output is sharded like the input');
   const original = await openCheckpoint(ckpt);
   const c = await readModelConfig(original.folder);

@@ -3,6 +3,7 @@
 // loftq/loftq.ts (loftqMatrix), linalg/backend.ts (createBackend).
 
 import type { PreparedCalibration } from '../model/collector';
+import type { Workers } from './pool';
 import type {
   BackendChoice,
   CalibrationParams,
@@ -25,8 +26,8 @@ export interface RunOptions {
   targets?: string[];
   backend?: BackendChoice;
   format?: ExportFormat;
-  /** Worker threads; default: number of cores. */
-  workers?: number;
+  /** Worker threads; 0 or absent: one per core; 'in-thread': the calling thread (pool.ts Workers). */
+  workers?: Workers;
   /** `i/n`: process a deterministic 1/n of the matrices (many machines). */
   shard?: { index: number; count: number };
   /** What to do with a matrix holding NaN/Inf: refuse the run (default) or skip it. */
@@ -54,7 +55,8 @@ export interface AnalyzeOptions {
   blockSize: number;
   targets?: string[];
   backend?: BackendChoice;
-  workers?: number;
+  /** As RunOptions.workers. */
+  workers?: Workers;
   /** Also keep the top-N singular values of each final residual W − Q (rank prediction). */
   spectrum?: number;
   signal?: AbortSignal;

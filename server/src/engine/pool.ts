@@ -1,9 +1,10 @@
-// Runs matrix jobs on N worker threads (each with its own tfjs backend), or in-process
-// when N = 0. Jobs are handed out in submission order, one at a time per worker. An abort
+// Runs matrix jobs on N worker threads (each with its own tfjs backend; N = 0 or unset: one
+// per core), or on the calling thread when asked by name ('in-thread'). Jobs are handed out in submission order, one at a time per worker. An abort
 // terminates the workers at once, so a cancelled run stops within a second even in the
 // middle of a large matrix.
 
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BackendChoice, BackendName, MatrixReport } from '../protocol/lsp_ext';
@@ -15,8 +16,22 @@ import type { FromWorker, ToWorker } from './workerProtocol';
 import type { InputStat } from '../model/stats';
 import { calibrationFactor, CalibrationFactor } from '../loftq/calibrationFactor';
 
+/** Where matrix work runs: N worker threads (0 or absent: one per core), or 'in-thread' on the
+ *  calling thread — for tests and the fuzzer, which want one thread and no worker bundle; never
+ *  the language server's, which must stay free to answer. */
+export type Workers = number | 'in-thread';
+
+/** The worker threads a run of `jobs` matrices starts: 0/absent means one per core; never more
+ *  threads than jobs, at least one. */
+export function threadCount(workers: number | undefined, jobs: number): number {
+  const n = workers || Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  return Math.max(1, Math.min(n, jobs));
+}
+
 export interface Executor {
   readonly backend: BackendName;
+  /** Worker threads started; 0 when the work runs on the calling thread. */
+  readonly threads: number;
   quantize(job: MatrixJob): Promise<MatrixReport>;
   analyze(job: AnalyzeJob): Promise<AnalyzeRow[]>;
   /** S with S·Sᵀ = G + λI for calibrated LoftQ, computed off the calling thread when threaded. */
@@ -44,6 +59,7 @@ async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<E
   };
   return {
     backend: backend.name,
+    threads: 0,
     quantize: (job) => guard(() => runMatrixJob(job, backend)),
     analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
     factor: (stat, ridge) => guard(async () => calibrationFactor(stat, ridge)),
@@ -153,6 +169,7 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
     get backend() {
       return backendName;
     },
+    threads: n,
     quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
     analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
     factor: (stat, ridge) => submit<CalibrationFactor>((id) => ({ type: 'factor', id, stat, ridge })),
@@ -164,7 +181,14 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
   };
 }
 
-export async function createExecutor(workers: number, backend: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+/** An executor for `jobs` matrices under the `workers` option (Workers). */
+export async function createExecutor(
+  workers: Workers | undefined,
+  jobs: number,
+  backend: BackendChoice,
+  signal?: AbortSignal,
+): Promise<Executor> {
   if (signal?.aborted) throw new CancelledError(); // an aborted signal never fires 'abort' again
-  return workers <= 0 ? inProcess(backend, signal) : threaded(workers, backend, signal);
+  if (workers === 'in-thread') return inProcess(backend, signal);
+  return threaded(threadCount(workers, jobs), backend, signal);
 }

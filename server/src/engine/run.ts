@@ -9,7 +9,6 @@
 // beside a new one), or nothing. A cancel before the commit removes the journal and temp
 // files and leaves the old result as it was; the commit itself (renames) is not cancelled.
 
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { Checkpoint, makeFolders, openCheckpoint, OutputCommit, TensorInfo, writeError } from '../checkpoint';
@@ -172,10 +171,6 @@ async function refuseInputAsOutput(ck: Checkpoint, out: string): Promise<void> {
 const sameSettings = (r: MatrixReport, s: MatrixSettings) =>
   r.bits === s.bits && r.iters === s.iters && r.quantizer === s.quantizer && r.blockSize === s.blockSize;
 
-function defaultWorkers(): number {
-  return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
-}
-
 /**
  * `assemble` (loftq merge): take every matrix from these finished shard results (linked
  * into this run's journal) and compute none; a matrix without one is an InputError.
@@ -271,8 +266,7 @@ export async function quantizeCheckpoint(
     let done = jobs.length - todo.length;
     const tCompute = performance.now();
     if (todo.length) {
-      const workers = Math.min(opts.workers ?? defaultWorkers(), todo.length);
-      executor = await createExecutor(workers, opts.backend ?? 'wasm', opts.signal);
+      executor = await createExecutor(opts.workers, todo.length, opts.backend ?? 'wasm', opts.signal);
       // One factor per distinct statistic (q/k/v share one), computed on the workers.
       const factors = new Map<InputStat, Promise<CalibrationFactor>>();
       for (const j of todo)
@@ -454,11 +448,7 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
   // rank is clamped per matrix below (min(out, in)), so check it against the settings only
   const matrices = selectTargets(ck.tensors, opts.targets).map((tensor) => ({ tensor, settings: base }));
   if (matrices.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets`);
-  const executor = await createExecutor(
-    Math.min(opts.workers ?? defaultWorkers(), matrices.length),
-    opts.backend ?? 'wasm',
-    opts.signal,
-  );
+  const executor = await createExecutor(opts.workers, matrices.length, opts.backend ?? 'wasm', opts.signal);
   try {
     const rows = new Map<string, Awaited<ReturnType<Executor['analyze']>>>();
     let done = 0;

@@ -23,7 +23,7 @@ import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Notifications } from '../protocol/requests';
-import { matrixSettingsProblem } from '../registry';
+import { matrixSettingsProblem, RUN_SETTING_SPECS, valueProblem } from '../registry';
 import type {
   AnalyzeParams,
   AnalyzeResult,
@@ -74,6 +74,15 @@ function calibrationOf(c: unknown): CalibrationParams | undefined {
   return p;
 }
 
+/** A request's worker count, checked: only a count passes (the engine's 'in-thread' would run
+ *  LoftQ on the connection's thread). 0 or unset: the `loftq.workers` setting, then auto. */
+function requestedWorkers(requested: unknown): number | undefined {
+  if (requested === undefined) return undefined;
+  const bad = valueProblem(RUN_SETTING_SPECS.workers, requested);
+  if (bad) throw invalid(`'workers' must be ${bad}`);
+  return requested as number;
+}
+
 function invalid(message: string): ResponseError<void> {
   return new ResponseError(ErrorCodes.InvalidParams, message);
 }
@@ -116,6 +125,7 @@ export class Runs {
     const s = params.settings;
     const bad = matrixSettingsProblem(s);
     if (bad) throw invalid(`bad settings ${JSON.stringify(s)}: '${bad.key}' must be ${bad.expected}`);
+    const workers = requestedWorkers(params.workers);
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
     const calibration = calibrationOf(params.calibration);
@@ -155,8 +165,7 @@ export class Runs {
           targets: plan?.targets,
           backend: params.backend ?? cfg.backend,
           format: params.format,
-          // 0 or unset: auto (one worker per core); never the connection's own thread.
-          workers: params.workers || cfg.workers || undefined,
+          workers: workers || cfg.workers || undefined,
           calibration,
           signal: ac.signal,
           onProgress: (e) => {
@@ -215,6 +224,7 @@ export class Runs {
       });
       if (bad) throw invalid(`bad settings: '${bad.key}' must be ${bad.expected}`);
     }
+    const workers = requestedWorkers(params.workers);
     const checkpoint = toPath(params.checkpoint);
     const report = toPath(params.report);
     const files = [checkpoint, report, params.plan].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
@@ -243,7 +253,7 @@ export class Runs {
           spectrum: params.spectrum ?? 64,
           targets: plan?.targets,
           backend: params.backend ?? cfg.backend,
-          workers: params.workers || cfg.workers || undefined,
+          workers: workers || cfg.workers || undefined,
           signal: ac.signal,
           onProgress: (e) =>
             progress?.report(

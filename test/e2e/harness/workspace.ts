@@ -92,7 +92,7 @@ export async function writeCalibratedRun(ws: string, outName: string): Promise<s
   const { reportPath } = await quantizeCheckpoint(path.join(model, 'model.safetensors'), {
     out,
     settings,
-    workers: 0,
+    workers: 'in-thread',
     backend: 'cpu',
     calibration: { stats, info },
   });

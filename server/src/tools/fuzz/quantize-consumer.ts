@@ -127,7 +127,7 @@ async function checkOutput(
 }
 
 /** Options the consumer passes; exported so a test can run the same configuration. */
-export const FUZZ_RUN = { settings: SETTINGS, targets: ['**'], workers: 0, backend: 'cpu' as const };
+export const FUZZ_RUN = { settings: SETTINGS, targets: ['**'], workers: 'in-thread' as const, backend: 'cpu' as const };
 
 export function quantizeConsumer(): Consumer {
   return async (p, caseDir) => {
