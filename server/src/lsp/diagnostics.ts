@@ -19,9 +19,9 @@ import {
   Owner,
 } from '../planInsight/planModel';
 import { meanError, worstGroups } from '../planInsight/worst';
-import { fitsBudget } from './mixedPlan';
+import { fitsBudget } from '../planInsight/firstK';
 import type { SpanPart } from './jsonRanges';
-import { reloadGroups } from './reloadCheck';
+import { reloadGroups } from '../planInsight/reloadCheck';
 
 export const SOURCE = 'loftq';
 
@@ -207,7 +207,7 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     );
   }
   out.push(...plannerDiagnostics(p));
-  for (const g of reloadGroups(p))
+  for (const g of reloadGroups(p.assignment, p.facts.report?.raw.matrices ?? []))
     out.push(
       diag(p, DiagnosticSeverity.Warning, 'reload', g.message, ...ownerAt(p, g.owner, 'bits'), {
         owner: g.owner,

@@ -9,7 +9,7 @@ import { JsonPath, parsePlan, ParsedPlan } from '../plan/planfile';
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import { planTree, spanOfPath, SpanPart, Span } from './jsonRanges';
 import { assignMatrices, PlanAssignment } from '../planInsight/planModel';
-import type { PlannerComparison } from './plannerCompare';
+import type { PlannerComparison } from '../planInsight/plannerCompare';
 import type { ReportIndex } from '../planInsight/reportIndex';
 import { findNodeAtLocation } from 'jsonc-parser';
 

@@ -3,8 +3,8 @@
 // (nf4ReloadRelError); reloadWarnings (plan/planner/reload.ts) decides which changed.
 
 import { reloadWarnings } from '../plan/planner/reload';
-import type { PlanDoc } from './planDoc';
-import { Owner, ownerKey } from '../planInsight/planModel';
+import type { MatrixReport } from '../protocol/lsp_ext';
+import { Owner, ownerKey, PlanAssignment } from './planModel';
 
 export interface ReloadGroup {
   /** The entry that decides these matrices' bits. */
@@ -13,9 +13,8 @@ export interface ReloadGroup {
   message: string;
 }
 
-export function reloadGroups(p: PlanDoc): ReloadGroup[] {
-  const a = p.assignment;
-  const matrices = p.facts.report?.raw.matrices ?? [];
+/** The plan's entries whose matrices change on reload, by the report's `matrices`. */
+export function reloadGroups(a: PlanAssignment | null, matrices: MatrixReport[]): ReloadGroup[] {
   if (!a || !matrices.length) return [];
   const plan = new Map(a.matrices.map((m) => [m.tensor.name, m]));
   const groups = new Map<string, { owner: Owner; hit: typeof matrices }>();
@@ -43,9 +42,13 @@ export function reloadGroups(p: PlanDoc): ReloadGroup[] {
     const [b, c] = distinct(before, after);
     const blocks = hit.some((r) => r.blockSize !== 64) ? ` in blocks of ${uniq(hit.map((r) => r.blockSize))}` : '';
     const what = hit.length === 1 ? 'this matrix' : `these ${hit.length} matrices`;
+    const bits = uniq(hit.map((r) => r.bits));
+    const quantizers = uniq(hit.map((r) => (r.quantizer === 'nf' ? 'NF' : r.quantizer)));
+    const trend = after >= before ? 'rises' : 'falls';
+    const average = hit.length === 1 ? '' : ' on average';
     const message =
-      `${uniq(hit.map((r) => r.bits))}-bit ${uniq(hit.map((r) => (r.quantizer === 'nf' ? 'NF' : r.quantizer)))} values${blocks} do not lie on the NF4 grid (block 64): ` +
-      `after bitsandbytes' NF4 reload at load time the error of ${what} ${after >= before ? 'rises' : 'falls'} from ${b} to ${c}${hit.length === 1 ? '' : ' on average'}`;
+      `${bits}-bit ${quantizers} values${blocks} do not lie on the NF4 grid (block 64): ` +
+      `after bitsandbytes' NF4 reload at load time the error of ${what} ${trend} from ${b} to ${c}${average}`;
     return { owner, names: hit.map((r) => r.name), message };
   });
 }
