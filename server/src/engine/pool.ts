@@ -1,7 +1,7 @@
 // Runs matrix jobs on N worker threads (each with its own tfjs backend; N = 0 or unset: one
-// per core), or on the calling thread when asked by name ('in-thread'). Jobs are handed out in submission order, one at a time per worker. An abort
-// terminates the workers at once, so a cancelled run stops within a second even in the
-// middle of a large matrix.
+// per core), or on the calling thread when asked by name ('in-thread'). Jobs are handed out
+// in submission order, one at a time per worker. An abort terminates the workers at once, so
+// a cancelled run stops within a second even in the middle of a large matrix.
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
