@@ -1,45 +1,43 @@
 // `loftq/eval` in the server: `loftq eval` on a worker thread (model/evalThread.ts) so the
 // connection keeps answering, with work-done progress per forward pass and layer, cancel from
-// the request or the progress bar, the workspace confinement of `loftq/quantize`, and the CLI's
-// one-line messages as InvalidParams.
+// the request or the progress bar (cancellableJobs.ts), the workspace confinement of
+// `loftq/quantize`, and the CLI's one-line messages as InvalidParams.
 
-import { randomUUID } from 'node:crypto';
-import {
-  CancellationToken,
-  Connection,
-  ErrorCodes,
-  LSPErrorCodes,
-  ResponseError,
-  WorkDoneProgressCreateRequest,
-  WorkDoneProgressReporter,
-} from 'vscode-languageserver';
-import { CheckpointError } from '../checkpoint';
-import { CancelledError, InputError, UsageError } from '../base/errors';
+import { CancellationToken, Connection, ErrorCodes, ResponseError } from 'vscode-languageserver';
 import { modelEvalBlock } from '../model/evalRun';
 import { evalOnThread } from '../model/evalThread';
 import type { BackendChoice, EvalParams, EvalResult } from '../protocol/lsp_ext';
+import { CancellableJobs } from './cancellableJobs';
 import { toPath } from './runs';
 import { requireInsideWorkspace } from './workspaceConfine';
 
 const invalid = (message: string) => new ResponseError(ErrorCodes.InvalidParams, message);
 
 export class EvalRequests {
-  private active = new Map<string, AbortController>();
-  private byToken = new Map<string | number, AbortController>();
-  workDoneProgressSupported = false;
+  private readonly jobs: CancellableJobs;
 
   constructor(
-    private readonly connection: Connection,
+    connection: Connection,
     private readonly backendFor: (uri: string) => Promise<BackendChoice>,
     private readonly workspaceRoots: () => string[] = () => [],
-  ) {}
+  ) {
+    this.jobs = new CancellableJobs(connection);
+  }
+
+  set workDoneProgressSupported(v: boolean) {
+    this.jobs.workDoneProgressSupported = v;
+  }
+
+  get workDoneProgressSupported(): boolean {
+    return this.jobs.workDoneProgressSupported;
+  }
 
   cancelProgress(token: string | number): void {
-    this.byToken.get(token)?.abort();
+    this.jobs.cancelProgress(token);
   }
 
   abortAll(): void {
-    for (const ac of this.active.values()) ac.abort();
+    this.jobs.abortAll();
   }
 
   async eval(params: EvalParams, token: CancellationToken): Promise<EvalResult> {
@@ -49,16 +47,14 @@ export class EvalRequests {
     const [original, out, tokens] = [toPath(params.original), toPath(params.out), toPath(params.tokens)];
     const roots = this.workspaceRoots();
     await requireInsideWorkspace([original, out, tokens], roots, params.confirmedOutsideWorkspace, 'an evaluation');
-    if (this.active.has(out)) {
-      throw new ResponseError(ErrorCodes.InvalidRequest, `an evaluation of ${out} is already running`);
-    }
-    const ac = new AbortController();
-    this.active.set(out, ac);
-    let progress: WorkDoneProgressReporter | undefined;
-    const sub = token.onCancellationRequested(() => ac.abort());
-    try {
-      progress = await this.progress(params, ac);
-      progress?.begin('LoftQ eval', 0, 'original model', true);
+    const job = {
+      token,
+      workDoneToken: params.workDoneToken,
+      busy: `an evaluation of ${out} is already running`,
+      cancelled: 'evaluation cancelled; the report was not changed',
+    };
+    return this.jobs.run(out, job, async ({ signal, begin }) => {
+      const progress = await begin('LoftQ eval', 'original model');
       const { result, reportFile } = await evalOnThread(
         {
           original,
@@ -68,7 +64,7 @@ export class EvalRequests {
           backend: params.backend ?? (await this.backendFor(params.out)),
         },
         {
-          signal: ac.signal,
+          signal,
           onProgress: (p) => {
             // Three forward passes (original, LoftQ init, QLoRA init) per chunk of sequences.
             const pass = ['original', 'loftq', 'qlora'].indexOf(p.variant);
@@ -82,29 +78,6 @@ export class EvalRequests {
         },
       );
       return { model: modelEvalBlock(result), reportPath: reportFile, seconds: result.seconds };
-    } catch (e) {
-      if (e instanceof CancelledError || ac.signal.aborted) {
-        throw new ResponseError(LSPErrorCodes.RequestCancelled, 'evaluation cancelled; the report was not changed');
-      }
-      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-      const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
-      throw new ResponseError(bad ? ErrorCodes.InvalidParams : LSPErrorCodes.RequestFailed, message);
-    } finally {
-      sub.dispose();
-      progress?.done();
-      this.active.delete(out);
-      for (const [k, v] of this.byToken) if (v === ac) this.byToken.delete(k);
-    }
-  }
-
-  private async progress(params: EvalParams, ac: AbortController): Promise<WorkDoneProgressReporter | undefined> {
-    let token = params.workDoneToken;
-    if (token === undefined) {
-      if (!this.workDoneProgressSupported) return undefined;
-      token = randomUUID();
-      await this.connection.sendRequest(WorkDoneProgressCreateRequest.type, { token });
-    }
-    this.byToken.set(token, ac);
-    return this.connection.window.attachWorkDoneProgress(token);
+    });
   }
 }

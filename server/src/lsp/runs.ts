@@ -7,18 +7,10 @@ import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  CancellationToken,
-  Connection,
-  ErrorCodes,
-  LSPErrorCodes,
-  ResponseError,
-  WorkDoneProgressCreateRequest,
-  WorkDoneProgressReporter,
-} from 'vscode-languageserver';
+import { CancellationToken, Connection, ErrorCodes, ResponseError } from 'vscode-languageserver';
 import { CheckpointError, readRegularFile, writeFileAtomic } from '../checkpoint';
 import type { AnalyzeOptions, RunOptions, RunResult } from '../engine/api';
-import { CancelledError, InputError, UsageError } from '../base/errors';
+import { CancelledError } from '../base/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
@@ -35,6 +27,7 @@ import type {
   RunStateParams,
 } from '../protocol/lsp_ext';
 import type { LoftqSettings } from './settings';
+import { CancellableJobs } from './cancellableJobs';
 import { requireInsideWorkspace } from './workspaceConfine';
 
 export interface Engine {
@@ -94,10 +87,7 @@ function formatEta(s: number | undefined): string {
 }
 
 export class Runs {
-  private active = new Map<string, AbortController>();
-  /** Progress token → run, for window/workDoneProgress/cancel (the progress bar's Cancel button). */
-  private byToken = new Map<string | number, AbortController>();
-  workDoneProgressSupported = false;
+  private readonly jobs: CancellableJobs;
 
   constructor(
     private readonly connection: Connection,
@@ -106,15 +96,25 @@ export class Runs {
     private readonly textOf: (file: string) => Promise<string>,
     /** The workspace folders; runs stay inside them unless the user confirmed (workspaceConfine.ts). */
     private readonly workspaceRoots: () => string[] = () => [],
-  ) {}
+  ) {
+    this.jobs = new CancellableJobs(connection);
+  }
+
+  set workDoneProgressSupported(v: boolean) {
+    this.jobs.workDoneProgressSupported = v;
+  }
+
+  get workDoneProgressSupported(): boolean {
+    return this.jobs.workDoneProgressSupported;
+  }
 
   /** Handles window/workDoneProgress/cancel for client- and server-created tokens alike. */
   cancelProgress(token: string | number): void {
-    this.byToken.get(token)?.abort();
+    this.jobs.cancelProgress(token);
   }
 
   abortAll(): void {
-    for (const ac of this.active.values()) ac.abort();
+    this.jobs.abortAll();
   }
 
   async quantize(params: QuantizeParams, token: CancellationToken): Promise<QuantizeResult> {
@@ -134,13 +134,6 @@ export class Runs {
       typeof f === 'string' ? toPath(f) : undefined,
     );
     await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'a run');
-    if (this.active.has(out))
-      throw new ResponseError(
-        ErrorCodes.InvalidRequest,
-        `a LoftQ run is already writing to ${out}; wait for it or cancel it first`,
-      );
-    const ac = new AbortController();
-    this.active.set(out, ac);
     const runId = randomUUID();
     const state = (p: Omit<RunStateParams, 'runId' | 'checkpoint' | 'out'>) =>
       void this.connection.sendNotification(Notifications.runState, {
@@ -149,61 +142,48 @@ export class Runs {
         out,
         ...p,
       } satisfies RunStateParams);
-    let progress: WorkDoneProgressReporter | undefined;
-    try {
+    const job = {
+      token,
+      workDoneToken: params.workDoneToken,
+      busy: `a LoftQ run is already writing to ${out}; wait for it or cancel it first`,
+      cancelled: 'LoftQ run cancelled; no output was written',
+      onCancelled: () => state({ state: 'cancelled' }),
+      onFailed: (message: string) => state({ state: 'failed', message }),
+    };
+    return this.jobs.run(out, job, async ({ signal, begin }) => {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
       const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
-      progress = await this.progress(params, ac);
-      const sub = token.onCancellationRequested(() => ac.abort());
-      progress?.begin('LoftQ', 0, `opening ${path.basename(checkpoint)}`, true);
+      const progress = await begin('LoftQ', `opening ${path.basename(checkpoint)}`);
       state({ state: 'started' });
-      try {
-        const result = await engine.quantizeCheckpoint(checkpoint, {
-          out,
-          settings: s,
-          plan,
-          targets: plan?.targets,
-          backend: params.backend ?? cfg.backend,
-          format: params.format,
-          workers: workers || cfg.workers || undefined,
-          calibration,
-          signal: ac.signal,
-          onProgress: (e) => {
-            const pct = Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total));
-            const msg =
-              e.phase === 'write'
-                ? 'writing files'
-                : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
-            progress?.report(Math.min(100, pct), msg);
-          },
-          onMatrix: (matrix, index, total) =>
-            void this.connection.sendNotification(Notifications.matrixDone, {
-              runId,
-              index,
-              total,
-              matrix,
-            } satisfies MatrixDoneParams),
-        });
-        state({ state: 'finished', reportPath: result.reportPath });
-        return { reportPath: result.reportPath, out, report: result.report };
-      } finally {
-        sub.dispose();
-      }
-    } catch (e) {
-      if (e instanceof CancelledError || ac.signal.aborted) {
-        state({ state: 'cancelled' });
-        throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ run cancelled; no output was written');
-      }
-      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-      state({ state: 'failed', message });
-      if (e instanceof ResponseError) throw e;
-      const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
-      throw new ResponseError(bad ? ErrorCodes.InvalidParams : LSPErrorCodes.RequestFailed, message);
-    } finally {
-      progress?.done();
-      this.active.delete(out);
-      for (const [k, v] of this.byToken) if (v === ac) this.byToken.delete(k);
-    }
+      const result = await engine.quantizeCheckpoint(checkpoint, {
+        out,
+        settings: s,
+        plan,
+        targets: plan?.targets,
+        backend: params.backend ?? cfg.backend,
+        format: params.format,
+        workers: workers || cfg.workers || undefined,
+        calibration,
+        signal,
+        onProgress: (e) => {
+          const pct = Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total));
+          const msg =
+            e.phase === 'write'
+              ? 'writing files'
+              : `matrix ${e.index + 1} of ${e.total}: ${e.name}${formatEta(e.etaSeconds)}`;
+          progress?.report(Math.min(100, pct), msg);
+        },
+        onMatrix: (matrix, index, total) =>
+          void this.connection.sendNotification(Notifications.matrixDone, {
+            runId,
+            index,
+            total,
+            matrix,
+          } satisfies MatrixDoneParams),
+      });
+      state({ state: 'finished', reportPath: result.reportPath });
+      return { reportPath: result.reportPath, out, report: result.report };
+    });
   }
 
   /** `loftq/analyze`: the engine's analysis (matrix work on its workers), the report written atomically. */
@@ -229,58 +209,39 @@ export class Runs {
     const report = toPath(params.report);
     const files = [checkpoint, report, params.plan].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
     await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'an analysis');
-    if (this.active.has(report))
-      throw new ResponseError(
-        ErrorCodes.InvalidRequest,
-        `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`,
-      );
-    const ac = new AbortController();
-    this.active.set(report, ac);
-    let progress: WorkDoneProgressReporter | undefined;
-    try {
+    const job = {
+      token,
+      workDoneToken: params.workDoneToken,
+      busy: `a LoftQ analysis is already writing ${report}; wait for it or cancel it first`,
+      cancelled: 'LoftQ analysis cancelled; no report was written',
+    };
+    return this.jobs.run(report, job, async ({ signal, begin }) => {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
       const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
-      progress = await this.progress(params, ac);
-      const sub = token.onCancellationRequested(() => ac.abort());
-      progress?.begin('LoftQ analysis', 0, `opening ${path.basename(checkpoint)}`, true);
-      try {
-        const result: Report = await engine.analyzeCheckpoint(checkpoint, {
-          bits: params.bits,
-          rank: params.rank,
-          iters: params.iters,
-          quantizer: params.quantizer,
-          blockSize: params.blockSize,
-          spectrum: params.spectrum ?? 64,
-          targets: plan?.targets,
-          backend: params.backend ?? cfg.backend,
-          workers: workers || cfg.workers || undefined,
-          signal: ac.signal,
-          onProgress: (e) =>
-            progress?.report(
-              Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))),
-              `matrix ${e.index + 1} of ${e.total}: ${e.name}`,
-            ),
-        });
-        if (ac.signal.aborted) throw new CancelledError();
-        progress?.report(100, 'writing the report');
-        await fsp.mkdir(path.dirname(report), { recursive: true });
-        await writeFileAtomic(report, JSON.stringify(result, null, 2) + '\n');
-        return { reportPath: report, report: result };
-      } finally {
-        sub.dispose();
-      }
-    } catch (e) {
-      if (e instanceof CancelledError || ac.signal.aborted)
-        throw new ResponseError(LSPErrorCodes.RequestCancelled, 'LoftQ analysis cancelled; no report was written');
-      if (e instanceof ResponseError) throw e;
-      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-      const bad = e instanceof CheckpointError || e instanceof UsageError || e instanceof InputError;
-      throw new ResponseError(bad ? ErrorCodes.InvalidParams : LSPErrorCodes.RequestFailed, message);
-    } finally {
-      progress?.done();
-      this.active.delete(report);
-      for (const [k, v] of this.byToken) if (v === ac) this.byToken.delete(k);
-    }
+      const progress = await begin('LoftQ analysis', `opening ${path.basename(checkpoint)}`);
+      const result: Report = await engine.analyzeCheckpoint!(checkpoint, {
+        bits: params.bits,
+        rank: params.rank,
+        iters: params.iters,
+        quantizer: params.quantizer,
+        blockSize: params.blockSize,
+        spectrum: params.spectrum ?? 64,
+        targets: plan?.targets,
+        backend: params.backend ?? cfg.backend,
+        workers: workers || cfg.workers || undefined,
+        signal,
+        onProgress: (e) =>
+          progress?.report(
+            Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))),
+            `matrix ${e.index + 1} of ${e.total}: ${e.name}`,
+          ),
+      });
+      if (signal.aborted) throw new CancelledError();
+      progress?.report(100, 'writing the report');
+      await fsp.mkdir(path.dirname(report), { recursive: true });
+      await writeFileAtomic(report, JSON.stringify(result, null, 2) + '\n');
+      return { reportPath: report, report: result };
+    });
   }
 
   private async readPlan(file: string) {
@@ -303,21 +264,6 @@ export class Runs {
     const err = problems.find((p) => p.severity === 'error');
     if (err) throw invalid(`plan ${file}: ${err.message}`);
     return plan;
-  }
-
-  /** The client's token when it sent one, else a server-created progress when the client supports it. */
-  private async progress(
-    params: { workDoneToken?: string | number },
-    ac: AbortController,
-  ): Promise<WorkDoneProgressReporter | undefined> {
-    let token = params.workDoneToken;
-    if (token === undefined) {
-      if (!this.workDoneProgressSupported) return undefined;
-      token = randomUUID();
-      await this.connection.sendRequest(WorkDoneProgressCreateRequest.type, { token });
-    }
-    this.byToken.set(token, ac);
-    return this.connection.window.attachWorkDoneProgress(token);
   }
 }
 
