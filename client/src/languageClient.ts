@@ -45,12 +45,16 @@ export function createLanguageClient(
         const d = policy.crashed();
         status.setServer('crashed');
         if (d.restart) {
-          const msg = `The LoftQ language server stopped unexpectedly and was restarted (${d.crashes} of ${policy.maxRestarts} restarts allowed in ${policy.windowMs / 60_000} minutes).`;
+          const msg =
+            'The LoftQ language server stopped unexpectedly and was restarted ' +
+            `(${d.crashes} of ${policy.maxRestarts} restarts allowed in ${policy.windowMs / 60_000} minutes).`;
           log.warn(msg);
           void vscode.window.showWarningMessage(msg, 'Show Log').then((a) => a && log.show());
           return { action: CloseAction.Restart, handled: true };
         }
-        const msg = `The LoftQ language server crashed ${d.crashes} times in ${policy.windowMs / 60_000} minutes and will not be restarted. See the LoftQ log, then run "LoftQ: Restart Language Server".`;
+        const msg =
+          `The LoftQ language server crashed ${d.crashes} times in ${policy.windowMs / 60_000} minutes ` +
+          'and will not be restarted. See the LoftQ log, then run "LoftQ: Restart Language Server".';
         log.error(msg);
         gaveUp = true;
         void vscode.window.showErrorMessage(msg, 'Show Log').then((a) => a && log.show());

@@ -68,7 +68,8 @@ export async function resolveTarget(arg: unknown, title = 'Quantize with LoftQ')
     .map((uri) => ({ label: vscode.workspace.asRelativePath(uri), uri }));
   if (!items.length) {
     void vscode.window.showErrorMessage(
-      'No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file (or a sharded checkpoint with model.safetensors.index.json).',
+      'No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file ' +
+        '(or a sharded checkpoint with model.safetensors.index.json).',
     );
     return undefined;
   }
@@ -90,7 +91,8 @@ export function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
 export const serverDown = (deps: { log: vscode.LogOutputChannel }) =>
   void vscode.window
     .showErrorMessage(
-      'The LoftQ language server is not running, so no run can start. See the LoftQ log or run "LoftQ: Restart Language Server".',
+      'The LoftQ language server is not running, so no run can start. ' +
+        'See the LoftQ log or run "LoftQ: Restart Language Server".',
       'Show Log',
     )
     .then((a) => a && deps.log.show());
@@ -130,7 +132,8 @@ export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | unde
 export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promise<void> {
   if (!vscode.workspace.isTrusted) {
     const a = await vscode.window.showErrorMessage(
-      'LoftQ runs are disabled in Restricted Mode: a run reads checkpoints and plan files from this workspace and writes files. Trust the workspace to quantize.',
+      'LoftQ runs are disabled in Restricted Mode: a run reads checkpoints and plan files from this workspace ' +
+        'and writes files. Trust the workspace to quantize.',
       'Manage Workspace Trust',
     );
     if (a) void vscode.commands.executeCommand('workbench.trust.manage');
@@ -141,7 +144,8 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   const isPlan = target.scheme === 'file' && path.basename(target.fsPath) === 'loftq.json';
   if (target.scheme !== 'file' || !(isPlan || isCheckpoint(target.fsPath))) {
     void vscode.window.showErrorMessage(
-      `${target.fsPath || target.toString()}: not a safetensors checkpoint (a .safetensors file, or a folder holding ${INDEX}).`,
+      `${target.fsPath || target.toString()}: not a safetensors checkpoint ` +
+        `(a .safetensors file, or a folder holding ${INDEX}).`,
     );
     return;
   }
@@ -178,7 +182,8 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
 }
 
 function describeSettings(s: MatrixSettings): string {
-  return `${s.quantizer}${s.bits} rank ${s.rank}, ${s.iters} iteration${s.iters === 1 ? '' : 's'}, block ${s.blockSize}`;
+  const iterations = `${s.iters} iteration${s.iters === 1 ? '' : 's'}`;
+  return `${s.quantizer}${s.bits} rank ${s.rank}, ${iterations}, block ${s.blockSize}`;
 }
 
 /** The server refuses paths outside the workspace folders unless the user confirmed them (issue 14.10). */
@@ -205,7 +210,9 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   // One line per run with everything that decides it; later lines name the run, not the paths again.
   const workers = params.workers ? String(params.workers) : 'auto';
   deps.log.info(
-    `run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`,
+    `run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; ` +
+      `settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; ` +
+      `output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`,
   );
   deps.status.setJob(job, 'starting');
   let result: QuantizeResult;
@@ -276,10 +283,12 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   const r = result.report;
   const mean = r.matrices.length ? r.matrices.reduce((s, m) => s + m.relError, 0) / r.matrices.length : 0;
   deps.log.info(
-    `run ${job}: done on backend ${r.backend}: ${r.matrices.length} matrices, mean relError ${mean.toFixed(4)}, ${r.totals.seconds.toFixed(1)} s; report ${result.reportPath}`,
+    `run ${job}: done on backend ${r.backend}: ${r.matrices.length} matrices, mean relError ${mean.toFixed(4)}, ` +
+      `${r.totals.seconds.toFixed(1)} s; report ${result.reportPath}`,
   );
   const a = await vscode.window.showInformationMessage(
-    `LoftQ done: ${r.matrices.length} matrices of ${name}, mean relative error ${mean.toFixed(4)} (${r.totals.seconds.toFixed(1)} s).`,
+    `LoftQ done: ${r.matrices.length} matrices of ${name}, ` +
+      `mean relative error ${mean.toFixed(4)} (${r.totals.seconds.toFixed(1)} s).`,
     'Open Heatmap',
     'Reveal Output',
     'Open Report',

@@ -143,7 +143,9 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
             label: `$(check) Apply ${rel}`,
             value: true,
             description: usePlan ? 'current' : undefined,
-            detail: `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices${set ? `; its defaults set ${set}` : ''}`,
+            detail:
+              `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices` +
+              (set ? `; its defaults set ${set}` : ''),
           },
           {
             label: '$(circle-slash) Run without the plan',

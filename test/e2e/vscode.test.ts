@@ -50,7 +50,8 @@ const legendEnds = (frame: Frame) => frame.$$eval('.legend .lo, .legend .hi', (e
 const skip = missingSetup();
 const noEngine = ['engine/run.ts', 'lsp/main.ts'].every((f) => fs.existsSync(path.join(repoRoot, 'server', 'src', f)))
   ? undefined
-  : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) are not on this branch yet';
+  : 'the engine run and the language server (server/src/engine/run.ts, server/src/lsp/main.ts) ' +
+    'are not on this branch yet';
 
 describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   let root: string;

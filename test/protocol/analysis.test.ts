@@ -23,7 +23,8 @@ import { applyTextEdits, rangeOf, rmrf, withServer, workspace } from './support'
 
 const Q4 = [0.05, 0.06, 0.07, 0.08, 0.085]; // 4-bit error of q_proj in layers 0..4
 
-/** 2-bit: 0.20 everywhere but down_proj of layers 3 and 4 (0.52, 0.47); 4-bit: 0.05, q_proj as Q4, down_proj 3–4 at 0.09. */
+/** 2-bit: 0.20 everywhere but down_proj of layers 3 and 4 (0.52, 0.47); 4-bit: 0.05, q_proj as Q4, down_proj 3–4
+ *  at 0.09. */
 async function writeReport(dir: string, ckpt: string) {
   const ck = await openCheckpoint(ckpt);
   const targets = ck.tensors.filter((t) => /_proj\.weight$/.test(t.name));

@@ -23,7 +23,11 @@ const PLAN = `{
 }
 `;
 
-test('loftq/analyze: cancel leaves no report; a full analysis matches the CLI, feeds the plan, and loftq/plan edits it', async () => {
+const ANALYZE_CANCEL_AND_FULL =
+  'loftq/analyze: cancel leaves no report; ' +
+  'a full analysis matches the CLI, feeds the plan, and loftq/plan edits it';
+
+test(ANALYZE_CANCEL_AND_FULL, async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
   const planFile = path.join(root, 'loftq.json');

@@ -48,7 +48,8 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     const budget = ds.find((d) => d.code === 'budget')!;
     assert.equal(
       budget.message,
-      "this plan's backbone costs 2.13 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it",
+      "this plan's backbone costs 2.13 bits per weight (codes and scales), " +
+        `within the budget of 3.8; adapters 23.1 kB beside it`,
     );
     assert.equal(budget.severity, 3);
     assert.deepEqual(budget.range, rangeOf(text, '3.8'));
@@ -71,7 +72,8 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     );
     assert.equal(
       after.find((d) => d.code === 'budget')!.message,
-      "this plan's backbone costs 3.73 bits per weight (codes and scales), within the budget of 3.8; adapters 23.1 kB beside it",
+      "this plan's backbone costs 3.73 bits per weight (codes and scales), " +
+        `within the budget of 3.8; adapters 23.1 kB beside it`,
     );
 
     // A tighter budget (2.7 bits = 76 464 B: k ≤ 1) replaces the rule's own override instead of adding one.
@@ -84,7 +86,8 @@ test('"Apply mixed-precision plan within budget" puts the first k layers at 4 bi
     const b2 = over.find((d) => d.code === 'budget')!;
     assert.equal(
       b2.message,
-      "this plan's backbone costs 3.73 bits per weight (codes and scales), over the budget of 2.7; adapters 23.1 kB beside it",
+      "this plan's backbone costs 3.73 bits per weight (codes and scales), " +
+        `over the budget of 2.7; adapters 23.1 kB beside it`,
     );
     assert.equal(b2.severity, 2);
     const again = (await actionsAt(c, uri, [b2])).find((a) => a.title.startsWith('Apply mixed-precision'))!;

@@ -48,7 +48,8 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
         {
           severity: DiagnosticSeverity.Information,
           message:
-            '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; no analysis yet (loftq-report.json)',
+            '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; ' +
+            'no analysis yet (loftq-report.json)',
           range: rangeOf(PLAN, '"./ckpt/model.safetensors"'),
         },
         {
@@ -123,7 +124,10 @@ test('checkpoint problems: missing, not safetensors, pickle — then fixed by ed
     ds = await only('model.bin', 3);
     assert.match(
       ds[0].message,
-      /^checkpoint 'model\.bin' is a pickle checkpoint, which can run code when loaded and is never opened here; convert it to safetensors first/,
+      new RegExp(
+        "^checkpoint 'model\\.bin' is a pickle checkpoint, which can run code when loaded and is never opened here; " +
+          'convert it to safetensors first',
+      ),
     );
     ds = await only('ckpt', 4); // a folder holding model.safetensors
     assert.deepEqual(

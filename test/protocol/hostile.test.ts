@@ -104,7 +104,8 @@ test('pathological globs and oversized plans are diagnosed promptly; the server 
     const disk = await c.diagnosticsFor(uriOf(onDisk), (ds) => ds.length === 1, 'diagnostics of the plan on disk');
     assert.equal(
       disk[0].message,
-      `the plan is ${fs.statSync(onDisk).size} bytes, over the 1048576-byte (1 MiB) limit for plan files; split it or use globs`,
+      `the plan is ${fs.statSync(onDisk).size} bytes, over the 1048576-byte (1 MiB) limit for plan files; ` +
+        'split it or use globs',
     );
     await assert.rejects(
       c.conn.sendRequest(Methods.plan, { plan: onDisk, budget: { avgBits: 3 } }),

@@ -17,7 +17,8 @@ const PLAN = `{
 }
 `;
 
-/** Weight error 0.20 everywhere but q_proj of layer 0 (0.50); output error 0.10 but up/down_proj of layer 4 (0.35, 0.40). */
+/** Weight error 0.20 everywhere but q_proj of layer 0 (0.50); output error 0.10 but up/down_proj of layer 4
+ *  (0.35, 0.40). */
 async function report(ckpt: string, withOutput: boolean): Promise<Report> {
   const ck = await openCheckpoint(ckpt);
   const matrices: MatrixReport[] = ck.tensors

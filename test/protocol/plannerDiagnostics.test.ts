@@ -88,7 +88,9 @@ function expectedPlanner(text: string, report: Report, targets: TensorInfo[]): {
     cost: { ...cost, countAdapters: !byBits },
   }).plan.error;
   const ratio = planner / error;
-  const message = `this plan: predicted error X = ${error.toPrecision(3)} at ${((8 * backbone) / params).toFixed(2)} bits (${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
+  const message =
+    `this plan: predicted error X = ${error.toPrecision(3)} at ${((8 * backbone) / params).toFixed(2)} bits ` +
+    `(${(bytes / 1e3).toFixed(1)} kB); the planner's: ${ratio.toFixed(2)}·X at the same size`;
   return { message, ratio };
 }
 
@@ -174,7 +176,10 @@ test("the planner's prediction sits next to this plan's on `budget`; its quick f
   });
 });
 
-test('a quantize report with NF4 reload errors warns at the `bits` of each entry whose matrices change on reload', async () => {
+const RELOAD_WARNINGS =
+  'a quantize report with NF4 reload errors warns at the `bits` of each entry whose matrices change on ' + 'reload';
+
+test(RELOAD_WARNINGS, async () => {
   const { root, ckptDir } = workspace();
   const ckpt = path.join(ckptDir, 'model.safetensors');
   const targets = await targetsOf(ckpt);
@@ -242,12 +247,16 @@ test('a quantize report with NF4 reload errors warns at the `bits` of each entry
         {
           severity: DiagnosticSeverity.Warning,
           range: rangeOf(text, '3'),
-          message: `3-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of these ${threeBit.length} matrices rises from ${before} to ${after} on average`,
+          message:
+            "3-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time " +
+            `the error of these ${threeBit.length} matrices rises from ${before} to ${after} on average`,
         },
         {
           severity: DiagnosticSeverity.Warning,
           range: rangeOf(text, '8', 1),
-          message: `8-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time the error of this matrix rises from ${q0.relError.toFixed(2)} to ${q0.nf4ReloadRelError!.toFixed(2)}`,
+          message:
+            "8-bit NF values do not lie on the NF4 grid (block 64): after bitsandbytes' NF4 reload at load time " +
+            `the error of this matrix rises from ${q0.relError.toFixed(2)} to ${q0.nf4ReloadRelError!.toFixed(2)}`,
         },
       ],
     );

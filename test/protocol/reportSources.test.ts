@@ -112,7 +112,10 @@ test("after loftq/quantize the plan of that checkpoint uses the run's report at 
   });
 });
 
-test("a CLI run the client reads through loftq/readReport, a newer analysis, and the plan's `analysis` path", async () => {
+const REPORT_SOURCES =
+  'a CLI run the client reads through loftq/readReport, a newer analysis, ' + "and the plan's `analysis` path";
+
+test(REPORT_SOURCES, async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
   const plan = path.join(root, 'loftq.json');

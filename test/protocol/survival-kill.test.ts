@@ -35,7 +35,11 @@ const cliArgs = (out: string) => [
   '--quiet',
 ];
 
-test('kill -9 of the server mid-run (6 seeded trials): the folder is judged, and the CLI resumes it to identical files', async () => {
+const KILL_SERVER_MID_RUN =
+  'kill -9 of the server mid-run (6 seeded trials): ' +
+  'the folder is judged, and the CLI resumes it to identical files';
+
+test(KILL_SERVER_MID_RUN, async () => {
   const refOut = path.join(tempDir('loftq-srvkill-ref-'), 'out');
   assert.equal(spawnSync(process.execPath, [CLI, ...cliArgs(refOut)]).status, 0);
   const ref = new Reference(refOut, STORIES);

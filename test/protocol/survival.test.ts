@@ -45,7 +45,8 @@ test('malformed plan files get diagnostics (or a clear refusal), and the server 
       ['['.repeat(200_000), (d) => d.some((x) => x.code === 'plan')],
       ['\u0000\u0001\ufffd\u202e binary junk', (d) => d.some((x) => x.code === 'plan')],
       [
-        '{ "checkpoint": "ckpt/model.safetensors", "overrides": [ { "match": "{a,{b", "bits": 4 }, { "match": "x{0..99999999}", "bits": 3 } ] }',
+        '{ "checkpoint": "ckpt/model.safetensors", "overrides": [ { "match": "{a,{b", "bits": 4 }, ' +
+          '{ "match": "x{0..99999999}", "bits": 3 } ] }',
         (d) => d.some((x) => x.code === 'plan'),
       ],
       [
@@ -158,7 +159,11 @@ test('a checkpoint deleted during a run: the run fails naming it, no output is l
   });
 });
 
-test('two runs into one folder: the second is refused clearly (same server or another process); a cancelled run is followed by one that matches the CLI', async () => {
+const TWO_RUNS_ONE_FOLDER =
+  'two runs into one folder: the second is refused clearly (same server or another process); ' +
+  'a cancelled run is followed by one that matches the CLI';
+
+test(TWO_RUNS_ONE_FOLDER, async () => {
   const { root, ckptDir } = workspace();
   const checkpoint = path.join(ckptDir, 'model.safetensors');
   await withServer(root, async (c) => {

@@ -46,7 +46,8 @@ test('webgpu backend (Dawn): LoftQ errors within 0.5% of the reference, when an 
   const adapter = await webgpuAdapterInfo();
   if (!adapter) {
     t.skip(
-      'no WebGPU adapter here (no GPU; on Linux CPU-only: apt-get install -t bookworm-backports mesa-vulkan-drivers gives lavapipe)',
+      'no WebGPU adapter here (no GPU; on Linux CPU-only: ' +
+        'apt-get install -t bookworm-backports mesa-vulkan-drivers gives lavapipe)',
     );
     return;
   }
@@ -72,7 +73,10 @@ const rand = (len: number, seed: number) => {
   return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
 };
 
-test('binding limit: held blocks, thin-factor chunks and product outputs all stay under it, results exact', async () => {
+const BINDING_LIMIT =
+  'binding limit: held blocks, thin-factor chunks and product outputs all stay under it, ' + 'results exact';
+
+test(BINDING_LIMIT, async () => {
   const limit = 4096; // bytes: 1024 floats
   const small = await createBackend('cpu', { maxBindingBytes: limit });
   // Shapes that need every kind of split: a held matrix taller than one block, a factor

@@ -39,7 +39,11 @@ test('symmetricEigen of a diagonal matrix with repeated values', () => {
   assert.deepEqual(Array.from(values), [3, 3, 1]);
 });
 
-test('ColumnBlock: orthonormalised columns have QᵀQ = I and are orthogonal to the earlier ones; dependent columns become zero', () => {
+const COLUMN_BLOCK_ORTHONORMAL =
+  'ColumnBlock: orthonormalised columns have QᵀQ = I and are orthogonal to the earlier ones; ' +
+  'dependent columns become zero';
+
+test(COLUMN_BLOCK_ORTHONORMAL, () => {
   const m = 50,
     k = 6;
   withWorkspace((ws) => {

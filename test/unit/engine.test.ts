@@ -69,7 +69,10 @@ async function diskErrors(t: TensorInfo, outT: TensorInfo, A: TensorInfo, B: Ten
   };
 }
 
-test('export: every input tensor present; W ≈ Q + (α/r)·B·A re-read from disk reproduces the reported errors', async () => {
+const EXPORT_REPRODUCES_ERRORS =
+  'export: every input tensor present; ' + 'W ≈ Q + (α/r)·B·A re-read from disk reproduces the reported errors';
+
+test(EXPORT_REPRODUCES_ERRORS, async () => {
   const out = tempDir();
   const { report, reportPath } = await quantizeCheckpoint(STORIES, { out, settings, workers: 2 });
   assert.deepEqual(JSON.parse(fs.readFileSync(reportPath, 'utf8')), JSON.parse(JSON.stringify(report)));
@@ -227,7 +230,10 @@ test('sharded BF16 input: output sharded the same way, index rewritten, Q stored
   }
 });
 
-test('cancel mid-run: CancelledError; an existing output folder holds no file, one the run created is gone', async () => {
+const CANCEL_MID_RUN =
+  'cancel mid-run: CancelledError; ' + 'an existing output folder holds no file, one the run created is gone';
+
+test(CANCEL_MID_RUN, async () => {
   const existing = tempDir();
   const created = path.join(tempDir(), 'new-out');
   for (const out of [existing, created]) {

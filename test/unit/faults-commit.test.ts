@@ -155,7 +155,8 @@ test('kill -9 at 50 seeded points over an older result (bits 4 → 2), write pha
       assert.deepEqual(
         listTree(out),
         [...c.refs[1].files.keys()].sort(),
-        `${c.name}: the finished rerun leaves exactly the new files (no old shard, adapter, temp file, lock or journal)`,
+        `${c.name}: the finished rerun leaves exactly the new files ` +
+          '(no old shard, adapter, temp file, lock or journal)',
       );
     }),
   );

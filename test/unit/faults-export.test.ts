@@ -53,7 +53,11 @@ function ref(): Reference {
   return reference;
 }
 
-test('disk full (ulimit -f): one line naming the file, temp files removed, no output; the rerun completes identically', async () => {
+const DISK_FULL =
+  'disk full (ulimit -f): one line naming the file, temp files removed, no output; ' +
+  'the rerun completes identically';
+
+test(DISK_FULL, async () => {
   const r = ref();
   // 400 blocks (200–400 KiB): journal entries (≤ 48 KiB) fit, the 1 MiB backbone does not.
   for (const previous of [false, true]) {
@@ -64,7 +68,8 @@ test('disk full (ulimit -f): one line naming the file, temp files removed, no ou
     oneLine(
       res.stderr,
       new RegExp(
-        `^loftq: ${out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}/model\\.safetensors: cannot be written: file size limit reached \\(EFBIG\\)$`,
+        `^loftq: ${out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}/model\\.safetensors: ` +
+          'cannot be written: file size limit reached \\(EFBIG\\)$',
       ),
     );
     assert.deepEqual(temps(out), []);
@@ -143,14 +148,18 @@ test('read-only output folder: one line, nothing written, a previous complete re
   assert.equal(await judge(late, r), 'complete');
 });
 
-test('a read-only file system is reported as read-only (EROFS), not ENOENT; an output under /proc fails at once', async (t) => {
+const READ_ONLY_FS =
+  'a read-only file system is reported as read-only (EROFS), not ENOENT; ' + 'an output under /proc fails at once';
+
+test(READ_ONLY_FS, async (t) => {
   // A read-only tmpfs needs a mount: in a user namespace (unshare -rm) where the kernel allows one.
   const probe = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o ro tmpfs /mnt'], { encoding: 'utf8' });
   if (probe.status !== 0) {
     t.skip(`no user namespace to mount a read-only tmpfs in: ${probe.stderr.trim()}`);
     return;
   }
-  const script = `mount -t tmpfs -o size=4m tmpfs /mnt && mkdir /mnt/out && mount -o remount,ro /mnt && for o in /mnt/out /mnt/new; do
+  const script = `mount -t tmpfs -o size=4m tmpfs /mnt && mkdir /mnt/out && mount -o remount,ro /mnt && \
+for o in /mnt/out /mnt/new; do
     "$0" "$1" quantize "$2" --out "$o" ${ARGS.join(' ')}; echo "rc=$?"; done`;
   const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, CLI, STORIES], {
     encoding: 'utf8',

@@ -12,7 +12,10 @@ import { LspObserver } from '../../server/src/tools/fuzz/lsp-observer';
 import { InputError, UsageError } from '../../server/src/base/errors';
 import { tempDir } from '../helpers';
 
-test('1,000 fuzz cases through inspect, quantizeCheckpoint and the language server: no crash, hang, miss or leak', async () => {
+const FUZZ_1000 =
+  '1,000 fuzz cases through inspect, quantizeCheckpoint and the language server: ' + 'no crash, hang, miss or leak';
+
+test(FUZZ_1000, async () => {
   const lsp = await LspObserver.start();
   const failures: CaseResult[] = [];
   try {
@@ -40,7 +43,8 @@ test('1,000 fuzz cases through inspect, quantizeCheckpoint and the language serv
       .map(([k, n]) => `${k} ${n}`)
       .join(', ');
     console.log(
-      `fuzz (seed 77): ${s.cases} cases in ${s.seconds.toFixed(1)} s; accepted ${s.accepted}, rejected ${s.rejected}\n  by kind: ${kinds}\n  checked: ${notes}`,
+      `fuzz (seed 77): ${s.cases} cases in ${s.seconds.toFixed(1)} s; accepted ${s.accepted}, rejected ${s.rejected}` +
+        `\n  by kind: ${kinds}\n  checked: ${notes}`,
     );
     assert.deepEqual(failures, []);
     assert.equal(s.crashes + s.hangs + s.missed + s.unhandledRejections, 0);

@@ -53,7 +53,10 @@ function runAndKill(
   });
 }
 
-test('kill -9 of the CLI at 52 random points: complete result, resumable journal or nothing; reruns finish identical', async () => {
+const KILL_CLI_52 =
+  'kill -9 of the CLI at 52 random points: complete result, resumable journal or nothing; ' + 'reruns finish identical';
+
+test(KILL_CLI_52, async () => {
   const refOut = path.join(tempDir('loftq-kill-ref-'), 'out');
   const t0 = performance.now();
   const r = spawnSync(process.execPath, [CLI, ...args(refOut)], { encoding: 'utf8' });
@@ -91,7 +94,8 @@ test('kill -9 of the CLI at 52 random points: complete result, resumable journal
   };
   await Promise.all([0, 1].map((c) => chain(c, 26)));
   console.log(
-    `kill -9 trials: 52 (${killed} killed, reference run ${runMs.toFixed(0)} ms); after them: ${JSON.stringify(counts)}, ${withEntries} with journal entries`,
+    `kill -9 trials: 52 (${killed} killed, reference run ${runMs.toFixed(0)} ms); ` +
+      `after them: ${JSON.stringify(counts)}, ${withEntries} with journal entries`,
   );
   assert.equal(counts.complete + counts.journal + counts.nothing, 52);
   assert.ok(killed >= 30, `only ${killed} trials were killed before finishing`);

@@ -190,7 +190,8 @@ export async function judgeAmong(out: string, refs: Reference[]): Promise<{ stat
   const common = refs.map((_, i) => i).filter((i) => units.flat().every((f) => refs[i].matches(out, f)));
   assert.ok(
     units.length === 0 || common.length > 0,
-    `loadable files of different runs side by side: ${JSON.stringify(units.map((u) => u.map((f) => `${f}:${runsOf(f)}`)))}`,
+    'loadable files of different runs side by side: ' +
+      JSON.stringify(units.map((u) => u.map((f) => `${f}:${runsOf(f)}`))),
   );
   if (fs.existsSync(path.join(out, JOURNAL))) return { state: 'journal' };
   assert.deepEqual(vis, [], 'no report and no journal, so no output file may be there');

@@ -28,7 +28,10 @@ const HOSTILE_NAMES = [
   'model.layers.0.q_proj.weight',
 ];
 
-test('tensor names with ../ and / are keys inside the output files; nothing is created outside the folder', async () => {
+const TENSOR_NAMES_AS_KEYS =
+  'tensor names with ../ and / are keys inside the output files; ' + 'nothing is created outside the folder';
+
+test(TENSOR_NAMES_AS_KEYS, async () => {
   const root = tempDir('loftq-names-');
   const ckDir = path.join(root, 'ck');
   fs.mkdirSync(ckDir);
@@ -113,7 +116,8 @@ test('plan paths are resolved relative to the plan file, whatever the working di
   assert.match(
     miss.stderr,
     new RegExp(
-      `${path.join(root, 'plans', 'deep', 'models', 'model.safetensors').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: does not exist`,
+      path.join(root, 'plans', 'deep', 'models', 'model.safetensors').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&') +
+        ': does not exist',
     ),
   );
 });
@@ -180,7 +184,11 @@ test('.bin and .pt checkpoints are refused by every entry point, and never opene
   assert.ok(!fs.existsSync(path.join(root, 'PWNED')) && !fs.existsSync('PWNED'), 'the payload never ran');
 });
 
-test('--out through a symlink to the checkpoint folder, or holding a link to an input file, is refused and the input is untouched', async () => {
+const OUT_THROUGH_SYMLINK =
+  '--out through a symlink to the checkpoint folder, or holding a link to an input file, ' +
+  'is refused and the input is untouched';
+
+test(OUT_THROUGH_SYMLINK, async () => {
   const base = tempDir('loftq-selfout-');
   const sc = path.join(base, 'sc');
   fs.cpSync(path.join(repoRoot, 'examples', 'stories260k'), sc, { recursive: true });
@@ -197,7 +205,10 @@ test('--out through a symlink to the checkpoint folder, or holding a link to an 
     ],
     [
       linked,
-      /^loftq: \S+other\/model\.safetensors is the input file \S+sc\/model\.safetensors; writing there would overwrite the checkpoint/,
+      new RegExp(
+        '^loftq: \\S+other/model\\.safetensors is the input file \\S+sc/model\\.safetensors; ' +
+          'writing there would overwrite the checkpoint',
+      ),
     ],
   ] as const) {
     const r = spawnSync(

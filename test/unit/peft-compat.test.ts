@@ -139,7 +139,10 @@ test('pattern keys are checked for ambiguity against every module name and fall 
   }
 });
 
-test('adapter_config.json: base model relative to the adapter folder, no loftq_config, only PEFT 0.10 fields', async () => {
+const ADAPTER_CONFIG_FIELDS =
+  'adapter_config.json: base model relative to the adapter folder, no loftq_config, ' + 'only PEFT 0.10 fields';
+
+test(ADAPTER_CONFIG_FIELDS, async () => {
   const out = tempDir();
   const { report } = await quantizeCheckpoint(STORIES, {
     out,

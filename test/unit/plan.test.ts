@@ -56,7 +56,8 @@ test('settings resolve defaults then overrides in order, later entries winning',
   });
   const later = compilePlan(
     parsePlan(
-      '{"checkpoint":"x","overrides":[{"match":"**","bits":8},{"match":"q_proj","bits":3},{"match":"**","skip":true},{"match":"k_proj","skip":false}]}',
+      '{"checkpoint":"x","overrides":[{"match":"**","bits":8},{"match":"q_proj","bits":3},' +
+        '{"match":"**","skip":true},{"match":"k_proj","skip":false}]}',
     ).plan,
   );
   assert.equal(settingsFor(later, 'a.q_proj.weight'), null, 'a later skip wins');

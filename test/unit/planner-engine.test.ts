@@ -111,7 +111,9 @@ test('shipped and generated models, real analyses: planner ≤ uniform and first
         }
         assert.ok(p.optimalityGap >= 0 && p.optimalityGap <= 1e-3, `${what}: gap ${p.optimalityGap}`);
         console.log(
-          `# ${what}: planner/uniform ${(p.plan.error / uniform.error).toFixed(3)} (${uniform.bits}-bit), planner/first-k ${(p.plan.error / firstK.error).toFixed(3)} (k=${firstK.k}), plan ${p.plan.avgBits.toFixed(3)} bits, gap ${p.optimalityGap.toExponential(1)}`,
+          `# ${what}: planner/uniform ${(p.plan.error / uniform.error).toFixed(3)} (${uniform.bits}-bit), ` +
+            `planner/first-k ${(p.plan.error / firstK.error).toFixed(3)} (k=${firstK.k}), ` +
+            `plan ${p.plan.avgBits.toFixed(3)} bits, gap ${p.optimalityGap.toExponential(1)}`,
         );
       }
     }
@@ -132,7 +134,10 @@ test('generated model: the heavy-tailed layers get more bits than the Gaussian o
   assert.ok(mean([0, 3]) > mean([1, 2]), `heavy ${mean([0, 3])} vs Gaussian ${mean([1, 2])}`);
 });
 
-test('predicted vs actual: quantizing stories260K with the (refined) plan gives the predicted total error within 2%', async () => {
+const PREDICTED_VS_ACTUAL =
+  'predicted vs actual: quantizing stories260K with the (refined) plan gives the predicted total error ' + 'within 2%';
+
+test(PREDICTED_VS_ACTUAL, async () => {
   const report = structuredClone(reports.get('stories260k')!);
   // adapters counted (F32), a budget between the cheapest and the dearest plan, so the plan
   // mixes bits and ranks and ranks below the analysed 16 are picked
@@ -187,7 +192,10 @@ test('predicted vs actual: quantizing stories260K with the (refined) plan gives 
     0,
   );
   console.log(
-    `# stories260K at ${p.plan.avgBits.toFixed(2)} bits (adapters counted), settings ${[...settings].join(' ')}: refined prediction ${p.plan.error.toPrecision(5)}, actual ${actual.toPrecision(5)} (${(100 * off).toFixed(3)}%), shortcut prediction ${rawOf.toPrecision(5)} (${(100 * (rawOf / actual - 1)).toFixed(1)}%), ${runs} extra runs`,
+    `# stories260K at ${p.plan.avgBits.toFixed(2)} bits (adapters counted), settings ${[...settings].join(' ')}: ` +
+      `refined prediction ${p.plan.error.toPrecision(5)}, actual ${actual.toPrecision(5)} ` +
+      `(${(100 * off).toFixed(3)}%), shortcut prediction ${rawOf.toPrecision(5)} ` +
+      `(${(100 * (rawOf / actual - 1)).toFixed(1)}%), ${runs} extra runs`,
   );
   assert.ok(Math.abs(off) <= 0.02, `predicted ${p.plan.error}, actual ${actual}`);
   assert.ok(p.plan.error <= shortcut.plan.error * (1 + 1e-9), 'exact runs only lower the planned error');
@@ -235,7 +243,11 @@ test('load-time check: NF2 and NF4 survive the NF4 (block 64) reload exactly, NF
   assert.ok(!two.warnings.some((w) => /NF4/.test(w)));
 });
 
-test('loftq plan CKPT analyses the checkpoint, prints the documented JSON, writes a plan file with the analysis settings', () => {
+const PLAN_FROM_CHECKPOINT =
+  'loftq plan CKPT analyses the checkpoint, prints the documented JSON, ' +
+  'writes a plan file with the analysis settings';
+
+test(PLAN_FROM_CHECKPOINT, () => {
   const dir = tempDir('loftq-planner-cli-');
   const out = path.join(dir, 'loftq.json');
   const r = spawnSync(

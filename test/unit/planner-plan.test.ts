@@ -13,7 +13,10 @@ import { repoRoot, tempDir } from '../helpers';
 
 const cost = { ...DEFAULT_COST };
 
-test('generated model with layers of different sensitivity: planner ≤ uniform and first-k at 2.25, 2.5, 3.0 bits', () => {
+const PLANNER_VS_BASELINES =
+  'generated model with layers of different sensitivity: ' + 'planner ≤ uniform and first-k at 2.25, 2.5, 3.0 bits';
+
+test(PLANNER_VS_BASELINES, () => {
   const report = syntheticReport({ layers: 16 });
   for (const avgBits of [2.25, 2.5, 3.0]) {
     const p = planReport(report, { budget: { avgBits }, bits: [2, 3, 4, 8], ranks: [8, 16, 32, 64], cost });
@@ -42,7 +45,9 @@ test('generated model with layers of different sensitivity: planner ≤ uniform 
     };
     assert.ok(bitsOf(0) >= bitsOf(8), `${avgBits}: layer 0 ${bitsOf(0)} vs layer 8 ${bitsOf(8)}`);
     console.log(
-      `# synthetic 16-layer, ${avgBits} bits: planner/uniform ${(p.plan.error / uniform.error).toFixed(3)} planner/firstK ${(p.plan.error / firstK.error).toFixed(3)} (k=${firstK.k}, uniform ${uniform.bits}-bit) gap ${p.optimalityGap.toExponential(2)}`,
+      `# synthetic 16-layer, ${avgBits} bits: planner/uniform ${(p.plan.error / uniform.error).toFixed(3)} ` +
+        `planner/firstK ${(p.plan.error / firstK.error).toFixed(3)} (k=${firstK.k}, uniform ${uniform.bits}-bit) ` +
+        `gap ${p.optimalityGap.toExponential(2)}`,
     );
   }
 });
@@ -149,7 +154,11 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
   assert.match(bad.stderr, /bad\.json: the report has no 'analyses'/);
 });
 
-test('a 2.5-bit budget counts the backbone as the LoftQ paper does: feasible on a small F32 model, adapters shown beside (issue 13.8)', async () => {
+const BUDGET_COUNTS_BACKBONE =
+  'a 2.5-bit budget counts the backbone as the LoftQ paper does: ' +
+  'feasible on a small F32 model, adapters shown beside (issue 13.8)';
+
+test(BUDGET_COUNTS_BACKBONE, async () => {
   const dir = tempDir();
   const stories = path.join(repoRoot, 'examples', 'stories260k');
   const out = path.join(dir, 'loftq.json');

@@ -8,7 +8,10 @@ import { referenceCases, loadReference } from '../helpers';
 
 const quantizerOf = (m: string) => (m === 'normal' ? 'nf' : 'uniform') as 'nf' | 'uniform';
 
-test('codebooks equal the reference fixtures bit for bit (nf2, nf3, nf8, uniform2/4) and NF4 within 4 ulp', async () => {
+const CODEBOOKS_BIT_FOR_BIT =
+  'codebooks equal the reference fixtures bit for bit (nf2, nf3, nf8, ' + 'uniform2/4) and NF4 within 4 ulp';
+
+test(CODEBOOKS_BIT_FOR_BIT, async () => {
   for (const c of referenceCases()) {
     const ref = await loadReference(c);
     const ours = codebook(quantizerOf(c.method), c.bits);
@@ -108,7 +111,10 @@ test('the O(1) code lookup agrees with the float32 nearest-code rule everywhere,
     }
 });
 
-test('quantize equals the plain definition (exact division, float32 nearest rule) on random heavy-tailed data', async () => {
+const QUANTIZE_PLAIN_DEFINITION =
+  'quantize equals the plain definition (exact division, ' + 'float32 nearest rule) on random heavy-tailed data';
+
+test(QUANTIZE_PLAIN_DEFINITION, async () => {
   const { gaussian } = await import('../../server/src/linalg/dense');
   const { absMaxScale, uniformScale } = await import('../../server/src/quant/quantize');
   const g = gaussian(64 * 500 + 37, 5);

@@ -109,7 +109,10 @@ const shardDirs: string[] = [];
 let bf16: string;
 const args = ['--bits', '2', '--rank', '4', '--format', 'packed', ...FAST];
 
-test('3 concurrent shard processes (own folders) + loftq merge = one run: sharded BF16 checkpoint, packed', async () => {
+const THREE_SHARDS_MERGE =
+  '3 concurrent shard processes (own folders) + loftq merge = one run: ' + 'sharded BF16 checkpoint, packed';
+
+test(THREE_SHARDS_MERGE, async () => {
   bf16 = await bf16ShardedCopy();
   const base = tempDir('loftq-shards-');
   const out = path.join(base, 'merged');

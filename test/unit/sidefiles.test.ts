@@ -80,7 +80,8 @@ test('links inside the folder are followed and copied; sizes are capped', async 
       e instanceof CheckpointError &&
       e.kind === 'too-large' &&
       e.message.startsWith(
-        `${path.join(ck, 'config.json')}: is ${fs.statSync(path.join(ck, 'config.json')).size} bytes, over the 100-byte limit`,
+        `${path.join(ck, 'config.json')}: is ${fs.statSync(path.join(ck, 'config.json')).size} bytes, ` +
+          'over the 100-byte limit',
       ),
   );
   assert.equal(await readSideFile(ck, 'vocab.json'), undefined, 'absent files are simply absent');

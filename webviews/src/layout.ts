@@ -98,7 +98,8 @@ function canonicalRank(seg: string): number {
   return i < 0 ? CANONICAL.length : i;
 }
 
-/** 0 attention in, 1 attention out, 2 other (MLP), 3 other output — BERT's `attention.output` after `attention.self`. */
+/** 0 attention in, 1 attention out, 2 other (MLP), 3 other output — BERT's `attention.output` after
+ *  `attention.self`. */
 function family(key: string): number {
   const segs = key.split('.');
   const attn = segs.some((s) => /att/i.test(s));

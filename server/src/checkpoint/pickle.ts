@@ -22,7 +22,9 @@ export function pickleMessage(file: string): CheckpointError {
   return new CheckpointError(
     'pickle',
     file,
-    'is a pickle checkpoint, which can run code when loaded and is never opened here; convert it to safetensors first, e.g. ' +
-      `python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)"`,
+    'is a pickle checkpoint, which can run code when loaded and is never opened here; ' +
+      'convert it to safetensors first, e.g. ' +
+      `python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('DIR')` +
+      `.save_pretrained('OUT', safe_serialization=True)"`,
   );
 }

@@ -146,7 +146,8 @@ export async function readSharded(folder: string, indexFile: string): Promise<Sh
         throw new CheckpointError(
           'index',
           indexFile,
-          `shard '${shard}' holds tensor '${t.name}', which the weight_map ${listed !== undefined ? `puts in '${listed}'` : 'does not list'}`,
+          `shard '${shard}' holds tensor '${t.name}', which the weight_map ` +
+            (listed !== undefined ? `puts in '${listed}'` : 'does not list'),
         );
       }
       tensors.push(t);

@@ -101,7 +101,8 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
       if (JSON.stringify(mine[i][1]) !== JSON.stringify(ref[i][1])) {
         throw new InputError(
           f.file,
-          `shard ${f.d.shard.index}/${f.d.shard.count} differs from ${first.file} in ${ref[i][0]}: ${short(mine[i][1])} vs ${short(ref[i][1])}; all shards must come from one loftq quantize command`,
+          `shard ${f.d.shard.index}/${f.d.shard.count} differs from ${first.file} in ${ref[i][0]}: ` +
+            `${short(mine[i][1])} vs ${short(ref[i][1])}; all shards must come from one loftq quantize command`,
         );
       }
     }
@@ -118,7 +119,8 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
   if (missing.length) {
     throw new InputError(
       dirs.join(', '),
-      `missing finished shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} (of ${count}); run or finish them, then merge again`,
+      `missing finished shard${missing.length > 1 ? 's' : ''} ${missing.map((i) => `${i}/${count}`).join(', ')} ` +
+        `(of ${count}); run or finish them, then merge again`,
     );
   }
   const ckPath = checkpointOverride ?? first.d.checkpoint;

@@ -96,7 +96,8 @@ export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
             p,
             DiagnosticSeverity.Warning,
             'no-match',
-            `'${override.match}' matches ${hit.length} tensor${hit.length === 1 ? '' : 's'} but none that is quantized (2-D linear weights among the targets)`,
+            `'${override.match}' matches ${hit.length} tensor${hit.length === 1 ? '' : 's'} ` +
+              'but none that is quantized (2-D linear weights among the targets)',
             at,
             'value',
             { jsonIndex },
@@ -135,7 +136,8 @@ function rankDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
   return [...byOwner.values()].map(({ owner, rank, bad }) => {
     const maxRank = Math.min(...bad.map((m) => Math.min(...m.shape)));
     const names = bad.map((m) => m.tensor.name);
-    const msg = `rank ${rank} is larger than min(out, in) = ${maxRank} of ${describeMatrices(names)} (${bad.length} matri${bad.length === 1 ? 'x' : 'ces'})`;
+    const count = `${bad.length} matri${bad.length === 1 ? 'x' : 'ces'}`;
+    const msg = `rank ${rank} is larger than min(out, in) = ${maxRank} of ${describeMatrices(names)} (${count})`;
     return diag(p, DiagnosticSeverity.Error, 'rank-too-large', msg, ...ownerAt(p, owner, 'rank'), {
       owner,
       maxRank,
@@ -152,10 +154,14 @@ function budgetDiagnostics(p: PlanDoc): Diagnostic[] {
   const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information;
   // Average bits count codes and scales; byte budgets also adapters (docs/planner.md).
   if (typeof b.avgBits === 'number') {
-    const msg = `this plan's backbone costs ${t.backboneBits.toFixed(2)} bits per weight (codes and scales), ${over ? 'over' : 'within'} the budget of ${b.avgBits}; adapters ${formatBytes(t.adapterBytes)} beside it`;
+    const msg =
+      `this plan's backbone costs ${t.backboneBits.toFixed(2)} bits per weight (codes and scales), ` +
+      `${over ? 'over' : 'within'} the budget of ${b.avgBits}; adapters ${formatBytes(t.adapterBytes)} beside it`;
     return [diag(p, severity, 'budget', msg, ['budget', 'avgBits'])];
   }
-  const msg = `codes, scales and adapters take ${formatBytes(t.budgetBytes)}, ${over ? 'over' : 'within'} the budget of ${formatBytes(b.bytes!)}`;
+  const msg =
+    `codes, scales and adapters take ${formatBytes(t.budgetBytes)}, ` +
+    `${over ? 'over' : 'within'} the budget of ${formatBytes(b.bytes!)}`;
   return [diag(p, severity, 'budget', msg, ['budget', 'bytes'])];
 }
 
@@ -163,7 +169,9 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const a = p.assignment!;
   const ix = p.facts.report;
   const t = planTotals(a);
-  const sizes = `average ${t.avgBits.toFixed(2)} bits per weight; backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
+  const sizes =
+    `average ${t.avgBits.toFixed(2)} bits per weight; ` +
+    `backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
   const out: Diagnostic[] = [];
   if (p.facts.reportProblem) {
     const at: JsonPath = p.has(['analysis']) ? ['analysis'] : ['checkpoint'];
@@ -185,7 +193,8 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const mean =
     s.meanError === undefined
       ? 'no analysed errors at these widths'
-      : `mean LoftQ error ${formatError(s.meanError)}${s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : ''}`;
+      : `mean LoftQ error ${formatError(s.meanError)}` +
+        (s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : '');
   out.push(
     diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']),
   );
@@ -222,7 +231,9 @@ function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
   const c = p.facts.plannerComparison;
   if (!c || !(c.error > 0)) return [];
   const ratio = c.planner / c.error;
-  const msg = `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits (${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;
+  const msg =
+    `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits ` +
+    `(${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;
   return [
     diag(
       p,

@@ -73,7 +73,8 @@ export function planHover(p: PlanDoc, pos: Position): Hover | null {
         ql = es.map((e) => e!.qloraRelError);
       const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
       lines.push(
-        `| ${b} | ${es.length} | ${formatError(Math.min(...rel))} | ${formatError(mean(rel))} | ${formatError(Math.max(...rel))} | ${formatError(mean(ql))} |`,
+        `| ${b} | ${es.length} | ${formatError(Math.min(...rel))} | ${formatError(mean(rel))} ` +
+          `| ${formatError(Math.max(...rel))} | ${formatError(mean(ql))} |`,
       );
     }
   }

@@ -67,7 +67,10 @@ export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<M
 /** Why "apply the planner's plan" cannot be offered for this budget, or undefined when it can. */
 export async function plannerUnavailable(p: PlanDoc, budget: PlanBudget): Promise<string | undefined> {
   if (!p.facts.report?.raw.analyses?.length) {
-    return "the planner needs an analysis of this checkpoint at several bit widths: run 'LoftQ: Analyze with LoftQ' on this plan";
+    return (
+      'the planner needs an analysis of this checkpoint at several bit widths: ' +
+      "run 'LoftQ: Analyze with LoftQ' on this plan"
+    );
   }
   try {
     return (await runPlanner(p, budget)) ? undefined : "the checkpoint's header could not be read";

@@ -112,7 +112,8 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
   return ctx;
 }
 
-/** The plan whose checkpoint is `checkpoint` (same real path), nearest to it when several; `only` restricts the search. */
+/** The plan whose checkpoint is `checkpoint` (same real path), nearest to it when several; `only` restricts the
+ *  search. */
 export async function planFor(checkpoint: string, deps: RunContextDeps, only?: string): Promise<PlanDoc | undefined> {
   const real = await realpath(checkpoint);
   let best: { p: PlanDoc; depth: number } | undefined;

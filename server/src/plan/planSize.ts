@@ -14,5 +14,8 @@ export function planTooLarge(text: string): string | undefined {
 }
 
 export function planSizeMessage(bytes: number): string {
-  return `the plan is ${bytes} bytes, over the ${MAX_PLAN_BYTES}-byte (1 MiB) limit for plan files; split it or use globs`;
+  return (
+    `the plan is ${bytes} bytes, over the ${MAX_PLAN_BYTES}-byte (1 MiB) limit for plan files; ` +
+    'split it or use globs'
+  );
 }

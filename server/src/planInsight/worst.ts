@@ -64,7 +64,8 @@ export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
     const weightErrors = byOutput ? worst.map((x) => x.w) : undefined;
     const what = describeMatrices(names);
     let message = byOutput
-      ? `${what}: ${bits}-bit output error ${formatErrorRange(errors)} (LoftQ weight error ${formatErrorRange(weightErrors!)}), ` +
+      ? `${what}: ${bits}-bit output error ${formatErrorRange(errors)} ` +
+        `(LoftQ weight error ${formatErrorRange(weightErrors!)}), ` +
         `top ${topPercent}% of the model by output error`
       : `${what}: ${bits}-bit LoftQ error ${formatErrorRange(errors)}, top ${topPercent}% of the model`;
     if (better) {

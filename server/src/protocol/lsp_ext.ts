@@ -76,7 +76,8 @@ export interface Report {
 /** Where calibrated LoftQ's statistics come from (one source) — `loftq quantize --calib FILE |
  *  --calib-generate N,LEN | --imatrix FILE`, and `QuantizeParams.calibration`. */
 export interface CalibrationParams {
-  /** JSON array of token-id sequences (`[[1, 403, …], …]`), or a `.txt` tokenized with the checkpoint's tokenizer.json. */
+  /** JSON array of token-id sequences (`[[1, 403, …], …]`), or a `.txt` tokenized with the checkpoint's
+   *  tokenizer.json. */
   file?: string;
   /** Sample this many sequences of this many tokens from the original model (seeded). */
   generate?: { sequences: number; length: number; seed?: number };
@@ -410,7 +411,8 @@ export interface PlanChoice {
   rank: number;
   predictedError: number;
   bytes: number;
-  /** True when a LoftQ run at exactly this (bits, rank) gave predictedError; false when predicted from a larger rank. */
+  /** True when a LoftQ run at exactly this (bits, rank) gave predictedError; false when predicted from a larger
+   *  rank. */
   exact?: boolean;
 }
 
@@ -483,7 +485,8 @@ export type ToHeatmap =
       qlora: Float32Array;
       /** Per cell: iteration errors, flattened with offsets. */ perIter: Float32Array;
       perIterOffsets: Uint32Array;
-      /** The report shown, when there is one (persisted for reload); absent while a run is live. */ reportPath?: string;
+      /** The report shown, when there is one (persisted for reload); absent while a run is live. */
+      reportPath?: string;
       live?: boolean;
       /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed';
       summary?: HeatmapSummary;

@@ -76,7 +76,8 @@ function parse(argv: string[]) {
     else if (a === '--lsp') o.lsp = true;
     else
       throw new Error(
-        `unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize] [--lsp])`,
+        `unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] ` +
+          '[--json] [--verbose] [--quantize] [--lsp])',
       );
   }
   return o;
@@ -118,7 +119,8 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
           record(s, m.r);
           if (verbose || (m.r.outcome !== 'accepted' && m.r.outcome !== 'rejected'))
             process.stderr.write(
-              `case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ${m.r.message ?? ''}\n`,
+              `case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ` +
+                `${m.r.message ?? ''}\n`,
             );
         } else if (m.type === 'unhandled') s.unhandledRejections++;
         else stop(job.to);
@@ -150,8 +152,10 @@ function report(s: Summary, seed: number, from: number): string {
     .sort((a, b) => b[1] - a[1])
     .map(([k, n]) => `  ${k.padEnd(16)} ${n}`);
   return [
-    `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
-    `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
+    `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, ` +
+      `peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
+    `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, ` +
+      `missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
     'rejections by error kind:',
     ...kinds,
     ...(Object.keys(s.byNote).length
@@ -165,7 +169,8 @@ function report(s: Summary, seed: number, from: number): string {
     `mutators: ${Object.keys(s.byMutator).length}`,
     ...s.failures.map(
       (f) =>
-        `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} (rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`,
+        `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} ` +
+        `(rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`,
     ),
   ].join('\n');
 }

@@ -63,7 +63,8 @@ async function main(argv: string[]): Promise<void> {
   if (!options.quiet && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   console.log(
-    `${preset}: ${r.tensors} tensors, ${(r.parameters / 1e6).toFixed(1)}M parameters, ${(r.totalSize / 1e6).toFixed(1)} MB in ${r.files.length} shard(s) → ${options.out} (${secs} s)`,
+    `${preset}: ${r.tensors} tensors, ${(r.parameters / 1e6).toFixed(1)}M parameters, ` +
+      `${(r.totalSize / 1e6).toFixed(1)} MB in ${r.files.length} shard(s) → ${options.out} (${secs} s)`,
   );
 }
 

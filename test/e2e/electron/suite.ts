@@ -41,7 +41,8 @@ export async function run(): Promise<void> {
   await vscode.workspace.fs.writeFile(
     plan,
     new TextEncoder().encode(
-      '{\n  // keep me\n  "checkpoint": "./model.safetensors",\n  "overrides": [ { "match": "model.layers.*.mlp.nonexistent", "bits": 8 } ]\n}\n',
+      '{\n  // keep me\n  "checkpoint": "./model.safetensors",\n  ' +
+        '"overrides": [ { "match": "model.layers.*.mlp.nonexistent", "bits": 8 } ]\n}\n',
     ),
   );
   const doc = await vscode.workspace.openTextDocument(plan);

@@ -14,6 +14,7 @@ export const screenshotDir = path.join(repoRoot, 'test', 'e2e', 'screenshots');
 export function missingSetup(): string | undefined {
   const missing = [codeServerBin, chromiumBin].filter((p) => !fs.existsSync(p));
   return missing.length
-    ? `end-to-end tier skipped: ${missing.join(', ')} not found — run test/e2e/setup.sh to install code-server and chromium`
+    ? `end-to-end tier skipped: ${missing.join(', ')} not found — ` +
+        'run test/e2e/setup.sh to install code-server and chromium'
     : undefined;
 }

@@ -23,7 +23,8 @@ const HELP = `usage: loftq analyze CKPT --bits 2,3,4 --report FILE [--rank R] [-
                      [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…] [--spectrum N]
                      [--backend …] [--workers N]
   LoftQ errors of every target matrix at several bit widths; no weights are written.
-  --spectrum N keeps the top-N singular values of each residual (the planner predicts smaller ranks from them; default 64).`;
+  --spectrum N keeps the top-N singular values of each residual (the planner predicts smaller ranks from them; \
+default 64).`;
 
 export const analyzeCommand: Command = {
   summary: 'LoftQ errors at several bit widths, without writing weights (input for the planner)',

@@ -22,17 +22,21 @@ export const inspectCommand: Command = {
       return 0;
     }
     const lines = [
-      `${info.checkpoint}: ${info.totals.tensors} tensors, ${info.totals.parameters.toLocaleString('en-US')} parameters, ${info.totals.bytes.toLocaleString('en-US')} bytes in ${info.files.length} file(s)`,
+      `${info.checkpoint}: ${info.totals.tensors} tensors, ` +
+        `${info.totals.parameters.toLocaleString('en-US')} parameters, ` +
+        `${info.totals.bytes.toLocaleString('en-US')} bytes in ${info.files.length} file(s)`,
     ];
     for (const [dt, t] of Object.entries(info.totals.byDtype))
       lines.push(
-        `  ${dt.padEnd(8)} ${String(t.tensors).padStart(6)} tensors ${t.parameters.toLocaleString('en-US').padStart(16)} params`,
+        `  ${dt.padEnd(8)} ${String(t.tensors).padStart(6)} tensors ` +
+          `${t.parameters.toLocaleString('en-US').padStart(16)} params`,
       );
     // A loop, not Math.max(...names): spreading 200k arguments overflows the stack.
     const w = info.tensors.reduce((m, t) => Math.max(m, t.name.length), 4);
     for (const t of info.tensors)
       lines.push(
-        `  ${t.name.padEnd(w)}  ${t.dtype.padEnd(7)} ${JSON.stringify(t.shape).padEnd(14)} ${t.parameters.toLocaleString('en-US').padStart(14)}`,
+        `  ${t.name.padEnd(w)}  ${t.dtype.padEnd(7)} ${JSON.stringify(t.shape).padEnd(14)} ` +
+          t.parameters.toLocaleString('en-US').padStart(14),
       );
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

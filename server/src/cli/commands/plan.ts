@@ -78,10 +78,14 @@ function text(p: Plan): string {
   const u = p.baselines.uniform,
     k = p.baselines.firstK;
   const lines = [
-    `budget ${p.budget.avgBits !== undefined ? `${p.budget.avgBits} bits/param` : `${p.budget.bytes} bytes`} over ${p.choices.length} matrices (${p.parameters} parameters): ${p.budgetBytes} bytes`,
-    `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits (backbone) + ${p.plan.adapterBytes} adapter bytes  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
-    `uniform   error ${f(u.error)}  ${Number.isFinite(u.bytes) ? u.bytes : '—'} bytes  ${f(u.avgBits)} bits  (${Number.isFinite(u.bits) ? `${u.bits}-bit` : 'does not fit'})${ratio(u.error)}`,
-    `first-k   error ${f(k.error)}  ${Number.isFinite(k.bytes) ? k.bytes : '—'} bytes  ${f(k.avgBits)} bits  (${Number.isFinite(k.k) ? `k=${k.k}` : 'does not fit'})${ratio(k.error)}`,
+    `budget ${p.budget.avgBits !== undefined ? `${p.budget.avgBits} bits/param` : `${p.budget.bytes} bytes`} ` +
+      `over ${p.choices.length} matrices (${p.parameters} parameters): ${p.budgetBytes} bytes`,
+    `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits (backbone) + ` +
+      `${p.plan.adapterBytes} adapter bytes  gap ${(p.optimalityGap * 100).toFixed(3)}%`,
+    `uniform   error ${f(u.error)}  ${Number.isFinite(u.bytes) ? u.bytes : '—'} bytes  ${f(u.avgBits)} bits  ` +
+      `(${Number.isFinite(u.bits) ? `${u.bits}-bit` : 'does not fit'})${ratio(u.error)}`,
+    `first-k   error ${f(k.error)}  ${Number.isFinite(k.bytes) ? k.bytes : '—'} bytes  ${f(k.avgBits)} bits  ` +
+      `(${Number.isFinite(k.k) ? `k=${k.k}` : 'does not fit'})${ratio(k.error)}`,
     ...p.notes.map((n) => `note: ${n}`),
     ...p.warnings.map((w) => `warning: ${w}`),
     'overrides:',
@@ -173,7 +177,8 @@ export const planCommand: Command = {
       plan = refined.plan;
       if (refined.runs)
         plan.notes.push(
-          `${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions (${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`,
+          `${refined.runs} LoftQ runs at the picked smaller ranks replaced rank predictions ` +
+            `(${refined.rounds} round${refined.rounds === 1 ? '' : 's'})`,
         );
       if (typeof o.report === 'string')
         await writeFileAtomic(path.resolve(o.report), JSON.stringify(report, null, 2) + '\n');
@@ -182,7 +187,8 @@ export const planCommand: Command = {
       const predicted = plan.choices.filter((c) => c.exact === false).length;
       if (predicted)
         plan.notes.push(
-          `${predicted} choices are predicted from a larger analysed rank; such predictions run high (docs/planner.md); plan from the checkpoint to replace them with exact runs`,
+          `${predicted} choices are predicted from a larger analysed rank; such predictions run high ` +
+            '(docs/planner.md); plan from the checkpoint to replace them with exact runs',
         );
     }
     if (typeof o.out === 'string') {
@@ -195,7 +201,9 @@ export const planCommand: Command = {
         ) || '.';
       const start =
         outText ??
-        `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  "defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, "blockSize": ${a.blockSize} }\n}\n`;
+        `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  ` +
+          `"defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, ` +
+          `"blockSize": ${a.blockSize} }\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {

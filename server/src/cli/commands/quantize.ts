@@ -35,6 +35,10 @@ ${CALIBRATION_HELP}
   --quiet                no progress`;
 
 /** The output-space errors of a calibrated run, and where its statistics came from. */
+function gemmNote(gflop: number | undefined): string {
+  return gflop ? `; GEMM ${gflop.toFixed(gflop < 10 ? 2 : 0)} GFLOP` : '';
+}
+
 function calibratedLine(report: Report): string {
   const ms = report.matrices.filter((m) => m.outputRelError !== undefined && m.qloraOutputRelError !== undefined);
   const mean = (f: (m: MatrixReport) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
@@ -43,7 +47,10 @@ function calibratedLine(report: Report): string {
     c.source === 'imatrix'
       ? `imatrix ${c.file}`
       : `${c.sequences} sequences, ${c.tokens} tokens (${c.source}${c.file ? ` ${c.file}` : ''})`;
-  return `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}`;
+  return (
+    `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  ` +
+    `vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}`
+  );
 }
 
 export const quantizeCommand: Command = {
@@ -116,7 +123,9 @@ export const quantizeCommand: Command = {
     const reload = reloadWarnings(report.matrices);
     if (reload.length) {
       process.stderr.write(
-        `warning: ${reload.length} matrices lose accuracy when bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load; e.g. ${reload[0]}. NF2 and NF4 survive the reload exactly; NF3/NF8/uniform do not.\n`,
+        `warning: ${reload.length} matrices lose accuracy when bitsandbytes re-quantizes the stored backbone ` +
+          `to NF4 (block 64) at load; e.g. ${reload[0]}. NF2 and NF4 survive the reload exactly; ` +
+          'NF3/NF8/uniform do not.\n',
       );
     }
     if (o.json) {
@@ -127,14 +136,14 @@ export const quantizeCommand: Command = {
     const mean = (f: (m: (typeof ms)[number]) => number) => ms.reduce((a, m) => a + f(m), 0) / Math.max(ms.length, 1);
     process.stdout.write(
       [
-        `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
-        `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
+        `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized ` +
+          `on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
+        `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  ` +
+          `vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
         ...(report.calibration ? [calibratedLine(report)] : []),
         `time by phase (summed over workers): ${Object.entries(report.totals.phases ?? {})
           .map(([k, v]) => `${k} ${v.toFixed(1)} s`)
-          .join(
-            ', ',
-          )}${report.totals.gemmGflop ? `; GEMM ${report.totals.gemmGflop.toFixed(report.totals.gemmGflop < 10 ? 2 : 0)} GFLOP` : ''}`,
+          .join(', ')}` + gemmNote(report.totals.gemmGflop),
         ...report.matrices.filter((m) => m.skipped).map((m) => `skipped ${m.name}: ${m.skipped}`),
         reportPath ? `report: ${reportPath}` : `journal entries in ${o.out}; assemble with: loftq merge`,
       ].join('\n') + '\n',

@@ -71,7 +71,8 @@ export function firstKBaseline(
   return null;
 }
 
-/** The rank baselines use: `preferred` when every table offers it, else the largest offered rank below it, else the smallest. */
+/** The rank baselines use: `preferred` when every table offers it, else the largest offered rank below it, else
+ *  the smallest. */
 export function baselineRank(tables: MatrixTable[], preferred: number): number {
   const common = [...new Set(tables.flatMap((t) => t.choices.map((c) => c.rank)))]
     .filter((r) => tables.every((t) => t.choices.some((c) => c.rank === r)))

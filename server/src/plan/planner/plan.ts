@@ -66,7 +66,8 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
   if (!sol) {
     const min = groups.reduce((s, g) => s + g.costs.reduce((m, c) => Math.min(m, c), Infinity), 0);
     throw new UsageError(
-      `budget ${opts.budget.avgBits !== undefined ? `${opts.budget.avgBits} bits` : `${cap} bytes`} is below the cheapest plan (${min} bytes, ${avgBitsOf(min, parameters).toFixed(3)} bits per parameter)`,
+      `budget ${opts.budget.avgBits !== undefined ? `${opts.budget.avgBits} bits` : `${cap} bytes`} ` +
+        `is below the cheapest plan (${min} bytes, ${avgBitsOf(min, parameters).toFixed(3)} bits per parameter)`,
     );
   }
   const choices: PlanChoice[] = tables.map((t, i) => {
@@ -106,7 +107,8 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
 export function planReport(report: Report, opts: PlanOptions): Plan {
   if (!report.analyses?.length)
     throw new UsageError(
-      `the report for ${report.checkpoint} has no analyses; run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first`,
+      `the report for ${report.checkpoint} has no analyses; ` +
+        "run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first",
     );
   const { tables, warnings } = tablesFromReport(report, opts);
   const plan = planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);

@@ -16,10 +16,15 @@ export function planReloadWarning(choices: { bits: number }[], quantizer: Quanti
   const hit = choices.filter((c) => !survivesNf4Reload(c.bits, quantizer, blockSize));
   if (!hit.length) return null;
   const widths = [...new Set(hit.map((c) => c.bits))].sort((a, b) => a - b).join('/');
-  return `${hit.length} of ${choices.length} matrices are planned at ${widths} bits (${quantizer}, block ${blockSize}): bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load, so their error after loading is not the predicted LoftQ error (after quantizing, the report's nf4ReloadRelError gives it per matrix)`;
+  return (
+    `${hit.length} of ${choices.length} matrices are planned at ${widths} bits (${quantizer}, block ${blockSize}): ` +
+    'bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load, so their error after loading ' +
+    "is not the predicted LoftQ error (after quantizing, the report's nf4ReloadRelError gives it per matrix)"
+  );
 }
 
-/** Matrices of a quantize report whose error after an NF4 reload differs from the LoftQ error by more than `tolerance` (relative). */
+/** Matrices of a quantize report whose error after an NF4 reload differs from the LoftQ error by more than
+ *  `tolerance` (relative). */
 export function reloadWarnings(matrices: MatrixReport[], tolerance = 0.01): string[] {
   const out: string[] = [];
   for (const m of matrices) {
@@ -27,7 +32,8 @@ export function reloadWarnings(matrices: MatrixReport[], tolerance = 0.01): stri
     if (m.skipped || after === undefined || !Number.isFinite(after)) continue;
     if (Math.abs(after - m.relError) <= tolerance * Math.max(m.relError, 1e-12)) continue;
     out.push(
-      `${m.name}: LoftQ relative error ${m.relError.toFixed(4)}, after the NF4 reload at load ${after.toFixed(4)} (${m.bits}-bit ${m.quantizer})`,
+      `${m.name}: LoftQ relative error ${m.relError.toFixed(4)}, ` +
+        `after the NF4 reload at load ${after.toFixed(4)} (${m.bits}-bit ${m.quantizer})`,
     );
   }
   return out;

@@ -21,7 +21,8 @@ export function readReport(file: string): Report {
   if (!Array.isArray(r.analyses) || !r.analyses.length)
     throw new InputError(
       file,
-      "the report has no 'analyses'; create one with 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report FILE'",
+      "the report has no 'analyses'; " +
+        "create one with 'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report FILE'",
     );
   r.analyses.forEach((a, i) => {
     if (typeof a?.bits !== 'number' || typeof a.rank !== 'number' || !Array.isArray(a.matrices))

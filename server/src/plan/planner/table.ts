@@ -120,7 +120,8 @@ export function tablesFromReport(report: Report, opts: TableOptions): Tables {
     warnings.push(`rank ${r} is above the analysed rank; not offered (analyse at a larger --rank)`);
   if (lacking.size)
     warnings.push(
-      `${lacking.size} matrices lack a residual spectrum (analyse with --spectrum); only the analysed rank is offered there`,
+      `${lacking.size} matrices lack a residual spectrum (analyse with --spectrum); ` +
+        'only the analysed rank is offered there',
     );
   return { tables, warnings };
 }

@@ -134,7 +134,8 @@ export class LspObserver {
       if (ckDiags.length) fail(`an accepted checkpoint got a checkpoint diagnostic: ${ckDiags[0].message}`);
       if (!i.ok || i.r.totals.tensors !== tensors)
         fail(
-          `loftq/inspect of an accepted checkpoint: ${i.ok ? `${i.r.totals.tensors} tensors, expected ${tensors}` : i.message}`,
+          'loftq/inspect of an accepted checkpoint: ' +
+            (i.ok ? `${i.r.totals.tensors} tensors, expected ${tensors}` : i.message),
         );
       return ['lsp: accepted checkpoint, no error'];
     }

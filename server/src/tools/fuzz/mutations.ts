@@ -188,7 +188,8 @@ const headerJson: Mutator[] = [
         // the same name spelled with a \u escape, which JSON.parse decodes to an equal key
         const [name, value] = ts[0];
         const first = name.length ? `\\u${name.charCodeAt(0).toString(16).padStart(4, '0')}` : '';
-        text = `${serializeEntries(entries).slice(0, -1)},"${first}${JSON.stringify(name.slice(1)).slice(1, -1)}":${serialize(value)}}`;
+        const rest = JSON.stringify(name.slice(1)).slice(1, -1);
+        text = `${serializeEntries(entries).slice(0, -1)},"${first}${rest}":${serialize(value)}}`;
       }
       return writeCase(dir, fileBytes(text, dataOf(model)));
     },

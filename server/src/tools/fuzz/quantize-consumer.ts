@@ -147,7 +147,8 @@ export function quantizeConsumer(): Consumer {
       }
       if (!(error instanceof InputError))
         fail(
-          `NaN/Inf in [${[...nonFinite]}] was not refused with an InputError (got ${error === undefined ? 'success' : String(error)})`,
+          `NaN/Inf in [${[...nonFinite]}] was not refused with an InputError ` +
+            `(got ${error === undefined ? 'success' : String(error)})`,
         );
       if (!nonFinite.has(error.tensor ?? '')) fail(`the refusal names '${error.tensor}', not a matrix with NaN/Inf`);
       if (!/NaN\/Inf/.test(error.message) || /[\n\r]/.test(error.message))

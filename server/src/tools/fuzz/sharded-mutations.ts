@@ -42,7 +42,8 @@ async function writeLayout(dir: string, l: Layout, indexText?: string, skip?: st
 }
 
 function indexWith(l: Layout, weightMap: unknown, extra = ''): string {
-  return `{"metadata":{"total_size":1}${extra},"weight_map":${typeof weightMap === 'string' ? weightMap : JSON.stringify(weightMap)}}`;
+  const map = typeof weightMap === 'string' ? weightMap : JSON.stringify(weightMap);
+  return `{"metadata":{"total_size":1}${extra},"weight_map":${map}}`;
 }
 
 const sharded = (name: string, make: (c: Ctx, l: Layout) => Promise<string>): Mutator => ({
