@@ -45,6 +45,8 @@ const headerFacts = async (frame: Frame): Promise<Record<string, string>> =>
       dts.map((dt) => [dt.textContent ?? '', dt.nextElementSibling?.textContent ?? '']),
     ),
   );
+/** A plan file VS Code has finished writing (a read during its save once saw an empty file). */
+const written = (planText: string) => planText.trimEnd().endsWith('}');
 const legendEnds = (frame: Frame) => frame.$$eval('.legend .lo, .legend .hi', (els) => els.map((e) => e.textContent));
 
 const skip = missingSetup();
@@ -513,7 +515,10 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
         async () => !(await page.locator('.monaco-editor .view-lines').first().textContent())?.includes('nonexistent'),
       );
       await page.keyboard.press('Control+S');
-      await until('the file on disk to change', async () => !fs.readFileSync(planFile, 'utf8').includes('nonexistent'));
+      await until('the file on disk to change', async () => {
+        const t = fs.readFileSync(planFile, 'utf8');
+        return written(t) && !t.includes('nonexistent');
+      });
       const text = fs.readFileSync(planFile, 'utf8');
       assert.match(text, /\/\/ a plan as a user writes it/);
       assert.match(text, /"match": "model\.layers\.\*\.self_attn\.q_proj", "bits": 4/);
@@ -592,7 +597,10 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       );
       await page.locator('.tabs-container .tab', { hasText: "planner's plan" }).first().waitFor();
       await apply.getByRole('button', { name: 'Apply' }).click();
-      await until("the planner's plan on disk", async () => fs.readFileSync(planFile, 'utf8') !== before);
+      await until("the planner's plan on disk", async () => {
+        const t = fs.readFileSync(planFile, 'utf8');
+        return written(t) && t !== before;
+      });
       const planned = fs.readFileSync(planFile, 'utf8');
       assert.match(planned, /\/\/ a plan as a user writes it: comments stay when the planner edits it/);
 
