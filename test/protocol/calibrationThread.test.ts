@@ -4,10 +4,11 @@
 // the calibration pass ends the run cleanly (RequestCancelled, runState 'cancelled', nothing
 // written, the folder free for the next run).
 //
-// "At once" is judged against the same run, not a fixed time: the pass is made long (a few
-// seconds of sampling on stories260K) and every ping must be answered within a quarter of the
-// time from the request to the first matrix. A pass on the connection thread holds a ping for
-// nearly all of that time.
+// "At once" is judged against the same run, not a fixed time: the pass is made long (seconds
+// of sampling on stories260K) and every ping must be answered within a third of the time from
+// the request to the first matrix. On the connection thread the pass held one ping for 48–66 %
+// of that time (2.6 s of 5.5 s, 10.1 s of 15.2 s, loaded machine); on the worker the slowest
+// ping took 2 % (0.1 s of 4.8 s) and, in a full test run at load 9, 16 % (2.0 s of 12.5 s).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -70,7 +71,7 @@ test(TITLE, async (t) => {
     const slowest = Math.max(...pings.map((p) => p.ms));
     const summary = `${pings.length} pings, ${during.length} during calibration, slowest ${slowest} ms of ${window} ms`;
     assert.ok(during.length >= 3, `the server answered while the calibration pass ran: ${summary}`);
-    assert.ok(slowest * 4 <= window, `no ping waited for the calibration pass: ${summary}`);
+    assert.ok(slowest * 3 <= window, `no ping waited for the calibration pass: ${summary}`);
     t.diagnostic(summary);
 
     // Cancel while the calibration pass runs.
