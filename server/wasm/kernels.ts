@@ -499,3 +499,70 @@ export function symmetricEigen(a: usize, n: i32, d: usize, e: usize): void {
     setF64(e, l, 0);
   }
 }
+
+// --- Cholesky factor (calibrated LoftQ's S) ------------------------------------------------
+
+/** In place: the lower Cholesky factor L of the row-major n × n matrix at `a` (its lower
+ *  triangle read) plus `shift` on the diagonal, float64; the strict upper triangle is zeroed.
+ *  Returns −1, or the index of the first pivot that is not positive (its value left on the
+ *  diagonal). Rows in groups of four against rows of L in pairs: each pair of loaded rows of
+ *  L feeds eight dot products, so the finished triangle streams through the cache once per
+ *  four rows instead of once per row (a row-by-row loop is bound by memory at these sizes). */
+export function cholesky(a: usize, n: i32, shift: f64): i32 {
+  for (let i = 0; i < n; i++) setF64(a, i * n + i, f64At(a, i * n + i) + shift);
+  let i0 = 0;
+  for (; i0 + 4 <= n; i0 += 4) {
+    const r0 = col(a, i0, n), r1 = col(a, i0 + 1, n), r2 = col(a, i0 + 2, n), r3 = col(a, i0 + 3, n);
+    let j = 0;
+    for (; j + 2 <= i0; j += 2) {
+      const b0 = col(a, j, n), b1 = col(a, j + 1, n);
+      let s00 = f64x2.splat(0), s01 = f64x2.splat(0), s10 = f64x2.splat(0), s11 = f64x2.splat(0);
+      let s20 = f64x2.splat(0), s21 = f64x2.splat(0), s30 = f64x2.splat(0), s31 = f64x2.splat(0);
+      for (let k = 0; k < j; k += 2) {
+        const o = <usize>k << 3;
+        const x0 = v128.load(b0 + o), x1 = v128.load(b1 + o);
+        let y = v128.load(r0 + o); s00 = fma2(s00, y, x0); s01 = fma2(s01, y, x1);
+        y = v128.load(r1 + o); s10 = fma2(s10, y, x0); s11 = fma2(s11, y, x1);
+        y = v128.load(r2 + o); s20 = fma2(s20, y, x0); s21 = fma2(s21, y, x1);
+        y = v128.load(r3 + o); s30 = fma2(s30, y, x0); s31 = fma2(s31, y, x1);
+      }
+      // j is even, so the dot products over k < j are complete; column j + 1 adds k = j.
+      const d0 = f64At(b0, j), d1 = f64At(b1, j + 1), c1 = f64At(b1, j);
+      cholPair(r0, j, hsum(s00), hsum(s01), d0, c1, d1);
+      cholPair(r1, j, hsum(s10), hsum(s11), d0, c1, d1);
+      cholPair(r2, j, hsum(s20), hsum(s21), d0, c1, d1);
+      cholPair(r3, j, hsum(s30), hsum(s31), d0, c1, d1);
+    }
+    // The 4 × 4 diagonal block (j from i0 on; i0 is even, so j = i0 here).
+    for (let q = 0; q < 4; q++) {
+      const bad = cholRowTail(a, n, i0 + q, i0);
+      if (bad >= 0) return bad;
+    }
+  }
+  for (; i0 < n; i0++) {
+    const bad = cholRowTail(a, n, i0, 0);
+    if (bad >= 0) return bad;
+  }
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) setF64(a, i * n + j, 0);
+  return -1;
+}
+
+/** Entries j and j + 1 of row r of L from the dot products over k < j with rows j, j + 1. */
+@inline function cholPair(r: usize, j: i32, s0: f64, s1: f64, d0: f64, c1: f64, d1: f64): void {
+  const l0 = (f64At(r, j) - s0) / d0;
+  setF64(r, j, l0);
+  setF64(r, j + 1, (f64At(r, j + 1) - s1 - l0 * c1) / d1);
+}
+
+/** Entries from..i of row i of L (entries before `from` done), one dot product each. */
+function cholRowTail(a: usize, n: i32, i: i32, from: i32): i32 {
+  const ri = col(a, i, n);
+  for (let j = from; j <= i; j++) {
+    const s = f64At(ri, j) - dot(ri, col(a, j, n), j);
+    if (j == i) {
+      setF64(ri, i, s > 0 ? Math.sqrt(s) : s);
+      if (!(s > 0)) return i;
+    } else setF64(ri, j, s / f64At(a, j * n + j));
+  }
+  return -1;
+}

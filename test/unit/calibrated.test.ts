@@ -292,3 +292,22 @@ test('Cholesky factor: L·Lᵀ = G + λI; a G that is not a second moment is ref
   const none = calibrationFactor({ kind: 'full', dim: 3, count: 5, g: new Float64Array(9) });
   assert.deepEqual(none, { kind: 'diag', dim: 3, s: Float64Array.from([1, 1, 1]) });
 });
+
+test('Cholesky factor at a width that is not a multiple of the kernel tiles: L·Lᵀ = G + λI to float64 rounding', () => {
+  for (const n of [1, 2, 3, 5, 67, 130]) {
+    const x = activations(2 * n + 3, n, 40 + n);
+    const g = secondMoment(x, 2 * n + 3, n);
+    const lambda = 1e-3;
+    const l = cholesky(g, n, lambda);
+    let worst = 0;
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        if (j > i) assert.equal(l[i * n + j], 0);
+        let v = 0;
+        for (let k = 0; k <= Math.min(i, j); k++) v += l[i * n + k] * l[j * n + k];
+        const want = g[i * n + j] + (i === j ? lambda : 0);
+        worst = Math.max(worst, Math.abs(v - want) / Math.sqrt((g[i * n + i] + lambda) * (g[j * n + j] + lambda)));
+      }
+    assert.ok(worst < 1e-12, `n=${n}: worst relative entry error ${worst}`);
+  }
+});

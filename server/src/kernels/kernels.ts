@@ -76,6 +76,7 @@ interface KernelExports {
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
   rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
   symmetricEigen(a: number, n: number, d: number, e: number): void;
+  cholesky(a: number, n: number, shift: number): number;
 }
 
 let compiled: WasmModule | undefined;

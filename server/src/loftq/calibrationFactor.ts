@@ -18,6 +18,7 @@
 
 import type { InputStat } from '../model/stats';
 import { CALIBRATION_SPECS } from '../registry';
+import { withWorkspace } from '../kernels/kernels';
 
 /** Default ridge, relative to the mean of diag(G) (a registry setting). */
 export const DEFAULT_RIDGE: number = CALIBRATION_SPECS.ridge.default;
@@ -69,23 +70,19 @@ export function calibrationFactor(
   return { kind: 'full', dim: n, l: cholesky(stat.g, n, lambda, alloc(n * n)) };
 }
 
-/** Lower Cholesky factor of G + λI (row-major), rows of L contiguous so the inner dot
- *  products run along memory. Float64 throughout. */
+/** Lower Cholesky factor of G + λI (row-major, float64), in the WebAssembly kernels: the
+ *  float64 loop in JavaScript ran at ~0.3 GFLOP/s, 3 minutes for a 5632-wide input. */
 export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = new Float64Array(n * n)): F64 {
-  for (let i = 0; i < n; i++) {
-    const ri = i * n;
-    for (let j = 0; j <= i; j++) {
-      const rj = j * n;
-      let sum = g[ri + j] + (i === j ? lambda : 0);
-      for (let k = 0; k < j; k++) sum -= l[ri + k] * l[rj + k];
-      if (i === j) {
-        if (!(sum > 0))
-          throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${i} is ${sum})`);
-        l[ri + i] = Math.sqrt(sum);
-      } else l[ri + j] = sum / l[rj + j];
+  return withWorkspace((ws) => {
+    const m = ws.f64(n * n, g);
+    const bad = ws.k.cholesky(m.ptr, n, lambda);
+    if (bad >= 0) {
+      const pivot = m.view()[bad * n + bad];
+      throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${bad} is ${pivot})`);
     }
-  }
-  return l;
+    l.set(m.view());
+    return l;
+  });
 }
 
 /** X·S for row-major X (rows × dim), float32 out. The full case is a GEMM on the backend. */
