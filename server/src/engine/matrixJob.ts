@@ -14,8 +14,9 @@ import {
 } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix } from '../loftq/loftq';
-import { backendTimes, calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
-import { applyFactor, CalibrationFactor } from '../loftq/calibrationFactor';
+import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
+import type { CalibrationFactor } from '../loftq/calibrationFactor';
+import { holdFactor, squaredNormTimesFactor } from '../loftq/heldFactor';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
@@ -100,7 +101,7 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const norm = res.frobeniusNorm;
   // Q is encoded once: these bytes are written, and their float32 reading measured.
   let qBytes: Uint8Array = new Uint8Array(0);
-  const [err, errNf4, residualE] = withWorkspace((ws) => {
+  const [err, errNf4, residualT] = withWorkspace((ws) => {
     const [W, Q, B, A] = [
       ws.f32(w.length, w),
       ws.f32(res.q.length, res.q),
@@ -120,19 +121,22 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
     const e = factor ? ws.f32(w.length) : undefined;
+    const eT = factor ? ws.f32(w.length) : undefined;
     const errs = [
       ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, e ? e.ptr : 0, packed),
       ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed),
     ];
-    // W − Q − B·A of the written values (e held W − B·A), for the output error below.
-    if (e) ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
-    return [errs[0], errs[1], e?.view().slice()] as const;
+    // (W − Q − B·A)ᵀ of the written values (e held W − B·A), for the output error below.
+    if (e && eT) {
+      ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
+      ws.k.transpose(e.ptr, rows, cols, eT.ptr);
+    }
+    return [errs[0], errs[1], eT?.view().slice()] as const;
   });
   let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
-  if (factor && residualE) {
-    const es = await applyFactor(residualE, rows, factor, backendTimes(backend));
-    let sq = 0;
-    for (let i = 0; i < es.length; i++) sq += es[i] * es[i];
+  if (factor && residualT) {
+    const held = await holdFactor(factor, backend);
+    const sq = await squaredNormTimesFactor(residualT, rows, held).finally(() => held.dispose());
     const normS = res.outputNorm ?? 0;
     output = {
       outputRelError: normS > 0 ? Math.sqrt(sq) / normS : 0,

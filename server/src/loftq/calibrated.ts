@@ -9,7 +9,7 @@
 // is refused by the engine before it gets here).
 
 import type { MatrixSettings } from '../protocol/lsp_ext';
-import type { MatmulBackend } from '../linalg/backend';
+import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { withWorkspace } from '../kernels/kernels';
@@ -17,7 +17,9 @@ import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
 import { LoftqOptions, LoftqResult, svdSchedule } from './loftq';
-import { applyFactor, CalibrationFactor, solveRight, transposeF64 } from './calibrationFactor';
+import { CalibrationFactor, solveRight, transposeF64 } from './calibrationFactor';
+import { HeldFactor, holdFactor, squaredNormTimesFactor } from './heldFactor';
+import type { HeldMatrix } from '../linalg/rsvd';
 
 export interface CalibratedResult extends LoftqResult {
   /** ‖(W − Q − B·A)·S‖ / ‖W·S‖ after each iteration. */
@@ -28,18 +30,6 @@ export interface CalibratedResult extends LoftqResult {
   bestIter: number;
   /** ‖W·S‖_F. */
   outputNorm: number;
-}
-
-/** X·B on the backend for row-major X (rows × cols) and B (cols × n). */
-export function backendTimes(backend: MatmulBackend) {
-  return async (x: Float32Array, rows: number, cols: number, b: Float32Array): Promise<Float32Array> => {
-    const held = await backend.hold(x, rows, cols);
-    try {
-      return await held.times(b, b.length / cols);
-    } finally {
-      held.dispose();
-    }
-  };
 }
 
 export async function calibratedLoftqMatrix(
@@ -55,31 +45,53 @@ export async function calibratedLoftqMatrix(
   if (w.length !== size) throw new Error(`calibratedLoftqMatrix: ${w.length} values for ${rows}x${cols}`);
   if (factor.dim !== cols)
     throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
+  const lt = factor.kind === 'full' ? transposeF64(factor.l, cols) : undefined;
+  const held = await holdFactor(factor, backend);
+  try {
+    return await iterate(w, rows, cols, s, backend, factor, held, lt, opts);
+  } finally {
+    held.dispose();
+  }
+}
+
+/** (W − Q)·S as the Krylov SVD's operator, never formed: R·(S·Ω) and Sᵀ·(Rᵀ·Y). */
+function residualTimesFactor(r: DeviceMatrix, rT: DeviceMatrix, s: HeldFactor): HeldMatrix {
+  return {
+    rows: r.rows,
+    cols: r.cols,
+    held: { rows: r.rows, cols: r.cols, times: async (b, n) => r.times(await s.s.times(b, n), n), dispose() {} },
+    heldT: { rows: r.cols, cols: r.rows, times: async (y, n) => s.sT.times(await rT.times(y, n), n), dispose() {} },
+  };
+}
+
+async function iterate(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  s: MatrixSettings,
+  backend: MatmulBackend,
+  factor: CalibrationFactor,
+  heldS: HeldFactor,
+  lt: Float64Array | undefined,
+  opts: LoftqOptions,
+): Promise<CalibratedResult> {
+  const size = rows * cols;
   const table = codebook(s.quantizer, s.bits);
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
-  const times = backendTimes(backend);
-  const l32 = factor.kind === 'full' ? Float32Array.from(factor.l) : undefined;
-  const lt = factor.kind === 'full' ? transposeF64(factor.l, cols) : undefined;
-  const timesS = (x: Float32Array) => applyFactor(x, rows, factor, times, l32);
-
   return withWorkspace(async (ws) => {
     // Every region is carved before any view is handed out: growing the memory detaches views.
     const W = ws.f32(size, w);
     const target = ws.f32(size, w);
     const residual = ws.f32(size);
-    const rs = ws.f32(size);
-    const rsT = ws.f32(size);
-    const zero = ws.f32(size);
+    const residualT = ws.f32(size);
     const factorB = ws.f32(rows * rank);
     const factorA = ws.f32(rank * cols);
-    const factorM = ws.f32(rank * cols);
     const packed = ws.f32(rank * cols);
     const quantized = quantizedRegions(ws, size, s.blockSize);
-    zero.view().fill(0); // a reused workspace holds the previous job's values
 
     const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
-    rs.view().set(await timesS(W.view()));
-    const normWS = Math.sqrt(ws.k.sumSquares(rs.ptr, size));
+    ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
+    const normWS = Math.sqrt(await squaredNormTimesFactor(residualT.view(), rows, heldS));
     const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
 
     let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
@@ -112,19 +124,21 @@ export async function calibratedLoftqMatrix(
       quantizeRegion(ws, target, table, s.quantizer, s.blockSize, quantized);
       const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
       lap('quantize');
-      rs.view().set(await timesS(residual.view()));
+      ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+      // ‖R·S‖² exactly (a band-triangular product): the output error of this iterate is
+      // ‖R·S‖² minus what the rank-r step captures.
+      const outSq = await squaredNormTimesFactor(residualT.view(), rows, heldS);
       if (t === 0) {
         qloraRelError = rel(qErr, normW);
-        qloraOutputRelError = rel(ws.k.sumSquares(rs.ptr, size), normWS);
+        qloraOutputRelError = rel(outSq, normWS);
       }
-      ws.k.transpose(rs.ptr, rows, cols, rsT.ptr);
       lap('calib');
-      const held = await backend.hold(rs.view(), rows, cols);
-      const heldT = await backend.hold(rsT.view(), cols, rows);
+      const held = await backend.hold(residual.view(), rows, cols);
+      const heldT = await backend.hold(residualT.view(), cols, rows);
       let svd;
       try {
         svd = await truncatedSvd(
-          { rows, cols, held, heldT },
+          residualTimesFactor(held, heldT, heldS),
           rank,
           subspace,
           k,
@@ -139,15 +153,15 @@ export async function calibratedLoftqMatrix(
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
-      factorM.view().set(svd.right);
       const a = Float32Array.from(solveRight(Float64Array.from(svd.right), rank, factor, lt));
       factorA.view().set(a);
       lap('calib');
-      // ‖(R − B·A)·S‖ = ‖R·S − B·M‖ (A·S = M): no second GEMM.
-      const outErr = rel(
-        ws.k.lowRankStep(rs.ptr, zero.ptr, factorB.ptr, factorM.ptr, rows, cols, rank, 0, packed.ptr),
-        normWS,
-      );
+      // ‖(R − B·A)·S‖² = ‖R·S − B·M‖² (A·S = M) = ‖R·S‖² − Σ_{j<r} σ_j²: B·M is R·S projected
+      // onto the span of r orthonormal left vectors (rsvd's Rayleigh–Ritz step), the σ_j² are
+      // the squared norms it keeps.
+      let kept = 0;
+      for (let j = 0; j < Math.min(rank, svd.singularValues.length); j++) kept += svd.singularValues[j] ** 2;
+      const outErr = rel(Math.max(outSq - kept, 0), normWS);
       const last = t === s.iters - 1;
       relErrorPerIter.push(
         rel(

@@ -85,24 +85,6 @@ export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = ne
   });
 }
 
-/** X·S for row-major X (rows × dim), float32 out. The full case is a GEMM on the backend. */
-export async function applyFactor(
-  x: Float32Array,
-  rows: number,
-  factor: CalibrationFactor,
-  times: (x: Float32Array, rows: number, cols: number, b: Float32Array) => Promise<Float32Array>,
-  l32?: Float32Array,
-): Promise<Float32Array> {
-  const n = factor.dim;
-  if (factor.kind === 'diag') {
-    const out = new Float32Array(rows * n);
-    const s = factor.s;
-    for (let i = 0; i < rows; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = x[o + j] * s[j];
-    return out;
-  }
-  return times(x, rows, n, l32 ?? Float32Array.from(factor.l));
-}
-
 /**
  * A = M·S⁻¹ for M (r × dim, float64 row-major): the adapter whose product with S is M.
  * Full S = L: A·L = M solved by back substitution over Lᵀ (all r rows at once, so each

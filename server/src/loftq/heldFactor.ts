@@ -1,0 +1,121 @@
+// The factor S of calibrated LoftQ (calibrationFactor.ts) held on the backend as two
+// operators, S and Sᵀ, so that (W − Q)·S is never formed: the Krylov SVD applies S to its
+// thin blocks ((W − Q)·(S·Ω) and Sᵀ·((W − Q)ᵀ·Y), rows·cols·k + cols²·k per product instead
+// of rows·cols² once per iteration), and ‖X·S‖² is ‖Sᵀ·Xᵀ‖².
+//
+// A full S is the lower-triangular L: held as horizontal bands, each cut to the columns
+// where it is nonzero (band J of L: columns 0 … end of J; of Lᵀ: start of J … dim), so a
+// product does (1 + 1/BANDS)/2 of the dense work and the band's slice of b is contiguous.
+
+import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
+import type { CalibrationFactor } from './calibrationFactor';
+
+/** Bands of a held triangular factor: 8 → 56% of the dense flops, 8 uploads of b per product. */
+const BANDS = 8;
+
+export interface HeldFactor {
+  /** S (dim × dim) times b (dim × n). */
+  s: DeviceMatrix;
+  /** Sᵀ times b. */
+  sT: DeviceMatrix;
+  dispose(): void;
+}
+
+function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
+  const dim = s.length;
+  return {
+    rows: dim,
+    cols: dim,
+    async times(b: Float32Array, n: number): Promise<Float32Array> {
+      const out = new Float32Array(dim * n);
+      for (let i = 0; i < dim; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = b[o + j] * s[i];
+      return out;
+    },
+    dispose() {},
+  };
+}
+
+/** Row band [r0, r1) of a triangular dim × dim matrix, nonzero in columns [c0, c1) only. */
+interface Band {
+  r0: number;
+  r1: number;
+  c0: number;
+  c1: number;
+  held: DeviceMatrix;
+}
+
+async function holdTriangular(
+  t: ArrayLike<number>,
+  dim: number,
+  lower: boolean,
+  backend: MatmulBackend,
+): Promise<DeviceMatrix> {
+  const bands: Band[] = [];
+  const count = Math.max(1, Math.min(BANDS, dim));
+  try {
+    for (let b = 0; b < count; b++) {
+      const r0 = Math.floor((dim * b) / count),
+        r1 = Math.floor((dim * (b + 1)) / count);
+      const [c0, c1] = lower ? [0, r1] : [r0, dim];
+      const w = c1 - c0;
+      const part = new Float32Array((r1 - r0) * w);
+      for (let i = r0; i < r1; i++)
+        for (let j = c0, o = (i - r0) * w - c0, src = i * dim; j < c1; j++) part[o + j] = t[src + j];
+      bands.push({ r0, r1, c0, c1, held: await backend.hold(part, r1 - r0, w) });
+    }
+  } catch (e) {
+    for (const band of bands) band.held.dispose();
+    throw e;
+  }
+  return {
+    rows: dim,
+    cols: dim,
+    async times(b: Float32Array, n: number): Promise<Float32Array> {
+      if (b.length !== dim * n) throw new Error(`matmul shape mismatch: ${dim}x${dim} · ${b.length / n}x${n}`);
+      const out = new Float32Array(dim * n);
+      for (const band of bands) out.set(await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n), band.r0 * n);
+      return out;
+    },
+    dispose() {
+      for (const band of bands) band.held.dispose();
+    },
+  };
+}
+
+function transposed(l: ArrayLike<number>, dim: number): Float32Array {
+  const t = new Float32Array(dim * dim);
+  for (let i = 0; i < dim; i++) for (let j = 0; j <= i; j++) t[j * dim + i] = l[i * dim + j];
+  return t;
+}
+
+export async function holdFactor(factor: CalibrationFactor, backend: MatmulBackend): Promise<HeldFactor> {
+  if (factor.kind === 'diag') {
+    const op = diagonalOperator(factor.s);
+    return { s: op, sT: op, dispose() {} };
+  }
+  const s = await holdTriangular(factor.l, factor.dim, true, backend);
+  let sT: DeviceMatrix;
+  try {
+    sT = await holdTriangular(transposed(factor.l, factor.dim), factor.dim, false, backend);
+  } catch (e) {
+    s.dispose();
+    throw e;
+  }
+  return {
+    s,
+    sT,
+    dispose() {
+      s.dispose();
+      sT.dispose();
+    },
+  };
+}
+
+/** ‖X·S‖_F² for row-major X (rows × dim) given Xᵀ (dim × rows): the sum of squares of Sᵀ·Xᵀ,
+ *  accumulated in float64. */
+export async function squaredNormTimesFactor(xT: Float32Array, rows: number, held: HeldFactor): Promise<number> {
+  const p = await held.sT.times(xT, rows);
+  let sum = 0;
+  for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
+  return sum;
+}
