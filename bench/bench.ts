@@ -15,7 +15,7 @@ import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases } from './cases'
 import { gemmPeak, runEngine, startBackend } from './engine';
 import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } from './forward';
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
-import { createBackend } from '../server/src/linalg/backend';
+import { createCollectionBackend } from '../server/src/model/collect';
 import { Reference, RefResult, checkPython } from './reference';
 import { CaseRow, headerLine, makeRow, rowLine, summaryLines } from './table';
 
@@ -131,13 +131,17 @@ async function main(argv: string[]): Promise<number> {
     if (calib) {
       // The calibration pass alone, in this process, on the backend a calibrated quantize uses.
       const dir = ensureModel(mo).dir;
-      const backend = await createBackend(backendChoice);
-      forward = await benchForward(dir, calib.sequences, calib.length, backend, (layer, layers) =>
-        process.stderr.write(`  calibration pass: layer ${layer}/${layers}\n`),
-      );
+      const backend = await createCollectionBackend(backendChoice);
+      try {
+        forward = await benchForward(dir, calib.sequences, calib.length, backend, (layer, layers) =>
+          process.stderr.write(`  calibration pass: layer ${layer}/${layers}\n`),
+        );
+      } finally {
+        await backend.close();
+      }
       const f = forward;
       const held = (f.peakBytes / 2 ** 20).toFixed(0);
-      const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}`;
+      const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}${'threads' in backend ? ` × ${backend.threads} threads` : ''}`;
       console.log(
         `calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
           `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +

@@ -11,7 +11,7 @@ import type { CollectOptions, PreparedCalibration } from './collector';
 import { createBackend } from '../linalg/backend';
 import type { CalibrationParams } from '../protocol/lsp_ext';
 import { readCalibrationTokens } from './calibTokens';
-import { collectInputStatsWithInfo, DEFAULT_FULL_STAT_MAX_DIM } from './collect';
+import { collectInputStatsWithInfo, createCollectionBackend, DEFAULT_FULL_STAT_MAX_DIM } from './collect';
 import { readModelConfig } from './config';
 import { generateSequences } from './generate';
 import { readImatrix } from './imatrix';
@@ -46,8 +46,13 @@ export async function collectCalibration(
     sequences = read.sequences;
     source = read.source;
   }
-  const collectOpts = { backend, signal: opts.signal, config: c };
-  const { stats, forward } = await collectInputStatsWithInfo(ck, sequences, collectOpts);
+  // The pass's products on every core (generation above stays on one backend: its tokens
+  // are reproducible per backend).
+  const collectBackend = await createCollectionBackend(opts.backend ?? 'wasm');
+  const collectOpts = { backend: collectBackend, signal: opts.signal, config: c };
+  const { stats, forward } = await collectInputStatsWithInfo(ck, sequences, collectOpts).finally(() =>
+    collectBackend.close(),
+  );
   return {
     stats,
     // The ridge is the engine's to fill in (resolveCalibration), from the params or its default.

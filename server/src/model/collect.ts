@@ -10,15 +10,24 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { throwIfAborted } from '../base/errors';
-import type { MatmulBackend } from '../linalg/backend';
+import * as os from 'node:os';
+import { createBackend, MatmulBackend } from '../linalg/backend';
+import { createSplitBackend } from '../linalg/splitBackend';
+import type { BackendChoice } from '../registry';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';
 import type { InputStat, InputStats } from './stats';
 import { CALIBRATION_SPECS } from '../registry';
 
 export const DEFAULT_FULL_STAT_MAX_DIM: number = CALIBRATION_SPECS.fullStatMaxDim.default;
-/** Tokens per XᵀX GEMM: bounds the transposed copy of a chunk (width × chunk floats). */
-const CHUNK_TOKENS = 512;
+/** Tokens per XᵀX product: bounds the transposed copy of a chunk (width × chunk floats, 46 MB
+ *  at width 5632); larger chunks mean fewer float64 accumulations of the width² result. */
+const CHUNK_TOKENS = 2048;
+/** XᵀX is symmetric: only its upper triangle is multiplied, as this many horizontal bands of
+ *  Xᵀ each times the columns of X from the band's first on ((1 + 1/BANDS)/2 of the flops). */
+const BANDS = 8;
+/** GEMM threads of the calibration pass at most (the split backend's row blocks get thin beyond). */
+const MAX_COLLECTION_THREADS = 8;
 
 export interface CollectOptions {
   backend: MatmulBackend;
@@ -29,8 +38,8 @@ export interface CollectOptions {
   onLayer?(layer: number, layers: number): void;
 }
 
-/** Adds XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
-async function accumulateFull(
+/** Adds the upper triangle of XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
+async function accumulateUpper(
   backend: MatmulBackend,
   x: Float32Array,
   dim: number,
@@ -40,14 +49,41 @@ async function accumulateFull(
 ): Promise<void> {
   const n = t1 - t0;
   const xt = new Float32Array(dim * n);
-  for (let t = 0; t < n; t++) for (let i = 0; i < dim; i++) xt[i * n + t] = x[(t0 + t) * dim + i];
-  const held = await backend.hold(xt, dim, n);
-  try {
-    const prod = await held.times(x.subarray(t0 * dim, t1 * dim), dim);
-    for (let i = 0; i < g.length; i++) g[i] += prod[i];
-  } finally {
-    held.dispose();
+  for (let t = 0; t < n; t++) for (let i = 0, o = (t0 + t) * dim; i < dim; i++) xt[i * n + t] = x[o + i];
+  const bands = Math.max(1, Math.min(BANDS, dim));
+  for (let b = 0; b < bands; b++) {
+    const r0 = Math.floor((dim * b) / bands),
+      r1 = Math.floor((dim * (b + 1)) / bands);
+    const w = dim - r0;
+    // X[t0:t1, r0:] (n × w), the columns this band's rows of XᵀX reach on or right of the diagonal.
+    const right = new Float32Array(n * w);
+    for (let t = 0; t < n; t++) right.set(x.subarray((t0 + t) * dim + r0, (t0 + t + 1) * dim), t * w);
+    const held = await backend.hold(xt.subarray(r0 * n, r1 * n), r1 - r0, n);
+    let prod: Float32Array;
+    try {
+      prod = await held.times(right, w);
+    } finally {
+      held.dispose();
+    }
+    for (let i = r0; i < r1; i++) {
+      const gi = i * dim,
+        pi = (i - r0) * w - r0;
+      for (let j = i; j < dim; j++) g[gi + j] += prod[pi + j];
+    }
   }
+}
+
+/** The calibration pass's backend: on a CPU backend each product is split over the cores (the
+ *  pass is large GEMMs and nothing else runs meanwhile: one thread would leave the others
+ *  idle); a GPU or native backend as it is. `close` ends the GEMM threads. */
+export async function createCollectionBackend(
+  choice: BackendChoice,
+): Promise<MatmulBackend & { close(): Promise<void> }> {
+  const single = await createBackend(choice);
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  if ((single.name === 'wasm' || single.name === 'cpu') && cores > 1)
+    return createSplitBackend(Math.min(cores, MAX_COLLECTION_THREADS), single.name);
+  return Object.assign(single, { close: async () => undefined });
 }
 
 function accumulateDiag(x: Float32Array, tokens: number, dim: number, d: Float64Array): void {
@@ -82,12 +118,11 @@ export async function collectInputStatsWithInfo(
           const g = new Float64Array(dim * dim);
           for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
             throwIfAborted(opts.signal);
-            await accumulateFull(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
+            await accumulateUpper(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
           }
-          for (let i = 0; i < g.length; i++) g[i] /= tokens;
-          // The float32 chunk products are symmetric only up to rounding: make G exactly symmetric.
+          // Scaled, and mirrored: G is exactly symmetric.
           for (let i = 0; i < dim; i++)
-            for (let j = i + 1; j < dim; j++) g[j * dim + i] = g[i * dim + j] = (g[i * dim + j] + g[j * dim + i]) / 2;
+            for (let j = i; j < dim; j++) g[j * dim + i] = g[i * dim + j] = g[i * dim + j] / tokens;
           stat = { kind: 'full', dim, count: tokens, g };
         } else {
           const d = new Float64Array(dim);
