@@ -267,23 +267,33 @@ export async function quantizeCheckpoint(
     const tCompute = performance.now();
     if (todo.length) {
       executor = await createExecutor(opts.workers, todo.length, opts.backend ?? 'wasm', opts.signal);
-      // One factor per distinct statistic (q/k/v share one), computed on the workers.
-      const factors = new Map<InputStat, Promise<CalibrationFactor>>();
-      for (const j of todo)
-        if (j.stat && !factors.has(j.stat)) factors.set(j.stat, executor.factor(j.stat, calibration!.ridge));
-      const factorOf = async (stat: InputStat) =>
-        factors.get(stat)!.catch((e) => {
+      // One factor per distinct statistic (q/k/v share one), computed on a worker when the first
+      // job that needs it starts and dropped after the last one ends. A calibrated run keeps at
+      // most one job per worker thread in flight, so only their factors (and the copies of G sent to compute
+      // them) are in memory at once, not every layer's.
+      const factors = new Map<InputStat, { users: number; factor?: Promise<CalibrationFactor> }>();
+      for (const j of todo) if (j.stat) factors.set(j.stat, { users: (factors.get(j.stat)?.users ?? 0) + 1 });
+      const factorOf = async (stat: InputStat) => {
+        const entry = factors.get(stat)!;
+        entry.factor ??= executor!.factor(stat, calibration!.ridge);
+        return entry.factor.catch((e) => {
           throw e instanceof Error && e.name === 'FactorError'
             ? new InputError(calibration!.origin, `statistics unusable: ${e.message}`)
             : e;
         });
+      };
+      const releaseFactor = (stat: InputStat) => {
+        const entry = factors.get(stat)!;
+        if (--entry.users === 0) factors.delete(stat);
+      };
       const order = [...todo].sort(
         (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
       );
-      await Promise.all(
-        order.map(async (j) => {
-          const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
-          const report = await executor!.quantize({
+      const runJob = async (j: (typeof order)[number]) => {
+        const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
+        let report: MatrixReport;
+        try {
+          report = await executor!.quantize({
             tensor: j.tensor,
             settings: j.settings,
             fanInFanOut: j.fanInFanOut,
@@ -292,15 +302,25 @@ export async function quantizeCheckpoint(
             journalFile: j.entry,
             calibration: cal,
           });
-          throwIfAborted(opts.signal);
-          doneParams += j.tensor.parameters;
-          const elapsed = (performance.now() - tCompute) / 1000;
-          const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
-          opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
-          if (report.skipped) skipped.push(report);
-          else finished.set(j.tensor.name, { report, entry: j.entry });
-          opts.onMatrix?.(report, done, total);
-          done++;
+        } finally {
+          if (j.stat) releaseFactor(j.stat);
+        }
+        throwIfAborted(opts.signal);
+        doneParams += j.tensor.parameters;
+        const elapsed = (performance.now() - tCompute) / 1000;
+        const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
+        opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
+        if (report.skipped) skipped.push(report);
+        else finished.set(j.tensor.name, { report, entry: j.entry });
+        opts.onMatrix?.(report, done, total);
+        done++;
+      };
+      // Uncalibrated: every job queued in the pool at once (it hands them out in this order).
+      const lanes = calibration ? Math.max(1, executor.threads) : order.length;
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(lanes, order.length) }, async () => {
+          while (next < order.length) await runJob(order[next++]);
         }),
       );
     }
