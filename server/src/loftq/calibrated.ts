@@ -17,7 +17,7 @@ import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
 import { LoftqOptions, LoftqResult, svdSchedule } from './loftq';
-import { CalibrationFactor, solveRight, transposeF64 } from './calibrationFactor';
+import { CalibrationFactor, solveRight } from './calibrationFactor';
 import { HeldFactor, holdFactor, squaredNormTimesFactor } from './heldFactor';
 import type { HeldMatrix } from '../linalg/rsvd';
 
@@ -45,10 +45,9 @@ export async function calibratedLoftqMatrix(
   if (w.length !== size) throw new Error(`calibratedLoftqMatrix: ${w.length} values for ${rows}x${cols}`);
   if (factor.dim !== cols)
     throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
-  const lt = factor.kind === 'full' ? transposeF64(factor.l, cols) : undefined;
   const held = await holdFactor(factor, backend);
   try {
-    return await iterate(w, rows, cols, s, backend, factor, held, lt, opts);
+    return await iterate(w, rows, cols, s, backend, factor, held, opts);
   } finally {
     held.dispose();
   }
@@ -72,7 +71,6 @@ async function iterate(
   backend: MatmulBackend,
   factor: CalibrationFactor,
   heldS: HeldFactor,
-  lt: Float64Array | undefined,
   opts: LoftqOptions,
 ): Promise<CalibratedResult> {
   const size = rows * cols;
@@ -153,7 +151,7 @@ async function iterate(
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
-      const a = Float32Array.from(solveRight(Float64Array.from(svd.right), rank, factor, lt));
+      const a = Float32Array.from(solveRight(Float64Array.from(svd.right), rank, factor));
       factorA.view().set(a);
       lap('calib');
       // ‖(R − B·A)·S‖² = ‖R·S − B·M‖² (A·S = M) = ‖R·S‖² − Σ_{j<r} σ_j²: B·M is R·S projected

@@ -87,33 +87,26 @@ export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = ne
 
 /**
  * A = M·S⁻¹ for M (r × dim, float64 row-major): the adapter whose product with S is M.
- * Full S = L: A·L = M solved by back substitution over Lᵀ (all r rows at once, so each
- * row of Lᵀ is read once); diagonal: a division per column.
+ * Full S = L: A·L = M by back substitution, last column first: once a_i is known, a_i·L[i, :i]
+ * leaves the right-hand side (row i of L is contiguous: no transposed copy of L). All r rows
+ * at once, so each row of L is read once. Diagonal: a division per column.
  */
-export function solveRight(m: Float64Array, r: number, factor: CalibrationFactor, lt?: Float64Array): Float64Array {
+export function solveRight(m: Float64Array, r: number, factor: CalibrationFactor): Float64Array {
   const n = factor.dim;
   const a = Float64Array.from(m);
   if (factor.kind === 'diag') {
     for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[p * n + j] /= factor.s[j];
     return a;
   }
-  const u = lt ?? transposeF64(factor.l, n);
-  // Σ_i a_i·L_ij = m_j  ⇔  a_j = (m_j − Σ_{i>j} a_i·U_ji) / U_jj with U = Lᵀ.
-  for (let j = n - 1; j >= 0; j--) {
-    const rj = j * n;
-    const d = u[rj + j];
+  const l = factor.l;
+  for (let i = n - 1; i >= 0; i--) {
+    const li = i * n;
+    const d = l[li + i];
     for (let p = 0; p < r; p++) {
       const ap = p * n;
-      let sum = a[ap + j];
-      for (let i = j + 1; i < n; i++) sum -= a[ap + i] * u[rj + i];
-      a[ap + j] = sum / d;
+      const v = (a[ap + i] /= d);
+      if (v !== 0) for (let j = 0; j < i; j++) a[ap + j] -= v * l[li + j];
     }
   }
   return a;
-}
-
-export function transposeF64(x: F64, n: number): Float64Array {
-  const t = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = x[i * n + j];
-  return t;
 }
