@@ -45,7 +45,7 @@ interface Band {
 }
 
 async function holdTriangular(
-  t: ArrayLike<number>,
+  t: Float32Array,
   dim: number,
   lower: boolean,
   backend: MatmulBackend,
@@ -59,8 +59,7 @@ async function holdTriangular(
       const [c0, c1] = lower ? [0, r1] : [r0, dim];
       const w = c1 - c0;
       const part = new Float32Array((r1 - r0) * w);
-      for (let i = r0; i < r1; i++)
-        for (let j = c0, o = (i - r0) * w - c0, src = i * dim; j < c1; j++) part[o + j] = t[src + j];
+      for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
       bands.push({ r0, r1, c0, c1, held: await backend.hold(part, r1 - r0, w) });
     }
   } catch (e) {
@@ -82,9 +81,17 @@ async function holdTriangular(
   };
 }
 
-function transposed(l: ArrayLike<number>, dim: number): Float32Array {
+/** Lᵀ of a lower-triangular L, in 64 × 64 tiles (a row-by-row transpose misses the cache on
+ *  every write at these widths). */
+function transposedLower(l: Float32Array, dim: number): Float32Array {
   const t = new Float32Array(dim * dim);
-  for (let i = 0; i < dim; i++) for (let j = 0; j <= i; j++) t[j * dim + i] = l[i * dim + j];
+  const TILE = 64;
+  for (let i0 = 0; i0 < dim; i0 += TILE)
+    for (let j0 = 0; j0 <= i0; j0 += TILE) {
+      const i1 = Math.min(dim, i0 + TILE),
+        j1 = Math.min(dim, j0 + TILE);
+      for (let i = i0; i < i1; i++) for (let j = j0, o = i * dim; j < j1 && j <= i; j++) t[j * dim + i] = l[o + j];
+    }
   return t;
 }
 
@@ -93,10 +100,13 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
     const op = diagonalOperator(factor.s);
     return { s: op, sT: op, dispose() {} };
   }
-  const s = await holdTriangular(factor.l, factor.dim, true, backend);
+  const dim = factor.dim;
+  const l32 = new Float32Array(factor.l); // not Float32Array.from: its iterator path is ~50× slower
+  const s = await holdTriangular(l32, dim, true, backend);
   let sT: DeviceMatrix;
   try {
-    sT = await holdTriangular(transposed(factor.l, factor.dim), factor.dim, false, backend);
+    const lT = transposedLower(l32, dim);
+    sT = await holdTriangular(lT, dim, false, backend);
   } catch (e) {
     s.dispose();
     throw e;
