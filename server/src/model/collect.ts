@@ -16,6 +16,7 @@ import { createSplitBackend } from '../linalg/splitBackend';
 import type { BackendChoice } from '../registry';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';
+import { transposeInto } from './linear';
 import type { InputStat, InputStats } from './stats';
 import { CALIBRATION_SPECS } from '../registry';
 
@@ -49,7 +50,7 @@ async function accumulateUpper(
 ): Promise<void> {
   const n = t1 - t0;
   const xt = new Float32Array(dim * n);
-  for (let t = 0; t < n; t++) for (let i = 0, o = (t0 + t) * dim; i < dim; i++) xt[i * n + t] = x[o + i];
+  transposeInto(x, t0, n, dim, xt, n, 0);
   const bands = Math.max(1, Math.min(BANDS, dim));
   for (let b = 0; b < bands; b++) {
     const r0 = Math.floor((dim * b) / bands),
@@ -86,6 +87,18 @@ export async function createCollectionBackend(
   return Object.assign(single, { close: async () => undefined });
 }
 
+/** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric), in tiles. */
+function scaleAndMirror(g: Float64Array, dim: number, scale: number): void {
+  const TILE = 32;
+  for (let i0 = 0; i0 < dim; i0 += TILE)
+    for (let j0 = i0; j0 < dim; j0 += TILE) {
+      const i1 = Math.min(dim, i0 + TILE),
+        j1 = Math.min(dim, j0 + TILE);
+      for (let i = i0; i < i1; i++)
+        for (let j = Math.max(i, j0); j < j1; j++) g[j * dim + i] = g[i * dim + j] = g[i * dim + j] * scale;
+    }
+}
+
 function accumulateDiag(x: Float32Array, tokens: number, dim: number, d: Float64Array): void {
   for (let t = 0; t < tokens; t++) {
     const o = t * dim;
@@ -120,9 +133,7 @@ export async function collectInputStatsWithInfo(
             throwIfAborted(opts.signal);
             await accumulateUpper(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
           }
-          // Scaled, and mirrored: G is exactly symmetric.
-          for (let i = 0; i < dim; i++)
-            for (let j = i; j < dim; j++) g[j * dim + i] = g[i * dim + j] = g[i * dim + j] / tokens;
+          scaleAndMirror(g, dim, 1 / tokens);
           stat = { kind: 'full', dim, count: tokens, g };
         } else {
           const d = new Float64Array(dim);
