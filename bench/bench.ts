@@ -141,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const f = forward;
       const held = (f.peakBytes / 2 ** 20).toFixed(0);
-      const rate = `${f.seconds.toFixed(1)} s = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}${'threads' in backend ? ` × ${backend.threads} threads` : ''}`;
+      const rate = `${f.seconds.toFixed(1)} s (CPU ${f.cpuSeconds.toFixed(1)} s) = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}${'threads' in backend ? ` × ${backend.threads} threads` : ''}`;
       console.log(
         `calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
           `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +
@@ -159,7 +159,8 @@ async function main(argv: string[]): Promise<number> {
       const ratio = calibrated.wallSeconds / model.wallSeconds;
       console.log(
         `  calibrated / plain wall: ${ratio.toFixed(2)}× (goal ≤ 1.50×: the calibration adds ≤ 50 %) ` +
-          `— ${ratio <= 1.5 ? 'met' : 'NOT met'} in this run`,
+          `— ${ratio <= 1.5 ? 'met' : 'NOT met'} in this run; ` +
+          `CPU seconds ${(calibrated.cpuSeconds / model.cpuSeconds).toFixed(2)}×`,
       );
     }
   }
@@ -197,7 +198,7 @@ function printModel(m: ModelRunResult, backendChoice: string, peak: number | und
   if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
   const peakNote = peak ? ` (one backend's peak: ${peak.toFixed(1)})` : '';
   console.log(
-    `  wall ${m.wallSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
+    `  wall ${m.wallSeconds.toFixed(1)} s, CPU ${m.cpuSeconds.toFixed(1)} s, peak RSS ${m.maxRssMB.toFixed(0)} MB` +
       (m.matrices ? `, ${m.matrices} matrices, ${((m.parameters ?? 0) / 1e6).toFixed(0)}M parameters quantized` : '') +
       (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall${peakNote}` : '') +
       (m.calibrationTokens ? `; calibrated on ${m.calibrationTokens} tokens` : ''),

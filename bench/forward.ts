@@ -9,12 +9,15 @@ import { openCheckpoint } from '../server/src/checkpoint';
 import type { MatmulBackend } from '../server/src/linalg/backend';
 import { collectInputStatsWithInfo } from '../server/src/model/collect';
 import { readModelConfig } from '../server/src/model/config';
+import { cpuSecondsNow } from './model';
 
 export interface ForwardBenchResult {
   sequences: number;
   length: number;
   tokens: number;
   seconds: number;
+  /** CPU seconds of this process over the pass (every thread, the GEMM threads included). */
+  cpuSeconds: number;
   tokensPerSecond: number;
   /** One layer's weights + the batch's activations, as the forward pass counts them. */
   peakBytes: number;
@@ -69,14 +72,17 @@ export async function benchForward(
   const seqs = benchTokens(c.vocabSize, sequences, length);
   const f0 = backend.flops;
   const t0 = performance.now();
+  const c0 = cpuSecondsNow();
   const { stats, forward } = await collectInputStatsWithInfo(ck, seqs, { backend, config: c, onLayer });
   const seconds = (performance.now() - t0) / 1000;
+  const cpuSeconds = cpuSecondsNow() - c0;
   const distinct = new Set(stats.values());
   return {
     sequences,
     length,
     tokens: forward.tokens,
     seconds,
+    cpuSeconds,
     tokensPerSecond: forward.tokens / seconds,
     peakBytes: forward.peakBytes,
     peakRssMB: forward.peakRssBytes / 2 ** 20,

@@ -31,6 +31,9 @@ export interface ModelRunResult {
   checkpointBytes: number;
   generatedSeconds?: number;
   wallSeconds: number;
+  /** CPU seconds of the run's process, every thread (user + system): on a shared machine a
+   *  steadier measure of the work than the wall. */
+  cpuSeconds: number;
   maxRssMB: number;
   exitCode: number;
   matrices?: number;
@@ -95,7 +98,9 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       encoding: 'utf8',
       maxBuffer: 64 << 20,
     });
-    const s = fs.existsSync(stats) ? JSON.parse(fs.readFileSync(stats, 'utf8')) : { wallSeconds: NaN, maxRssKB: NaN };
+    const s = fs.existsSync(stats)
+      ? JSON.parse(fs.readFileSync(stats, 'utf8'))
+      : { wallSeconds: NaN, cpuSeconds: NaN, maxRssKB: NaN };
     const res: ModelRunResult = {
       preset: o.preset,
       rank: o.rank,
@@ -104,6 +109,7 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       checkpointBytes: folderBytes(model.dir),
       generatedSeconds: model.seconds,
       wallSeconds: s.wallSeconds,
+      cpuSeconds: s.cpuSeconds,
       maxRssMB: s.maxRssKB / 1024,
       exitCode: r.status ?? -1,
       stderrTail: errorLine(r.stderr ?? ''),
@@ -124,6 +130,12 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
   }
 }
 
+/** User + system CPU seconds of this process so far (all its threads). */
+export function cpuSecondsNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
 /**
  * `bench.js --measure-cli ARGS…` runs dist/cli.js with ARGS in this process and, on exit,
  * writes wall seconds and peak RSS to $LOFTQ_BENCH_STATS.
@@ -135,7 +147,11 @@ export function measureCli(args: string[]): void {
     if (stats)
       fs.writeFileSync(
         stats,
-        JSON.stringify({ wallSeconds: (performance.now() - t0) / 1000, maxRssKB: process.resourceUsage().maxRSS }),
+        JSON.stringify({
+          wallSeconds: (performance.now() - t0) / 1000,
+          cpuSeconds: cpuSecondsNow(),
+          maxRssKB: process.resourceUsage().maxRSS,
+        }),
       );
   });
   const cli = dist('cli.js');
