@@ -82,8 +82,11 @@ export async function createCollectionBackend(
 ): Promise<MatmulBackend & { close(): Promise<void> }> {
   const single = await createBackend(choice);
   const cores = os.availableParallelism?.() ?? os.cpus().length;
-  if ((single.name === 'wasm' || single.name === 'cpu') && cores > 1)
-    return createSplitBackend(Math.min(cores, MAX_COLLECTION_THREADS), single.name);
+  if ((single.name === 'wasm' || single.name === 'cpu') && cores > 1) {
+    // Without its worker script (an unusual bundle) the pass still runs, on one thread.
+    const split = await createSplitBackend(Math.min(cores, MAX_COLLECTION_THREADS), single.name).catch(() => undefined);
+    if (split) return split;
+  }
   return Object.assign(single, { close: async () => undefined });
 }
 
