@@ -269,8 +269,8 @@ export async function quantizeCheckpoint(
       executor = await createExecutor(opts.workers, todo.length, opts.backend ?? 'wasm', opts.signal);
       // One factor per distinct statistic (q/k/v share one), computed on a worker when the first
       // job that needs it starts and dropped after the last one ends. A calibrated run keeps at
-      // most one job per worker thread in flight, so only their factors (and the copies of G sent to compute
-      // them) are in memory at once, not every layer's.
+      // most one job per worker thread in flight, so only their factors (and the copies of G
+      // sent to compute them) are in memory at once, not every layer's.
       const factors = new Map<InputStat, { users: number; factor?: Promise<CalibrationFactor> }>();
       for (const j of todo) if (j.stat) factors.set(j.stat, { users: (factors.get(j.stat)?.users ?? 0) + 1 });
       const factorOf = async (stat: InputStat) => {
