@@ -111,7 +111,10 @@ async function diskOutputError(out: string, name: string, stat: InputStat, ridge
   return Math.sqrt(num / den);
 }
 
-test('calibrated quantize: report output errors equal the files on disk; output beats QLoRA; bytes independent of the worker count', async () => {
+const REPORT_MATCHES_FILES =
+  'calibrated quantize: report output errors equal the files on disk; output beats QLoRA; ' +
+  'bytes independent of the worker count';
+test(REPORT_MATCHES_FILES, async () => {
   const stats = stories260kStats();
   const outs: string[] = [];
   let report: Report | undefined;

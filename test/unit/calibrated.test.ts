@@ -151,7 +151,9 @@ const settings = (bits: number, iters: number): MatrixSettings => ({
 });
 const RIDGE = 0.01;
 
-test("calibrated LoftQ: output error ≤ plain LoftQ's, and the reported errors match an independent computation from X", async () => {
+const BEATS_PLAIN_LOFTQ =
+  "calibrated LoftQ: output error ≤ plain LoftQ's, and the reported errors match an independent computation from X";
+test(BEATS_PLAIN_LOFTQ, async () => {
   const backend = await createBackend('wasm');
   const w = weights(ROWS, COLS, 11);
   const x = activations(TOKENS, COLS, 21);
@@ -197,12 +199,15 @@ test("calibrated LoftQ: output error ≤ plain LoftQ's, and the reported errors 
       cal.frobeniusNorm;
     assert.ok(Math.abs(cal.relErrorPerIter[cal.bestIter - 1] - weightErr) <= 1e-4 * weightErr);
     console.log(
-      `nf${bits}: output error calibrated ${calErr.toFixed(4)} (iter ${cal.bestIter}) vs plain LoftQ ${plainErr.toFixed(4)} vs QLoRA ${qlora.toFixed(4)}`,
+      `nf${bits}: output error calibrated ${calErr.toFixed(4)} (iter ${cal.bestIter}) ` +
+        `vs plain LoftQ ${plainErr.toFixed(4)} vs QLoRA ${qlora.toFixed(4)}`,
     );
   }
 });
 
-test('calibrated LoftQ with G = I (full or diagonal) is plain LoftQ: same errors per iteration, same backbone', async () => {
+const IDENTITY_IS_PLAIN =
+  'calibrated LoftQ with G = I (full or diagonal) is plain LoftQ: same errors per iteration, same backbone';
+test(IDENTITY_IS_PLAIN, async () => {
   const backend = await createBackend('wasm');
   const w = weights(ROWS, COLS, 5);
   const identity = new Float64Array(COLS * COLS).map((_, i) => (i % (COLS + 1) === 0 ? 1 : 0));
@@ -235,7 +240,9 @@ test('calibrated LoftQ with G = I (full or diagonal) is plain LoftQ: same errors
   }
 });
 
-test('the closed-form step is the optimum of min ‖(R − L)·S‖ over rank-r L (exact float64 SVD), full and diagonal S', async () => {
+const CLOSED_FORM_OPTIMUM =
+  'the closed-form step is the optimum of min ‖(R − L)·S‖ over rank-r L (exact float64 SVD), full and diagonal S';
+test(CLOSED_FORM_OPTIMUM, async () => {
   const backend = await createBackend('wasm');
   const w = weights(ROWS, COLS, 8);
   const x = activations(TOKENS, COLS, 9);
@@ -293,7 +300,9 @@ test('Cholesky factor: L·Lᵀ = G + λI; a G that is not a second moment is ref
   assert.deepEqual(none, { kind: 'diag', dim: 3, s: Float64Array.from([1, 1, 1]) });
 });
 
-test('Cholesky factor at a width that is not a multiple of the kernel tiles: L·Lᵀ = G + λI to float64 rounding', () => {
+const CHOLESKY_OFF_TILES =
+  'Cholesky factor at a width that is not a multiple of the kernel tiles: L·Lᵀ = G + λI to float64 rounding';
+test(CHOLESKY_OFF_TILES, () => {
   for (const n of [1, 2, 3, 5, 67, 130]) {
     const x = activations(2 * n + 3, n, 40 + n);
     const g = secondMoment(x, 2 * n + 3, n);

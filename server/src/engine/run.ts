@@ -163,7 +163,8 @@ async function refuseInputAsOutput(ck: Checkpoint, out: string): Promise<void> {
     const hit = inputs.find((i) => sameFile(st, i.st));
     if (hit)
       throw new UsageError(
-        `${path.join(out, name)} is the input file ${hit.f}; writing there would overwrite the checkpoint; choose another output folder`,
+        `${path.join(out, name)} is the input file ${hit.f}; ` +
+          'writing there would overwrite the checkpoint; choose another output folder',
       );
   }
 }
@@ -184,10 +185,10 @@ export async function quantizeCheckpoint(
   const config = await readConfig(ck);
   await checkModelFiles(ck);
   const all = planMatrices(ck, opts.settings, opts.plan, opts.targets);
-  if (all.length === 0)
-    throw new UsageError(
-      `${ck.path}: no tensor matches the targets (${(opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names']).join(', ')})`,
-    );
+  if (all.length === 0) {
+    const targetsNamed = opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names'];
+    throw new UsageError(`${ck.path}: no tensor matches the targets (${targetsNamed.join(', ')})`);
+  }
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
   const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
@@ -254,7 +255,8 @@ export async function quantizeCheckpoint(
         if (opts.assemble && (report.name !== j.tensor.name || !sameSettings(report, j.settings))) {
           throw new InputError(
             source ?? j.entry,
-            `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, not ${j.tensor.name} as this run plans it`,
+            `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, ` +
+              `not ${j.tensor.name} as this run plans it`,
           );
         }
         finished.set(j.tensor.name, { report, entry: j.entry });
