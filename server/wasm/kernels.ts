@@ -411,19 +411,32 @@ export function gram(block: usize, count: i32, len: i32, out: usize): void {
   dotBlock(block, 0, count, block, 0, count, len, out, 1);
 }
 
+// Row-major ↔ column conversions in bands of 8 rows: a band of the row-major side (8 rows)
+// stays in cache while every column gets 64 contiguous bytes (element by element, each
+// access to the column side touched another cache line).
+const BAND: i32 = 8;
+
 /** Columns first … first+k−1 of the block ← a row-major float32 (len × k) matrix. */
 export function columnsFromRows(src: usize, len: i32, k: i32, block: usize, first: i32): void {
-  for (let i = 0; i < len; i++) {
-    const row = src + ((<usize>(i * k)) << 2);
-    for (let j = 0; j < k; j++) store<f64>(col(block, first + j, len) + (<usize>i << 3), <f64>load<f32>(row + (<usize>j << 2)));
+  for (let i0 = 0; i0 < len; i0 += BAND) {
+    const i1 = min(len, i0 + BAND);
+    for (let j = 0; j < k; j++) {
+      const c = col(block, first + j, len);
+      for (let i = i0; i < i1; i++) store<f64>(c + (<usize>i << 3), <f64>load<f32>(src + ((<usize>(i * k + j)) << 2)));
+    }
   }
 }
 
-/** dst (len × k, row-major float32) ← columns first … first+k−1 of the block. */
-export function rowsFromColumns(block: usize, first: i32, k: i32, len: i32, dst: usize): void {
-  for (let j = 0; j < k; j++) {
-    const c = col(block, first + j, len);
-    for (let i = 0; i < len; i++) store<f32>(dst + ((<usize>(i * k + j)) << 2), <f32>load<f64>(c + (<usize>i << 3)));
+/** dst (len rows of stride ld, row-major float32), columns 0 … k−1 ← columns first …
+ *  first+k−1 of the block, column j times scales[j] (scales = 0: unscaled). */
+export function rowsFromColumns(block: usize, first: i32, k: i32, len: i32, dst: usize, ld: i32, scales: usize): void {
+  for (let i0 = 0; i0 < len; i0 += BAND) {
+    const i1 = min(len, i0 + BAND);
+    for (let j = 0; j < k; j++) {
+      const c = col(block, first + j, len);
+      const sc: f64 = scales ? f64At(scales, j) : 1;
+      for (let i = i0; i < i1; i++) store<f32>(dst + ((<usize>(i * ld + j)) << 2), <f32>(load<f64>(c + (<usize>i << 3)) * sc));
+    }
   }
 }
 
@@ -494,7 +507,10 @@ export function symmetricEigen(a: usize, n: i32, d: usize, e: usize): void {
   for (let j = 0; j < n; j++) { setF64(d, j, load<f64>(at(a, n, n - 1, j))); store<f64>(at(a, n, n - 1, j), 0); }
   if (n > 0) store<f64>(at(a, n, n - 1, n - 1), 1);
   setF64(e, 0, 0);
-  // implicit QL on the tridiagonal (d, e)
+  // implicit QL on the tridiagonal (d, e), rotating the rows of Qᵀ: contiguous, where the
+  // columns of Q are n apart (a rotation then touched 2n cache lines, at n = 288 more than
+  // the cache held).
+  transposeSquare(a, n);
   for (let i = 1; i < n; i++) setF64(e, i - 1, f64At(e, i));
   if (n > 0) setF64(e, n - 1, 0);
   let f: f64 = 0, tst1: f64 = 0;
@@ -528,12 +544,7 @@ export function symmetricEigen(a: usize, n: i32, d: usize, e: usize): void {
           c = p / r;
           p = c * f64At(d, i) - s * g;
           setF64(d, i + 1, h + s * (c * g + s * f64At(d, i)));
-          for (let row = 0; row < n; row++) {
-            const pi1 = at(a, n, row, i + 1), pi = at(a, n, row, i);
-            const vi1 = load<f64>(pi1), vi = load<f64>(pi);
-            store<f64>(pi1, s * vi + c * vi1);
-            store<f64>(pi, c * vi - s * vi1);
-          }
+          rotateRows(at(a, n, i + 1, 0), at(a, n, i, 0), n, c, s);
         }
         p = (-s * s2 * c3 * el1 * f64At(e, l)) / dl1;
         setF64(e, l, s * p);
@@ -544,6 +555,35 @@ export function symmetricEigen(a: usize, n: i32, d: usize, e: usize): void {
     setF64(d, l, f64At(d, l) + f);
     setF64(e, l, 0);
   }
+  transposeSquare(a, n);
+}
+
+/** x ← s·y + c·x, y ← c·y − s·x for two contiguous float64 rows (x: row i + 1, y: row i). */
+function rotateRows(x: usize, y: usize, n: i32, c: f64, s: f64): void {
+  const c2 = f64x2.splat(c), s2 = f64x2.splat(s);
+  let j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const o = <usize>j << 3;
+    const xv = v128.load(x + o), yv = v128.load(y + o);
+    v128.store(x + o, f64x2.add(f64x2.mul(s2, yv), f64x2.mul(c2, xv)));
+    v128.store(y + o, f64x2.sub(f64x2.mul(c2, yv), f64x2.mul(s2, xv)));
+  }
+  for (; j < n; j++) {
+    const o = <usize>j << 3;
+    const xj = load<f64>(x + o), yj = load<f64>(y + o);
+    store<f64>(x + o, s * yj + c * xj);
+    store<f64>(y + o, c * yj - s * xj);
+  }
+}
+
+function transposeSquare(a: usize, n: i32): void {
+  for (let i = 0; i < n; i++)
+    for (let j = i + 1; j < n; j++) {
+      const p = at(a, n, i, j), q = at(a, n, j, i);
+      const t = load<f64>(p);
+      store<f64>(p, load<f64>(q));
+      store<f64>(q, t);
+    }
 }
 
 // --- Cholesky factor (calibrated LoftQ's S) ------------------------------------------------

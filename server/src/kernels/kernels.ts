@@ -74,7 +74,7 @@ interface KernelExports {
     alpha: number,
   ): void;
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
-  rowsFromColumns(block: number, first: number, k: number, len: number, dst: number): void;
+  rowsFromColumns(block: number, first: number, k: number, len: number, dst: number, ld: number, scales: number): void;
   symmetricEigen(a: number, n: number, d: number, e: number): void;
   cholesky(a: number, n: number, shift: number): number;
 }

@@ -54,7 +54,7 @@ export class ColumnBlock {
 
   /** Columns first … first+k−1 as a row-major float32 len × k matrix (a GEMM operand). */
   rowMajor(first: number, k: number): Float32Array {
-    this.ws.k.rowsFromColumns(this.columns.ptr, first, k, this.len, this.staging.ptr);
+    this.ws.k.rowsFromColumns(this.columns.ptr, first, k, this.len, this.staging.ptr, k, 0);
     return this.staging.view().slice(0, this.len * k);
   }
 
@@ -63,6 +63,18 @@ export class ColumnBlock {
     const out = this.ws.f64(this.count * this.count);
     this.ws.k.gram(this.columns.ptr, this.count, this.len, out.ptr);
     return out.view().slice();
+  }
+
+  /** Columns 0 … n−1 of C·W for a row-major W with `stride` columns, as one block product:
+   *  len × n float64 columns in the workspace (valid until it is reset). */
+  product(w: Float64Array, stride: number, n: number): F64Region {
+    const coef = this.ws.f64(this.count * n);
+    const cv = coef.view();
+    for (let p = 0; p < this.count; p++) for (let q = 0; q < n; q++) cv[p * n + q] = w[p * stride + q];
+    const out = this.ws.f64(this.len * n);
+    out.view().fill(0);
+    if (n) this.ws.k.axpyBlock(this.columns.ptr, 0, this.count, coef.ptr, n, out.ptr, 0, n, this.len, 1);
+    return out;
   }
 
   /** Σ_p w[p·stride + j]·column p for each j of `js` — columns of C·W for a row-major W,
@@ -79,4 +91,21 @@ export class ColumnBlock {
     this.ws.k.axpyBlock(this.columns.ptr, 0, this.count, coef.ptr, n, out.ptr, 0, n, this.len, 1);
     js.forEach((j, q) => use(j, out.view().subarray(q * this.len, (q + 1) * this.len)));
   }
+}
+
+/** Row-major float32 (len rows of `ld` values) whose columns 0 … n−1 are the float64 columns
+ *  `cols` (len × n), column j times scales[j]; columns n … ld−1 are zero. */
+export function scaledRows(
+  ws: Workspace,
+  cols: F64Region,
+  len: number,
+  scales: Float64Array,
+  ld: number,
+): Float32Array {
+  const n = scales.length;
+  const sc = ws.f64(n, scales);
+  const dst = ws.f32(len * ld);
+  if (ld > n) dst.view().fill(0);
+  ws.k.rowsFromColumns(cols.ptr, 0, n, len, dst.ptr, ld, sc.ptr);
+  return dst.view().slice();
 }

@@ -10,7 +10,7 @@
 
 import type { DeviceMatrix } from './backend';
 import { symmetricEigen } from './dense';
-import { ColumnBlock } from './columns';
+import { ColumnBlock, scaledRows } from './columns';
 import { withWorkspace } from '../kernels/kernels';
 
 export interface TruncatedSvd {
@@ -37,7 +37,16 @@ export async function truncatedSvd(
   start: Float32Array,
   k: number,
   passes: number,
+  /** Accumulates seconds: svd.gemm (the products), svd.krylov (the Krylov blocks'
+   *  orthonormalisation), svd.ritz (the Rayleigh–Ritz step). */
+  phases?: Record<string, number>,
 ): Promise<TruncatedSvd> {
+  let mark = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    if (phases) phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
   const { rows: m, cols: n } = matrix;
   // The Krylov space cannot usefully exceed the matrix's rank.
   const q = Math.max(1, Math.min(passes, Math.ceil(Math.min(m, n) / k)));
@@ -47,15 +56,22 @@ export async function truncatedSvd(
     const next = new ColumnBlock(ws, n, k, k);
     let omega = start;
     for (let j = 0; j < q; j++) {
-      ys.appendRows(await matrix.held.times(omega, k), k);
+      const y = await matrix.held.times(omega, k);
+      lap('svd.gemm');
+      ys.appendRows(y, k);
       ys.orthonormalizeLast(k);
-      zs.appendRows(await matrix.heldT.times(ys.rowMajor(ys.count - k, k), k), k);
+      const yRows = ys.rowMajor(ys.count - k, k);
+      lap('svd.krylov');
+      const z = await matrix.heldT.times(yRows, k);
+      lap('svd.gemm');
+      zs.appendRows(z, k);
       if (j < q - 1) {
         next.count = 0;
         next.appendCopy(zs, zs.count - k, k);
         next.orthonormalizeLast(k);
         omega = next.rowMajor(0, k);
       }
+      lap('svd.krylov');
     }
     // K = [Y_0 … Y_{q-1}] (m × K, orthonormal) and Z = Rᵀ·K (n × K). B = Kᵀ·R = Zᵀ;
     // B·Bᵀ = Zᵀ·Z = W·Λ·Wᵀ gives B's left singular vectors W and σ = √λ, its right ones
@@ -64,30 +80,24 @@ export async function truncatedSvd(
     const { values, vectors: w } = symmetricEigen(zs.gram(), K);
     const sigma = Float64Array.from(values, (v) => Math.sqrt(Math.max(v, 0)));
     const r = Math.min(rank, K);
-    const left = new Float32Array(m * rank);
-    const right = new Float32Array(rank * n);
-    const subspace = new Float32Array(n * k);
-    // Rank-deficient: a column with σ = 0 stays zero.
-    const wanted = Array.from({ length: Math.max(r, Math.min(k, K)) }, (_, j) => j).filter((j) => sigma[j] > 0);
-    ys.combine(
-      w,
-      K,
-      wanted.filter((j) => j < r),
-      (j, u) => {
-        const up = Math.sqrt(sigma[j]);
-        for (let i = 0; i < m; i++) left[i * rank + j] = u[i] * up;
-      },
+    const kk = Math.min(k, K);
+    // Rank-deficient: a column with σ = 0 gets scale 0 and stays zero.
+    const scales = (count: number, f: (s: number) => number) =>
+      Float64Array.from({ length: count }, (_, j) => (sigma[j] > 0 ? f(sigma[j]) : 0));
+    const left = scaledRows(ws, ys.product(w, K, r), m, scales(r, Math.sqrt), rank);
+    const zw = zs.product(w, K, Math.max(r, kk));
+    const subspace = scaledRows(
+      ws,
+      zw,
+      n,
+      scales(kk, (s) => 1 / s),
+      k,
     );
-    zs.combine(w, K, wanted, (j, v) => {
-      if (j < r) {
-        const down = 1 / Math.sqrt(sigma[j]);
-        for (let i = 0; i < n; i++) right[j * n + i] = v[i] * down;
-      }
-      if (j < k) {
-        const inv = 1 / sigma[j];
-        for (let i = 0; i < n; i++) subspace[i * k + j] = v[i] * inv;
-      }
-    });
+    const right = new Float32Array(rank * n);
+    const v = zw.view();
+    const down = scales(r, (s) => 1 / Math.sqrt(s));
+    for (let j = 0; j < r; j++) for (let i = 0; i < n; i++) right[j * n + i] = v[j * n + i] * down[j];
+    lap('svd.ritz');
     return { left, right, singularValues: sigma, subspace };
   });
 }

@@ -42,7 +42,7 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
-  /** Accumulates seconds per phase (quantize, svd, lowRank). */
+  /** Accumulates seconds per phase (quantize, svd — of which svd.gemm, svd.krylov, svd.ritz — lowRank). */
   phases?: Record<string, number>;
 }
 
@@ -131,6 +131,7 @@ export async function loftqMatrix(
           subspace,
           k,
           t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
+          phases,
         );
         loraA = svd.right;
         loraB = svd.left;
