@@ -21,11 +21,17 @@ async function compileKernels() {
       'server/wasm/kernels.ts',
       '-O3',
       '--enable',
-      'simd',
+      'simd,threads',
       '--runtime',
       'stub',
       '--initialMemory',
       '1',
+      // Shared, imported memory: helper threads run kernels on parts of one workspace
+      // (server/src/kernels/pool.ts). 65536 pages = wasm32's 4 GiB.
+      '--maximumMemory',
+      '65536',
+      '--sharedMemory',
+      '--importMemory',
       '--outFile',
       'kernels.wasm',
     ],

@@ -179,10 +179,16 @@ export function lowRankStep(w: usize, q: usize, bf: usize, af: usize, rows: i32,
 
 /** dst (cols × rows) = srcᵀ: 32×32 tiles that stay in cache, moved as 4×4 SIMD blocks. */
 export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
+  transposeBand(src, rows, cols, dst, 0, rows);
+}
+
+/** Rows first … last−1 of src (rows × cols) into columns first … last−1 of dst = srcᵀ (a
+ *  helper thread's share of a transpose; `first` a multiple of 32 keeps the tiles aligned). */
+export function transposeBand(src: usize, rows: i32, cols: i32, dst: usize, first: i32, last: i32): void {
   const T = 32;
   const rs = <usize>rows << 2, cs = <usize>cols << 2;
-  for (let i0 = 0; i0 < rows; i0 += T) {
-    const i1 = min(rows, i0 + T);
+  for (let i0 = first; i0 < last; i0 += T) {
+    const i1 = min(last, i0 + T);
     const iFull = i0 + ((i1 - i0) & ~3);
     for (let j0 = 0; j0 < cols; j0 += T) {
       const j1 = min(cols, j0 + T);

@@ -7,7 +7,7 @@
 declare const __LOFTQ_KERNELS__: string | undefined;
 
 // The engine's tsconfig has no DOM lib; these are the few WebAssembly types it needs.
-interface WasmMemory {
+export interface WasmMemory {
   readonly buffer: ArrayBuffer;
   grow(pages: number): number;
 }
@@ -16,10 +16,13 @@ const { WebAssembly: wasm } = globalThis as unknown as {
   WebAssembly: {
     Module: new (bytes: Uint8Array) => WasmModule;
     Instance: new (m: WasmModule, imports: object) => { exports: unknown };
+    Memory: new (d: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
   };
 };
+/** wasm32's limit, in 64 KiB pages (esbuild.mjs compiles the kernels with this maximum). */
+const MAX_PAGES = 65536;
 
-interface KernelExports {
+export interface KernelExports {
   memory: WasmMemory;
   absMaxScales(x: number, n: number, blockSize: number, scales: number): void;
   assignCodes(
@@ -47,6 +50,7 @@ interface KernelExports {
     packed: number,
   ): number;
   transpose(src: number, rows: number, cols: number, dst: number): void;
+  transposeBand(src: number, rows: number, cols: number, dst: number, first: number, last: number): void;
   roundToBf16(x: number, bits: number, n: number): void;
   orthonormalize(block: number, first: number, count: number, len: number, scratch: number): void;
   gram(block: number, count: number, len: number, out: number): void;
@@ -120,17 +124,21 @@ export type F64Region = Region<Float64Array>;
 export type U8Region = Region<Uint8Array>;
 export type U16Region = Region<Uint16Array>;
 
+/** The kernels on a given (shared) memory: a helper thread's view of a workspace. */
+export function kernelsOn(memory: WasmMemory): KernelExports {
+  return new wasm.Instance(kernelModule(), { env: { memory } }).exports as unknown as KernelExports;
+}
+
 export class Workspace {
   readonly k: KernelExports;
-  /** The first page holds nothing of ours (the module's own statics live there). */
+  /** Shared: helper threads (kernels/pool.ts) may run kernels on disjoint parts of it. */
+  readonly memory: WasmMemory;
+  /** The first page holds nothing of ours (the module's own statics would live there). */
   private top = PAGE;
 
   constructor() {
-    this.k = new wasm.Instance(kernelModule(), {}).exports as unknown as KernelExports;
-  }
-
-  get memory(): WasmMemory {
-    return this.k.memory;
+    this.memory = new wasm.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+    this.k = kernelsOn(this.memory);
   }
 
   reset(): void {

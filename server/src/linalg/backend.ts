@@ -9,6 +9,7 @@ import type * as TF from '@tensorflow/tfjs-core';
 import type { BackendChoice, BackendName } from '../registry';
 import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
 import { UsageError } from '../base/errors';
+import type { KernelPool } from '../kernels/pool';
 
 export interface DeviceMatrix {
   readonly rows: number;
@@ -23,6 +24,8 @@ export interface MatmulBackend {
   hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
   /** GEMM flops issued so far (for throughput figures). */
   flops: number;
+  /** Helper threads that run kernels on parts of a workspace (the split backend's workers). */
+  readonly kernels?: KernelPool;
 }
 
 // WebGPU storage bindings are limited to 128 MiB; a larger tensor silently computes
@@ -66,9 +69,12 @@ class TfBackend implements MatmulBackend {
     const tf = this.tf;
     const rowsPerBlock = this.rowsFitting(cols);
     const blocks: { row: number; t: TF.Tensor2D }[] = [];
+    // Kernel workspaces are shared memory; native and GPU bindings may not take views of it.
+    const copyShared = a.buffer instanceof SharedArrayBuffer && this.name !== 'wasm' && this.name !== 'cpu';
     for (let r = 0; r < rows; r += rowsPerBlock) {
       const r1 = Math.min(rows, r + rowsPerBlock);
-      blocks.push({ row: r, t: this.track(tf.tensor2d(a.subarray(r * cols, r1 * cols), [r1 - r, cols])) });
+      const part = copyShared ? a.slice(r * cols, r1 * cols) : a.subarray(r * cols, r1 * cols);
+      blocks.push({ row: r, t: this.track(tf.tensor2d(part, [r1 - r, cols])) });
     }
     return this.wrap(blocks, rows, cols);
   }

@@ -1,9 +1,11 @@
 // One matrix's products on several cores: a MatmulBackend whose held matrices are split
 // into row blocks, one per GEMM worker thread (each with its own tfjs backend), so that
-// R·Ω and Rᵀ·Y of a single large matrix run on every core at once. The LoftQ loop itself
-// (quantizer, Krylov algebra) stays on the calling thread, which waits while the workers
-// multiply. Used when one matrix at a time is all there is to do (the bench's matrix cases,
-// in-process runs); a checkpoint run already keeps every core busy with one matrix each.
+// R·Ω and Rᵀ·Y of a single large matrix run on every core at once. The LoftQ loop's Krylov
+// algebra stays on the calling thread, which waits while the workers multiply; its
+// element-wise passes (quantizer, low-rank step) run on this thread and the workers at once,
+// on the shared kernel memory (`kernels`, kernels/pool.ts). Used when one matrix at a time
+// is all there is to do (the bench's matrix cases, in-process runs); a checkpoint run
+// already keeps every core busy with one matrix each.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
 import type { DeviceMatrix, MatmulBackend } from './backend';
 import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
+import type { KernelPool } from '../kernels/pool';
 
 type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
@@ -88,17 +91,30 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
     throw e;
   }
   let nextHandle = 0;
+  // This thread works on a kernel's first part, the workers after the first on the others:
+  // as many threads as GEMM threads.
+  const kernels: KernelPool = {
+    helpers: pool.length - 1,
+    async call(i, memory, kernel, args) {
+      return (await pool[i + 1].request({ type: 'kernel', memory, name: kernel, args })).value ?? 0;
+    },
+  };
   const backend: SplitBackend = {
     name,
     threads: pool.length,
     flops: 0,
+    kernels,
     async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
       const handle = nextHandle++;
       const parts = rowParts(rows, pool.length);
+      // A view of shared memory (a kernel workspace) goes over as is: the worker copies it
+      // onto its backend before replying, and nothing writes it until then.
+      const shared = a.buffer instanceof SharedArrayBuffer;
       await Promise.all(
         parts.map(([r0, r1], i) => {
-          const block = a.slice(r0 * cols, r1 * cols);
-          return pool[i].request({ type: 'hold', handle, a: block, rows: r1 - r0, cols }, [block.buffer]);
+          const block = shared ? a.subarray(r0 * cols, r1 * cols) : a.slice(r0 * cols, r1 * cols);
+          const transfer = shared ? [] : [block.buffer as ArrayBuffer];
+          return pool[i].request({ type: 'hold', handle, a: block, rows: r1 - r0, cols }, transfer);
         }),
       );
       return {

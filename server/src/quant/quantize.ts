@@ -11,6 +11,7 @@
 import { QUANTIZERS } from '../registry';
 import type { Quantizer } from '../registry';
 import { F32Region, U8Region, Workspace, withWorkspace } from '../kernels/kernels';
+import { inParts, KernelPool } from '../kernels/pool';
 
 const fr = Math.fround;
 
@@ -164,19 +165,59 @@ function assignCodes(
   table: Float32Array,
   out: { codes: U8Region; values: F32Region },
 ): void {
+  const args = assignCodesArgs(ws, x, blockSize, scales, table, out);
+  ws.k.assignCodes(...args(0, x.length));
+}
+
+/** The assignCodes kernel's arguments for elements first … last−1 (first on a block boundary). */
+function assignCodesArgs(
+  ws: Workspace,
+  x: F32Region,
+  blockSize: number,
+  scales: F32Region,
+  table: Float32Array,
+  out: { codes: U8Region; values: F32Region },
+) {
   const tableRegion = ws.f32(table.length, table);
   const cells = ws.u16(CodeLookup.CELLS + 1, lookupFor(table).cells);
-  ws.k.assignCodes(
-    x.ptr,
-    x.length,
+  return (first: number, last: number) =>
+    [
+      x.ptr + 4 * first,
+      last - first,
+      blockSize,
+      scales.ptr + 4 * (first / blockSize),
+      tableRegion.ptr,
+      table.length,
+      cells.ptr,
+      out.codes.ptr + first,
+      out.values.ptr + 4 * first,
+    ] as const;
+}
+
+/** quantizeRegion with its kernels split by whole blocks over this thread and a kernel pool's
+ *  helpers (the split backend's workers): the same codes, scales and values. */
+export async function quantizeRegionInParts(
+  ws: Workspace,
+  x: F32Region,
+  table: Float32Array,
+  quantizer: Quantizer,
+  blockSize: number,
+  out: QuantizedRegions,
+  pool: KernelPool | undefined,
+): Promise<void> {
+  if (!pool?.helpers || QUANTIZERS[quantizer].scale !== 'absmax') {
+    quantizeRegion(ws, x, table, quantizer, blockSize, out);
+    return;
+  }
+  const n = x.length;
+  await inParts(ws, pool, n, blockSize, 'absMaxScales', (a, b) => [
+    x.ptr + 4 * a,
+    b - a,
     blockSize,
-    scales.ptr,
-    tableRegion.ptr,
-    table.length,
-    cells.ptr,
-    out.codes.ptr,
-    out.values.ptr,
-  );
+    out.scales.ptr + 4 * (a / blockSize),
+  ]);
+  const args = assignCodesArgs(ws, x, blockSize, out.scales, table, out);
+  await inParts(ws, pool, n, blockSize, 'assignCodes', (a, b) => [...args(a, b)]);
 }
 
 export function quantizedRegions(ws: Workspace, size: number, blockSize: number): QuantizedRegions {
