@@ -66,6 +66,24 @@ export function assignCodes(x: usize, n: i32, blockSize: i32, scales: usize, tab
   }
 }
 
+/** NF (absmax) quantization and the residual in one pass, block by block while the block is
+ *  in cache: the scale max |x| (absMaxScales), codes and values (assignCodes), and
+ *  residual = w − values; returns Σ residual². Four passes over the matrix were bound by
+ *  memory, not arithmetic. */
+export function quantizeAbsMaxResidual(x: usize, n: i32, blockSize: i32, scales: usize, table: usize, tableLen: i32, cells: usize, codes: usize, values: usize, w: usize, residual: usize): f64 {
+  let s: f64 = 0;
+  let b = 0;
+  for (let start = 0; start < n; start += blockSize, b++) {
+    const len = min(n - start, blockSize);
+    const at = <usize>start << 2;
+    const scale = scales + (<usize>b << 2);
+    absMaxScales(x + at, len, blockSize, scale);
+    assignCodes(x + at, len, blockSize, scale, table, tableLen, cells, codes + <usize>start, values + at);
+    s += difference(w + at, values + at, residual + at, len);
+  }
+  return s;
+}
+
 /** out = a − b; returns Σ out². */
 export function difference(a: usize, b: usize, out: usize, n: i32): f64 {
   let s0: f64 = 0, s1: f64 = 0;

@@ -13,7 +13,7 @@ import { loadReference, referenceCases } from '../helpers';
 import { withWorkspace } from '../../server/src/kernels/kernels';
 import { inParts } from '../../server/src/kernels/pool';
 import { codebook } from '../../server/src/quant/codebook';
-import { quantizeRegion, quantizeRegionInParts, quantizedRegions } from '../../server/src/quant/quantize';
+import { quantizeRegion, quantizeResidual, quantizedRegions } from '../../server/src/quant/quantize';
 
 test('split backend: products equal plain float64 sums, on ragged row blocks, with two matrices held', async () => {
   const split = await createSplitBackend(3, 'wasm');
@@ -81,10 +81,22 @@ test('kernel pool: kernels split over this thread and two workers give the one-c
       const one = quantizedRegions(ws, size, 64),
         parts = quantizedRegions(ws, size, 64);
       quantizeRegion(ws, x, table, 'nf', 64, one);
-      await quantizeRegionInParts(ws, x, table, 'nf', 64, parts, split.kernels);
+      // Fused with the residual w − Q, in parts: the plain quantizer's codes, scales, values.
+      const w = ws.f32(size, gaussian(size, 14));
+      const [rOne, rParts] = [ws.f32(size), ws.f32(size)];
+      const sumOne = ws.k.difference(w.ptr, one.values.ptr, rOne.ptr, size);
+      const sumParts = await quantizeResidual(ws, x, table, 'nf', 64, parts, w, rParts, split.kernels);
       assert.deepEqual(parts.codes.view(), one.codes.view());
       assert.deepEqual(parts.scales.view(), one.scales.view());
       assert.deepEqual(parts.values.view(), one.values.view());
+      assert.deepEqual(rParts.view(), rOne.view());
+      assert.ok(Math.abs(sumParts - sumOne) <= 1e-12 * sumOne, `${sumParts} vs ${sumOne}`);
+      const here = quantizedRegions(ws, size, 64);
+      const sumHere = await quantizeResidual(ws, x, table, 'nf', 64, here, w, rParts);
+      assert.deepEqual(here.codes.view(), one.codes.view());
+      assert.deepEqual(here.values.view(), one.values.view());
+      assert.deepEqual(rParts.view(), rOne.view());
+      assert.ok(Math.abs(sumHere - sumOne) <= 1e-12 * sumOne, `${sumHere} vs ${sumOne}`);
 
       const [tOne, tParts] = [ws.f32(size), ws.f32(size)];
       ws.k.transpose(x.ptr, rows, cols, tOne.ptr);

@@ -36,6 +36,19 @@ export interface KernelExports {
     codes: number,
     values: number,
   ): void;
+  quantizeAbsMaxResidual(
+    x: number,
+    n: number,
+    blockSize: number,
+    scales: number,
+    table: number,
+    tableLen: number,
+    cells: number,
+    codes: number,
+    values: number,
+    w: number,
+    residual: number,
+  ): number;
   difference(a: number, b: number, out: number, n: number): number;
   sumSquares(x: number, n: number): number;
   lowRankStep(

@@ -6,7 +6,7 @@
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
-import { quantizeRegionInParts, quantizedRegions } from '../quant/quantize';
+import { quantizeResidual, quantizedRegions } from '../quant/quantize';
 import { withWorkspace } from '../kernels/kernels';
 import { inParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
@@ -122,13 +122,7 @@ export async function loftqMatrix(
     };
     for (let t = 0; t < s.iters; t++) {
       throwIfAborted(opts.signal);
-      await quantizeRegionInParts(ws, target, table, s.quantizer, s.blockSize, quantized, pool);
-      const qErr = await inParts(ws, pool, size, 4, 'difference', (a, b) => [
-        W.ptr + 4 * a,
-        quantized.values.ptr + 4 * a,
-        residual.ptr + 4 * a,
-        b - a,
-      ]);
+      const qErr = await quantizeResidual(ws, target, table, s.quantizer, s.blockSize, quantized, W, residual, pool);
       if (t === 0) qloraRelError = rel(qErr);
       lap('quantize');
 

@@ -194,30 +194,37 @@ function assignCodesArgs(
     ] as const;
 }
 
-/** quantizeRegion with its kernels split by whole blocks over this thread and a kernel pool's
- *  helpers (the split backend's workers): the same codes, scales and values. */
-export async function quantizeRegionInParts(
+/** quantizeRegion of x, and residual = w − values (the same shape); returns Σ residual².
+ *  With NF's absmax scales, one fused pass (quantizeAbsMaxResidual); with a kernel pool (the
+ *  split backend's workers) the passes are split by whole blocks over this thread and the
+ *  helpers. The same codes, scales and values as quantizeRegion. */
+export async function quantizeResidual(
   ws: Workspace,
   x: F32Region,
   table: Float32Array,
   quantizer: Quantizer,
   blockSize: number,
   out: QuantizedRegions,
-  pool: KernelPool | undefined,
-): Promise<void> {
-  if (!pool?.helpers || QUANTIZERS[quantizer].scale !== 'absmax') {
-    quantizeRegion(ws, x, table, quantizer, blockSize, out);
-    return;
-  }
+  w: F32Region,
+  residual: F32Region,
+  pool?: KernelPool,
+): Promise<number> {
   const n = x.length;
-  await inParts(ws, pool, n, blockSize, 'absMaxScales', (a, b) => [
-    x.ptr + 4 * a,
-    b - a,
-    blockSize,
-    out.scales.ptr + 4 * (a / blockSize),
-  ]);
+  if (QUANTIZERS[quantizer].scale !== 'absmax') {
+    quantizeRegion(ws, x, table, quantizer, blockSize, out);
+    return inParts(ws, pool, n, 4, 'difference', (a, b) => [
+      w.ptr + 4 * a,
+      out.values.ptr + 4 * a,
+      residual.ptr + 4 * a,
+      b - a,
+    ]);
+  }
   const args = assignCodesArgs(ws, x, blockSize, out.scales, table, out);
-  await inParts(ws, pool, n, blockSize, 'assignCodes', (a, b) => [...args(a, b)]);
+  return inParts(ws, pool, n, blockSize, 'quantizeAbsMaxResidual', (a, b) => [
+    ...args(a, b),
+    w.ptr + 4 * a,
+    residual.ptr + 4 * a,
+  ]);
 }
 
 export function quantizedRegions(ws: Workspace, size: number, blockSize: number): QuantizedRegions {
