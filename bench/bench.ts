@@ -1,5 +1,5 @@
 // `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
-//  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--model tinyllama-1.1b [--model-layers N]
+//  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--model tinyllama-1.1b [--model-layers N]
 //  [--model-rank R] [--workers N] [--model-calib N,LEN]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
 // matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
@@ -17,7 +17,7 @@ import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } f
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
 import { createCollectionBackend } from '../server/src/model/collect';
 import { Reference, RefResult, checkPython } from './reference';
-import { CaseRow, headerLine, makeRow, rowLine, summaryLines } from './table';
+import { CaseRow, headerLine, makeRow, phaseLine, rowLine, summaryLines } from './table';
 
 const root = path.join(__dirname, '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
     'gemm-threads': { type: 'number', default: os.cpus().length },
     'model-rank': { type: 'number', default: 16 },
     'model-calib': { type: 'string' },
+    phases: { type: 'boolean' },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
@@ -106,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
       const row = makeRow(c, ours, r, missing);
       rows.push(row);
       console.log(rowLine(row));
+      if (o.phases) console.log(`  ${phaseLine(ours.phases)}`);
     }
     for (const l of summaryLines(rows)) console.log(l);
     await (backend as { close?: () => Promise<void> }).close?.();

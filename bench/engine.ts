@@ -13,6 +13,9 @@ export interface EngineResult {
   qloraRelError: number;
   /** GEMM flops issued by the engine per second of its wall time (null: backend does not count). */
   gflops: number | null;
+  /** Wall seconds per phase of loftqMatrix (quantize, svd — of which svd.gemm, svd.krylov,
+   *  svd.ritz — lowRank). */
+  phases: Record<string, number>;
 }
 
 /** `gemmThreads` > 1: each matrix's products split by rows over that many worker threads. */
@@ -26,6 +29,7 @@ export async function startBackend(choice: BackendChoice, gemmThreads = 1): Prom
 
 export async function runEngine(c: BenchCase, w: Float32Array, backend: MatmulBackend): Promise<EngineResult> {
   const f0 = backend.flops;
+  const phases: Record<string, number> = {};
   const t0 = performance.now();
   const r = await loftqMatrix(
     w,
@@ -33,6 +37,7 @@ export async function runEngine(c: BenchCase, w: Float32Array, backend: MatmulBa
     c.cols,
     { bits: c.bits, rank: c.rank, iters: c.iters, quantizer: c.quantizer, blockSize: c.blockSize },
     backend,
+    { phases },
   );
   const seconds = (performance.now() - t0) / 1000;
   const flops = backend.flops - f0;
@@ -41,6 +46,7 @@ export async function runEngine(c: BenchCase, w: Float32Array, backend: MatmulBa
     relErrorPerIter: r.relErrorPerIter,
     qloraRelError: r.qloraRelError,
     gflops: flops > 0 ? flops / seconds / 1e9 : null,
+    phases,
   };
 }
 

@@ -66,3 +66,10 @@ export function summaryLines(rows: CaseRow[]): string[] {
       (worse.length ? `; above goal: ${worse.join(', ')}` : '; every case meets it'),
   ];
 }
+
+/** `--phases`: our wall seconds per phase of one case. */
+export function phaseLine(phases: Record<string, number>): string {
+  return Object.entries(phases)
+    .map(([k, v]) => `${k} ${v.toFixed(3)} s`)
+    .join(', ');
+}
