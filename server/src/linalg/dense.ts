@@ -1,7 +1,7 @@
 // Small dense linear algebra on the host: the symmetric eigenproblem of k × k matrices
 // (Householder + implicit QL, float64), seeded Gaussian samples, blocked transposes.
 
-import { withWorkspace } from '../kernels/kernels';
+import { Workspace, withWorkspace } from '../kernels/kernels';
 
 export interface SymmetricEigen {
   /** Descending. */
@@ -13,8 +13,11 @@ export interface SymmetricEigen {
 /** Eigen-decomposition of a symmetric k×k matrix: Householder reduction to tridiagonal
  *  form, then the implicit QL algorithm (the EISPACK tred2/tql2 pair, in the WebAssembly
  *  kernels: in JavaScript it was a fifth of a rank-64 run). O(k³). */
-export function symmetricEigen(s: Float64Array, k: number): SymmetricEigen {
-  return withWorkspace((ws) => {
+export function symmetricEigen(s: Float64Array, k: number, within?: Workspace): SymmetricEigen {
+  // Inside a job's workspace (the SVD's) rather than a third one: withWorkspace keeps two
+  // idle, so a third nested one made the matrix's own workspace the one dropped, and every
+  // matrix grew a fresh one.
+  const solve = (ws: Workspace) => {
     const a = ws.f64(k * k, s),
       d = ws.f64(k),
       e = ws.f64(k);
@@ -28,7 +31,8 @@ export function symmetricEigen(s: Float64Array, k: number): SymmetricEigen {
       for (let r = 0; r < k; r++) vectors[r * k + dst] = av[r * k + src];
     });
     return { values, vectors };
-  });
+  };
+  return within ? solve(within) : withWorkspace(solve);
 }
 
 /** Deterministic standard-normal samples (mulberry32 + Box–Muller). */

@@ -77,7 +77,7 @@ export async function truncatedSvd(
     // B·Bᵀ = Zᵀ·Z = W·Λ·Wᵀ gives B's left singular vectors W and σ = √λ, its right ones
     // Z·W·Σ⁻¹, so R ≈ (K·W)·Σ·(Z·W·Σ⁻¹)ᵀ.
     const K = ys.count;
-    const { values, vectors: w } = symmetricEigen(zs.gram(), K);
+    const { values, vectors: w } = symmetricEigen(zs.gram(), K, ws);
     const sigma = Float64Array.from(values, (v) => Math.sqrt(Math.max(v, 0)));
     const r = Math.min(rank, K);
     const kk = Math.min(k, K);
