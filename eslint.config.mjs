@@ -1,11 +1,7 @@
 // Lint rules of the house (run by `npm run lint`, part of `npm test`). Line length 120;
 // no unused code; the usual correctness rules. Import cycles are checked by
-// test/unit/importLayers.test.ts. Files in LEGACY_LONG_LINES predate the 120-column rule
-// and are exempt from it until they are touched up; the list only shrinks. Prettier formats every file.
+// test/unit/importLayers.test.ts. Every file keeps the 120-column rule; Prettier formats every file.
 import tseslint from 'typescript-eslint';
-import { readFileSync } from 'node:fs';
-
-const LEGACY_LONG_LINES = JSON.parse(readFileSync(new URL('./.lint-long-lines.json', import.meta.url), 'utf8'));
 
 export default tseslint.config(
   // server/wasm is AssemblyScript (decorators on functions), checked by its own compiler.
@@ -38,5 +34,4 @@ export default tseslint.config(
       'no-control-regex': 'error',
     },
   },
-  ...(LEGACY_LONG_LINES.length ? [{ files: LEGACY_LONG_LINES, rules: { 'max-len': 'off' } }] : []),
 );

@@ -56,7 +56,8 @@ async function main(argv: string[]): Promise<number> {
     : [];
 
   console.log(
-    `loftq-lens bench — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+    `loftq-lens bench — ${new Date().toISOString().slice(0, 10)}, node ${process.version}, ` +
+      `${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
   );
   const py = o['no-ref'] ? { ok: false as const, why: 'skipped (--no-ref)' } : checkPython(o.python as string);
   const ref = new Reference(
@@ -68,8 +69,11 @@ async function main(argv: string[]): Promise<number> {
   );
   console.log(
     py.ok
-      ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); cached results in bench/results/ref-cache are reused${o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)'}`
-      : `reference: unavailable — ${py.why}; timing our engine only${o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'}`,
+      ? `reference: bench/ref_loftq.py (numpy ${py.numpy}, exact LAPACK SVD); ` +
+          'cached results in bench/results/ref-cache are reused' +
+          (o['fresh-ref'] ? ' — not this time (--fresh-ref)' : ' (--fresh-ref to re-measure)')
+      : `reference: unavailable — ${py.why}; timing our engine only` +
+          (o['no-ref'] || o['fresh-ref'] ? '' : ' (cached reference results are still shown)'),
   );
 
   if (o['ref-only']) {
@@ -85,7 +89,8 @@ async function main(argv: string[]): Promise<number> {
     const backend = await startBackend(backendChoice, gemmThreads);
     if (!o['no-peak']) peak = await gemmPeak(backend);
     console.log(
-      `engine: loftqMatrix on tfjs ${backend.name}, GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
+      `engine: loftqMatrix on tfjs ${backend.name}, ` +
+        `GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
         `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`,
     );
     console.log(headerLine());
@@ -143,7 +148,10 @@ async function main(argv: string[]): Promise<number> {
       }
       const f = forward;
       const held = (f.peakBytes / 2 ** 20).toFixed(0);
-      const rate = `${f.seconds.toFixed(1)} s (CPU ${f.cpuSeconds.toFixed(1)} s) = ${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}${'threads' in backend ? ` × ${backend.threads} threads` : ''}`;
+      const threads = 'threads' in backend ? ` × ${backend.threads} threads` : '';
+      const rate =
+        `${f.seconds.toFixed(1)} s (CPU ${f.cpuSeconds.toFixed(1)} s) = ` +
+        `${f.tokensPerSecond.toFixed(1)} tokens/s on ${backend.name}${threads}`;
       console.log(
         `calibration pass (forward + XᵀX per linear input): ${mo.preset}, ` +
           `${f.sequences}×${f.length} = ${f.tokens} tokens, ${rate}; ` +
@@ -225,7 +233,8 @@ async function fillReferenceCache(cases: BenchCase[], ref: Reference, timeout: n
   for (const [c, w] of withMatrices(cases)) {
     const r = ref.cached(c, w) ?? (await ref.run(c, w, timeout));
     console.log(
-      `${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`,
+      `${c.id.padEnd(26)} ref ${r.seconds.toFixed(1)} s (svd ${r.svd_seconds.toFixed(1)} s)  ` +
+        `rel_err ${r.rel_err[r.rel_err.length - 1].toFixed(5)}  ${r.source}`,
     );
   }
 }

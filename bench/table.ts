@@ -46,9 +46,14 @@ export function rowLine(r: CaseRow): string {
     r.ref ? last(r.ref.rel_err).toFixed(5) : '—',
     r.errorRatio !== undefined ? r.errorRatio.toFixed(4) : '—',
     r.ours.gflops !== null ? r.ours.gflops.toFixed(1) : '—',
-    r.ref ? (r.ref.source === 'cache' ? `cache ${r.ref.measuredAt.slice(0, 10)}` : 'this run') : (r.refMissing ?? '—'),
+    refFrom(r),
   ];
   return cells.map((c, i) => pad(c, WIDTHS[i], i === 0 || i === 8)).join(' ');
+}
+
+function refFrom(r: CaseRow): string {
+  if (!r.ref) return r.refMissing ?? '—';
+  return r.ref.source === 'cache' ? `cache ${r.ref.measuredAt.slice(0, 10)}` : 'this run';
 }
 
 export function summaryLines(rows: CaseRow[]): string[] {
@@ -60,7 +65,8 @@ export function summaryLines(rows: CaseRow[]): string[] {
   const slow = withRef.filter((r) => r.speedRatio! < SPEED_GOAL).map((r) => r.case.id);
   const worse = withRef.filter((r) => r.errorRatio! > ERROR_GOAL).map((r) => r.case.id);
   return [
-    `speed ratio: min ${Math.min(...speeds).toFixed(1)}×, geometric mean ${geo.toFixed(1)}×, max ${Math.max(...speeds).toFixed(1)}× (goal ≥ ${SPEED_GOAL}×)` +
+    `speed ratio: min ${Math.min(...speeds).toFixed(1)}×, geometric mean ${geo.toFixed(1)}×, ` +
+      `max ${Math.max(...speeds).toFixed(1)}× (goal ≥ ${SPEED_GOAL}×)` +
       (slow.length ? `; below goal: ${slow.join(', ')}` : '; every case meets it'),
     `error ratio: max ${Math.max(...errs).toFixed(4)} (goal ≤ ${ERROR_GOAL})` +
       (worse.length ? `; above goal: ${worse.join(', ')}` : '; every case meets it'),

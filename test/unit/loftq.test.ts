@@ -11,7 +11,9 @@ import { referenceCases, loadReference, fixture } from '../helpers';
 const quantizerOf = (m: string) => (m === 'normal' ? 'nf' : 'uniform') as 'nf' | 'uniform';
 const BAR = 1.005;
 
-test('LoftQ fidelity: final relError ≤ 1.005 × reference and the QLoRA baseline equal, on every reference fixture', async () => {
+const FIDELITY_ON_FIXTURES =
+  'LoftQ fidelity: final relError ≤ 1.005 × reference and the QLoRA baseline equal, on every reference fixture';
+test(FIDELITY_ON_FIXTURES, async () => {
   const backend = await createBackend('wasm');
   for (const c of referenceCases()) {
     const ref = await loadReference(c);
@@ -55,7 +57,10 @@ test('LoftQ fidelity: final relError ≤ 1.005 × reference and the QLoRA baseli
   }
 });
 
-test('LoftQ fidelity on the real checkpoints (stories260K, Tiny-LLM): ≤ 1.005 × the exact-SVD reference for nf2, nf4, uniform2', async () => {
+const FIDELITY_ON_REAL =
+  'LoftQ fidelity on the real checkpoints (stories260K, Tiny-LLM): ' +
+  '≤ 1.005 × the exact-SVD reference for nf2, nf4, uniform2';
+test(FIDELITY_ON_REAL, async () => {
   const backend = await createBackend('wasm');
   const cases = JSON.parse(fs.readFileSync(fixture('real', 'reference-errors.json'), 'utf8')) as {
     checkpoint: string;

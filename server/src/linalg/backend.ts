@@ -244,7 +244,8 @@ export async function createBackend(
     if (choice !== 'auto') {
       throw new UsageError(
         name === 'tensorflow'
-          ? "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node installed (npm i @tensorflow/tfjs-node-gpu)"
+          ? "backend 'tensorflow' needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node installed " +
+              '(npm i @tensorflow/tfjs-node-gpu)'
           : `backend '${name}' is not available on this machine`,
       );
     }
