@@ -19,7 +19,7 @@ import { MATRIX_SETTING_SPECS, SUPPORTED_BITS } from '../../server/src/registry'
 import {
   confirmOutside,
   outsideWorkspace,
-  refuseKnownBad,
+  runContextFor,
   resolveTarget,
   serverDown,
   startingSettings,
@@ -56,14 +56,7 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
   if (!uri) return;
   const client = deps.client();
   if (!client || client.state !== State.Running) return serverDown(deps);
-  let ctx: RunContext | undefined;
-  try {
-    ctx = await client.sendRequest(Requests.runContext, { checkpoint: uri.fsPath });
-  } catch (e) {
-    void vscode.window.showErrorMessage(`Cannot analyze: ${(e as Error).message}`);
-    return;
-  }
-  ctx = await refuseKnownBad(ctx);
+  const ctx = await runContextFor(client, uri.fsPath, 'analyze');
   if (!ctx) return;
   const name = vscode.workspace.asRelativePath(ctx.checkpoint);
   const title = `Analyze ${name} with LoftQ`;

@@ -103,8 +103,26 @@ async function openPlanAt(file: string, line: number, character: number): Promis
   await vscode.window.showTextDocument(doc, { selection: new vscode.Range(at, at), preview: false });
 }
 
-/** Known-bad input is said first, before any question; undefined: nothing to run. */
-export async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
+/**
+ * The server's RunContext for `checkpoint`, known-bad input said first, before any question;
+ * undefined: nothing to run (the request failed or the user was told why).
+ */
+export async function runContextFor(
+  client: LanguageClient,
+  checkpoint: string,
+  verb: 'quantize' | 'analyze',
+): Promise<RunContext | undefined> {
+  let ctx: RunContext;
+  try {
+    ctx = await client.sendRequest(Requests.runContext, { checkpoint });
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Cannot ${verb}: ${(e as Error).message}`);
+    return undefined;
+  }
+  return refuseKnownBad(ctx);
+}
+
+async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
   if (ctx.problem) {
     const a = await vscode.window.showErrorMessage(`Cannot quantize: ${ctx.problem}`, 'Show Problem');
     if (a === 'Show Problem') {
@@ -151,14 +169,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   }
   const client = deps.client();
   if (!client || client.state !== State.Running) return serverDown(deps);
-  let ctx: RunContext | undefined;
-  try {
-    ctx = await client.sendRequest(Requests.runContext, { checkpoint: target.fsPath });
-  } catch (e) {
-    void vscode.window.showErrorMessage(`Cannot quantize: ${(e as Error).message}`);
-    return;
-  }
-  ctx = await refuseKnownBad(ctx);
+  const ctx = await runContextFor(client, target.fsPath, 'quantize');
   if (!ctx) return;
   if (ctx.shardOf)
     deps.log.info(
