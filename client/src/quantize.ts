@@ -119,12 +119,12 @@ export async function runContextFor(
     void vscode.window.showErrorMessage(`Cannot ${verb}: ${(e as Error).message}`);
     return undefined;
   }
-  return refuseKnownBad(ctx);
+  return refuseKnownBad(ctx, verb);
 }
 
-async function refuseKnownBad(ctx: RunContext): Promise<RunContext | undefined> {
+async function refuseKnownBad(ctx: RunContext, verb: 'quantize' | 'analyze'): Promise<RunContext | undefined> {
   if (ctx.problem) {
-    const a = await vscode.window.showErrorMessage(`Cannot quantize: ${ctx.problem}`, 'Show Problem');
+    const a = await vscode.window.showErrorMessage(`Cannot ${verb}: ${ctx.problem}`, 'Show Problem');
     if (a === 'Show Problem') {
       const file = vscode.Uri.file(ctx.checkpoint);
       if (ctx.checkpoint.endsWith('.safetensors'))
