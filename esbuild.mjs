@@ -4,6 +4,7 @@ import * as esbuild from 'esbuild';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { createRequire } from 'node:module';
+import { buildNative } from './server/native/build.mjs';
 
 const require = createRequire(import.meta.url);
 const args = new Set(process.argv.slice(2));
@@ -84,6 +85,10 @@ await esbuild.build({
   banner: { js: '' },
   alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' },
 });
+
+// The native backend (optional: without a C compiler the engine runs on wasm).
+const nativeNote = buildNative();
+if (nativeNote) console.warn(nativeNote);
 
 // The wasm backend fetches its binaries next to the bundle.
 const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));

@@ -1,5 +1,6 @@
-// Every backend runs the same engine: cpu, wasm and (when Dawn finds an adapter) webgpu
-// give LoftQ errors within 0.5% of the reference on the fixtures. The WebGPU binding limit
+// Every backend runs the same engine: cpu, wasm, native (each kernel set this CPU runs) and
+// (when Dawn finds an adapter) webgpu give LoftQ errors within 0.5% of the reference on the
+// fixtures. The WebGPU binding limit
 // is exercised on the cpu backend with a small fake limit: products stay exact and no
 // tensor ever exceeds it. `--backend auto` records in the report the backend that ran.
 
@@ -10,6 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createBackend, MatmulBackend, webgpuAdapterInfo } from '../../server/src/linalg/backend';
 import { loftqMatrix } from '../../server/src/loftq/loftq';
+import { NATIVE_ISAS, nativeAddon } from '../../server/src/linalg/nativeBackend';
+import { requireNative } from './nativeRequired';
 import { loadReference, referenceCases, repoRoot, tempDir } from '../helpers';
 
 const BAR = 1.005;
@@ -40,6 +43,16 @@ test('cpu backend: LoftQ errors within 0.5% of the reference on every fixture', 
 
 test('wasm backend: LoftQ errors within 0.5% of the reference on every fixture', async () => {
   await fidelity(await createBackend('wasm'));
+});
+
+test('native backend: LoftQ errors within 0.5% of the reference on every fixture, with every kernel set', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  for (const isa of NATIVE_ISAS.filter((i) => module.supports(i))) {
+    const backend = await createBackend('native', { isa, threads: 2 });
+    assert.equal(backend.name, 'native');
+    await fidelity(backend);
+  }
 });
 
 test('webgpu backend (Dawn): LoftQ errors within 0.5% of the reference, when an adapter exists', async (t) => {
@@ -143,7 +156,13 @@ test('--backend auto picks the best available backend and the report records it'
     }
   });
   const adapter = await webgpuAdapterInfo();
-  const expected = hasTfNode ? 'tensorflow' : adapter && !adapter.endsWith('(software)') ? 'webgpu' : 'wasm';
+  const expected = hasTfNode
+    ? 'tensorflow'
+    : adapter && !adapter.endsWith('(software)')
+      ? 'webgpu'
+      : nativeAddon().module
+        ? 'native'
+        : 'wasm';
   const out = tempDir('loftq-auto-');
   const r = spawnSync(
     process.execPath,

@@ -31,6 +31,8 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('dist/eval-worker.js'),
       inExt('dist/calib-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
+      // The native backend where this machine built it (a platform-specific package then).
+      ...(fs.existsSync(path.join(repoRoot, 'dist', 'loftq_native.node')) ? [inExt('dist/loftq_native.node')] : []),
       inExt('dist/webviews/heatmap.js'),
       inExt('dist/webviews/heatmap.css'),
       inExt('dist/webviews/viewer.js'),

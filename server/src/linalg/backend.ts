@@ -1,7 +1,8 @@
 // Matrix products on a tfjs backend. The engine only needs two things from a device:
 // hold a matrix there (uploaded once per LoftQ iteration) and multiply it by thin blocks.
-// Backends: wasm (embedded default), tensorflow (tfjs-node[-gpu] when installed),
-// webgpu (Dawn via the npm `webgpu` package), cpu (plain JS, slow; for checks).
+// Backends: wasm (embedded default), native (our C kernels, linalg/nativeBackend.ts, when
+// built), tensorflow (tfjs-node[-gpu] when installed), webgpu (Dawn via the npm `webgpu`
+// package), cpu (plain JS, slow; for checks).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,6 +11,7 @@ import type { BackendChoice, BackendName } from '../registry';
 import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
 import { UsageError } from '../base/errors';
 import type { KernelPool } from '../kernels/pool';
+import { NativeBackend, NativeOptions, nativeAddon } from './nativeBackend';
 
 export interface DeviceMatrix {
   readonly rows: number;
@@ -34,7 +36,7 @@ export interface MatmulBackend {
 // output as row slices (a product can be thin in and far larger out).
 const WEBGPU_MAX_BINDING_BYTES = 128 * 1024 * 1024;
 
-export interface BackendOptions {
+export interface BackendOptions extends NativeOptions {
   /** Largest tensor (bytes) a product may bind; default 128 MiB on webgpu, unlimited elsewhere. */
   maxBindingBytes?: number;
 }
@@ -151,7 +153,7 @@ async function loadTf(): Promise<typeof TF> {
 
 type Loader = (tf: typeof TF, auto: boolean) => Promise<boolean>;
 
-const LOADERS: Record<BackendName, Loader> = {
+const LOADERS: Record<Exclude<BackendName, 'native'>, Loader> = {
   async wasm(tf) {
     const wasm = require('@tensorflow/tfjs-backend-wasm');
     wasm.setWasmPaths(wasmDirectory());
@@ -230,6 +232,12 @@ export async function createBackend(
   const tf = await loadTf();
   const names = choice === 'auto' ? AUTO_ORDER : [choice];
   for (const name of names) {
+    if (name === 'native') {
+      const { module, problem } = nativeAddon();
+      if (module) return new NativeBackend(module, opts);
+      if (choice !== 'auto') throw new UsageError(`backend 'native' is not available: ${problem}`);
+      continue;
+    }
     let ok = false;
     try {
       ok = await LOADERS[name](tf, choice === 'auto');

@@ -43,7 +43,8 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
-  /** Accumulates seconds per phase (quantize, svd — of which svd.gemm, svd.krylov, svd.ritz — lowRank). */
+  /** Accumulates seconds per phase (quantize, svd — of which svd.hold (transpose and upload),
+   *  svd.gemm, svd.krylov, svd.ritz — lowRank). */
   phases?: Record<string, number>;
 }
 
@@ -126,11 +127,13 @@ export async function loftqMatrix(
       if (t === 0) qloraRelError = rel(qErr);
       lap('quantize');
 
+      const holdStart = performance.now();
       await inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [residual.ptr, rows, cols, residualT.ptr, a, b]);
       // Some backends (cpu, webgpu) keep these views until first use rather than copying:
       // the regions are not written, and the workspace does not grow, until disposal.
       const held = await backend.hold(residual.view(), rows, cols);
       const heldT = await backend.hold(residualT.view(), cols, rows);
+      phases['svd.hold'] = (phases['svd.hold'] ?? 0) + (performance.now() - holdStart) / 1000;
       try {
         const svd = await truncatedSvd(
           { rows, cols, held, heldT },

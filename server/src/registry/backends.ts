@@ -1,12 +1,13 @@
 // Compute backends and output formats.
 
-/** The tfjs backends the engine can run on; `auto` tries AUTO_ORDER. */
-export const BACKEND_NAMES = ['wasm', 'webgpu', 'tensorflow', 'cpu'] as const;
+/** The backends the engine can run on (tfjs's, and `native`: our C kernels where they were
+ *  built); `auto` tries AUTO_ORDER. */
+export const BACKEND_NAMES = ['wasm', 'native', 'webgpu', 'tensorflow', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export type BackendChoice = BackendName | 'auto';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', ...BACKEND_NAMES];
 /** `auto`: the first that starts, fastest first. */
-export const AUTO_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+export const AUTO_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu'];
 /** The CLI runs the embedded wasm backend unless told otherwise (reproducible, no native
  *  module); the editor's `loftq.backend` setting starts at `auto`. */
 export const DEFAULT_CLI_BACKEND: BackendChoice = 'wasm';

@@ -10,6 +10,7 @@ import type { ModelSideEval } from '../../protocol/lsp_ext';
 import { parseArgs } from '../args';
 import type { Command } from '../commands';
 import { backendOption, interruptSignal } from '../settingsOptions';
+import { BACKEND_CHOICES, RUN_SETTING_SPECS } from '../../registry';
 
 const HELP = `usage: loftq eval ORIGINAL OUTDIR --tokens FILE [options]
   ORIGINAL               the checkpoint that was quantized (folder with config.json)
@@ -18,7 +19,7 @@ const HELP = `usage: loftq eval ORIGINAL OUTDIR --tokens FILE [options]
                          or a .txt file tokenized with ORIGINAL's tokenizer.json
   --json                 print the result as JSON on stdout
   --no-report-update     do not record the result in OUTDIR/loftq-report.json
-  --backend auto|wasm|webgpu|tensorflow|cpu (default wasm)
+  --backend ${BACKEND_CHOICES.join('|')} (default ${RUN_SETTING_SPECS.backend.default})
   --quiet                no progress
 Compares the original model with the LoftQ init (backbone + (α/r)·B·A, rank_pattern honoured) and the
 QLoRA init (quantize(W) with the report's settings, no adapter): KL(original ‖ init) in nats per token
@@ -66,7 +67,7 @@ export const evalCommand: Command = {
       tokens: { type: 'string' },
       json: { type: 'boolean' },
       'no-report-update': { type: 'boolean' },
-      backend: { type: 'string', default: 'wasm' },
+      backend: { type: 'string', default: RUN_SETTING_SPECS.backend.default as string },
       quiet: { type: 'boolean', alias: 'q' },
       help: { type: 'boolean', alias: 'h' },
     });

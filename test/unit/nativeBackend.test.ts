@@ -1,0 +1,131 @@
+// The native backend's products (server/native/loftq_native.c) against a float64 product
+// written here: every kernel set this CPU runs, on shapes that cross each tail of the
+// blocking (rows not a multiple of the 6-row panel, columns not a multiple of the 16-wide
+// strip or the 4-strip AVX-512 step, inner sizes past the 256-row cache slice), over 1–3
+// threads; blocks in shared memory (what the split backend sends); reused buffers never
+// leak one matrix into another; bad arguments are refused with a message.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { createBackend } from '../../server/src/linalg/backend';
+import { NATIVE_ISAS, NativeBackend, nativeAddon } from '../../server/src/linalg/nativeBackend';
+import { requireNative } from './nativeRequired';
+
+const rand = (len: number, seed: number) => {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
+};
+
+/** a · b in float64, and Σ|a_ip·b_pj| per entry (the scale of its rounding error). */
+function product(a: Float32Array, m: number, k: number, b: Float32Array, n: number) {
+  const out = new Float64Array(m * n);
+  const mag = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let p = 0; p < k; p++) {
+      const x = a[i * k + p];
+      for (let j = 0; j < n; j++) {
+        out[i * n + j] += x * b[p * n + j];
+        mag[i * n + j] += Math.abs(x * b[p * n + j]);
+      }
+    }
+  return { out, mag };
+}
+
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [6, 16, 16],
+  [7, 300, 17],
+  [13, 513, 72],
+  [12, 256, 64],
+  [50, 1000, 130],
+  [5, 3, 200],
+  [2, 7, 4],
+];
+
+test('native products equal a float64 product on every kernel set, shape tail and thread count', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const isas = NATIVE_ISAS.filter((i) => module.supports(i));
+  assert.ok(isas.includes('generic'), 'the portable kernels run everywhere');
+  for (const isa of isas)
+    for (const threads of [1, 2, 3]) {
+      const backend: NativeBackend = new NativeBackend(module, { isa, threads });
+      for (const [m, k, n] of SHAPES) {
+        const a = rand(m * k, m * 31 + k);
+        // The block in shared memory, as the split backend posts it.
+        const b = new Float32Array(new SharedArrayBuffer(k * n * 4));
+        b.set(rand(k * n, n + 7));
+        const held = await backend.hold(a, m, k);
+        const got = await held.times(b, n);
+        held.dispose();
+        const { out, mag } = product(a, m, k, b, n);
+        for (let i = 0; i < got.length; i++)
+          assert.ok(
+            Math.abs(got[i] - out[i]) <= 1e-6 * mag[i] * Math.sqrt(k) + 1e-30,
+            `${isa} ${threads} threads ${m}x${k}·${k}x${n} [${i}]: ${got[i]} vs ${out[i]}`,
+          );
+      }
+      assert.equal(
+        backend.flops,
+        SHAPES.reduce((s, [m, k, n]) => s + 2 * m * k * n, 0),
+      );
+    }
+});
+
+test('native products: empty shapes give empty or zero results', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const backend = new NativeBackend(module);
+  const noInner = await backend.hold(new Float32Array(0), 5, 0);
+  assert.deepEqual(await noInner.times(new Float32Array(0), 3), new Float32Array(15));
+  const noRows = await backend.hold(new Float32Array(0), 0, 4);
+  assert.deepEqual(await noRows.times(rand(8, 1), 2), new Float32Array(0));
+  assert.deepEqual(await noInner.times(new Float32Array(0), 0), new Float32Array(0));
+});
+
+test('native buffers are reused without carrying one matrix into the next', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const backend = new NativeBackend(module, { threads: 2 });
+  const [m, k, n] = [300, 200, 24];
+  const b = rand(k * n, 5);
+  for (let round = 0; round < 4; round++) {
+    // Released buffers go back to the cache; the next hold of the same size takes one.
+    const a = rand(m * k, 100 + round);
+    const held = await backend.hold(a, m, k);
+    const got = await held.times(b, n);
+    held.dispose();
+    const { out, mag } = product(a, m, k, b, n);
+    for (let i = 0; i < got.length; i++)
+      assert.ok(Math.abs(got[i] - out[i]) <= 1e-6 * mag[i] * Math.sqrt(k), `round ${round} [${i}]`);
+  }
+});
+
+test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const backend = new NativeBackend(module);
+  assert.throws(() => module.hold(new Float64Array(4) as unknown as Float32Array, 2, 2), /hold\(a: Float32Array/);
+  assert.throws(() => module.hold(new Float32Array(5), 2, 2), /a.length is not rows × cols/);
+  assert.throws(() => module.hold(new Float32Array(4), -2, -2), /hold\(a: Float32Array/);
+  const held = await backend.hold(rand(6, 1), 2, 3);
+  await assert.rejects(held.times(rand(5, 1), 2), /shape mismatch/);
+  held.dispose();
+  await assert.rejects(held.times(rand(6, 1), 2), /disposed/);
+  const raw = module.hold(rand(6, 1), 2, 3);
+  assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(3), 1, 'generic'), /shape mismatch/);
+  assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(4), 1, 'sse9' as 'generic'), /times\(held/);
+  module.release(raw);
+  assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(4), 1, 'generic'), /released/);
+  assert.throws(() => new NativeBackend(module, { isa: 'nonsense' as 'generic' }), /does not run the nonsense/);
+});
+
+test('--backend native names what is missing when the module is not there, or runs when it is', async () => {
+  const { module, problem } = nativeAddon();
+  if (module) {
+    const backend = await createBackend('native');
+    assert.equal(backend.name, 'native');
+    assert.equal((backend as NativeBackend).isa, module.isa());
+  } else {
+    await assert.rejects(createBackend('native'), new RegExp(`backend 'native' is not available: .*${problem}`));
+  }
+});
