@@ -1,6 +1,4 @@
-// Matrix products on a tfjs backend. The engine only needs two things from a device:
-// hold a matrix there (uploaded once per LoftQ iteration) and multiply it by thin blocks.
-// Backends: wasm (embedded default), native (our C kernels, linalg/nativeBackend.ts, when
+// Choosing and starting a backend (the device interface is device.ts). Backends: wasm (embedded default), native (our C kernels, linalg/nativeBackend.ts, when
 // built), tensorflow (tfjs-node[-gpu] when installed), webgpu (Dawn via the npm `webgpu`
 // package), cpu (plain JS, slow; for checks).
 
@@ -10,25 +8,10 @@ import type * as TF from '@tensorflow/tfjs-core';
 import type { BackendChoice, BackendName } from '../registry';
 import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
 import { UsageError } from '../base/errors';
-import type { KernelPool } from '../kernels/pool';
+import type { DeviceMatrix, MatmulBackend } from './device';
 import { NativeBackend, NativeOptions, nativeAddon } from './nativeBackend';
 
-export interface DeviceMatrix {
-  readonly rows: number;
-  readonly cols: number;
-  /** this · b, with b row-major (cols × n); returns row-major rows × n. */
-  times(b: Float32Array, n: number): Promise<Float32Array>;
-  dispose(): void;
-}
-
-export interface MatmulBackend {
-  readonly name: BackendName;
-  hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
-  /** GEMM flops issued so far (for throughput figures). */
-  flops: number;
-  /** Helper threads that run kernels on parts of a workspace (the split backend's workers). */
-  readonly kernels?: KernelPool;
-}
+export type { DeviceMatrix, MatmulBackend } from './device';
 
 // WebGPU storage bindings are limited to 128 MiB; a larger tensor silently computes
 // garbage. On a backend with such a limit every tensor a product touches stays below it:

@@ -6,7 +6,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DeviceMatrix, MatmulBackend } from './backend';
+import type { DeviceMatrix, MatmulBackend } from './device';
 
 export const NATIVE_ISAS = ['generic', 'avx2', 'avx512'] as const;
 export type NativeIsa = (typeof NATIVE_ISAS)[number];

@@ -1,0 +1,21 @@
+// What the engine needs from a device (every backend, tfjs's or native): hold a matrix there
+// (uploaded once per LoftQ iteration) and multiply it by thin blocks.
+import type { BackendName } from '../registry';
+import type { KernelPool } from '../kernels/pool';
+
+export interface DeviceMatrix {
+  readonly rows: number;
+  readonly cols: number;
+  /** this · b, with b row-major (cols × n); returns row-major rows × n. */
+  times(b: Float32Array, n: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface MatmulBackend {
+  readonly name: BackendName;
+  hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
+  /** GEMM flops issued so far (for throughput figures). */
+  flops: number;
+  /** Helper threads that run kernels on parts of a workspace (the split backend's workers). */
+  readonly kernels?: KernelPool;
+}
