@@ -304,6 +304,266 @@ static int multiply(const float *a, size_t rows, size_t cols, const float *b, si
   return 0;
 }
 
+// ---- Element-wise kernels -------------------------------------------------------------------
+// The two hottest passes of server/wasm/kernels.ts, on the same WebAssembly memory and with
+// the same byte-offset arguments, so a workspace's kernel call goes here unchanged
+// (kernels/native.ts). The quantizer follows the wasm kernel's float rules exactly — its codes,
+// values and residuals are bit-identical (PEFT's rules, tested); this file is compiled
+// without floating-point contraction so no multiply-add is fused behind our back.
+
+enum { CELLS = 4096, AMBIGUOUS = 0xffff };
+static const double HALF_CELLS = 2048.0;
+
+/** Index of the table entry nearest v: float32 distances, the lower index on ties. */
+static int nearestCode(const float *table, int len, float v) {
+  const int last = len - 1;
+  if (!(v > table[0])) return 0;
+  if (v >= table[last]) return last;
+  int lo = 0, hi = last;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (table[mid] <= v) lo = mid;
+    else hi = mid;
+  }
+  const float dl = v - table[lo], dh = table[hi] - v;
+  return dh < dl ? hi : lo;
+}
+
+static inline int cellOf(float x, double toCell) {
+  const double v = (double)x * toCell + HALF_CELLS;
+  return v > 0 ? (v < (double)CELLS ? (int)v : CELLS) : 0;
+}
+
+/** One element of a block with a non-zero scale; returns its residual. */
+static inline float quantizeOne(float x, float scale, double toCell, const float *table, int tableLen,
+                                const uint16_t *cells, uint8_t *code, float *value, float w, float *residual) {
+  int c = cells[cellOf(x, toCell)];
+  if (c == AMBIGUOUS) c = nearestCode(table, tableLen, x / scale);
+  *code = (uint8_t)c;
+  const float q = table[c] * scale;
+  *value = q;
+  const float d = w - q;
+  *residual = d;
+  return d;
+}
+
+#ifdef LOFTQ_X86
+/** Sixteen elements at once (`m` selects the ones that exist); lanes that fall in an
+ *  ambiguous cell are redone one by one. Returns Σ residual² of the lanes in float64. */
+__attribute__((target("avx512f,avx512bw"))) static __m512d quantize16(
+    const float *x, __mmask16 m, float scale, double toCell, const float *table, int tableLen, __m512 tableVec,
+    const uint16_t *cells, uint8_t *codes, float *values, const float *w, float *residual, __m512d sum) {
+  const __m512 xv = _mm512_maskz_loadu_ps(m, x);
+  const __m512d half = _mm512_set1_pd(HALF_CELLS), to = _mm512_set1_pd(toCell);
+  const __m512d lo = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), to), half);
+  const __m512d hi =
+      _mm512_add_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1))), to),
+                    half);
+  // v > 0 ? (v < CELLS ? trunc(v) : CELLS) : 0, for finite v.
+  const __m512d zero = _mm512_setzero_pd(), top = _mm512_set1_pd((double)CELLS);
+  const __m256i clo = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(lo, zero), top));
+  const __m256i chi = _mm512_cvttpd_epi32(_mm512_min_pd(_mm512_max_pd(hi, zero), top));
+  const __m512i cell = _mm512_inserti64x4(_mm512_castsi256_si512(clo), chi, 1);
+  // Two bytes at each u16 entry (the region's alignment padding covers entry CELLS's second half).
+  __m512i c = _mm512_and_si512(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, cell, cells, 2),
+                               _mm512_set1_epi32(0xffff));
+  __mmask16 ambiguous = _mm512_mask_cmpeq_epi32_mask(m, c, _mm512_set1_epi32(AMBIGUOUS));
+  if (ambiguous) {
+    int lanes[16];
+    float xs[16];
+    _mm512_storeu_si512(lanes, c);
+    _mm512_storeu_ps(xs, xv);
+    for (int l = 0; l < 16; l++)
+      if (ambiguous >> l & 1) lanes[l] = nearestCode(table, tableLen, xs[l] / scale);
+    c = _mm512_loadu_si512(lanes);
+  }
+  _mm512_mask_cvtepi32_storeu_epi8(codes, m, c);
+  const __m512 entry = tableLen <= 16 ? _mm512_permutexvar_ps(c, tableVec)
+                                      : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, table, 4);
+  const __m512 q = _mm512_mul_ps(entry, _mm512_set1_ps(scale));
+  _mm512_mask_storeu_ps(values, m, q);
+  const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, w), q);
+  _mm512_mask_storeu_ps(residual, m, d);
+  const __m512d dlo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+  const __m512d dhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+  return _mm512_add_pd(sum, _mm512_add_pd(_mm512_mul_pd(dlo, dlo), _mm512_mul_pd(dhi, dhi)));
+}
+
+__attribute__((target("avx512f,avx512bw"))) static double quantizeBlocks512(
+    const float *x, size_t n, size_t blockSize, float *scales, const float *table, int tableLen,
+    const uint16_t *cells, uint8_t *codes, float *values, const float *w, float *residual, uint8_t zeroCode) {
+  float padded[16] = {0};
+  for (int i = 0; i < tableLen && i < 16; i++) padded[i] = table[i];
+  const __m512 tableVec = _mm512_loadu_ps(padded);
+  __m512d sum = _mm512_setzero_pd();
+  double tail = 0;
+  for (size_t start = 0, b = 0; start < n; start += blockSize, b++) {
+    const size_t len = n - start < blockSize ? n - start : blockSize;
+    __m512 mv = _mm512_setzero_ps();
+    for (size_t i = 0; i < len; i += 16) {
+      const __mmask16 m = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+      mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + start + i)));
+    }
+    const float scale = _mm512_reduce_max_ps(mv);
+    scales[b] = scale;
+    if (scale == 0) {
+      memset(codes + start, zeroCode, len);
+      for (size_t i = 0; i < len; i++) {
+        values[start + i] = 0;
+        const float d = w[start + i];
+        residual[start + i] = d;
+        tail += (double)d * (double)d;
+      }
+      continue;
+    }
+    const double toCell = HALF_CELLS / (double)scale;
+    for (size_t i = 0; i < len; i += 16) {
+      const __mmask16 m = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+      const size_t at = start + i;
+      sum = quantize16(x + at, m, scale, toCell, table, tableLen, tableVec, cells, codes + at, values + at, w + at,
+                       residual + at, sum);
+    }
+  }
+  return _mm512_reduce_add_pd(sum) + tail;
+}
+#endif
+
+/** NF (absmax) quantization of x and residual = w − values, block by block (the wasm
+ *  kernel's quantizeAbsMaxResidual); returns Σ residual². */
+static double quantizeAbsMaxResidual(const float *x, size_t n, size_t blockSize, float *scales, const float *table,
+                                     int tableLen, const uint16_t *cells, uint8_t *codes, float *values,
+                                     const float *w, float *residual) {
+  const uint8_t zeroCode = (uint8_t)nearestCode(table, tableLen, 0);
+#ifdef LOFTQ_X86
+  if (isaSupported(ISA_AVX512) && __builtin_cpu_supports("avx512bw"))
+    return quantizeBlocks512(x, n, blockSize, scales, table, tableLen, cells, codes, values, w, residual, zeroCode);
+#endif
+  double s = 0;
+  for (size_t start = 0, b = 0; start < n; start += blockSize, b++) {
+    const size_t len = n - start < blockSize ? n - start : blockSize;
+    float scale = 0;
+    for (size_t i = 0; i < len; i++) {
+      const float a = x[start + i] < 0 ? -x[start + i] : x[start + i];
+      if (a > scale) scale = a;
+    }
+    scales[b] = scale;
+    const double toCell = HALF_CELLS / (double)scale;
+    for (size_t i = start; i < start + len; i++) {
+      float d;
+      if (scale == 0) {
+        codes[i] = zeroCode;
+        values[i] = 0;
+        d = residual[i] = w[i];
+      } else {
+        d = quantizeOne(x[i], scale, toCell, table, tableLen, cells, codes + i, values + i, w[i], residual + i);
+      }
+      s += (double)d * (double)d;
+    }
+  }
+  return s;
+}
+
+/** Σ (w − q − B·A)² over rows × cols, B rows × r and A r × cols row-major, and (when target
+ *  is not NULL) target = w − B·A (the wasm kernel's lowRankStep). */
+static double lowRankStepGeneric(const float *w, const float *q, const float *bf, const float *af, size_t rows,
+                                 size_t cols, size_t r, float *target, float *scratch) {
+  double s = 0;
+  for (size_t i = 0; i < rows; i++) {
+    float *acc = scratch;
+    memset(acc, 0, cols * sizeof(float));
+    for (size_t k = 0; k < r; k++) {
+      const float b = bf[i * r + k];
+      const float *a = af + k * cols;
+      for (size_t j = 0; j < cols; j++) acc[j] += b * a[j];
+    }
+    for (size_t j = 0; j < cols; j++) {
+      const float wj = w[i * cols + j];
+      const double d = (double)wj - (double)q[i * cols + j] - (double)acc[j];
+      s += d * d;
+      if (target) target[i * cols + j] = wj - acc[j];
+    }
+  }
+  return s;
+}
+
+#ifdef LOFTQ_X86
+/** ROWS rows × 64 columns per tile: 4·ROWS accumulators, each A load feeding ROWS products.
+ *  `chunk` is A's 64 columns from j on, packed (r × 64, zero-padded): A's rows are a row
+ *  length apart, often a power of two that maps all of them to one cache set. */
+#define LOW_RANK_TILE(ROWS)                                                                                  \
+  __attribute__((target("avx512f"))) static __m512d lowRankTile##ROWS(                                     \
+      const float *w, const float *q, const float *bf, const float *chunk, size_t i, size_t j, size_t cols,    \
+      size_t r, float *target, __m512d sum) {                                                                \
+    __mmask16 m[4];                                                                                          \
+    for (int v = 0; v < 4; v++) {                                                                            \
+      const long left = (long)cols - (long)(j + 16 * v);                                                     \
+      m[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);                 \
+    }                                                                                                        \
+    __m512 acc[ROWS][4];                                                                                     \
+    for (int y = 0; y < ROWS; y++)                                                                           \
+      for (int v = 0; v < 4; v++) acc[y][v] = _mm512_setzero_ps();                                           \
+    for (size_t k = 0; k < r; k++) {                                                                         \
+      const float *a = chunk + k * 64;                                                                       \
+      __m512 av[4];                                                                                          \
+      for (int v = 0; v < 4; v++) av[v] = _mm512_loadu_ps(a + 16 * v);                                       \
+      for (int y = 0; y < ROWS; y++) {                                                                       \
+        const __m512 b = _mm512_set1_ps(bf[(i + y) * r + k]);                                                \
+        for (int v = 0; v < 4; v++) acc[y][v] = _mm512_fmadd_ps(b, av[v], acc[y][v]);                        \
+      }                                                                                                      \
+    }                                                                                                        \
+    for (int y = 0; y < ROWS; y++)                                                                           \
+      for (int v = 0; v < 4; v++) {                                                                          \
+        if (!m[v]) break;                                                                                    \
+        const size_t at = (i + y) * cols + j + 16 * v;                                                       \
+        const __m512 wv = _mm512_maskz_loadu_ps(m[v], w + at), qv = _mm512_maskz_loadu_ps(m[v], q + at);    \
+        if (target) _mm512_mask_storeu_ps(target + at, m[v], _mm512_sub_ps(wv, acc[y][v]));                  \
+        for (int h = 0; h < 2; h++) {                                                                        \
+          const __m512d wd = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(wv), h))); \
+          const __m512d qd = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(qv), h))); \
+          const __m512d ad =                                                                                 \
+              _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[y][v]), h)));     \
+          const __m512d d = _mm512_sub_pd(_mm512_sub_pd(wd, qd), ad);                                        \
+          sum = _mm512_add_pd(sum, _mm512_mul_pd(d, d));                                                     \
+        }                                                                                                    \
+      }                                                                                                      \
+    return sum;                                                                                              \
+  }
+LOW_RANK_TILE(4)
+LOW_RANK_TILE(1)
+
+__attribute__((target("avx512f"))) static double lowRankStep512(const float *w, const float *q, const float *bf,
+                                                                const float *af, size_t rows, size_t cols, size_t r,
+                                                                float *target, float *packed) {
+  // A in chunks of 64 columns, each r × 64 contiguous (the scratch holds r × cols floats and
+  // the chunks need r × 64 · ⌈cols / 64⌉: the last chunk is packed apart when it is short).
+  const size_t chunks = (cols + 63) / 64, fullChunks = cols / 64;
+  float *last = NULL;
+  size_t lastCapacity = 0;
+  if (chunks > fullChunks) {
+    last = takeBuffer(r * 64 * sizeof(float), &lastCapacity);
+    if (!last) return lowRankStepGeneric(w, q, bf, af, rows, cols, r, target, packed);
+  }
+  for (size_t c = 0; c < chunks; c++) {
+    float *dst = c < fullChunks ? packed + c * r * 64 : last;
+    const size_t width = cols - c * 64 < 64 ? cols - c * 64 : 64;
+    for (size_t k = 0; k < r; k++) {
+      memcpy(dst + k * 64, af + k * cols + c * 64, width * sizeof(float));
+      if (width < 64) memset(dst + k * 64 + width, 0, (64 - width) * sizeof(float));
+    }
+  }
+  __m512d sum = _mm512_setzero_pd();
+  size_t i = 0;
+  for (; i + 4 <= rows; i += 4)
+    for (size_t c = 0; c < chunks; c++)
+      sum = lowRankTile4(w, q, bf, c < fullChunks ? packed + c * r * 64 : last, i, c * 64, cols, r, target, sum);
+  for (; i < rows; i++)
+    for (size_t c = 0; c < chunks; c++)
+      sum = lowRankTile1(w, q, bf, c < fullChunks ? packed + c * r * 64 : last, i, c * 64, cols, r, target, sum);
+  giveBuffer(last, lastCapacity);
+  return _mm512_reduce_add_pd(sum);
+}
+#endif
+
 // ---- Node-API ----------------------------------------------------------------------------
 
 typedef struct {
@@ -461,6 +721,100 @@ static napi_value Release(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+// Kernel calls: (memory: Uint8Array over the whole WebAssembly memory, …the wasm kernel's
+// arguments). Every region is checked to lie inside the memory before anything is touched.
+
+typedef struct {
+  uint8_t *base;
+  size_t length;
+} Memory;
+
+static int memoryArg(napi_env env, napi_value v, Memory *m) {
+  bool is;
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
+  if (napi_get_typedarray_info(env, v, &type, &m->length, &raw, &buffer, &offset) != napi_ok) return 0;
+  if (type != napi_uint8_array) return 0;
+  m->base = raw;
+  return 1;
+}
+
+/** base + offset when [offset, offset + bytes) lies inside the memory, else NULL. */
+static void *region(const Memory *m, double offset, double bytes) {
+  if (!(offset >= 0) || !(bytes >= 0) || offset != (double)(size_t)offset || offset + bytes > (double)m->length)
+    return NULL;
+  return m->base + (size_t)offset;
+}
+
+static int numbers(napi_env env, napi_value *argv, size_t count, double *out) {
+  for (size_t i = 0; i < count; i++)
+    if (napi_get_value_double(env, argv[i], &out[i]) != napi_ok) return 0;
+  return 1;
+}
+
+static int wholeCount(double v, double limit) { return v >= 0 && v <= limit && v == (double)(int64_t)v; }
+
+/** quantizeAbsMaxResidual(memory, x, n, blockSize, scales, table, tableLen, cells, codes,
+ *  values, w, residual) → Σ residual². */
+static napi_value QuantizeAbsMaxResidual(napi_env env, napi_callback_info info) {
+  size_t argc = 12;
+  napi_value argv[12], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Memory m;
+  double a[11];
+  if (argc != 12 || !memoryArg(env, argv[0], &m) || !numbers(env, argv + 1, 11, a))
+    return fail(env, "quantizeAbsMaxResidual(memory: Uint8Array, …11 numbers)");
+  const double n = a[1], blockSize = a[2], tableLen = a[5];
+  if (!wholeCount(n, 4294967295.0) || !wholeCount(blockSize, 1 << 30) || blockSize < 1 || !wholeCount(tableLen, 256) ||
+      tableLen < 1)
+    return fail(env, "quantizeAbsMaxResidual: bad sizes");
+  const double blocks = n == 0 ? 0 : (double)(((size_t)n + (size_t)blockSize - 1) / (size_t)blockSize);
+  float *x = region(&m, a[0], 4 * n), *scales = region(&m, a[3], 4 * blocks), *table = region(&m, a[4], 4 * tableLen);
+  // The vector path reads two bytes past the last cell (inside the region's alignment padding).
+  uint16_t *cells = region(&m, a[6], 2 * (CELLS + 2));
+  uint8_t *codes = region(&m, a[7], n);
+  float *values = region(&m, a[8], 4 * n), *w = region(&m, a[9], 4 * n), *residual = region(&m, a[10], 4 * n);
+  if (!x || !scales || !table || !cells || !codes || !values || !w || !residual)
+    return fail(env, "quantizeAbsMaxResidual: a region lies outside the memory");
+  const double sum = quantizeAbsMaxResidual(x, (size_t)n, (size_t)blockSize, scales, table, (int)tableLen, cells,
+                                            codes, values, w, residual);
+  CHECK(napi_create_double(env, sum, &out));
+  return out;
+}
+
+/** lowRankStep(memory, w, q, b, a, rows, cols, r, target (0: none), scratch) → Σ (w − q − B·A)². */
+static napi_value LowRankStep(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Memory m;
+  double a[9];
+  if (argc != 10 || !memoryArg(env, argv[0], &m) || !numbers(env, argv + 1, 9, a))
+    return fail(env, "lowRankStep(memory: Uint8Array, …9 numbers)");
+  const double rows = a[4], cols = a[5], r = a[6];
+  if (!wholeCount(rows, 1 << 30) || !wholeCount(cols, 1 << 30) || !wholeCount(r, 1 << 20))
+    return fail(env, "lowRankStep: bad sizes");
+  const double size = rows * cols;
+  float *w = region(&m, a[0], 4 * size), *q = region(&m, a[1], 4 * size), *bf = region(&m, a[2], 4 * rows * r);
+  float *af = region(&m, a[3], 4 * r * cols), *scratch = region(&m, a[8], 4 * (r > 1 ? r : 1) * cols);
+  float *target = a[7] == 0 ? NULL : region(&m, a[7], 4 * size);
+  if (!w || !q || !bf || !af || !scratch || (a[7] != 0 && !target))
+    return fail(env, "lowRankStep: a region lies outside the memory");
+  double sum;
+#ifdef LOFTQ_X86
+  if (isaSupported(ISA_AVX512))
+    sum = lowRankStep512(w, q, bf, af, (size_t)rows, (size_t)cols, (size_t)r, target, scratch);
+  else
+#endif
+    sum = lowRankStepGeneric(w, q, bf, af, (size_t)rows, (size_t)cols, (size_t)r, target, scratch);
+  CHECK(napi_create_double(env, sum, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"isa", NULL, Isa_, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -468,6 +822,8 @@ NAPI_MODULE_INIT() {
       {"hold", NULL, Hold, NULL, NULL, NULL, napi_enumerable, NULL},
       {"times", NULL, Times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lowRankStep", NULL, LowRankStep, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -4,6 +4,8 @@
 // growing the memory detaches older views. Workspaces are reused (withWorkspace): touching
 // fresh pages for every matrix cost more than some of the kernels.
 
+import { nativeKernelsInUse, withNativeKernels } from './native';
+
 declare const __LOFTQ_KERNELS__: string | undefined;
 
 // The engine's tsconfig has no DOM lib; these are the few WebAssembly types it needs.
@@ -139,11 +141,17 @@ export type U16Region = Region<Uint16Array>;
 
 /** The kernels on a given (shared) memory: a helper thread's view of a workspace. */
 export function kernelsOn(memory: WasmMemory): KernelExports {
+  return withNativeKernels(wasmKernelsOn(memory), memory);
+}
+
+/** The WebAssembly kernels on `memory`, whatever this thread uses (tests compare the two). */
+export function wasmKernelsOn(memory: WasmMemory): KernelExports {
   return new wasm.Instance(kernelModule(), { env: { memory } }).exports as unknown as KernelExports;
 }
 
 export class Workspace {
-  readonly k: KernelExports;
+  private kernels: KernelExports;
+  private kernelsNative = false;
   /** Shared: helper threads (kernels/pool.ts) may run kernels on disjoint parts of it. */
   readonly memory: WasmMemory;
   /** The first page holds nothing of ours (the module's own statics would live there). */
@@ -151,7 +159,18 @@ export class Workspace {
 
   constructor() {
     this.memory = new wasm.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
-    this.k = kernelsOn(this.memory);
+    this.kernels = kernelsOn(this.memory);
+    this.kernelsNative = nativeKernelsInUse();
+  }
+
+  /** The kernels on this memory (the native ones where this thread has switched to them
+   *  since the workspace was made). */
+  get k(): KernelExports {
+    if (this.kernelsNative !== nativeKernelsInUse()) {
+      this.kernels = kernelsOn(this.memory);
+      this.kernelsNative = nativeKernelsInUse();
+    }
+    return this.kernels;
   }
 
   reset(): void {

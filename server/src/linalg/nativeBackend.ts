@@ -4,50 +4,11 @@
 // helper threads — as tfjs-wasm's products run synchronously on the calling thread — and
 // the engine already keeps products off the language server's connection thread.
 
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { DeviceMatrix, MatmulBackend } from './device';
+import { NativeAddon, NativeIsa, useNativeKernels } from '../kernels/native';
 
-export const NATIVE_ISAS = ['generic', 'avx2', 'avx512'] as const;
-export type NativeIsa = (typeof NATIVE_ISAS)[number];
-
-export interface NativeAddon {
-  isa(): NativeIsa;
-  supports(isa: string): boolean;
-  hold(a: Float32Array, rows: number, cols: number): object;
-  times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
-  release(held: object): void;
-}
-
-const MODULE_FILE = 'loftq_native.node';
-let addon: { module?: NativeAddon; problem?: string } | undefined;
-
-/** dist/loftq_native.node beside this bundle, or in the repo's dist/ (compiled tests in out/). */
-function moduleFile(): string | undefined {
-  let d = __dirname;
-  for (let i = 0; i < 6; i++) {
-    for (const c of [path.join(d, MODULE_FILE), path.join(d, 'dist', MODULE_FILE)]) if (fs.existsSync(c)) return c;
-    d = path.dirname(d);
-  }
-  return undefined;
-}
-
-/** The loaded module, or why there is none (not built, or built for another platform). */
-export function nativeAddon(): { module?: NativeAddon; problem?: string } {
-  if (addon) return addon;
-  const file = moduleFile();
-  if (!file) {
-    addon = { problem: 'dist/loftq_native.node was not built (it needs a C compiler when `node esbuild.mjs` runs)' };
-    return addon;
-  }
-  try {
-    // A run-time path: the bundler leaves this require alone.
-    addon = { module: require(file) as NativeAddon };
-  } catch (e) {
-    addon = { problem: `${file} does not load here: ${(e as Error).message.split('\n')[0]}` };
-  }
-  return addon;
-}
+export { NATIVE_ISAS, nativeAddon } from '../kernels/native';
+export type { NativeAddon, NativeIsa } from '../kernels/native';
 
 export interface NativeOptions {
   /** Threads per product (the calling one included); default 1: the engine's pools already
@@ -74,6 +35,8 @@ export class NativeBackend implements MatmulBackend {
     this.isa = opts.isa ?? addon.isa();
     if (!addon.supports(this.isa)) throw new Error(`native backend: this CPU does not run the ${this.isa} kernels`);
     this.threads = Math.max(1, Math.floor(opts.threads ?? 1));
+    // This thread's quantizer and low-rank passes run natively from now on too.
+    useNativeKernels(addon);
   }
 
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {

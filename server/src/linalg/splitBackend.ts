@@ -14,6 +14,7 @@ import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
 import type { DeviceMatrix, MatmulBackend } from './backend';
 import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
 import type { KernelPool } from '../kernels/pool';
+import { nativeAddon, useNativeKernels } from '../kernels/native';
 
 type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
@@ -89,6 +90,11 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
   } catch (e) {
     await Promise.all(pool.map((t) => t.terminate()));
     throw e;
+  }
+  // Its element-wise passes run here and on the workers: natively on every thread, or on none.
+  if (name === 'native') {
+    const { module } = nativeAddon();
+    if (module) useNativeKernels(module);
   }
   let nextHandle = 0;
   // This thread works on a kernel's first part, the workers after the first on the others:

@@ -1,0 +1,85 @@
+// The native module (server/native/loftq_native.c → dist/loftq_native.node, built by
+// esbuild.mjs where a C compiler exists): the native backend's products
+// (linalg/nativeBackend.ts) and native versions of the two hottest element-wise kernels. A
+// thread that starts a native backend runs those kernels natively from then on
+// (useNativeKernels): the quantizer's codes, values and residuals are bit-identical to the
+// wasm kernel's, the low-rank step differs in rounding only (fused multiply-adds).
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const NATIVE_ISAS = ['generic', 'avx2', 'avx512'] as const;
+export type NativeIsa = (typeof NATIVE_ISAS)[number];
+
+/** The kernels with a native version; same arguments as the wasm ones, after the memory. */
+export const NATIVE_KERNELS = ['quantizeAbsMaxResidual', 'lowRankStep'] as const;
+type NativeKernel = (typeof NATIVE_KERNELS)[number];
+
+export interface NativeAddon {
+  isa(): NativeIsa;
+  supports(isa: string): boolean;
+  hold(a: Float32Array, rows: number, cols: number): object;
+  times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
+  release(held: object): void;
+  /** A wasm kernel's call on `memory` (a view of the whole WebAssembly memory). */
+  quantizeAbsMaxResidual(memory: Uint8Array, ...args: number[]): number;
+  lowRankStep(memory: Uint8Array, ...args: number[]): number;
+}
+
+const MODULE_FILE = 'loftq_native.node';
+let addon: { module?: NativeAddon; problem?: string } | undefined;
+
+/** dist/loftq_native.node beside this bundle, or in the repo's dist/ (compiled tests in out/). */
+function moduleFile(): string | undefined {
+  let d = __dirname;
+  for (let i = 0; i < 6; i++) {
+    for (const c of [path.join(d, MODULE_FILE), path.join(d, 'dist', MODULE_FILE)]) if (fs.existsSync(c)) return c;
+    d = path.dirname(d);
+  }
+  return undefined;
+}
+
+/** The loaded module, or why there is none (not built, or built for another platform). */
+export function nativeAddon(): { module?: NativeAddon; problem?: string } {
+  if (addon) return addon;
+  const file = moduleFile();
+  if (!file) {
+    addon = { problem: 'dist/loftq_native.node was not built (it needs a C compiler when `node esbuild.mjs` runs)' };
+    return addon;
+  }
+  try {
+    // A run-time path: the bundler leaves this require alone.
+    addon = { module: require(file) as NativeAddon };
+  } catch (e) {
+    addon = { problem: `${file} does not load here: ${(e as Error).message.split('\n')[0]}` };
+  }
+  return addon;
+}
+
+let inUse: NativeAddon | undefined;
+
+/** This thread's kernel calls of NATIVE_KERNELS go to `addon` from now on. */
+export function useNativeKernels(addon: NativeAddon): void {
+  inUse = addon;
+}
+
+/** Replaces the native kernels of a wasm kernel set on `memory`, when this thread uses them. */
+export function withNativeKernels<K extends Record<NativeKernel, (...args: number[]) => unknown>>(
+  kernels: K,
+  memory: { readonly buffer: ArrayBuffer },
+): K {
+  const addon = inUse;
+  if (!addon) return kernels;
+  // A fresh view per call: growing the memory replaces its buffer object (never its address).
+  const view = () => new Uint8Array(memory.buffer);
+  return {
+    ...kernels,
+    quantizeAbsMaxResidual: (...a: number[]) => addon.quantizeAbsMaxResidual(view(), ...a),
+    lowRankStep: (...a: number[]) => addon.lowRankStep(view(), ...a),
+  };
+}
+
+/** Whether this thread's kernels are the native ones. */
+export function nativeKernelsInUse(): boolean {
+  return inUse !== undefined;
+}
