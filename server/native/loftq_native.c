@@ -569,7 +569,21 @@ __attribute__((target("avx512f"))) static double lowRankStep512(const float *w, 
 typedef struct {
   float *data;
   size_t rows, cols, capacity;
+  /** Set when data is the caller's shared memory (holdView), not a copy. */
+  napi_ref view;
 } Held;
+
+/** Lets go of a held matrix's data: the copy back to the cache, or the view's reference. */
+static void dropHeld(napi_env env, Held *h) {
+  if (h->view) {
+    napi_delete_reference(env, h->view);
+    h->view = NULL;
+  } else if (h->data) {
+    napi_adjust_external_memory(env, -(int64_t)(h->rows * h->cols * sizeof(float)), NULL);
+    giveBuffer(h->data, h->capacity);
+  }
+  h->data = NULL;
+}
 
 #define CHECK(call)                                                                                 \
   do {                                                                                              \
@@ -621,10 +635,8 @@ static int isaArg(napi_env env, napi_value v, Isa *isa) {
 
 static void finalizeHeld(napi_env env, void *data, void *hint) {
   (void)hint;
-  Held *h = data;
-  if (h->data) napi_adjust_external_memory(env, -(int64_t)(h->rows * h->cols * sizeof(float)), NULL);
-  giveBuffer(h->data, h->capacity);
-  free(h);
+  dropHeld(env, data);
+  free(data);
 }
 
 /** isa(): the instruction set the products use on this CPU. */
@@ -676,6 +688,40 @@ static napi_value Hold(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** holdView(a, rows, cols): A read in place — for a view of shared memory, which can be
+ *  neither detached nor moved, and which the engine does not write while it is held (the
+ *  contract of DeviceMatrix: loftq.ts). Saves a copy of the matrix per hold, and the fresh
+ *  pages it would take. The view is kept alive until release. */
+static napi_value HoldView(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  float *a;
+  size_t len, rows, cols;
+  if (argc != 3 || !float32Arg(env, argv[0], &a, &len) || !sizeArg(env, argv[1], &rows) ||
+      !sizeArg(env, argv[2], &cols))
+    return fail(env, "holdView(a: Float32Array, rows, cols)");
+  if (rows != 0 && cols > SIZE_MAX / sizeof(float) / rows) return fail(env, "holdView: matrix too large");
+  if (len != rows * cols) return fail(env, "holdView: a.length is not rows × cols");
+  Held *h = calloc(1, sizeof *h);
+  if (!h) {
+    napi_throw_range_error(env, NULL, "native backend: out of memory");
+    return NULL;
+  }
+  h->data = a;
+  h->rows = rows;
+  h->cols = cols;
+  if (napi_create_reference(env, argv[0], 1, &h->view) != napi_ok) {
+    free(h);
+    return fail(env, "holdView: could not keep the view");
+  }
+  if (napi_create_external(env, h, finalizeHeld, NULL, &out) != napi_ok) {
+    finalizeHeld(env, h, NULL);
+    return fail(env, "holdView: could not create a handle");
+  }
+  return out;
+}
+
 static Held *heldArg(napi_env env, napi_value v) {
   napi_valuetype t;
   void *data;
@@ -713,11 +759,7 @@ static napi_value Release(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Held *h = argc == 1 ? heldArg(env, argv[0]) : NULL;
   if (!h) return fail(env, "release(held)");
-  if (h->data) {
-    napi_adjust_external_memory(env, -(int64_t)(h->rows * h->cols * sizeof(float)), NULL);
-    giveBuffer(h->data, h->capacity);
-    h->data = NULL;
-  }
+  dropHeld(env, h);
   return NULL;
 }
 
@@ -820,6 +862,7 @@ NAPI_MODULE_INIT() {
       {"isa", NULL, Isa_, NULL, NULL, NULL, napi_enumerable, NULL},
       {"supports", NULL, Supports, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hold", NULL, Hold, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"holdView", NULL, HoldView, NULL, NULL, NULL, napi_enumerable, NULL},
       {"times", NULL, Times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},

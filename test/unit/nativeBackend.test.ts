@@ -30,6 +30,12 @@ function product(a: Float32Array, m: number, k: number, b: Float32Array, n: numb
   return { out, mag };
 }
 
+function shared(x: Float32Array): Float32Array {
+  const y = new Float32Array(new SharedArrayBuffer(x.byteLength));
+  y.set(x);
+  return y;
+}
+
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [6, 16, 16],
@@ -50,7 +56,8 @@ test('native products equal a float64 product on every kernel set, shape tail an
     for (const threads of [1, 2, 3]) {
       const backend: NativeBackend = new NativeBackend(module, { isa, threads });
       for (const [m, k, n] of SHAPES) {
-        const a = rand(m * k, m * 31 + k);
+        // Every other shape's matrix in shared memory too: read in place (holdView), not copied.
+        const a = m % 2 ? rand(m * k, m * 31 + k) : shared(rand(m * k, m * 31 + k));
         // The block in shared memory, as the split backend posts it.
         const b = new Float32Array(new SharedArrayBuffer(k * n * 4));
         b.set(rand(k * n, n + 7));
@@ -69,6 +76,26 @@ test('native products equal a float64 product on every kernel set, shape tail an
         SHAPES.reduce((s, [m, k, n]) => s + 2 * m * k * n, 0),
       );
     }
+});
+
+test('a matrix in shared memory is read in place while held, and kept alive by the hold', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const backend = new NativeBackend(module);
+  const [m, k, n] = [20, 30, 5];
+  let a: Float32Array | undefined = shared(rand(m * k, 3));
+  const want = product(a, m, k, rand(k * n, 4), n).out;
+  const held = await backend.hold(a, m, k);
+  // In place: a write before a product shows in it (the contract forbids this; it proves no copy).
+  a[0] += 1;
+  const moved = await held.times(rand(k * n, 4), n);
+  assert.ok(Math.abs(moved[0] - want[0]) > 1e-3, 'the held matrix is the caller memory');
+  a[0] -= 1;
+  a = undefined;
+  (globalThis as { gc?: () => void }).gc?.();
+  const got = await held.times(rand(k * n, 4), n);
+  held.dispose();
+  for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5, `[${i}]`);
 });
 
 test('native products: empty shapes give empty or zero results', async (t) => {

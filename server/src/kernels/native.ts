@@ -18,7 +18,10 @@ type NativeKernel = (typeof NATIVE_KERNELS)[number];
 export interface NativeAddon {
   isa(): NativeIsa;
   supports(isa: string): boolean;
+  /** A copy of `a`, owned by the returned handle. */
   hold(a: Float32Array, rows: number, cols: number): object;
+  /** `a` read in place (shared memory only: it cannot be detached or moved). */
+  holdView(a: Float32Array, rows: number, cols: number): object;
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
   release(held: object): void;
   /** A wasm kernel's call on `memory` (a view of the whole WebAssembly memory). */

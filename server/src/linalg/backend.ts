@@ -1,6 +1,7 @@
-// Choosing and starting a backend (the device interface is device.ts). Backends: wasm (embedded default), native (our C kernels, linalg/nativeBackend.ts, when
-// built), tensorflow (tfjs-node[-gpu] when installed), webgpu (Dawn via the npm `webgpu`
-// package), cpu (plain JS, slow; for checks).
+// Choosing and starting a backend (the device interface is device.ts). Backends: wasm
+// (embedded default), native (our C kernels, linalg/nativeBackend.ts, when built),
+// tensorflow (tfjs-node[-gpu] when installed), webgpu (Dawn via the npm `webgpu` package),
+// cpu (plain JS, slow; for checks).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -13,6 +13,8 @@ export interface DeviceMatrix {
 
 export interface MatmulBackend {
   readonly name: BackendName;
+  /** A matrix for products. The caller does not write `a` until the result is disposed:
+   *  some backends (cpu, native on shared memory) read it in place. */
   hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix>;
   /** GEMM flops issued so far (for throughput figures). */
   flops: number;

@@ -41,7 +41,10 @@ export class NativeBackend implements MatmulBackend {
 
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
     const { addon } = this;
-    let handle: object | undefined = addon.hold(a, rows, cols);
+    // Shared memory (a kernel workspace) is read in place: DeviceMatrix's contract is that
+    // the caller does not write what it holds until dispose.
+    let handle: object | undefined =
+      a.buffer instanceof SharedArrayBuffer ? addon.holdView(a, rows, cols) : addon.hold(a, rows, cols);
     this.largestTensorBytes = Math.max(this.largestTensorBytes, a.length * 4);
     return {
       rows,
