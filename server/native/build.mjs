@@ -31,7 +31,17 @@ export function buildNative(out = 'dist/loftq_native.node') {
   if (!headers) return "native backend not built: Node's headers (node_api.h) not found; the wasm backend runs instead";
   const cc = process.env.CC || 'cc';
   const tmp = `${out}.tmp-${process.pid}`;
-  const flags = ['-O3', '-std=gnu11', '-shared', '-fPIC', '-pthread', '-Wall', '-Wextra', '-ffp-contract=off', `-I${headers}`];
+  const flags = [
+    '-O3',
+    '-std=gnu11',
+    '-shared',
+    '-fPIC',
+    '-pthread',
+    '-Wall',
+    '-Wextra',
+    '-ffp-contract=off',
+    `-I${headers}`,
+  ];
   // macOS resolves the napi_* symbols from the host process at load time.
   if (process.platform === 'darwin') flags.push('-undefined', 'dynamic_lookup');
   const r = spawnSync(cc, [...flags, SOURCE, '-o', tmp], { encoding: 'utf8' });
