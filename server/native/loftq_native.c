@@ -15,7 +15,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <math.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define LOFTQ_X86 1
@@ -214,6 +216,48 @@ static void giveBuffer(void *p, size_t capacity) {
   for (int i = 0; i < nEvicted; i++) free(evicted[i]);
 }
 
+// ---- Threads -----------------------------------------------------------------------------
+
+/** Work on [first, last) of a range, as part `part` of a parallelFor. */
+typedef void RangeFn(void *ctx, size_t first, size_t last, size_t part);
+
+typedef struct {
+  RangeFn *fn;
+  void *ctx;
+  size_t first, last, part;
+} RangePart;
+
+static void *rangePartThread(void *arg) {
+  const RangePart *r = arg;
+  r->fn(r->ctx, r->first, r->last, r->part);
+  return NULL;
+}
+
+/** Runs fn over [0, total) in up to `threads` parts with inner bounds on multiples of `align`,
+ *  part 0 on this thread; returns the number of parts (results per part are the caller's,
+ *  indexed by part, so sums add up in one order). A thread that cannot start leaves its
+ *  part to this one. */
+static size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *ctx) {
+  const size_t units = (total + align - 1) / align;
+  size_t parts = threads < 1 ? 1 : (size_t)threads;
+  if (parts > MAX_THREADS) parts = MAX_THREADS;
+  if (parts > units) parts = units ? units : 1;
+  RangePart work[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  int started[MAX_THREADS] = {0};
+  for (size_t i = 0; i < parts; i++) {
+    const size_t first = units * i / parts * align, last = units * (i + 1) / parts * align;
+    work[i] = (RangePart){fn, ctx, first, last < total ? last : total, i};
+    if (i > 0) started[i] = pthread_create(&ids[i], NULL, rangePartThread, &work[i]) == 0;
+  }
+  rangePartThread(&work[0]);
+  for (size_t i = 1; i < parts; i++) {
+    if (started[i]) pthread_join(ids[i], NULL);
+    else rangePartThread(&work[i]);
+  }
+  return parts;
+}
+
 // ---- Products -----------------------------------------------------------------------------
 
 typedef struct {
@@ -221,16 +265,18 @@ typedef struct {
   size_t rows, cols, n, strips;
   const float *packed; // strips × cols × STRIP
   float *out;
-  size_t panel0, panel1; // row panels [panel0, panel1) of this part
   Isa isa;
-} Part;
+} Product;
 
-static void runPart(const Part *w) {
+/** Row panels [panel0, panel1) of a product. */
+static void productPanels(void *ctx, size_t panel0, size_t panel1, size_t part) {
+  (void)part;
+  const Product *w = ctx;
   const size_t stripStride = w->cols * STRIP;
   for (size_t p0 = 0; p0 < w->cols; p0 += KC) {
     const int kc = (int)(w->cols - p0 < KC ? w->cols - p0 : KC);
     const int add = p0 > 0;
-    for (size_t ip = w->panel0; ip < w->panel1; ip++) {
+    for (size_t ip = panel0; ip < panel1; ip++) {
       const size_t row0 = ip * MR;
       const int mr = (int)(w->rows - row0 < MR ? w->rows - row0 : MR);
       // Rows past the end repeat the last one: computed, never stored.
@@ -258,11 +304,6 @@ static void runPart(const Part *w) {
   }
 }
 
-static void *runPartThread(void *arg) {
-  runPart((const Part *)arg);
-  return NULL;
-}
-
 /** out (rows × n) = A (rows × cols) · B (cols × n). Returns 0, or -1 when memory ran out. */
 static int multiply(const float *a, size_t rows, size_t cols, const float *b, size_t n, float *out, int threads,
                     Isa isa) {
@@ -283,23 +324,8 @@ static int multiply(const float *a, size_t rows, size_t cols, const float *b, si
       if (width < STRIP) memset(dst + width, 0, (STRIP - width) * sizeof(float));
     }
   }
-  const size_t panels = (rows + MR - 1) / MR;
-  size_t parts = threads < 1 ? 1 : (size_t)threads;
-  if (parts > MAX_THREADS) parts = MAX_THREADS;
-  if (parts > panels) parts = panels;
-  Part work[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  int started[MAX_THREADS] = {0};
-  for (size_t i = 0; i < parts; i++) {
-    work[i] = (Part){a, rows, cols, n, strips, packed, out, panels * i / parts, panels * (i + 1) / parts, isa};
-    if (i > 0) started[i] = pthread_create(&ids[i], NULL, runPartThread, &work[i]) == 0;
-  }
-  // A thread that could not start leaves its part to this one.
-  runPart(&work[0]);
-  for (size_t i = 1; i < parts; i++) {
-    if (started[i]) pthread_join(ids[i], NULL);
-    else runPart(&work[i]);
-  }
+  Product work = {a, rows, cols, n, strips, packed, out, isa};
+  parallelFor((rows + MR - 1) / MR, 1, threads, productPanels, &work);
   giveBuffer(packed, packedCapacity);
   return 0;
 }
@@ -430,7 +456,7 @@ __attribute__((target("avx512f,avx512bw"))) static double quantizeBlocks512(
 
 /** NF (absmax) quantization of x and residual = w − values, block by block (the wasm
  *  kernel's quantizeAbsMaxResidual); returns Σ residual². */
-static double quantizeAbsMaxResidual(const float *x, size_t n, size_t blockSize, float *scales, const float *table,
+static double quantizeRange(const float *x, size_t n, size_t blockSize, float *scales, const float *table,
                                      int tableLen, const uint16_t *cells, uint8_t *codes, float *values,
                                      const float *w, float *residual) {
   const uint8_t zeroCode = (uint8_t)nearestCode(table, tableLen, 0);
@@ -463,27 +489,65 @@ static double quantizeAbsMaxResidual(const float *x, size_t n, size_t blockSize,
   return s;
 }
 
-/** Σ (w − q − B·A)² over rows × cols, B rows × r and A r × cols row-major, and (when target
- *  is not NULL) target = w − B·A (the wasm kernel's lowRankStep). */
-static double lowRankStepGeneric(const float *w, const float *q, const float *bf, const float *af, size_t rows,
-                                 size_t cols, size_t r, float *target, float *scratch) {
+typedef struct {
+  const float *x, *table, *w;
+  size_t blockSize;
+  float *scales, *values, *residual;
+  int tableLen;
+  const uint16_t *cells;
+  uint8_t *codes;
+  double sums[MAX_THREADS];
+} Quantization;
+
+static void quantizePart(void *ctx, size_t first, size_t last, size_t part) {
+  Quantization *z = ctx;
+  z->sums[part] = quantizeRange(z->x + first, last - first, z->blockSize, z->scales + first / z->blockSize, z->table,
+                                z->tableLen, z->cells, z->codes + first, z->values + first, z->w + first,
+                                z->residual + first);
+}
+
+/** quantizeRange over `threads` threads, split on whole blocks. */
+static double quantizeAbsMaxResidual(const float *x, size_t n, size_t blockSize, float *scales, const float *table,
+                                     int tableLen, const uint16_t *cells, uint8_t *codes, float *values,
+                                     const float *w, float *residual, int threads) {
+  Quantization z = {x, table, w, blockSize, scales, values, residual, tableLen, cells, codes, {0}};
+  const size_t parts = parallelFor(n, blockSize, threads, quantizePart, &z);
+  double sum = 0;
+  for (size_t i = 0; i < parts; i++) sum += z.sums[i];
+  return sum;
+}
+
+typedef struct {
+  const float *w, *q, *bf, *af;
+  size_t rows, cols, r;
+  float *target;
+  /** A in chunks of 64 columns, r × 64 each (the vector path); the last, when short, apart. */
+  float *packed, *lastChunk;
+  double sums[MAX_THREADS];
+} LowRank;
+
+/** Rows [first, last) of the low-rank step, one row at a time through a row of scratch. */
+static void lowRankRowsGeneric(void *ctx, size_t first, size_t last, size_t part) {
+  LowRank *z = ctx;
+  size_t capacity;
+  float *acc = takeBuffer(z->cols * sizeof(float), &capacity);
   double s = 0;
-  for (size_t i = 0; i < rows; i++) {
-    float *acc = scratch;
-    memset(acc, 0, cols * sizeof(float));
-    for (size_t k = 0; k < r; k++) {
-      const float b = bf[i * r + k];
-      const float *a = af + k * cols;
-      for (size_t j = 0; j < cols; j++) acc[j] += b * a[j];
+  for (size_t i = first; i < last && acc; i++) {
+    memset(acc, 0, z->cols * sizeof(float));
+    for (size_t k = 0; k < z->r; k++) {
+      const float b = z->bf[i * z->r + k];
+      const float *a = z->af + k * z->cols;
+      for (size_t j = 0; j < z->cols; j++) acc[j] += b * a[j];
     }
-    for (size_t j = 0; j < cols; j++) {
-      const float wj = w[i * cols + j];
-      const double d = (double)wj - (double)q[i * cols + j] - (double)acc[j];
+    for (size_t j = 0; j < z->cols; j++) {
+      const float wj = z->w[i * z->cols + j];
+      const double d = (double)wj - (double)z->q[i * z->cols + j] - (double)acc[j];
       s += d * d;
-      if (target) target[i * cols + j] = wj - acc[j];
+      if (z->target) z->target[i * z->cols + j] = wj - acc[j];
     }
   }
-  return s;
+  z->sums[part] = acc ? s : NAN;
+  giveBuffer(acc, capacity);
 }
 
 #ifdef LOFTQ_X86
@@ -531,38 +595,405 @@ static double lowRankStepGeneric(const float *w, const float *q, const float *bf
 LOW_RANK_TILE(4)
 LOW_RANK_TILE(1)
 
-__attribute__((target("avx512f"))) static double lowRankStep512(const float *w, const float *q, const float *bf,
-                                                                const float *af, size_t rows, size_t cols, size_t r,
-                                                                float *target, float *packed) {
-  // A in chunks of 64 columns, each r × 64 contiguous (the scratch holds r × cols floats and
-  // the chunks need r × 64 · ⌈cols / 64⌉: the last chunk is packed apart when it is short).
-  const size_t chunks = (cols + 63) / 64, fullChunks = cols / 64;
-  float *last = NULL;
-  size_t lastCapacity = 0;
-  if (chunks > fullChunks) {
-    last = takeBuffer(r * 64 * sizeof(float), &lastCapacity);
-    if (!last) return lowRankStepGeneric(w, q, bf, af, rows, cols, r, target, packed);
-  }
-  for (size_t c = 0; c < chunks; c++) {
-    float *dst = c < fullChunks ? packed + c * r * 64 : last;
-    const size_t width = cols - c * 64 < 64 ? cols - c * 64 : 64;
-    for (size_t k = 0; k < r; k++) {
-      memcpy(dst + k * 64, af + k * cols + c * 64, width * sizeof(float));
-      if (width < 64) memset(dst + k * 64 + width, 0, (64 - width) * sizeof(float));
-    }
-  }
+/** Rows [first, last) of the low-rank step over the packed chunks of A. */
+__attribute__((target("avx512f"))) static void lowRankRows512(void *ctx, size_t first, size_t last, size_t part) {
+  LowRank *z = ctx;
+  const size_t chunks = (z->cols + 63) / 64, fullChunks = z->cols / 64;
   __m512d sum = _mm512_setzero_pd();
-  size_t i = 0;
-  for (; i + 4 <= rows; i += 4)
+  size_t i = first;
+  for (; i + 4 <= last; i += 4)
     for (size_t c = 0; c < chunks; c++)
-      sum = lowRankTile4(w, q, bf, c < fullChunks ? packed + c * r * 64 : last, i, c * 64, cols, r, target, sum);
-  for (; i < rows; i++)
+      sum = lowRankTile4(z->w, z->q, z->bf, c < fullChunks ? z->packed + c * z->r * 64 : z->lastChunk, i, c * 64,
+                         z->cols, z->r, z->target, sum);
+  for (; i < last; i++)
     for (size_t c = 0; c < chunks; c++)
-      sum = lowRankTile1(w, q, bf, c < fullChunks ? packed + c * r * 64 : last, i, c * 64, cols, r, target, sum);
-  giveBuffer(last, lastCapacity);
-  return _mm512_reduce_add_pd(sum);
+      sum = lowRankTile1(z->w, z->q, z->bf, c < fullChunks ? z->packed + c * z->r * 64 : z->lastChunk, i, c * 64,
+                         z->cols, z->r, z->target, sum);
+  z->sums[part] = _mm512_reduce_add_pd(sum);
 }
 #endif
+
+/** Σ (w − q − B·A)² and target = w − B·A (the wasm kernel's lowRankStep) over `threads`
+ *  threads by rows; `scratch` holds r × cols floats (A's packed chunks). NAN: out of memory. */
+static double lowRankStep(const float *w, const float *q, const float *bf, const float *af, size_t rows, size_t cols,
+                          size_t r, float *target, float *scratch, int threads) {
+  LowRank z = {w, q, bf, af, rows, cols, r, target, scratch, NULL, {0}};
+  RangeFn *rowsFn = lowRankRowsGeneric;
+  size_t lastCapacity = 0;
+#ifdef LOFTQ_X86
+  if (isaSupported(ISA_AVX512)) {
+    // A's rows are a row length apart, often a power of two that maps all of them to one
+    // cache set: the tiles read A from chunks of 64 columns, each r × 64 contiguous.
+    const size_t chunks = (cols + 63) / 64, fullChunks = cols / 64;
+    if (chunks > fullChunks) z.lastChunk = takeBuffer(r * 64 * sizeof(float), &lastCapacity);
+    if (chunks == fullChunks || z.lastChunk) {
+      for (size_t c = 0; c < chunks; c++) {
+        float *dst = c < fullChunks ? scratch + c * r * 64 : z.lastChunk;
+        const size_t width = cols - c * 64 < 64 ? cols - c * 64 : 64;
+        for (size_t k = 0; k < r; k++) {
+          memcpy(dst + k * 64, af + k * cols + c * 64, width * sizeof(float));
+          if (width < 64) memset(dst + k * 64 + width, 0, (64 - width) * sizeof(float));
+        }
+      }
+      rowsFn = lowRankRows512;
+    }
+  }
+#endif
+  const size_t parts = parallelFor(rows, 4, threads, rowsFn, &z);
+  giveBuffer(z.lastChunk, lastCapacity);
+  double sum = 0;
+  for (size_t i = 0; i < parts; i++) sum += z.sums[i];
+  return sum;
+}
+
+typedef struct {
+  const float *src;
+  float *dst;
+  size_t rows, cols;
+} Transpose;
+
+/** Rows [first, last) of src into the same columns of dst = srcᵀ, in 32 × 32 tiles that stay
+ *  in cache (the wasm kernel's transposeBand). */
+static void transposeRows(void *ctx, size_t first, size_t last, size_t part) {
+  (void)part;
+  const Transpose *t = ctx;
+  enum { T = 32 };
+  for (size_t i0 = first; i0 < last; i0 += T) {
+    const size_t i1 = last - i0 < T ? last : i0 + T;
+    for (size_t j0 = 0; j0 < t->cols; j0 += T) {
+      const size_t j1 = t->cols - j0 < T ? t->cols : j0 + T;
+      for (size_t j = j0; j < j1; j++)
+        for (size_t i = i0; i < i1; i++) t->dst[j * t->rows + i] = t->src[i * t->cols + j];
+    }
+  }
+}
+
+typedef struct {
+  Transpose *t;
+  size_t first;
+} TransposeBandPart;
+
+static void transposeBandPart(void *ctx, size_t first, size_t last, size_t part) {
+  const TransposeBandPart *b = ctx;
+  transposeRows(b->t, b->first + first, b->first + last, part);
+}
+
+// ---- Float64 algebra of the Krylov space ----------------------------------------------------
+// The randomized SVD's column-block kernels of server/wasm/kernels.ts (dot products of column
+// blocks, blocks of axpys, Gram–Schmidt, Gram matrices) and its symmetric eigensolver, same
+// arguments, same algorithms; results differ from the wasm kernels in rounding only (sums in
+// another order). A block is `count` contiguous float64 columns of `len` values.
+
+#define COL(block, j, len) ((block) + (size_t)(j) * (size_t)(len))
+
+static double dotGeneric(const double *a, const double *b, size_t len) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < len; i++) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+#ifdef LOFTQ_X86
+/** out[p][j] for a tile of up to 4 columns of A × up to 2 of B, 8 doubles at a time. */
+__attribute__((target("avx512f"))) static void dotTile512(const double *const *ap, int np, const double *const *bp,
+                                                         int nb, size_t len, double *out, size_t ldo) {
+  __m512d acc[4][2];
+  for (int p = 0; p < 4; p++) acc[p][0] = acc[p][1] = _mm512_setzero_pd();
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const __m512d x0 = _mm512_loadu_pd(bp[0] + i), x1 = _mm512_loadu_pd(bp[nb - 1] + i);
+    for (int p = 0; p < 4; p++) {
+      const __m512d y = _mm512_loadu_pd(ap[p < np ? p : np - 1] + i);
+      acc[p][0] = _mm512_fmadd_pd(y, x0, acc[p][0]);
+      acc[p][1] = _mm512_fmadd_pd(y, x1, acc[p][1]);
+    }
+  }
+  for (int p = 0; p < np; p++)
+    for (int q = 0; q < nb; q++) {
+      double t = _mm512_reduce_add_pd(acc[p][q]);
+      for (size_t r = i; r < len; r++) t += ap[p][r] * bp[q][r];
+      out[p * ldo + q] = t;
+    }
+}
+#endif
+
+/** out (pCount × jCount, row-major) = A[:, pFirst…]ᵀ · B[:, jFirst…]; `symmetric` (A = B,
+ *  same ranges): the lower triangle mirrored, not computed. */
+static void dotBlock(const double *a, size_t pFirst, size_t pCount, const double *b, size_t jFirst, size_t jCount,
+                     size_t len, double *out, int symmetric) {
+#ifdef LOFTQ_X86
+  const int vector = isaSupported(ISA_AVX512);
+#else
+  const int vector = 0;
+#endif
+  for (size_t p = 0; p < pCount; p += 4) {
+    const int np = (int)(pCount - p < 4 ? pCount - p : 4);
+    const double *ap[4];
+    for (int q = 0; q < 4; q++) ap[q] = COL(a, pFirst + p + (size_t)(q < np ? q : np - 1), len);
+    // Symmetric: from the tile that holds the diagonal of this row group on.
+    for (size_t j = symmetric ? p & ~(size_t)1 : 0; j < jCount; j += 2) {
+      const int nb = (int)(jCount - j < 2 ? jCount - j : 2);
+      const double *bp[2] = {COL(b, jFirst + j, len), COL(b, jFirst + j + (size_t)(nb - 1), len)};
+#ifdef LOFTQ_X86
+      if (vector) {
+        dotTile512(ap, np, bp, nb, len, out + p * jCount + j, jCount);
+        continue;
+      }
+#endif
+      (void)vector;
+      for (int u = 0; u < np; u++)
+        for (int v = 0; v < nb; v++) out[(p + (size_t)u) * jCount + j + (size_t)v] = dotGeneric(ap[u], bp[v], len);
+    }
+  }
+  if (symmetric)
+    for (size_t q = 1; q < pCount; q++)
+      for (size_t j = 0; j < q; j++) out[q * jCount + j] = out[j * jCount + q];
+}
+
+/** X[:, jFirst + j] += alpha · Σ_p A[:, pFirst + p] · c[p·ldc + j], in row chunks that stay in cache. */
+static void axpyBlockBody(const double *a, size_t pFirst, size_t pCount, const double *c, size_t ldc, double *x,
+                          size_t jFirst, size_t jCount, size_t len, double alpha) {
+  enum { CHUNK = 512 };
+  for (size_t i0 = 0; i0 < len; i0 += CHUNK) {
+    const size_t i1 = len - i0 < CHUNK ? len : i0 + CHUNK;
+    for (size_t j = 0; j < jCount; j++) {
+      double *xj = COL(x, jFirst + j, len);
+      size_t p = 0;
+      for (; p + 4 <= pCount; p += 4) {
+        const double c0 = alpha * c[p * ldc + j], c1 = alpha * c[(p + 1) * ldc + j];
+        const double c2 = alpha * c[(p + 2) * ldc + j], c3 = alpha * c[(p + 3) * ldc + j];
+        const double *a0 = COL(a, pFirst + p, len), *a1 = COL(a, pFirst + p + 1, len);
+        const double *a2 = COL(a, pFirst + p + 2, len), *a3 = COL(a, pFirst + p + 3, len);
+        for (size_t i = i0; i < i1; i++) xj[i] += a0[i] * c0 + a1[i] * c1 + a2[i] * c2 + a3[i] * c3;
+      }
+      for (; p < pCount; p++) {
+        const double cp = alpha * c[p * ldc + j];
+        if (cp == 0) continue;
+        const double *ap = COL(a, pFirst + p, len);
+        for (size_t i = i0; i < i1; i++) xj[i] += cp * ap[i];
+      }
+    }
+  }
+}
+
+#ifdef LOFTQ_X86
+__attribute__((target("avx512f"))) static void axpyBlock512(const double *a, size_t pFirst, size_t pCount,
+                                                           const double *c, size_t ldc, double *x, size_t jFirst,
+                                                           size_t jCount, size_t len, double alpha) {
+  axpyBlockBody(a, pFirst, pCount, c, ldc, x, jFirst, jCount, len, alpha);
+}
+#endif
+
+static void axpyBlock(const double *a, size_t pFirst, size_t pCount, const double *c, size_t ldc, double *x,
+                      size_t jFirst, size_t jCount, size_t len, double alpha) {
+#ifdef LOFTQ_X86
+  if (isaSupported(ISA_AVX512)) {
+    axpyBlock512(a, pFirst, pCount, c, ldc, x, jFirst, jCount, len, alpha);
+    return;
+  }
+#endif
+  axpyBlockBody(a, pFirst, pCount, c, ldc, x, jFirst, jCount, len, alpha);
+}
+
+static double dot(const double *a, const double *b, size_t len) {
+  double out;
+  dotBlock(a, 0, 1, b, 0, 1, len, &out, 0);
+  return out;
+}
+
+/** The wasm kernel's orthonormalize: columns first … first+count−1 against the earlier ones
+ *  (block classical Gram–Schmidt, twice, a third time when the second pass still removed
+ *  more than half of a column) and among themselves (each column against the new ones
+ *  before it, classical Gram–Schmidt as one block product where the wasm kernel goes column
+ *  by column, repeated while the column loses more than half its norm: "twice is enough");
+ *  a column left with under 1e-10 of its norm becomes zero. `scratch`: first·count + 2·count
+ *  doubles. */
+static void orthonormalize(double *block, size_t first, size_t count, size_t len, double *scratch) {
+  double *original = scratch, *before = scratch + count, *coef = scratch + 2 * count;
+  for (size_t j = 0; j < count; j++) {
+    const double *c = COL(block, first + j, len);
+    original[j] = sqrt(dot(c, c, len));
+  }
+  if (first > 0) {
+    for (int pass = 0; pass < 3; pass++) {
+      if (pass == 2) {
+        int again = 0;
+        for (size_t j = 0; j < count; j++) {
+          const double *c = COL(block, first + j, len);
+          if (sqrt(dot(c, c, len)) <= 0.5 * before[j]) again = 1;
+        }
+        if (!again) break;
+      }
+      if (pass == 1)
+        for (size_t j = 0; j < count; j++) {
+          const double *c = COL(block, first + j, len);
+          before[j] = sqrt(dot(c, c, len));
+        }
+      dotBlock(block, 0, first, block, first, count, len, coef, 0);
+      axpyBlock(block, 0, first, coef, count, block, first, count, len, -1);
+    }
+  }
+  for (size_t j = first; j < first + count; j++) {
+    double *c = COL(block, j, len);
+    double prev = sqrt(dot(c, c, len)), norm = prev;
+    for (int pass = 0; pass < 3 && j > first; pass++) {
+      // This column's coefficients against the new columns before it, then one block update.
+      dotBlock(block, first, j - first, c, 0, 1, len, coef, 0);
+      axpyBlock(block, first, j - first, coef, 1, c, 0, 1, len, -1);
+      norm = sqrt(dot(c, c, len));
+      if (norm > 0.5 * prev) break;
+      prev = norm;
+    }
+    const double orig = original[j - first];
+    const double inv = norm > 1e-10 * orig && norm > 1e-300 ? 1 / norm : 0;
+    for (size_t i = 0; i < len; i++) c[i] *= inv;
+  }
+}
+
+/** EISPACK's tred2 + tql2 (the wasm kernel's symmetricEigen) on a symmetric row-major n × n
+ *  matrix, with rows and columns swapped throughout: the input is the same (symmetric), the
+ *  reduction's column walks become contiguous rows, and its result is already Qᵀ, whose rows
+ *  the QL rotations turn. `a` ends as the eigenvectors (column j for d[j], unsorted). */
+#define AT(i, j) a[(size_t)(i) * (size_t)n + (size_t)(j)]
+static void symmetricEigen(double *a, int n, double *d, double *e) {
+  for (int j = 0; j < n; j++) d[j] = AT(j, n - 1);
+  for (int i = n - 1; i > 0; i--) {
+    double scale = 0, h = 0;
+    for (int c = 0; c < i; c++) scale += fabs(d[c]);
+    if (scale == 0) {
+      e[i] = d[i - 1];
+      for (int j = 0; j < i; j++) {
+        d[j] = AT(j, i - 1);
+        AT(j, i) = 0;
+        AT(i, j) = 0;
+      }
+    } else {
+      for (int c = 0; c < i; c++) {
+        d[c] /= scale;
+        h += d[c] * d[c];
+      }
+      double f = d[i - 1], g = sqrt(h);
+      if (f > 0) g = -g;
+      e[i] = scale * g;
+      h -= f * g;
+      d[i - 1] = f - g;
+      for (int j = 0; j < i; j++) e[j] = 0;
+      for (int j = 0; j < i; j++) {
+        f = d[j];
+        AT(i, j) = f;
+        g = e[j] + AT(j, j) * f;
+        const double *row = &AT(j, 0);
+        for (int c = j + 1; c <= i - 1; c++) {
+          g += row[c] * d[c];
+          e[c] += row[c] * f;
+        }
+        e[j] = g;
+      }
+      f = 0;
+      for (int j = 0; j < i; j++) {
+        e[j] /= h;
+        f += e[j] * d[j];
+      }
+      const double hh = f / (h + h);
+      for (int j = 0; j < i; j++) e[j] -= hh * d[j];
+      for (int j = 0; j < i; j++) {
+        f = d[j];
+        g = e[j];
+        double *row = &AT(j, 0);
+        for (int c = j; c <= i - 1; c++) row[c] -= f * e[c] + g * d[c];
+        d[j] = AT(j, i - 1);
+        AT(j, i) = 0;
+      }
+    }
+    d[i] = h;
+  }
+  for (int i = 0; i < n - 1; i++) {
+    AT(i, n - 1) = AT(i, i);
+    AT(i, i) = 1;
+    const double h = d[i + 1];
+    if (h != 0) {
+      const double *next = &AT(i + 1, 0);
+      for (int c = 0; c <= i; c++) d[c] = next[c] / h;
+      for (int j = 0; j <= i; j++) {
+        double *row = &AT(j, 0);
+        const double g = dotGeneric(next, row, (size_t)i + 1);
+        for (int c = 0; c <= i; c++) row[c] -= g * d[c];
+      }
+    }
+    for (int c = 0; c <= i; c++) AT(i + 1, c) = 0;
+  }
+  for (int j = 0; j < n; j++) {
+    d[j] = AT(j, n - 1);
+    AT(j, n - 1) = 0;
+  }
+  if (n > 0) AT(n - 1, n - 1) = 1;
+  e[0] = 0;
+  // Implicit QL on the tridiagonal (d, e), turning rows of Qᵀ (contiguous).
+  for (int i = 1; i < n; i++) e[i - 1] = e[i];
+  if (n > 0) e[n - 1] = 0;
+  double f = 0, tst1 = 0;
+  const double eps = 2.220446049250313e-16;
+  for (int l = 0; l < n; l++) {
+    tst1 = fmax(tst1, fabs(d[l]) + fabs(e[l]));
+    int m = l;
+    while (m < n && fabs(e[m]) > eps * tst1) m++;
+    if (m > l) {
+      for (int iter = 0; iter < 100; iter++) {
+        double g = d[l];
+        double p = (d[l + 1] - g) / (2 * e[l]);
+        double r = hypot(p, 1);
+        if (p < 0) r = -r;
+        d[l] = e[l] / (p + r);
+        d[l + 1] = e[l] * (p + r);
+        const double dl1 = d[l + 1];
+        double h = g - d[l];
+        for (int i = l + 2; i < n; i++) d[i] -= h;
+        f += h;
+        p = d[m];
+        double c = 1, c2 = 1, c3 = 1, s = 0, s2 = 0;
+        const double el1 = e[l + 1];
+        for (int i = m - 1; i >= l; i--) {
+          c3 = c2;
+          c2 = c;
+          s2 = s;
+          g = c * e[i];
+          h = c * p;
+          r = hypot(p, e[i]);
+          e[i + 1] = s * r;
+          s = e[i] / r;
+          c = p / r;
+          p = c * d[i] - s * g;
+          d[i + 1] = h + s * (c * g + s * d[i]);
+          double *x = &AT(i + 1, 0), *y = &AT(i, 0);
+          for (int j = 0; j < n; j++) {
+            const double xj = x[j], yj = y[j];
+            x[j] = s * yj + c * xj;
+            y[j] = c * yj - s * xj;
+          }
+        }
+        p = (-s * s2 * c3 * el1 * e[l]) / dl1;
+        e[l] = s * p;
+        d[l] = c * p;
+        if (!(fabs(e[l]) > eps * tst1)) break;
+      }
+    }
+    d[l] += f;
+    e[l] = 0;
+  }
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++) {
+      const double t = AT(i, j);
+      AT(i, j) = AT(j, i);
+      AT(j, i) = t;
+    }
+}
+#undef AT
 
 // ---- Node-API ----------------------------------------------------------------------------
 
@@ -800,16 +1231,50 @@ static int numbers(napi_env env, napi_value *argv, size_t count, double *out) {
 
 static int wholeCount(double v, double limit) { return v >= 0 && v <= limit && v == (double)(int64_t)v; }
 
+/** Parses (memory, …count numbers[, threads]) into m and a[0 … count], a[count] being the
+ *  thread count (1 when absent): 1, or 0 with a TypeError thrown naming `usage`. */
+static int kernelArgs(napi_env env, napi_callback_info info, size_t count, Memory *m, double *a, const char *usage) {
+  size_t argc = 16;
+  napi_value argv[16];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < count + 1 || argc > count + 2 ||
+      !memoryArg(env, argv[0], m) || !numbers(env, argv + 1, argc - 1, a) ||
+      (argc == count + 2 && !(a[count] >= 1 && a[count] <= MAX_THREADS))) {
+    fail(env, usage);
+    return 0;
+  }
+  if (argc == count + 1) a[count] = 1;
+  return 1;
+}
+
+static int counts(const double *a, const int *which, int n) {
+  for (int i = 0; i < n; i++)
+    if (!wholeCount(a[which[i]], 1 << 30)) return 0;
+  return 1;
+}
+
+static napi_value outsideMemory(napi_env env, const char *kernel) {
+  char message[96];
+  snprintf(message, sizeof message, "%s: a region lies outside the memory", kernel);
+  return fail(env, message);
+}
+
+static napi_value sumResult(napi_env env, double sum) {
+  napi_value out;
+  if (isnan(sum)) {
+    napi_throw_range_error(env, NULL, "native kernels: out of memory");
+    return NULL;
+  }
+  CHECK(napi_create_double(env, sum, &out));
+  return out;
+}
+
 /** quantizeAbsMaxResidual(memory, x, n, blockSize, scales, table, tableLen, cells, codes,
- *  values, w, residual) → Σ residual². */
+ *  values, w, residual[, threads]) → Σ residual². */
 static napi_value QuantizeAbsMaxResidual(napi_env env, napi_callback_info info) {
-  size_t argc = 12;
-  napi_value argv[12], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Memory m;
-  double a[11];
-  if (argc != 12 || !memoryArg(env, argv[0], &m) || !numbers(env, argv + 1, 11, a))
-    return fail(env, "quantizeAbsMaxResidual(memory: Uint8Array, …11 numbers)");
+  double a[12];
+  if (!kernelArgs(env, info, 11, &m, a, "quantizeAbsMaxResidual(memory: Uint8Array, …11 numbers[, threads])"))
+    return NULL;
   const double n = a[1], blockSize = a[2], tableLen = a[5];
   if (!wholeCount(n, 4294967295.0) || !wholeCount(blockSize, 1 << 30) || blockSize < 1 || !wholeCount(tableLen, 256) ||
       tableLen < 1)
@@ -821,22 +1286,16 @@ static napi_value QuantizeAbsMaxResidual(napi_env env, napi_callback_info info) 
   uint8_t *codes = region(&m, a[7], n);
   float *values = region(&m, a[8], 4 * n), *w = region(&m, a[9], 4 * n), *residual = region(&m, a[10], 4 * n);
   if (!x || !scales || !table || !cells || !codes || !values || !w || !residual)
-    return fail(env, "quantizeAbsMaxResidual: a region lies outside the memory");
-  const double sum = quantizeAbsMaxResidual(x, (size_t)n, (size_t)blockSize, scales, table, (int)tableLen, cells,
-                                            codes, values, w, residual);
-  CHECK(napi_create_double(env, sum, &out));
-  return out;
+    return outsideMemory(env, "quantizeAbsMaxResidual");
+  return sumResult(env, quantizeAbsMaxResidual(x, (size_t)n, (size_t)blockSize, scales, table, (int)tableLen, cells,
+                                               codes, values, w, residual, (int)a[11]));
 }
 
-/** lowRankStep(memory, w, q, b, a, rows, cols, r, target (0: none), scratch) → Σ (w − q − B·A)². */
+/** lowRankStep(memory, w, q, b, a, rows, cols, r, target (0: none), scratch[, threads]) → Σ (w − q − B·A)². */
 static napi_value LowRankStep(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   Memory m;
-  double a[9];
-  if (argc != 10 || !memoryArg(env, argv[0], &m) || !numbers(env, argv + 1, 9, a))
-    return fail(env, "lowRankStep(memory: Uint8Array, …9 numbers)");
+  double a[10];
+  if (!kernelArgs(env, info, 9, &m, a, "lowRankStep(memory: Uint8Array, …9 numbers[, threads])")) return NULL;
   const double rows = a[4], cols = a[5], r = a[6];
   if (!wholeCount(rows, 1 << 30) || !wholeCount(cols, 1 << 30) || !wholeCount(r, 1 << 20))
     return fail(env, "lowRankStep: bad sizes");
@@ -844,17 +1303,90 @@ static napi_value LowRankStep(napi_env env, napi_callback_info info) {
   float *w = region(&m, a[0], 4 * size), *q = region(&m, a[1], 4 * size), *bf = region(&m, a[2], 4 * rows * r);
   float *af = region(&m, a[3], 4 * r * cols), *scratch = region(&m, a[8], 4 * (r > 1 ? r : 1) * cols);
   float *target = a[7] == 0 ? NULL : region(&m, a[7], 4 * size);
-  if (!w || !q || !bf || !af || !scratch || (a[7] != 0 && !target))
-    return fail(env, "lowRankStep: a region lies outside the memory");
-  double sum;
-#ifdef LOFTQ_X86
-  if (isaSupported(ISA_AVX512))
-    sum = lowRankStep512(w, q, bf, af, (size_t)rows, (size_t)cols, (size_t)r, target, scratch);
-  else
-#endif
-    sum = lowRankStepGeneric(w, q, bf, af, (size_t)rows, (size_t)cols, (size_t)r, target, scratch);
-  CHECK(napi_create_double(env, sum, &out));
-  return out;
+  if (!w || !q || !bf || !af || !scratch || (a[7] != 0 && !target)) return outsideMemory(env, "lowRankStep");
+  return sumResult(env, lowRankStep(w, q, bf, af, (size_t)rows, (size_t)cols, (size_t)r, target, scratch, (int)a[9]));
+}
+
+/** transposeBand(memory, src, rows, cols, dst, first, last[, threads]). */
+static napi_value TransposeBand(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[7];
+  if (!kernelArgs(env, info, 6, &m, a, "transposeBand(memory: Uint8Array, …6 numbers[, threads])")) return NULL;
+  if (!counts(a, (const int[]){1, 2, 4, 5}, 4) || a[4] > a[5] || a[5] > a[1]) return fail(env, "transposeBand: bad sizes");
+  float *src = region(&m, a[0], 4 * a[1] * a[2]), *dst = region(&m, a[3], 4 * a[1] * a[2]);
+  if (!src || !dst) return outsideMemory(env, "transposeBand");
+  Transpose t = {src, dst, (size_t)a[1], (size_t)a[2]};
+  const size_t first = (size_t)a[4];
+  // Parts of the band on 32-row boundaries from its first row.
+  TransposeBandPart part = {&t, first};
+  parallelFor((size_t)a[5] - first, 32, (int)a[6], transposeBandPart, &part);
+  return NULL;
+}
+
+/** dotBlock(memory, a, pFirst, pCount, b, jFirst, jCount, len, out, symmetric). */
+static napi_value DotBlock(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[10];
+  if (!kernelArgs(env, info, 9, &m, a, "dotBlock(memory: Uint8Array, …9 numbers)")) return NULL;
+  if (!counts(a, (const int[]){1, 2, 4, 5, 6}, 5)) return fail(env, "dotBlock: bad sizes");
+  const double len = a[6];
+  double *pa = region(&m, a[0], 8 * (a[1] + a[2]) * len), *pb = region(&m, a[3], 8 * (a[4] + a[5]) * len);
+  double *out = region(&m, a[7], 8 * a[2] * a[5]);
+  if (!pa || !pb || !out) return outsideMemory(env, "dotBlock");
+  dotBlock(pa, (size_t)a[1], (size_t)a[2], pb, (size_t)a[4], (size_t)a[5], (size_t)len, out, a[8] != 0);
+  return NULL;
+}
+
+/** axpyBlock(memory, a, pFirst, pCount, c, ldc, x, jFirst, jCount, len, alpha). */
+static napi_value AxpyBlock(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[11];
+  if (!kernelArgs(env, info, 10, &m, a, "axpyBlock(memory: Uint8Array, …10 numbers)")) return NULL;
+  if (!counts(a, (const int[]){1, 2, 4, 6, 7, 8}, 6)) return fail(env, "axpyBlock: bad sizes");
+  const double len = a[8];
+  double *pa = region(&m, a[0], 8 * (a[1] + a[2]) * len);
+  double *c = region(&m, a[3], a[2] > 0 && a[7] > 0 ? 8 * ((a[2] - 1) * a[4] + a[7]) : 0);
+  double *x = region(&m, a[5], 8 * (a[6] + a[7]) * len);
+  if (!pa || !c || !x) return outsideMemory(env, "axpyBlock");
+  axpyBlock(pa, (size_t)a[1], (size_t)a[2], c, (size_t)a[4], x, (size_t)a[6], (size_t)a[7], (size_t)len, a[9]);
+  return NULL;
+}
+
+/** orthonormalize(memory, block, first, count, len, scratch). */
+static napi_value Orthonormalize(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[6];
+  if (!kernelArgs(env, info, 5, &m, a, "orthonormalize(memory: Uint8Array, …5 numbers)")) return NULL;
+  if (!counts(a, (const int[]){1, 2, 3}, 3)) return fail(env, "orthonormalize: bad sizes");
+  double *block = region(&m, a[0], 8 * (a[1] + a[2]) * a[3]);
+  double *scratch = region(&m, a[4], 8 * (a[1] * a[2] + 2 * a[2]));
+  if (!block || !scratch) return outsideMemory(env, "orthonormalize");
+  orthonormalize(block, (size_t)a[1], (size_t)a[2], (size_t)a[3], scratch);
+  return NULL;
+}
+
+/** gram(memory, block, count, len, out). */
+static napi_value Gram(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[5];
+  if (!kernelArgs(env, info, 4, &m, a, "gram(memory: Uint8Array, …4 numbers)")) return NULL;
+  if (!counts(a, (const int[]){1, 2}, 2)) return fail(env, "gram: bad sizes");
+  double *block = region(&m, a[0], 8 * a[1] * a[2]), *out = region(&m, a[3], 8 * a[1] * a[1]);
+  if (!block || !out) return outsideMemory(env, "gram");
+  dotBlock(block, 0, (size_t)a[1], block, 0, (size_t)a[1], (size_t)a[2], out, 1);
+  return NULL;
+}
+
+/** symmetricEigen(memory, a, n, d, e). */
+static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[5];
+  if (!kernelArgs(env, info, 4, &m, a, "symmetricEigen(memory: Uint8Array, …4 numbers)")) return NULL;
+  if (!wholeCount(a[1], 1 << 15)) return fail(env, "symmetricEigen: bad size");
+  double *pa = region(&m, a[0], 8 * a[1] * a[1]), *d = region(&m, a[2], 8 * a[1]), *e = region(&m, a[3], 8 * a[1]);
+  if (!pa || !d || !e) return outsideMemory(env, "symmetricEigen");
+  symmetricEigen(pa, (int)a[1], d, e);
+  return NULL;
 }
 
 NAPI_MODULE_INIT() {
@@ -867,6 +1399,12 @@ NAPI_MODULE_INIT() {
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lowRankStep", NULL, LowRankStep, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"transposeBand", NULL, TransposeBand, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dotBlock", NULL, DotBlock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"axpyBlock", NULL, AxpyBlock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"orthonormalize", NULL, Orthonormalize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -1,9 +1,10 @@
 // The native module (server/native/loftq_native.c → dist/loftq_native.node, built by
 // esbuild.mjs where a C compiler exists): the native backend's products
-// (linalg/nativeBackend.ts) and native versions of the two hottest element-wise kernels. A
+// (linalg/nativeBackend.ts) and native versions of the hottest kernels (NATIVE_KERNELS). A
 // thread that starts a native backend runs those kernels natively from then on
 // (useNativeKernels): the quantizer's codes, values and residuals are bit-identical to the
-// wasm kernel's, the low-rank step differs in rounding only (fused multiply-adds).
+// wasm kernel's; the low-rank step and the Krylov algebra differ in rounding only (fused
+// multiply-adds, sums in another order).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,7 +13,16 @@ export const NATIVE_ISAS = ['generic', 'avx2', 'avx512'] as const;
 export type NativeIsa = (typeof NATIVE_ISAS)[number];
 
 /** The kernels with a native version; same arguments as the wasm ones, after the memory. */
-export const NATIVE_KERNELS = ['quantizeAbsMaxResidual', 'lowRankStep'] as const;
+export const NATIVE_KERNELS = [
+  'quantizeAbsMaxResidual',
+  'lowRankStep',
+  'transposeBand',
+  'dotBlock',
+  'axpyBlock',
+  'orthonormalize',
+  'gram',
+  'symmetricEigen',
+] as const;
 type NativeKernel = (typeof NATIVE_KERNELS)[number];
 
 export interface NativeAddon {
@@ -27,6 +37,12 @@ export interface NativeAddon {
   /** A wasm kernel's call on `memory` (a view of the whole WebAssembly memory). */
   quantizeAbsMaxResidual(memory: Uint8Array, ...args: number[]): number;
   lowRankStep(memory: Uint8Array, ...args: number[]): number;
+  transposeBand(memory: Uint8Array, ...args: number[]): void;
+  dotBlock(memory: Uint8Array, ...args: number[]): void;
+  axpyBlock(memory: Uint8Array, ...args: number[]): void;
+  orthonormalize(memory: Uint8Array, ...args: number[]): void;
+  gram(memory: Uint8Array, ...args: number[]): void;
+  symmetricEigen(memory: Uint8Array, ...args: number[]): void;
 }
 
 const MODULE_FILE = 'loftq_native.node';
@@ -59,11 +75,12 @@ export function nativeAddon(): { module?: NativeAddon; problem?: string } {
   return addon;
 }
 
-let inUse: NativeAddon | undefined;
+let inUse: { addon: NativeAddon; threads: number } | undefined;
 
-/** This thread's kernel calls of NATIVE_KERNELS go to `addon` from now on. */
-export function useNativeKernels(addon: NativeAddon): void {
-  inUse = addon;
+/** This thread's kernel calls of NATIVE_KERNELS go to `addon` from now on, each on `threads`
+ *  threads (the quantizer by blocks, the low-rank step by rows). */
+export function useNativeKernels(addon: NativeAddon, threads = 1): void {
+  inUse = { addon, threads };
 }
 
 /** Replaces the native kernels of a wasm kernel set on `memory`, when this thread uses them. */
@@ -71,15 +88,14 @@ export function withNativeKernels<K extends Record<NativeKernel, (...args: numbe
   kernels: K,
   memory: { readonly buffer: ArrayBuffer },
 ): K {
-  const addon = inUse;
-  if (!addon) return kernels;
+  if (!inUse) return kernels;
+  const { addon, threads } = inUse;
   // A fresh view per call: growing the memory replaces its buffer object (never its address).
   const view = () => new Uint8Array(memory.buffer);
-  return {
-    ...kernels,
-    quantizeAbsMaxResidual: (...a: number[]) => addon.quantizeAbsMaxResidual(view(), ...a),
-    lowRankStep: (...a: number[]) => addon.lowRankStep(view(), ...a),
-  };
+  const native = Object.fromEntries(
+    NATIVE_KERNELS.map((name) => [name, (...a: number[]) => addon[name](view(), ...a, threads)]),
+  ) as Pick<K, NativeKernel>;
+  return { ...kernels, ...native };
 }
 
 /** Whether this thread's kernels are the native ones. */

@@ -10,7 +10,7 @@ import type { BackendChoice, BackendName } from '../registry';
 import { AUTO_ORDER, BACKEND_CHOICES, isBackendChoice, oneOf } from '../registry';
 import { UsageError } from '../base/errors';
 import type { DeviceMatrix, MatmulBackend } from './device';
-import { NativeBackend, NativeOptions, nativeAddon } from './nativeBackend';
+import { NativeBackend, NativeOptions, createNativeBackend, nativeAddon } from './nativeBackend';
 
 export type { DeviceMatrix, MatmulBackend } from './device';
 
@@ -217,9 +217,9 @@ export async function createBackend(
   const names = choice === 'auto' ? AUTO_ORDER : [choice];
   for (const name of names) {
     if (name === 'native') {
-      const { module, problem } = nativeAddon();
+      if (choice !== 'auto') return createNativeBackend(opts.threads ?? 1, opts.isa);
+      const { module } = nativeAddon();
       if (module) return new NativeBackend(module, opts);
-      if (choice !== 'auto') throw new UsageError(`backend 'native' is not available: ${problem}`);
       continue;
     }
     let ok = false;

@@ -5,7 +5,8 @@
 // the engine already keeps products off the language server's connection thread.
 
 import type { DeviceMatrix, MatmulBackend } from './device';
-import { NativeAddon, NativeIsa, useNativeKernels } from '../kernels/native';
+import { NativeAddon, NativeIsa, nativeAddon, useNativeKernels } from '../kernels/native';
+import { UsageError } from '../base/errors';
 
 export { NATIVE_ISAS, nativeAddon } from '../kernels/native';
 export type { NativeAddon, NativeIsa } from '../kernels/native';
@@ -19,6 +20,9 @@ export interface NativeOptions {
 }
 
 export class NativeBackend implements MatmulBackend {
+  /** Ends nothing: products run on the calling thread and its own short-lived helpers. */
+  async close(): Promise<void> {}
+
   readonly name = 'native' as const;
   flops = 0;
   /** No binding limit (a tfjs-webgpu notion, see backend.ts). */
@@ -35,8 +39,8 @@ export class NativeBackend implements MatmulBackend {
     this.isa = opts.isa ?? addon.isa();
     if (!addon.supports(this.isa)) throw new Error(`native backend: this CPU does not run the ${this.isa} kernels`);
     this.threads = Math.max(1, Math.floor(opts.threads ?? 1));
-    // This thread's quantizer and low-rank passes run natively from now on too.
-    useNativeKernels(addon);
+    // This thread's quantizer, low-rank step and Krylov algebra run natively from now on too.
+    useNativeKernels(addon, this.threads);
   }
 
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
@@ -64,4 +68,12 @@ export class NativeBackend implements MatmulBackend {
       },
     };
   }
+}
+
+/** A native backend on `threads` threads (products and kernels), or the usage error saying
+ *  why there is none. */
+export function createNativeBackend(threads: number, isa?: NativeIsa): NativeBackend {
+  const { module, problem } = nativeAddon();
+  if (!module) throw new UsageError(`backend 'native' is not available: ${problem}`);
+  return new NativeBackend(module, { threads, isa });
 }

@@ -15,6 +15,7 @@ import type { DeviceMatrix, MatmulBackend } from './backend';
 import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
 import type { KernelPool } from '../kernels/pool';
 import { nativeAddon, useNativeKernels } from '../kernels/native';
+import { createNativeBackend } from './nativeBackend';
 
 type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
@@ -82,6 +83,9 @@ function rowParts(rows: number, parts: number): [number, number][] {
 }
 
 export async function createSplitBackend(threads: number, choice: BackendChoice): Promise<SplitBackend> {
+  // The native backend splits its products and its element-wise kernels over threads itself,
+  // on this thread's memory: no worker copies, no messages.
+  if (choice === 'native') return createNativeBackend(threads);
   const script = gemmWorkerScript();
   const pool = Array.from({ length: Math.max(1, threads) }, () => new GemmThread(script));
   let name: BackendName;
@@ -91,7 +95,8 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
     await Promise.all(pool.map((t) => t.terminate()));
     throw e;
   }
-  // Its element-wise passes run here and on the workers: natively on every thread, or on none.
+  // `auto` may start native workers: the element-wise passes, split between this thread and
+  // them, then run natively on every thread.
   if (name === 'native') {
     const { module } = nativeAddon();
     if (module) useNativeKernels(module);

@@ -13,6 +13,7 @@ import { throwIfAborted } from '../base/errors';
 import * as os from 'node:os';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { createSplitBackend } from '../linalg/splitBackend';
+import { NativeBackend, createNativeBackend } from '../linalg/nativeBackend';
 import type { BackendChoice } from '../registry';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';
@@ -76,12 +77,15 @@ async function accumulateUpper(
 
 /** The calibration pass's backend: on a CPU backend each product is split over the cores (the
  *  pass is large GEMMs and nothing else runs meanwhile: one thread would leave the others
- *  idle); a GPU or native backend as it is. `close` ends the GEMM threads. */
+ *  idle, or native threads); a GPU backend as it is. `close` ends the GEMM threads. */
 export async function createCollectionBackend(
   choice: BackendChoice,
 ): Promise<MatmulBackend & { close(): Promise<void> }> {
   const single = await createBackend(choice);
   const cores = os.availableParallelism?.() ?? os.cpus().length;
+  // Native: the same backend with a thread per core (it splits each product itself).
+  if (single.name === 'native')
+    return createNativeBackend(Math.min(cores, MAX_COLLECTION_THREADS), (single as NativeBackend).isa);
   if ((single.name === 'wasm' || single.name === 'cpu') && cores > 1) {
     // Without its worker script (an unusual bundle) the pass still runs, on one thread.
     const split = await createSplitBackend(Math.min(cores, MAX_COLLECTION_THREADS), single.name).catch(() => undefined);
