@@ -55,27 +55,32 @@ function f16ToF32Table(): Uint32Array {
 
 /** Converts little-endian F32/F16/BF16 bytes to float32 (exact: every value of these
  *  types is a float32). */
-export function toFloat32(dtype: string, bytes: Uint8Array): Float32Array {
+/** The float32 values of `bytes` (F32/F16/BF16), in `out` when given (n values long). */
+export function toFloat32(dtype: string, bytes: Uint8Array, out?: Float32Array): Float32Array {
   if (!FLOAT_DTYPES.has(dtype)) throw new Error(`toFloat32: unsupported dtype ${dtype}`);
   const size = DTYPE_SIZE[dtype as DType];
   if (bytes.byteLength % size !== 0)
     throw new Error(`toFloat32: ${bytes.byteLength} bytes is not a whole number of ${dtype} values`);
   const n = bytes.byteLength / size;
+  if (out && out.length !== n) throw new Error(`toFloat32: ${out.length} outputs for ${n} values`);
+  const result = out ?? new Float32Array(n);
   if (dtype === 'F32') {
-    const out = new Float32Array(n);
-    new Uint8Array(out.buffer).set(bytes);
-    return out;
+    new Uint8Array(result.buffer, result.byteOffset, result.byteLength).set(bytes);
+    return result;
   }
-  const u16 = new Uint16Array(n);
-  new Uint8Array(u16.buffer).set(bytes);
-  const u32 = new Uint32Array(n);
+  // 16-bit values read in place when aligned (a fresh or reused read buffer is).
+  const u16 =
+    bytes.byteOffset % 2 === 0
+      ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+      : new Uint16Array(bytes.slice().buffer);
+  const u32 = new Uint32Array(result.buffer, result.byteOffset, n);
   if (dtype === 'BF16') {
     for (let i = 0; i < n; i++) u32[i] = u16[i] << 16;
   } else {
     const t = f16ToF32Table();
     for (let i = 0; i < n; i++) u32[i] = t[u16[i]];
   }
-  return new Float32Array(u32.buffer);
+  return result;
 }
 
 const f32 = new Float32Array(1);

@@ -1,6 +1,7 @@
 // One safetensors file: its validated header, and one tensor's bytes at a time with
 // positioned reads. Never reads more of a file than the header or the tensor asked for.
 
+import type { ScratchBuffers } from '../base/scratchBuffers';
 import { promises as fsp } from 'node:fs';
 import { CheckpointError } from './errors';
 import { MAX_HEADER_BYTES, parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
@@ -92,10 +93,10 @@ export async function readHeader(file: string): Promise<SafetensorsHeader> {
 }
 
 /** Reads one tensor's raw bytes with a positioned read. */
-export async function readTensorBytes(t: TensorInfo): Promise<Uint8Array> {
+export async function readTensorBytes(t: TensorInfo, into?: ScratchBuffers): Promise<Uint8Array> {
   let out: Uint8Array;
   try {
-    out = new Uint8Array(t.byteLength);
+    out = into ? into.u8('read.bytes', t.byteLength) : new Uint8Array(t.byteLength);
   } catch {
     throw new CheckpointError('too-large', t.file, `${t.byteLength} bytes do not fit in one buffer in memory`, t.name);
   }
@@ -108,13 +109,14 @@ export async function readTensorBytes(t: TensorInfo): Promise<Uint8Array> {
   return out;
 }
 
-/** Reads a float tensor (F32/F16/BF16) as float32. */
-export async function readTensorF32(t: TensorInfo): Promise<Float32Array> {
+/** Reads a float tensor (F32/F16/BF16) as float32 (into `into`'s buffers 'read.bytes' and
+ *  'read.f32' when given: the result is then valid until their next use). */
+export async function readTensorF32(t: TensorInfo, into?: ScratchBuffers): Promise<Float32Array> {
   if (!FLOAT_DTYPES.has(t.dtype))
     throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
-  const bytes = await readTensorBytes(t);
+  const bytes = await readTensorBytes(t, into);
   try {
-    return toFloat32(t.dtype, bytes);
+    return toFloat32(t.dtype, bytes, into?.f32('read.f32', t.parameters));
   } catch (e) {
     if (e instanceof RangeError)
       throw new CheckpointError(

@@ -25,6 +25,7 @@ import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from '../base/errors';
 import { ENTRY } from '../base/journal';
+import { ScratchBuffers, withScratchBuffers } from '../base/scratchBuffers';
 
 export interface MatrixJob {
   tensor: TensorInfo;
@@ -47,8 +48,9 @@ function countNonFinite(w: Float32Array): number {
 async function readChecked(
   tensor: TensorInfo,
   onNonFinite: 'refuse' | 'skip',
+  buffers: ScratchBuffers,
 ): Promise<{ w: Float32Array } | { skipped: string }> {
-  const w = await readTensorF32(tensor);
+  const w = await readTensorF32(tensor, buffers);
   const bad = countNonFinite(w);
   if (bad === 0) return { w };
   const problem = `holds ${bad} NaN/Inf value${bad === 1 ? '' : 's'}`;
@@ -66,12 +68,16 @@ function frob(x: Float32Array): number {
   return Math.sqrt(s);
 }
 
-export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
+export function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
+  return withScratchBuffers((buffers) => matrixJob(job, backend, buffers));
+}
+
+async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: ScratchBuffers): Promise<MatrixReport> {
   const t0 = performance.now();
   const { tensor, settings } = job;
   const [rows, cols] = tensor.shape as [number, number];
   const base = { name: tensor.name, shape: [rows, cols] as [number, number], dtype: tensor.dtype, ...settings };
-  const read = await readChecked(tensor, job.onNonFinite);
+  const read = await readChecked(tensor, job.onNonFinite, buffers);
   const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
   if ('skipped' in read) {
     return {
@@ -87,8 +93,8 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
   const w = read.w;
   const factor = job.calibration?.factor;
   const run = factor
-    ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases })
-    : loftqMatrix(w, rows, cols, settings, backend, { phases });
+    ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases, into: buffers })
+    : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers });
   const res: Awaited<typeof run> & Partial<CalibratedResult> = await run.catch((e) => {
     throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
   });
@@ -111,7 +117,8 @@ export async function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Prom
     if (dtype === 'BF16') {
       const bits = ws.u16(Q.length);
       ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
-      qBytes = new Uint8Array(bits.view().slice().buffer);
+      qBytes = buffers.u8('q.bytes', 2 * Q.length);
+      qBytes.set(new Uint8Array(bits.view().buffer, bits.ptr, 2 * Q.length));
     } else {
       qBytes = fromFloat32(dtype, res.q);
       Q.view().set(toFloat32(dtype, qBytes));
@@ -216,9 +223,13 @@ export interface AnalyzeJob {
 
 export type AnalyzeRow = AnalysisEntry['matrices'][number] & { bits: number };
 
-export async function runAnalyzeJob(job: AnalyzeJob, backend: MatmulBackend): Promise<AnalyzeRow[]> {
+export function runAnalyzeJob(job: AnalyzeJob, backend: MatmulBackend): Promise<AnalyzeRow[]> {
+  return withScratchBuffers((buffers) => analyzeJob(job, backend, buffers));
+}
+
+async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: ScratchBuffers): Promise<AnalyzeRow[]> {
   const [rows, cols] = job.tensor.shape as [number, number];
-  const read = await readChecked(job.tensor, job.onNonFinite);
+  const read = await readChecked(job.tensor, job.onNonFinite, buffers);
   if ('skipped' in read) return [];
   const out: AnalyzeRow[] = [];
   for (const bits of job.bits) {

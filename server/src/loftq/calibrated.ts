@@ -16,7 +16,7 @@ import { withWorkspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
-import { LoftqOptions, LoftqResult, svdSchedule } from './loftq';
+import { LoftqOptions, LoftqResult, copyOut, svdSchedule } from './loftq';
 import { CalibrationFactor, solveRight } from './calibrationFactor';
 import { HeldFactor, holdFactor, squaredNormTimesFactor } from './heldFactor';
 import type { HeldMatrix } from '../linalg/rsvd';
@@ -182,9 +182,9 @@ async function iterate(
         best = {
           iter: t + 1,
           err: outErr,
-          codes: quantized.codes.view().slice(),
+          codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
           scales: quantized.scales.view().slice(),
-          q: quantized.values.view().slice(),
+          q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
           a,
           b: svd.left,
         };

@@ -12,6 +12,7 @@ import { inParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
+import type { ScratchBuffers } from '../base/scratchBuffers';
 
 export interface LoftqResult {
   codes: Uint8Array;
@@ -43,9 +44,19 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
+  /** Where the matrix-sized results (codes 'loftq.codes', Q 'loftq.q') go: reused buffers
+   *  of the caller's job instead of new arrays (valid until the buffers' next use). */
+  into?: ScratchBuffers;
   /** Accumulates seconds per phase (quantize, svd — of which svd.hold (transpose and upload),
    *  svd.gemm, svd.krylov, svd.ritz — lowRank). */
   phases?: Record<string, number>;
+}
+
+/** A workspace result copied out: into `dst` (a reused buffer) when given, else a new array. */
+export function copyOut<T extends Uint8Array | Float32Array>(src: T, dst?: T): T {
+  if (!dst) return src.slice() as T;
+  dst.set(src as ArrayLike<number>);
+  return dst;
 }
 
 /** Oversampling of the randomized SVD. Block Krylov oversamples by itself: with two or more
@@ -174,9 +185,9 @@ export async function loftqMatrix(
     }
 
     return {
-      codes: quantized.codes.view().slice(),
+      codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
       scales: quantized.scales.view().slice(),
-      q: quantized.values.view().slice(),
+      q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
       loraA,
       loraB,
       rank,
