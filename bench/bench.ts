@@ -1,6 +1,6 @@
 // `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
-//  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--model tinyllama-1.1b [--model-layers N]
-//  [--model-rank R] [--workers N] [--model-calib N,LEN]]`
+//  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--repeat N]
+//  [--model tinyllama-1.1b [--model-layers N] [--model-rank R] [--workers N] [--model-calib N,LEN]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
 // matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
 // Not a test: numbers are printed (and saved with --json), never asserted.
@@ -12,7 +12,7 @@ import { parseArgs } from '../server/src/cli/args';
 import type { BackendChoice } from '../server/src/protocol/lsp_ext';
 import { llmLike, seedFrom } from '../server/src/tools/synth';
 import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases } from './cases';
-import { gemmPeak, runEngine, startBackend } from './engine';
+import { gemmPeak, runEngineMedian, startBackend } from './engine';
 import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } from './forward';
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
 import { createCollectionBackend } from '../server/src/model/collect';
@@ -48,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
     'model-rank': { type: 'number', default: 16 },
     'model-calib': { type: 'string' },
     phases: { type: 'boolean' },
+    repeat: { type: 'number', default: 3 },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
@@ -88,14 +89,19 @@ async function main(argv: string[]): Promise<number> {
     const gemmThreads = Math.max(1, o['gemm-threads'] as number);
     const backend = await startBackend(backendChoice, gemmThreads);
     if (!o['no-peak']) peak = await gemmPeak(backend);
+    const repeat = Math.max(1, Math.floor(o.repeat as number));
+    const threads =
+      backend.name === 'native'
+        ? `${gemmThreads} thread${gemmThreads > 1 ? 's' : ''} in the native module`
+        : `GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}`;
     console.log(
-      `engine: loftqMatrix on tfjs ${backend.name}, ` +
-        `GEMMs on ${gemmThreads} thread${gemmThreads > 1 ? 's (row blocks)' : ''}` +
-        `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}`,
+      `engine: loftqMatrix on ${backend.name === 'native' ? '' : 'tfjs '}${backend.name}, ${threads}` +
+        `${peak ? `; GEMM peak ${peak.toFixed(1)} GFLOP/s on 4096×4096·4096×128` : ''}; ` +
+        `ours: median of ${repeat} run${repeat > 1 ? 's' : ''} per case`,
     );
     console.log(headerLine());
     for (const [c, w] of withMatrices(cases)) {
-      const ours = await runEngine(c, w, backend);
+      const ours = await runEngineMedian(c, w, backend, repeat);
       let r: RefResult | undefined;
       let missing: string | undefined;
       if (!o['no-ref']) {
@@ -112,7 +118,10 @@ async function main(argv: string[]): Promise<number> {
       const row = makeRow(c, ours, r, missing);
       rows.push(row);
       console.log(rowLine(row));
-      if (o.phases) console.log(`  ${phaseLine(ours.phases)}`);
+      if (o.phases) {
+        const runs = ours.samples.length > 1 ? `; runs ${ours.samples.map((x) => x.toFixed(2)).join(', ')} s` : '';
+        console.log(`  ${phaseLine(ours.phases)}${runs}`);
+      }
     }
     for (const l of summaryLines(rows)) console.log(l);
     await (backend as { close?: () => Promise<void> }).close?.();

@@ -68,3 +68,19 @@ export async function gemmPeak(backend: MatmulBackend, m = 4096, k = 4096, n = 1
     held.dispose();
   }
 }
+
+/** The median of `repeat` runs (by wall time): one run is at the mercy of a busy neighbour
+ *  on a shared machine; the first pays the page faults of this size's fresh memory, later
+ *  ones reuse it (as a checkpoint run's matrices after its first do). `samples`: every
+ *  run's seconds, in order. */
+export async function runEngineMedian(
+  c: BenchCase,
+  w: Float32Array,
+  backend: MatmulBackend,
+  repeat: number,
+): Promise<EngineResult & { samples: number[] }> {
+  const runs: EngineResult[] = [];
+  for (let i = 0; i < repeat; i++) runs.push(await runEngine(c, w, backend));
+  const sorted = [...runs].sort((a, b) => a.seconds - b.seconds);
+  return { ...sorted[(sorted.length - 1) >> 1], samples: runs.map((r) => r.seconds) };
+}

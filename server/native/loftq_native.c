@@ -652,16 +652,58 @@ typedef struct {
   size_t rows, cols;
 } Transpose;
 
+#ifdef LOFTQ_X86
+/** dst (8 rows of stride ldd) = the transpose of src's 8 × 8 block (rows of stride lds). */
+__attribute__((target("avx2"))) static inline void transpose8x8(const float *src, size_t lds, float *dst, size_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
+/** One 32 × 32 tile (or less at the edges) in 8 × 8 blocks, the rest one by one. */
+__attribute__((target("avx2"))) static void transposeTileAvx2(const Transpose *t, size_t i0, size_t i1, size_t j0,
+                                                              size_t j1) {
+  const size_t iFull = i0 + ((i1 - i0) & ~(size_t)7), jFull = j0 + ((j1 - j0) & ~(size_t)7);
+  for (size_t i = i0; i < iFull; i += 8)
+    for (size_t j = j0; j < jFull; j += 8)
+      transpose8x8(t->src + i * t->cols + j, t->cols, t->dst + j * t->rows + i, t->rows);
+  for (size_t j = j0; j < j1; j++)
+    for (size_t i = j < jFull ? iFull : i0; i < i1; i++) t->dst[j * t->rows + i] = t->src[i * t->cols + j];
+}
+#endif
+
 /** Rows [first, last) of src into the same columns of dst = srcᵀ, in 32 × 32 tiles that stay
  *  in cache (the wasm kernel's transposeBand). */
 static void transposeRows(void *ctx, size_t first, size_t last, size_t part) {
   (void)part;
   const Transpose *t = ctx;
   enum { T = 32 };
+#ifdef LOFTQ_X86
+  const int vector = isaSupported(ISA_AVX2);
+#endif
   for (size_t i0 = first; i0 < last; i0 += T) {
     const size_t i1 = last - i0 < T ? last : i0 + T;
     for (size_t j0 = 0; j0 < t->cols; j0 += T) {
       const size_t j1 = t->cols - j0 < T ? t->cols : j0 + T;
+#ifdef LOFTQ_X86
+      if (vector) {
+        transposeTileAvx2(t, i0, i1, j0, j1);
+        continue;
+      }
+#endif
       for (size_t j = j0; j < j1; j++)
         for (size_t i = i0; i < i1; i++) t->dst[j * t->rows + i] = t->src[i * t->cols + j];
     }
