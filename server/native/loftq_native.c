@@ -304,9 +304,10 @@ static void productPanels(void *ctx, size_t panel0, size_t panel1, size_t part) 
   }
 }
 
-/** out (rows × n) = A (rows × cols) · B (cols × n). Returns 0, or -1 when memory ran out. */
-static int multiply(const float *a, size_t rows, size_t cols, const float *b, size_t n, float *out, int threads,
-                    Isa isa) {
+/** out (rows × n) = A (rows × cols) · B (cols × n, rows `ldb` floats apart). Returns 0, or
+ *  -1 when memory ran out. */
+static int multiply(const float *a, size_t rows, size_t cols, const float *b, size_t ldb, size_t n, float *out,
+                    int threads, Isa isa) {
   if (rows == 0 || n == 0) return 0;
   if (cols == 0) {
     memset(out, 0, rows * n * sizeof(float));
@@ -320,7 +321,7 @@ static int multiply(const float *a, size_t rows, size_t cols, const float *b, si
     const size_t col0 = s * STRIP, width = n - col0 < STRIP ? n - col0 : STRIP;
     float *dst = packed + s * cols * STRIP;
     for (size_t p = 0; p < cols; p++, dst += STRIP) {
-      memcpy(dst, b + p * n + col0, width * sizeof(float));
+      memcpy(dst, b + p * ldb + col0, width * sizeof(float));
       if (width < STRIP) memset(dst + width, 0, (STRIP - width) * sizeof(float));
     }
   }
@@ -718,6 +719,43 @@ typedef struct {
 static void transposeBandPart(void *ctx, size_t first, size_t last, size_t part) {
   const TransposeBandPart *b = ctx;
   transposeRows(b->t, b->first + first, b->first + last, part);
+}
+
+/** g (dim × dim float64, row-major) += the upper triangle (j ≥ i) of X[t0:t1]ᵀ·X[t0:t1], X
+ *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles), then
+ *  horizontal bands of Xᵀ times the columns of X from the band's first on (the calibration
+ *  statistics' XᵀX, model/collect.ts). Products in float32, sums in float64. 0, or -1 when
+ *  memory ran out. */
+static int gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa) {
+  enum { CHUNK = 2048, BANDS = 8 };
+  for (size_t c0 = t0; c0 < t1; c0 += CHUNK) {
+    const size_t n = t1 - c0 < CHUNK ? t1 - c0 : CHUNK;
+    size_t xtCapacity, prodCapacity;
+    float *xt = takeBuffer(dim * n * sizeof(float), &xtCapacity);
+    float *prod = takeBuffer(((dim + BANDS - 1) / BANDS) * dim * sizeof(float), &prodCapacity);
+    if (!xt || !prod) {
+      giveBuffer(xt, xtCapacity);
+      giveBuffer(prod, prodCapacity);
+      return -1;
+    }
+    Transpose t = {x + c0 * dim, xt, n, dim};
+    parallelFor(n, 32, threads, transposeRows, &t);
+    int failed = 0;
+    for (size_t b = 0; b < BANDS && !failed; b++) {
+      const size_t r0 = dim * b / BANDS, r1 = dim * (b + 1) / BANDS, w = dim - r0;
+      if (r1 == r0) continue;
+      failed = multiply(xt + r0 * n, r1 - r0, n, x + c0 * dim + r0, dim, w, prod, threads, isa);
+      for (size_t i = r0; i < r1 && !failed; i++) {
+        const float *p = prod + (i - r0) * w - r0;
+        double *gi = g + i * dim;
+        for (size_t j = i; j < dim; j++) gi[j] += p[j];
+      }
+    }
+    giveBuffer(xt, xtCapacity);
+    giveBuffer(prod, prodCapacity);
+    if (failed) return -1;
+  }
+  return 0;
 }
 
 // ---- Float64 algebra of the Krylov space ----------------------------------------------------
@@ -1218,8 +1256,44 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   if (!h->data) return fail(env, "times: the matrix was released");
   if (h->cols != 0 && n > SIZE_MAX / sizeof(float) / h->cols) return fail(env, "times: block too large");
   if (bLen != h->cols * n || outLen != h->rows * n) return fail(env, "times: shape mismatch");
-  if (multiply(h->data, h->rows, h->cols, b, n, out, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), isa)) {
+  if (multiply(h->data, h->rows, h->cols, b, n, n, out, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), isa)) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
+    return NULL;
+  }
+  return NULL;
+}
+
+static int float64Arg(napi_env env, napi_value v, double **data, size_t *length) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
+  if (type != napi_float64_array) return 0;
+  *data = raw;
+  return 1;
+}
+
+/** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa): g's upper triangle
+ *  += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim). */
+static napi_value GramUpper(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  float *x;
+  double *g;
+  size_t xLen, gLen, dim, t0, t1, threads;
+  Isa isa;
+  if (argc != 7 || !float32Arg(env, argv[0], &x, &xLen) || !sizeArg(env, argv[1], &dim) ||
+      !sizeArg(env, argv[2], &t0) || !sizeArg(env, argv[3], &t1) || !float64Arg(env, argv[4], &g, &gLen) ||
+      !sizeArg(env, argv[5], &threads) || !isaArg(env, argv[6], &isa))
+    return fail(env, "gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa)");
+  if (dim == 0 || dim > (1u << 20) || t0 > t1 || xLen / dim < t1 || gLen != dim * dim)
+    return fail(env, "gramUpper: shape mismatch");
+  if (gramUpper(x, dim, t0, t1, g, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), isa)) {
+    napi_throw_range_error(env, NULL, "native backend: out of memory in XᵀX");
     return NULL;
   }
   return NULL;
@@ -1437,6 +1511,7 @@ NAPI_MODULE_INIT() {
       {"supports", NULL, Supports, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hold", NULL, Hold, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdView", NULL, HoldView, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gramUpper", NULL, GramUpper, NULL, NULL, NULL, napi_enumerable, NULL},
       {"times", NULL, Times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},

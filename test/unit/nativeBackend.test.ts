@@ -156,3 +156,43 @@ test('--backend native names what is missing when the module is not there, or ru
     await assert.rejects(createBackend('native'), new RegExp(`backend 'native' is not available: .*${problem}`));
   }
 });
+
+test('native XᵀX (calibration statistics): the upper triangle to float32 rounding, the lower untouched', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  // 2100 tokens: two chunks of the module's 2048; widths that split unevenly into its 8 bands.
+  for (const [tokens, dim, threads] of [
+    [2100, 37, 2],
+    [300, 130, 3],
+    [5, 1, 1],
+  ]) {
+    const backend: NativeBackend = new NativeBackend(module, { threads });
+    const x = rand(tokens * dim, dim);
+    const g = new Float64Array(dim * dim).fill(0.5);
+    const [t0, t1] = [3, tokens];
+    backend.gramUpper(x, dim, t0, t1, g);
+    for (let i = 0; i < dim; i++)
+      for (let j = 0; j < dim; j++) {
+        if (j < i) {
+          assert.equal(g[i * dim + j], 0.5, `lower (${i}, ${j}) untouched`);
+          continue;
+        }
+        let want = 0.5,
+          mag = 0;
+        for (let s = t0; s < t1; s++) {
+          want += x[s * dim + i] * x[s * dim + j];
+          mag += Math.abs(x[s * dim + i] * x[s * dim + j]);
+        }
+        assert.ok(Math.abs(g[i * dim + j] - want) <= 1e-6 * mag, `${tokens}x${dim} (${i}, ${j})`);
+      }
+    let flops = 0;
+    for (let b = 0; b < 8; b++)
+      flops +=
+        2 *
+        (Math.floor((dim * (b + 1)) / 8) - Math.floor((dim * b) / 8)) *
+        (t1 - t0) *
+        (dim - Math.floor((dim * b) / 8));
+    assert.equal(backend.flops, flops);
+  }
+  assert.throws(() => module.gramUpper(rand(10, 1), 5, 0, 3, new Float64Array(25), 1, 'generic'), /shape mismatch/);
+});

@@ -34,6 +34,16 @@ export interface NativeAddon {
   holdView(a: Float32Array, rows: number, cols: number): object;
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
   release(held: object): void;
+  /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64). */
+  gramUpper(
+    x: Float32Array,
+    dim: number,
+    t0: number,
+    t1: number,
+    g: Float64Array,
+    threads: number,
+    isa: NativeIsa,
+  ): void;
   /** A wasm kernel's call on `memory` (a view of the whole WebAssembly memory). */
   quantizeAbsMaxResidual(memory: Uint8Array, ...args: number[]): number;
   lowRankStep(memory: Uint8Array, ...args: number[]): number;

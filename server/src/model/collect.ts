@@ -138,7 +138,10 @@ export async function collectInputStatsWithInfo(
           const g = new Float64Array(dim * dim);
           for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
             throwIfAborted(opts.signal);
-            await accumulateUpper(opts.backend, x, dim, t0, Math.min(tokens, t0 + CHUNK_TOKENS), g);
+            const t1 = Math.min(tokens, t0 + CHUNK_TOKENS);
+            // Native: the same bands and sums in the module, off the JavaScript loops.
+            if (opts.backend instanceof NativeBackend) opts.backend.gramUpper(x, dim, t0, t1, g);
+            else await accumulateUpper(opts.backend, x, dim, t0, t1, g);
           }
           scaleAndMirror(g, dim, 1 / tokens);
           stat = { kind: 'full', dim, count: tokens, g };
