@@ -1075,6 +1075,77 @@ static void symmetricEigen(double *a, int n, double *d, double *e) {
 }
 #undef AT
 
+// ---- Attention of the forward pass ---------------------------------------------------------
+// model/ops.ts's causal attention (float64 scores and sums over float32 q, k, v; grouped
+// heads; an optional sliding window) and SiLU gate, split over heads and rows. Under the
+// native backend the calibration pass and `loftq eval` run these instead of JavaScript
+// loops; they differ from them in the last bits of a float64 sum.
+
+typedef struct {
+  const float *qkv;
+  float *out;
+  const int64_t *starts, *lens, *outRows;
+  size_t sequences, heads, kvHeads, d, stride, qOff, kOff, vOff, window;
+} Attention;
+
+static void attentionHeads(void *ctx, size_t h0, size_t h1, size_t part) {
+  (void)part;
+  const Attention *a = ctx;
+  const size_t group = a->heads / a->kvHeads, width = a->heads * a->d;
+  const double scale = 1 / sqrt((double)a->d);
+  size_t maxLen = 0;
+  for (size_t k = 0; k < a->sequences; k++)
+    if ((size_t)a->lens[k] > maxLen) maxLen = (size_t)a->lens[k];
+  double *scores = malloc((maxLen + a->d) * sizeof(double));
+  if (!scores) return;
+  double *acc = scores + maxLen;
+  for (size_t h = h0; h < h1; h++) {
+    const size_t kvh = h / group, qo = a->qOff + h * a->d, ko = a->kOff + kvh * a->d, vo = a->vOff + kvh * a->d;
+    for (size_t k = 0; k < a->sequences; k++) {
+      const size_t start = (size_t)a->starts[k], len = (size_t)a->lens[k];
+      for (size_t i = 0; i < len; i++) {
+        const float *q = a->qkv + (start + i) * a->stride + qo;
+        const size_t j0 = a->window && i + 1 > a->window ? i + 1 - a->window : 0;
+        double max = -INFINITY;
+        for (size_t j = j0; j <= i; j++) {
+          const float *kj = a->qkv + (start + j) * a->stride + ko;
+          double dot = 0;
+          for (size_t e = 0; e < a->d; e++) dot += (double)q[e] * (double)kj[e];
+          scores[j] = dot * scale;
+          if (scores[j] > max) max = scores[j];
+        }
+        double sum = 0;
+        for (size_t j = j0; j <= i; j++) sum += scores[j] = exp(scores[j] - max);
+        for (size_t e = 0; e < a->d; e++) acc[e] = 0;
+        for (size_t j = j0; j <= i; j++) {
+          const double p = scores[j] / sum;
+          const float *vj = a->qkv + (start + j) * a->stride + vo;
+          for (size_t e = 0; e < a->d; e++) acc[e] += p * (double)vj[e];
+        }
+        float *o = a->out + ((size_t)a->outRows[k] + i) * width + h * a->d;
+        for (size_t e = 0; e < a->d; e++) o[e] = (float)acc[e];
+      }
+    }
+  }
+  free(scores);
+}
+
+typedef struct {
+  const float *gu;
+  float *out;
+  size_t inter;
+} SiluGate;
+
+static void siluGateRows(void *ctx, size_t t0, size_t t1, size_t part) {
+  (void)part;
+  const SiluGate *s = ctx;
+  for (size_t t = t0; t < t1; t++) {
+    const float *g = s->gu + t * 2 * s->inter, *u = g + s->inter;
+    float *o = s->out + t * s->inter;
+    for (size_t i = 0; i < s->inter; i++) o[i] = (float)(((double)g[i] / (1 + exp(-(double)g[i]))) * (double)u[i]);
+  }
+}
+
 // ---- Node-API ----------------------------------------------------------------------------
 
 typedef struct {
@@ -1505,6 +1576,73 @@ static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static int int64ArrayArg(napi_env env, napi_value v, int64_t **data, size_t *length) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  void *raw;
+  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
+  if (type != napi_bigint64_array) return 0;
+  *data = raw;
+  return 1;
+}
+
+/** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
+ *  stride, qOff, kOff, vOff, window (0: none), threads): 9 numbers after the arrays. */
+static napi_value AttentionFn(napi_env env, napi_callback_info info) {
+  size_t argc = 12;
+  napi_value argv[12];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  float *qkv, *out;
+  int64_t *seq;
+  size_t qkvLen, outLen, seqLen, v[9];
+  int ok = argc == 12 && float32Arg(env, argv[0], &qkv, &qkvLen) && float32Arg(env, argv[1], &out, &outLen) &&
+           int64ArrayArg(env, argv[2], &seq, &seqLen) && seqLen % 3 == 0;
+  for (int i = 0; ok && i < 9; i++) ok = sizeArg(env, argv[3 + i], &v[i]);
+  if (!ok) return fail(env, "attention(qkv, out, seq: BigInt64Array, …9 numbers)");
+  const size_t heads = v[0], kvHeads = v[1], d = v[2], stride = v[3], qOff = v[4], kOff = v[5], vOff = v[6];
+  if (!heads || !kvHeads || heads % kvHeads || !d || qOff + heads * d > stride || kOff + kvHeads * d > stride ||
+      vOff + kvHeads * d > stride)
+    return fail(env, "attention: bad shape");
+  const size_t n = seqLen / 3;
+  int64_t *starts = malloc(3 * (n ? n : 1) * sizeof(int64_t));
+  if (!starts) return fail(env, "attention: out of memory");
+  int64_t *lens = starts + n, *rows = lens + n;
+  for (size_t k = 0; k < n; k++) {
+    starts[k] = seq[3 * k];
+    lens[k] = seq[3 * k + 1];
+    rows[k] = seq[3 * k + 2];
+    // Every row read or written inside the arrays.
+    if (starts[k] < 0 || lens[k] < 0 || rows[k] < 0 || (size_t)(starts[k] + lens[k]) * stride > qkvLen ||
+        (size_t)(rows[k] + lens[k]) * heads * d > outLen) {
+      free(starts);
+      return fail(env, "attention: a sequence lies outside qkv or out");
+    }
+  }
+  Attention a = {qkv, out, starts, lens, rows, n, heads, kvHeads, d, stride, qOff, kOff, vOff, v[7]};
+  parallelFor(heads, 1, (int)(v[8] > MAX_THREADS ? MAX_THREADS : v[8]), attentionHeads, &a);
+  free(starts);
+  return NULL;
+}
+
+/** siluGate(gu, tokens, inter, out, threads): out = silu(gate) · up per row of [gate | up]. */
+static napi_value SiluGateFn(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  float *gu, *out;
+  size_t guLen, outLen, tokens, inter, threads;
+  if (argc != 5 || !float32Arg(env, argv[0], &gu, &guLen) || !sizeArg(env, argv[1], &tokens) ||
+      !sizeArg(env, argv[2], &inter) || !float32Arg(env, argv[3], &out, &outLen) || !sizeArg(env, argv[4], &threads))
+    return fail(env, "siluGate(gu, tokens, inter, out, threads)");
+  if (guLen != 2 * tokens * inter || outLen != tokens * inter) return fail(env, "siluGate: shape mismatch");
+  SiluGate sg = {gu, out, inter};
+  parallelFor(tokens, 1, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), siluGateRows, &sg);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"isa", NULL, Isa_, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1512,6 +1650,8 @@ NAPI_MODULE_INIT() {
       {"hold", NULL, Hold, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdView", NULL, HoldView, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gramUpper", NULL, GramUpper, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attention", NULL, AttentionFn, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"siluGate", NULL, SiluGateFn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"times", NULL, Times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},

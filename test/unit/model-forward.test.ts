@@ -10,17 +10,24 @@ import { openCheckpoint } from '../../server/src/checkpoint';
 import { createBackend } from '../../server/src/linalg/backend';
 import { readModelConfig } from '../../server/src/model/config';
 import { runForward } from '../../server/src/model/forward';
+import { nativeAddon } from '../../server/src/linalg/nativeBackend';
+import type { BackendChoice } from '../../server/src/registry';
+import { requireNative } from './nativeRequired';
 import { loadAll, makeTinyModel, referenceLogits } from '../model-reference';
 import { repoRoot, tempDir } from '../helpers';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
 
-async function engineLogits(dir: string, seqs: number[][]): Promise<{ logits: Float32Array[]; peak: number }> {
+async function engineLogits(
+  dir: string,
+  seqs: number[][],
+  backend: BackendChoice = 'wasm',
+): Promise<{ logits: Float32Array[]; peak: number }> {
   const ck = await openCheckpoint(dir);
   const c = await readModelConfig(ck.folder);
   const logits: Float32Array[] = [];
   const r = await runForward(ck, c, seqs, {
-    backend: await createBackend('wasm'),
+    backend: await createBackend(backend, { threads: 2 }),
     onLogits: (k, l) => {
       logits[k] = l;
     },
@@ -28,9 +35,9 @@ async function engineLogits(dir: string, seqs: number[][]): Promise<{ logits: Fl
   return { logits, peak: r.peakBytes };
 }
 
-async function compare(dir: string, seqs: number[][]): Promise<number> {
+async function compare(dir: string, seqs: number[][], backend: BackendChoice = 'wasm'): Promise<number> {
   const { cfg, t } = await loadAll(dir);
-  const { logits } = await engineLogits(dir, seqs);
+  const { logits } = await engineLogits(dir, seqs, backend);
   let worst = 0;
   seqs.forEach((ids, k) => {
     const ref = referenceLogits(cfg, t, ids);
@@ -55,6 +62,19 @@ test('stories260K: logits equal an independent float64 forward to 1e-4', async (
     [5],
   ];
   const rel = await compare(STORIES, seqs);
+  assert.ok(rel <= 1e-4, `relative logits error ${rel}`);
+});
+
+const NATIVE_FORWARD =
+  'on the native backend (its products, attention and SiLU gate): logits equal the float64 forward';
+test(NATIVE_FORWARD, async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const rel = await compare(
+    STORIES,
+    [[1, 403, 407, 261, 378, 426, 275, 259, 1, 8, 300, 301], [1, 43, 7], [5]],
+    'native',
+  );
   assert.ok(rel <= 1e-4, `relative logits error ${rel}`);
 });
 

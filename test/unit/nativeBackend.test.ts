@@ -3,11 +3,14 @@
 // blocking (rows not a multiple of the 6-row panel, columns not a multiple of the 16-wide
 // strip or the 4-strip AVX-512 step, inner sizes past the 256-row cache slice), over 1–3
 // threads; blocks in shared memory (what the split backend sends); reused buffers never
-// leak one matrix into another; bad arguments are refused with a message.
+// leak one matrix into another; bad arguments are refused with a message. Also the forward
+// pass's pieces the module runs under this backend (XᵀX, attention, the SiLU gate) against
+// their definitions.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { createBackend } from '../../server/src/linalg/backend';
 import { NATIVE_ISAS, NativeBackend, nativeAddon } from '../../server/src/linalg/nativeBackend';
+import { attention, siluGate } from '../../server/src/model/ops';
 import { requireNative } from './nativeRequired';
 
 const rand = (len: number, seed: number) => {
@@ -195,4 +198,58 @@ test('native XᵀX (calibration statistics): the upper triangle to float32 round
     assert.equal(backend.flops, flops);
   }
   assert.throws(() => module.gramUpper(rand(10, 1), 5, 0, 3, new Float64Array(25), 1, 'generic'), /shape mismatch/);
+});
+
+const ATTENTION =
+  'native attention and SiLU gate equal model/ops.ts (grouped heads, several sequences, a sliding window)';
+test(ATTENTION, async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  for (const [heads, kvHeads, headDim, window, threads] of [
+    [4, 2, 8, 0, 2],
+    [6, 6, 5, 3, 3],
+    [2, 1, 16, 0, 1],
+  ]) {
+    const lens = [7, 1, 12];
+    const tokens = lens.reduce((a, b) => a + b, 0);
+    const qDim = heads * headDim,
+      kvDim = kvHeads * headDim;
+    const shape = {
+      heads,
+      kvHeads,
+      headDim,
+      stride: qDim + 2 * kvDim,
+      qOff: 0,
+      kOff: qDim,
+      vOff: qDim + kvDim,
+      slidingWindow: window || undefined,
+    };
+    const qkv = rand(tokens * shape.stride, heads * 7 + headDim);
+    const starts = lens.map((_, k) => lens.slice(0, k).reduce((a, b) => a + b, 0));
+    const want = new Float32Array(tokens * qDim);
+    lens.forEach((len, k) => attention(qkv, starts[k], len, shape, want, starts[k]));
+    const got = new Float32Array(tokens * qDim);
+    const backend: NativeBackend = new NativeBackend(module, { threads });
+    backend.attention(
+      qkv,
+      lens.map((len, k) => ({ start: starts[k], len, outRow: starts[k] })),
+      shape,
+      got,
+    );
+    for (let i = 0; i < got.length; i++)
+      assert.ok(Math.abs(got[i] - want[i]) <= 1e-6 * (1 + Math.abs(want[i])), `attention [${i}]`);
+    const inter = 9;
+    const gu = rand(tokens * 2 * inter, 3).map((v) => v * 8);
+    const a = new Float32Array(tokens * inter),
+      b = new Float32Array(tokens * inter);
+    siluGate(gu, tokens, inter, a);
+    backend.siluGate(gu, tokens, inter, b);
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-6 * (1 + Math.abs(a[i])), `silu [${i}]`);
+  }
+  const backend = new NativeBackend(module);
+  const bad = { heads: 2, kvHeads: 1, headDim: 4, stride: 16, qOff: 0, kOff: 8, vOff: 12 };
+  assert.throws(
+    () => backend.attention(new Float32Array(16), [{ start: 0, len: 2, outRow: 0 }], bad, new Float32Array(16)),
+    /outside qkv or out/,
+  );
 });

@@ -44,6 +44,9 @@ export interface NativeAddon {
     threads: number,
     isa: NativeIsa,
   ): void;
+  /** model/ops.ts's attention for every sequence ([start, len, outRow] triples), over heads. */
+  attention(qkv: Float32Array, out: Float32Array, seq: BigInt64Array, ...shape: number[]): void;
+  siluGate(gu: Float32Array, tokens: number, inter: number, out: Float32Array, threads: number): void;
   /** A wasm kernel's call on `memory` (a view of the whole WebAssembly memory). */
   quantizeAbsMaxResidual(memory: Uint8Array, ...args: number[]): number;
   lowRankStep(memory: Uint8Array, ...args: number[]): number;

@@ -11,6 +11,18 @@ import { UsageError } from '../base/errors';
 export { NATIVE_ISAS, nativeAddon } from '../kernels/native';
 export type { NativeAddon, NativeIsa } from '../kernels/native';
 
+/** The attention layout of model/ops.ts (declared here: linalg/ does not import model/). */
+export interface AttentionLayout {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  stride: number;
+  qOff: number;
+  kOff: number;
+  vOff: number;
+  slidingWindow?: number;
+}
+
 export interface NativeOptions {
   /** Threads per product (the calling one included); default 1: the engine's pools already
    *  give each core its own matrix or row block. */
@@ -54,6 +66,40 @@ export class NativeBackend implements MatmulBackend {
         r1 = Math.floor((dim * (b + 1)) / 8);
       this.flops += 2 * (r1 - r0) * (t1 - t0) * (dim - r0);
     }
+  }
+
+  /** model/ops.ts's causal attention of every sequence (rows start … start + len of qkv into
+   *  rows outRow … of out), split over heads. */
+  attention(
+    qkv: Float32Array,
+    sequences: readonly { start: number; len: number; outRow: number }[],
+    s: AttentionLayout,
+    out: Float32Array,
+  ): void {
+    const seq = BigInt64Array.from(
+      sequences.flatMap((q) => [q.start, q.len, q.outRow]),
+      (v) => BigInt(v),
+    );
+    const { heads, kvHeads, headDim, stride, qOff, kOff, vOff, slidingWindow } = s;
+    this.addon.attention(
+      qkv,
+      out,
+      seq,
+      heads,
+      kvHeads,
+      headDim,
+      stride,
+      qOff,
+      kOff,
+      vOff,
+      slidingWindow ?? 0,
+      this.threads,
+    );
+  }
+
+  /** out = silu(gate) · up for rows of [gate | up] (model/ops.ts's siluGate), split over rows. */
+  siluGate(gu: Float32Array, tokens: number, inter: number, out: Float32Array): void {
+    this.addon.siluGate(gu, tokens, inter, out, this.threads);
   }
 
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {

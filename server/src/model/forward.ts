@@ -4,6 +4,7 @@
 // Hooks let a caller see each linear layer's input (calibration statistics) and substitute
 // a layer's weight (evaluating Q + (α/r)·B·A, or quantize(W)).
 
+import { NativeBackend } from '../linalg/nativeBackend';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
 import { throwIfAborted } from '../base/errors';
@@ -127,6 +128,8 @@ export async function runForward(
 ): Promise<ForwardResult> {
   const t0 = performance.now();
   const { backend, hooks, signal } = opts;
+  // The native backend also runs the attention and the SiLU gate (threads, no JS loops).
+  const native = backend instanceof NativeBackend ? backend : undefined;
   const mem = new MemoryMeter();
   const { starts, positions, tokens, maxLen } = positionsOf(sequences);
   const H = c.hiddenSize,
@@ -170,7 +173,14 @@ export async function runForward(
     applyRope(qkv, attnShape.stride, qDim, c.numKvHeads, c.headDim, positions, rope);
     const att = new Float32Array(tokens * qDim);
     mem.hold(att.byteLength);
-    sequences.forEach((s, k) => attention(qkv, starts[k], s.length, attnShape, att, starts[k]));
+    if (native)
+      native.attention(
+        qkv,
+        sequences.map((s, k) => ({ start: starts[k], len: s.length, outRow: starts[k] })),
+        attnShape,
+        att,
+      );
+    else sequences.forEach((s, k) => attention(qkv, starts[k], s.length, attnShape, att, starts[k]));
     mem.free(qkv.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('o_proj')], att, tokens, qDim);
@@ -185,7 +195,8 @@ export async function runForward(
     mem.hold(gu.byteLength);
     const act = new Float32Array(tokens * I);
     mem.hold(act.byteLength);
-    siluGate(gu, tokens, I, act);
+    if (native) native.siluGate(gu, tokens, I, act);
+    else siluGate(gu, tokens, I, act);
     mem.free(gu.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('down_proj')], act, tokens, I);
