@@ -205,18 +205,21 @@ export async function answerQuickInput(page: Page, expectTitle: RegExp, text = '
 export async function runCommand(page: Page, title: string): Promise<void> {
   const input = page.locator('.quick-input-widget .quick-input-box input');
   // F1 typed while a webview (an iframe) has focus stays in the webview: when the palette does not
-  // open, take focus back to the workbench's own document and press it again.
+  // open, take focus back to the workbench's own document and press it again. A palette that
+  // opens and closes again before it is typed into (a webview or a finished run's editor taking
+  // focus at that moment, seen under load) is opened again the same way.
   for (let attempt = 0; ; attempt++) {
+    const last = attempt >= 3;
     await page.keyboard.press('F1');
     try {
-      await input.waitFor({ state: 'visible', timeout: attempt < 3 ? 5_000 : 30_000 });
+      await input.waitFor({ state: 'visible', timeout: last ? 30_000 : 5_000 });
+      await input.fill(`>${title}`, { timeout: last ? 30_000 : 5_000 });
       break;
     } catch (e) {
-      if (attempt >= 3) throw e;
+      if (last) throw e;
       await page.evaluate('document.activeElement && document.activeElement.blur()');
     }
   }
-  await input.fill(`>${title}`);
   await page.locator('.quick-input-widget .monaco-list-row').filter({ hasText: title }).first().waitFor();
   await input.press('Enter');
 }
