@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend wasm] [--no-ref]
+// `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend auto] [--no-ref]
 //  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--repeat N]
 //  [--model tinyllama-1.1b [--model-layers N] [--model-rank R] [--workers N] [--model-calib N,LEN]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
@@ -31,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
     quick: { type: 'boolean' },
     cases: { type: 'string' },
     json: { type: 'string' },
-    backend: { type: 'string', default: 'wasm' },
+    backend: { type: 'string', default: 'auto' },
     'no-ref': { type: 'boolean' },
     'fresh-ref': { type: 'boolean' },
     'ref-timeout': { type: 'number', default: 3600 },

@@ -1,7 +1,6 @@
 // One safetensors file: its validated header, and one tensor's bytes at a time with
 // positioned reads. Never reads more of a file than the header or the tensor asked for.
 
-import type { ScratchBuffers } from '../base/scratchBuffers';
 import { promises as fsp } from 'node:fs';
 import { CheckpointError } from './errors';
 import { MAX_HEADER_BYTES, parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
@@ -93,7 +92,14 @@ export async function readHeader(file: string): Promise<SafetensorsHeader> {
 }
 
 /** Reads one tensor's raw bytes with a positioned read. */
-export async function readTensorBytes(t: TensorInfo, into?: ScratchBuffers): Promise<Uint8Array> {
+/** Reusable buffers to read into, by name (base/scratchBuffers.ts's ScratchBuffers is one):
+ *  what they return stays valid until the next call with the same name. */
+export interface ReadBuffers {
+  u8(name: string, length: number): Uint8Array;
+  f32(name: string, length: number): Float32Array;
+}
+
+export async function readTensorBytes(t: TensorInfo, into?: ReadBuffers): Promise<Uint8Array> {
   let out: Uint8Array;
   try {
     out = into ? into.u8('read.bytes', t.byteLength) : new Uint8Array(t.byteLength);
@@ -111,7 +117,7 @@ export async function readTensorBytes(t: TensorInfo, into?: ScratchBuffers): Pro
 
 /** Reads a float tensor (F32/F16/BF16) as float32 (into `into`'s buffers 'read.bytes' and
  *  'read.f32' when given: the result is then valid until their next use). */
-export async function readTensorF32(t: TensorInfo, into?: ScratchBuffers): Promise<Float32Array> {
+export async function readTensorF32(t: TensorInfo, into?: ReadBuffers): Promise<Float32Array> {
   if (!FLOAT_DTYPES.has(t.dtype))
     throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
   const bytes = await readTensorBytes(t, into);

@@ -16,6 +16,7 @@ import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
 import type { KernelPool } from '../kernels/pool';
 import { nativeAddon, useNativeKernels } from '../kernels/native';
 import { createNativeBackend } from './nativeBackend';
+import { createBackend } from './backend';
 
 type Request = ToGemmWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
@@ -85,7 +86,8 @@ function rowParts(rows: number, parts: number): [number, number][] {
 export async function createSplitBackend(threads: number, choice: BackendChoice): Promise<SplitBackend> {
   // The native backend splits its products and its element-wise kernels over threads itself,
   // on this thread's memory: no worker copies, no messages.
-  if (choice === 'native') return createNativeBackend(threads);
+  const resolved = choice === 'auto' ? (await createBackend('auto')).name : choice;
+  if (resolved === 'native') return createNativeBackend(threads);
   const script = gemmWorkerScript();
   const pool = Array.from({ length: Math.max(1, threads) }, () => new GemmThread(script));
   let name: BackendName;
