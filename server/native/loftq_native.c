@@ -1182,17 +1182,19 @@ static napi_value fail(napi_env env, const char *message) {
   return NULL;
 }
 
-static int float32Arg(napi_env env, napi_value v, float **data, size_t *length) {
+/** The data and length of a typed array of the given kind: 1, or 0 when v is not one. */
+static int typedArg(napi_env env, napi_value v, napi_typedarray_type kind, void **data, size_t *length) {
   bool is;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
   napi_typedarray_type type;
   napi_value buffer;
   size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_float32_array) return 0;
-  *data = raw;
-  return 1;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
+  if (napi_get_typedarray_info(env, v, &type, length, data, &buffer, &offset) != napi_ok) return 0;
+  return type == kind;
+}
+
+static int float32Arg(napi_env env, napi_value v, float **data, size_t *length) {
+  return typedArg(env, v, napi_float32_array, (void **)data, length);
 }
 
 static int sizeArg(napi_env env, napi_value v, size_t *out) {
@@ -1335,16 +1337,7 @@ static napi_value Times(napi_env env, napi_callback_info info) {
 }
 
 static int float64Arg(napi_env env, napi_value v, double **data, size_t *length) {
-  bool is;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_float64_array) return 0;
-  *data = raw;
-  return 1;
+  return typedArg(env, v, napi_float64_array, (void **)data, length);
 }
 
 /** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa): g's upper triangle
@@ -1391,16 +1384,7 @@ typedef struct {
 } Memory;
 
 static int memoryArg(napi_env env, napi_value v, Memory *m) {
-  bool is;
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
-  if (napi_get_typedarray_info(env, v, &type, &m->length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_uint8_array) return 0;
-  m->base = raw;
-  return 1;
+  return typedArg(env, v, napi_uint8_array, (void **)&m->base, &m->length);
 }
 
 /** base + offset when [offset, offset + bytes) lies inside the memory, else NULL. */
@@ -1577,16 +1561,7 @@ static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
 }
 
 static int int64ArrayArg(napi_env env, napi_value v, int64_t **data, size_t *length) {
-  bool is;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return 0;
-  napi_typedarray_type type;
-  napi_value buffer;
-  size_t offset;
-  void *raw;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_bigint64_array) return 0;
-  *data = raw;
-  return 1;
+  return typedArg(env, v, napi_bigint64_array, (void **)data, length);
 }
 
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,

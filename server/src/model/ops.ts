@@ -2,6 +2,8 @@
 // (RMSNorm in float64 sums, rotate_half RoPE, causal softmax attention with GQA, SiLU-gated
 // MLP). The matrix products live in linear.ts on the tfjs backend; these are cheap next to them.
 
+import type { AttentionLayout } from '../linalg/nativeBackend';
+
 /** out[t] = x[t] / sqrt(mean(x[t]²) + eps) · w, row by row (HF computes the variance in float32;
  *  float64 here only moves the last bits). */
 export function rmsNorm(
@@ -65,17 +67,9 @@ export function applyRope(
   }
 }
 
-export interface AttentionShape {
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  /** Row stride of qkv and column offsets of q, k, v in it. */
-  stride: number;
-  qOff: number;
-  kOff: number;
-  vOff: number;
-  slidingWindow?: number;
-}
+/** Heads, head size and where q, k, v sit in a row of qkv (the type lives with the native
+ *  backend, which runs the same attention and may not import model/). */
+export type AttentionShape = AttentionLayout;
 
 /** Causal attention of one sequence (rows start..start+len of qkv) into out (len rows × heads·headDim). */
 export function attention(
