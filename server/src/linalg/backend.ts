@@ -76,10 +76,11 @@ class TfBackend implements MatmulBackend {
       rows,
       cols,
       tensors: blocks.map((b) => b.t),
-      async times(b: Float32Array, n: number): Promise<Float32Array> {
+      async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
         if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
         await self.activate();
-        const out = new Float32Array(rows * n);
+        const out = into ?? new Float32Array(rows * n);
+        if (out.length !== rows * n) throw new Error(`matmul output of ${out.length} for ${rows}x${n}`);
         const chunk = self.rowsFitting(cols); // columns of b per upload (b is cols × n)
         for (let c0 = 0; c0 < n; c0 += chunk) {
           const nc = Math.min(n, c0 + chunk) - c0;

@@ -6,8 +6,9 @@ import type { KernelPool } from '../kernels/pool';
 export interface DeviceMatrix {
   readonly rows: number;
   readonly cols: number;
-  /** this · b, with b row-major (cols × n); returns row-major rows × n. */
-  times(b: Float32Array, n: number): Promise<Float32Array>;
+  /** this · b, with b row-major (cols × n); returns row-major rows × n — written into `out`
+   *  (rows × n) when given, which is returned (callers reuse buffers: fresh pages cost). */
+  times(b: Float32Array, n: number, out?: Float32Array): Promise<Float32Array>;
   dispose(): void;
 }
 

@@ -112,10 +112,10 @@ export class NativeBackend implements MatmulBackend {
     return {
       rows,
       cols,
-      times: async (b: Float32Array, n: number): Promise<Float32Array> => {
+      times: async (b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> => {
         if (!handle) throw new Error('native backend: product with a disposed matrix');
         if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
-        const out = new Float32Array(rows * n);
+        const out = into ?? new Float32Array(rows * n);
         this.largestTensorBytes = Math.max(this.largestTensorBytes, out.length * 4);
         addon.times(handle, b, n, out, this.threads, this.isa);
         this.flops += 2 * rows * cols * n;

@@ -133,14 +133,14 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
       return {
         rows,
         cols,
-        async times(b: Float32Array, n: number): Promise<Float32Array> {
+        async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
           if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
           // b in shared memory: every thread reads the one copy (posting a plain array clones it
           // once per thread, on this thread: ~15% of a calibration pass, whose b are weights).
           const shared = new Float32Array(new SharedArrayBuffer(b.byteLength));
           shared.set(b);
           const outs = await Promise.all(parts.map((_, i) => pool[i].request({ type: 'times', handle, b: shared, n })));
-          const out = new Float32Array(rows * n);
+          const out = into ?? new Float32Array(rows * n);
           parts.forEach(([r0], i) => out.set(outs[i].out!, r0 * n));
           backend.flops += 2 * rows * cols * n;
           return out;

@@ -58,8 +58,18 @@ function residualTimesFactor(r: DeviceMatrix, rT: DeviceMatrix, s: HeldFactor): 
   return {
     rows: r.rows,
     cols: r.cols,
-    held: { rows: r.rows, cols: r.cols, times: async (b, n) => r.times(await s.s.times(b, n), n), dispose() {} },
-    heldT: { rows: r.cols, cols: r.rows, times: async (y, n) => s.sT.times(await rT.times(y, n), n), dispose() {} },
+    held: {
+      rows: r.rows,
+      cols: r.cols,
+      times: async (b, n, out) => r.times(await s.s.times(b, n), n, out),
+      dispose() {},
+    },
+    heldT: {
+      rows: r.cols,
+      cols: r.rows,
+      times: async (y, n, out) => s.sT.times(await rT.times(y, n), n, out),
+      dispose() {},
+    },
   };
 }
 

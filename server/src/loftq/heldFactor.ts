@@ -7,6 +7,7 @@
 // where it is nonzero (band J of L: columns 0 … end of J; of Lᵀ: start of J … dim), so a
 // product does (1 + 1/BANDS)/2 of the dense work and the band's slice of b is contiguous.
 
+import { withScratchBuffers } from '../base/scratchBuffers';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { CalibrationFactor } from './calibrationFactor';
 
@@ -26,8 +27,8 @@ function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
   return {
     rows: dim,
     cols: dim,
-    async times(b: Float32Array, n: number): Promise<Float32Array> {
-      const out = new Float32Array(dim * n);
+    async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
+      const out = into ?? new Float32Array(dim * n);
       for (let i = 0; i < dim; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = b[o + j] * s[i];
       return out;
     },
@@ -69,10 +70,14 @@ async function holdTriangular(
   return {
     rows: dim,
     cols: dim,
-    async times(b: Float32Array, n: number): Promise<Float32Array> {
+    async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
       if (b.length !== dim * n) throw new Error(`matmul shape mismatch: ${dim}x${dim} · ${b.length / n}x${n}`);
-      const out = new Float32Array(dim * n);
-      for (const band of bands) out.set(await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n), band.r0 * n);
+      const out = into ?? new Float32Array(dim * n);
+      for (const band of bands) {
+        const dst = out.subarray(band.r0 * n, band.r1 * n);
+        const got = await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n, dst);
+        if (got !== dst) dst.set(got);
+      }
       return out;
     },
     dispose() {
@@ -123,9 +128,13 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
 
 /** ‖X·S‖_F² for row-major X (rows × dim) given Xᵀ (dim × rows): the sum of squares of Sᵀ·Xᵀ,
  *  accumulated in float64. */
-export async function squaredNormTimesFactor(xT: Float32Array, rows: number, held: HeldFactor): Promise<number> {
-  const p = await held.sT.times(xT, rows);
-  let sum = 0;
-  for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
-  return sum;
+export function squaredNormTimesFactor(xT: Float32Array, rows: number, held: HeldFactor): Promise<number> {
+  // The product (as large as X) in a reused buffer: seven of these per matrix, fresh, were
+  // most of a calibrated run's time on a machine where new pages are dear.
+  return withScratchBuffers(async (buffers) => {
+    const p = await held.sT.times(xT, rows, buffers.f32('factor.product', held.sT.rows * rows));
+    let sum = 0;
+    for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
+    return sum;
+  });
 }
