@@ -1241,30 +1241,48 @@ static napi_value Supports(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** hold(a, rows, cols): a copy of A owned by the returned handle. */
-static napi_value Hold(napi_env env, napi_callback_info info) {
+/** hold / holdView: validates (a, rows, cols) and makes the handle — holding a copy, or
+ *  (inPlace) the caller's shared memory itself, kept alive by a reference until release. */
+static napi_value holdMatrix(napi_env env, napi_callback_info info, int inPlace) {
+  const char *name = inPlace ? "holdView" : "hold";
+  char message[80];
   size_t argc = 3;
   napi_value argv[3], out;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   float *a;
   size_t len, rows, cols;
   if (argc != 3 || !float32Arg(env, argv[0], &a, &len) || !sizeArg(env, argv[1], &rows) ||
-      !sizeArg(env, argv[2], &cols))
-    return fail(env, "hold(a: Float32Array, rows, cols)");
-  if (rows != 0 && cols > SIZE_MAX / sizeof(float) / rows) return fail(env, "hold: matrix too large");
-  if (len != rows * cols) return fail(env, "hold: a.length is not rows × cols");
+      !sizeArg(env, argv[2], &cols)) {
+    snprintf(message, sizeof message, "%s(a: Float32Array, rows, cols)", name);
+    return fail(env, message);
+  }
+  const char *problem = rows != 0 && cols > SIZE_MAX / sizeof(float) / rows ? "matrix too large"
+                        : len != rows * cols                                 ? "a.length is not rows × cols"
+                                                                             : NULL;
+  if (problem) {
+    snprintf(message, sizeof message, "%s: %s", name, problem);
+    return fail(env, message);
+  }
   Held *h = calloc(1, sizeof *h);
   const size_t bytes = rows * cols * sizeof(float);
-  if (h) h->data = takeBuffer(bytes, &h->capacity);
-  if (!h || !h->data) {
+  if (h && !inPlace) h->data = takeBuffer(bytes, &h->capacity);
+  if (!h || (!inPlace && !h->data)) {
     free(h);
     napi_throw_range_error(env, NULL, "native backend: out of memory holding a matrix");
     return NULL;
   }
-  memcpy(h->data, a, bytes);
   h->rows = rows;
   h->cols = cols;
-  napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  if (inPlace) {
+    h->data = a;
+    if (napi_create_reference(env, argv[0], 1, &h->view) != napi_ok) {
+      free(h);
+      return fail(env, "holdView: could not keep the view");
+    }
+  } else {
+    memcpy(h->data, a, bytes);
+    napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  }
   if (napi_create_external(env, h, finalizeHeld, NULL, &out) != napi_ok) {
     finalizeHeld(env, h, NULL);
     return fail(env, "hold: could not create a handle");
@@ -1272,39 +1290,14 @@ static napi_value Hold(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** hold(a, rows, cols): a copy of A owned by the returned handle. */
+static napi_value Hold(napi_env env, napi_callback_info info) { return holdMatrix(env, info, 0); }
+
 /** holdView(a, rows, cols): A read in place — for a view of shared memory, which can be
  *  neither detached nor moved, and which the engine does not write while it is held (the
  *  contract of DeviceMatrix: loftq.ts). Saves a copy of the matrix per hold, and the fresh
- *  pages it would take. The view is kept alive until release. */
-static napi_value HoldView(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  float *a;
-  size_t len, rows, cols;
-  if (argc != 3 || !float32Arg(env, argv[0], &a, &len) || !sizeArg(env, argv[1], &rows) ||
-      !sizeArg(env, argv[2], &cols))
-    return fail(env, "holdView(a: Float32Array, rows, cols)");
-  if (rows != 0 && cols > SIZE_MAX / sizeof(float) / rows) return fail(env, "holdView: matrix too large");
-  if (len != rows * cols) return fail(env, "holdView: a.length is not rows × cols");
-  Held *h = calloc(1, sizeof *h);
-  if (!h) {
-    napi_throw_range_error(env, NULL, "native backend: out of memory");
-    return NULL;
-  }
-  h->data = a;
-  h->rows = rows;
-  h->cols = cols;
-  if (napi_create_reference(env, argv[0], 1, &h->view) != napi_ok) {
-    free(h);
-    return fail(env, "holdView: could not keep the view");
-  }
-  if (napi_create_external(env, h, finalizeHeld, NULL, &out) != napi_ok) {
-    finalizeHeld(env, h, NULL);
-    return fail(env, "holdView: could not create a handle");
-  }
-  return out;
-}
+ *  pages it would take. */
+static napi_value HoldView(napi_env env, napi_callback_info info) { return holdMatrix(env, info, 1); }
 
 static Held *heldArg(napi_env env, napi_value v) {
   napi_valuetype t;
