@@ -724,9 +724,10 @@ static void transposeBandPart(void *ctx, size_t first, size_t last, size_t part)
 /** g (dim × dim float64, row-major) += the upper triangle (j ≥ i) of X[t0:t1]ᵀ·X[t0:t1], X
  *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles), then
  *  horizontal bands of Xᵀ times the columns of X from the band's first on (the calibration
- *  statistics' XᵀX, model/collect.ts). Products in float32, sums in float64. 0, or -1 when
- *  memory ran out. */
-static int gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa) {
+ *  statistics' XᵀX, model/collect.ts). Products in float32, sums in float64. Returns the
+ *  products' flops, or -1 when memory ran out. */
+static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa) {
+  double flops = 0;
   enum { CHUNK = 2048, BANDS = 8 };
   for (size_t c0 = t0; c0 < t1; c0 += CHUNK) {
     const size_t n = t1 - c0 < CHUNK ? t1 - c0 : CHUNK;
@@ -745,6 +746,7 @@ static int gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g
       const size_t r0 = dim * b / BANDS, r1 = dim * (b + 1) / BANDS, w = dim - r0;
       if (r1 == r0) continue;
       failed = multiply(xt + r0 * n, r1 - r0, n, x + c0 * dim + r0, dim, w, prod, threads, isa);
+      flops += 2.0 * (double)(r1 - r0) * (double)n * (double)w;
       for (size_t i = r0; i < r1 && !failed; i++) {
         const float *p = prod + (i - r0) * w - r0;
         double *gi = g + i * dim;
@@ -755,7 +757,7 @@ static int gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g
     giveBuffer(prod, prodCapacity);
     if (failed) return -1;
   }
-  return 0;
+  return flops;
 }
 
 // ---- Float64 algebra of the Krylov space ----------------------------------------------------
@@ -1197,6 +1199,17 @@ static int float32Arg(napi_env env, napi_value v, float **data, size_t *length) 
   return typedArg(env, v, napi_float32_array, (void **)data, length);
 }
 
+static int float64Arg(napi_env env, napi_value v, double **data, size_t *length) {
+  return typedArg(env, v, napi_float64_array, (void **)data, length);
+}
+
+static int int64ArrayArg(napi_env env, napi_value v, int64_t **data, size_t *length) {
+  return typedArg(env, v, napi_bigint64_array, (void **)data, length);
+}
+
+/** A thread count from JavaScript, capped at MAX_THREADS (and at least 1 in parallelFor). */
+static int threadCount(size_t threads) { return (int)(threads > MAX_THREADS ? MAX_THREADS : threads); }
+
 static int sizeArg(napi_env env, napi_value v, size_t *out) {
   double d;
   if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 9007199254740991.0 || d != (double)(size_t)d)
@@ -1322,19 +1335,15 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   if (!h->data) return fail(env, "times: the matrix was released");
   if (h->cols != 0 && n > SIZE_MAX / sizeof(float) / h->cols) return fail(env, "times: block too large");
   if (bLen != h->cols * n || outLen != h->rows * n) return fail(env, "times: shape mismatch");
-  if (multiply(h->data, h->rows, h->cols, b, n, n, out, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), isa)) {
+  if (multiply(h->data, h->rows, h->cols, b, n, n, out, threadCount(threads), isa)) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
     return NULL;
   }
   return NULL;
 }
 
-static int float64Arg(napi_env env, napi_value v, double **data, size_t *length) {
-  return typedArg(env, v, napi_float64_array, (void **)data, length);
-}
-
-/** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa): g's upper triangle
- *  += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim). */
+/** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa) → flops: g's upper
+ *  triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim). */
 static napi_value GramUpper(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -1349,11 +1358,14 @@ static napi_value GramUpper(napi_env env, napi_callback_info info) {
     return fail(env, "gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa)");
   if (dim == 0 || dim > (1u << 20) || t0 > t1 || xLen / dim < t1 || gLen != dim * dim)
     return fail(env, "gramUpper: shape mismatch");
-  if (gramUpper(x, dim, t0, t1, g, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), isa)) {
+  const double flops = gramUpper(x, dim, t0, t1, g, threadCount(threads), isa);
+  if (flops < 0) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in XᵀX");
     return NULL;
   }
-  return NULL;
+  napi_value out;
+  CHECK(napi_create_double(env, flops, &out));
+  return out;
 }
 
 /** release(held): frees the copy now rather than at garbage collection. */
@@ -1553,10 +1565,6 @@ static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int int64ArrayArg(napi_env env, napi_value v, int64_t **data, size_t *length) {
-  return typedArg(env, v, napi_bigint64_array, (void **)data, length);
-}
-
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
  *  stride, qOff, kOff, vOff, window (0: none), threads): 9 numbers after the arrays. */
 static napi_value AttentionFn(napi_env env, napi_callback_info info) {
@@ -1590,7 +1598,7 @@ static napi_value AttentionFn(napi_env env, napi_callback_info info) {
     }
   }
   Attention a = {qkv, out, starts, lens, rows, n, heads, kvHeads, d, stride, qOff, kOff, vOff, v[7]};
-  parallelFor(heads, 1, (int)(v[8] > MAX_THREADS ? MAX_THREADS : v[8]), attentionHeads, &a);
+  parallelFor(heads, 1, threadCount(v[8]), attentionHeads, &a);
   free(starts);
   return NULL;
 }
@@ -1607,7 +1615,7 @@ static napi_value SiluGateFn(napi_env env, napi_callback_info info) {
     return fail(env, "siluGate(gu, tokens, inter, out, threads)");
   if (guLen != 2 * tokens * inter || outLen != tokens * inter) return fail(env, "siluGate: shape mismatch");
   SiluGate sg = {gu, out, inter};
-  parallelFor(tokens, 1, (int)(threads > MAX_THREADS ? MAX_THREADS : threads), siluGateRows, &sg);
+  parallelFor(tokens, 1, threadCount(threads), siluGateRows, &sg);
   return NULL;
 }
 

@@ -54,8 +54,7 @@ function f16ToF32Table(): Uint32Array {
 }
 
 /** Converts little-endian F32/F16/BF16 bytes to float32 (exact: every value of these
- *  types is a float32). */
-/** The float32 values of `bytes` (F32/F16/BF16), in `out` when given (n values long). */
+ *  types is a float32), into `out` when given (as many values as `bytes` holds). */
 export function toFloat32(dtype: string, bytes: Uint8Array, out?: Float32Array): Float32Array {
   if (!FLOAT_DTYPES.has(dtype)) throw new Error(`toFloat32: unsupported dtype ${dtype}`);
   const size = DTYPE_SIZE[dtype as DType];

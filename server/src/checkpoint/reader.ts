@@ -91,7 +91,6 @@ export async function readHeader(file: string): Promise<SafetensorsHeader> {
   }
 }
 
-/** Reads one tensor's raw bytes with a positioned read. */
 /** Reusable buffers to read into, by name (base/scratchBuffers.ts's ScratchBuffers is one):
  *  what they return stays valid until the next call with the same name. */
 export interface ReadBuffers {
@@ -99,6 +98,7 @@ export interface ReadBuffers {
   f32(name: string, length: number): Float32Array;
 }
 
+/** Reads one tensor's raw bytes with a positioned read (into `into`'s 'read.bytes' when given). */
 export async function readTensorBytes(t: TensorInfo, into?: ReadBuffers): Promise<Uint8Array> {
   let out: Uint8Array;
   try {

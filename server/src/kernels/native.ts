@@ -34,7 +34,8 @@ export interface NativeAddon {
   holdView(a: Float32Array, rows: number, cols: number): object;
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
   release(held: object): void;
-  /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64). */
+  /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64);
+   *  returns the flops of its products. */
   gramUpper(
     x: Float32Array,
     dim: number,
@@ -43,7 +44,7 @@ export interface NativeAddon {
     g: Float64Array,
     threads: number,
     isa: NativeIsa,
-  ): void;
+  ): number;
   /** model/ops.ts's attention for every sequence ([start, len, outRow] triples), over heads. */
   attention(qkv: Float32Array, out: Float32Array, seq: BigInt64Array, ...shape: number[]): void;
   siluGate(gu: Float32Array, tokens: number, inter: number, out: Float32Array, threads: number): void;

@@ -59,13 +59,7 @@ export class NativeBackend implements MatmulBackend {
    *  float64: the calibration statistics' product, transposes, bands and float64 sums
    *  in the module. */
   gramUpper(x: Float32Array, dim: number, t0: number, t1: number, g: Float64Array): void {
-    this.addon.gramUpper(x, dim, t0, t1, g, this.threads, this.isa);
-    // The flops of its products: 8 bands of Xᵀ, each times X from the band's first column on.
-    for (let b = 0; b < 8; b++) {
-      const r0 = Math.floor((dim * b) / 8),
-        r1 = Math.floor((dim * (b + 1)) / 8);
-      this.flops += 2 * (r1 - r0) * (t1 - t0) * (dim - r0);
-    }
+    this.flops += this.addon.gramUpper(x, dim, t0, t1, g, this.threads, this.isa);
   }
 
   /** model/ops.ts's causal attention of every sequence (rows start … start + len of qkv into

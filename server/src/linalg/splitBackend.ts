@@ -14,7 +14,6 @@ import type { BackendChoice, BackendName } from '../protocol/lsp_ext';
 import type { DeviceMatrix, MatmulBackend } from './backend';
 import type { FromGemmWorker, ToGemmWorker } from './gemmProtocol';
 import type { KernelPool } from '../kernels/pool';
-import { nativeAddon, useNativeKernels } from '../kernels/native';
 import { createNativeBackend } from './nativeBackend';
 import { createBackend } from './backend';
 
@@ -96,12 +95,6 @@ export async function createSplitBackend(threads: number, choice: BackendChoice)
   } catch (e) {
     await Promise.all(pool.map((t) => t.terminate()));
     throw e;
-  }
-  // `auto` may start native workers: the element-wise passes, split between this thread and
-  // them, then run natively on every thread.
-  if (name === 'native') {
-    const { module } = nativeAddon();
-    if (module) useNativeKernels(module);
   }
   let nextHandle = 0;
   // This thread works on a kernel's first part, the workers after the first on the others:
