@@ -51,3 +51,10 @@ export async function loadReference(c: ReferenceCase) {
     loraB: await f32('lora_B'),
   };
 }
+
+/** len uniform values in [-0.5, 0.5) from a seeded linear congruential generator: the same
+ *  values in every test that asks for the same seed. */
+export function seededUniform(len: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
+}

@@ -13,7 +13,7 @@ import { createBackend, MatmulBackend, webgpuAdapterInfo } from '../../server/sr
 import { loftqMatrix } from '../../server/src/loftq/loftq';
 import { NATIVE_ISAS, nativeAddon } from '../../server/src/linalg/nativeBackend';
 import { requireNative } from './nativeRequired';
-import { loadReference, referenceCases, repoRoot, tempDir } from '../helpers';
+import { loadReference, referenceCases, repoRoot, tempDir, seededUniform as rand } from '../helpers';
 
 const BAR = 1.005;
 const quantizerOf = (m: string) => (m === 'normal' ? 'nf' : 'uniform') as 'nf' | 'uniform';
@@ -80,11 +80,6 @@ function naive(a: Float32Array, m: number, k: number, b: Float32Array, n: number
     }
   return out;
 }
-
-const rand = (len: number, seed: number) => {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-};
 
 const BINDING_LIMIT =
   'binding limit: held blocks, thin-factor chunks and product outputs all stay under it, ' + 'results exact';

@@ -4,11 +4,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { KernelMemoryError, Workspace, withWorkspace } from '../../server/src/kernels/kernels';
 import { f32ToBf16Bits } from '../../server/src/checkpoint/dtype';
-
-const rand = (len: number, seed: number) => {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-};
+import { seededUniform as rand } from '../helpers';
 
 const SHAPES: [number, number][] = [
   [1, 1],

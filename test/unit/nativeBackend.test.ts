@@ -12,11 +12,7 @@ import { createBackend } from '../../server/src/linalg/backend';
 import { NATIVE_ISAS, NativeBackend, nativeAddon } from '../../server/src/linalg/nativeBackend';
 import { attention, siluGate } from '../../server/src/model/ops';
 import { requireNative } from './nativeRequired';
-
-const rand = (len: number, seed: number) => {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-};
+import { seededUniform as rand } from '../helpers';
 
 /** a · b in float64, and Σ|a_ip·b_pj| per entry (the scale of its rounding error). */
 function product(a: Float32Array, m: number, k: number, b: Float32Array, n: number) {

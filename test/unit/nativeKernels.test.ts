@@ -14,11 +14,7 @@ import { nativeAddon, nativeKernelsInUse, useNativeKernels } from '../../server/
 import { codebook } from '../../server/src/quant/codebook';
 import { quantizeResidual, quantizedRegions } from '../../server/src/quant/quantize';
 import { requireNative } from './nativeRequired';
-
-const rand = (len: number, seed: number) => {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: len }, () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-};
+import { seededUniform as rand } from '../helpers';
 
 /** Weights with every awkward block: zeros, subnormals, a negative maximum, midpoints. */
 function awkward(n: number, blockSize: number, table: Float32Array, seed: number): Float32Array {
