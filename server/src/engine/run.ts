@@ -392,9 +392,11 @@ export async function quantizeCheckpoint(
     return { report, reportPath };
   } catch (e) {
     await commit?.abort();
+    // The other workers stop first: one still writing its journal entry would otherwise
+    // leave a temp file behind the sweep below (seen when two entries hit a file size limit).
+    await executor?.close();
+    executor = undefined;
     if (!committing && (e instanceof CancelledError || opts.signal?.aborted)) {
-      await executor?.close();
-      executor = undefined;
       // A shard keeps the finished entries: the folder may be shared with other shards.
       if (opts.shard) await removeTemps(path.join(out, JOURNAL_DIR));
       else await fsp.rm(path.join(out, JOURNAL_DIR), { recursive: true, force: true });
