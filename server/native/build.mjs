@@ -1,4 +1,4 @@
-// Builds the native backend (server/native/loftq_native.c) into dist/loftq_native.node with
+// Builds the native backend (server/native/*.c) into dist/loftq_native.node with
 // the system C compiler and Node's own headers — no node-gyp, no download. Optional: where
 // there is no compiler or no headers (or on Windows), one line says so and the engine runs
 // on wasm. Node-API is ABI-stable, so one build serves every Node and Electron of this
@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-const SOURCE = 'server/native/loftq_native.c';
+const SOURCES = ['server/native/loftq_native.c', 'server/native/factor.c'];
+const HEADERS = ['server/native/native.h'];
 
 function nodeHeaders() {
   const candidates = [
@@ -26,7 +27,8 @@ export function buildNative(out = 'dist/loftq_native.node') {
     return 'native backend not built (LOFTQ_NATIVE=0)';
   }
   if (process.platform === 'win32') return 'native backend not built on Windows: the wasm backend runs instead';
-  if (existsSync(out) && statSync(out).mtimeMs >= statSync(SOURCE).mtimeMs) return undefined;
+  const newest = Math.max(...[...SOURCES, ...HEADERS].map((f) => statSync(f).mtimeMs));
+  if (existsSync(out) && statSync(out).mtimeMs >= newest) return undefined;
   const headers = nodeHeaders();
   if (!headers) return "native backend not built: Node's headers (node_api.h) not found; the wasm backend runs instead";
   const cc = process.env.CC || 'cc';
@@ -44,7 +46,7 @@ export function buildNative(out = 'dist/loftq_native.node') {
   ];
   // macOS resolves the napi_* symbols from the host process at load time.
   if (process.platform === 'darwin') flags.push('-undefined', 'dynamic_lookup');
-  const r = spawnSync(cc, [...flags, SOURCE, '-o', tmp], { encoding: 'utf8' });
+  const r = spawnSync(cc, [...flags, ...SOURCES, '-o', tmp], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
     rmSync(tmp, { force: true });
     rmSync(out, { force: true });

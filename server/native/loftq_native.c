@@ -18,14 +18,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <math.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define LOFTQ_X86 1
-#endif
+#include "native.h"
 
-enum { MR = 6, STRIP = 16, KC = 256, MAX_THREADS = 256 };
-
-typedef enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 } Isa;
+enum { MR = 6, STRIP = 16, KC = 256 };
 static const char *const ISA_NAMES[] = {"generic", "avx2", "avx512"};
 
 static int isaSupported(Isa isa) {
@@ -157,7 +152,7 @@ static struct {
 } cache[CACHE_SLOTS];
 
 /** A 64-byte aligned buffer of at least `bytes` (its capacity in *capacity), or NULL. */
-static void *takeBuffer(size_t bytes, size_t *capacity) {
+void *takeBuffer(size_t bytes, size_t *capacity) {
   bytes = (bytes + 63) / 64 * 64;
   if (bytes == 0) bytes = 64;
   int best = -1;
@@ -181,7 +176,7 @@ static void *takeBuffer(size_t bytes, size_t *capacity) {
   return p;
 }
 
-static void giveBuffer(void *p, size_t capacity) {
+void giveBuffer(void *p, size_t capacity) {
   if (!p) return;
   if (capacity > CACHE_MAX_BYTES) {
     free(p);
@@ -218,9 +213,6 @@ static void giveBuffer(void *p, size_t capacity) {
 
 // ---- Threads -----------------------------------------------------------------------------
 
-/** Work on [first, last) of a range, as part `part` of a parallelFor. */
-typedef void RangeFn(void *ctx, size_t first, size_t last, size_t part);
-
 typedef struct {
   RangeFn *fn;
   void *ctx;
@@ -237,7 +229,7 @@ static void *rangePartThread(void *arg) {
  *  part 0 on this thread; returns the number of parts (results per part are the caller's,
  *  indexed by part, so sums add up in one order). A thread that cannot start leaves its
  *  part to this one. */
-static size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *ctx) {
+size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *ctx) {
   const size_t units = (total + align - 1) / align;
   size_t parts = threads < 1 ? 1 : (size_t)threads;
   if (parts > MAX_THREADS) parts = MAX_THREADS;
@@ -1565,6 +1557,34 @@ static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/** cholesky(memory, a, n, shift[, threads]) → −1, or the row whose pivot was not positive
+ *  (the wasm kernel's contract; factor.c). */
+static napi_value Cholesky(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[4];
+  if (!kernelArgs(env, info, 3, &m, a, "cholesky(memory: Uint8Array, …3 numbers[, threads])")) return NULL;
+  if (!wholeCount(a[1], 1 << 16) || !isfinite(a[2])) return fail(env, "cholesky: bad size or shift");
+  double *pa = region(&m, a[0], 8 * a[1] * a[1]);
+  if (!pa) return outsideMemory(env, "cholesky");
+  const long bad = choleskyLower(pa, (size_t)a[1], a[2], (int)a[3], bestIsa());
+  if (bad == -2) return sumResult(env, NAN);
+  napi_value out;
+  CHECK(napi_create_double(env, (double)bad, &out));
+  return out;
+}
+
+/** solveRightLower(memory, m, r, l, n[, threads]): m (r × n) ← m·L⁻¹ (factor.c). */
+static napi_value SolveRightLower(napi_env env, napi_callback_info info) {
+  Memory m;
+  double a[5];
+  if (!kernelArgs(env, info, 4, &m, a, "solveRightLower(memory: Uint8Array, …4 numbers[, threads])")) return NULL;
+  if (!wholeCount(a[1], 1 << 20) || !wholeCount(a[3], 1 << 16)) return fail(env, "solveRightLower: bad sizes");
+  double *pm = region(&m, a[0], 8 * a[1] * a[3]), *pl = region(&m, a[2], 8 * a[3] * a[3]);
+  if (!pm || !pl) return outsideMemory(env, "solveRightLower");
+  solveRightLower(pm, (size_t)a[1], pl, (size_t)a[3], (int)a[4], bestIsa());
+  return NULL;
+}
+
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
  *  stride, qOff, kOff, vOff, window (0: none), threads): 9 numbers after the arrays. */
 static napi_value AttentionFn(napi_env env, napi_callback_info info) {
@@ -1638,6 +1658,8 @@ NAPI_MODULE_INIT() {
       {"orthonormalize", NULL, Orthonormalize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"cholesky", NULL, Cholesky, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"solveRightLower", NULL, SolveRightLower, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

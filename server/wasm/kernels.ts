@@ -676,3 +676,20 @@ function cholRowTail(a: usize, n: i32, i: i32, from: i32): i32 {
   }
   return -1;
 }
+
+/** m (r × n, row-major) ← m·L⁻¹ for lower-triangular L (n × n, row-major): the calibrated
+ *  adapter A = M·S⁻¹. Back substitution, last column first: once a_i is known, a_i·L[i, :i]
+ *  leaves the right-hand side (row i of L is contiguous). All r rows per row of L, so L
+ *  streams through the cache once. */
+export function solveRightLower(m: usize, r: i32, l: usize, n: i32): void {
+  for (let i = n - 1; i >= 0; i--) {
+    const li = col(l, i, n);
+    const d = f64At(li, i);
+    for (let p = 0; p < r; p++) {
+      const ap = col(m, p, n);
+      const v = f64At(ap, i) / d;
+      setF64(ap, i, v);
+      if (v != 0) axpy(-v, li, ap, i);
+    }
+  }
+}

@@ -292,3 +292,88 @@ test('native transpose bands equal the WebAssembly ones exactly, over 1–3 thre
     /transposeBand: bad sizes/,
   );
 });
+
+/** G = XᵀX/k of a k × n block with columns scaled over two orders of magnitude (positive
+ *  definite for k ≥ n, and as unevenly scaled as activations are). */
+function secondMomentOf(n: number, k: number, seed: number): Float64Array {
+  const x = rand(n * k, seed);
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j <= i; j++) {
+      let v = 0;
+      for (let t = 0; t < k; t++) v += x[t * n + i] * x[t * n + j];
+      const s = 10 ** ((i + j) / n);
+      g[i * n + j] = g[j * n + i] = (v * s) / k;
+    }
+  return g;
+}
+
+test('native blocked Cholesky and adapter solve: L·Lᵀ = G + λI and A·L = M, as the WebAssembly kernels', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const ws = new Workspace();
+  const wasmK = wasmKernelsOn(ws.memory);
+  const memory = () => new Uint8Array(ws.memory.buffer);
+  const lambda = 1e-3;
+  // Widths around the 128-column blocks and the 6 × 24 tiles of the trailing update.
+  for (const [n, threads] of [
+    [1, 1],
+    [5, 2],
+    [127, 1],
+    [128, 2],
+    [129, 3],
+    [300, 2],
+  ]) {
+    const g = secondMomentOf(n, n + 7, n);
+    const l1 = ws.f64(n * n, g),
+      l2 = ws.f64(n * n, g);
+    assert.equal(wasmK.cholesky(l1.ptr, n, lambda), -1);
+    assert.equal(module.cholesky(memory(), l2.ptr, n, lambda, threads), -1, `${n}: factored`);
+    const l = l2.view(),
+      want = l1.view();
+    const scale = Math.max(...g.map(Math.abs));
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        if (j > i) {
+          assert.equal(l[i * n + j], 0, `${n}: upper (${i}, ${j}) zero`);
+          continue;
+        }
+        let v = 0;
+        for (let p = 0; p <= j; p++) v += l[i * n + p] * l[j * n + p];
+        const target = g[i * n + j] + (i === j ? lambda : 0);
+        assert.ok(Math.abs(v - target) <= 1e-12 * scale, `${n}: (L·Lᵀ)[${i}, ${j}] = ${v}, G + λI ${target}`);
+        assert.ok(
+          Math.abs(l[i * n + j] - want[i * n + j]) <= 1e-9 * (1 + Math.abs(want[i * n + j])),
+          `${n}: L = wasm L`,
+        );
+      }
+    // A = M·L⁻¹ for r right-hand sides.
+    const r = 3;
+    const m = Float64Array.from(rand(r * n, n + 1));
+    const a1 = ws.f64(r * n, m),
+      a2 = ws.f64(r * n, m);
+    wasmK.solveRightLower(a1.ptr, r, l1.ptr, n);
+    module.solveRightLower(memory(), a2.ptr, r, l2.ptr, n, threads);
+    const a = a2.view();
+    for (let p = 0; p < r; p++)
+      for (let j = 0; j < n; j++) {
+        let v = 0;
+        for (let i = j; i < n; i++) v += a[p * n + i] * l[i * n + j];
+        assert.ok(Math.abs(v - m[p * n + j]) <= 1e-9 * (1 + Math.abs(m[p * n + j])), `${n}: (A·L)[${p}, ${j}]`);
+        const w = a1.view()[p * n + j];
+        assert.ok(Math.abs(a[p * n + j] - w) <= 1e-9 * (1 + Math.abs(w)), `${n}: A = wasm A`);
+      }
+    ws.reset();
+  }
+  // A matrix that is not positive definite fails at the same row, its pivot left in place.
+  const n = 200;
+  const bad = secondMomentOf(n, n + 7, 9);
+  bad[150 * n + 150] = -1;
+  const b1 = ws.f64(n * n, bad),
+    b2 = ws.f64(n * n, bad);
+  const row = wasmK.cholesky(b1.ptr, n, 0);
+  assert.ok(row >= 0 && row <= 150, `wasm kernel fails at row ${row}`);
+  assert.equal(module.cholesky(memory(), b2.ptr, n, 0, 2), row);
+  assert.ok(b2.view()[row * n + row] <= 0);
+  assert.throws(() => module.cholesky(memory(), b2.ptr, 1 << 15, 0), /outside the memory/);
+});

@@ -13,10 +13,10 @@ import {
   DType,
 } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
-import { loftqMatrix } from '../loftq/loftq';
+import { loftqMatrix, type LoftqResult } from '../loftq/loftq';
 import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
 import type { CalibrationFactor } from '../loftq/calibrationFactor';
-import { holdFactor, squaredNormTimesFactor } from '../loftq/heldFactor';
+import { holdFactor, squaredNormTimesFactor, type HeldFactor } from '../loftq/heldFactor';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
@@ -92,65 +92,27 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   }
   const w = read.w;
   const factor = job.calibration?.factor;
-  const run = factor
-    ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases, into: buffers })
-    : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers });
-  const res: Awaited<typeof run> & Partial<CalibratedResult> = await run.catch((e) => {
-    throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
-  });
-  const tAfter = performance.now();
-  const r = res.rank;
-  // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const dtype = tensor.dtype as DType;
-  const loraA = roundTrip(dtype, res.loraA);
-  const loraB = roundTrip(dtype, res.loraB);
-  const norm = res.frobeniusNorm;
-  // Q is encoded once: these bytes are written, and their float32 reading measured.
-  let qBytes: Uint8Array = new Uint8Array(0);
-  const [err, errNf4, residualT] = withWorkspace((ws) => {
-    const [W, Q, B, A] = [
-      ws.f32(w.length, w),
-      ws.f32(res.q.length, res.q),
-      ws.f32(loraB.length, loraB),
-      ws.f32(loraA.length, loraA),
-    ];
-    if (dtype === 'BF16') {
-      const bits = ws.u16(Q.length);
-      ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
-      qBytes = buffers.u8('q.bytes', 2 * Q.length);
-      qBytes.set(new Uint8Array(bits.view().buffer, bits.ptr, 2 * Q.length));
-    } else {
-      qBytes = fromFloat32(dtype, res.q);
-      Q.view().set(toFloat32(dtype, qBytes));
-    }
-    // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
-    const nf4 = quantizedRegions(ws, Q.length, 64);
-    quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
-    const packed = ws.f32(A.length).ptr;
-    const e = factor ? ws.f32(w.length) : undefined;
-    const eT = factor ? ws.f32(w.length) : undefined;
-    const errs = [
-      ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, r, e ? e.ptr : 0, packed),
-      ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, r, 0, packed),
-    ];
-    // (W − Q − B·A)ᵀ of the written values (e held W − B·A), for the output error below.
-    if (e && eT) {
-      ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
-      ws.k.transpose(e.ptr, rows, cols, eT.ptr);
-    }
-    return [errs[0], errs[1], eT?.view().slice()] as const;
-  });
-  let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
-  if (factor && residualT) {
-    const held = await holdFactor(factor, backend);
-    const sq = await squaredNormTimesFactor(residualT, rows, held).finally(() => held.dispose());
-    const normS = res.outputNorm ?? 0;
-    output = {
-      outputRelError: normS > 0 ? Math.sqrt(sq) / normS : 0,
-      qloraOutputRelError: res.qloraOutputRelError,
-      bestIter: res.bestIter,
-    };
+  // Held once: the LoftQ iterations and the written matrix's output error both use it.
+  const heldFactor = factor ? await holdFactor(factor, backend) : undefined;
+  let res: LoftqResult & Partial<CalibratedResult>;
+  let written: Written;
+  let tAfter: number;
+  try {
+    const run = factor
+      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases, into: buffers, heldFactor })
+      : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers });
+    res = await run.catch((e) => {
+      throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
+    });
+    tAfter = performance.now();
+    written = await measureWritten(w, rows, cols, dtype, res, heldFactor, buffers);
+  } finally {
+    heldFactor?.dispose();
   }
+  const { loraA, loraB, qBytes, err, errNf4, output } = written;
+  const r = res.rank;
+  const norm = res.frobeniusNorm;
 
   // PEFT shapes: lora_A (r × in), lora_B (out × r). For [in, out]-stored Conv1D weights the
   // stored matrix M ≈ Q + L·R means ΔW = (B·A)ᵀ with A = Lᵀ, B = Rᵀ.
@@ -208,6 +170,77 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   phases.write = (performance.now() - tWrite) / 1000;
   report.seconds = (performance.now() - t0) / 1000;
   return report;
+}
+
+/** What will be written, and its errors: Q encoded in the input's dtype and the adapters
+ *  rounded to it, ‖W − Q − B·A‖², the same after bitsandbytes' NF4 reload, and — calibrated —
+ *  the output error of exactly these values. */
+interface Written {
+  loraA: Float32Array;
+  loraB: Float32Array;
+  qBytes: Uint8Array;
+  err: number;
+  errNf4: number;
+  output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'>;
+}
+
+async function measureWritten(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  dtype: DType,
+  res: LoftqResult & Partial<CalibratedResult>,
+  heldFactor: HeldFactor | undefined,
+  buffers: ScratchBuffers,
+): Promise<Written> {
+  // What a reader of the written files sees: Q and the adapters in the input's dtype.
+  const loraA = roundTrip(dtype, res.loraA);
+  const loraB = roundTrip(dtype, res.loraB);
+  // Q is encoded once: these bytes are written, and their float32 reading measured.
+  let qBytes: Uint8Array = new Uint8Array(0);
+  const [err, errNf4, outSq] = await withWorkspace(async (ws) => {
+    const [W, Q, B, A] = [
+      ws.f32(w.length, w),
+      ws.f32(res.q.length, res.q),
+      ws.f32(loraB.length, loraB),
+      ws.f32(loraA.length, loraA),
+    ];
+    if (dtype === 'BF16') {
+      const bits = ws.u16(Q.length);
+      ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
+      qBytes = buffers.u8('q.bytes', 2 * Q.length);
+      qBytes.set(new Uint8Array(bits.view().buffer, bits.ptr, 2 * Q.length));
+    } else {
+      qBytes = fromFloat32(dtype, res.q);
+      Q.view().set(toFloat32(dtype, qBytes));
+    }
+    // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
+    const nf4 = quantizedRegions(ws, Q.length, 64);
+    quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
+    const packed = ws.f32(A.length).ptr;
+    const e = heldFactor ? ws.f32(w.length) : undefined;
+    const eT = heldFactor ? ws.f32(w.length) : undefined;
+    const errs = [
+      ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, e ? e.ptr : 0, packed),
+      ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),
+    ];
+    // ‖(W − Q − B·A)·S‖² of the written values (e held W − B·A), from its transpose.
+    if (!e || !eT || !heldFactor) return [errs[0], errs[1], undefined] as const;
+    ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
+    ws.k.transpose(e.ptr, rows, cols, eT.ptr);
+    return [errs[0], errs[1], await squaredNormTimesFactor(eT.view(), rows, heldFactor)] as const;
+  });
+  let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
+  if (outSq !== undefined) {
+    const normS = res.outputNorm ?? 0;
+    output = {
+      outputRelError: normS > 0 ? Math.sqrt(outSq) / normS : 0,
+      qloraOutputRelError: res.qloraOutputRelError,
+      bestIter: res.bestIter,
+    };
+  }
+
+  return { loraA, loraB, qBytes, err, errNf4, output };
 }
 
 export interface AnalyzeJob {

@@ -22,6 +22,8 @@ export const NATIVE_KERNELS = [
   'orthonormalize',
   'gram',
   'symmetricEigen',
+  'cholesky',
+  'solveRightLower',
 ] as const;
 type NativeKernel = (typeof NATIVE_KERNELS)[number];
 
@@ -57,6 +59,9 @@ export interface NativeAddon {
   orthonormalize(memory: Uint8Array, ...args: number[]): void;
   gram(memory: Uint8Array, ...args: number[]): void;
   symmetricEigen(memory: Uint8Array, ...args: number[]): void;
+  /** Blocked, its trailing updates on the threads (the wasm kernel's contract). */
+  cholesky(memory: Uint8Array, ...args: number[]): number;
+  solveRightLower(memory: Uint8Array, ...args: number[]): void;
 }
 
 const MODULE_FILE = 'loftq_native.node';
@@ -110,6 +115,17 @@ export function withNativeKernels<K extends Record<NativeKernel, (...args: numbe
     NATIVE_KERNELS.map((name) => [name, (...a: number[]) => addon[name](view(), ...a, threads)]),
   ) as Pick<K, NativeKernel>;
   return { ...kernels, ...native };
+}
+
+/** A native kernel run on a plain array rather than a workspace (its "memory" is the array's
+ *  bytes, offsets count from its start) — on this thread's threads; undefined when this
+ *  thread's kernels are not native (the caller goes through a workspace instead). */
+export function nativeKernelOnArray(
+  name: NativeKernel,
+): ((bytes: Uint8Array, ...args: number[]) => unknown) | undefined {
+  if (!inUse) return undefined;
+  const { addon, threads } = inUse;
+  return (bytes, ...args) => addon[name](bytes, ...args, threads);
 }
 
 /** Whether this thread's kernels are the native ones. */

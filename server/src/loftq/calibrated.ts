@@ -17,7 +17,7 @@ import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
 import { LoftqOptions, LoftqResult, copyOut, svdSchedule } from './loftq';
-import { CalibrationFactor, solveRight } from './calibrationFactor';
+import { CalibrationFactor, adapterSolver } from './calibrationFactor';
 import { HeldFactor, holdFactor, squaredNormTimesFactor } from './heldFactor';
 import type { HeldMatrix } from '../linalg/rsvd';
 
@@ -32,6 +32,12 @@ export interface CalibratedResult extends LoftqResult {
   outputNorm: number;
 }
 
+export interface CalibratedOptions extends LoftqOptions {
+  /** `factor` already held on `backend` (the caller measures the written matrix with it
+   *  afterwards): holding a 5632-wide factor costs about as much as one of its products. */
+  heldFactor?: HeldFactor;
+}
+
 export async function calibratedLoftqMatrix(
   w: Float32Array,
   rows: number,
@@ -39,17 +45,17 @@ export async function calibratedLoftqMatrix(
   s: MatrixSettings,
   backend: MatmulBackend,
   factor: CalibrationFactor,
-  opts: LoftqOptions = {},
+  opts: CalibratedOptions = {},
 ): Promise<CalibratedResult> {
   const size = rows * cols;
   if (w.length !== size) throw new Error(`calibratedLoftqMatrix: ${w.length} values for ${rows}x${cols}`);
   if (factor.dim !== cols)
     throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
-  const held = await holdFactor(factor, backend);
+  const held = opts.heldFactor ?? (await holdFactor(factor, backend));
   try {
     return await iterate(w, rows, cols, s, backend, factor, held, opts);
   } finally {
-    held.dispose();
+    if (held !== opts.heldFactor) held.dispose();
   }
 }
 
@@ -96,6 +102,7 @@ async function iterate(
     const factorA = ws.f32(rank * cols);
     const packed = ws.f32(rank * cols);
     const quantized = quantizedRegions(ws, size, s.blockSize);
+    const solveAdapter = adapterSolver(ws, factor, rank);
 
     const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
     ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
@@ -161,7 +168,7 @@ async function iterate(
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
-      const a = Float32Array.from(solveRight(Float64Array.from(svd.right), rank, factor));
+      const a = new Float32Array(solveAdapter(Float64Array.from(svd.right)));
       factorA.view().set(a);
       lap('calib');
       // ‖(R − B·A)·S‖² = ‖R·S − B·M‖² (A·S = M) = ‖R·S‖² − Σ_{j<r} σ_j²: B·M is R·S projected

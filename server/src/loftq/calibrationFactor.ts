@@ -18,7 +18,8 @@
 
 import type { InputStat } from '../model/stats';
 import { CALIBRATION_SPECS } from '../registry';
-import { withWorkspace } from '../kernels/kernels';
+import { withWorkspace, type Workspace } from '../kernels/kernels';
+import { nativeKernelOnArray } from '../kernels/native';
 
 /** Default ridge, relative to the mean of diag(G) (a registry setting). */
 export const DEFAULT_RIDGE: number = CALIBRATION_SPECS.ridge.default;
@@ -70,43 +71,53 @@ export function calibrationFactor(
   return { kind: 'full', dim: n, l: cholesky(stat.g, n, lambda, alloc(n * n)) };
 }
 
-/** Lower Cholesky factor of G + λI (row-major, float64), in the WebAssembly kernels: the
- *  float64 loop in JavaScript ran at ~0.3 GFLOP/s, 3 minutes for a 5632-wide input. */
+/** Lower Cholesky factor of G + λI (row-major, float64): in the native module, blocked and in
+ *  place in `l`, when this thread runs native kernels; else in the WebAssembly kernels (a
+ *  float64 JavaScript loop ran at ~0.3 GFLOP/s, 3 minutes for a 5632-wide input; the wasm
+ *  kernel takes ~14 s, the native one under a second). */
 export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = new Float64Array(n * n)): F64 {
+  const native = nativeKernelOnArray('cholesky');
+  if (native) {
+    l.set(g.subarray(0, n * n));
+    const bad = native(new Uint8Array(l.buffer, l.byteOffset, l.byteLength), 0, n, lambda) as number;
+    if (bad >= 0) throw notPositive(bad, l[bad * n + bad]);
+    return l;
+  }
   return withWorkspace((ws) => {
     const m = ws.f64(n * n, g);
     const bad = ws.k.cholesky(m.ptr, n, lambda);
-    if (bad >= 0) {
-      const pivot = m.view()[bad * n + bad];
-      throw new FactorError(`its second moment plus the ridge is not positive definite (pivot ${bad} is ${pivot})`);
-    }
+    if (bad >= 0) throw notPositive(bad, m.view()[bad * n + bad]);
     l.set(m.view());
     return l;
   });
 }
 
+function notPositive(row: number, pivot: number): FactorError {
+  return new FactorError(`its second moment plus the ridge is not positive definite (pivot ${row} is ${pivot})`);
+}
+
 /**
- * A = M·S⁻¹ for M (r × dim, float64 row-major): the adapter whose product with S is M.
- * Full S = L: A·L = M by back substitution, last column first: once a_i is known, a_i·L[i, :i]
- * leaves the right-hand side (row i of L is contiguous: no transposed copy of L). All r rows
- * at once, so each row of L is read once. Diagonal: a division per column.
+ * A = M·S⁻¹ for M (r × dim, float64 row-major): the adapter whose product with S is M, once
+ * per LoftQ iteration. Full S = L: L is copied into the workspace once, and each solve is the
+ * kernels' back substitution (solveRightLower; it was a JavaScript loop, ~0.6 s per solve at a
+ * 5632-wide input). Diagonal: a division per column. Carves its regions when made, so make it
+ * before any view of the workspace is handed out.
  */
-export function solveRight(m: Float64Array, r: number, factor: CalibrationFactor): Float64Array {
+export function adapterSolver(ws: Workspace, factor: CalibrationFactor, r: number): (m: Float64Array) => Float64Array {
   const n = factor.dim;
-  const a = Float64Array.from(m);
   if (factor.kind === 'diag') {
-    for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[p * n + j] /= factor.s[j];
-    return a;
+    const s = factor.s;
+    return (m) => {
+      const a = Float64Array.from(m);
+      for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[p * n + j] /= s[j];
+      return a;
+    };
   }
-  const l = factor.l;
-  for (let i = n - 1; i >= 0; i--) {
-    const li = i * n;
-    const d = l[li + i];
-    for (let p = 0; p < r; p++) {
-      const ap = p * n;
-      const v = (a[ap + i] /= d);
-      if (v !== 0) for (let j = 0; j < i; j++) a[ap + j] -= v * l[li + j];
-    }
-  }
-  return a;
+  const l = ws.f64(n * n, factor.l as Float64Array);
+  const rhs = ws.f64(r * n);
+  return (m) => {
+    rhs.view().set(m);
+    ws.k.solveRightLower(rhs.ptr, r, l.ptr, n);
+    return rhs.view().slice();
+  };
 }

@@ -1,0 +1,37 @@
+// What the native module's C files share: the instruction-set choice, the thread helper and
+// the buffer cache (defined in loftq_native.c), and the float64 factorizations (factor.c).
+#ifndef LOFTQ_NATIVE_H
+#define LOFTQ_NATIVE_H
+
+#include <stddef.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define LOFTQ_X86 1
+#endif
+
+enum { MAX_THREADS = 256 };
+
+typedef enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 } Isa;
+
+/** Work on [first, last) of a range, as part `part` of a parallelFor. */
+typedef void RangeFn(void *ctx, size_t first, size_t last, size_t part);
+
+/** Runs fn over [0, total) in up to `threads` parts (part 0 on this thread); returns the
+ *  number of parts. */
+size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *ctx);
+
+/** A buffer of at least `bytes` from the reuse cache (NULL when memory ran out); give it back
+ *  with its capacity. */
+void *takeBuffer(size_t bytes, size_t *capacity);
+void giveBuffer(void *p, size_t capacity);
+
+/** Lower Cholesky factor of (a + shift·I), row-major n × n, in place (the lower triangle is
+ *  read, the upper one zeroed): −1, or the row whose pivot was not positive (left holding
+ *  that pivot). Blocked: the trailing updates are float64 products on `threads` threads. */
+long choleskyLower(double *a, size_t n, double shift, int threads, Isa isa);
+
+/** m (r × n, row-major) ← m · L⁻¹ for lower-triangular L (n × n, row-major), in place:
+ *  the calibrated adapter A = M·S⁻¹. Rows of m split over `threads` threads. */
+void solveRightLower(double *m, size_t r, const double *l, size_t n, int threads, Isa isa);
+
+#endif
