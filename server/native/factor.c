@@ -264,3 +264,35 @@ void solveRightLower(double *m, size_t r, const double *l, size_t n, int threads
   Solve s = {m, r, n, l};
   parallelFor(r, 1, threads, rows, &s);
 }
+
+typedef struct {
+  const double *l;
+  size_t dim, r0, r1, c0, c1;
+  int transpose;
+  float *out;
+} Band;
+
+// Rows [first, last) of the band (relative), in 64-wide column tiles: the transposed read
+// walks down L's columns, one cache line of each of 64 rows per tile.
+static void bandRows(void *ctx, size_t first, size_t last, size_t part) {
+  (void)part;
+  const Band *b = ctx;
+  const size_t w = b->c1 - b->c0;
+  for (size_t j0 = b->c0; j0 < b->c1; j0 += 64) {
+    const size_t j1 = minSize(b->c1, j0 + 64);
+    for (size_t k = first; k < last; k++) {
+      const size_t i = b->r0 + k;
+      float *o = b->out + k * w - b->c0;
+      if (b->transpose)
+        for (size_t j = j0; j < j1; j++) o[j] = j >= i ? (float)b->l[j * b->dim + i] : 0.0f;
+      else
+        for (size_t j = j0; j < j1; j++) o[j] = j <= i ? (float)b->l[i * b->dim + j] : 0.0f;
+    }
+  }
+}
+
+void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads) {
+  // The band's nonzero columns: L's row band reaches column r1 − 1; Lᵀ's starts at r0.
+  Band b = {l, dim, r0, r1, transpose ? r0 : 0, transpose ? dim : r1, transpose, out};
+  parallelFor(r1 - r0, 16, threads, bandRows, &b);
+}

@@ -7,6 +7,10 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define LOFTQ_X86 1
+/** Row band [r0, r1) of L (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) as
+ *  float32, row-major in `out`, zeros outside the triangle: a held factor's band. */
+void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
+
 #endif
 
 enum { MAX_THREADS = 256 };
@@ -33,5 +37,9 @@ long choleskyLower(double *a, size_t n, double shift, int threads, Isa isa);
 /** m (r × n, row-major) ← m · L⁻¹ for lower-triangular L (n × n, row-major), in place:
  *  the calibrated adapter A = M·S⁻¹. Rows of m split over `threads` threads. */
 void solveRightLower(double *m, size_t r, const double *l, size_t n, int threads, Isa isa);
+
+/** Row band [r0, r1) of L (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) as
+ *  float32, row-major in `out`, zeros outside the triangle: a held factor's band. */
+void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
 
 #endif

@@ -62,6 +62,18 @@ export interface NativeAddon {
   /** Blocked, its trailing updates on the threads (the wasm kernel's contract). */
   cholesky(memory: Uint8Array, ...args: number[]): number;
   solveRightLower(memory: Uint8Array, ...args: number[]): void;
+  /** solveRightLower on arrays where they lie (m: r × n, l: n × n). */
+  solveRightLowerArrays(m: Float64Array, r: number, l: Float64Array, n: number, threads: number): void;
+  /** Row band [r0, r1) of L (transpose 0) or Lᵀ (1) as float32 into out, zeros off the triangle. */
+  lowerBandToFloat32(
+    l: Float64Array,
+    dim: number,
+    r0: number,
+    r1: number,
+    transpose: number,
+    out: Float32Array,
+    threads: number,
+  ): void;
 }
 
 const MODULE_FILE = 'loftq_native.node';
@@ -126,6 +138,11 @@ export function nativeKernelOnArray(
   if (!inUse) return undefined;
   const { addon, threads } = inUse;
   return (bytes, ...args) => addon[name](bytes, ...args, threads);
+}
+
+/** Threads of this thread's native kernel calls (1 when they are not native). */
+export function nativeKernelThreads(): number {
+  return inUse?.threads ?? 1;
 }
 
 /** Whether this thread's kernels are the native ones. */

@@ -19,7 +19,7 @@
 import type { InputStat } from '../model/stats';
 import { CALIBRATION_SPECS } from '../registry';
 import { withWorkspace, type Workspace } from '../kernels/kernels';
-import { nativeKernelOnArray } from '../kernels/native';
+import { nativeAddon, nativeKernelOnArray, nativeKernelThreads } from '../kernels/native';
 
 /** Default ridge, relative to the mean of diag(G) (a registry setting). */
 export const DEFAULT_RIDGE: number = CALIBRATION_SPECS.ridge.default;
@@ -110,6 +110,16 @@ export function adapterSolver(ws: Workspace, factor: CalibrationFactor, r: numbe
     return (m) => {
       const a = Float64Array.from(m);
       for (let p = 0; p < r; p++) for (let j = 0; j < n; j++) a[p * n + j] /= s[j];
+      return a;
+    };
+  }
+  // Native kernels: the solve reads L where it lies (shared memory), no 254 MB copy per matrix.
+  const native = nativeKernelOnArray('solveRightLower') && nativeAddon().module;
+  if (native) {
+    const threads = nativeKernelThreads();
+    return (m) => {
+      const a = Float64Array.from(m);
+      native.solveRightLowerArrays(a, r, factor.l as Float64Array, n, threads);
       return a;
     };
   }

@@ -10,6 +10,8 @@
 import { withScratchBuffers } from '../base/scratchBuffers';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { CalibrationFactor } from './calibrationFactor';
+import { NativeBackend } from '../linalg/nativeBackend';
+import { nativeAddon } from '../kernels/native';
 
 /** Bands of a held triangular factor: 8 → 56% of the dense flops, 8 uploads of b per product. */
 const BANDS = 8;
@@ -45,10 +47,14 @@ interface Band {
   held: DeviceMatrix;
 }
 
+/** Row band [r0, r1) of the triangular factor, columns [c0, c1), row-major: a copy the
+ *  backend's hold may keep (or a reused buffer, where the hold copies it). */
+type BandOf = (r0: number, r1: number, c0: number, c1: number) => Float32Array;
+
 async function holdTriangular(
-  t: Float32Array,
   dim: number,
   lower: boolean,
+  bandOf: BandOf,
   backend: MatmulBackend,
 ): Promise<DeviceMatrix> {
   const bands: Band[] = [];
@@ -58,10 +64,7 @@ async function holdTriangular(
       const r0 = Math.floor((dim * b) / count),
         r1 = Math.floor((dim * (b + 1)) / count);
       const [c0, c1] = lower ? [0, r1] : [r0, dim];
-      const w = c1 - c0;
-      const part = new Float32Array((r1 - r0) * w);
-      for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
-      bands.push({ r0, r1, c0, c1, held: await backend.hold(part, r1 - r0, w) });
+      bands.push({ r0, r1, c0, c1, held: await backend.hold(bandOf(r0, r1, c0, c1), r1 - r0, c1 - c0) });
     }
   } catch (e) {
     for (const band of bands) band.held.dispose();
@@ -100,18 +103,51 @@ function transposedLower(l: Float32Array, dim: number): Float32Array {
   return t;
 }
 
+/** Bands cut from a float32 copy of a whole triangular matrix t (dim × dim). */
+function bandsOf(t: Float32Array, dim: number): BandOf {
+  return (r0, r1, c0, c1) => {
+    const w = c1 - c0;
+    const part = new Float32Array((r1 - r0) * w);
+    for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
+    return part;
+  };
+}
+
+/** Native: each band converted from float64 L (and transposed, for Lᵀ) in the module, into one
+ *  reused buffer that the hold copies — the JavaScript conversion, transpose and band copies
+ *  took ~2 s per matrix at a 5632-wide input, most of it faulting fresh pages. */
+function nativeBandsOf(l: Float64Array, dim: number, transpose: boolean, threads: number): BandOf | undefined {
+  const addon = nativeAddon().module;
+  if (!addon) return undefined;
+  let scratch = new Float32Array(0);
+  return (r0, r1, c0, c1) => {
+    const size = (r1 - r0) * (c1 - c0);
+    if (scratch.length < size) scratch = new Float32Array(size);
+    const part = scratch.subarray(0, size);
+    addon.lowerBandToFloat32(l, dim, r0, r1, transpose ? 1 : 0, part, threads);
+    return part;
+  };
+}
+
 export async function holdFactor(factor: CalibrationFactor, backend: MatmulBackend): Promise<HeldFactor> {
   if (factor.kind === 'diag') {
     const op = diagonalOperator(factor.s);
     return { s: op, sT: op, dispose() {} };
   }
   const dim = factor.dim;
-  const l32 = new Float32Array(factor.l); // not Float32Array.from: its iterator path is ~50× slower
-  const s = await holdTriangular(l32, dim, true, backend);
+  const l = factor.l as Float64Array;
+  const native = backend instanceof NativeBackend;
+  let lower = native ? nativeBandsOf(l, dim, false, backend.threads) : undefined;
+  let upper = native ? nativeBandsOf(l, dim, true, backend.threads) : undefined;
+  if (!lower || !upper) {
+    const l32 = new Float32Array(l); // not Float32Array.from: its iterator path is ~50× slower
+    lower = bandsOf(l32, dim);
+    upper = bandsOf(transposedLower(l32, dim), dim);
+  }
+  const s = await holdTriangular(dim, true, lower, backend);
   let sT: DeviceMatrix;
   try {
-    const lT = transposedLower(l32, dim);
-    sT = await holdTriangular(lT, dim, false, backend);
+    sT = await holdTriangular(dim, false, upper, backend);
   } catch (e) {
     s.dispose();
     throw e;
