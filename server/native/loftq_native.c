@@ -1585,6 +1585,56 @@ static napi_value SolveRightLower(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/** solveRightLowerArrays(m: Float64Array, r, l: Float64Array, n, threads): solveRightLower on
+ *  the factor where it lies (shared memory), without copying L into a workspace. */
+static napi_value SolveRightLowerArrays(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double *m, *l;
+  size_t mLen, lLen, r, n, threads;
+  if (argc != 5 || !float64Arg(env, argv[0], &m, &mLen) || !sizeArg(env, argv[1], &r) ||
+      !float64Arg(env, argv[2], &l, &lLen) || !sizeArg(env, argv[3], &n) || !sizeArg(env, argv[4], &threads))
+    return fail(env, "solveRightLowerArrays(m, r, l, n, threads)");
+  if (n > (1u << 16) || lLen != n * n || mLen != r * n) return fail(env, "solveRightLowerArrays: bad sizes");
+  solveRightLower(m, r, l, n, threadCount(threads), bestIsa());
+  return NULL;
+}
+
+/** symmetrizeScaled(g: Float64Array, dim, scale, threads) (factor.c). */
+static napi_value SymmetrizeScaled(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double *g, scale;
+  size_t gLen, dim, threads;
+  if (argc != 4 || !float64Arg(env, argv[0], &g, &gLen) || !sizeArg(env, argv[1], &dim) ||
+      napi_get_value_double(env, argv[2], &scale) != napi_ok || !sizeArg(env, argv[3], &threads))
+    return fail(env, "symmetrizeScaled(g, dim, scale, threads)");
+  if (dim > (1u << 16) || gLen != dim * dim) return fail(env, "symmetrizeScaled: bad sizes");
+  symmetrizeScaled(g, dim, scale, threadCount(threads));
+  return NULL;
+}
+
+/** lowerBandToFloat32(l: Float64Array, dim, r0, r1, transpose, out: Float32Array, threads) (factor.c). */
+static napi_value LowerBandToFloat32(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double *l;
+  float *out;
+  size_t lLen, outLen, dim, r0, r1, transpose, threads;
+  if (argc != 7 || !float64Arg(env, argv[0], &l, &lLen) || !sizeArg(env, argv[1], &dim) ||
+      !sizeArg(env, argv[2], &r0) || !sizeArg(env, argv[3], &r1) || !sizeArg(env, argv[4], &transpose) ||
+      !float32Arg(env, argv[5], &out, &outLen) || !sizeArg(env, argv[6], &threads))
+    return fail(env, "lowerBandToFloat32(l, dim, r0, r1, transpose, out, threads)");
+  const size_t width = transpose ? dim - r0 : r1;
+  if (dim > (1u << 16) || lLen != dim * dim || r0 > r1 || r1 > dim || outLen < (r1 - r0) * width)
+    return fail(env, "lowerBandToFloat32: bad sizes");
+  lowerBandToFloat32(l, dim, r0, r1, transpose != 0, out, threadCount(threads));
+  return NULL;
+}
+
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
  *  stride, qOff, kOff, vOff, window (0: none), threads): 9 numbers after the arrays. */
 static napi_value AttentionFn(napi_env env, napi_callback_info info) {
@@ -1660,6 +1710,9 @@ NAPI_MODULE_INIT() {
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
       {"cholesky", NULL, Cholesky, NULL, NULL, NULL, napi_enumerable, NULL},
       {"solveRightLower", NULL, SolveRightLower, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lowerBandToFloat32", NULL, LowerBandToFloat32, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"solveRightLowerArrays", NULL, SolveRightLowerArrays, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -7,7 +7,9 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { openCheckpoint } from '../../server/src/checkpoint';
 import { createBackend } from '../../server/src/linalg/backend';
-import { collectInputStats } from '../../server/src/model/collect';
+import { collectInputStats, createCollectionBackend } from '../../server/src/model/collect';
+import { nativeAddon } from '../../server/src/kernels/native';
+import { requireNative } from './nativeRequired';
 import { loadAll, referenceLogits } from '../model-reference';
 import { repoRoot } from '../helpers';
 
@@ -40,28 +42,34 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(num / den);
 }
 
-test("statistics equal XᵀX/N of the reference forward's inputs (full G), shared by q/k/v and gate/up", async () => {
-  const ref = await referenceMoments();
-  const ck = await openCheckpoint(STORIES);
-  const stats = await collectInputStats(ck, SEQS, { backend: await createBackend('wasm') });
-  assert.equal(stats.size, 5 * 7);
-  const tokens = SEQS.flat().length;
-  for (const [name, r] of ref) {
-    const s = stats.get(name)!;
-    assert.ok(s && s.kind === 'full', `${name}: full statistic`);
-    assert.equal(s.dim, r.dim);
-    assert.equal(s.count, tokens);
-    const e = relDiff(s.g, r.g);
-    assert.ok(e < 1e-5, `${name}: relative difference ${e}`);
-  }
-  for (let l = 0; l < 5; l++) {
-    const p = `model.layers.${l}.`;
-    assert.equal(stats.get(p + 'self_attn.k_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
-    assert.equal(stats.get(p + 'self_attn.v_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
-    assert.equal(stats.get(p + 'mlp.up_proj.weight'), stats.get(p + 'mlp.gate_proj.weight'));
-    assert.notEqual(stats.get(p + 'self_attn.o_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
-  }
-});
+for (const choice of ['wasm', 'native'] as const)
+  test(`statistics equal XᵀX/N of the reference forward's inputs (full G, exactly symmetric), shared by q/k/v and gate/up: ${choice}`, async (t) => {
+    // Native: the collection backend's threaded XᵀX bands and its threaded scale-and-mirror.
+    if (choice === 'native' && !nativeAddon().module) return requireNative(t, nativeAddon().problem);
+    const backend = await createCollectionBackend(choice);
+    const ref = await referenceMoments();
+    const ck = await openCheckpoint(STORIES);
+    const stats = await collectInputStats(ck, SEQS, { backend }).finally(() => backend.close());
+    assert.equal(stats.size, 5 * 7);
+    const tokens = SEQS.flat().length;
+    for (const [name, r] of ref) {
+      const s = stats.get(name)!;
+      assert.ok(s && s.kind === 'full', `${name}: full statistic`);
+      assert.equal(s.dim, r.dim);
+      assert.equal(s.count, tokens);
+      const e = relDiff(s.g, r.g);
+      assert.ok(e < 1e-5, `${name}: relative difference ${e}`);
+      for (let i = 0; i < s.dim; i++)
+        for (let j = 0; j < i; j++) assert.equal(s.g[i * s.dim + j], s.g[j * s.dim + i], `${name}: G[${i}, ${j}]`);
+    }
+    for (let l = 0; l < 5; l++) {
+      const p = `model.layers.${l}.`;
+      assert.equal(stats.get(p + 'self_attn.k_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+      assert.equal(stats.get(p + 'self_attn.v_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+      assert.equal(stats.get(p + 'mlp.up_proj.weight'), stats.get(p + 'mlp.gate_proj.weight'));
+      assert.notEqual(stats.get(p + 'self_attn.o_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
+    }
+  });
 
 test('inputs wider than fullStatMaxDim keep the diagonal of XᵀX/N', async () => {
   const ref = await referenceMoments();

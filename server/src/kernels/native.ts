@@ -64,6 +64,8 @@ export interface NativeAddon {
   solveRightLower(memory: Uint8Array, ...args: number[]): void;
   /** solveRightLower on arrays where they lie (m: r × n, l: n × n). */
   solveRightLowerArrays(m: Float64Array, r: number, l: Float64Array, n: number, threads: number): void;
+  /** g ← g·scale on and above the diagonal, mirrored below. */
+  symmetrizeScaled(g: Float64Array, dim: number, scale: number, threads: number): void;
   /** Row band [r0, r1) of L (transpose 0) or Lᵀ (1) as float32 into out, zeros off the triangle. */
   lowerBandToFloat32(
     l: Float64Array,

@@ -8,6 +8,7 @@ import { NativeBackend } from '../linalg/nativeBackend';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
 import { throwIfAborted } from '../base/errors';
+import { ScratchBuffers } from '../base/scratchBuffers';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { linearGroup } from './linear';
@@ -137,6 +138,7 @@ export async function runForward(
     kvDim = c.numKvHeads * c.headDim,
     I = c.intermediateSize;
   const h = await embed(ck, c, sequences, tokens);
+  const weightBuffers = new ScratchBuffers();
   mem.hold(h.byteLength);
   const rope = ropeTables(maxLen, c.headDim, c.ropeTheta);
   const normed = new Float32Array(tokens * H);
@@ -153,7 +155,7 @@ export async function runForward(
   };
   for (let layer = 0; layer < c.numLayers; layer++) {
     throwIfAborted(signal);
-    const w = await readLayer(ck, c, layer, hooks?.weight);
+    const w = await readLayer(ck, c, layer, hooks?.weight, weightBuffers);
     mem.hold(w.bytes);
     const name = (lin: Parameters<typeof linearTensorName>[1]) => linearTensorName(layer, lin);
 

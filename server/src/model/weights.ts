@@ -4,7 +4,8 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
-import { readTensorF32 } from '../checkpoint/reader';
+import { readTensorF32, type ReadBuffers } from '../checkpoint/reader';
+import type { ScratchBuffers } from '../base/scratchBuffers';
 import type { ModelConfig } from './config';
 
 export const LINEAR_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -45,6 +46,7 @@ export async function readChecked(
   c: ModelConfig,
   name: string,
   shape: number[],
+  into?: ReadBuffers,
 ): Promise<Float32Array> {
   const t = ck.byName.get(name);
   if (!t)
@@ -61,7 +63,7 @@ export async function readChecked(
       name,
     );
   }
-  return readTensorF32(t);
+  return readTensorF32(t, into);
 }
 
 export interface LayerWeights {
@@ -82,11 +84,23 @@ export type WeightHook = (
   cols: number,
 ) => Float32Array | undefined | Promise<Float32Array | undefined>;
 
+/** Each linear weight's float32 buffer, reused from layer to layer (the raw bytes share one):
+ *  a 1.1B model's layer is 176 MB of float32, and fresh pages cost more than decoding them. */
+function layerBuffers(buffers: ScratchBuffers, lin: LinearName): ReadBuffers {
+  return {
+    u8: (name, length) => buffers.u8(name, length),
+    f32: (name, length) => buffers.f32(`${lin}.${name}`, length),
+  };
+}
+
+/** One decoder layer's weights; with `buffers`, in buffers that the next layer's read reuses
+ *  (valid until then). */
 export async function readLayer(
   ck: Checkpoint,
   c: ModelConfig,
   layer: number,
   hook?: WeightHook,
+  buffers?: ScratchBuffers,
 ): Promise<LayerWeights> {
   const p = `model.layers.${layer}`;
   const inputNorm = await readChecked(ck, c, `${p}.input_layernorm.weight`, [c.hiddenSize]);
@@ -96,7 +110,7 @@ export async function readLayer(
   for (const lin of LINEAR_NAMES) {
     const name = linearTensorName(layer, lin);
     const shape = linearShape(c, lin);
-    let w = await readChecked(ck, c, name, shape);
+    let w = await readChecked(ck, c, name, shape, buffers && layerBuffers(buffers, lin));
     const sub = hook ? await hook(name, w, shape[0], shape[1]) : undefined;
     if (sub) {
       if (sub.length !== w.length)
