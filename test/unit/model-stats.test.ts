@@ -43,7 +43,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 for (const choice of ['wasm', 'native'] as const)
-  test(`statistics equal XᵀX/N of the reference forward's inputs (full G, exactly symmetric), shared by q/k/v and gate/up: ${choice}`, async (t) => {
+  test(`statistics equal XᵀX/N of the reference forward's inputs (full G, exactly symmetric): ${choice}`, async (t) => {
     // Native: the collection backend's threaded XᵀX bands and its threaded scale-and-mirror.
     if (choice === 'native' && !nativeAddon().module) return requireNative(t, nativeAddon().problem);
     const backend = await createCollectionBackend(choice);
