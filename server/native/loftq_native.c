@@ -5,10 +5,10 @@
 // the same product runs about four times faster here.
 //
 // Layout: B is packed into strips of 16 columns (cols × 16 each, zero-padded), read in
-// slices of KC rows that stay in cache while every MR-row panel of A passes over them; A is
-// read in place, MR rows at a time. Work is split by row panels over `threads` threads
-// (the calling one included). Built by esbuild.mjs with the system C compiler; absent, the
-// engine runs on wasm.
+// blocks of NC_STRIPS strips and slices of KC rows that stay in cache while every MR-row
+// panel of A passes over them; A is read in place, MR rows at a time. Work is split by row
+// panels over `threads` threads (the calling one included). Built by esbuild.mjs with the
+// system C compiler; absent, the engine runs on wasm.
 
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -20,7 +20,7 @@
 #include <math.h>
 #include "native.h"
 
-enum { MR = 6, STRIP = 16, KC = 256 };
+enum { MR = 6, STRIP = 16, KC = 256, NC_STRIPS = 32, PARALLEL_PACK = 1 << 20 };
 static const char *const ISA_NAMES[] = {"generic", "avx2", "avx512"};
 
 static int isaSupported(Isa isa) {
@@ -260,46 +260,128 @@ typedef struct {
   Isa isa;
 } Product;
 
-/** Row panels [panel0, panel1) of a product. */
+/** Row panels [panel0, panel1) of a product. Strips go in blocks of NC_STRIPS, outermost: a
+ *  block's KC-row slice of packed B (512 KB) stays in L2 while every panel passes over it,
+ *  where a slice of all the strips (11.5 MB at n = 11264) came from memory once per panel.
+ *  Each output still sums its KC slices in increasing order, so results do not change. */
 static void productPanels(void *ctx, size_t panel0, size_t panel1, size_t part) {
   (void)part;
   const Product *w = ctx;
   const size_t stripStride = w->cols * STRIP;
-  for (size_t p0 = 0; p0 < w->cols; p0 += KC) {
-    const int kc = (int)(w->cols - p0 < KC ? w->cols - p0 : KC);
-    const int add = p0 > 0;
-    for (size_t ip = panel0; ip < panel1; ip++) {
-      const size_t row0 = ip * MR;
-      const int mr = (int)(w->rows - row0 < MR ? w->rows - row0 : MR);
-      // Rows past the end repeat the last one: computed, never stored.
-      const float *rowsA[MR];
-      for (int r = 0; r < MR; r++) rowsA[r] = w->a + (row0 + (size_t)(r < mr ? r : mr - 1)) * w->cols + p0;
-      float *c = w->out + row0 * w->n;
-      for (size_t s = 0; s < w->strips;) {
-        const float *b = w->packed + s * stripStride + p0 * STRIP;
-        const size_t col0 = s * STRIP;
-        int nv = 1;
-        Kernel *k = kernelGeneric;
+  for (size_t s0 = 0; s0 < w->strips; s0 += NC_STRIPS) {
+    const size_t s1 = w->strips - s0 < NC_STRIPS ? w->strips : s0 + NC_STRIPS;
+    for (size_t p0 = 0; p0 < w->cols; p0 += KC) {
+      const int kc = (int)(w->cols - p0 < KC ? w->cols - p0 : KC);
+      const int add = p0 > 0;
+      for (size_t ip = panel0; ip < panel1; ip++) {
+        const size_t row0 = ip * MR;
+        const int mr = (int)(w->rows - row0 < MR ? w->rows - row0 : MR);
+        // Rows past the end repeat the last one: computed, never stored.
+        const float *rowsA[MR];
+        for (int r = 0; r < MR; r++) rowsA[r] = w->a + (row0 + (size_t)(r < mr ? r : mr - 1)) * w->cols + p0;
+        float *c = w->out + row0 * w->n;
+        for (size_t s = s0; s < s1;) {
+          const float *b = w->packed + s * stripStride + p0 * STRIP;
+          const size_t col0 = s * STRIP;
+          int nv = 1;
+          Kernel *k = kernelGeneric;
 #ifdef LOFTQ_X86
-        if (w->isa == ISA_AVX512) {
-          nv = (int)(w->strips - s < 4 ? w->strips - s : 4);
-          k = nv == 4 ? kernelAvx512x4 : nv == 3 ? kernelAvx512x3 : nv == 2 ? kernelAvx512x2 : kernelAvx512x1;
-        } else if (w->isa == ISA_AVX2) {
-          k = kernelAvx2;
-        }
+          if (w->isa == ISA_AVX512) {
+            nv = (int)(s1 - s < 4 ? s1 - s : 4);
+            k = nv == 4 ? kernelAvx512x4 : nv == 3 ? kernelAvx512x3 : nv == 2 ? kernelAvx512x2 : kernelAvx512x1;
+          } else if (w->isa == ISA_AVX2) {
+            k = kernelAvx2;
+          }
 #endif
-        const size_t width = w->n - col0 < (size_t)nv * STRIP ? w->n - col0 : (size_t)nv * STRIP;
-        k(rowsA, b, stripStride, kc, c + col0, w->n, mr, (int)width, add);
-        s += (size_t)nv;
+          const size_t width = w->n - col0 < (size_t)nv * STRIP ? w->n - col0 : (size_t)nv * STRIP;
+          k(rowsA, b, stripStride, kc, c + col0, w->n, mr, (int)width, add);
+          s += (size_t)nv;
+        }
       }
     }
   }
 }
 
-/** out (rows × n) = A (rows × cols) · B (cols × n, rows `ldb` floats apart). Returns 0, or
- *  -1 when memory ran out. */
-static int multiply(const float *a, size_t rows, size_t cols, const float *b, size_t ldb, size_t n, float *out,
-                    int threads, Isa isa) {
+/** out (rows × n) = A (rows × cols) · B, B packed into strips (cols × STRIP each). */
+static void productOnPacked(const float *a, size_t rows, size_t cols, const float *packed, size_t n, float *out,
+                            int threads, Isa isa) {
+  Product work = {a, rows, cols, n, (n + STRIP - 1) / STRIP, packed, out, isa};
+  parallelFor((rows + MR - 1) / MR, 1, threads, productPanels, &work);
+}
+
+typedef struct {
+  const float *b; // B, rows `ldb` floats apart
+  size_t ldb;
+  const float *const *wRows; // or W = Bᵀ (n × depth), row j at wRows[j]
+  size_t depth, n;           // B is depth × n: depth is the product's cols
+  float *packed;
+  int vector; // W's 8 × 8 blocks transposed with AVX2
+} Pack;
+
+/** Strips [s0, s1) of B into packed (depth × STRIP each, zero-padded). */
+static void packStrips(void *ctx, size_t s0, size_t s1, size_t part) {
+  (void)part;
+  const Pack *k = ctx;
+  for (size_t s = s0; s < s1; s++) {
+    const size_t col0 = s * STRIP, width = k->n - col0 < STRIP ? k->n - col0 : STRIP;
+    float *dst = k->packed + s * k->depth * STRIP;
+    for (size_t p = 0; p < k->depth; p++, dst += STRIP) {
+      memcpy(dst, k->b + p * k->ldb + col0, width * sizeof(float));
+      if (width < STRIP) memset(dst + width, 0, (STRIP - width) * sizeof(float));
+    }
+  }
+}
+
+#ifdef LOFTQ_X86
+/** dst[i·STRIP + j] = rows[j][p + i] for i, j < 8: an 8 × 8 block of W into half a strip. */
+__attribute__((target("avx2"))) static inline void transposeIntoStrip(const float *const *rows, size_t p,
+                                                                       float *dst) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(rows[i] + p);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(dst + i * STRIP, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * STRIP, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+#endif
+
+/** Strips [s0, s1) of Wᵀ into packed, read from W's rows: 16 rows of W stream in side by side
+ *  and leave as one strip, so no transposed copy of W is ever made. */
+static void packStripsTransposed(void *ctx, size_t s0, size_t s1, size_t part) {
+  (void)part;
+  const Pack *k = ctx;
+  for (size_t s = s0; s < s1; s++) {
+    const size_t col0 = s * STRIP, width = k->n - col0 < STRIP ? k->n - col0 : STRIP;
+    const float *const *rows = k->wRows + col0;
+    float *dst = k->packed + s * k->depth * STRIP;
+    size_t p = 0;
+#ifdef LOFTQ_X86
+    if (k->vector && width == STRIP)
+      for (; p + 8 <= k->depth; p += 8) {
+        transposeIntoStrip(rows, p, dst + p * STRIP);
+        transposeIntoStrip(rows + 8, p, dst + p * STRIP + 8);
+      }
+#endif
+    for (; p < k->depth; p++)
+      for (size_t j = 0; j < STRIP; j++) dst[p * STRIP + j] = j < width ? rows[j][p] : 0.0f;
+  }
+}
+
+/** out (rows × n) = A (rows × cols) · B, B (cols × n) packed by packFn from `pack`. Returns
+ *  0, or -1 when memory ran out. */
+static int packAndMultiply(const float *a, size_t rows, size_t cols, Pack *pack, RangeFn *packFn, float *out,
+                           int threads, Isa isa) {
+  const size_t n = pack->n;
   if (rows == 0 || n == 0) return 0;
   if (cols == 0) {
     memset(out, 0, rows * n * sizeof(float));
@@ -307,20 +389,29 @@ static int multiply(const float *a, size_t rows, size_t cols, const float *b, si
   }
   const size_t strips = (n + STRIP - 1) / STRIP;
   size_t packedCapacity;
-  float *packed = takeBuffer(strips * cols * STRIP * sizeof(float), &packedCapacity);
-  if (!packed) return -1;
-  for (size_t s = 0; s < strips; s++) {
-    const size_t col0 = s * STRIP, width = n - col0 < STRIP ? n - col0 : STRIP;
-    float *dst = packed + s * cols * STRIP;
-    for (size_t p = 0; p < cols; p++, dst += STRIP) {
-      memcpy(dst, b + p * ldb + col0, width * sizeof(float));
-      if (width < STRIP) memset(dst + width, 0, (STRIP - width) * sizeof(float));
-    }
-  }
-  Product work = {a, rows, cols, n, strips, packed, out, isa};
-  parallelFor((rows + MR - 1) / MR, 1, threads, productPanels, &work);
-  giveBuffer(packed, packedCapacity);
+  pack->packed = takeBuffer(strips * cols * STRIP * sizeof(float), &packedCapacity);
+  if (!pack->packed) return -1;
+  // A thread costs tens of µs to start: worth it from a few MB of B on.
+  parallelFor(strips, 1, cols * n >= PARALLEL_PACK ? threads : 1, packFn, pack);
+  productOnPacked(a, rows, cols, pack->packed, n, out, threads, isa);
+  giveBuffer(pack->packed, packedCapacity);
   return 0;
+}
+
+/** out (rows × n) = A (rows × cols) · B (cols × n, rows `ldb` floats apart). Returns 0, or
+ *  -1 when memory ran out. */
+static int multiply(const float *a, size_t rows, size_t cols, const float *b, size_t ldb, size_t n, float *out,
+                    int threads, Isa isa) {
+  Pack pack = {b, ldb, NULL, cols, n, NULL, 0};
+  return packAndMultiply(a, rows, cols, &pack, packStrips, out, threads, isa);
+}
+
+/** out (rows × n) = A (rows × cols) · Wᵀ, row j of W (cols floats) at wRows[j]. Returns 0,
+ *  or -1 when memory ran out. */
+static int multiplyTransposed(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n,
+                              float *out, int threads, Isa isa) {
+  Pack pack = {NULL, 0, wRows, cols, n, NULL, isaSupported(ISA_AVX2)};
+  return packAndMultiply(a, rows, cols, &pack, packStripsTransposed, out, threads, isa);
 }
 
 // ---- Element-wise kernels -------------------------------------------------------------------
@@ -713,41 +804,71 @@ static void transposeBandPart(void *ctx, size_t first, size_t last, size_t part)
   transposeRows(b->t, b->first + first, b->first + last, part);
 }
 
+typedef struct {
+  const float *prod; // rows r0 … of the band, `width` columns from r0
+  double *g;
+  size_t dim, r0, width;
+} BandSum;
+
+/** Rows [first, last) of a band's float32 product into g's upper triangle, in float64. */
+static void addBandRows(void *ctx, size_t first, size_t last, size_t part) {
+  (void)part;
+  const BandSum *s = ctx;
+  for (size_t k = first; k < last; k++) {
+    const size_t i = s->r0 + k;
+    const float *p = s->prod + k * s->width - s->r0;
+    double *gi = s->g + i * s->dim;
+    for (size_t j = i; j < s->dim; j++) gi[j] += p[j];
+  }
+}
+
+/** First row of band b of BANDS over dim: a multiple of STRIP, so a band's columns start on
+ *  a strip of the chunk's packed X. */
+static size_t bandStart(size_t dim, size_t b, size_t bands) {
+  return b >= bands ? dim : dim * b / bands / STRIP * STRIP;
+}
+
 /** g (dim × dim float64, row-major) += the upper triangle (j ≥ i) of X[t0:t1]ᵀ·X[t0:t1], X
- *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles), then
- *  horizontal bands of Xᵀ times the columns of X from the band's first on (the calibration
- *  statistics' XᵀX, model/collect.ts). Products in float32, sums in float64. Returns the
- *  products' flops, or -1 when memory ran out. */
+ *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles) and X once
+ *  (packed into strips), then horizontal bands of Xᵀ times the strips from the band's first
+ *  column on (the calibration statistics' XᵀX, model/collect.ts). Products in float32, sums
+ *  in float64. Returns the products' flops, or -1 when memory ran out. */
 static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa) {
   double flops = 0;
   enum { CHUNK = 2048, BANDS = 8 };
+  const size_t strips = (dim + STRIP - 1) / STRIP;
+  size_t bandRows = 0;
+  for (size_t b = 0; b < BANDS; b++) {
+    const size_t rows = bandStart(dim, b + 1, BANDS) - bandStart(dim, b, BANDS);
+    if (rows > bandRows) bandRows = rows;
+  }
   for (size_t c0 = t0; c0 < t1; c0 += CHUNK) {
     const size_t n = t1 - c0 < CHUNK ? t1 - c0 : CHUNK;
-    size_t xtCapacity, prodCapacity;
+    size_t xtCapacity, packedCapacity, prodCapacity;
     float *xt = takeBuffer(dim * n * sizeof(float), &xtCapacity);
-    float *prod = takeBuffer(((dim + BANDS - 1) / BANDS) * dim * sizeof(float), &prodCapacity);
-    if (!xt || !prod) {
+    float *packed = takeBuffer(strips * n * STRIP * sizeof(float), &packedCapacity);
+    float *prod = takeBuffer(bandRows * dim * sizeof(float), &prodCapacity);
+    if (!xt || !packed || !prod) {
       giveBuffer(xt, xtCapacity);
+      giveBuffer(packed, packedCapacity);
       giveBuffer(prod, prodCapacity);
       return -1;
     }
     Transpose t = {x + c0 * dim, xt, n, dim};
     parallelFor(n, 32, threads, transposeRows, &t);
-    int failed = 0;
-    for (size_t b = 0; b < BANDS && !failed; b++) {
-      const size_t r0 = dim * b / BANDS, r1 = dim * (b + 1) / BANDS, w = dim - r0;
+    Pack pack = {x + c0 * dim, dim, NULL, n, dim, packed, 0};
+    parallelFor(strips, 1, threads, packStrips, &pack);
+    for (size_t b = 0; b < BANDS; b++) {
+      const size_t r0 = bandStart(dim, b, BANDS), r1 = bandStart(dim, b + 1, BANDS), w = dim - r0;
       if (r1 == r0) continue;
-      failed = multiply(xt + r0 * n, r1 - r0, n, x + c0 * dim + r0, dim, w, prod, threads, isa);
+      productOnPacked(xt + r0 * n, r1 - r0, n, packed + r0 / STRIP * n * STRIP, w, prod, threads, isa);
       flops += 2.0 * (double)(r1 - r0) * (double)n * (double)w;
-      for (size_t i = r0; i < r1 && !failed; i++) {
-        const float *p = prod + (i - r0) * w - r0;
-        double *gi = g + i * dim;
-        for (size_t j = i; j < dim; j++) gi[j] += p[j];
-      }
+      BandSum sum = {prod, g, dim, r0, w};
+      parallelFor(r1 - r0, 1, threads, addBandRows, &sum);
     }
     giveBuffer(xt, xtCapacity);
+    giveBuffer(packed, packedCapacity);
     giveBuffer(prod, prodCapacity);
-    if (failed) return -1;
   }
   return flops;
 }
@@ -1334,6 +1455,64 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/** timesTransposed(held, w, n, out, threads, isa): out (rows × n) = A · Wᵀ, w being n × cols
+ *  row-major (a linear layer's [out, in] weight) or an array of such blocks stacked by rows
+ *  (Σ rows = n): a group's weights without a stacked or transposed copy of them. */
+static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
+  static const char usage[] =
+      "timesTransposed(held, w: Float32Array | Float32Array[], n, out: Float32Array, threads, isa)";
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Held *h = argc == 6 ? heldArg(env, argv[0]) : NULL;
+  float *out;
+  size_t outLen, n, threads;
+  Isa isa;
+  bool isArray = false;
+  uint32_t blocks = 1;
+  if (!h || !sizeArg(env, argv[2], &n) || !float32Arg(env, argv[3], &out, &outLen) ||
+      !sizeArg(env, argv[4], &threads) || !isaArg(env, argv[5], &isa) ||
+      napi_is_array(env, argv[1], &isArray) != napi_ok ||
+      (isArray && napi_get_array_length(env, argv[1], &blocks) != napi_ok))
+    return fail(env, usage);
+  if (!h->data) return fail(env, "timesTransposed: the matrix was released");
+  const size_t cols = h->cols;
+  if (cols != 0 && n > SIZE_MAX / sizeof(float) / cols) return fail(env, "timesTransposed: block too large");
+  if (outLen != h->rows * n) return fail(env, "timesTransposed: shape mismatch");
+  // The packing reads W's rows wherever they lie: a pointer each, taken only where there is a
+  // product to pack for (n is then bounded by out's length).
+  const int product = h->rows != 0 && cols != 0;
+  const float **wRows = product ? malloc(n * sizeof *wRows) : NULL;
+  if (product && !wRows) {
+    napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
+    return NULL;
+  }
+  const char *problem = NULL;
+  size_t filled = 0;
+  for (uint32_t i = 0; i < blocks && !problem; i++) {
+    napi_value v = argv[1];
+    float *w;
+    size_t len;
+    if ((isArray && napi_get_element(env, argv[1], i, &v) != napi_ok) || !float32Arg(env, v, &w, &len))
+      problem = usage;
+    else if (cols == 0 ? len != 0 : len % cols != 0 || len / cols > n - filled)
+      problem = "timesTransposed: shape mismatch";
+    else
+      for (size_t r = 0; cols != 0 && r < len / cols; r++, filled++)
+        if (wRows) wRows[filled] = w + r * cols;
+  }
+  if (!problem && cols != 0 && filled != n) problem = "timesTransposed: shape mismatch";
+  const int failed =
+      problem ? 0 : multiplyTransposed(h->data, h->rows, cols, wRows, n, out, threadCount(threads), isa);
+  free(wRows);
+  if (problem) return fail(env, problem);
+  if (failed) {
+    napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
+    return NULL;
+  }
+  return NULL;
+}
+
 /** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa) → flops: g's upper
  *  triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim). */
 static napi_value GramUpper(napi_env env, napi_callback_info info) {
@@ -1699,6 +1878,7 @@ NAPI_MODULE_INIT() {
       {"attention", NULL, AttentionFn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"siluGate", NULL, SiluGateFn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"times", NULL, Times, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"timesTransposed", NULL, TimesTransposed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"release", NULL, Release, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeAbsMaxResidual", NULL, QuantizeAbsMaxResidual, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lowRankStep", NULL, LowRankStep, NULL, NULL, NULL, napi_enumerable, NULL},

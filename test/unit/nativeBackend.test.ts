@@ -1,9 +1,10 @@
 // The native backend's products (server/native/loftq_native.c) against a float64 product
 // written here: every kernel set this CPU runs, on shapes that cross each tail of the
 // blocking (rows not a multiple of the 6-row panel, columns not a multiple of the 16-wide
-// strip or the 4-strip AVX-512 step, inner sizes past the 256-row cache slice), over 1–3
-// threads; blocks in shared memory (what the split backend sends); reused buffers never
-// leak one matrix into another; bad arguments are refused with a message. Also the forward
+// strip, the 4-strip AVX-512 step or the 32-strip column block, inner sizes past the 256-row
+// cache slice), over 1–3 threads; B given transposed (a linear layer's weights); blocks in
+// shared memory (what the split backend sends); reused buffers never leak one matrix into
+// another; bad arguments are refused with a message. Also the forward
 // pass's pieces the module runs under this backend (XᵀX, attention, the SiLU gate) against
 // their definitions.
 import { test } from 'node:test';
@@ -44,6 +45,7 @@ const SHAPES: [number, number, number][] = [
   [50, 1000, 130],
   [5, 3, 200],
   [2, 7, 4],
+  [9, 300, 1100],
 ];
 
 test('native products equal a float64 product on every kernel set, shape tail and thread count', async (t) => {
@@ -126,6 +128,63 @@ test('native buffers are reused without carrying one matrix into the next', asyn
   }
 });
 
+/** w (n × k, row-major) transposed: k × n. */
+function transposed(w: Float32Array, n: number, k: number): Float32Array {
+  const t = new Float32Array(k * n);
+  for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) t[p * n + j] = w[j * k + p];
+  return t;
+}
+
+test('native products with B given transposed equal the product with Wᵀ written out', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  for (const isa of NATIVE_ISAS.filter((i) => module.supports(i)))
+    for (const threads of [1, 2, 3]) {
+      const backend: NativeBackend = new NativeBackend(module, { isa, threads });
+      for (const [m, k, n] of [...SHAPES, [7, 33, 45], [20, 8, 40], [6, 17, 700]] as [number, number, number][]) {
+        const a = m % 2 ? rand(m * k, m + k) : shared(rand(m * k, m + k));
+        const w = rand(n * k, n * 3 + k);
+        const held = await backend.hold(a, m, k);
+        const want = await held.times(transposed(w, n, k), n);
+        held.dispose();
+        const label = `${isa} ${threads} threads ${m}x${k}·(${n}x${k})ᵀ`;
+        // The same strips, so the same sums: equal to the bit.
+        assert.deepEqual(backend.timesTransposed(a, m, k, [w], n), want, label);
+        // Blocks of rows (a group's weights) whose bounds fall inside strips.
+        const cuts = [0, Math.floor(n / 3), n - 1, n];
+        const blocks = cuts.slice(1).map((c, i) => w.subarray(cuts[i] * k, c * k));
+        const into = new Float32Array(m * n).fill(NaN);
+        assert.equal(backend.timesTransposed(a, m, k, blocks, n, into), into);
+        assert.deepEqual(into, want, `${label} in blocks`);
+      }
+    }
+});
+
+test('the transposed product refuses blocks that do not make n × cols, with a message', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  const backend = new NativeBackend(module);
+  const a = rand(6, 1);
+  const mismatch = /timesTransposed: shape mismatch/;
+  assert.throws(() => backend.timesTransposed(a, 2, 3, [rand(5, 2)], 2), mismatch);
+  assert.throws(() => backend.timesTransposed(a, 2, 3, [rand(3, 2)], 2), mismatch);
+  assert.throws(() => backend.timesTransposed(a, 2, 3, [rand(3, 2), rand(3, 3), rand(3, 4)], 2), mismatch);
+  assert.throws(() => backend.timesTransposed(a, 2, 3, [rand(6, 2)], 2, new Float32Array(5)), mismatch);
+  assert.throws(() => backend.timesTransposed(a, 2, 4, [rand(8, 2)], 2), /holdView: a.length/);
+  const notFloat32 = [new Float64Array(6) as unknown as Float32Array];
+  assert.throws(() => backend.timesTransposed(a, 2, 3, notFloat32, 2), /timesTransposed\(held/);
+  const raw = module;
+  const held = raw.hold(a, 2, 3);
+  raw.release(held);
+  assert.throws(() => raw.timesTransposed(held, rand(6, 2), 2, new Float32Array(4), 1, 'generic'), /released/);
+  // A refused call leaves the backend usable.
+  const w = rand(6, 2);
+  assert.deepEqual(
+    backend.timesTransposed(a, 2, 3, [w], 2),
+    await (await backend.hold(a, 2, 3)).times(transposed(w, 2, 3), 2),
+  );
+});
+
 test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
@@ -159,11 +218,13 @@ test('--backend native names what is missing when the module is not there, or ru
 test('native XᵀX (calibration statistics): the upper triangle to float32 rounding, the lower untouched', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
-  // 2100 tokens: two chunks of the module's 2048; widths that split unevenly into its 8 bands.
+  // 2100 tokens: two chunks of the module's 2048; widths that split unevenly into its 8 bands
+  // (which start on 16-column strips), and one wider than a 512-column block.
   for (const [tokens, dim, threads] of [
     [2100, 37, 2],
     [300, 130, 3],
     [5, 1, 1],
+    [40, 600, 2],
   ]) {
     const backend: NativeBackend = new NativeBackend(module, { threads });
     const x = rand(tokens * dim, dim);
@@ -184,13 +245,9 @@ test('native XᵀX (calibration statistics): the upper triangle to float32 round
         }
         assert.ok(Math.abs(g[i * dim + j] - want) <= 1e-6 * mag, `${tokens}x${dim} (${i}, ${j})`);
       }
+    const bandStart = (b: number) => (b === 8 ? dim : Math.floor((dim * b) / 128) * 16);
     let flops = 0;
-    for (let b = 0; b < 8; b++)
-      flops +=
-        2 *
-        (Math.floor((dim * (b + 1)) / 8) - Math.floor((dim * b) / 8)) *
-        (t1 - t0) *
-        (dim - Math.floor((dim * b) / 8));
+    for (let b = 0; b < 8; b++) flops += 2 * (bandStart(b + 1) - bandStart(b)) * (t1 - t0) * (dim - bandStart(b));
     assert.equal(backend.flops, flops);
   }
   assert.throws(() => module.gramUpper(rand(10, 1), 5, 0, 3, new Float64Array(25), 1, 'generic'), /shape mismatch/);

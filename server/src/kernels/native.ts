@@ -35,6 +35,16 @@ export interface NativeAddon {
   /** `a` read in place (shared memory only: it cannot be detached or moved). */
   holdView(a: Float32Array, rows: number, cols: number): object;
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
+  /** out (rows × n) = A · Wᵀ, w being n × cols row-major, or blocks of such rows stacked
+   *  (Σ rows = n): the [out, in] weights of a linear group, packed straight from their rows. */
+  timesTransposed(
+    held: object,
+    w: Float32Array | readonly Float32Array[],
+    n: number,
+    out: Float32Array,
+    threads: number,
+    isa: NativeIsa,
+  ): void;
   release(held: object): void;
   /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64);
    *  returns the flops of its products. */

@@ -96,6 +96,32 @@ export class NativeBackend implements MatmulBackend {
     this.addon.siluGate(gu, tokens, inter, out, this.threads);
   }
 
+  /** a (rows × cols) · [W_1ᵀ | W_2ᵀ | …] for weights in the [out, in] layout (ws[k]: out_k × cols,
+   *  Σ out_k = n): the module packs W's rows straight into its strips, so neither a transposed
+   *  nor a stacked copy of the weights is made. */
+  timesTransposed(
+    a: Float32Array,
+    rows: number,
+    cols: number,
+    ws: readonly Float32Array[],
+    n: number,
+    into?: Float32Array,
+  ): Float32Array {
+    const addon = this.addon;
+    // Read in place even when not shared: the product is synchronous, so nothing can detach
+    // or write `a` before the release below.
+    const handle = addon.holdView(a, rows, cols);
+    try {
+      const out = into ?? new Float32Array(rows * n);
+      this.largestTensorBytes = Math.max(this.largestTensorBytes, out.length * 4);
+      addon.timesTransposed(handle, ws, n, out, this.threads, this.isa);
+      this.flops += 2 * rows * cols * n;
+      return out;
+    } finally {
+      addon.release(handle);
+    }
+  }
+
   async hold(a: Float32Array, rows: number, cols: number): Promise<DeviceMatrix> {
     const { addon } = this;
     // Shared memory (a kernel workspace) is read in place: DeviceMatrix's contract is that

@@ -139,6 +139,10 @@ export async function runForward(
     I = c.intermediateSize;
   const h = await embed(ck, c, sequences, tokens);
   const weightBuffers = new ScratchBuffers();
+  // One linear group's output is alive at a time (each is spent before the next group runs):
+  // one buffer serves them all, instead of fresh pages — ~0.4 s of faults for the 184 MB of
+  // gate|up at 4096 tokens of a 1.1B model, where its product takes ~0.7 s.
+  const linearOut = (width: number) => weightBuffers.f32('linearOut', tokens * width);
   mem.hold(h.byteLength);
   const rope = ropeTables(maxLen, c.headDim, c.ropeTheta);
   const normed = new Float32Array(tokens * H);
@@ -169,6 +173,7 @@ export async function runForward(
       [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj],
       [qDim, kvDim, kvDim],
       [w.qBias, w.kBias, w.vBias],
+      linearOut(attnShape.stride),
     );
     mem.hold(qkv.byteLength);
     applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope);
@@ -186,14 +191,23 @@ export async function runForward(
     mem.free(qkv.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('o_proj')], att, tokens, qDim);
-    const o = await linearGroup(backend, att, tokens, qDim, [w.linear.o_proj], [H]);
+    const o = await linearGroup(backend, att, tokens, qDim, [w.linear.o_proj], [H], undefined, linearOut(H));
     mem.hold(o.byteLength);
     addInto(h, o);
     mem.free(o.byteLength + att.byteLength);
 
     rmsNorm(h, tokens, H, w.postNorm, c.rmsNormEps, normed);
     await hooks?.onInput?.([name('gate_proj'), name('up_proj')], normed, tokens, H);
-    const gu = await linearGroup(backend, normed, tokens, H, [w.linear.gate_proj, w.linear.up_proj], [I, I]);
+    const gu = await linearGroup(
+      backend,
+      normed,
+      tokens,
+      H,
+      [w.linear.gate_proj, w.linear.up_proj],
+      [I, I],
+      undefined,
+      linearOut(2 * I),
+    );
     mem.hold(gu.byteLength);
     const act = new Float32Array(tokens * I);
     mem.hold(act.byteLength);
@@ -202,7 +216,7 @@ export async function runForward(
     mem.free(gu.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('down_proj')], act, tokens, I);
-    const down = await linearGroup(backend, act, tokens, I, [w.linear.down_proj], [H]);
+    const down = await linearGroup(backend, act, tokens, I, [w.linear.down_proj], [H], undefined, linearOut(H));
     mem.hold(down.byteLength);
     addInto(h, down);
     mem.free(down.byteLength + act.byteLength + w.bytes);
