@@ -333,9 +333,10 @@ static void packStrips(void *ctx, size_t s0, size_t s1, size_t part) {
 }
 
 #ifdef LOFTQ_X86
-/** dst[i·STRIP + j] = rows[j][p + i] for i, j < 8: an 8 × 8 block of W into half a strip. */
-__attribute__((target("avx2"))) static inline void transposeIntoStrip(const float *const *rows, size_t p,
-                                                                       float *dst) {
+/** dst[i·ldd + j] = rows[j][p + i] for i, j < 8: the transpose of an 8 × 8 block whose rows
+ *  lie anywhere (W's rows for a strip, or one matrix's rows a stride apart). */
+__attribute__((target("avx2"))) static inline void transpose8x8Rows(const float *const *rows, size_t p, float *dst,
+                                                                     size_t ldd) {
   __m256 r[8], t[8], u[8];
   for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(rows[i] + p);
   for (int i = 0; i < 8; i += 2) {
@@ -349,8 +350,8 @@ __attribute__((target("avx2"))) static inline void transposeIntoStrip(const floa
     u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
   for (int i = 0; i < 4; i++) {
-    _mm256_storeu_ps(dst + i * STRIP, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * STRIP, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
   }
 }
 #endif
@@ -368,8 +369,9 @@ static void packStripsTransposed(void *ctx, size_t s0, size_t s1, size_t part) {
 #ifdef LOFTQ_X86
     if (k->vector && width == STRIP)
       for (; p + 8 <= k->depth; p += 8) {
-        transposeIntoStrip(rows, p, dst + p * STRIP);
-        transposeIntoStrip(rows + 8, p, dst + p * STRIP + 8);
+        // 8 × 8 blocks of W into the strip's two halves.
+        transpose8x8Rows(rows, p, dst + p * STRIP, STRIP);
+        transpose8x8Rows(rows + 8, p, dst + p * STRIP + 8, STRIP);
       }
 #endif
     for (; p < k->depth; p++)
@@ -739,22 +741,9 @@ typedef struct {
 #ifdef LOFTQ_X86
 /** dst (8 rows of stride ldd) = the transpose of src's 8 × 8 block (rows of stride lds). */
 __attribute__((target("avx2"))) static inline void transpose8x8(const float *src, size_t lds, float *dst, size_t ldd) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; i++) {
-    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
-  }
+  const float *rows[8];
+  for (int i = 0; i < 8; i++) rows[i] = src + i * lds;
+  transpose8x8Rows(rows, 0, dst, ldd);
 }
 
 /** One 32 × 32 tile (or less at the edges) in 8 × 8 blocks, the rest one by one. */
