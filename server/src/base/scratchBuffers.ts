@@ -21,6 +21,9 @@ export class ScratchBuffers {
   f32(name: string, length: number): Float32Array {
     return new Float32Array(this.raw(name, 4 * length), 0, length);
   }
+  f64(name: string, length: number): Float64Array {
+    return new Float64Array(this.raw(name, 8 * length), 0, length);
+  }
 }
 
 const idle: ScratchBuffers[] = [];

@@ -15,7 +15,8 @@ import {
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix, type LoftqResult } from '../loftq/loftq';
 import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
-import type { CalibrationFactor } from '../loftq/calibrationFactor';
+import { calibrationFactor, type CalibrationFactor } from '../loftq/calibrationFactor';
+import type { InputStat } from '../model/stats';
 import { holdFactor, squaredNormTimesFactor, type HeldFactor } from '../loftq/heldFactor';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
@@ -35,8 +36,13 @@ export interface MatrixJob {
   packed: boolean;
   onNonFinite: 'refuse' | 'skip';
   journalFile: string;
-  /** Calibrated LoftQ: S with S·Sᵀ = G + λI of this matrix's input (shared memory across threads). */
-  calibration?: { factor: CalibrationFactor };
+  /** Calibrated LoftQ: this matrix's input statistic G (shared memory across threads) and the
+   *  ridge; the job factors S·Sᵀ = G + λI itself, into a buffer its thread reuses — a factor
+   *  per statistic shared between threads was a fresh width² buffer per layer that the
+   *  threads' collectors freed late (a calibrated 1.1B run peaked at 16.4 GB). q/k/v then
+   *  factor one G three times: 0.07 s each at width 2048 natively. `origin` names the
+   *  statistics in messages. */
+  calibration?: { stat: InputStat; ridge: number; origin: string };
 }
 
 function countNonFinite(w: Float32Array): number {
@@ -68,6 +74,17 @@ function frob(x: Float32Array): number {
   return Math.sqrt(s);
 }
 
+/** S for a calibrated job, in the thread's reused factor buffer (valid for this job). */
+function factorFor(c: NonNullable<MatrixJob['calibration']>, buffers: ScratchBuffers): CalibrationFactor {
+  try {
+    return calibrationFactor(c.stat, c.ridge, (n) => buffers.f64('factor', n));
+  } catch (e) {
+    if (e instanceof Error && e.name === 'FactorError')
+      throw new InputError(c.origin, `statistics unusable: ${e.message}`);
+    throw e;
+  }
+}
+
 export function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
   return withScratchBuffers((buffers) => matrixJob(job, backend, buffers));
 }
@@ -91,7 +108,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     };
   }
   const w = read.w;
-  const factor = job.calibration?.factor;
+  const factor = job.calibration && factorFor(job.calibration, buffers);
   const dtype = tensor.dtype as DType;
   // Held once: the LoftQ iterations and the written matrix's output error both use it.
   const heldFactor = factor ? await holdFactor(factor, backend) : undefined;

@@ -13,8 +13,6 @@ import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from '
 import { CancelledError } from '../base/errors';
 import { deserializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
-import type { InputStat } from '../model/stats';
-import { calibrationFactor, CalibrationFactor } from '../loftq/calibrationFactor';
 
 /** Where matrix work runs: N worker threads (0 or absent: one per core), or 'in-thread' on the
  *  calling thread — for tests and the fuzzer, which want one thread and no worker bundle; never
@@ -34,8 +32,6 @@ export interface Executor {
   readonly threads: number;
   quantize(job: MatrixJob): Promise<MatrixReport>;
   analyze(job: AnalyzeJob): Promise<AnalyzeRow[]>;
-  /** S with S·Sᵀ = G + λI for calibrated LoftQ, computed off the calling thread when threaded. */
-  factor(stat: InputStat, ridge: number): Promise<CalibrationFactor>;
   /** GEMM flops issued so far. */
   flops(): number;
   close(): Promise<void>;
@@ -62,7 +58,6 @@ async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<E
     threads: 0,
     quantize: (job) => guard(() => runMatrixJob(job, backend)),
     analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
-    factor: (stat, ridge) => guard(async () => calibrationFactor(stat, ridge)),
     flops: () => backend.flops,
     close: async () => undefined,
   };
@@ -125,7 +120,7 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
           idle.push(w);
           if (p) {
             if (m.type === 'failed') p.reject(deserializeError(m.error));
-            else p.resolve(m.type === 'quantized' ? m.report : m.type === 'factored' ? m.factor : m.rows);
+            else p.resolve(m.type === 'quantized' ? m.report : m.rows);
           }
           pump();
         });
@@ -172,7 +167,6 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
     threads: n,
     quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
     analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
-    factor: (stat, ridge) => submit<CalibrationFactor>((id) => ({ type: 'factor', id, stat, ridge })),
     flops: () => [...flops.values()].reduce((a, b) => a + b, 0),
     close: async () => {
       signal?.removeEventListener('abort', onAbort);

@@ -43,8 +43,6 @@ import {
   writeShardDescriptor,
 } from './shardDescriptor';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
-import type { CalibrationFactor } from '../loftq/calibrationFactor';
-import type { InputStat } from '../model/stats';
 
 export const REPORT_FILE = 'loftq-report.json';
 
@@ -269,44 +267,20 @@ export async function quantizeCheckpoint(
     const tCompute = performance.now();
     if (todo.length) {
       executor = await createExecutor(opts.workers, todo.length, opts.backend ?? 'wasm', opts.signal);
-      // One factor per distinct statistic (q/k/v share one), computed on a worker when the first
-      // job that needs it starts and dropped after the last one ends. A calibrated run keeps at
-      // most one job per worker thread in flight, so only their factors (and the copies of G
-      // sent to compute them) are in memory at once, not every layer's.
-      const factors = new Map<InputStat, { users: number; factor?: Promise<CalibrationFactor> }>();
-      for (const j of todo) if (j.stat) factors.set(j.stat, { users: (factors.get(j.stat)?.users ?? 0) + 1 });
-      const factorOf = async (stat: InputStat) => {
-        const entry = factors.get(stat)!;
-        entry.factor ??= executor!.factor(stat, calibration!.ridge);
-        return entry.factor.catch((e) => {
-          throw e instanceof Error && e.name === 'FactorError'
-            ? new InputError(calibration!.origin, `statistics unusable: ${e.message}`)
-            : e;
-        });
-      };
-      const releaseFactor = (stat: InputStat) => {
-        const entry = factors.get(stat)!;
-        if (--entry.users === 0) factors.delete(stat);
-      };
       const order = [...todo].sort(
         (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
       );
       const runJob = async (j: (typeof order)[number]) => {
-        const cal = j.stat ? { factor: await factorOf(j.stat) } : undefined;
-        let report: MatrixReport;
-        try {
-          report = await executor!.quantize({
-            tensor: j.tensor,
-            settings: j.settings,
-            fanInFanOut: j.fanInFanOut,
-            packed,
-            onNonFinite: opts.onNonFinite ?? 'refuse',
-            journalFile: j.entry,
-            calibration: cal,
-          });
-        } finally {
-          if (j.stat) releaseFactor(j.stat);
-        }
+        const report = await executor!.quantize({
+          tensor: j.tensor,
+          settings: j.settings,
+          fanInFanOut: j.fanInFanOut,
+          packed,
+          onNonFinite: opts.onNonFinite ?? 'refuse',
+          journalFile: j.entry,
+          // G travels in shared memory (no copy); the job's thread factors it.
+          calibration: j.stat && { stat: j.stat, ridge: calibration!.ridge, origin: calibration!.origin },
+        });
         throwIfAborted(opts.signal);
         doneParams += j.tensor.parameters;
         const elapsed = (performance.now() - tCompute) / 1000;

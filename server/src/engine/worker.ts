@@ -4,12 +4,9 @@ import { parentPort } from 'node:worker_threads';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { runAnalyzeJob, runMatrixJob } from './matrixJob';
 import { serializeError } from '../base/serializeError';
-import { calibrationFactor } from '../loftq/calibrationFactor';
 import type { FromWorker, ToWorker } from './workerProtocol';
 
 let backend: Promise<MatmulBackend> | undefined;
-/** Factors go back in shared memory: every worker's jobs then read one copy. */
-const sharedFloat64 = (n: number) => new Float64Array(new SharedArrayBuffer(n * 8));
 const port = parentPort!;
 const send = (m: FromWorker) => port.postMessage(m);
 
@@ -25,10 +22,6 @@ port.on('message', async (msg: ToWorker) => {
     return;
   }
   try {
-    if (msg.type === 'factor') {
-      send({ type: 'factored', id: msg.id, factor: calibrationFactor(msg.stat, msg.ridge, sharedFloat64) });
-      return;
-    }
     const b = await backend!;
     if (msg.type === 'quantize')
       send({ type: 'quantized', id: msg.id, report: await runMatrixJob(msg.job, b), flops: b.flops });
