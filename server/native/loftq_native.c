@@ -1803,20 +1803,8 @@ static napi_value Cholesky(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** solveRightLower(memory, m, r, l, n[, threads]): m (r × n) ← m·L⁻¹ (factor.c). */
-static napi_value SolveRightLower(napi_env env, napi_callback_info info) {
-  Memory m;
-  double a[5];
-  if (!kernelArgs(env, info, 4, &m, a, "solveRightLower(memory: Uint8Array, …4 numbers[, threads])")) return NULL;
-  if (!wholeCount(a[1], 1 << 20) || !wholeCount(a[3], 1 << 16)) return fail(env, "solveRightLower: bad sizes");
-  double *pm = region(&m, a[0], 8 * a[1] * a[3]), *pl = region(&m, a[2], 8 * a[3] * a[3]);
-  if (!pm || !pl) return outsideMemory(env, "solveRightLower");
-  solveRightLower(pm, (size_t)a[1], pl, (size_t)a[3], (int)a[4], bestIsa());
-  return NULL;
-}
-
-/** solveRightLowerArrays(m: Float64Array, r, l: Float64Array, n, threads): solveRightLower on
- *  the factor where it lies (shared memory), without copying L into a workspace. */
+/** solveRightLowerArrays(m: Float64Array, r, l: Float64Array, n, threads): m (r × n) ← m·L⁻¹
+ *  (factor.c) on the factor where it lies (shared memory), without copying L into a workspace. */
 static napi_value SolveRightLowerArrays(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -1946,7 +1934,6 @@ NAPI_MODULE_INIT() {
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
       {"cholesky", NULL, Cholesky, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"solveRightLower", NULL, SolveRightLower, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lowerBandToFloat32", NULL, LowerBandToFloat32, NULL, NULL, NULL, napi_enumerable, NULL},
       {"solveRightLowerArrays", NULL, SolveRightLowerArrays, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},

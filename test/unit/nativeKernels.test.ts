@@ -350,11 +350,10 @@ test('native blocked Cholesky and adapter solve: L·Lᵀ = G + λI and A·L = M,
     // A = M·L⁻¹ for r right-hand sides.
     const r = 3;
     const m = Float64Array.from(rand(r * n, n + 1));
-    const a1 = ws.f64(r * n, m),
-      a2 = ws.f64(r * n, m);
+    const a1 = ws.f64(r * n, m);
     wasmK.solveRightLower(a1.ptr, r, l1.ptr, n);
-    module.solveRightLower(memory(), a2.ptr, r, l2.ptr, n, threads);
-    const a = a2.view();
+    const a = Float64Array.from(m);
+    module.solveRightLowerArrays(a, r, l, n, threads);
     for (let p = 0; p < r; p++)
       for (let j = 0; j < n; j++) {
         let v = 0;

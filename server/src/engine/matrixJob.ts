@@ -15,7 +15,7 @@ import {
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix, type LoftqResult } from '../loftq/loftq';
 import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
-import { calibrationFactor, type CalibrationFactor } from '../loftq/calibrationFactor';
+import { calibrationFactor, FactorError, type CalibrationFactor } from '../loftq/calibrationFactor';
 import type { InputStat } from '../model/stats';
 import { holdFactor, squaredNormTimesFactor, type HeldFactor } from '../loftq/heldFactor';
 import { packCodes } from '../quant/pack';
@@ -79,8 +79,7 @@ function factorFor(c: NonNullable<MatrixJob['calibration']>, buffers: ScratchBuf
   try {
     return calibrationFactor(c.stat, c.ridge, (n) => buffers.f64('factor', n));
   } catch (e) {
-    if (e instanceof Error && e.name === 'FactorError')
-      throw new InputError(c.origin, `statistics unusable: ${e.message}`);
+    if (e instanceof FactorError) throw new InputError(c.origin, `statistics unusable: ${e.message}`);
     throw e;
   }
 }
@@ -108,7 +107,9 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     };
   }
   const w = read.w;
+  const tFactor = performance.now();
   const factor = job.calibration && factorFor(job.calibration, buffers);
+  if (factor) phases.calib = (performance.now() - tFactor) / 1000;
   const dtype = tensor.dtype as DType;
   // Held once: the LoftQ iterations and the written matrix's output error both use it.
   const heldFactor = factor ? await holdFactor(factor, backend) : undefined;

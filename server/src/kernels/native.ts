@@ -23,7 +23,6 @@ export const NATIVE_KERNELS = [
   'gram',
   'symmetricEigen',
   'cholesky',
-  'solveRightLower',
 ] as const;
 type NativeKernel = (typeof NATIVE_KERNELS)[number];
 
@@ -71,8 +70,8 @@ export interface NativeAddon {
   symmetricEigen(memory: Uint8Array, ...args: number[]): void;
   /** Blocked, its trailing updates on the threads (the wasm kernel's contract). */
   cholesky(memory: Uint8Array, ...args: number[]): number;
-  solveRightLower(memory: Uint8Array, ...args: number[]): void;
-  /** solveRightLower on arrays where they lie (m: r × n, l: n × n). */
+  /** The wasm kernel solveRightLower on arrays where they lie (m: r × n in place, l: n × n):
+   *  a factor in shared memory is read without a copy into a workspace. */
   solveRightLowerArrays(m: Float64Array, r: number, l: Float64Array, n: number, threads: number): void;
   /** g ← g·scale on and above the diagonal, mirrored below. */
   symmetrizeScaled(g: Float64Array, dim: number, scale: number, threads: number): void;
@@ -141,20 +140,10 @@ export function withNativeKernels<K extends Record<NativeKernel, (...args: numbe
   return { ...kernels, ...native };
 }
 
-/** A native kernel run on a plain array rather than a workspace (its "memory" is the array's
- *  bytes, offsets count from its start) — on this thread's threads; undefined when this
- *  thread's kernels are not native (the caller goes through a workspace instead). */
-export function nativeKernelOnArray(
-  name: NativeKernel,
-): ((bytes: Uint8Array, ...args: number[]) => unknown) | undefined {
-  if (!inUse) return undefined;
-  const { addon, threads } = inUse;
-  return (bytes, ...args) => addon[name](bytes, ...args, threads);
-}
-
-/** Threads of this thread's native kernel calls (1 when they are not native). */
-export function nativeKernelThreads(): number {
-  return inUse?.threads ?? 1;
+/** The module and thread count of this thread's native kernels, for calls on plain arrays
+ *  rather than a workspace; undefined when this thread's kernels are not native. */
+export function nativeKernelsOnArrays(): { addon: NativeAddon; threads: number } | undefined {
+  return inUse;
 }
 
 /** Whether this thread's kernels are the native ones. */

@@ -168,7 +168,7 @@ async function iterate(
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
-      const a = new Float32Array(solveAdapter(Float64Array.from(svd.right)));
+      const a = new Float32Array(solveAdapter(svd.right));
       factorA.view().set(a);
       lap('calib');
       // ‖(R − B·A)·S‖² = ‖R·S − B·M‖² (A·S = M) = ‖R·S‖² − Σ_{j<r} σ_j²: B·M is R·S projected

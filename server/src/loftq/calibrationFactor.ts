@@ -19,7 +19,7 @@
 import type { InputStat } from '../model/stats';
 import { CALIBRATION_SPECS } from '../registry';
 import { withWorkspace, type Workspace } from '../kernels/kernels';
-import { nativeAddon, nativeKernelOnArray, nativeKernelThreads } from '../kernels/native';
+import { nativeKernelsOnArrays } from '../kernels/native';
 
 /** Default ridge, relative to the mean of diag(G) (a registry setting). */
 export const DEFAULT_RIDGE: number = CALIBRATION_SPECS.ridge.default;
@@ -76,10 +76,12 @@ export function calibrationFactor(
  *  float64 JavaScript loop ran at ~0.3 GFLOP/s, 3 minutes for a 5632-wide input; the wasm
  *  kernel takes ~14 s, the native one under a second). */
 export function cholesky(g: Float64Array, n: number, lambda: number, l: F64 = new Float64Array(n * n)): F64 {
-  const native = nativeKernelOnArray('cholesky');
+  const native = nativeKernelsOnArrays();
   if (native) {
     l.set(g.subarray(0, n * n));
-    const bad = native(new Uint8Array(l.buffer, l.byteOffset, l.byteLength), 0, n, lambda) as number;
+    // The array is the kernel's memory: L sits at offset 0.
+    const bytes = new Uint8Array(l.buffer, l.byteOffset, l.byteLength);
+    const bad = native.addon.cholesky(bytes, 0, n, lambda, native.threads);
     if (bad >= 0) throw notPositive(bad, l[bad * n + bad]);
     return l;
   }
@@ -103,7 +105,11 @@ function notPositive(row: number, pivot: number): FactorError {
  * 5632-wide input). Diagonal: a division per column. Carves its regions when made, so make it
  * before any view of the workspace is handed out.
  */
-export function adapterSolver(ws: Workspace, factor: CalibrationFactor, r: number): (m: Float64Array) => Float64Array {
+export function adapterSolver(
+  ws: Workspace,
+  factor: CalibrationFactor,
+  r: number,
+): (m: ArrayLike<number>) => Float64Array {
   const n = factor.dim;
   if (factor.kind === 'diag') {
     const s = factor.s;
@@ -114,12 +120,11 @@ export function adapterSolver(ws: Workspace, factor: CalibrationFactor, r: numbe
     };
   }
   // Native kernels: the solve reads L where it lies (shared memory), no 254 MB copy per matrix.
-  const native = nativeKernelOnArray('solveRightLower') && nativeAddon().module;
+  const native = nativeKernelsOnArrays();
   if (native) {
-    const threads = nativeKernelThreads();
     return (m) => {
       const a = Float64Array.from(m);
-      native.solveRightLowerArrays(a, r, factor.l as Float64Array, n, threads);
+      native.addon.solveRightLowerArrays(a, r, factor.l as Float64Array, n, native.threads);
       return a;
     };
   }

@@ -138,11 +138,12 @@ export async function runForward(
     kvDim = c.numKvHeads * c.headDim,
     I = c.intermediateSize;
   const h = await embed(ck, c, sequences, tokens);
-  const weightBuffers = new ScratchBuffers();
+  // Buffers reused from layer to layer: the weights (weights.ts) and the linear groups' outputs.
+  const layerBuffers = new ScratchBuffers();
   // One linear group's output is alive at a time (each is spent before the next group runs):
   // one buffer serves them all, instead of fresh pages — ~0.4 s of faults for the 184 MB of
   // gate|up at 4096 tokens of a 1.1B model, where its product takes ~0.7 s.
-  const linearOut = (width: number) => weightBuffers.f32('linearOut', tokens * width);
+  const linearOut = (width: number) => layerBuffers.f32('linearOut', tokens * width);
   mem.hold(h.byteLength);
   const rope = ropeTables(maxLen, c.headDim, c.ropeTheta);
   const normed = new Float32Array(tokens * H);
@@ -159,7 +160,7 @@ export async function runForward(
   };
   for (let layer = 0; layer < c.numLayers; layer++) {
     throwIfAborted(signal);
-    const w = await readLayer(ck, c, layer, hooks?.weight, weightBuffers);
+    const w = await readLayer(ck, c, layer, hooks?.weight, layerBuffers);
     mem.hold(w.bytes);
     const name = (lin: Parameters<typeof linearTensorName>[1]) => linearTensorName(layer, lin);
 
