@@ -1,6 +1,7 @@
-// Calibration for a quantize run: input statistics per target matrix (from model/'s readers
-// and forward pass, or handed in already collected), checked against the matrices, and a
-// content key per statistic so the journal recomputes a matrix whose calibration changed.
+// Calibration for a quantize run: input statistics per target matrix (from model/'s readers,
+// from its forward pass a layer at a time, or handed in already collected), checked against
+// the matrices, and a content key per statistic so the journal recomputes a matrix whose
+// calibration changed.
 
 import { createHash } from 'node:crypto';
 import type { Checkpoint, TensorInfo } from '../checkpoint';
@@ -9,15 +10,20 @@ import type { CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { DEFAULT_RIDGE } from '../loftq/calibrationFactor';
 import { CALIBRATION_SPECS, valueProblem } from '../registry';
 import { statsCollector } from '../model/collector';
-import type { CollectOptions, PreparedCalibration } from '../model/collector';
+import type { CollectOptions, OpenedCalibration, PreparedCalibration } from '../model/collector';
 import { InputError, UsageError } from '../base/errors';
 
 export interface ResolvedCalibration {
   info: CalibrationInfo;
   ridge: number;
+  /** Statistics known at once (an imatrix, statistics handed in). */
   stats: InputStats;
-  /** Content hash of each statistic (with the ridge), for the journal key. */
-  keys: Map<InputStat, string>;
+  /** The rest, a decoder layer at a time (OpenedCalibration.stream). */
+  stream?: OpenedCalibration['stream'];
+  /** Releases the source (a calibration thread); call it once the run is over. */
+  close(): void;
+  /** Content hash of a statistic (with the ridge), for the journal key. */
+  keyOf(stat: InputStat): string;
   /** Named in messages about the statistics. */
   origin: string;
 }
@@ -53,35 +59,54 @@ export function statKey(stat: InputStat, ridge: number): string {
   return h.digest('hex').slice(0, 24);
 }
 
+/** Opens the calibration source (its input read and checked: nothing has been written yet);
+ *  a token source's statistics then come from `stream`. */
 export async function resolveCalibration(
   ck: Checkpoint,
   c: CalibrationParams | PreparedCalibration,
   opts: CollectOptions,
 ): Promise<ResolvedCalibration> {
-  let prepared: PreparedCalibration;
+  let opened: OpenedCalibration;
   let ridge: number;
   if (isPrepared(c)) {
-    prepared = c;
+    opened = { ...c, close() {} };
     ridge = c.info.ridge;
   } else {
     checkCalibrationParams(c);
     const collector = statsCollector();
     if (!collector)
       throw new UsageError('calibration needs the forward pass (model/), which this build does not include');
-    prepared = await collector(ck, c, opts);
+    opened = await collector(ck, c, opts);
     ridge = c.ridge ?? DEFAULT_RIDGE;
   }
-  const keys = new Map<InputStat, string>();
-  for (const stat of prepared.stats.values()) if (!keys.has(stat)) keys.set(stat, statKey(stat, ridge));
+  const keys = new WeakMap<InputStat, string>();
+  const keyOf = (stat: InputStat) => {
+    let k = keys.get(stat);
+    if (k === undefined) keys.set(stat, (k = statKey(stat, ridge)));
+    return k;
+  };
   const origin =
-    prepared.info.file ?? (prepared.info.source === 'generated' ? `${ck.path} (generated calibration)` : ck.path);
-  return { info: { ...prepared.info, ridge }, ridge, stats: prepared.stats, keys, origin };
+    opened.info.file ?? (opened.info.source === 'generated' ? `${ck.path} (generated calibration)` : ck.path);
+  return {
+    info: { ...opened.info, ridge },
+    ridge,
+    stats: opened.stats ?? new Map(),
+    ...(opened.stream ? { stream: opened.stream } : {}),
+    close: () => opened.close(),
+    keyOf,
+    origin,
+  };
 }
 
-/** The statistic for one target matrix, checked against its input width; undefined when the
- *  calibration has none for it (that matrix gets plain LoftQ). */
-export function statFor(cal: ResolvedCalibration, tensor: TensorInfo, fanInFanOut: boolean): InputStat | undefined {
-  const stat = cal.stats.get(tensor.name);
+/** The statistic for one target matrix among `stats`, checked against its input width;
+ *  undefined when there is none for it. */
+export function statFor(
+  cal: ResolvedCalibration,
+  stats: InputStats,
+  tensor: TensorInfo,
+  fanInFanOut: boolean,
+): InputStat | undefined {
+  const stat = stats.get(tensor.name);
   if (!stat) return undefined;
   if (fanInFanOut) {
     throw new UsageError(

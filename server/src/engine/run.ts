@@ -43,6 +43,7 @@ import {
   writeShardDescriptor,
 } from './shardDescriptor';
 import { resolveCalibration, ResolvedCalibration, statFor } from './calibration';
+import type { InputStats } from '../model/stats';
 
 export const REPORT_FILE = 'loftq-report.json';
 
@@ -188,7 +189,6 @@ export async function quantizeCheckpoint(
     throw new UsageError(`${ck.path}: no tensor matches the targets (${targetsNamed.join(', ')})`);
   }
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
-  const packed = opts.format === 'packed';
   const out = path.resolve(opts.out);
   await refuseInputAsOutput(ck, out);
   // Calibration first: a bad token file or imatrix is refused before the output folder is touched.
@@ -196,9 +196,29 @@ export async function quantizeCheckpoint(
   if (opts.calibration) {
     opts.onProgress?.({ index: 0, total: mine.length, name: 'calibration statistics', phase: 'start' });
     calibration = await resolveCalibration(ck, opts.calibration, { backend: opts.backend, signal: opts.signal });
-    throwIfAborted(opts.signal);
-    for (const m of mine) statFor(calibration, m.tensor, isFanInFanOut(config, m.tensor.name));
   }
+  try {
+    throwIfAborted(opts.signal);
+    if (calibration)
+      for (const m of mine) statFor(calibration, calibration.stats, m.tensor, isFanInFanOut(config, m.tensor.name));
+    return await quantizeInto(ck, config, mine, out, calibration, opts, t0);
+  } finally {
+    calibration?.close();
+  }
+}
+
+/** quantizeCheckpoint from the output folder on: compute (a calibrated run's matrices a layer
+ *  at a time, as the forward pass hands on their statistics), then assemble. */
+async function quantizeInto(
+  ck: Checkpoint,
+  config: Awaited<ReturnType<typeof readConfig>>,
+  mine: PlannedMatrix[],
+  out: string,
+  calibration: ResolvedCalibration | undefined,
+  opts: RunOptions & { assemble?: AssembleSource },
+  t0: number,
+): Promise<RunResult> {
+  const packed = opts.format === 'packed';
   const createdOut = !(await fsp.stat(out).then(
     () => true,
     () => false,
@@ -217,56 +237,68 @@ export async function quantizeCheckpoint(
     for (const d of [out, path.join(out, JOURNAL_DIR), path.join(out, ADAPTER_DIR)]) await removeStaleTemps(d);
     const stamps = new Map<string, string>();
     for (const f of ck.files) stamps.set(f, await fileStamp(f));
-    const jobs = mine.map((m) => {
-      const fanInFanOut = isFanInFanOut(config, m.tensor.name);
-      const stat = calibration && statFor(calibration, m.tensor, fanInFanOut);
+    const jobs = mine.map((m) => ({ ...m, fanInFanOut: isFanInFanOut(config, m.tensor.name) }));
+    type Job = (typeof jobs)[number];
+    /** Journal entry of each matrix, once its statistic (if any) is known. */
+    const entries = new Map<string, string>();
+    const withEntry = (j: Job, stats: InputStats | undefined) => {
+      const stat = calibration && stats && statFor(calibration, stats, j.tensor, j.fanInFanOut);
       const key = journalKey({
-        tensor: m.tensor,
-        settings: m.settings,
-        fanInFanOut,
+        tensor: j.tensor,
+        settings: j.settings,
+        fanInFanOut: j.fanInFanOut,
         packed,
-        fileStamp: stamps.get(m.tensor.file)!,
-        calibration: stat ? calibration!.keys.get(stat) : undefined,
+        fileStamp: stamps.get(j.tensor.file)!,
+        calibration: stat ? calibration!.keyOf(stat) : undefined,
       });
-      return { ...m, fanInFanOut, stat, entry: journalPath(out, key) };
-    });
+      const entry = journalPath(out, key);
+      entries.set(j.tensor.name, entry);
+      return { ...j, stat, entry };
+    };
 
     // --- compute (skipping journaled matrices) ---
     const finished = new Map<string, Finished>();
     const skipped: MatrixReport[] = [];
-    const todo: typeof jobs = [];
-    for (const j of jobs) {
-      const given = opts.assemble?.skipped.get(j.tensor.name);
-      if (given) {
-        skipped.push(given);
-        continue;
-      }
-      const source = opts.assemble?.entries.get(j.tensor.name);
-      if (opts.assemble && !(await exists(j.entry))) {
-        if (!source)
-          throw new InputError(out, `no shard holds a result for ${j.tensor.name}; the shards do not cover this run`);
-        await adoptEntry(source, j.entry);
-      }
-      if (await exists(j.entry)) {
-        const head = await openCheckpoint(j.entry);
-        const report = entryReport(head.metadata);
-        if (opts.assemble && (report.name !== j.tensor.name || !sameSettings(report, j.settings))) {
-          throw new InputError(
-            source ?? j.entry,
-            `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, ` +
-              `not ${j.tensor.name} as this run plans it`,
-          );
-        }
-        finished.set(j.tensor.name, { report, entry: j.entry });
-      } else todo.push(j);
-    }
     const total = jobs.length;
-    const totalParams = todo.reduce((a, j) => a + j.tensor.parameters, 0);
+    // Shrinks as journaled matrices turn up (a calibrated run finds them a layer at a time).
+    let totalParams = jobs.reduce((a, j) => a + j.tensor.parameters, 0);
     let doneParams = 0;
-    let done = jobs.length - todo.length;
+    let done = 0;
     const tCompute = performance.now();
-    if (todo.length) {
-      executor = await createExecutor(opts.workers, todo.length, opts.backend ?? 'wasm', opts.signal);
+    const computeBatch = async (batch: ReturnType<typeof withEntry>[]) => {
+      const todo: typeof batch = [];
+      for (const j of batch) {
+        const given = opts.assemble?.skipped.get(j.tensor.name);
+        if (given) skipped.push(given);
+        else {
+          const source = opts.assemble?.entries.get(j.tensor.name);
+          if (opts.assemble && !(await exists(j.entry))) {
+            if (!source)
+              throw new InputError(
+                out,
+                `no shard holds a result for ${j.tensor.name}; the shards do not cover this run`,
+              );
+            await adoptEntry(source, j.entry);
+          }
+          if (!(await exists(j.entry))) {
+            todo.push(j);
+            continue;
+          }
+          const report = entryReport((await openCheckpoint(j.entry)).metadata);
+          if (opts.assemble && (report.name !== j.tensor.name || !sameSettings(report, j.settings))) {
+            throw new InputError(
+              source ?? j.entry,
+              `holds ${report.name} ${report.quantizer}${report.bits} r${report.rank}, ` +
+                `not ${j.tensor.name} as this run plans it`,
+            );
+          }
+          finished.set(j.tensor.name, { report, entry: j.entry });
+        }
+        totalParams -= j.tensor.parameters;
+        done++;
+      }
+      if (todo.length === 0) return;
+      executor ??= await createExecutor(opts.workers, jobs.length, opts.backend ?? 'wasm', opts.signal);
       const order = [...todo].sort(
         (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
       );
@@ -299,7 +331,19 @@ export async function quantizeCheckpoint(
           while (next < order.length) await runJob(order[next++]);
         }),
       );
-    }
+    };
+    if (calibration?.stream) {
+      // Each layer's matrices as soon as the pass has its statistics; the pass goes on when
+      // they are done, reusing the statistics' memory — one layer's G alive, not all of them.
+      const waiting = new Map(jobs.map((j) => [j.tensor.name, j]));
+      await calibration.stream(async (stats, layer, layers) => {
+        const name = `calibration statistics (layer ${layer} of ${layers})`;
+        opts.onProgress?.({ index: done, total, name, phase: 'start' });
+        const batch = jobs.filter((j) => stats.has(j.tensor.name) && waiting.delete(j.tensor.name));
+        await computeBatch(batch.map((j) => withEntry(j, stats)));
+      }, opts.signal);
+      await computeBatch([...waiting.values()].map((j) => withEntry(j, calibration.stats)));
+    } else await computeBatch(jobs.map((j) => withEntry(j, calibration?.stats)));
     const matrices = jobs.map(
       (j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!,
     );
@@ -320,7 +364,9 @@ export async function quantizeCheckpoint(
         backend,
         shard: opts.shard,
         entries: Object.fromEntries(
-          jobs.filter((j) => finished.has(j.tensor.name)).map((j) => [j.tensor.name, path.basename(j.entry)]),
+          jobs
+            .filter((j) => finished.has(j.tensor.name))
+            .map((j) => [j.tensor.name, path.basename(entries.get(j.tensor.name)!)]),
         ),
         skipped,
         gemmFlops: executor ? executor.flops() : 0,

@@ -1,10 +1,11 @@
-// The calibration collector of the language server: model/calibrate.ts's collectCalibration
+// The calibration collector of the language server: model/calibrate.ts's openCalibration
 // (token reading, --calib-generate sampling, the forward pass and XᵀX) on a worker thread
 // (dist/calib-worker.js), so the connection's thread keeps answering while a pass runs for
-// minutes. G can be hundreds of MB per input: the statistics come back with their buffers
-// transferred, not copied, and inputs that share one statistic (q/k/v, gate/up) share it
-// again on this side, as the engine's journal keys expect. A cancel terminates the thread at
-// once (it writes nothing); typed errors are rebuilt here.
+// minutes. Each layer's statistics come back as the pass makes them: G lives in shared
+// memory (no copy), a diagonal's buffer is transferred, and inputs that share one statistic
+// (q/k/v, gate/up) share it again on this side, as the engine's journal keys expect. The
+// thread reuses a layer's G only after this side says it is done with it. A cancel
+// terminates the thread at once (it writes nothing); typed errors are rebuilt here.
 
 import { Worker } from 'node:worker_threads';
 import { bundleScript } from '../base/bundleScript';
@@ -14,7 +15,7 @@ import type { SerializedError } from '../base/serializeError';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { setStatsCollector } from './collector';
-import type { CollectOptions, PreparedCalibration } from './collector';
+import type { CollectOptions, OpenedCalibration } from './collector';
 import type { InputStat, InputStats } from './stats';
 
 export interface CalibThreadInput {
@@ -31,7 +32,13 @@ export interface PackedStats {
 }
 
 export type FromCalibThread =
-  { type: 'done'; stats: PackedStats; info: CalibrationInfo } | { type: 'failed'; error: SerializedError };
+  | { type: 'opened'; info: CalibrationInfo; stats?: PackedStats; streams: boolean }
+  | { type: 'layer'; stats: PackedStats; layer: number; layers: number }
+  | { type: 'done' }
+  | { type: 'failed'; error: SerializedError };
+
+/** 'stream' starts the pass; 'next' says the last layer's statistics are no longer used. */
+export type ToCalibThread = { type: 'stream' } | { type: 'next' };
 
 export function packStats(stats: InputStats): { packed: PackedStats; transfer: ArrayBuffer[] } {
   const index = new Map<InputStat, number>();
@@ -57,42 +64,103 @@ export function unpackStats(p: PackedStats): InputStats {
   return new Map(p.names.map((name, k) => [name, p.stats[p.which[k]]]));
 }
 
-export function collectOnThread(
+/** The thread's messages, in arrival order; a failure of the thread (or a cancel) rejects the
+ *  one awaited and every later one. */
+class ThreadMessages {
+  private readonly queue: FromCalibThread[] = [];
+  private waiting?: { resolve(m: FromCalibThread): void; reject(e: unknown): void };
+  private failure?: unknown;
+
+  constructor(worker: Worker) {
+    worker.on('message', (m: FromCalibThread) => {
+      if (this.waiting) this.take().resolve(m);
+      else this.queue.push(m);
+    });
+    worker.once('error', (e) => this.fail(e));
+    worker.once('exit', (code) => this.fail(new Error(`the calibration thread stopped (exit ${code}) unfinished`)));
+  }
+
+  private take() {
+    const w = this.waiting!;
+    this.waiting = undefined;
+    return w;
+  }
+
+  fail(e: unknown): void {
+    this.failure ??= e;
+    if (this.waiting) this.take().reject(this.failure);
+  }
+
+  /** The next message: a failure or a thread's report of one becomes the thrown error. */
+  async next(): Promise<Exclude<FromCalibThread, { type: 'failed' }>> {
+    let m = this.queue.shift();
+    if (!m) {
+      if (this.failure !== undefined) throw this.failure;
+      m = await new Promise<FromCalibThread>((resolve, reject) => (this.waiting = { resolve, reject }));
+    }
+    if (m.type === 'failed') throw deserializeError(m.error);
+    return m;
+  }
+}
+
+/** openCalibration (calibrate.ts) on a worker thread: the source is opened (and checked) there
+ *  and, when streamed, each layer's statistics come back as the pass produces them; the thread
+ *  goes on to the next layer when the engine is done with them. A cancel terminates it. */
+export async function openOnThread(
   ck: Checkpoint,
   params: CalibrationParams,
   opts: CollectOptions,
-): Promise<PreparedCalibration> {
-  if (opts.signal?.aborted) return Promise.reject(new CancelledError());
+): Promise<OpenedCalibration> {
+  if (opts.signal?.aborted) throw new CancelledError();
   const input: CalibThreadInput = { checkpoint: ck.path, params, backend: opts.backend };
   const worker = new Worker(bundleScript('calib-worker.js'), { workerData: input });
-  return new Promise<PreparedCalibration>((resolve, reject) => {
-    let settled = false;
-    const settle = (f: () => void) => {
-      if (settled) return;
-      settled = true;
-      opts.signal?.removeEventListener('abort', cancel);
-      f();
-    };
-    // The pass may be inside a long synchronous product: stop the thread rather than ask it.
-    const cancel = () => {
-      settle(() => reject(new CancelledError()));
+  const messages = new ThreadMessages(worker);
+  // The thread may be inside a long synchronous product: stop it rather than ask it.
+  const stop = () => {
+    messages.fail(new CancelledError());
+    void worker.terminate();
+  };
+  const watch = (signal?: AbortSignal) => {
+    signal?.addEventListener('abort', stop);
+    return () => signal?.removeEventListener('abort', stop);
+  };
+  const unwatch = watch(opts.signal);
+  let opened;
+  try {
+    opened = await messages.next();
+  } catch (e) {
+    void worker.terminate();
+    throw e;
+  } finally {
+    unwatch();
+  }
+  if (opened.type !== 'opened') throw new Error(`calibration thread: '${opened.type}' before 'opened'`);
+  const stream: OpenedCalibration['stream'] = async (onLayer, signal) => {
+    const unwatchStream = watch(signal ?? opts.signal);
+    try {
+      worker.postMessage({ type: 'stream' } satisfies ToCalibThread);
+      for (;;) {
+        const m = await messages.next();
+        if (m.type === 'done') return;
+        if (m.type !== 'layer') throw new Error(`calibration thread: unexpected '${m.type}'`);
+        await onLayer(unpackStats(m.stats), m.layer, m.layers);
+        worker.postMessage({ type: 'next' } satisfies ToCalibThread);
+      }
+    } finally {
+      unwatchStream();
+    }
+  };
+  return {
+    info: opened.info,
+    ...(opened.stats ? { stats: unpackStats(opened.stats) } : {}),
+    ...(opened.streams ? { stream } : {}),
+    close() {
       void worker.terminate();
-    };
-    opts.signal?.addEventListener('abort', cancel);
-    worker.once('message', (m: FromCalibThread) => {
-      settle(() =>
-        m.type === 'done' ? resolve({ stats: unpackStats(m.stats), info: m.info }) : reject(deserializeError(m.error)),
-      );
-      void worker.terminate();
-    });
-    worker.once('error', (e) => settle(() => reject(e)));
-    worker.once('exit', (code) =>
-      settle(() => reject(new Error(`the calibration thread stopped (exit ${code}) without statistics`))),
-    );
-  });
+    },
+  };
 }
 
 /** Lets quantize runs with CalibrationParams collect their statistics on a worker thread. */
 export function registerThreadedCalibrationCollector(): void {
-  setStatsCollector(collectOnThread);
+  setStatsCollector(openOnThread);
 }

@@ -1,22 +1,36 @@
-// Worker thread entry (bundled to dist/calib-worker.js): one calibration collection for the
+// Worker thread entry (bundled to dist/calib-worker.js): one calibration source for the
 // language server (calibThread.ts says why and how the statistics travel back).
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { serializeError } from '../base/serializeError';
 import { openCheckpoint } from '../checkpoint';
-import { collectCalibration } from './calibrate';
+import { openCalibration } from './calibrate';
 import { packStats } from './calibThread';
-import type { CalibThreadInput, FromCalibThread } from './calibThread';
+import type { CalibThreadInput, FromCalibThread, ToCalibThread } from './calibThread';
 
 const port = parentPort!;
 const input = workerData as CalibThreadInput;
 
+/** The next message from the engine's side. */
+const next = () => new Promise<ToCalibThread>((resolve) => port.once('message', resolve));
+
 (async () => {
   try {
     const ck = await openCheckpoint(input.checkpoint);
-    const { stats, info } = await collectCalibration(ck, input.params, { backend: input.backend });
-    const { packed, transfer } = packStats(stats);
-    port.postMessage({ type: 'done', stats: packed, info } satisfies FromCalibThread, transfer);
+    const opened = await openCalibration(ck, input.params, { backend: input.backend });
+    const first = opened.stats && packStats(opened.stats);
+    const streams = !!opened.stream;
+    port.postMessage(
+      { type: 'opened', info: opened.info, stats: first?.packed, streams } satisfies FromCalibThread,
+      first?.transfer ?? [],
+    );
+    if ((await next()).type !== 'stream' || !opened.stream) return;
+    await opened.stream(async (stats, layer, layers) => {
+      const { packed, transfer } = packStats(stats);
+      port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
+      await next();
+    });
+    port.postMessage({ type: 'done' } satisfies FromCalibThread);
   } catch (e) {
     port.postMessage({ type: 'failed', error: serializeError(e) } satisfies FromCalibThread);
   } finally {

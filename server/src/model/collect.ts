@@ -39,6 +39,12 @@ export interface CollectOptions {
   signal?: AbortSignal;
   config?: ModelConfig;
   onLayer?(layer: number, layers: number): void;
+  /** Streamed statistics: each decoder layer's, as soon as the layer has run. The pass waits
+   *  for the promise, then reuses the layer's G buffers for the next layer's, so one layer's
+   *  statistics are alive at a time (all 22 layers' of a 1.1B model are 7.8 GB; fresh, each
+   *  layer's 350 MB also cost ~1 s of page faults here). Nothing handed on may be used after
+   *  the promise settles. Without it, every layer's statistics are returned. */
+  onLayerStats?(stats: InputStats, layer: number, layers: number): Promise<void>;
 }
 
 /** Adds the upper triangle of XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
@@ -119,7 +125,8 @@ export interface CollectResult {
   forward: ForwardResult;
 }
 
-/** Runs the original model over `sequences` and returns G per linear weight name. */
+/** Runs the original model over `sequences` and returns G per linear weight name (none when
+ *  they were handed on layer by layer: onLayerStats). */
 export async function collectInputStatsWithInfo(
   ck: Checkpoint,
   sequences: readonly (readonly number[])[],
@@ -128,17 +135,31 @@ export async function collectInputStatsWithInfo(
   const c = opts.config ?? (await readModelConfig(ck.folder));
   const maxFull = opts.fullStatMaxDim ?? DEFAULT_FULL_STAT_MAX_DIM;
   const stats: InputStats = new Map();
+  let layerStats: InputStats = new Map();
+  const spareG = new Map<number, Float64Array[]>();
+  // Shared memory: G reaches the matrix jobs' threads without a copy (a structured clone of
+  // a 5632-wide G was 254 MB copied per layer).
+  const newG = (dim: number): Float64Array => {
+    const g = spareG.get(dim)?.pop();
+    return g ? g.fill(0) : new Float64Array(new SharedArrayBuffer(dim * dim * 8));
+  };
   const forward = await runForward(ck, c, sequences, {
     backend: opts.backend,
     signal: opts.signal,
-    onLayer: opts.onLayer,
+    onLayer: async (layer, layers) => {
+      opts.onLayer?.(layer, layers);
+      if (opts.onLayerStats) {
+        await opts.onLayerStats(layerStats, layer, layers);
+        for (const stat of new Set(layerStats.values()))
+          if (stat.kind === 'full') spareG.set(stat.dim, [...(spareG.get(stat.dim) ?? []), stat.g]);
+      } else for (const [name, stat] of layerStats) stats.set(name, stat);
+      layerStats = new Map();
+    },
     hooks: {
       onInput: async (names, x, tokens, dim) => {
         let stat: InputStat;
         if (dim <= maxFull) {
-          // Shared memory: the factor request hands G to a worker thread without a copy (a
-          // structured clone of a 5632-wide G was 254 MB copied per layer).
-          const g = new Float64Array(new SharedArrayBuffer(dim * dim * 8));
+          const g = newG(dim);
           for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
             throwIfAborted(opts.signal);
             const t1 = Math.min(tokens, t0 + CHUNK_TOKENS);
@@ -157,7 +178,7 @@ export async function collectInputStatsWithInfo(
           for (let i = 0; i < dim; i++) d[i] /= tokens;
           stat = { kind: 'diag', dim, count: tokens, d };
         }
-        for (const n of names) stats.set(n, stat);
+        for (const n of names) layerStats.set(n, stat);
       },
     },
   });

@@ -13,17 +13,34 @@ export interface PreparedCalibration {
   info: CalibrationInfo;
 }
 
+/** A calibration source opened: its input read and checked (token ids, a sampled set, an
+ *  imatrix), nothing run over it yet — so a bad file is refused before anything is written. */
+export interface OpenedCalibration {
+  info: CalibrationInfo;
+  /** Statistics known at once (an imatrix). */
+  stats?: InputStats;
+  /** The forward pass over the tokens: each decoder layer's statistics handed to `onLayer` as
+   *  soon as the layer has run; the pass waits for the promise and then reuses their memory
+   *  (collect.ts, onLayerStats), so one layer's statistics are alive at a time. */
+  stream?(
+    onLayer: (stats: InputStats, layer: number, layers: number) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Releases what the source holds (a calibration thread), streamed or not. */
+  close(): void;
+}
+
 export interface CollectOptions {
   backend?: BackendChoice;
   signal?: AbortSignal;
 }
 
-/** Reads or collects the statistics a CalibrationParams names. */
+/** Opens the source a CalibrationParams names. */
 export type StatsCollector = (
   ck: Checkpoint,
   params: CalibrationParams,
   opts: CollectOptions,
-) => Promise<PreparedCalibration>;
+) => Promise<OpenedCalibration>;
 
 let collector: StatsCollector | undefined;
 
