@@ -159,7 +159,7 @@ async function main(argv: string[]): Promise<number> {
       );
       // The calibration pass alone, in this process, on the backend a calibrated quantize uses —
       // after the runs above: a child inherits its parent's peak RSS at fork (Linux keeps
-      // ru_maxrss across exec), and this pass holds every layer's G.
+      // ru_maxrss across exec).
       const dir = ensureModel(mo).dir;
       const backend = await createCollectionBackend(backendChoice);
       try {
