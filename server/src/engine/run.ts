@@ -265,6 +265,10 @@ async function quantizeInto(
     let doneParams = 0;
     let done = 0;
     const tCompute = performance.now();
+    const eta = () => {
+      const elapsed = (performance.now() - tCompute) / 1000;
+      return doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
+    };
     const computeBatch = async (batch: ReturnType<typeof withEntry>[]) => {
       const todo: typeof batch = [];
       for (const j of batch) {
@@ -315,9 +319,7 @@ async function quantizeInto(
         });
         throwIfAborted(opts.signal);
         doneParams += j.tensor.parameters;
-        const elapsed = (performance.now() - tCompute) / 1000;
-        const etaSeconds = doneParams > 0 ? (elapsed * (totalParams - doneParams)) / doneParams : undefined;
-        opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds });
+        opts.onProgress?.({ index: done, total, name: j.tensor.name, phase: 'done', etaSeconds: eta() });
         if (report.skipped) skipped.push(report);
         else finished.set(j.tensor.name, { report, entry: j.entry });
         opts.onMatrix?.(report, done, total);
@@ -338,7 +340,7 @@ async function quantizeInto(
       const waiting = new Map(jobs.map((j) => [j.tensor.name, j]));
       await calibration.stream(async (stats, layer, layers) => {
         const name = `calibration statistics (layer ${layer} of ${layers})`;
-        opts.onProgress?.({ index: done, total, name, phase: 'start' });
+        opts.onProgress?.({ index: done, total, name, phase: 'start', etaSeconds: eta() });
         const batch = jobs.filter((j) => stats.has(j.tensor.name) && waiting.delete(j.tensor.name));
         await computeBatch(batch.map((j) => withEntry(j, stats)));
       }, opts.signal);
