@@ -17,13 +17,20 @@ const BANDS = 8;
 
 export interface HeldFactor {
   /** S (dim × dim) times b (dim × n). */
-  s: DeviceMatrix;
+  s: FactorOperator;
   /** Sᵀ times b. */
-  sT: DeviceMatrix;
+  sT: FactorOperator;
   dispose(): void;
 }
 
-function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
+/** S or Sᵀ (dim × dim), and the squared norm of its product with b (dim × n) without the
+ *  product in memory whole. */
+interface FactorOperator extends DeviceMatrix {
+  /** Σ p² over the float32 product p = this · b, in float64, row after row. */
+  squaredNorm(b: Float32Array, n: number): Promise<number>;
+}
+
+function diagonalOperator(s: ArrayLike<number>): FactorOperator {
   const dim = s.length;
   return {
     rows: dim,
@@ -32,6 +39,15 @@ function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
       const out = into ?? new Float32Array(dim * n);
       for (let i = 0; i < dim; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = b[o + j] * s[i];
       return out;
+    },
+    async squaredNorm(b: Float32Array, n: number): Promise<number> {
+      let sum = 0;
+      for (let i = 0; i < dim; i++)
+        for (let j = 0, o = i * n; j < n; j++) {
+          const p = Math.fround(b[o + j] * s[i]); // the product as times stores it
+          sum += p * p;
+        }
+      return sum;
     },
     dispose() {},
   };
@@ -49,7 +65,7 @@ interface Band {
 /** Row band [r0, r1) of the triangular factor, columns [c0, c1), held on the backend. */
 type HoldBand = (r0: number, r1: number, c0: number, c1: number) => Promise<DeviceMatrix>;
 
-async function holdTriangular(dim: number, lower: boolean, holdBand: HoldBand): Promise<DeviceMatrix> {
+async function holdTriangular(dim: number, lower: boolean, holdBand: HoldBand): Promise<FactorOperator> {
   const bands: Band[] = [];
   const count = Math.max(1, Math.min(BANDS, dim));
   try {
@@ -75,6 +91,20 @@ async function holdTriangular(dim: number, lower: boolean, holdBand: HoldBand): 
         if (got !== dst) dst.set(got);
       }
       return out;
+    },
+    // A band's rows at a time, in a reused buffer: the whole product (as large as the matrix
+    // measured, 46 MB for a 5632 × 2048 one) was fresh memory on each job thread.
+    squaredNorm(b: Float32Array, n: number): Promise<number> {
+      if (b.length !== dim * n) throw new Error(`matmul shape mismatch: ${dim}x${dim} · ${b.length / n}x${n}`);
+      return withScratchBuffers(async (buffers) => {
+        let sum = 0;
+        for (const band of bands) {
+          const dst = buffers.f32('factor.band', (band.r1 - band.r0) * n);
+          const p = await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n, dst);
+          for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
+        }
+        return sum;
+      });
     },
     dispose() {
       for (const band of bands) band.held.dispose();
@@ -132,7 +162,7 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
     upper = copiedBands(transposedLower(l32, dim), dim, backend);
   }
   const s = await holdTriangular(dim, true, lower);
-  let sT: DeviceMatrix;
+  let sT: FactorOperator;
   try {
     sT = await holdTriangular(dim, false, upper);
   } catch (e) {
@@ -152,12 +182,5 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
 /** ‖X·S‖_F² for row-major X (rows × dim) given Xᵀ (dim × rows): the sum of squares of Sᵀ·Xᵀ,
  *  accumulated in float64. */
 export function squaredNormTimesFactor(xT: Float32Array, rows: number, held: HeldFactor): Promise<number> {
-  // The product (as large as X) in a reused buffer: seven of these per matrix, fresh, were
-  // most of a calibrated run's time on a machine where new pages are dear.
-  return withScratchBuffers(async (buffers) => {
-    const p = await held.sT.times(xT, rows, buffers.f32('factor.product', held.sT.rows * rows));
-    let sum = 0;
-    for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
-    return sum;
-  });
+  return held.sT.squaredNorm(xT, rows);
 }
