@@ -141,10 +141,13 @@ KERNEL_AVX512(4)
 // iteration, the packed block of every product). Freed buffers are kept for reuse — a few,
 // of bounded total size, the least recently returned going first — instead of going back
 // to the system. Slots are many because sizes are: a triangular factor's eight bands pack
-// eight sizes per product, and two job threads interleave theirs; with 8 slots a calibrated
-// tinyllama layer missed 3.3 GB of buffers (≈10 s of page faults), with 32 it missed 0.6 GB.
+// eight sizes per product, its sixteen held bands come back together when a job ends, and
+// two job threads interleave theirs; with 8 slots a calibrated tinyllama layer missed 3.3 GB
+// of buffers (≈10 s of page faults), with 32 it missed 0.6 GB — evicting at 200–380 MB
+// cached, for want of slots, not bytes — and with 64 a 2-layer run's quantize phase misses
+// 248 MB instead of 341 MB, all first uses of a size, its peak RSS unchanged.
 
-enum { CACHE_SLOTS = 32 };
+enum { CACHE_SLOTS = 64 };
 static const size_t CACHE_MAX_BYTES = (size_t)1 << 30;
 static pthread_mutex_t cacheLock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -1420,13 +1423,40 @@ static napi_value Supports(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** A held matrix of rows × cols floats owning a buffer from the cache, not yet filled; NULL
+ *  (a RangeError thrown) when memory ran out. */
+static Held *newHeldCopy(napi_env env, size_t rows, size_t cols) {
+  Held *h = calloc(1, sizeof *h);
+  const size_t bytes = rows * cols * sizeof(float);
+  if (h) h->data = takeBuffer(bytes, &h->capacity);
+  if (!h || !h->data) {
+    free(h);
+    napi_throw_range_error(env, NULL, "native backend: out of memory holding a matrix");
+    return NULL;
+  }
+  h->rows = rows;
+  h->cols = cols;
+  napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  return h;
+}
+
+/** The handle that owns h (released by release or at garbage collection). */
+static napi_value heldHandle(napi_env env, Held *h) {
+  napi_value out;
+  if (napi_create_external(env, h, finalizeHeld, NULL, &out) != napi_ok) {
+    finalizeHeld(env, h, NULL);
+    return fail(env, "hold: could not create a handle");
+  }
+  return out;
+}
+
 /** hold / holdView: validates (a, rows, cols) and makes the handle — holding a copy, or
  *  (inPlace) the caller's shared memory itself, kept alive by a reference until release. */
 static napi_value holdMatrix(napi_env env, napi_callback_info info, int inPlace) {
   const char *name = inPlace ? "holdView" : "hold";
   char message[80];
   size_t argc = 3;
-  napi_value argv[3], out;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   float *a;
   size_t len, rows, cols;
@@ -1442,31 +1472,25 @@ static napi_value holdMatrix(napi_env env, napi_callback_info info, int inPlace)
     snprintf(message, sizeof message, "%s: %s", name, problem);
     return fail(env, message);
   }
+  if (!inPlace) {
+    Held *h = newHeldCopy(env, rows, cols);
+    if (!h) return NULL;
+    memcpy(h->data, a, rows * cols * sizeof(float));
+    return heldHandle(env, h);
+  }
   Held *h = calloc(1, sizeof *h);
-  const size_t bytes = rows * cols * sizeof(float);
-  if (h && !inPlace) h->data = takeBuffer(bytes, &h->capacity);
-  if (!h || (!inPlace && !h->data)) {
-    free(h);
+  if (!h) {
     napi_throw_range_error(env, NULL, "native backend: out of memory holding a matrix");
     return NULL;
   }
+  h->data = a;
   h->rows = rows;
   h->cols = cols;
-  if (inPlace) {
-    h->data = a;
-    if (napi_create_reference(env, argv[0], 1, &h->view) != napi_ok) {
-      free(h);
-      return fail(env, "holdView: could not keep the view");
-    }
-  } else {
-    memcpy(h->data, a, bytes);
-    napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  if (napi_create_reference(env, argv[0], 1, &h->view) != napi_ok) {
+    free(h);
+    return fail(env, "holdView: could not keep the view");
   }
-  if (napi_create_external(env, h, finalizeHeld, NULL, &out) != napi_ok) {
-    finalizeHeld(env, h, NULL);
-    return fail(env, "hold: could not create a handle");
-  }
-  return out;
+  return heldHandle(env, h);
 }
 
 /** hold(a, rows, cols): a copy of A owned by the returned handle. */
@@ -1836,23 +1860,25 @@ static napi_value SymmetrizeScaled(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** lowerBandToFloat32(l: Float64Array, dim, r0, r1, transpose, out: Float32Array, threads) (factor.c). */
-static napi_value LowerBandToFloat32(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+/** holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads): row band [r0, r1) of L
+ *  (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) converted to float32 straight
+ *  into a held matrix (factor.c) — a held factor's band without a float32 copy in JavaScript
+ *  for hold to copy again (a 5632-wide factor's 16 bands are 142 MB). */
+static napi_value HoldLowerBand(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   double *l;
-  float *out;
-  size_t lLen, outLen, dim, r0, r1, transpose, threads;
-  if (argc != 7 || !float64Arg(env, argv[0], &l, &lLen) || !sizeArg(env, argv[1], &dim) ||
+  size_t lLen, dim, r0, r1, transpose, threads;
+  if (argc != 6 || !float64Arg(env, argv[0], &l, &lLen) || !sizeArg(env, argv[1], &dim) ||
       !sizeArg(env, argv[2], &r0) || !sizeArg(env, argv[3], &r1) || !sizeArg(env, argv[4], &transpose) ||
-      !float32Arg(env, argv[5], &out, &outLen) || !sizeArg(env, argv[6], &threads))
-    return fail(env, "lowerBandToFloat32(l, dim, r0, r1, transpose, out, threads)");
-  const size_t width = transpose ? dim - r0 : r1;
-  if (dim > (1u << 16) || lLen != dim * dim || r0 > r1 || r1 > dim || outLen < (r1 - r0) * width)
-    return fail(env, "lowerBandToFloat32: bad sizes");
-  lowerBandToFloat32(l, dim, r0, r1, transpose != 0, out, threadCount(threads));
-  return NULL;
+      !sizeArg(env, argv[5], &threads))
+    return fail(env, "holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads)");
+  if (dim > (1u << 16) || lLen != dim * dim || r0 > r1 || r1 > dim) return fail(env, "holdLowerBand: bad sizes");
+  Held *h = newHeldCopy(env, r1 - r0, transpose ? dim - r0 : r1);
+  if (!h) return NULL;
+  lowerBandToFloat32(l, dim, r0, r1, transpose != 0, h->data, threadCount(threads));
+  return heldHandle(env, h);
 }
 
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
@@ -1936,7 +1962,7 @@ NAPI_MODULE_INIT() {
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
       {"cholesky", NULL, Cholesky, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lowerBandToFloat32", NULL, LowerBandToFloat32, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"holdLowerBand", NULL, HoldLowerBand, NULL, NULL, NULL, napi_enumerable, NULL},
       {"solveRightLowerArrays", NULL, SolveRightLowerArrays, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},
   };

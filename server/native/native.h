@@ -7,13 +7,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define LOFTQ_X86 1
-/** Row band [r0, r1) of L (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) as
- *  float32, row-major in `out`, zeros outside the triangle: a held factor's band. */
-void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
-
-/** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */
-void symmetrizeScaled(double *g, size_t dim, double scale, int threads);
-
 #endif
 
 enum { MAX_THREADS = 256 };

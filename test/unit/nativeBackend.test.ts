@@ -9,7 +9,7 @@
 // their definitions.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { createBackend } from '../../server/src/linalg/backend';
+import { createBackend, type DeviceMatrix } from '../../server/src/linalg/backend';
 import { NATIVE_ISAS, NativeBackend, nativeAddon } from '../../server/src/linalg/nativeBackend';
 import { attention, siluGate } from '../../server/src/model/ops';
 import { requireNative } from './nativeRequired';
@@ -183,6 +183,52 @@ test('the transposed product refuses blocks that do not make n × cols, with a m
     backend.timesTransposed(a, 2, 3, [w], 2),
     await (await backend.hold(a, 2, 3)).times(transposed(w, 2, 3), 2),
   );
+});
+
+test('a band of float64 L held natively is the float32 band a hold of it would copy, L or Lᵀ', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  for (const threads of [1, 3])
+    for (const dim of [1, 7, 70, 301]) {
+      const backend: NativeBackend = new NativeBackend(module, { threads });
+      const l = Float64Array.from(rand(dim * dim, dim + threads), (v, i) => (i % dim <= i / dim ? v : 0));
+      for (const [r0, r1] of [
+        [0, dim],
+        [0, Math.ceil(dim / 3)],
+        [Math.floor(dim / 3), Math.floor((2 * dim) / 3)],
+        [dim - 1, dim],
+        [dim >> 1, dim >> 1],
+      ])
+        for (const transpose of [false, true]) {
+          const [c0, c1] = transpose ? [r0, dim] : [0, r1];
+          // The band as float32, zeros off the triangle (Lᵀ[i][j] = L[j][i]).
+          const band = new Float32Array((r1 - r0) * (c1 - c0));
+          for (let i = r0; i < r1; i++)
+            for (let j = c0; j < c1; j++)
+              band[(i - r0) * (c1 - c0) + j - c0] = transpose
+                ? j >= i
+                  ? l[j * dim + i]
+                  : 0
+                : j <= i
+                  ? l[i * dim + j]
+                  : 0;
+          const held: DeviceMatrix = backend.holdLowerBand(l, dim, r0, r1, transpose);
+          assert.deepEqual([held.rows, held.cols], [r1 - r0, c1 - c0]);
+          const n = 5,
+            b = rand((c1 - c0) * n, r0 + r1);
+          const want: Float32Array = await (await backend.hold(band, r1 - r0, c1 - c0)).times(b, n);
+          assert.deepEqual(await held.times(b, n), want, `${dim} [${r0}, ${r1}) ${transpose ? 'Lᵀ' : 'L'}`);
+          held.dispose();
+        }
+    }
+  const l = new Float64Array(16);
+  assert.throws(() => module.holdLowerBand(l, 3, 0, 1, 0, 1), /holdLowerBand: bad sizes/);
+  assert.throws(() => module.holdLowerBand(l, 4, 3, 2, 0, 1), /holdLowerBand: bad sizes/);
+  assert.throws(() => module.holdLowerBand(l, 4, 0, 5, 1, 1), /holdLowerBand: bad sizes/);
+  assert.throws(() => module.holdLowerBand(new Float32Array(16) as never, 4, 0, 1, 0, 1), /holdLowerBand\(l/);
+  const raw = module.holdLowerBand(l, 4, 1, 3, 1, 1);
+  module.release(raw);
+  assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(4), 1, 'generic'), /released/);
 });
 
 test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {

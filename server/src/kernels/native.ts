@@ -74,16 +74,9 @@ export interface NativeAddon {
   solveRightLowerArrays(m: Float64Array, r: number, l: Float64Array, n: number, threads: number): void;
   /** g ← g·scale on and above the diagonal, mirrored below. */
   symmetrizeScaled(g: Float64Array, dim: number, scale: number, threads: number): void;
-  /** Row band [r0, r1) of L (transpose 0) or Lᵀ (1) as float32 into out, zeros off the triangle. */
-  lowerBandToFloat32(
-    l: Float64Array,
-    dim: number,
-    r0: number,
-    r1: number,
-    transpose: number,
-    out: Float32Array,
-    threads: number,
-  ): void;
+  /** Row band [r0, r1) of L (transpose 0) or Lᵀ (1) as float32, zeros off the triangle,
+   *  converted straight into a held copy (as hold's) that the returned handle owns. */
+  holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: number, threads: number): object;
 }
 
 const MODULE_FILE = 'loftq_native.node';

@@ -126,24 +126,38 @@ export class NativeBackend implements MatmulBackend {
     const { addon } = this;
     // Shared memory (a kernel workspace) is read in place: DeviceMatrix's contract is that
     // the caller does not write what it holds until dispose.
-    let handle: object | undefined =
-      a.buffer instanceof SharedArrayBuffer ? addon.holdView(a, rows, cols) : addon.hold(a, rows, cols);
-    this.largestTensorBytes = Math.max(this.largestTensorBytes, a.length * 4);
+    const handle = a.buffer instanceof SharedArrayBuffer ? addon.holdView(a, rows, cols) : addon.hold(a, rows, cols);
+    return this.held(handle, rows, cols);
+  }
+
+  /** Row band [r0, r1) of lower-triangular L (dim × dim, float64) held as float32 — of Lᵀ
+   *  when `transpose`, columns [r0, dim); of L, columns [0, r1) — converted in the module
+   *  straight into the held copy. */
+  holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: boolean): DeviceMatrix {
+    const handle = this.addon.holdLowerBand(l, dim, r0, r1, transpose ? 1 : 0, this.threads);
+    return this.held(handle, r1 - r0, transpose ? dim - r0 : r1);
+  }
+
+  /** The products of a module handle (rows × cols), released at dispose. */
+  private held(handle: object, rows: number, cols: number): DeviceMatrix {
+    const { addon } = this;
+    let live: object | undefined = handle;
+    this.largestTensorBytes = Math.max(this.largestTensorBytes, rows * cols * 4);
     return {
       rows,
       cols,
       times: async (b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> => {
-        if (!handle) throw new Error('native backend: product with a disposed matrix');
+        if (!live) throw new Error('native backend: product with a disposed matrix');
         if (b.length !== cols * n) throw new Error(`matmul shape mismatch: ${rows}x${cols} · ${b.length / n}x${n}`);
         const out = into ?? new Float32Array(rows * n);
         this.largestTensorBytes = Math.max(this.largestTensorBytes, out.length * 4);
-        addon.times(handle, b, n, out, this.threads, this.isa);
+        addon.times(live, b, n, out, this.threads, this.isa);
         this.flops += 2 * rows * cols * n;
         return out;
       },
       dispose() {
-        if (handle) addon.release(handle);
-        handle = undefined;
+        if (live) addon.release(live);
+        live = undefined;
       },
     };
   }

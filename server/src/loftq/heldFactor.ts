@@ -11,20 +11,26 @@ import { withScratchBuffers } from '../base/scratchBuffers';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { CalibrationFactor } from './calibrationFactor';
 import { NativeBackend } from '../linalg/nativeBackend';
-import { nativeAddon } from '../kernels/native';
 
 /** Bands of a held triangular factor: 8 → 56% of the dense flops, 8 uploads of b per product. */
 const BANDS = 8;
 
 export interface HeldFactor {
   /** S (dim × dim) times b (dim × n). */
-  s: DeviceMatrix;
+  s: FactorOperator;
   /** Sᵀ times b. */
-  sT: DeviceMatrix;
+  sT: FactorOperator;
   dispose(): void;
 }
 
-function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
+/** S or Sᵀ (dim × dim), and the squared norm of its product with b (dim × n) without the
+ *  product in memory whole. */
+interface FactorOperator extends DeviceMatrix {
+  /** Σ p² over the float32 product p = this · b, in float64, row after row. */
+  squaredNorm(b: Float32Array, n: number): Promise<number>;
+}
+
+function diagonalOperator(s: ArrayLike<number>): FactorOperator {
   const dim = s.length;
   return {
     rows: dim,
@@ -33,6 +39,15 @@ function diagonalOperator(s: ArrayLike<number>): DeviceMatrix {
       const out = into ?? new Float32Array(dim * n);
       for (let i = 0; i < dim; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = b[o + j] * s[i];
       return out;
+    },
+    async squaredNorm(b: Float32Array, n: number): Promise<number> {
+      let sum = 0;
+      for (let i = 0; i < dim; i++)
+        for (let j = 0, o = i * n; j < n; j++) {
+          const p = Math.fround(b[o + j] * s[i]); // the product as times stores it
+          sum += p * p;
+        }
+      return sum;
     },
     dispose() {},
   };
@@ -47,16 +62,10 @@ interface Band {
   held: DeviceMatrix;
 }
 
-/** Row band [r0, r1) of the triangular factor, columns [c0, c1), row-major: a copy the
- *  backend's hold may keep (or a reused buffer, where the hold copies it). */
-type BandOf = (r0: number, r1: number, c0: number, c1: number) => Float32Array;
+/** Row band [r0, r1) of the triangular factor, columns [c0, c1), held on the backend. */
+type HoldBand = (r0: number, r1: number, c0: number, c1: number) => Promise<DeviceMatrix>;
 
-async function holdTriangular(
-  dim: number,
-  lower: boolean,
-  bandOf: BandOf,
-  backend: MatmulBackend,
-): Promise<DeviceMatrix> {
+async function holdTriangular(dim: number, lower: boolean, holdBand: HoldBand): Promise<FactorOperator> {
   const bands: Band[] = [];
   const count = Math.max(1, Math.min(BANDS, dim));
   try {
@@ -64,7 +73,7 @@ async function holdTriangular(
       const r0 = Math.floor((dim * b) / count),
         r1 = Math.floor((dim * (b + 1)) / count);
       const [c0, c1] = lower ? [0, r1] : [r0, dim];
-      bands.push({ r0, r1, c0, c1, held: await backend.hold(bandOf(r0, r1, c0, c1), r1 - r0, c1 - c0) });
+      bands.push({ r0, r1, c0, c1, held: await holdBand(r0, r1, c0, c1) });
     }
   } catch (e) {
     for (const band of bands) band.held.dispose();
@@ -82,6 +91,20 @@ async function holdTriangular(
         if (got !== dst) dst.set(got);
       }
       return out;
+    },
+    // A band's rows at a time, in a reused buffer: the whole product (as large as the matrix
+    // measured, 46 MB for a 5632 × 2048 one) was fresh memory on each job thread.
+    squaredNorm(b: Float32Array, n: number): Promise<number> {
+      if (b.length !== dim * n) throw new Error(`matmul shape mismatch: ${dim}x${dim} · ${b.length / n}x${n}`);
+      return withScratchBuffers(async (buffers) => {
+        let sum = 0;
+        for (const band of bands) {
+          const dst = buffers.f32('factor.band', (band.r1 - band.r0) * n);
+          const p = await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n, dst);
+          for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
+        }
+        return sum;
+      });
     },
     dispose() {
       for (const band of bands) band.held.dispose();
@@ -103,30 +126,23 @@ function transposedLower(l: Float32Array, dim: number): Float32Array {
   return t;
 }
 
-/** Bands cut from a float32 copy of a whole triangular matrix t (dim × dim). */
-function bandsOf(t: Float32Array, dim: number): BandOf {
+/** Bands cut from a float32 copy of a whole triangular matrix t (dim × dim), each copied
+ *  into a new array for the backend to hold. */
+function copiedBands(t: Float32Array, dim: number, backend: MatmulBackend): HoldBand {
   return (r0, r1, c0, c1) => {
     const w = c1 - c0;
     const part = new Float32Array((r1 - r0) * w);
     for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
-    return part;
+    return backend.hold(part, r1 - r0, w);
   };
 }
 
-/** Native: each band converted from float64 L (and transposed, for Lᵀ) in the module, into one
- *  reused buffer that the hold copies — the JavaScript conversion, transpose and band copies
- *  took ~2 s per matrix at a 5632-wide input, most of it faulting fresh pages. */
-function nativeBandsOf(l: Float64Array, dim: number, transpose: boolean, threads: number): BandOf | undefined {
-  const addon = nativeAddon().module;
-  if (!addon) return undefined;
-  let scratch = new Float32Array(0);
-  return (r0, r1, c0, c1) => {
-    const size = (r1 - r0) * (c1 - c0);
-    if (scratch.length < size) scratch = new Float32Array(size);
-    const part = scratch.subarray(0, size);
-    addon.lowerBandToFloat32(l, dim, r0, r1, transpose ? 1 : 0, part, threads);
-    return part;
-  };
+/** Native: each band converted from float64 L (and transposed, for Lᵀ) in the module straight
+ *  into its held copy — the JavaScript conversion, transpose and band copies took ~2 s per
+ *  matrix at a 5632-wide input, and converting into a JavaScript buffer that the hold then
+ *  copied faulted that buffer's fresh pages (2 × 16 MB) for every matrix and copied 142 MB. */
+function nativeBands(l: Float64Array, dim: number, transpose: boolean, backend: NativeBackend): HoldBand {
+  return async (r0, r1) => backend.holdLowerBand(l, dim, r0, r1, transpose);
 }
 
 export async function holdFactor(factor: CalibrationFactor, backend: MatmulBackend): Promise<HeldFactor> {
@@ -136,18 +152,19 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
   }
   const dim = factor.dim;
   const l = factor.l as Float64Array;
-  const native = backend instanceof NativeBackend;
-  let lower = native ? nativeBandsOf(l, dim, false, backend.threads) : undefined;
-  let upper = native ? nativeBandsOf(l, dim, true, backend.threads) : undefined;
-  if (!lower || !upper) {
+  let lower: HoldBand, upper: HoldBand;
+  if (backend instanceof NativeBackend) {
+    lower = nativeBands(l, dim, false, backend);
+    upper = nativeBands(l, dim, true, backend);
+  } else {
     const l32 = new Float32Array(l); // not Float32Array.from: its iterator path is ~50× slower
-    lower = bandsOf(l32, dim);
-    upper = bandsOf(transposedLower(l32, dim), dim);
+    lower = copiedBands(l32, dim, backend);
+    upper = copiedBands(transposedLower(l32, dim), dim, backend);
   }
-  const s = await holdTriangular(dim, true, lower, backend);
-  let sT: DeviceMatrix;
+  const s = await holdTriangular(dim, true, lower);
+  let sT: FactorOperator;
   try {
-    sT = await holdTriangular(dim, false, upper, backend);
+    sT = await holdTriangular(dim, false, upper);
   } catch (e) {
     s.dispose();
     throw e;
@@ -165,12 +182,5 @@ export async function holdFactor(factor: CalibrationFactor, backend: MatmulBacke
 /** ‖X·S‖_F² for row-major X (rows × dim) given Xᵀ (dim × rows): the sum of squares of Sᵀ·Xᵀ,
  *  accumulated in float64. */
 export function squaredNormTimesFactor(xT: Float32Array, rows: number, held: HeldFactor): Promise<number> {
-  // The product (as large as X) in a reused buffer: seven of these per matrix, fresh, were
-  // most of a calibrated run's time on a machine where new pages are dear.
-  return withScratchBuffers(async (buffers) => {
-    const p = await held.sT.times(xT, rows, buffers.f32('factor.product', held.sT.rows * rows));
-    let sum = 0;
-    for (let i = 0; i < p.length; i++) sum += p[i] * p[i];
-    return sum;
-  });
+  return held.sT.squaredNorm(xT, rows);
 }
