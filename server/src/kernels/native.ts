@@ -6,7 +6,8 @@
 // wasm kernel's; the low-rank step and the Krylov algebra differ in rounding only (fused
 // multiply-adds, sums in another order).
 
-import { findBuilt } from '../base/bundleScript';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export const NATIVE_ISAS = ['generic', 'avx2', 'avx512'] as const;
 export type NativeIsa = (typeof NATIVE_ISAS)[number];
@@ -82,10 +83,20 @@ export interface NativeAddon {
 const MODULE_FILE = 'loftq_native.node';
 let addon: { module?: NativeAddon; problem?: string } | undefined;
 
+/** dist/loftq_native.node beside this bundle, or in the repo's dist/ (compiled tests in out/). */
+function moduleFile(): string | undefined {
+  let d = __dirname;
+  for (let i = 0; i < 6; i++) {
+    for (const c of [path.join(d, MODULE_FILE), path.join(d, 'dist', MODULE_FILE)]) if (fs.existsSync(c)) return c;
+    d = path.dirname(d);
+  }
+  return undefined;
+}
+
 /** The loaded module, or why there is none (not built, or built for another platform). */
 export function nativeAddon(): { module?: NativeAddon; problem?: string } {
   if (addon) return addon;
-  const file = findBuilt(MODULE_FILE);
+  const file = moduleFile();
   if (!file) {
     addon = { problem: 'dist/loftq_native.node was not built (it needs a C compiler when `node esbuild.mjs` runs)' };
     return addon;
