@@ -83,7 +83,8 @@ export interface NativeAddon {
 const MODULE_FILE = 'loftq_native.node';
 let addon: { module?: NativeAddon; problem?: string } | undefined;
 
-/** dist/loftq_native.node beside this bundle, or in the repo's dist/ (compiled tests in out/). */
+/** dist/loftq_native.node beside this bundle, or in the repo's dist/ (compiled tests in out/).
+ *  The walk of base/bundleScript.ts, repeated: kernels/ is a leaf and imports nothing above it. */
 function moduleFile(): string | undefined {
   let d = __dirname;
   for (let i = 0; i < 6; i++) {
