@@ -10,8 +10,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { quantizeCheckpoint } from '../../server/src/engine/run';
+import { mergeShards } from '../../server/src/engine/merge';
 import { openCheckpoint } from '../../server/src/checkpoint';
-import { CancelledError } from '../../server/src/base/errors';
+import { CancelledError, InputError } from '../../server/src/base/errors';
 import { JOURNAL_DIR } from '../../server/src/base/journal';
 import { collectInputStats, collectInputStatsWithInfo, createCollectionBackend } from '../../server/src/model/collect';
 import { registerCalibrationCollector } from '../../server/src/model/calibrate';
@@ -190,3 +191,38 @@ for (const collector of ['in-thread', 'thread'] as const) {
     assert.deepEqual(fs.readdirSync(parent), [], 'no output folder, no journal');
   });
 }
+
+test('calibrated shards merge into the whole run, calibration block included; shards of another calibration do not', async () => {
+  const tokens = tokenFile();
+  const shardRun = (out: string, index: number, ridge?: number) =>
+    quantizeCheckpoint(STORIES, {
+      out,
+      settings,
+      backend: 'wasm',
+      workers: 2,
+      calibration: { file: tokens, ...(ridge === undefined ? {} : { ridge }) },
+      shard: { index, count: 2 },
+    });
+  registerCalibrationCollector();
+  const root = tempDir();
+  const [s0, s1, odd] = ['s0', 's1', 'odd'].map((d) => path.join(root, d));
+  await shardRun(s0, 0);
+  await shardRun(s1, 1);
+  const merged = await mergeShards([s0, s1], { out: path.join(root, 'merged') });
+  const whole = await quantizeCheckpoint(STORIES, {
+    out: path.join(root, 'whole'),
+    settings,
+    backend: 'wasm',
+    calibration: { file: tokens },
+  });
+  sameFiles(path.join(root, 'merged'), path.join(root, 'whole'));
+  assert.deepEqual(merged.report.calibration, whole.report.calibration);
+  assert.deepEqual(errorsOf(merged.report), errorsOf(whole.report));
+
+  await shardRun(odd, 1, 0.05);
+  await assert.rejects(
+    mergeShards([s0, odd], { out: path.join(root, 'mixed') }),
+    (e) => e instanceof InputError && /differs from .* in calibration: .*"ridge":0.05/.test(e.message),
+  );
+  assert.ok(!fs.existsSync(path.join(root, 'mixed')), 'nothing written');
+});

@@ -73,6 +73,8 @@ function agreement(d: ShardDescriptor): [string, unknown][] {
     ['targets', d.targets ?? null],
     ['format', d.format],
     ['on-nonfinite', d.onNonFinite],
+    // Where the token file lay may differ from machine to machine; what it held may not.
+    ['calibration', d.calibration ? { ...d.calibration, file: undefined } : null],
   ];
 }
 
@@ -140,7 +142,12 @@ export async function collectShards(dirs: string[], checkpointOverride?: string)
       'is not the checkpoint the shards were computed from (file names, sizes or headers differ)',
     );
   }
-  const source: AssembleSource = { entries: new Map(), skipped: new Map(), gemmFlops: 0 };
+  const source: AssembleSource = {
+    entries: new Map(),
+    skipped: new Map(),
+    gemmFlops: 0,
+    ...(first.d.calibration ? { calibration: first.d.calibration } : {}),
+  };
   for (const f of found) {
     source.gemmFlops! += f.d.gemmFlops ?? 0;
     for (const [name, entry] of Object.entries(f.d.entries))

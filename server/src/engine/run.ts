@@ -353,7 +353,8 @@ async function quantizeInto(
     // A plan's defaults win over the options (planMatrices), so they are what the run used.
     const defaults = compilePlan(opts.plan ?? { checkpoint: '' }, opts.settings).defaults;
     const report = buildReport(ck, defaults, backend, matrices, (performance.now() - t0) / 1000);
-    if (calibration) report.calibration = calibration.info;
+    const calibrationInfo = calibration?.info ?? opts.assemble?.calibration;
+    if (calibrationInfo) report.calibration = calibrationInfo;
     if (opts.shard) {
       await writeShardDescriptor(out, {
         checkpoint: ck.path,
@@ -372,6 +373,7 @@ async function quantizeInto(
         ),
         skipped,
         gemmFlops: executor ? executor.flops() : 0,
+        ...(calibration ? { calibration: calibration.info } : {}),
       });
       return { report, reportPath: '' };
     }

@@ -8,7 +8,14 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import type { Checkpoint } from '../checkpoint';
 import { tempPathFor, writeFileAtomic } from '../checkpoint';
-import type { BackendName, ExportFormat, MatrixReport, MatrixSettings, PlanFile } from '../protocol/lsp_ext';
+import type {
+  BackendName,
+  CalibrationInfo,
+  ExportFormat,
+  MatrixReport,
+  MatrixSettings,
+  PlanFile,
+} from '../protocol/lsp_ext';
 import { InputError } from '../base/errors';
 import { JOURNAL_DIR } from '../base/journal';
 import { TOOL } from './version';
@@ -39,6 +46,8 @@ export interface ShardDescriptor {
   skipped: MatrixReport[];
   /** GEMM flops this shard issued (the merged report's totals.gemmGflop is their sum). */
   gemmFlops: number;
+  /** The calibration its matrices were computed with (the merged report's calibration block). */
+  calibration?: CalibrationInfo;
 }
 
 /** What a merge hands to quantizeCheckpoint: the finished results, by tensor name. */
@@ -46,6 +55,7 @@ export interface AssembleSource {
   entries: Map<string, string>;
   skipped: Map<string, MatrixReport>;
   gemmFlops?: number;
+  calibration?: CalibrationInfo;
 }
 
 export const DESCRIPTOR_RE = /^shard-(\d+)-of-(\d+)\.json$/;
