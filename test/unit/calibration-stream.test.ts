@@ -192,7 +192,7 @@ for (const collector of ['in-thread', 'thread'] as const) {
   });
 }
 
-test('calibrated shards merge into the whole run, calibration block included; shards of another calibration do not', async () => {
+test('calibrated shards merge into the whole run, calibration included; other calibrations refused', async () => {
   const tokens = tokenFile();
   const shardRun = (out: string, index: number, ridge?: number) =>
     quantizeCheckpoint(STORIES, {
