@@ -62,6 +62,12 @@ export class NativeBackend implements MatmulBackend {
     this.flops += this.addon.gramUpper(x, dim, t0, t1, g, this.threads, this.isa);
   }
 
+  /** g ← g·scale on and above the diagonal, mirrored below (g dim × dim float64): the
+   *  calibration statistics' G made exactly symmetric, on the threads. */
+  symmetrizeScaled(g: Float64Array, dim: number, scale: number): void {
+    this.addon.symmetrizeScaled(g, dim, scale, this.threads);
+  }
+
   /** model/ops.ts's causal attention of every sequence (rows start … start + len of qkv into
    *  rows outRow … of out), split over heads. */
   attention(

@@ -18,7 +18,6 @@ import type { BackendChoice } from '../registry';
 import { ModelConfig, readModelConfig } from './config';
 import { ForwardResult, runForward } from './forward';
 import { transposeInto } from './linear';
-import { nativeAddon } from '../kernels/native';
 import type { InputStat, InputStats } from './stats';
 import { CALIBRATION_SPECS } from '../registry';
 
@@ -167,9 +166,7 @@ export async function collectInputStatsWithInfo(
             if (opts.backend instanceof NativeBackend) opts.backend.gramUpper(x, dim, t0, t1, g);
             else await accumulateUpper(opts.backend, x, dim, t0, t1, g);
           }
-          const native = opts.backend instanceof NativeBackend ? opts.backend : undefined;
-          const addon = native && nativeAddon().module;
-          if (native && addon) addon.symmetrizeScaled(g, dim, 1 / tokens, native.threads);
+          if (opts.backend instanceof NativeBackend) opts.backend.symmetrizeScaled(g, dim, 1 / tokens);
           else scaleAndMirror(g, dim, 1 / tokens);
           stat = { kind: 'full', dim, count: tokens, g };
         } else {
