@@ -239,8 +239,7 @@ async function quantizeInto(
     for (const f of ck.files) stamps.set(f, await fileStamp(f));
     const jobs = mine.map((m) => ({ ...m, fanInFanOut: isFanInFanOut(config, m.tensor.name) }));
     type Job = (typeof jobs)[number];
-    /** Journal entry of each matrix, once its statistic (if any) is known. */
-    const entries = new Map<string, string>();
+    /** A job with its statistic (if any) and so its journal entry. */
     const withEntry = (j: Job, stats: InputStats | undefined) => {
       const stat = calibration && stats && statFor(calibration, stats, j.tensor, j.fanInFanOut);
       const key = journalKey({
@@ -251,9 +250,7 @@ async function quantizeInto(
         fileStamp: stamps.get(j.tensor.file)!,
         calibration: stat ? calibration!.keyOf(stat) : undefined,
       });
-      const entry = journalPath(out, key);
-      entries.set(j.tensor.name, entry);
-      return { ...j, stat, entry };
+      return { ...j, stat, entry: journalPath(out, key) };
     };
 
     // --- compute (skipping journaled matrices) ---
@@ -367,9 +364,10 @@ async function quantizeInto(
         backend,
         shard: opts.shard,
         entries: Object.fromEntries(
-          jobs
-            .filter((j) => finished.has(j.tensor.name))
-            .map((j) => [j.tensor.name, path.basename(entries.get(j.tensor.name)!)]),
+          jobs.flatMap((j) => {
+            const f = finished.get(j.tensor.name);
+            return f ? [[j.tensor.name, path.basename(f.entry)]] : [];
+          }),
         ),
         skipped,
         gemmFlops: executor ? executor.flops() : 0,
