@@ -19,13 +19,14 @@ const next = () => new Promise<ToCalibThread>((resolve) => port.once('message', 
     const ck = await openCheckpoint(input.checkpoint);
     const opened = await openCalibration(ck, input.params, { backend: input.backend });
     const first = opened.stats && packStats(opened.stats);
-    const streams = !!opened.stream;
+    const stream = opened.stream;
     port.postMessage(
-      { type: 'opened', info: opened.info, stats: first?.packed, streams } satisfies FromCalibThread,
+      { type: 'opened', info: opened.info, stats: first?.packed, streams: !!stream } satisfies FromCalibThread,
       first?.transfer ?? [],
     );
-    if ((await next()).type !== 'stream' || !opened.stream) return;
-    await opened.stream(async (stats, layer, layers) => {
+    // Without a pass (an imatrix) the thread is done; else it waits to be told to run it.
+    if (!stream || (await next()).type !== 'stream') return;
+    await stream(async (stats, layer, layers) => {
       const { packed, transfer } = packStats(stats);
       port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
       await next();
