@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-const SOURCES = ['server/native/loftq_native.c', 'server/native/factor.c'];
+const SOURCES = ['server/native/loftq_native.c', 'server/native/statistics.c'];
 const HEADERS = ['server/native/native.h'];
 
 function nodeHeaders() {

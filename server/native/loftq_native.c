@@ -140,7 +140,7 @@ KERNEL_AVX512(4)
 // engine asks for the same sizes over and over (the residual and its transpose every LoftQ
 // iteration, the packed block of every product). Freed buffers are kept for reuse — a few,
 // of bounded total size, the least recently returned going first — instead of going back
-// to the system. Slots are many because sizes are: a triangular factor's eight bands pack
+// to the system. Slots are many because sizes are: a held metric's eight bands pack
 // eight sizes per product, its sixteen held bands come back together when a job ends, and
 // two job threads interleave theirs; with 8 slots a calibrated tinyllama layer missed 3.3 GB
 // of buffers (≈10 s of page faults), with 32 it missed 0.6 GB — evicting at 200–380 MB
@@ -1813,39 +1813,7 @@ static napi_value SymmetricEigen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** cholesky(memory, a, n, shift[, threads]) → −1, or the row whose pivot was not positive
- *  (the wasm kernel's contract; factor.c). */
-static napi_value Cholesky(napi_env env, napi_callback_info info) {
-  Memory m;
-  double a[4];
-  if (!kernelArgs(env, info, 3, &m, a, "cholesky(memory: Uint8Array, …3 numbers[, threads])")) return NULL;
-  if (!wholeCount(a[1], 1 << 16) || !isfinite(a[2])) return fail(env, "cholesky: bad size or shift");
-  double *pa = region(&m, a[0], 8 * a[1] * a[1]);
-  if (!pa) return outsideMemory(env, "cholesky");
-  const long bad = choleskyLower(pa, (size_t)a[1], a[2], (int)a[3], bestIsa());
-  if (bad == -2) return sumResult(env, NAN);
-  napi_value out;
-  CHECK(napi_create_double(env, (double)bad, &out));
-  return out;
-}
-
-/** solveRightLowerArrays(m: Float64Array, r, l: Float64Array, n, threads): m (r × n) ← m·L⁻¹
- *  (factor.c) on the factor where it lies (shared memory), without copying L into a workspace. */
-static napi_value SolveRightLowerArrays(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  double *m, *l;
-  size_t mLen, lLen, r, n, threads;
-  if (argc != 5 || !float64Arg(env, argv[0], &m, &mLen) || !sizeArg(env, argv[1], &r) ||
-      !float64Arg(env, argv[2], &l, &lLen) || !sizeArg(env, argv[3], &n) || !sizeArg(env, argv[4], &threads))
-    return fail(env, "solveRightLowerArrays(m, r, l, n, threads)");
-  if (n > (1u << 16) || lLen != n * n || mLen != r * n) return fail(env, "solveRightLowerArrays: bad sizes");
-  solveRightLower(m, r, l, n, threadCount(threads), bestIsa());
-  return NULL;
-}
-
-/** symmetrizeScaled(g: Float64Array, dim, scale, threads) (factor.c). */
+/** symmetrizeScaled(g: Float64Array, dim, scale, threads) (statistics.c). */
 static napi_value SymmetrizeScaled(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1860,10 +1828,10 @@ static napi_value SymmetrizeScaled(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads): row band [r0, r1) of L
- *  (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) converted to float32 straight
- *  into a held matrix (factor.c) — a held factor's band without a float32 copy in JavaScript
- *  for hold to copy again (a 5632-wide factor's 16 bands are 142 MB). */
+/** holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads): row band [r0, r1) of l's
+ *  lower triangle T (transpose 0: columns [0, r1)) or of Tᵀ (1: columns [r0, dim)) converted to
+ *  float32 straight into a held matrix (statistics.c) — a held metric's band without a float32
+ *  copy in JavaScript for hold to copy again (a 5632-wide G's 16 bands are 142 MB). */
 static napi_value HoldLowerBand(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -1961,9 +1929,7 @@ NAPI_MODULE_INIT() {
       {"orthonormalize", NULL, Orthonormalize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"cholesky", NULL, Cholesky, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdLowerBand", NULL, HoldLowerBand, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"solveRightLowerArrays", NULL, SolveRightLowerArrays, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -1,5 +1,5 @@
 // What the native module's C files share: the instruction-set choice, the thread helper and
-// the buffer cache (defined in loftq_native.c), and the float64 factorizations (factor.c).
+// the buffer cache (defined in loftq_native.c), and the calibration statistics' float64 helpers (statistics.c).
 #ifndef LOFTQ_NATIVE_H
 #define LOFTQ_NATIVE_H
 
@@ -25,17 +25,9 @@ size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *c
 void *takeBuffer(size_t bytes, size_t *capacity);
 void giveBuffer(void *p, size_t capacity);
 
-/** Lower Cholesky factor of (a + shift·I), row-major n × n, in place (the lower triangle is
- *  read, the upper one zeroed): −1, or the row whose pivot was not positive (left holding
- *  that pivot). Blocked: the trailing updates are float64 products on `threads` threads. */
-long choleskyLower(double *a, size_t n, double shift, int threads, Isa isa);
-
-/** m (r × n, row-major) ← m · L⁻¹ for lower-triangular L (n × n, row-major), in place:
- *  the calibrated adapter A = M·S⁻¹. Rows of m split over `threads` threads. */
-void solveRightLower(double *m, size_t r, const double *l, size_t n, int threads, Isa isa);
-
-/** Row band [r0, r1) of L (transpose 0: columns [0, r1)) or of Lᵀ (1: columns [r0, dim)) as
- *  float32, row-major in `out`, zeros outside the triangle: a held factor's band. */
+/** Row band [r0, r1) of the lower triangle T of l (transpose 0: columns [0, r1)) or of Tᵀ
+ *  (1: columns [r0, dim)) as float32, row-major in `out`, zeros outside the triangle: a band
+ *  of a held metric (loftq/heldMetric.ts). */
 void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
 
 /** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */

@@ -1,9 +1,12 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { calibratedLoftqMatrix } from '../../server/src/loftq/calibrated';
-import { calibrationFactor, cholesky, FactorError } from '../../server/src/loftq/calibrationFactor';
+import { calibrationMetric, StatisticsError } from '../../server/src/loftq/calibrationMetric';
+import { holdMetric } from '../../server/src/loftq/heldMetric';
 import { loftqMatrix } from '../../server/src/loftq/loftq';
-import { createBackend } from '../../server/src/linalg/backend';
+import { createBackend, type MatmulBackend } from '../../server/src/linalg/backend';
+import { nativeAddon } from '../../server/src/linalg/nativeBackend';
+import { requireNative } from './nativeRequired';
 import { gaussian } from '../../server/src/linalg/dense';
 import type { InputStat } from '../../server/src/model/stats';
 import type { MatrixSettings } from '../../server/src/protocol/lsp_ext';
@@ -164,7 +167,7 @@ test(BEATS_PLAIN_LOFTQ, async () => {
   const normWS = Math.sqrt(quadratic(w, h, ROWS, COLS));
   for (const bits of [2, 3, 4]) {
     const s = settings(bits, 5);
-    const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationFactor(stat, RIDGE));
+    const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationMetric(stat, RIDGE));
     const plain = await loftqMatrix(w, ROWS, COLS, s, backend);
     const calErr =
       Math.sqrt(quadratic(residualOf(w, cal.q, cal.loraB, cal.loraA, ROWS, COLS, cal.rank), h, ROWS, COLS)) / normWS;
@@ -219,7 +222,7 @@ test(IDENTITY_IS_PLAIN, async () => {
     const s = settings(bits, 4);
     const plain = await loftqMatrix(w, ROWS, COLS, s, backend);
     for (const stat of stats) {
-      const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationFactor(stat, 0));
+      const cal = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, calibrationMetric(stat, 0));
       assert.equal(cal.relErrorPerIter.length, plain.relErrorPerIter.length);
       cal.relErrorPerIter.forEach((e, i) =>
         assert.ok(
@@ -266,7 +269,7 @@ test(CLOSED_FORM_OPTIMUM, async () => {
         COLS,
         { bits: 2, rank, iters: 1, quantizer: 'nf', blockSize: 64 },
         backend,
-        calibrationFactor(stat, RIDGE),
+        calibrationMetric(stat, RIDGE),
       );
       const r = Float64Array.from(w, (v, i) => v - cal.q[i]);
       const optimum = Math.sqrt(optimalTail(r, h, ROWS, COLS, rank));
@@ -277,47 +280,76 @@ test(CLOSED_FORM_OPTIMUM, async () => {
   }
 });
 
-test('Cholesky factor: L·Lᵀ = G + λI; a G that is not a second moment is refused', () => {
+test('statistics that cannot be a second moment are refused; an all-zero G is the plain objective', () => {
   const x = activations(60, 12, 3);
-  const g = secondMoment(x, 60, 12);
-  const l = cholesky(g, 12, 0.5);
-  for (let i = 0; i < 12; i++)
-    for (let j = 0; j < 12; j++) {
-      let v = 0;
-      for (let k = 0; k < 12; k++) v += l[i * 12 + k] * l[j * 12 + k];
-      assert.ok(Math.abs(v - g[i * 12 + j] - (i === j ? 0.5 : 0)) < 1e-10);
-      if (j > i) assert.equal(l[i * 12 + j], 0);
-    }
-  const bad = Float64Array.from(g);
-  bad[0] = -1;
-  assert.throws(() => calibrationFactor({ kind: 'full', dim: 12, count: 60, g: bad }, 0), FactorError);
+  const bad = secondMoment(x, 60, 12);
+  bad[5 * 12 + 5] = -1;
+  assert.throws(() => calibrationMetric({ kind: 'full', dim: 12, count: 60, g: bad }, 0), /diagonal entry 5/);
   assert.throws(
-    () => calibrationFactor({ kind: 'diag', dim: 2, count: 1, d: Float64Array.from([1, NaN]) }),
-    FactorError,
+    () => calibrationMetric({ kind: 'diag', dim: 2, count: 1, d: Float64Array.from([1, NaN]) }),
+    StatisticsError,
   );
-  // An input that was never nonzero: nothing to weight by, S = I.
-  const none = calibrationFactor({ kind: 'full', dim: 3, count: 5, g: new Float64Array(9) });
-  assert.deepEqual(none, { kind: 'diag', dim: 3, s: Float64Array.from([1, 1, 1]) });
+  // An input that was never nonzero: nothing to weight by, H = I.
+  const none = calibrationMetric({ kind: 'full', dim: 3, count: 5, g: new Float64Array(9) });
+  assert.deepEqual(none, { kind: 'diag', dim: 3, d: Float64Array.from([1, 1, 1]) });
 });
 
-const CHOLESKY_OFF_TILES =
-  'Cholesky factor at a width that is not a multiple of the kernel tiles: L·Lᵀ = G + λI to float64 rounding';
-test(CHOLESKY_OFF_TILES, () => {
-  // Around the wasm kernel's 4 × 2 tiles, its 64-row blocks and (333) its 256-column update slices.
-  for (const n of [1, 2, 3, 5, 67, 130, 333]) {
-    const x = activations(2 * n + 3, n, 40 + n);
-    const g = secondMoment(x, 2 * n + 3, n);
-    const lambda = 1e-3;
-    const l = cholesky(g, n, lambda);
-    let worst = 0;
-    for (let i = 0; i < n; i++)
-      for (let j = 0; j < n; j++) {
-        if (j > i) assert.equal(l[i * n + j], 0);
-        let v = 0;
-        for (let k = 0; k <= Math.min(i, j); k++) v += l[i * n + k] * l[j * n + k];
-        const want = g[i * n + j] + (i === j ? lambda : 0);
-        worst = Math.max(worst, Math.abs(v - want) / Math.sqrt((g[i * n + i] + lambda) * (g[j * n + j] + lambda)));
+/** The held metric's H·b and tr(bᵀ·H·b) against float64 sums, at widths across its bands. */
+async function metricProducts(backend: MatmulBackend): Promise<void> {
+  const name = backend.name;
+  {
+    for (const [dim, n] of [
+      [1, 1],
+      [3, 2],
+      [7, 5],
+      [67, 9],
+      [130, 24],
+    ]) {
+      const x = activations(2 * dim + 3, dim, 70 + dim);
+      const g = secondMoment(x, 2 * dim + 3, dim);
+      const mean = Array.from({ length: dim }, (_, i) => g[i * dim + i]).reduce((a, v) => a + v) / dim;
+      const h = withRidge(g, dim, RIDGE * mean);
+      const b = Float32Array.from(gaussian(dim * n, 90 + dim));
+      const held = await holdMetric(calibrationMetric({ kind: 'full', dim, count: 1, g }, RIDGE), backend);
+      try {
+        const hb = await held.h.times(b, n);
+        let worst = 0,
+          scale = 0;
+        for (let i = 0; i < dim; i++)
+          for (let c = 0; c < n; c++) {
+            let v = 0,
+              mag = 0;
+            for (let k = 0; k < dim; k++) {
+              v += h[i * dim + k] * b[k * n + c];
+              mag += Math.abs(h[i * dim + k] * b[k * n + c]);
+            }
+            worst = Math.max(worst, Math.abs(hb[i * n + c] - v));
+            scale = Math.max(scale, mag);
+          }
+        assert.ok(worst <= 1e-5 * scale, `${name} ${dim}×${n}: H·b off by ${worst} (scale ${scale})`);
+        // tr(bᵀ·H·b) = Σ_c b_cᵀ·H·b_c, the output error's square for b = Xᵀ.
+        let want = 0;
+        for (let c = 0; c < n; c++)
+          for (let i = 0; i < dim; i++) {
+            let v = 0;
+            for (let k = 0; k < dim; k++) v += h[i * dim + k] * b[k * n + c];
+            want += b[i * n + c] * v;
+          }
+        const got = await held.quadratic(b, n);
+        assert.ok(Math.abs(got - want) <= 1e-5 * want, `${name} ${dim}×${n}: tr(bᵀHb) ${got} vs ${want}`);
+      } finally {
+        held.dispose();
       }
-    assert.ok(worst < 1e-12, `n=${n}: worst relative entry error ${worst}`);
+    }
   }
+}
+
+test('held metric (wasm): H·b and tr(bᵀ·H·b) equal float64 sums with H = G + λI', async () => {
+  await metricProducts(await createBackend('wasm'));
+});
+
+test('held metric (native): H·b and tr(bᵀ·H·b) equal float64 sums with H = G + λI', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  await metricProducts(await createBackend('native', { threads: 2 }));
 });

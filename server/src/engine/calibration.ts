@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Checkpoint, TensorInfo } from '../checkpoint';
 import type { InputStat, InputStats } from '../model/stats';
 import type { CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
-import { DEFAULT_RIDGE } from '../loftq/calibrationFactor';
+import { DEFAULT_RIDGE } from '../loftq/calibrationMetric';
 import { CALIBRATION_SPECS, valueProblem } from '../registry';
 import { statsCollector } from '../model/collector';
 import type { CollectOptions, OpenedCalibration, PreparedCalibration } from '../model/collector';

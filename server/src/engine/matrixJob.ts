@@ -15,9 +15,9 @@ import {
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqMatrix, type LoftqResult } from '../loftq/loftq';
 import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
-import { calibrationFactor, FactorError, type CalibrationFactor } from '../loftq/calibrationFactor';
+import { calibrationMetric, StatisticsError, type CalibrationMetric } from '../loftq/calibrationMetric';
 import type { InputStat } from '../model/stats';
-import { holdFactor, squaredNormTimesFactor, type HeldFactor } from '../loftq/heldFactor';
+import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
 import { packCodes } from '../quant/pack';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
@@ -36,11 +36,8 @@ export interface MatrixJob {
   packed: boolean;
   onNonFinite: 'refuse' | 'skip';
   journalFile: string;
-  /** Calibrated LoftQ: this matrix's input statistic G (shared memory across threads) and the
-   *  ridge; the job factors S·Sᵀ = G + λI itself, into a buffer its thread reuses — a factor
-   *  per statistic shared between threads was a fresh width² buffer per layer that the
-   *  threads' collectors freed late (a calibrated 1.1B run peaked at 16.4 GB). q/k/v then
-   *  factor one G three times: 0.07 s each at width 2048 natively. `origin` names the
+  /** Calibrated LoftQ: this matrix's input statistic G (shared memory across threads, read in
+   *  place: q/k/v and gate/up share one) and the ridge of H = G + λI. `origin` names the
    *  statistics in messages. */
   calibration?: { stat: InputStat; ridge: number; origin: string };
 }
@@ -74,12 +71,12 @@ function frob(x: Float32Array): number {
   return Math.sqrt(s);
 }
 
-/** S for a calibrated job, in the thread's reused factor buffer (valid for this job). */
-function factorFor(c: NonNullable<MatrixJob['calibration']>, buffers: ScratchBuffers): CalibrationFactor {
+/** H = G + λI for a calibrated job. */
+function metricFor(c: NonNullable<MatrixJob['calibration']>): CalibrationMetric {
   try {
-    return calibrationFactor(c.stat, c.ridge, (n) => buffers.f64('factor', n));
+    return calibrationMetric(c.stat, c.ridge);
   } catch (e) {
-    if (e instanceof FactorError) throw new InputError(c.origin, `statistics unusable: ${e.message}`);
+    if (e instanceof StatisticsError) throw new InputError(c.origin, `statistics unusable: ${e.message}`);
     throw e;
   }
 }
@@ -107,26 +104,26 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     };
   }
   const w = read.w;
-  const tFactor = performance.now();
-  const factor = job.calibration && factorFor(job.calibration, buffers);
-  if (factor) phases.calib = (performance.now() - tFactor) / 1000;
+  const tMetric = performance.now();
+  const metric = job.calibration && metricFor(job.calibration);
   const dtype = tensor.dtype as DType;
   // Held once: the LoftQ iterations and the written matrix's output error both use it.
-  const heldFactor = factor ? await holdFactor(factor, backend) : undefined;
+  const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
+  if (metric) phases.calib = (performance.now() - tMetric) / 1000;
   let res: LoftqResult & Partial<CalibratedResult>;
   let written: Written;
   let tAfter: number;
   try {
-    const run = factor
-      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, factor, { phases, into: buffers, heldFactor })
+    const run = metric
+      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, metric, { phases, into: buffers, heldMetric })
       : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers });
     res = await run.catch((e) => {
       throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
     });
     tAfter = performance.now();
-    written = await measureWritten(w, rows, cols, dtype, res, heldFactor, buffers);
+    written = await measureWritten(w, rows, cols, dtype, res, heldMetric, buffers);
   } finally {
-    heldFactor?.dispose();
+    heldMetric?.dispose();
   }
   const { loraA, loraB, qBytes, err, errNf4, output } = written;
   const r = res.rank;
@@ -208,7 +205,7 @@ async function measureWritten(
   cols: number,
   dtype: DType,
   res: LoftqResult & Partial<CalibratedResult>,
-  heldFactor: HeldFactor | undefined,
+  heldMetric: HeldMetric | undefined,
   buffers: ScratchBuffers,
 ): Promise<Written> {
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
@@ -236,17 +233,17 @@ async function measureWritten(
     const nf4 = quantizedRegions(ws, Q.length, 64);
     quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
-    const e = heldFactor ? ws.f32(w.length) : undefined;
-    const eT = heldFactor ? ws.f32(w.length) : undefined;
+    const e = heldMetric ? ws.f32(w.length) : undefined;
+    const eT = heldMetric ? ws.f32(w.length) : undefined;
     const errs = [
       ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, e ? e.ptr : 0, packed),
       ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),
     ];
     // ‖(W − Q − B·A)·S‖² of the written values (e held W − B·A), from its transpose.
-    if (!e || !eT || !heldFactor) return [errs[0], errs[1], undefined] as const;
+    if (!e || !eT || !heldMetric) return [errs[0], errs[1], undefined] as const;
     ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
     ws.k.transpose(e.ptr, rows, cols, eT.ptr);
-    return [errs[0], errs[1], await squaredNormTimesFactor(eT.view(), rows, heldFactor)] as const;
+    return [errs[0], errs[1], await heldMetric.quadratic(eT.view(), rows)] as const;
   });
   let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
   if (outSq !== undefined) {

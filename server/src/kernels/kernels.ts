@@ -95,8 +95,6 @@ export interface KernelExports {
   columnsFromRows(src: number, len: number, k: number, block: number, first: number): void;
   rowsFromColumns(block: number, first: number, k: number, len: number, dst: number, ld: number, scales: number): void;
   symmetricEigen(a: number, n: number, d: number, e: number): void;
-  cholesky(a: number, n: number, shift: number): number;
-  solveRightLower(m: number, r: number, l: number, n: number): void;
 }
 
 let compiled: WasmModule | undefined;

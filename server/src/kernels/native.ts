@@ -22,7 +22,6 @@ export const NATIVE_KERNELS = [
   'orthonormalize',
   'gram',
   'symmetricEigen',
-  'cholesky',
 ] as const;
 type NativeKernel = (typeof NATIVE_KERNELS)[number];
 
@@ -68,15 +67,11 @@ export interface NativeAddon {
   orthonormalize(memory: Uint8Array, ...args: number[]): void;
   gram(memory: Uint8Array, ...args: number[]): void;
   symmetricEigen(memory: Uint8Array, ...args: number[]): void;
-  /** Blocked, its trailing updates on the threads (the wasm kernel's contract). */
-  cholesky(memory: Uint8Array, ...args: number[]): number;
-  /** The wasm kernel solveRightLower on arrays where they lie (m: r × n in place, l: n × n):
-   *  a factor in shared memory is read without a copy into a workspace. */
-  solveRightLowerArrays(m: Float64Array, r: number, l: Float64Array, n: number, threads: number): void;
   /** g ← g·scale on and above the diagonal, mirrored below. */
   symmetrizeScaled(g: Float64Array, dim: number, scale: number, threads: number): void;
-  /** Row band [r0, r1) of L (transpose 0) or Lᵀ (1) as float32, zeros off the triangle,
-   *  converted straight into a held copy (as hold's) that the returned handle owns. */
+  /** Row band [r0, r1) of the lower triangle T of l (transpose 0) or of Tᵀ (1) as float32,
+   *  zeros off the triangle, converted straight into a held copy (as hold's) that the
+   *  returned handle owns. */
   holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: number, threads: number): object;
 }
 

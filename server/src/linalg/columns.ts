@@ -65,6 +65,14 @@ export class ColumnBlock {
     return out.view().slice();
   }
 
+  /** Cᵀ·D (count × count, row-major) for another block D of the same length and count. */
+  crossGram(d: ColumnBlock): Float64Array {
+    if (d.len !== this.len || d.count !== this.count) throw new Error('ColumnBlock: crossGram of unlike blocks');
+    const out = this.ws.f64(this.count * this.count);
+    this.ws.k.dotBlock(this.columns.ptr, 0, this.count, d.columns.ptr, 0, this.count, this.len, out.ptr, 0);
+    return out.view().slice();
+  }
+
   /** Columns 0 … n−1 of C·W for a row-major W with `stride` columns, as one block product:
    *  len × n float64 columns in the workspace (valid until it is reset). */
   product(w: Float64Array, stride: number, n: number): F64Region {

@@ -1,15 +1,17 @@
-// Calibrated (activation-aware) LoftQ for one matrix W (out × in), given S with S·Sᵀ = G + λI
-// for the layer's input second moment G (calibrationFactor.ts). T times:
+// Calibrated (activation-aware) LoftQ for one matrix W (out × in), in the metric H = G + λI of
+// the layer's input second moment G (calibrationMetric.ts), S·Sᵀ = H. T times:
 //   Q ← quantize(W − B·A);  (B, M) ← rank-r SVD of (W − Q)·S;  A ← M·S⁻¹,
 // which is the exact minimiser of ‖(W − Q − B·A)·S‖_F over rank-r B·A (Eckart–Young on the
-// invertible change of variables L ↦ L·S). The quantizer step still minimises the weight
+// invertible change of variables L ↦ L·S). M·S⁻¹ = U_rᵀ·(W − Q) for the top-r left singular
+// vectors U_r, which the SVD in the metric H returns directly (rsvd.ts): neither S nor a solve
+// against it is computed. The quantizer step still minimises the weight
 // error, so the output error need not fall at every iteration: the iterate with the lowest
 // ‖(W − Q − B·A)·S‖ / ‖W·S‖ is the one returned (bestIter), not blindly the last.
 // G lives on the input side: W must be stored [out, in] (GPT-2's Conv1D, stored [in, out],
 // is refused by the engine before it gets here).
 
 import type { MatrixSettings } from '../protocol/lsp_ext';
-import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
+import type { MatmulBackend } from '../linalg/backend';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { withWorkspace } from '../kernels/kernels';
@@ -17,9 +19,8 @@ import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
 import { LoftqOptions, LoftqResult, copyOut, svdSchedule } from './loftq';
-import { CalibrationFactor, adapterSolver } from './calibrationFactor';
-import { HeldFactor, holdFactor, squaredNormTimesFactor } from './heldFactor';
-import type { HeldMatrix } from '../linalg/rsvd';
+import type { CalibrationMetric } from './calibrationMetric';
+import { HeldMetric, holdMetric } from './heldMetric';
 
 export interface CalibratedResult extends LoftqResult {
   /** ‖(W − Q − B·A)·S‖ / ‖W·S‖ after each iteration. */
@@ -33,9 +34,9 @@ export interface CalibratedResult extends LoftqResult {
 }
 
 export interface CalibratedOptions extends LoftqOptions {
-  /** `factor` already held on `backend` (the caller measures the written matrix with it
-   *  afterwards): holding a 5632-wide factor costs about as much as one of its products. */
-  heldFactor?: HeldFactor;
+  /** `metric` already held on `backend` (the caller measures the written matrix with it
+   *  afterwards). */
+  heldMetric?: HeldMetric;
 }
 
 export async function calibratedLoftqMatrix(
@@ -44,39 +45,19 @@ export async function calibratedLoftqMatrix(
   cols: number,
   s: MatrixSettings,
   backend: MatmulBackend,
-  factor: CalibrationFactor,
+  metric: CalibrationMetric,
   opts: CalibratedOptions = {},
 ): Promise<CalibratedResult> {
   const size = rows * cols;
   if (w.length !== size) throw new Error(`calibratedLoftqMatrix: ${w.length} values for ${rows}x${cols}`);
-  if (factor.dim !== cols)
-    throw new Error(`calibratedLoftqMatrix: statistics of width ${factor.dim} for a matrix with ${cols} inputs`);
-  const held = opts.heldFactor ?? (await holdFactor(factor, backend));
+  if (metric.dim !== cols)
+    throw new Error(`calibratedLoftqMatrix: statistics of width ${metric.dim} for a matrix with ${cols} inputs`);
+  const held = opts.heldMetric ?? (await holdMetric(metric, backend));
   try {
-    return await iterate(w, rows, cols, s, backend, factor, held, opts);
+    return await iterate(w, rows, cols, s, backend, held, opts);
   } finally {
-    if (held !== opts.heldFactor) held.dispose();
+    if (held !== opts.heldMetric) held.dispose();
   }
-}
-
-/** (W − Q)·S as the Krylov SVD's operator, never formed: R·(S·Ω) and Sᵀ·(Rᵀ·Y). */
-function residualTimesFactor(r: DeviceMatrix, rT: DeviceMatrix, s: HeldFactor): HeldMatrix {
-  return {
-    rows: r.rows,
-    cols: r.cols,
-    held: {
-      rows: r.rows,
-      cols: r.cols,
-      times: async (b, n, out) => r.times(await s.s.times(b, n), n, out),
-      dispose() {},
-    },
-    heldT: {
-      rows: r.cols,
-      cols: r.rows,
-      times: async (y, n, out) => s.sT.times(await rT.times(y, n), n, out),
-      dispose() {},
-    },
-  };
 }
 
 async function iterate(
@@ -85,8 +66,7 @@ async function iterate(
   cols: number,
   s: MatrixSettings,
   backend: MatmulBackend,
-  factor: CalibrationFactor,
-  heldS: HeldFactor,
+  metric: HeldMetric,
   opts: LoftqOptions,
 ): Promise<CalibratedResult> {
   const size = rows * cols;
@@ -102,11 +82,10 @@ async function iterate(
     const factorA = ws.f32(rank * cols);
     const packed = ws.f32(rank * cols);
     const quantized = quantizedRegions(ws, size, s.blockSize);
-    const solveAdapter = adapterSolver(ws, factor, rank);
 
     const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
     ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
-    const normWS = Math.sqrt(await squaredNormTimesFactor(residualT.view(), rows, heldS));
+    const normWS = Math.sqrt(await metric.quadratic(residualT.view(), rows));
     const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
 
     let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
@@ -140,9 +119,9 @@ async function iterate(
       const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
       lap('quantize');
       ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
-      // ‖R·S‖² exactly (a band-triangular product): the output error of this iterate is
-      // ‖R·S‖² minus what the rank-r step captures.
-      const outSq = await squaredNormTimesFactor(residualT.view(), rows, heldS);
+      // ‖R·S‖² = tr(R·H·Rᵀ) exactly (a band-triangular product): the output error of this
+      // iterate is ‖R·S‖² minus what the rank-r step captures.
+      const outSq = await metric.quadratic(residualT.view(), rows);
       if (t === 0) {
         qloraRelError = rel(qErr, normW);
         qloraOutputRelError = rel(outSq, normWS);
@@ -153,7 +132,7 @@ async function iterate(
       let svd;
       try {
         svd = await truncatedSvd(
-          residualTimesFactor(held, heldT, heldS),
+          { rows, cols, held, heldT, metric: metric.h },
           rank,
           subspace,
           k,
@@ -168,10 +147,9 @@ async function iterate(
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
-      const a = new Float32Array(solveAdapter(svd.right));
+      const a = svd.right;
       factorA.view().set(a);
-      lap('calib');
-      // ‖(R − B·A)·S‖² = ‖R·S − B·M‖² (A·S = M) = ‖R·S‖² − Σ_{j<r} σ_j²: B·M is R·S projected
+      // ‖(R − B·A)·S‖² = ‖R·S − U_r·U_rᵀ·R·S‖² = ‖R·S‖² − Σ_{j<r} σ_j²: B·A·S is R·S projected
       // onto the span of r orthonormal left vectors (rsvd's Rayleigh–Ritz step), the σ_j² are
       // the squared norms it keeps.
       let kept = 0;

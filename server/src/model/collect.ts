@@ -3,8 +3,8 @@
 // GEMM on the backend). q/k/v share one object, gate/up another; o_proj and down_proj have
 // their own.
 //
-// Full or diagonal: a full G costs width² float64 — 512 MiB at width 8192 — and calibrated
-// LoftQ factors it (a width³ eigen/Cholesky step per layer input). DEFAULT_FULL_STAT_MAX_DIM
+// Full or diagonal: a full G costs width² float64 — 512 MiB at width 8192 — and each matrix
+// job holds its lower triangle in float32 twice (loftq/heldMetric.ts). DEFAULT_FULL_STAT_MAX_DIM
 // = 8192 keeps every input of 7B-class Llamas full (hidden 4096; Llama-2-7B's MLP input to
 // down_proj is 11008 wide and gets the diagonal), and bounds one statistic at 512 MiB.
 

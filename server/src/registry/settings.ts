@@ -92,7 +92,7 @@ export const RUN_SETTING_SPECS = {
 
 /** Calibrated LoftQ (`--calib`, `--calib-generate`, `CalibrationParams`). */
 export const CALIBRATION_SPECS = {
-  /** λ = ridge × mean(diag G), added to G's diagonal (loftq/calibrationFactor.ts says why). */
+  /** λ = ridge × mean(diag G), added to G's diagonal (loftq/calibrationMetric.ts says why). */
   ridge: { kind: 'number', min: 0, default: 0.01, description: 'Ridge added to the input statistic, relative.' },
   /** Inputs wider than this keep a diagonal statistic (model/collect.ts says why). */
   fullStatMaxDim: { kind: 'int', min: 1, max: 65536, default: 8192, description: 'Widest input with a full G.' },

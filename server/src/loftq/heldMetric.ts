@@ -1,0 +1,201 @@
+// The metric H = G + λI of calibrated LoftQ (calibrationMetric.ts) held on the backend: the
+// Krylov SVD multiplies its thin blocks by H (rsvd.ts), and ‖X·S‖² = tr(X·H·Xᵀ) for any S with
+// S·Sᵀ = H measures output errors — no factor of H is ever formed.
+//
+// A full G is held as its lower triangle T (diagonal included) and Tᵀ, each as horizontal bands
+// cut to the columns where they are nonzero (band J of T: columns 0 … end of J; of Tᵀ: start of
+// J … dim), so a product does (1 + 1/BANDS)/2 of the dense work and a band's slice of b is
+// contiguous. Then H·b = T·b + Tᵀ·b + (λ − diag G)·b, and since tr(bᵀ·T·b) = tr(bᵀ·Tᵀ·b),
+// tr(bᵀ·H·b) = 2·tr(bᵀ·T·b) + Σ_j (λ − g_jj)·‖row j of b‖²: one triangular product per measure.
+
+import { withScratchBuffers } from '../base/scratchBuffers';
+import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
+import type { CalibrationMetric } from './calibrationMetric';
+import { NativeBackend } from '../linalg/nativeBackend';
+
+/** Bands of a held triangle: 8 → 56% of the dense flops, 8 uploads of b per product. */
+const BANDS = 8;
+
+export interface HeldMetric {
+  /** H·b for b (dim × n, row-major). */
+  h: DeviceMatrix;
+  /** tr(bᵀ·H·b) for b (dim × n), accumulated in float64: ‖X·S‖² for b = Xᵀ. */
+  quadratic(b: Float32Array, n: number): Promise<number>;
+  dispose(): void;
+}
+
+function checkShape(dim: number, b: Float32Array, n: number): void {
+  if (b.length !== dim * n) throw new Error(`matmul shape mismatch: ${dim}x${dim} · ${b.length / n}x${n}`);
+}
+
+function diagonalMetric(d: ArrayLike<number>): HeldMetric {
+  const dim = d.length;
+  return {
+    h: {
+      rows: dim,
+      cols: dim,
+      async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
+        checkShape(dim, b, n);
+        const out = into ?? new Float32Array(dim * n);
+        for (let i = 0; i < dim; i++) for (let j = 0, o = i * n; j < n; j++) out[o + j] = b[o + j] * d[i];
+        return out;
+      },
+      dispose() {},
+    },
+    async quadratic(b: Float32Array, n: number): Promise<number> {
+      checkShape(dim, b, n);
+      let sum = 0;
+      for (let i = 0; i < dim; i++) {
+        let row = 0;
+        for (let j = 0, o = i * n; j < n; j++) row += b[o + j] * b[o + j];
+        sum += d[i] * row;
+      }
+      return sum;
+    },
+    dispose() {},
+  };
+}
+
+/** Row band [r0, r1) of a triangular dim × dim matrix, nonzero in columns [c0, c1) only. */
+interface Band {
+  r0: number;
+  r1: number;
+  c0: number;
+  c1: number;
+  held: DeviceMatrix;
+}
+
+/** Row band [r0, r1) of the triangle, columns [c0, c1), held on the backend. */
+type HoldBand = (r0: number, r1: number, c0: number, c1: number) => Promise<DeviceMatrix>;
+
+async function holdBands(dim: number, lower: boolean, holdBand: HoldBand): Promise<Band[]> {
+  const bands: Band[] = [];
+  const count = Math.max(1, Math.min(BANDS, dim));
+  try {
+    for (let b = 0; b < count; b++) {
+      const r0 = Math.floor((dim * b) / count),
+        r1 = Math.floor((dim * (b + 1)) / count);
+      const [c0, c1] = lower ? [0, r1] : [r0, dim];
+      bands.push({ r0, r1, c0, c1, held: await holdBand(r0, r1, c0, c1) });
+    }
+  } catch (e) {
+    for (const band of bands) band.held.dispose();
+    throw e;
+  }
+  return bands;
+}
+
+async function timesBands(bands: Band[], b: Float32Array, n: number, out: Float32Array): Promise<void> {
+  for (const band of bands) {
+    const dst = out.subarray(band.r0 * n, band.r1 * n);
+    const got = await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n, dst);
+    if (got !== dst) dst.set(got);
+  }
+}
+
+/** tr(bᵀ·H·b) = Σ_i b_iᵀ·(2·(T·b)_i + fix_i·b_i) over rows i, a band's rows at a time, in a
+ *  reused buffer: the whole product (as large as the matrix measured, 46 MB for a 5632 × 2048
+ *  one) was fresh memory on each job thread. */
+function quadraticBands(bands: Band[], fix: Float64Array, b: Float32Array, n: number): Promise<number> {
+  return withScratchBuffers(async (buffers) => {
+    let sum = 0;
+    for (const band of bands) {
+      const dst = buffers.f32('metric.band', (band.r1 - band.r0) * n);
+      const p = await band.held.times(b.subarray(band.c0 * n, band.c1 * n), n, dst);
+      for (let row = band.r0, i = 0; row < band.r1; row++) {
+        const f = fix[row];
+        for (let end = i + n, o = row * n; i < end; i++, o++) sum += b[o] * (2 * p[i] + f * b[o]);
+      }
+    }
+    return sum;
+  });
+}
+
+/** T = the lower triangle of g as float32 (the upper one zero): the wasm bands are cut from it. */
+function lowerTriangle(g: ArrayLike<number>, dim: number): Float32Array {
+  const t = new Float32Array(dim * dim);
+  for (let i = 0; i < dim; i++) for (let j = 0, o = i * dim; j <= i; j++) t[o + j] = g[o + j];
+  return t;
+}
+
+/** Tᵀ of a lower-triangular T, in 64 × 64 tiles (a row-by-row transpose misses the cache on
+ *  every write at these widths). */
+function transposedLower(l: Float32Array, dim: number): Float32Array {
+  const t = new Float32Array(dim * dim);
+  const TILE = 64;
+  for (let i0 = 0; i0 < dim; i0 += TILE)
+    for (let j0 = 0; j0 <= i0; j0 += TILE) {
+      const i1 = Math.min(dim, i0 + TILE),
+        j1 = Math.min(dim, j0 + TILE);
+      for (let i = i0; i < i1; i++) for (let j = j0, o = i * dim; j < j1 && j <= i; j++) t[j * dim + i] = l[o + j];
+    }
+  return t;
+}
+
+/** Bands cut from a float32 copy of a whole triangular matrix t (dim × dim), each copied
+ *  into a new array for the backend to hold. */
+function copiedBands(t: Float32Array, dim: number, backend: MatmulBackend): HoldBand {
+  return (r0, r1, c0, c1) => {
+    const w = c1 - c0;
+    const part = new Float32Array((r1 - r0) * w);
+    for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
+    return backend.hold(part, r1 - r0, w);
+  };
+}
+
+/** Native: each band converted from float64 G's lower triangle (transposed, for Tᵀ) in the
+ *  module straight into its held copy, reading G where it lies (shared memory) — converting
+ *  into a JavaScript buffer that the hold then copied faulted fresh pages for every matrix. */
+function nativeBands(g: Float64Array, dim: number, transpose: boolean, backend: NativeBackend): HoldBand {
+  return async (r0, r1) => backend.holdLowerBand(g, dim, r0, r1, transpose);
+}
+
+export async function holdMetric(metric: CalibrationMetric, backend: MatmulBackend): Promise<HeldMetric> {
+  if (metric.kind === 'diag') return diagonalMetric(metric.d);
+  const { dim, g, lambda } = metric;
+  let lowerBand: HoldBand, upperBand: HoldBand;
+  if (backend instanceof NativeBackend) {
+    lowerBand = nativeBands(g as Float64Array, dim, false, backend);
+    upperBand = nativeBands(g as Float64Array, dim, true, backend);
+  } else {
+    const t = lowerTriangle(g, dim);
+    lowerBand = copiedBands(t, dim, backend);
+    upperBand = copiedBands(transposedLower(t, dim), dim, backend);
+  }
+  // λ − g_jj, the diagonal counted twice by T + Tᵀ taken out and the ridge put in.
+  const fix = Float64Array.from({ length: dim }, (_, j) => lambda - g[j * dim + j]);
+  const lower = await holdBands(dim, true, lowerBand);
+  let upper: Band[];
+  try {
+    upper = await holdBands(dim, false, upperBand);
+  } catch (e) {
+    for (const band of lower) band.held.dispose();
+    throw e;
+  }
+  return {
+    h: {
+      rows: dim,
+      cols: dim,
+      async times(b: Float32Array, n: number, into?: Float32Array): Promise<Float32Array> {
+        checkShape(dim, b, n);
+        const out = into ?? new Float32Array(dim * n);
+        await timesBands(lower, b, n, out);
+        await withScratchBuffers(async (buffers) => {
+          const up = buffers.f32('metric.upper', dim * n);
+          await timesBands(upper, b, n, up);
+          for (let i = 0; i < dim; i++)
+            for (let j = 0, o = i * n; j < n; j++) out[o + j] += up[o + j] + fix[i] * b[o + j];
+        });
+        return out;
+      },
+      dispose() {},
+    },
+    quadratic(b: Float32Array, n: number): Promise<number> {
+      checkShape(dim, b, n);
+      return quadraticBands(lower, fix, b, n);
+    },
+    dispose() {
+      for (const band of [...lower, ...upper]) band.held.dispose();
+    },
+  };
+}
