@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-const SOURCES = ['server/native/loftq_native.c', 'server/native/statistics.c'];
+const SOURCES = ['server/native/loftq_native.c', 'server/native/statistics.c', 'server/native/bf16.c'];
 const HEADERS = ['server/native/native.h'];
 
 function nodeHeaders() {

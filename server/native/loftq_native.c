@@ -1324,6 +1324,8 @@ typedef struct {
   size_t rows, cols, capacity;
   /** Set when data is the caller's shared memory (holdView), not a copy. */
   napi_ref view;
+  /** data holds bf16 rows of bf16Stride(cols) values (holdStrictLowerBandBf16). */
+  int bf16;
 } Held;
 
 /** Lets go of a held matrix's data: the copy back to the cache, or the view's reference. */
@@ -1332,7 +1334,7 @@ static void dropHeld(napi_env env, Held *h) {
     napi_delete_reference(env, h->view);
     h->view = NULL;
   } else if (h->data) {
-    napi_adjust_external_memory(env, -(int64_t)(h->rows * h->cols * sizeof(float)), NULL);
+    napi_adjust_external_memory(env, -(int64_t)h->capacity, NULL);
     giveBuffer(h->data, h->capacity);
   }
   h->data = NULL;
@@ -1423,11 +1425,11 @@ static napi_value Supports(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** A held matrix of rows × cols floats owning a buffer from the cache, not yet filled; NULL
- *  (a RangeError thrown) when memory ran out. */
-static Held *newHeldCopy(napi_env env, size_t rows, size_t cols) {
+/** A held matrix of rows × cols floats (bf16: rows of bf16Stride(cols) bf16 values) owning a
+ *  buffer from the cache, not yet filled; NULL (a RangeError thrown) when memory ran out. */
+static Held *newHeld(napi_env env, size_t rows, size_t cols, int bf16) {
   Held *h = calloc(1, sizeof *h);
-  const size_t bytes = rows * cols * sizeof(float);
+  const size_t bytes = bf16 ? rows * bf16Stride(cols) * sizeof(uint16_t) : rows * cols * sizeof(float);
   if (h) h->data = takeBuffer(bytes, &h->capacity);
   if (!h || !h->data) {
     free(h);
@@ -1436,9 +1438,12 @@ static Held *newHeldCopy(napi_env env, size_t rows, size_t cols) {
   }
   h->rows = rows;
   h->cols = cols;
-  napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  h->bf16 = bf16;
+  napi_adjust_external_memory(env, (int64_t)h->capacity, NULL);
   return h;
 }
+
+static Held *newHeldCopy(napi_env env, size_t rows, size_t cols) { return newHeld(env, rows, cols, 0); }
 
 /** The handle that owns h (released by release or at garbage collection). */
 static napi_value heldHandle(napi_env env, Held *h) {
@@ -1525,7 +1530,11 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   if (!h->data) return fail(env, "times: the matrix was released");
   if (h->cols != 0 && n > SIZE_MAX / sizeof(float) / h->cols) return fail(env, "times: block too large");
   if (bLen != h->cols * n || outLen != h->rows * n) return fail(env, "times: shape mismatch");
-  if (multiply(h->data, h->rows, h->cols, b, n, n, out, threadCount(threads), isa)) {
+  const int failed = h->bf16 ? multiplyBf16((const uint16_t *)(void *)h->data, h->rows, h->cols, b, n, out,
+                                             threadCount(threads))
+                            : multiply(h->data, h->rows, h->cols, b, n, n, out, threadCount(threads), isa);
+  if (failed == -2) return fail(env, "times: this CPU has no AVX512-BF16");
+  if (failed) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
     return NULL;
   }
@@ -1553,6 +1562,7 @@ static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
       (isArray && napi_get_array_length(env, argv[1], &blocks) != napi_ok))
     return fail(env, usage);
   if (!h->data) return fail(env, "timesTransposed: the matrix was released");
+  if (h->bf16) return fail(env, "timesTransposed: not on a bf16 matrix");
   const size_t cols = h->cols;
   if (cols != 0 && n > SIZE_MAX / sizeof(float) / cols) return fail(env, "timesTransposed: block too large");
   if (outLen != h->rows * n) return fail(env, "timesTransposed: shape mismatch");
@@ -1849,6 +1859,36 @@ static napi_value HoldLowerBand(napi_env env, napi_callback_info info) {
   return heldHandle(env, h);
 }
 
+/** holdStrictLowerBandBf16(g: Float64Array, dim, r0, r1, threads): row band [r0, r1) of g's
+ *  strictly lower triangle, columns [0, r1), held as bf16 for bf16 products (bf16.c): the
+ *  off-diagonal part of the output-error measure (loftq/heldMetric.ts). Throws without
+ *  AVX512-BF16 (bf16Supported()). */
+static napi_value HoldStrictLowerBandBf16(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double *g;
+  size_t gLen, dim, r0, r1, threads;
+  if (argc != 5 || !float64Arg(env, argv[0], &g, &gLen) || !sizeArg(env, argv[1], &dim) ||
+      !sizeArg(env, argv[2], &r0) || !sizeArg(env, argv[3], &r1) || !sizeArg(env, argv[4], &threads))
+    return fail(env, "holdStrictLowerBandBf16(g: Float64Array, dim, r0, r1, threads)");
+  if (dim > (1u << 16) || gLen != dim * dim || r0 > r1 || r1 > dim)
+    return fail(env, "holdStrictLowerBandBf16: bad sizes");
+  if (!bf16Supported()) return fail(env, "holdStrictLowerBandBf16: this CPU has no AVX512-BF16");
+  Held *h = newHeld(env, r1 - r0, r1, 1);
+  if (!h) return NULL;
+  strictLowerBandToBf16(g, dim, r0, r1, (uint16_t *)(void *)h->data, threadCount(threads));
+  return heldHandle(env, h);
+}
+
+/** bf16(): whether this CPU runs the bf16 products. */
+static napi_value Bf16(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_get_boolean(env, bf16Supported(), &out));
+  return out;
+}
+
 /** attention(qkv, out, seq: BigInt64Array [start, len, outRow]…, heads, kvHeads, headDim,
  *  stride, qOff, kOff, vOff, window (0: none), threads): 9 numbers after the arrays. */
 static napi_value AttentionFn(napi_env env, napi_callback_info info) {
@@ -1930,6 +1970,8 @@ NAPI_MODULE_INIT() {
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdLowerBand", NULL, HoldLowerBand, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"holdStrictLowerBandBf16", NULL, HoldStrictLowerBandBf16, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"bf16", NULL, Bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -1,9 +1,11 @@
 // What the native module's C files share: the instruction-set choice, the thread helper and
-// the buffer cache (defined in loftq_native.c), and the calibration statistics' float64 helpers (statistics.c).
+// the buffer cache (defined in loftq_native.c), the calibration statistics' float64 helpers
+// (statistics.c) and the bf16 products of the output-error measure (bf16.c).
 #ifndef LOFTQ_NATIVE_H
 #define LOFTQ_NATIVE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define LOFTQ_X86 1
@@ -29,6 +31,21 @@ void giveBuffer(void *p, size_t capacity);
  *  (1: columns [r0, dim)) as float32, row-major in `out`, zeros outside the triangle: a band
  *  of a held metric (loftq/heldMetric.ts). */
 void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
+
+/** Whether this CPU has AVX512-BF16 (bf16.c's products). */
+int bf16Supported(void);
+
+/** Columns of a held bf16 row: cols rounded up to a whole pair. */
+size_t bf16Stride(size_t cols);
+
+/** Row band [r0, r1) of g's strictly lower triangle, columns [0, r1), as bf16 (round to
+ *  nearest even) row-major with bf16Stride(r1) values per row, zeros elsewhere. */
+void strictLowerBandToBf16(const double *g, size_t dim, size_t r0, size_t r1, uint16_t *out, int threads);
+
+/** out (rows × n) = A · B for bf16 A (rows × cols, bf16Stride(cols) per row) and float32 B
+ *  (cols × n, rounded to bf16), float32 sums: 0, -1 when memory ran out, -2 without
+ *  AVX512-BF16. */
+int multiplyBf16(const uint16_t *a, size_t rows, size_t cols, const float *b, size_t n, float *out, int threads);
 
 /** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */
 void symmetrizeScaled(double *g, size_t dim, double scale, int threads);

@@ -234,6 +234,62 @@ test('a band of the lower triangle T of float64 G held natively is the band a ho
   assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(4), 1, 'generic'), /released/);
 });
 
+/** x rounded to bf16 (8 significant bits), to nearest even: the top half of its float32 bits. */
+function bf16(x: number): number {
+  const bits = new Uint32Array(Float32Array.of(x).buffer);
+  const u = bits[0];
+  bits[0] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) << 16;
+  return new Float32Array(bits.buffer)[0];
+}
+
+const BF16_BANDS =
+  'bf16 band of G: (strictly lower triangle of G) · b with both rounded to bf16, summed in float32, as float64 says';
+test(BF16_BANDS, async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16: the bf16 products are not used');
+  for (const threads of [1, 3])
+    for (const dim of [1, 2, 7, 70, 301]) {
+      const backend: NativeBackend = new NativeBackend(module, { threads, isa: 'avx512' });
+      assert.ok(backend.bf16);
+      const g = threads === 3 ? new Float64Array(new SharedArrayBuffer(dim * dim * 8)) : new Float64Array(dim * dim);
+      g.set(rand(dim * dim, dim * 5 + threads));
+      for (const [r0, r1] of [
+        [0, dim],
+        [Math.floor(dim / 3), Math.floor((2 * dim) / 3)],
+        [dim - 1, dim],
+      ])
+        for (const n of [1, 5, 17, 40]) {
+          const held: DeviceMatrix = backend.holdStrictLowerBandBf16(g, dim, r0, r1);
+          assert.deepEqual([held.rows, held.cols], [r1 - r0, r1]);
+          const b = rand(r1 * n, dim + n + r0);
+          const got = await held.times(b, n);
+          for (let i = r0; i < r1; i++)
+            for (let c = 0; c < n; c++) {
+              let want = 0,
+                mag = 0;
+              for (let j = 0; j < i; j++) {
+                const term = bf16(g[i * dim + j]) * bf16(b[j * n + c]);
+                want += term;
+                mag += Math.abs(term);
+              }
+              const e = Math.abs(got[(i - r0) * n + c] - want);
+              assert.ok(
+                e <= 1e-6 * mag + 1e-30,
+                `${dim} [${r0}, ${r1}) n=${n} (${i}, ${c}): ${got[(i - r0) * n + c]} vs ${want}`,
+              );
+            }
+          held.dispose();
+        }
+    }
+  const g = new Float64Array(16);
+  assert.throws(() => module.holdStrictLowerBandBf16(g, 4, 3, 2, 1), /holdStrictLowerBandBf16: bad sizes/);
+  assert.throws(() => module.holdStrictLowerBandBf16(g, 3, 0, 1, 1), /holdStrictLowerBandBf16: bad sizes/);
+  const raw = module.holdStrictLowerBandBf16(g, 4, 0, 4, 1);
+  assert.throws(() => module.timesTransposed(raw, rand(8, 1), 2, new Float32Array(8), 1, 'avx512'), /not on a bf16/);
+  module.release(raw);
+});
+
 test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);

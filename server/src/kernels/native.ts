@@ -73,6 +73,11 @@ export interface NativeAddon {
    *  zeros off the triangle, converted straight into a held copy (as hold's) that the
    *  returned handle owns. */
   holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: number, threads: number): object;
+  /** Row band [r0, r1) of g's strictly lower triangle, columns [0, r1), as bf16 (AVX512-BF16
+   *  only): `times` on it rounds b to bf16 and sums in float32. */
+  holdStrictLowerBandBf16(g: Float64Array, dim: number, r0: number, r1: number, threads: number): object;
+  /** Whether this CPU runs the bf16 products. */
+  bf16(): boolean;
 }
 
 const MODULE_FILE = 'loftq_native.node';

@@ -43,6 +43,8 @@ export class NativeBackend implements MatmulBackend {
   largestTensorBytes = 0;
   readonly isa: NativeIsa;
   readonly threads: number;
+  /** bf16 products (holdStrictLowerBandBf16) run: AVX512-BF16 under the avx512 kernels. */
+  readonly bf16: boolean;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -51,6 +53,7 @@ export class NativeBackend implements MatmulBackend {
     this.isa = opts.isa ?? addon.isa();
     if (!addon.supports(this.isa)) throw new Error(`native backend: this CPU does not run the ${this.isa} kernels`);
     this.threads = Math.max(1, Math.floor(opts.threads ?? 1));
+    this.bf16 = this.isa === 'avx512' && addon.bf16();
     // This thread's quantizer, low-rank step and Krylov algebra run natively from now on too.
     useNativeKernels(addon, this.threads);
   }
@@ -142,6 +145,14 @@ export class NativeBackend implements MatmulBackend {
   holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: boolean): DeviceMatrix {
     const handle = this.addon.holdLowerBand(l, dim, r0, r1, transpose ? 1 : 0, this.threads);
     return this.held(handle, r1 - r0, transpose ? dim - r0 : r1);
+  }
+
+  /** Row band [r0, r1) of g's strictly lower triangle (dim × dim, float64), columns [0, r1),
+   *  held as bf16: its products round the block to bf16 too and sum in float32 (only where
+   *  `bf16`; the output-error measure of loftq/heldMetric.ts). */
+  holdStrictLowerBandBf16(g: Float64Array, dim: number, r0: number, r1: number): DeviceMatrix {
+    const handle = this.addon.holdStrictLowerBandBf16(g, dim, r0, r1, this.threads);
+    return this.held(handle, r1 - r0, r1);
   }
 
   /** The products of a module handle (rows × cols), released at dispose. */
