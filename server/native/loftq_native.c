@@ -1530,11 +1530,8 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   if (!h->data) return fail(env, "times: the matrix was released");
   if (h->cols != 0 && n > SIZE_MAX / sizeof(float) / h->cols) return fail(env, "times: block too large");
   if (bLen != h->cols * n || outLen != h->rows * n) return fail(env, "times: shape mismatch");
-  const int failed = h->bf16 ? multiplyBf16((const uint16_t *)(void *)h->data, h->rows, h->cols, b, n, out,
-                                             threadCount(threads))
-                            : multiply(h->data, h->rows, h->cols, b, n, n, out, threadCount(threads), isa);
-  if (failed == -2) return fail(env, "times: this CPU has no AVX512-BF16");
-  if (failed) {
+  if (h->bf16) return fail(env, "times: not on a bf16 matrix");
+  if (multiply(h->data, h->rows, h->cols, b, n, n, out, threadCount(threads), isa)) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
     return NULL;
   }
@@ -1881,6 +1878,54 @@ static napi_value HoldStrictLowerBandBf16(napi_env env, napi_callback_info info)
   return heldHandle(env, h);
 }
 
+/** measureBf16(bands: object[], b: Float32Array, n, w: Float64Array, threads) → tr(bᵀ·H·b) for
+ *  H = T + Tᵀ + diag(w), T the strictly lower triangle held in `bands` (holdStrictLowerBandBf16,
+ *  in order, together covering rows 0 … dim − 1), b dim × n, dim = w.length (bf16.c). */
+static napi_value MeasureBf16(napi_env env, napi_callback_info info) {
+  static const char usage[] = "measureBf16(bands: object[], b: Float32Array, n, w: Float64Array, threads)";
+  enum { MAX_BANDS = 1024 };
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool isArray = false;
+  float *b;
+  double *w;
+  size_t bLen, wLen, n, threads;
+  uint32_t count = 0;
+  if (argc != 5 || napi_is_array(env, argv[0], &isArray) != napi_ok || !isArray ||
+      napi_get_array_length(env, argv[0], &count) != napi_ok || count > MAX_BANDS ||
+      !float32Arg(env, argv[1], &b, &bLen) || !sizeArg(env, argv[2], &n) || !float64Arg(env, argv[3], &w, &wLen) ||
+      !sizeArg(env, argv[4], &threads))
+    return fail(env, usage);
+  const uint16_t *a[MAX_BANDS];
+  size_t rows[MAX_BANDS], cols[MAX_BANDS], covered = 0;
+  for (uint32_t k = 0; k < count; k++) {
+    napi_value v;
+    CHECK(napi_get_element(env, argv[0], k, &v));
+    const Held *h = heldArg(env, v);
+    if (!h || !h->bf16) return fail(env, usage);
+    if (!h->data) return fail(env, "measureBf16: a band was released");
+    // Bands in order, each ending where its columns end, together covering every row.
+    if (h->cols != covered + h->rows) return fail(env, "measureBf16: the bands do not tile the rows");
+    a[k] = (const uint16_t *)(const void *)h->data;
+    rows[k] = h->rows;
+    cols[k] = h->cols;
+    covered = h->cols;
+  }
+  if (covered != wLen || (wLen != 0 && n > SIZE_MAX / sizeof(float) / wLen) || bLen != wLen * n)
+    return fail(env, "measureBf16: shape mismatch");
+  double total;
+  const int r = measureBf16(a, rows, cols, count, b, wLen, n, w, threadCount(threads), &total);
+  if (r == -2) return fail(env, "measureBf16: this CPU has no AVX512-BF16");
+  if (r) {
+    napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
+    return NULL;
+  }
+  napi_value out;
+  CHECK(napi_create_double(env, total, &out));
+  return out;
+}
+
 /** bf16(): whether this CPU runs the bf16 products. */
 static napi_value Bf16(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1972,6 +2017,7 @@ NAPI_MODULE_INIT() {
       {"holdLowerBand", NULL, HoldLowerBand, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdStrictLowerBandBf16", NULL, HoldStrictLowerBandBf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"bf16", NULL, Bf16, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"measureBf16", NULL, MeasureBf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetrizeScaled", NULL, SymmetrizeScaled, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

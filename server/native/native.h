@@ -42,10 +42,13 @@ size_t bf16Stride(size_t cols);
  *  nearest even) row-major with bf16Stride(r1) values per row, zeros elsewhere. */
 void strictLowerBandToBf16(const double *g, size_t dim, size_t r0, size_t r1, uint16_t *out, int threads);
 
-/** out (rows × n) = A · B for bf16 A (rows × cols, bf16Stride(cols) per row) and float32 B
- *  (cols × n, rounded to bf16), float32 sums: 0, -1 when memory ran out, -2 without
- *  AVX512-BF16. */
-int multiplyBf16(const uint16_t *a, size_t rows, size_t cols, const float *b, size_t n, float *out, int threads);
+/** *total = Σ over the bands k (rows [cols[k] − rows[k], cols[k]) of a bf16 strictly lower
+ *  triangle, as strictLowerBandToBf16 makes them) and their rows i, c < n, of
+ *  b_ic·(2·(A_k·B)_ic + w_i·b_ic), B = b (dim × n float32) rounded to bf16, products summed
+ *  in float32, the rest in float64, in row order: tr(bᵀ·H·b) for H = T + Tᵀ + diag(w). 0, -1
+ *  when memory ran out, -2 without AVX512-BF16. */
+int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols, size_t bands, const float *b,
+                size_t dim, size_t n, const double *w, int threads, double *total);
 
 /** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */
 void symmetrizeScaled(double *g, size_t dim, double scale, int threads);

@@ -242,52 +242,61 @@ function bf16(x: number): number {
   return new Float32Array(bits.buffer)[0];
 }
 
-const BF16_BANDS =
-  'bf16 band of G: (strictly lower triangle of G) · b with both rounded to bf16, summed in float32, as float64 says';
-test(BF16_BANDS, async (t) => {
+const BF16_MEASURE =
+  'bf16 measure: tr(bᵀ·(T + Tᵀ + diag w)·b), T strictly lower in bf16, b rounded to bf16, as float64 says';
+test(BF16_MEASURE, async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
-  if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16: the bf16 products are not used');
+  if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16: the bf16 measure is not used');
   for (const threads of [1, 3])
     for (const dim of [1, 2, 7, 70, 301]) {
       const backend: NativeBackend = new NativeBackend(module, { threads, isa: 'avx512' });
       assert.ok(backend.bf16);
       const g = threads === 3 ? new Float64Array(new SharedArrayBuffer(dim * dim * 8)) : new Float64Array(dim * dim);
       g.set(rand(dim * dim, dim * 5 + threads));
-      for (const [r0, r1] of [
+      const w = Float64Array.from(rand(dim, dim + 11));
+      // One band, three uneven ones (an odd width among them), one row per band.
+      for (const bounds of [
         [0, dim],
-        [Math.floor(dim / 3), Math.floor((2 * dim) / 3)],
-        [dim - 1, dim],
-      ])
+        [...new Set([0, Math.floor(dim / 3), Math.floor(dim / 2) + 1, dim])].filter((v) => v <= dim),
+        Array.from({ length: Math.min(dim, 9) + 1 }, (_, k) => (k === Math.min(dim, 9) ? dim : k)),
+      ]) {
+        const held = backend.holdBf16Measure(g, dim, bounds, w);
         for (const n of [1, 5, 17, 40]) {
-          const held: DeviceMatrix = backend.holdStrictLowerBandBf16(g, dim, r0, r1);
-          assert.deepEqual([held.rows, held.cols], [r1 - r0, r1]);
-          const b = rand(r1 * n, dim + n + r0);
-          const got = await held.times(b, n);
-          for (let i = r0; i < r1; i++)
+          const b = rand(dim * n, dim + n);
+          let want = 0,
+            mag = 0;
+          for (let i = 0; i < dim; i++)
             for (let c = 0; c < n; c++) {
-              let want = 0,
-                mag = 0;
+              let p = 0;
               for (let j = 0; j < i; j++) {
                 const term = bf16(g[i * dim + j]) * bf16(b[j * n + c]);
-                want += term;
-                mag += Math.abs(term);
+                p += term;
+                mag += 2 * Math.abs(b[i * n + c] * term);
               }
-              const e = Math.abs(got[(i - r0) * n + c] - want);
-              assert.ok(
-                e <= 1e-6 * mag + 1e-30,
-                `${dim} [${r0}, ${r1}) n=${n} (${i}, ${c}): ${got[(i - r0) * n + c]} vs ${want}`,
-              );
+              want += b[i * n + c] * (2 * p + w[i] * b[i * n + c]);
+              mag += Math.abs(w[i]) * b[i * n + c] ** 2;
             }
-          held.dispose();
+          const got = held.measure(b, n);
+          assert.ok(Math.abs(got - want) <= 1e-6 * mag, `${dim} bands ${bounds} n=${n}: ${got} vs ${want}`);
         }
+        held.dispose();
+        assert.throws(() => held.measure(rand(dim, 1), 1), /disposed/);
+      }
     }
-  const g = new Float64Array(16);
+  const g = new Float64Array(16),
+    w = new Float64Array(4);
   assert.throws(() => module.holdStrictLowerBandBf16(g, 4, 3, 2, 1), /holdStrictLowerBandBf16: bad sizes/);
   assert.throws(() => module.holdStrictLowerBandBf16(g, 3, 0, 1, 1), /holdStrictLowerBandBf16: bad sizes/);
-  const raw = module.holdStrictLowerBandBf16(g, 4, 0, 4, 1);
-  assert.throws(() => module.timesTransposed(raw, rand(8, 1), 2, new Float32Array(8), 1, 'avx512'), /not on a bf16/);
-  module.release(raw);
+  const [top, bottom] = [module.holdStrictLowerBandBf16(g, 4, 0, 2, 1), module.holdStrictLowerBandBf16(g, 4, 2, 4, 1)];
+  assert.throws(() => module.measureBf16([bottom, top], rand(8, 1), 2, w, 1), /do not tile the rows/);
+  assert.throws(() => module.measureBf16([top], rand(8, 1), 2, w, 1), /shape mismatch/);
+  assert.throws(() => module.measureBf16([top, bottom], rand(6, 1), 2, w, 1), /shape mismatch/);
+  assert.throws(() => module.times(top, rand(4, 1), 2, new Float32Array(4), 1, 'avx512'), /not on a bf16/);
+  assert.throws(() => module.timesTransposed(top, rand(4, 1), 2, new Float32Array(4), 1, 'avx512'), /not on a bf16/);
+  module.release(top);
+  assert.throws(() => module.measureBf16([top, bottom], rand(8, 1), 2, w, 1), /released/);
+  module.release(bottom);
 });
 
 test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {

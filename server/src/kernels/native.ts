@@ -74,8 +74,11 @@ export interface NativeAddon {
    *  returned handle owns. */
   holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: number, threads: number): object;
   /** Row band [r0, r1) of g's strictly lower triangle, columns [0, r1), as bf16 (AVX512-BF16
-   *  only): `times` on it rounds b to bf16 and sums in float32. */
+   *  only), for measureBf16. */
   holdStrictLowerBandBf16(g: Float64Array, dim: number, r0: number, r1: number, threads: number): object;
+  /** tr(bᵀ·H·b) for H = T + Tᵀ + diag(w), T the strictly lower triangle in `bands` (in order,
+   *  covering rows 0 … w.length − 1), b w.length × n rounded to bf16, float32 products. */
+  measureBf16(bands: object[], b: Float32Array, n: number, w: Float64Array, threads: number): number;
   /** Whether this CPU runs the bf16 products. */
   bf16(): boolean;
 }

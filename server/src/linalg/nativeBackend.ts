@@ -23,6 +23,12 @@ export interface AttentionLayout {
   slidingWindow?: number;
 }
 
+/** A quadratic form held in the module (holdBf16Measure). */
+export interface HeldMeasure {
+  measure(b: Float32Array, n: number): number;
+  dispose(): void;
+}
+
 export interface NativeOptions {
   /** Threads per product (the calling one included); default 1: the engine's pools already
    *  give each core its own matrix or row block. */
@@ -147,12 +153,31 @@ export class NativeBackend implements MatmulBackend {
     return this.held(handle, r1 - r0, transpose ? dim - r0 : r1);
   }
 
-  /** Row band [r0, r1) of g's strictly lower triangle (dim × dim, float64), columns [0, r1),
-   *  held as bf16: its products round the block to bf16 too and sum in float32 (only where
-   *  `bf16`; the output-error measure of loftq/heldMetric.ts). */
-  holdStrictLowerBandBf16(g: Float64Array, dim: number, r0: number, r1: number): DeviceMatrix {
-    const handle = this.addon.holdStrictLowerBandBf16(g, dim, r0, r1, this.threads);
-    return this.held(handle, r1 - r0, r1);
+  /** tr(bᵀ·H·b) for b (dim × n) and H = T + Tᵀ + diag(w), T the strictly lower triangle of
+   *  g (dim × dim, float64) held as bf16 in row bands [bounds[k], bounds[k + 1]) (bounds from 0
+   *  to dim): b rounded to bf16 too, products summed in float32, the rest in float64 (only
+   *  where `bf16`; the output-error measure of loftq/heldMetric.ts). */
+  holdBf16Measure(g: Float64Array, dim: number, bounds: readonly number[], w: Float64Array): HeldMeasure {
+    const { addon } = this;
+    const bands: object[] = [];
+    try {
+      for (let k = 0; k + 1 < bounds.length; k++)
+        bands.push(addon.holdStrictLowerBandBf16(g, dim, bounds[k], bounds[k + 1], this.threads));
+    } catch (e) {
+      for (const band of bands) addon.release(band);
+      throw e;
+    }
+    let live = true;
+    return {
+      measure: (b, n) => {
+        if (!live) throw new Error('native backend: measure with a disposed metric');
+        return addon.measureBf16(bands, b, n, w, this.threads);
+      },
+      dispose: () => {
+        if (live) for (const band of bands) addon.release(band);
+        live = false;
+      },
+    };
   }
 
   /** The products of a module handle (rows × cols), released at dispose. */

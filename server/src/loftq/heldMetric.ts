@@ -18,7 +18,7 @@
 import { withScratchBuffers } from '../base/scratchBuffers';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { CalibrationMetric } from './calibrationMetric';
-import { NativeBackend } from '../linalg/nativeBackend';
+import { NativeBackend, type HeldMeasure } from '../linalg/nativeBackend';
 
 /** Bands of a held triangle: 8 → 56% of the dense flops, 8 uploads of b per product. */
 const BANDS = 8;
@@ -174,18 +174,23 @@ export async function holdMetric(metric: CalibrationMetric, backend: MatmulBacke
   const held: Band[][] = [];
   try {
     held.push(await holdBands(dim, true, lowerBand), await holdBands(dim, false, upperBand));
-    // The measure with AVX512-BF16: the strictly lower triangle in bf16 (twice the float32
-    // products' rate), the diagonal g_jj + λ exact.
-    if (backend instanceof NativeBackend && backend.bf16)
-      held.push(
-        await holdBands(dim, true, async (r0, r1) => backend.holdStrictLowerBandBf16(g as Float64Array, dim, r0, r1)),
-      );
   } catch (e) {
     for (const band of held.flat()) band.held.dispose();
     throw e;
   }
-  const [lower, upper, strictBf16] = held;
-  const diagonal = strictBf16 && Float64Array.from({ length: dim }, (_, j) => g[j * dim + j] + lambda);
+  const [lower, upper] = held;
+  // The measure with AVX512-BF16: the strictly lower triangle in bf16 (twice the float32
+  // products' rate), the diagonal g_jj + λ exact, all in the module.
+  let bf16: HeldMeasure | undefined;
+  if (backend instanceof NativeBackend && backend.bf16) {
+    const diagonal = Float64Array.from({ length: dim }, (_, j) => g[j * dim + j] + lambda);
+    try {
+      bf16 = backend.holdBf16Measure(g as Float64Array, dim, [...lower.map((band) => band.r0), dim], diagonal);
+    } catch (e) {
+      for (const band of held.flat()) band.held.dispose();
+      throw e;
+    }
+  }
   return {
     h: {
       rows: dim,
@@ -204,12 +209,13 @@ export async function holdMetric(metric: CalibrationMetric, backend: MatmulBacke
       },
       dispose() {},
     },
-    quadratic(b: Float32Array, n: number): Promise<number> {
+    async quadratic(b: Float32Array, n: number): Promise<number> {
       checkShape(dim, b, n);
-      return strictBf16 && diagonal ? quadraticBands(strictBf16, diagonal, b, n) : quadraticBands(lower, fix, b, n);
+      return bf16 ? bf16.measure(b, n) : quadraticBands(lower, fix, b, n);
     },
     dispose() {
       for (const band of held.flat()) band.held.dispose();
+      bf16?.dispose();
     },
   };
 }
