@@ -145,9 +145,13 @@ KERNEL_AVX512(4)
 // two job threads interleave theirs; with 8 slots a calibrated tinyllama layer missed 3.3 GB
 // of buffers (≈10 s of page faults), with 32 it missed 0.6 GB — evicting at 200–380 MB
 // cached, for want of slots, not bytes — and with 64 a 2-layer run's quantize phase misses
-// 248 MB instead of 341 MB, all first uses of a size, its peak RSS unchanged.
+// 248 MB instead of 341 MB, all first uses of a size, its peak RSS unchanged. Across layers
+// 64 were still too few: a layer's jobs return more sizes than that between two layers of the
+// calibration pass, which evicted the pass's packed weights (176 MB a layer, re-faulted every
+// layer: 2.3 GB of a 22-layer 1.1B run); with 256 slots they stay (a 6-layer run: 1.01 M → 0.76 M
+// page faults, the rest first uses), and a 2 GB bound instead of 1 GB changed nothing.
 
-enum { CACHE_SLOTS = 64 };
+enum { CACHE_SLOTS = 256 };
 static const size_t CACHE_MAX_BYTES = (size_t)1 << 30;
 static pthread_mutex_t cacheLock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -1835,24 +1839,25 @@ static napi_value SymmetrizeScaled(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads): row band [r0, r1) of l's
- *  lower triangle T (transpose 0: columns [0, r1)) or of Tᵀ (1: columns [r0, dim)) converted to
- *  float32 straight into a held matrix (statistics.c) — a held metric's band without a float32
- *  copy in JavaScript for hold to copy again (a 5632-wide G's 16 bands are 142 MB). */
-static napi_value HoldLowerBand(napi_env env, napi_callback_info info) {
+/** holdTriangleBand(g: Float64Array, dim, r0, r1, upper, threads): row band [r0, r1) of g's
+ *  lower triangle (upper 0: columns [0, r1)) or upper triangle (1: columns [r0, dim)), zeros
+ *  off it, converted to float32 straight into a held matrix (statistics.c) — a held metric's
+ *  band without a float32 copy in JavaScript for hold to copy again (a 5632-wide G's 16 bands
+ *  are 142 MB). */
+static napi_value HoldTriangleBand(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  double *l;
-  size_t lLen, dim, r0, r1, transpose, threads;
-  if (argc != 6 || !float64Arg(env, argv[0], &l, &lLen) || !sizeArg(env, argv[1], &dim) ||
-      !sizeArg(env, argv[2], &r0) || !sizeArg(env, argv[3], &r1) || !sizeArg(env, argv[4], &transpose) ||
+  double *g;
+  size_t gLen, dim, r0, r1, upper, threads;
+  if (argc != 6 || !float64Arg(env, argv[0], &g, &gLen) || !sizeArg(env, argv[1], &dim) ||
+      !sizeArg(env, argv[2], &r0) || !sizeArg(env, argv[3], &r1) || !sizeArg(env, argv[4], &upper) ||
       !sizeArg(env, argv[5], &threads))
-    return fail(env, "holdLowerBand(l: Float64Array, dim, r0, r1, transpose, threads)");
-  if (dim > (1u << 16) || lLen != dim * dim || r0 > r1 || r1 > dim) return fail(env, "holdLowerBand: bad sizes");
-  Held *h = newHeldCopy(env, r1 - r0, transpose ? dim - r0 : r1);
+    return fail(env, "holdTriangleBand(g: Float64Array, dim, r0, r1, upper, threads)");
+  if (dim > (1u << 16) || gLen != dim * dim || r0 > r1 || r1 > dim) return fail(env, "holdTriangleBand: bad sizes");
+  Held *h = newHeldCopy(env, r1 - r0, upper ? dim - r0 : r1);
   if (!h) return NULL;
-  lowerBandToFloat32(l, dim, r0, r1, transpose != 0, h->data, threadCount(threads));
+  triangleBandToFloat32(g, dim, r0, r1, upper != 0, h->data, threadCount(threads));
   return heldHandle(env, h);
 }
 
@@ -2014,7 +2019,7 @@ NAPI_MODULE_INIT() {
       {"orthonormalize", NULL, Orthonormalize, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gram", NULL, Gram, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symmetricEigen", NULL, SymmetricEigen, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"holdLowerBand", NULL, HoldLowerBand, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"holdTriangleBand", NULL, HoldTriangleBand, NULL, NULL, NULL, napi_enumerable, NULL},
       {"holdStrictLowerBandBf16", NULL, HoldStrictLowerBandBf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"bf16", NULL, Bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"measureBf16", NULL, MeasureBf16, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -30,7 +30,7 @@ void giveBuffer(void *p, size_t capacity);
 /** Row band [r0, r1) of the lower triangle T of l (transpose 0: columns [0, r1)) or of Tᵀ
  *  (1: columns [r0, dim)) as float32, row-major in `out`, zeros outside the triangle: a band
  *  of a held metric (loftq/heldMetric.ts). */
-void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads);
+void triangleBandToFloat32(const double *g, size_t dim, size_t r0, size_t r1, int upper, float *out, int threads);
 
 /** Whether this CPU has AVX512-BF16 (bf16.c's products). */
 int bf16Supported(void);

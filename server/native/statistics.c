@@ -1,40 +1,38 @@
 // Float64 helpers of the calibration statistics: G's scale-and-mirror after XᵀX
-// (model/collect.ts) and the float32 bands of its lower triangle that a held metric multiplies
-// by (loftq/heldMetric.ts).
+// (model/collect.ts) and the float32 bands of its lower and upper triangles that a held metric
+// multiplies by (loftq/heldMetric.ts).
 
 #include "native.h"
 
 static inline size_t minSize(size_t a, size_t b) { return a < b ? a : b; }
 
 typedef struct {
-  const double *l;
+  const double *g;
   size_t dim, r0, r1, c0, c1;
-  int transpose;
+  int upper;
   float *out;
 } Band;
 
-// Rows [first, last) of the band (relative), in 64-wide column tiles: the transposed read
-// walks down T's columns, one cache line of each of 64 rows per tile.
+// Rows [first, last) of the band (relative), each read along G's row: the upper triangle of a
+// symmetric G is its lower one transposed without the strided column walk.
 static void bandRows(void *ctx, size_t first, size_t last, size_t part) {
   (void)part;
   const Band *b = ctx;
   const size_t w = b->c1 - b->c0;
-  for (size_t j0 = b->c0; j0 < b->c1; j0 += 64) {
-    const size_t j1 = minSize(b->c1, j0 + 64);
-    for (size_t k = first; k < last; k++) {
-      const size_t i = b->r0 + k;
-      float *o = b->out + k * w - b->c0;
-      if (b->transpose)
-        for (size_t j = j0; j < j1; j++) o[j] = j >= i ? (float)b->l[j * b->dim + i] : 0.0f;
-      else
-        for (size_t j = j0; j < j1; j++) o[j] = j <= i ? (float)b->l[i * b->dim + j] : 0.0f;
-    }
+  for (size_t k = first; k < last; k++) {
+    const size_t i = b->r0 + k;
+    const double *row = b->g + i * b->dim;
+    float *o = b->out + k * w - b->c0;
+    if (b->upper)
+      for (size_t j = b->c0; j < b->c1; j++) o[j] = j >= i ? (float)row[j] : 0.0f;
+    else
+      for (size_t j = b->c0; j < b->c1; j++) o[j] = j <= i ? (float)row[j] : 0.0f;
   }
 }
 
-void lowerBandToFloat32(const double *l, size_t dim, size_t r0, size_t r1, int transpose, float *out, int threads) {
-  // The band's nonzero columns: L's row band reaches column r1 − 1; Lᵀ's starts at r0.
-  Band b = {l, dim, r0, r1, transpose ? r0 : 0, transpose ? dim : r1, transpose, out};
+void triangleBandToFloat32(const double *g, size_t dim, size_t r0, size_t r1, int upper, float *out, int threads) {
+  // The band's nonzero columns: the lower triangle's row band reaches column r1 − 1; the upper's starts at r0.
+  Band b = {g, dim, r0, r1, upper ? r0 : 0, upper ? dim : r1, upper, out};
   parallelFor(r1 - r0, 16, threads, bandRows, &b);
 }
 

@@ -185,14 +185,14 @@ test('the transposed product refuses blocks that do not make n × cols, with a m
   );
 });
 
-test('a band of the lower triangle T of float64 G held natively is the band a hold would copy, T or Tᵀ', async (t) => {
+test("a band of float64 G's lower or upper triangle held natively is the band a hold would copy", async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
   for (const threads of [1, 3])
     for (const dim of [1, 7, 70, 301]) {
       const backend: NativeBackend = new NativeBackend(module, { threads });
-      // A full matrix (G, whose upper triangle must not be read), in shared memory as the
-      // calibration statistics are, on one of the thread counts.
+      // A full matrix, not symmetric (each triangle must be read where it lies), in shared memory
+      // as the calibration statistics are, on one of the thread counts.
       const l = threads === 3 ? new Float64Array(new SharedArrayBuffer(dim * dim * 8)) : new Float64Array(dim * dim);
       l.set(rand(dim * dim, dim + threads));
       for (const [r0, r1] of [
@@ -202,34 +202,28 @@ test('a band of the lower triangle T of float64 G held natively is the band a ho
         [dim - 1, dim],
         [dim >> 1, dim >> 1],
       ])
-        for (const transpose of [false, true]) {
-          const [c0, c1] = transpose ? [r0, dim] : [0, r1];
-          // The band of T = tril(l) as float32, zeros off the triangle (Tᵀ[i][j] = T[j][i]).
+        for (const upper of [false, true]) {
+          const [c0, c1] = upper ? [r0, dim] : [0, r1];
+          // The band of tril(l) or triu(l) as float32, zeros off the triangle (l is not symmetric).
           const band = new Float32Array((r1 - r0) * (c1 - c0));
           for (let i = r0; i < r1; i++)
             for (let j = c0; j < c1; j++)
-              band[(i - r0) * (c1 - c0) + j - c0] = transpose
-                ? j >= i
-                  ? l[j * dim + i]
-                  : 0
-                : j <= i
-                  ? l[i * dim + j]
-                  : 0;
-          const held: DeviceMatrix = backend.holdLowerBand(l, dim, r0, r1, transpose);
+              band[(i - r0) * (c1 - c0) + j - c0] = (upper ? j >= i : j <= i) ? l[i * dim + j] : 0;
+          const held: DeviceMatrix = backend.holdTriangleBand(l, dim, r0, r1, upper);
           assert.deepEqual([held.rows, held.cols], [r1 - r0, c1 - c0]);
           const n = 5,
             b = rand((c1 - c0) * n, r0 + r1);
           const want: Float32Array = await (await backend.hold(band, r1 - r0, c1 - c0)).times(b, n);
-          assert.deepEqual(await held.times(b, n), want, `${dim} [${r0}, ${r1}) ${transpose ? 'Tᵀ' : 'T'}`);
+          assert.deepEqual(await held.times(b, n), want, `${dim} [${r0}, ${r1}) ${upper ? 'triu' : 'tril'}`);
           held.dispose();
         }
     }
   const l = new Float64Array(16);
-  assert.throws(() => module.holdLowerBand(l, 3, 0, 1, 0, 1), /holdLowerBand: bad sizes/);
-  assert.throws(() => module.holdLowerBand(l, 4, 3, 2, 0, 1), /holdLowerBand: bad sizes/);
-  assert.throws(() => module.holdLowerBand(l, 4, 0, 5, 1, 1), /holdLowerBand: bad sizes/);
-  assert.throws(() => module.holdLowerBand(new Float32Array(16) as never, 4, 0, 1, 0, 1), /holdLowerBand\(l/);
-  const raw = module.holdLowerBand(l, 4, 1, 3, 1, 1);
+  assert.throws(() => module.holdTriangleBand(l, 3, 0, 1, 0, 1), /holdTriangleBand: bad sizes/);
+  assert.throws(() => module.holdTriangleBand(l, 4, 3, 2, 0, 1), /holdTriangleBand: bad sizes/);
+  assert.throws(() => module.holdTriangleBand(l, 4, 0, 5, 1, 1), /holdTriangleBand: bad sizes/);
+  assert.throws(() => module.holdTriangleBand(new Float32Array(16) as never, 4, 0, 1, 0, 1), /holdTriangleBand\(g/);
+  const raw = module.holdTriangleBand(l, 4, 1, 3, 1, 1);
   module.release(raw);
   assert.throws(() => module.times(raw, rand(6, 1), 2, new Float32Array(4), 1, 'generic'), /released/);
 });

@@ -69,10 +69,10 @@ export interface NativeAddon {
   symmetricEigen(memory: Uint8Array, ...args: number[]): void;
   /** g ← g·scale on and above the diagonal, mirrored below. */
   symmetrizeScaled(g: Float64Array, dim: number, scale: number, threads: number): void;
-  /** Row band [r0, r1) of the lower triangle T of l (transpose 0) or of Tᵀ (1) as float32,
-   *  zeros off the triangle, converted straight into a held copy (as hold's) that the
-   *  returned handle owns. */
-  holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: number, threads: number): object;
+  /** Row band [r0, r1) of g's lower triangle (upper 0; columns [0, r1)) or upper triangle (1;
+   *  columns [r0, dim)) as float32, zeros off the triangle, converted straight into a held copy
+   *  (as hold's) that the returned handle owns. */
+  holdTriangleBand(g: Float64Array, dim: number, r0: number, r1: number, upper: number, threads: number): object;
   /** Row band [r0, r1) of g's strictly lower triangle, columns [0, r1), as bf16 (AVX512-BF16
    *  only), for measureBf16. */
   holdStrictLowerBandBf16(g: Float64Array, dim: number, r0: number, r1: number, threads: number): object;

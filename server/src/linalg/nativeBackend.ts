@@ -145,12 +145,12 @@ export class NativeBackend implements MatmulBackend {
     return this.held(handle, rows, cols);
   }
 
-  /** Row band [r0, r1) of lower-triangular L (dim × dim, float64) held as float32 — of Lᵀ
-   *  when `transpose`, columns [r0, dim); of L, columns [0, r1) — converted in the module
-   *  straight into the held copy. */
-  holdLowerBand(l: Float64Array, dim: number, r0: number, r1: number, transpose: boolean): DeviceMatrix {
-    const handle = this.addon.holdLowerBand(l, dim, r0, r1, transpose ? 1 : 0, this.threads);
-    return this.held(handle, r1 - r0, transpose ? dim - r0 : r1);
+  /** Row band [r0, r1) of g's lower triangle (columns [0, r1)) or, when `upper`, of its upper
+   *  triangle (columns [r0, dim)), g dim × dim float64, held as float32 with zeros off the
+   *  triangle — converted in the module straight into the held copy. */
+  holdTriangleBand(g: Float64Array, dim: number, r0: number, r1: number, upper: boolean): DeviceMatrix {
+    const handle = this.addon.holdTriangleBand(g, dim, r0, r1, upper ? 1 : 0, this.threads);
+    return this.held(handle, r1 - r0, upper ? dim - r0 : r1);
   }
 
   /** tr(bᵀ·H·b) for b (dim × n) and H = T + Tᵀ + diag(w), T the strictly lower triangle of

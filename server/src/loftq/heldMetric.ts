@@ -2,7 +2,8 @@
 // Krylov SVD multiplies its thin blocks by H (rsvd.ts), and ‖X·S‖² = tr(X·H·Xᵀ) for any S with
 // S·Sᵀ = H measures output errors — no factor of H is ever formed.
 //
-// A full G is held as its lower triangle T (diagonal included) and Tᵀ, each as horizontal bands
+// A full G is held as its lower triangle T (diagonal included) and its upper triangle — Tᵀ, G
+// being symmetric, but read along G's rows instead of down its columns — each as horizontal bands
 // cut to the columns where they are nonzero (band J of T: columns 0 … end of J; of Tᵀ: start of
 // J … dim), so a product does (1 + 1/BANDS)/2 of the dense work and a band's slice of b is
 // contiguous. Then H·b = T·b + Tᵀ·b + (λ − diag G)·b, and since tr(bᵀ·T·b) = tr(bᵀ·Tᵀ·b),
@@ -118,43 +119,25 @@ function quadraticBands(bands: Band[], w: Float64Array, b: Float32Array, n: numb
   });
 }
 
-/** T = the lower triangle of g as float32 (the upper one zero): the wasm bands are cut from it. */
-function lowerTriangle(g: ArrayLike<number>, dim: number): Float32Array {
-  const t = new Float32Array(dim * dim);
-  for (let i = 0; i < dim; i++) for (let j = 0, o = i * dim; j <= i; j++) t[o + j] = g[o + j];
-  return t;
-}
-
-/** Tᵀ of a lower-triangular T, in 64 × 64 tiles (a row-by-row transpose misses the cache on
- *  every write at these widths). */
-function transposedLower(l: Float32Array, dim: number): Float32Array {
-  const t = new Float32Array(dim * dim);
-  const TILE = 64;
-  for (let i0 = 0; i0 < dim; i0 += TILE)
-    for (let j0 = 0; j0 <= i0; j0 += TILE) {
-      const i1 = Math.min(dim, i0 + TILE),
-        j1 = Math.min(dim, j0 + TILE);
-      for (let i = i0; i < i1; i++) for (let j = j0, o = i * dim; j < j1 && j <= i; j++) t[j * dim + i] = l[o + j];
-    }
-  return t;
-}
-
-/** Bands cut from a float32 copy of a whole triangular matrix t (dim × dim), each copied
- *  into a new array for the backend to hold. */
-function copiedBands(t: Float32Array, dim: number, backend: MatmulBackend): HoldBand {
+/** Bands of g's lower (or upper) triangle, zeros off it, each converted to float32 into a new
+ *  array for the backend to hold — no whole-triangle copy (127 MB at width 5632). */
+function copiedBands(g: ArrayLike<number>, dim: number, upper: boolean, backend: MatmulBackend): HoldBand {
   return (r0, r1, c0, c1) => {
     const w = c1 - c0;
     const part = new Float32Array((r1 - r0) * w);
-    for (let i = r0; i < r1; i++) part.set(t.subarray(i * dim + c0, i * dim + c1), (i - r0) * w);
+    for (let i = r0; i < r1; i++) {
+      const [from, to] = upper ? [i, c1] : [c0, i + 1];
+      for (let j = from, o = (i - r0) * w - c0, src = i * dim; j < to; j++) part[o + j] = g[src + j];
+    }
     return backend.hold(part, r1 - r0, w);
   };
 }
 
-/** Native: each band converted from float64 G's lower triangle (transposed, for Tᵀ) in the
- *  module straight into its held copy, reading G where it lies (shared memory) — converting
- *  into a JavaScript buffer that the hold then copied faulted fresh pages for every matrix. */
-function nativeBands(g: Float64Array, dim: number, transpose: boolean, backend: NativeBackend): HoldBand {
-  return async (r0, r1) => backend.holdLowerBand(g, dim, r0, r1, transpose);
+/** Native: each band converted from float64 G's triangle in the module straight into its held
+ *  copy, reading G where it lies (shared memory) — converting into a JavaScript buffer that the
+ *  hold then copied faulted fresh pages for every matrix. */
+function nativeBands(g: Float64Array, dim: number, upper: boolean, backend: NativeBackend): HoldBand {
+  return async (r0, r1) => backend.holdTriangleBand(g, dim, r0, r1, upper);
 }
 
 export async function holdMetric(metric: CalibrationMetric, backend: MatmulBackend): Promise<HeldMetric> {
@@ -165,9 +148,8 @@ export async function holdMetric(metric: CalibrationMetric, backend: MatmulBacke
     lowerBand = nativeBands(g as Float64Array, dim, false, backend);
     upperBand = nativeBands(g as Float64Array, dim, true, backend);
   } else {
-    const t = lowerTriangle(g, dim);
-    lowerBand = copiedBands(t, dim, backend);
-    upperBand = copiedBands(transposedLower(t, dim), dim, backend);
+    lowerBand = copiedBands(g, dim, false, backend);
+    upperBand = copiedBands(g, dim, true, backend);
   }
   // λ − g_jj, the diagonal counted twice by T + Tᵀ taken out and the ridge put in.
   const fix = Float64Array.from({ length: dim }, (_, j) => lambda - g[j * dim + j]);
