@@ -83,7 +83,9 @@ export async function benchForward(
       else diagStats++;
     }
   };
-  const { forward } = await collectInputStatsWithInfo(ck, seqs, { backend, config: c, onLayer, onLayerStats });
+  // bf16 linear layers where the backend has them, as a calibrated quantize runs the pass.
+  const opts = { backend, config: c, onLayer, onLayerStats, bf16Linear: true };
+  const { forward } = await collectInputStatsWithInfo(ck, seqs, opts);
   const seconds = (performance.now() - t0) / 1000;
   const cpuSeconds = cpuSecondsNow() - c0;
   return {

@@ -1542,26 +1542,28 @@ static napi_value Times(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** timesTransposed(held, w, n, out, threads, isa): out (rows × n) = A · Wᵀ, w being n × cols
- *  row-major (a linear layer's [out, in] weight) or an array of such blocks stacked by rows
- *  (Σ rows = n): a group's weights without a stacked or transposed copy of them. */
+/** timesTransposed(held, w, n, out, threads, isa, bf16?): out (rows × n) = A · Wᵀ, w being
+ *  n × cols row-major (a linear layer's [out, in] weight) or an array of such blocks stacked by
+ *  rows (Σ rows = n): a group's weights without a stacked or transposed copy of them. With
+ *  bf16 = 1, A and W are rounded to bf16 (bf16.c; throws without AVX512-BF16). */
 static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
   static const char usage[] =
-      "timesTransposed(held, w: Float32Array | Float32Array[], n, out: Float32Array, threads, isa)";
-  size_t argc = 6;
-  napi_value argv[6];
+      "timesTransposed(held, w: Float32Array | Float32Array[], n, out: Float32Array, threads, isa, bf16?)";
+  size_t argc = 7;
+  napi_value argv[7];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  Held *h = argc == 6 ? heldArg(env, argv[0]) : NULL;
+  Held *h = argc == 6 || argc == 7 ? heldArg(env, argv[0]) : NULL;
   float *out;
-  size_t outLen, n, threads;
+  size_t outLen, n, threads, bf16 = 0;
   Isa isa;
   bool isArray = false;
   uint32_t blocks = 1;
   if (!h || !sizeArg(env, argv[2], &n) || !float32Arg(env, argv[3], &out, &outLen) ||
-      !sizeArg(env, argv[4], &threads) || !isaArg(env, argv[5], &isa) ||
+      !sizeArg(env, argv[4], &threads) || !isaArg(env, argv[5], &isa) || (argc == 7 && !sizeArg(env, argv[6], &bf16)) ||
       napi_is_array(env, argv[1], &isArray) != napi_ok ||
       (isArray && napi_get_array_length(env, argv[1], &blocks) != napi_ok))
     return fail(env, usage);
+  if (bf16 && !bf16Supported()) return fail(env, "timesTransposed: this CPU has no AVX512-BF16");
   if (!h->data) return fail(env, "timesTransposed: the matrix was released");
   if (h->bf16) return fail(env, "timesTransposed: not on a bf16 matrix");
   const size_t cols = h->cols;
@@ -1591,7 +1593,9 @@ static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
   }
   if (!problem && cols != 0 && filled != n) problem = "timesTransposed: shape mismatch";
   const int failed =
-      problem ? 0 : multiplyTransposed(h->data, h->rows, cols, wRows, n, out, threadCount(threads), isa);
+      problem ? 0
+      : bf16  ? multiplyTransposedBf16(h->data, h->rows, cols, (const float *const *)wRows, n, out, threadCount(threads))
+              : multiplyTransposed(h->data, h->rows, cols, wRows, n, out, threadCount(threads), isa);
   free(wRows);
   if (problem) return fail(env, problem);
   if (failed) {

@@ -27,7 +27,7 @@ size_t parallelFor(size_t total, size_t align, int threads, RangeFn *fn, void *c
 void *takeBuffer(size_t bytes, size_t *capacity);
 void giveBuffer(void *p, size_t capacity);
 
-/** Row band [r0, r1) of the lower triangle T of l (transpose 0: columns [0, r1)) or of Tᵀ
+/** Row band [r0, r1) of g's lower triangle (upper 0: columns [0, r1)) or upper triangle
  *  (1: columns [r0, dim)) as float32, row-major in `out`, zeros outside the triangle: a band
  *  of a held metric (loftq/heldMetric.ts). */
 void triangleBandToFloat32(const double *g, size_t dim, size_t r0, size_t r1, int upper, float *out, int threads);
@@ -49,6 +49,11 @@ void strictLowerBandToBf16(const double *g, size_t dim, size_t r0, size_t r1, ui
  *  when memory ran out, -2 without AVX512-BF16. */
 int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols, size_t bands, const float *b,
                 size_t dim, size_t n, const double *w, int threads, double *total);
+
+/** out (rows × n) = A · Wᵀ in bf16 (A and W rounded to nearest even, float32 sums), W's n
+ *  rows (each cols wide) given by pointers: 0, -1 when memory ran out, -2 without AVX512-BF16. */
+int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n, float *out,
+                           int threads);
 
 /** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */
 void symmetrizeScaled(double *g, size_t dim, double scale, int threads);

@@ -293,6 +293,44 @@ test(BF16_MEASURE, async (t) => {
   module.release(bottom);
 });
 
+test('bf16 transposed products (the calibration pass): A and W rounded to bf16, as float64 says', async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  // Without AVX512-BF16 (or under the avx2 kernels) the backend says so instead of running.
+  const avx2 = module.supports('avx2') ? new NativeBackend(module, { isa: 'avx2', threads: 1 }) : undefined;
+  if (avx2)
+    assert.throws(() => avx2.timesTransposed(rand(4, 1), 2, 2, [rand(4, 2)], 2, undefined, true), /AVX512-BF16/);
+  if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16: the pass runs in float32');
+  for (const threads of [1, 3]) {
+    const backend: NativeBackend = new NativeBackend(module, { threads, isa: 'avx512' });
+    // Odd inner sizes (a padding column), row and strip tails, past the 128-pair slice.
+    for (const [m, k, n] of [...SHAPES, [7, 33, 45], [20, 8, 40], [6, 17, 700], [13, 301, 33]] as [
+      number,
+      number,
+      number,
+    ][]) {
+      const a = rand(m * k, m * 7 + k),
+        w = rand(n * k, n * 5 + k);
+      // Blocks of rows whose bounds fall inside strips, as a linear group's weights.
+      const cuts = [...new Set([0, Math.floor(n / 3), n - 1, n])];
+      const blocks = cuts.slice(1).map((c, i) => w.subarray(cuts[i] * k, c * k));
+      const got = backend.timesTransposed(a, m, k, blocks, n, undefined, true);
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let want = 0,
+            mag = 0;
+          for (let p = 0; p < k; p++) {
+            const term = bf16(a[i * k + p]) * bf16(w[j * k + p]);
+            want += term;
+            mag += Math.abs(term);
+          }
+          const e = Math.abs(got[i * n + j] - want);
+          assert.ok(e <= 1e-6 * mag * Math.sqrt(k), `${threads} threads ${m}x${k}·(${n}x${k})ᵀ [${i}, ${j}]: ${e}`);
+        }
+    }
+  }
+});
+
 test('native backend refuses bad arguments and a disposed matrix with a message', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);

@@ -34,7 +34,8 @@ export interface NativeAddon {
   holdView(a: Float32Array, rows: number, cols: number): object;
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
   /** out (rows × n) = A · Wᵀ, w being n × cols row-major, or blocks of such rows stacked
-   *  (Σ rows = n): the [out, in] weights of a linear group, packed straight from their rows. */
+   *  (Σ rows = n): the [out, in] weights of a linear group, packed straight from their rows.
+   *  bf16 = 1: A and W rounded to bf16, float32 sums (AVX512-BF16 only). */
   timesTransposed(
     held: object,
     w: Float32Array | readonly Float32Array[],
@@ -42,6 +43,7 @@ export interface NativeAddon {
     out: Float32Array,
     threads: number,
     isa: NativeIsa,
+    bf16?: number,
   ): void;
   release(held: object): void;
   /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64);

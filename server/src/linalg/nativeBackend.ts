@@ -113,7 +113,8 @@ export class NativeBackend implements MatmulBackend {
 
   /** a (rows × cols) · [W_1ᵀ | W_2ᵀ | …] for weights in the [out, in] layout (ws[k]: out_k × cols,
    *  Σ out_k = n): the module packs W's rows straight into its strips, so neither a transposed
-   *  nor a stacked copy of the weights is made. */
+   *  nor a stacked copy of the weights is made. `bf16`: a and W rounded to bf16, float32 sums,
+   *  at twice the float32 rate — only where `this.bf16`. */
   timesTransposed(
     a: Float32Array,
     rows: number,
@@ -121,15 +122,17 @@ export class NativeBackend implements MatmulBackend {
     ws: readonly Float32Array[],
     n: number,
     into?: Float32Array,
+    bf16 = false,
   ): Float32Array {
     const addon = this.addon;
+    if (bf16 && !this.bf16) throw new Error('native backend: bf16 products need AVX512-BF16 (and the avx512 kernels)');
     // Read in place even when not shared: the product is synchronous, so nothing can detach
     // or write `a` before the release below.
     const handle = addon.holdView(a, rows, cols);
     try {
       const out = into ?? new Float32Array(rows * n);
       this.largestTensorBytes = Math.max(this.largestTensorBytes, out.length * 4);
-      addon.timesTransposed(handle, ws, n, out, this.threads, this.isa);
+      addon.timesTransposed(handle, ws, n, out, this.threads, this.isa, bf16 ? 1 : 0);
       this.flops += 2 * rows * cols * n;
       return out;
     } finally {

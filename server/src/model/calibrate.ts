@@ -63,7 +63,16 @@ export async function openCalibration(
       // The pass's products on every core (generation above stays on one backend: its tokens
       // are reproducible per backend).
       const backend = await createCollectionBackend(opts.backend ?? 'wasm');
-      const collectOpts = { backend, signal: signal ?? opts.signal, config: c, onLayerStats: onLayer };
+      // bf16 linear layers where the backend has them: the statistics of the model a GPU would
+      // run, in half the pass's time (docs/bench.md); they move calibrated output errors by
+      // less than the iterates differ.
+      const collectOpts = {
+        backend,
+        signal: signal ?? opts.signal,
+        config: c,
+        onLayerStats: onLayer,
+        bf16Linear: true,
+      };
       await collectInputStatsWithInfo(ck, sequences, collectOpts).finally(() => backend.close());
     },
     close() {},

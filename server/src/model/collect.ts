@@ -44,6 +44,9 @@ export interface CollectOptions {
    *  layer's 350 MB also cost ~1 s of page faults here). Nothing handed on may be used after
    *  the promise settles. Without it, every layer's statistics are returned. */
   onLayerStats?(stats: InputStats, layer: number, layers: number): Promise<void>;
+  /** The pass's linear layers in bf16 where the backend has bf16 products (forward.ts's
+   *  bf16Linear); the statistics themselves are float32 products summed in float64 either way. */
+  bf16Linear?: boolean;
 }
 
 /** Adds the upper triangle of XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
@@ -145,6 +148,7 @@ export async function collectInputStatsWithInfo(
   const forward = await runForward(ck, c, sequences, {
     backend: opts.backend,
     signal: opts.signal,
+    bf16Linear: opts.bf16Linear,
     onLayer: async (layer, layers) => {
       opts.onLayer?.(layer, layers);
       if (opts.onLayerStats) {

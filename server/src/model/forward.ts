@@ -34,6 +34,10 @@ export interface ForwardOptions {
   /** Called after each decoder layer (progress; the calibration pass hands the layer's
    *  statistics on here and the pass waits for the promise before the next layer). */
   onLayer?(layer: number, layers: number): void | Promise<void>;
+  /** The linear layers in bf16 products where the backend has them (native, AVX512-BF16):
+   *  X and W rounded to bf16, float32 sums — a bf16 model as a GPU runs it, at twice the
+   *  float32 rate. For the calibration pass only: logits (eval, generation) stay float32. */
+  bf16Linear?: boolean;
 }
 
 export interface ForwardResult {
@@ -132,6 +136,7 @@ export async function runForward(
   const { backend, hooks, signal } = opts;
   // The native backend also runs the attention and the SiLU gate (threads, no JS loops).
   const native = backend instanceof NativeBackend ? backend : undefined;
+  const bf16 = opts.bf16Linear === true;
   const mem = new MemoryMeter();
   const { starts, positions, tokens, maxLen } = positionsOf(sequences);
   const H = c.hiddenSize,
@@ -176,6 +181,7 @@ export async function runForward(
       [qDim, kvDim, kvDim],
       [w.qBias, w.kBias, w.vBias],
       linearOut(attnShape.stride),
+      bf16,
     );
     mem.hold(qkv.byteLength);
     applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope);
@@ -195,7 +201,7 @@ export async function runForward(
     mem.free(qkv.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('o_proj')], att, tokens, qDim);
-    const o = await linearGroup(backend, att, tokens, qDim, [w.linear.o_proj], [H], undefined, linearOut(H));
+    const o = await linearGroup(backend, att, tokens, qDim, [w.linear.o_proj], [H], undefined, linearOut(H), bf16);
     mem.hold(o.byteLength);
     addInto(h, o);
     mem.free(o.byteLength + att.byteLength);
@@ -211,6 +217,7 @@ export async function runForward(
       [I, I],
       undefined,
       linearOut(2 * I),
+      bf16,
     );
     mem.hold(gu.byteLength);
     const act = layerBuffers.f32('activation', tokens * I);
@@ -220,7 +227,17 @@ export async function runForward(
     mem.free(gu.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('down_proj')], act, tokens, I);
-    const down = await linearGroup(backend, act, tokens, I, [w.linear.down_proj], [H], undefined, linearOut(H));
+    const down = await linearGroup(
+      backend,
+      act,
+      tokens,
+      I,
+      [w.linear.down_proj],
+      [H],
+      undefined,
+      linearOut(H),
+      bf16,
+    );
     mem.hold(down.byteLength);
     addInto(h, down);
     mem.free(down.byteLength + act.byteLength + w.bytes);

@@ -47,7 +47,8 @@ export function concatTransposed(ws: readonly Float32Array[], outs: readonly num
   return t;
 }
 
-/** X · [W_1ᵀ | W_2ᵀ | …] (+ biases): tokens × Σ out_i, in `into` when given. */
+/** X · [W_1ᵀ | W_2ᵀ | …] (+ biases): tokens × Σ out_i, in `into` when given; in bf16 products
+ *  (X and W rounded, float32 sums) when `bf16` and the backend has them (native AVX512-BF16). */
 export async function linearGroup(
   backend: MatmulBackend,
   x: Float32Array,
@@ -57,13 +58,14 @@ export async function linearGroup(
   outs: readonly number[],
   biases?: readonly (Float32Array | undefined)[],
   into?: Float32Array,
+  bf16 = false,
 ): Promise<Float32Array> {
   const total = outs.reduce((a, b) => a + b, 0);
   let y: Float32Array;
   if (backend instanceof NativeBackend) {
     // The module packs the weights' rows as they lie: the transposed copy in JavaScript cost
     // ~1.1 s a layer of a 1.1B model.
-    y = backend.timesTransposed(x, tokens, inDim, ws, total, into);
+    y = backend.timesTransposed(x, tokens, inDim, ws, total, into, bf16 && backend.bf16);
   } else {
     const wt = concatTransposed(ws, outs, inDim);
     const held = await backend.hold(x, tokens, inDim);
