@@ -84,7 +84,7 @@ export async function benchForward(
     }
   };
   // bf16 linear layers where the backend has them, as a calibrated quantize runs the pass.
-  const opts = { backend, config: c, onLayer, onLayerStats, bf16Linear: true };
+  const opts = { backend, config: c, onLayer, onLayerStats, bf16Products: true };
   const { forward } = await collectInputStatsWithInfo(ck, seqs, opts);
   const seconds = (performance.now() - t0) / 1000;
   const cpuSeconds = cpuSecondsNow() - c0;

@@ -225,6 +225,41 @@ static void packStripsTransposedBf16(void *ctx, size_t s0, size_t s1, size_t par
 }
 #endif
 
+int gramChunkBf16(const float *x, const float *xt, size_t dim, size_t n, const size_t *bandStarts, size_t bands,
+                  float *prod, GramBand *onBand, void *ctx, int threads) {
+#ifdef LOFTQ_X86
+  const size_t ld = bf16Stride(n), pairs = ld / 2, strips = (dim + STRIP - 1) / STRIP;
+  size_t aCapacity, packedCapacity;
+  uint16_t *aBf16 = takeBuffer(dim * ld * sizeof(uint16_t), &aCapacity);
+  uint16_t *packed = takeBuffer(strips * pairs * STRIP * 2 * sizeof(uint16_t), &packedCapacity);
+  if (!aBf16 || !packed) {
+    giveBuffer(aBf16, aCapacity);
+    giveBuffer(packed, packedCapacity);
+    return -1;
+  }
+  RowsBf16 conv = {xt, n, ld, aBf16};
+  parallelFor(dim, 16, threads, rowsToBf16, &conv);
+  PackBf16 pack = {x, n, dim, pairs, packed};
+  parallelFor(strips, 1, threads, packStripsBf16Avx512, &pack);
+  for (size_t b = 0; b < bands; b++) {
+    const size_t r0 = bandStarts[b], r1 = bandStarts[b + 1], w = dim - r0;
+    if (r1 == r0) continue;
+    // Band rows r0 … r1 of Xᵀ times X's strips from column r0 on (r0 is a whole strip).
+    ProductBf16 work = {aBf16 + r0 * ld, r1 - r0, ld, pairs, w, (w + STRIP - 1) / STRIP,
+                        packed + r0 / STRIP * pairs * STRIP * 2, pairs * STRIP * 2, prod};
+    parallelFor((r1 - r0 + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
+    onBand(ctx, r0, r1, w);
+  }
+  giveBuffer(aBf16, aCapacity);
+  giveBuffer(packed, packedCapacity);
+  return 0;
+#else
+  (void)x, (void)xt, (void)dim, (void)n, (void)bandStarts, (void)bands, (void)prod, (void)onBand, (void)ctx,
+      (void)threads;
+  return -2;
+#endif
+}
+
 int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n, float *out,
                            int threads) {
   if (rows == 0 || n == 0) return 0;

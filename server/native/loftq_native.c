@@ -826,27 +826,42 @@ static size_t bandStart(size_t dim, size_t b, size_t bands) {
   return b >= bands ? dim : dim * b / bands / STRIP * STRIP;
 }
 
+typedef struct {
+  const float *prod;
+  double *g;
+  size_t dim;
+  int threads;
+} GramSum;
+
+/** A band of gramChunkBf16's products into g (GramBand). */
+static void addGramBand(void *ctx, size_t r0, size_t r1, size_t w) {
+  const GramSum *s = ctx;
+  BandSum sum = {s->prod, s->g, s->dim, r0, w};
+  parallelFor(r1 - r0, 1, s->threads, addBandRows, &sum);
+}
+
 /** g (dim × dim float64, row-major) += the upper triangle (j ≥ i) of X[t0:t1]ᵀ·X[t0:t1], X
  *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles) and X once
  *  (packed into strips), then horizontal bands of Xᵀ times the strips from the band's first
- *  column on (the calibration statistics' XᵀX, model/collect.ts). Products in float32, sums
- *  in float64. Returns the products' flops, or -1 when memory ran out. */
-static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa) {
+ *  column on (the calibration statistics' XᵀX, model/collect.ts). Products in float32 (in
+ *  bf16 when `bf16`: bf16.c), sums in float64. Returns the products' flops, or -1 when memory
+ *  ran out. */
+static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double *g, int threads, Isa isa,
+                        int bf16) {
   double flops = 0;
   enum { CHUNK = 2048, BANDS = 8 };
   const size_t strips = (dim + STRIP - 1) / STRIP;
-  size_t bandRows = 0;
-  for (size_t b = 0; b < BANDS; b++) {
-    const size_t rows = bandStart(dim, b + 1, BANDS) - bandStart(dim, b, BANDS);
-    if (rows > bandRows) bandRows = rows;
-  }
+  size_t bandRows = 0, starts[BANDS + 1];
+  for (size_t b = 0; b <= BANDS; b++) starts[b] = bandStart(dim, b, BANDS);
+  for (size_t b = 0; b < BANDS; b++)
+    if (starts[b + 1] - starts[b] > bandRows) bandRows = starts[b + 1] - starts[b];
   for (size_t c0 = t0; c0 < t1; c0 += CHUNK) {
     const size_t n = t1 - c0 < CHUNK ? t1 - c0 : CHUNK;
-    size_t xtCapacity, packedCapacity, prodCapacity;
+    size_t xtCapacity, packedCapacity = 0, prodCapacity;
     float *xt = takeBuffer(dim * n * sizeof(float), &xtCapacity);
-    float *packed = takeBuffer(strips * n * STRIP * sizeof(float), &packedCapacity);
+    float *packed = bf16 ? NULL : takeBuffer(strips * n * STRIP * sizeof(float), &packedCapacity);
     float *prod = takeBuffer(bandRows * dim * sizeof(float), &prodCapacity);
-    if (!xt || !packed || !prod) {
+    if (!xt || (!bf16 && !packed) || !prod) {
       giveBuffer(xt, xtCapacity);
       giveBuffer(packed, packedCapacity);
       giveBuffer(prod, prodCapacity);
@@ -854,19 +869,27 @@ static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double
     }
     Transpose t = {x + c0 * dim, xt, n, dim};
     parallelFor(n, 32, threads, transposeRows, &t);
-    Pack pack = {x + c0 * dim, dim, NULL, n, dim, packed, 0};
-    parallelFor(strips, 1, threads, packStrips, &pack);
-    for (size_t b = 0; b < BANDS; b++) {
-      const size_t r0 = bandStart(dim, b, BANDS), r1 = bandStart(dim, b + 1, BANDS), w = dim - r0;
-      if (r1 == r0) continue;
-      productOnPacked(xt + r0 * n, r1 - r0, n, packed + r0 / STRIP * n * STRIP, w, prod, threads, isa);
-      flops += 2.0 * (double)(r1 - r0) * (double)n * (double)w;
-      BandSum sum = {prod, g, dim, r0, w};
-      parallelFor(r1 - r0, 1, threads, addBandRows, &sum);
+    int failed = 0;
+    if (bf16) {
+      GramSum sum = {prod, g, dim, threads};
+      failed = gramChunkBf16(x + c0 * dim, xt, dim, n, starts, BANDS, prod, addGramBand, &sum, threads) != 0;
+    } else {
+      Pack pack = {x + c0 * dim, dim, NULL, n, dim, packed, 0};
+      parallelFor(strips, 1, threads, packStrips, &pack);
+      for (size_t b = 0; b < BANDS; b++) {
+        const size_t r0 = starts[b], r1 = starts[b + 1], w = dim - r0;
+        if (r1 == r0) continue;
+        productOnPacked(xt + r0 * n, r1 - r0, n, packed + r0 / STRIP * n * STRIP, w, prod, threads, isa);
+        BandSum sum = {prod, g, dim, r0, w};
+        parallelFor(r1 - r0, 1, threads, addBandRows, &sum);
+      }
     }
+    for (size_t b = 0; b < BANDS; b++)
+      flops += 2.0 * (double)(starts[b + 1] - starts[b]) * (double)n * (double)(dim - starts[b]);
     giveBuffer(xt, xtCapacity);
     giveBuffer(packed, packedCapacity);
     giveBuffer(prod, prodCapacity);
+    if (failed) return -1;
   }
   return flops;
 }
@@ -1605,23 +1628,25 @@ static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa) → flops: g's upper
- *  triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim). */
+/** gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa, bf16?) → flops: g's
+ *  upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim); bf16 = 1: X rounded to bf16 in the
+ *  products (throws without AVX512-BF16). */
 static napi_value GramUpper(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   float *x;
   double *g;
-  size_t xLen, gLen, dim, t0, t1, threads;
+  size_t xLen, gLen, dim, t0, t1, threads, bf16 = 0;
   Isa isa;
-  if (argc != 7 || !float32Arg(env, argv[0], &x, &xLen) || !sizeArg(env, argv[1], &dim) ||
+  if ((argc != 7 && argc != 8) || !float32Arg(env, argv[0], &x, &xLen) || !sizeArg(env, argv[1], &dim) ||
       !sizeArg(env, argv[2], &t0) || !sizeArg(env, argv[3], &t1) || !float64Arg(env, argv[4], &g, &gLen) ||
-      !sizeArg(env, argv[5], &threads) || !isaArg(env, argv[6], &isa))
-    return fail(env, "gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa)");
+      !sizeArg(env, argv[5], &threads) || !isaArg(env, argv[6], &isa) || (argc == 8 && !sizeArg(env, argv[7], &bf16)))
+    return fail(env, "gramUpper(x: Float32Array, dim, t0, t1, g: Float64Array, threads, isa, bf16?)");
   if (dim == 0 || dim > (1u << 20) || t0 > t1 || xLen / dim < t1 || gLen != dim * dim)
     return fail(env, "gramUpper: shape mismatch");
-  const double flops = gramUpper(x, dim, t0, t1, g, threadCount(threads), isa);
+  if (bf16 && !bf16Supported()) return fail(env, "gramUpper: this CPU has no AVX512-BF16");
+  const double flops = gramUpper(x, dim, t0, t1, g, threadCount(threads), isa, bf16 != 0);
   if (flops < 0) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in XᵀX");
     return NULL;

@@ -55,6 +55,16 @@ int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols
 int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n, float *out,
                            int threads);
 
+/** Called for each band of gramChunkBf16 once its rows r0 … r1 of Xᵀ·X[:, r0:] (w = dim − r0
+ *  columns) are in prod. */
+typedef void GramBand(void *ctx, size_t r0, size_t r1, size_t w);
+
+/** Bands [bandStarts[b], bandStarts[b + 1]) (each a multiple of 16) of Xᵀ·X for a chunk of n
+ *  tokens (x: n × dim, xt its transpose) in bf16 products, float32 sums: each band's product
+ *  into prod, then onBand. 0, -1 when memory ran out, -2 without AVX512-BF16. */
+int gramChunkBf16(const float *x, const float *xt, size_t dim, size_t n, const size_t *bandStarts, size_t bands,
+                  float *prod, GramBand *onBand, void *ctx, int threads);
+
 /** g ← g·scale on and above the diagonal, mirrored below (G exactly symmetric). */
 void symmetrizeScaled(double *g, size_t dim, double scale, int threads);
 

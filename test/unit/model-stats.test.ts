@@ -71,23 +71,21 @@ for (const choice of ['wasm', 'native'] as const)
     }
   });
 
-test('bf16 linear layers (the calibration pass where AVX512-BF16 runs): statistics within bf16 noise', async (t) => {
+test('bf16 products (the calibration pass where AVX512-BF16 runs): statistics within bf16 noise', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
   if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16: the pass runs in float32');
   const backend = await createCollectionBackend('native');
   const ref = await referenceMoments();
   const ck = await openCheckpoint(STORIES);
-  const stats = await collectInputStats(ck, SEQS, { backend, bf16Linear: true }).finally(() => backend.close());
+  const stats = await collectInputStats(ck, SEQS, { backend, bf16Products: true }).finally(() => backend.close());
   let largest = 0;
   for (const [name, r] of ref) {
     const s = stats.get(name)!;
     assert.ok(s.kind === 'full', name);
     const e = relDiff(s.g, r.g);
-    // The first layer's q/k/v input is the normed embedding, before any product.
-    if (name.startsWith('model.layers.0.self_attn.q_proj')) assert.ok(e < 1e-5, `${name}: ${e}`);
-    // bf16 rounds each product's inputs to 2⁻⁹; through the layers of this 64-wide model the
-    // differences compound (0.4 % after layer 0, 2 % at layer 4) — what a bf16 model on a GPU
+    // bf16 rounds each product's inputs to 2⁻⁹ (0.2 % on the first layer's XᵀX alone); through
+    // the layers of this 64-wide model the differences compound (2 % at layer 4) — what a bf16 model on a GPU
     // gives; held-out KL of the calibrated init moved 0.661 → 0.659 (NF4 r16, docs/bench.md).
     assert.ok(e < 5e-2, `${name}: relative difference ${e}`);
     largest = Math.max(largest, e);

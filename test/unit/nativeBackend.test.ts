@@ -361,42 +361,54 @@ test('--backend native names what is missing when the module is not there, or ru
   }
 });
 
-test('native XᵀX (calibration statistics): the upper triangle to float32 rounding, the lower untouched', async (t) => {
+const bf16Of = (x: number) => bf16(x);
+const GRAM = 'native XᵀX (calibration statistics): the upper triangle to float32 rounding, the lower untouched';
+test(GRAM, async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
-  // 2100 tokens: two chunks of the module's 2048; widths that split unevenly into its 8 bands
-  // (which start on 16-column strips), and one wider than a 512-column block.
-  for (const [tokens, dim, threads] of [
-    [2100, 37, 2],
-    [300, 130, 3],
-    [5, 1, 1],
-    [40, 600, 2],
-  ]) {
-    const backend: NativeBackend = new NativeBackend(module, { threads });
-    const x = rand(tokens * dim, dim);
-    const g = new Float64Array(dim * dim).fill(0.5);
-    const [t0, t1] = [3, tokens];
-    backend.gramUpper(x, dim, t0, t1, g);
-    for (let i = 0; i < dim; i++)
-      for (let j = 0; j < dim; j++) {
-        if (j < i) {
-          assert.equal(g[i * dim + j], 0.5, `lower (${i}, ${j}) untouched`);
-          continue;
+  // 2100 tokens: two chunks of the module's 2048 (an odd count in the second: bf16's padding
+  // pair); widths that split unevenly into its 8 bands (which start on 16-column strips), and
+  // one wider than a 512-column block. bf16 (X rounded in the products) where the CPU has it.
+  for (const bf16 of module.bf16() ? [false, true] : [false])
+    for (const [tokens, dim, threads] of [
+      [2100, 37, 2],
+      [300, 130, 3],
+      [5, 1, 1],
+      [40, 600, 2],
+    ]) {
+      const backend: NativeBackend = new NativeBackend(module, { threads, isa: bf16 ? 'avx512' : undefined });
+      const x = rand(tokens * dim, dim);
+      const xr = bf16 ? x.map(bf16Of) : x;
+      const g = new Float64Array(dim * dim).fill(0.5);
+      const [t0, t1] = [3, tokens];
+      backend.gramUpper(x, dim, t0, t1, g, bf16);
+      for (let i = 0; i < dim; i++)
+        for (let j = 0; j < dim; j++) {
+          if (j < i) {
+            assert.equal(g[i * dim + j], 0.5, `lower (${i}, ${j}) untouched`);
+            continue;
+          }
+          let want = 0.5,
+            mag = 0;
+          for (let s = t0; s < t1; s++) {
+            want += xr[s * dim + i] * xr[s * dim + j];
+            mag += Math.abs(xr[s * dim + i] * xr[s * dim + j]);
+          }
+          assert.ok(
+            Math.abs(g[i * dim + j] - want) <= 1e-6 * mag,
+            `${bf16 ? 'bf16 ' : ''}${tokens}x${dim} (${i}, ${j})`,
+          );
         }
-        let want = 0.5,
-          mag = 0;
-        for (let s = t0; s < t1; s++) {
-          want += x[s * dim + i] * x[s * dim + j];
-          mag += Math.abs(x[s * dim + i] * x[s * dim + j]);
-        }
-        assert.ok(Math.abs(g[i * dim + j] - want) <= 1e-6 * mag, `${tokens}x${dim} (${i}, ${j})`);
-      }
-    const bandStart = (b: number) => (b === 8 ? dim : Math.floor((dim * b) / 128) * 16);
-    let flops = 0;
-    for (let b = 0; b < 8; b++) flops += 2 * (bandStart(b + 1) - bandStart(b)) * (t1 - t0) * (dim - bandStart(b));
-    assert.equal(backend.flops, flops);
-  }
+      const bandStart = (b: number) => (b === 8 ? dim : Math.floor((dim * b) / 128) * 16);
+      let flops = 0;
+      for (let b = 0; b < 8; b++) flops += 2 * (bandStart(b + 1) - bandStart(b)) * (t1 - t0) * (dim - bandStart(b));
+      assert.equal(backend.flops, flops);
+    }
   assert.throws(() => module.gramUpper(rand(10, 1), 5, 0, 3, new Float64Array(25), 1, 'generic'), /shape mismatch/);
+  if (module.supports('avx2')) {
+    const avx2 = new NativeBackend(module, { isa: 'avx2', threads: 1 });
+    assert.throws(() => avx2.gramUpper(rand(10, 1), 5, 0, 2, new Float64Array(25), true), /AVX512-BF16/);
+  }
 });
 
 const ATTENTION =

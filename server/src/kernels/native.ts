@@ -47,7 +47,7 @@ export interface NativeAddon {
   ): void;
   release(held: object): void;
   /** g's upper triangle += X[t0:t1]ᵀ·X[t0:t1] (x: tokens × dim float32, g: dim × dim float64);
-   *  returns the flops of its products. */
+   *  returns the flops of its products. bf16 = 1: X rounded to bf16 in the products. */
   gramUpper(
     x: Float32Array,
     dim: number,
@@ -56,6 +56,7 @@ export interface NativeAddon {
     g: Float64Array,
     threads: number,
     isa: NativeIsa,
+    bf16?: number,
   ): number;
   /** model/ops.ts's attention for every sequence ([start, len, outRow] triples), over heads. */
   attention(qkv: Float32Array, out: Float32Array, seq: BigInt64Array, ...shape: number[]): void;

@@ -66,9 +66,10 @@ export class NativeBackend implements MatmulBackend {
 
   /** g's upper triangle (j ≥ i) += X[t0:t1]ᵀ·X[t0:t1] for x (tokens × dim), g dim × dim
    *  float64: the calibration statistics' product, transposes, bands and float64 sums
-   *  in the module. */
-  gramUpper(x: Float32Array, dim: number, t0: number, t1: number, g: Float64Array): void {
-    this.flops += this.addon.gramUpper(x, dim, t0, t1, g, this.threads, this.isa);
+   *  in the module. `bf16`: X rounded to bf16 in the products — only where `this.bf16`. */
+  gramUpper(x: Float32Array, dim: number, t0: number, t1: number, g: Float64Array, bf16 = false): void {
+    if (bf16 && !this.bf16) throw new Error('native backend: bf16 products need AVX512-BF16 (and the avx512 kernels)');
+    this.flops += this.addon.gramUpper(x, dim, t0, t1, g, this.threads, this.isa, bf16 ? 1 : 0);
   }
 
   /** g ← g·scale on and above the diagonal, mirrored below (g dim × dim float64): the

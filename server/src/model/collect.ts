@@ -44,9 +44,10 @@ export interface CollectOptions {
    *  layer's 350 MB also cost ~1 s of page faults here). Nothing handed on may be used after
    *  the promise settles. Without it, every layer's statistics are returned. */
   onLayerStats?(stats: InputStats, layer: number, layers: number): Promise<void>;
-  /** The pass's linear layers in bf16 where the backend has bf16 products (forward.ts's
-   *  bf16Linear); the statistics themselves are float32 products summed in float64 either way. */
-  bf16Linear?: boolean;
+  /** The pass in bf16 products where the backend has them (native, AVX512-BF16): its linear
+   *  layers (forward.ts's bf16Linear) and XᵀX, X rounded to bf16 — sums float32 within a
+   *  chunk of tokens and float64 across chunks either way. */
+  bf16Products?: boolean;
 }
 
 /** Adds the upper triangle of XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
@@ -145,10 +146,12 @@ export async function collectInputStatsWithInfo(
     const g = spareG.get(dim)?.pop();
     return g ? g.fill(0) : new Float64Array(new SharedArrayBuffer(dim * dim * 8));
   };
+  const native = opts.backend instanceof NativeBackend ? opts.backend : undefined;
+  const bf16 = opts.bf16Products === true && native?.bf16 === true;
   const forward = await runForward(ck, c, sequences, {
     backend: opts.backend,
     signal: opts.signal,
-    bf16Linear: opts.bf16Linear,
+    bf16Linear: bf16,
     onLayer: async (layer, layers) => {
       opts.onLayer?.(layer, layers);
       if (opts.onLayerStats) {
@@ -167,10 +170,10 @@ export async function collectInputStatsWithInfo(
             throwIfAborted(opts.signal);
             const t1 = Math.min(tokens, t0 + CHUNK_TOKENS);
             // Native: the same bands and sums in the module, off the JavaScript loops.
-            if (opts.backend instanceof NativeBackend) opts.backend.gramUpper(x, dim, t0, t1, g);
+            if (native) native.gramUpper(x, dim, t0, t1, g, bf16);
             else await accumulateUpper(opts.backend, x, dim, t0, t1, g);
           }
-          if (opts.backend instanceof NativeBackend) opts.backend.symmetrizeScaled(g, dim, 1 / tokens);
+          if (native) native.symmetrizeScaled(g, dim, 1 / tokens);
           else scaleAndMirror(g, dim, 1 / tokens);
           stat = { kind: 'full', dim, count: tokens, g };
         } else {
