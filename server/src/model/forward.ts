@@ -227,17 +227,7 @@ export async function runForward(
     mem.free(gu.byteLength);
     throwIfAborted(signal);
     await hooks?.onInput?.([name('down_proj')], act, tokens, I);
-    const down = await linearGroup(
-      backend,
-      act,
-      tokens,
-      I,
-      [w.linear.down_proj],
-      [H],
-      undefined,
-      linearOut(H),
-      bf16,
-    );
+    const down = await linearGroup(backend, act, tokens, I, [w.linear.down_proj], [H], undefined, linearOut(H), bf16);
     mem.hold(down.byteLength);
     addInto(h, down);
     mem.free(down.byteLength + act.byteLength + w.bytes);
