@@ -42,6 +42,7 @@ test('loftq/quantize with calibration: report as the CLI; bad input refused nami
       tokens: 13,
       fullStatMaxDim: 8192,
       ridge: 0.02,
+      products: 'float32',
     });
     assert.ok(
       done.report.matrices.every((m) => m.outputRelError !== undefined && m.outputRelError < m.qloraOutputRelError!),
@@ -119,6 +120,7 @@ test('loftq/quantize with calibration: report as the CLI; bad input refused nami
       fullStatMaxDim: 8192,
       ridge: 0.01,
       seed: 3,
+      products: 'float32',
     });
   });
 });

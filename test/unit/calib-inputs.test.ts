@@ -10,6 +10,8 @@ import { readImatrix } from '../../server/src/model/imatrix';
 import { readModelConfig } from '../../server/src/model/config';
 import { readCalibrationTokens } from '../../server/src/model/calibTokens';
 import type { Report } from '../../server/src/protocol/lsp_ext';
+import { NativeBackend, nativeAddon } from '../../server/src/linalg/nativeBackend';
+import { requireNative } from './nativeRequired';
 import { expectedIds, ImatrixEntry, writeGgufImatrix, writeLegacyImatrix, writeTestTokenizer } from '../calib-files';
 import { repoRoot, tempDir } from '../helpers';
 
@@ -113,6 +115,7 @@ test("--calib story.txt: paragraphs tokenized with the folder's tokenizer.json; 
     tokens,
     fullStatMaxDim: 8192,
     ridge: 0.01,
+    products: 'float32',
   });
   assert.ok(report.matrices.every((m) => m.outputRelError !== undefined && m.bestIter !== undefined));
 });
@@ -147,6 +150,7 @@ test('--calib ids.json with --calib-ridge: every matrix calibrated, ridge record
     tokens: 11,
     fullStatMaxDim: 8192,
     ridge: 0.05,
+    products: 'float32',
   });
   assert.equal(report.matrices.filter((m) => m.outputRelError !== undefined).length, 35);
   // Without --json the summary gives the mean output errors (of the same report) and the source.
@@ -177,6 +181,22 @@ function refused(args: string[], file: string | undefined, problem: RegExp): voi
     `nothing written for ${problem}: ${fs.existsSync(out) && fs.readdirSync(out)}`,
   );
 }
+
+test('--backend native: the report and the CLI say whether the calibration pass ran in bf16 products', (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  // bf16 exactly where the native backend's default kernels have AVX512-BF16 (collect.ts).
+  const want = new NativeBackend(module).bf16 ? 'bf16' : 'float32';
+  const ids = path.join(tempDir(), 'ids.json');
+  fs.writeFileSync(ids, JSON.stringify([[1, 403, 407, 261, 378, 426]]));
+  const out = path.join(tempDir(), 'out');
+  const args = ['quantize', STORIES, '--out', out, ...FAST.filter((a) => a !== '--quiet'), '--backend', 'native'];
+  const r = run(...args, '--calib', ids);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
+  assert.equal(report.calibration?.products, want);
+  assert.equal(/pass in bf16 products/.test(r.stdout + r.stderr), want === 'bf16', r.stdout);
+});
 
 test('bad calibration input: exit 2, one line naming the file and the problem, nothing written', () => {
   const dir = tempDir();

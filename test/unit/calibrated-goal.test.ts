@@ -31,6 +31,7 @@ async function klPair(bits: number, heldOut: number[][]): Promise<{ plain: numbe
     fullStatMaxDim: 8192,
     ridge: 0.01,
     seed: 0,
+    products: 'float32',
   });
   return {
     plain: await meanKl(STORIES, plainOut, heldOut, backend),

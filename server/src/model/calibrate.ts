@@ -10,6 +10,9 @@ import type { Checkpoint } from '../checkpoint/checkpoint';
 import { setStatsCollector } from './collector';
 import type { CollectOptions, OpenedCalibration } from './collector';
 import { createBackend } from '../linalg/backend';
+import type { BackendChoice } from '../registry';
+import { NativeBackend } from '../linalg/nativeBackend';
+import { nativeAddon } from '../kernels/native';
 import type { CalibrationParams } from '../protocol/lsp_ext';
 import { readCalibrationTokens } from './calibTokens';
 import { collectInputStatsWithInfo, createCollectionBackend, DEFAULT_FULL_STAT_MAX_DIM } from './collect';
@@ -20,6 +23,15 @@ import { CALIBRATION_SPECS } from '../registry';
 
 /** The seed of --calib-generate when none is given. */
 export const DEFAULT_GENERATE_SEED: number = CALIBRATION_SPECS.generateSeed.default;
+
+/** Which products the calibration pass runs on a backend choice: bf16 where it is the native
+ *  backend (auto picks it where built) with AVX512-BF16 (collect.ts's bf16Products). */
+async function passProducts(choice: BackendChoice): Promise<'bf16' | 'float32'> {
+  if (choice === 'auto' && !nativeAddon().module) return 'float32';
+  if (choice !== 'native' && choice !== 'auto') return 'float32';
+  const backend = await createBackend(choice);
+  return backend instanceof NativeBackend && backend.bf16 ? 'bf16' : 'float32';
+}
 
 export async function openCalibration(
   ck: Checkpoint,
@@ -58,6 +70,7 @@ export async function openCalibration(
       fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM,
       ridge: 0,
       ...(seed === undefined ? {} : { seed }),
+      products: await passProducts(opts.backend ?? 'wasm'),
     },
     async stream(onLayer, signal) {
       // The pass's products on every core (generation above stays on one backend: its tokens

@@ -98,6 +98,9 @@ export interface CalibrationInfo {
   ridge: number;
   /** 'generated': the sampler's seed (--calib-seed). */
   seed?: number;
+  /** The calibration pass's products (token sources): 'bf16' on the native backend with
+   *  AVX512-BF16 (activations and weights rounded to bf16, float32 sums), else 'float32'. */
+  products?: 'bf16' | 'float32';
 }
 
 /** Output-space comparison with the original model (llama-perplexity --kl-divergence style). */

@@ -49,7 +49,8 @@ function calibratedLine(report: Report): string {
       : `${c.sequences} sequences, ${c.tokens} tokens (${c.source}${c.file ? ` ${c.file}` : ''})`;
   return (
     `mean output error ‖(W−Q−AB)S‖/‖WS‖: LoftQ ${mean((m) => m.outputRelError!).toFixed(4)}  ` +
-    `vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}`
+    `vs QLoRA ${mean((m) => m.qloraOutputRelError!).toFixed(4)}; calibration: ${from}, ridge ${c.ridge}` +
+    (c.products === 'bf16' ? ', pass in bf16 products' : '')
   );
 }
 
