@@ -223,35 +223,54 @@ static void packStripsTransposedBf16(void *ctx, size_t s0, size_t s1, size_t par
     }
   }
 }
+
+typedef struct {
+  uint16_t *a, *packed;
+  size_t ld, pairs, aCapacity, packedCapacity;
+} Bf16Operands;
+
+static void giveOperands(Bf16Operands *o) {
+  giveBuffer(o->a, o->aCapacity);
+  giveBuffer(o->packed, o->packedCapacity);
+}
+
+/** A product's operands from the cache: A (rows × cols float32) converted to bf16 rows, and
+ *  room for B packed as `strips` strips of cols' pairs. 0, or -1 (nothing held) when memory
+ *  ran out. */
+static int takeOperands(const float *a, size_t rows, size_t cols, size_t strips, int threads, Bf16Operands *o) {
+  o->ld = bf16Stride(cols);
+  o->pairs = o->ld / 2;
+  o->a = takeBuffer(rows * o->ld * sizeof(uint16_t), &o->aCapacity);
+  o->packed = takeBuffer(strips * o->pairs * STRIP * 2 * sizeof(uint16_t), &o->packedCapacity);
+  if (!o->a || !o->packed) {
+    giveOperands(o);
+    return -1;
+  }
+  RowsBf16 conv = {a, cols, o->ld, o->a};
+  parallelFor(rows, 16, threads, rowsToBf16, &conv);
+  return 0;
+}
 #endif
 
 int gramChunkBf16(const float *x, const float *xt, size_t dim, size_t n, const size_t *bandStarts, size_t bands,
                   float *prod, GramBand *onBand, void *ctx, int threads) {
 #ifdef LOFTQ_X86
-  const size_t ld = bf16Stride(n), pairs = ld / 2, strips = (dim + STRIP - 1) / STRIP;
-  size_t aCapacity, packedCapacity;
-  uint16_t *aBf16 = takeBuffer(dim * ld * sizeof(uint16_t), &aCapacity);
-  uint16_t *packed = takeBuffer(strips * pairs * STRIP * 2 * sizeof(uint16_t), &packedCapacity);
-  if (!aBf16 || !packed) {
-    giveBuffer(aBf16, aCapacity);
-    giveBuffer(packed, packedCapacity);
-    return -1;
-  }
-  RowsBf16 conv = {xt, n, ld, aBf16};
-  parallelFor(dim, 16, threads, rowsToBf16, &conv);
-  PackBf16 pack = {x, n, dim, pairs, packed};
+  const size_t strips = (dim + STRIP - 1) / STRIP;
+  Bf16Operands o;
+  if (takeOperands(xt, dim, n, strips, threads, &o)) return -1;
+  const size_t ld = o.ld, pairs = o.pairs;
+  PackBf16 pack = {x, n, dim, pairs, o.packed};
   parallelFor(strips, 1, threads, packStripsBf16Avx512, &pack);
   for (size_t b = 0; b < bands; b++) {
     const size_t r0 = bandStarts[b], r1 = bandStarts[b + 1], w = dim - r0;
     if (r1 == r0) continue;
     // Band rows r0 … r1 of Xᵀ times X's strips from column r0 on (r0 is a whole strip).
-    ProductBf16 work = {aBf16 + r0 * ld, r1 - r0, ld, pairs, w, (w + STRIP - 1) / STRIP,
-                        packed + r0 / STRIP * pairs * STRIP * 2, pairs * STRIP * 2, prod};
+    ProductBf16 work = {o.a + r0 * ld, r1 - r0, ld, pairs, w, (w + STRIP - 1) / STRIP,
+                        o.packed + r0 / STRIP * pairs * STRIP * 2, pairs * STRIP * 2, prod};
     parallelFor((r1 - r0 + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
     onBand(ctx, r0, r1, w);
   }
-  giveBuffer(aBf16, aCapacity);
-  giveBuffer(packed, packedCapacity);
+  giveOperands(&o);
   return 0;
 #else
   (void)x, (void)xt, (void)dim, (void)n, (void)bandStarts, (void)bands, (void)prod, (void)onBand, (void)ctx,
@@ -269,23 +288,14 @@ int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float
     return 0;
   }
 #ifdef LOFTQ_X86
-  const size_t ld = bf16Stride(cols), pairs = ld / 2, strips = (n + STRIP - 1) / STRIP;
-  size_t aCapacity, packedCapacity;
-  uint16_t *aBf16 = takeBuffer(rows * ld * sizeof(uint16_t), &aCapacity);
-  uint16_t *packed = takeBuffer(strips * pairs * STRIP * 2 * sizeof(uint16_t), &packedCapacity);
-  if (!aBf16 || !packed) {
-    giveBuffer(aBf16, aCapacity);
-    giveBuffer(packed, packedCapacity);
-    return -1;
-  }
-  RowsBf16 conv = {a, cols, ld, aBf16};
-  parallelFor(rows, 16, threads, rowsToBf16, &conv);
-  PackTransposedBf16 pack = {wRows, cols, n, pairs, packed};
+  const size_t strips = (n + STRIP - 1) / STRIP;
+  Bf16Operands o;
+  if (takeOperands(a, rows, cols, strips, threads, &o)) return -1;
+  PackTransposedBf16 pack = {wRows, cols, n, o.pairs, o.packed};
   parallelFor(strips, 1, threads, packStripsTransposedBf16, &pack);
-  ProductBf16 work = {aBf16, rows, ld, pairs, n, strips, packed, pairs * STRIP * 2, out};
+  ProductBf16 work = {o.a, rows, o.ld, o.pairs, n, strips, o.packed, o.pairs * STRIP * 2, out};
   parallelFor((rows + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
-  giveBuffer(aBf16, aCapacity);
-  giveBuffer(packed, packedCapacity);
+  giveOperands(&o);
   return 0;
 #else
   (void)a, (void)wRows, (void)out, (void)threads;
