@@ -98,6 +98,10 @@ test('loftq/quantize with calibration: report as the CLI; bad input refused nami
       run({ out: badOut, calibration: { ridge: 'big' } as never }),
       (e: Error & { code: number }) => e.code === -32602,
     );
+    await assert.rejects(
+      run({ out: badOut, calibration: { file: ids, products: 'fp16' } as never }),
+      (e: Error & { code: number }) => e.code === -32602 && /products must be auto or float32/.test(e.message),
+    );
 
     // A calibration file outside the workspace needs confirmation.
     const elsewhere = path.join(tempDir('loftq-elsewhere-'), 'imatrix.gguf');

@@ -182,20 +182,31 @@ function refused(args: string[], file: string | undefined, problem: RegExp): voi
   );
 }
 
-test('--backend native: the report and the CLI say whether the calibration pass ran in bf16 products', (t) => {
+test('--backend native: the calibration pass in bf16 products where it can, float32 when asked; reported', (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
   // bf16 exactly where the native backend's default kernels have AVX512-BF16 (collect.ts).
-  const want = new NativeBackend(module).bf16 ? 'bf16' : 'float32';
+  const bf16 = new NativeBackend(module).bf16;
   const ids = path.join(tempDir(), 'ids.json');
-  fs.writeFileSync(ids, JSON.stringify([[1, 403, 407, 261, 378, 426]]));
-  const out = path.join(tempDir(), 'out');
-  const args = ['quantize', STORIES, '--out', out, ...FAST.filter((a) => a !== '--quiet'), '--backend', 'native'];
-  const r = run(...args, '--calib', ids);
-  assert.equal(r.status, 0, r.stderr);
-  const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
-  assert.equal(report.calibration?.products, want);
-  assert.equal(/pass in bf16 products/.test(r.stdout + r.stderr), want === 'bf16', r.stdout);
+  fs.writeFileSync(ids, JSON.stringify([[1, 403, 407, 261, 378, 426, 275, 259, 1, 8, 300, 301]]));
+  const quantize = (...extra: string[]) => {
+    const out = path.join(tempDir(), 'out');
+    const fast = FAST.filter((a) => a !== '--quiet');
+    const r = run('quantize', STORIES, '--out', out, ...fast, '--backend', 'native', '--calib', ids, ...extra);
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'loftq-report.json'), 'utf8')) as Report;
+    return { report, said: /pass in bf16 products/.test(r.stdout + r.stderr) };
+  };
+  const auto = quantize();
+  assert.equal(auto.report.calibration?.products, bf16 ? 'bf16' : 'float32');
+  assert.equal(auto.said, bf16);
+  const f32 = quantize('--calib-products', 'float32');
+  assert.equal(f32.report.calibration?.products, 'float32');
+  assert.equal(f32.said, false);
+  // Other statistics, so other output errors — or the same ones where bf16 never ran.
+  const errors = (r: Report) => r.matrices.map((m) => m.outputRelError);
+  if (bf16) assert.notDeepEqual(errors(auto.report), errors(f32.report));
+  else assert.deepEqual(errors(auto.report), errors(f32.report));
 });
 
 test('bad calibration input: exit 2, one line naming the file and the problem, nothing written', () => {
@@ -284,4 +295,7 @@ test('bad calibration input: exit 2, one line naming the file and the problem, n
     undefined,
     /ridge must be a number ≥ 0/,
   );
+  const ids = json('c.json', [[1, 2]]);
+  refused([STORIES, '--calib', ids, '--calib-products', 'fp16'], undefined, /products must be auto or float32/);
+  refused([STORIES, '--imatrix', ggufWide, '--calib-products', 'float32'], undefined, /an imatrix has no pass/);
 });

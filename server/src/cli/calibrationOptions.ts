@@ -1,4 +1,5 @@
-// `--calib FILE | --calib-generate N,LEN | --imatrix FILE [--calib-ridge λ] [--calib-seed S]`:
+// `--calib FILE | --calib-generate N,LEN | --imatrix FILE [--calib-ridge λ] [--calib-seed S]
+// [--calib-products auto|float32]`:
 // the calibration options of `loftq quantize`, parsed into CalibrationParams.
 import type { OptionSpec } from './args';
 import { UsageError } from '../base/errors';
@@ -10,6 +11,7 @@ export const CALIBRATION_OPTIONS: Record<string, OptionSpec> = {
   'calib-generate': { type: 'string' },
   'calib-seed': { type: 'number' },
   'calib-ridge': { type: 'number' },
+  'calib-products': { type: 'string' },
   imatrix: { type: 'string' },
 };
 
@@ -19,7 +21,9 @@ export const CALIBRATION_HELP = `\
   --calib-generate N,LEN calibrated LoftQ on N sequences of LEN tokens sampled from the model
                          (from BOS, temperature 1, seeded by --calib-seed, default 0)
   --imatrix FILE         calibrated LoftQ from a llama.cpp importance matrix (GGUF or legacy .dat; diagonal)
-  --calib-ridge λ        ridge in S·Sᵀ = G + λ·mean(diag G)·I (default 0.01)`;
+  --calib-ridge λ        ridge in S·Sᵀ = G + λ·mean(diag G)·I (default 0.01)
+  --calib-products P     the calibration pass's products: auto (bf16 on --backend native with
+                         AVX512-BF16, else float32; the default) or float32`;
 
 /** CalibrationParams from the options, or undefined when no calibration option was given. */
 export function calibrationFrom(o: Record<string, unknown>): CalibrationParams | undefined {
@@ -27,7 +31,7 @@ export function calibrationFrom(o: Record<string, unknown>): CalibrationParams |
     imatrix = o.imatrix as string | undefined;
   const gen = o['calib-generate'] as string | undefined;
   if (file === undefined && imatrix === undefined && gen === undefined) {
-    for (const k of ['calib-ridge', 'calib-seed']) {
+    for (const k of ['calib-ridge', 'calib-seed', 'calib-products']) {
       if (o[k] !== undefined) throw new UsageError(`option '--${k}' needs --calib, --calib-generate or --imatrix`);
     }
     return undefined;
@@ -42,6 +46,7 @@ export function calibrationFrom(o: Record<string, unknown>): CalibrationParams |
     if (o['calib-seed'] !== undefined) p.generate.seed = o['calib-seed'] as number;
   } else if (o['calib-seed'] !== undefined) throw new UsageError("option '--calib-seed' goes with --calib-generate");
   if (o['calib-ridge'] !== undefined) p.ridge = o['calib-ridge'] as number;
+  if (o['calib-products'] !== undefined) p.products = o['calib-products'] as CalibrationParams['products'];
   checkCalibrationParams(p);
   return p;
 }

@@ -39,6 +39,11 @@ export function checkCalibrationParams(p: CalibrationParams): void {
   const c = CALIBRATION_SPECS;
   const ridgeProblem = p.ridge === undefined ? undefined : valueProblem(c.ridge, p.ridge);
   if (ridgeProblem) throw new UsageError(`the calibration ridge must be ${ridgeProblem}, got ${p.ridge}`);
+  const productsProblem = p.products === undefined ? undefined : valueProblem(c.products, p.products);
+  if (productsProblem)
+    throw new UsageError(`the calibration products must be ${productsProblem}, got ${JSON.stringify(p.products)}`);
+  if (p.products !== undefined && p.imatrix !== undefined)
+    throw new UsageError('the calibration products choose how the pass runs; an imatrix has no pass');
   if (p.generate) {
     const { sequences, length } = p.generate;
     if (valueProblem(c.generateSequences, sequences) || valueProblem(c.generateLength, length)) {

@@ -51,7 +51,14 @@ function calibrationOf(c: unknown): CalibrationParams | undefined {
   if (typeof c !== 'object' || (g !== undefined && (typeof g !== 'object' || g === null)))
     throw invalid('calibration must be { file | generate | imatrix, ridge? }');
   if (o.ridge !== undefined && typeof o.ridge !== 'number') throw invalid('calibration.ridge must be a number');
-  const p: CalibrationParams = { file: str('file'), imatrix: str('imatrix'), ridge: o.ridge as number | undefined };
+  if (o.products !== undefined && typeof o.products !== 'string')
+    throw invalid('calibration.products must be "auto" or "float32"');
+  const p: CalibrationParams = {
+    file: str('file'),
+    imatrix: str('imatrix'),
+    ridge: o.ridge as number | undefined,
+    products: o.products as CalibrationParams['products'],
+  };
   if (g)
     p.generate = {
       sequences: Number(g.sequences),

@@ -70,7 +70,7 @@ export async function openCalibration(
       fullStatMaxDim: DEFAULT_FULL_STAT_MAX_DIM,
       ridge: 0,
       ...(seed === undefined ? {} : { seed }),
-      products: await passProducts(opts.backend ?? 'wasm'),
+      products: p.products === 'float32' ? 'float32' : await passProducts(opts.backend ?? 'wasm'),
     },
     async stream(onLayer, signal) {
       // The pass's products on every core (generation above stays on one backend: its tokens
@@ -84,7 +84,7 @@ export async function openCalibration(
         signal: signal ?? opts.signal,
         config: c,
         onLayerStats: onLayer,
-        bf16Products: true,
+        bf16Products: p.products !== 'float32',
       };
       await collectInputStatsWithInfo(ck, sequences, collectOpts).finally(() => backend.close());
     },

@@ -85,6 +85,9 @@ export interface CalibrationParams {
   imatrix?: string;
   /** Ridge λ relative to mean(diag G) in S·Sᵀ = G + λI; default 0.01. */
   ridge?: number;
+  /** The calibration pass's products: 'auto' (default: bf16 on the native backend with
+   *  AVX512-BF16, else float32) or 'float32' (always). */
+  products?: 'auto' | 'float32';
 }
 
 export interface CalibrationInfo {

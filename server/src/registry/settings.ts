@@ -105,6 +105,13 @@ export const CALIBRATION_SPECS = {
     default: 0,
     description: 'Seed of the --calib-generate sampler.',
   },
+  /** The calibration pass's products (model/collect.ts's bf16Products says what bf16 changes). */
+  products: {
+    kind: 'enum',
+    values: ['auto', 'float32'],
+    default: 'auto',
+    description: 'Calibration pass products: bf16 where the native backend has AVX512-BF16 (auto), or float32.',
+  },
 } as const satisfies Record<string, SettingSpec>;
 
 /** Why a value does not fit its spec: the words after "must be", e.g. `an integer ≥ 1`,
