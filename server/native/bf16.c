@@ -23,7 +23,8 @@ static inline size_t minSize(size_t a, size_t b) { return a < b ? a : b; }
 int bf16Supported(void) {
 #ifdef LOFTQ_X86
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  // The packing also shuffles 16-bit lanes (AVX512-BW: every CPU with BF16 has it; checked anyway).
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 #else
   return 0;
 #endif
