@@ -207,6 +207,13 @@ test('--backend native: the calibration pass in bf16 products where it can, floa
   const errors = (r: Report) => r.matrices.map((m) => m.outputRelError);
   if (bf16) assert.notDeepEqual(errors(auto.report), errors(f32.report));
   else assert.deepEqual(errors(auto.report), errors(f32.report));
+  // On the default wasm, where the native module is built, the CLI points at it (not under --quiet).
+  const fast = FAST.filter((a) => a !== '--quiet');
+  const onWasm = run('quantize', STORIES, '--out', path.join(tempDir(), 'w'), ...fast, '--calib', ids);
+  assert.equal(onWasm.status, 0, onWasm.stderr);
+  assert.match(onWasm.stderr, /note: calibrated runs are arithmetic-heavy; --backend native/);
+  const quiet = run('quantize', STORIES, '--out', path.join(tempDir(), 'q'), ...FAST, '--calib', ids);
+  assert.doesNotMatch(quiet.stderr, /note:/);
 });
 
 test('bad calibration input: exit 2, one line naming the file and the problem, nothing written', () => {

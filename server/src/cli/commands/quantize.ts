@@ -1,3 +1,4 @@
+import { nativeAddon } from '../../kernels/native';
 import { quantizeCheckpoint } from '../../engine/run';
 import { parseArgs, intOption } from '../args';
 import { UsageError, InputError } from '../../base/errors';
@@ -105,13 +106,21 @@ export const quantizeCommand: Command = {
     }
     const calibration = calibrationFrom(o);
     if (calibration) registerCalibrationCollector();
+    const backend = backendOption(o);
+    // A token-calibrated run is a forward pass plus exact output norms: on the default wasm it
+    // is several times slower than where the native module is built (README, docs/bench.md).
+    if (calibration && calibration.imatrix === undefined && backend === 'wasm' && !o.quiet && nativeAddon().module)
+      process.stderr.write(
+        'note: calibrated runs are arithmetic-heavy; --backend native (built on this machine) runs them ' +
+          'about 6× faster than wasm\n',
+      );
     const progress = progressReporter(process.stderr, !!o.quiet);
     const { report, reportPath } = await quantizeCheckpoint(checkpoint, {
       out: o.out as string,
       settings: settingsFrom(o, intOption(o, 'bits', [...SUPPORTED_BITS])),
       plan,
       targets: o.target as string[] | undefined,
-      backend: backendOption(o),
+      backend,
       format,
       workers: workersOption(o),
       shard,
