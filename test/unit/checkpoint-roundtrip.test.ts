@@ -12,6 +12,7 @@ import {
   openCheckpoint,
   readTensorBytes,
   readTensorF32,
+  readTensorRowsF32,
   toFloat32,
   fromFloat32,
   f32ToBf16Bits,
@@ -181,4 +182,35 @@ test('readTensorF32 converts F32, F16 and BF16 tensors of a written file', async
   assert.deepEqual([...(await readTensorF32(ck.byName.get('F32')!))], [...x]);
   assert.deepEqual([...(await readTensorF32(ck.byName.get('F16')!))], [...x]); // all exact in half
   assert.deepEqual([...(await readTensorF32(ck.byName.get('BF16')!))], [1.5, -0.25, 65536, 2 ** -24, Infinity, -0]);
+});
+
+test('readTensorRowsF32: the rows asked for (any order, repeats, gaps) equal those of the whole tensor', async () => {
+  const dir = tempDir();
+  const target = path.join(dir, 'e.safetensors');
+  const [rows, width] = [40, 5];
+  const x = Float32Array.from({ length: rows * width }, (_, i) => (i % 7) - 3 + i / 64);
+  const specs: TensorSpec[] = (['F32', 'BF16'] as DType[]).map((dtype) => ({
+    name: dtype,
+    dtype,
+    shape: [rows, width],
+  }));
+  const w = await SafetensorsWriter.create(target, specs);
+  for (const s of specs) await w.write(s.name, fromFloat32(s.dtype, x));
+  await w.commit();
+  const ck = await openCheckpoint(target);
+  for (const s of specs) {
+    const t = ck.byName.get(s.name)!;
+    const whole = await readTensorF32(t);
+    // Neighbours read together (gap ≤ 8), far ones apart, the first and last row included.
+    const asked = [39, 3, 0, 3, 12, 4, 25, 21, 39];
+    const got = await readTensorRowsF32(t, width, asked);
+    assert.deepEqual(
+      [...got.keys()].sort((a, b) => a - b),
+      [0, 3, 4, 12, 21, 25, 39],
+    );
+    for (const r of asked) assert.deepEqual([...got.get(r)!], [...whole.subarray(r * width, (r + 1) * width)], `${r}`);
+    assert.equal((await readTensorRowsF32(t, width, [])).size, 0);
+    await assert.rejects(readTensorRowsF32(t, width, [40]), /outside 0\.\.39/);
+    await assert.rejects(readTensorRowsF32(t, width, [-1]), /outside 0\.\.39/);
+  }
 });

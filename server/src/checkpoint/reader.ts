@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { CheckpointError } from './errors';
 import { MAX_HEADER_BYTES, parseHeader, parseHeaderLength, SafetensorsHeader, TensorInfo } from './header';
-import { toFloat32, FLOAT_DTYPES } from './dtype';
+import { toFloat32, FLOAT_DTYPES, DTYPE_SIZE } from './dtype';
 import { hasPickleMagic, isPickleName, pickleMessage } from './pickle';
 
 function ioError(file: string, e: unknown, what: string, tensor?: string): CheckpointError {
@@ -133,4 +133,43 @@ export async function readTensorF32(t: TensorInfo, into?: ReadBuffers): Promise<
       );
     throw e;
   }
+}
+
+/** Rows near each other are read together when fewer than this many lie between them. */
+const ROW_GAP = 8;
+
+/** Some rows of a 2-D float tensor (rows × width) as float32, keyed by row index: each run of
+ *  nearby rows one positioned read — an embedding lookup reads the rows its tokens use, not
+ *  the whole table (262 MB of float32 for a 32000 × 2048 one). */
+export async function readTensorRowsF32(
+  t: TensorInfo,
+  width: number,
+  rows: readonly number[],
+): Promise<Map<number, Float32Array>> {
+  if (!FLOAT_DTYPES.has(t.dtype))
+    throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+  const rowBytes = width * DTYPE_SIZE[t.dtype];
+  const wanted = [...new Set(rows)].sort((a, b) => a - b);
+  const count = t.parameters / width;
+  if (wanted.length && (!Number.isInteger(wanted[0]) || wanted[0] < 0 || wanted[wanted.length - 1] >= count))
+    throw new RangeError(`${t.name}: rows ${wanted[0]}..${wanted[wanted.length - 1]} outside 0..${count - 1}`);
+  const out = new Map<number, Float32Array>();
+  if (!wanted.length) return out;
+  const fh = await openForRead(t.file, t.name);
+  try {
+    for (let i = 0; i < wanted.length;) {
+      let j = i;
+      while (j + 1 < wanted.length && wanted[j + 1] - wanted[j] <= ROW_GAP) j++;
+      const first = wanted[i],
+        count = wanted[j] - first + 1;
+      const bytes = new Uint8Array(count * rowBytes);
+      await readExactly(fh, t.file, bytes, t.start + first * rowBytes, t.name);
+      const values = toFloat32(t.dtype, bytes);
+      for (; i <= j; i++)
+        out.set(wanted[i], values.subarray((wanted[i] - first) * width, (wanted[i] - first + 1) * width));
+    }
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+  return out;
 }

@@ -13,7 +13,7 @@ import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { linearGroup } from './linear';
 import { applyRope, attention, rmsNorm, ropeTables, siluGate } from './ops';
-import { linearTensorName, readChecked, readLayer, WeightHook } from './weights';
+import { linearTensorName, readChecked, readCheckedRows, readLayer, WeightHook } from './weights';
 
 export interface ForwardHooks {
   /** Sees the input X (tokens × width, row-major) shared by the linear layers `names`
@@ -94,16 +94,16 @@ async function embed(
   sequences: readonly (readonly number[])[],
   tokens: number,
 ): Promise<Float32Array> {
-  const table = await readChecked(ck, c, 'model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
-  const h = new Float32Array(tokens * c.hiddenSize);
-  let t = 0;
-  for (const s of sequences) {
-    for (const id of s) {
+  for (const s of sequences)
+    for (const id of s)
       if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
         throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
-      h.set(table.subarray(id * c.hiddenSize, (id + 1) * c.hiddenSize), t++ * c.hiddenSize);
-    }
-  }
+  // Only the rows the tokens use are read.
+  const shape: [number, number] = [c.vocabSize, c.hiddenSize];
+  const rows = await readCheckedRows(ck, c, 'model.embed_tokens.weight', shape, sequences.flat());
+  const h = new Float32Array(tokens * c.hiddenSize);
+  let t = 0;
+  for (const s of sequences) for (const id of s) h.set(rows.get(id)!, t++ * c.hiddenSize);
   return h;
 }
 

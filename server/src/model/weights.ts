@@ -4,7 +4,8 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
-import { readTensorF32, type ReadBuffers } from '../checkpoint/reader';
+import { readTensorF32, readTensorRowsF32, type ReadBuffers } from '../checkpoint/reader';
+import type { TensorInfo } from '../checkpoint/header';
 import type { ScratchBuffers } from '../base/scratchBuffers';
 import type { ModelConfig } from './config';
 
@@ -48,6 +49,21 @@ export async function readChecked(
   shape: number[],
   into?: ReadBuffers,
 ): Promise<Float32Array> {
+  return readTensorF32(checkedTensor(ck, c, name, shape), into);
+}
+
+/** Rows of a [rows, width] tensor (checked as readChecked does) as float32, by row index. */
+export async function readCheckedRows(
+  ck: Checkpoint,
+  c: ModelConfig,
+  name: string,
+  shape: [number, number],
+  rows: readonly number[],
+): Promise<Map<number, Float32Array>> {
+  return readTensorRowsF32(checkedTensor(ck, c, name, shape), shape[1], rows);
+}
+
+function checkedTensor(ck: Checkpoint, c: ModelConfig, name: string, shape: number[]): TensorInfo {
   const t = ck.byName.get(name);
   if (!t)
     throw new CheckpointError(
@@ -63,7 +79,7 @@ export async function readChecked(
       name,
     );
   }
-  return readTensorF32(t, into);
+  return t;
 }
 
 export interface LayerWeights {
