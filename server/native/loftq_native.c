@@ -833,7 +833,8 @@ typedef struct {
   int threads;
 } GramSum;
 
-/** A band of gramChunkBf16's products into g (GramBand). */
+/** A band's products (rows r0 … r1 of Xᵀ·X[:, r0:], w columns) into g's upper triangle in
+ *  float64: both gramUpper paths, and gramChunkBf16's GramBand. */
 static void addGramBand(void *ctx, size_t r0, size_t r1, size_t w) {
   const GramSum *s = ctx;
   BandSum sum = {s->prod, s->g, s->dim, r0, w};
@@ -870,18 +871,17 @@ static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double
     Transpose t = {x + c0 * dim, xt, n, dim};
     parallelFor(n, 32, threads, transposeRows, &t);
     int failed = 0;
-    if (bf16) {
-      GramSum sum = {prod, g, dim, threads};
+    GramSum sum = {prod, g, dim, threads};
+    if (bf16)
       failed = gramChunkBf16(x + c0 * dim, xt, dim, n, starts, BANDS, prod, addGramBand, &sum, threads) != 0;
-    } else {
+    else {
       Pack pack = {x + c0 * dim, dim, NULL, n, dim, packed, 0};
       parallelFor(strips, 1, threads, packStrips, &pack);
       for (size_t b = 0; b < BANDS; b++) {
         const size_t r0 = starts[b], r1 = starts[b + 1], w = dim - r0;
         if (r1 == r0) continue;
         productOnPacked(xt + r0 * n, r1 - r0, n, packed + r0 / STRIP * n * STRIP, w, prod, threads, isa);
-        BandSum sum = {prod, g, dim, r0, w};
-        parallelFor(r1 - r0, 1, threads, addBandRows, &sum);
+        addGramBand(&sum, r0, r1, w);
       }
     }
     for (size_t b = 0; b < BANDS; b++)

@@ -115,11 +115,15 @@ export async function readTensorBytes(t: TensorInfo, into?: ReadBuffers): Promis
   return out;
 }
 
+function checkFloatTensor(t: TensorInfo): void {
+  if (!FLOAT_DTYPES.has(t.dtype))
+    throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+}
+
 /** Reads a float tensor (F32/F16/BF16) as float32 (into `into`'s buffers 'read.bytes' and
  *  'read.f32' when given: the result is then valid until their next use). */
 export async function readTensorF32(t: TensorInfo, into?: ReadBuffers): Promise<Float32Array> {
-  if (!FLOAT_DTYPES.has(t.dtype))
-    throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+  checkFloatTensor(t);
   const bytes = await readTensorBytes(t, into);
   try {
     return toFloat32(t.dtype, bytes, into?.f32('read.f32', t.parameters));
@@ -146,13 +150,12 @@ export async function readTensorRowsF32(
   width: number,
   rows: readonly number[],
 ): Promise<Map<number, Float32Array>> {
-  if (!FLOAT_DTYPES.has(t.dtype))
-    throw new CheckpointError('dtype', t.file, `dtype ${t.dtype} is not a float type the engine computes on`, t.name);
+  checkFloatTensor(t);
   const rowBytes = width * DTYPE_SIZE[t.dtype];
   const wanted = [...new Set(rows)].sort((a, b) => a - b);
-  const count = t.parameters / width;
-  if (wanted.length && (!Number.isInteger(wanted[0]) || wanted[0] < 0 || wanted[wanted.length - 1] >= count))
-    throw new RangeError(`${t.name}: rows ${wanted[0]}..${wanted[wanted.length - 1]} outside 0..${count - 1}`);
+  const tensorRows = t.parameters / width;
+  if (wanted.length && (!Number.isInteger(wanted[0]) || wanted[0] < 0 || wanted[wanted.length - 1] >= tensorRows))
+    throw new RangeError(`${t.name}: rows ${wanted[0]}..${wanted[wanted.length - 1]} outside 0..${tensorRows - 1}`);
   const out = new Map<number, Float32Array>();
   if (!wanted.length) return out;
   const fh = await openForRead(t.file, t.name);
