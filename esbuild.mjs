@@ -56,6 +56,8 @@ const nodeCommon = {
   sourcemap: !production,
   minify: production,
   logLevel: 'warning',
+  // Python shipped in output folders (export/loftq_hqq.py) is embedded as text.
+  loader: { '.py': 'text' },
   // Native / optional backends are loaded at run time only when installed.
   external: ['vscode', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'webgpu'],
 };

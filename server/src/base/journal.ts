@@ -58,7 +58,14 @@ export async function fileStamp(file: string): Promise<string> {
 }
 
 /** Journal entry tensor names. */
-export const ENTRY = { q: 'q', loraA: 'lora_A', loraB: 'lora_B', codes: 'codes', scales: 'scales' } as const;
+export const ENTRY = {
+  q: 'q',
+  loraA: 'lora_A',
+  loraB: 'lora_B',
+  codes: 'codes',
+  scales: 'scales',
+  zero: 'zero',
+} as const;
 
 export function entryReport(metadata: Record<string, string>): MatrixReport {
   return JSON.parse(metadata.report) as MatrixReport;

@@ -18,7 +18,7 @@ import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
 import { calibrationMetric, StatisticsError, type CalibrationMetric } from '../loftq/calibrationMetric';
 import type { InputStat } from '../model/stats';
 import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
-import { packCodes } from '../quant/pack';
+import { storedCodes } from '../quant/grid';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { KernelMemoryError, withWorkspace } from '../kernels/kernels';
@@ -33,6 +33,7 @@ export interface MatrixJob {
   settings: MatrixSettings;
   /** GPT-2 style Conv1D weights are stored [in, out]; adapters are then transposed. */
   fanInFanOut: boolean;
+  /** Keep the codes and scales in the journal entry (the format writes them). */
   packed: boolean;
   onNonFinite: 'refuse' | 'skip';
   journalFile: string;
@@ -115,8 +116,8 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   let tAfter: number;
   try {
     const run = metric
-      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, metric, { phases, into: buffers, heldMetric })
-      : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers });
+      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, metric, { phases, into: buffers, heldMetric, dtype })
+      : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers, dtype });
     res = await run.catch((e) => {
       throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
     });
@@ -147,12 +148,8 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     { name: ENTRY.loraA, dtype, shape: aShape },
     { name: ENTRY.loraB, dtype, shape: bShape },
   ];
-  const packedCodes = job.packed ? packCodes(res.codes, settings.bits) : undefined;
-  if (packedCodes)
-    specs.push(
-      { name: ENTRY.codes, dtype: 'U8', shape: [packedCodes.length] },
-      { name: ENTRY.scales, dtype: 'F32', shape: [res.scales.length] },
-    );
+  const stored = job.packed ? storedCodes(settings, dtype, res) : [];
+  for (const t of stored) specs.push({ name: t.name, dtype: t.dtype, shape: t.shape });
   const report: MatrixReport = {
     ...base,
     rank: r,
@@ -173,10 +170,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     await writer.write(ENTRY.q, qBytes);
     await writer.write(ENTRY.loraA, fromFloat32(dtype, outA));
     await writer.write(ENTRY.loraB, fromFloat32(dtype, outB));
-    if (packedCodes) {
-      await writer.write(ENTRY.codes, packedCodes);
-      await writer.write(ENTRY.scales, new Uint8Array(res.scales.buffer, res.scales.byteOffset, res.scales.byteLength));
-    }
+    for (const t of stored) await writer.write(t.name, t.bytes);
     await writer.commit();
   } catch (e) {
     await writer.abort();
@@ -287,7 +281,7 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
       cols,
       { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize },
       backend,
-      { spectrum: job.spectrum },
+      { spectrum: job.spectrum, dtype: job.tensor.dtype },
     );
     out.push({
       bits,

@@ -29,12 +29,12 @@ import {
   Finished,
   readConfig,
   writeAdapters,
-  writeBackbone,
-  writePacked,
 } from '../export/assemble';
+import { FORMAT_WRITERS } from '../export/formats';
+import { hqqShapeProblem } from '../quant/hqq';
 import { TOOL } from './version';
-import { adapterBytesFor, adapterBytesOf, backboneBytesOf, REPORT_SCALES } from '../registry';
-import { matrixSettingsProblem, settingLabel } from '../registry';
+import { adapterBytesFor, adapterBytesOf, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../registry';
+import { DEFAULT_FORMAT, FORMATS, matrixSettingsProblem, settingLabel } from '../registry';
 import {
   adoptEntry,
   AssembleSource,
@@ -59,6 +59,11 @@ export function checkSettings(s: MatrixSettings, tensor?: TensorInfo): void {
     const v = s[bad.key];
     const got = typeof v === 'string' ? `'${v}'` : v;
     throw new UsageError(`${settingLabel(bad.key)} must be ${bad.expected}, got ${got}${where}`);
+  }
+  // HQQ's grid is its loader's: a shape it cannot pack would load wrong, so it is never made.
+  if (tensor && quantizerSpec(s.quantizer).storage === 'hqq') {
+    const problem = hqqShapeProblem(tensor.shape[0], tensor.shape[1], s.bits, s.blockSize);
+    if (problem) throw new UsageError(`${tensor.name} ${JSON.stringify(tensor.shape)}: ${problem}`);
   }
   if (tensor && s.rank > Math.min(tensor.shape[0], tensor.shape[1])) {
     throw new UsageError(`rank ${s.rank} exceeds min(out, in) = ${Math.min(tensor.shape[0], tensor.shape[1])}${where}`);
@@ -188,6 +193,13 @@ export async function quantizeCheckpoint(
     const targetsNamed = opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names'];
     throw new UsageError(`${ck.path}: no tensor matches the targets (${targetsNamed.join(', ')})`);
   }
+  const format = opts.format ?? DEFAULT_FORMAT;
+  FORMAT_WRITERS[format].check(
+    ck,
+    config,
+    all.map((m) => ({ name: m.tensor.name, shape: m.tensor.shape, dtype: m.tensor.dtype, settings: m.settings })),
+    format,
+  );
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
   const out = path.resolve(opts.out);
   await refuseInputAsOutput(ck, out);
@@ -218,7 +230,8 @@ async function quantizeInto(
   opts: RunOptions & { assemble?: AssembleSource },
   t0: number,
 ): Promise<RunResult> {
-  const packed = opts.format === 'packed';
+  const format = opts.format ?? DEFAULT_FORMAT;
+  const packed = FORMATS[format].keepsCodes;
   const createdOut = !(await fsp.stat(out).then(
     () => true,
     () => false,
@@ -359,7 +372,7 @@ async function quantizeInto(
         settings: opts.settings,
         plan: opts.plan,
         targets: opts.targets,
-        format: opts.format ?? 'peft',
+        format,
         onNonFinite: opts.onNonFinite ?? 'refuse',
         backend,
         shard: opts.shard,
@@ -384,7 +397,9 @@ async function quantizeInto(
     // was); only then are the old files retired and the new ones renamed in (commit.ts).
     const staged = new OutputCommit();
     commit = staged;
-    await writeBackbone(ck, out, finished, staged, opts.signal);
+    const writer = FORMAT_WRITERS[format];
+    const fo = { ck, out, finished, matrices: report.matrices, config, commit: staged, signal: opts.signal };
+    await writer.write(fo);
     const ordered = jobs.map((j) => finished.get(j.tensor.name)).filter((f): f is Finished => !!f);
     await writeAdapters(
       out,
@@ -398,8 +413,7 @@ async function quantizeInto(
       staged,
       opts.signal,
     );
-    if (packed) await writePacked(ck, out, finished, staged, opts.signal);
-    await copyModelFiles(ck, out, staged);
+    await copyModelFiles(ck, out, staged, writer.writes);
     report.totals.seconds = (performance.now() - t0) / 1000;
     report.totals.phases!.assemble = (performance.now() - tAssemble) / 1000;
     const flops = executor ? executor.flops() : opts.assemble?.gemmFlops;
@@ -457,7 +471,8 @@ export function buildReport(
     const [rows, cols] = m.shape;
     parameters += rows * cols;
     adapterTotal += adapterBytesFor(rows, cols, m.rank, adapterBytesOf(m.dtype));
-    quantBytes += backboneBytesOf(rows, cols, m.bits, m.blockSize, REPORT_SCALES);
+    const storage = quantizerSpec(m.quantizer).storage ?? REPORT_SCALES;
+    quantBytes += quantizedBytesOf(rows, cols, m.bits, m.blockSize, storage, adapterBytesOf(m.dtype));
   }
   const quantized = new Set(matrices.filter((m) => !m.skipped).map((m) => m.name));
   const otherBytes = ck.tensors.filter((t) => !quantized.has(t.name)).reduce((a, t) => a + t.byteLength, 0);

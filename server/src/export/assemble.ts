@@ -51,34 +51,36 @@ export interface Finished {
   entry: string;
 }
 
-async function entryTensor(file: string, name: string, into?: ScratchBuffers): Promise<Uint8Array> {
+export async function entryTensor(file: string, name: string, into?: ScratchBuffers): Promise<Uint8Array> {
   const ck = await openCheckpoint(file);
   return readTensorBytes(ck.byName.get(name)!, into);
+}
+
+/** One tensor of an output file: its header entry and where its bytes come from (`slot` is a
+ *  reused buffer the bytes may live in until the next load into the same slot). */
+export interface OutTensor {
+  spec: TensorSpec;
+  load: (slot: ScratchBuffers) => Promise<Uint8Array>;
 }
 
 /** Streams tensors into `put` in order, reading the next one while this one is written (the
  *  two copies overlap: 2 GB of backbone took 7.7 s to assemble one after the other). The two
  *  in flight take turns with two reused buffers: fresh ones for every tensor cost a page
  *  fault per 4 KiB, most of the assembly's time on this project's machine. */
-async function streamBackbone(
-  tensors: TensorInfo[],
-  finished: Map<string, Finished>,
+async function streamTensors(
+  tensors: OutTensor[],
   put: (name: string, b: Uint8Array) => Promise<void>,
   signal?: AbortSignal,
 ) {
   const slots = [new ScratchBuffers(), new ScratchBuffers()];
-  const load = (i: number) => {
-    const t = tensors[i];
-    const f = finished.get(t.name);
-    return f ? entryTensor(f.entry, ENTRY.q, slots[i % 2]) : readTensorBytes(t, slots[i % 2]);
-  };
+  const load = (i: number) => tensors[i].load(slots[i % 2]);
   let next = tensors.length ? load(0) : undefined;
   try {
     for (let i = 0; i < tensors.length; i++) {
       throwIfAborted(signal);
       const bytes = await next!;
       next = i + 1 < tensors.length ? load(i + 1) : undefined;
-      await put(tensors[i].name, bytes);
+      await put(tensors[i].spec.name, bytes);
     }
   } catch (e) {
     next?.catch(() => undefined); // a read still in flight must not surface unhandled
@@ -86,21 +88,24 @@ async function streamBackbone(
   }
 }
 
-/** The backbone with the input's sharding, staged into `commit`: model.safetensors, or the
+/** Output tensors in the input's layout: one list per input file (shard), in its order. */
+export type OutLayout = OutTensor[][];
+
+/** Writes `layout` with the input's sharding, staged into `commit`: model.safetensors, or the
  *  input's shard names (data) and the index (the entry transformers loads). */
-export async function writeBackbone(
+export async function writeLayout(
   ck: Checkpoint,
   out: string,
-  finished: Map<string, Finished>,
+  layout: OutLayout,
   commit: OutputCommit,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  const specsOf = (ts: TensorInfo[]): TensorSpec[] => ts.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
+  const specsOf = (ts: OutTensor[]): TensorSpec[] => ts.map((t) => t.spec);
   if (ck.kind === 'file') {
     const target = path.join(out, 'model.safetensors');
-    const w = await SafetensorsWriter.create(target, specsOf(ck.tensors), ck.metadata);
+    const w = await SafetensorsWriter.create(target, specsOf(layout[0]), ck.metadata);
     try {
-      await streamBackbone(ck.tensors, finished, (n, b) => w.write(n, b), signal);
+      await streamTensors(layout[0], (n, b) => w.write(n, b), signal);
       await commit.addWriter(w, 'main');
     } catch (e) {
       await w.abort();
@@ -110,22 +115,44 @@ export async function writeBackbone(
   }
   const w = await ShardedSafetensorsWriter.create(
     out,
-    ck.headers.map((h) => ({ file: path.basename(h.file), tensors: specsOf(h.tensors), metadata: h.metadata })),
+    ck.headers.map((h, i) => ({ file: path.basename(h.file), tensors: specsOf(layout[i]), metadata: h.metadata })),
     { indexMetadata: ck.metadata },
   );
   try {
-    await streamBackbone(
-      ck.headers.flatMap((h) => h.tensors),
-      finished,
-      (n, b) => w.write(n, b),
-      signal,
-    );
+    await streamTensors(layout.flat(), (n, b) => w.write(n, b), signal);
     const res = await w.stage(commit);
     return [...res.files, res.index];
   } catch (e) {
     await w.abort();
     throw e;
   }
+}
+
+/** The input's tensors, one list per file. */
+export function inputLayout(ck: Checkpoint): TensorInfo[][] {
+  return ck.kind === 'file' ? [ck.tensors] : ck.headers.map((h) => h.tensors);
+}
+
+/** An input tensor as it is. */
+export function unchanged(t: TensorInfo): OutTensor {
+  return { spec: { name: t.name, dtype: t.dtype, shape: t.shape }, load: (slot) => readTensorBytes(t, slot) };
+}
+
+/** The dense backbone: every input tensor, quantized matrices replaced by Q in the input dtype. */
+export async function writeBackbone(
+  ck: Checkpoint,
+  out: string,
+  finished: Map<string, Finished>,
+  commit: OutputCommit,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const layout = inputLayout(ck).map((ts) =>
+    ts.map((t): OutTensor => {
+      const f = finished.get(t.name);
+      return f ? { spec: unchanged(t).spec, load: (slot) => entryTensor(f.entry, ENTRY.q, slot) } : unchanged(t);
+    }),
+  );
+  return writeLayout(ck, out, layout, commit, signal);
 }
 
 /** Old output files to remove before any new one appears, in this order: the report (the
@@ -149,6 +176,7 @@ export async function retiredFiles(out: string, report: string): Promise<string[
     path.join(out, INDEX_FILE),
     path.join(out, 'model.safetensors'),
     path.join(out, PACKED_FILE),
+    path.join(out, 'loftq_hqq.py'),
     path.join(out, ADAPTER_DIR, 'adapter_config.json'),
     path.join(out, ADAPTER_DIR, 'adapter_model.safetensors'),
     ...old,
@@ -258,8 +286,15 @@ export async function checkModelFiles(ck: Checkpoint): Promise<void> {
   for (const f of COPIED_FILES) await checkSideFile(ck.folder, f);
 }
 
-export async function copyModelFiles(ck: Checkpoint, out: string, commit: OutputCommit): Promise<void> {
+/** Copies the input's side files, except those the format writes itself (`except`). */
+export async function copyModelFiles(
+  ck: Checkpoint,
+  out: string,
+  commit: OutputCommit,
+  except: readonly string[] = [],
+): Promise<void> {
   for (const f of COPIED_FILES) {
+    if (except.includes(f)) continue;
     const data = await readSideFile(ck.folder, f);
     if (data) await commit.addFile(path.join(out, f), data, 'data');
   }

@@ -12,8 +12,7 @@
 
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
-import { codebook } from '../quant/codebook';
-import { quantizeRegion, quantizedRegions } from '../quant/quantize';
+import { matrixGrid } from '../quant/grid';
 import { withWorkspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
@@ -70,7 +69,7 @@ async function iterate(
   opts: LoftqOptions,
 ): Promise<CalibratedResult> {
   const size = rows * cols;
-  const table = codebook(s.quantizer, s.bits);
+  const grid = matrixGrid(s, opts.dtype ?? 'F32');
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
   return withWorkspace(async (ws) => {
     // Every region is carved before any view is handed out: growing the memory detaches views.
@@ -81,7 +80,7 @@ async function iterate(
     const factorB = ws.f32(rows * rank);
     const factorA = ws.f32(rank * cols);
     const packed = ws.f32(rank * cols);
-    const quantized = quantizedRegions(ws, size, s.blockSize);
+    const quantized = grid.regions(ws, size);
 
     const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
     ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
@@ -99,6 +98,7 @@ async function iterate(
           err: number;
           codes: Uint8Array;
           scales: Float32Array;
+          zero?: Float32Array;
           q: Float32Array;
           a: Float32Array;
           b: Float32Array;
@@ -115,7 +115,7 @@ async function iterate(
     };
     for (let t = 0; t < s.iters; t++) {
       throwIfAborted(opts.signal);
-      quantizeRegion(ws, target, table, s.quantizer, s.blockSize, quantized);
+      grid.quantize(ws, target, quantized);
       const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
       lap('quantize');
       ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
@@ -179,6 +179,7 @@ async function iterate(
           err: outErr,
           codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
           scales: quantized.scales.view().slice(),
+          zero: quantized.zero?.view().slice(),
           q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
           a,
           b: svd.left,
@@ -190,6 +191,7 @@ async function iterate(
     return {
       codes: best.codes,
       scales: best.scales,
+      zero: best.zero,
       q: best.q,
       loraA: best.a,
       loraB: best.b,

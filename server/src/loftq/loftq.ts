@@ -5,8 +5,7 @@
 
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
-import { codebook } from '../quant/codebook';
-import { quantizeResidual, quantizedRegions } from '../quant/quantize';
+import { matrixGrid } from '../quant/grid';
 import { withWorkspace } from '../kernels/kernels';
 import { inParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
@@ -17,6 +16,8 @@ import type { ScratchBuffers } from '../base/scratchBuffers';
 export interface LoftqResult {
   codes: Uint8Array;
   scales: Float32Array;
+  /** HQQ's zero point per group (affine grids only). */
+  zero?: Float32Array;
   /** Dequantized backbone Q (rows × cols). */
   q: Float32Array;
   /** r × cols (PEFT lora_A). */
@@ -47,6 +48,8 @@ export interface LoftqOptions {
   /** Where the matrix-sized results (codes 'loftq.codes', Q 'loftq.q') go: reused buffers
    *  of the caller's job instead of new arrays (valid until the buffers' next use). */
   into?: ScratchBuffers;
+  /** The checkpoint's dtype: HQQ's grid computes Q in it (codebook grids ignore it). */
+  dtype?: string;
   /** Accumulates seconds per phase (quantize, svd — of which svd.hold (transpose and upload),
    *  svd.gemm, svd.krylov, svd.ritz — lowRank). */
   phases?: Record<string, number>;
@@ -96,7 +99,7 @@ export async function loftqMatrix(
 ): Promise<LoftqResult> {
   const size = rows * cols;
   if (w.length !== size) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
-  const table = codebook(s.quantizer, s.bits);
+  const grid = matrixGrid(s, opts.dtype ?? 'F32');
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
 
   // The matrix-sized buffers live in kernel memory, where the element-wise passes run.
@@ -117,7 +120,7 @@ export async function loftqMatrix(
     // thread at once, each part with its own packed copy of A.
     const pool = backend.kernels;
     const packedA = Array.from({ length: 1 + (pool?.helpers ?? 0) }, () => ws.f32(rank * cols));
-    const quantized = quantizedRegions(ws, size, s.blockSize);
+    const quantized = grid.regions(ws, size);
     let loraA: Float32Array = new Float32Array(rank * cols);
     let loraB: Float32Array = new Float32Array(rows * rank);
     let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
@@ -134,7 +137,7 @@ export async function loftqMatrix(
     };
     for (let t = 0; t < s.iters; t++) {
       throwIfAborted(opts.signal);
-      const qErr = await quantizeResidual(ws, target, table, s.quantizer, s.blockSize, quantized, W, residual, pool);
+      const qErr = await grid.quantizeResidual(ws, target, quantized, W, residual, pool);
       if (t === 0) qloraRelError = rel(qErr);
       lap('quantize');
 
@@ -187,6 +190,7 @@ export async function loftqMatrix(
     return {
       codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
       scales: quantized.scales.view().slice(),
+      zero: quantized.zero?.view().slice(),
       q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
       loraA,
       loraB,

@@ -2,7 +2,7 @@
 // request and the "Apply mixed-precision plan" code action when the report next to the plan
 // has analyses. Same options and cost model as `loftq plan`, so editor and CLI agree.
 
-import { adapterBytesOf, countsAdapters, DEFAULT_COST } from '../plan/planner/cost';
+import { adapterBytesOf, countsAdapters, DEFAULT_COST, storageOf } from '../plan/planner/cost';
 import type { Plan } from '../plan/planner/plan';
 import { offeredRanks } from '../registry';
 import { applyPlanToText } from '../plan/planner/planedit';
@@ -38,7 +38,13 @@ export async function runPlanner(
       bits: o.bits,
       ranks: o.ranks ?? ranks,
       objective: o.objective ?? 'absolute',
-      cost: { ...DEFAULT_COST, blockSize, adapterBytes: adapterBytesOf(dtype), countAdapters: countsAdapters(budget) },
+      cost: {
+        ...DEFAULT_COST,
+        blockSize,
+        scales: storageOf(report.analyses[0].quantizer),
+        adapterBytes: adapterBytesOf(dtype),
+        countAdapters: countsAdapters(budget),
+      },
     },
     exclude,
   });

@@ -16,8 +16,7 @@ import { InputError } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import { moduleName } from '../plan/glob';
 import type { MatrixReport, Report } from '../protocol/lsp_ext';
-import { codebook } from '../quant/codebook';
-import { quantize } from '../quant/quantize';
+import { quantizeValues } from '../quant/grid';
 import { isQuantizer } from '../registry';
 import { LINEAR_NAMES, linearTensorName, type WeightHook } from './weights';
 
@@ -263,6 +262,6 @@ export function qloraWeightHook(out: LoftqOutput): WeightHook {
     const m = out.matrices.get(name);
     if (!m) return undefined;
     const s = m.report;
-    return quantize(w, codebook(s.quantizer, s.bits), s.quantizer, s.blockSize).values;
+    return quantizeValues(w, s, s.dtype);
   };
 }

@@ -10,12 +10,12 @@ import type { MatrixSettings, PlanOverride } from '../protocol/lsp_ext';
 import {
   adapterBytesOf,
   avgBitsOf,
+  backboneChoiceBytes,
   choiceBytes,
-  codeBytes,
   CostModel,
   DEFAULT_COST,
   loraBytes,
-  scaleBytes,
+  storageOf,
 } from '../plan/planner/cost';
 
 /** The JSON node that decides a setting: an override (by its index in the file) or the defaults. */
@@ -85,12 +85,17 @@ export function ownerPath(
 // editor, `loftq plan` and the budget agree: codes ⌈n·bits/8⌉, double-quantized scales,
 // adapters r·(out+in) in the checkpoint's float width. Untouched tensors keep their size.
 export function costModelOf(m: MatrixPlan): CostModel {
-  return { ...DEFAULT_COST, blockSize: m.settings.blockSize, adapterBytes: adapterBytesOf(m.tensor.dtype) };
+  return {
+    ...DEFAULT_COST,
+    blockSize: m.settings.blockSize,
+    scales: storageOf(m.settings.quantizer),
+    adapterBytes: adapterBytesOf(m.tensor.dtype),
+  };
 }
 
 export function backboneBytes(m: MatrixPlan): number {
   if (m.skipped) return m.tensor.byteLength;
-  return codeBytes(m.shape[0], m.shape[1], m.settings.bits) + scaleBytes(m.shape[0], m.shape[1], costModelOf(m));
+  return backboneChoiceBytes(m.shape[0], m.shape[1], m.settings.bits, costModelOf(m));
 }
 
 export function adapterBytes(m: MatrixPlan): number {

@@ -3,7 +3,7 @@
 // current plan's size, so the two totals are comparable (same matrices, same cost model).
 // The planner itself is the caller's to run (the language server runs it on a worker thread).
 
-import { adapterBytesOf, DEFAULT_COST } from '../plan/planner/cost';
+import { adapterBytesOf, DEFAULT_COST, storageOf } from '../plan/planner/cost';
 import { tablesFromReport } from '../plan/planner/table';
 import type { PlanBudget, Report } from '../protocol/lsp_ext';
 import { PlanAssignment, planTotals } from './planModel';
@@ -37,7 +37,12 @@ export async function comparePlanner(
   const quantizer = an.quantizer ?? 'nf',
     blockSize = an.blockSize ?? DEFAULT_COST.blockSize;
   if (planned.some((m) => m.settings.quantizer !== quantizer || m.settings.blockSize !== blockSize)) return null;
-  const cost = { ...DEFAULT_COST, blockSize, adapterBytes: adapterBytesOf(planned[0].tensor.dtype) };
+  const cost = {
+    ...DEFAULT_COST,
+    blockSize,
+    scales: storageOf(quantizer),
+    adapterBytes: adapterBytesOf(planned[0].tensor.dtype),
+  };
   const { tables } = tablesFromReport(report, { ranks: [...new Set(planned.map((m) => m.settings.rank))], cost });
   const byName = new Map(tables.map((t) => [t.name, t]));
   let error = 0;

@@ -5,8 +5,8 @@
 // - uniform: linspace(-1, 1, 2^bits).
 
 import { normalQuantile } from './normal';
-import { isQuantizer, QUANTIZER_NAMES, QUANTIZERS, quantizerSupports } from '../registry';
-import type { Quantizer } from '../registry';
+import { isCodebookQuantizer, isQuantizer, QUANTIZER_NAMES, QUANTIZERS, quantizerSupports } from '../registry';
+import type { CodebookQuantizer, Quantizer } from '../registry';
 
 export const NF4_BITSANDBYTES = Float32Array.from([
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
@@ -42,7 +42,7 @@ export function uniformTable(bits: number): Float32Array {
 }
 
 /** One table builder per registered quantizer (the compiler asks for a new one's). */
-const BUILDERS: Record<Quantizer, (bits: number) => Float32Array> = {
+const BUILDERS: Record<CodebookQuantizer, (bits: number) => Float32Array> = {
   nf: (bits) => (bits === 4 ? NF4_BITSANDBYTES : normalFloatTable(bits)),
   uniform: uniformTable,
 };
@@ -51,6 +51,7 @@ const cache = new Map<string, Float32Array>();
 
 export function codebook(quantizer: Quantizer, bits: number): Float32Array {
   if (!isQuantizer(quantizer)) throw new RangeError(`unknown quantizer '${quantizer}' (${QUANTIZER_NAMES.join(', ')})`);
+  if (!isCodebookQuantizer(quantizer)) throw new RangeError(`quantizer '${quantizer}' has no codebook (an affine grid)`);
   if (!quantizerSupports(quantizer, bits)) {
     throw new RangeError(`unsupported bit width ${bits} (supported: ${QUANTIZERS[quantizer].bits.join(', ')})`);
   }

@@ -17,9 +17,5 @@ export function isBackendChoice(b: unknown): b is BackendChoice {
   return typeof b === 'string' && (BACKEND_CHOICES as readonly string[]).includes(b);
 }
 
-export const EXPORT_FORMATS = ['peft', 'packed'] as const;
-export type ExportFormat = (typeof EXPORT_FORMATS)[number];
-export const DEFAULT_FORMAT: ExportFormat = 'peft';
-
 export const NONFINITE_POLICIES = ['refuse', 'skip'] as const;
 export type NonFinitePolicy = (typeof NONFINITE_POLICIES)[number];

@@ -4,6 +4,7 @@
 // server, the client and the webviews all import it; it imports nothing outside itself.
 export * from './quantizers';
 export * from './backends';
+export * from './formats';
 export * from './settings';
 export * from './ranks';
 export * from './bytes';

@@ -9,9 +9,9 @@
 // paper); both bounds turn a typo into a clear message instead of an endless run.
 
 import { QUANTIZER_NAMES, QUANTIZERS, SUPPORTED_BITS } from './quantizers';
-import type { Quantizer } from './quantizers';
+import type { Quantizer, QuantizerSpec } from './quantizers';
 import { BACKEND_CHOICES, DEFAULT_CLI_BACKEND, DEFAULT_EDITOR_BACKEND } from './backends';
-import { DEFAULT_FORMAT, EXPORT_FORMATS } from './backends';
+import { DEFAULT_FORMAT, EXPORT_FORMATS } from './formats';
 
 export interface IntSpec {
   kind: 'int';
@@ -152,10 +152,14 @@ export function matrixSettingsProblem(s: unknown, quote = false): SettingProblem
     const expected = valueProblem(MATRIX_SETTING_SPECS[key], o[key], quote);
     if (expected) return { key, expected };
   }
-  // Each quantizer has its own widths (the union is SUPPORTED_BITS).
+  // Each quantizer has its own widths (the union is SUPPORTED_BITS) and block sizes.
   const q = o.quantizer as Quantizer;
-  const widths = QUANTIZERS[q].bits as readonly number[];
-  if (!widths.includes(o.bits as number)) return { key: 'bits', expected: `${oneOf(widths)} with quantizer ${q}` };
+  const spec: QuantizerSpec = QUANTIZERS[q];
+  if (!spec.bits.includes(o.bits as number))
+    return { key: 'bits', expected: `${oneOf(spec.bits)} with quantizer ${q}` };
+  const multiple = spec.blockMultiple ?? 1;
+  if ((o.blockSize as number) % multiple !== 0)
+    return { key: 'blockSize', expected: `a multiple of ${multiple} with quantizer ${q}` };
   return undefined;
 }
 

@@ -6,7 +6,14 @@ import { readRegularFile, writeFileAtomic } from '../../checkpoint';
 import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import type { Command } from '../commands';
 import type { PlanBudget, Report } from '../../protocol/lsp_ext';
-import { adapterBytesOf, CostModel, countsAdapters, DEFAULT_COST, parseBudget } from '../../plan/planner/cost';
+import {
+  adapterBytesOf,
+  CostModel,
+  countsAdapters,
+  DEFAULT_COST,
+  parseBudget,
+  storageOf,
+} from '../../plan/planner/cost';
 import { planReport, Plan, PlanOptions } from '../../plan/planner/plan';
 import { refinePlan } from '../../engine/planRefine';
 import { isReportFile, readReport } from '../../plan/planner/report';
@@ -61,10 +68,13 @@ function costModel(report: Report, o: Record<string, unknown>, budget: PlanBudge
           oneOf(o['adapter-dtype'], 'adapter-dtype', ['bf16', 'f16', 'f32'] as const)
         ]
       : report.matrices?.[0]?.dtype;
+  // HQQ stores its own scale and zero: --scales applies to codebook quantizers only.
+  const own = storageOf(report.analyses?.[0]?.quantizer);
   return {
     blockSize: report.analyses?.[0]?.blockSize ?? DEFAULT_COST.blockSize,
-    scales: oneOf(o.scales ?? DEFAULT_COST.scales, 'scales', ['dq', 'fp32'] as const),
+    scales: own === 'hqq' ? own : oneOf(o.scales ?? DEFAULT_COST.scales, 'scales', ['dq', 'fp32'] as const),
     adapterBytes: adapterBytesOf(dtype),
+    elementBytes: adapterBytesOf(report.matrices?.[0]?.dtype),
     // Average bits count the backbone (as the LoftQ paper's "2.5 bits"); byte budgets add the adapters.
     countAdapters:
       o.count === undefined ? countsAdapters(budget) : oneOf(o.count, 'count', ['all', 'backbone'] as const) === 'all',

@@ -8,8 +8,17 @@
 
 import { UsageError } from '../../base/errors';
 import type { PlanBudget } from '../../protocol/lsp_ext';
-import { adapterBytesFor, codeBytes, DEFAULT_SETTINGS, DEFAULT_SCALES, scaleBytesOf } from '../../registry';
-import type { ScaleStorage } from '../../registry';
+import {
+  adapterBytesFor,
+  DEFAULT_SETTINGS,
+  DEFAULT_SCALES,
+  blockCount,
+  isQuantizer,
+  quantizedBytesOf,
+  quantizerSpec,
+  scaleBytesOf,
+} from '../../registry';
+import type { Quantizer, ScaleStorage } from '../../registry';
 
 export { adapterBytesOf, avgBitsOf, codeBytes } from '../../registry';
 export type { ScaleStorage } from '../../registry';
@@ -19,6 +28,14 @@ export interface CostModel {
   scales: ScaleStorage;
   adapterBytes: number;
   countAdapters: boolean;
+  /** The checkpoint's float width, in which HQQ stores scale and zero (default: adapterBytes). */
+  elementBytes?: number;
+}
+
+/** How a quantizer's scales are counted: its own storage when the loader fixes it (HQQ), else
+ *  the planner's double-quantized 'dq'. */
+export function storageOf(quantizer: Quantizer | undefined): ScaleStorage {
+  return (isQuantizer(quantizer) && quantizerSpec(quantizer).storage) || DEFAULT_SCALES;
 }
 
 export const DEFAULT_COST: CostModel = {
@@ -28,7 +45,9 @@ export const DEFAULT_COST: CostModel = {
   countAdapters: true,
 };
 
+/** The scales alone (codebook storages; HQQ's scale and zero per group). */
 export function scaleBytes(rows: number, cols: number, cm: CostModel): number {
+  if (cm.scales === 'hqq') return 2 * blockCount(rows, cols, cm.blockSize) * (cm.elementBytes ?? cm.adapterBytes);
   return scaleBytesOf(rows, cols, cm.blockSize, cm.scales);
 }
 
@@ -37,7 +56,7 @@ export function loraBytes(rows: number, cols: number, rank: number, cm: CostMode
 }
 
 export function choiceBytes(rows: number, cols: number, bits: number, rank: number, cm: CostModel): number {
-  return codeBytes(rows, cols, bits) + scaleBytes(rows, cols, cm) + loraBytes(rows, cols, rank, cm);
+  return backboneChoiceBytes(rows, cols, bits, cm) + loraBytes(rows, cols, rank, cm);
 }
 
 /** The cost model a budget plans with: adapters count in byte budgets, not in average-bit ones. */
@@ -47,7 +66,7 @@ export function countsAdapters(budget: PlanBudget): boolean {
 
 /** Codes + scales of the choice `bits` (no adapters): what average bits count. */
 export function backboneChoiceBytes(rows: number, cols: number, bits: number, cm: CostModel): number {
-  return codeBytes(rows, cols, bits) + scaleBytes(rows, cols, cm);
+  return quantizedBytesOf(rows, cols, bits, cm.blockSize, cm.scales, cm.elementBytes ?? cm.adapterBytes);
 }
 
 /** The byte budget a PlanBudget stands for over `parameters` planned parameters. */
