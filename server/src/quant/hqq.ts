@@ -1,0 +1,412 @@
+// HQQ (half-quadratic quantization) as hqq 0.2.8.post1 does it on CPU (float32), with
+// axis 1 grouping: the row-major flattened matrix cut into consecutive groups of
+// `groupSize` values, one (scale, zero) per group. Bit-exact with the library where it is
+// deterministic float32 arithmetic:
+//   s_inv = fl(fl(1 / (max − min)) · (2^b − 1))   (torch's int / tensor: reciprocal, then multiply)
+//   s_inv = 1 where |max − min| ≤ 1e-4;  s_inv = min(s_inv, 2e4)
+//   zero  = fl(−min · s_inv), rounded half-even when roundZero (hqq's default: 4 bits only)
+//   code  = clamp(rne(fl(fl(w · s_inv) + zero)), 0, 2^b − 1)
+//   scale = fl(1 / s_inv), the stored multiplier:  W_r = (code − zero) · scale
+// With optimize, the zero comes from the release's proximal solver
+// (optimize_weights_proximal_legacy: lp 0.7, β 10 never updated, 20 iterations, stopping
+// when the whole matrix's mean |W − W_r| stops falling; the zero of the last step taken is
+// kept). Its per-group mean is summed in torch's order (the AVX2 inner reduction); its
+// x^−0.3 is correctly rounded here but not in torch (SLEEF), so a zero can differ in the
+// last bits from the library's and, rarely, a code with it.
+
+export type HqqComputeDtype = 'float32' | 'bfloat16' | 'float16';
+
+/** The bit widths HQQLinear packs (hqq also accepts 5/6 bits stored as 8 and 1.58; not here). */
+export const HQQ_BITS: readonly number[] = [1, 2, 3, 4, 8];
+
+export interface HqqParams {
+  bits: number;
+  groupSize: number;
+  optimize: boolean;
+  /** default: bits === 4 (HQQ's BaseQuantizeConfig) */
+  roundZero?: boolean;
+}
+
+export interface HqqQuantized {
+  /** numel, row-major, one code per element */
+  codes: Uint8Array;
+  /** [groups], the stored multiplier = fl(1/s_inv) */
+  scale: Float32Array;
+  /** [groups] */
+  zero: Float32Array;
+}
+
+/** The proximal solver's settings (hqq 0.2.8.post1's defaults). `updateBeta` is hqq master's
+ *  solver (β ·= κ after each step, commit d88a488); the release never updates β. */
+export interface HqqOptimizerOptions {
+  lpNorm?: number;
+  beta?: number;
+  kappa?: number;
+  iters?: number;
+  updateBeta?: boolean;
+}
+
+/** What the last hqqQuantize with optimize did: steps taken (≤ iters) and the float32 mean
+ *  |W − W_r| of each step (before its zero update), for tests and measurements. */
+export interface HqqOptimizerTrace {
+  steps: number;
+  errors: number[];
+}
+
+const fr = Math.fround;
+/** 2^52 + 2^51: adding and subtracting it rounds a double to an integer, ties to even. */
+const RNE_MAGIC = 6755399441055744;
+/** torch compares |max − min| with the float32 of 1e-4. */
+const DENOM_MIN = fr(1e-4);
+const S_INV_MAX = 2e4;
+
+function checkParams(n: number, p: HqqParams): void {
+  if (!HQQ_BITS.includes(p.bits)) throw new RangeError(`HQQ bits must be one of ${HQQ_BITS.join(', ')}: ${p.bits}`);
+  if (!Number.isInteger(p.groupSize) || p.groupSize <= 0)
+    throw new RangeError(`HQQ group size must be a positive integer: ${p.groupSize}`);
+  if (n % p.groupSize !== 0) throw new RangeError(`${n} values are not a whole number of groups of ${p.groupSize}`);
+}
+
+function outputs(n: number, groups: number, out?: HqqQuantized): HqqQuantized {
+  if (!out) return { codes: new Uint8Array(n), scale: new Float32Array(groups), zero: new Float32Array(groups) };
+  if (out.codes.length !== n || out.scale.length !== groups || out.zero.length !== groups)
+    throw new RangeError(
+      `hqqQuantize: output buffers of ${out.codes.length}/${out.scale.length}/${out.zero.length} values ` +
+        `for ${n} values in ${groups} groups`,
+    );
+  return out;
+}
+
+/** s_inv and the initial zero of every group (the min/max rule, guards, round_zero). */
+function initialScales(
+  x: Float32Array,
+  g: number,
+  maxV: number,
+  roundZero: boolean,
+  sInv: Float32Array,
+  zero: Float32Array,
+) {
+  const groups = sInv.length;
+  for (let b = 0, start = 0; b < groups; b++, start += g) {
+    let lo = x[start],
+      hi = lo;
+    for (let i = start + 1, end = start + g; i < end; i++) {
+      const v = x[i];
+      if (v < lo) lo = v;
+      else if (v > hi) hi = v;
+    }
+    const denom = fr(hi - lo);
+    let s = fr(fr(1 / denom) * maxV);
+    if (Math.abs(denom) <= DENOM_MIN) s = 1;
+    if (s > S_INV_MAX) s = S_INV_MAX;
+    sInv[b] = s;
+    let z = fr(-lo * s);
+    if (roundZero) {
+      const r = z + RNE_MAGIC - RNE_MAGIC;
+      z = r === 0 ? z * 0 : r; // torch.round keeps the sign of a zero
+    }
+    zero[b] = z;
+  }
+}
+
+/** codes = clamp(rne(fl(fl(w · s_inv) + zero)), 0, maxV), group by group. */
+function assignHqqCodes(
+  x: Float32Array,
+  g: number,
+  maxV: number,
+  sInv: Float32Array,
+  zero: Float32Array,
+  codes: Uint8Array,
+): void {
+  const groups = sInv.length;
+  for (let b = 0, start = 0; b < groups; b++, start += g) {
+    const s = sInv[b],
+      z = zero[b];
+    for (let i = start, end = start + g; i < end; i++) {
+      const q = fr(fr(x[i] * s) + z) + RNE_MAGIC - RNE_MAGIC;
+      codes[i] = q > 0 ? (q < maxV ? q : maxV) : 0;
+    }
+  }
+}
+
+/** Sum of buf[0..n) in the order torch 2.6's CPU sum reduces a contiguous row of float32
+ *  (SumKernel.cpp vectorized_inner_sum with `lanes`-wide vectors: row_sum's 4 interleaved
+ *  accumulators with multi_row_sum's cascade levels, then the scalar tail, then the lanes
+ *  one by one). Every addition is a float32 addition. */
+export function torchRowSumF32(buf: Float32Array, n: number, lanes = 8): number {
+  const vecSize = Math.floor(n / lanes);
+  const sizeIlp = vecSize >> 2;
+  let total = 0;
+  for (let k = vecSize * lanes; k < n; k++) total = fr(total + buf[k]);
+  const acc = laneAcc;
+  for (let l = 0; l < lanes; l++) {
+    acc.fill(0);
+    let i = 0;
+    // multi_row_sum: rows of 4 vectors, levels of 16 rows (level_power 4 below 2^20 rows).
+    while (i + 16 <= sizeIlp) {
+      for (let j = 0; j < 16; j++, i++) for (let k = 0; k < 4; k++) acc[k] = fr(acc[k] + buf[(i * 4 + k) * lanes + l]);
+      for (let j = 1; j < 4; j++) {
+        for (let k = 0; k < 4; k++) {
+          acc[j * 4 + k] = fr(acc[j * 4 + k] + acc[(j - 1) * 4 + k]);
+          acc[(j - 1) * 4 + k] = 0;
+        }
+        if ((i & (15 << (j * 4))) !== 0) break;
+      }
+    }
+    for (; i < sizeIlp; i++) for (let k = 0; k < 4; k++) acc[k] = fr(acc[k] + buf[(i * 4 + k) * lanes + l]);
+    for (let j = 1; j < 4; j++) for (let k = 0; k < 4; k++) acc[k] = fr(acc[k] + acc[j * 4 + k]);
+    for (let v = sizeIlp * 4; v < vecSize; v++) acc[0] = fr(acc[0] + buf[v * lanes + l]);
+    const lane = fr(fr(fr(acc[0] + acc[1]) + acc[2]) + acc[3]);
+    total = fr(total + lane);
+  }
+  return total;
+}
+const laneAcc = new Float64Array(16);
+
+/** Sum of 64 values in torch's AVX2 order (torchRowSumF32(buf, 64, 8), unrolled). */
+function torchSum64(buf: Float32Array): number {
+  let total = 0;
+  for (let l = 0; l < 8; l++) {
+    const a0 = fr(buf[l] + buf[32 + l]),
+      a1 = fr(buf[8 + l] + buf[40 + l]),
+      a2 = fr(buf[16 + l] + buf[48 + l]),
+      a3 = fr(buf[24 + l] + buf[56 + l]);
+    total = fr(total + fr(fr(fr(a0 + a1) + a2) + a3));
+  }
+  return total;
+}
+
+let stepBuf = new Float32Array(64);
+
+/** The proximal solver over the whole matrix; updates `zero` in place, returns the trace. */
+function optimizeZeros(
+  x: Float32Array,
+  g: number,
+  maxV: number,
+  sInv: Float32Array,
+  zero: Float32Array,
+  o: Required<HqqOptimizerOptions>,
+): HqqOptimizerTrace {
+  const n = x.length,
+    groups = sInv.length;
+  if (stepBuf.length < g) stepBuf = new Float32Array(g);
+  const buf = stepBuf;
+  const exponent = fr(o.lpNorm - 1);
+  const sum = g === 64 ? torchSum64 : (b: Float32Array) => torchRowSumF32(b, g);
+  let beta = o.beta;
+  let best = Infinity;
+  const errors: number[] = [];
+  let steps = 0;
+  for (let it = 0; it < o.iters; it++) {
+    const invBeta = fr(1 / beta);
+    // |d| below this gives a shrunk error of 0: |d| − (1/β)·|d|^(p−1) < 0 ⇔ |d|^p < 1/β,
+    // checked with a 1% margin; above it the exact float32 formula decides.
+    const shrinkFloor = Math.pow(invBeta, 1 / o.lpNorm) * 0.99;
+    let errSum = 0;
+    for (let b = 0, start = 0; b < groups; b++, start += g) {
+      const s = sInv[b],
+        z = zero[b];
+      for (let k = 0; k < g; k++) {
+        const w = x[start + k];
+        const ws = fr(w * s);
+        let q = fr(ws + z) + RNE_MAGIC - RNE_MAGIC;
+        q = q > 0 ? (q < maxV ? q : maxV) : 0;
+        const r = fr(fr(q - z) / s);
+        const d = fr(w - r);
+        const a = Math.abs(d);
+        errSum += a;
+        if (a < shrinkFloor) buf[k] = fr(q - ws);
+        else {
+          let e = fr(a - fr(invBeta * fr(Math.pow(a, exponent))));
+          if (e < 0) e = 0;
+          if (d < 0) e = -e;
+          buf[k] = fr(q - fr(fr(w - e) * s));
+        }
+      }
+      zero[b] = fr(sum(buf) / g);
+    }
+    steps++;
+    const err = fr(errSum / n);
+    errors.push(err);
+    if (o.updateBeta) beta *= o.kappa;
+    if (err < best) best = err;
+    else break;
+  }
+  return { steps, errors };
+}
+
+const RELEASE_OPTIMIZER: Required<HqqOptimizerOptions> = {
+  lpNorm: 0.7,
+  beta: 10,
+  kappa: 1.01,
+  iters: 20,
+  updateBeta: false,
+};
+
+let lastTrace: HqqOptimizerTrace = { steps: 0, errors: [] };
+
+/** The optimizer trace of the last hqqQuantize with optimize on this thread. */
+export function hqqLastOptimizerTrace(): HqqOptimizerTrace {
+  return lastTrace;
+}
+
+/** groups = consecutive runs of groupSize values of the row-major flattened matrix (axis 1).
+ *  x.length must be a multiple of groupSize. Writes into `out`'s arrays when given (reused
+ *  buffers of sizes numel, groups, groups). `optimizer` changes the solver's settings (tests
+ *  and hqq master's variant); the default is hqq 0.2.8.post1's. */
+export function hqqQuantize(
+  x: Float32Array,
+  p: HqqParams,
+  out?: HqqQuantized,
+  optimizer?: HqqOptimizerOptions,
+): HqqQuantized {
+  const n = x.length;
+  checkParams(n, p);
+  const g = p.groupSize,
+    groups = n / g;
+  const maxV = 2 ** p.bits - 1;
+  const r = outputs(n, groups, out);
+  // s_inv is kept in the scale array until the end, when it becomes fl(1 / s_inv).
+  const sInv = r.scale,
+    zero = r.zero;
+  initialScales(x, g, maxV, p.roundZero ?? p.bits === 4, sInv, zero);
+  if (p.optimize) lastTrace = optimizeZeros(x, g, maxV, sInv, zero, { ...RELEASE_OPTIMIZER, ...optimizer });
+  assignHqqCodes(x, g, maxV, sInv, zero, r.codes);
+  for (let b = 0; b < groups; b++) sInv[b] = fr(1 / sInv[b]);
+  return r;
+}
+
+// ---- rounding to bfloat16 / float16 -------------------------------------------------------
+
+const one32 = new Float32Array(1);
+const one32Bits = new Uint32Array(one32.buffer);
+
+/** float32 value → nearest bfloat16 (ties to even) as a float32 value; NaN stays NaN. */
+export function roundBf16(x: number): number {
+  one32[0] = x;
+  const b = one32Bits[0];
+  if ((b & 0x7fffffff) > 0x7f800000) return NaN;
+  one32Bits[0] = (b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000;
+  return one32[0];
+}
+
+/** float32 value → nearest IEEE half (ties to even, subnormals, ±Inf past 65504) as a float32 value. */
+export function roundF16(x: number): number {
+  const a = Math.abs(x);
+  if (!(a < 65520)) return a === a ? (x < 0 ? -Infinity : Infinity) : NaN;
+  if (a < 6.103515625e-5) {
+    // f16 subnormals: multiples of 2^-24 (x·2^24 is exact in a double).
+    const m = x * 16777216 + RNE_MAGIC - RNE_MAGIC;
+    return m / 16777216;
+  }
+  one32[0] = x;
+  const b = one32Bits[0];
+  one32Bits[0] = (b + 0xfff + ((b >>> 13) & 1)) & 0xffffe000;
+  return one32[0];
+}
+
+function rounder(dtype: HqqComputeDtype): (x: number) => number {
+  switch (dtype) {
+    case 'float32':
+      return fr;
+    case 'bfloat16':
+      return roundBf16;
+    case 'float16':
+      return roundF16;
+    default:
+      throw new RangeError(`unknown HQQ compute dtype ${String(dtype)}`);
+  }
+}
+
+/** Rounds float32 values to dtype (RNE), as float32 numbers (for scale/zero as stored in that dtype). */
+export function roundToDtype(x: Float32Array, dtype: HqqComputeDtype): Float32Array {
+  const r = rounder(dtype);
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = r(x[i]);
+  return out;
+}
+
+/** HQQLinear.dequantize in `dtype`: scale and zero cast to dtype, ((codes − zero)·scale) with
+ *  every operation rounded to dtype (round-to-nearest-even), values returned as float32
+ *  numbers (exact: bf16/f16 values are float32 values). Into `out` when given. */
+export function hqqDequantize(
+  codes: Uint8Array,
+  scale: Float32Array,
+  zero: Float32Array,
+  groupSize: number,
+  dtype: HqqComputeDtype,
+  out?: Float32Array,
+): Float32Array {
+  const n = codes.length,
+    groups = scale.length;
+  if (zero.length !== groups || groups * groupSize !== n)
+    throw new RangeError(`hqqDequantize: ${n} codes, ${groups} scales, ${zero.length} zeros, group size ${groupSize}`);
+  const r = out ?? new Float32Array(n);
+  if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
+  const round = rounder(dtype);
+  for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
+    const s = round(scale[b]),
+      z = round(zero[b]);
+    for (let i = start, end = start + groupSize; i < end; i++) r[i] = round(round(codes[i] - z) * s);
+  }
+  return r;
+}
+
+// ---- which shapes HQQ can hold ------------------------------------------------------------
+
+/** Groups per packed row: hqq's packers split the [groups, groupSize] codes into this many
+ *  row blocks and drop the remainder rows silently (3-bit pads to a multiple of 10 instead). */
+function groupMultiple(bits: number): number {
+  return bits === 1 ? 8 : bits === 2 ? 4 : bits === 4 ? 2 : 1;
+}
+
+function fits(numel: number, bits: number, g: number): boolean {
+  return g > 0 && g % 8 === 0 && numel % g === 0 && (numel / g) % groupMultiple(bits) === 0;
+}
+
+/** Group sizes (multiples of 8, ≤ 1024) that hold numel values at `bits`: the six nearest to
+ *  `near` (by ratio), largest first. */
+export function hqqFittingGroupSizes(numel: number, bits: number, near = 64): number[] {
+  const all: number[] = [];
+  for (let g = 8; g <= 1024; g += 8) if (fits(numel, bits, g)) all.push(g);
+  const dist = (g: number) => Math.abs(Math.log(g / near));
+  return all
+    .sort((a, b) => dist(a) - dist(b) || b - a)
+    .slice(0, 6)
+    .sort((a, b) => b - a);
+}
+
+/** Why HQQ cannot hold a rows×cols matrix at these bits/group size, or undefined: groupSize
+ *  must be a positive multiple of 8; rows·cols a multiple of groupSize; groups
+ *  (= rows·cols/groupSize) divisible by 8 / 4 / 2 for 1 / 2 / 4 bits (hqq silently drops rows
+ *  otherwise). The message names the problem and what fits. */
+export function hqqShapeProblem(rows: number, cols: number, bits: number, groupSize: number): string | undefined {
+  const shape = `${rows}×${cols}`;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows <= 0 || cols <= 0)
+    return `HQQ needs a matrix with a positive whole number of rows and columns, not ${shape}`;
+  if (!HQQ_BITS.includes(bits)) return `HQQ quantizes to ${HQQ_BITS.join(', ')} bits, not ${bits}`;
+  const numel = rows * cols;
+  const sizes = (b: number) => {
+    const s = hqqFittingGroupSizes(numel, b, groupSize > 0 ? groupSize : 64);
+    return s.length ? `group sizes that fit: ${s.join(', ')}` : `no group size up to 1024 fits at ${b} bits`;
+  };
+  if (!Number.isInteger(groupSize) || groupSize <= 0 || groupSize % 8 !== 0)
+    return (
+      `HQQ group sizes are positive multiples of 8, not ${groupSize}; ` + `for ${shape} at ${bits} bits, ${sizes(bits)}`
+    );
+  if (numel % groupSize !== 0)
+    return (
+      `HQQ groups run over the row-major matrix: ${shape} has ${numel} values, not a multiple of ` +
+      `the group size ${groupSize}; ${sizes(bits)}`
+    );
+  const groups = numel / groupSize,
+    m = groupMultiple(bits);
+  if (groups % m !== 0) {
+    const widths = HQQ_BITS.filter((b) => fits(numel, b, groupSize));
+    return (
+      `${bits}-bit HQQ packs ${m} groups per byte row: ${shape} has ${groups} groups of ${groupSize} ` +
+      `(not a multiple of ${m}); ${sizes(bits)}; bit widths that fit at group size ${groupSize}: ${widths.join(', ')}`
+    );
+  }
+  return undefined;
+}
