@@ -26,6 +26,7 @@ import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from '../base/errors';
 import { ENTRY } from '../base/journal';
+import { quantizerSpec } from '../registry';
 import { ScratchBuffers, withScratchBuffers } from '../base/scratchBuffers';
 
 export interface MatrixJob {
@@ -157,7 +158,10 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     relErrorPerIter: res.relErrorPerIter,
     qloraRelError: res.qloraRelError,
     frobeniusNorm: norm,
-    nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0,
+    // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
+    ...(quantizerSpec(settings.quantizer).storage === 'hqq'
+      ? {}
+      : { nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0 }),
     ...output,
     seconds: 0,
     phases,

@@ -105,7 +105,7 @@ export async function evaluateOutput(
     peakRss = Math.max(peakRss, base.peakRssBytes);
     for (const variant of ['loftq', 'qlora'] as const) {
       throwIfAborted(opts.signal);
-      const r = await runForward(variant === 'loftq' ? out.backbone : original, c, seqs, {
+      const r = await runForward(variant === 'loftq' ? out.forward : original, c, seqs, {
         backend: opts.backend,
         signal: opts.signal,
         onLayer: progress(variant),

@@ -27,7 +27,9 @@ const HELP = `usage: loftq quantize CKPT --out DIR [options]
   --target GLOB…         module globs to quantize (default: Llama/GPT-2/BERT/T5 linear layers)
   --plan loftq.json      per-matrix settings from a plan file (its checkpoint is used if CKPT is omitted)
   --backend ${BACKEND_CHOICES.join('|')} (default ${RUN_SETTING_SPECS.backend.default})
-  --format peft|packed   packed also writes model.packed.safetensors (codes + scales)
+  --format ${EXPORT_FORMATS.join('|')}   peft (default): dense Q; packed adds model.packed.safetensors;
+                         hqq: a pre-quantized HQQ checkpoint transformers loads at each module's bits
+                         (needs --quantizer hqq; the folder carries loftq_hqq.py for transformers 5.x)
   --workers N            worker threads (default and 0: one per core)
   --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
   --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
