@@ -3,7 +3,8 @@
 // is a WorkspaceEdit built with jsonc-parser's `modify`, so formatting and comments stay.
 
 import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } from 'vscode-languageserver';
-import { SUPPORTED_BITS } from '../protocol/lsp_ext';
+import { quantizerSpec } from '../registry';
+import { hqqShapeProblem } from '../quant/hqq';
 import type { PlanOverride } from '../protocol/lsp_ext';
 import { compileGlob, globMatches } from '../plan/glob';
 import { describeMatrices, globFor } from '../planInsight/describe';
@@ -152,11 +153,19 @@ function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
   const covered = coveredBy(p, j);
   if (!covered.length) return;
   const current = o.bits ?? p.assignment?.defaults.bits;
-  const widths = p.facts.report?.bits.length
-    ? p.facts.report.bits.filter((b) => (SUPPORTED_BITS as readonly number[]).includes(b))
-    : [...SUPPORTED_BITS];
-  for (const b of widths)
+  for (const b of offeredWidths(p, covered))
     if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
+}
+
+/** The widths the matrices' quantizer has (those the analysis measured, when it did), and for
+ *  HQQ only those its loader can pack for every one of them. */
+function offeredWidths(p: PlanDoc, names: string[]): number[] {
+  const matrices = p.assignment?.matrices.filter((m) => names.includes(m.tensor.name)) ?? [];
+  const quantizer = matrices[0]?.settings.quantizer ?? p.assignment?.defaults.quantizer ?? 'nf';
+  const own = quantizerSpec(quantizer).bits;
+  const widths = p.facts.report?.bits.length ? p.facts.report.bits.filter((b) => own.includes(b)) : [...own];
+  if (quantizerSpec(quantizer).storage !== 'hqq') return widths;
+  return widths.filter((b) => matrices.every((m) => !hqqShapeProblem(m.shape[0], m.shape[1], b, m.settings.blockSize)));
 }
 
 /** One TextEdit over the span where the texts differ. */

@@ -22,6 +22,8 @@ import { meanError, worstGroups } from '../planInsight/worst';
 import { fitsBudget } from '../planInsight/firstK';
 import type { SpanPart } from './jsonRanges';
 import { reloadGroups } from '../planInsight/reloadCheck';
+import { formatProblem, quantizerSpec } from '../registry';
+import { hqqShapeProblem } from '../quant/hqq';
 
 export const SOURCE = 'loftq';
 
@@ -30,6 +32,7 @@ export type DiagCode =
   | 'checkpoint'
   | 'no-match'
   | 'rank-too-large'
+  | 'format'
   | 'worst'
   | 'summary'
   | 'budget'
@@ -113,6 +116,7 @@ export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
       );
   });
   out.push(...rankDiagnostics(p, a.matrices));
+  out.push(...formatDiagnostics(p, a.matrices));
   out.push(...budgetDiagnostics(p));
   out.push(...analysisDiagnostics(p, threshold));
   return out;
@@ -144,6 +148,45 @@ function rankDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
       names,
     });
   });
+}
+
+/** What the plan's format cannot store (at `format`), and HQQ shapes its loader cannot pack
+ *  (at the node that sets their bits): the refusals `loftq quantize` would give, before a run. */
+function formatDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const planned = matrices.filter((m) => !m.skipped);
+  const format = p.parsed.plan.format;
+  if (format) {
+    const bad = planned.filter((m) => formatProblem(format, m.settings.quantizer));
+    if (bad.length) {
+      const names = bad.map((m) => m.tensor.name);
+      const msg =
+        `format '${format}' ${formatProblem(format, bad[0].settings.quantizer)}: ` +
+        `${describeMatrices(names)} (${bad.length} matri${bad.length === 1 ? 'x' : 'ces'})`;
+      out.push(diag(p, DiagnosticSeverity.Error, 'format', msg, ['format']));
+    }
+  }
+  const byOwner = new Map<string, { owner: Owner; problem: string; names: string[] }>();
+  for (const m of planned) {
+    if (quantizerSpec(m.settings.quantizer).storage !== 'hqq') continue;
+    const problem = hqqShapeProblem(m.shape[0], m.shape[1], m.settings.bits, m.settings.blockSize);
+    if (!problem) continue;
+    const k = ownerKey(m.bitsOwner);
+    const g = byOwner.get(k) ?? { owner: m.bitsOwner, problem, names: [] };
+    g.names.push(m.tensor.name);
+    byOwner.set(k, g);
+  }
+  for (const { owner, problem, names } of byOwner.values())
+    out.push(
+      diag(
+        p,
+        DiagnosticSeverity.Error,
+        'format',
+        `${describeMatrices(names)} (${names.length}): ${problem}`,
+        ...ownerAt(p, owner, 'bits'),
+      ),
+    );
+  return out;
 }
 
 function budgetDiagnostics(p: PlanDoc): Diagnostic[] {

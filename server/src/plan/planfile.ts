@@ -5,7 +5,13 @@
 import * as path from 'node:path';
 import { parse as parseJsonc, ParseError, printParseErrorCode } from 'jsonc-parser';
 import type { PlanFile, PlanOverride } from '../protocol/lsp_ext';
-import { DEFAULT_SETTINGS, MATRIX_SETTING_KEYS, MATRIX_SETTING_SPECS, valueProblem } from '../registry';
+import {
+  DEFAULT_SETTINGS,
+  MATRIX_SETTING_KEYS,
+  MATRIX_SETTING_SPECS,
+  RUN_SETTING_SPECS,
+  valueProblem,
+} from '../registry';
 import type { MatrixSettingKey, MatrixSettings } from '../registry';
 import { compileGlob, globMatches, CompiledGlob } from './glob';
 
@@ -174,6 +180,9 @@ export function parsePlan(text: string): ParsedPlan {
     const message = "'analysis' must be the path of a loftq-report.json, relative to this file";
     problems.push({ severity: 'error', message, path: ['analysis'] });
   }
+  const formatProblem = obj.format === undefined ? undefined : valueProblem(RUN_SETTING_SPECS.format, obj.format, true);
+  if (formatProblem)
+    problems.push({ severity: 'error', message: `'format' must be ${formatProblem}`, path: ['format'] });
   const plan: PlanFile = {
     checkpoint: typeof obj.checkpoint === 'string' ? obj.checkpoint : '',
     defaults: (obj.defaults && typeof obj.defaults === 'object' ? obj.defaults : undefined) as PlanFile['defaults'],
@@ -181,6 +190,7 @@ export function parsePlan(text: string): ParsedPlan {
     budget: obj.budget as PlanFile['budget'],
     targets,
     analysis: typeof obj.analysis === 'string' && obj.analysis ? obj.analysis : undefined,
+    format: formatProblem || obj.format === undefined ? undefined : (obj.format as PlanFile['format']),
   };
   return { plan, problems, overrideIndex };
 }

@@ -175,6 +175,8 @@ export interface PlanFile {
   /** A `loftq-report.json` (relative to the plan) whose errors the editor shows for this plan; without it,
    *  the newest reports of the checkpoint the server knows of (next to the plan, runs' output folders). */
   analysis?: string;
+  /** The output format a run of this plan writes (`--format` wins on the CLI). */
+  format?: ExportFormat;
 }
 
 // ---------------------------------------------------------------------------------------

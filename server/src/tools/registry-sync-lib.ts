@@ -3,7 +3,14 @@
 // Descriptions and everything else stay as written. `npm run sync-registry` applies it;
 // test/unit/registrySync.test.ts fails while the files differ from what it would write.
 
-import { MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, RUN_SETTING_SPECS } from '../registry';
+import {
+  EXPORT_FORMATS,
+  FORMATS,
+  MATRIX_SETTING_SPECS,
+  QUANTIZER_NAMES,
+  QUANTIZERS,
+  RUN_SETTING_SPECS,
+} from '../registry';
 import type { SettingSpec } from '../registry';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -61,6 +68,14 @@ export function syncSchema(schema: JsonObject): JsonObject {
     out[key] = withSpec((props[key] ?? { description: spec.description }) as JsonObject, spec, false);
   }
   settings.properties = out;
+  const top = copy.properties as JsonObject;
+  top.format = {
+    ...withSpec((top.format ?? {}) as JsonObject, RUN_SETTING_SPECS.format, false),
+    markdownDescription:
+      'The output format a run of this plan writes (`loftq quantize --format` wins): ' +
+      EXPORT_FORMATS.map((f) => `\`${f}\`: ${FORMATS[f].detail}`).join('; ') +
+      '.',
+  };
   return copy;
 }
 

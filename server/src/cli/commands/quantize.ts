@@ -66,7 +66,7 @@ export const quantizeCommand: Command = {
       out: { type: 'string' },
       bits: { type: 'number', default: DEFAULT_SETTINGS.bits },
       plan: { type: 'string' },
-      format: { type: 'string', default: RUN_SETTING_SPECS.format.default },
+      format: { type: 'string' },
       shard: { type: 'string' },
       'on-nonfinite': { type: 'string', default: 'refuse' },
       json: { type: 'boolean' },
@@ -97,7 +97,11 @@ export const quantizeCommand: Command = {
     if (!checkpoint || positional.length > 1)
       throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
     if (!o.out) throw new UsageError("option '--out DIR' is required");
-    const format = choiceOption(o, 'format', EXPORT_FORMATS);
+    // --format, else the plan's, else peft.
+    const format =
+      o.format !== undefined
+        ? choiceOption(o, 'format', EXPORT_FORMATS)
+        : (plan?.format ?? RUN_SETTING_SPECS.format.default);
     const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
     let shard: { index: number; count: number } | undefined;
     if (o.shard !== undefined) {
