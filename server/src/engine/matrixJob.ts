@@ -27,6 +27,7 @@ import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/ls
 import { InputError } from '../base/errors';
 import { ENTRY } from '../base/journal';
 import { quantizerSpec } from '../registry';
+import { hqqShapeProblem } from '../quant/hqq';
 import { ScratchBuffers, withScratchBuffers } from '../base/scratchBuffers';
 
 export interface MatrixJob {
@@ -279,6 +280,8 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
   if ('skipped' in read) return [];
   const out: AnalyzeRow[] = [];
   for (const bits of job.bits) {
+    // Widths HQQ's loader cannot pack for this shape are not choices: no row for them.
+    if (quantizerSpec(job.quantizer).storage === 'hqq' && hqqShapeProblem(rows, cols, bits, job.blockSize)) continue;
     const res = await loftqMatrix(
       read.w,
       rows,

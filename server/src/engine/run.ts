@@ -541,8 +541,10 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
         (rows.get(m.tensor.name) ?? []).filter((r) => r.bits === bits).map(({ bits: _b, ...r }) => r),
       ),
     }));
-    const first = analyses[0];
-    const reportMatrices: MatrixReport[] = first.matrices.map((r) => ({
+    // Each matrix's first analysed width (HQQ leaves out widths a shape cannot be packed at).
+    const firstRows = new Map<string, AnalysisEntry['matrices'][number]>();
+    for (const a of analyses) for (const r of a.matrices) if (!firstRows.has(r.name)) firstRows.set(r.name, r);
+    const reportMatrices: MatrixReport[] = [...firstRows.values()].map((r) => ({
       name: r.name,
       shape: r.shape,
       dtype: ck.byName.get(r.name)!.dtype,

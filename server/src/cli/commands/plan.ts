@@ -209,11 +209,13 @@ export const planCommand: Command = {
           path.dirname(path.resolve(o.out)),
           path.resolve(isReportFile(src) ? path.dirname(src) : '.', report.checkpoint),
         ) || '.';
+      // An HQQ analysis plans for HQQ's loader: the plan writes that format.
+      const hqqFormat = storageOf(a.quantizer) === 'hqq' ? ',\n  "format": "hqq"' : '';
       const start =
         outText ??
         `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  ` +
           `"defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, ` +
-          `"blockSize": ${a.blockSize} }\n}\n`;
+          `"blockSize": ${a.blockSize} }${hqqFormat}\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {

@@ -3,9 +3,10 @@
 // comes back unchanged: its largest |value| is the block's own absmax (the largest weight
 // maps to ±1), and every NF2 level (−1, 0, 0.33791524, 1) is an NF4 level. NF3 levels,
 // 8-bit and uniform levels, and other block sizes do not survive, so the error after loading
-// differs from the LoftQ error there.
+// differs from the LoftQ error there. HQQ's grid is loaded as written, so it has no such check.
 
 import type { MatrixReport, Quantizer } from '../../protocol/lsp_ext';
+import { quantizerSpec } from '../../registry';
 
 export function survivesNf4Reload(bits: number, quantizer: Quantizer, blockSize: number): boolean {
   return quantizer === 'nf' && blockSize === 64 && (bits === 2 || bits === 4);
@@ -13,6 +14,8 @@ export function survivesNf4Reload(bits: number, quantizer: Quantizer, blockSize:
 
 /** One warning for planned choices an NF4 reload changes (none when every choice survives). */
 export function planReloadWarning(choices: { bits: number }[], quantizer: Quantizer, blockSize: number): string | null {
+  // HQQ checkpoints load as written (--format hqq): there is no NF4 reload.
+  if (quantizerSpec(quantizer).storage === 'hqq') return null;
   const hit = choices.filter((c) => !survivesNf4Reload(c.bits, quantizer, blockSize));
   if (!hit.length) return null;
   const widths = [...new Set(hit.map((c) => c.bits))].sort((a, b) => a - b).join('/');
