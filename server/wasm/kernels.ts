@@ -609,3 +609,223 @@ function transposeSquare(a: usize, n: i32): void {
       store<f64>(q, t);
     }
 }
+
+// --- HQQ (server/src/quant/hqq.ts) -----------------------------------------------------------
+// hqq 0.2.8.post1's float32 arithmetic, every operation rounded to float32 as torch does on a
+// CPU; the same results as hqq.ts's TypeScript reference (its tests compare the two).
+
+/** Per group of g values: min and max (the first of equal values, as a scalar scan takes it),
+ *  s_inv = fl(fl(1 / (max − min)) · maxV) (1 where |max − min| ≤ fl(1e-4), at most 2e4) and
+ *  zero = fl(−min · s_inv), rounded half to even when roundZero. */
+export function hqqScales(x: usize, n: i32, g: i32, maxV: f32, roundZero: i32, sInv: usize, zero: usize): void {
+  const groups = n / g;
+  for (let b = 0; b < groups; b++) {
+    const p = x + (<usize>(b * g) << 2);
+    let lo = load<f32>(p), hi = lo;
+    let i = 0;
+    if (g >= 8) {
+      let lo4 = v128.load(p), hi4 = lo4;
+      for (i = 4; i + 4 <= g; i += 4) {
+        const v = v128.load(p + (<usize>i << 2));
+        lo4 = f32x4.pmin(lo4, v);
+        hi4 = f32x4.pmax(hi4, v);
+      }
+      lo = min(min(f32x4.extract_lane(lo4, 0), f32x4.extract_lane(lo4, 1)), min(f32x4.extract_lane(lo4, 2), f32x4.extract_lane(lo4, 3)));
+      hi = max(max(f32x4.extract_lane(hi4, 0), f32x4.extract_lane(hi4, 1)), max(f32x4.extract_lane(hi4, 2), f32x4.extract_lane(hi4, 3)));
+    }
+    for (; i < g; i++) {
+      const v = load<f32>(p + (<usize>i << 2));
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    // Equal values that differ (±0) or NaN: the scalar scan decides which one is kept.
+    if (lo == 0 || hi == 0 || lo != lo || hi != hi) {
+      lo = load<f32>(p); hi = lo;
+      for (i = 1; i < g; i++) {
+        const v = load<f32>(p + (<usize>i << 2));
+        if (v < lo) lo = v;
+        else if (v > hi) hi = v;
+      }
+    }
+    const denom = hi - lo;
+    let s: f32 = (<f32>1 / denom) * maxV;
+    if (abs(denom) <= <f32>1e-4) s = 1;
+    if (s > <f32>2e4) s = 2e4;
+    let z: f32 = -lo * s;
+    if (roundZero) z = nearest(z);
+    store<f32>(sInv + (<usize>b << 2), s);
+    store<f32>(zero + (<usize>b << 2), z);
+  }
+}
+
+/** clamp(rne(fl(fl(w · s) + z)), 0, maxV) of four values (NaN → 0). */
+@inline function hqqCode4(w: v128, s: v128, z: v128, maxV: v128): v128 {
+  const q = f32x4.nearest(f32x4.add(f32x4.mul(w, s), z));
+  return f32x4.pmin(maxV, f32x4.pmax(f32x4.splat(0), q));
+}
+
+/** codes = clamp(rne(fl(fl(w · s_inv) + zero)), 0, maxV), one byte each. */
+export function hqqCodes(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero: usize, codes: usize): void {
+  const groups = n / g;
+  const m4 = f32x4.splat(maxV);
+  for (let b = 0; b < groups; b++) {
+    const start = b * g;
+    const s = load<f32>(sInv + (<usize>b << 2)), z = load<f32>(zero + (<usize>b << 2));
+    const s4 = f32x4.splat(s), z4 = f32x4.splat(z);
+    let i = 0;
+    for (; i + 4 <= g; i += 4) {
+      const at = start + i;
+      const q = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(x + (<usize>at << 2)), s4, z4, m4));
+      const bytes = i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(q, q), q);
+      v128.store32_lane(codes + <usize>at, bytes, 0);
+    }
+    for (; i < g; i++) {
+      const at = start + i;
+      const q = nearest(load<f32>(x + (<usize>at << 2)) * s + z);
+      store<u8>(codes + <usize>at, <u8>(q > 0 ? (q < maxV ? q : maxV) : 0));
+    }
+  }
+}
+
+/** One element of the proximal step where |d| may exceed the shrink threshold:
+ *  q − fl(fl(w − e) · s) with e = sign(d) · max(0, |d| − (1/β) · |d|^(p−1)). */
+function hqqShrunk(w: f32, q: f32, ws: f32, d: f32, s: f32, invBeta: f32, exponent: f32, floor: f32): f32 {
+  const a = abs(d);
+  if (!(a >= floor)) return q - ws;
+  let e: f32 = a - invBeta * <f32>Math.pow(<f64>a, <f64>exponent);
+  if (e < 0) e = 0;
+  if (d < 0) e = -e;
+  return q - (w - e) * s;
+}
+
+/** Sum of g (a multiple of 8) float32 values in torch 2.6's order for a contiguous row on
+ *  AVX2 (8-lane vectors: row_sum's 4 interleaved accumulators, multi_row_sum's levels of 16
+ *  rows, then the 8 lanes one by one); `acc` is 512 bytes of scratch. */
+function hqqTorchSum(v: usize, g: i32, acc: usize): f32 {
+  const vecSize = g >> 3, sizeIlp = vecSize >> 2;
+  if (vecSize == 8) {
+    // 64 values: lane l = ((v[l] + v[32+l]) + (v[8+l] + v[40+l])) + (v[16+l] + v[48+l]) + (v[24+l] + v[56+l]).
+    let h0 = f32x4.add(f32x4.add(f32x4.add(
+      f32x4.add(v128.load(v), v128.load(v + 128)),
+      f32x4.add(v128.load(v + 32), v128.load(v + 160))),
+      f32x4.add(v128.load(v + 64), v128.load(v + 192))),
+      f32x4.add(v128.load(v + 96), v128.load(v + 224)));
+    let h1 = f32x4.add(f32x4.add(f32x4.add(
+      f32x4.add(v128.load(v + 16), v128.load(v + 144)),
+      f32x4.add(v128.load(v + 48), v128.load(v + 176))),
+      f32x4.add(v128.load(v + 80), v128.load(v + 208))),
+      f32x4.add(v128.load(v + 112), v128.load(v + 240)));
+    return hqqLanes(h0, h1);
+  }
+  // acc[level][k][half] at acc + ((level · 4 + k) · 2 + half) · 16
+  memory.fill(acc, 0, 512);
+  let i = 0;
+  while (i + 16 <= sizeIlp) {
+    for (let j = 0; j < 16; j++, i++) hqqAddRow(acc, v, i);
+    for (let lev = 1; lev < 4; lev++) {
+      for (let c = 0; c < 8; c++) {
+        const dst = acc + (<usize>(lev * 8 + c) << 4), src = acc + (<usize>((lev - 1) * 8 + c) << 4);
+        v128.store(dst, f32x4.add(v128.load(dst), v128.load(src)));
+        v128.store(src, f32x4.splat(0));
+      }
+      if ((i & (15 << (lev * 4))) != 0) break;
+    }
+  }
+  for (; i < sizeIlp; i++) hqqAddRow(acc, v, i);
+  for (let lev = 1; lev < 4; lev++)
+    for (let c = 0; c < 8; c++) {
+      const dst = acc + (<usize>c << 4);
+      v128.store(dst, f32x4.add(v128.load(dst), v128.load(acc + (<usize>(lev * 8 + c) << 4))));
+    }
+  for (let k = sizeIlp * 4; k < vecSize; k++)
+    for (let h = 0; h < 2; h++) {
+      const dst = acc + (<usize>h << 4);
+      v128.store(dst, f32x4.add(v128.load(dst), v128.load(v + (<usize>(k * 8 + h * 4) << 2))));
+    }
+  let h0 = v128.load(acc), h1 = v128.load(acc + 16);
+  for (let k = 1; k < 4; k++) {
+    h0 = f32x4.add(h0, v128.load(acc + (<usize>(k * 2) << 4)));
+    h1 = f32x4.add(h1, v128.load(acc + (<usize>(k * 2 + 1) << 4)));
+  }
+  return hqqLanes(h0, h1);
+}
+
+/** acc[0][k] += vector 4·row + k, for k < 4 (both halves). */
+@inline function hqqAddRow(acc: usize, v: usize, row: i32): void {
+  for (let c = 0; c < 8; c++) {
+    const dst = acc + (<usize>c << 4);
+    v128.store(dst, f32x4.add(v128.load(dst), v128.load(v + (<usize>(row * 32 + c * 4) << 2))));
+  }
+}
+
+/** 0 + lane 0 + … + lane 7 of an 8-lane vector held as two halves, in float32. */
+@inline function hqqLanes(h0: v128, h1: v128): f32 {
+  let t: f32 = 0;
+  t += f32x4.extract_lane(h0, 0); t += f32x4.extract_lane(h0, 1); t += f32x4.extract_lane(h0, 2); t += f32x4.extract_lane(h0, 3);
+  t += f32x4.extract_lane(h1, 0); t += f32x4.extract_lane(h1, 1); t += f32x4.extract_lane(h1, 2); t += f32x4.extract_lane(h1, 3);
+  return t;
+}
+
+/** The proximal solver (optimize_weights_proximal_legacy) group by group, every step taken
+ *  speculatively while the group is in cache (g a multiple of 8): with the group's zero z,
+ *  q = codes, W_r = fl(fl(q − z) / s), d = W − W_r; Σ|d| is added to errs[step] (float64, four
+ *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) per group), and the new zero
+ *  mean(q − fl(fl(W − shrink(d)) · s)) in torch's summation order goes to
+ *  traj[group · (iters + 1) + step + 1] (traj[group · (iters + 1)] = the initial zero). A
+ *  group whose zero comes back unchanged, with no |d| ≥ minFloor, repeats itself: its later
+ *  steps are copied. hqq.ts then keeps the steps the early stop allows. `scratch`: g + 128
+ *  float32 values. */
+export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero: usize, iters: i32, invBetas: usize, floors: usize, exponent: f32, minFloor: f32, traj: usize, errs: usize, scratch: usize): void {
+  const groups = n / g, stride = iters + 1;
+  const m4 = f32x4.splat(maxV), min4 = f32x4.splat(minFloor);
+  const acc = scratch + (<usize>g << 2);
+  for (let b = 0; b < groups; b++) {
+    const p = x + (<usize>(b * g) << 2);
+    const s = load<f32>(sInv + (<usize>b << 2));
+    let z = load<f32>(zero + (<usize>b << 2));
+    const t = traj + (<usize>(b * stride) << 2);
+    store<f32>(t, z);
+    const s4 = f32x4.splat(s);
+    let k = 0;
+    let gErr: f64 = 0;
+    for (; k < iters; k++) {
+      const invBeta = load<f32>(invBetas + (<usize>k << 2)), floor = load<f32>(floors + (<usize>k << 2));
+      // Lanes at or above min(floor, minFloor) take the exact shrink (and tell whether |d|
+      // reached minFloor); the others shrink to 0.
+      const z4 = f32x4.splat(z), branch4 = f32x4.splat(min(floor, minFloor));
+      let e0 = f64x2.splat(0), e1 = f64x2.splat(0);
+      let above = false;
+      for (let i = 0; i < g; i += 4) {
+        const w = v128.load(p + (<usize>i << 2));
+        const ws = f32x4.mul(w, s4);
+        const q = f32x4.pmin(m4, f32x4.pmax(f32x4.splat(0), f32x4.nearest(f32x4.add(ws, z4))));
+        const d = f32x4.sub(w, f32x4.div(f32x4.sub(q, z4), s4));
+        const a = f32x4.abs(d);
+        e0 = f64x2.add(e0, f64x2.promote_low_f32x4(a));
+        e1 = f64x2.add(e1, f64x2.promote_low_f32x4(v128.shuffle<f32>(a, a, 2, 3, 2, 3)));
+        let v = f32x4.sub(q, ws);
+        if (v128.any_true(f32x4.ge(a, branch4))) {
+          if (v128.any_true(f32x4.ge(a, min4))) above = true;
+          v = f32x4.replace_lane(v, 0, hqqShrunk(f32x4.extract_lane(w, 0), f32x4.extract_lane(q, 0), f32x4.extract_lane(ws, 0), f32x4.extract_lane(d, 0), s, invBeta, exponent, floor));
+          v = f32x4.replace_lane(v, 1, hqqShrunk(f32x4.extract_lane(w, 1), f32x4.extract_lane(q, 1), f32x4.extract_lane(ws, 1), f32x4.extract_lane(d, 1), s, invBeta, exponent, floor));
+          v = f32x4.replace_lane(v, 2, hqqShrunk(f32x4.extract_lane(w, 2), f32x4.extract_lane(q, 2), f32x4.extract_lane(ws, 2), f32x4.extract_lane(d, 2), s, invBeta, exponent, floor));
+          v = f32x4.replace_lane(v, 3, hqqShrunk(f32x4.extract_lane(w, 3), f32x4.extract_lane(q, 3), f32x4.extract_lane(ws, 3), f32x4.extract_lane(d, 3), s, invBeta, exponent, floor));
+        }
+        v128.store(scratch + (<usize>i << 2), v);
+      }
+      gErr = (f64x2.extract_lane(e0, 0) + f64x2.extract_lane(e0, 1)) + (f64x2.extract_lane(e1, 0) + f64x2.extract_lane(e1, 1));
+      const ek = errs + (<usize>k << 3);
+      store<f64>(ek, load<f64>(ek) + gErr);
+      const next: f32 = hqqTorchSum(scratch, g, acc) / <f32>g;
+      store<f32>(t + (<usize>(k + 1) << 2), next);
+      const fixed = reinterpret<u32>(next) == reinterpret<u32>(z) && !above;
+      z = next;
+      if (fixed) break;
+    }
+    for (k++; k < iters; k++) {
+      const ek = errs + (<usize>k << 3);
+      store<f64>(ek, load<f64>(ek) + gErr);
+      store<f32>(t + (<usize>(k + 1) << 2), z);
+    }
+  }
+}

@@ -10,7 +10,9 @@ import { openCheckpoint, readTensorBytes, readTensorF32 } from '../../server/src
 import {
   HQQ_BITS,
   hqqDequantize,
+  hqqLastOptimizerTrace,
   hqqQuantize,
+  hqqQuantizeReference,
   hqqShapeProblem,
   roundToDtype,
   type HqqComputeDtype,
@@ -18,6 +20,7 @@ import {
 } from '../../server/src/quant/hqq';
 import { hqqPack, hqqPackedShape, hqqPackingName, hqqUnpack } from '../../server/src/quant/hqqPack';
 import { fixture, seededUniform } from '../helpers';
+import { llmLike } from '../../server/src/tools/synth';
 
 interface HqqCase {
   name: string;
@@ -146,11 +149,16 @@ test('optimize=False: codes, W_q, scale and zero bit for bit from W (every -noop
   assert.equal(cases.length, 20);
   for (const c of cases) {
     const ref = await load(c);
-    const q = quantizeCase(c, await weight(c));
+    const w = await weight(c);
+    const q = quantizeCase(c, w);
     sameBytes(q.codes, ref.codes, `${c.name} codes`);
     sameBits(q.scale, ref.scale, `${c.name} scale`);
     sameBits(q.zero, ref.zero, `${c.name} zero`);
     sameBytes(hqqPack(q.codes, c.n_groups, c.group_size, c.nbits).data, ref.wq.data, `${c.name} W_q`);
+    const params = { bits: c.nbits, groupSize: c.group_size, optimize: false, roundZero: c.round_zero };
+    const plain = hqqQuantizeReference(w, params);
+    sameBytes(plain.codes, ref.codes, `${c.name} codes (TypeScript reference)`);
+    sameBits(plain.zero, ref.zero, `${c.name} zero (TypeScript reference)`);
   }
 });
 
@@ -363,4 +371,38 @@ test('roundToDtype: ties to even in bfloat16 and float16, float16 subnormals and
     [1 + 2 ** -8, 1 + 3 * 2 ** -8, 1, 1 + 2 ** -9, 0, 2 ** -23, 65504, Infinity],
   );
   assert.deepEqual([...roundToDtype(x, 'float32')], [...x]);
+});
+
+test('the WebAssembly passes give the TypeScript reference codes, scales, zeros and solver steps bit for bit', () => {
+  // LLM-like rows, and uniform values with wide groups (|W − W_r| past the shrink floor:
+  // the exact pow path at 1 and 2 bits), at group sizes with and without torch's cascade levels.
+  const matrices: [string, Float32Array][] = [
+    ['llm 96×256', llmLike(96, 256, 11)],
+    ['uniform 32×1024', seededUniform(32 * 1024, 5)],
+  ];
+  for (const [name, x] of matrices)
+    for (const groupSize of [8, 64, 128, 1024])
+      for (const bits of HQQ_BITS)
+        for (const optimize of [false, true])
+          for (const updateBeta of optimize ? [false, true] : [false]) {
+            const what = `${name} g${groupSize} ${bits}-bit optimize ${optimize}${updateBeta ? ' (master)' : ''}`;
+            const p = { bits, groupSize, optimize };
+            const ref = hqqQuantizeReference(x, p, undefined, { updateBeta });
+            const refTrace = hqqLastOptimizerTrace();
+            const q = hqqQuantize(x, p, undefined, { updateBeta });
+            sameBytes(q.codes, ref.codes, `${what} codes`);
+            sameBits(q.scale, ref.scale, `${what} scale`);
+            sameBits(q.zero, ref.zero, `${what} zero`);
+            if (optimize) assert.deepEqual(hqqLastOptimizerTrace(), refTrace, `${what} steps`);
+          }
+});
+
+test('group sizes that are not a multiple of 8 take the reference path; bad parameters are refused', () => {
+  const x = seededUniform(12 * 10, 3);
+  const q = hqqQuantize(x, { bits: 3, groupSize: 12, optimize: true });
+  assert.equal(q.scale.length, 10);
+  assert.ok(q.zero.every(Number.isFinite));
+  assert.throws(() => hqqQuantize(x, { bits: 5, groupSize: 12, optimize: false }), /bits/);
+  assert.throws(() => hqqQuantize(x, { bits: 4, groupSize: 7, optimize: false }), /groups of 7/);
+  assert.throws(() => hqqQuantize(x, { bits: 4, groupSize: 0, optimize: false }), /group size/);
 });

@@ -238,3 +238,30 @@ export function withWorkspace<T>(f: (ws: Workspace) => T): T {
   release();
   return result;
 }
+
+/** The HQQ kernels (the end of server/wasm/kernels.ts), used by quant/hqq.ts. */
+export interface HqqKernelExports {
+  hqqScales(x: number, n: number, g: number, maxV: number, roundZero: number, sInv: number, zero: number): void;
+  hqqCodes(x: number, n: number, g: number, maxV: number, sInv: number, zero: number, codes: number): void;
+  hqqProximalSolve(
+    x: number,
+    n: number,
+    g: number,
+    maxV: number,
+    sInv: number,
+    zero: number,
+    iters: number,
+    invBetas: number,
+    floors: number,
+    exponent: number,
+    minFloor: number,
+    traj: number,
+    errs: number,
+    scratch: number,
+  ): void;
+}
+
+/** A workspace's HQQ kernels (WebAssembly: the native module has none of its own). */
+export function hqqKernels(ws: Workspace): HqqKernelExports {
+  return ws.k as unknown as HqqKernelExports;
+}

@@ -53,6 +53,8 @@ export interface HqqOptimizerTrace {
   errors: number[];
 }
 
+import { hqqKernels, withWorkspace } from '../kernels/kernels';
+
 const fr = Math.fround;
 /** 2^52 + 2^51: adding and subtracting it rounds a double to an integer, ties to even. */
 const RNE_MAGIC = 6755399441055744;
@@ -176,63 +178,124 @@ function torchSum64(buf: Float32Array): number {
   return total;
 }
 
+/** The proximal solver's per-step constants: fl(1/β), the shrink floor (|d| below it shrinks
+ *  to 0: |d| − (1/β)·|d|^(p−1) ≤ 0 ⇔ |d|^(2−p) ≤ 1/β, taken with a 1% margin — near and
+ *  above it the exact float32 formula decides), fl(p − 1), and the smallest floor when β
+ *  changes from step to step (+∞ when it does not). */
+interface ProximalSchedule {
+  iters: number;
+  invBetas: Float32Array;
+  floors: Float32Array;
+  exponent: number;
+  minFloor: number;
+}
+
+function proximalSchedule(o: Required<HqqOptimizerOptions>): ProximalSchedule {
+  const iters = Math.max(0, Math.floor(o.iters));
+  const invBetas = new Float32Array(iters),
+    floors = new Float32Array(iters);
+  let beta = o.beta;
+  for (let k = 0; k < iters; k++) {
+    invBetas[k] = 1 / beta;
+    floors[k] = Math.pow(invBetas[k], 1 / (2 - o.lpNorm)) * 0.99;
+    if (o.updateBeta) beta *= o.kappa;
+  }
+  const minFloor = o.updateBeta ? Math.min(...floors) : Infinity;
+  return { iters, invBetas, floors, exponent: fr(o.lpNorm - 1), minFloor };
+}
+
 let stepBuf = new Float32Array(64);
 
-/** The proximal solver over the whole matrix; updates `zero` in place, returns the trace. */
-function optimizeZeros(
+/** The proximal solver group by group, in TypeScript (the reference of the hqqProximalSolve
+ *  kernel). A step of optimize_weights_proximal_legacy is, per group, a pure function of its
+ *  zero: with it, q = codes, W_r = fl(fl(q − z) / s), d = W − W_r, and the new zero is
+ *  mean(q − fl(fl(W − shrink(d)) · s)) in torch's summation order. So each group takes every
+ *  step speculatively while it is in cache, adding its Σ|d| to errs[step] (float64: four
+ *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) per group) and writing its zero after
+ *  each step to traj[group·(iters + 1) + step + 1]; a group whose zero comes back unchanged
+ *  (bit for bit, and no |d| reached the smallest floor when β changes) repeats itself, so its
+ *  later steps are copied. The caller then takes the steps the early stop allows. */
+function proximalGroupsReference(
   x: Float32Array,
   g: number,
   maxV: number,
   sInv: Float32Array,
-  zero: Float32Array,
-  o: Required<HqqOptimizerOptions>,
-): HqqOptimizerTrace {
-  const n = x.length,
-    groups = sInv.length;
+  zero0: Float32Array,
+  sch: ProximalSchedule,
+  traj: Float32Array,
+  errs: Float64Array,
+): void {
+  const groups = sInv.length,
+    iters = sch.iters,
+    stride = iters + 1;
   if (stepBuf.length < g) stepBuf = new Float32Array(g);
   const buf = stepBuf;
-  const exponent = fr(o.lpNorm - 1);
-  const sum = g === 64 ? torchSum64 : (b: Float32Array) => torchRowSumF32(b, g);
-  let beta = o.beta;
-  let best = Infinity;
-  const errors: number[] = [];
-  let steps = 0;
-  for (let it = 0; it < o.iters; it++) {
-    const invBeta = fr(1 / beta);
-    // |d| below this gives a shrunk error of 0: |d| − (1/β)·|d|^(p−1) < 0 ⇔ |d|^p < 1/β,
-    // checked with a 1% margin; above it the exact float32 formula decides.
-    const shrinkFloor = Math.pow(invBeta, 1 / o.lpNorm) * 0.99;
-    let errSum = 0;
-    for (let b = 0, start = 0; b < groups; b++, start += g) {
-      const s = sInv[b],
-        z = zero[b];
-      for (let k = 0; k < g; k++) {
-        const w = x[start + k];
+  const sum = g === 64 ? torchSum64 : (v: Float32Array) => torchRowSumF32(v, g);
+  const { exponent, minFloor } = sch;
+  for (let b = 0, start = 0; b < groups; b++, start += g) {
+    const s = sInv[b];
+    let z = zero0[b];
+    const t = b * stride;
+    traj[t] = z;
+    let k = 0,
+      gErr = 0;
+    for (; k < iters; k++) {
+      const invBeta = sch.invBetas[k],
+        floor = sch.floors[k];
+      let e0 = 0,
+        e1 = 0,
+        e2 = 0,
+        e3 = 0,
+        above = false;
+      for (let i = 0; i < g; i++) {
+        const w = x[start + i];
         const ws = fr(w * s);
         let q = fr(ws + z) + RNE_MAGIC - RNE_MAGIC;
         q = q > 0 ? (q < maxV ? q : maxV) : 0;
-        const r = fr(fr(q - z) / s);
-        const d = fr(w - r);
+        const d = fr(w - fr(fr(q - z) / s));
         const a = Math.abs(d);
-        errSum += a;
-        if (a < shrinkFloor) buf[k] = fr(q - ws);
+        const lane = i & 3;
+        if (lane === 0) e0 += a;
+        else if (lane === 1) e1 += a;
+        else if (lane === 2) e2 += a;
+        else e3 += a;
+        if (a >= minFloor) above = true;
+        if (!(a >= floor)) buf[i] = fr(q - ws);
         else {
           let e = fr(a - fr(invBeta * fr(Math.pow(a, exponent))));
           if (e < 0) e = 0;
           if (d < 0) e = -e;
-          buf[k] = fr(q - fr(fr(w - e) * s));
+          buf[i] = fr(q - fr(fr(w - e) * s));
         }
       }
-      zero[b] = fr(sum(buf) / g);
+      gErr = e0 + e1 + (e2 + e3);
+      errs[k] += gErr;
+      const next = fr(sum(buf) / g);
+      traj[t + k + 1] = next;
+      const fixed = Object.is(next, z) && !above;
+      z = next;
+      if (fixed) break;
     }
-    steps++;
-    const err = fr(errSum / n);
+    for (k++; k < iters; k++) {
+      errs[k] += gErr;
+      traj[t + k + 1] = z;
+    }
+  }
+}
+
+/** The early stop of optimize_weights_proximal_legacy over the steps' Σ|d|: steps are taken
+ *  while the matrix's float32 mean |W − W_r| falls; the step that does not lower it is still
+ *  taken (its zero stays). */
+function earlyStop(errs: Float64Array, n: number): HqqOptimizerTrace {
+  let best = Infinity;
+  const errors: number[] = [];
+  for (let k = 0; k < errs.length; k++) {
+    const err = fr(errs[k] / n);
     errors.push(err);
-    if (o.updateBeta) beta *= o.kappa;
     if (err < best) best = err;
     else break;
   }
-  return { steps, errors };
+  return { steps: errors.length, errors };
 }
 
 const RELEASE_OPTIMIZER: Required<HqqOptimizerOptions> = {
@@ -250,11 +313,9 @@ export function hqqLastOptimizerTrace(): HqqOptimizerTrace {
   return lastTrace;
 }
 
-/** groups = consecutive runs of groupSize values of the row-major flattened matrix (axis 1).
- *  x.length must be a multiple of groupSize. Writes into `out`'s arrays when given (reused
- *  buffers of sizes numel, groups, groups). `optimizer` changes the solver's settings (tests
- *  and hqq master's variant); the default is hqq 0.2.8.post1's. */
-export function hqqQuantize(
+/** hqqQuantize in plain TypeScript: the reference the kernels are tested against (and the
+ *  path for group sizes that are not a multiple of 8). */
+export function hqqQuantizeReference(
   x: Float32Array,
   p: HqqParams,
   out?: HqqQuantized,
@@ -270,9 +331,80 @@ export function hqqQuantize(
   const sInv = r.scale,
     zero = r.zero;
   initialScales(x, g, maxV, p.roundZero ?? p.bits === 4, sInv, zero);
-  if (p.optimize) lastTrace = optimizeZeros(x, g, maxV, sInv, zero, { ...RELEASE_OPTIMIZER, ...optimizer });
+  if (p.optimize) {
+    const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
+    const traj = new Float32Array(groups * (sch.iters + 1)),
+      errs = new Float64Array(sch.iters);
+    proximalGroupsReference(x, g, maxV, sInv, zero, sch, traj, errs);
+    lastTrace = earlyStop(errs, n);
+    for (let b = 0; b < groups; b++) zero[b] = traj[b * (sch.iters + 1) + lastTrace.steps];
+  }
   assignHqqCodes(x, g, maxV, sInv, zero, r.codes);
   for (let b = 0; b < groups; b++) sInv[b] = fr(1 / sInv[b]);
+  return r;
+}
+
+/** groups = consecutive runs of groupSize values of the row-major flattened matrix (axis 1).
+ *  x.length must be a multiple of groupSize. Writes into `out`'s arrays when given (reused
+ *  buffers of sizes numel, groups, groups). `optimizer` changes the solver's settings (tests
+ *  and hqq master's variant); the default is hqq 0.2.8.post1's. The WebAssembly kernels do
+ *  the passes (group sizes that are multiples of 8), with hqqQuantizeReference's results. */
+export function hqqQuantize(
+  x: Float32Array,
+  p: HqqParams,
+  out?: HqqQuantized,
+  optimizer?: HqqOptimizerOptions,
+): HqqQuantized {
+  const n = x.length;
+  checkParams(n, p);
+  const g = p.groupSize;
+  if (g % 8 !== 0) return hqqQuantizeReference(x, p, out, optimizer);
+  const groups = n / g;
+  const maxV = 2 ** p.bits - 1;
+  const r = outputs(n, groups, out);
+  withWorkspace((ws) => {
+    const xr = ws.f32(n, x),
+      sInv = ws.f32(groups),
+      zero = ws.f32(groups),
+      codes = ws.u8(n);
+    const k = hqqKernels(ws);
+    k.hqqScales(xr.ptr, n, g, maxV, (p.roundZero ?? p.bits === 4) ? 1 : 0, sInv.ptr, zero.ptr);
+    if (p.optimize) {
+      const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
+      const stride = sch.iters + 1;
+      const traj = ws.f32(groups * stride),
+        errs = ws.f64(Math.max(1, sch.iters)),
+        invBetas = ws.f32(Math.max(1, sch.iters), sch.invBetas),
+        floors = ws.f32(Math.max(1, sch.iters), sch.floors),
+        scratch = ws.f32(g + 128);
+      errs.view().fill(0);
+      k.hqqProximalSolve(
+        xr.ptr,
+        n,
+        g,
+        maxV,
+        sInv.ptr,
+        zero.ptr,
+        sch.iters,
+        invBetas.ptr,
+        floors.ptr,
+        sch.exponent,
+        sch.minFloor,
+        traj.ptr,
+        errs.ptr,
+        scratch.ptr,
+      );
+      lastTrace = earlyStop(errs.view().subarray(0, sch.iters), n);
+      const z = zero.view(),
+        t = traj.view();
+      for (let b = 0; b < groups; b++) z[b] = t[b * stride + lastTrace.steps];
+    }
+    k.hqqCodes(xr.ptr, n, g, maxV, sInv.ptr, zero.ptr, codes.ptr);
+    r.codes.set(codes.view());
+    r.zero.set(zero.view());
+    const s = sInv.view();
+    for (let b = 0; b < groups; b++) r.scale[b] = fr(1 / s[b]);
+  });
   return r;
 }
 
@@ -343,11 +475,35 @@ export function hqqDequantize(
     throw new RangeError(`hqqDequantize: ${n} codes, ${groups} scales, ${zero.length} zeros, group size ${groupSize}`);
   const r = out ?? new Float32Array(n);
   if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
-  const round = rounder(dtype);
-  for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
-    const s = round(scale[b]),
-      z = round(zero[b]);
-    for (let i = start, end = start + groupSize; i < end; i++) r[i] = round(round(codes[i] - z) * s);
+  if (dtype === 'float32') {
+    for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
+      const s = scale[b],
+        z = zero[b];
+      for (let i = start, end = start + groupSize; i < end; i++) r[i] = fr(codes[i] - z) * s;
+    }
+  } else if (dtype === 'bfloat16') {
+    // Rounded in place on the output's bits: (b + 0x7fff + odd) & 0xffff0000 is round to
+    // nearest even (every value here is finite or ±∞; a NaN stays a NaN).
+    const bits = new Uint32Array(r.buffer, r.byteOffset, n);
+    for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
+      const s = roundBf16(scale[b]),
+        z = roundBf16(zero[b]);
+      for (let i = start, end = start + groupSize; i < end; i++) {
+        r[i] = codes[i] - z;
+        let u = bits[i];
+        bits[i] = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
+        r[i] *= s;
+        u = bits[i];
+        bits[i] = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
+      }
+    }
+  } else {
+    const round = rounder(dtype);
+    for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
+      const s = round(scale[b]),
+        z = round(zero[b]);
+      for (let i = start, end = start + groupSize; i < end; i++) r[i] = round(round(codes[i] - z) * s);
+    }
   }
   return r;
 }
