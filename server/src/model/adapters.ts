@@ -17,8 +17,10 @@ import type { MatmulBackend } from '../linalg/backend';
 import { moduleName } from '../plan/glob';
 import type { MatrixReport, Report } from '../protocol/lsp_ext';
 import { quantizeValues } from '../quant/grid';
+import { isHqqModule, readHqqModule } from '../quant/hqqModule';
 import { isQuantizer } from '../registry';
-import { LINEAR_NAMES, linearTensorName, type WeightHook } from './weights';
+import type { ModelConfig } from './config';
+import { LINEAR_NAMES, layerLinears, layerTensorName, linearTensorName, type WeightHook } from './weights';
 
 export const ADAPTER_FOLDER = 'loftq_init';
 export const REPORT_NAME = 'loftq-report.json';
@@ -83,9 +85,9 @@ export function parsePeftLoraConfig(file: string, json: unknown): PeftLoraConfig
   if (j.peft_type !== undefined && j.peft_type !== 'LORA') {
     throw new InputError(file, `peft_type is ${brief(j.peft_type)}; only LORA adapters are evaluated`);
   }
-  // A Conv1D-style [in, out] layout never occurs in the Llama-family models the forward pass runs.
+  // A Conv1D-style [in, out] layout never occurs in the families the forward pass runs.
   if (j.fan_in_fan_out === true) {
-    throw new InputError(file, 'has fan_in_fan_out true, which Llama-family linear layers never use');
+    throw new InputError(file, 'has fan_in_fan_out true, which the linear layers the forward pass runs never use');
   }
   return {
     file,
@@ -118,6 +120,10 @@ export const adapterTensorName = (tensor: string, which: 'A' | 'B') =>
 export interface LoftqOutput {
   dir: string;
   backbone: Checkpoint;
+  /** The checkpoint the LoftQ variant's forward pass reads (the hook supplies quantized matrices). */
+  forward: Checkpoint;
+  /** Quantized matrices stored as HQQ modules (tensor names). */
+  hqq: Set<string>;
   adapters: Checkpoint;
   config: PeftLoraConfig;
   report: Report;
@@ -156,26 +162,53 @@ async function readReport(file: string): Promise<Report> {
   return j;
 }
 
-/** The decoder linear weights the forward pass can substitute, for `layers` layers. */
-function hookableNames(layers: number): Set<string> {
+/** The decoder linear weights the forward pass can substitute: the family's (a config), or
+ *  Llama's for `layers` layers. */
+function hookableNames(model: number | ModelConfig): Set<string> {
   const s = new Set<string>();
-  for (let l = 0; l < layers; l++) for (const lin of LINEAR_NAMES) s.add(linearTensorName(l, lin));
+  if (typeof model === 'number') {
+    for (let l = 0; l < model; l++) for (const lin of LINEAR_NAMES) s.add(linearTensorName(l, lin));
+  } else {
+    const specs = layerLinears(model);
+    for (let l = 0; l < model.numLayers; l++) for (const spec of specs) s.add(layerTensorName(l, spec));
+  }
   return s;
 }
 
+/** The linear layers' short names for messages (q_proj/k_proj/…/down_proj). */
+function hookableKinds(model: number | ModelConfig): string {
+  if (typeof model === 'number') return 'q/k/v/o/gate/up/down';
+  return layerLinears(model)
+    .map((s) => s.name.split('.').pop())
+    .join('/');
+}
+
 /** Opens DIR and checks that its files agree with each other and with the original checkpoint
- *  (same tensor names and shapes). `layers`: the model's decoder layer count. */
-export async function openLoftqOutput(dir: string, original: Checkpoint, layers: number): Promise<LoftqOutput> {
+ *  (same tensor names and shapes). `model`: the original's config (or, for a Llama, its decoder
+ *  layer count). */
+export async function openLoftqOutput(
+  dir: string,
+  original: Checkpoint,
+  model: number | ModelConfig,
+): Promise<LoftqOutput> {
   const backbone = await openBackbone(dir);
   const notFrom = `it was not produced from ${original.path}`;
+  // `--format hqq`: a quantized M.weight is stored as HQQLinear's state (M.W_q, M.scale, …).
+  const hqq = new Set<string>();
   for (const t of original.tensors) {
     const b = backbone.byName.get(t.name);
+    if (!b && t.name.endsWith('.weight') && isHqqModule(backbone, moduleName(t.name))) {
+      hqq.add(t.name);
+      continue;
+    }
     if (!b) throw new InputError(backbone.path, `has no tensor '${t.name}': ${notFrom}`);
     if (b.shape.join() !== t.shape.join()) {
       throw new InputError(b.file, `shape [${b.shape}] differs from the original's [${t.shape}]: ${notFrom}`, t.name);
     }
   }
-  const extra = backbone.tensors.find((t) => !original.byName.has(t.name));
+  const hqqModules = new Set([...hqq].map(moduleName));
+  const ofHqqModule = (name: string) => hqqModules.has(name.slice(0, name.lastIndexOf('.')));
+  const extra = backbone.tensors.find((t) => !original.byName.has(t.name) && !ofHqqModule(t.name));
   if (extra) throw new InputError(backbone.path, `has tensor '${extra.name}', which the original lacks: ${notFrom}`);
 
   const adir = path.join(dir, ADAPTER_FOLDER);
@@ -187,18 +220,18 @@ export async function openLoftqOutput(dir: string, original: Checkpoint, layers:
   const reportFile = path.join(dir, REPORT_NAME);
   const report = await readReport(reportFile);
 
-  const hookable = hookableNames(layers);
+  const hookable = hookableNames(model);
   const matrices: LoftqOutput['matrices'] = new Map();
   for (const m of report.matrices) {
     if (m.skipped) continue;
-    const t = backbone.byName.get(m.name);
+    const t = hqq.has(m.name) ? original.byName.get(m.name) : backbone.byName.get(m.name);
     if (!t || t.shape.length !== 2) {
       throw new InputError(reportFile, `lists matrix '${m.name}', which ${backbone.path} does not hold as a matrix`);
     }
     if (!hookable.has(m.name)) {
       throw new InputError(
         reportFile,
-        `matrix '${m.name}' was quantized; evaluation substitutes only the decoder's q/k/v/o/gate/up/down layers`,
+        `matrix '${m.name}' was quantized; evaluation substitutes only the decoder's ${hookableKinds(model)} layers`,
       );
     }
     const [rows, cols] = t.shape;
@@ -232,7 +265,13 @@ export async function openLoftqOutput(dir: string, original: Checkpoint, layers:
   if (stray) {
     throw new InputError(adapterFile, `holds '${stray.name}', for a matrix ${REPORT_NAME} does not list as quantized`);
   }
-  return { dir, backbone, adapters, config, report, reportFile, matrices };
+  const unreplaced = [...hqq].find((name) => !matrices.has(name));
+  if (unreplaced)
+    throw new InputError(reportFile, `does not list '${unreplaced}', which ${backbone.path} stores as an HQQ module`);
+  // An HQQ backbone has no dense weight to run: the original's tensors run, every quantized
+  // matrix replaced by its HQQ dequantization (+ s·B·A) through the weight hook.
+  const forward = hqq.size ? original : backbone;
+  return { dir, backbone, forward, hqq, adapters, config, report, reportFile, matrices };
 }
 
 /** W_eff = Q + s·B·A for the quantized matrices, read from the adapter file as each layer streams by.
@@ -241,6 +280,15 @@ export function loftqWeightHook(out: LoftqOutput, backend: MatmulBackend): Weigh
   return async (name, q, rows, cols) => {
     const m = out.matrices.get(name);
     if (!m) return undefined;
+    if (out.hqq.has(name)) {
+      const mod = await readHqqModule(out.backbone, moduleName(name));
+      if (mod.rows !== rows || mod.cols !== cols)
+        throw new InputError(
+          out.backbone.path,
+          `HQQ module '${mod.module}' is ${mod.rows}×${mod.cols}, not ${rows}×${cols}`,
+        );
+      q = mod.values;
+    }
     const a = await readTensorF32(out.adapters.byName.get(adapterTensorName(name, 'A'))!);
     const b = await readTensorF32(out.adapters.byName.get(adapterTensorName(name, 'B'))!);
     const held = await backend.hold(b, rows, m.rank);

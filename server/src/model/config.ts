@@ -1,13 +1,19 @@
-// config.json of a Llama-family decoder (llama, mistral, qwen2; TinyLlama is llama) read into
-// the few numbers the forward pass needs. Anything else is refused in one line naming the
-// file and the model_type; a missing or invalid field is named too.
+// config.json of a decoder the forward pass runs, read into the numbers and the layer layout
+// it needs. Which model_types run, and what each family adds, is the architecture table
+// (arch/index.ts); anything else is refused in one line naming the file, the model_type and the
+// supported list, as is a field that changes the forward pass and is not implemented
+// (rope_scaling types: rope.ts). A missing or invalid field is named too.
 
 import * as path from 'node:path';
 import { brief, CheckpointError, quote } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
+import { ConfigFields, type Json } from './arch/fields';
+import { architectureOf, SUPPORTED_MODEL_TYPES } from './arch/index';
+import type { LayerLayout, ModelTensors } from './arch/types';
+import { parseRope, type RopeSpec } from './rope';
 
-export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
-export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
+export { SUPPORTED_MODEL_TYPES };
+export type ModelType = string;
 
 export interface ModelConfig {
   file: string;
@@ -20,118 +26,106 @@ export interface ModelConfig {
   headDim: number;
   vocabSize: number;
   ropeTheta: number;
+  /** The layers' norm epsilon (rms_norm_eps, or layer_norm_eps for LayerNorm families). */
   rmsNormEps: number;
-  /** undefined: the config does not say (the checkpoint's lm_head.weight decides). */
+  /** undefined: the config does not say (the checkpoint's head tensor decides). */
   tieWordEmbeddings?: boolean;
-  /** Biases on q/k/v are expected (Qwen2 always; Llama with attention_bias). */
+  /** Biases on q/k/v are expected (Qwen2 always; Llama with attention_bias; Phi-2). */
   qkvBias: boolean;
-  /** Tokens attend at most this far back (Mistral, Qwen2 with use_sliding_window). */
+  /** Tokens attend at most this far back on the layers `windows` gives it to. */
   slidingWindow?: number;
   /** The token a generated sequence starts from (bos_token_id; 1, Llama's <s>, when absent). */
   bosTokenId: number;
+  /** RoPE: base, rotary dimensions, rope_scaling. */
+  rope: RopeSpec;
+  /** The decoder layer as data (arch/types.ts). */
+  layout: LayerLayout;
+  tensors: ModelTensors;
+  /** Embeddings × this before the first layer (Gemma). */
+  embedScale?: number;
+  /** Attention scores q·k × this (1/√head_dim unless the family says otherwise). */
+  attnScale: number;
+  attnSoftcap?: number;
+  finalSoftcap?: number;
+  /** Each layer's sliding window, undefined where it attends to the whole prefix. */
+  windows: readonly (number | undefined)[];
 }
 
-type Json = Record<string, unknown>;
-
-function positiveInt(file: string, c: Json, key: string, fallback?: number): number {
-  const v = c[key] ?? fallback;
-  if (v === undefined) throw new CheckpointError('metadata', file, `field '${key}' is missing`);
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-    throw new CheckpointError('metadata', file, `field '${key}' must be a positive integer (found ${brief(v)})`);
-  }
-  return v;
-}
-
-function positiveNumber(file: string, c: Json, key: string, fallback: number): number {
-  const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-    throw new CheckpointError('metadata', file, `field '${key}' must be a positive number (found ${brief(v)})`);
-  }
-  return v;
-}
-
-function optionalBool(file: string, c: Json, key: string): boolean | undefined {
-  const v = c[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean')
-    throw new CheckpointError('metadata', file, `field '${key}' must be true or false (found ${brief(v)})`);
-  return v;
-}
-
-function bosTokenId(file: string, c: Json): number {
-  const v = c.bos_token_id ?? 1;
+function bosTokenId(f: ConfigFields): number {
+  const v = f.json.bos_token_id ?? 1;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    throw new CheckpointError('metadata', file, `field 'bos_token_id' must be an integer ≥ 0 (found ${brief(v)})`);
+    f.fail(`field 'bos_token_id' must be an integer ≥ 0 (found ${brief(v)})`);
   }
-  return v;
+  return v as number;
 }
 
 /** Parses a config.json's object (exported for tests that build configs in memory). */
 export function parseModelConfig(file: string, c: unknown): ModelConfig {
   if (typeof c !== 'object' || c === null || Array.isArray(c))
     throw new CheckpointError('metadata', file, 'is not a JSON object');
-  const j = c as Json;
-  const mt = j.model_type;
+  const supported = SUPPORTED_MODEL_TYPES.join(', ');
+  const mt = (c as Json).model_type;
   if (typeof mt !== 'string')
+    throw new CheckpointError('metadata', file, `field 'model_type' is missing (the forward pass runs ${supported})`);
+  const arch = architectureOf(mt);
+  if (!arch) {
     throw new CheckpointError(
       'metadata',
       file,
-      `field 'model_type' is missing (the forward pass runs ${SUPPORTED_MODEL_TYPES.join(', ')})`,
-    );
-  if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(mt)) {
-    throw new CheckpointError(
-      'metadata',
-      file,
-      `model_type '${quote(mt)}' is not supported by the forward pass (${SUPPORTED_MODEL_TYPES.join(', ')})`,
+      `model_type '${quote(mt)}' is not supported by the forward pass (supported: ${supported})`,
     );
   }
-  const act = j.hidden_act ?? 'silu';
-  if (act !== 'silu')
-    throw new CheckpointError('metadata', file, `field 'hidden_act' must be "silu" (found ${brief(act)})`);
-  const rs = j.rope_scaling;
-  if (rs !== undefined && rs !== null)
-    throw new CheckpointError('metadata', file, `field 'rope_scaling' is not supported (found ${brief(rs)})`);
-  const hiddenSize = positiveInt(file, j, 'hidden_size');
-  const numHeads = positiveInt(file, j, 'num_attention_heads');
-  const numKvHeads = positiveInt(file, j, 'num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) {
-    throw new CheckpointError(
-      'metadata',
-      file,
-      `field 'num_key_value_heads' (${numKvHeads}) must divide num_attention_heads (${numHeads})`,
-    );
-  }
-  if (j.head_dim === undefined && hiddenSize % numHeads !== 0) {
-    throw new CheckpointError(
-      'metadata',
-      file,
-      `field 'num_attention_heads' (${numHeads}) must divide hidden_size (${hiddenSize})`,
-    );
-  }
-  const headDim = positiveInt(file, j, 'head_dim', hiddenSize / numHeads);
-  if (headDim % 2 !== 0)
-    throw new CheckpointError('metadata', file, `field 'head_dim' must be even for RoPE (found ${headDim})`);
-  const modelType = mt as ModelType;
-  const attnBias = optionalBool(file, j, 'attention_bias') ?? false;
-  const useSw =
-    modelType === 'mistral' || (modelType === 'qwen2' && optionalBool(file, j, 'use_sliding_window') === true);
-  const sw = j.sliding_window;
-  return {
-    file,
-    modelType,
+  // transformers' config defaults fill what the file leaves out (an explicit null stays null).
+  const f = new ConfigFields(file, { ...arch.defaults, ...(c as Json) });
+  const hiddenSize = f.positiveInt('hidden_size');
+  const numHeads = f.positiveInt('num_attention_heads');
+  const numKvHeads = f.positiveInt('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0)
+    f.fail(`field 'num_key_value_heads' (${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+  if (!f.has('head_dim') && hiddenSize % numHeads !== 0)
+    f.fail(`field 'num_attention_heads' (${numHeads}) must divide hidden_size (${hiddenSize})`);
+  const headDim = f.positiveInt('head_dim', hiddenSize / numHeads);
+  const dims = {
+    modelType: mt,
     hiddenSize,
-    intermediateSize: positiveInt(file, j, 'intermediate_size'),
-    numLayers: positiveInt(file, j, 'num_hidden_layers'),
+    intermediateSize: f.positiveInt('intermediate_size'),
+    numLayers: f.positiveInt('num_hidden_layers'),
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: positiveInt(file, j, 'vocab_size'),
-    ropeTheta: positiveNumber(file, j, 'rope_theta', 10000),
-    rmsNormEps: positiveNumber(file, j, 'rms_norm_eps', 1e-6),
-    tieWordEmbeddings: optionalBool(file, j, 'tie_word_embeddings'),
-    qkvBias: modelType === 'qwen2' || attnBias,
-    slidingWindow: useSw && sw !== undefined && sw !== null ? positiveInt(file, j, 'sliding_window') : undefined,
-    bosTokenId: bosTokenId(file, j),
+    vocabSize: f.positiveInt('vocab_size'),
+  };
+  const spec = arch.build(f, dims);
+  const fraction = spec.rotaryFraction ?? 1;
+  // transformers: int(head_dim · partial_rotary_factor) dimensions rotated, in pairs.
+  const rotaryDim = Math.floor(headDim * fraction);
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    f.fail(
+      fraction === 1
+        ? `field 'head_dim' must be even for RoPE (found ${headDim})`
+        : `field 'partial_rotary_factor' (${fraction}) leaves ${rotaryDim} of head_dim ${headDim} rotated; ` +
+            'RoPE needs an even number',
+    );
+  }
+  const rope = parseRope(f, rotaryDim);
+  const windows = spec.windows;
+  return {
+    file,
+    ...dims,
+    ropeTheta: rope.theta,
+    rmsNormEps: spec.layout.normEps,
+    tieWordEmbeddings: f.optionalBool('tie_word_embeddings'),
+    qkvBias: spec.layout.qkv.every((l) => l.bias === 'required'),
+    slidingWindow: windows.find((w) => w !== undefined),
+    bosTokenId: bosTokenId(f),
+    rope,
+    layout: spec.layout,
+    tensors: spec.tensors,
+    embedScale: spec.embedScale,
+    attnScale: spec.attnScale ?? 1 / Math.sqrt(headDim),
+    attnSoftcap: spec.attnSoftcap,
+    finalSoftcap: spec.finalSoftcap,
+    windows,
   };
 }
 

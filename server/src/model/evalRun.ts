@@ -49,7 +49,7 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   }
   const unlock = await lockOutput(dir);
   try {
-    const out = await openLoftqOutput(dir, original, c.numLayers);
+    const out = await openLoftqOutput(dir, original, c);
     const result = await evaluateOutput(original, c, out, tokens.sequences, {
       backend: opts.backend,
       signal: opts.signal,

@@ -1,8 +1,10 @@
-// The layer-streaming forward pass of a Llama-family decoder. Only one decoder layer's
-// weights are in memory at a time (read with positioned reads, dropped after the layer);
-// the hidden states of the whole batch of sequences are carried from layer to layer.
-// Hooks let a caller see each linear layer's input (calibration statistics) and substitute
-// a layer's weight (evaluating Q + (α/r)·B·A, or quantize(W)).
+// The layer-streaming forward pass of a decoder (the families of arch/: Llama, Mistral, Qwen2,
+// Gemma, Gemma 2, Phi-2, Phi-3). Only one decoder layer's weights are in memory at a time (read
+// with positioned reads, dropped after the layer); the hidden states of the whole batch of
+// sequences are carried from layer to layer. The family's layout is interpreted with one branch
+// per layer (which norm, how attention and MLP meet the residual stream, which activation).
+// Hooks let a caller see each linear layer's input (calibration statistics) and substitute a
+// layer's weight (evaluating Q + (α/r)·B·A, or quantize(W)).
 
 import { NativeBackend } from '../linalg/nativeBackend';
 import type { Checkpoint } from '../checkpoint/checkpoint';
@@ -12,12 +14,27 @@ import { ScratchBuffers } from '../base/scratchBuffers';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { linearGroup } from './linear';
-import { applyRope, attention, rmsNorm, ropeTables, siluGate } from './ops';
-import { linearTensorName, readChecked, readCheckedRows, readLayer, WeightHook } from './weights';
+import {
+  applyRope,
+  attention,
+  type AttentionShape,
+  geluGate,
+  geluInto,
+  geluTanhGate,
+  geluTanhInto,
+  layerNorm,
+  rmsNorm,
+  siluGate,
+  siluInto,
+  softcapInPlace,
+} from './ops';
+import { ropeForSequences } from './rope';
+import { readChecked, readCheckedRows, readLayer, readNorm, WeightHook } from './weights';
 
 export interface ForwardHooks {
   /** Sees the input X (tokens × width, row-major) shared by the linear layers `names`
-   *  (weight tensor names: q/k/v together, gate/up together, o and down alone). X is only
+   *  (weight tensor names: q/k/v together — or Phi-3's one qkv_proj —, gate/up together — or
+   *  one gate_up_proj —, o and down alone; Phi-2's q/k/v and fc1 read one input). X is only
    *  valid during the call. */
   onInput?(names: readonly string[], x: Float32Array, tokens: number, width: number): void | Promise<void>;
   /** Returns a replacement for a linear weight ([out, in] row-major), or undefined to keep it. */
@@ -67,7 +84,12 @@ class MemoryMeter {
   }
 }
 
-function positionsOf(sequences: readonly (readonly number[])[]): {
+/** Where each sequence starts among the batch's tokens, and the RoPE table row of each token
+ *  (its position, offset by its sequence's block of rows: rope.ts ropeForSequences). */
+function positionsOf(
+  sequences: readonly (readonly number[])[],
+  rowStart: readonly number[],
+): {
   starts: number[];
   positions: Int32Array;
   tokens: number;
@@ -83,7 +105,7 @@ function positionsOf(sequences: readonly (readonly number[])[]): {
   }
   const positions = new Int32Array(tokens);
   sequences.forEach((s, k) => {
-    for (let i = 0; i < s.length; i++) positions[starts[k] + i] = i;
+    for (let i = 0; i < s.length; i++) positions[starts[k] + i] = rowStart[k] + i;
   });
   return { starts, positions, tokens, maxLen };
 }
@@ -100,29 +122,101 @@ async function embed(
         throw new RangeError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`);
   // Only the rows the tokens use are read.
   const shape: [number, number] = [c.vocabSize, c.hiddenSize];
-  const rows = await readCheckedRows(ck, c, 'model.embed_tokens.weight', shape, sequences.flat());
+  const rows = await readCheckedRows(ck, c, `${c.tensors.embed}.weight`, shape, sequences.flat());
   const h = new Float32Array(tokens * c.hiddenSize);
   let t = 0;
   for (const s of sequences) for (const id of s) h.set(rows.get(id)!, t++ * c.hiddenSize);
+  if (c.embedScale !== undefined) scaleInPlace(h, c.embedScale);
   return h;
+}
+
+/** x ← x·s in float32 (Gemma's embedding normalizer, a float32 tensor in transformers). */
+export function scaleInPlace(x: Float32Array, s: number): void {
+  for (let i = 0; i < x.length; i++) x[i] *= s;
 }
 
 /** Which tensor is the output head: lm_head.weight, or the embedding when tied. */
 export function headTensorName(ck: Checkpoint, c: ModelConfig): string {
-  if (c.tieWordEmbeddings === true) return 'model.embed_tokens.weight';
-  if (ck.byName.has('lm_head.weight')) return 'lm_head.weight';
+  const head = `${c.tensors.head}.weight`,
+    embed = `${c.tensors.embed}.weight`;
+  if (c.tieWordEmbeddings === true) return embed;
+  if (ck.byName.has(head)) return head;
   if (c.tieWordEmbeddings === false) {
     throw new CheckpointError(
       'tensor-entry',
       ck.path,
-      `has no tensor 'lm_head.weight' and config.json ${c.file} says tie_word_embeddings is false`,
+      `has no tensor '${head}' and config.json ${c.file} says tie_word_embeddings is false`,
     );
   }
-  return 'model.embed_tokens.weight';
+  return embed;
 }
+
+/** The head's bias where the family has one (Phi-2's lm_head), else undefined. */
+export async function readHeadBias(ck: Checkpoint, c: ModelConfig): Promise<Float32Array | undefined> {
+  return c.tensors.headBias ? readChecked(ck, c, `${c.tensors.head}.bias`, [c.vocabSize]) : undefined;
+}
+
+/** Logits rows (rows × vocab) + the head's bias, soft-capped where the family caps them. */
+export function finishLogits(c: ModelConfig, logits: Float32Array, rows: number, bias?: Float32Array): void {
+  const V = c.vocabSize;
+  if (bias) for (let i = 0; i < rows; i++) for (let v = 0; v < V; v++) logits[i * V + v] += bias[v];
+  if (c.finalSoftcap !== undefined) softcapInPlace(logits, c.finalSoftcap);
+}
+
+/** out ← the layer's norm of x (tokens × hidden rows); out may be x. */
+export function normInto(
+  c: ModelConfig,
+  x: Float32Array,
+  tokens: number,
+  w: Float32Array,
+  b: Float32Array | undefined,
+  out: Float32Array,
+): void {
+  if (c.layout.norm === 'layer') layerNorm(x, tokens, c.hiddenSize, w, b!, c.rmsNormEps, out);
+  else rmsNorm(x, tokens, c.hiddenSize, w, c.rmsNormEps, out);
+}
+
+/** act ← the MLP's activation of the up-projection's output gu (tokens × (2·I gated, I plain)). */
+export function activate(c: ModelConfig, gu: Float32Array, tokens: number, act: Float32Array): void {
+  const I = c.intermediateSize,
+    kind = c.layout.activation;
+  if (c.layout.gated) {
+    if (kind === 'silu') siluGate(gu, tokens, I, act);
+    else if (kind === 'gelu_tanh') geluTanhGate(gu, tokens, I, act);
+    else geluGate(gu, tokens, I, act);
+  } else if (kind === 'silu') siluInto(gu, tokens * I, act);
+  else if (kind === 'gelu_tanh') geluTanhInto(gu, tokens * I, act);
+  else geluInto(gu, tokens * I, act);
+}
+
+/** Each layer's attention: its window, the family's scale and soft-cap. */
+export function attentionShapes(c: ModelConfig): AttentionShape[] {
+  const qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim;
+  return c.windows.map((slidingWindow) => ({
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    stride: qDim + 2 * kvDim,
+    qOff: 0,
+    kOff: qDim,
+    vOff: qDim + kvDim,
+    slidingWindow,
+    scale: c.attnScale,
+    softcap: c.attnSoftcap,
+  }));
+}
+
+/** The native module's attention is the plain scaled one (1/√d, no soft-cap). */
+const nativeAttends = (s: AttentionShape) => s.softcap === undefined && s.scale === 1 / Math.sqrt(s.headDim);
 
 function addInto(h: Float32Array, y: Float32Array): void {
   for (let i = 0; i < h.length; i++) h[i] += y[i];
+}
+
+/** h ← h + (a + b): Phi-2's attention and MLP outputs summed, then added to the residual. */
+function addBothInto(h: Float32Array, a: Float32Array, b: Float32Array): void {
+  for (let i = 0; i < h.length; i++) h[i] += Math.fround(a[i] + b[i]);
 }
 
 /** Runs the decoder over `sequences` (token ids, each at least one token). */
@@ -138,11 +232,16 @@ export async function runForward(
   const native = backend instanceof NativeBackend ? backend : undefined;
   const bf16 = opts.bf16Linear === true;
   const mem = new MemoryMeter();
-  const { starts, positions, tokens, maxLen } = positionsOf(sequences);
+  const rope = ropeForSequences(
+    c.rope,
+    sequences.map((q) => q.length),
+  );
+  const { starts, positions, tokens } = positionsOf(sequences, rope.rowStart);
   const H = c.hiddenSize,
     qDim = c.numHeads * c.headDim,
-    kvDim = c.numKvHeads * c.headDim,
-    I = c.intermediateSize;
+    I = c.intermediateSize,
+    L = c.layout;
+  const upWidth = L.gated ? 2 * I : I;
   const h = await embed(ck, c, sequences, tokens);
   // Buffers reused from layer to layer: the weights (weights.ts) and the linear groups' outputs.
   const layerBuffers = new ScratchBuffers();
@@ -151,46 +250,40 @@ export async function runForward(
   // gate|up at 4096 tokens of a 1.1B model, where its product takes ~0.7 s.
   const linearOut = (width: number) => layerBuffers.f32('linearOut', tokens * width);
   mem.hold(h.byteLength);
-  const rope = ropeTables(maxLen, c.headDim, c.ropeTheta);
   const normed = new Float32Array(tokens * H);
   mem.hold(normed.byteLength);
-  const attnShape = {
-    heads: c.numHeads,
-    kvHeads: c.numKvHeads,
-    headDim: c.headDim,
-    stride: qDim + 2 * kvDim,
-    qOff: 0,
-    kOff: qDim,
-    vOff: qDim + kvDim,
-    slidingWindow: c.slidingWindow,
-  };
+  const shapes = attentionShapes(c);
+  const qkvOuts = L.qkv.map((s) => s.rows),
+    upOuts = L.up.map((s) => s.rows);
   for (let layer = 0; layer < c.numLayers; layer++) {
     throwIfAborted(signal);
     const w = await readLayer(ck, c, layer, hooks?.weight, layerBuffers);
     mem.hold(w.bytes);
-    const name = (lin: Parameters<typeof linearTensorName>[1]) => linearTensorName(layer, lin);
+    const attnShape = shapes[layer];
 
-    rmsNorm(h, tokens, H, w.inputNorm, c.rmsNormEps, normed);
-    await hooks?.onInput?.([name('q_proj'), name('k_proj'), name('v_proj')], normed, tokens, H);
+    normInto(c, h, tokens, w.inputNorm, w.inputNormBias, normed);
+    // Phi-2's attention and MLP read the same normed states: one input for q/k/v and fc1.
+    const attnInputs = L.block === 'parallel' ? [...w.names.qkv, ...w.names.up] : w.names.qkv;
+    await hooks?.onInput?.(attnInputs, normed, tokens, H);
     const qkv = await linearGroup(
       backend,
       normed,
       tokens,
       H,
-      [w.linear.q_proj, w.linear.k_proj, w.linear.v_proj],
-      [qDim, kvDim, kvDim],
-      [w.qBias, w.kBias, w.vBias],
+      w.qkv,
+      qkvOuts,
+      w.qkvBias,
       linearOut(attnShape.stride),
       bf16,
     );
     mem.hold(qkv.byteLength);
-    applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope);
-    applyRope(qkv, attnShape.stride, qDim, c.numKvHeads, c.headDim, positions, rope);
+    applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope.tables);
+    applyRope(qkv, attnShape.stride, qDim, c.numKvHeads, c.headDim, positions, rope.tables);
     // Reused like linearOut: fresh, these two were 125 MB of page faults per layer at 4096
     // tokens of a 1.1B model. Both are written whole before they are read.
     const att = layerBuffers.f32('attention', tokens * qDim);
     mem.hold(att.byteLength);
-    if (native)
+    if (native && nativeAttends(attnShape))
       native.attention(
         qkv,
         sequences.map((s, k) => ({ start: starts[k], len: s.length, outRow: starts[k] })),
@@ -200,45 +293,45 @@ export async function runForward(
     else sequences.forEach((s, k) => attention(qkv, starts[k], s.length, attnShape, att, starts[k]));
     mem.free(qkv.byteLength);
     throwIfAborted(signal);
-    await hooks?.onInput?.([name('o_proj')], att, tokens, qDim);
-    const o = await linearGroup(backend, att, tokens, qDim, [w.linear.o_proj], [H], undefined, linearOut(H), bf16);
+    await hooks?.onInput?.(w.names.o, att, tokens, qDim);
+    // Phi-2 keeps the attention's output while its MLP runs: a buffer of its own.
+    const oOut = L.block === 'parallel' ? layerBuffers.f32('parallelAttention', tokens * H) : linearOut(H);
+    const o = await linearGroup(backend, att, tokens, qDim, [w.o], [H], [w.oBias], oOut, bf16);
     mem.hold(o.byteLength);
-    addInto(h, o);
-    mem.free(o.byteLength + att.byteLength);
-
-    rmsNorm(h, tokens, H, w.postNorm, c.rmsNormEps, normed);
-    await hooks?.onInput?.([name('gate_proj'), name('up_proj')], normed, tokens, H);
-    const gu = await linearGroup(
-      backend,
-      normed,
-      tokens,
-      H,
-      [w.linear.gate_proj, w.linear.up_proj],
-      [I, I],
-      undefined,
-      linearOut(2 * I),
-      bf16,
-    );
+    mem.free(att.byteLength);
+    if (L.block !== 'parallel') {
+      if (L.block === 'sandwich') normInto(c, o, tokens, w.postAttentionNorm!, undefined, o);
+      addInto(h, o);
+      mem.free(o.byteLength);
+      normInto(c, h, tokens, L.block === 'sandwich' ? w.preFeedforwardNorm! : w.postAttentionNorm!, undefined, normed);
+      await hooks?.onInput?.(w.names.up, normed, tokens, H);
+    }
+    const gu = await linearGroup(backend, normed, tokens, H, w.up, upOuts, w.upBias, linearOut(upWidth), bf16);
     mem.hold(gu.byteLength);
     const act = layerBuffers.f32('activation', tokens * I);
     mem.hold(act.byteLength);
-    if (native) native.siluGate(gu, tokens, I, act);
-    else siluGate(gu, tokens, I, act);
+    if (native && L.gated && L.activation === 'silu') native.siluGate(gu, tokens, I, act);
+    else activate(c, gu, tokens, act);
     mem.free(gu.byteLength);
     throwIfAborted(signal);
-    await hooks?.onInput?.([name('down_proj')], act, tokens, I);
-    const down = await linearGroup(backend, act, tokens, I, [w.linear.down_proj], [H], undefined, linearOut(H), bf16);
+    await hooks?.onInput?.(w.names.down, act, tokens, I);
+    const down = await linearGroup(backend, act, tokens, I, [w.down], [H], [w.downBias], linearOut(H), bf16);
     mem.hold(down.byteLength);
-    addInto(h, down);
+    if (L.block === 'sandwich') normInto(c, down, tokens, w.postFeedforwardNorm!, undefined, down);
+    if (L.block === 'parallel') {
+      addBothInto(h, o, down);
+      mem.free(o.byteLength);
+    } else addInto(h, down);
     mem.free(down.byteLength + act.byteLength + w.bytes);
     mem.sampleRss();
     await opts.onLayer?.(layer + 1, c.numLayers);
   }
   if (opts.onLogits) {
     throwIfAborted(signal);
-    const normW = await readChecked(ck, c, 'model.norm.weight', [H]);
-    rmsNorm(h, tokens, H, normW, c.rmsNormEps, normed);
+    const final = await readNorm(ck, c, c.tensors.finalNorm);
+    normInto(c, h, tokens, final.w, final.b, normed);
     const head = await readChecked(ck, c, headTensorName(ck, c), [c.vocabSize, H]);
+    const headBias = await readHeadBias(ck, c);
     mem.hold(head.byteLength);
     // The head is held on the device once; each sequence's normed states are multiplied by it.
     const held = await backend.hold(head, c.vocabSize, H);
@@ -253,6 +346,7 @@ export async function runForward(
         mem.hold(logits.byteLength + vt.byteLength);
         for (let v = 0; v < c.vocabSize; v++)
           for (let i = 0; i < len; i++) logits[i * c.vocabSize + v] = vt[v * len + i];
+        finishLogits(c, logits, len, headBias);
         await opts.onLogits(k, logits, len, c.vocabSize);
         mem.free(logits.byteLength + vt.byteLength);
       }

@@ -7,18 +7,20 @@
 // Identical seeds give identical tokens on one backend; another backend's float32 rounding can
 // flip a draw that falls on a CDF boundary.
 //
-// Decoding is incremental: the N sequences advance one position per step with a key/value cache
-// per layer, so a step costs one token's work per sequence (the layer-streaming forward of
-// forward.ts would redo the whole prefix). Layer weights are held on the backend between steps
-// while they fit LAYER_CACHE_BYTES, and streamed from the checkpoint again each step otherwise.
+// Each family's layer (arch/) as forward.ts runs it. Decoding is incremental: the N sequences
+// advance one position per step with a key/value cache per layer, so a step costs one token's
+// work per sequence (the layer-streaming forward of forward.ts would redo the whole prefix).
+// Layer weights are held on the backend between steps while they fit LAYER_CACHE_BYTES, and
+// streamed from the checkpoint again each step otherwise.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { throwIfAborted } from '../base/errors';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
-import { headTensorName } from './forward';
-import { applyRope, rmsNorm, ropeTables, siluGate } from './ops';
-import { LayerWeights, readChecked, readLayer } from './weights';
+import { activate, finishLogits, headTensorName, normInto, readHeadBias, scaleInPlace } from './forward';
+import { applyRope, softcapRange } from './ops';
+import { ropeForDecoding } from './rope';
+import { LayerWeights, readChecked, readLayer, readNorm } from './weights';
 
 export const LAYER_CACHE_BYTES = 2 ** 30;
 
@@ -60,9 +62,11 @@ export function sampleSoftmax(row: Float32Array, u: number): number {
   return row.length - 1;
 }
 
-/** One query row per sequence against that sequence's cached keys/values (positions 0..pos). */
+/** One query row per sequence against that sequence's cached keys/values (positions 0..pos, or
+ *  the last `window` of them). */
 function cachedAttention(
   c: ModelConfig,
+  window: number | undefined,
   qkv: Float32Array,
   stride: number,
   kCache: Float32Array,
@@ -75,8 +79,9 @@ function cachedAttention(
   const d = c.headDim,
     kvDim = c.numKvHeads * d,
     group = c.numHeads / c.numKvHeads,
-    scale = 1 / Math.sqrt(d);
-  const j0 = c.slidingWindow ? Math.max(0, pos - c.slidingWindow + 1) : 0;
+    scale = c.attnScale,
+    cap = c.attnSoftcap;
+  const j0 = window ? Math.max(0, pos - window + 1) : 0;
   const scores = new Float64Array(pos + 1),
     acc = new Float64Array(d);
   for (let s = 0; s < n; s++) {
@@ -92,6 +97,7 @@ function cachedAttention(
         scores[j] = dot * scale;
         if (scores[j] > max) max = scores[j];
       }
+      if (cap !== undefined) max = softcapRange(scores, j0, pos + 1, cap);
       let sum = 0;
       for (let j = j0; j <= pos; j++) sum += scores[j] = Math.exp(scores[j] - max);
       acc.fill(0);
@@ -107,20 +113,21 @@ function cachedAttention(
 }
 
 /** One decoder layer with its linear weights held on the backend as [out, in] (rows of q|k|v and
- *  gate|up stacked: row-major concatenation), so a step multiplies them by the few new rows without
- *  transposing or uploading a weight again. */
+ *  gate|up stacked: row-major concatenation — a fused weight is its own stack), so a step
+ *  multiplies them by the few new rows without transposing or uploading a weight again. */
 interface HeldLayer {
-  inputNorm: Float32Array;
-  postNorm: Float32Array;
+  w: LayerWeights;
   qkv: DeviceMatrix;
   qkvBias?: Float32Array;
   o: DeviceMatrix;
-  gateUp: DeviceMatrix;
+  up: DeviceMatrix;
+  upBias?: Float32Array;
   down: DeviceMatrix;
   dispose(): void;
 }
 
 function stack(parts: readonly Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
   let o = 0;
   for (const p of parts) {
@@ -130,35 +137,31 @@ function stack(parts: readonly Float32Array[]): Float32Array {
   return out;
 }
 
+/** The biases of stacked weights side by side (zeros where one has none); undefined if none has. */
+function stackBiases(biases: readonly (Float32Array | undefined)[], rows: readonly number[]): Float32Array | undefined {
+  if (!biases.some((b) => b)) return undefined;
+  return stack(biases.map((b, k) => b ?? new Float32Array(rows[k])));
+}
+
 async function holdLayer(backend: MatmulBackend, c: ModelConfig, w: LayerWeights): Promise<HeldLayer> {
-  const H = c.hiddenSize,
-    qDim = c.numHeads * c.headDim,
-    kvDim = c.numKvHeads * c.headDim,
-    I = c.intermediateSize;
-  const L = w.linear;
+  const L = c.layout;
   const mats: DeviceMatrix[] = [];
   const hold = async (a: Float32Array, rows: number, cols: number) => {
     const m = await backend.hold(a, rows, cols);
     mats.push(m);
     return m;
   };
-  const bias =
-    w.qBias || w.kBias || w.vBias
-      ? stack([
-          w.qBias ?? new Float32Array(qDim),
-          w.kBias ?? new Float32Array(kvDim),
-          w.vBias ?? new Float32Array(kvDim),
-        ])
-      : undefined;
+  const rows = (specs: readonly { rows: number }[]) => specs.map((s) => s.rows);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   try {
     return {
-      inputNorm: w.inputNorm,
-      postNorm: w.postNorm,
-      qkv: await hold(stack([L.q_proj, L.k_proj, L.v_proj]), qDim + 2 * kvDim, H),
-      qkvBias: bias,
-      o: await hold(L.o_proj, H, qDim),
-      gateUp: await hold(stack([L.gate_proj, L.up_proj]), 2 * I, H),
-      down: await hold(L.down_proj, H, I),
+      w,
+      qkv: await hold(stack(w.qkv), sum(rows(L.qkv)), c.hiddenSize),
+      qkvBias: stackBiases(w.qkvBias, rows(L.qkv)),
+      o: await hold(w.o, L.o.rows, L.o.cols),
+      up: await hold(stack(w.up), sum(rows(L.up)), c.hiddenSize),
+      upBias: stackBiases(w.upBias, rows(L.up)),
+      down: await hold(w.down, L.down.rows, L.down.cols),
       dispose: () => {
         for (const m of mats) m.dispose();
       },
@@ -193,19 +196,22 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   const H = c.hiddenSize,
     qDim = c.numHeads * c.headDim,
     kvDim = c.numKvHeads * c.headDim,
-    I = c.intermediateSize;
+    I = c.intermediateSize,
+    L = c.layout;
   const stride = qDim + 2 * kvDim;
   const rng = mulberry32(opts.seed);
   const seqs = Array.from({ length: n }, () => [c.bosTokenId]);
-  const embedTable = await readChecked(ck, c, 'model.embed_tokens.weight', [c.vocabSize, H]);
-  const finalNorm = await readChecked(ck, c, 'model.norm.weight', [H]);
+  const embedTable = await readChecked(ck, c, `${c.tensors.embed}.weight`, [c.vocabSize, H]);
+  const finalNorm = await readNorm(ck, c, c.tensors.finalNorm);
   const headName = headTensorName(ck, c);
-  const tied = headName === 'model.embed_tokens.weight';
+  const tied = headName === `${c.tensors.embed}.weight`;
   const head = tied ? embedTable : await readChecked(ck, c, headName, [c.vocabSize, H]);
-  const rope = ropeTables(length, c.headDim, c.ropeTheta);
+  const headBias = await readHeadBias(ck, c);
+  const rope = ropeForDecoding(c.rope, length);
   const kCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
   const vCache = Array.from({ length: c.numLayers }, () => new Float32Array(n * length * kvDim));
-  const layerBytes = (2 * H * qDim + 2 * H * kvDim + 3 * H * I) * 4;
+  const upRows = L.up.reduce((a, s) => a + s.rows, 0);
+  const layerBytes = (2 * H * qDim + 2 * H * kvDim + (upRows + I) * H) * 4;
   const held: (HeldLayer | undefined)[] = [];
   const keepLayers = layerBytes * c.numLayers <= LAYER_CACHE_BYTES;
   const h = new Float32Array(n * H),
@@ -216,14 +222,17 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
   try {
     for (let pos = 0; pos < length - 1; pos++) {
       for (let s = 0; s < n; s++) h.set(embedTable.subarray(seqs[s][pos] * H, (seqs[s][pos] + 1) * H), s * H);
+      // Scaled in h, a copy: the table stays as the checkpoint has it (a tied head reads it).
+      if (c.embedScale !== undefined) scaleInPlace(h, c.embedScale);
       const positions = new Int32Array(n).fill(pos);
       for (let l = 0; l < c.numLayers; l++) {
         throwIfAborted(signal);
-        const w = held[l] ?? (await holdLayer(backend, c, await readLayer(ck, c, l)));
-        if (keepLayers) held[l] = w;
+        const hl = held[l] ?? (await holdLayer(backend, c, await readLayer(ck, c, l)));
+        if (keepLayers) held[l] = hl;
+        const w = hl.w;
         try {
-          rmsNorm(h, n, H, w.inputNorm, c.rmsNormEps, normed);
-          const qkv = await throughHeld(w.qkv, normed, n, w.qkvBias);
+          normInto(c, h, n, w.inputNorm, w.inputNormBias, normed);
+          const qkv = await throughHeld(hl.qkv, normed, n, hl.qkvBias);
           applyRope(qkv, stride, 0, c.numHeads, c.headDim, positions, rope);
           applyRope(qkv, stride, qDim, c.numKvHeads, c.headDim, positions, rope);
           for (let s = 0; s < n; s++) {
@@ -231,23 +240,29 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
             kCache[l].set(qkv.subarray(s * stride + qDim, s * stride + qDim + kvDim), o);
             vCache[l].set(qkv.subarray(s * stride + qDim + kvDim, (s + 1) * stride), o);
           }
-          cachedAttention(c, qkv, stride, kCache[l], vCache[l], n, length, pos, att);
-          const o = await throughHeld(w.o, att, n);
-          for (let i = 0; i < h.length; i++) h[i] += o[i];
-          rmsNorm(h, n, H, w.postNorm, c.rmsNormEps, normed);
-          siluGate(await throughHeld(w.gateUp, normed, n), n, I, act);
-          const down = await throughHeld(w.down, act, n);
-          for (let i = 0; i < h.length; i++) h[i] += down[i];
+          cachedAttention(c, c.windows[l], qkv, stride, kCache[l], vCache[l], n, length, pos, att);
+          const o = await throughHeld(hl.o, att, n, w.oBias);
+          if (L.block !== 'parallel') {
+            if (L.block === 'sandwich') normInto(c, o, n, w.postAttentionNorm!, undefined, o);
+            for (let i = 0; i < h.length; i++) h[i] += o[i];
+            normInto(c, h, n, L.block === 'sandwich' ? w.preFeedforwardNorm! : w.postAttentionNorm!, undefined, normed);
+          }
+          activate(c, await throughHeld(hl.up, normed, n, hl.upBias), n, act);
+          const down = await throughHeld(hl.down, act, n, w.downBias);
+          if (L.block === 'sandwich') normInto(c, down, n, w.postFeedforwardNorm!, undefined, down);
+          if (L.block === 'parallel') for (let i = 0; i < h.length; i++) h[i] += Math.fround(o[i] + down[i]);
+          else for (let i = 0; i < h.length; i++) h[i] += down[i];
         } finally {
-          if (!keepLayers) w.dispose();
+          if (!keepLayers) hl.dispose();
         }
       }
-      rmsNorm(h, n, H, finalNorm, c.rmsNormEps, normed);
+      normInto(c, h, n, finalNorm.w, finalNorm.b, normed);
       const xt = new Float32Array(H * n);
       for (let s = 0; s < n; s++) for (let e = 0; e < H; e++) xt[e * n + s] = normed[s * H + e];
       const vt = await heldHead.times(xt, n); // vocab × n
       const logits = new Float32Array(n * c.vocabSize);
       for (let v = 0; v < c.vocabSize; v++) for (let s = 0; s < n; s++) logits[s * c.vocabSize + v] = vt[v * n + s];
+      finishLogits(c, logits, n, headBias);
       opts.onLogits?.(pos, logits);
       for (let s = 0; s < n; s++) {
         seqs[s].push(sampleSoftmax(logits.subarray(s * c.vocabSize, (s + 1) * c.vocabSize), rng()));

@@ -6,7 +6,8 @@
 //  - legacy .dat: int32 entry count, then per entry int32 name length, name bytes, int32 ncall,
 //    int32 nval, nval float32 values stored as mean(x²)·ncall; a trailer (chunk count, dataset
 //    name) follows and is ignored.
-// Names are llama.cpp's (blk.N.attn_q.weight …), mapped to Hugging Face's. Every problem is
+// Names are llama.cpp's (blk.N.attn_q.weight …), mapped to Hugging Face's by the family's
+// layout (arch/: Phi-3's fused attn_qkv → qkv_proj, ffn_up → gate_up_proj). Every problem is
 // one InputError line naming the file.
 
 import * as path from 'node:path';
@@ -15,7 +16,8 @@ import { CheckpointError, quote } from '../checkpoint/errors';
 import { InputError } from '../base/errors';
 import type { ModelConfig } from './config';
 import type { InputStat, InputStats } from './stats';
-import { LINEAR_NAMES, linearShape, linearTensorName, LinearName } from './weights';
+import type { LinearSpec } from './arch/types';
+import { layerLinears, layerTensorName, linearTensorName, LinearName } from './weights';
 
 /** A 70B imatrix is a few MB; this only keeps a wrong file from being read whole. */
 export const MAX_IMATRIX_BYTES = 1_000_000_000;
@@ -208,15 +210,18 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
   const isGguf = bytes.length >= 4 && new TextDecoder().decode(bytes.subarray(0, 4)) === 'GGUF';
   const entries = isGguf ? readGguf(r, fail) : readLegacy(r, fail);
   const stats: InputStats = new Map();
+  const byGguf = new Map<string, LinearSpec>();
+  for (const spec of layerLinears(c)) for (const g of spec.gguf) byGguf.set(g, spec);
   for (const e of entries) {
-    const hf = hfNameOf(e.name);
-    if (!hf) continue;
-    const lin = LINEAR_NAMES.find((l) => hf.endsWith(`.${l}.weight`))!;
-    const layer = Number(/layers\.(\d+)\./.exec(hf)![1]);
+    const m = /^blk\.(\d+)\.([a-z_]+)\.weight$/.exec(e.name);
+    const spec = m && byGguf.get(m[2]);
+    if (!spec) continue;
+    const layer = Number(m[1]);
+    const hf = layerTensorName(layer, spec);
     if (layer >= c.numLayers) {
       fail(`has ${quote(e.name)}, but ${path.basename(c.file)} describes ${c.numLayers} layers (another model?)`);
     }
-    const width = linearShape(c, lin)[1];
+    const width = spec.cols;
     if (e.mean.length !== width) {
       fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
     }
@@ -226,7 +231,8 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
     stats.set(hf, stat);
   }
   if (stats.size === 0) {
-    fail("names none of the model's linear layers (blk.N.attn_q.weight … expected; another model?)");
+    const expected = layerLinears(c).map((s) => s.gguf[0]);
+    fail(`names none of the model's linear layers (blk.N.{${expected.join(',')}}.weight expected; another model?)`);
   }
   return stats;
 }

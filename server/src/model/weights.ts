@@ -1,14 +1,16 @@
-// Reads one decoder layer's tensors (and the embedding / head) of a Llama-family checkpoint
-// with positioned reads, checking each shape against config.json so that a mismatched
-// checkpoint stops with one line naming the file and the tensor.
+// Reads one decoder layer's tensors (and the embedding / head) with positioned reads, under the
+// names and shapes the family's layout gives (arch/), checking each shape against config.json so
+// that a mismatched checkpoint stops with one line naming the file and the tensor.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
 import { readTensorF32, readTensorRowsF32, type ReadBuffers } from '../checkpoint/reader';
 import type { TensorInfo } from '../checkpoint/header';
 import type { ScratchBuffers } from '../base/scratchBuffers';
+import type { LinearSpec } from './arch/types';
 import type { ModelConfig } from './config';
 
+/** Llama's linear layers (the names llama, mistral, qwen2 and gemma share). */
 export const LINEAR_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type LinearName = (typeof LINEAR_NAMES)[number];
 
@@ -17,7 +19,7 @@ export function linearTensorName(layer: number, lin: LinearName): string {
   return `model.layers.${layer}.${block}.${lin}.weight`;
 }
 
-/** [out, in] of each linear layer. */
+/** [out, in] of each of Llama's linear layers. */
 export function linearShape(c: ModelConfig, lin: LinearName): [number, number] {
   const q = c.numHeads * c.headDim,
     kv = c.numKvHeads * c.headDim;
@@ -82,14 +84,46 @@ function checkedTensor(ck: Checkpoint, c: ModelConfig, name: string, shape: numb
   return t;
 }
 
+/** The weight tensor of a layer's linear layer: model.layers.N.<name>.weight. */
+export const layerTensorName = (layer: number, spec: LinearSpec): string => `model.layers.${layer}.${spec.name}.weight`;
+
+/** Every linear weight of a decoder layer, in the forward pass's order (q|k|v, o, up, down). */
+export function layerLinears(c: ModelConfig): LinearSpec[] {
+  const L = c.layout;
+  return [...L.qkv, L.o, ...L.up, L.down];
+}
+
+/** The tensor names of layer `layer`'s linear weights by the input they read. */
+export interface LayerNames {
+  qkv: string[];
+  o: string[];
+  up: string[];
+  down: string[];
+}
+
+export function layerNames(c: ModelConfig, layer: number): LayerNames {
+  const L = c.layout;
+  const n = (s: LinearSpec) => layerTensorName(layer, s);
+  return { qkv: L.qkv.map(n), o: [n(L.o)], up: L.up.map(n), down: [n(L.down)] };
+}
+
 export interface LayerWeights {
   inputNorm: Float32Array;
-  postNorm: Float32Array;
-  /** Row-major [out, in] as in the checkpoint (possibly substituted by a hook). */
-  linear: Record<LinearName, Float32Array>;
-  qBias?: Float32Array;
-  kBias?: Float32Array;
-  vBias?: Float32Array;
+  /** LayerNorm's bias (norm 'layer'). */
+  inputNormBias?: Float32Array;
+  postAttentionNorm?: Float32Array;
+  preFeedforwardNorm?: Float32Array;
+  postFeedforwardNorm?: Float32Array;
+  /** Row-major [out, in] as in the checkpoint (possibly substituted by a hook), by group. */
+  qkv: Float32Array[];
+  qkvBias: (Float32Array | undefined)[];
+  o: Float32Array;
+  oBias?: Float32Array;
+  up: Float32Array[];
+  upBias: (Float32Array | undefined)[];
+  down: Float32Array;
+  downBias?: Float32Array;
+  names: LayerNames;
   bytes: number;
 }
 
@@ -102,11 +136,24 @@ export type WeightHook = (
 
 /** Each linear weight's float32 buffer, reused from layer to layer (the raw bytes share one):
  *  a 1.1B model's layer is 176 MB of float32, and fresh pages cost more than decoding them. */
-function layerBuffers(buffers: ScratchBuffers, lin: LinearName): ReadBuffers {
+function layerBuffers(buffers: ScratchBuffers, lin: string): ReadBuffers {
   return {
     u8: (name, length) => buffers.u8(name, length),
     f32: (name, length) => buffers.f32(`${lin}.${name}`, length),
   };
+}
+
+/** A norm's weight (read as 1 + w for Gemma's RMSNorm, as transformers multiplies) and, for
+ *  LayerNorm, its bias. `prefix` is the tensor name without .weight. */
+export async function readNorm(
+  ck: Checkpoint,
+  c: ModelConfig,
+  prefix: string,
+): Promise<{ w: Float32Array; b?: Float32Array }> {
+  const w = await readChecked(ck, c, `${prefix}.weight`, [c.hiddenSize]);
+  if (c.layout.norm === 'rms1p') for (let i = 0; i < w.length; i++) w[i] = 1 + w[i];
+  if (c.layout.norm !== 'layer') return { w };
+  return { w, b: await readChecked(ck, c, `${prefix}.bias`, [c.hiddenSize]) };
 }
 
 /** One decoder layer's weights; with `buffers`, in buffers that the next layer's read reuses
@@ -119,31 +166,68 @@ export async function readLayer(
   buffers?: ScratchBuffers,
 ): Promise<LayerWeights> {
   const p = `model.layers.${layer}`;
-  const inputNorm = await readChecked(ck, c, `${p}.input_layernorm.weight`, [c.hiddenSize]);
-  const postNorm = await readChecked(ck, c, `${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
-  const linear = {} as Record<LinearName, Float32Array>;
-  let bytes = (inputNorm.length + postNorm.length) * 4;
-  for (const lin of LINEAR_NAMES) {
-    const name = linearTensorName(layer, lin);
-    const shape = linearShape(c, lin);
-    let w = await readChecked(ck, c, name, shape, buffers && layerBuffers(buffers, lin));
-    const sub = hook ? await hook(name, w, shape[0], shape[1]) : undefined;
+  const L = c.layout;
+  let bytes = 0;
+  const norm = async (name: string | undefined) => {
+    if (name === undefined) return undefined;
+    const n = await readNorm(ck, c, `${p}.${name}`);
+    bytes += (n.w.length + (n.b?.length ?? 0)) * 4;
+    return n;
+  };
+  const input = (await norm(L.inputNorm))!;
+  const postAttention = await norm(L.postAttentionNorm);
+  const preFeedforward = await norm(L.preFeedforwardNorm);
+  const postFeedforward = await norm(L.postFeedforwardNorm);
+  const weight = async (spec: LinearSpec) => {
+    const name = layerTensorName(layer, spec);
+    let w = await readChecked(ck, c, name, [spec.rows, spec.cols], buffers && layerBuffers(buffers, spec.name));
+    const sub = hook ? await hook(name, w, spec.rows, spec.cols) : undefined;
     if (sub) {
       if (sub.length !== w.length)
         throw new Error(`weight hook returned ${sub.length} values for ${name} (${w.length} expected)`);
       w = sub;
     }
-    linear[lin] = w;
     bytes += w.length * 4;
+    return w;
+  };
+  const bias = async (spec: LinearSpec) => {
+    const name = `${p}.${spec.name}.bias`;
+    if (spec.bias !== 'required' && !ck.byName.has(name)) return undefined;
+    const b = await readChecked(ck, c, name, [spec.rows]);
+    bytes += b.length * 4;
+    return b;
+  };
+  const qkv: Float32Array[] = [],
+    qkvBias: (Float32Array | undefined)[] = [];
+  for (const s of L.qkv) {
+    qkv.push(await weight(s));
+    qkvBias.push(await bias(s));
   }
-  const out: LayerWeights = { inputNorm, postNorm, linear, bytes };
-  const biasNames = { qBias: 'q_proj', kBias: 'k_proj', vBias: 'v_proj' } as const;
-  for (const [key, lin] of Object.entries(biasNames) as [keyof typeof biasNames, LinearName][]) {
-    const name = `${p}.self_attn.${lin}.bias`;
-    if (!c.qkvBias && !ck.byName.has(name)) continue;
-    const b = await readChecked(ck, c, name, [linearShape(c, lin)[0]]);
-    out[key] = b;
-    out.bytes += b.length * 4;
+  const o = await weight(L.o);
+  const oBias = await bias(L.o);
+  const up: Float32Array[] = [],
+    upBias: (Float32Array | undefined)[] = [];
+  for (const s of L.up) {
+    up.push(await weight(s));
+    upBias.push(await bias(s));
   }
-  return out;
+  const down = await weight(L.down);
+  const downBias = await bias(L.down);
+  return {
+    inputNorm: input.w,
+    inputNormBias: input.b,
+    postAttentionNorm: postAttention?.w,
+    preFeedforwardNorm: preFeedforward?.w,
+    postFeedforwardNorm: postFeedforward?.w,
+    qkv,
+    qkvBias,
+    o,
+    oBias,
+    up,
+    upBias,
+    down,
+    downBias,
+    names: layerNames(c, layer),
+    bytes,
+  };
 }
