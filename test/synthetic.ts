@@ -5,7 +5,7 @@
 // it grows. No weights involved — only the numbers an analysis report carries.
 
 import type { AnalysisEntry, Report } from '../server/src/protocol/lsp_ext';
-import { SUPPORTED_BITS } from '../server/src/registry';
+import { QUANTIZERS } from '../server/src/registry';
 
 export interface SyntheticOptions {
   layers: number;
@@ -37,7 +37,7 @@ function rng(seed: number) {
 
 export function syntheticReport(o: SyntheticOptions): Report {
   const modules = o.modules ?? LLAMA7B_MODULES;
-  const bits = o.bits ?? [...SUPPORTED_BITS];
+  const bits = o.bits ?? [...QUANTIZERS.nf.bits];
   const rank = o.rank ?? 64;
   const decay = o.decay ?? 0.97;
   const sens = o.sensitivity ?? ((l, n) => 1 + 3 * Math.exp(-l) + 1.5 * Math.exp(l - (n - 1)));

@@ -15,7 +15,7 @@ import {
 } from 'vscode-languageclient/node';
 import type { AnalyzeParams, AnalyzeResult, BackendChoice, RunContext } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
-import { MATRIX_SETTING_SPECS, SUPPORTED_BITS } from '../../server/src/registry';
+import { MATRIX_SETTING_SPECS, quantizerSpec } from '../../server/src/registry';
 import {
   confirmOutside,
   outsideWorkspace,
@@ -60,8 +60,11 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
   if (!ctx) return;
   const name = vscode.workspace.asRelativePath(ctx.checkpoint);
   const title = `Analyze ${name} with LoftQ`;
+  const start = startingSettings(uri);
+  // The plan's quantizer when it has one (an HQQ plan analyses HQQ widths), else the setting's.
+  const quantizer = ctx.plan?.defaults.quantizer ?? start.quantizer;
   const widths = await vscode.window.showQuickPick(
-    SUPPORTED_BITS.map((b) => ({ label: `${b}-bit`, bits: b, picked: b <= 4 })),
+    quantizerSpec(quantizer).bits.map((b) => ({ label: `${b}-bit`, bits: b, picked: b >= 2 && b <= 4 })),
     {
       title: `${title} (1/2)`,
       placeHolder: 'Bit widths to analyse (the planner chooses among them)',
@@ -87,7 +90,6 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
     },
   );
   if (!rank) return;
-  const start = startingSettings(uri);
   const base = ctx.plan
     ? path.dirname(ctx.plan.file)
     : ctx.checkpoint.endsWith('.safetensors')
@@ -100,7 +102,7 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
     bits: widths.map((w) => w.bits),
     rank: rank.rank,
     iters: Math.min(start.iters, MATRIX_SETTING_SPECS.iters.max),
-    quantizer: start.quantizer,
+    quantizer,
     blockSize: start.blockSize,
     spectrum: rank.rank,
     plan: ctx.plan?.file,

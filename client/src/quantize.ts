@@ -183,6 +183,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
     out: choice.out,
     settings: choice.settings,
     plan: choice.plan,
+    format: choice.format,
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
     workDoneToken: `loftq-${randomUUID()}`,

@@ -5,8 +5,17 @@
 // accepts it.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { MatrixSettings, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
-import { MATRIX_SETTING_SPECS, QUANTIZER_NAMES, QUANTIZERS, SUPPORTED_BITS } from '../../server/src/registry';
+import type { ExportFormat, MatrixSettings, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
+import {
+  defaultFormatFor,
+  EXPORT_FORMATS,
+  formatProblem,
+  FORMATS,
+  MATRIX_SETTING_SPECS,
+  QUANTIZER_NAMES,
+  QUANTIZERS,
+  quantizerSpec,
+} from '../../server/src/registry';
 
 const RANKS = [4, 8, 16, 32, 64, 128, 256];
 const ITERS = [1, 2, 3, 5, 10];
@@ -14,6 +23,8 @@ const { rank: RANK_SPEC, iters: ITERS_SPEC } = MATRIX_SETTING_SPECS;
 
 export interface RunChoice {
   settings: MatrixSettings;
+  /** The output format; undefined: the plan's (or peft). */
+  format?: ExportFormat;
   /** The plan file applied, or undefined to run without one. */
   plan?: string;
   out: string;
@@ -113,15 +124,18 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
   const s: MatrixSettings = { ...start, ...(plan?.defaults ?? {}) };
   let out: string | undefined;
 
-  type Step = 'plan' | 'bits' | 'rank' | 'iters' | 'quantizer' | 'out';
+  let format: ExportFormat | undefined;
+  type Step = 'plan' | 'quantizer' | 'bits' | 'rank' | 'iters' | 'format' | 'out';
   const steps = (): Step[] => {
     const asks = (k: keyof MatrixSettings) => !(usePlan && plan!.defaults[k] !== undefined);
     const all: Step[] = [];
     if (plan) all.push('plan');
+    // The quantizer first: it decides the widths (HQQ has 1 bit) and the formats offered.
+    if (asks('quantizer')) all.push('quantizer');
     if (asks('bits')) all.push('bits');
     if (asks('rank')) all.push('rank');
     if (asks('iters')) all.push('iters');
-    if (asks('quantizer')) all.push('quantizer');
+    if (!(usePlan && plan!.format)) all.push('format');
     all.push('out');
     return all;
   };
@@ -161,7 +175,8 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
         Object.assign(s, start, usePlan ? plan!.defaults : {});
       }
     } else if (step === 'bits') {
-      const widths = [s.bits, ...SUPPORTED_BITS.filter((b) => b !== s.bits)];
+      const own = quantizerSpec(s.quantizer).bits;
+      const widths = [s.bits, ...own.filter((b) => b !== s.bits)];
       a = await pick<number>(
         title,
         'Bits per weight of the quantized backbone',
@@ -207,7 +222,28 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
         })),
         back,
       );
-      if (typeof a === 'string') s.quantizer = a as Quantizer;
+      if (typeof a === 'string') {
+        s.quantizer = a as Quantizer;
+        // A width the new quantizer lacks falls back to its default one.
+        if (!quantizerSpec(s.quantizer).bits.includes(s.bits)) s.bits = MATRIX_SETTING_SPECS.bits.default;
+      }
+    } else if (step === 'format') {
+      const fits = EXPORT_FORMATS.filter((f) => !formatProblem(f, s.quantizer));
+      // HQQ results load at their own bits only as an HQQ checkpoint: offered first for them.
+      const preferred = defaultFormatFor(s.quantizer);
+      const current = format && fits.includes(format) ? format : preferred;
+      a = await pick<ExportFormat>(
+        title,
+        'Output format',
+        [current, ...fits.filter((f) => f !== current)].map((f) => ({
+          label: f,
+          value: f,
+          detail: FORMATS[f].detail,
+          description: f === current ? 'current' : undefined,
+        })),
+        back,
+      );
+      if (typeof a === 'string') format = a as ExportFormat;
     } else {
       const suggested = out ?? defaultOutFolder(ctx.checkpoint, s);
       a = await pick<string>(
@@ -236,5 +272,5 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
     if (a === BACK) i = Math.max(0, i - 1);
     else i++;
   }
-  return { settings: s, plan: usePlan ? plan!.file : undefined, out: out! };
+  return { settings: s, plan: usePlan ? plan!.file : undefined, out: out!, format };
 }

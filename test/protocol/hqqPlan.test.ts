@@ -31,7 +31,7 @@ function hqqBytes(rows: number, cols: number, bits: number): number {
   return codes + groups * 2 * 4 + 68;
 }
 
-test('an HQQ plan: unpackable shapes and foreign quantizers are errors where they are set; the budget counts HQQ bytes', async () => {
+test('an HQQ plan: what HQQ cannot store is an error where it is set; the budget counts HQQ bytes', async () => {
   const { root } = workspace();
   const file = path.join(root, 'loftq.json');
   const text = `{

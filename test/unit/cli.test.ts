@@ -23,7 +23,7 @@ test('bad usage exits 2 with one line', () => {
   oneLineError(
     run('quantize', STORIES, '--out', tempDir(), '--bits', '5'),
     2,
-    /'--bits' must be one of 2, 3, 4, 8, got 5/,
+    /'--bits' must be one of 1, 2, 3, 4, 8, got 5/,
   );
   oneLineError(
     run('quantize', STORIES, '--out', tempDir(), '--rank', '65'),

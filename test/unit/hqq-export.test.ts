@@ -66,7 +66,7 @@ const bitsOf = (name: string) =>
           ? 4
           : 2;
 
-test('--format hqq: every module at its planned bits as HQQLinear state; report errors are the written files’', async () => {
+test('--format hqq: each module at its planned bits as HQQLinear state; report errors are the files’', async () => {
   const dir = tempDir('loftq-hqq-');
   try {
     const planFile = path.join(dir, 'loftq.json');
@@ -149,7 +149,7 @@ test('--format hqq: every module at its planned bits as HQQLinear state; report 
     ]);
     // loftq eval reads the HQQ folder: the same model as the dense (peft) export of the same run.
     const dense = path.join(dir, 'dense');
-    ok(run('quantize', STORIES, '--out', dense, '--plan', planFile, '--quiet'));
+    ok(run('quantize', STORIES, '--out', dense, '--plan', planFile, '--format', 'peft', '--quiet'));
     const tokens = fixture('stories260k-tokens.json');
     const ev = (o: string) => JSON.parse(run('eval', STORIES, o, '--tokens', tokens, '--json', '--quiet').stdout);
     const [eh, ed] = [ev(out), ev(dense)];
@@ -297,7 +297,7 @@ test('--format hqq refuses, in one line and before writing, what HQQ cannot load
     // 1 bit: stories260K's MLP matrices (64×172) have 172 groups of 64, not a multiple of 8.
     refused(
       run('quantize', STORIES, '--out', out, '--format', 'hqq', '--quantizer', 'hqq', '--bits', '1'),
-      /model\.layers\.0\.mlp\.(gate|up|down)_proj\.weight .*1-bit HQQ packs 8 groups per byte row.*group sizes that fit/,
+      /layers\.0\.mlp\.(gate|up|down)_proj\.weight .*1-bit HQQ packs 8 groups per byte row.*group sizes that fit/,
     );
     refused(
       run('quantize', STORIES, '--out', out, '--quantizer', 'hqq', '--block-size', '12'),

@@ -85,9 +85,9 @@ test('problems carry the JSON path of the offending node', () => {
   }`);
   const got = problems.map((p) => [p.path.join('/'), p.message]);
   assert.deepEqual(got, [
-    ['defaults/bits', "'bits' must be 2, 3, 4 or 8 (got 5)"],
+    ['defaults/bits', "'bits' must be 1, 2, 3, 4 or 8 (got 5)"],
     ['defaults/rank', "'rank' must be an integer ≥ 1"],
-    ['defaults/quantizer', `'quantizer' must be "nf" or "uniform"`],
+    ['defaults/quantizer', `'quantizer' must be "nf", "uniform" or "hqq"`],
     ['overrides/0', "an override needs a 'match' glob"],
     ['overrides/1/match', "bad pattern: unclosed '{' in pattern 'x.{0..3'"],
     ['overrides/2', 'an override must be an object'],

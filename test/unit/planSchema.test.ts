@@ -14,7 +14,7 @@ test('settings keys and allowed values agree with the contract', () => {
   const settings = schema.definitions.settings.properties;
   assert.deepEqual(Object.keys(settings).sort(), Object.keys(DEFAULT_SETTINGS).sort());
   assert.deepEqual(settings.bits.enum, [...SUPPORTED_BITS]);
-  assert.deepEqual(settings.quantizer.enum, ['nf', 'uniform']);
+  assert.deepEqual(settings.quantizer.enum, ['nf', 'uniform', 'hqq']);
   assert.deepEqual(
     Object.keys(schema.definitions.override.properties).sort(),
     [...Object.keys(DEFAULT_SETTINGS), 'match', 'skip'].sort(),

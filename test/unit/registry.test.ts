@@ -16,6 +16,7 @@ import {
   oneOf,
   QUANTIZER_NAMES,
   QUANTIZERS,
+  isCodebookQuantizer,
   scaleBytesOf,
   SUPPORTED_BITS,
   validOr,
@@ -104,7 +105,7 @@ test('plan, engine, server settings and loftq/quantize share the ranges', () => 
   );
   assert.throws(
     () => checkSettings({ ...DEFAULT_SETTINGS, quantizer: 'int' as never }),
-    /quantizer must be nf or uniform, got 'int'/,
+    /quantizer must be nf, uniform or hqq, got 'int'/,
   );
   // A client's out-of-range setting falls back to the default rather than reaching the engine.
   assert.equal(normalizeSettings({ defaults: { blockSize: 2 ** 31, rank: 0, iters: 7 } }).defaults.blockSize, 64);
@@ -118,8 +119,8 @@ test('plan, engine, server settings and loftq/quantize share the ranges', () => 
 });
 
 test('value checks: lists, integer ranges, numbers', () => {
-  assert.equal(valueProblem(MATRIX_SETTING_SPECS.bits, 5), '2, 3, 4 or 8');
-  assert.equal(valueProblem(MATRIX_SETTING_SPECS.quantizer, 'x', true), '"nf" or "uniform"');
+  assert.equal(valueProblem(MATRIX_SETTING_SPECS.bits, 5), '1, 2, 3, 4 or 8');
+  assert.equal(valueProblem(MATRIX_SETTING_SPECS.quantizer, 'x', true), '"nf", "uniform" or "hqq"');
   assert.equal(valueProblem(MATRIX_SETTING_SPECS.rank, '4'), 'an integer ≥ 1');
   assert.equal(valueProblem(MATRIX_SETTING_SPECS.rank, 65537), 'an integer ≤ 65536');
   assert.equal(valueProblem(MATRIX_SETTING_SPECS.iters, 1), undefined);
@@ -127,8 +128,13 @@ test('value checks: lists, integer ranges, numbers', () => {
   assert.equal(oneOf(['a']), 'a');
 });
 
-test('every quantizer has a codebook at each of its widths, and its scale rule is the one used', () => {
+test('every codebook quantizer has a codebook at each of its widths, and its scale rule is the one used', () => {
   for (const q of QUANTIZER_NAMES) {
+    if (!isCodebookQuantizer(q)) {
+      // An affine grid (HQQ): no table, and codebook() says so instead of building one.
+      assert.throws(() => codebook(q, QUANTIZERS[q].bits[0]), /has no codebook \(an affine grid\)/);
+      continue;
+    }
     for (const bits of QUANTIZERS[q].bits) {
       const t = codebook(q, bits);
       assert.equal(t.length, 2 ** bits, `${q}${bits}`);

@@ -34,7 +34,7 @@ import { FORMAT_WRITERS } from '../export/formats';
 import { hqqShapeProblem } from '../quant/hqq';
 import { TOOL } from './version';
 import { adapterBytesFor, adapterBytesOf, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../registry';
-import { DEFAULT_FORMAT, FORMATS, matrixSettingsProblem, settingLabel } from '../registry';
+import { DEFAULT_FORMAT, defaultFormatFor, formatSpec, matrixSettingsProblem, settingLabel } from '../registry';
 import {
   adoptEntry,
   AssembleSource,
@@ -193,7 +193,9 @@ export async function quantizeCheckpoint(
     const targetsNamed = opts.plan?.targets ?? opts.targets ?? ['default Llama/GPT-2/BERT/T5 names'];
     throw new UsageError(`${ck.path}: no tensor matches the targets (${targetsNamed.join(', ')})`);
   }
-  const format = opts.format ?? DEFAULT_FORMAT;
+  // Unless told: the natural format of the plan's (or the options') quantizer — HQQ's own for hqq.
+  const format =
+    opts.format ?? defaultFormatFor(compilePlan(opts.plan ?? { checkpoint: '' }, opts.settings).defaults.quantizer);
   FORMAT_WRITERS[format].check(
     ck,
     config,
@@ -213,7 +215,7 @@ export async function quantizeCheckpoint(
     throwIfAborted(opts.signal);
     if (calibration)
       for (const m of mine) statFor(calibration, calibration.stats, m.tensor, isFanInFanOut(config, m.tensor.name));
-    return await quantizeInto(ck, config, mine, out, calibration, opts, t0);
+    return await quantizeInto(ck, config, mine, out, calibration, { ...opts, format }, t0);
   } finally {
     calibration?.close();
   }
@@ -231,7 +233,7 @@ async function quantizeInto(
   t0: number,
 ): Promise<RunResult> {
   const format = opts.format ?? DEFAULT_FORMAT;
-  const packed = FORMATS[format].keepsCodes;
+  const packed = formatSpec(format).keepsCodes;
   const createdOut = !(await fsp.stat(out).then(
     () => true,
     () => false,

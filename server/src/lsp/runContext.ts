@@ -101,6 +101,7 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
     defaults,
     overrides: p.parsed.plan.overrides?.length ?? 0,
     ...(p.parsed.plan.budget && typeof p.parsed.plan.budget === 'object' ? { budget: p.parsed.plan.budget } : {}),
+    ...(p.parsed.plan.format ? { format: p.parsed.plan.format } : {}),
     matrices: live.length,
     maxRank: smallestRank(
       live.filter((m) => m.rankOwner.kind === 'defaults').map((m) => ({ name: m.tensor.name, shape: m.shape })),

@@ -168,7 +168,7 @@ export class Runs {
         plan,
         targets: plan?.targets,
         backend: params.backend ?? cfg.backend,
-        format: params.format,
+        format: params.format ?? plan?.format,
         workers: workers || cfg.workers || undefined,
         calibration,
         signal,

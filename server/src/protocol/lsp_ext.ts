@@ -328,6 +328,8 @@ export interface RunContext {
     overrides: number;
     /** The plan's budget, when it has one. */
     budget?: PlanBudget;
+    /** The plan's output format, when it sets one (a run with the plan writes it). */
+    format?: ExportFormat;
     /** Matrices the plan quantizes (its targets, minus skipped). */
     matrices: number;
     /** Largest rank the matrices whose rank the run's settings decide allow. */

@@ -51,7 +51,8 @@ const cache = new Map<string, Float32Array>();
 
 export function codebook(quantizer: Quantizer, bits: number): Float32Array {
   if (!isQuantizer(quantizer)) throw new RangeError(`unknown quantizer '${quantizer}' (${QUANTIZER_NAMES.join(', ')})`);
-  if (!isCodebookQuantizer(quantizer)) throw new RangeError(`quantizer '${quantizer}' has no codebook (an affine grid)`);
+  if (!isCodebookQuantizer(quantizer))
+    throw new RangeError(`quantizer '${quantizer}' has no codebook (an affine grid)`);
   if (!quantizerSupports(quantizer, bits)) {
     throw new RangeError(`unsupported bit width ${bits} (supported: ${QUANTIZERS[quantizer].bits.join(', ')})`);
   }

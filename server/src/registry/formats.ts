@@ -10,6 +10,8 @@ export interface FormatSpec {
   quantizers?: readonly Quantizer[];
   /** Whether each matrix's journal entry keeps its codes and scales (the format writes them). */
   keepsCodes: boolean;
+  /** Quantizers whose results this format is the natural output for (pickers offer it first). */
+  defaultFor?: readonly Quantizer[];
 }
 
 export const FORMATS = {
@@ -26,6 +28,7 @@ export const FORMATS = {
     detail: "Pre-quantized HQQ checkpoint transformers loads at each module's own bits + loftq_init/",
     quantizers: ['hqq'],
     keepsCodes: true,
+    defaultFor: ['hqq'],
   },
 } as const satisfies Record<string, FormatSpec>;
 
@@ -33,9 +36,18 @@ export type ExportFormat = keyof typeof FORMATS;
 export const EXPORT_FORMATS = Object.keys(FORMATS) as ExportFormat[];
 export const DEFAULT_FORMAT: ExportFormat = 'peft';
 
+export function formatSpec(f: ExportFormat): FormatSpec {
+  return FORMATS[f];
+}
+
+/** The format a run of `quantizer` writes unless told otherwise. */
+export function defaultFormatFor(quantizer: Quantizer): ExportFormat {
+  return EXPORT_FORMATS.find((f) => formatSpec(f).defaultFor?.includes(quantizer)) ?? DEFAULT_FORMAT;
+}
+
 /** Why `format` cannot store `quantizer`'s results, as the words after "--format X", or undefined. */
 export function formatProblem(format: ExportFormat, quantizer: Quantizer): string | undefined {
-  const allowed = (FORMATS[format] as FormatSpec).quantizers;
+  const allowed = formatSpec(format).quantizers;
   if (!allowed || allowed.includes(quantizer)) return undefined;
   return `stores only quantizer ${allowed.join(' or ')} results, not ${quantizer}`;
 }

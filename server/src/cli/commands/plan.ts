@@ -31,7 +31,7 @@ import {
   quantizerOption,
   workersOption,
 } from '../settingsOptions';
-import { MATRIX_SETTING_SPECS, offeredRanks, QUANTIZER_NAMES, SUPPORTED_BITS, valueProblem } from '../../registry';
+import { MATRIX_SETTING_SPECS, offeredRanks, QUANTIZER_NAMES, quantizerSpec, valueProblem } from '../../registry';
 
 // the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
 const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
@@ -156,7 +156,7 @@ export const planCommand: Command = {
       ranksOffered = ranks.length ? ranks : offeredRanks();
       const progress = progressReporter(process.stderr, !!o.quiet);
       analysis = {
-        bits: bits.length ? bits : [...SUPPORTED_BITS],
+        bits: bits.length ? bits : [...quantizerSpec(quantizerOption(o)).bits],
         ranks: ranksOffered,
         iters: itersOption(o),
         quantizer: quantizerOption(o),

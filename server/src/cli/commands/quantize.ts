@@ -27,9 +27,9 @@ const HELP = `usage: loftq quantize CKPT --out DIR [options]
   --target GLOB…         module globs to quantize (default: Llama/GPT-2/BERT/T5 linear layers)
   --plan loftq.json      per-matrix settings from a plan file (its checkpoint is used if CKPT is omitted)
   --backend ${BACKEND_CHOICES.join('|')} (default ${RUN_SETTING_SPECS.backend.default})
-  --format ${EXPORT_FORMATS.join('|')}   peft (default): dense Q; packed adds model.packed.safetensors;
+  --format ${EXPORT_FORMATS.join('|')}   peft: dense Q (default for nf/uniform); packed adds model.packed.safetensors;
                          hqq: a pre-quantized HQQ checkpoint transformers loads at each module's bits
-                         (needs --quantizer hqq; the folder carries loftq_hqq.py for transformers 5.x)
+                         (default for --quantizer hqq; the folder carries loftq_hqq.py for transformers 5.x)
   --workers N            worker threads (default and 0: one per core)
   --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
   --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
@@ -97,11 +97,8 @@ export const quantizeCommand: Command = {
     if (!checkpoint || positional.length > 1)
       throw new UsageError('quantize takes one checkpoint (or --plan loftq.json); see loftq quantize --help');
     if (!o.out) throw new UsageError("option '--out DIR' is required");
-    // --format, else the plan's, else peft.
-    const format =
-      o.format !== undefined
-        ? choiceOption(o, 'format', EXPORT_FORMATS)
-        : (plan?.format ?? RUN_SETTING_SPECS.format.default);
+    // --format, else the plan's, else the quantizer's own (engine/run.ts: hqq for hqq, else peft).
+    const format = o.format !== undefined ? choiceOption(o, 'format', EXPORT_FORMATS) : plan?.format;
     const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
     let shard: { index: number; count: number } | undefined;
     if (o.shard !== undefined) {
