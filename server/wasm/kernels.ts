@@ -630,8 +630,10 @@ export function hqqScales(x: usize, n: i32, g: i32, maxV: f32, roundZero: i32, s
         lo4 = f32x4.pmin(lo4, v);
         hi4 = f32x4.pmax(hi4, v);
       }
-      lo = min(min(f32x4.extract_lane(lo4, 0), f32x4.extract_lane(lo4, 1)), min(f32x4.extract_lane(lo4, 2), f32x4.extract_lane(lo4, 3)));
-      hi = max(max(f32x4.extract_lane(hi4, 0), f32x4.extract_lane(hi4, 1)), max(f32x4.extract_lane(hi4, 2), f32x4.extract_lane(hi4, 3)));
+      lo4 = f32x4.pmin(lo4, v128.shuffle<f32>(lo4, lo4, 2, 3, 0, 1));
+      hi4 = f32x4.pmax(hi4, v128.shuffle<f32>(hi4, hi4, 2, 3, 0, 1));
+      lo = f32x4.extract_lane(f32x4.pmin(lo4, v128.shuffle<f32>(lo4, lo4, 1, 0, 3, 2)), 0);
+      hi = f32x4.extract_lane(f32x4.pmax(hi4, v128.shuffle<f32>(hi4, hi4, 1, 0, 3, 2)), 0);
     }
     for (; i < g; i++) {
       const v = load<f32>(p + (<usize>i << 2));
@@ -673,6 +675,14 @@ export function hqqCodes(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero:
     const s = load<f32>(sInv + (<usize>b << 2)), z = load<f32>(zero + (<usize>b << 2));
     const s4 = f32x4.splat(s), z4 = f32x4.splat(z);
     let i = 0;
+    for (; i + 16 <= g; i += 16) {
+      const at = start + i, px = x + (<usize>at << 2);
+      const q0 = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(px), s4, z4, m4));
+      const q1 = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(px + 16), s4, z4, m4));
+      const q2 = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(px + 32), s4, z4, m4));
+      const q3 = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(px + 48), s4, z4, m4));
+      v128.store(codes + <usize>at, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(q0, q1), i16x8.narrow_i32x4_u(q2, q3)));
+    }
     for (; i + 4 <= g; i += 4) {
       const at = start + i;
       const q = i32x4.trunc_sat_f32x4_u(hqqCode4(v128.load(x + (<usize>at << 2)), s4, z4, m4));
@@ -777,7 +787,7 @@ function hqqTorchSum(v: usize, g: i32, acc: usize): f32 {
  *  float32 values. */
 export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero: usize, iters: i32, invBetas: usize, floors: usize, exponent: f32, minFloor: f32, traj: usize, errs: usize, scratch: usize): void {
   const groups = n / g, stride = iters + 1;
-  const m4 = f32x4.splat(maxV), min4 = f32x4.splat(minFloor);
+  const m4 = f32x4.splat(maxV);
   const acc = scratch + (<usize>g << 2);
   for (let b = 0; b < groups; b++) {
     const p = x + (<usize>(b * g) << 2);
@@ -790,30 +800,32 @@ export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usiz
     let gErr: f64 = 0;
     for (; k < iters; k++) {
       const invBeta = load<f32>(invBetas + (<usize>k << 2)), floor = load<f32>(floors + (<usize>k << 2));
-      // Lanes at or above min(floor, minFloor) take the exact shrink (and tell whether |d|
-      // reached minFloor); the others shrink to 0.
-      const z4 = f32x4.splat(z), branch4 = f32x4.splat(min(floor, minFloor));
-      let e0 = f64x2.splat(0), e1 = f64x2.splat(0);
-      let above = false;
+      const z4 = f32x4.splat(z);
+      let e4 = f32x4.splat(0), top = f32x4.splat(0);
       for (let i = 0; i < g; i += 4) {
         const w = v128.load(p + (<usize>i << 2));
         const ws = f32x4.mul(w, s4);
         const q = f32x4.pmin(m4, f32x4.pmax(f32x4.splat(0), f32x4.nearest(f32x4.add(ws, z4))));
-        const d = f32x4.sub(w, f32x4.div(f32x4.sub(q, z4), s4));
-        const a = f32x4.abs(d);
-        e0 = f64x2.add(e0, f64x2.promote_low_f32x4(a));
-        e1 = f64x2.add(e1, f64x2.promote_low_f32x4(v128.shuffle<f32>(a, a, 2, 3, 2, 3)));
-        let v = f32x4.sub(q, ws);
-        if (v128.any_true(f32x4.ge(a, branch4))) {
-          if (v128.any_true(f32x4.ge(a, min4))) above = true;
-          v = f32x4.replace_lane(v, 0, hqqShrunk(f32x4.extract_lane(w, 0), f32x4.extract_lane(q, 0), f32x4.extract_lane(ws, 0), f32x4.extract_lane(d, 0), s, invBeta, exponent, floor));
-          v = f32x4.replace_lane(v, 1, hqqShrunk(f32x4.extract_lane(w, 1), f32x4.extract_lane(q, 1), f32x4.extract_lane(ws, 1), f32x4.extract_lane(d, 1), s, invBeta, exponent, floor));
-          v = f32x4.replace_lane(v, 2, hqqShrunk(f32x4.extract_lane(w, 2), f32x4.extract_lane(q, 2), f32x4.extract_lane(ws, 2), f32x4.extract_lane(d, 2), s, invBeta, exponent, floor));
-          v = f32x4.replace_lane(v, 3, hqqShrunk(f32x4.extract_lane(w, 3), f32x4.extract_lane(q, 3), f32x4.extract_lane(ws, 3), f32x4.extract_lane(d, 3), s, invBeta, exponent, floor));
-        }
-        v128.store(scratch + (<usize>i << 2), v);
+        const a = f32x4.abs(f32x4.sub(w, f32x4.div(f32x4.sub(q, z4), s4)));
+        e4 = f32x4.add(e4, a);
+        top = f32x4.pmax(top, a);
+        v128.store(scratch + (<usize>i << 2), f32x4.sub(q, ws));
       }
-      gErr = (f64x2.extract_lane(e0, 0) + f64x2.extract_lane(e0, 1)) + (f64x2.extract_lane(e1, 0) + f64x2.extract_lane(e1, 1));
+      // Some |d| at or above min(floor, minFloor): this group's step again, element by
+      // element, with the exact shrink (and whether |d| reached minFloor).
+      let above = false;
+      if (v128.any_true(f32x4.ge(top, f32x4.splat(min(floor, minFloor))))) {
+        for (let i = 0; i < g; i++) {
+          const w = load<f32>(p + (<usize>i << 2));
+          const ws = w * s;
+          let q = nearest(ws + z);
+          q = q > 0 ? (q < maxV ? q : maxV) : 0;
+          const d = w - (q - z) / s;
+          if (abs(d) >= minFloor) above = true;
+          store<f32>(scratch + (<usize>i << 2), hqqShrunk(w, q, ws, d, s, invBeta, exponent, floor));
+        }
+      }
+      gErr = (<f64>f32x4.extract_lane(e4, 0) + <f64>f32x4.extract_lane(e4, 1)) + (<f64>f32x4.extract_lane(e4, 2) + <f64>f32x4.extract_lane(e4, 3));
       const ek = errs + (<usize>k << 3);
       store<f64>(ek, load<f64>(ek) + gErr);
       const next: f32 = hqqTorchSum(scratch, g, acc) / <f32>g;
@@ -826,6 +838,57 @@ export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usiz
       const ek = errs + (<usize>k << 3);
       store<f64>(ek, load<f64>(ek) + gErr);
       store<f32>(t + (<usize>(k + 1) << 2), z);
+    }
+  }
+}
+
+/** float32 bits → nearest bfloat16 (ties to even) as float32 bits, four at a time. */
+@inline function hqqBf16x4(x: v128): v128 {
+  const odd = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
+  return v128.and(i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), odd), i32x4.splat(0xffff0000));
+}
+
+/** The same for one value (NaN stays NaN). */
+function hqqBf16(x: f32): f32 {
+  const b = reinterpret<u32>(x);
+  if ((b & 0x7fffffff) > 0x7f800000) return x;
+  return reinterpret<f32>((b + 0x7fff + ((b >>> 16) & 1)) & 0xffff0000);
+}
+
+/** HQQLinear.dequantize per group of g (a multiple of 4): out = (code − zero) · scale, every
+ *  operation in float32, or — when bf16 — scale and zero rounded to bfloat16 and every
+ *  operation's result too. */
+export function hqqDequantize(codes: usize, n: i32, g: i32, scale: usize, zero: usize, bf16: i32, out: usize): void {
+  const groups = n / g;
+  for (let b = 0; b < groups; b++) {
+    const start = b * g;
+    let s = load<f32>(scale + (<usize>b << 2)), z = load<f32>(zero + (<usize>b << 2));
+    if (bf16) { s = hqqBf16(s); z = hqqBf16(z); }
+    const s4 = f32x4.splat(s), z4 = f32x4.splat(z);
+    let i = 0;
+    for (; i + 16 <= g; i += 16) {
+      const at = start + i, po = out + (<usize>at << 2);
+      const c16 = v128.load(codes + <usize>at);
+      const lo = i16x8.extend_low_i8x16_u(c16), hi = i16x8.extend_high_i8x16_u(c16);
+      const c0 = f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(lo)), c1 = f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(lo));
+      const c2 = f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(hi)), c3 = f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(hi));
+      if (bf16) {
+        v128.store(po, hqqBf16x4(f32x4.mul(hqqBf16x4(f32x4.sub(c0, z4)), s4)));
+        v128.store(po + 16, hqqBf16x4(f32x4.mul(hqqBf16x4(f32x4.sub(c1, z4)), s4)));
+        v128.store(po + 32, hqqBf16x4(f32x4.mul(hqqBf16x4(f32x4.sub(c2, z4)), s4)));
+        v128.store(po + 48, hqqBf16x4(f32x4.mul(hqqBf16x4(f32x4.sub(c3, z4)), s4)));
+      } else {
+        v128.store(po, f32x4.mul(f32x4.sub(c0, z4), s4));
+        v128.store(po + 16, f32x4.mul(f32x4.sub(c1, z4), s4));
+        v128.store(po + 32, f32x4.mul(f32x4.sub(c2, z4), s4));
+        v128.store(po + 48, f32x4.mul(f32x4.sub(c3, z4), s4));
+      }
+    }
+    for (; i < g; i += 4) {
+      const at = start + i;
+      const c = f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(codes + <usize>at))));
+      const r = bf16 ? hqqBf16x4(f32x4.mul(hqqBf16x4(f32x4.sub(c, z4)), s4)) : f32x4.mul(f32x4.sub(c, z4), s4);
+      v128.store(out + (<usize>at << 2), r);
     }
   }
 }

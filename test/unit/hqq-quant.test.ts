@@ -10,6 +10,10 @@ import { openCheckpoint, readTensorBytes, readTensorF32 } from '../../server/src
 import {
   HQQ_BITS,
   hqqDequantize,
+  hqqDequantizeReference,
+  hqqDequantizeRegion,
+  hqqQuantizeRegion,
+  hqqWorkRegions,
   hqqLastOptimizerTrace,
   hqqQuantize,
   hqqQuantizeReference,
@@ -21,6 +25,7 @@ import {
 import { hqqPack, hqqPackedShape, hqqPackingName, hqqUnpack } from '../../server/src/quant/hqqPack';
 import { fixture, seededUniform } from '../helpers';
 import { llmLike } from '../../server/src/tools/synth';
+import { withWorkspace } from '../../server/src/kernels/kernels';
 
 interface HqqCase {
   name: string;
@@ -405,4 +410,46 @@ test('group sizes that are not a multiple of 8 take the reference path; bad para
   assert.throws(() => hqqQuantize(x, { bits: 5, groupSize: 12, optimize: false }), /bits/);
   assert.throws(() => hqqQuantize(x, { bits: 4, groupSize: 7, optimize: false }), /groups of 7/);
   assert.throws(() => hqqQuantize(x, { bits: 4, groupSize: 0, optimize: false }), /group size/);
+});
+
+test('dequantize kernels (float32, bfloat16) give the TypeScript reference values bit for bit', () => {
+  for (const groupSize of [4, 12, 64]) {
+    const groups = 40,
+      n = groups * groupSize;
+    const u = seededUniform(n + 2 * groups, groupSize);
+    const codes = Uint8Array.from(u.subarray(0, n), (v) => Math.floor((v + 0.5) * 256));
+    // Scales and zeros with bfloat16 ties and carries among them.
+    const scale = Float32Array.from(u.subarray(n, n + groups), (v, i) => (i % 5 === 0 ? 1 + 2 ** -8 : v * 1e-2));
+    const zero = Float32Array.from(u.subarray(n + groups), (v, i) => (i % 7 === 0 ? 3 * 2 ** -8 + 127 : v * 300));
+    for (const dtype of ['float32', 'bfloat16', 'float16'] as const) {
+      const ref = hqqDequantizeReference(codes, scale, zero, groupSize, dtype);
+      sameBits(hqqDequantize(codes, scale, zero, groupSize, dtype), ref, `${dtype} g${groupSize}`);
+    }
+  }
+});
+
+test('region API: quantize and dequantize in the caller workspace, work regions reused across calls', () => {
+  const x = llmLike(64, 256, 21),
+    n = x.length,
+    g = 64;
+  withWorkspace((ws) => {
+    const xr = ws.f32(n, x);
+    const q = { codes: ws.u8(n), scale: ws.f32(n / g), zero: ws.f32(n / g) };
+    const work = hqqWorkRegions(ws, n, g);
+    const values = ws.f32(n);
+    for (const bits of [2, 4])
+      for (const optimize of [true, false]) {
+        const p = { bits, groupSize: g, optimize };
+        hqqQuantizeRegion(ws, xr, p, q, work);
+        const ref = hqqQuantizeReference(x, p);
+        sameBytes(q.codes.view(), ref.codes, `${bits} codes`);
+        sameBits(q.scale.view(), ref.scale, `${bits} scale`);
+        sameBits(q.zero.view(), ref.zero, `${bits} zero`);
+        for (const dtype of ['float32', 'bfloat16', 'float16'] as const) {
+          hqqDequantizeRegion(ws, q, g, dtype, values);
+          sameBits(values.view(), hqqDequantizeReference(ref.codes, ref.scale, ref.zero, g, dtype), dtype);
+        }
+      }
+    assert.throws(() => hqqQuantizeRegion(ws, xr, { bits: 2, groupSize: 32, optimize: true }, q, work), /regions/);
+  });
 });

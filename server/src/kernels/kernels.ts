@@ -259,6 +259,7 @@ export interface HqqKernelExports {
     errs: number,
     scratch: number,
   ): void;
+  hqqDequantize(codes: number, n: number, g: number, scale: number, zero: number, bf16: number, out: number): void;
 }
 
 /** A workspace's HQQ kernels (WebAssembly: the native module has none of its own). */

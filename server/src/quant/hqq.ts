@@ -54,6 +54,7 @@ export interface HqqOptimizerTrace {
 }
 
 import { hqqKernels, withWorkspace } from '../kernels/kernels';
+import type { F32Region, F64Region, U8Region, Workspace } from '../kernels/kernels';
 
 const fr = Math.fround;
 /** 2^52 + 2^51: adding and subtracting it rounds a double to an integer, ties to even. */
@@ -210,8 +211,9 @@ let stepBuf = new Float32Array(64);
  *  kernel). A step of optimize_weights_proximal_legacy is, per group, a pure function of its
  *  zero: with it, q = codes, W_r = fl(fl(q − z) / s), d = W − W_r, and the new zero is
  *  mean(q − fl(fl(W − shrink(d)) · s)) in torch's summation order. So each group takes every
- *  step speculatively while it is in cache, adding its Σ|d| to errs[step] (float64: four
- *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) per group) and writing its zero after
+ *  step speculatively while it is in cache, adding its Σ|d| to errs[step] (four float32
+ *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) in float64 per group, float64 across
+ *  groups: torch's own sum is float32) and writing its zero after
  *  each step to traj[group·(iters + 1) + step + 1]; a group whose zero comes back unchanged
  *  (bit for bit, and no |d| reached the smallest floor when β changes) repeats itself, so its
  *  later steps are copied. The caller then takes the steps the early stop allows. */
@@ -255,10 +257,10 @@ function proximalGroupsReference(
         const d = fr(w - fr(fr(q - z) / s));
         const a = Math.abs(d);
         const lane = i & 3;
-        if (lane === 0) e0 += a;
-        else if (lane === 1) e1 += a;
-        else if (lane === 2) e2 += a;
-        else e3 += a;
+        if (lane === 0) e0 = fr(e0 + a);
+        else if (lane === 1) e1 = fr(e1 + a);
+        else if (lane === 2) e2 = fr(e2 + a);
+        else e3 = fr(e3 + a);
         if (a >= minFloor) above = true;
         if (!(a >= floor)) buf[i] = fr(q - ws);
         else {
@@ -344,6 +346,113 @@ export function hqqQuantizeReference(
   return r;
 }
 
+/** HQQ's results in kernel memory (quantize's output, dequantize's input). */
+export interface HqqRegions {
+  /** numel, one code per element */
+  codes: U8Region;
+  /** [groups], the stored multiplier fl(1/s_inv) */
+  scale: F32Region;
+  /** [groups] */
+  zero: F32Region;
+}
+
+/** The solver's working memory in a workspace, carved once and reused by every
+ *  hqqQuantizeRegion of a matrix (hqqWorkRegions). */
+export interface HqqWork {
+  readonly numel: number;
+  readonly groupSize: number;
+  readonly iters: number;
+  readonly traj: F32Region;
+  readonly errs: F64Region;
+  readonly invBetas: F32Region;
+  readonly floors: F32Region;
+  readonly scratch: F32Region;
+}
+
+/** Carves what hqqQuantizeRegion needs beside its input and output for a matrix of `numel`
+ *  values (a solver of up to `iters` steps: 20, hqq's, by default). About 1.3 bytes per value
+ *  at group size 64. */
+export function hqqWorkRegions(
+  ws: Workspace,
+  numel: number,
+  groupSize: number,
+  iters = RELEASE_OPTIMIZER.iters,
+): HqqWork {
+  const groups = Math.floor(numel / groupSize),
+    m = Math.max(1, iters);
+  return {
+    numel,
+    groupSize,
+    iters,
+    traj: ws.f32(groups * (iters + 1)),
+    errs: ws.f64(m),
+    invBetas: ws.f32(m),
+    floors: ws.f32(m),
+    scratch: ws.f32(groupSize + 128),
+  };
+}
+
+/** hqqQuantize on kernel memory: x (numel values, a multiple of groupSize, itself a multiple
+ *  of 8) → out's codes, scale (the stored multiplier) and zero, in the workspace `ws` that holds
+ *  them all. The same results as hqqQuantize and hqqQuantizeReference. */
+export function hqqQuantizeRegion(
+  ws: Workspace,
+  x: F32Region,
+  p: HqqParams,
+  out: HqqRegions,
+  work: HqqWork,
+  optimizer?: HqqOptimizerOptions,
+): void {
+  const n = x.length;
+  checkParams(n, p);
+  const g = p.groupSize,
+    groups = n / g;
+  if (g % 8 !== 0) throw new RangeError(`hqqQuantizeRegion: group size ${g} is not a multiple of 8`);
+  if (out.codes.length !== n || out.scale.length !== groups || out.zero.length !== groups)
+    throw new RangeError(`hqqQuantizeRegion: output regions do not hold ${n} values in ${groups} groups`);
+  const maxV = 2 ** p.bits - 1;
+  const k = hqqKernels(ws);
+  // s_inv lives in the scale region until the end, when it becomes fl(1 / s_inv).
+  const sInv = out.scale,
+    zero = out.zero;
+  k.hqqScales(x.ptr, n, g, maxV, (p.roundZero ?? p.bits === 4) ? 1 : 0, sInv.ptr, zero.ptr);
+  if (p.optimize) {
+    const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
+    if (work.numel !== n || work.groupSize !== g || work.iters < sch.iters)
+      throw new RangeError(
+        `hqqQuantizeRegion: work regions for ${work.numel} values in groups of ${work.groupSize} ` +
+          `and ${work.iters} steps, not ${n} in groups of ${g} and ${sch.iters} steps`,
+      );
+    const stride = sch.iters + 1;
+    work.errs.view().fill(0);
+    work.invBetas.view().set(sch.invBetas);
+    work.floors.view().set(sch.floors);
+    k.hqqProximalSolve(
+      x.ptr,
+      n,
+      g,
+      maxV,
+      sInv.ptr,
+      zero.ptr,
+      sch.iters,
+      work.invBetas.ptr,
+      work.floors.ptr,
+      sch.exponent,
+      sch.minFloor,
+      work.traj.ptr,
+      work.errs.ptr,
+      work.scratch.ptr,
+    );
+    lastTrace = earlyStop(work.errs.view().subarray(0, sch.iters), n);
+    const z = zero.view(),
+      t = work.traj.view();
+    for (let b = 0; b < groups; b++) z[b] = t[b * stride + lastTrace.steps];
+  }
+  k.hqqCodes(x.ptr, n, g, maxV, sInv.ptr, zero.ptr, out.codes.ptr);
+  const s = sInv.view();
+  for (let b = 0; b < groups; b++) s[b] = fr(1 / s[b]);
+}
+
 /** groups = consecutive runs of groupSize values of the row-major flattened matrix (axis 1).
  *  x.length must be a multiple of groupSize. Writes into `out`'s arrays when given (reused
  *  buffers of sizes numel, groups, groups). `optimizer` changes the solver's settings (tests
@@ -360,50 +469,16 @@ export function hqqQuantize(
   const g = p.groupSize;
   if (g % 8 !== 0) return hqqQuantizeReference(x, p, out, optimizer);
   const groups = n / g;
-  const maxV = 2 ** p.bits - 1;
   const r = outputs(n, groups, out);
   withWorkspace((ws) => {
-    const xr = ws.f32(n, x),
-      sInv = ws.f32(groups),
-      zero = ws.f32(groups),
-      codes = ws.u8(n);
-    const k = hqqKernels(ws);
-    k.hqqScales(xr.ptr, n, g, maxV, (p.roundZero ?? p.bits === 4) ? 1 : 0, sInv.ptr, zero.ptr);
-    if (p.optimize) {
-      const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
-      const stride = sch.iters + 1;
-      const traj = ws.f32(groups * stride),
-        errs = ws.f64(Math.max(1, sch.iters)),
-        invBetas = ws.f32(Math.max(1, sch.iters), sch.invBetas),
-        floors = ws.f32(Math.max(1, sch.iters), sch.floors),
-        scratch = ws.f32(g + 128);
-      errs.view().fill(0);
-      k.hqqProximalSolve(
-        xr.ptr,
-        n,
-        g,
-        maxV,
-        sInv.ptr,
-        zero.ptr,
-        sch.iters,
-        invBetas.ptr,
-        floors.ptr,
-        sch.exponent,
-        sch.minFloor,
-        traj.ptr,
-        errs.ptr,
-        scratch.ptr,
-      );
-      lastTrace = earlyStop(errs.view().subarray(0, sch.iters), n);
-      const z = zero.view(),
-        t = traj.view();
-      for (let b = 0; b < groups; b++) z[b] = t[b * stride + lastTrace.steps];
-    }
-    k.hqqCodes(xr.ptr, n, g, maxV, sInv.ptr, zero.ptr, codes.ptr);
-    r.codes.set(codes.view());
-    r.zero.set(zero.view());
-    const s = sInv.view();
-    for (let b = 0; b < groups; b++) r.scale[b] = fr(1 / s[b]);
+    const xr = ws.f32(n, x);
+    const regions = { codes: ws.u8(n), scale: ws.f32(groups), zero: ws.f32(groups) };
+    const iters = p.optimize ? proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer }).iters : 0;
+    const work = hqqWorkRegions(ws, n, g, iters);
+    hqqQuantizeRegion(ws, xr, p, regions, work, optimizer);
+    r.codes.set(regions.codes.view());
+    r.scale.set(regions.scale.view());
+    r.zero.set(regions.zero.view());
   });
   return r;
 }
@@ -471,8 +546,67 @@ export function hqqDequantize(
 ): Float32Array {
   const n = codes.length,
     groups = scale.length;
-  if (zero.length !== groups || groups * groupSize !== n)
-    throw new RangeError(`hqqDequantize: ${n} codes, ${groups} scales, ${zero.length} zeros, group size ${groupSize}`);
+  checkDequantize(n, groups, zero.length, groupSize, dtype);
+  const r = out ?? new Float32Array(n);
+  if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
+  if (dtype !== 'float16' && groupSize % 4 === 0) {
+    withWorkspace((ws) => {
+      const c = ws.u8(n),
+        regions = { codes: c, scale: ws.f32(groups, scale), zero: ws.f32(groups, zero) },
+        values = ws.f32(n);
+      c.view().set(codes);
+      hqqDequantizeRegion(ws, regions, groupSize, dtype, values);
+      r.set(values.view());
+    });
+    return r;
+  }
+  return hqqDequantizeReference(codes, scale, zero, groupSize, dtype, r);
+}
+
+function checkDequantize(n: number, groups: number, zeros: number, groupSize: number, dtype: HqqComputeDtype): void {
+  if (zeros !== groups || groups * groupSize !== n)
+    throw new RangeError(`hqqDequantize: ${n} codes, ${groups} scales, ${zeros} zeros, group size ${groupSize}`);
+  rounder(dtype);
+}
+
+/** hqqDequantize on kernel memory (float32 and bfloat16 in WebAssembly when groupSize is a
+ *  multiple of 4; float16 in TypeScript on the regions' views). */
+export function hqqDequantizeRegion(
+  ws: Workspace,
+  q: HqqRegions,
+  groupSize: number,
+  dtype: HqqComputeDtype,
+  out: F32Region,
+): void {
+  const n = q.codes.length,
+    groups = q.scale.length;
+  checkDequantize(n, groups, q.zero.length, groupSize, dtype);
+  if (out.length !== n) throw new RangeError(`hqqDequantize: output of ${out.length} values for ${n} codes`);
+  if (dtype !== 'float16' && groupSize % 4 === 0)
+    hqqKernels(ws).hqqDequantize(
+      q.codes.ptr,
+      n,
+      groupSize,
+      q.scale.ptr,
+      q.zero.ptr,
+      dtype === 'bfloat16' ? 1 : 0,
+      out.ptr,
+    );
+  else hqqDequantizeReference(q.codes.view(), q.scale.view(), q.zero.view(), groupSize, dtype, out.view());
+}
+
+/** hqqDequantize in plain TypeScript (the reference of the kernel). */
+export function hqqDequantizeReference(
+  codes: Uint8Array,
+  scale: Float32Array,
+  zero: Float32Array,
+  groupSize: number,
+  dtype: HqqComputeDtype,
+  out?: Float32Array,
+): Float32Array {
+  const n = codes.length,
+    groups = scale.length;
+  checkDequantize(n, groups, zero.length, groupSize, dtype);
   const r = out ?? new Float32Array(n);
   if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
   if (dtype === 'float32') {
