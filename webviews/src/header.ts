@@ -3,6 +3,7 @@
 import type { HeatmapSummary, ModelEval } from '../../server/src/protocol/lsp_ext';
 import { el } from './dom';
 import { mean } from './means';
+import { quantizedText, quantText } from './sizeText';
 
 export interface HeaderCell {
   bits: number;
@@ -31,14 +32,14 @@ function span(values: number[]): string {
 
 function settingsText(s: HeatmapSummary, cells: HeaderCell[]): string {
   const parts: string[] = [];
-  const quant = s.settings?.quantizer === 'uniform' ? 'uniform ' : 'NF';
+  const quantizer = s.settings?.quantizer;
   if (cells.length) {
     const bits = cells.map((c) => c.bits),
       ranks = cells.map((c) => c.rank);
     const mixed = new Set(bits).size > 1 || new Set(ranks).size > 1;
-    parts.push(`${quant === 'NF' ? `NF${span(bits)}` : `${quant}${span(bits)}-bit`}`, `rank ${span(ranks)}`);
+    parts.push(quantText(quantizer, span(bits)), `rank ${span(ranks)}`);
     if (mixed) parts.push('mixed precision');
-  } else if (s.settings) parts.push(`${quant}${s.settings.bits}`, `rank ${s.settings.rank}`);
+  } else if (s.settings) parts.push(quantText(quantizer, String(s.settings.bits)), `rank ${s.settings.rank}`);
   if (s.settings) {
     parts.push(`${s.settings.iters} iteration${s.settings.iters === 1 ? '' : 's'}`, `block ${s.settings.blockSize}`);
   }
@@ -121,6 +122,7 @@ export function header(s: HeatmapSummary | undefined, cells: HeaderCell[], v: He
     if (s.out) add('output', el('code', { title: s.out }, s.out));
     const settings = settingsText(s, cells);
     if (settings) add('settings', settings);
+    if (s.quantized) add('quantized', quantizedText(s.quantized));
     if (s.backend) add('backend', s.backend);
     const date = (t: number) => new Date(t).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
     const when = s.writtenAt ? ` · written ${date(s.writtenAt)}` : '';

@@ -12,6 +12,7 @@ import type {
   ToHeatmap,
 } from '../../../server/src/protocol/lsp_ext';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
+import { quantizedSize } from '../../../server/src/planInsight/quantizedSize';
 import { toBatch } from './batch';
 
 export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';
@@ -70,6 +71,7 @@ export class HeatmapPanel {
       writtenAt,
       calibration: report.calibration,
       model: report.model,
+      quantized: quantizedSize(report.matrices),
     };
     Object.assign(this, {
       reportPath,

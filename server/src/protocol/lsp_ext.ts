@@ -8,7 +8,7 @@
 // Quantization settings and the report (`loftq-report.json`)
 // ---------------------------------------------------------------------------------------
 
-import type { BackendChoice, BackendName, ExportFormat, MatrixSettings, Quantizer } from '../registry';
+import type { BackendChoice, BackendName, ExportFormat, MatrixSettings, Quantizer, ScaleStorage } from '../registry';
 export type { BackendChoice, BackendName, Bits, ExportFormat, MatrixSettings, Quantizer } from '../registry';
 export { DEFAULT_SETTINGS, SUPPORTED_BITS } from '../registry';
 
@@ -471,6 +471,9 @@ export interface HeatmapSummary {
   writtenAt?: number;
   calibration?: CalibrationInfo;
   model?: ModelEval;
+  /** The quantized matrices' stored bytes (registry/bytes.ts: HQQ as it stores and loads them,
+   *  codebooks as `--format packed` stores them) and their weights. */
+  quantized?: { bytes: number; parameters: number; storage: ScaleStorage };
 }
 
 export interface HeatmapCell {

@@ -1,0 +1,21 @@
+// What the heatmap's header says the quantized matrices take: their stored bytes under the
+// registry's accounting (HQQ as it stores and loads them; codebook quantizers as
+// `--format packed` stores them), the same figures the planner and the report count.
+
+import type { HeatmapSummary, MatrixReport } from '../protocol/lsp_ext';
+import type { ScaleStorage } from '../registry';
+import { adapterBytesOf, isQuantizer, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../registry';
+
+export function quantizedSize(matrices: MatrixReport[]): HeatmapSummary['quantized'] {
+  let bytes = 0,
+    parameters = 0;
+  let storage: ScaleStorage | undefined;
+  for (const m of matrices) {
+    if (m.skipped || !isQuantizer(m.quantizer)) continue;
+    const s = quantizerSpec(m.quantizer).storage ?? REPORT_SCALES;
+    storage ??= s;
+    bytes += quantizedBytesOf(m.shape[0], m.shape[1], m.bits, m.blockSize, s, adapterBytesOf(m.dtype));
+    parameters += m.shape[0] * m.shape[1];
+  }
+  return storage ? { bytes, parameters, storage } : undefined;
+}
