@@ -778,14 +778,16 @@ function hqqTorchSum(v: usize, g: i32, acc: usize): f32 {
 
 /** The proximal solver (optimize_weights_proximal_legacy) group by group, every step taken
  *  speculatively while the group is in cache (g a multiple of 8): with the group's zero z,
- *  q = codes, W_r = fl(fl(q − z) / s), d = W − W_r; Σ|d| is added to errs[step] (float64, four
- *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) per group), and the new zero
+ *  q = codes, W_r = fl(fl(q − z) / s), d = W − W_r; Σ|d| (four float32 accumulators by index
+ *  mod 4, ((a0 + a1) + (a2 + a3)) in float64) is added to errs[chunk · iters + step], chunk =
+ *  group / chunkGroups (float64 partial sums of whole chunks: the same whatever the split of
+ *  the groups over threads, on chunk bounds), and the new zero
  *  mean(q − fl(fl(W − shrink(d)) · s)) in torch's summation order goes to
  *  traj[group · (iters + 1) + step + 1] (traj[group · (iters + 1)] = the initial zero). A
  *  group whose zero comes back unchanged, with no |d| ≥ minFloor, repeats itself: its later
  *  steps are copied. hqq.ts then keeps the steps the early stop allows. `scratch`: g + 128
  *  float32 values. */
-export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero: usize, iters: i32, invBetas: usize, floors: usize, exponent: f32, minFloor: f32, traj: usize, errs: usize, scratch: usize): void {
+export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usize, zero: usize, iters: i32, invBetas: usize, floors: usize, exponent: f32, minFloor: f32, traj: usize, errs: usize, chunkGroups: i32, scratch: usize): void {
   const groups = n / g, stride = iters + 1;
   const m4 = f32x4.splat(maxV);
   const acc = scratch + (<usize>g << 2);
@@ -794,6 +796,7 @@ export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usiz
     const s = load<f32>(sInv + (<usize>b << 2));
     let z = load<f32>(zero + (<usize>b << 2));
     const t = traj + (<usize>(b * stride) << 2);
+    const errChunk = errs + (<usize>((b / chunkGroups) * iters) << 3);
     store<f32>(t, z);
     const s4 = f32x4.splat(s);
     let k = 0;
@@ -826,7 +829,7 @@ export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usiz
         }
       }
       gErr = (<f64>f32x4.extract_lane(e4, 0) + <f64>f32x4.extract_lane(e4, 1)) + (<f64>f32x4.extract_lane(e4, 2) + <f64>f32x4.extract_lane(e4, 3));
-      const ek = errs + (<usize>k << 3);
+      const ek = errChunk + (<usize>k << 3);
       store<f64>(ek, load<f64>(ek) + gErr);
       const next: f32 = hqqTorchSum(scratch, g, acc) / <f32>g;
       store<f32>(t + (<usize>(k + 1) << 2), next);
@@ -835,7 +838,7 @@ export function hqqProximalSolve(x: usize, n: i32, g: i32, maxV: f32, sInv: usiz
       if (fixed) break;
     }
     for (k++; k < iters; k++) {
-      const ek = errs + (<usize>k << 3);
+      const ek = errChunk + (<usize>k << 3);
       store<f64>(ek, load<f64>(ek) + gErr);
       store<f32>(t + (<usize>(k + 1) << 2), z);
     }

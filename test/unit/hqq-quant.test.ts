@@ -13,6 +13,7 @@ import {
   hqqDequantizeReference,
   hqqDequantizeRegion,
   hqqQuantizeRegion,
+  hqqQuantizeResidual,
   hqqWorkRegions,
   hqqLastOptimizerTrace,
   hqqQuantize,
@@ -25,7 +26,8 @@ import {
 import { hqqPack, hqqPackedShape, hqqPackingName, hqqUnpack } from '../../server/src/quant/hqqPack';
 import { fixture, seededUniform } from '../helpers';
 import { llmLike } from '../../server/src/tools/synth';
-import { withWorkspace } from '../../server/src/kernels/kernels';
+import { wasmKernelsOn, withWorkspace } from '../../server/src/kernels/kernels';
+import type { KernelPool } from '../../server/src/kernels/pool';
 
 interface HqqCase {
   name: string;
@@ -452,4 +454,47 @@ test('region API: quantize and dequantize in the caller workspace, work regions 
       }
     assert.throws(() => hqqQuantizeRegion(ws, xr, { bits: 2, groupSize: 32, optimize: true }, q, work), /regions/);
   });
+});
+
+test('hqqQuantizeResidual over a kernel pool: the codes, zeros, values and residual of one thread', async () => {
+  // 2048 groups of 64 (8 of the solver's error chunks), split 4 ways and unevenly 3 ways.
+  const x = llmLike(128, 1024, 8),
+    n = x.length,
+    g = 64;
+  const w = Float32Array.from(x, (v, i) => v + (i % 7) * 1e-3);
+  const fakePool = (helpers: number): KernelPool => ({
+    helpers,
+    call: async (_i, memory, name, args) =>
+      (wasmKernelsOn(memory) as unknown as Record<string, (...a: number[]) => number | void>)[name](...args) ?? 0,
+  });
+  for (const dtype of ['float32', 'bfloat16', 'float16'] as const)
+    for (const bits of [1, 3]) {
+      const p = { bits, groupSize: g, optimize: true };
+      const ref = hqqQuantizeReference(x, p);
+      const refTrace = hqqLastOptimizerTrace();
+      const refValues = hqqDequantizeReference(ref.codes, ref.scale, ref.zero, g, dtype);
+      for (const pool of [undefined, fakePool(3), fakePool(2)])
+        await withWorkspace(async (ws) => {
+          const what = `${dtype} ${bits}-bit, ${pool ? pool.helpers + 1 : 1} parts`;
+          const xr = ws.f32(n, x),
+            wr = ws.f32(n, w),
+            residual = ws.f32(n),
+            values = ws.f32(n);
+          const q = { codes: ws.u8(n), scale: ws.f32(n / g), zero: ws.f32(n / g) };
+          const work = hqqWorkRegions(ws, n, g);
+          const sum = await hqqQuantizeResidual(ws, xr, p, q, work, dtype, values, wr, residual, pool);
+          assert.deepEqual(hqqLastOptimizerTrace(), refTrace, `${what} steps`);
+          sameBytes(q.codes.view(), ref.codes, `${what} codes`);
+          sameBits(q.zero.view(), ref.zero, `${what} zero`);
+          sameBits(q.scale.view(), ref.scale, `${what} scale`);
+          sameBits(values.view(), refValues, `${what} values`);
+          const r = residual.view();
+          let s2 = 0;
+          for (let i = 0; i < n; i++) {
+            assert.equal(r[i], Math.fround(w[i] - refValues[i]), `${what} residual[${i}]`);
+            s2 += r[i] * r[i];
+          }
+          assert.ok(Math.abs(sum - s2) <= 1e-9 * s2, `${what}: Σ residual² ${sum} vs ${s2}`);
+        });
+    }
 });

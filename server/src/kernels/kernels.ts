@@ -257,6 +257,7 @@ export interface HqqKernelExports {
     minFloor: number,
     traj: number,
     errs: number,
+    chunkGroups: number,
     scratch: number,
   ): void;
   hqqDequantize(codes: number, n: number, g: number, scale: number, zero: number, bf16: number, out: number): void;

@@ -55,6 +55,7 @@ export interface HqqOptimizerTrace {
 
 import { hqqKernels, withWorkspace } from '../kernels/kernels';
 import type { F32Region, F64Region, U8Region, Workspace } from '../kernels/kernels';
+import { inParts, type KernelName, type KernelPool } from '../kernels/pool';
 
 const fr = Math.fround;
 /** 2^52 + 2^51: adding and subtracting it rounds a double to an integer, ties to even. */
@@ -211,9 +212,10 @@ let stepBuf = new Float32Array(64);
  *  kernel). A step of optimize_weights_proximal_legacy is, per group, a pure function of its
  *  zero: with it, q = codes, W_r = fl(fl(q − z) / s), d = W − W_r, and the new zero is
  *  mean(q − fl(fl(W − shrink(d)) · s)) in torch's summation order. So each group takes every
- *  step speculatively while it is in cache, adding its Σ|d| to errs[step] (four float32
- *  accumulators by index mod 4, ((a0 + a1) + (a2 + a3)) in float64 per group, float64 across
- *  groups: torch's own sum is float32) and writing its zero after
+ *  step speculatively while it is in cache, adding its Σ|d| (four float32 accumulators by
+ *  index mod 4, ((a0 + a1) + (a2 + a3)) in float64: torch's own sum is float32) to
+ *  errs[chunk · iters + step] (chunks of ERR_CHUNK groups; stepErrors adds them up) and
+ *  writing its zero after
  *  each step to traj[group·(iters + 1) + step + 1]; a group whose zero comes back unchanged
  *  (bit for bit, and no |d| reached the smallest floor when β changes) repeats itself, so its
  *  later steps are copied. The caller then takes the steps the early stop allows. */
@@ -237,7 +239,8 @@ function proximalGroupsReference(
   for (let b = 0, start = 0; b < groups; b++, start += g) {
     const s = sInv[b];
     let z = zero0[b];
-    const t = b * stride;
+    const t = b * stride,
+      chunk = Math.floor(b / ERR_CHUNK) * iters;
     traj[t] = z;
     let k = 0,
       gErr = 0;
@@ -271,7 +274,7 @@ function proximalGroupsReference(
         }
       }
       gErr = e0 + e1 + (e2 + e3);
-      errs[k] += gErr;
+      errs[chunk + k] += gErr;
       const next = fr(sum(buf) / g);
       traj[t + k + 1] = next;
       const fixed = Object.is(next, z) && !above;
@@ -279,10 +282,24 @@ function proximalGroupsReference(
       if (fixed) break;
     }
     for (k++; k < iters; k++) {
-      errs[k] += gErr;
+      errs[chunk + k] += gErr;
       traj[t + k + 1] = z;
     }
   }
+}
+
+/** Groups per partial sum of the solver's error (the unit of its split over threads). */
+const ERR_CHUNK = 256;
+
+function errChunks(groups: number): number {
+  return Math.ceil(groups / ERR_CHUNK);
+}
+
+/** Each step's Σ|d| over the matrix: the chunks' partial sums, in chunk order. */
+function stepErrors(chunkErrs: Float64Array, chunks: number, iters: number): Float64Array {
+  const errs = new Float64Array(iters);
+  for (let c = 0; c < chunks; c++) for (let k = 0; k < iters; k++) errs[k] += chunkErrs[c * iters + k];
+  return errs;
 }
 
 /** The early stop of optimize_weights_proximal_legacy over the steps' Σ|d|: steps are taken
@@ -336,9 +353,9 @@ export function hqqQuantizeReference(
   if (p.optimize) {
     const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
     const traj = new Float32Array(groups * (sch.iters + 1)),
-      errs = new Float64Array(sch.iters);
-    proximalGroupsReference(x, g, maxV, sInv, zero, sch, traj, errs);
-    lastTrace = earlyStop(errs, n);
+      chunkErrs = new Float64Array(errChunks(groups) * sch.iters);
+    proximalGroupsReference(x, g, maxV, sInv, zero, sch, traj, chunkErrs);
+    lastTrace = earlyStop(stepErrors(chunkErrs, errChunks(groups), sch.iters), n);
     for (let b = 0; b < groups; b++) zero[b] = traj[b * (sch.iters + 1) + lastTrace.steps];
   }
   assignHqqCodes(x, g, maxV, sInv, zero, r.codes);
@@ -357,11 +374,13 @@ export interface HqqRegions {
 }
 
 /** The solver's working memory in a workspace, carved once and reused by every
- *  hqqQuantizeRegion of a matrix (hqqWorkRegions). */
+ *  hqqQuantizeRegion / hqqQuantizeResidual of a matrix (hqqWorkRegions). */
 export interface HqqWork {
   readonly numel: number;
   readonly groupSize: number;
   readonly iters: number;
+  /** The most threads a pass is split over (one scratch each). */
+  readonly parts: number;
   readonly traj: F32Region;
   readonly errs: F64Region;
   readonly invBetas: F32Region;
@@ -369,9 +388,12 @@ export interface HqqWork {
   readonly scratch: F32Region;
 }
 
-/** Carves what hqqQuantizeRegion needs beside its input and output for a matrix of `numel`
- *  values (a solver of up to `iters` steps: 20, hqq's, by default). About 1.3 bytes per value
- *  at group size 64. */
+/** Threads a work area serves at most (a kernel pool with more helpers is used in part). */
+const MAX_PARTS = 64;
+
+/** Carves what hqqQuantizeRegion / hqqQuantizeResidual need beside their input and output,
+ *  for a matrix of `numel` values and a solver of up to `iters` steps (20, hqq's, by
+ *  default): about 1.3 bytes per value at group size 64. */
 export function hqqWorkRegions(
   ws: Workspace,
   numel: number,
@@ -384,25 +406,32 @@ export function hqqWorkRegions(
     numel,
     groupSize,
     iters,
+    parts: MAX_PARTS,
     traj: ws.f32(groups * (iters + 1)),
-    errs: ws.f64(m),
+    errs: ws.f64(Math.max(1, errChunks(groups)) * m),
     invBetas: ws.f32(m),
     floors: ws.f32(m),
-    scratch: ws.f32(groupSize + 128),
+    scratch: ws.f32(MAX_PARTS * (groupSize + 128)),
   };
 }
 
-/** hqqQuantize on kernel memory: x (numel values, a multiple of groupSize, itself a multiple
- *  of 8) → out's codes, scale (the stored multiplier) and zero, in the workspace `ws` that holds
- *  them all. The same results as hqqQuantize and hqqQuantizeReference. */
-export function hqqQuantizeRegion(
-  ws: Workspace,
+/** One kernel pass over [0, total) elements, splittable on multiples of `align`. */
+interface KernelCall {
+  total: number;
+  align: number;
+  name: string;
+  args: (first: number, last: number, part: number) => number[];
+}
+
+/** hqqQuantize's passes on kernel memory, as kernel calls (run by runCalls / runCallsInParts);
+ *  each yield receives the pass's return value. */
+function* quantizeCalls(
   x: F32Region,
   p: HqqParams,
   out: HqqRegions,
   work: HqqWork,
   optimizer?: HqqOptimizerOptions,
-): void {
+): Generator<KernelCall, void, number> {
   const n = x.length;
   checkParams(n, p);
   const g = p.groupSize,
@@ -411,11 +440,16 @@ export function hqqQuantizeRegion(
   if (out.codes.length !== n || out.scale.length !== groups || out.zero.length !== groups)
     throw new RangeError(`hqqQuantizeRegion: output regions do not hold ${n} values in ${groups} groups`);
   const maxV = 2 ** p.bits - 1;
-  const k = hqqKernels(ws);
   // s_inv lives in the scale region until the end, when it becomes fl(1 / s_inv).
-  const sInv = out.scale,
-    zero = out.zero;
-  k.hqqScales(x.ptr, n, g, maxV, (p.roundZero ?? p.bits === 4) ? 1 : 0, sInv.ptr, zero.ptr);
+  const sInv = out.scale.ptr,
+    zero = out.zero.ptr;
+  const roundZero = (p.roundZero ?? p.bits === 4) ? 1 : 0;
+  yield {
+    total: n,
+    align: g,
+    name: 'hqqScales',
+    args: (a, b) => [x.ptr + 4 * a, b - a, g, maxV, roundZero, sInv + (4 * a) / g, zero + (4 * a) / g],
+  };
   if (p.optimize) {
     const sch = proximalSchedule({ ...RELEASE_OPTIMIZER, ...optimizer });
     if (work.numel !== n || work.groupSize !== g || work.iters < sch.iters)
@@ -423,34 +457,126 @@ export function hqqQuantizeRegion(
         `hqqQuantizeRegion: work regions for ${work.numel} values in groups of ${work.groupSize} ` +
           `and ${work.iters} steps, not ${n} in groups of ${g} and ${sch.iters} steps`,
       );
-    const stride = sch.iters + 1;
-    work.errs.view().fill(0);
+    const iters = sch.iters,
+      stride = iters + 1,
+      chunks = errChunks(groups),
+      chunkValues = ERR_CHUNK * g;
+    work.errs.view().fill(0, 0, chunks * iters);
     work.invBetas.view().set(sch.invBetas);
     work.floors.view().set(sch.floors);
-    k.hqqProximalSolve(
-      x.ptr,
-      n,
-      g,
-      maxV,
-      sInv.ptr,
-      zero.ptr,
-      sch.iters,
-      work.invBetas.ptr,
-      work.floors.ptr,
-      sch.exponent,
-      sch.minFloor,
-      work.traj.ptr,
-      work.errs.ptr,
-      work.scratch.ptr,
-    );
-    lastTrace = earlyStop(work.errs.view().subarray(0, sch.iters), n);
-    const z = zero.view(),
+    yield {
+      total: n,
+      align: chunkValues,
+      name: 'hqqProximalSolve',
+      args: (a, b, part) => [
+        x.ptr + 4 * a,
+        b - a,
+        g,
+        maxV,
+        sInv + (4 * a) / g,
+        zero + (4 * a) / g,
+        iters,
+        work.invBetas.ptr,
+        work.floors.ptr,
+        sch.exponent,
+        sch.minFloor,
+        work.traj.ptr + (4 * a * stride) / g,
+        work.errs.ptr + (8 * a * iters) / chunkValues,
+        ERR_CHUNK,
+        work.scratch.ptr + 4 * part * (g + 128),
+      ],
+    };
+    lastTrace = earlyStop(stepErrors(work.errs.view(), chunks, iters), n);
+    const z = out.zero.view(),
       t = work.traj.view();
     for (let b = 0; b < groups; b++) z[b] = t[b * stride + lastTrace.steps];
   }
-  k.hqqCodes(x.ptr, n, g, maxV, sInv.ptr, zero.ptr, out.codes.ptr);
-  const s = sInv.view();
+  yield {
+    total: n,
+    align: g,
+    name: 'hqqCodes',
+    args: (a, b) => [x.ptr + 4 * a, b - a, g, maxV, sInv + (4 * a) / g, zero + (4 * a) / g, out.codes.ptr + a],
+  };
+  const s = out.scale.view();
   for (let b = 0; b < groups; b++) s[b] = fr(1 / s[b]);
+}
+
+function runCalls(ws: Workspace, calls: Generator<KernelCall, void, number>): void {
+  const k = ws.k as unknown as Record<string, (...args: number[]) => number | void>;
+  for (let c = calls.next(0); !c.done;) {
+    const { total, name, args } = c.value;
+    c = calls.next(k[name](...args(0, total, 0)) ?? 0);
+  }
+}
+
+async function runCallsInParts(
+  ws: Workspace,
+  pool: KernelPool | undefined,
+  parts: number,
+  calls: Generator<KernelCall, void, number>,
+): Promise<void> {
+  const p = pool && pool.helpers >= parts ? { helpers: parts - 1, call: pool.call.bind(pool) } : pool;
+  for (let c = calls.next(0); !c.done;) {
+    const { total, align, name, args } = c.value;
+    c = calls.next(await inParts(ws, p, total, align, name as KernelName, args));
+  }
+}
+
+/** hqqQuantize on kernel memory: x (numel values, a multiple of groupSize, itself a multiple
+ *  of 8) → out's codes, scale (the stored multiplier) and zero, all in the workspace `ws`.
+ *  The same results as hqqQuantize and hqqQuantizeReference. */
+export function hqqQuantizeRegion(
+  ws: Workspace,
+  x: F32Region,
+  p: HqqParams,
+  out: HqqRegions,
+  work: HqqWork,
+  optimizer?: HqqOptimizerOptions,
+): void {
+  runCalls(ws, quantizeCalls(x, p, out, work, optimizer));
+}
+
+/** LoftQ's pass on HQQ's grid, in kernel memory: hqqQuantizeRegion(x) into `out`, `values` =
+ *  its dequantization in `dtype`, `residual` = w − values; returns Σ residual². With a kernel
+ *  pool every pass is split over this thread and the helpers (by whole groups; the solver's
+ *  early stop sums its error by fixed chunks, so the results never depend on the split). */
+export async function hqqQuantizeResidual(
+  ws: Workspace,
+  x: F32Region,
+  p: HqqParams,
+  out: HqqRegions,
+  work: HqqWork,
+  dtype: HqqComputeDtype,
+  values: F32Region,
+  w: F32Region,
+  residual: F32Region,
+  pool?: KernelPool,
+  optimizer?: HqqOptimizerOptions,
+): Promise<number> {
+  const n = x.length,
+    g = p.groupSize;
+  if (values.length !== n || w.length !== n || residual.length !== n)
+    throw new RangeError(`hqqQuantizeResidual: regions of ${values.length}, ${w.length}, ${residual.length} for ${n}`);
+  await runCallsInParts(ws, pool, work.parts, quantizeCalls(x, p, out, work, optimizer));
+  if (dtype === 'float16') hqqDequantizeRegion(ws, out, g, dtype, values);
+  else {
+    const bf16 = dtype === 'bfloat16' ? 1 : 0;
+    await inParts(ws, pool, n, g, 'hqqDequantize' as KernelName, (a, b) => [
+      out.codes.ptr + a,
+      b - a,
+      g,
+      out.scale.ptr + (4 * a) / g,
+      out.zero.ptr + (4 * a) / g,
+      bf16,
+      values.ptr + 4 * a,
+    ]);
+  }
+  return inParts(ws, pool, n, 4, 'difference', (a, b) => [
+    w.ptr + 4 * a,
+    values.ptr + 4 * a,
+    residual.ptr + 4 * a,
+    b - a,
+  ]);
 }
 
 /** groups = consecutive runs of groupSize values of the row-major flattened matrix (axis 1).
