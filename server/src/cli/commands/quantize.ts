@@ -15,6 +15,7 @@ import type { MatrixReport, PlanFile, Report } from '../../protocol/lsp_ext';
 import { reloadWarnings } from '../../plan/planner/reload';
 import { CALIBRATION_HELP, CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
 import { registerCalibrationCollector } from '../../model/calibrate';
+import { parseShard } from '../shardOption';
 
 const HELP = `usage: loftq quantize CKPT --out DIR [options]
   CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
@@ -31,7 +32,8 @@ const HELP = `usage: loftq quantize CKPT --out DIR [options]
                          hqq: a pre-quantized HQQ checkpoint transformers loads at each module's bits
                          (default for --quantizer hqq; the folder carries loftq_hqq.py for transformers 5.x)
   --workers N            worker threads (default and 0: one per core)
-  --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge)
+  --shard i/n            process a deterministic 1/n of the matrices (then: loftq merge); auto: i and n
+                         from a Slurm job array, auto/n: i from a Kubernetes Indexed Job (docs/cluster.md)
   --on-nonfinite refuse|skip   a matrix with NaN/Inf stops the run (default) or is copied unchanged
 ${CALIBRATION_HELP}
   --json                 print the report as JSON on stdout
@@ -100,13 +102,7 @@ export const quantizeCommand: Command = {
     // --format, else the plan's, else the quantizer's own (engine/run.ts: hqq for hqq, else peft).
     const format = o.format !== undefined ? choiceOption(o, 'format', EXPORT_FORMATS) : plan?.format;
     const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
-    let shard: { index: number; count: number } | undefined;
-    if (o.shard !== undefined) {
-      const m = /^(\d+)\/(\d+)$/.exec(o.shard as string);
-      if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2]))
-        throw new UsageError(`option '--shard' must be i/n with 0 ≤ i < n, got '${o.shard}'`);
-      shard = { index: Number(m[1]), count: Number(m[2]) };
-    }
+    const shard = o.shard !== undefined ? parseShard(String(o.shard)) : undefined;
     const calibration = calibrationFrom(o);
     if (calibration) registerCalibrationCollector();
     const backend = backendOption(o);
