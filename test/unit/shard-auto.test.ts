@@ -43,7 +43,7 @@ test('the index and count come from Slurm (dense from the array minimum) or Kube
   assert.throws(() => parseShard('-1/3', {}), /must be i\/n/);
 });
 
-test('--shard auto through the CLI: Slurm tasks and Indexed Job pods merge into one run; refusals in one line', async () => {
+test('--shard auto through the CLI: Slurm tasks and Indexed Job pods merge into one run', async () => {
   const dir = tempDir('loftq-shard-auto-');
   try {
     const fast = ['--bits', '4', '--rank', '2', '--iters', '1', '--quiet'];
