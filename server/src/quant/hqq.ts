@@ -10,9 +10,23 @@
 // With optimize, the zero comes from the release's proximal solver
 // (optimize_weights_proximal_legacy: lp 0.7, β 10 never updated, 20 iterations, stopping
 // when the whole matrix's mean |W − W_r| stops falling; the zero of the last step taken is
-// kept). Its per-group mean is summed in torch's order (the AVX2 inner reduction); its
-// x^−0.3 is correctly rounded here but not in torch (SLEEF), so a zero can differ in the
-// last bits from the library's and, rarely, a code with it.
+// kept). Its per-group mean is summed in torch's order (the AVX2 inner reduction of a
+// float32 row), its shrink in float32 with a correctly rounded x^(p−1). Torch's vectorized
+// pow need not be correctly rounded and its whole-matrix mean is a float32 sum (ours adds
+// float32 group sums in float64), so a zero may differ from the library's in the last bits
+// and, rarely, a code with it; on the fixtures every zero and code is hqq's.
+//
+// The passes run as WebAssembly kernels (server/wasm/kernels.ts, group sizes that are
+// multiples of 8) on kernel memory — hqqQuantizeRegion, hqqQuantizeResidual (split over a
+// kernel pool), hqqDequantizeRegion — or on plain arrays through hqqQuantize / hqqDequantize;
+// hqqQuantizeReference / hqqDequantizeReference are the same in TypeScript, result for
+// result. The solver runs group by group: a step is, per group, a pure function of that
+// group's zero, so each group takes every step while it is in cache and stops at its fixed
+// point; the early stop then picks the step for all (proximalGroupsReference).
+
+import { hqqKernels, withWorkspace } from '../kernels/kernels';
+import type { F32Region, F64Region, U8Region, Workspace } from '../kernels/kernels';
+import { inParts, type KernelName, type KernelPool } from '../kernels/pool';
 
 export type HqqComputeDtype = 'float32' | 'bfloat16' | 'float16';
 
@@ -52,10 +66,6 @@ export interface HqqOptimizerTrace {
   steps: number;
   errors: number[];
 }
-
-import { hqqKernels, withWorkspace } from '../kernels/kernels';
-import type { F32Region, F64Region, U8Region, Workspace } from '../kernels/kernels';
-import { inParts, type KernelName, type KernelPool } from '../kernels/pool';
 
 const fr = Math.fround;
 /** 2^52 + 2^51: adding and subtracting it rounds a double to an integer, ties to even. */
@@ -800,7 +810,8 @@ export function hqqShapeProblem(rows: number, cols: number, bits: number, groupS
   const shape = `${rows}×${cols}`;
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows <= 0 || cols <= 0)
     return `HQQ needs a matrix with a positive whole number of rows and columns, not ${shape}`;
-  if (!HQQ_BITS.includes(bits)) return `HQQ quantizes to ${HQQ_BITS.join(', ')} bits, not ${bits}`;
+  if (!HQQ_BITS.includes(bits))
+    return `HQQ quantizes to ${HQQ_BITS.slice(0, -1).join(', ')} or ${HQQ_BITS.at(-1)} bits, not ${bits}`;
   const numel = rows * cols;
   const sizes = (b: number) => {
     const s = hqqFittingGroupSizes(numel, b, groupSize > 0 ? groupSize : 64);
