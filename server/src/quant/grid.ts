@@ -7,10 +7,17 @@ import { QUANTIZERS } from '../registry';
 import type { MatrixSettings } from '../registry';
 import type { F32Region, U8Region, Workspace } from '../kernels/kernels';
 import { withWorkspace } from '../kernels/kernels';
-import { inParts, type KernelPool } from '../kernels/pool';
+import type { KernelPool } from '../kernels/pool';
 import { codebook } from './codebook';
 import { quantizedRegions, quantizeRegion, quantizeResidual } from './quantize';
-import { hqqDequantize, hqqQuantize, roundToDtype, type HqqComputeDtype } from './hqq';
+import {
+  hqqDequantizeRegion,
+  hqqQuantizeRegion,
+  hqqQuantizeResidual,
+  hqqWorkRegions,
+  type HqqComputeDtype,
+  type HqqWork,
+} from './hqq';
 import { hqqPack } from './hqqPack';
 import { packCodes } from './pack';
 import { fromFloat32, type DType } from '../checkpoint';
@@ -22,8 +29,10 @@ export interface GridRegions {
   scales: F32Region;
   /** Q, as float32 numbers (for HQQ: exactly what its dequantize gives in the compute dtype). */
   values: F32Region;
-  /** HQQ's zero point per group (in the compute dtype); absent for codebook grids. */
+  /** HQQ's zero point per group; absent for codebook grids. */
   zero?: F32Region;
+  /** HQQ's solver memory, carved once per matrix. */
+  work?: HqqWork;
 }
 
 export interface MatrixGrid {
@@ -58,32 +67,29 @@ function codebookGrid(s: GridSettings): MatrixGrid {
   };
 }
 
-/** HQQ with its zero-point optimizer on (HqqConfig's default): scale and zero are rounded to
- *  the compute dtype as HQQLinear holds them, and Q is its dequantize in that dtype. */
+/** HQQ with its zero-point optimizer on (HqqConfig's default), in kernel memory: Q is
+ *  HQQLinear's dequantize in the compute dtype (scale and zero cast to it, as it holds them;
+ *  the journal stores them so: storedCodes). */
 function hqqGrid(s: GridSettings, dtype: HqqComputeDtype): MatrixGrid {
   const params = { bits: s.bits, groupSize: s.blockSize, optimize: true };
-  const quantize = (ws: Workspace, x: F32Region, out: GridRegions) => {
-    const zero = out.zero!;
-    const q = hqqQuantize(x.view(), params, { codes: out.codes.view(), scale: out.scales.view(), zero: zero.view() });
-    out.scales.view().set(roundToDtype(q.scale, dtype));
-    zero.view().set(roundToDtype(q.zero, dtype));
-    hqqDequantize(q.codes, out.scales.view(), zero.view(), s.blockSize, dtype, out.values.view());
-  };
+  const hqqRegions = (out: GridRegions) => ({ codes: out.codes, scale: out.scales, zero: out.zero! });
   return {
     regions: (ws, size) => {
       const groups = Math.ceil(size / s.blockSize);
-      return { codes: ws.u8(size), scales: ws.f32(groups), values: ws.f32(size), zero: ws.f32(groups) };
+      return {
+        codes: ws.u8(size),
+        scales: ws.f32(groups),
+        values: ws.f32(size),
+        zero: ws.f32(groups),
+        work: hqqWorkRegions(ws, size, s.blockSize),
+      };
     },
-    quantize,
-    quantizeResidual: async (ws, x, out, w, residual, pool) => {
-      quantize(ws, x, out);
-      return inParts(ws, pool, x.length, 4, 'difference', (a, b) => [
-        w.ptr + 4 * a,
-        out.values.ptr + 4 * a,
-        residual.ptr + 4 * a,
-        b - a,
-      ]);
+    quantize: (ws, x, out) => {
+      hqqQuantizeRegion(ws, x, params, hqqRegions(out), out.work!);
+      hqqDequantizeRegion(ws, hqqRegions(out), s.blockSize, dtype, out.values);
     },
+    quantizeResidual: (ws, x, out, w, residual, pool) =>
+      hqqQuantizeResidual(ws, x, params, hqqRegions(out), out.work!, dtype, out.values, w, residual, pool),
   };
 }
 
