@@ -75,11 +75,14 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   /** Right-click → Quantize with LoftQ, answering the five questions (defaults for the rest). */
   const quantizeFromExplorer = async (relPath: string, a: { bits: string; rank: string; iters: string }) => {
     await contextMenu(page, relPath, 'Quantize with LoftQ');
-    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/5\)$/, a.bits);
-    await answerQuickInput(page, /\(2\/5\)/, a.rank);
-    await answerQuickInput(page, /\(3\/5\)/, a.iters);
-    await answerQuickInput(page, /\(4\/5\)/);
-    await answerQuickInput(page, /\(5\/5\)/);
+    // The quantizer first (it decides the widths and formats offered), then bits, rank,
+    // iterations, the output format and the folder.
+    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/6\)$/);
+    await answerQuickInput(page, /\(2\/6\)/, a.bits);
+    await answerQuickInput(page, /\(3\/6\)/, a.rank);
+    await answerQuickInput(page, /\(4\/6\)/, a.iters);
+    await answerQuickInput(page, /\(5\/6\)/);
+    await answerQuickInput(page, /\(6\/6\)/);
   };
 
   // A failing step leaves a screenshot of the workbench behind for diagnosis.
