@@ -2,7 +2,8 @@
 //  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--repeat N]
 //  [--model tinyllama-1.1b [--model-layers N] [--model-rank R] [--workers N] [--model-calib N,LEN]]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
-// matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput.
+// matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput;
+// on NF's grid and on HQQ's, with HQQ's time over NF's for each pair.
 // Not a test: numbers are printed (and saved with --json), never asserted.
 
 import * as fs from 'node:fs';
@@ -17,7 +18,7 @@ import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } f
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
 import { createCollectionBackend } from '../server/src/model/collect';
 import { Reference, RefResult, checkPython } from './reference';
-import { CaseRow, headerLine, makeRow, phaseLine, rowLine, summaryLines } from './table';
+import { CaseRow, gridPairLines, gridPairs, headerLine, makeRow, phaseLine, rowLine, summaryLines } from './table';
 
 const root = path.join(__dirname, '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -124,6 +125,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     for (const l of summaryLines(rows)) console.log(l);
+    for (const l of gridPairLines(gridPairs(rows))) console.log(l);
     await (backend as { close?: () => Promise<void> }).close?.();
   }
 
@@ -195,6 +197,13 @@ async function main(argv: string[]): Promise<number> {
       gemmPeakGflops: peak,
       reference: py,
       cases: rows,
+      hqqAgainstNf: gridPairs(rows).map((p) => ({
+        case: p.label,
+        hqqSeconds: p.hqq.ours.seconds,
+        nfSeconds: p.nf.ours.seconds,
+        timeRatio: p.timeRatio,
+        errorRatio: p.errorRatio,
+      })),
       model,
       forward,
       calibrated,

@@ -1,5 +1,7 @@
 // The bench's cases: LLM-like matrices of the shapes that dominate Llama checkpoints, at
-// the ranks and bit widths LoftQ is used with. One id per case for --cases filters and caches.
+// the ranks and bit widths LoftQ is used with, on NF's grid and on HQQ's (each HQQ case right
+// after its NF twin, so the pair runs back to back). One id per case for --cases filters and
+// caches (e.g. 2048x2048-nf2-r64-t5, 2048x2048-hqq2-r64-t5).
 
 import type { Quantizer } from '../server/src/protocol/lsp_ext';
 
@@ -29,6 +31,8 @@ export const QUICK_SHAPES: [number, number][] = [
 export const RANKS = [16, 64];
 export const BITS = [2, 4];
 export const ITERS = 5;
+/** NF (PEFT's codebook) and HQQ's affine grid with its zero optimizer, both at group 64. */
+export const QUANTIZERS: Quantizer[] = ['nf', 'hqq'];
 
 export function caseId(c: Omit<BenchCase, 'id'>): string {
   return `${c.rows}x${c.cols}-${c.quantizer}${c.bits}-r${c.rank}-t${c.iters}`;
@@ -38,11 +42,25 @@ export function allCases(shapes = SHAPES, seed = 1): BenchCase[] {
   const out: BenchCase[] = [];
   for (const [rows, cols] of shapes)
     for (const bits of BITS)
-      for (const rank of RANKS) {
-        const c = { rows, cols, bits, rank, iters: ITERS, quantizer: 'nf' as const, blockSize: 64, seed };
-        out.push({ id: caseId(c), ...c });
-      }
+      for (const rank of RANKS)
+        for (const quantizer of QUANTIZERS) {
+          const c = { rows, cols, bits, rank, iters: ITERS, quantizer, blockSize: 64, seed };
+          out.push({ id: caseId(c), ...c });
+        }
   return out;
+}
+
+/** The NF case an HQQ case is measured against: same shape, bits, rank, iterations, group. */
+export function sameSettings(a: BenchCase, b: BenchCase): boolean {
+  return (
+    a.rows === b.rows &&
+    a.cols === b.cols &&
+    a.bits === b.bits &&
+    a.rank === b.rank &&
+    a.iters === b.iters &&
+    a.blockSize === b.blockSize &&
+    a.seed === b.seed
+  );
 }
 
 /** Keeps the cases whose id contains any of the comma-separated filters (e.g. "2048x2048,nf2-r64"). */

@@ -21,9 +21,11 @@ export interface EngineResult {
 /** `gemmThreads` > 1: each matrix's products split by rows over that many worker threads. */
 export async function startBackend(choice: BackendChoice, gemmThreads = 1): Promise<MatmulBackend> {
   const b = gemmThreads > 1 ? await createSplitBackend(gemmThreads, choice) : await createBackend(choice);
-  // The first products compile kernels / grow the wasm heap; keep that out of every timing.
+  // The first products compile kernels / grow the wasm heap; keep that out of every timing
+  // (on both grids the cases use).
   const w = new Float32Array(256 * 256).map((_, i) => Math.sin(i));
-  await loftqMatrix(w, 256, 256, { bits: 2, rank: 8, iters: 2, quantizer: 'nf', blockSize: 64 }, b);
+  for (const quantizer of ['nf', 'hqq'] as const)
+    await loftqMatrix(w, 256, 256, { bits: 2, rank: 8, iters: 2, quantizer, blockSize: 64 }, b);
   return b;
 }
 

@@ -1,6 +1,7 @@
-// Formats the bench's per-case rows and the summary line.
+// Formats the bench's per-case rows and the summary lines (speed and error against the
+// reference; HQQ's grid against NF's in the same run).
 
-import type { BenchCase } from './cases';
+import { sameSettings, type BenchCase } from './cases';
 import type { EngineResult } from './engine';
 import type { RefResult } from './reference';
 
@@ -78,4 +79,78 @@ export function phaseLine(phases: Record<string, number>): string {
   return Object.entries(phases)
     .map(([k, v]) => `${k} ${v.toFixed(3)} s`)
     .join(', ');
+}
+
+/** Issue 24's goals for LoftQ on HQQ's grid: within 1.1× the NF run's time on the same case in
+ *  the same run; its error within ERROR_GOAL of the numpy HQQ reference's. */
+export const HQQ_TIME_GOAL = 1.1;
+
+export interface GridPair {
+  /** e.g. "2048x2048 2-bit r64" */
+  label: string;
+  nf: CaseRow;
+  hqq: CaseRow;
+  /** HQQ's seconds / NF's (each the median of its runs). */
+  timeRatio: number;
+  /** HQQ's error / the numpy HQQ reference's (absent without a reference figure). */
+  errorRatio?: number;
+}
+
+/** Each HQQ row with the NF row of the same shape, bits, rank and iterations in this run. */
+export function gridPairs(rows: CaseRow[]): GridPair[] {
+  const out: GridPair[] = [];
+  for (const hqq of rows.filter((r) => r.case.quantizer === 'hqq')) {
+    const nf = rows.find((r) => r.case.quantizer === 'nf' && sameSettings(r.case, hqq.case));
+    if (!nf) continue;
+    const c = hqq.case;
+    out.push({
+      label: `${c.rows}x${c.cols} ${c.bits}-bit r${c.rank}`,
+      nf,
+      hqq,
+      timeRatio: hqq.ours.seconds / nf.ours.seconds,
+      errorRatio: hqq.errorRatio,
+    });
+  }
+  return out;
+}
+
+/** One line per pair and a verdict line: HQQ's time over NF's, its error over the reference's. */
+export function gridPairLines(pairs: GridPair[]): string[] {
+  if (!pairs.length) return [];
+  const last = (a: number[]) => a[a.length - 1];
+  const q = (r: CaseRow) => r.ours.phases.quantize;
+  const lines = [
+    `HQQ grid against NF, same run (goals: time ≤ ${HQQ_TIME_GOAL}× NF's; error ≤ ${ERROR_GOAL}× ` +
+      `the numpy HQQ reference's):`,
+  ];
+  for (const p of pairs) {
+    const quantize =
+      q(p.hqq) !== undefined && q(p.nf) !== undefined
+        ? ` (quantize phase ${q(p.hqq).toFixed(3)} s / ${q(p.nf).toFixed(3)} s)`
+        : '';
+    const err = p.hqq.ref
+      ? `error ${last(p.hqq.ours.relErrorPerIter).toFixed(5)} / ref ${last(p.hqq.ref.rel_err).toFixed(5)} = ` +
+        p.errorRatio!.toFixed(4)
+      : `error ${last(p.hqq.ours.relErrorPerIter).toFixed(5)}, no reference (${p.hqq.refMissing ?? '—'})`;
+    lines.push(
+      `  ${p.label.padEnd(22)} HQQ ${p.hqq.ours.seconds.toFixed(2)} s / NF ${p.nf.ours.seconds.toFixed(2)} s = ` +
+        `${p.timeRatio.toFixed(2)}×${quantize}; ${err}`,
+    );
+  }
+  const times = pairs.map((p) => p.timeRatio);
+  const slow = pairs.filter((p) => p.timeRatio > HQQ_TIME_GOAL).map((p) => p.label);
+  const withRef = pairs.filter((p) => p.errorRatio !== undefined);
+  const worse = withRef.filter((p) => p.errorRatio! > ERROR_GOAL).map((p) => p.label);
+  const geo = Math.exp(times.reduce((a, t) => a + Math.log(t), 0) / times.length);
+  lines.push(
+    `HQQ/NF time: max ${Math.max(...times).toFixed(2)}×, geometric mean ${geo.toFixed(2)}× ` +
+      `(goal ≤ ${HQQ_TIME_GOAL}×)` +
+      (slow.length ? `; above goal: ${slow.join(', ')}` : '; every pair meets it') +
+      (withRef.length
+        ? `. HQQ error ratio: max ${Math.max(...withRef.map((p) => p.errorRatio!)).toFixed(4)} ` +
+          `(goal ≤ ${ERROR_GOAL})` +
+          (worse.length ? `; above goal: ${worse.join(', ')}` : '; every pair meets it')
+        : '. HQQ error ratio: no reference figures'),
+  );
+  return lines;
 }
