@@ -158,7 +158,7 @@ test('JSON syntax and structure problems are located; closing falls back to the 
       'diagnostics from disk after close',
     );
     const bits = back.find((d) => d.message.startsWith("'bits'"))!;
-    assert.equal(bits.message, "'bits' must be 2, 3, 4 or 8 (got 5)");
+    assert.equal(bits.message, "'bits' must be 1, 2, 3, 4 or 8 (got 5)");
     assert.deepEqual(bits.range, rangeOf(onDisk, '5'));
   });
 });

@@ -81,7 +81,7 @@ test('malformed plan files get diagnostics (or a clear refusal), and the server 
         workers: 1,
       } satisfies QuantizeParams),
       (e: Error & { code: number }) =>
-        e.code === -32602 && e.message.startsWith(`plan ${planFile}: 'bits' must be 2, 3, 4 or 8`),
+        e.code === -32602 && e.message.startsWith(`plan ${planFile}: 'bits' must be 1, 2, 3, 4 or 8`),
     );
     fs.writeFileSync(planFile, '['.repeat(200_000));
     await assert.rejects(
