@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CodeAction, CodeActionRequest } from 'vscode-languageserver-protocol';
 import { uriOf } from './lspClient';
+import { Methods } from '../../server/src/protocol/lsp_ext';
+import type { QuantizeParams } from '../../server/src/protocol/lsp_ext';
 import { rangeOf, withServer, workspace } from './support';
+import { repoRoot } from '../helpers';
 
 // stories260K: per layer q, o 64×64; k, v 32×64; gate, up 172×64; down 64×172 (F32).
 const SHAPES: [string, number, number][] = [
@@ -92,5 +95,32 @@ test('an HQQ plan: what HQQ cannot store is an error where it is set; the budget
       actions.map((a) => a.title).filter((t) => t.startsWith('Quantize these')),
       [2, 3, 4, 8].map((b) => `Quantize these matrices at ${b} bits`),
     );
+  });
+});
+
+test('loftq/quantize: an HQQ run writes HQQ unless told; an unknown format is InvalidParams', async () => {
+  const { root, ckptDir } = workspace();
+  fs.copyFileSync(path.join(repoRoot, 'examples', 'stories260k', 'config.json'), path.join(ckptDir, 'config.json'));
+  await withServer(root, async (c) => {
+    const checkpoint = path.join(ckptDir, 'model.safetensors');
+    const settings = { bits: 3, rank: 2, iters: 1, quantizer: 'hqq' as const, blockSize: 64 };
+    const params = (out: string, format?: string) =>
+      ({ checkpoint, out: path.join(root, out), settings, backend: 'wasm', workers: 1, format }) as QuantizeParams;
+    await c.conn.sendRequest(Methods.quantize, params('hqq'));
+    const config = JSON.parse(fs.readFileSync(path.join(root, 'hqq', 'config.json'), 'utf8'));
+    assert.equal(config.quantization_config.quant_method, 'hqq');
+    assert.ok(fs.existsSync(path.join(root, 'hqq', 'loftq_hqq.py')));
+    await c.conn.sendRequest(Methods.quantize, params('dense', 'peft'));
+    assert.equal(fs.existsSync(path.join(root, 'dense', 'loftq_hqq.py')), false);
+    await assert.rejects(
+      c.conn.sendRequest(Methods.quantize, params('bad', 'gguf')),
+      (e: { code: number; message: string }) =>
+        e.code === -32602 && e.message === `'format' must be peft, packed or hqq, got "gguf"`,
+    );
+    await assert.rejects(
+      c.conn.sendRequest(Methods.quantize, { ...params('bad', 'hqq'), settings: { ...settings, quantizer: 'nf' } }),
+      /--format hqq stores only quantizer hqq results, not nf/,
+    );
+    assert.equal(fs.existsSync(path.join(root, 'bad')), false);
   });
 });

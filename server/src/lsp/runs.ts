@@ -132,6 +132,8 @@ export class Runs {
     const s = params.settings;
     const bad = matrixSettingsProblem(s);
     if (bad) throw invalid(`bad settings ${JSON.stringify(s)}: '${bad.key}' must be ${bad.expected}`);
+    const badFormat = params.format === undefined ? undefined : valueProblem(RUN_SETTING_SPECS.format, params.format);
+    if (badFormat) throw invalid(`'format' must be ${badFormat}, got ${JSON.stringify(params.format)}`);
     const workers = requestedWorkers(params.workers);
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
