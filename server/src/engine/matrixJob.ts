@@ -74,12 +74,41 @@ function frob(x: Float32Array): number {
   return Math.sqrt(s);
 }
 
+function allFinite(x: ArrayLike<number>): boolean {
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;
+  return true;
+}
+
+/** Nothing non-finite is ever written or reported: finite weights give finite results, so a NaN
+ *  here comes from the statistics (values that overflow in the products with H), and the job is
+ *  refused naming them and the matrix (exit 2) before its journal entry exists. */
+function checkFinite(job: MatrixJob, res: LoftqResult & Partial<CalibratedResult>, w: Written): void {
+  const bad = [
+    ['the quantized matrix', allFinite(res.q)],
+    ['lora_A', allFinite(w.loraA)],
+    ['lora_B', allFinite(w.loraB)],
+    ['its error', allFinite([w.err, w.errNf4, res.qloraRelError, ...res.relErrorPerIter])],
+    [
+      'its output error',
+      // ‖W·S‖ itself too: an infinite norm made every output error read 0, a perfect result.
+      [res.outputNorm, w.output.outputRelError, w.output.qloraOutputRelError, ...(res.outputRelErrorPerIter ?? [])]
+        .filter((e) => e !== undefined)
+        .every(Number.isFinite),
+    ],
+  ].find(([, ok]) => !ok);
+  if (!bad) return;
+  const c = job.calibration;
+  const from = c ? ' (the calibration statistics are too large for float32 products; scale them down)' : '';
+  const file = c?.origin ?? job.tensor.file;
+  throw new InputError(file, `LoftQ gave non-finite values in ${bad[0]}${from}`, job.tensor.name);
+}
+
 /** H = G + λI for a calibrated job. */
-function metricFor(c: NonNullable<MatrixJob['calibration']>): CalibrationMetric {
+function metricFor(c: NonNullable<MatrixJob['calibration']>, name: string): CalibrationMetric {
   try {
     return calibrationMetric(c.stat, c.ridge);
   } catch (e) {
-    if (e instanceof StatisticsError) throw new InputError(c.origin, `statistics unusable: ${e.message}`);
+    if (e instanceof StatisticsError) throw new InputError(c.origin, `statistics unusable: ${e.message} (for ${name})`);
     throw e;
   }
 }
@@ -108,7 +137,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   }
   const w = read.w;
   const tMetric = performance.now();
-  const metric = job.calibration && metricFor(job.calibration);
+  const metric = job.calibration && metricFor(job.calibration, tensor.name);
   const dtype = tensor.dtype as DType;
   // Held once: the LoftQ iterations and the written matrix's output error both use it.
   const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
@@ -128,6 +157,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   } finally {
     heldMetric?.dispose();
   }
+  checkFinite(job, res, written);
   const { loraA, loraB, qBytes, err, errNf4, output } = written;
   const r = res.rank;
   const norm = res.frobeniusNorm;

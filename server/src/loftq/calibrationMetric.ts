@@ -38,6 +38,15 @@ export class StatisticsError extends Error {
   override name = 'StatisticsError';
 }
 
+/** H is held and multiplied in float32 (heldMetric.ts): an entry that overflows it would turn
+ *  the adapters into NaN, so it is refused in that precision, not in float64's. */
+function checkFloat32(i: number, h: number, lambda: number): void {
+  if (!Number.isFinite(Math.fround(h)))
+    throw new StatisticsError(
+      `diagonal entry ${i} of its second moment (${h - lambda}, + ridge ${lambda}) overflows float32 (at most 3.4e38)`,
+    );
+}
+
 function meanDiagonal(stat: InputStat): number {
   let sum = 0;
   for (let i = 0; i < stat.dim; i++) sum += stat.kind === 'full' ? stat.g[i * stat.dim + i] : stat.d[i];
@@ -54,18 +63,24 @@ export function calibrationMetric(stat: InputStat, ridge = DEFAULT_RIDGE): Calib
   if (!Number.isFinite(mean) || mean < 0)
     throw new StatisticsError(`its second moment has a negative or non-finite diagonal (mean ${mean})`);
   const lambda = mean > 0 ? ridge * mean : 0;
+  if (!Number.isFinite(Math.fround(lambda)))
+    throw new StatisticsError(`the ridge λ = ${ridge} × mean(diag G) = ${lambda} overflows float32`);
   if (stat.kind === 'diag' || mean === 0) {
     const d = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const v = mean === 0 ? 1 : (stat.kind === 'diag' ? stat.d[i] : stat.g[i * n + i]) + lambda;
       if (!(v > 0)) throw new StatisticsError(`diagonal entry ${i} of its second moment is ${v - lambda}`);
+      checkFloat32(i, v, lambda);
       d[i] = v;
     }
     return { kind: 'diag', dim: n, d };
   }
   // A second moment's diagonal is ≥ 0; a negative one was not made by a forward pass.
-  for (let i = 0; i < n; i++)
-    if (!(stat.g[i * n + i] >= 0))
-      throw new StatisticsError(`diagonal entry ${i} of its second moment is ${stat.g[i * n + i]}`);
+  for (let i = 0; i < n; i++) {
+    const v = stat.g[i * n + i];
+    if (!(v >= 0)) throw new StatisticsError(`diagonal entry ${i} of its second moment is ${v}`);
+    // |g_ij| ≤ √(g_ii·g_jj): a diagonal that fits float32 bounds every entry of G.
+    checkFloat32(i, v + lambda, lambda);
+  }
   return { kind: 'full', dim: n, g: stat.g, lambda };
 }

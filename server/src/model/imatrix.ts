@@ -193,6 +193,16 @@ function readGguf(r: Reader, fail: (why: string) => never): Entry[] {
   return entries;
 }
 
+/** Why a mean x² cannot be a statistic. Values are checked in float32, the precision the metric
+ *  uses them in (loftq/heldMetric.ts): a mean that is finite in float64 but overflows float32
+ *  (GGUF in_sum2 3e38 over counts 1e-30) would give NaN adapters. */
+function valueProblem(v: number): string {
+  if (Number.isNaN(v)) return 'mean x² is NaN';
+  if (v < 0) return `mean x² is negative (${v})`;
+  if (!Number.isFinite(v)) return 'mean x² is infinite';
+  return `mean x² ${v} overflows float32 (at most 3.4e38), the precision the statistics are used in`;
+}
+
 /** Reads FILE (GGUF imatrix or legacy .dat) into diagonal statistics for the model `c`. */
 export async function readImatrix(file: string, c: ModelConfig): Promise<InputStats> {
   const fail = (why: string): never => {
@@ -225,8 +235,8 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
     if (e.mean.length !== width) {
       fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
     }
-    const bad = !e.mean.every((v) => Number.isFinite(v) && v >= 0);
-    if (bad) fail(`${quote(e.name)} holds negative or non-finite values`);
+    const bad = e.mean.findIndex((v) => !(v >= 0) || !Number.isFinite(Math.fround(v)));
+    if (bad >= 0) fail(`${quote(e.name)} column ${bad}: ${valueProblem(e.mean[bad])}`);
     const stat: InputStat = { kind: 'diag', dim: width, count: e.count, d: e.mean };
     stats.set(hf, stat);
   }

@@ -24,6 +24,8 @@ export interface IntSpec {
 export interface NumberSpec {
   kind: 'number';
   min: number;
+  /** Absent: no upper bound but finiteness. */
+  max?: number;
   default: number;
   description: string;
 }
@@ -40,6 +42,7 @@ export type SettingSpec = IntSpec | NumberSpec | EnumSpec;
 export const MAX_RANK = 2 ** 16;
 export const MAX_ITERS = 1000;
 export const MAX_BLOCK_SIZE = 2 ** 30;
+export const MAX_RIDGE = 1e4;
 
 /** The settings of one matrix's LoftQ run (plan-file keys, `loftq.defaults.*`). */
 export const MATRIX_SETTING_SPECS = {
@@ -92,8 +95,16 @@ export const RUN_SETTING_SPECS = {
 
 /** Calibrated LoftQ (`--calib`, `--calib-generate`, `CalibrationParams`). */
 export const CALIBRATION_SPECS = {
-  /** λ = ridge × mean(diag G), added to G's diagonal (loftq/calibrationMetric.ts says why). */
-  ridge: { kind: 'number', min: 0, default: 0.01, description: 'Ridge added to the input statistic, relative.' },
+  /** λ = ridge × mean(diag G), added to G's diagonal (loftq/calibrationMetric.ts says why). At
+   *  10⁴ × mean(diag G), H = G + λI is λI to within 10⁻⁴ (plain LoftQ); far beyond, λ overflows
+   *  the float32 the metric is held in (ridge 1e39 gave NaN adapters). */
+  ridge: {
+    kind: 'number',
+    min: 0,
+    max: MAX_RIDGE,
+    default: 0.01,
+    description: 'Ridge added to the input statistic, relative.',
+  },
   /** Inputs wider than this keep a diagonal statistic (model/collect.ts says why). */
   fullStatMaxDim: { kind: 'int', min: 1, max: 65536, default: 8192, description: 'Widest input with a full G.' },
   generateSequences: { kind: 'int', min: 1, max: 4096, default: 16, description: 'Sequences of --calib-generate.' },
@@ -124,7 +135,8 @@ export function valueProblem(spec: SettingSpec, v: unknown, quote = false): stri
       if (typeof v !== 'number' || !Number.isInteger(v) || v < spec.min) return `an integer ≥ ${spec.min}`;
       return v > spec.max ? `an integer ≤ ${spec.max}` : undefined;
     case 'number':
-      return typeof v === 'number' && Number.isFinite(v) && v >= spec.min ? undefined : `a number ≥ ${spec.min}`;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < spec.min) return `a number ≥ ${spec.min}`;
+      return spec.max !== undefined && v > spec.max ? `a number ≤ ${spec.max}` : undefined;
   }
 }
 

@@ -35,7 +35,7 @@ function withSpec(prop: JsonObject, spec: SettingSpec, withDefault: boolean): Js
   if (spec.kind === 'enum') facts.enum = [...spec.values];
   else {
     facts.minimum = spec.min;
-    if (spec.kind === 'int') facts.maximum = spec.max;
+    if (spec.max !== undefined) facts.maximum = spec.max;
   }
   if (spec.kind === 'enum' && spec.values === MATRIX_SETTING_SPECS.quantizer.values) {
     if (withDefault) facts.enumDescriptions = QUANTIZER_NAMES.map((q) => QUANTIZERS[q].detail);

@@ -1,0 +1,125 @@
+// Issue 27, "model inputs are hostile input too": calibration files, imatrix files, tokenizer.json,
+// config.json numbers and eval parameters built as a hostile user would. Each is refused with exit 2
+// (130 for a signal) within seconds, in one line naming the file and the field or entry, with no NaN
+// written and nothing left behind.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeGgufImatrix, writeLegacyImatrix } from '../calib-files';
+import { quantizeCheckpoint } from '../../server/src/engine/run';
+import { InputError } from '../../server/src/base/errors';
+import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
+import type { InputStats } from '../../server/src/model/stats';
+import { repoRoot, tempDir } from '../helpers';
+
+const CLI = path.join(repoRoot, 'dist', 'cli.js');
+const STORIES = path.join(repoRoot, 'examples', 'stories260k');
+const FAST = ['--bits', '4', '--rank', '4', '--iters', '2', '--quiet', '--workers', '0'];
+const run = (args: string[], timeout = 60_000) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout });
+
+/** Exit 2, one line on stderr naming `names` and matching `problem`; OUT holds nothing. */
+function refusedLine(r: ReturnType<typeof run>, names: string[], problem: RegExp, out?: string): string {
+  assert.equal(r.status, 2, `exit code for ${problem} (signal ${r.signal}, stderr: ${r.stderr})`);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
+  for (const n of names) assert.ok(lines[0].includes(n), `names ${n}: ${lines[0]}`);
+  assert.match(lines[0], problem);
+  assert.doesNotMatch(lines[0], /    at |RangeError|TypeError/);
+  if (out) assert.ok(!fs.existsSync(out) || fs.readdirSync(out).length === 0, `nothing in ${out}`);
+  return lines[0];
+}
+
+const ramp = (n: number) => Array.from({ length: n }, (_, i) => 0.5 + (i % 7) / 4);
+
+test('27.1 an imatrix whose mean overflows float32 is refused naming the file and the entry (wasm and native)', () => {
+  const dir = tempDir();
+  // in_sum2 3e38 over counts 1e-30: finite in float64 (3e68), infinite in float32.
+  const gguf = path.join(dir, 'overflow.gguf');
+  writeGgufImatrix(gguf, [
+    { name: 'blk.0.attn_q.weight', mean: ramp(64), count: 2048 },
+    { name: 'blk.1.attn_output.weight', mean: ramp(64).map((v, i) => (i === 9 ? 3e68 : v)), count: 1e-30 },
+  ]);
+  const dat = path.join(dir, 'overflow.dat');
+  writeLegacyImatrix(dat, [{ name: 'blk.2.ffn_up.weight', mean: ramp(64).map(() => 1e39), count: 1 }]);
+  for (const backend of ['wasm', 'native']) {
+    const out = path.join(dir, `out-${backend}`);
+    for (const [file, entry] of [
+      [gguf, 'blk.1.attn_output.weight'],
+      [dat, 'blk.2.ffn_up.weight'],
+    ]) {
+      const r = run(['quantize', STORIES, '--out', out, ...FAST, '--backend', backend, '--imatrix', file]);
+      if (backend === 'native' && /native backend/.test(r.stderr) && r.status !== 2) continue; // not built here
+      refusedLine(r, [file, entry], /overflows float32|is infinite/, out);
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.1 statistics that fit float32 but overflow in the products: exit 2, never a NaN adapter', () => {
+  const dir = tempDir();
+  const gguf = path.join(dir, 'huge.gguf');
+  // 3e38 per column fits float32; H·b and tr(E·H·Eᵀ) of such an H overflow.
+  writeGgufImatrix(gguf, [{ name: 'blk.0.attn_q.weight', mean: ramp(64).map(() => 3e38), count: 1 }]);
+  const out = path.join(dir, 'out');
+  const r = run(['quantize', STORIES, '--out', out, ...FAST, '--imatrix', gguf, '--json']);
+  if (r.status === 0) {
+    // Accepted only if everything it wrote and reported is finite.
+    const report = JSON.parse(r.stdout) as { matrices: Record<string, unknown>[] };
+    for (const m of report.matrices)
+      for (const k of ['relError', 'outputRelError', 'qloraOutputRelError'])
+        assert.ok(m[k] === undefined || Number.isFinite(m[k]), `${m.name} ${k}: ${m[k]}`);
+  } else refusedLine(r, [gguf], /model\.layers\.0\.self_attn\.q_proj\.weight/, out);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.1 a G that fits float32 but overflows in products with H: one error naming source and matrix', async () => {
+  const dim = 64;
+  // Every entry 3e38 (rank one): each fits float32, every product with H overflows it.
+  const g = new Float64Array(dim * dim).fill(3e38);
+  const name = 'model.layers.1.self_attn.o_proj.weight';
+  const stats: InputStats = new Map([[name, { kind: 'full', dim, count: 10, g }]]);
+  const dir = tempDir();
+  const out = path.join(dir, 'out');
+  const settings = { bits: 4, rank: 4, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
+  const calibration = {
+    stats,
+    info: { source: 'tokens' as const, file: 'huge.json', sequences: 1, tokens: 10, fullStatMaxDim: 64, ridge: 0 },
+  };
+  await assert.rejects(
+    quantizeCheckpoint(STORIES, { out, settings, workers: 'in-thread', calibration }),
+    (e: Error) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(
+        e.message,
+        /^huge\.json: tensor 'model\.layers\.1\.self_attn\.o_proj\.weight': LoftQ gave non-finite/,
+      );
+      return true;
+    },
+  );
+  // The journal of the matrices finished before keeps a rerun's work (a resumable run, by design);
+  // nothing else is there, and no entry holds a non-finite value.
+  assert.deepEqual(fs.readdirSync(out), ['.loftq-journal']);
+  for (const f of fs.readdirSync(path.join(out, '.loftq-journal'))) {
+    const ck = await openCheckpoint(path.join(out, '.loftq-journal', f));
+    for (const t of ck.tensors)
+      if (t.dtype === 'F32') assert.ok((await readTensorF32(t)).every(Number.isFinite), `${f} ${t.name}`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.2 --calib-ridge is a registry range: 1e308 and 1e39 refused before anything is written', () => {
+  const dir = tempDir();
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, JSON.stringify([[1, 403, 407, 261, 378]]));
+  for (const ridge of ['1e308', '1e39', '10001']) {
+    const out = path.join(dir, 'out');
+    const r = run(['quantize', STORIES, '--out', out, ...FAST, '--calib', ids, '--calib-ridge', ridge]);
+    refusedLine(r, [], /ridge must be a number ≤ 10000, got/, out);
+  }
+  const ok = run(['quantize', STORIES, '--out', path.join(dir, 'ok'), ...FAST, '--calib', ids, '--calib-ridge', '1e4']);
+  assert.equal(ok.status, 0, ok.stderr);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
