@@ -14,6 +14,7 @@ import {
 } from '../registry';
 import type { MatrixSettingKey, MatrixSettings } from '../registry';
 import { compileGlob, globMatches, CompiledGlob } from './glob';
+import { parseCalibration } from './calibration';
 
 export type JsonPath = (string | number)[];
 
@@ -183,6 +184,12 @@ export function parsePlan(text: string): ParsedPlan {
   const formatProblem = obj.format === undefined ? undefined : valueProblem(RUN_SETTING_SPECS.format, obj.format, true);
   if (formatProblem)
     problems.push({ severity: 'error', message: `'format' must be ${formatProblem}`, path: ['format'] });
+  let calibration: PlanFile['calibration'];
+  if (obj.calibration !== undefined) {
+    const c = parseCalibration(obj.calibration);
+    for (const pr of c.problems) problems.push({ severity: 'error', ...pr });
+    calibration = c.params;
+  }
   const plan: PlanFile = {
     checkpoint: typeof obj.checkpoint === 'string' ? obj.checkpoint : '',
     defaults: (obj.defaults && typeof obj.defaults === 'object' ? obj.defaults : undefined) as PlanFile['defaults'],
@@ -191,6 +198,7 @@ export function parsePlan(text: string): ParsedPlan {
     targets,
     analysis: typeof obj.analysis === 'string' && obj.analysis ? obj.analysis : undefined,
     format: formatProblem || obj.format === undefined ? undefined : (obj.format as PlanFile['format']),
+    ...(calibration ? { calibration } : {}),
   };
   return { plan, problems, overrideIndex };
 }

@@ -177,6 +177,10 @@ export interface PlanFile {
   analysis?: string;
   /** The output format a run of this plan writes (`--format` wins on the CLI). */
   format?: ExportFormat;
+  /** Calibrated LoftQ for a run of this plan: the CLI's calibration options (and
+   *  QuantizeParams.calibration) field by field, files relative to the plan (plan/calibration.ts).
+   *  A calibration option on the CLI, or QuantizeParams.calibration, replaces it. */
+  calibration?: CalibrationParams;
 }
 
 // ---------------------------------------------------------------------------------------

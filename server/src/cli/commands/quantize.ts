@@ -16,6 +16,7 @@ import { reloadWarnings } from '../../plan/planner/reload';
 import { CALIBRATION_HELP, CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
 import { registerCalibrationCollector } from '../../model/calibrate';
 import { parseShard } from '../shardOption';
+import { resolveCalibration as resolvePlanCalibration } from '../../plan/calibration';
 
 const HELP = `usage: loftq quantize CKPT --out DIR [options]
   CKPT                   a .safetensors file or a checkpoint folder (sharded with an index)
@@ -103,7 +104,9 @@ export const quantizeCommand: Command = {
     const format = o.format !== undefined ? choiceOption(o, 'format', EXPORT_FORMATS) : plan?.format;
     const onNonFinite = choiceOption(o, 'on-nonfinite', NONFINITE_POLICIES);
     const shard = o.shard !== undefined ? parseShard(String(o.shard)) : undefined;
-    const calibration = calibrationFrom(o);
+    // The plan's calibration block, its files relative to the plan (a CLI source replaces it).
+    const planCalibration = plan?.calibration && resolvePlanCalibration(o.plan as string, plan.calibration);
+    const calibration = calibrationFrom(o, planCalibration);
     if (calibration) registerCalibrationCollector();
     const backend = backendOption(o);
     // A token-calibrated run is a forward pass plus exact output norms: on the default wasm it
