@@ -69,6 +69,7 @@ const nodeEntries = {
   worker: 'server/src/engine/worker.ts',
   'eval-worker': 'server/src/model/evalWorker.ts',
   'calib-worker': 'server/src/model/calibWorker.ts',
+  'tokenize-worker': 'server/src/model/tokenizeWorker.ts',
   'gemm-worker': 'server/src/linalg/gemmWorker.ts',
   'planner-worker': 'server/src/lsp/plannerWorker.ts',
   bench: 'bench/bench.ts',

@@ -4,10 +4,10 @@
 // written and nothing left behind.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeGgufImatrix, writeLegacyImatrix } from '../calib-files';
+import { writeGgufImatrix, writeLegacyImatrix, writeTestTokenizer } from '../calib-files';
 import { quantizeCheckpoint } from '../../server/src/engine/run';
 import { InputError } from '../../server/src/base/errors';
 import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
@@ -30,6 +30,46 @@ function refusedLine(r: ReturnType<typeof run>, names: string[], problem: RegExp
   assert.doesNotMatch(lines[0], /    at |RangeError|TypeError/);
   if (out) assert.ok(!fs.existsSync(out) || fs.readdirSync(out).length === 0, `nothing in ${out}`);
   return lines[0];
+}
+
+/** Runs the CLI, sends `sig` after `delayMs`; a run still alive 20 s later is killed and fails the test. */
+function runAndSignal(
+  args: string[],
+  sig: NodeJS.Signals,
+  delayMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    let sent = 0;
+    const timer = setTimeout(() => {
+      sent = performance.now();
+      child.kill(sig);
+    }, delayMs);
+    const guard = setTimeout(() => child.kill('SIGKILL'), delayMs + 20_000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(guard);
+      resolve({ code, signal, stderr, ms: sent ? performance.now() - sent : -1 });
+    });
+  });
+}
+
+/** A copy of stories260K whose tokenizer.json pre-tokenizes with a regex that backtracks for ever
+ *  on "a"×40 + "b" (2^40 ways to match), and that text as a .txt file. */
+function backtrackingTokenizer(dir: string): { model: string; txt: string } {
+  const model = path.join(dir, 'model');
+  fs.mkdirSync(model);
+  for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(STORIES, f), path.join(model, f));
+  writeTestTokenizer(model);
+  const file = path.join(model, 'tokenizer.json');
+  const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  json.pre_tokenizer = { type: 'Split', pattern: { Regex: '(a|a)+$' }, behavior: 'Isolated', invert: false };
+  fs.writeFileSync(file, JSON.stringify(json));
+  const txt = path.join(dir, 'story.txt');
+  fs.writeFileSync(txt, `the cat sat.\n\n${'a'.repeat(40)}b\n`);
+  return { model, txt };
 }
 
 const ramp = (n: number) => Array.from({ length: n }, (_, i) => 0.5 + (i % 7) / 4);
@@ -121,5 +161,30 @@ test('27.2 --calib-ridge is a registry range: 1e308 and 1e39 refused before anyt
   }
   const ok = run(['quantize', STORIES, '--out', path.join(dir, 'ok'), ...FAST, '--calib', ids, '--calib-ridge', '1e4']);
   assert.equal(ok.status, 0, ok.stderr);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.3 a tokenizer regex that backtracks for ever: a signal exits 130 at once, else exit 2', async () => {
+  const dir = tempDir();
+  const { model, txt } = backtrackingTokenizer(dir);
+  const out = path.join(dir, 'out');
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, '[[1, 2, 3]]');
+  for (const [args, sig] of [
+    [['quantize', model, '--out', out, ...FAST, '--calib', txt], 'SIGTERM'],
+    [['quantize', model, '--out', out, ...FAST, '--calib', txt], 'SIGINT'],
+    [['eval', model, STORIES, '--tokens', txt, '--quiet'], 'SIGTERM'],
+  ] as const) {
+    const r = await runAndSignal([...args], sig, 1500);
+    assert.equal(r.code, 130, `${args[0]} ${sig}: exit ${r.code} ${r.signal} ${r.stderr}`);
+    assert.ok(r.ms < 3000, `${args[0]} ${sig}: exited ${r.ms.toFixed(0)} ms after the signal`);
+    assert.ok(!fs.existsSync(out), `${args[0]} ${sig}: nothing left`);
+  }
+  // Unsignalled: the paragraph's time bound (5 s + 50 µs per character) ends it with one line.
+  const t0 = performance.now();
+  const r = run(['quantize', model, '--out', out, ...FAST, '--calib', txt], 30_000);
+  refusedLine(r, ['tokenizer.json', 'paragraph 2 of', 'story.txt'], /took longer than 5\.0 s to tokenize/, out);
+  assert.ok(performance.now() - t0 < 15_000, `${performance.now() - t0} ms`);
+  assert.ok(!fs.existsSync(out), 'no output folder');
   fs.rmSync(dir, { recursive: true, force: true });
 });

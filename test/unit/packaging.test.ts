@@ -30,6 +30,7 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('dist/planner-worker.js'),
       inExt('dist/eval-worker.js'),
       inExt('dist/calib-worker.js'),
+      inExt('dist/tokenize-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
       // The native backend where this machine built it (a platform-specific package then).
       ...(fs.existsSync(path.join(repoRoot, 'dist', 'loftq_native.node')) ? [inExt('dist/loftq_native.node')] : []),

@@ -1,6 +1,6 @@
-// The worker bundles (dist/eval-worker.js, dist/calib-worker.js, dist/planner-worker.js) are
-// found beside the bundle that starts them (dist/server.js, dist/cli.js) or, from the compiled
-// tests in out/, in the repo's dist/ a few folders up.
+// The worker bundles (dist/eval-worker.js, dist/calib-worker.js, dist/tokenize-worker.js,
+// dist/planner-worker.js) are found beside the bundle that starts them (dist/server.js,
+// dist/cli.js) or, from the compiled tests in out/, in the repo's dist/ a few folders up.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';

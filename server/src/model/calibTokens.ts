@@ -79,7 +79,12 @@ export function checkSequences(file: string, seqs: readonly (readonly number[])[
 }
 
 /** Reads `--calib FILE` for the model in `folder` (config `c`). */
-export async function readCalibrationTokens(file: string, folder: string, c: ModelConfig): Promise<CalibrationTokens> {
+export async function readCalibrationTokens(
+  file: string,
+  folder: string,
+  c: ModelConfig,
+  signal?: AbortSignal,
+): Promise<CalibrationTokens> {
   const bytes = await readBytes(file);
   let text: string;
   try {
@@ -95,7 +100,7 @@ export async function readCalibrationTokens(file: string, folder: string, c: Mod
       throw new InputError(file, `is text, but ${folder} has no tokenizer.json to tokenize it (${hint})`);
     }
     checkTokenizerFits(tok, c.vocabSize, c.file);
-    const sequences = tokenizeParagraphs(tok, text);
+    const sequences = await tokenizeParagraphs(tok, text, { source: file, signal });
     return { source: 'text', sequences, tokens: checkSequences(file, sequences, c) };
   }
   const sequences = idsFromJson(file, text);

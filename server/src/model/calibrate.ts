@@ -56,7 +56,7 @@ export async function openCalibration(
     sequences = await generateSequences(ck, c, { sequences: n, length, seed, backend, signal: opts.signal });
     source = 'generated';
   } else {
-    const read = await readCalibrationTokens(p.file!, ck.folder, c);
+    const read = await readCalibrationTokens(p.file!, ck.folder, c, opts.signal);
     sequences = read.sequences;
     source = read.source;
   }

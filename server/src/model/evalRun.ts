@@ -41,7 +41,7 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   const original = await openCheckpoint(originalPath);
   const c = await readModelConfig(original.folder);
   // Token problems (empty, not ids, outside the vocabulary) are found before any weight is read.
-  const tokens = await readCalibrationTokens(opts.tokensFile, original.folder, c);
+  const tokens = await readCalibrationTokens(opts.tokensFile, original.folder, c, opts.signal);
   const dir = path.resolve(outDir);
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) {

@@ -6,12 +6,20 @@
 // Text → sequences: each paragraph (text between blank lines) is one sequence, encoded with the
 // tokenizer's special tokens (a Llama tokenizer.json adds <s>); a paragraph longer than
 // MAX_TEXT_SEQUENCE tokens is cut into pieces of at most that length.
+//
+// Encoding runs on a worker thread (tokenizeWorker.ts): a tokenizer's regexes are the file's, run
+// synchronously, and can backtrack for ever. The calling thread stays free: a cancel (Ctrl-C,
+// SIGTERM, LSP cancel) terminates the worker at once, and a paragraph that takes longer than
+// paragraphTimeLimitMs (5 s + 50 µs per character, > 15× the library's speed on plain text) is
+// refused in one line naming tokenizer.json and the text file.
 
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CheckpointError } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
-import { InputError } from '../base/errors';
+import { CancelledError, InputError } from '../base/errors';
+import { bundleScript } from '../base/bundleScript';
 
 export const MAX_TEXT_SEQUENCE = 2048;
 
@@ -32,7 +40,23 @@ export interface TextTokenizer {
   file: string;
   /** Largest id the tokenizer can produce, + 1. */
   size: number;
-  encode(text: string): number[];
+  /** tokenizer.json and tokenizer_config.json as read, for the worker thread. */
+  bytes: Uint8Array;
+  configBytes?: Uint8Array;
+}
+
+/** What the worker thread gets (tokenizeWorker.ts). */
+export interface TokenizeThreadInput {
+  tokenizer: Uint8Array;
+  config?: Uint8Array;
+  paragraphs: string[];
+}
+
+export type FromTokenizeThread = { type: 'ids'; k: number; ids: Int32Array } | { type: 'failed'; message: string };
+
+/** The longest one paragraph may take to encode (see the header). */
+export function paragraphTimeLimitMs(chars: number): number {
+  return 5000 + chars / 20;
 }
 
 /** The tokenizer of FOLDER, or undefined when it has no tokenizer.json. */
@@ -52,19 +76,75 @@ export async function loadTokenizer(folder: string): Promise<TextTokenizer | und
   }
   let size = 0;
   for (const id of tok.get_vocab(true).values()) size = Math.max(size, id + 1);
-  return { file, size, encode: (text) => tok.encode(text).ids };
+  return { file, size, bytes, ...(cfgBytes ? { configBytes: cfgBytes } : {}) };
 }
 
-/** Paragraphs of `text` as token sequences (see the header). */
-export function tokenizeParagraphs(tok: TextTokenizer, text: string): number[][] {
+export interface TokenizeOptions {
+  /** The text's file, named in messages. */
+  source: string;
+  signal?: AbortSignal;
+}
+
+/** Paragraphs of `text` as token sequences (see the header), encoded on a worker thread. */
+export async function tokenizeParagraphs(tok: TextTokenizer, text: string, opts: TokenizeOptions): Promise<number[][]> {
+  const paragraphs = text
+    .replace(/\r\n?/g, '\n')
+    .split(/\n[ \t]*\n/)
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  const encoded = await encodeOnThread(tok, paragraphs, opts);
   const out: number[][] = [];
-  for (const para of text.replace(/\r\n?/g, '\n').split(/\n[ \t]*\n/)) {
-    const p = para.trim();
-    if (!p) continue;
-    const ids = tok.encode(p);
-    for (let i = 0; i < ids.length; i += MAX_TEXT_SEQUENCE) out.push(ids.slice(i, i + MAX_TEXT_SEQUENCE));
-  }
+  for (const ids of encoded)
+    for (let i = 0; i < ids.length; i += MAX_TEXT_SEQUENCE)
+      out.push(Array.from(ids.subarray(i, i + MAX_TEXT_SEQUENCE)));
   return out;
+}
+
+function encodeOnThread(tok: TextTokenizer, paragraphs: string[], opts: TokenizeOptions): Promise<Int32Array[]> {
+  if (paragraphs.length === 0) return Promise.resolve([]);
+  if (opts.signal?.aborted) return Promise.reject(new CancelledError());
+  const input: TokenizeThreadInput = { tokenizer: tok.bytes, config: tok.configBytes, paragraphs };
+  const worker = new Worker(bundleScript('tokenize-worker.js'), { workerData: input });
+  const out: Int32Array[] = [];
+  return new Promise<Int32Array[]>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const finish = (e?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      // terminate() stops even a regex that backtracks: V8 interrupts it.
+      void worker.terminate();
+      if (e) reject(e);
+      else resolve(out);
+    };
+    const watch = (k: number) => {
+      clearTimeout(timer);
+      const limit = paragraphTimeLimitMs(paragraphs[k].length);
+      timer = setTimeout(() => {
+        const what = `paragraph ${k + 1} of ${opts.source} (${paragraphs[k].length} characters)`;
+        const why = `took longer than ${(limit / 1000).toFixed(1)} s to tokenize ${what}`;
+        finish(new InputError(tok.file, `${why}; a pre-tokenizer or normalizer regex that backtracks?`));
+      }, limit);
+    };
+    const onAbort = () => finish(new CancelledError());
+    opts.signal?.addEventListener('abort', onAbort);
+    watch(0);
+    worker.on('message', (m: FromTokenizeThread) => {
+      if (m.type === 'failed') {
+        finish(new InputError(tok.file, `cannot tokenize ${opts.source} (${m.message})`));
+        return;
+      }
+      out[m.k] = m.ids;
+      if (m.k + 1 < paragraphs.length) watch(m.k + 1);
+      else finish();
+    });
+    worker.on('error', (e) => finish(new InputError(tok.file, `cannot tokenize ${opts.source} (${e.message})`)));
+    worker.on('exit', (code) => {
+      if (out.length < paragraphs.length) finish(new Error(`the tokenizer thread stopped (exit ${code})`));
+    });
+  });
 }
 
 /** Refuses a tokenizer whose ids do not fit the model's embedding (another model's tokenizer). */
