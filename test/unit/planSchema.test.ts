@@ -44,3 +44,34 @@ test('what the schema rejects as a value, the parser reports too', () => {
     'an override needs match',
   );
 });
+
+test('calibration: the schema and the parser take the same keys, and refuse the same values', () => {
+  const c = schema.properties.calibration;
+  assert.deepEqual(Object.keys(c.properties).sort(), ['file', 'generate', 'imatrix', 'products', 'ridge']);
+  assert.deepEqual(Object.keys(c.properties.generate.properties).sort(), ['length', 'seed', 'sequences']);
+  assert.deepEqual(c.properties.generate.required, ['sequences', 'length']);
+  const g = c.properties.generate.properties;
+  for (const [key, spec] of Object.entries(g) as [string, { minimum: number; maximum: number }][]) {
+    for (const bad of [spec.minimum - 1, spec.maximum + 1]) {
+      const generate = { sequences: 4, length: 16, [key]: bad };
+      const { problems } = parsePlan(JSON.stringify({ checkpoint: 'm', calibration: { generate } }));
+      assert.deepEqual(
+        problems.map((p) => p.path),
+        [['calibration', 'generate', key]],
+        `${key} = ${bad}`,
+      );
+    }
+  }
+  for (const [key, bad] of [
+    ['ridge', c.properties.ridge.minimum - 1],
+    ['ridge', c.properties.ridge.maximum * 2],
+    ['products', 'bf16'],
+  ] as const) {
+    const { problems } = parsePlan(JSON.stringify({ checkpoint: 'm', calibration: { file: 'a.json', [key]: bad } }));
+    assert.deepEqual(
+      problems.map((p) => p.path),
+      [['calibration', key]],
+      `${key} = ${bad}`,
+    );
+  }
+});

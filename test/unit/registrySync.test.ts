@@ -7,7 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot } from '../helpers';
 import { formatJson, syncedTexts, syncManifest, syncSchema } from '../../server/src/tools/registry-sync-lib';
-import { BACKEND_CHOICES, MATRIX_SETTING_SPECS, QUANTIZER_NAMES, SUPPORTED_BITS } from '../../server/src/registry';
+import {
+  BACKEND_CHOICES,
+  CALIBRATION_SPECS,
+  MATRIX_SETTING_SPECS,
+  QUANTIZER_NAMES,
+  SUPPORTED_BITS,
+} from '../../server/src/registry';
 
 const read = (f: string) => fs.readFileSync(path.join(repoRoot, f), 'utf8');
 
@@ -26,6 +32,11 @@ test('package.json and schemas/loftq.schema.json agree with the registry (npm ru
   const s = JSON.parse(schema).definitions.settings.properties;
   assert.equal(s.blockSize.maximum, MATRIX_SETTING_SPECS.blockSize.max);
   assert.deepEqual(s.quantizer.enum, QUANTIZER_NAMES);
+  const cal = JSON.parse(schema).properties.calibration.properties;
+  assert.equal(cal.generate.properties.sequences.maximum, CALIBRATION_SPECS.generateSequences.max);
+  assert.equal(cal.generate.properties.length.minimum, CALIBRATION_SPECS.generateLength.min);
+  assert.equal(cal.ridge.maximum, CALIBRATION_SPECS.ridge.max);
+  assert.deepEqual(cal.products.enum, CALIBRATION_SPECS.products.values);
 });
 
 test('the sync repairs a stale enum or range and keeps everything else', () => {

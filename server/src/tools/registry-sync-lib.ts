@@ -4,6 +4,7 @@
 // test/unit/registrySync.test.ts fails while the files differ from what it would write.
 
 import {
+  CALIBRATION_SPECS,
   EXPORT_FORMATS,
   FORMATS,
   MATRIX_SETTING_SPECS,
@@ -76,7 +77,30 @@ export function syncSchema(schema: JsonObject): JsonObject {
       EXPORT_FORMATS.map((f) => `\`${f}\`: ${FORMATS[f].detail}`).join('; ') +
       '.',
   };
+  syncCalibration(top);
   return copy;
+}
+
+/** The `calibration` block's ranges and choices (plan/calibration.ts parses it with the same specs). */
+function syncCalibration(top: JsonObject): void {
+  const c = CALIBRATION_SPECS;
+  const block = (top.calibration ?? {}) as JsonObject;
+  const props = (block.properties ?? {}) as JsonObject;
+  const synced = (prop: Json | undefined, spec: SettingSpec, type?: string) =>
+    withSpec(
+      { ...(type ? { type } : {}), ...((prop ?? { description: spec.description }) as JsonObject) },
+      spec,
+      false,
+    );
+  const generate = (props.generate ?? {}) as JsonObject;
+  const g = (generate.properties ?? {}) as JsonObject;
+  const gen = { sequences: c.generateSequences, length: c.generateLength, seed: c.generateSeed };
+  const gOut: JsonObject = {};
+  for (const [k, spec] of Object.entries(gen)) gOut[k] = synced(g[k], spec, 'integer');
+  props.generate = { ...generate, properties: gOut };
+  props.ridge = synced(props.ridge, c.ridge, 'number');
+  props.products = synced(props.products, c.products);
+  top.calibration = { ...block, properties: props };
 }
 
 function compact(v: Json): string {
