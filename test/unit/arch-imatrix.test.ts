@@ -1,6 +1,7 @@
 // llama.cpp importance matrices on the families whose names differ from Llama's: Phi-3's fused
 // blk.N.attn_qkv / ffn_up are its qkv_proj / gate_up_proj, Phi-2's attn_output / ffn_up /
-// ffn_down its dense / fc1 / fc2; widths are checked against the family's matrices.
+// ffn_down its dense / fc1 / fc2 (and a fused attn_qkv its q/k/v); widths are checked against
+// the family's matrices.
 
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -31,6 +32,7 @@ test('imatrix names map to each family’s own tensor names (Phi-3 fused, Phi-2 
         [
           ['blk.0.attn_q.weight', 64, 'model.layers.0.self_attn.q_proj.weight'],
           ['blk.0.attn_output.weight', 64, 'model.layers.0.self_attn.dense.weight'],
+          ['blk.1.attn_qkv.weight', 64, 'model.layers.1.self_attn.q_proj.weight'],
           ['blk.1.ffn_up.weight', 64, 'model.layers.1.mlp.fc1.weight'],
           ['blk.1.ffn_down.weight', 128, 'model.layers.1.mlp.fc2.weight'],
         ],
@@ -51,7 +53,10 @@ test('imatrix names map to each family’s own tensor names (Phi-3 fused, Phi-2 
         entries.map(([name, width], k) => ({ name, mean: ramp(width, k), count: 100 })),
       );
       const stats = await readImatrix(file, await readModelConfig(fixture('arch', family)));
-      assert.deepEqual([...stats.keys()].sort(), entries.map((e) => e[2]).sort(), family);
+      // Phi-2's fused attn_qkv stands for q/k/v: one statistic for the three.
+      const fused = family === 'phi' ? ['k_proj', 'v_proj'].map((n) => `model.layers.1.self_attn.${n}.weight`) : [];
+      assert.deepEqual([...stats.keys()].sort(), [...entries.map((e) => e[2]), ...fused].sort(), family);
+      for (const f of fused) assert.equal(stats.get(f), stats.get('model.layers.1.self_attn.q_proj.weight'));
       entries.forEach(([, width, hf], k) => {
         const s = stats.get(hf)!;
         assert.equal(s.kind, 'diag');

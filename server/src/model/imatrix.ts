@@ -220,25 +220,26 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
   const isGguf = bytes.length >= 4 && new TextDecoder().decode(bytes.subarray(0, 4)) === 'GGUF';
   const entries = isGguf ? readGguf(r, fail) : readLegacy(r, fail);
   const stats: InputStats = new Map();
-  const byGguf = new Map<string, LinearSpec>();
-  for (const spec of layerLinears(c)) for (const g of spec.gguf) byGguf.set(g, spec);
+  // One llama.cpp name may stand for several weights reading one input (Phi-2's fused attn_qkv).
+  const byGguf = new Map<string, LinearSpec[]>();
+  for (const spec of layerLinears(c)) for (const g of spec.gguf) byGguf.set(g, [...(byGguf.get(g) ?? []), spec]);
   for (const e of entries) {
     const m = /^blk\.(\d+)\.([a-z_]+)\.weight$/.exec(e.name);
-    const spec = m && byGguf.get(m[2]);
-    if (!spec) continue;
+    const specs = m && byGguf.get(m[2]);
+    if (!specs) continue;
     const layer = Number(m[1]);
-    const hf = layerTensorName(layer, spec);
     if (layer >= c.numLayers) {
       fail(`has ${quote(e.name)}, but ${path.basename(c.file)} describes ${c.numLayers} layers (another model?)`);
     }
-    const width = spec.cols;
+    const width = specs[0].cols;
     if (e.mean.length !== width) {
+      const hf = layerTensorName(layer, specs[0]);
       fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
     }
     const bad = e.mean.findIndex((v) => !(v >= 0) || !Number.isFinite(Math.fround(v)));
     if (bad >= 0) fail(`${quote(e.name)} column ${bad}: ${valueProblem(e.mean[bad])}`);
     const stat: InputStat = { kind: 'diag', dim: width, count: e.count, d: e.mean };
-    stats.set(hf, stat);
+    for (const spec of specs) stats.set(layerTensorName(layer, spec), stat);
   }
   if (stats.size === 0) {
     const expected = layerLinears(c).map((s) => s.gguf[0]);

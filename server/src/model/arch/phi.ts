@@ -33,9 +33,10 @@ export const phi: Architecture = {
         normEps: f.positiveNumber('layer_norm_eps', 1e-5),
         inputNorm: 'input_layernorm',
         qkv: [
-          linear('self_attn.q_proj', q, H, ['attn_q'], 'required'),
-          linear('self_attn.k_proj', kv, H, ['attn_k'], 'required'),
-          linear('self_attn.v_proj', kv, H, ['attn_v'], 'required'),
+          // llama.cpp converts Phi-2 with q/k/v apart or fused (attn_qkv): one input either way.
+          linear('self_attn.q_proj', q, H, ['attn_q', 'attn_qkv'], 'required'),
+          linear('self_attn.k_proj', kv, H, ['attn_k', 'attn_qkv'], 'required'),
+          linear('self_attn.v_proj', kv, H, ['attn_v', 'attn_qkv'], 'required'),
         ],
         o: linear('self_attn.dense', H, q, ['attn_output'], 'required'),
         up: [linear('mlp.fc1', I, H, ['ffn_up'], 'required')],
