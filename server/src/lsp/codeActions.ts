@@ -49,7 +49,21 @@ export async function planCodeActions(
   for (const d of mine) {
     if (d.code === 'worst' && d.data) worstFixes(p, d, d.data as WorstData, add);
     else if (d.code === 'rank-too-large' && d.data) rankFix(p, d, d.data as RankData, add);
-    else if (d.code === 'no-match' && d.data) {
+    else if (d.code === 'calibration' && (d.data as { moveTo?: string } | undefined)?.moveTo) {
+      const to = (d.data as { moveTo: 'file' | 'imatrix' }).moveTo;
+      const from = to === 'file' ? 'imatrix' : 'file';
+      const value = p.parsed.plan.calibration?.[from];
+      if (typeof value === 'string')
+        add(
+          `Give '${value}' as the calibration "${to}"`,
+          [
+            { path: ['calibration', from], value: undefined },
+            { path: ['calibration', to], value },
+          ],
+          [d],
+          true,
+        );
+    } else if (d.code === 'no-match' && d.data) {
       const j = (d.data as { jsonIndex: number }).jsonIndex;
       add(
         `Remove override '${p.parsed.plan.overrides?.[p.parsed.overrideIndex.indexOf(j)]?.match}'`,

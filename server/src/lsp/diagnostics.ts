@@ -38,7 +38,8 @@ export type DiagCode =
   | 'budget'
   | 'report'
   | 'planner'
-  | 'reload';
+  | 'reload'
+  | 'calibration';
 
 /** Below this share of the plan's predicted error, the planner's plan is worth a warning. */
 export const PLANNER_WARN_RATIO = 0.9;
@@ -68,6 +69,18 @@ export function planDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
       message: pr.message,
     });
   }
+  for (const c of p.facts.calibration ?? [])
+    out.push(
+      diag(
+        p,
+        c.severity === 'error' ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning,
+        'calibration',
+        c.message,
+        c.path,
+        'value',
+        c.moveTo ? { moveTo: c.moveTo } : undefined,
+      ),
+    );
   const ck = p.facts.checkpoint;
   if (!ck || !p.parsed.plan.checkpoint) return out;
   if (!ck.ok) {

@@ -10,6 +10,15 @@ import type { PlanDoc } from './planDoc';
 import type { MatrixPlan } from '../planInsight/planModel';
 import { REPORT_FILE } from './facts';
 import { errorAt } from '../planInsight/reportIndex';
+import { calibrationHover } from './calibration';
+import type { PathAt } from './jsonRanges';
+
+/** The hovered key or value: its node's range (a key's whole property). */
+function hoverRange(p: PlanDoc, at: PathAt, offset: number): Hover['range'] {
+  if (at.span) return p.spanRange(at.span);
+  const s = p.span(at.path, at.atKey ? 'key' : 'value');
+  return s.offset <= offset && offset <= s.offset + s.length ? p.spanRange(s) : undefined;
+}
 
 /** Per-matrix rows up to this many matrices; aggregate rows above. */
 const LIST_LIMIT = 8;
@@ -29,7 +38,9 @@ function selected(pattern: string, matrices: MatrixPlan[]): MatrixPlan[] {
 }
 
 export function planHover(p: PlanDoc, pos: Position): Hover | null {
-  const at = pathAtOffset(p.text, p.root, p.doc.offsetAt(pos));
+  const offset = p.doc.offsetAt(pos);
+  const at = pathAtOffset(p.text, p.root, offset);
+  if (at.path[0] === 'calibration') return calibrationHover(p, at, hoverRange(p, at, offset));
   if (at.stringValue === undefined || !at.span || at.path[0] === 'checkpoint') return null;
   const a = p.assignment;
   if (!a) return null;

@@ -12,6 +12,7 @@ import { assignMatrices, PlanAssignment } from '../planInsight/planModel';
 import type { PlannerComparison } from '../planInsight/plannerCompare';
 import type { ReportIndex } from '../planInsight/reportIndex';
 import { findNodeAtLocation } from 'jsonc-parser';
+import type { CalibrationFileProblem } from './calibration';
 
 export type CheckpointFacts =
   { ok: true; path: string; tensors: TensorInfo[] } | { ok: false; path: string; message: string };
@@ -25,6 +26,8 @@ export interface PlanFacts {
   reportSources?: string[];
   /** This plan next to the planner's (plannerCompare.ts), when diagnostics asked for it. */
   plannerComparison?: PlannerComparison | null;
+  /** What the `calibration` block's files and the model say about a run of it (calibration.ts). */
+  calibration?: CalibrationFileProblem[];
 }
 
 export class PlanDoc {

@@ -13,6 +13,7 @@ import type { MatrixSettings, PlanLocation, RunContext } from '../protocol/lsp_e
 import { compileGlob, globMatches, moduleName } from '../plan/glob';
 import { overridesWithIndex } from '../planInsight/planModel';
 import { planDiagnostics } from './diagnostics';
+import { forwardPassProblem } from './calibration';
 import type { PlanDoc } from './planDoc';
 import { PLAN_FILE } from './workspaceScan';
 
@@ -86,6 +87,8 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
   const targets = selectTargets(tensors);
   ctx.matrices = targets.length;
   ctx.maxRank = smallestRank(targets);
+  const forward = await forwardPassProblem(checkpoint);
+  if (forward) ctx.forwardPassProblem = forward;
 
   const p = await planFor(checkpoint, deps, only);
   if (!p) return ctx;
@@ -102,6 +105,7 @@ export async function runContext(asked: string, deps: RunContextDeps): Promise<R
     overrides: p.parsed.plan.overrides?.length ?? 0,
     ...(p.parsed.plan.budget && typeof p.parsed.plan.budget === 'object' ? { budget: p.parsed.plan.budget } : {}),
     ...(p.parsed.plan.format ? { format: p.parsed.plan.format } : {}),
+    ...(p.parsed.plan.calibration ? { calibration: p.parsed.plan.calibration } : {}),
     matrices: live.length,
     maxRank: smallestRank(
       live.filter((m) => m.rankOwner.kind === 'defaults').map((m) => ({ name: m.tensor.name, shape: m.shape })),

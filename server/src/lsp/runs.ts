@@ -13,6 +13,7 @@ import type { AnalyzeOptions, RunOptions, RunResult } from '../engine/api';
 import { CancelledError } from '../base/errors';
 import { checkCalibrationParams } from '../engine/calibration';
 import { parsePlan } from '../plan/planfile';
+import { resolveCalibration as resolvePlanCalibration } from '../plan/calibration';
 import { MAX_PLAN_BYTES, planTooLarge } from '../plan/planSize';
 import { Notifications } from '../protocol/requests';
 import { matrixSettingsProblem, RUN_SETTING_SPECS, valueProblem } from '../registry';
@@ -137,7 +138,7 @@ export class Runs {
     const workers = requestedWorkers(params.workers);
     const checkpoint = toPath(params.checkpoint);
     const out = toPath(params.out);
-    const calibration = calibrationOf(params.calibration);
+    const explicitCalibration = calibrationOf(params.calibration);
     const c = params.calibration;
     const files = [checkpoint, out, params.plan, c?.file, c?.imatrix].map((f) =>
       typeof f === 'string' ? toPath(f) : undefined,
@@ -161,6 +162,13 @@ export class Runs {
     };
     return this.jobs.run(out, job, async ({ signal, begin }) => {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
+      // The plan's calibration block, its files relative to the plan, unless the request gives one.
+      let calibration = explicitCalibration;
+      if (!calibration && plan?.calibration) {
+        calibration = resolvePlanCalibration(toPath(params.plan!), plan.calibration);
+        const files = [calibration.file, calibration.imatrix];
+        await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'a run');
+      }
       const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
       const progress = await begin('LoftQ', `opening ${path.basename(checkpoint)}`);
       state({ state: 'started' });

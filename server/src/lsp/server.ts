@@ -44,6 +44,7 @@ import { comparePlanner } from './plannerCompare';
 import { FactsCache, MAX_REPORT_BYTES, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
+import { calibrationFileProblems } from './calibration';
 import { setMixedPlanner } from './mixedPlan';
 import { applyPlanToText } from '../plan/planner/planedit';
 import { plannerOrFirstK, runPlanner } from './planner';
@@ -129,6 +130,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       f.report = r.report;
       f.reportProblem = r.problem;
       f.reportSources = r.sources;
+      if (plan.calibration) f.calibration = await calibrationFileProblems(file, plan, f.checkpoint);
     }
     return new PlanDoc(uri, file, text, open?.version ?? 0, f, cfg.defaults);
   }

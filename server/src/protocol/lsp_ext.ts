@@ -324,6 +324,9 @@ export interface RunContext {
   matrices: number;
   /** Largest rank every one of them allows: the smallest min(out, in), and a matrix that has it. */
   maxRank?: { rank: number; matrix: string };
+  /** Why the model cannot run a forward pass here (no or an unsupported config.json): calibration from
+   *  tokens or sampling, and `loftq/eval`, would be refused. */
+  forwardPassProblem?: string;
   /** The loftq.json whose `checkpoint` is this one (nearest to it when several). */
   plan?: {
     file: string;
@@ -334,6 +337,8 @@ export interface RunContext {
     budget?: PlanBudget;
     /** The plan's output format, when it sets one (a run with the plan writes it). */
     format?: ExportFormat;
+    /** The plan's calibration block as written (files relative to the plan), when it has one. */
+    calibration?: CalibrationParams;
     /** Matrices the plan quantizes (its targets, minus skipped). */
     matrices: number;
     /** Largest rank the matrices whose rank the run's settings decide allow. */
