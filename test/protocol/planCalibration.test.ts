@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DiagnosticSeverity, Hover, MarkupContent } from 'vscode-languageserver-protocol';
+import { Diagnostic, DiagnosticSeverity, Hover, MarkupContent } from 'vscode-languageserver-protocol';
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { QuantizeResult, RunContext } from '../../server/src/protocol/lsp_ext';
 import { repoRoot } from '../helpers';
@@ -21,7 +21,7 @@ const planText = (calibration: string) => `{
   "calibration": ${calibration}
 }
 `;
-const calibrationDiags = (ds: { code?: unknown; source?: string; message: string }[]) =>
+const calibrationDiags = (ds: Diagnostic[]) =>
   ds.filter(
     (d) => d.code === 'calibration' || (d.code === 'plan' && /calibration|sequences|length|seed/.test(d.message)),
   );
