@@ -2,7 +2,7 @@
 // codes + float32 scales for codebook quantizers) from a report, and how it reads.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { quantizedSize } from '../../server/src/planInsight/quantizedSize';
+import { quantizedSize } from '../../webviews/src/quantizedSize';
 import { quantizedText, quantText } from '../../webviews/src/sizeText';
 import type { MatrixReport } from '../../server/src/protocol/lsp_ext';
 

@@ -12,7 +12,7 @@ import type {
   ToHeatmap,
 } from '../../../server/src/protocol/lsp_ext';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
-import { quantizedSize } from '../../../server/src/planInsight/quantizedSize';
+import { quantizedSize } from '../../../webviews/src/quantizedSize';
 import { toBatch } from './batch';
 
 export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';

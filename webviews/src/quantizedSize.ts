@@ -2,9 +2,9 @@
 // registry's accounting (HQQ as it stores and loads them; codebook quantizers as
 // `--format packed` stores them), the same figures the planner and the report count.
 
-import type { HeatmapSummary, MatrixReport } from '../protocol/lsp_ext';
-import type { ScaleStorage } from '../registry';
-import { adapterBytesOf, isQuantizer, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../registry';
+import type { HeatmapSummary, MatrixReport } from '../../server/src/protocol/lsp_ext';
+import type { ScaleStorage } from '../../server/src/registry';
+import { adapterBytesOf, isQuantizer, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../../server/src/registry';
 
 export function quantizedSize(matrices: MatrixReport[]): HeatmapSummary['quantized'] {
   let bytes = 0,
