@@ -82,6 +82,7 @@ const CANONICAL = [
   'c_fc',
   'up',
   'up_proj',
+  'gate_up_proj',
   'dense_h_to_4h',
   'w3',
   'down',

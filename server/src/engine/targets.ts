@@ -14,6 +14,9 @@ export const DEFAULT_TARGETS = [
   'gate_proj',
   'up_proj',
   'down_proj',
+  // Phi-3's fused projections: quantized (and targeted by PEFT) under their own names.
+  'qkv_proj',
+  'gate_up_proj',
   'c_attn',
   'c_proj',
   'c_fc',
