@@ -25,6 +25,7 @@ import type {
   RunContext,
 } from '../../server/src/protocol/lsp_ext';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
+import { describeCalibration } from '../../server/src/registry';
 import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
 import type { ReportIndex } from './reports';
@@ -184,6 +185,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
     settings: choice.settings,
     plan: choice.plan,
     format: choice.format,
+    ...(choice.calibration ? { calibration: choice.calibration } : {}),
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
     workDoneToken: `loftq-${randomUUID()}`,
@@ -191,6 +193,10 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   const c = deps.client();
   if (!c || c.state !== State.Running) return serverDown(deps);
   await run(deps, c, params);
+}
+
+function calibrationNote(p: QuantizeParams): string {
+  return p.calibration ? describeCalibration(p.calibration) : p.plan ? "the plan's, if any" : 'none';
 }
 
 function describeSettings(s: MatrixSettings): string {
@@ -223,7 +229,9 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
   const workers = params.workers ? String(params.workers) : 'auto';
   deps.log.info(
     `run ${job}: checkpoint ${params.checkpoint}; plan ${params.plan ?? 'none'}; ` +
-      `settings ${describeSettings(params.settings)}; backend ${params.backend ?? 'auto'}; workers ${workers}; ` +
+      `settings ${describeSettings(params.settings)}; ` +
+      `calibration ${calibrationNote(params)}; ` +
+      `backend ${params.backend ?? 'auto'}; workers ${workers}; ` +
       `output ${params.out}${params.confirmedOutsideWorkspace ? ' (outside the workspace, confirmed)' : ''}`,
   );
   deps.status.setJob(job, 'starting');

@@ -2,10 +2,17 @@
 // title names the checkpoint; the first step says whether loftq.json applies (and offers to run
 // without it); questions the applied plan answers are not asked. The rank step offers only ranks
 // every matrix allows. Each step is pre-filled: the current value is the first item, so Enter
-// accepts it.
+// accepts it. The calibration step (none / sample from the model / a file) puts into the run
+// only what the user picked: no ridge, seed or products the user did not choose.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ExportFormat, MatrixSettings, Quantizer, RunContext } from '../../server/src/protocol/lsp_ext';
+import type {
+  CalibrationParams,
+  ExportFormat,
+  MatrixSettings,
+  Quantizer,
+  RunContext,
+} from '../../server/src/protocol/lsp_ext';
 import {
   defaultFormatFor,
   EXPORT_FORMATS,
@@ -15,6 +22,10 @@ import {
   QUANTIZER_NAMES,
   QUANTIZERS,
   quantizerSpec,
+  CALIBRATION_SPECS,
+  calibrationOfFile,
+  describeCalibration,
+  parseSampleSizes,
 } from '../../server/src/registry';
 
 const RANKS = [4, 8, 16, 32, 64, 128, 256];
@@ -27,6 +38,8 @@ export interface RunChoice {
   format?: ExportFormat;
   /** The plan file applied, or undefined to run without one. */
   plan?: string;
+  /** Calibrated LoftQ as the user chose it; undefined: none (or the applied plan's). */
+  calibration?: CalibrationParams;
   out: string;
 }
 
@@ -99,11 +112,19 @@ function wholeNumber(what: string, min: number, max: number, extra = ''): (s: st
       : `Enter a whole number of ${what} from ${min} to ${max}${extra}`;
 }
 
-/** Next to the input: `dir/model-loftq-nf2-r16` for `dir/model.safetensors`, `parent/ckpt-loftq-…` for a folder. */
-export function defaultOutFolder(checkpoint: string, s: MatrixSettings): string {
+/** Next to the input: `dir/model-loftq-nf2-r16` for `dir/model.safetensors`, `parent/ckpt-loftq-…` for a folder;
+ *  `…-cal` for a calibrated run. */
+export function defaultOutFolder(checkpoint: string, s: MatrixSettings, calibrated = false): string {
   const stem = path.basename(checkpoint).replace(/\.safetensors$/, '');
-  return path.join(path.dirname(checkpoint), `${stem}-loftq-${s.quantizer}${s.bits}-r${s.rank}`);
+  const tail = calibrated ? '-cal' : '';
+  return path.join(path.dirname(checkpoint), `${stem}-loftq-${s.quantizer}${s.bits}-r${s.rank}${tail}`);
 }
+
+/** What the "sample from the model" item offers: the registry's default sizes. */
+const SAMPLE_SIZES = {
+  sequences: CALIBRATION_SPECS.generateSequences.default,
+  length: CALIBRATION_SPECS.generateLength.default,
+};
 
 function describeSet(d: Partial<MatrixSettings>): string {
   const parts = [
@@ -125,7 +146,8 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
   let out: string | undefined;
 
   let format: ExportFormat | undefined;
-  type Step = 'plan' | 'quantizer' | 'bits' | 'rank' | 'iters' | 'format' | 'out';
+  let calibration: CalibrationParams | undefined;
+  type Step = 'plan' | 'quantizer' | 'bits' | 'rank' | 'iters' | 'format' | 'calibration' | 'out';
   const steps = (): Step[] => {
     const asks = (k: keyof MatrixSettings) => !(usePlan && plan!.defaults[k] !== undefined);
     const all: Step[] = [];
@@ -136,6 +158,8 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
     if (asks('rank')) all.push('rank');
     if (asks('iters')) all.push('iters');
     if (!(usePlan && plan!.format)) all.push('format');
+    // The plan's calibration block answers it; a model without a forward pass cannot calibrate.
+    if (!(usePlan && plan!.calibration) && !ctx.forwardPassProblem) all.push('calibration');
     all.push('out');
     return all;
   };
@@ -159,7 +183,8 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
             description: usePlan ? 'current' : undefined,
             detail:
               `${plan!.overrides} override${plan!.overrides === 1 ? '' : 's'}, ${plan!.matrices} matrices` +
-              (set ? `; its defaults set ${set}` : ''),
+              (set ? `; its defaults set ${set}` : '') +
+              (plan!.calibration ? `; calibrated on ${describeCalibration(plan!.calibration)}` : ''),
           },
           {
             label: '$(circle-slash) Run without the plan',
@@ -244,8 +269,13 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
         back,
       );
       if (typeof a === 'string') format = a as ExportFormat;
+    } else if (step === 'calibration') {
+      a = await askCalibration(title, calibration, back);
+      if (a && a !== BACK) calibration = a === NONE ? undefined : (a as CalibrationParams);
+      else if (a === '') continue; // the file dialog was dismissed: the same step again
     } else {
-      const suggested = out ?? defaultOutFolder(ctx.checkpoint, s);
+      const calibrated = !!calibration || !!(usePlan && plan!.calibration);
+      const suggested = out ?? defaultOutFolder(ctx.checkpoint, s, calibrated);
       a = await pick<string>(
         title,
         'Output folder (model, loftq_init/ adapter, loftq-report.json)',
@@ -272,5 +302,69 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
     if (a === BACK) i = Math.max(0, i - 1);
     else i++;
   }
-  return { settings: s, plan: usePlan ? plan!.file : undefined, out: out!, format };
+  return {
+    settings: s,
+    plan: usePlan ? plan!.file : undefined,
+    out: out!,
+    format,
+    ...(calibration ? { calibration } : {}),
+  };
+}
+
+const NONE = Symbol('no calibration');
+
+/** The calibration step: none, sample from the model (the default sizes, or typed N,LEN), or a file.
+ *  Resolves with the choice, NONE, BACK, '' (the file dialog was dismissed) or undefined. */
+async function askCalibration(
+  title: string,
+  current: CalibrationParams | undefined,
+  back: boolean,
+): Promise<Answer<CalibrationParams | typeof NONE | ''>> {
+  type V = CalibrationParams | typeof NONE | 'file';
+  const sample = { generate: { ...SAMPLE_SIZES } };
+  const sampled = current?.generate ? current : sample;
+  const items: Item<V>[] = [
+    {
+      label: '$(circle-slash) None',
+      value: NONE,
+      detail: 'plain LoftQ: each adapter fits the weight error ‖W − Q − AB‖',
+      description: current ? undefined : 'current',
+    },
+    {
+      label: `$(sparkle) Sample from the model: ${sampled.generate!.sequences} × ${sampled.generate!.length} tokens`,
+      value: sampled,
+      detail:
+        `${describeCalibration(sampled)}; each adapter fits the layer's outputs on them ` +
+        '(type N,LEN for other sizes)',
+      description: current?.generate ? 'current' : undefined,
+    },
+    {
+      label: '$(file) Choose a file…',
+      value: 'file',
+      detail:
+        'token ids (.json), text (.txt, tokenized with tokenizer.json) or a llama.cpp importance matrix (.gguf, .dat)',
+      description: current && !current.generate ? `current: ${describeCalibration(current)}` : undefined,
+    },
+  ];
+  const first = current ? (current.generate ? 1 : 2) : 0;
+  const ordered = [items[first], ...items.filter((_, i) => i !== first)];
+  const a = await pick<V>(
+    title,
+    'Calibration: fit the adapters to real inputs (lower output error), or not',
+    ordered,
+    back,
+    (text) => {
+      const sizes = parseSampleSizes(text);
+      return typeof sizes === 'string' ? `Type ${sizes} sampled from the model` : { generate: sizes };
+    },
+  );
+  if (a !== 'file') return a as Answer<CalibrationParams | typeof NONE>;
+  const chosen = await vscode.window.showOpenDialog({
+    canSelectFiles: true,
+    canSelectFolders: false,
+    canSelectMany: false,
+    filters: { 'Calibration data': ['json', 'txt', 'gguf', 'dat', 'imatrix'], 'All files': ['*'] },
+    openLabel: 'Calibrate with this file',
+  });
+  return chosen?.[0] ? (calibrationOfFile(chosen[0].fsPath) as CalibrationParams) : '';
 }

@@ -72,17 +72,23 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     page = wb.page;
   });
 
-  /** Right-click → Quantize with LoftQ, answering the five questions (defaults for the rest). */
-  const quantizeFromExplorer = async (relPath: string, a: { bits: string; rank: string; iters: string }) => {
+  /** Right-click → Quantize with LoftQ, answering the questions (defaults for the rest). */
+  const quantizeFromExplorer = async (
+    relPath: string,
+    a: { bits: string; rank: string; iters: string; calibration?: string },
+  ) => {
     await contextMenu(page, relPath, 'Quantize with LoftQ');
     // The quantizer first (it decides the widths and formats offered), then bits, rank,
-    // iterations, the output format and the folder.
-    await answerQuickInput(page, /^Quantize \S+ with LoftQ \(1\/6\)$/);
-    await answerQuickInput(page, /\(2\/6\)/, a.bits);
-    await answerQuickInput(page, /\(3\/6\)/, a.rank);
-    await answerQuickInput(page, /\(4\/6\)/, a.iters);
-    await answerQuickInput(page, /\(5\/6\)/);
-    await answerQuickInput(page, /\(6\/6\)/);
+    // iterations, the output format, calibration (where the model has a config.json to run)
+    // and the folder.
+    const n = relPath.startsWith('slow/') ? 6 : 7;
+    await answerQuickInput(page, new RegExp(`^Quantize \\S+ with LoftQ \\(1/${n}\\)$`));
+    await answerQuickInput(page, new RegExp(`\\(2/${n}\\)`), a.bits);
+    await answerQuickInput(page, new RegExp(`\\(3/${n}\\)`), a.rank);
+    await answerQuickInput(page, new RegExp(`\\(4/${n}\\)`), a.iters);
+    await answerQuickInput(page, new RegExp(`\\(5/${n}\\)`));
+    if (n === 7) await answerQuickInput(page, /\(6\/7\)/, a.calibration ?? '');
+    await answerQuickInput(page, new RegExp(`\\(${n}/${n}\\)`));
   };
 
   // A failing step leaves a screenshot of the workbench behind for diagnosis.

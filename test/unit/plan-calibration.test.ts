@@ -11,7 +11,7 @@ import { calibrationArgs, describeCalibration, resolveCalibration } from '../../
 import { parseArgs } from '../../server/src/cli/args';
 import { CALIBRATION_OPTIONS, calibrationFrom } from '../../server/src/cli/calibrationOptions';
 import type { CalibrationParams } from '../../server/src/protocol/lsp_ext';
-import { CALIBRATION_SPECS } from '../../server/src/registry';
+import { CALIBRATION_SPECS, calibrationOfFile, heldOutSeed, parseSampleSizes } from '../../server/src/registry';
 import { fixture, repoRoot, tempDir } from '../helpers';
 
 const plan = (calibration: unknown) => JSON.stringify({ checkpoint: './model.safetensors', calibration });
@@ -193,4 +193,21 @@ test("loftq quantize --plan: the plan's calibration block calibrates the run (fi
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr.trim(), /loftq\.json.*calibration\.generate\.sequences: 'sequences' must be an integer ≥ 1/);
   assert.equal(fs.existsSync(path.join(dir, 'o2')), false);
+});
+
+test("the wizard's words: N,LEN sizes within the sampler's ranges, files by extension, held-out seeds", () => {
+  assert.deepEqual(parseSampleSizes('32,256'), { sequences: 32, length: 256 });
+  assert.deepEqual(parseSampleSizes(' 8 × 64 '), { sequences: 8, length: 64 });
+  assert.equal(parseSampleSizes('0,64'), 'N,LEN: 1–4096 sequences of 2–32768 tokens');
+  assert.equal(parseSampleSizes('8,1'), 'N,LEN: 1–4096 sequences of 2–32768 tokens');
+  assert.equal(typeof parseSampleSizes('lots'), 'string');
+  assert.deepEqual(calibrationOfFile('/d/model.gguf'), { imatrix: '/d/model.gguf' });
+  assert.deepEqual(calibrationOfFile('/d/imatrix.dat'), { imatrix: '/d/imatrix.dat' });
+  assert.deepEqual(calibrationOfFile('/d/ids.json'), { file: '/d/ids.json' });
+  assert.deepEqual(calibrationOfFile('/d/book.txt'), { file: '/d/book.txt' });
+  assert.equal(heldOutSeed(undefined), 1);
+  assert.equal(heldOutSeed(0), 1);
+  assert.equal(heldOutSeed(41), 42);
+  assert.equal(heldOutSeed(0xffffffff), 0, 'wraps within the seed range');
+  assert.notEqual(heldOutSeed(7), 7);
 });

@@ -106,31 +106,4 @@ export function resolveCalibration(planFile: string, c: CalibrationParams): Cali
   };
 }
 
-/** `loftq quantize`'s options that mean the same calibration (paths as given). */
-export function calibrationArgs(c: CalibrationParams): string[] {
-  const args: string[] = [];
-  if (c.file !== undefined) args.push('--calib', c.file);
-  if (c.generate) {
-    args.push('--calib-generate', `${c.generate.sequences},${c.generate.length}`);
-    if (c.generate.seed !== undefined) args.push('--calib-seed', String(c.generate.seed));
-  }
-  if (c.imatrix !== undefined) args.push('--imatrix', c.imatrix);
-  if (c.ridge !== undefined) args.push('--calib-ridge', String(c.ridge));
-  if (c.products !== undefined) args.push('--calib-products', c.products);
-  return args;
-}
-
-/** One line a person reads: "16 sequences × 128 tokens sampled from the model (seed 0)". */
-export function describeCalibration(c: CalibrationParams): string {
-  const source = c.generate
-    ? `${c.generate.sequences} sequences × ${c.generate.length} tokens sampled from the model ` +
-      `(seed ${c.generate.seed ?? CALIBRATION_SPECS.generateSeed.default})`
-    : c.imatrix !== undefined
-      ? `importance matrix ${path.basename(c.imatrix)}`
-      : `tokens of ${path.basename(c.file ?? '')}`;
-  const extra = [
-    c.ridge !== undefined ? `ridge ${c.ridge}` : '',
-    c.products !== undefined ? `${c.products} products` : '',
-  ].filter(Boolean);
-  return extra.length ? `${source}, ${extra.join(', ')}` : source;
-}
+export { calibrationArgs, describeCalibration } from '../registry';

@@ -8,4 +8,4 @@ export * from './formats';
 export * from './settings';
 export * from './ranks';
 export * from './bytes';
-export * from './eval';
+export * from './calibration';
