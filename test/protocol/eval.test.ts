@@ -96,3 +96,41 @@ test("loftq/eval: the CLI's figures, progress per pass, a responsive server, can
     );
   });
 });
+
+test('loftq/eval without tokens: held-out tokens sampled from the original, seed after the calibration', async () => {
+  const w = await evalWorkspace();
+  await withServer(w.root, async (c) => {
+    const r = (await c.conn.sendRequest(Methods.eval, {
+      original: w.ckptDir,
+      out: w.out,
+      generate: { sequences: 2, length: 16 },
+      backend: 'wasm',
+      workDoneToken: 'held',
+    })) as EvalResult;
+    // The run sampled nothing for calibration: the held-out sampler takes seed 1 (calibration's default is 0).
+    assert.deepEqual(r.model.generated, { sequences: 2, length: 16, seed: 1 });
+    assert.equal(r.model.tokens, 32);
+    const messages = c.progress
+      .filter((p) => p.token === 'held' && p.value.kind === 'report')
+      .map((p) => p.value.message);
+    assert.ok(
+      messages.some((m) => /^sampling held-out tokens \d+\/\d+$/.test(m)),
+      messages.join('; '),
+    );
+    assert.ok(messages.includes('qlora 5/5 layers'), messages.join('; '));
+    await assert.rejects(
+      c.conn.sendRequest(Methods.eval, { original: w.ckptDir, out: w.out, generate: { sequences: 0, length: 16 } }),
+      (e: { code: number; message: string }) =>
+        e.code === -32602 && /'generate\.sequences' must be an integer ≥ 1/.test(e.message),
+    );
+    await assert.rejects(
+      c.conn.sendRequest(Methods.eval, {
+        original: w.ckptDir,
+        out: w.out,
+        tokens: w.tokens,
+        generate: { sequences: 2, length: 8 },
+      }),
+      /not both/,
+    );
+  });
+});

@@ -85,6 +85,33 @@ test('bad token files: one line naming the file, exit 2, the report untouched', 
   oneLineError(run('eval', STORIES, '--tokens', TOKENS), /eval takes ORIGINAL and OUTDIR/);
 });
 
+test("--generate N,LEN: held-out tokens sampled from ORIGINAL with the seed after the calibration's", async () => {
+  const out = tempDir();
+  const settings = { bits: 4, rank: 8, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
+  await quantizeCheckpoint(STORIES, { out, workers: 'in-thread', settings });
+  // The run's calibration sampled with seed 5 (only its seed matters to eval): held-out seed 6.
+  const reportFile = path.join(out, 'loftq-report.json');
+  const report = JSON.parse(fs.readFileSync(reportFile, 'utf8'));
+  report.calibration = { source: 'generated', sequences: 4, tokens: 64, fullStatMaxDim: 8192, ridge: 0.01, seed: 5 };
+  fs.writeFileSync(reportFile, JSON.stringify(report));
+  const r = run('eval', STORIES, out, '--generate', '3,24', '--json', '--quiet');
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.deepEqual(j.generated, { sequences: 3, length: 24, seed: 6 });
+  assert.equal(j.tokensFile, undefined);
+  assert.equal([j.sequences, j.tokens].join(), '3,72');
+  assert.deepEqual(JSON.parse(fs.readFileSync(reportFile, 'utf8')).model, j);
+  // The same seed gives the same tokens, so the same figures; --seed picks another.
+  const again = JSON.parse(run('eval', STORIES, out, '--generate', '3,24', '--seed', '6', '--json', '-q').stdout);
+  assert.deepEqual(again, j);
+  const other = run('eval', STORIES, out, '--generate', '3,24', '--seed', '9', '--no-report-update', '-q');
+  assert.equal(other.status, 0, other.stderr);
+  assert.match(other.stdout, /^3 sequences, 72 tokens sampled from the original \(held-out, seed 9\)/);
+  oneLineError(run('eval', STORIES, out, '--generate', '0,24'), /'--generate' takes N,LEN: 1–4096 sequences/);
+  oneLineError(run('eval', STORIES, out, '--generate', '2,8', '--tokens', TOKENS), /not both/);
+  oneLineError(run('eval', STORIES, out, '--tokens', TOKENS, '--seed', '3'), /'--seed' goes with --generate/);
+});
+
 test('a folder not produced from ORIGINAL, or not a quantize output at all, is refused in one line', async () => {
   const tiny = tempDir(),
     tinyOut = tempDir();

@@ -10,8 +10,25 @@ import type { BackendChoice, EvalParams, EvalResult } from '../protocol/lsp_ext'
 import { CancellableJobs } from './cancellableJobs';
 import { toPath } from './runs';
 import { requireInsideWorkspace } from './workspaceConfine';
+import { EVAL_SPECS, valueProblem } from '../registry';
 
 const invalid = (message: string) => new ResponseError(ErrorCodes.InvalidParams, message);
+
+/** The progress bar's share (percent) of sampling held-out tokens. */
+const SAMPLE_SHARE = 20;
+
+/** EvalParams.generate checked against the registry (absent: its default sizes); the seed stays
+ *  unset unless given, so runEval picks the one after the calibration's. */
+function heldOutSizes(g: EvalParams['generate']): NonNullable<EvalParams['generate']> {
+  if (g === undefined) return { sequences: EVAL_SPECS.sequences.default, length: EVAL_SPECS.length.default };
+  if (g === null || typeof g !== 'object') throw invalid("'generate' must be { sequences, length, seed? }");
+  for (const k of ['sequences', 'length', 'seed'] as const) {
+    if (k === 'seed' && g.seed === undefined) continue;
+    const bad = valueProblem(EVAL_SPECS[k], g[k]);
+    if (bad) throw invalid(`'generate.${k}' must be ${bad}, got ${JSON.stringify(g[k])}`);
+  }
+  return { sequences: g.sequences, length: g.length, ...(g.seed !== undefined ? { seed: g.seed } : {}) };
+}
 
 export class EvalRequests {
   private readonly jobs: CancellableJobs;
@@ -41,10 +58,16 @@ export class EvalRequests {
   }
 
   async eval(params: EvalParams, token: CancellationToken): Promise<EvalResult> {
-    for (const k of ['original', 'out', 'tokens'] as const) {
+    for (const k of ['original', 'out'] as const) {
       if (typeof params?.[k] !== 'string' || !params[k]) throw invalid(`'${k}' must be a path`);
     }
-    const [original, out, tokens] = [toPath(params.original), toPath(params.out), toPath(params.tokens)];
+    if (params.tokens !== undefined && (typeof params.tokens !== 'string' || !params.tokens))
+      throw invalid("'tokens' must be a path");
+    if (params.tokens !== undefined && params.generate !== undefined)
+      throw invalid("give 'tokens' (a file) or 'generate' (held-out tokens sampled from the model), not both");
+    const generate = params.tokens === undefined ? heldOutSizes(params.generate) : undefined;
+    const [original, out] = [toPath(params.original), toPath(params.out)];
+    const tokens = params.tokens === undefined ? undefined : toPath(params.tokens);
     const roots = this.workspaceRoots();
     await requireInsideWorkspace([original, out, tokens], roots, params.confirmedOutsideWorkspace, 'an evaluation');
     const job = {
@@ -54,24 +77,32 @@ export class EvalRequests {
       cancelled: 'evaluation cancelled; the report was not changed',
     };
     return this.jobs.run(out, job, async ({ signal, begin }) => {
-      const progress = await begin('LoftQ eval', 'original model');
+      const progress = await begin('LoftQ eval', generate ? 'sampling held-out tokens' : 'original model');
+      // Sampling held-out tokens takes the first SAMPLE_SHARE of the bar, the three passes the rest.
+      const base = generate ? SAMPLE_SHARE : 0;
       const { result, reportFile } = await evalOnThread(
         {
           original,
           out,
-          tokens,
+          ...(tokens !== undefined ? { tokens } : {}),
+          ...(generate ? { generate } : {}),
           updateReport: params.updateReport !== false,
           backend: params.backend ?? (await this.backendFor(params.out)),
         },
         {
           signal,
+          onSample: (step, steps) =>
+            progress?.report(
+              Math.floor((SAMPLE_SHARE * step) / Math.max(1, steps)),
+              `sampling held-out tokens ${step}/${steps}`,
+            ),
           onProgress: (p) => {
             // Three forward passes (original, LoftQ init, QLoRA init) per chunk of sequences.
             const pass = ['original', 'loftq', 'qlora'].indexOf(p.variant);
             const done = ((p.chunk * 3 + pass) * p.layers + p.layer) / (3 * p.chunks * p.layers);
             const chunk = p.chunks > 1 ? `, chunk ${p.chunk + 1}/${p.chunks}` : '';
             progress?.report(
-              Math.min(100, Math.floor(100 * done)),
+              Math.min(100, Math.floor(base + (100 - base) * done)),
               `${p.variant} ${p.layer}/${p.layers} layers${chunk}`,
             );
           },

@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint, readRegularFile, writeFileAtomic } from '../checkpoint';
-import { InputError, throwIfAborted } from '../base/errors';
+import { InputError, throwIfAborted, UsageError } from '../base/errors';
 import { lockOutput } from '../base/lock';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelEval } from '../protocol/lsp_ext';
@@ -14,9 +14,17 @@ import { openLoftqOutput } from './adapters';
 import { readCalibrationTokens } from './calibTokens';
 import { readModelConfig } from './config';
 import { EvalProgress, evaluateOutput, EvaluateResult } from './evaluate';
+import { generateSequences } from './generate';
+import { heldOutSeed } from '../registry';
 
 export interface EvalRunOptions {
-  tokensFile: string;
+  /** Token ids (JSON) or a .txt; or, without it, `generate`. */
+  tokensFile?: string;
+  /** Held-out tokens sampled from ORIGINAL (generate.ts); the seed defaults to heldOutSeed of the
+   *  report's calibration seed, so the evaluation never runs on the calibration's own tokens. */
+  generate?: { sequences: number; length: number; seed?: number };
+  /** Sampling progress (held-out tokens), step of steps. */
+  onSample?(step: number, steps: number): void;
   backend: MatmulBackend;
   /** Write the result into OUTDIR/loftq-report.json (default true). */
   updateReport?: boolean;
@@ -40,8 +48,13 @@ export function modelEvalBlock(r: EvaluateResult): ModelEval {
 export async function runEval(originalPath: string, outDir: string, opts: EvalRunOptions): Promise<EvalRunResult> {
   const original = await openCheckpoint(originalPath);
   const c = await readModelConfig(original.folder);
+  if ((opts.tokensFile === undefined) === (opts.generate === undefined))
+    throw new UsageError('eval takes one token source: a token file or held-out tokens sampled from the model');
   // Token problems (empty, not ids, outside the vocabulary) are found before any weight is read.
-  const tokens = await readCalibrationTokens(opts.tokensFile, original.folder, c, opts.signal);
+  const tokens =
+    opts.tokensFile !== undefined
+      ? await readCalibrationTokens(opts.tokensFile, original.folder, c, opts.signal)
+      : undefined;
   const dir = path.resolve(outDir);
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) {
@@ -50,13 +63,29 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   const unlock = await lockOutput(dir);
   try {
     const out = await openLoftqOutput(dir, original, c);
-    const result = await evaluateOutput(original, c, out, tokens.sequences, {
+    let sequences = tokens?.sequences;
+    let generated: ModelEval['generated'];
+    if (!sequences) {
+      const g = opts.generate!;
+      const seed = g.seed ?? heldOutSeed(out.report.calibration?.seed);
+      sequences = await generateSequences(original, c, {
+        sequences: g.sequences,
+        length: g.length,
+        seed,
+        backend: opts.backend,
+        signal: opts.signal,
+        onStep: opts.onSample,
+      });
+      generated = { sequences: g.sequences, length: g.length, seed };
+    }
+    const result = await evaluateOutput(original, c, out, sequences, {
       backend: opts.backend,
       signal: opts.signal,
       onProgress: opts.onProgress,
       maxHeldLogits: opts.maxHeldLogits,
-      tokensFile: path.resolve(opts.tokensFile),
+      ...(opts.tokensFile !== undefined ? { tokensFile: path.resolve(opts.tokensFile) } : {}),
     });
+    if (generated) result.generated = generated;
     if (opts.updateReport === false) return { result };
     throwIfAborted(opts.signal);
     // Re-read as plain JSON so that every field the report has (including ones this build does

@@ -13,7 +13,9 @@ import type { EvalRunResult } from './evalRun';
 export interface EvalThreadInput {
   original: string;
   out: string;
-  tokens: string;
+  /** A token file, or `generate` (held-out tokens sampled from the original; runEval's options). */
+  tokens?: string;
+  generate?: { sequences: number; length: number; seed?: number };
   backend: BackendChoice;
   updateReport: boolean;
 }
@@ -21,12 +23,15 @@ export interface EvalThreadInput {
 export type ToEvalThread = { type: 'cancel' };
 export type FromEvalThread =
   | { type: 'progress'; progress: EvalProgress }
+  | { type: 'sample'; step: number; steps: number }
   | { type: 'done'; result: EvaluateResult; reportFile?: string }
   | { type: 'failed'; error: SerializedError };
 
 export interface EvalThreadOptions {
   signal?: AbortSignal;
   onProgress?(p: EvalProgress): void;
+  /** Held-out tokens being sampled: step of steps. */
+  onSample?(step: number, steps: number): void;
 }
 
 export function evalOnThread(input: EvalThreadInput, opts: EvalThreadOptions): Promise<EvalRunResult> {
@@ -38,6 +43,7 @@ export function evalOnThread(input: EvalThreadInput, opts: EvalThreadOptions): P
     let settled = false;
     worker.on('message', (m: FromEvalThread) => {
       if (m.type === 'progress') opts.onProgress?.(m.progress);
+      else if (m.type === 'sample') opts.onSample?.(m.step, m.steps);
       else if (m.type === 'done') {
         settled = true;
         resolve({ result: m.result, reportFile: m.reportFile });

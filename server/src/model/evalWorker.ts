@@ -21,7 +21,9 @@ port.on('message', (m: ToEvalThread) => {
   try {
     const backend = await createBackend(input.backend);
     const { result, reportFile } = await runEval(input.original, input.out, {
-      tokensFile: input.tokens,
+      ...(input.tokens !== undefined ? { tokensFile: input.tokens } : {}),
+      ...(input.generate ? { generate: input.generate } : {}),
+      onSample: (step, steps) => send({ type: 'sample', step, steps }),
       backend,
       updateReport: input.updateReport,
       signal: ac.signal,

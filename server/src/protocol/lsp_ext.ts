@@ -121,6 +121,8 @@ export interface ModelSideEval {
 
 export interface ModelEval {
   tokensFile?: string;
+  /** Held-out tokens sampled from the original model (no tokensFile): sizes and the sampler's seed. */
+  generated?: { sequences: number; length: number; seed: number };
   sequences: number;
   tokens: number;
   original: { ppl: number };
@@ -355,7 +357,11 @@ export interface EvalParams {
   /** The output folder of a quantize run. */
   out: string;
   /** JSON array of token-id sequences, or a .txt file tokenized with the original's tokenizer.json. */
-  tokens: string;
+  tokens?: string;
+  /** Held-out tokens sampled from the original model instead of a file (`loftq eval --generate N,LEN`).
+   *  The seed defaults to the report's calibration seed + 1 (registry heldOutSeed), never the calibration's.
+   *  Neither `tokens` nor `generate`: the registry's EVAL_SPECS sizes, sampled so. */
+  generate?: { sequences: number; length: number; seed?: number };
   backend?: BackendChoice;
   /** Record the result as the `model` block of OUT/loftq-report.json (default true). */
   updateReport?: boolean;

@@ -6,17 +6,20 @@ import { UsageError } from '../../base/errors';
 import { createBackend } from '../../linalg/backend';
 import type { EvalProgress } from '../../model/evaluate';
 import { runEval } from '../../model/evalRun';
-import type { ModelSideEval } from '../../protocol/lsp_ext';
+import type { ModelEval, ModelSideEval } from '../../protocol/lsp_ext';
 import { parseArgs } from '../args';
 import type { Command } from '../commands';
 import { backendOption, interruptSignal } from '../settingsOptions';
-import { BACKEND_CHOICES, RUN_SETTING_SPECS } from '../../registry';
+import { BACKEND_CHOICES, EVAL_SPECS, parseSampleSizes, RUN_SETTING_SPECS, valueProblem } from '../../registry';
 
-const HELP = `usage: loftq eval ORIGINAL OUTDIR --tokens FILE [options]
+const HELP = `usage: loftq eval ORIGINAL OUTDIR (--tokens FILE | --generate N,LEN) [options]
   ORIGINAL               the checkpoint that was quantized (folder with config.json)
   OUTDIR                 the --out folder of loftq quantize (backbone, loftq_init/, loftq-report.json)
   --tokens FILE          JSON array of token-id sequences ([[1, 403, …], …]; each ≥ 2 tokens),
                          or a .txt file tokenized with ORIGINAL's tokenizer.json
+  --generate N,LEN       held-out tokens: N sequences of LEN sampled from ORIGINAL (as --calib-generate),
+                         with --seed S, by default the seed after the calibration's (never the same tokens)
+  --seed S               the --generate sampler's seed
   --json                 print the result as JSON on stdout
   --no-report-update     do not record the result in OUTDIR/loftq-report.json
   --backend ${BACKEND_CHOICES.join('|')} (default ${RUN_SETTING_SPECS.backend.default})
@@ -60,11 +63,32 @@ function table(original: { ppl: number }, sides: [string, ModelSideEval][]): str
   return rows.map((r) => r.map(cell).join('  ')).join('\n');
 }
 
+/** `--generate N,LEN [--seed S]`, checked against the registry; undefined without --generate. */
+function generateOption(o: Record<string, unknown>): { sequences: number; length: number; seed?: number } | undefined {
+  if (o.generate === undefined) {
+    if (o.seed !== undefined) throw new UsageError("option '--seed' goes with --generate");
+    return undefined;
+  }
+  const sizes = parseSampleSizes(String(o.generate));
+  if (typeof sizes === 'string') throw new UsageError(`option '--generate' takes ${sizes}, got '${o.generate}'`);
+  if (o.seed === undefined) return sizes;
+  const bad = valueProblem(EVAL_SPECS.seed, o.seed);
+  if (bad) throw new UsageError(`option '--seed' must be ${bad}, got ${o.seed}`);
+  return { ...sizes, seed: o.seed as number };
+}
+
+function tokensFrom(r: ModelEval): string {
+  if (!r.generated) return `from ${r.tokensFile}`;
+  return `sampled from the original (held-out, seed ${r.generated.seed})`;
+}
+
 export const evalCommand: Command = {
   summary: 'KL, top-1 and perplexity of the LoftQ and QLoRA inits against the original model',
   async run(argv) {
     const { positional, options: o } = parseArgs(argv, {
       tokens: { type: 'string' },
+      generate: { type: 'string' },
+      seed: { type: 'number' },
       json: { type: 'boolean' },
       'no-report-update': { type: 'boolean' },
       backend: { type: 'string', default: RUN_SETTING_SPECS.backend.default as string },
@@ -76,11 +100,17 @@ export const evalCommand: Command = {
       return 0;
     }
     if (positional.length !== 2) throw new UsageError('eval takes ORIGINAL and OUTDIR; see loftq eval --help');
-    if (!o.tokens) throw new UsageError("option '--tokens FILE' is required");
+    const generate = generateOption(o);
+    if (!o.tokens && !generate)
+      throw new UsageError(
+        "option '--tokens FILE' is required (or '--generate N,LEN': held-out tokens sampled from ORIGINAL)",
+      );
+    if (o.tokens && generate) throw new UsageError("give '--tokens FILE' or '--generate N,LEN', not both");
     const backend = await createBackend(backendOption(o));
     const progress = progressLine(process.stderr, !!o.quiet);
     const { result: r, reportFile } = await runEval(positional[0], positional[1], {
-      tokensFile: o.tokens as string,
+      ...(o.tokens ? { tokensFile: o.tokens as string } : {}),
+      ...(generate ? { generate } : {}),
       backend,
       updateReport: !o['no-report-update'],
       signal: interruptSignal(),
@@ -94,7 +124,7 @@ export const evalCommand: Command = {
     }
     process.stdout.write(
       [
-        `${r.sequences} sequences, ${r.tokens} tokens from ${r.tokensFile}; ${backend.name}, ${r.seconds.toFixed(1)} s`,
+        `${r.sequences} sequences, ${r.tokens} tokens ${tokensFrom(r)}; ${backend.name}, ${r.seconds.toFixed(1)} s`,
         table(r.original, [
           ['loftq', r.loftq],
           ['qlora', r.qlora],
