@@ -12,8 +12,8 @@ import * as path from 'node:path';
 import { parseArgs } from '../server/src/cli/args';
 import type { BackendChoice } from '../server/src/protocol/lsp_ext';
 import { llmLike, seedFrom } from '../server/src/tools/synth';
-import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases } from './cases';
-import { gemmPeak, runEngineMedian, startBackend } from './engine';
+import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases, sameSettings } from './cases';
+import { gemmPeak, runEngineInterleaved, startBackend } from './engine';
 import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } from './forward';
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
 import { createCollectionBackend } from '../server/src/model/collect';
@@ -101,32 +101,54 @@ async function main(argv: string[]): Promise<number> {
         `ours: median of ${repeat} run${repeat > 1 ? 's' : ''} per case`,
     );
     console.log(headerLine());
+    // An HQQ case and its NF twin run interleaved (see runEngineInterleaved), then each is
+    // compared with its reference.
+    const pending: [BenchCase, Float32Array][] = [];
+    const twins = (a: BenchCase, b?: BenchCase) => !!b && a.quantizer !== b.quantizer && sameSettings(a, b);
     for (const [c, w] of withMatrices(cases)) {
-      const ours = await runEngineMedian(c, w, backend, repeat);
-      let r: RefResult | undefined;
-      let missing: string | undefined;
-      if (!o['no-ref']) {
-        r = ref.cached(c, w);
-        if (!r && py.ok) {
-          try {
-            r = await ref.run(c, w, o['ref-timeout'] as number);
-          } catch (e) {
-            missing = (e as Error).message.slice(0, 40);
-          }
-        }
-        if (!r && !missing) missing = 'no python';
-      }
-      const row = makeRow(c, ours, r, missing);
-      rows.push(row);
-      console.log(rowLine(row));
-      if (o.phases) {
-        const runs = ours.samples.length > 1 ? `; runs ${ours.samples.map((x) => x.toFixed(2)).join(', ')} s` : '';
-        console.log(`  ${phaseLine(ours.phases)}${runs}`);
-      }
+      pending.push([c, w]);
+      const next = cases[cases.indexOf(c) + 1];
+      if (pending.length === 1 && twins(c, next)) continue;
+      const group = pending.splice(0);
+      const results = await runEngineInterleaved(
+        group.map(([g]) => g),
+        w,
+        backend,
+        repeat,
+      );
+      for (let j = 0; j < group.length; j++) rows.push(await compareWithReference(group[j][0], w, results[j]));
     }
     for (const l of summaryLines(rows)) console.log(l);
     for (const l of gridPairLines(gridPairs(rows))) console.log(l);
     await (backend as { close?: () => Promise<void> }).close?.();
+  }
+
+  /** A case's reference figures (cached, or measured now) and its printed row. */
+  async function compareWithReference(
+    c: BenchCase,
+    w: Float32Array,
+    ours: Awaited<ReturnType<typeof runEngineInterleaved>>[number],
+  ): Promise<CaseRow> {
+    let r: RefResult | undefined;
+    let missing: string | undefined;
+    if (!o['no-ref']) {
+      r = ref.cached(c, w);
+      if (!r && py.ok) {
+        try {
+          r = await ref.run(c, w, o['ref-timeout'] as number);
+        } catch (e) {
+          missing = (e as Error).message.slice(0, 40);
+        }
+      }
+      if (!r && !missing) missing = 'no python';
+    }
+    const row = makeRow(c, ours, r, missing);
+    console.log(rowLine(row));
+    if (o.phases) {
+      const runs = ours.samples.length > 1 ? `; runs ${ours.samples.map((x) => x.toFixed(2)).join(', ')} s` : '';
+      console.log(`  ${phaseLine(ours.phases)}${runs}`);
+    }
+    return row;
   }
 
   let model: ModelRunResult | undefined;

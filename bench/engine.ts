@@ -81,8 +81,23 @@ export async function runEngineMedian(
   backend: MatmulBackend,
   repeat: number,
 ): Promise<EngineResult & { samples: number[] }> {
-  const runs: EngineResult[] = [];
-  for (let i = 0; i < repeat; i++) runs.push(await runEngine(c, w, backend));
-  const sorted = [...runs].sort((a, b) => a.seconds - b.seconds);
-  return { ...sorted[(sorted.length - 1) >> 1], samples: runs.map((r) => r.seconds) };
+  return (await runEngineInterleaved([c], w, backend, repeat))[0];
+}
+
+/** runEngineMedian of several cases on the same matrix, their runs interleaved (a b a b …):
+ *  cases compared with each other (HQQ's grid against NF's) then see the same neighbours'
+ *  load, rather than one of them a quiet minute and the other a busy one. */
+export async function runEngineInterleaved(
+  cases: BenchCase[],
+  w: Float32Array,
+  backend: MatmulBackend,
+  repeat: number,
+): Promise<(EngineResult & { samples: number[] })[]> {
+  const runs: EngineResult[][] = cases.map(() => []);
+  for (let i = 0; i < repeat; i++)
+    for (let j = 0; j < cases.length; j++) runs[j].push(await runEngine(cases[j], w, backend));
+  return runs.map((r) => {
+    const sorted = [...r].sort((a, b) => a.seconds - b.seconds);
+    return { ...sorted[(sorted.length - 1) >> 1], samples: r.map((x) => x.seconds) };
+  });
 }
