@@ -12,6 +12,9 @@ import { quantizeCheckpoint } from '../../server/src/engine/run';
 import { InputError } from '../../server/src/base/errors';
 import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
 import type { InputStats } from '../../server/src/model/stats';
+import { readCalibrationTokens } from '../../server/src/model/calibTokens';
+import { readModelConfig } from '../../server/src/model/config';
+import { TOKEN_LIMITS } from '../../server/src/registry';
 import { repoRoot, tempDir } from '../helpers';
 
 const CLI = path.join(repoRoot, 'dist', 'cli.js');
@@ -186,5 +189,74 @@ test('27.3 a tokenizer regex that backtracks for ever: a signal exits 130 at onc
   refusedLine(r, ['tokenizer.json', 'paragraph 2 of', 'story.txt'], /took longer than 5\.0 s to tokenize/, out);
   assert.ok(performance.now() - t0 < 15_000, `${performance.now() - t0} ms`);
   assert.ok(!fs.existsSync(out), 'no output folder');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** n pseudo-random ids inside stories260K's vocabulary (512). */
+function someIds(n: number, seed = 7): number[] {
+  let x = seed;
+  return Array.from({ length: n }, () => (x = (x * 1103515245 + 12345) % 2147483648) % 512);
+}
+
+test('27.4 JSON sequences are cut to the registry bound like .txt paragraphs; too many tokens refused', async () => {
+  const dir = tempDir();
+  const c = await readModelConfig(STORIES);
+  const max = TOKEN_LIMITS.sequence.max;
+  const long = path.join(dir, 'long.json');
+  fs.writeFileSync(long, JSON.stringify([someIds(200_000), someIds(max + 1, 3), someIds(5, 4)]));
+  const read = await readCalibrationTokens(long, STORIES, c);
+  // 200,000 = 97 × 2048 + 1344; 2049 leaves a last piece of one token, which has nothing to attend to.
+  assert.deepEqual(
+    read.sequences.map((q) => q.length),
+    [...Array(97).fill(max), 1344, max, 5],
+  );
+  assert.equal(read.tokens, 200_000 + max + 5);
+  assert.deepEqual(read.sequences.slice(0, 98).flat(), someIds(200_000));
+  // 10^7 ids: refused before any per-id work, in one line naming the file.
+  const big = path.join(dir, 'big.json');
+  fs.writeFileSync(
+    big,
+    `[${Array(10)
+      .fill(`[${Array(1_000_000).fill(5).join(',')}]`)
+      .join(',')}]`,
+  );
+  const out = path.join(dir, 'out');
+  const t0 = performance.now();
+  const r = run(['quantize', STORIES, '--out', out, ...FAST, '--calib', big]);
+  refusedLine(
+    r,
+    [big],
+    new RegExp(`holds 10000000 tokens; calibration and eval take at most ${TOKEN_LIMITS.total.max}`),
+    out,
+  );
+  assert.ok(performance.now() - t0 < 10_000, `${performance.now() - t0} ms`);
+  const e = run(['eval', STORIES, dir, '--tokens', big, '--quiet']);
+  refusedLine(e, [big], /holds 10000000 tokens/);
+  const g = run(['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4096,2048']);
+  refusedLine(g, [], /N × LEN tokens, at most 1048576; got 4096,2048/, out);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.4 long calibration, eval and sampling runs hear SIGTERM within a second or two, leaving nothing', async () => {
+  const dir = tempDir();
+  const long = path.join(dir, 'long.json');
+  fs.writeFileSync(long, JSON.stringify([someIds(200_000)]));
+  const done = path.join(dir, 'done');
+  const settings = { bits: 4, rank: 16, iters: 2, quantizer: 'nf' as const, blockSize: 64 };
+  await quantizeCheckpoint(STORIES, { out: done, workers: 'in-thread', settings });
+  const report = fs.readFileSync(path.join(done, 'loftq-report.json'));
+  const out = path.join(dir, 'out');
+  for (const [args, delay] of [
+    [['quantize', STORIES, '--out', out, ...FAST, '--calib', long], 2500],
+    [['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4,32768'], 2500],
+    [['eval', STORIES, done, '--tokens', long, '--quiet'], 2500],
+  ] as const) {
+    const r = await runAndSignal([...args], 'SIGTERM', delay);
+    assert.equal(r.code, 130, `${args.join(' ')}: exit ${r.code} ${r.signal} ${r.stderr}`);
+    assert.ok(r.ms < 2500, `${args[0]}: exited ${r.ms.toFixed(0)} ms after the signal`);
+    assert.ok(!fs.existsSync(out), `${args[0]}: no output folder, lock or journal left`);
+  }
+  assert.deepEqual(fs.readFileSync(path.join(done, 'loftq-report.json')), report, 'the report is as it was');
+  assert.ok(!fs.readdirSync(done).some((f) => f.startsWith('.')), `no lock or temp file: ${fs.readdirSync(done)}`);
   fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -27,3 +27,11 @@ export class CancelledError extends Error {
 export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new CancelledError();
 }
+
+/** Lets the event loop run (signal handlers, an LSP cancel, timers), then throws if `signal` was
+ *  aborted meanwhile. Long synchronous work (a forward pass, sampling) calls it between steps: an
+ *  abort flag is only ever set by an event, which a loop that never yields would never see. */
+export async function yieldAndCheck(signal?: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  throwIfAborted(signal);
+}

@@ -8,7 +8,7 @@ import type { Checkpoint, TensorInfo } from '../checkpoint';
 import type { InputStat, InputStats } from '../model/stats';
 import type { CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { DEFAULT_RIDGE } from '../loftq/calibrationMetric';
-import { CALIBRATION_SPECS, valueProblem } from '../registry';
+import { CALIBRATION_SPECS, TOKEN_LIMITS, valueProblem } from '../registry';
 import { statsCollector } from '../model/collector';
 import type { CollectOptions, OpenedCalibration, PreparedCalibration } from '../model/collector';
 import { InputError, UsageError } from '../base/errors';
@@ -52,6 +52,9 @@ export function checkCalibrationParams(p: CalibrationParams): void {
       const want = `(N ≤ ${n.max}, LEN ≤ ${len.max}) with N ≥ ${n.min} sequences of LEN ≥ ${len.min} tokens`;
       throw new UsageError(`--calib-generate takes N,LEN ${want}, got ${sequences},${length}`);
     }
+    const total = TOKEN_LIMITS.total.max;
+    if (sequences * length > total)
+      throw new UsageError(`--calib-generate N,LEN makes N × LEN tokens, at most ${total}; got ${sequences},${length}`);
     const seedProblem = p.generate.seed === undefined ? undefined : valueProblem(c.generateSeed, p.generate.seed);
     if (seedProblem) throw new UsageError(`the --calib-generate seed must be ${seedProblem}, got ${p.generate.seed}`);
   }

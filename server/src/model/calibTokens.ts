@@ -1,19 +1,24 @@
 // The token sequences of `--calib FILE`: a JSON array of id sequences (`[[1, 403, …], …]`), or a
 // `.txt` file tokenized with the checkpoint folder's tokenizer.json (tokenize.ts). Every problem
 // — empty file, not JSON, an id outside the vocabulary, a sequence too short, text without a
-// tokenizer, another model's tokenizer — is one InputError line naming the file.
+// tokenizer, another model's tokenizer, more tokens than TOKEN_LIMITS.total — is one InputError
+// line naming the file. A sequence longer than TOKEN_LIMITS.sequence is cut into pieces, JSON or
+// text alike (tokenize.ts's cutSequence).
 
 import * as path from 'node:path';
-import { CheckpointError } from '../checkpoint/errors';
+import { brief, CheckpointError } from '../checkpoint/errors';
 import { readRegularFile } from '../checkpoint/sidefile';
 import { InputError } from '../base/errors';
 import type { ModelConfig } from './config';
-import { checkTokenizerFits, loadTokenizer, tokenizeParagraphs } from './tokenize';
+import { checkTokenizerFits, cutSequence, loadTokenizer, tokenizeParagraphs } from './tokenize';
+import { TOKEN_LIMITS } from '../registry';
 
 /** 256 MB of JSON ids is tens of millions of tokens — far beyond a calibration set. */
 export const MAX_CALIB_FILE_BYTES = 256_000_000;
 /** A sequence needs a token to attend back to for its statistics to look like real use. */
-export const MIN_SEQUENCE_TOKENS = 2;
+export const MIN_SEQUENCE_TOKENS: number = TOKEN_LIMITS.sequence.min;
+/** Tokens of one file in all (the registry's TOKEN_LIMITS). */
+export const MAX_TOKENS: number = TOKEN_LIMITS.total.max;
 
 export interface CalibrationTokens {
   source: 'tokens' | 'text';
@@ -43,16 +48,30 @@ function idsFromJson(file: string, text: string): number[][] {
   if (!Array.isArray(j)) {
     throw new InputError(file, 'must be a JSON array of token-id sequences ([[1, 403, …], …])');
   }
-  return j.map((s, k) => {
+  let total = 0;
+  j.forEach((s, k) => {
     if (!Array.isArray(s)) throw new InputError(file, `sequence ${k} is not an array of token ids`);
+    total += s.length;
+  });
+  checkTotal(file, total);
+  for (let k = 0; k < j.length; k++) {
+    const s = j[k] as unknown[];
     for (let i = 0; i < s.length; i++) {
       if (typeof s[i] !== 'number' || !Number.isInteger(s[i])) {
-        const shown = JSON.stringify(s[i])?.slice(0, 40);
-        throw new InputError(file, `sequence ${k}, position ${i}: ${shown} is not an integer token id`);
+        const where = `sequence ${k}, position ${i}`;
+        throw new InputError(file, `${where}: ${brief(s[i])} is not an integer token id`);
       }
     }
-    return s as number[];
-  });
+  }
+  // Sequences are checked (length, vocabulary) as the file has them, then cut.
+  return j as number[][];
+}
+
+function checkTotal(file: string, total: number): void {
+  if (total > MAX_TOKENS) {
+    const why = `holds ${total} tokens; calibration and eval take at most ${MAX_TOKENS} (use a part of it)`;
+    throw new InputError(file, why);
+  }
 }
 
 /** Checks ids against the model: each sequence at least MIN_SEQUENCE_TOKENS long, ids in the vocabulary. */
@@ -101,8 +120,14 @@ export async function readCalibrationTokens(
     }
     checkTokenizerFits(tok, c.vocabSize, c.file);
     const sequences = await tokenizeParagraphs(tok, text, { source: file, signal });
+    checkTotal(
+      file,
+      sequences.reduce((a, q) => a + q.length, 0),
+    );
     return { source: 'text', sequences, tokens: checkSequences(file, sequences, c) };
   }
-  const sequences = idsFromJson(file, text);
-  return { source: 'tokens', sequences, tokens: checkSequences(file, sequences, c) };
+  const given = idsFromJson(file, text);
+  checkSequences(file, given, c);
+  const sequences = given.flatMap((q) => cutSequence(q));
+  return { source: 'tokens', sequences, tokens: sequences.reduce((a, q) => a + q.length, 0) };
 }

@@ -9,7 +9,7 @@
 // down_proj is 11008 wide and gets the diagonal), and bounds one statistic at 512 MiB.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../base/errors';
+import { yieldAndCheck } from '../base/errors';
 import * as os from 'node:os';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { createSplitBackend } from '../linalg/splitBackend';
@@ -167,7 +167,7 @@ export async function collectInputStatsWithInfo(
         if (dim <= maxFull) {
           const g = newG(dim);
           for (let t0 = 0; t0 < tokens; t0 += CHUNK_TOKENS) {
-            throwIfAborted(opts.signal);
+            await yieldAndCheck(opts.signal);
             const t1 = Math.min(tokens, t0 + CHUNK_TOKENS);
             // Native: the same bands and sums in the module, off the JavaScript loops.
             if (native) native.gramUpper(x, dim, t0, t1, g, bf16);

@@ -9,7 +9,7 @@
 import { NativeBackend } from '../linalg/nativeBackend';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
-import { throwIfAborted } from '../base/errors';
+import { yieldAndCheck } from '../base/errors';
 import { ScratchBuffers } from '../base/scratchBuffers';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
@@ -66,6 +66,9 @@ export interface ForwardResult {
   peakRssBytes: number;
   seconds: number;
 }
+
+/** Multiply-adds of the JavaScript attention between two turns of the event loop (≈ 0.1 s). */
+const ATTENTION_YIELD_WORK = 2 ** 27;
 
 /** Tracks the bytes the pass holds, to report its peak honestly. */
 class MemoryMeter {
@@ -219,6 +222,54 @@ function addBothInto(h: Float32Array, a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < h.length; i++) h[i] += Math.fround(a[i] + b[i]);
 }
 
+/** Every sequence's attention into `att`. It is quadratic in a sequence's length and
+ *  synchronous, so the event loop (signals, cancels) gets a turn after about
+ *  ATTENTION_YIELD_WORK multiply-adds: between runs of short sequences (natively: one call per
+ *  run), between heads of a long one. */
+async function attendAll(
+  c: ModelConfig,
+  shape: AttentionShape,
+  sequences: readonly (readonly number[])[],
+  starts: readonly number[],
+  qkv: Float32Array,
+  att: Float32Array,
+  native: NativeBackend | undefined,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const perHead = (len: number) => len * len * c.headDim;
+  if (native && nativeAttends(shape)) {
+    // Natively threads share the work: a run of sequences per call, 16× the JavaScript's work.
+    let run: { start: number; len: number; outRow: number }[] = [],
+      work = 0;
+    for (let k = 0; k <= sequences.length; k++) {
+      if (k === sequences.length || (run.length && work >= 16 * ATTENTION_YIELD_WORK)) {
+        if (run.length) native.attention(qkv, run, shape, att);
+        run = [];
+        work = 0;
+        if (k === sequences.length) break;
+        await yieldAndCheck(signal);
+      }
+      run.push({ start: starts[k], len: sequences[k].length, outRow: starts[k] });
+      work += perHead(sequences[k].length) * c.numHeads;
+    }
+    return;
+  }
+  let work = 0;
+  for (let k = 0; k < sequences.length; k++) {
+    const len = sequences[k].length;
+    const headsPerCall = Math.max(1, Math.floor(ATTENTION_YIELD_WORK / perHead(len)));
+    for (let h = 0; h < c.numHeads; h += headsPerCall) {
+      const h1 = Math.min(c.numHeads, h + headsPerCall);
+      attention(qkv, starts[k], len, shape, att, starts[k], h, h1);
+      work += perHead(len) * (h1 - h);
+      if (work >= ATTENTION_YIELD_WORK) {
+        work = 0;
+        await yieldAndCheck(signal);
+      }
+    }
+  }
+}
+
 /** Runs the decoder over `sequences` (token ids, each at least one token). */
 export async function runForward(
   ck: Checkpoint,
@@ -256,7 +307,7 @@ export async function runForward(
   const qkvOuts = L.qkv.map((s) => s.rows),
     upOuts = L.up.map((s) => s.rows);
   for (let layer = 0; layer < c.numLayers; layer++) {
-    throwIfAborted(signal);
+    await yieldAndCheck(signal);
     const w = await readLayer(ck, c, layer, hooks?.weight, layerBuffers);
     mem.hold(w.bytes);
     const attnShape = shapes[layer];
@@ -283,16 +334,9 @@ export async function runForward(
     // tokens of a 1.1B model. Both are written whole before they are read.
     const att = layerBuffers.f32('attention', tokens * qDim);
     mem.hold(att.byteLength);
-    if (native && nativeAttends(attnShape))
-      native.attention(
-        qkv,
-        sequences.map((s, k) => ({ start: starts[k], len: s.length, outRow: starts[k] })),
-        attnShape,
-        att,
-      );
-    else sequences.forEach((s, k) => attention(qkv, starts[k], s.length, attnShape, att, starts[k]));
+    await attendAll(c, attnShape, sequences, starts, qkv, att, native, signal);
     mem.free(qkv.byteLength);
-    throwIfAborted(signal);
+    await yieldAndCheck(signal);
     await hooks?.onInput?.(w.names.o, att, tokens, qDim);
     // Phi-2 keeps the attention's output while its MLP runs: a buffer of its own.
     const oOut = L.block === 'parallel' ? layerBuffers.f32('parallelAttention', tokens * H) : linearOut(H);
@@ -313,7 +357,7 @@ export async function runForward(
     if (native && L.gated && L.activation === 'silu') native.siluGate(gu, tokens, I, act);
     else activate(c, gu, tokens, act);
     mem.free(gu.byteLength);
-    throwIfAborted(signal);
+    await yieldAndCheck(signal);
     await hooks?.onInput?.(w.names.down, act, tokens, I);
     const down = await linearGroup(backend, act, tokens, I, [w.down], [H], [w.downBias], linearOut(H), bf16);
     mem.hold(down.byteLength);
@@ -327,7 +371,7 @@ export async function runForward(
     await opts.onLayer?.(layer + 1, c.numLayers);
   }
   if (opts.onLogits) {
-    throwIfAborted(signal);
+    await yieldAndCheck(signal);
     const final = await readNorm(ck, c, c.tensors.finalNorm);
     normInto(c, h, tokens, final.w, final.b, normed);
     const head = await readChecked(ck, c, headTensorName(ck, c), [c.vocabSize, H]);
@@ -337,7 +381,7 @@ export async function runForward(
     const held = await backend.hold(head, c.vocabSize, H);
     try {
       for (let k = 0; k < sequences.length; k++) {
-        throwIfAborted(signal);
+        await yieldAndCheck(signal);
         const len = sequences[k].length;
         const xt = new Float32Array(H * len);
         for (let i = 0; i < len; i++) for (let e = 0; e < H; e++) xt[e * len + i] = normed[(starts[k] + i) * H + e];

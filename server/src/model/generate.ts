@@ -14,7 +14,7 @@
 // streamed from the checkpoint again each step otherwise.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../base/errors';
+import { yieldAndCheck } from '../base/errors';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { activate, finishLogits, headTensorName, normInto, readHeadBias, scaleInPlace } from './forward';
@@ -226,7 +226,7 @@ export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: Ge
       if (c.embedScale !== undefined) scaleInPlace(h, c.embedScale);
       const positions = new Int32Array(n).fill(pos);
       for (let l = 0; l < c.numLayers; l++) {
-        throwIfAborted(signal);
+        await yieldAndCheck(signal);
         const hl = held[l] ?? (await holdLayer(backend, c, await readLayer(ck, c, l)));
         if (keepLayers) held[l] = hl;
         const w = hl.w;

@@ -118,6 +118,9 @@ export function attention(
   s: AttentionShape,
   out: Float32Array,
   outRow0: number,
+  /** Only heads [h0, h1) (a caller that yields between heads of a long sequence). */
+  h0 = 0,
+  h1 = s.heads,
 ): void {
   const { heads, kvHeads, headDim: d, stride } = s;
   const group = heads / kvHeads;
@@ -126,7 +129,7 @@ export function attention(
   const scores = new Float64Array(len);
   const acc = new Float64Array(d);
   const width = heads * d;
-  for (let h = 0; h < heads; h++) {
+  for (let h = h0; h < h1; h++) {
     const kvh = Math.floor(h / group);
     const qo = s.qOff + h * d,
       ko = s.kOff + kvh * d,

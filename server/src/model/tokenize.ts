@@ -5,7 +5,7 @@
 //
 // Text → sequences: each paragraph (text between blank lines) is one sequence, encoded with the
 // tokenizer's special tokens (a Llama tokenizer.json adds <s>); a paragraph longer than
-// MAX_TEXT_SEQUENCE tokens is cut into pieces of at most that length.
+// MAX_TEXT_SEQUENCE tokens is cut into pieces of at most that length (cutSequence).
 //
 // Encoding runs on a worker thread (tokenizeWorker.ts): a tokenizer's regexes are the file's, run
 // synchronously, and can backtrack for ever. The calling thread stays free: a cancel (Ctrl-C,
@@ -20,8 +20,22 @@ import { CheckpointError } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
 import { CancelledError, InputError } from '../base/errors';
 import { bundleScript } from '../base/bundleScript';
+import { TOKEN_LIMITS } from '../registry';
 
-export const MAX_TEXT_SEQUENCE = 2048;
+/** The registry's bound on one sequence (TOKEN_LIMITS), for text and JSON ids alike. */
+export const MAX_TEXT_SEQUENCE: number = TOKEN_LIMITS.sequence.max;
+
+/** `ids` in pieces of at most MAX_TEXT_SEQUENCE tokens. A last piece shorter than a sequence's
+ *  minimum (one token: nothing to attend back to, no next token to predict) is left out. */
+export function cutSequence(ids: ArrayLike<number>): number[][] {
+  if (ids.length <= MAX_TEXT_SEQUENCE) return [Array.from(ids)];
+  const out: number[][] = [];
+  for (let i = 0; i < ids.length; i += MAX_TEXT_SEQUENCE) {
+    const piece = Array.prototype.slice.call(ids, i, i + MAX_TEXT_SEQUENCE) as number[];
+    if (piece.length >= TOKEN_LIMITS.sequence.min) out.push(piece);
+  }
+  return out;
+}
 
 function parseJsonFile(file: string, bytes: Uint8Array): Record<string, unknown> {
   let j: unknown;
@@ -93,11 +107,7 @@ export async function tokenizeParagraphs(tok: TextTokenizer, text: string, opts:
     .map((p) => p.trim())
     .filter((p) => p !== '');
   const encoded = await encodeOnThread(tok, paragraphs, opts);
-  const out: number[][] = [];
-  for (const ids of encoded)
-    for (let i = 0; i < ids.length; i += MAX_TEXT_SEQUENCE)
-      out.push(Array.from(ids.subarray(i, i + MAX_TEXT_SEQUENCE)));
-  return out;
+  return encoded.flatMap((ids) => cutSequence(ids));
 }
 
 function encodeOnThread(tok: TextTokenizer, paragraphs: string[], opts: TokenizeOptions): Promise<Int32Array[]> {

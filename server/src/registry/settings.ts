@@ -125,6 +125,15 @@ export const CALIBRATION_SPECS = {
   },
 } as const satisfies Record<string, SettingSpec>;
 
+/** Token sets of calibration (`--calib`) and `loftq eval` (`--tokens`). The forward pass holds
+ *  every token's activations of a layer at once and attention is quadratic in a sequence's length:
+ *  a sequence longer than `sequence` tokens (a .txt paragraph, a JSON id list) is cut into pieces
+ *  of at most that many, and a set of more than `total` tokens in all is refused. */
+export const TOKEN_LIMITS = {
+  sequence: { min: 2, max: 2048 },
+  total: { max: 2 ** 20 },
+} as const;
+
 /** Why a value does not fit its spec: the words after "must be", e.g. `an integer ≥ 1`,
  *  `2, 3, 4 or 8`, `"nf" or "uniform"` (quoted: JSON strings in a plan file). */
 export function valueProblem(spec: SettingSpec, v: unknown, quote = false): string | undefined {
