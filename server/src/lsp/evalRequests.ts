@@ -10,7 +10,8 @@ import type { BackendChoice, EvalParams, EvalResult } from '../protocol/lsp_ext'
 import { CancellableJobs } from './cancellableJobs';
 import { toPath } from './runs';
 import { requireInsideWorkspace } from './workspaceConfine';
-import { EVAL_SPECS, valueProblem } from '../registry';
+import { EVAL_SPECS, RUN_SETTING_SPECS, valueProblem } from '../registry';
+import { brief } from '../checkpoint/errors';
 
 const invalid = (message: string) => new ResponseError(ErrorCodes.InvalidParams, message);
 
@@ -28,6 +29,20 @@ function heldOutSizes(g: EvalParams['generate']): NonNullable<EvalParams['genera
     if (bad) throw invalid(`'generate.${k}' must be ${bad}, got ${JSON.stringify(g[k])}`);
   }
   return { sequences: g.sequences, length: g.length, ...(g.seed !== undefined ? { seed: g.seed } : {}) };
+}
+
+/** The optional fields' types, checked like every other request's: a string "no" for
+ *  updateReport was taken as true and rewrote the report. */
+function checkTypedParams(params: EvalParams): void {
+  const o = params as unknown as Record<string, unknown>;
+  for (const k of ['updateReport', 'confirmedOutsideWorkspace'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'boolean')
+      throw invalid(`'${k}' must be true or false, got ${brief(o[k])}`);
+  const backend = valueProblem(RUN_SETTING_SPECS.backend, o.backend, true);
+  if (o.backend !== undefined && backend) throw invalid(`'backend' must be ${backend}, got ${brief(o.backend)}`);
+  const t = o.workDoneToken;
+  if (t !== undefined && typeof t !== 'string' && !(typeof t === 'number' && Number.isInteger(t)))
+    throw invalid(`'workDoneToken' must be a string or an integer, got ${brief(t)}`);
 }
 
 export class EvalRequests {
@@ -63,6 +78,7 @@ export class EvalRequests {
     }
     if (params.tokens !== undefined && (typeof params.tokens !== 'string' || !params.tokens))
       throw invalid("'tokens' must be a path");
+    checkTypedParams(params);
     if (params.tokens !== undefined && params.generate !== undefined)
       throw invalid("give 'tokens' (a file) or 'generate' (held-out tokens sampled from the model), not both");
     const generate = params.tokens === undefined ? heldOutSizes(params.generate) : undefined;
