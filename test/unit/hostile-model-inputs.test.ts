@@ -260,3 +260,65 @@ test('27.4 long calibration, eval and sampling runs hear SIGTERM within a second
   assert.ok(!fs.readdirSync(done).some((f) => f.startsWith('.')), `no lock or temp file: ${fs.readdirSync(done)}`);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** A GGUF imatrix whose metadata holds arrays of arrays `depth` deep, before general.type. */
+function deepGguf(file: string, depth: number): void {
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return b;
+  };
+  const u64 = (v: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return b;
+  };
+  const str = (t: string) => Buffer.concat([u64(Buffer.byteLength(t)), Buffer.from(t)]);
+  // An array value: element type and count; each element of an array of arrays is such a header.
+  const nested = Buffer.concat([...Array(depth).fill(Buffer.concat([u32(9), u64(1)])), u32(4), u64(0)]);
+  const kvs = [
+    Buffer.concat([str('x.deep'), u32(9), nested]),
+    Buffer.concat([str('general.type'), u32(8), str('imatrix')]),
+  ];
+  fs.writeFileSync(file, Buffer.concat([Buffer.from('GGUF'), u32(3), u64(0), u64(kvs.length), ...kvs]));
+}
+
+test('27.7 deeply nested token JSON, GGUF arrays and tokenizer.json: exit 2 naming the file, no stack overflow', () => {
+  const dir = tempDir();
+  const out = path.join(dir, 'out');
+  const deep = path.join(dir, 'deep.json');
+  fs.writeFileSync(deep, `[${'['.repeat(100_000)}${']'.repeat(100_000)}]`);
+  refusedLine(
+    run(['quantize', STORIES, '--out', out, ...FAST, '--calib', deep]),
+    [deep],
+    /is not an integer token id/,
+    out,
+  );
+  refusedLine(run(['eval', STORIES, dir, '--tokens', deep, '--quiet']), [deep], /is not an integer token id/);
+  const gguf = path.join(dir, 'deep.gguf');
+  deepGguf(gguf, 100_000);
+  refusedLine(
+    run(['quantize', STORIES, '--out', out, ...FAST, '--imatrix', gguf]),
+    [gguf],
+    /has metadata arrays nested deeper than 64 levels/,
+    out,
+  );
+  // Nested tokenizer.json: the library's own recursion is caught and named.
+  const model = path.join(dir, 'model');
+  fs.mkdirSync(model);
+  for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(STORIES, f), path.join(model, f));
+  writeTestTokenizer(model);
+  const tokFile = path.join(model, 'tokenizer.json');
+  const text = fs.readFileSync(tokFile, 'utf8');
+  const seq = '{"type":"Sequence","normalizers":[';
+  const normalizer = `${seq.repeat(100_000)}{"type":"Prepend","prepend":"x"}${']}'.repeat(100_000)}`;
+  fs.writeFileSync(
+    tokFile,
+    text.replace(/"normalizer":\{.*?\]\},"pre_tokenizer"/, `"normalizer":${normalizer},"pre_tokenizer"`),
+  );
+  assert.ok(fs.statSync(tokFile).size > 3_000_000, 'the nested normalizer is in place');
+  const txt = path.join(dir, 'story.txt');
+  fs.writeFileSync(txt, 'the cat sat.\n');
+  refusedLine(run(['quantize', model, '--out', out, ...FAST, '--calib', txt]), [tokFile], /./, out);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

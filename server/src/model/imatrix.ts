@@ -117,7 +117,11 @@ const GGUF_STRING = 8,
   GGUF_ARRAY = 9,
   GGML_F32 = 0;
 
-function skipValue(r: Reader, type: number, fail: (why: string) => never): void {
+/** Arrays of arrays nest at most this deep (llama.cpp writes one level): deeper metadata is
+ *  refused in one line instead of overflowing the stack. */
+export const MAX_GGUF_ARRAY_DEPTH = 64;
+
+function skipValue(r: Reader, type: number, fail: (why: string) => never, depth = 0): void {
   if (type === GGUF_STRING) {
     const n = r.u64();
     r.need(n);
@@ -127,8 +131,10 @@ function skipValue(r: Reader, type: number, fail: (why: string) => never): void 
   if (type === GGUF_ARRAY) {
     const et = r.u32(),
       n = r.u64();
+    if (et === GGUF_ARRAY && depth + 1 >= MAX_GGUF_ARRAY_DEPTH)
+      fail(`has metadata arrays nested deeper than ${MAX_GGUF_ARRAY_DEPTH} levels (at byte ${r.pos})`);
     if (et === GGUF_STRING || et === GGUF_ARRAY) {
-      for (let i = 0; i < n; i++) skipValue(r, et, fail);
+      for (let i = 0; i < n; i++) skipValue(r, et, fail, depth + 1);
       return;
     }
     const size = GGUF_TYPE_SIZE[et];
