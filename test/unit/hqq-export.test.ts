@@ -282,7 +282,7 @@ test('transformers’ own HQQ save_pretrained output reads back at its bits and 
   }
 });
 
-test('--format hqq refuses, in one line and before writing, what HQQ cannot load', () => {
+test('--format hqq refuses, in one line and before writing, what HQQ cannot load', async () => {
   const dir = tempDir('loftq-hqq-bad-');
   try {
     const out = path.join(dir, 'out');
@@ -299,6 +299,19 @@ test('--format hqq refuses, in one line and before writing, what HQQ cannot load
       run('quantize', STORIES, '--out', out, '--quantizer', 'hqq', '--block-size', '12'),
       /block size must be a multiple of 8 with quantizer hqq, got 12/,
     );
+    // GPT-2's Conv1D weights are stored [in, out]: transformers' HQQ replaces only nn.Linear.
+    const gpt2 = path.join(dir, 'gpt2');
+    fs.mkdirSync(gpt2);
+    fs.writeFileSync(path.join(gpt2, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
+    const w = await SafetensorsWriter.create(path.join(gpt2, 'model.safetensors'), [
+      { name: 'transformer.h.0.attn.c_attn.weight', dtype: 'F32', shape: [64, 192] },
+    ]);
+    await w.write('transformer.h.0.attn.c_attn.weight', new Uint8Array(4 * 64 * 192));
+    await w.commit();
+    refused(
+      run('quantize', gpt2, '--out', out, '--quantizer', 'hqq'),
+      /--format hqq: transformer\.h\.0\.attn\.c_attn\.weight is a Conv1D weight stored \[in, out\]/,
+    );
     refused(
       run('quantize', STORIES, '--out', out, '--format', 'packed', '--quantizer', 'hqq'),
       /--format packed stores only/,
@@ -309,7 +322,7 @@ test('--format hqq refuses, in one line and before writing, what HQQ cannot load
   }
 });
 
-test('--format hqq on a sharded checkpoint: each module whole in its weight’s shard (bias moved there), index exact', async () => {
+test('--format hqq, sharded input: each module whole in its weight’s shard (bias moved there)', async () => {
   const dir = tempDir('loftq-hqq-sharded-');
   try {
     const src = await openCheckpoint(path.join(STORIES, 'model.safetensors'));

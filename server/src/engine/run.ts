@@ -199,7 +199,13 @@ export async function quantizeCheckpoint(
   FORMAT_WRITERS[format].check(
     ck,
     config,
-    all.map((m) => ({ name: m.tensor.name, shape: m.tensor.shape, dtype: m.tensor.dtype, settings: m.settings })),
+    all.map((m) => ({
+      name: m.tensor.name,
+      shape: m.tensor.shape,
+      dtype: m.tensor.dtype,
+      settings: m.settings,
+      fanInFanOut: isFanInFanOut(config, m.tensor.name),
+    })),
     format,
   );
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;

@@ -27,6 +27,8 @@ export interface PlannedOutput {
   shape: number[];
   dtype: string;
   settings: MatrixSettings;
+  /** Stored [in, out] (GPT-2's Conv1D), not as nn.Linear's [out, in]. */
+  fanInFanOut: boolean;
 }
 
 export interface FormatWriter {
@@ -69,6 +71,10 @@ export const FORMAT_WRITERS: Record<ExportFormat, FormatWriter> = {
           `--format hqq needs ${path.join(ck.folder, 'config.json')} (transformers builds the model from it)`,
         );
       for (const m of planned) {
+        if (m.fanInFanOut)
+          throw new UsageError(
+            `--format hqq: ${m.name} is a Conv1D weight stored [in, out]; HQQ replaces only nn.Linear layers`,
+          );
         if (!HQQ_DTYPES.has(m.dtype))
           throw new UsageError(`--format hqq: ${m.name} is ${m.dtype}; HQQ computes in float32, bfloat16 or float16`);
       }
