@@ -11,6 +11,7 @@ import { HEATMAP_VIEW_TYPE } from './heatmap/panel';
 import { createLanguageClient } from './languageClient';
 import { revealInPlan } from './planReveal';
 import { analyzeCommand } from './analyze';
+import { evaluateCommand } from './evaluate';
 import { planMixedCommand, PlanPreviews, PREVIEW_SCHEME } from './planMixed';
 import { quantizeCommand } from './quantize';
 import { fileHolding, REPORT_FILE, ReportIndex, setServerReads } from './reports';
@@ -52,6 +53,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
           log.error(`reveal: ${(e as Error).message}`),
         );
       },
+      evaluate: (p) => {
+        if (p.out) void vscode.commands.executeCommand('loftq.evaluate', vscode.Uri.file(p.out));
+      },
       openTensor: async (p, name) => {
         // The quantized output when it is there, else the original; in a sharded one, the shard holding the tensor.
         const file =
@@ -81,6 +85,18 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     trackCheckpointFolders(),
     vscode.commands.registerCommand('loftq.quantize', (arg?: unknown) =>
       quantizeCommand({ client: () => client, status, log, reports, openHeatmap }, arg),
+    ),
+    vscode.commands.registerCommand('loftq.evaluate', (arg?: unknown) =>
+      evaluateCommand(
+        {
+          client: () => client,
+          log,
+          openHeatmap,
+          reportChanged: (file) =>
+            void heatmaps.reload(file).catch((e) => log.error(`heatmap: ${(e as Error).message}`)),
+        },
+        arg,
+      ),
     ),
     vscode.commands.registerCommand('loftq.analyze', (arg?: unknown) =>
       analyzeCommand({ client: () => client, log, openHeatmap }, arg),

@@ -192,7 +192,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   };
   const c = deps.client();
   if (!c || c.state !== State.Running) return serverDown(deps);
-  await run(deps, c, params);
+  await run(deps, c, params, !ctx.forwardPassProblem);
 }
 
 function calibrationNote(p: QuantizeParams): string {
@@ -222,7 +222,13 @@ export async function confirmOutside(where: string, reads: (string | undefined)[
   return a === 'Run Anyway';
 }
 
-async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeParams): Promise<void> {
+/** `evaluable`: the model runs a forward pass, so "Evaluate Outputs" is offered when the run ends. */
+async function run(
+  deps: QuantizeDeps,
+  client: LanguageClient,
+  params: QuantizeParams,
+  evaluable = false,
+): Promise<void> {
   const name = path.basename(params.checkpoint);
   const job = String(params.workDoneToken);
   // One line per run with everything that decides it; later lines name the run, not the paths again.
@@ -276,7 +282,12 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
     if (outside && !params.confirmedOutsideWorkspace) {
       deps.log.info(`run ${job}: ${outside} is outside the workspace folders; asking the user`);
       if (await confirmOutside(outside, [params.checkpoint, params.plan], params.out))
-        await run(deps, client, { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` });
+        await run(
+          deps,
+          client,
+          { ...params, confirmedOutsideWorkspace: true, workDoneToken: `loftq-${randomUUID()}` },
+          evaluable,
+        );
       return;
     }
     const msg = (e as Error).message ?? String(e);
@@ -293,7 +304,8 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
     if (a === 'Open Plan') await vscode.window.showTextDocument(vscode.Uri.file(params.plan!));
     if (a === 'Run Again') {
       const c = deps.client();
-      if (c && c.state === State.Running) await run(deps, c, { ...params, workDoneToken: `loftq-${randomUUID()}` });
+      if (c && c.state === State.Running)
+        await run(deps, c, { ...params, workDoneToken: `loftq-${randomUUID()}` }, evaluable);
       else serverDown(deps);
     }
     return;
@@ -310,10 +322,12 @@ async function run(deps: QuantizeDeps, client: LanguageClient, params: QuantizeP
     `LoftQ done: ${r.matrices.length} matrices of ${name}, ` +
       `mean relative error ${mean.toFixed(4)} (${r.totals.seconds.toFixed(1)} s).`,
     'Open Heatmap',
+    ...(evaluable ? ['Evaluate Outputs'] : []),
     'Reveal Output',
     'Open Report',
   );
   if (a === 'Open Heatmap') deps.openHeatmap(result.reportPath);
+  else if (a === 'Evaluate Outputs') void vscode.commands.executeCommand('loftq.evaluate', vscode.Uri.file(result.out));
   else if (a === 'Reveal Output') void vscode.commands.executeCommand('revealInExplorer', vscode.Uri.file(result.out));
   else if (a === 'Open Report') void vscode.window.showTextDocument(vscode.Uri.file(result.reportPath));
 }

@@ -73,11 +73,14 @@ function pick<T>(
       qp.dispose();
     };
     qp.onDidTriggerButton((b) => b === vscode.QuickInputButtons.Back && finish(BACK));
-    // A typed value that no item shows: an item of its own says whether it is accepted, and why not.
+    // A typed value that no item shows: an item of its own says whether it is accepted, and why not
+    // (not while the text only filters the items, e.g. "sample").
+    const filters = (t: string) => items.some((it) => it.label.toLowerCase().includes(t.toLowerCase()));
     qp.onDidChangeValue((text) => {
       if (!typed) return;
       const t = text.trim();
-      const v = t && !items.some((it) => it.label === t) ? typed(t) : undefined;
+      let v = t && !items.some((it) => it.label === t) ? typed(t) : undefined;
+      if (typeof v === 'string' && filters(t)) v = undefined;
       qp.items =
         v === undefined
           ? items
@@ -94,8 +97,8 @@ function pick<T>(
       const text = qp.value.trim();
       if (typed && text && !items.some((it) => it.label === text)) {
         const v = typed(text);
-        if (typeof v !== 'string') finish(v);
-        return;
+        if (typeof v !== 'string') return finish(v);
+        if (!filters(text)) return;
       }
       const sel = qp.selectedItems[0] ?? qp.activeItems[0];
       if (sel?.value !== undefined) finish(sel.value);

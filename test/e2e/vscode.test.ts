@@ -25,6 +25,7 @@ import {
 } from './harness/workbench';
 import {
   BROKEN_FILE,
+  CALIB_MODEL,
   makeWorkspace,
   SHARD_1,
   SHARDED_LAYERS,
@@ -413,6 +414,87 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       await until('the NF2 heatmap tab to be active', async () => (await nf2Tab.count()) === 1);
       assert.equal(await tabs('model-loftq-calibrated'), 1);
       assert.equal(await tabs('model-loftq-nf2-r8'), 1);
+    }),
+  );
+
+  test(
+    'calibration from the wizard → Evaluate Outputs (held-out tokens) → the heatmap shows outputs and the model table',
+    { skip: noEngine },
+    shot('calibrate-evaluate', async () => {
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      // The wizard's calibration step: sample from the model (its default sizes).
+      await quantizeFromExplorer(`${CALIB_MODEL}/model.safetensors`, {
+        bits: '4-bit',
+        rank: '8',
+        iters: '2',
+        calibration: 'Sample from the model',
+      });
+      const outRel = `${CALIB_MODEL}/model-loftq-nf4-r8-cal`;
+      const out = path.join(ws, outRel);
+      const done = await notification(page, /LoftQ done: 35 matrices/, 180_000);
+      const reportFile = path.join(out, 'loftq-report.json');
+      const calibrated = JSON.parse(fs.readFileSync(reportFile, 'utf8')) as Report;
+      assert.deepEqual(
+        { ...calibrated.calibration, products: undefined },
+        {
+          source: 'generated',
+          sequences: 16,
+          tokens: 16 * 128,
+          fullStatMaxDim: 8192,
+          ridge: 0.01,
+          seed: 0,
+          products: undefined,
+        },
+        'only what the wizard asked: the default sizes, no ridge or seed of its own',
+      );
+      assert.ok(calibrated.matrices.every((m) => m.outputRelError !== undefined));
+
+      // The offer when the run ends: held-out tokens, with a seed other than the calibration's, said so.
+      await done.getByRole('button', { name: 'Evaluate Outputs' }).click();
+      const widget = page.locator('.quick-input-widget');
+      await until(
+        'the held-out tokens item',
+        async () =>
+          /seed 1: the calibration sampled with seed 0, so none of its tokens are measured/.test(
+            (await widget.textContent().catch(() => '')) ?? '',
+          ),
+        20_000,
+      );
+      await answerQuickInput(page, /^Evaluate Model Outputs: /);
+      const evaluated = await notification(page, /Model outputs of .*model-loftq-nf4-r8-cal: KL LoftQ [\d.]+ vs QLoRA/);
+      const model = (JSON.parse(fs.readFileSync(reportFile, 'utf8')) as Report).model!;
+      assert.deepEqual(model.generated, { sequences: 16, length: 128, seed: 1 });
+      assert.ok(model.loftq.kl < model.qlora.kl, JSON.stringify(model));
+      await evaluated.getByRole('button', { name: 'Open Heatmap' }).click();
+      const frame = await webviewFrame(page, 'table.model caption', 60_000);
+      assert.equal(
+        await frame.$eval('table.model caption', (e) => e.textContent),
+        'Model outputs vs the original on 16 held-out sequences × 128 tokens sampled from the model (seed 1)',
+      );
+      assert.equal(
+        await frame.$eval('table.model tr.loftq td.kl', (e) => e.textContent),
+        `${model.loftq.kl.toFixed(3)} (${model.loftq.klMedian.toFixed(3)}, ${model.loftq.klP99.toFixed(2)})`,
+      );
+      assert.equal((await frame.$$('button[data-space="output"]')).length, 1, 'the outputs toggle');
+      await screenshot(page, 'heatmap-eval');
+
+      // The heatmap's own button evaluates again (typed sizes); the open heatmap updates.
+      await frame.click('button.evaluate');
+      await answerQuickInput(page, /^Evaluate Model Outputs: /, '4,32');
+      await notification(page, /Model outputs of .*: KL LoftQ .*4 held-out sequences × 32 tokens/);
+      await until(
+        'the heatmap to show the new evaluation',
+        async () =>
+          /on 4 held-out sequences × 32 tokens sampled from the model \(seed 1\)$/.test(
+            (await frame.$eval('table.model caption', (e) => e.textContent).catch(() => '')) ?? '',
+          ),
+        20_000,
+      );
+      // And the Explorer offers it on the output folder.
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      await contextMenu(page, outRel, 'Evaluate Model Outputs');
+      await answerQuickInput(page, /^Evaluate Model Outputs: /, '2,16');
+      await notification(page, /Model outputs of .*2 held-out sequences × 16 tokens/);
     }),
   );
 

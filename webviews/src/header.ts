@@ -69,11 +69,7 @@ function modelTable(m: ModelEval): HTMLElement {
   const t = el(
     'table',
     { class: 'model' },
-    el(
-      'caption',
-      {},
-      `Model outputs vs the original on ${nf.format(m.sequences)} sequences, ` + `${nf.format(m.tokens)} tokens`,
-    ),
+    el('caption', {}, `Model outputs vs the original on ${evalTokensText(m)}`),
     el(
       'tr',
       {},
@@ -114,7 +110,24 @@ function modelTable(m: ModelEval): HTMLElement {
   return t;
 }
 
-export function header(s: HeatmapSummary | undefined, cells: HeaderCell[], v: HeaderValues): HTMLElement {
+/** What an evaluation ran on: held-out tokens sampled from the model (and the seed), or a file's. */
+export function evalTokensText(m: ModelEval): string {
+  const g = m.generated;
+  if (g)
+    return (
+      `${nf.format(g.sequences)} held-out sequences × ${nf.format(g.length)} tokens ` +
+      `sampled from the model (seed ${g.seed})`
+    );
+  const file = m.tokensFile ? ` of ${m.tokensFile.split(/[\\/]/).pop()}` : '';
+  return `${nf.format(m.sequences)} sequences, ${nf.format(m.tokens)} tokens${file}`;
+}
+
+export function header(
+  s: HeatmapSummary | undefined,
+  cells: HeaderCell[],
+  v: HeaderValues,
+  onEvaluate?: () => void,
+): HTMLElement {
   const facts = el('dl', { class: 'facts' });
   const add = (k: string, ...d: (Node | string)[]) => facts.append(el('dt', {}, k), el('dd', {}, ...d));
   if (s) {
@@ -129,7 +142,7 @@ export function header(s: HeatmapSummary | undefined, cells: HeaderCell[], v: He
     if (s.seconds !== undefined) add('time', `${duration(s.seconds)} for ${cells.length} matrices${when}`);
     if (s.calibration) {
       const c = s.calibration;
-      const from = c.file ? ` ${c.file.split(/[\\/]/).pop()}` : '';
+      const from = c.file ? ` ${c.file.split(/[\\/]/).pop()}` : c.seed !== undefined ? ` (seed ${c.seed})` : '';
       add('calibration', `${c.source}${from}: ${nf.format(c.sequences)} sequences, ${nf.format(c.tokens)} tokens`);
     }
   }
@@ -137,5 +150,19 @@ export function header(s: HeatmapSummary | undefined, cells: HeaderCell[], v: He
   facts.append(...meanLine('mean output error', v.output, v.qloraOutput));
   const box = el('section', { class: 'summary' }, facts);
   if (s?.model) box.append(modelTable(s.model));
+  if (s?.evaluable && onEvaluate) {
+    const label = s.model ? 'Evaluate model outputs again' : 'Evaluate model outputs';
+    const b = el(
+      'button',
+      {
+        type: 'button',
+        class: 'evaluate',
+        title: 'KL, same top-1 and perplexity of the LoftQ and QLoRA inits against the original model',
+      },
+      label,
+    );
+    b.addEventListener('click', onEvaluate);
+    box.append(el('div', { class: 'actions' }, b));
+  }
   return box;
 }

@@ -289,6 +289,7 @@ function render(): void {
         summary,
         entries.map((e) => e.cell),
         { loftq: pick('loftq'), qlora: pick('qlora'), output: pick('output'), qloraOutput: pick('qloraOutput') },
+        live ? undefined : () => vscode.postMessage({ type: 'evaluate' }),
       ),
       controls(),
       legend(scale),

@@ -48,6 +48,13 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
     return p;
   }
 
+  /** A report was rewritten (an evaluation's model block): the panel showing it reloads. */
+  async reload(reportPath: string): Promise<void> {
+    const p = this.forOut(path.dirname(reportPath));
+    if (!p || p.live) return;
+    p.showReport(reportPath, await readReport(reportPath));
+  }
+
   /** Runs that started but have shown no matrix yet: their panel opens with the first one, so
    *  a run that fails before any matrix leaves no empty tab behind. */
   private readonly pending = new Map<string, { checkpoint: string; out: string }>();

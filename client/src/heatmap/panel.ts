@@ -20,6 +20,8 @@ export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';
 export interface HeatmapActions {
   reveal(panel: HeatmapPanel, name: string, createOverride: boolean): void;
   openTensor(panel: HeatmapPanel, name: string): void;
+  /** "Evaluate Model Outputs" on the panel's output folder. */
+  evaluate(panel: HeatmapPanel): void;
 }
 
 export class HeatmapPanel {
@@ -72,6 +74,8 @@ export class HeatmapPanel {
       calibration: report.calibration,
       model: report.model,
       quantized: quantizedSize(report.matrices),
+      // A quantize run's folder (an analysis writes no weights) can be evaluated.
+      evaluable: !report.analyses?.length && fs.existsSync(path.join(out, 'loftq_init', 'adapter_config.json')),
     };
     Object.assign(this, {
       reportPath,
@@ -149,6 +153,9 @@ export class HeatmapPanel {
         break;
       case 'openTensor':
         this.actions.openTensor(this, m.name);
+        break;
+      case 'evaluate':
+        this.actions.evaluate(this);
         break;
     }
   }

@@ -489,6 +489,8 @@ export interface HeatmapSummary {
   /** The quantized matrices' stored bytes (registry/bytes.ts: HQQ as it stores and loads them,
    *  codebooks as `--format packed` stores them) and their weights. */
   quantized?: { bytes: number; parameters: number; storage: ScaleStorage };
+  /** The folder holds a quantize run's weights: the header offers "Evaluate model outputs". */
+  evaluable?: boolean;
 }
 
 export interface HeatmapCell {
@@ -549,7 +551,9 @@ export type FromHeatmap =
   | { type: 'ready' }
   | { type: 'reveal'; name: string; createOverride: boolean }
   | { type: 'openTensor'; name: string }
-  | { type: 'metric'; metric: HeatmapMetric };
+  | { type: 'metric'; metric: HeatmapMetric }
+  /** Run "Evaluate Model Outputs" on the shown output folder. */
+  | { type: 'evaluate' };
 
 export type ToViewer =
   | {

@@ -17,6 +17,10 @@ export function makeWorkspace(dir: string): void {
   fs.mkdirSync(path.join(dir, 'stories260k'), { recursive: true });
   for (const f of ['model.safetensors', 'config.json'])
     fs.copyFileSync(fixture('real', 'stories260k', f), path.join(dir, 'stories260k', f));
+  // The calibrate → evaluate loop runs on a copy under another name, which no other test uses.
+  fs.mkdirSync(path.join(dir, CALIB_MODEL), { recursive: true });
+  for (const f of ['model.safetensors', 'config.json'])
+    fs.copyFileSync(fixture('real', 'stories260k', f), path.join(dir, CALIB_MODEL, f));
   const specs: TensorSpec[] = [
     { name: XSS_NAME, dtype: 'F32', shape: [4, 8] },
     { name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'F16', shape: [8, 8] },
@@ -38,6 +42,8 @@ export function makeWorkspace(dir: string): void {
 }
 
 export const BROKEN_FILE = 'broken.safetensors';
+/** stories260K renamed: the checkpoint of the calibrate → evaluate test. */
+export const CALIB_MODEL = 'tinystories-calib';
 /** Twelve layers over two shards: even layers in the first, odd ones in the second. */
 export const SHARDED_LAYERS = 12;
 export const SHARD_1 = 'model-00001-of-00002.safetensors';
