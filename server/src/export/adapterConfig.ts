@@ -14,7 +14,12 @@ import type { MatrixReport } from '../protocol/lsp_ext';
 import { moduleName } from '../plan/glob';
 import { peftPatterns } from '../plan/planner/peft';
 
+// By the architecture's suffix, first match wins: T5WithLMHeadModel (transformers' old name of
+// T5ForConditionalGeneration) before the LMHeadModel of GPT-2 and its kin (GPT2LMHeadModel,
+// OpenAIGPTLMHeadModel, BertLMHeadModel: decoders, causal LMs).
 const TASK_TYPES: Record<string, string> = {
+  WithLMHeadModel: 'SEQ_2_SEQ_LM',
+  LMHeadModel: 'CAUSAL_LM',
   ForCausalLM: 'CAUSAL_LM',
   ForSeq2SeqLM: 'SEQ_2_SEQ_LM',
   ForConditionalGeneration: 'SEQ_2_SEQ_LM',
