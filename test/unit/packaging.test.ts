@@ -1,5 +1,6 @@
 // Packaging (issue 11.7): `npm run package` produces an installable .vsix — the entry points
-// package.json names, the webview assets, the wasm backends, the schema — and no source maps.
+// package.json names, the webview assets, the wasm backends, the schema — and no source maps,
+// developer tools or demo checkpoint, under 4 MB (issue 26 §3).
 // The end-to-end tier installs the same package into code-server.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,8 +58,19 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       [],
       'no sources or dependency folders (everything is bundled)',
     );
+    // Only what the extension runs (issue 26 §3): no developer tools, no demo checkpoint.
+    const extra = entries.filter((e) =>
+      /^extension\/(dist\/(fuzz|bench|make-model|registry-sync)\.js|examples\/)/.test(e.name),
+    );
+    assert.deepEqual(
+      extra.map((e) => e.name),
+      [],
+      'no developer tools or examples in the package',
+    );
     const total = entries.reduce((s, e) => s + e.size, 0);
     assert.ok(total < 30e6, `unpacked size ${(total / 1e6).toFixed(1)} MB`);
+    const packed = fs.statSync(vsix).size;
+    assert.ok(packed < 4e6, `the .vsix is ${(packed / 1e6).toFixed(2)} MB (at most 4 MB)`);
   } finally {
     fs.rmSync(stage, { recursive: true, force: true });
   }
