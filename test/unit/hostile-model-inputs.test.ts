@@ -322,3 +322,76 @@ test('27.7 deeply nested token JSON, GGUF arrays and tokenizer.json: exit 2 nami
   refusedLine(run(['quantize', model, '--out', out, ...FAST, '--calib', txt]), [tokFile], /./, out);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** A copy of stories260K whose config.json has `changes`; `patch` may edit model.safetensors' bytes. */
+function storiesWith(dir: string, name: string, changes: Record<string, unknown>, patch?: (b: Buffer) => void): string {
+  const model = path.join(dir, name);
+  fs.mkdirSync(model);
+  const config = JSON.parse(fs.readFileSync(path.join(STORIES, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(model, 'config.json'), JSON.stringify({ ...config, ...changes }));
+  const bytes = fs.readFileSync(path.join(STORIES, 'model.safetensors'));
+  patch?.(bytes);
+  fs.writeFileSync(path.join(model, 'model.safetensors'), bytes);
+  return model;
+}
+
+test('27.5/8/9 config.json numbers: checked against the tensors, in range, and never a NaN figure', async () => {
+  const dir = tempDir();
+  const out = path.join(dir, 'out');
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, JSON.stringify([someIds(64)]));
+  const done = path.join(dir, 'done');
+  const settings = { bits: 4, rank: 8, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
+  await quantizeCheckpoint(STORIES, { out: done, workers: 'in-thread', settings });
+  const report = fs.readFileSync(path.join(done, 'loftq-report.json'));
+  const timed = (args: string[]) => {
+    const t0 = performance.now();
+    const r = run(args, 30_000);
+    assert.ok(performance.now() - t0 < 10_000, `${args.join(' ')}: ${performance.now() - t0} ms`);
+    return r;
+  };
+  // 27.5: 10^6 and 10^7 layers against a checkpoint of 5: one line, at once, before any allocation.
+  for (const layers of [1e6, 1e7]) {
+    const model = storiesWith(dir, `layers-${layers}`, { num_hidden_layers: layers });
+    const cfg = path.join(model, 'config.json');
+    const why = new RegExp(`field 'num_hidden_layers' is ${layers}, but .* holds decoder layers 0–4 \\(5\\)`);
+    refusedLine(timed(['quantize', model, '--out', out, ...FAST, '--calib', ids]), [cfg], why, out);
+    refusedLine(timed(['quantize', model, '--out', out, ...FAST, '--calib-generate', '2,8']), [cfg], why, out);
+    refusedLine(timed(['eval', model, done, '--tokens', ids, '--quiet']), [cfg], why);
+  }
+  const wide = storiesWith(dir, 'wide', { intermediate_size: 4096 });
+  refusedLine(
+    timed(['eval', wide, done, '--tokens', ids, '--quiet']),
+    ['model.safetensors', 'model.layers.0.mlp.gate_proj.weight'],
+    /shape \[172, 64\] does not match config\.json \(expected \[4096, 64\]\)/,
+  );
+  // 27.8: a BOS outside the vocabulary, named in config.json.
+  const bos = storiesWith(dir, 'bos', { bos_token_id: 600 });
+  refusedLine(
+    timed(['quantize', bos, '--out', out, ...FAST, '--calib-generate', '2,8']),
+    [path.join(bos, 'config.json')],
+    /field 'bos_token_id' \(600\) is outside the vocabulary \(0\.\.511/,
+    out,
+  );
+  // 27.9: rope_theta 1e-300 refused by name; logits that overflow (a final norm of 1e38) are an error, not NaN.
+  const rope = storiesWith(dir, 'rope', { rope_theta: 1e-300 });
+  refusedLine(
+    timed(['eval', rope, done, '--tokens', ids, '--quiet']),
+    [path.join(rope, 'config.json')],
+    /field 'rope_theta' must be a number ≥ 1 \(found 1e-300\)/,
+  );
+  const huge = storiesWith(dir, 'huge', {}, (b) => {
+    const n = Number(b.readBigUInt64LE(0));
+    const [start, end] = JSON.parse(b.subarray(8, 8 + n).toString())['model.norm.weight'].data_offsets;
+    for (let o = 8 + n + start; o < 8 + n + end; o += 4) b.writeFloatLE(1e38, o);
+  });
+  const hugeOut = path.join(dir, 'huge-out');
+  await quantizeCheckpoint(huge, { out: hugeOut, workers: 'in-thread', settings });
+  const hugeReport = fs.readFileSync(path.join(hugeOut, 'loftq-report.json'));
+  const r = timed(['eval', huge, hugeOut, '--tokens', ids, '--quiet']);
+  const line = refusedLine(r, [huge], /the original model's logits are (NaN|-?Infinity) in sequence 0/);
+  assert.doesNotMatch(line, /KL|top-1/);
+  assert.deepEqual(fs.readFileSync(path.join(hugeOut, 'loftq-report.json')), hugeReport, 'no NaN written');
+  assert.deepEqual(fs.readFileSync(path.join(done, 'loftq-report.json')), report);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -19,6 +19,7 @@ import { collectInputStatsWithInfo, createCollectionBackend, DEFAULT_FULL_STAT_M
 import { readModelConfig } from './config';
 import { generateSequences } from './generate';
 import { readImatrix } from './imatrix';
+import { checkConfigAgainstCheckpoint } from './weights';
 import { CALIBRATION_SPECS } from '../registry';
 
 /** The seed of --calib-generate when none is given. */
@@ -39,6 +40,7 @@ export async function openCalibration(
   opts: CollectOptions,
 ): Promise<OpenedCalibration> {
   const c = await readModelConfig(ck.folder);
+  checkConfigAgainstCheckpoint(ck, c);
   if (p.imatrix !== undefined) {
     const stats = await readImatrix(p.imatrix, c);
     const tokens = Math.max(...[...stats.values()].map((s) => s.count));

@@ -13,6 +13,7 @@ import type { ModelEval } from '../protocol/lsp_ext';
 import { openLoftqOutput } from './adapters';
 import { readCalibrationTokens } from './calibTokens';
 import { readModelConfig } from './config';
+import { checkConfigAgainstCheckpoint } from './weights';
 import { EvalProgress, evaluateOutput, EvaluateResult } from './evaluate';
 import { generateSequences } from './generate';
 import { heldOutSeed } from '../registry';
@@ -48,6 +49,7 @@ export function modelEvalBlock(r: EvaluateResult): ModelEval {
 export async function runEval(originalPath: string, outDir: string, opts: EvalRunOptions): Promise<EvalRunResult> {
   const original = await openCheckpoint(originalPath);
   const c = await readModelConfig(original.folder);
+  checkConfigAgainstCheckpoint(original, c);
   if ((opts.tokensFile === undefined) === (opts.generate === undefined))
     throw new UsageError('eval takes one token source: a token file or held-out tokens sampled from the model');
   // Token problems (empty, not ids, outside the vocabulary) are found before any weight is read.

@@ -9,7 +9,7 @@
 // (131M floats) take three, each re-reading the weights.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { throwIfAborted } from '../base/errors';
+import { InputError, throwIfAborted } from '../base/errors';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelEval } from '../protocol/lsp_ext';
 import { loftqWeightHook, type LoftqOutput, qloraWeightHook } from './adapters';
@@ -65,6 +65,15 @@ export function chunkSequences(lengths: readonly number[], vocab: number, limit:
   return chunks;
 }
 
+/** Logits that are not all finite make every figure meaningless: refused, naming `file`. */
+function requireFinite(logits: Float32Array, seq: number, file: string, whose: string): void {
+  for (let i = 0; i < logits.length; i++)
+    if (!Number.isFinite(logits[i])) {
+      const why = 'a config.json value (rope_theta, rms_norm_eps, …) or a weight is implausible';
+      throw new InputError(file, `${whose} logits are ${logits[i]} in sequence ${seq}: ${why}`);
+    }
+}
+
 export async function evaluateOutput(
   original: Checkpoint,
   c: ModelConfig,
@@ -97,6 +106,7 @@ export async function evaluateOutput(
       signal: opts.signal,
       onLayer: progress('original'),
       onLogits: (k, logits) => {
+        requireFinite(logits, s0 + k, original.path, "the original model's");
         held[k] = logits;
         originalPpl.addSequence(seqs[k], logits);
         opts.onLogits?.('original', s0 + k, logits);
@@ -111,6 +121,8 @@ export async function evaluateOutput(
         onLayer: progress(variant),
         hooks: { weight: hooks[variant] },
         onLogits: (k, logits) => {
+          const whose = variant === 'loftq' ? 'the LoftQ init' : 'the QLoRA init (quantize(W))';
+          requireFinite(logits, s0 + k, variant === 'loftq' ? out.dir : original.path, `${whose}'s`);
           meters[variant].addSequence(seqs[k], held[k], logits);
           opts.onLogits?.(variant, s0 + k, logits);
         },
@@ -119,13 +131,21 @@ export async function evaluateOutput(
     }
   }
   const ppl = originalPpl.ppl();
+  const sides = { loftq: meters.loftq.summary(ppl), qlora: meters.qlora.summary(ppl) };
+  // Never a number that is not one: NaN printed beside "KL 0.0000, top-1 100.00 %" read as perfect.
+  for (const [name, figures] of [['original', { ppl }], ...Object.entries(sides)] as const)
+    for (const [k, v] of Object.entries(figures))
+      if (!Number.isFinite(v))
+        throw new InputError(
+          name === 'loftq' ? out.dir : c.file,
+          `the ${name} model's ${k} is ${v} on these tokens (overflow: a config.json value or a weight is implausible)`,
+        );
   return {
     ...(opts.tokensFile ? { tokensFile: opts.tokensFile } : {}),
     sequences: sequences.length,
     tokens: sequences.reduce((a, s) => a + s.length, 0),
     original: { ppl },
-    loftq: meters.loftq.summary(ppl),
-    qlora: meters.qlora.summary(ppl),
+    ...sides,
     seconds: (performance.now() - t0) / 1000,
     peakRssBytes: peakRss,
   };

@@ -15,6 +15,7 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { yieldAndCheck } from '../base/errors';
+import { CheckpointError } from '../checkpoint/errors';
 import type { DeviceMatrix, MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { activate, finishLogits, headTensorName, normInto, readHeadBias, scaleInPlace } from './forward';
@@ -191,7 +192,8 @@ async function throughHeld(w: DeviceMatrix, x: Float32Array, n: number, bias?: F
 export async function generateSequences(ck: Checkpoint, c: ModelConfig, opts: GenerateOptions): Promise<number[][]> {
   const { sequences: n, length, backend, signal } = opts;
   if (c.bosTokenId >= c.vocabSize) {
-    throw new RangeError(`bos_token_id ${c.bosTokenId} is outside the vocabulary (0..${c.vocabSize - 1})`);
+    const why = `field 'bos_token_id' (${c.bosTokenId}) is outside the vocabulary (0..${c.vocabSize - 1}, vocab_size)`;
+    throw new CheckpointError('metadata', c.file, `${why}: sampling has no token to start from`);
   }
   const H = c.hiddenSize,
     qDim = c.numHeads * c.headDim,

@@ -44,6 +44,9 @@ const KEYS: Record<RopeType, readonly string[]> = {
 /** Reads rope_theta and rope_scaling (the caller has checked rotaryDim is even). */
 export function parseRope(f: ConfigFields, rotaryDim: number): RopeSpec {
   const theta = f.positiveNumber('rope_theta', 10000);
+  // Below 1 the frequencies θ^(−2j/d) grow instead of decaying, and 1e-300 made them infinite in
+  // float32 (NaN logits, a perplexity of NaN beside "KL 0, top-1 100 %"). Real models use 1e4–1e7.
+  if (theta < 1) f.fail(`field 'rope_theta' must be a number ≥ 1 (found ${theta})`);
   const rs = f.json.rope_scaling;
   if (rs === undefined || rs === null) return { theta, rotaryDim, type: 'default', factor: 1 };
   const supported = `supported: ${ROPE_TYPES.join(', ')}`;

@@ -84,6 +84,36 @@ function checkedTensor(ck: Checkpoint, c: ModelConfig, name: string, shape: numb
   return t;
 }
 
+/** Checks config.json's numbers against the checkpoint's tensors before anything is sized by
+ *  them: the decoder layers it holds (num_hidden_layers 10^7 once allocated gigabytes before the
+ *  first missing tensor was noticed), the embedding, every layer's linear weights and norms, and the
+ *  head. One line naming config.json and the field, or the tensor whose shape disagrees. */
+export function checkConfigAgainstCheckpoint(ck: Checkpoint, c: ModelConfig): void {
+  let layers = 0;
+  for (const name of ck.byName.keys()) {
+    const m = /^model\.layers\.(\d{1,9})\./.exec(name);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (layers !== c.numLayers) {
+    const holds = layers ? `decoder layers 0–${layers - 1} (${layers})` : 'no decoder layers (model.layers.N.*)';
+    throw new CheckpointError(
+      'metadata',
+      c.file,
+      `field 'num_hidden_layers' is ${c.numLayers}, but ${ck.path} holds ${holds} (another model's config.json?)`,
+    );
+  }
+  checkedTensor(ck, c, `${c.tensors.embed}.weight`, [c.vocabSize, c.hiddenSize]);
+  const L = c.layout;
+  const norms = [L.inputNorm, L.postAttentionNorm, L.preFeedforwardNorm, L.postFeedforwardNorm];
+  for (let layer = 0; layer < c.numLayers; layer++) {
+    for (const spec of layerLinears(c)) checkedTensor(ck, c, layerTensorName(layer, spec), [spec.rows, spec.cols]);
+    for (const n of norms)
+      if (n !== undefined) checkedTensor(ck, c, `model.layers.${layer}.${n}.weight`, [c.hiddenSize]);
+  }
+  const head = `${c.tensors.head}.weight`;
+  if (ck.byName.has(head)) checkedTensor(ck, c, head, [c.vocabSize, c.hiddenSize]);
+}
+
 /** The weight tensor of a layer's linear layer: model.layers.N.<name>.weight. */
 export const layerTensorName = (layer: number, spec: LinearSpec): string => `model.layers.${layer}.${spec.name}.weight`;
 
