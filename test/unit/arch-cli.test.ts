@@ -90,7 +90,24 @@ for (const [family, linears] of FAMILIES) {
         assert.ok(m.outputRelError! < m.qloraOutputRelError!, `${m.name}: LoftQ below QLoRA in the metric`);
       }
       const adapter = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
-      assert.deepEqual(adapter.target_modules, linears);
+      // One regex over full module names (PEFT fullmatches it): exactly the quantized matrices.
+      const wrapped = report.matrices.filter((m) =>
+        new RegExp(`^(?:${adapter.target_modules})$`).test(m.name.replace(/\.weight$/, '')),
+      );
+      assert.equal(wrapped.length, report.matrices.length);
+      assert.deepEqual(
+        [
+          ...new Set(
+            report.matrices.map((m) =>
+              m.name
+                .replace(/\.weight$/, '')
+                .split('.')
+                .pop(),
+            ),
+          ),
+        ].sort(),
+        linears,
+      );
 
       const e = run('eval', dir, out, '--tokens', held, '--json', '--quiet');
       assert.equal(e.status, 0, e.stderr);

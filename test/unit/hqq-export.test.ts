@@ -138,7 +138,12 @@ test('--format hqq: each module at its planned bits as HQQLinear state; report e
     assert.equal(config.model_type, 'llama', 'the input config is kept');
     assert.ok(fs.readFileSync(path.join(out, 'loftq_hqq.py'), 'utf8').includes('def load_model('));
     const adapterConfig = JSON.parse(fs.readFileSync(path.join(out, 'loftq_init', 'adapter_config.json'), 'utf8'));
-    assert.deepEqual([...adapterConfig.target_modules].sort(), [
+    // One regex over full module names that PEFT fullmatches: every quantized module, nothing else.
+    const wrapped = (await openCheckpoint(STORIES)).tensors
+      .map((t) => t.name.replace(/\.weight$/, ''))
+      .filter((m) => new RegExp(`^(?:${adapterConfig.target_modules})$`).test(m));
+    assert.deepEqual(wrapped.sort(), r.matrices.map((m) => m.name.replace(/\.weight$/, '')).sort());
+    assert.deepEqual([...new Set(wrapped.map((m) => m.split('.').pop()))].sort(), [
       'down_proj',
       'gate_proj',
       'k_proj',

@@ -417,6 +417,7 @@ async function quantizeInto(
         fanInFanOut: ordered.some((f) => isFanInFanOut(config, f.report.name)),
         defaultRank: defaults.rank,
         modules: ck.tensors.map((t) => t.name),
+        out,
       }),
       staged,
       opts.signal,
