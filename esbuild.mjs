@@ -65,7 +65,9 @@ const nodeCommon = {
 const nodeEntries = {
   client: 'client/src/extension.ts',
   server: 'server/src/lsp/main.ts',
-  cli: 'server/src/cli/main.ts',
+  // dist/cli.js installs the signal handlers, then loads dist/cli-main.js (server/src/cli/entry.ts).
+  cli: 'server/src/cli/entry.ts',
+  'cli-main': 'server/src/cli/main.ts',
   worker: 'server/src/engine/worker.ts',
   'eval-worker': 'server/src/model/evalWorker.ts',
   'calib-worker': 'server/src/model/calibWorker.ts',

@@ -395,3 +395,26 @@ test('27.5/8/9 config.json numbers: checked against the tensors, in range, and n
   assert.deepEqual(fs.readFileSync(path.join(done, 'loftq-report.json')), report);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('27.11 SIGTERM/SIGINT in the first half second: exit 130 (handlers come before the bundle loads)', async () => {
+  // Bare Node's own start-up (best of three): before it ends no JavaScript runs, so no handler can.
+  let bare = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    spawnSync(process.execPath, ['-e', '0']);
+    bare = Math.min(bare, performance.now() - t0);
+  }
+  const dir = tempDir();
+  const out = path.join(dir, 'out');
+  // The CLI's bundle alone took ~0.5 s to parse: every one of these landed before its handlers.
+  const delays = [60, 100, 150, 250, 350].map((d) => Math.round(bare + d)).concat([500]);
+  const seen: string[] = [];
+  for (const sig of ['SIGTERM', 'SIGINT'] as const)
+    for (const delay of delays) {
+      const r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+      seen.push(`${sig}@${delay}:${r.code ?? r.signal}`);
+      assert.equal(r.code, 130, `${sig} after ${delay} ms (bare node starts in ${bare.toFixed(0)} ms): ${seen}`);
+      assert.ok(!fs.existsSync(out), `${sig} after ${delay} ms: nothing left`);
+    }
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -24,6 +24,8 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('readme.md'),
       inExt(manifest.main),
       inExt(manifest.bin.loftq),
+      // dist/cli.js only installs the signal handlers, then loads this one.
+      inExt('dist/cli-main.js'),
       // The server and its workers are started by path, not imported: nothing else would catch their absence.
       inExt('dist/server.js'),
       inExt('dist/worker.js'),

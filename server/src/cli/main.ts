@@ -3,7 +3,8 @@
 // file under commands/; this file only dispatches and maps errors to exit codes
 // (0 ok, 1 runtime error, 2 bad usage or bad input) with one clear line, never a stack.
 
-// First: its signal handlers must exist before anything else loads (interrupt.ts).
+// Bundled to dist/cli-main.js, which dist/cli.js (entry.ts) loads once the signal handlers exist;
+// imported first here too, so that this bundle run directly has them before anything else loads.
 import './interrupt';
 import { COMMANDS } from './commands';
 import { exitCodeOf, oneLine } from './errors';
