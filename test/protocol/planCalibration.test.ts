@@ -11,6 +11,7 @@ import { Diagnostic, DiagnosticSeverity, Hover, MarkupContent } from 'vscode-lan
 import { Methods } from '../../server/src/protocol/lsp_ext';
 import type { QuantizeResult, RunContext } from '../../server/src/protocol/lsp_ext';
 import { repoRoot } from '../helpers';
+import { CALIBRATION_SPECS } from '../../server/src/registry';
 import { uriOf } from './lspClient';
 import { applyTextEdits, rangeOf, withServer, workspace } from './support';
 
@@ -58,7 +59,7 @@ test('calibration diagnostics, hovers, quick fix, run context and a calibrated r
       calibrationDiags(ds).map((d) => [d.range, d.message]),
       [
         [rangeOf(text, '0', 1), "'sequences' must be an integer ≥ 1 (got 0)"],
-        [rangeOf(text, '99999'), "'length' must be an integer ≤ 32768 (got 99999)"],
+        [rangeOf(text, '99999'), `'length' must be an integer ≤ ${CALIBRATION_SPECS.generateLength.max} (got 99999)`],
       ],
     );
 

@@ -198,8 +198,11 @@ test("loftq quantize --plan: the plan's calibration block calibrates the run (fi
 test("the wizard's words: N,LEN sizes within the sampler's ranges, files by extension, held-out seeds", () => {
   assert.deepEqual(parseSampleSizes('32,256'), { sequences: 32, length: 256 });
   assert.deepEqual(parseSampleSizes(' 8 × 64 '), { sequences: 8, length: 64 });
-  assert.equal(parseSampleSizes('0,64'), 'N,LEN: 1–4096 sequences of 2–32768 tokens');
-  assert.equal(parseSampleSizes('8,1'), 'N,LEN: 1–4096 sequences of 2–32768 tokens');
+  const { generateSequences: n, generateLength: len } = CALIBRATION_SPECS;
+  const want = `N,LEN: ${n.min}–${n.max} sequences of ${len.min}–${len.max} tokens`;
+  assert.equal(parseSampleSizes('0,64'), want);
+  assert.equal(parseSampleSizes('8,1'), want);
+  assert.equal(parseSampleSizes(`8,${len.max + 1}`), want);
   assert.equal(typeof parseSampleSizes('lots'), 'string');
   assert.deepEqual(calibrationOfFile('/d/model.gguf'), { imatrix: '/d/model.gguf' });
   assert.deepEqual(calibrationOfFile('/d/imatrix.dat'), { imatrix: '/d/imatrix.dat' });
