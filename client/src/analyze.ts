@@ -1,7 +1,8 @@
 // "Analyze with LoftQ": LoftQ errors of a checkpoint at several bit widths (no weights written)
 // through `loftq/analyze`, with progress and cancel. The report goes next to the plan (or the
-// checkpoint) in `loftq-analysis/`; the server gives it to the plan at once, and the planner's
-// plan is one click away ("Plan Mixed Precision…").
+// checkpoint) in `loftq-analysis/` — said in the questions, and checked for writability before
+// them (another folder offered); the server gives it to the plan at once, and the planner's plan
+// is one click away ("Plan Mixed Precision…", which makes a loftq.json when there is none).
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -13,10 +14,19 @@ import {
   WorkDoneProgressEnd,
   WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
-import type { AnalyzeParams, AnalyzeResult, BackendChoice, RunContext } from '../../server/src/protocol/lsp_ext';
+import type {
+  AnalyzeParams,
+  AnalyzeResult,
+  BackendChoice,
+  MatrixSettings,
+  RunContext,
+} from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
 import { MATRIX_SETTING_SPECS, quantizerSpec } from '../../server/src/registry';
+import { createPlan, planDefaults } from './planReveal';
+import { refusalText, unwritable } from './writable';
 import {
+  anotherFolder,
   confirmOutside,
   outsideWorkspace,
   runContextFor,
@@ -32,6 +42,7 @@ export interface AnalyzeDeps {
 }
 
 const PLAN_FILE = 'loftq.json';
+const ANALYSIS_FOLDER = 'loftq-analysis';
 /** The planner predicts smaller ranks from the residual spectrum; 64 is the rank of published LoftQ models. */
 const ANALYSIS_RANK = 64;
 
@@ -61,6 +72,22 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
   const name = vscode.workspace.asRelativePath(ctx.checkpoint);
   const title = `Analyze ${name} with LoftQ`;
   const start = startingSettings(uri);
+  // The report goes next to the plan (or the checkpoint) in loftq-analysis/: said, and checked before any question.
+  let base = ctx.plan
+    ? path.dirname(ctx.plan.file)
+    : ctx.checkpoint.endsWith('.safetensors')
+      ? path.dirname(ctx.checkpoint)
+      : ctx.checkpoint;
+  const blocked = await unwritable(base);
+  if (blocked) {
+    const chosen = await anotherFolder(
+      `${vscode.workspace.asRelativePath(base)} ${refusalText(blocked)}, so the analysis report cannot go into its ` +
+        `${ANALYSIS_FOLDER}/ folder. Choose where it goes.`,
+    );
+    if (!chosen) return;
+    base = chosen;
+  }
+  const reportPath = path.join(base, ANALYSIS_FOLDER, 'loftq-report.json');
   // The plan's quantizer when it has one (an HQQ plan analyses HQQ widths), else the setting's.
   const quantizer = ctx.plan?.defaults.quantizer ?? start.quantizer;
   const widths = await vscode.window.showQuickPick(
@@ -85,20 +112,15 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
     })),
     {
       title: `${title} (2/2)`,
-      placeHolder: `Rank of the analysis${clamp}`,
+      placeHolder: `Rank of the analysis${clamp}; the report goes to ${vscode.workspace.asRelativePath(reportPath)}`,
       ignoreFocusOut: true,
     },
   );
   if (!rank) return;
-  const base = ctx.plan
-    ? path.dirname(ctx.plan.file)
-    : ctx.checkpoint.endsWith('.safetensors')
-      ? path.dirname(ctx.checkpoint)
-      : ctx.checkpoint;
   const cfg = vscode.workspace.getConfiguration('loftq', uri);
   const params: AnalyzeParams = {
     checkpoint: ctx.checkpoint,
-    report: path.join(base, 'loftq-analysis', 'loftq-report.json'),
+    report: reportPath,
     bits: widths.map((w) => w.bits),
     rank: rank.rank,
     iters: Math.min(start.iters, MATRIX_SETTING_SPECS.iters.max),
@@ -109,7 +131,16 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
   };
-  await runAnalysis(deps, client, params, ctx);
+  // A plan made after the analysis starts from these settings (the planner then sets bits and rank).
+  const analysed = widths.map((w) => w.bits);
+  const planStart: MatrixSettings = {
+    ...start,
+    quantizer,
+    bits: analysed.includes(start.bits) ? start.bits : analysed[Math.floor(analysed.length / 2)],
+    rank: Math.min(start.rank, rank.rank),
+    iters: params.iters,
+  };
+  await runAnalysis(deps, client, params, ctx, planStart);
 }
 
 async function runAnalysis(
@@ -117,6 +148,7 @@ async function runAnalysis(
   client: LanguageClient,
   params: AnalyzeParams,
   ctx: RunContext,
+  planStart: MatrixSettings,
 ): Promise<void> {
   const job = `loftq-analyze-${randomUUID()}`;
   const name = path.basename(params.checkpoint);
@@ -164,7 +196,7 @@ async function runAnalysis(
     const outside = outsideWorkspace(e);
     if (outside && !params.confirmedOutsideWorkspace) {
       if (await confirmOutside(outside, [params.checkpoint, params.plan], params.report))
-        await runAnalysis(deps, client, { ...params, confirmedOutsideWorkspace: true }, ctx);
+        await runAnalysis(deps, client, { ...params, confirmedOutsideWorkspace: true }, ctx, planStart);
       return;
     }
     deps.log.error(`analysis ${job}: failed: ${(e as Error).message}`);
@@ -183,13 +215,22 @@ async function runAnalysis(
     `analysis ${job}: done on backend ${result.report.backend}: mean LoftQ error ${means.join(', ')}; ` +
       `report ${result.reportPath}`,
   );
-  const actions = [...(ctx.plan ? ['Plan Mixed Precision…'] : []), 'Open Heatmap', 'Open Report'];
   const a = await vscode.window.showInformationMessage(
-    `LoftQ analysis of ${name}: mean LoftQ error ${means.join(', ')}.`,
-    ...actions,
+    `LoftQ analysis of ${name}: mean LoftQ error ${means.join(', ')}; ` +
+      `report in ${vscode.workspace.asRelativePath(result.reportPath)}.`,
+    'Plan Mixed Precision…',
+    'Open Heatmap',
+    'Open Report',
   );
-  if (a === 'Plan Mixed Precision…')
-    await vscode.commands.executeCommand('loftq.planMixedPrecision', vscode.Uri.file(ctx.plan!.file));
-  else if (a === 'Open Heatmap') deps.openHeatmap(result.reportPath);
+  if (a === 'Plan Mixed Precision…') {
+    // Without a plan of this checkpoint, a new loftq.json: the checkpoint, these settings, this analysis.
+    let plan = ctx.plan?.file;
+    if (!plan) {
+      plan = await createPlan(ctx.checkpoint, planDefaults(planStart), { analysis: result.reportPath });
+      if (!plan) return;
+      deps.log.info(`analysis ${job}: created ${plan} for the planner`);
+    }
+    await vscode.commands.executeCommand('loftq.planMixedPrecision', vscode.Uri.file(plan));
+  } else if (a === 'Open Heatmap') deps.openHeatmap(result.reportPath);
   else if (a === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(result.reportPath));
 }

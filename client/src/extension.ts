@@ -49,7 +49,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     {
       reveal: (p, name, createOverride) => {
         if (!p.checkpoint) return;
-        void revealInPlan(locatePlan, p.checkpoint, name, createOverride, {}).catch((e) =>
+        // A new override states the matrix's bits and rank as run; a new plan's defaults, the run's settings.
+        const m = p.matrix(name);
+        const own = m ? { bits: m.bits, rank: m.rank } : {};
+        void revealInPlan(locatePlan, p.checkpoint, name, createOverride, own, p.summary?.settings).catch((e) =>
           log.error(`reveal: ${(e as Error).message}`),
         );
       },

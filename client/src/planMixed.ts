@@ -6,7 +6,8 @@ import * as vscode from 'vscode';
 import { LanguageClient, ResponseError, State } from 'vscode-languageclient/node';
 import type { PlanBudget, PlanResult, RunContext } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
-import { serverDown } from './quantize';
+import { resolveTarget, runContextFor, serverDown, startingSettings } from './quantize';
+import { createPlan, planDefaults } from './planReveal';
 
 export interface PlanDeps {
   client: () => LanguageClient | undefined;
@@ -46,18 +47,18 @@ export function parseBudget(s: string): PlanBudget | string {
   return { bytes: Math.round(v * scale) };
 }
 
-async function planFile(arg: unknown): Promise<vscode.Uri | undefined> {
+async function planFile(deps: PlanDeps, arg: unknown): Promise<vscode.Uri | undefined> {
   if (typeof arg === 'string' && arg.startsWith('file:')) return vscode.Uri.parse(arg);
   if (arg instanceof vscode.Uri) return arg;
   const active = vscode.window.activeTextEditor?.document.uri;
   if (active?.scheme === 'file' && path.basename(active.fsPath) === PLAN_FILE) return active;
   const found = await vscode.workspace.findFiles(`**/${PLAN_FILE}`, '**/node_modules/**', 100);
   if (!found.length) {
-    void vscode.window.showInformationMessage(
-      `No ${PLAN_FILE} in this workspace: click a cell of a heatmap ("Create Plan") ` +
-        'or write one next to the checkpoint.',
+    const a = await vscode.window.showInformationMessage(
+      `No ${PLAN_FILE} in this workspace yet. Create one for a checkpoint (its settings as defaults)?`,
+      'Create Plan…',
     );
-    return undefined;
+    return a ? newPlan(deps) : undefined;
   }
   if (found.length === 1) return found[0];
   return (
@@ -68,8 +69,24 @@ async function planFile(arg: unknown): Promise<vscode.Uri | undefined> {
   )?.uri;
 }
 
+/** A new loftq.json for a checkpoint the user picks: its path and the settings' defaults. */
+async function newPlan(deps: PlanDeps): Promise<vscode.Uri | undefined> {
+  const target = await resolveTarget(undefined, 'Create loftq.json');
+  if (!target) return undefined;
+  const client = deps.client();
+  if (!client || client.state !== State.Running) return void serverDown(deps);
+  const ctx = await runContextFor(client, target.fsPath, 'plan');
+  if (!ctx) return undefined;
+  if (ctx.plan) return vscode.Uri.file(ctx.plan.file);
+  const file = await createPlan(ctx.checkpoint, planDefaults(startingSettings(target)));
+  if (!file) return undefined;
+  deps.log.info(`created ${file} for ${ctx.checkpoint}`);
+  await vscode.window.showTextDocument(vscode.Uri.file(file), { preview: false });
+  return vscode.Uri.file(file);
+}
+
 export async function planMixedCommand(deps: PlanDeps, previews: PlanPreviews, arg?: unknown): Promise<void> {
-  const file = await planFile(arg);
+  const file = await planFile(deps, arg);
   if (!file) return;
   const client = deps.client();
   if (!client || client.state !== State.Running) return serverDown(deps);
@@ -134,8 +151,15 @@ export async function planMixedCommand(deps: PlanDeps, previews: PlanPreviews, a
   const preview = vscode.Uri.from({ scheme: PREVIEW_SCHEME, path: `/${rel}`, query: String(Date.now()) });
   previews.set(preview, result.planText!);
   await vscode.commands.executeCommand('vscode.diff', file, preview, `${rel} ↔ planner's plan (${summary})`);
+  // Entries of the user's the plan changes are named before anything is written; the rest stay.
+  const replaces = result.replaces ?? [];
+  const replaced = replaces.length
+    ? ` It replaces ${replaces.length === 1 ? 'your override' : `${replaces.length} of your overrides`}: ` +
+      `${replaces.slice(0, 3).join('; ')}${replaces.length > 3 ? `; and ${replaces.length - 3} more` : ''}.`
+    : '';
+  if (replaces.length) deps.log.info(`plan ${rel}: replaces ${replaces.join('; ')}`);
   const a = await vscode.window.showInformationMessage(
-    `Apply the planner's plan to ${rel}? ${summary}.`,
+    `Apply the planner's plan to ${rel}? ${summary}.${replaced}`,
     'Apply',
     'Discard',
   );

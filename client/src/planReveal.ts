@@ -5,7 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { applyEdits, findNodeAtLocation, modify, Node, parseTree } from 'jsonc-parser';
-import type { PlanLocation, PlanRange } from '../../server/src/protocol/lsp_ext';
+import type { MatrixSettings, PlanLocation, PlanOverride, PlanRange } from '../../server/src/protocol/lsp_ext';
+import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
 
 export const PLAN_FILE = 'loftq.json';
 
@@ -42,13 +43,48 @@ async function addOverride(file: string, module: string, settings: { bits?: numb
   await select(file, nodeRange(doc, list?.children?.[list.children.length - 1]));
 }
 
-/** Reveals (or, on request or when asked, creates) the plan entry for one tensor of `checkpoint`. */
+/** A new loftq.json next to `checkpoint` with its checkpoint and `defaults` (and `extra` keys);
+ *  undefined when one is there already (it plans another checkpoint: not overwritten). */
+export async function createPlan(
+  checkpoint: string,
+  defaults: Partial<MatrixSettings>,
+  extra: { overrides?: PlanOverride[]; analysis?: string } = {},
+): Promise<string | undefined> {
+  const file = path.join(path.dirname(checkpoint), PLAN_FILE);
+  if (fs.existsSync(file)) {
+    void vscode.window.showErrorMessage(`${file} already exists and plans another checkpoint; not overwriting it.`);
+    return undefined;
+  }
+  const relative = (p: string) => {
+    const r = path.relative(path.dirname(file), p).split(path.sep).join('/');
+    return r.startsWith('.') ? r : `./${r}`;
+  };
+  const plan: Record<string, unknown> = { checkpoint: relative(checkpoint), defaults };
+  if (extra.analysis) plan.analysis = relative(extra.analysis);
+  if (extra.overrides?.length) plan.overrides = extra.overrides;
+  await vscode.workspace.fs.writeFile(
+    vscode.Uri.file(file),
+    new TextEncoder().encode(`${JSON.stringify(plan, null, 2)}\n`),
+  );
+  return file;
+}
+
+/** The settings a new plan's defaults state: every matrix setting, the block size only when not the default. */
+export function planDefaults(s: MatrixSettings): Partial<MatrixSettings> {
+  const { blockSize, ...rest } = s;
+  return blockSize === DEFAULT_SETTINGS.blockSize ? rest : { ...rest, blockSize };
+}
+
+/** Reveals (or, on request or when asked, creates) the plan entry for one tensor of `checkpoint`.
+ *  `settings`: the tensor's own bits and rank (a new override states them, never nothing);
+ *  `defaults`: what a new plan's defaults say (the shown run's settings). */
 export async function revealInPlan(
   locate: LocatePlan,
   checkpoint: string,
   tensor: string,
   createOverride: boolean,
   settings: { bits?: number; rank?: number },
+  defaults?: MatrixSettings,
 ): Promise<void> {
   const at = await locate(checkpoint, tensor);
   if (!at.plan) {
@@ -57,18 +93,10 @@ export async function revealInPlan(
       'Create Plan',
     );
     if (a !== 'Create Plan') return;
-    const file = path.join(path.dirname(checkpoint), PLAN_FILE);
-    if (fs.existsSync(file)) {
-      void vscode.window.showErrorMessage(`${file} already exists and plans another checkpoint; not overwriting it.`);
-      return;
-    }
-    let rel = path.relative(path.dirname(file), checkpoint).split(path.sep).join('/');
-    if (!rel.startsWith('.')) rel = `./${rel}`;
-    const plan = { checkpoint: rel, defaults: {}, overrides: [{ match: at.module, ...settings }] };
-    await vscode.workspace.fs.writeFile(
-      vscode.Uri.file(file),
-      new TextEncoder().encode(`${JSON.stringify(plan, null, 2)}\n`),
-    );
+    const file = await createPlan(checkpoint, defaults ? planDefaults(defaults) : {}, {
+      overrides: [{ match: at.module, ...settings }],
+    });
+    if (!file) return;
     const doc = await vscode.workspace.openTextDocument(file);
     const list = findNodeAtLocation(parseTree(doc.getText())!, ['overrides']);
     await select(file, nodeRange(doc, list?.children?.[0]));

@@ -28,6 +28,7 @@ import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
 import { describeCalibration } from '../../server/src/registry';
 import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
+import { isWriteRefusal, refusalText, unwritable } from './writable';
 import type { ReportIndex } from './reports';
 import type { LoftqStatus } from './statusBar';
 import { VIEWER_VIEW_TYPE } from './viewer/provider';
@@ -89,6 +90,25 @@ export function startingSettings(checkpoint: vscode.Uri): MatrixSettings {
   };
 }
 
+/** Asks for a writable folder (the message says why); undefined when dismissed. */
+export async function anotherFolder(message: string, defaultUri?: vscode.Uri): Promise<string | undefined> {
+  for (;;) {
+    const a = await vscode.window.showWarningMessage(message, 'Choose Folder…');
+    if (!a) return undefined;
+    const chosen = await vscode.window.showOpenDialog({
+      canSelectFolders: true,
+      canSelectFiles: false,
+      canSelectMany: false,
+      defaultUri,
+      openLabel: 'Write here',
+    });
+    if (!chosen?.[0]) return undefined;
+    const why = await unwritable(chosen[0].fsPath);
+    if (!why) return chosen[0].fsPath;
+    message = `${chosen[0].fsPath} ${refusalText(why)}. Choose another folder.`;
+  }
+}
+
 export const serverDown = (deps: { log: vscode.LogOutputChannel }) =>
   void vscode.window
     .showErrorMessage(
@@ -111,7 +131,7 @@ async function openPlanAt(file: string, line: number, character: number): Promis
 export async function runContextFor(
   client: LanguageClient,
   checkpoint: string,
-  verb: 'quantize' | 'analyze',
+  verb: 'quantize' | 'analyze' | 'plan',
 ): Promise<RunContext | undefined> {
   let ctx: RunContext;
   try {
@@ -123,7 +143,7 @@ export async function runContextFor(
   return refuseKnownBad(ctx, verb);
 }
 
-async function refuseKnownBad(ctx: RunContext, verb: 'quantize' | 'analyze'): Promise<RunContext | undefined> {
+async function refuseKnownBad(ctx: RunContext, verb: 'quantize' | 'analyze' | 'plan'): Promise<RunContext | undefined> {
   if (ctx.problem) {
     const a = await vscode.window.showErrorMessage(`Cannot ${verb}: ${ctx.problem}`, 'Show Problem');
     if (a === 'Show Problem') {
@@ -176,7 +196,18 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
     deps.log.info(
       `${path.basename(target.fsPath)} is one shard of ${ctx.shardOf}; the run quantizes the whole checkpoint`,
     );
-  const choice = await askRun(ctx, startingSettings(target));
+  // Where the output goes by default (next to the checkpoint) is checked before any question.
+  let outParent: string | undefined;
+  const home = path.dirname(ctx.checkpoint);
+  const blocked = await unwritable(home);
+  if (blocked) {
+    outParent = await anotherFolder(
+      `${vscode.workspace.asRelativePath(home)} ${refusalText(blocked)}, so the output cannot go next to the ` +
+        'checkpoint. Choose where it goes.',
+    );
+    if (!outParent) return;
+  }
+  const choice = await askRun(ctx, startingSettings(target), { outParent });
   if (!choice) return;
   const cfg = vscode.workspace.getConfiguration('loftq', target);
   const params: QuantizeParams = {
@@ -293,14 +324,27 @@ async function run(
     const msg = (e as Error).message ?? String(e);
     deps.log.error(`run ${job}: failed: ${msg}`);
     const lost = client.state !== State.Running || /connection|disposed|closed/i.test(msg);
+    // An output folder the run may not write fails the same way again: offer another folder.
+    const refused = !lost && isWriteRefusal(msg);
     // Bad input fails the same way again: "Run Again" only where a rerun can succeed.
     const badInput = !lost && e instanceof ResponseError && e.code === ErrorCodes.InvalidParams;
     const text = lost
       ? `The LoftQ server stopped during the run on ${name}; the run was lost and left no output. (${msg})`
       : `LoftQ run on ${name} failed: ${msg}`;
-    const actions = [...(badInput ? [] : ['Run Again']), ...(badInput && params.plan ? ['Open Plan'] : []), 'Show Log'];
+    const actions = refused
+      ? ['Choose Another Folder', 'Show Log']
+      : [...(badInput ? [] : ['Run Again']), ...(badInput && params.plan ? ['Open Plan'] : []), 'Show Log'];
     const a = await vscode.window.showErrorMessage(text, ...actions);
     if (a === 'Show Log') deps.log.show();
+    if (a === 'Choose Another Folder') {
+      const parent = await anotherFolder(`Choose where the output of ${name} goes instead of ${params.out}.`);
+      const c = deps.client();
+      if (parent && c && c.state === State.Running) {
+        const out = path.join(parent, path.basename(params.out));
+        await run(deps, c, { ...params, out, workDoneToken: `loftq-${randomUUID()}` }, evaluable);
+      }
+      return;
+    }
     if (a === 'Open Plan') await vscode.window.showTextDocument(vscode.Uri.file(params.plan!));
     if (a === 'Run Again') {
       const c = deps.client();

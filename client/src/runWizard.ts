@@ -27,6 +27,7 @@ import {
   describeCalibration,
   parseSampleSizes,
 } from '../../server/src/registry';
+import { refusalText, unwritable } from './writable';
 
 const RANKS = [4, 8, 16, 32, 64, 128, 256];
 const ITERS = [1, 2, 3, 5, 10];
@@ -141,7 +142,11 @@ function describeSet(d: Partial<MatrixSettings>): string {
 }
 
 /** Runs the steps; undefined when the user dismissed one. */
-export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<RunChoice | undefined> {
+export async function askRun(
+  ctx: RunContext,
+  start: MatrixSettings,
+  opts: { outParent?: string } = {},
+): Promise<RunChoice | undefined> {
   const name = vscode.workspace.asRelativePath(ctx.checkpoint);
   const plan = ctx.plan && !ctx.plan.error ? ctx.plan : undefined;
   let usePlan = !!plan;
@@ -278,7 +283,8 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
       else if (a === '') continue; // the file dialog was dismissed: the same step again
     } else {
       const calibrated = !!calibration || !!(usePlan && plan!.calibration);
-      const suggested = out ?? defaultOutFolder(ctx.checkpoint, s, calibrated);
+      const named = defaultOutFolder(ctx.checkpoint, s, calibrated);
+      const suggested = out ?? (opts.outParent ? path.join(opts.outParent, path.basename(named)) : named);
       a = await pick<string>(
         title,
         'Output folder (model, loftq_init/ adapter, loftq-report.json)',
@@ -299,7 +305,16 @@ export async function askRun(ctx: RunContext, start: MatrixSettings): Promise<Ru
         if (!chosen?.[0]) continue; // back to the same step
         a = chosen[0].fsPath;
       }
-      if (typeof a === 'string') out = a;
+      if (typeof a === 'string') {
+        // A folder the run could not write is said now, and asked again.
+        const why = await unwritable(a);
+        if (why) {
+          void vscode.window.showErrorMessage(`${a} ${refusalText(why)}: choose another output folder.`);
+          out = undefined;
+          continue;
+        }
+        out = a;
+      }
     }
     if (a === undefined) return undefined;
     if (a === BACK) i = Math.max(0, i - 1);

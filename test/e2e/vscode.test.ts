@@ -206,11 +206,12 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
         'the new override to be selected',
         async () => (await page.locator('.monaco-editor .selected-text').count()) > 0,
       );
+      // The new plan states the run's settings as defaults, the matrix's own bits and rank (never an empty override).
       const created = JSON.parse(fs.readFileSync(planFile, 'utf8'));
       assert.deepEqual(created, {
         checkpoint: './model.safetensors',
-        defaults: {},
-        overrides: [{ match: 'model.layers.3.mlp.down_proj' }],
+        defaults: { bits: 2, rank: 8, iters: 2, quantizer: 'nf' },
+        overrides: [{ match: 'model.layers.3.mlp.down_proj', bits: 2, rank: 8 }],
       });
     }),
   );
@@ -495,6 +496,84 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       await contextMenu(page, outRel, 'Evaluate Model Outputs');
       await answerQuickInput(page, /^Evaluate Model Outputs: /, '2,16');
       await notification(page, /Model outputs of .*2 held-out sequences × 16 tokens/);
+    }),
+  );
+
+  test(
+    'Analyze without a plan → Plan Mixed Precision… makes loftq.json; Apply keeps a hand override it agrees with',
+    { skip: noEngine },
+    shot('analyze-plan', async () => {
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      await contextMenu(page, `${CALIB_MODEL}/model.safetensors`, 'Analyze with LoftQ');
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
+      const analysed = await notification(
+        page,
+        new RegExp(
+          `LoftQ analysis of model\\.safetensors: .*report in ${CALIB_MODEL}/loftq-analysis/loftq-report\\.json`,
+        ),
+        240_000,
+      );
+      await analysed.getByRole('button', { name: 'Plan Mixed Precision…' }).click();
+      const planFile = path.join(ws, CALIB_MODEL, 'loftq.json');
+      await until('loftq.json made for the planner', async () => fs.existsSync(planFile));
+      assert.deepEqual(JSON.parse(fs.readFileSync(planFile, 'utf8')), {
+        checkpoint: './model.safetensors',
+        defaults: { bits: 4, rank: 16, iters: 5, quantizer: 'nf' },
+        analysis: './loftq-analysis/loftq-report.json',
+      });
+      const plan = async () => {
+        const box = page.locator('.quick-input-widget');
+        await until(
+          'the budget box',
+          async () =>
+            /^Plan Mixed Precision: /.test(
+              (await box
+                .locator('.quick-input-title')
+                .textContent()
+                .catch(() => '')) ?? '',
+            ),
+          20_000,
+        );
+        await box.locator('.quick-input-box input').press('Enter');
+        return notification(page, /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight/, 60_000);
+      };
+      const written = (t: string) => t.trimEnd().endsWith('}');
+      let before = fs.readFileSync(planFile, 'utf8');
+      await (await plan()).getByRole('button', { name: 'Apply' }).click();
+      await until("the planner's plan on disk", async () => {
+        const t = fs.readFileSync(planFile, 'utf8');
+        return written(t) && t !== before;
+      });
+      // Two hand overrides: one the planner agrees with (layer 0's q_proj at its planned bits), one it does not.
+      const { compilePlan, parsePlan, settingsFor } = await import('../../server/src/plan/planfile');
+      const planned = parsePlan(fs.readFileSync(planFile, 'utf8')).plan;
+      const q0 = settingsFor(compilePlan(planned), 'model.layers.0.self_attn.q_proj.weight')!;
+      const q1 = settingsFor(compilePlan(planned), 'model.layers.1.self_attn.q_proj.weight')!;
+      const agreed = { match: 'model.layers.0.self_attn.q_proj', bits: q0.bits };
+      const other = q1.bits === 8 ? 2 : 8;
+      const hand = {
+        ...planned,
+        overrides: [agreed, { match: 'model.layers.1.self_attn.q_proj', bits: other }, ...planned.overrides!],
+      };
+      fs.writeFileSync(planFile, JSON.stringify(hand, null, 2) + '\n');
+      before = fs.readFileSync(planFile, 'utf8');
+      await runCommand(page, 'Notifications: Clear All Notifications');
+      await contextMenu(page, `${CALIB_MODEL}/loftq.json`, 'Plan Mixed Precision…');
+      const ask = await plan();
+      const q1Name = 'model\\.layers\\.1\\.self_attn\\.q_proj';
+      assert.match(
+        (await ask.textContent()) ?? '',
+        new RegExp(`It replaces your override: '${q1Name}' bits ${other} → ${q1.bits} \\(1 matrix\\)`),
+      );
+      await ask.getByRole('button', { name: 'Apply' }).click();
+      await until('the second plan on disk', async () => {
+        const t = fs.readFileSync(planFile, 'utf8');
+        return written(t) && t !== before;
+      });
+      const after = parsePlan(fs.readFileSync(planFile, 'utf8')).plan;
+      assert.deepEqual(after.overrides![0], agreed, 'the hand override the planner agrees with stays, first');
+      assert.ok(!after.overrides!.some((o) => o.match === 'model.layers.1.self_attn.q_proj' && o.bits === other));
     }),
   );
 

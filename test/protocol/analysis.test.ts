@@ -280,6 +280,16 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
       got.choices.some((ch) => ch.bits === 4),
       'the budget buys some 4-bit matrices',
     );
+    assert.deepEqual(got.replaces, [], 'no override of the user is replaced');
+    // A hand-made override the plan disagrees with is named before Apply (issue 26 §3).
+    fs.writeFileSync(
+      plan,
+      text.replace('"budget"', '"overrides": [{ "match": "model.layers.0.mlp.down_proj", "bits": 3 }],\n  "budget"'),
+    );
+    const withOverride = await c.conn.sendRequest<PlanResult>(Methods.plan, { plan: uri });
+    const down0 = withOverride.choices.find((ch) => ch.name === 'model.layers.0.mlp.down_proj.weight')!;
+    assert.deepEqual(withOverride.replaces, [`'model.layers.0.mlp.down_proj' bits 3 → ${down0.bits} (1 matrix)`]);
+    fs.writeFileSync(plan, text);
 
     await c.open(uri, text);
     const ds = await c.diagnosticsFor(uri, (d) => d.some((x) => x.code === 'budget'));

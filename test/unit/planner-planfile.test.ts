@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { groupOverrides, NamedChoice } from '../../server/src/plan/planner/group';
-import { applyPlanToText } from '../../server/src/plan/planner/planedit';
+import { applyPlanToText, replacedOverrides } from '../../server/src/plan/planner/planedit';
 import type { PlanBudget } from '../../server/src/protocol/lsp_ext';
 import { peftPatterns } from '../../server/src/plan/planner/peft';
 import { compilePlan, parsePlan, settingsFor } from '../../server/src/plan/planfile';
@@ -176,4 +176,38 @@ test('PEFT rank_pattern / alpha_pattern list exactly the modules that differ fro
   }
   // uniform ranks: empty patterns; the most common rank wins over the default
   assert.deepEqual(peftPatterns([m(0, 8), m(1, 8)], 16), { r: 8, lora_alpha: 8, rank_pattern: {}, alpha_pattern: {} });
+});
+
+test("the planner's edit keeps the user's overrides it agrees with, and names the ones it replaces", () => {
+  const choices = choicesFor(4, (l, m) => (m === 'mlp.down_proj' && l === 3 ? [4, 16] : [2, 16]));
+  const text = `{
+  "checkpoint": "m",
+  "overrides": [
+    { "match": "model.layers.3.mlp.down_proj", "bits": 4 },
+    { "match": "model.layers.0.self_attn.q_proj", "bits": 8 },
+    { "match": "model.layers.1.self_attn.v_proj", "rank": 64, "iters": 9 },
+    { "match": "lm_head", "bits": 8 }
+  ]
+}
+`;
+  const out = applyPlanToText(text, choices, { avgBits: 2.5 });
+  const { plan } = parsePlan(out);
+  // The hand-made 4-bit override of layer 3's down_proj is what the planner chose too: it stays, in place.
+  assert.deepEqual(plan.overrides![0], { match: 'model.layers.3.mlp.down_proj', bits: 4 });
+  // An override of matrices the plan does not quantize is not the planner's to change.
+  assert.ok(plan.overrides!.some((o) => o.match === 'lm_head' && o.bits === 8));
+  // The disagreeing ones lose their bits/rank (the entry with other keys keeps them).
+  assert.ok(!plan.overrides!.some((o) => o.match === 'model.layers.0.self_attn.q_proj'));
+  assert.deepEqual(
+    plan.overrides!.find((o) => o.match === 'model.layers.1.self_attn.v_proj'),
+    { match: 'model.layers.1.self_attn.v_proj', iters: 9 },
+  );
+  assertReproduces(out, choices);
+  assert.deepEqual(replacedOverrides(text, choices), [
+    "'model.layers.0.self_attn.q_proj' bits 8 → 2 (1 matrix)",
+    "'model.layers.1.self_attn.v_proj' rank 64 → 16 (1 matrix)",
+  ]);
+  // Once applied, applying it again changes and replaces nothing.
+  assert.equal(applyPlanToText(out, choices, { avgBits: 2.5 }), out);
+  assert.deepEqual(replacedOverrides(out, choices), []);
 });

@@ -51,6 +51,11 @@ export class HeatmapPanel {
     );
   }
 
+  /** The shown matrix of that name, when there is one. */
+  matrix(name: string): MatrixReport | undefined {
+    return this.matrices.find((m) => m.name === name);
+  }
+
   onDispose(f: () => void): void {
     this.disposeListeners.push(f);
   }

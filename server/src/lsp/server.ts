@@ -46,7 +46,7 @@ import { PlanDoc, PlanFacts } from './planDoc';
 import { planHover } from './hover';
 import { calibrationFileProblems } from './calibration';
 import { setMixedPlanner } from './mixedPlan';
-import { applyPlanToText } from '../plan/planner/planedit';
+import { applyPlanToText, replacedOverrides } from '../plan/planner/planedit';
 import { plannerOrFirstK, runPlanner } from './planner';
 import { isReport } from '../planInsight/reportIndex';
 import { planLocation, runContext } from './runContext';
@@ -370,7 +370,11 @@ export function startServer(connection: Connection, engine: () => Engine | undef
           `no analysis of this plan's checkpoint (${p.path}): run ` +
             `'loftq analyze CKPT --bits 2,3,4,8 --rank 64 --spectrum 64 --report ${REPORT_FILE}' next to it`,
         );
-      return { ...plan, planText: applyPlanToText(p.text, plan.choices, budget) };
+      return {
+        ...plan,
+        planText: applyPlanToText(p.text, plan.choices, budget),
+        replaces: replacedOverrides(p.text, plan.choices),
+      };
     } catch (e) {
       if (e instanceof ResponseError) throw e;
       throw new ResponseError(ErrorCodes.InvalidParams, (e as Error).message);

@@ -463,6 +463,9 @@ export interface PlanResult {
   overrides: PlanOverride[];
   /** `loftq/plan` only: the plan file's text with the planner's choices applied (comments kept). */
   planText?: string;
+  /** `loftq/plan` only: the user's overrides planText changes, one line each
+   *  (`'model.layers.3.mlp.down_proj' bits 4 → 2 (1 matrix)`); entries the plan agrees with stay. */
+  replaces?: string[];
 }
 
 // ---------------------------------------------------------------------------------------
