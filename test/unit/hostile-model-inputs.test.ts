@@ -234,6 +234,9 @@ test('27.4 JSON sequences are cut to the registry bound like .txt paragraphs; to
   refusedLine(e, [big], /holds 10000000 tokens/);
   const g = run(['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4096,2048']);
   refusedLine(g, [], /N × LEN tokens, at most 1048576; got 4096,2048/, out);
+  // A generated sequence is bounded like any other (it was 32768 tokens, minutes deaf to signals).
+  const longLen = run(['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4,32768']);
+  refusedLine(longLen, [], new RegExp(`LEN ≤ ${TOKEN_LIMITS.sequence.max}\\) .*got 4,32768`), out);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -248,7 +251,7 @@ test('27.4 long calibration, eval and sampling runs hear SIGTERM within a second
   const out = path.join(dir, 'out');
   for (const [args, delay] of [
     [['quantize', STORIES, '--out', out, ...FAST, '--calib', long], 2500],
-    [['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4,32768'], 2500],
+    [['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '256,2048'], 2500],
     [['eval', STORIES, done, '--tokens', long, '--quiet'], 2500],
   ] as const) {
     const r = await runAndSignal([...args], 'SIGTERM', delay);

@@ -93,6 +93,15 @@ export const RUN_SETTING_SPECS = {
   },
 } as const satisfies Record<string, SettingSpec>;
 
+/** Token sets of calibration (`--calib`) and `loftq eval` (`--tokens`). The forward pass holds
+ *  every token's activations of a layer at once and attention is quadratic in a sequence's length:
+ *  a sequence longer than `sequence` tokens (a .txt paragraph, a JSON id list) is cut into pieces
+ *  of at most that many, and a set of more than `total` tokens in all is refused. */
+export const TOKEN_LIMITS = {
+  sequence: { min: 2, max: 2048 },
+  total: { max: 2 ** 20 },
+} as const;
+
 /** Calibrated LoftQ (`--calib`, `--calib-generate`, `CalibrationParams`). */
 export const CALIBRATION_SPECS = {
   /** λ = ridge × mean(diag G), added to G's diagonal (loftq/calibrationMetric.ts says why). At
@@ -108,7 +117,14 @@ export const CALIBRATION_SPECS = {
   /** Inputs wider than this keep a diagonal statistic (model/collect.ts says why). */
   fullStatMaxDim: { kind: 'int', min: 1, max: 65536, default: 8192, description: 'Widest input with a full G.' },
   generateSequences: { kind: 'int', min: 1, max: 4096, default: 16, description: 'Sequences of --calib-generate.' },
-  generateLength: { kind: 'int', min: 2, max: 32768, default: 128, description: 'Tokens per generated sequence.' },
+  /** A generated sequence is one sequence: TOKEN_LIMITS.sequence bounds it like any other. */
+  generateLength: {
+    kind: 'int',
+    min: TOKEN_LIMITS.sequence.min,
+    max: TOKEN_LIMITS.sequence.max,
+    default: 128,
+    description: 'Tokens per generated sequence.',
+  },
   generateSeed: {
     kind: 'int',
     min: 0,
@@ -124,15 +140,6 @@ export const CALIBRATION_SPECS = {
     description: 'Calibration pass products: bf16 where the native backend has AVX512-BF16 (auto), or float32.',
   },
 } as const satisfies Record<string, SettingSpec>;
-
-/** Token sets of calibration (`--calib`) and `loftq eval` (`--tokens`). The forward pass holds
- *  every token's activations of a layer at once and attention is quadratic in a sequence's length:
- *  a sequence longer than `sequence` tokens (a .txt paragraph, a JSON id list) is cut into pieces
- *  of at most that many, and a set of more than `total` tokens in all is refused. */
-export const TOKEN_LIMITS = {
-  sequence: { min: 2, max: 2048 },
-  total: { max: 2 ** 20 },
-} as const;
 
 /** Why a value does not fit its spec: the words after "must be", e.g. `an integer ≥ 1`,
  *  `2, 3, 4 or 8`, `"nf" or "uniform"` (quoted: JSON strings in a plan file). */
