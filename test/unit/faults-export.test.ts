@@ -91,7 +91,9 @@ test(DISK_FULL, async () => {
     /^loftq: \S+\/\.loftq-journal\/[0-9a-f]+\.safetensors: cannot be written: file size limit reached \(EFBIG\)$/,
   );
   assert.deepEqual(temps(out), []);
-  assert.equal(await judge(out, r), 'journal');
+  // No entry was written: the run leaves no empty journal, and the folder it created goes too (issue 27.10).
+  assert.equal(await judge(out, r), 'nothing');
+  assert.ok(!fs.existsSync(out), 'the folder the run created is gone');
 });
 
 test('read-only output folder: one line, nothing written, a previous complete result stays intact', async (t) => {

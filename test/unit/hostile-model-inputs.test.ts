@@ -421,3 +421,85 @@ test('27.11 SIGTERM/SIGINT in the first half second: exit 130 (handlers come bef
     }
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+/** A pid that belonged to a process that has exited. */
+function deadPid(): number {
+  return Number(
+    spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout,
+  );
+}
+
+test('27.10 full disk: quantize and eval fail in one line naming the file, no lock temp or journal', async (t) => {
+  const probe = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs /mnt'], {
+    encoding: 'utf8',
+  });
+  if (probe.status !== 0) return t.skip(`no user namespace to mount a tmpfs in: ${probe.stderr.trim()}`);
+  const dir = tempDir();
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, JSON.stringify([someIds(32)]));
+  // In a private tmpfs of 4 MiB: a quantize that fits, then the disk filled to the last page, then
+  // a second quantize into a new folder and an eval of the first; each prints its exit code and a
+  // listing of the tmpfs.
+  const script = `mount -t tmpfs -o size=4m tmpfs /mnt || exit 9
+"$0" "$1" quantize "$2" --out /mnt/done ${FAST.join(' ')} || exit 8
+dd if=/dev/zero of=/mnt/fill bs=4096 2>/dev/null; dd if=/dev/zero of=/mnt/fill2 bs=1 2>/dev/null
+"$0" "$1" quantize "$2" --out /mnt/out ${FAST.join(' ')}; echo "quantize rc=$?"
+"$0" "$1" eval "$2" /mnt/done --tokens "$3" --quiet; echo "eval rc=$?"
+find /mnt -mindepth 1 | sort`;
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, CLI, STORIES, ids], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  const stdout = r.stdout.split('\n');
+  assert.ok(stdout.includes('quantize rc=1'), r.stdout + r.stderr);
+  assert.ok(stdout.includes('eval rc=1'), r.stdout + r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  assert.equal(lines.length, 2, `one line each: ${r.stderr}`);
+  assert.match(lines[0], /^loftq: \/mnt\/out\/\S+: cannot be written: no space left on the device \(ENOSPC\)$/);
+  assert.match(lines[1], /^loftq: \/mnt\/done\/\S+: cannot be written: no space left on the device \(ENOSPC\)$/);
+  const listed = stdout.filter((l) => l.startsWith('/mnt/'));
+  assert.ok(!listed.some((l) => l.startsWith('/mnt/out')), `the new folder is gone: ${listed}`);
+  assert.deepEqual(
+    listed.filter((l) => /\.tmp$|\.loftq\.lock|\.loftq-journal/.test(l)),
+    [],
+    `no temp file, lock or journal: ${listed}`,
+  );
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('27.10 a killed eval’s report temp goes with the next eval; a too-large tensor is refused first', async () => {
+  const dir = tempDir();
+  const done = path.join(dir, 'done');
+  const settings = { bits: 4, rank: 8, iters: 1, quantizer: 'nf' as const, blockSize: 64 };
+  await quantizeCheckpoint(STORIES, { out: done, workers: 'in-thread', settings });
+  const stale = path.join(done, `.loftq-report.json.${deadPid()}.0badc0de.tmp`);
+  fs.writeFileSync(stale, '{"half": ');
+  const ids = path.join(dir, 'ids.json');
+  fs.writeFileSync(ids, JSON.stringify([someIds(16)]));
+  const e = run(['eval', STORIES, done, '--tokens', ids, '--quiet']);
+  assert.equal(e.status, 0, e.stderr);
+  assert.ok(!fs.existsSync(stale), 'the dead writer’s temp file is removed');
+  // A BF16 matrix of 2^30 + 32768 values: 2 GiB on disk (sparse), but no float32 buffer holds it.
+  const big = path.join(dir, 'big');
+  fs.mkdirSync(big);
+  const [rows, cols] = [32769, 32768];
+  const header = Buffer.from(
+    JSON.stringify({
+      'model.layers.0.self_attn.q_proj.weight': {
+        dtype: 'BF16',
+        shape: [rows, cols],
+        data_offsets: [0, rows * cols * 2],
+      },
+    }),
+  );
+  const file = path.join(big, 'model.safetensors');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  fs.writeFileSync(file, Buffer.concat([len, header]));
+  fs.truncateSync(file, 8 + header.length + rows * cols * 2);
+  const out = path.join(dir, 'out');
+  const r = run(['quantize', big, '--out', out, ...FAST]);
+  refusedLine(r, [file, 'model.layers.0.self_attn.q_proj.weight'], /do not fit in one float32 buffer/, out);
+  assert.ok(!fs.existsSync(out), 'no output folder, no journal');
+  fs.rmSync(dir, { recursive: true, force: true });
+});

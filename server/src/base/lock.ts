@@ -6,7 +6,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { tempPathFor } from '../checkpoint';
+import { tempPathFor, writeError } from '../checkpoint';
 import { InputError } from './errors';
 
 /** Whether a process exists (EPERM: it does, owned by someone else). */
@@ -69,7 +69,14 @@ export async function lockOutput(
 ): Promise<() => Promise<void>> {
   const file = path.join(out, name);
   const temp = tempPathFor(file);
-  await fsp.writeFile(temp, JSON.stringify({ pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+  try {
+    await fsp.writeFile(temp, JSON.stringify({ pid: process.pid, started: new Date().toISOString() }), { flag: 'wx' });
+  } catch (e) {
+    // A full disk creates the temp file and fails its write: nothing may stay behind, and the
+    // message is one line naming the file (it was Node's raw "ENOSPC: …, write").
+    await fsp.rm(temp, { force: true }).catch(() => undefined);
+    throw writeError(file, e);
+  }
   try {
     await pause?.('pid-written');
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -97,4 +104,17 @@ export async function lockOutput(
   } finally {
     await fsp.rm(temp, { force: true }).catch(() => undefined);
   }
+}
+
+/** Removes the temp files (`.<name>.<pid>.<hex>.tmp`, as the writers name them) in `dir` whose
+ *  writer is gone: a process killed with SIGKILL cannot remove its own. Live writers' stay. */
+export async function removeDeadWritersTemps(dir: string): Promise<void> {
+  const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+  await Promise.all(
+    entries.map(async (e) => {
+      const m = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(e);
+      if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1])))
+        await fsp.rm(path.join(dir, e), { force: true });
+    }),
+  );
 }

@@ -11,7 +11,16 @@
 
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import { Checkpoint, makeFolders, openCheckpoint, OutputCommit, TensorInfo, writeError } from '../checkpoint';
+import { constants } from 'node:buffer';
+import {
+  Checkpoint,
+  CheckpointError,
+  makeFolders,
+  openCheckpoint,
+  OutputCommit,
+  TensorInfo,
+  writeError,
+} from '../checkpoint';
 import type { AnalysisEntry, MatrixReport, MatrixSettings, PlanFile, Report } from '../protocol/lsp_ext';
 import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
@@ -116,6 +125,21 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
+/** The reader's own refusals (checkpoint/reader.ts), made from the header alone: the tensor's
+ *  bytes, or its values as float32, do not fit in one buffer. */
+function refuseTooLarge(t: TensorInfo): void {
+  const max = constants.MAX_LENGTH;
+  if (t.byteLength > max)
+    throw new CheckpointError('too-large', t.file, `${t.byteLength} bytes do not fit in one buffer in memory`, t.name);
+  if (t.parameters * 4 > max)
+    throw new CheckpointError(
+      'too-large',
+      t.file,
+      `${t.parameters} values do not fit in one float32 buffer in memory`,
+      t.name,
+    );
+}
+
 /** Temp files (`.<name>.<pid>.<hex>.tmp`, as the writers name them) whose writer's pid
  *  satisfies `owned`. */
 async function removeTempsOf(dir: string, owned: (pid: number) => boolean): Promise<void> {
@@ -209,6 +233,9 @@ export async function quantizeCheckpoint(
     format,
   );
   const mine = opts.shard ? shardOf(all, opts.shard.index, opts.shard.count) : all;
+  // A matrix too large for one buffer is refused now, before the output folder is touched (it was
+  // refused when its job read it, with the journal folder already made).
+  for (const m of mine) refuseTooLarge(m.tensor);
   const out = path.resolve(opts.out);
   await refuseInputAsOutput(ck, out);
   // Calibration first: a bad token file or imatrix is refused before the output folder is touched.
@@ -248,7 +275,13 @@ async function quantizeInto(
   await onOutput(out, () => makeFolders(path.join(out, JOURNAL_DIR)));
   const unlock = await onOutput(out, () =>
     lockOutput(out, opts.shard ? `.loftq.lock.${opts.shard.index}-of-${opts.shard.count}` : undefined),
-  );
+  ).catch(async (e) => {
+    // No lock (a full disk, most likely: another run's lock is an InputError): a folder this run
+    // created holds nothing of anyone's, and goes, empty journal and all.
+    if (createdOut && !(e instanceof InputError))
+      for (const d of [path.join(out, JOURNAL_DIR), out]) await fsp.rmdir(d).catch(() => undefined);
+    throw e;
+  });
   // A shard's descriptor marks it finished; a rerun is unfinished until it ends.
   if (opts.shard) await fsp.rm(descriptorPath(out, opts.shard), { force: true });
   let executor: Executor | undefined;
@@ -453,12 +486,15 @@ async function quantizeInto(
     await removeTemps(out);
     await removeTemps(path.join(out, JOURNAL_DIR));
     await removeTemps(path.join(out, ADAPTER_DIR));
+    // The journal keeps finished matrices for a rerun; an empty one (a full disk at the first
+    // entry, a matrix refused first) is no more than a trace. Shards share it: theirs stays.
+    if (!opts.shard) await fsp.rmdir(path.join(out, JOURNAL_DIR)).catch(() => undefined);
     throw e;
   } finally {
     await executor?.close();
     await unlock();
-    // A cancelled run leaves no trace: not even the folder it created, once that is empty.
-    if (cancelled && createdOut)
+    // A failed or cancelled run leaves no trace: not even the folder it created, once that is empty.
+    if (createdOut && (cancelled || !opts.shard))
       for (const d of [path.join(out, ADAPTER_DIR), out]) await fsp.rmdir(d).catch(() => undefined);
   }
 }

@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openCheckpoint, readRegularFile, writeFileAtomic } from '../checkpoint';
 import { InputError, throwIfAborted, UsageError } from '../base/errors';
-import { lockOutput } from '../base/lock';
+import { lockOutput, removeDeadWritersTemps } from '../base/lock';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelEval } from '../protocol/lsp_ext';
 import { openLoftqOutput } from './adapters';
@@ -64,6 +64,8 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   }
   const unlock = await lockOutput(dir);
   try {
+    // A killed evaluation's report temp file (its process is gone) goes now.
+    await removeDeadWritersTemps(dir);
     const out = await openLoftqOutput(dir, original, c);
     let sequences = tokens?.sequences;
     let generated: ModelEval['generated'];
