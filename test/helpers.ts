@@ -18,8 +18,49 @@ function findRoot(): string {
 export const repoRoot = findRoot();
 export const fixture = (...p: string[]) => path.join(repoRoot, 'test', 'fixtures', ...p);
 
+/** Folders made by tempDir in this process, removed when it exits (issue 27.15: a run left ~300
+ *  folders, 160 MB, in the system temp directory). */
+const madeHere = new Set<string>();
+
+/** Removes `dir` whatever its permissions (tests make folders read-only, and as a user that is
+ *  not root a read-only folder's entries cannot be removed until it is writable again). */
+export function removeTree(dir: string): void {
+  try {
+    fs.rmSync(dir, { recursive: true, force: true });
+    return;
+  } catch {
+    // Make every folder writable, then try again.
+  }
+  const walk = (d: string) => {
+    try {
+      fs.chmodSync(d, 0o700);
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+    } catch {
+      // Gone already, or not ours to change: rmSync reports what remains.
+    }
+  };
+  walk(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+function removeMadeHere(): void {
+  for (const d of madeHere) {
+    try {
+      removeTree(d);
+    } catch (e) {
+      process.stderr.write(`tempDir: could not remove ${d}: ${(e as Error).message}\n`);
+    }
+  }
+  madeHere.clear();
+}
+
+/** A fresh folder in the temp directory, removed when this process exits — after the test file's
+ *  tests, whether they passed or failed. A test may remove it sooner. */
 export function tempDir(prefix = 'loftq-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (madeHere.size === 0) process.once('exit', removeMadeHere);
+  madeHere.add(dir);
+  return dir;
 }
 
 export interface ReferenceCase {

@@ -24,7 +24,21 @@ import {
 } from '../../server/src/checkpoint';
 
 const CHILD = 'LOFTQ_FAULT_CHILD';
-const tmp = (p = 'loftq-faults-') => fs.mkdtempSync(path.join(os.tmpdir(), p));
+// Not test/helpers.ts's tempDir: this file also runs as a copy outside the repository (the
+// child below), where helpers cannot find the repo root. Its folders are removed at exit the same way.
+const made: string[] = [];
+const tmp = (p = 'loftq-faults-') => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), p));
+  if (made.length === 0)
+    process.once('exit', () => {
+      for (const m of made) {
+        spawnSync('chmod', ['-R', 'u+w', m]);
+        fs.rmSync(m, { recursive: true, force: true });
+      }
+    });
+  made.push(d);
+  return d;
+};
 
 interface ChildSpec {
   mode: 'single' | 'sharded';

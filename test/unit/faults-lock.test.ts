@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
+import { tempDir } from '../helpers';
 import * as path from 'node:path';
 import { LockStep, lockOutput } from '../../server/src/base/lock';
 
@@ -70,7 +70,7 @@ function deadPid(): number {
 }
 
 async function race(setup: (out: string) => void, stallAt: LockStep) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loftq-lock-'));
+  const dir = tempDir('loftq-lock-');
   const out = path.join(dir, 'out');
   fs.mkdirSync(out);
   setup(out);
