@@ -426,3 +426,30 @@ test('a plan’s predicted backbone bytes are the exported HQQ modules’ bytes'
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a module the plan skips stays dense, and skip_modules names it for transformers 4.57', async () => {
+  const dir = tempDir('loftq-hqq-skip-');
+  try {
+    const planFile = path.join(dir, 'loftq.json');
+    fs.writeFileSync(
+      planFile,
+      JSON.stringify({
+        checkpoint: STORIES,
+        defaults: { quantizer: 'hqq', bits: 3, rank: 2, iters: 1 },
+        overrides: [{ match: 'model.layers.2.self_attn.o_proj', skip: true }],
+      }),
+    );
+    const out = path.join(dir, 'out');
+    ok(run('quantize', '--plan', planFile, '--out', out, '--quiet'));
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    assert.deepEqual(config.quantization_config.skip_modules, ['lm_head', 'model.layers.2.self_attn.o_proj']);
+    const backbone = await openCheckpoint(path.join(out, 'model.safetensors'));
+    const original = await openCheckpoint(path.join(STORIES, 'model.safetensors'));
+    const name = 'model.layers.2.self_attn.o_proj.weight';
+    assert.deepEqual(await bytesOf(backbone, name), await bytesOf(original, name));
+    assert.equal(backbone.byName.has('model.layers.2.self_attn.o_proj.W_q'), false);
+    assert.equal(report(out).matrices.length, 34);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

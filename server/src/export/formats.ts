@@ -81,7 +81,8 @@ export const FORMAT_WRITERS: Record<ExportFormat, FormatWriter> = {
     },
     write: async (o) => {
       await writeHqqBackbone(o.ck, o.out, o.finished, o.commit, o.signal);
-      await o.commit.addFile(path.join(o.out, 'config.json'), hqqConfigJson(o.config, o.matrices), 'data');
+      const matrices = o.ck.tensors.filter((t) => t.shape.length === 2).map((t) => t.name);
+      await o.commit.addFile(path.join(o.out, 'config.json'), hqqConfigJson(o.config, o.matrices, matrices), 'data');
       await o.commit.addFile(path.join(o.out, HQQ_LOADER_FILE), HQQ_LOADER_SOURCE, 'data');
     },
     writes: ['config.json', HQQ_LOADER_FILE],

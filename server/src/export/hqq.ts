@@ -102,8 +102,12 @@ export function hqqTag(tensorName: string): string {
 }
 
 /** config.json's `quantization_config`: one `quant_config` per tag (the most common settings of
- *  its modules — each module's own bits are in its meta, which is what the loader reads). */
-export function hqqQuantizationConfig(matrices: MatrixReport[]): object {
+ *  its modules — each module's own bits are in its meta, which is what the loader reads).
+ *  `skip_modules` names, besides `lm_head`, every module stored dense whose tag is quantized
+ *  elsewhere (a plan's skipped o_proj of one layer): transformers 4.57 matches these entries as
+ *  substrings of module names and otherwise expects HQQ keys for such a module, leaving its
+ *  dense weight unloaded ("weight is on the meta device"). `tensors`: the checkpoint's 2-D names. */
+export function hqqQuantizationConfig(matrices: MatrixReport[], tensors: string[] = []): object {
   const byTag = new Map<string, Map<string, { n: number; r: MatrixReport }>>();
   for (const r of matrices) {
     if (r.skipped) continue;
@@ -133,12 +137,18 @@ export function hqqQuantizationConfig(matrices: MatrixReport[]): object {
       zero_quant_params: null,
     };
   }
-  return { quant_config: quantConfig, quant_method: 'hqq', skip_modules: ['lm_head'] };
+  const quantized = new Set(matrices.filter((r) => !r.skipped).map((r) => r.name));
+  const dense = tensors
+    .filter((t) => t.endsWith('.weight') && !quantized.has(t) && byTag.has(hqqTag(t)))
+    .map(moduleName);
+  return { quant_config: quantConfig, quant_method: 'hqq', skip_modules: ['lm_head', ...dense] };
 }
 
-/** config.json with the HQQ quantization_config (the input's config otherwise unchanged). */
-export function hqqConfigJson(config: object | undefined, matrices: MatrixReport[]): string {
-  return JSON.stringify({ ...(config ?? {}), quantization_config: hqqQuantizationConfig(matrices) }, null, 2) + '\n';
+/** config.json with the HQQ quantization_config (the input's config otherwise unchanged);
+ *  `tensors`: the checkpoint's 2-D tensor names. */
+export function hqqConfigJson(config: object | undefined, matrices: MatrixReport[], tensors: string[]): string {
+  const quantizationConfig = hqqQuantizationConfig(matrices, tensors);
+  return JSON.stringify({ ...(config ?? {}), quantization_config: quantizationConfig }, null, 2) + '\n';
 }
 
 export const HQQ_LOADER_SOURCE: string = LOFTQ_HQQ_PY;
