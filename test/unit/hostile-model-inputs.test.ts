@@ -232,6 +232,8 @@ test('27.4 JSON sequences are cut to the registry bound like .txt paragraphs; to
   assert.ok(performance.now() - t0 < 10_000, `${performance.now() - t0} ms`);
   const e = run(['eval', STORIES, dir, '--tokens', big, '--quiet']);
   refusedLine(e, [big], /holds 10000000 tokens/);
+  const held = run(['eval', STORIES, dir, '--generate', '4096,2048', '--quiet']);
+  refusedLine(held, [], /held-out tokens N,LEN make N × LEN tokens, at most 1048576; got 4096,2048/);
   const g = run(['quantize', STORIES, '--out', out, ...FAST, '--calib-generate', '4096,2048']);
   refusedLine(g, [], /N × LEN tokens, at most 1048576; got 4096,2048/, out);
   // A generated sequence is bounded like any other (it was 32768 tokens, minutes deaf to signals).

@@ -16,7 +16,7 @@ import { readModelConfig } from './config';
 import { checkConfigAgainstCheckpoint } from './weights';
 import { EvalProgress, evaluateOutput, EvaluateResult } from './evaluate';
 import { generateSequences } from './generate';
-import { heldOutSeed } from '../registry';
+import { heldOutSeed, TOKEN_LIMITS } from '../registry';
 
 export interface EvalRunOptions {
   /** Token ids (JSON) or a .txt; or, without it, `generate`. */
@@ -52,6 +52,11 @@ export async function runEval(originalPath: string, outDir: string, opts: EvalRu
   checkConfigAgainstCheckpoint(original, c);
   if ((opts.tokensFile === undefined) === (opts.generate === undefined))
     throw new UsageError('eval takes one token source: a token file or held-out tokens sampled from the model');
+  const g = opts.generate;
+  if (g && g.sequences * g.length > TOKEN_LIMITS.total.max)
+    throw new UsageError(
+      `held-out tokens N,LEN make N × LEN tokens, at most ${TOKEN_LIMITS.total.max}; got ${g.sequences},${g.length}`,
+    );
   // Token problems (empty, not ids, outside the vocabulary) are found before any weight is read.
   const tokens =
     opts.tokensFile !== undefined
