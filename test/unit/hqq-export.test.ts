@@ -453,3 +453,36 @@ test('a module the plan skips stays dense, and skip_modules names it for transfo
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('config.json keeps the input’s bytes (0.0 stays 0.0 for 5.x’s typed configs), plus quantization_config', () => {
+  const dir = tempDir('loftq-hqq-config-');
+  try {
+    const phi3 = fixture('arch', 'phi3');
+    const out = path.join(dir, 'out');
+    ok(
+      run(
+        'quantize',
+        phi3,
+        '--out',
+        out,
+        '--quantizer',
+        'hqq',
+        '--bits',
+        '4',
+        '--rank',
+        '2',
+        '--iters',
+        '1',
+        '--quiet',
+      ),
+    );
+    const input = fs.readFileSync(path.join(phi3, 'config.json'), 'utf8');
+    const written = fs.readFileSync(path.join(out, 'config.json'), 'utf8');
+    assert.match(input, /"resid_pdrop": 0\.0/);
+    const body = input.trimEnd().replace(/\s*\}$/, '');
+    assert.ok(written.startsWith(body), 'the input text, unchanged, then the new key');
+    assert.equal(JSON.parse(written).quantization_config.quant_method, 'hqq');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

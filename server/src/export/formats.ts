@@ -3,7 +3,7 @@
 // engine calls these by the format's entry; it never branches on a format's name.
 
 import * as path from 'node:path';
-import type { Checkpoint, OutputCommit } from '../checkpoint';
+import { readSideFile, type Checkpoint, type OutputCommit } from '../checkpoint';
 import { UsageError } from '../base/errors';
 import { formatProblem, type ExportFormat, type MatrixSettings } from '../registry';
 import type { MatrixReport } from '../protocol/lsp_ext';
@@ -82,7 +82,8 @@ export const FORMAT_WRITERS: Record<ExportFormat, FormatWriter> = {
     write: async (o) => {
       await writeHqqBackbone(o.ck, o.out, o.finished, o.commit, o.signal);
       const matrices = o.ck.tensors.filter((t) => t.shape.length === 2).map((t) => t.name);
-      await o.commit.addFile(path.join(o.out, 'config.json'), hqqConfigJson(o.config, o.matrices, matrices), 'data');
+      const text = new TextDecoder().decode((await readSideFile(o.ck.folder, 'config.json'))!);
+      await o.commit.addFile(path.join(o.out, 'config.json'), hqqConfigJson(text, o.matrices, matrices), 'data');
       await o.commit.addFile(path.join(o.out, HQQ_LOADER_FILE), HQQ_LOADER_SOURCE, 'data');
     },
     writes: ['config.json', HQQ_LOADER_FILE],

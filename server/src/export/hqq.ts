@@ -15,6 +15,7 @@ import { hqqPackingName } from '../quant/hqqPack';
 import type { MatrixReport } from '../protocol/lsp_ext';
 import { inputLayout, type Finished, type OutLayout, type OutTensor, writeLayout } from './assemble';
 import LOFTQ_HQQ_PY from './loftq_hqq.py';
+import { applyEdits, modify } from 'jsonc-parser';
 
 export const HQQ_LOADER_FILE = 'loftq_hqq.py';
 
@@ -144,11 +145,13 @@ export function hqqQuantizationConfig(matrices: MatrixReport[], tensors: string[
   return { quant_config: quantConfig, quant_method: 'hqq', skip_modules: ['lm_head', ...dense] };
 }
 
-/** config.json with the HQQ quantization_config (the input's config otherwise unchanged);
- *  `tensors`: the checkpoint's 2-D tensor names. */
-export function hqqConfigJson(config: object | undefined, matrices: MatrixReport[], tensors: string[]): string {
-  const quantizationConfig = hqqQuantizationConfig(matrices, tensors);
-  return JSON.stringify({ ...(config ?? {}), quantization_config: quantizationConfig }, null, 2) + '\n';
+/** The input's config.json text with `quantization_config` set and every other byte kept: a
+ *  JSON round trip would turn `0.0` into `0`, which transformers 5.x's typed configs refuse
+ *  ("expected float, got int"). `tensors`: the checkpoint's 2-D tensor names. */
+export function hqqConfigJson(configText: string, matrices: MatrixReport[], tensors: string[]): string {
+  const value = hqqQuantizationConfig(matrices, tensors);
+  const formattingOptions = { insertSpaces: true, tabSize: 2, eol: '\n' };
+  return applyEdits(configText, modify(configText, ['quantization_config'], value, { formattingOptions }));
 }
 
 export const HQQ_LOADER_SOURCE: string = LOFTQ_HQQ_PY;
