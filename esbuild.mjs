@@ -1,7 +1,7 @@
 // One build script for every bundle: the extension client, the language server, the CLI,
 // the worker, the tools, the webviews (browser) and — with --tests — the test files.
 import * as esbuild from 'esbuild';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { createRequire } from 'node:module';
 import { buildNative } from './server/native/build.mjs';
@@ -83,13 +83,38 @@ const nodeEntries = {
 const present = Object.fromEntries(Object.entries(nodeEntries).filter(([, p]) => existsSync(p)));
 mkdirSync('dist', { recursive: true });
 // jsonc-parser's `main` is a UMD build whose internal requires esbuild cannot follow; bundle its ESM build.
+const alias = { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' };
+
+// The server, the CLI and every worker they start share one bundle, dist/loftq-runtime.js: tfjs,
+// the kernels and the engine once instead of once per worker (the .vsix carried six copies). Each
+// dist/<name>.js of them is a stub that starts its entry from it; an entry's modules are
+// evaluated only when it starts (esbuild wraps required modules lazily).
+const RUNTIME = ['server', 'cli-main', 'worker', 'eval-worker', 'calib-worker', 'tokenize-worker', 'gemm-worker'];
+const shared = Object.entries(present).filter(([n]) => RUNTIME.includes(n));
+const own = Object.fromEntries(Object.entries(present).filter(([n]) => !RUNTIME.includes(n)));
+await esbuild.build({ ...nodeCommon, entryPoints: own, outdir: 'dist', banner: { js: '' }, alias });
 await esbuild.build({
   ...nodeCommon,
-  entryPoints: present,
-  outdir: 'dist',
-  banner: { js: '' },
-  alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' },
+  stdin: {
+    contents:
+      'const entries = {\n' +
+      shared.map(([n, p]) => `  ${JSON.stringify(n)}: () => require(${JSON.stringify(`./${p}`)}),\n`).join('') +
+      '};\nexports.start = (name) => entries[name]();\n',
+    resolveDir: process.cwd(),
+    sourcefile: 'loftq-runtime.js',
+    loader: 'js',
+  },
+  outfile: 'dist/loftq-runtime.js',
+  alias,
 });
+for (const [n] of shared) {
+  writeFileSync(
+    join('dist', `${n}.js`),
+    `'use strict';\n// ${n}: its code is in loftq-runtime.js, shared by the server, the CLI and their workers.\n` +
+      `require('./loftq-runtime.js').start(${JSON.stringify(n)});\n`,
+  );
+  rmSync(join('dist', `${n}.js.map`), { force: true });
+}
 
 // The native backend (optional: without a C compiler the engine runs on wasm).
 const nativeNote = buildNative();

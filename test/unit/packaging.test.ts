@@ -33,6 +33,8 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
       inExt('dist/planner-worker.js'),
       inExt('dist/eval-worker.js'),
       inExt('dist/calib-worker.js'),
+      // …which are stubs over the one shared bundle.
+      inExt('dist/loftq-runtime.js'),
       inExt('dist/tokenize-worker.js'),
       inExt('dist/tfjs-backend-wasm.wasm'),
       // The native backend where this machine built it (a platform-specific package then).
@@ -71,6 +73,12 @@ test('npm run package: a .vsix with every file the manifest names, without sourc
     );
     const total = entries.reduce((s, e) => s + e.size, 0);
     assert.ok(total < 30e6, `unpacked size ${(total / 1e6).toFixed(1)} MB`);
+    // tfjs and the engine once: no stub of the shared bundle carries code of its own.
+    const stubs = entries.filter((e) =>
+      /^extension\/dist\/(server|worker|eval-worker|calib-worker|gemm-worker)\.js$/.test(e.name),
+    );
+    assert.equal(stubs.length, 5);
+    for (const s of stubs) assert.ok(s.size < 1000, `${s.name} is ${s.size} bytes`);
     const packed = fs.statSync(vsix).size;
     assert.ok(packed < 4e6, `the .vsix is ${(packed / 1e6).toFixed(2)} MB (at most 4 MB)`);
   } finally {
