@@ -132,7 +132,7 @@ test('a new quantizer is a 4-file change that builds, type-checks and runs', { t
     assert.equal(planned.status, 0, planned.stderr);
     assert.equal(JSON.parse(planned.stdout).matrices[0].bits, 4);
     const schema = JSON.parse(fs.readFileSync(path.join(scratch, GENERATED[1]), 'utf8'));
-    assert.deepEqual(schema.definitions.settings.properties.quantizer.enum, ['nf', 'uniform', 'sqrtq']);
+    assert.deepEqual(schema.definitions.settings.properties.quantizer.enum, ['nf', 'uniform', 'sqrtq', 'hqq']);
 
     const changed = sh('git', ['status', '--porcelain', '--untracked-files=all'])
       .split('\n')
