@@ -10,7 +10,7 @@
 //     the chosen folder (tensor names such as `../../escape.weight` are keys, not paths).
 // Any broken invariant is a plain Error, which the runner counts as a crash.
 
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Checkpoint, openCheckpoint, readTensorBytes, readTensorF32 } from '../../checkpoint';
 import { InputError } from '../../base/errors';
@@ -153,7 +153,9 @@ export function quantizeConsumer(): Consumer {
       if (!nonFinite.has(error.tensor ?? '')) fail(`the refusal names '${error.tensor}', not a matrix with NaN/Inf`);
       if (!/NaN\/Inf/.test(error.message) || /[\n\r]/.test(error.message))
         fail(`refusal message is not one line naming NaN/Inf: ${error.message}`);
-      const visible = (await listTree(refused)).filter((f) => !f.startsWith('.'));
+      // A refused run removes the folder it made (or never makes it): that leaves nothing too.
+      const left = existsSync(refused) ? await listTree(refused) : [];
+      const visible = left.filter((f) => !f.startsWith('.'));
       if (visible.length) fail(`a refused run left [${visible}]`);
     }
     const out = path.join(caseDir, 'out');
