@@ -6,14 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import {
-  LanguageClient,
-  State,
-  WorkDoneProgress,
-  WorkDoneProgressBegin,
-  WorkDoneProgressEnd,
-  WorkDoneProgressReport,
-} from 'vscode-languageclient/node';
+import { withServerProgress } from './serverProgress';
+import { LanguageClient, State } from 'vscode-languageclient/node';
 import type {
   AnalyzeParams,
   AnalyzeResult,
@@ -161,31 +155,14 @@ async function runAnalysis(
   let result: AnalyzeResult;
   let cancelled = false;
   try {
-    result = await vscode.window.withProgress(
+    result = await withServerProgress(
+      client,
       {
-        location: vscode.ProgressLocation.Notification,
         title: `LoftQ analysis (${params.bits.join(', ')} bits): ${name}`,
-        cancellable: true,
+        token: job,
+        onCancel: () => (cancelled = true),
       },
-      async (progress, token) => {
-        let last = 0;
-        const sub = client.onProgress(
-          WorkDoneProgress.type,
-          job,
-          (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
-            if (v.kind === 'end') return;
-            const pct = v.percentage ?? last;
-            progress.report({ message: v.message, increment: Math.max(0, pct - last) });
-            last = Math.max(last, pct);
-          },
-        );
-        token.onCancellationRequested(() => (cancelled = true));
-        try {
-          return await client.sendRequest(Requests.analyze, { ...params, workDoneToken: job }, token);
-        } finally {
-          sub.dispose();
-        }
-      },
+      (token) => client.sendRequest(Requests.analyze, { ...params, workDoneToken: job }, token),
     );
   } catch (e) {
     if (cancelled) {

@@ -7,14 +7,8 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import {
-  LanguageClient,
-  State,
-  WorkDoneProgress,
-  WorkDoneProgressBegin,
-  WorkDoneProgressEnd,
-  WorkDoneProgressReport,
-} from 'vscode-languageclient/node';
+import { withServerProgress } from './serverProgress';
+import { LanguageClient, State } from 'vscode-languageclient/node';
 import type { BackendChoice, EvalParams, EvalResult, ModelEval, Report } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
 import { EVAL_SPECS, heldOutSeed, parseSampleSizes } from '../../server/src/registry';
@@ -191,27 +185,10 @@ async function runEval(deps: EvaluateDeps, client: LanguageClient, params: EvalP
   let result: EvalResult;
   let cancelled = false;
   try {
-    result = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `LoftQ evaluation: ${name}`, cancellable: true },
-      async (progress, token) => {
-        let last = 0;
-        const sub = client.onProgress(
-          WorkDoneProgress.type,
-          params.workDoneToken!,
-          (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
-            if (v.kind === 'end') return;
-            const pct = v.percentage ?? last;
-            progress.report({ message: v.message, increment: Math.max(0, pct - last) });
-            last = Math.max(last, pct);
-          },
-        );
-        token.onCancellationRequested(() => (cancelled = true));
-        try {
-          return await client.sendRequest(Requests.eval, params, token);
-        } finally {
-          sub.dispose();
-        }
-      },
+    result = await withServerProgress(
+      client,
+      { title: `LoftQ evaluation: ${name}`, token: params.workDoneToken!, onCancel: () => (cancelled = true) },
+      (token) => client.sendRequest(Requests.eval, params, token),
     );
   } catch (e) {
     if (cancelled || e instanceof vscode.CancellationError) {

@@ -6,16 +6,8 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import {
-  ErrorCodes,
-  LanguageClient,
-  ResponseError,
-  State,
-  WorkDoneProgress,
-  WorkDoneProgressBegin,
-  WorkDoneProgressEnd,
-  WorkDoneProgressReport,
-} from 'vscode-languageclient/node';
+import { withServerProgress } from './serverProgress';
+import { ErrorCodes, LanguageClient, ResponseError, State } from 'vscode-languageclient/node';
 import type {
   BackendChoice,
   MatrixSettings,
@@ -275,32 +267,15 @@ async function run(
   let result: QuantizeResult;
   let cancelled = false;
   try {
-    result = await vscode.window.withProgress(
+    result = await withServerProgress(
+      client,
       {
-        location: vscode.ProgressLocation.Notification,
         title: `LoftQ ${params.settings.bits}-bit: ${name}`,
-        cancellable: true,
+        token: params.workDoneToken!,
+        onMessage: (m) => deps.status.setJob(job, m),
+        onCancel: () => (cancelled = true),
       },
-      async (progress, token) => {
-        let last = 0;
-        const sub = client.onProgress(
-          WorkDoneProgress.type,
-          params.workDoneToken!,
-          (v: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd) => {
-            if (v.kind === 'end') return;
-            const pct = v.percentage ?? last;
-            progress.report({ message: v.message, increment: Math.max(0, pct - last) });
-            last = Math.max(last, pct);
-            if (v.message) deps.status.setJob(job, v.message);
-          },
-        );
-        token.onCancellationRequested(() => (cancelled = true));
-        try {
-          return await client.sendRequest(Requests.quantize, params, token);
-        } finally {
-          sub.dispose();
-        }
-      },
+      (token) => client.sendRequest(Requests.quantize, params, token),
     );
   } catch (e) {
     deps.status.setJob(job, undefined);
