@@ -4,7 +4,7 @@
 
 import type { HeatmapSummary, MatrixReport } from '../../server/src/protocol/lsp_ext';
 import type { ScaleStorage } from '../../server/src/registry';
-import { adapterBytesOf, isQuantizer, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../../server/src/registry';
+import { isQuantizer, reportedBytesOf, reportStorageOf } from '../../server/src/registry';
 
 export function quantizedSize(matrices: MatrixReport[]): HeatmapSummary['quantized'] {
   let bytes = 0,
@@ -12,9 +12,8 @@ export function quantizedSize(matrices: MatrixReport[]): HeatmapSummary['quantiz
   let storage: ScaleStorage | undefined;
   for (const m of matrices) {
     if (m.skipped || !isQuantizer(m.quantizer)) continue;
-    const s = quantizerSpec(m.quantizer).storage ?? REPORT_SCALES;
-    storage ??= s;
-    bytes += quantizedBytesOf(m.shape[0], m.shape[1], m.bits, m.blockSize, s, adapterBytesOf(m.dtype));
+    storage ??= reportStorageOf(m.quantizer);
+    bytes += reportedBytesOf(m);
     parameters += m.shape[0] * m.shape[1];
   }
   return storage ? { bytes, parameters, storage } : undefined;

@@ -18,7 +18,7 @@ import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
 import { calibrationMetric, StatisticsError, type CalibrationMetric } from '../loftq/calibrationMetric';
 import type { InputStat } from '../model/stats';
 import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
-import { storedCodes } from '../quant/grid';
+import { gridShapeProblem, storedCodes } from '../quant/grid';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
 import { KernelMemoryError, withWorkspace } from '../kernels/kernels';
@@ -27,7 +27,6 @@ import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/ls
 import { InputError } from '../base/errors';
 import { ENTRY } from '../base/journal';
 import { quantizerSpec } from '../registry';
-import { hqqShapeProblem } from '../quant/hqq';
 import { ScratchBuffers, withScratchBuffers } from '../base/scratchBuffers';
 
 export interface MatrixJob {
@@ -310,16 +309,13 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
   if ('skipped' in read) return [];
   const out: AnalyzeRow[] = [];
   for (const bits of job.bits) {
-    // Widths HQQ's loader cannot pack for this shape are not choices: no row for them.
-    if (quantizerSpec(job.quantizer).storage === 'hqq' && hqqShapeProblem(rows, cols, bits, job.blockSize)) continue;
-    const res = await loftqMatrix(
-      read.w,
-      rows,
-      cols,
-      { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize },
-      backend,
-      { spectrum: job.spectrum, dtype: job.tensor.dtype },
-    );
+    const settings = { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize };
+    // Widths the grid cannot hold at this shape (HQQ's unpackable ones) are not choices: no row.
+    if (gridShapeProblem(settings, rows, cols)) continue;
+    const res = await loftqMatrix(read.w, rows, cols, settings, backend, {
+      spectrum: job.spectrum,
+      dtype: job.tensor.dtype,
+    });
     out.push({
       bits,
       name: job.tensor.name,

@@ -40,9 +40,9 @@ import {
   writeAdapters,
 } from '../export/assemble';
 import { FORMAT_WRITERS } from '../export/formats';
-import { hqqShapeProblem } from '../quant/hqq';
+import { gridShapeProblem } from '../quant/grid';
 import { TOOL } from './version';
-import { adapterBytesFor, adapterBytesOf, quantizedBytesOf, quantizerSpec, REPORT_SCALES } from '../registry';
+import { adapterBytesFor, adapterBytesOf, reportedBytesOf } from '../registry';
 import { DEFAULT_FORMAT, defaultFormatFor, formatSpec, matrixSettingsProblem, settingLabel } from '../registry';
 import {
   adoptEntry,
@@ -69,11 +69,8 @@ export function checkSettings(s: MatrixSettings, tensor?: TensorInfo): void {
     const got = typeof v === 'string' ? `'${v}'` : v;
     throw new UsageError(`${settingLabel(bad.key)} must be ${bad.expected}, got ${got}${where}`);
   }
-  // HQQ's grid is its loader's: a shape it cannot pack would load wrong, so it is never made.
-  if (tensor && quantizerSpec(s.quantizer).storage === 'hqq') {
-    const problem = hqqShapeProblem(tensor.shape[0], tensor.shape[1], s.bits, s.blockSize);
-    if (problem) throw new UsageError(`${tensor.name} ${JSON.stringify(tensor.shape)}: ${problem}`);
-  }
+  const shapeProblem = tensor && gridShapeProblem(s, tensor.shape[0], tensor.shape[1]);
+  if (shapeProblem) throw new UsageError(`${tensor!.name} ${JSON.stringify(tensor!.shape)}: ${shapeProblem}`);
   if (tensor && s.rank > Math.min(tensor.shape[0], tensor.shape[1])) {
     throw new UsageError(`rank ${s.rank} exceeds min(out, in) = ${Math.min(tensor.shape[0], tensor.shape[1])}${where}`);
   }
@@ -516,8 +513,7 @@ export function buildReport(
     const [rows, cols] = m.shape;
     parameters += rows * cols;
     adapterTotal += adapterBytesFor(rows, cols, m.rank, adapterBytesOf(m.dtype));
-    const storage = quantizerSpec(m.quantizer).storage ?? REPORT_SCALES;
-    quantBytes += quantizedBytesOf(rows, cols, m.bits, m.blockSize, storage, adapterBytesOf(m.dtype));
+    quantBytes += reportedBytesOf(m);
   }
   const quantized = new Set(matrices.filter((m) => !m.skipped).map((m) => m.name));
   const otherBytes = ck.tensors.filter((t) => !quantized.has(t.name)).reduce((a, t) => a + t.byteLength, 0);

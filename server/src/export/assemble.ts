@@ -51,7 +51,7 @@ export interface Finished {
   entry: string;
 }
 
-export async function entryTensor(file: string, name: string, into?: ScratchBuffers): Promise<Uint8Array> {
+async function entryTensor(file: string, name: string, into?: ScratchBuffers): Promise<Uint8Array> {
   const ck = await openCheckpoint(file);
   return readTensorBytes(ck.byName.get(name)!, into);
 }

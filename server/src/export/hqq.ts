@@ -13,7 +13,7 @@ import { moduleName } from '../plan/glob';
 import { computeDtypeOf } from '../quant/grid';
 import { hqqPackingName } from '../quant/hqqPack';
 import type { MatrixReport } from '../protocol/lsp_ext';
-import { inputLayout, type Finished, type OutLayout, type OutTensor, writeLayout } from './assemble';
+import { inputLayout, unchanged, type Finished, type OutLayout, type OutTensor, writeLayout } from './assemble';
 import LOFTQ_HQQ_PY from './loftq_hqq.py';
 import { applyEdits, modify } from 'jsonc-parser';
 
@@ -56,11 +56,7 @@ async function moduleTensors(f: Finished, bias: TensorInfo | undefined): Promise
     return { spec: { name: `${m}.${key}`, dtype: t.dtype, shape: t.shape }, load: (slot) => readTensorBytes(t, slot) };
   };
   const out = [data('W_q', ENTRY.codes), data('scale', ENTRY.scales), data('zero', ENTRY.zero)];
-  if (bias)
-    out.push({
-      spec: { name: `${m}.bias`, dtype: bias.dtype, shape: bias.shape },
-      load: (slot) => readTensorBytes(bias, slot),
-    });
+  if (bias) out.push(unchanged(bias));
   for (const [key, dtype, shape, bytes] of metaTensors(f.report))
     out.push({ spec: { name: `${m}.${key}`, dtype, shape }, load: async () => bytes });
   return out;
@@ -86,11 +82,7 @@ export async function writeHqqBackbone(
     for (const t of tensors) {
       const f = finished.get(t.name);
       if (f) shard.push(...(await moduleTensors(f, biasOf.get(t.name))));
-      else if (!moved.has(t.name))
-        shard.push({
-          spec: { name: t.name, dtype: t.dtype, shape: t.shape },
-          load: (slot) => readTensorBytes(t, slot),
-        });
+      else if (!moved.has(t.name)) shard.push(unchanged(t));
     }
     layout.push(shard);
   }

@@ -4,7 +4,7 @@
 
 import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } from 'vscode-languageserver';
 import { quantizerSpec } from '../registry';
-import { hqqShapeProblem } from '../quant/hqq';
+import { gridShapeProblem } from '../quant/grid';
 import type { PlanOverride } from '../protocol/lsp_ext';
 import { compileGlob, globMatches } from '../plan/glob';
 import { describeMatrices, globFor } from '../planInsight/describe';
@@ -171,15 +171,14 @@ function cursorFixes(p: PlanDoc, params: CodeActionParams, add: Add) {
     if (b !== current) add(`Quantize these matrices at ${b} bits`, [{ path: ['overrides', j, 'bits'], value: b }]);
 }
 
-/** The widths the matrices' quantizer has (those the analysis measured, when it did), and for
- *  HQQ only those its loader can pack for every one of them. */
+/** The widths the matrices' quantizer has (those the analysis measured, when it did) that its
+ *  grid can hold for every one of them (HQQ: those its loader can pack). */
 function offeredWidths(p: PlanDoc, names: string[]): number[] {
   const matrices = p.assignment?.matrices.filter((m) => names.includes(m.tensor.name)) ?? [];
   const quantizer = matrices[0]?.settings.quantizer ?? p.assignment?.defaults.quantizer ?? 'nf';
   const own = quantizerSpec(quantizer).bits;
   const widths = p.facts.report?.bits.length ? p.facts.report.bits.filter((b) => own.includes(b)) : [...own];
-  if (quantizerSpec(quantizer).storage !== 'hqq') return widths;
-  return widths.filter((b) => matrices.every((m) => !hqqShapeProblem(m.shape[0], m.shape[1], b, m.settings.blockSize)));
+  return widths.filter((b) => matrices.every((m) => !gridShapeProblem({ ...m.settings, bits: b }, ...m.shape)));
 }
 
 /** One TextEdit over the span where the texts differ. */

@@ -22,8 +22,8 @@ import { meanError, worstGroups } from '../planInsight/worst';
 import { fitsBudget } from '../planInsight/firstK';
 import type { SpanPart } from './jsonRanges';
 import { reloadGroups } from '../planInsight/reloadCheck';
-import { formatProblem, quantizerSpec } from '../registry';
-import { hqqShapeProblem } from '../quant/hqq';
+import { formatProblem } from '../registry';
+import { gridShapeProblem } from '../quant/grid';
 
 export const SOURCE = 'loftq';
 
@@ -181,8 +181,7 @@ function formatDiagnostics(p: PlanDoc, matrices: MatrixPlan[]): Diagnostic[] {
   }
   const byOwner = new Map<string, { owner: Owner; problem: string; names: string[] }>();
   for (const m of planned) {
-    if (quantizerSpec(m.settings.quantizer).storage !== 'hqq') continue;
-    const problem = hqqShapeProblem(m.shape[0], m.shape[1], m.settings.bits, m.settings.blockSize);
+    const problem = gridShapeProblem(m.settings, m.shape[0], m.shape[1]);
     if (!problem) continue;
     const k = ownerKey(m.bitsOwner);
     const g = byOwner.get(k) ?? { owner: m.bitsOwner, problem, names: [] };

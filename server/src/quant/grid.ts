@@ -3,7 +3,7 @@
 // calibrated run and eval's QLoRA comparison call only this; which grid a quantizer uses is
 // its registry scale rule, so a new codebook quantizer needs nothing here.
 
-import { QUANTIZERS } from '../registry';
+import { isCodebookQuantizer } from '../registry';
 import type { MatrixSettings } from '../registry';
 import type { F32Region, U8Region, Workspace } from '../kernels/kernels';
 import { withWorkspace } from '../kernels/kernels';
@@ -13,6 +13,7 @@ import { quantizedRegions, quantizeRegion, quantizeResidual } from './quantize';
 import {
   hqqDequantizeRegion,
   hqqQuantizeRegion,
+  hqqShapeProblem,
   hqqQuantizeResidual,
   hqqWorkRegions,
   type HqqComputeDtype,
@@ -93,9 +94,15 @@ function hqqGrid(s: GridSettings, dtype: HqqComputeDtype): MatrixGrid {
   };
 }
 
+/** Why a rows×cols matrix cannot be held on this grid, or undefined: a codebook grid holds any
+ *  shape; HQQ's only what its loader can pack (a shape it cannot would load wrong). */
+export function gridShapeProblem(s: GridSettings, rows: number, cols: number): string | undefined {
+  return isCodebookQuantizer(s.quantizer) ? undefined : hqqShapeProblem(rows, cols, s.bits, s.blockSize);
+}
+
 /** The grid of a matrix's settings; `dtype` is the checkpoint's (HQQ computes in it). */
 export function matrixGrid(s: GridSettings, dtype: string): MatrixGrid {
-  return QUANTIZERS[s.quantizer].scale === 'minMax' ? hqqGrid(s, computeDtypeOf(dtype)) : codebookGrid(s);
+  return isCodebookQuantizer(s.quantizer) ? codebookGrid(s) : hqqGrid(s, computeDtypeOf(dtype));
 }
 
 /** quantize(W)'s values (the QLoRA init) on a matrix's grid. */
@@ -126,7 +133,7 @@ export function storedCodes(
   dtype: string,
   res: { codes: Uint8Array; scales: Float32Array; zero?: Float32Array },
 ): StoredTensor[] {
-  if (QUANTIZERS[s.quantizer].scale !== 'minMax') {
+  if (isCodebookQuantizer(s.quantizer)) {
     const packed = packCodes(res.codes, s.bits);
     return [
       { name: ENTRY.codes, dtype: 'U8', shape: [packed.length], bytes: packed },

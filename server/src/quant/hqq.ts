@@ -682,10 +682,9 @@ export function hqqDequantize(
 ): Float32Array {
   const n = codes.length,
     groups = scale.length;
-  checkDequantize(n, groups, zero.length, groupSize, dtype);
   const r = out ?? new Float32Array(n);
-  if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
-  if (dtype !== 'float16' && groupSize % 4 === 0) {
+  checkDequantize(n, groups, zero.length, groupSize, dtype, r.length);
+  if (dequantizesOnKernel(dtype, groupSize)) {
     withWorkspace((ws) => {
       const c = ws.u8(n),
         regions = { codes: c, scale: ws.f32(groups, scale), zero: ws.f32(groups, zero) },
@@ -699,10 +698,24 @@ export function hqqDequantize(
   return hqqDequantizeReference(codes, scale, zero, groupSize, dtype, r);
 }
 
-function checkDequantize(n: number, groups: number, zeros: number, groupSize: number, dtype: HqqComputeDtype): void {
+function checkDequantize(
+  n: number,
+  groups: number,
+  zeros: number,
+  groupSize: number,
+  dtype: HqqComputeDtype,
+  outLength: number,
+): void {
   if (zeros !== groups || groups * groupSize !== n)
     throw new RangeError(`hqqDequantize: ${n} codes, ${groups} scales, ${zeros} zeros, group size ${groupSize}`);
+  if (outLength !== n) throw new RangeError(`hqqDequantize: output of ${outLength} values for ${n} codes`);
   rounder(dtype);
+}
+
+/** The dequantize kernel does float32 and bfloat16 over groups of whole SIMD lanes; float16 and
+ *  odd group sizes take the TypeScript reference. */
+function dequantizesOnKernel(dtype: HqqComputeDtype, groupSize: number): boolean {
+  return dtype !== 'float16' && groupSize % 4 === 0;
 }
 
 /** hqqDequantize on kernel memory (float32 and bfloat16 in WebAssembly when groupSize is a
@@ -716,9 +729,8 @@ export function hqqDequantizeRegion(
 ): void {
   const n = q.codes.length,
     groups = q.scale.length;
-  checkDequantize(n, groups, q.zero.length, groupSize, dtype);
-  if (out.length !== n) throw new RangeError(`hqqDequantize: output of ${out.length} values for ${n} codes`);
-  if (dtype !== 'float16' && groupSize % 4 === 0)
+  checkDequantize(n, groups, q.zero.length, groupSize, dtype, out.length);
+  if (dequantizesOnKernel(dtype, groupSize))
     hqqKernels(ws).hqqDequantize(
       q.codes.ptr,
       n,
@@ -742,9 +754,8 @@ export function hqqDequantizeReference(
 ): Float32Array {
   const n = codes.length,
     groups = scale.length;
-  checkDequantize(n, groups, zero.length, groupSize, dtype);
   const r = out ?? new Float32Array(n);
-  if (r.length !== n) throw new RangeError(`hqqDequantize: output of ${r.length} values for ${n} codes`);
+  checkDequantize(n, groups, zero.length, groupSize, dtype, r.length);
   if (dtype === 'float32') {
     for (let b = 0, start = 0; b < groups; b++, start += groupSize) {
       const s = scale[b],

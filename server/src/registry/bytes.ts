@@ -14,6 +14,8 @@
 //          ten codes, N padded to a multiple of 10), scale and zero per group in the compute
 //          dtype (the checkpoint's float width), and the module's 19 meta tensors (68–69 bytes).
 
+import { quantizerSpec, type Quantizer } from './quantizers';
+
 export type ScaleStorage = 'dq' | 'fp32' | 'hqq';
 
 /** The planner's and editor's storage (see above); the report uses REPORT_SCALES. */
@@ -79,4 +81,22 @@ export function quantizedBytesOf(
   if (storage !== 'hqq') return backboneBytesOf(rows, cols, bits, blockSize, storage);
   const groups = Math.ceil((rows * cols) / blockSize);
   return hqqCodeBytes(groups, blockSize, bits) + 2 * groups * elementBytes + hqqMetaBytes(elementBytes);
+}
+
+/** The storage a report counts a quantizer's matrices in: its own when the loader fixes it
+ *  (HQQ), else REPORT_SCALES (what `--format packed` writes). */
+export function reportStorageOf(quantizer: Quantizer): ScaleStorage {
+  return quantizerSpec(quantizer).storage ?? REPORT_SCALES;
+}
+
+/** One quantized matrix's codes + scales as the report (and the heatmap's header) count them. */
+export function reportedBytesOf(m: {
+  shape: readonly number[];
+  bits: number;
+  blockSize: number;
+  quantizer: Quantizer;
+  dtype?: string;
+}): number {
+  const storage = reportStorageOf(m.quantizer);
+  return quantizedBytesOf(m.shape[0], m.shape[1], m.bits, m.blockSize, storage, adapterBytesOf(m.dtype));
 }
