@@ -116,6 +116,7 @@ test('--format hqq: each module at its planned bits as HQQLinear state; report e
       const rel = Math.sqrt(err / norm);
       assert.ok(Math.abs(rel - m.relError) <= 1e-5 * m.relError, `${m.name}: files ${rel}, report ${m.relError}`);
       assert.ok(m.relError < m.qloraRelError, `${m.name}: LoftQ below QLoRA`);
+      assert.equal(m.nf4ReloadRelError, undefined, 'no bitsandbytes reload to report for HQQ');
     }
     // The bits HQQ stores are the bits the report counts: quantized modules' bytes exactly.
     const others = original.tensors.filter((t) => !r.matrices.some((m) => m.name === t.name));

@@ -86,7 +86,7 @@ function checkFinite(job: MatrixJob, res: LoftqResult & Partial<CalibratedResult
     ['the quantized matrix', allFinite(res.q)],
     ['lora_A', allFinite(w.loraA)],
     ['lora_B', allFinite(w.loraB)],
-    ['its error', allFinite([w.err, w.errNf4, res.qloraRelError, ...res.relErrorPerIter])],
+    ['its error', allFinite([w.err, w.errNf4 ?? 0, res.qloraRelError, ...res.relErrorPerIter])],
     [
       'its output error',
       // ‖W·S‖ itself too: an infinite norm made every output error read 0, a perfect result.
@@ -152,7 +152,9 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
       throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
     });
     tAfter = performance.now();
-    written = await measureWritten(w, rows, cols, dtype, res, heldMetric, buffers);
+    // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
+    const reloadsAtNf4 = quantizerSpec(settings.quantizer).storage !== 'hqq';
+    written = await measureWritten(w, rows, cols, dtype, res, heldMetric, buffers, reloadsAtNf4);
   } finally {
     heldMetric?.dispose();
   }
@@ -188,10 +190,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     relErrorPerIter: res.relErrorPerIter,
     qloraRelError: res.qloraRelError,
     frobeniusNorm: norm,
-    // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
-    ...(quantizerSpec(settings.quantizer).storage === 'hqq'
-      ? {}
-      : { nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0 }),
+    ...(errNf4 === undefined ? {} : { nf4ReloadRelError: norm > 0 ? Math.sqrt(errNf4) / norm : 0 }),
     ...output,
     seconds: 0,
     phases,
@@ -216,14 +215,15 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
 }
 
 /** What will be written, and its errors: Q encoded in the input's dtype and the adapters
- *  rounded to it, ‖W − Q − B·A‖², the same after bitsandbytes' NF4 reload, and — calibrated —
+ *  rounded to it, ‖W − Q − B·A‖², the same after bitsandbytes' NF4 reload (where the format's
+ *  loader re-quantizes: not HQQ's), and — calibrated —
  *  the output error of exactly these values. */
 interface Written {
   loraA: Float32Array;
   loraB: Float32Array;
   qBytes: Uint8Array;
   err: number;
-  errNf4: number;
+  errNf4?: number;
   output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'>;
 }
 
@@ -235,6 +235,7 @@ async function measureWritten(
   res: LoftqResult & Partial<CalibratedResult>,
   heldMetric: HeldMetric | undefined,
   buffers: ScratchBuffers,
+  reloadsAtNf4: boolean,
 ): Promise<Written> {
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const loraA = roundTrip(dtype, res.loraA);
@@ -258,15 +259,15 @@ async function measureWritten(
       Q.view().set(toFloat32(dtype, qBytes));
     }
     // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
-    const nf4 = quantizedRegions(ws, Q.length, 64);
-    quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
+    const nf4 = reloadsAtNf4 ? quantizedRegions(ws, Q.length, 64) : undefined;
+    if (nf4) quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
     const e = heldMetric ? ws.f32(w.length) : undefined;
     const eT = heldMetric ? ws.f32(w.length) : undefined;
     const errs = [
       ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, e ? e.ptr : 0, packed),
-      ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),
-    ];
+      nf4 && ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),
+    ] as const;
     // ‖(W − Q − B·A)·S‖² of the written values (e held W − B·A), from its transpose.
     if (!e || !eT || !heldMetric) return [errs[0], errs[1], undefined] as const;
     ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
