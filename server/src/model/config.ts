@@ -9,22 +9,15 @@ import { brief, CheckpointError, quote } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
 import { ConfigFields, type Json } from './arch/fields';
 import { architectureOf, SUPPORTED_MODEL_TYPES } from './arch/index';
-import type { LayerLayout, ModelTensors } from './arch/types';
+import type { Dims, LayerLayout, ModelTensors } from './arch/types';
 import { parseRope, type RopeSpec } from './rope';
 
 export { SUPPORTED_MODEL_TYPES };
 export type ModelType = string;
 
-export interface ModelConfig {
+/** The decoder's dimensions (arch/types.ts's Dims, read first) and what the family adds. */
+export interface ModelConfig extends Dims {
   file: string;
-  modelType: ModelType;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
   ropeTheta: number;
   /** The layers' norm epsilon (rms_norm_eps, or layer_norm_eps for LayerNorm families). */
   rmsNormEps: number;
