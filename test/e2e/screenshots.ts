@@ -11,7 +11,7 @@ import { missingSetup } from './harness/paths';
 import { packageVsix } from './harness/vsix';
 import {
   contextMenu,
-  explorerRow,
+  openInWebview,
   openWorkbench,
   runCommand,
   screenshot,
@@ -95,9 +95,7 @@ async function main(): Promise<void> {
 
     // The viewer on the quantized checkpoint: error columns from the report, the module tree.
     await page.locator('.tabs-container .tab.active').click(); // keys to the workbench, not the webview
-    const row = await explorerRow(page, `stories260k/${outName}/model.safetensors`);
-    await row.dblclick();
-    frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors")', 60_000);
+    frame = await openInWebview(page, `stories260k/${outName}/model.safetensors`, 'p.summary:has-text("LoftQ errors")');
     await runCommand(page, 'View: Close Primary Side Bar');
     // Layer 1 opened in the tree and chosen: the table shows its seven matrices.
     await frame.$eval('li[data-path="model.layers.1"] > details', (d) => d.setAttribute('open', ''));
@@ -106,9 +104,7 @@ async function main(): Promise<void> {
     await shoot(page, 'viewer');
 
     await page.locator('.tabs-container .tab.active').click(); // keys to the workbench, not the webview
-    const shard = await explorerRow(page, `sharded/${SHARD_1}`);
-    await shard.dblclick();
-    frame = await webviewFrame(page, '.shard-note', 60_000);
+    frame = await openInWebview(page, `sharded/${SHARD_1}`, '.shard-note');
     await runCommand(page, 'View: Close Primary Side Bar');
     await page.waitForTimeout(500);
     await shoot(page, 'viewer-shard');

@@ -15,6 +15,7 @@ import {
   answerQuickInput,
   contextMenu,
   explorerRow,
+  openInWebview,
   notification,
   openWorkbench,
   runCommand,
@@ -111,9 +112,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   test(
     'opening a checkpoint shows the viewer; a tensor named with <script> renders as text',
     shot('viewer', async () => {
-      const row = await explorerRow(page, 'markup.safetensors');
-      await row.dblclick();
-      const frame = await webviewFrame(page, 'table.tensor-table tbody tr', 60_000);
+      const frame = await openInWebview(page, 'markup.safetensors', 'table.tensor-table tbody tr');
       const names = await frame.$$eval('table.tensor-table tbody td.name', (tds) => tds.map((t) => t.textContent));
       assert.deepEqual(
         [...names].sort(),
@@ -323,10 +322,11 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     shot('viewer-errors', async () => {
       const out = 'stories260k/model-loftq-nf2-r8';
       const report = JSON.parse(fs.readFileSync(path.join(ws, out, 'loftq-report.json'), 'utf8')) as Report;
-      const row = await explorerRow(page, `${out}/model.safetensors`);
-      await row.dblclick();
-      // The summary line tells this viewer (with a report) from the earlier one on markup.safetensors.
-      const frame = await webviewFrame(page, 'p.summary:has-text("LoftQ errors for 35 matrices")', 60_000);
+      const frame = await openInWebview(
+        page,
+        `${out}/model.safetensors`,
+        'p.summary:has-text("LoftQ errors for 35 matrices")',
+      );
       await frame.fill('#filter', 'q_proj');
       await until('filtered rows', async () => (await frame.$$('table.tensor-table tbody tr')).length === 5);
       const rows = await frame.$$eval('table.tensor-table tbody tr', (trs) =>
@@ -593,9 +593,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   test(
     'the viewer on one shard: note and link to its checkpoint, module tree, natural order',
     shot('viewer-shard', async () => {
-      const row = await explorerRow(page, `sharded/${SHARD_1}`);
-      await row.dblclick();
-      const frame = await webviewFrame(page, '.shard-note', 60_000);
+      const frame = await openInWebview(page, `sharded/${SHARD_1}`, '.shard-note');
       assert.equal(
         await frame.$eval('.shard-note', (e) => e.textContent),
         'Shard 1 of 2 of a sharded checkpoint (25 tensors in all, listed in model.safetensors.index.json). ' +
@@ -635,9 +633,7 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
   test(
     'the viewer on a broken file says why and offers no Quantize',
     shot('viewer-broken', async () => {
-      const row = await explorerRow(page, BROKEN_FILE);
-      await row.dblclick();
-      const frame = await webviewFrame(page, '.error[role="alert"]', 60_000);
+      const frame = await openInWebview(page, BROKEN_FILE, '.error[role="alert"]');
       assert.match((await frame.$eval('.error', (e) => e.textContent)) ?? '', /broken\.safetensors/);
       assert.equal((await frame.$$('#quantize')).length, 0);
       assert.equal((await frame.$$('#reopen')).length, 1);

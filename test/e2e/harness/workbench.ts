@@ -231,6 +231,49 @@ export async function notification(page: Page, text: RegExp, timeoutMs = 120_000
   return toast;
 }
 
+/**
+ * What the workbench shows right now, for a timeout's message: the editor tabs (active one
+ * marked), an open dialog, the visible notifications, how many frames hold a document.
+ */
+export async function workbenchState(page: Page): Promise<string> {
+  const texts = (sel: string) =>
+    page.$$eval(sel, (els) => els.map((e) => (e.textContent ?? '').replace(/\s+/g, ' ').trim()).filter(Boolean));
+  const tabs = await page.$$eval('.tabs-container .tab', (els) =>
+    els.map((e) => `${e.classList.contains('active') ? '*' : ''}${e.getAttribute('aria-label') ?? e.textContent}`),
+  );
+  const dialog = await texts('.monaco-dialog-box');
+  const toasts = await texts('.notifications-toasts .notification-list-item-message');
+  return (
+    `tabs [${tabs.join(' | ')}]` +
+    (dialog.length ? `; dialog: ${dialog.join(' / ')}` : '') +
+    (toasts.length ? `; notifications: ${toasts.join(' / ')}` : '') +
+    `; ${page.frames().length - 1} frames`
+  );
+}
+
+/**
+ * Double-clicks the Explorer row of `relPath` and returns the webview frame that shows
+ * `selector`. A double click can land while the tree re-renders under it (seen once in CI:
+ * the file never opened); the row is looked up and double-clicked again until the deadline,
+ * and a timeout says what the workbench showed instead.
+ */
+export async function openInWebview(page: Page, relPath: string, selector: string, timeoutMs = 60_000): Promise<Frame> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // A modal dialog left open would swallow the double click.
+    if (await page.locator('.monaco-dialog-box').isVisible()) await page.keyboard.press('Escape');
+    const row = await explorerRow(page, relPath);
+    await row.dblclick();
+    const left = deadline - Date.now();
+    try {
+      return await webviewFrame(page, selector, Math.max(1000, Math.min(20_000, left)));
+    } catch (e) {
+      if (Date.now() >= deadline)
+        throw new Error(`${(e as Error).message} after opening ${relPath}: ${await workbenchState(page)}`);
+    }
+  }
+}
+
 /** The webview content frame (inside VS Code's two iframes) that contains `selector`. */
 export async function webviewFrame(page: Page, selector: string, timeoutMs = 30_000): Promise<Frame> {
   return until(
