@@ -46,9 +46,10 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
       brief(ds),
       brief([
         {
-          severity: DiagnosticSeverity.Information,
+          // 8 · 60 460 B / 226 560 weights = 2.13 bits (codes and scales: what a budget counts); information: a hint.
+          severity: DiagnosticSeverity.Hint,
           message:
-            '35 matrices to quantize, average 2.00 bits per weight; backbone 194.3 kB + adapter 1.1 MB; ' +
+            '35 matrices to quantize at 2.13 bits per weight (codes and scales); backbone 194.3 kB + adapter 1.1 MB; ' +
             'no analysis yet (loftq-report.json)',
           range: rangeOf(PLAN, '"./ckpt/model.safetensors"'),
         },
@@ -132,9 +133,10 @@ test('checkpoint problems: missing, not safetensors, pickle — then fixed by ed
     ds = await only('ckpt', 4); // a folder holding model.safetensors
     assert.deepEqual(
       ds.map((d) => d.severity),
-      [DiagnosticSeverity.Information],
+      [DiagnosticSeverity.Hint],
     );
-    assert.match(ds[0].message, /^35 matrices to quantize, average 4\.00 bits/);
+    // 4-bit codes 22 656 B + scales 764 B per layer, × 5 layers = 117 100 B over 226 560 weights.
+    assert.match(ds[0].message, /^35 matrices to quantize at 4\.13 bits per weight \(codes and scales\)/);
   });
 });
 

@@ -6,6 +6,7 @@ import { CodeAction, CodeActionKind, CodeActionParams, Diagnostic, TextEdit } fr
 import { quantizerSpec } from '../registry';
 import { gridShapeProblem } from '../quant/grid';
 import type { PlanOverride } from '../protocol/lsp_ext';
+import type { JsonPath } from '../plan/planfile';
 import { compileGlob, globMatches } from '../plan/glob';
 import { describeMatrices, globFor } from '../planInsight/describe';
 import { Change, planEdits } from './edits';
@@ -15,12 +16,18 @@ import { plannerUnavailable } from './planner';
 import type { PlanDoc } from './planDoc';
 import type { Owner } from '../planInsight/planModel';
 import { SOURCE } from './diagnostics';
+import { RELOAD_BLOCK, RELOAD_SAFE_BITS } from '../planInsight/reloadCheck';
 
 interface WorstData {
   owner: Owner;
   names: string[];
   bits: number;
   betterBits?: number;
+}
+interface ReloadData {
+  owner: Owner;
+  names: string[];
+  rises: boolean;
 }
 interface RankData {
   owner: Owner;
@@ -48,6 +55,8 @@ export async function planCodeActions(
   const mine = params.context.diagnostics.filter((d) => d.source === SOURCE);
   for (const d of mine) {
     if (d.code === 'worst' && d.data) worstFixes(p, d, d.data as WorstData, add);
+    else if (d.code === 'reload' && (d.data as ReloadData | undefined)?.rises)
+      reloadFixes(p, d, d.data as ReloadData, add);
     else if (d.code === 'rank-too-large' && d.data) rankFix(p, d, d.data as RankData, add);
     else if (d.code === 'calibration' && (d.data as { moveTo?: string } | undefined)?.moveTo) {
       const to = (d.data as { moveTo: 'file' | 'imatrix' }).moveTo;
@@ -142,6 +151,49 @@ function worstFixes(p: PlanDoc, d: Diagnostic, w: WorstData, add: Add) {
   const cap = Math.min(...ms.map((m) => Math.min(...m.shape)));
   const raised = Math.min(rank * 2, cap);
   if (raised > rank) add(`Raise rank of ${what} to ${raised}`, setFor(p, w.owner, w.names, 'rank', raised), [d]);
+}
+
+/** Entries whose error rises on the NF4 reload: a width that survives it, or an HQQ export. */
+function reloadFixes(p: PlanDoc, d: Diagnostic, r: ReloadData, add: Add) {
+  const ms = p.assignment?.matrices.filter((m) => r.names.includes(m.tensor.name)) ?? [];
+  if (!ms.length) return;
+  const match =
+    r.owner.kind === 'override'
+      ? p.parsed.plan.overrides?.[p.parsed.overrideIndex.indexOf(r.owner.jsonIndex)]?.match
+      : undefined;
+  const what = match === undefined ? 'the defaults' : `'${match}'`;
+  const offBlock = ms.some((m) => m.settings.blockSize !== RELOAD_BLOCK);
+  // The node that decides their bits decides it for all its matrices, and no NF width but 2 and 4
+  // survives: that node changes, not a narrower override of the matrices that happened to be listed.
+  const at: JsonPath = r.owner.kind === 'override' ? ['overrides', r.owner.jsonIndex] : ['defaults'];
+  for (const bits of RELOAD_SAFE_BITS) {
+    const block = offBlock ? ` in blocks of ${RELOAD_BLOCK}` : '';
+    add(
+      `Quantize ${what} at ${bits} bits${block} (loads unchanged after the NF4 reload)`,
+      [
+        { path: [...at, 'bits'], value: bits },
+        ...(offBlock ? [{ path: [...at, 'blockSize'], value: RELOAD_BLOCK }] : []),
+      ],
+      [d],
+      bits === RELOAD_SAFE_BITS[0],
+    );
+  }
+  // HQQ loads each module at its own bits: the whole plan moves to HQQ's grid, where its shapes allow.
+  const planned = p.assignment!.matrices.filter((m) => !m.skipped);
+  const ownQuantizer = (p.parsed.plan.overrides ?? []).some((o) => o.quantizer !== undefined);
+  const hqqBits = quantizerSpec('hqq').bits;
+  const packable = planned.every(
+    (m) => hqqBits.includes(m.settings.bits) && !gridShapeProblem({ ...m.settings, quantizer: 'hqq' }, ...m.shape),
+  );
+  if (!ownQuantizer && packable && p.parsed.plan.format !== 'hqq')
+    add(
+      'Write an HQQ checkpoint instead ("quantizer": "hqq", "format": "hqq"): it loads at the planned bits',
+      [
+        { path: ['defaults', 'quantizer'], value: 'hqq' },
+        { path: ['format'], value: 'hqq' },
+      ],
+      [d],
+    );
 }
 
 function rankFix(p: PlanDoc, d: Diagnostic, r: RankData, add: Add) {

@@ -2,6 +2,10 @@
 // the checkpoint, override patterns, impossible ranks, the budget, and — once a report
 // exists — the worst matrices per override / defaults plus a summary on the checkpoint,
 // the planner's prediction next to this plan's (on `budget`), and the NF4 reload check.
+// Squiggles (Error, Warning) only for what needs action, each with its quick fix where one
+// exists; what is only information (the summary, a budget met, worst matrices below the
+// threshold, a plan as good as the planner's, an error the reload lowers) is a Hint: no
+// squiggle, the message on hover.
 
 import * as path from 'node:path';
 import { Diagnostic, DiagnosticSeverity } from 'vscode-languageserver';
@@ -206,7 +210,7 @@ function budgetDiagnostics(p: PlanDoc): Diagnostic[] {
   if (!b || typeof b !== 'object' || !(typeof b.avgBits === 'number' || typeof b.bytes === 'number')) return [];
   const t = planTotals(p.assignment!);
   const over = !fitsBudget(t, b);
-  const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information;
+  const severity = over ? DiagnosticSeverity.Warning : DiagnosticSeverity.Hint;
   // Average bits count codes and scales; byte budgets also adapters (docs/planner.md).
   if (typeof b.avgBits === 'number') {
     const msg =
@@ -224,8 +228,9 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
   const a = p.assignment!;
   const ix = p.facts.report;
   const t = planTotals(a);
+  // The budget diagnostic's count: codes and scales of the quantized matrices per weight.
   const sizes =
-    `average ${t.avgBits.toFixed(2)} bits per weight; ` +
+    `${t.backboneBits.toFixed(2)} bits per weight (codes and scales); ` +
     `backbone ${formatBytes(t.backboneBytes)} + adapter ${formatBytes(t.adapterBytes)}`;
   const out: Diagnostic[] = [];
   if (p.facts.reportProblem) {
@@ -236,9 +241,9 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     out.push(
       diag(
         p,
-        DiagnosticSeverity.Information,
+        DiagnosticSeverity.Hint,
         'summary',
-        `${a.matrices.length} matrices to quantize, ${sizes}; no analysis yet (loftq-report.json)`,
+        `${a.matrices.length} matrices to quantize at ${sizes}; no analysis yet (loftq-report.json)`,
         ['checkpoint'],
       ),
     );
@@ -250,9 +255,7 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
       ? 'no analysed errors at these widths'
       : `mean LoftQ error ${formatError(s.meanError)}` +
         (s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : '');
-  out.push(
-    diag(p, DiagnosticSeverity.Information, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']),
-  );
+  out.push(diag(p, DiagnosticSeverity.Hint, 'summary', `${s.matrices} matrices: ${mean}; ${sizes}`, ['checkpoint']));
   for (const g of worstGroups(a, ix)) {
     // The threshold is on the LoftQ (weight) error, whichever error ranked the matrices.
     const worstErr = Math.max(...(g.weightErrors ?? g.errors));
@@ -261,7 +264,7 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     out.push(
       diag(
         p,
-        worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information,
+        worstErr > threshold ? DiagnosticSeverity.Warning : DiagnosticSeverity.Hint,
         'worst',
         g.message,
         at,
@@ -271,12 +274,17 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
     );
   }
   out.push(...plannerDiagnostics(p));
+  // An error the reload raises needs action (quick fixes); one it lowers is only a hint.
   for (const g of reloadGroups(p.assignment, p.facts.report?.raw.matrices ?? []))
     out.push(
-      diag(p, DiagnosticSeverity.Warning, 'reload', g.message, ...ownerAt(p, g.owner, 'bits'), {
-        owner: g.owner,
-        names: g.names,
-      }),
+      diag(
+        p,
+        g.rises ? DiagnosticSeverity.Warning : DiagnosticSeverity.Hint,
+        'reload',
+        g.message,
+        ...ownerAt(p, g.owner, 'bits'),
+        { owner: g.owner, names: g.names, rises: g.rises },
+      ),
     );
   return out;
 }
@@ -286,17 +294,18 @@ function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
   const c = p.facts.plannerComparison;
   if (!c || !(c.error > 0)) return [];
   const ratio = c.planner / c.error;
-  const msg =
-    `this plan: predicted error X = ${c.error.toPrecision(3)} at ${c.avgBits.toFixed(2)} bits ` +
-    `(${formatBytes(c.bytes)}); the planner's: ${ratio.toFixed(2)}·X at the same size`;
-  return [
-    diag(
-      p,
-      ratio < PLANNER_WARN_RATIO ? DiagnosticSeverity.Warning : DiagnosticSeverity.Information,
-      'planner',
-      msg,
-      ['budget'],
-      'key',
-    ),
-  ];
+  const worth = ratio < PLANNER_WARN_RATIO;
+  // Both totals come from the analysis: Σ over the planned matrices of ‖W − Q − AB‖²_F at their bits and rank.
+  const same = `the same size (${c.avgBits.toFixed(2)} bits per weight, ${formatBytes(c.bytes)} with adapters)`;
+  const totals =
+    `Σ‖W − Q − AB‖² over the planned matrices, predicted from the analysis, is ${c.planner.toPrecision(3)} ` +
+    `against this plan's ${c.error.toPrecision(3)}`;
+  const less = `${Math.round(100 * (1 - ratio))}% less error`;
+  const msg = worth
+    ? `the planner's plan of ${same} is predicted to leave ${less}: ${totals}; the quick fix applies it`
+    : ratio >= 0.995
+      ? `the planner finds no better plan of ${same}: ${totals}`
+      : `the planner's plan of ${same} would leave ${less}, under the ` +
+        `${Math.round(100 * (1 - PLANNER_WARN_RATIO))}% worth a change: ${totals}`;
+  return [diag(p, worth ? DiagnosticSeverity.Warning : DiagnosticSeverity.Hint, 'planner', msg, ['budget'], 'key')];
 }

@@ -62,7 +62,8 @@ export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<M
   const k = plan.baselines.firstK;
   const vs =
     Number.isFinite(k.error) && k.error > 0
-      ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less error than first-k`
+      ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less predicted error than ` +
+        `the LoftQ paper's rule at this size (the first ${k.k} layer${k.k === 1 ? '' : 's'} at 4 bits)`
       : '';
   return {
     description: `planner, ${plan.plan.avgBits.toFixed(2)} bits per weight${vs}`,

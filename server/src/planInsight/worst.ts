@@ -1,8 +1,10 @@
-// From a report: per plan owner (each override, the defaults), the worst matrices it
-// covers at the bits it gives them, their standing in the whole model, and what the next
-// analysed width would buy. Pure; feeds the diagnostics and the quick fixes. When the report
-// has output errors ‖(W − Q − B·A)·S‖/‖W·S‖ (a calibrated run) for every matrix, "worst" is by
-// output error — what the model's outputs feel — with the weight error beside it.
+// From a report: per plan owner (each override, the defaults), the matrices it covers that
+// are among the model's worst (the top TOP_SHARE by error, at the bits the plan gives them),
+// their standing in the whole model, and what the next analysed width would buy. An owner
+// none of whose matrices is among the worst gets no group: "worst" means the model's worst.
+// Pure; feeds the diagnostics and the quick fixes. When the report has output errors
+// ‖(W − Q − B·A)·S‖/‖W·S‖ (a calibrated run) for every matrix, "worst" is by output error —
+// what the model's outputs feel — with the weight error beside it.
 
 import { describeMatrices, formatBytes, formatErrorRange } from './describe';
 import { MatrixPlan, Owner, ownerKey, PlanAssignment } from './planModel';
@@ -10,7 +12,6 @@ import { ErrorEntry, errorAt, ReportIndex } from './reportIndex';
 
 /** Share of the model that counts as "the worst" (top 5% of matrices by error). */
 export const TOP_SHARE = 0.05;
-const TIE = 5e-4;
 
 export interface WorstGroup {
   owner: Owner;
@@ -48,9 +49,8 @@ export function worstGroups(a: PlanAssignment, ix: ReportIndex): WorstGroup[] {
   }
   const out: WorstGroup[] = [];
   for (const { owner, members } of groups.values()) {
-    let worst = members.filter((x) => rankOf.get(x.m.tensor.name)! < topCount);
-    // Outside the top share, the group's worst are its members that tie with its maximum.
-    if (!worst.length) worst = members.filter((x) => x.e >= members[0].e - TIE);
+    const worst = members.filter((x) => rankOf.get(x.m.tensor.name)! < topCount);
+    if (!worst.length) continue;
     const bits = worst[0].m.settings.bits;
     const names = worst.map((x) => x.m.tensor.name);
     const errors = worst.map((x) => x.e);
