@@ -151,12 +151,13 @@ test('--backend auto picks the best available backend and the report records it'
     }
   });
   const adapter = await webgpuAdapterInfo();
+  // AUTO_ORDER: tensorflow, native, webgpu (a hardware adapter), wasm.
   const expected = hasTfNode
     ? 'tensorflow'
-    : adapter && !adapter.endsWith('(software)')
-      ? 'webgpu'
-      : nativeAddon().module
-        ? 'native'
+    : nativeAddon().module
+      ? 'native'
+      : adapter && !adapter.endsWith('(software)')
+        ? 'webgpu'
         : 'wasm';
   const out = tempDir('loftq-auto-');
   const r = spawnSync(

@@ -120,7 +120,14 @@ test(REPORT_MATCHES_FILES, async () => {
   let report: Report | undefined;
   for (const workers of [0, 1, 2]) {
     const out = path.join(tempDir(), 'out');
-    const res = await quantizeCheckpoint(STORIES, { out, settings, workers, calibration: prepared(stats) });
+    // wasm: the disk check below is float32 products; native's bf16 measure differs by more than 1e-4.
+    const res = await quantizeCheckpoint(STORIES, {
+      out,
+      settings,
+      workers,
+      backend: 'wasm',
+      calibration: prepared(stats),
+    });
     outs.push(out);
     report ??= res.report;
   }

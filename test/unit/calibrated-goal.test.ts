@@ -21,9 +21,16 @@ async function klPair(bits: number, heldOut: number[][]): Promise<{ plain: numbe
   const settings = { bits, rank: 16, iters: 5, quantizer: 'nf' as const, blockSize: 64 };
   const plainOut = path.join(tempDir(), 'plain'),
     calOut = path.join(tempDir(), 'cal');
-  await quantizeCheckpoint(STORIES, { out: plainOut, settings, workers: 'in-thread' });
+  // wasm by name (the engine's default is auto): the goal's figures are float32 products.
+  await quantizeCheckpoint(STORIES, { out: plainOut, settings, workers: 'in-thread', backend: 'wasm' });
   const calibration = { generate: { sequences: 16, length: 128, seed: 0 } };
-  const { report } = await quantizeCheckpoint(STORIES, { out: calOut, settings, workers: 'in-thread', calibration });
+  const { report } = await quantizeCheckpoint(STORIES, {
+    out: calOut,
+    settings,
+    workers: 'in-thread',
+    backend: 'wasm',
+    calibration,
+  });
   assert.deepEqual(report.calibration, {
     source: 'generated',
     sequences: 16,

@@ -44,6 +44,8 @@ import { gridShapeProblem } from '../quant/grid';
 import { TOOL } from './version';
 import { adapterBytesFor, adapterBytesOf, reportedBytesOf } from '../registry';
 import { DEFAULT_FORMAT, defaultFormatFor, formatSpec, matrixSettingsProblem, settingLabel } from '../registry';
+import { DEFAULT_CLI_BACKEND } from '../registry';
+import { backendName } from '../linalg/backend';
 import {
   adoptEntry,
   AssembleSource,
@@ -239,7 +241,10 @@ export async function quantizeCheckpoint(
   let calibration: ResolvedCalibration | undefined;
   if (opts.calibration) {
     opts.onProgress?.({ index: 0, total: mine.length, name: 'calibration statistics', phase: 'start' });
-    calibration = await resolveCalibration(ck, opts.calibration, { backend: opts.backend, signal: opts.signal });
+    calibration = await resolveCalibration(ck, opts.calibration, {
+      backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      signal: opts.signal,
+    });
   }
   try {
     throwIfAborted(opts.signal);
@@ -350,7 +355,7 @@ async function quantizeInto(
         done++;
       }
       if (todo.length === 0) return;
-      executor ??= await createExecutor(opts.workers, jobs.length, opts.backend ?? 'wasm', opts.signal);
+      executor ??= await createExecutor(opts.workers, jobs.length, opts.backend ?? DEFAULT_CLI_BACKEND, opts.signal);
       const order = [...todo].sort(
         (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
       );
@@ -397,7 +402,7 @@ async function quantizeInto(
     const matrices = jobs.map(
       (j) => finished.get(j.tensor.name)?.report ?? skipped.find((s) => s.name === j.tensor.name)!,
     );
-    const backend = executor?.backend ?? (opts.backend && opts.backend !== 'auto' ? opts.backend : 'wasm');
+    const backend = executor?.backend ?? (await backendName(opts.backend ?? DEFAULT_CLI_BACKEND));
     // A plan's defaults win over the options (planMatrices), so they are what the run used.
     const defaults = compilePlan(opts.plan ?? { checkpoint: '' }, opts.settings).defaults;
     const report = buildReport(ck, defaults, backend, matrices, (performance.now() - t0) / 1000);

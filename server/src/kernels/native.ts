@@ -100,9 +100,14 @@ function moduleFile(): string | undefined {
   return undefined;
 }
 
-/** The loaded module, or why there is none (not built, or built for another platform). */
+/** The loaded module, or why there is none (not built, built for another platform, or turned
+ *  off: LOFTQ_NATIVE=0 at run time as at build time, so `auto` runs on wasm without a rebuild). */
 export function nativeAddon(): { module?: NativeAddon; problem?: string } {
   if (addon) return addon;
+  if (process.env.LOFTQ_NATIVE === '0') {
+    addon = { problem: 'the native module is turned off (LOFTQ_NATIVE=0)' };
+    return addon;
+  }
   const file = moduleFile();
   if (!file) {
     addon = { problem: 'dist/loftq_native.node was not built (it needs a C compiler when `node esbuild.mjs` runs)' };

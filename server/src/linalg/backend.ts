@@ -138,6 +138,9 @@ async function loadTf(): Promise<typeof TF> {
 
 type Loader = (tf: typeof TF, auto: boolean) => Promise<boolean>;
 
+const TF_NODE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+const SOFTWARE_NOTE = ' (software)';
+
 const LOADERS: Record<Exclude<BackendName, 'native'>, Loader> = {
   async wasm(tf) {
     const wasm = require('@tensorflow/tfjs-backend-wasm');
@@ -149,7 +152,7 @@ const LOADERS: Record<Exclude<BackendName, 'native'>, Loader> = {
     return tf.setBackend('cpu');
   },
   async tensorflow(tf) {
-    for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    for (const pkg of TF_NODE_PACKAGES) {
       try {
         require(pkg);
         return await tf.setBackend('tensorflow');
@@ -206,7 +209,32 @@ export async function webgpuAdapterInfo(): Promise<string | undefined> {
   }
   const a = await dawn.create([]).requestAdapter();
   if (!a) return undefined;
-  return `${a.info?.description || a.info?.vendor || 'unknown adapter'}${isSoftwareAdapter(a) ? ' (software)' : ''}`;
+  return `${a.info?.description || a.info?.vendor || 'unknown adapter'}${isSoftwareAdapter(a) ? SOFTWARE_NOTE : ''}`;
+}
+
+/** The backend `choice` names or, for `auto`, the one createBackend would start — found
+ *  without starting it (no tfjs backend set, no native kernels switched on in this thread). */
+export async function backendName(choice: BackendChoice): Promise<BackendName> {
+  if (choice !== 'auto') return choice;
+  for (const name of AUTO_ORDER) {
+    if (name === 'tensorflow' && TF_NODE_PACKAGES.some(resolvable)) return name;
+    if (name === 'native' && nativeAddon().module) return name;
+    if (name === 'webgpu') {
+      const adapter = await webgpuAdapterInfo();
+      if (adapter && !adapter.endsWith(SOFTWARE_NOTE)) return name;
+    }
+    if (name === 'wasm' || name === 'cpu') return name;
+  }
+  return 'wasm';
+}
+
+function resolvable(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export async function createBackend(

@@ -109,8 +109,8 @@ export const quantizeCommand: Command = {
     const calibration = calibrationFrom(o, planCalibration);
     if (calibration) registerCalibrationCollector();
     const backend = backendOption(o);
-    // A token-calibrated run is a forward pass plus exact output norms: on the default wasm it
-    // is several times slower than where the native module is built (README, docs/bench.md).
+    // A token-calibrated run is a forward pass plus exact output norms: on wasm (asked for by
+    // name) it is several times slower than where the native module is built (README, docs/bench.md).
     if (calibration && calibration.imatrix === undefined && backend === 'wasm' && !o.quiet && nativeAddon().module)
       process.stderr.write(
         'note: calibrated runs are arithmetic-heavy; --backend native (built on this machine) runs them ' +
@@ -149,7 +149,8 @@ export const quantizeCommand: Command = {
     process.stdout.write(
       [
         `${shard ? `shard ${shard.index}/${shard.count}: ` : ''}${ms.length} matrices quantized ` +
-          `on ${report.backend} in ${report.totals.seconds.toFixed(1)} s`,
+          `on ${report.backend}${backend === 'auto' ? ' (--backend auto)' : ''} ` +
+          `in ${report.totals.seconds.toFixed(1)} s`,
         `mean relative error: LoftQ ${mean((m) => m.relError).toFixed(4)}  ` +
           `vs QLoRA ${mean((m) => m.qloraRelError).toFixed(4)}`,
         ...(report.calibration ? [calibratedLine(report)] : []),
