@@ -33,6 +33,7 @@ import {
 } from './metrics';
 import { ColourScale, ratioScale, sequentialScale } from './scale';
 import { sparkline } from './sparkline';
+import { exactLegend, exactNote } from './exact';
 
 declare function acquireVsCodeApi(): {
   postMessage(m: FromHeatmap): void;
@@ -56,6 +57,9 @@ let state: HeatmapState = vscode.getState() ?? {};
 let metric: HeatmapMetric = state.metric ?? 'loftq';
 let scaleMode: HeatmapScale = state.scale ?? 'data';
 let focused: string | undefined;
+/** An analysis report's widths (a switch when more than one) and the one shown. */
+let widths: number[] = [];
+let bits: number | undefined;
 
 function addBatch(b: HeatmapBatch): void {
   b.cells.forEach((cell, i) => {
@@ -94,6 +98,12 @@ function paint(cell: HTMLElement, v: number, scale: ColourScale | null): void {
   }
 }
 
+/** The tooltip of a cell whose adapter captures its whole residual (0.0000) says why. */
+function noteExact(cell: HTMLElement, c: HeatmapCell): void {
+  const note = exactNote(c);
+  if (note) cell.title = cell.title ? `${note}; ${cell.title}` : note;
+}
+
 function details(e: Entry | undefined): HTMLElement {
   const box = el('section', { class: 'details', 'aria-live': 'polite' });
   if (!e) {
@@ -129,6 +139,8 @@ function details(e: Entry | undefined): HTMLElement {
     dl.append(el('dt', {}, 'output error'), el('dd', {}, text));
   }
   box.append(el('h2', { class: 'name' }, nameText(c.name)), dl);
+  const note = exactNote(c);
+  if (note) box.append(el('p', { class: 'hint exact' }, note));
   if (e.perIter.length) {
     box.append(
       el('div', { class: 'spark-label' }, 'weight error per LoftQ iteration'),
@@ -196,6 +208,10 @@ function controls(): HTMLElement {
   const m = shown();
   const space = spaceOf(m);
   const bar = el('div', { class: 'controls' });
+  if (widths.length > 1 && bits !== undefined) {
+    const options = widths.map((b) => ({ id: String(b), label: `${b}-bit`, help: `the analysis at ${b} bits` }));
+    bar.append(toggleGroup('Bit width', options, String(bits), (b) => setBits(Number(b)), 'data-bits'));
+  }
   const kinds = KINDS.map((k) => {
     const id = metricOf(k.kind, space);
     return { id, label: k.label, help: describe(id) };
@@ -255,6 +271,8 @@ function legend(scale: ColourScale | null): HTMLElement {
     swatch(scale.under, seq ? rgb(UNDER) : undefined, `${scale.under} below ${fmt(scale.lo)}`, 'under');
   }
   lg.append(el('span', { class: 'direction' }, direction(shown())), el('span', { class: 'help' }, describe(shown())));
+  const exact = exactLegend(entries.map((e) => e.cell));
+  if (exact) lg.append(el('span', { class: 'help exact' }, exact));
   return lg;
 }
 
@@ -368,6 +386,7 @@ function render(): void {
         fmt(v),
       );
       paint(cell, v, scale);
+      noteExact(cell, e.cell);
       cell.addEventListener('mouseenter', () => {
         cell.classList.add('current');
         highlight(r, c, true);
@@ -427,6 +446,7 @@ function render(): void {
         el('td', {}, `${e.cell.shape[0]} × ${e.cell.shape[1]}`),
         el('td', {}, fmt(values[i])),
       );
+      noteExact(tr, e.cell);
       tr.addEventListener('mouseenter', () => showDetails(e));
       tr.addEventListener('focus', () => showDetails(e));
       tr.addEventListener('click', () => {
@@ -487,6 +507,12 @@ function setMetric(m: HeatmapMetric): void {
   render();
 }
 
+function setBits(b: number): void {
+  state = { ...state, bits: b };
+  vscode.setState(state);
+  vscode.postMessage({ type: 'bits', bits: b });
+}
+
 function setScale(s: HeatmapScale): void {
   scaleMode = s;
   state = { ...state, scale: s };
@@ -503,8 +529,10 @@ window.addEventListener('message', (ev: MessageEvent<ToHeatmap>) => {
     live = !!m.live;
     ended = m.ended;
     if (!state.metric) metric = m.metric;
+    widths = m.widths ?? [];
+    bits = m.bits;
     addBatch(m);
-    state = { ...state, reportPath: m.reportPath, metric };
+    state = { ...state, reportPath: m.reportPath, metric, bits };
     vscode.setState(state);
   } else if (m.type === 'append') addBatch(m);
   else if (m.type === 'matrix') {

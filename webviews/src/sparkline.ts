@@ -14,15 +14,20 @@ function svg<K extends keyof SVGElementTagNameMap>(
 }
 
 /**
- * `best` is the 1-based iteration kept (MatrixReport.bestIter); without it the lowest point is
- * marked as "lowest".
+ * The 0-based iteration whose factors were saved: `best` (MatrixReport.bestIter, 1-based: a
+ * calibrated run keeps its lowest output error) when the report gives it, else the last one —
+ * uncalibrated LoftQ writes its last iterate, whether or not an earlier one had less error.
  */
+export function keptIndex(count: number, best?: number): number {
+  return best !== undefined && best >= 1 && best <= count ? best - 1 : count - 1;
+}
+
+/** `best`: MatrixReport.bestIter (1-based), when the report has it. */
 export function sparkline(values: ArrayLike<number>, best?: number, width = 260, height = 110): SVGSVGElement {
   const vs = Array.from(values);
   const root = svg('svg', { class: 'spark', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img' });
-  let bestIdx = best && best >= 1 && best <= vs.length ? best - 1 : -1;
-  const label = bestIdx >= 0 ? 'kept' : 'lowest';
-  if (bestIdx < 0) bestIdx = vs.reduce((b, v, i) => (v < vs[b] ? i : b), 0);
+  const bestIdx = keptIndex(vs.length, best);
+  const label = 'kept';
   const listed = vs.map((v) => v.toFixed(4)).join(', ');
   root.setAttribute('aria-label', `error per iteration: ${listed}; ${label}: iteration ${bestIdx + 1}`);
   const left = 52,

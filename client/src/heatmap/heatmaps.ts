@@ -99,7 +99,7 @@ export class Heatmaps implements vscode.WebviewPanelSerializer<HeatmapState>, vs
       return;
     }
     try {
-      p.showReport(state.reportPath, await readReport(state.reportPath));
+      p.showReport(state.reportPath, await readReport(state.reportPath), state.bits);
     } catch (e) {
       panel.title = 'LoftQ Heatmap (report missing)';
       this.log.warn(`heatmap restore: ${(e as Error).message}`);

@@ -14,6 +14,7 @@ import type {
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { quantizedSize } from '../../../webviews/src/quantizedSize';
 import { toBatch } from './batch';
+import { analysedWidths, matricesAtWidth } from './analysisWidths';
 
 export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';
 
@@ -34,6 +35,10 @@ export class HeatmapPanel {
   live = false;
   ended: 'cancelled' | 'failed' | undefined;
   summary: HeatmapSummary | undefined;
+  /** An analysis report: its widths and the one shown (the webview switches among them). */
+  private report: Report | undefined;
+  widths: number[] = [];
+  bits: number | undefined;
   private readonly subs: vscode.Disposable[] = [];
   private readonly disposeListeners: (() => void)[] = [];
 
@@ -60,8 +65,13 @@ export class HeatmapPanel {
     this.disposeListeners.push(f);
   }
 
-  showReport(reportPath: string, report: Report): void {
+  showReport(reportPath: string, report: Report, bits?: number): void {
     const out = path.dirname(reportPath);
+    const widths = analysedWidths(report);
+    // An analysis shows one width at a time: the one asked for, else the one already shown, else the first.
+    const want = bits ?? (this.reportPath === reportPath ? this.bits : undefined);
+    const shownBits = widths.length ? (widths.includes(want!) ? want! : widths[0]) : undefined;
+    const matrices = shownBits === undefined ? report.matrices : matricesAtWidth(report, shownBits);
     let writtenAt: number | undefined;
     try {
       writtenAt = fs.statSync(reportPath).mtimeMs;
@@ -72,20 +82,23 @@ export class HeatmapPanel {
       checkpoint: report.checkpoint,
       out,
       reportPath,
-      settings: report.settings,
+      settings: shownBits === undefined ? report.settings : { ...report.settings, bits: shownBits },
       backend: report.backend,
       seconds: report.totals?.seconds,
       writtenAt,
       calibration: report.calibration,
       model: report.model,
-      quantized: quantizedSize(report.matrices),
+      quantized: quantizedSize(matrices),
       // A quantize run's folder (an analysis writes no weights) can be evaluated.
       evaluable: !report.analyses?.length && fs.existsSync(path.join(out, 'loftq_init', 'adapter_config.json')),
     };
     Object.assign(this, {
       reportPath,
       checkpoint: report.checkpoint,
-      matrices: [...report.matrices],
+      matrices: [...matrices],
+      report: widths.length ? report : undefined,
+      widths,
+      bits: shownBits,
       live: false,
       ended: undefined,
       out,
@@ -101,6 +114,9 @@ export class HeatmapPanel {
       out,
       reportPath: undefined,
       matrices: [],
+      report: undefined,
+      widths: [],
+      bits: undefined,
       live: true,
       ended: undefined,
       summary: { checkpoint, out },
@@ -137,6 +153,7 @@ export class HeatmapPanel {
       live: this.live,
       ended: this.ended,
       summary: this.summary,
+      ...(this.widths.length > 1 && { widths: this.widths, bits: this.bits }),
     });
   }
 
@@ -161,6 +178,10 @@ export class HeatmapPanel {
         break;
       case 'evaluate':
         this.actions.evaluate(this);
+        break;
+      case 'bits':
+        if (this.report && this.reportPath && this.widths.includes(m.bits))
+          this.showReport(this.reportPath, this.report, m.bits);
         break;
     }
   }

@@ -523,6 +523,9 @@ export type ToHeatmap =
       live?: boolean;
       /** How a live run ended without a report. */ ended?: 'cancelled' | 'failed';
       summary?: HeatmapSummary;
+      /** An analysis report's widths (more than one: the webview offers a switch) and the one shown. */
+      widths?: number[];
+      bits?: number;
     }
   | { type: 'matrix'; matrix: MatrixReport }
   /** More cells during a live run, in the same typed-array form as `init`. */
@@ -546,6 +549,8 @@ export interface HeatmapBatch {
 /** What a heatmap webview persists (getState/setState) so a reload can reopen it from the report. */
 export interface HeatmapState {
   reportPath?: string;
+  /** The analysed width shown (analysis reports). */
+  bits?: number;
   metric?: HeatmapMetric;
   scale?: HeatmapScale;
 }
@@ -556,7 +561,9 @@ export type FromHeatmap =
   | { type: 'openTensor'; name: string }
   | { type: 'metric'; metric: HeatmapMetric }
   /** Run "Evaluate Model Outputs" on the shown output folder. */
-  | { type: 'evaluate' };
+  | { type: 'evaluate' }
+  /** Show another analysed width of an analysis report. */
+  | { type: 'bits'; bits: number };
 
 export type ToViewer =
   | {
