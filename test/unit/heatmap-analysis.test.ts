@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { analyzeCheckpoint, quantizeCheckpoint } from '../../server/src/engine/run';
 import { analysedWidths, matricesAtWidth } from '../../client/src/heatmap/analysisWidths';
 import { capturesResidual, exactLegend, exactNote } from '../../webviews/src/exact';
-import { keptIndex } from '../../webviews/src/sparkline';
+import { keptIndex } from '../../webviews/src/keptIteration';
 import { repoRoot, tempDir, removeTree } from '../helpers';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');

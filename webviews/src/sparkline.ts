@@ -1,5 +1,7 @@
 // The error-per-iteration chart in the heatmap's details: y axis with its range, x axis
 // with the iteration numbers, and the iteration whose factors were kept marked.
+import { keptIndex } from './keptIteration';
+
 const SVG = 'http://www.w3.org/2000/svg';
 
 function svg<K extends keyof SVGElementTagNameMap>(
@@ -11,15 +13,6 @@ function svg<K extends keyof SVGElementTagNameMap>(
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
   if (text !== undefined) e.textContent = text;
   return e;
-}
-
-/**
- * The 0-based iteration whose factors were saved: `best` (MatrixReport.bestIter, 1-based: a
- * calibrated run keeps its lowest output error) when the report gives it, else the last one —
- * uncalibrated LoftQ writes its last iterate, whether or not an earlier one had less error.
- */
-export function keptIndex(count: number, best?: number): number {
-  return best !== undefined && best >= 1 && best <= count ? best - 1 : count - 1;
 }
 
 /** `best`: MatrixReport.bestIter (1-based), when the report has it. */
