@@ -21,7 +21,8 @@ import { describeCalibration } from '../../server/src/registry';
 import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
 import { isWriteRefusal, refusalText, unwritable } from './writable';
-import type { ReportIndex } from './reports';
+import { inspectCheckpoint, readReport, ReportIndex } from './reports';
+import { ADAPTER_DIR, Candidate, markerOf, pickList, REPORT_FILE } from './checkpointKinds';
 import type { LoftqStatus } from './statusBar';
 import { VIEWER_VIEW_TYPE } from './viewer/provider';
 
@@ -48,26 +49,88 @@ export async function resolveTarget(arg: unknown, title = 'Quantize with LoftQ')
   if (arg instanceof vscode.Uri) return arg;
   const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
   if (tab instanceof vscode.TabInputCustom && tab.viewType === VIEWER_VIEW_TYPE) return tab.uri;
+  const { models, others } = await workspaceCheckpoints();
+  if (!models.length) {
+    void vscode.window.showErrorMessage(
+      'No safetensors checkpoint to quantize in this workspace. Open a folder holding a .safetensors file ' +
+        '(or a sharded checkpoint with model.safetensors.index.json)' +
+        (others.length ? `; ${others.length} other file(s) are LoftQ outputs, adapters or unreadable.` : '.'),
+    );
+    return undefined;
+  }
+  type Item = vscode.QuickPickItem & { uri?: vscode.Uri };
+  const items: Item[] = models.map((m) => ({
+    label: m.label,
+    description: m.description,
+    uri: vscode.Uri.file(m.path),
+  }));
+  // Outputs, adapters and unreadable files: listed apart, labelled, and not run (picking one says why).
+  if (others.length) {
+    items.push({
+      label: 'Not quantized: LoftQ outputs, adapters, unreadable files',
+      kind: vscode.QuickPickItemKind.Separator,
+    });
+    for (const o of others) items.push({ label: `$(circle-slash) ${o.label}`, description: o.description });
+  }
+  const picked = await vscode.window.showQuickPick(items, {
+    title,
+    placeHolder: 'Checkpoint',
+    matchOnDescription: true,
+  });
+  if (picked && !picked.uri) {
+    void vscode.window.showInformationMessage(
+      `${picked.label.replace('$(circle-slash) ', '')} is ${picked.description}: pick a model to quantize.`,
+    );
+    return undefined;
+  }
+  return picked?.uri;
+}
+
+/** The workspace's .safetensors files and sharded folders, sorted and labelled (checkpointKinds.ts). */
+async function workspaceCheckpoints() {
   const files = await vscode.workspace.findFiles(
     '**/{*.safetensors,model.safetensors.index.json}',
     '**/node_modules/**',
     200,
   );
-  const targets = [
-    ...new Set(files.map((f) => (f.path.endsWith(INDEX) ? vscode.Uri.joinPath(f, '..') : f).toString())),
-  ].map((s) => vscode.Uri.parse(s));
-  const shards = new Set(files.filter((f) => f.path.endsWith(INDEX)).map((f) => path.dirname(f.fsPath)));
-  const items = targets
-    .filter((u) => !(u.path.endsWith('.safetensors') && shards.has(path.dirname(u.fsPath))))
-    .map((uri) => ({ label: vscode.workspace.asRelativePath(uri), uri }));
-  if (!items.length) {
-    void vscode.window.showErrorMessage(
-      'No safetensors checkpoint in this workspace. Open a folder holding a .safetensors file ' +
-        '(or a sharded checkpoint with model.safetensors.index.json).',
-    );
+  const shardDirs = new Set(files.filter((f) => f.path.endsWith(INDEX)).map((f) => path.dirname(f.fsPath)));
+  const paths = [
+    ...[...shardDirs].map((d) => ({ path: d, isFolder: true })),
+    ...files
+      .filter((f) => f.path.endsWith('.safetensors') && !shardDirs.has(path.dirname(f.fsPath)))
+      .map((f) => ({ path: f.fsPath, isFolder: false })),
+  ];
+  const candidates: Candidate[] = await Promise.all(
+    paths.map(async (p) => {
+      const marker = markerOf(p.path, p.isFolder, fs.existsSync);
+      const c: Candidate = { ...p, marker };
+      const dir = p.isFolder ? p.path : path.dirname(p.path);
+      if (marker === 'output') c.of = await outputOf(dir);
+      else if (marker === 'adapter' && path.basename(dir) === ADAPTER_DIR) c.of = await outputOf(path.dirname(dir));
+      else if (!marker) c.header = await headerOf(p.path);
+      return c;
+    }),
+  );
+  return pickList(candidates, (p) => vscode.workspace.asRelativePath(p));
+}
+
+/** The server's header summary, or the one-line reason it could not read one (undefined: no server). */
+async function headerOf(p: string): Promise<Candidate['header']> {
+  try {
+    return await inspectCheckpoint(p);
+  } catch (e) {
+    // Only the server's answer says the file is bad; no server, no verdict.
+    return e instanceof ResponseError ? { problem: e.message } : undefined;
+  }
+}
+
+/** The checkpoint an output folder's report names, when it has one the server can read. */
+async function outputOf(dir: string): Promise<string | undefined> {
+  try {
+    return (await readReport(path.join(dir, REPORT_FILE))).checkpoint;
+  } catch {
     return undefined;
   }
-  return (await vscode.window.showQuickPick(items, { title, placeHolder: 'Checkpoint' }))?.uri;
 }
 
 /** Settings a run starts from: `loftq.defaults.*` for this resource (a plan's defaults come on top). */
@@ -160,6 +223,31 @@ async function refuseKnownBad(ctx: RunContext, verb: 'quantize' | 'analyze' | 'p
   return ctx;
 }
 
+/** Said before any question: an adapter is no model, and an output's backbone is already quantized. */
+async function notAdapterOrOutput(p: string): Promise<boolean> {
+  const isFolder = fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  const marker = markerOf(p, isFolder, fs.existsSync);
+  const rel = vscode.workspace.asRelativePath(p);
+  if (marker === 'adapter') {
+    void vscode.window.showErrorMessage(
+      `${rel} is a LoRA adapter (LoftQ's loftq_init/ or a PEFT adapter), not a model: quantize the checkpoint it ` +
+        'was made from.',
+    );
+    return false;
+  }
+  if (marker !== 'output') return true;
+  const of = await outputOf(isFolder ? p : path.dirname(p));
+  const original = of ? `Quantize ${path.basename(of)}` : undefined;
+  const a = await vscode.window.showWarningMessage(
+    `${rel} is the output of a LoftQ run${of ? ` of ${vscode.workspace.asRelativePath(of)}` : ''}: ` +
+      'its backbone is already quantized, and quantizing it again compounds the error.',
+    ...(original ? [original] : []),
+    'Quantize It Anyway',
+  );
+  if (a === original && of) void vscode.commands.executeCommand('loftq.quantize', vscode.Uri.file(of));
+  return a === 'Quantize It Anyway';
+}
+
 export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promise<void> {
   if (!vscode.workspace.isTrusted) {
     const a = await vscode.window.showErrorMessage(
@@ -182,6 +270,7 @@ export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promis
   }
   const client = deps.client();
   if (!client || client.state !== State.Running) return serverDown(deps);
+  if (!isPlan && !(await notAdapterOrOutput(target.fsPath))) return;
   const ctx = await runContextFor(client, target.fsPath, 'quantize');
   if (!ctx) return;
   if (ctx.shardOf)

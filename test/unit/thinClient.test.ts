@@ -1,6 +1,7 @@
 // The client is thin (issue 12): client/ imports only the protocol (server/src/protocol), the
-// pure registry (server/src/registry) and pure shared webview helpers (webviews/src) — which in
-// turn import nothing else but the LSP protocol package — plus vscode, the language client and
+// pure registry (server/src/registry), the natural order of names (server/src/base/naturalSort.ts)
+// and pure shared webview helpers (webviews/src) — which in turn import nothing else but the LSP
+// protocol package — plus vscode, the language client and
 // jsonc-parser. Checkpoints,
 // reports and plans are read through `loftq/…` requests. This test fails on any other import.
 import { test } from 'node:test';
@@ -9,7 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { repoRoot } from '../helpers';
 
-const SHARED = ['server/src/protocol/', 'server/src/registry/', 'webviews/src/'];
+// base/naturalSort.ts: the one natural order of names (imports nothing), shared with the webviews.
+const SHARED = ['server/src/protocol/', 'server/src/registry/', 'webviews/src/', 'server/src/base/naturalSort.ts'];
 const PACKAGES = new Set(['vscode', 'vscode-languageclient', 'vscode-languageclient/node', 'jsonc-parser']);
 
 function imports(file: string): string[] {
