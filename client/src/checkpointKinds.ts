@@ -1,7 +1,8 @@
 // What a .safetensors file or a sharded folder in the workspace is, for the checkpoint picker
 // and the viewer: a model to quantize (one file, or a sharded checkpoint), the output of a
-// LoftQ run (its folder holds loftq_init/adapter_config.json or a run's loftq-report.json —
-// the markers the Explorer menus and the heatmap use), an adapter (adapter_model.safetensors,
+// LoftQ run (its folder holds loftq_init/adapter_config.json, which every format writes — the
+// marker the Explorer menus, Evaluate and the heatmap use; a loftq-report.json beside a model
+// is no marker: `loftq analyze --report` may put one anywhere), an adapter (adapter_model.safetensors,
 // or anything in loftq_init/), or a file whose header does not parse. Pure: the caller gives
 // the file tests and the server's header answers.
 import * as path from 'node:path';
@@ -9,7 +10,6 @@ import { naturalCompare } from '../../server/src/base/naturalSort';
 import type { InspectResult } from '../../server/src/protocol/lsp_ext';
 
 export const INDEX = 'model.safetensors.index.json';
-export const REPORT_FILE = 'loftq-report.json';
 export const ADAPTER_DIR = 'loftq_init';
 const ADAPTER_CONFIG = path.join(ADAPTER_DIR, 'adapter_config.json');
 
@@ -21,7 +21,7 @@ export function markerOf(p: string, isFolder: boolean, exists: (file: string) =>
   if (!isFolder && (path.basename(p) === 'adapter_model.safetensors' || path.basename(dir) === ADAPTER_DIR))
     return 'adapter';
   if (!isFolder && path.basename(p) === 'model.packed.safetensors') return 'output';
-  return exists(path.join(dir, ADAPTER_CONFIG)) || exists(path.join(dir, REPORT_FILE)) ? 'output' : undefined;
+  return exists(path.join(dir, ADAPTER_CONFIG)) ? 'output' : undefined;
 }
 
 export interface Candidate {

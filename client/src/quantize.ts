@@ -21,8 +21,8 @@ import { describeCalibration } from '../../server/src/registry';
 import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
 import { isWriteRefusal, refusalText, unwritable } from './writable';
-import { inspectCheckpoint, readReport, ReportIndex } from './reports';
-import { ADAPTER_DIR, Candidate, markerOf, pickList, REPORT_FILE } from './checkpointKinds';
+import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from './reports';
+import { ADAPTER_DIR, Candidate, markerOf, pickList } from './checkpointKinds';
 import type { LoftqStatus } from './statusBar';
 import { VIEWER_VIEW_TYPE } from './viewer/provider';
 

@@ -34,6 +34,8 @@ test('the picker offers models in natural order, labelled; outputs, adapters and
     }
     fs.writeFileSync(path.join(sharded, INDEX), JSON.stringify({ metadata: {}, weight_map: map }));
     fs.writeFileSync(path.join(ws, 'notes.safetensors'), 'not a checkpoint');
+    // An analysis report beside models (`loftq analyze --report loftq-report.json`) does not make them outputs.
+    fs.writeFileSync(path.join(ws, 'loftq-report.json'), '{}');
     const out = path.join(ws, 'stories-loftq');
     const { report } = await quantizeCheckpoint(STORIES, {
       out,
