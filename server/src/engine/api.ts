@@ -59,6 +59,15 @@ export interface AnalyzeOptions {
   workers?: Workers;
   /** Also keep the top-N singular values of each final residual W − Q (rank prediction). */
   spectrum?: number;
+  /** Calibrated LoftQ, as RunOptions.calibration: rows then carry output errors (and the
+   *  spectrum of (W − Q)·S instead of W − Q's). */
+  calibration?: CalibrationParams | PreparedCalibration;
+  /** Instead of every width in `bits` at `rank` over the targets: these (bits, rank) runs, each over
+   *  the targets it names (all when `names` is absent) — the planner's exact runs in one pass. */
+  runs?: { bits: number[]; rank: number; names?: string[] }[];
+  /** Calibrated from tokens: probe each matrix's output gain (default true; the planner's exact
+   *  runs skip it, their matrices' gains are in the analysis already). */
+  sensitivity?: boolean;
   signal?: AbortSignal;
   onProgress?: (e: ProgressEvent) => void;
 }

@@ -20,6 +20,8 @@ export interface ResolvedCalibration {
   stats: InputStats;
   /** The rest, a decoder layer at a time (OpenedCalibration.stream). */
   stream?: OpenedCalibration['stream'];
+  /** Output sensitivities on the source's tokens (OpenedCalibration.probe): token sources only. */
+  probe?: OpenedCalibration['probe'];
   /** Releases the source (a calibration thread); call it once the run is over. */
   close(): void;
   /** Content hash of a statistic (with the ridge), for the journal key. */
@@ -100,6 +102,7 @@ export async function resolveCalibration(
     ridge,
     stats: opened.stats ?? new Map(),
     ...(opened.stream ? { stream: opened.stream } : {}),
+    ...(opened.probe ? { probe: opened.probe } : {}),
     close: () => opened.close(),
     keyOf,
     origin,

@@ -81,7 +81,11 @@ function allFinite(x: ArrayLike<number>): boolean {
 /** Nothing non-finite is ever written or reported: finite weights give finite results, so a NaN
  *  here comes from the statistics (values that overflow in the products with H), and the job is
  *  refused naming them and the matrix (exit 2) before its journal entry exists. */
-function checkFinite(job: MatrixJob, res: LoftqResult & Partial<CalibratedResult>, w: Written): void {
+function checkFinite(
+  job: Pick<MatrixJob, 'tensor' | 'calibration'>,
+  res: LoftqResult & Partial<CalibratedResult>,
+  w: Written,
+): void {
   const bad = [
     ['the quantized matrix', allFinite(res.q)],
     ['lora_A', allFinite(w.loraA)],
@@ -296,6 +300,9 @@ export interface AnalyzeJob {
   blockSize: number;
   spectrum?: number;
   onNonFinite: 'refuse' | 'skip';
+  /** Calibrated analysis: as MatrixJob.calibration; each row then carries the output errors and
+   *  the spectrum of (W − Q)·S (the planner's output-error shortcut). */
+  calibration?: MatrixJob['calibration'];
 }
 
 export type AnalyzeRow = AnalysisEntry['matrices'][number] & { bits: number };
@@ -309,23 +316,52 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
   const read = await readChecked(job.tensor, job.onNonFinite, buffers);
   if ('skipped' in read) return [];
   const out: AnalyzeRow[] = [];
-  for (const bits of job.bits) {
-    const settings = { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize };
-    // Widths the grid cannot hold at this shape (HQQ's unpackable ones) are not choices: no row.
-    if (gridShapeProblem(settings, rows, cols)) continue;
-    const res = await loftqMatrix(read.w, rows, cols, settings, backend, {
-      spectrum: job.spectrum,
-      dtype: job.tensor.dtype,
-    });
-    out.push({
-      bits,
-      name: job.tensor.name,
-      shape: [rows, cols],
-      relError: res.relErrorPerIter.at(-1) ?? 0,
-      qloraRelError: res.qloraRelError,
-      frobeniusNorm: frob(read.w),
-      residualSpectrum: res.residualSpectrum,
-    });
+  const metric = job.calibration && metricFor(job.calibration, job.tensor.name);
+  const held = metric ? await holdMetric(metric, backend) : undefined;
+  try {
+    for (const bits of job.bits) {
+      const settings = { bits, rank: job.rank, iters: job.iters, quantizer: job.quantizer, blockSize: job.blockSize };
+      // Widths the grid cannot hold at this shape (HQQ's unpackable ones) are not choices: no row.
+      if (gridShapeProblem(settings, rows, cols)) continue;
+      const row = { bits, name: job.tensor.name, shape: [rows, cols] as [number, number], frobeniusNorm: frob(read.w) };
+      if (!metric || !held) {
+        const res = await loftqMatrix(read.w, rows, cols, settings, backend, {
+          spectrum: job.spectrum,
+          dtype: job.tensor.dtype,
+        });
+        out.push({
+          ...row,
+          relError: res.relErrorPerIter.at(-1) ?? 0,
+          qloraRelError: res.qloraRelError,
+          residualSpectrum: res.residualSpectrum,
+        });
+        continue;
+      }
+      // Calibrated: the errors of what a calibrated quantize at these settings writes (the same
+      // run and measure as matrixJob), so an analysed (bits, rank) predicts that run exactly.
+      const dtype = job.tensor.dtype as DType;
+      const res = await calibratedLoftqMatrix(read.w, rows, cols, settings, backend, metric, {
+        heldMetric: held,
+        dtype,
+        spectrum: job.spectrum,
+      });
+      const written = await measureWritten(read.w, rows, cols, dtype, res, held, buffers, false);
+      checkFinite({ tensor: job.tensor, calibration: job.calibration }, res, written);
+      const norm = res.frobeniusNorm;
+      out.push({
+        ...row,
+        relError: norm > 0 ? Math.sqrt(written.err) / norm : 0,
+        qloraRelError: res.qloraRelError,
+        outputRelError: written.output.outputRelError,
+        qloraOutputRelError: res.qloraOutputRelError,
+        outputNorm: res.outputNorm,
+        bestIter: res.bestIter,
+        // σ of (W − Q)·S for the kept iterate (calibrated.ts): the output-space spectrum.
+        outputSpectrum: res.residualSpectrum,
+      });
+    }
+  } finally {
+    held?.dispose();
   }
   return out;
 }

@@ -1,8 +1,10 @@
 // `loftq plan CKPT`: the analysis the planner needs, run on the checkpoint — one LoftQ run
 // per candidate bit width at the largest candidate rank R, keeping the top-R singular values
-// of each final residual so smaller ranks can be predicted (table.ts).
+// of each final residual so smaller ranks can be predicted (table.ts). Calibrated, the runs are
+// calibrated LoftQ's and the residual is (W − Q)·S: the planner then works in output error.
 
-import type { BackendChoice, ProgressEvent, Quantizer, Report } from '../protocol/lsp_ext';
+import type { BackendChoice, CalibrationParams, ProgressEvent, Quantizer, Report } from '../protocol/lsp_ext';
+import type { PreparedCalibration } from './api';
 import { analyzeCheckpoint } from './run';
 
 export interface PlanAnalysisOptions {
@@ -14,6 +16,7 @@ export interface PlanAnalysisOptions {
   targets?: string[];
   backend?: BackendChoice;
   workers?: number;
+  calibration?: CalibrationParams | PreparedCalibration;
   signal?: AbortSignal;
   onProgress?: (e: ProgressEvent) => void;
 }
@@ -30,6 +33,7 @@ export function analyzeForPlan(checkpoint: string, o: PlanAnalysisOptions): Prom
     targets: o.targets,
     backend: o.backend,
     workers: o.workers,
+    calibration: o.calibration,
     signal: o.signal,
     onProgress: o.onProgress,
   });

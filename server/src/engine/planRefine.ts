@@ -5,7 +5,8 @@
 // picked wherever that was predicted, adds those runs to the report, and plans again — until
 // every picked choice is an exact run. Each round costs at most one run per matrix;
 // predictions only run high, so exact values make picked choices cheaper in error and the
-// plan settles in a round or two.
+// plan settles in a round or two. A calibrated analysis gets calibrated exact runs, on the same
+// statistics (the source is opened again each round: a sampled set is the same seeded sample).
 
 import type { Report } from '../protocol/lsp_ext';
 import { analyzeCheckpoint } from './run';
@@ -40,24 +41,24 @@ export async function refinePlan(
       todo.set(key, g);
     }
     if (!todo.size) break;
-    for (const g of todo.values()) {
-      const r = await analyzeCheckpoint(checkpoint, {
-        bits: [g.bits],
-        rank: g.rank,
-        iters: o.iters,
-        quantizer: o.quantizer,
-        blockSize: o.blockSize,
-        targets: g.names.map(moduleName),
-        backend: o.backend,
-        workers: o.workers,
-        signal: o.signal,
-      });
-      const wanted = new Set(g.names);
-      report.analyses!.push(
-        ...r.analyses!.map((a) => ({ ...a, matrices: a.matrices.filter((m) => wanted.has(m.name)) })),
-      );
-      runs += g.names.length;
-    }
+    // One analysis per round for every picked (bits, rank): one calibration pass when calibrated.
+    const groups = [...todo.values()];
+    const r = await analyzeCheckpoint(checkpoint, {
+      bits: [...new Set(groups.map((g) => g.bits))],
+      rank: Math.max(...groups.map((g) => g.rank)),
+      runs: groups.map((g) => ({ bits: [g.bits], rank: g.rank, names: g.names })),
+      iters: o.iters,
+      quantizer: o.quantizer,
+      blockSize: o.blockSize,
+      targets: groups.flatMap((g) => g.names.map(moduleName)),
+      backend: o.backend,
+      workers: o.workers,
+      calibration: o.calibration,
+      sensitivity: false,
+      signal: o.signal,
+    });
+    report.analyses!.push(...r.analyses!);
+    runs += groups.reduce((s, g) => s + g.names.length, 0);
     plan = planReport(report, planOpts);
   }
   return { plan, runs, rounds };

@@ -540,7 +540,8 @@ export function buildReport(
   };
 }
 
-/** Errors at several bit widths without writing weights (`loftq analyze`). */
+/** Errors at several bit widths without writing weights (`loftq analyze`). With calibration, each
+ *  row is a calibrated LoftQ run's: output errors and the spectrum of (W − Q)·S (AnalyzeJob). */
 export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOptions): Promise<Report> {
   const t0 = performance.now();
   const ck = await openCheckpoint(checkpointPath);
@@ -551,42 +552,84 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
     quantizer: opts.quantizer,
     blockSize: opts.blockSize,
   };
-  for (const b of opts.bits) checkSettings({ ...base, bits: b });
+  const runs = opts.runs ?? [{ bits: opts.bits, rank: opts.rank }];
+  for (const b of new Set(runs.flatMap((r) => r.bits))) checkSettings({ ...base, bits: b });
   // rank is clamped per matrix below (min(out, in)), so check it against the settings only
   const matrices = selectTargets(ck.tensors, opts.targets).map((tensor) => ({ tensor, settings: base }));
   if (matrices.length === 0) throw new UsageError(`${ck.path}: no tensor matches the targets`);
-  const executor = await createExecutor(opts.workers, matrices.length, opts.backend ?? 'wasm', opts.signal);
+  // One job per matrix and run that names it (a run without names covers every target).
+  type Job = { tensor: TensorInfo; run: number; rank: number };
+  const jobs: Job[] = runs.flatMap((r, run) => {
+    const names = r.names && new Set(r.names);
+    return matrices
+      .filter((m) => !names || names.has(m.tensor.name))
+      .map((m) => ({ tensor: m.tensor, run, rank: Math.min(r.rank, ...m.tensor.shape) }));
+  });
+  // Calibration first: a bad token file or imatrix is refused before any LoftQ work.
+  let calibration: ResolvedCalibration | undefined;
+  const config = opts.calibration ? await readConfig(ck) : undefined;
+  if (opts.calibration) {
+    opts.onProgress?.({ index: 0, total: jobs.length, name: 'calibration statistics', phase: 'start' });
+    calibration = await resolveCalibration(ck, opts.calibration, {
+      backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      signal: opts.signal,
+    });
+  }
+  let executor: Executor | undefined;
   try {
-    const rows = new Map<string, Awaited<ReturnType<Executor['analyze']>>>();
+    executor = await createExecutor(opts.workers, matrices.length, opts.backend ?? DEFAULT_CLI_BACKEND, opts.signal);
+    const rows = jobs.map(() => [] as Awaited<ReturnType<Executor['analyze']>>);
     let done = 0;
-    await Promise.all(
-      matrices.map(async (m) => {
-        rows.set(
-          m.tensor.name,
-          await executor.analyze({
-            tensor: m.tensor,
-            bits: opts.bits,
-            rank: Math.min(opts.rank, ...m.tensor.shape),
+    const runJobs = (batch: number[], stats?: InputStats) =>
+      Promise.all(
+        batch.map(async (i) => {
+          const j = jobs[i];
+          const stat =
+            calibration && stats && statFor(calibration, stats, j.tensor, isFanInFanOut(config, j.tensor.name));
+          rows[i] = await executor!.analyze({
+            tensor: j.tensor,
+            bits: runs[j.run].bits,
+            rank: j.rank,
             iters: opts.iters,
             quantizer: opts.quantizer,
             blockSize: opts.blockSize,
             spectrum: opts.spectrum,
             onNonFinite: 'skip',
-          }),
+            ...(stat ? { calibration: { stat, ridge: calibration!.ridge, origin: calibration!.origin } } : {}),
+          });
+          opts.onProgress?.({ index: done++, total: jobs.length, name: j.tensor.name, phase: 'done' });
+        }),
+      );
+    const all = jobs.map((_, i) => i);
+    if (calibration?.stream) {
+      // As quantize: each layer's matrices while the pass holds that layer's statistics.
+      const waiting = new Set(all);
+      await calibration.stream(async (stats, layer, layers) => {
+        const name = `calibration statistics (layer ${layer} of ${layers})`;
+        opts.onProgress?.({ index: done, total: jobs.length, name, phase: 'start' });
+        await runJobs(
+          all.filter((i) => stats.has(jobs[i].tensor.name) && waiting.delete(i)),
+          stats,
         );
-        opts.onProgress?.({ index: done++, total: matrices.length, name: m.tensor.name, phase: 'done' });
-      }),
+      }, opts.signal);
+      await runJobs([...waiting], calibration.stats);
+    } else await runJobs(all, calibration?.stats);
+    const sensitivity =
+      calibration?.probe && opts.sensitivity !== false
+        ? await outputGains(calibration.probe, jobs, runs, rows, opts)
+        : undefined;
+    const analyses: AnalysisEntry[] = runs.flatMap((r, run) =>
+      r.bits.map((bits) => ({
+        bits,
+        rank: r.rank,
+        iters: opts.iters,
+        quantizer: opts.quantizer,
+        blockSize: opts.blockSize,
+        matrices: jobs.flatMap((j, i) =>
+          j.run !== run ? [] : rows[i].filter((x) => x.bits === bits).map(({ bits: _b, ...x }) => x),
+        ),
+      })),
     );
-    const analyses: AnalysisEntry[] = opts.bits.map((bits) => ({
-      bits,
-      rank: opts.rank,
-      iters: opts.iters,
-      quantizer: opts.quantizer,
-      blockSize: opts.blockSize,
-      matrices: matrices.flatMap((m) =>
-        (rows.get(m.tensor.name) ?? []).filter((r) => r.bits === bits).map(({ bits: _b, ...r }) => r),
-      ),
-    }));
     // Each matrix's first analysed width (HQQ leaves out widths a shape cannot be packed at).
     const firstRows = new Map<string, AnalysisEntry['matrices'][number]>();
     for (const a of analyses) for (const r of a.matrices) if (!firstRows.has(r.name)) firstRows.set(r.name, r);
@@ -600,12 +643,60 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
       relErrorPerIter: [r.relError],
       qloraRelError: r.qloraRelError,
       frobeniusNorm: r.frobeniusNorm,
+      ...(r.outputRelError === undefined
+        ? {}
+        : { outputRelError: r.outputRelError, qloraOutputRelError: r.qloraOutputRelError, bestIter: r.bestIter }),
       seconds: 0,
     }));
     const report = buildReport(ck, base, executor.backend, reportMatrices, (performance.now() - t0) / 1000);
     report.analyses = analyses;
+    if (calibration) report.calibration = calibration.info;
+    if (sensitivity) report.outputSensitivity = sensitivity;
     return report;
   } finally {
-    await executor.close();
+    await executor?.close();
+    calibration?.close();
   }
+}
+
+/** The probe width: the widest analysed width up to 4 bits (small perturbations, where KL grows
+ *  with the squared output error), else the narrowest. */
+export function probeBits(widths: number[]): number {
+  const sorted = [...new Set(widths)].sort((a, b) => a - b);
+  return sorted.filter((b) => b <= 4).at(-1) ?? sorted[0];
+}
+
+/** Each calibrated matrix's output gain (model/sensitivity.ts): KL of the model with the matrix
+ *  quantized alone at the probe width, over ‖(W − quantize(W))·S‖² at that width — set on every
+ *  row of the matrix (`outputGain`). */
+async function outputGains(
+  probe: NonNullable<ResolvedCalibration['probe']>,
+  jobs: { tensor: TensorInfo; run: number }[],
+  runs: { bits: number[] }[],
+  rows: (AnalysisEntry['matrices'][number] & { bits: number })[][],
+  opts: AnalyzeOptions,
+): Promise<Report['outputSensitivity']> {
+  const bits = probeBits(runs.flatMap((r) => r.bits));
+  const probed = new Map<string, { dtype: string; den: number }>();
+  jobs.forEach((j, i) => {
+    if (!runs[j.run].bits.includes(bits)) return;
+    const row = rows[i].find((r) => r.bits === bits);
+    if (row?.qloraOutputRelError === undefined || row.outputNorm === undefined) return;
+    probed.set(j.tensor.name, { dtype: j.tensor.dtype, den: (row.qloraOutputRelError * row.outputNorm) ** 2 });
+  });
+  if (!probed.size) return undefined;
+  const settings = { quantizer: opts.quantizer, bits, blockSize: opts.blockSize };
+  const names = [...probed.keys()];
+  opts.onProgress?.({ index: 0, total: names.length, name: 'output sensitivity', phase: 'start' });
+  const r = await probe(
+    names.map((name) => ({ name, settings, dtype: probed.get(name)!.dtype })),
+    opts.signal,
+  );
+  for (const list of rows)
+    for (const row of list) {
+      const p = probed.get(row.name);
+      const kl = r.kl.get(row.name);
+      if (p && kl !== undefined) row.outputGain = p.den > 0 ? kl / p.den : 0;
+    }
+  return { bits, sequences: r.sequences, tokens: r.tokens };
 }

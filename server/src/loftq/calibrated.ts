@@ -102,9 +102,10 @@ async function iterate(
           q: Float32Array;
           a: Float32Array;
           b: Float32Array;
+          /** σ of (W − Q)·S for this iterate's Q: the planner truncates this iterate's factors. */
+          spectrum: Float64Array;
         }
       | undefined;
-    let spectrum: Float64Array | undefined;
 
     const phases = opts.phases ?? {};
     let mark = performance.now();
@@ -143,7 +144,6 @@ async function iterate(
         heldT.dispose();
       }
       subspace = svd.subspace;
-      spectrum = svd.singularValues;
       lap('svd');
       throwIfAborted(opts.signal);
       factorB.view().set(svd.left);
@@ -183,6 +183,7 @@ async function iterate(
           q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
           a,
           b: svd.left,
+          spectrum: svd.singularValues,
         };
       }
       lap('lowRank');
@@ -199,7 +200,8 @@ async function iterate(
       relErrorPerIter,
       qloraRelError,
       frobeniusNorm: normW,
-      residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
+      // In the metric: σ of (W − Q)·S for the returned iterate (the output error's rank shortcut).
+      residualSpectrum: opts.spectrum ? Array.from(best.spectrum.subarray(0, opts.spectrum)) : undefined,
       outputRelErrorPerIter,
       qloraOutputRelError,
       bestIter: best.iter,

@@ -18,6 +18,7 @@ import { readCalibrationTokens } from './calibTokens';
 import { collectInputStatsWithInfo, createCollectionBackend, DEFAULT_FULL_STAT_MAX_DIM } from './collect';
 import { readModelConfig } from './config';
 import { generateSequences } from './generate';
+import { probeSensitivities, probeSequences } from './sensitivity';
 import { readImatrix } from './imatrix';
 import { checkConfigAgainstCheckpoint } from './weights';
 import { CALIBRATION_SPECS } from '../registry';
@@ -89,6 +90,13 @@ export async function openCalibration(
         bf16Products: p.products !== 'float32',
       };
       await collectInputStatsWithInfo(ck, sequences, collectOpts).finally(() => backend.close());
+    },
+    async probe(probes, signal) {
+      // float32 products, as `loftq eval`: the probes measure the model's output.
+      const backend = await createBackend(opts.backend ?? 'wasm');
+      const seqs = probeSequences(sequences);
+      const kl = await probeSensitivities(ck, c, seqs, probes, { backend, signal: signal ?? opts.signal });
+      return { kl, sequences: seqs.length, tokens: seqs.reduce((a, s) => a + s.length, 0) };
     },
     close() {},
   };

@@ -6,6 +6,7 @@
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import type { InputStats } from './stats';
+import type { SensitivityProbe } from './sensitivity';
 
 /** Statistics already collected, keyed by weight tensor name (ridge as in CalibrationParams). */
 export interface PreparedCalibration {
@@ -26,8 +27,18 @@ export interface OpenedCalibration {
     onLayer: (stats: InputStats, layer: number, layers: number) => Promise<void>,
     signal?: AbortSignal,
   ): Promise<void>;
+  /** Output sensitivities (sensitivity.ts) on the source's first tokens: KL per probed matrix.
+   *  Token sources only (an imatrix has no tokens). */
+  probe?(probes: readonly SensitivityProbe[], signal?: AbortSignal): Promise<ProbeResult>;
   /** Releases what the source holds (a calibration thread), streamed or not. */
   close(): void;
+}
+
+export interface ProbeResult {
+  /** Mean KL(original ‖ this matrix quantized alone) in nats per token, by weight name. */
+  kl: Map<string, number>;
+  sequences: number;
+  tokens: number;
 }
 
 export interface CollectOptions {

@@ -69,6 +69,9 @@ export interface Report {
   analyses?: AnalysisEntry[];
   /** Where calibration statistics came from, when the run was calibrated. */
   calibration?: CalibrationInfo;
+  /** A calibrated analysis' probe of each matrix's output gain: quantize(W) at `bits` for one matrix
+   *  at a time, KL to the original over the first `tokens` calibration tokens. */
+  outputSensitivity?: { bits: number; sequences: number; tokens: number };
   /** Model-level fidelity, when `loftq eval` (or a calibrated run's evaluation) ran. */
   model?: ModelEval;
 }
@@ -145,6 +148,17 @@ export interface AnalysisEntry {
     frobeniusNorm: number;
     /** Singular values of the final residual W − Q (top max-rank), for rank prediction. */
     residualSpectrum?: number[];
+    /** Calibrated analyses (the report's `calibration`), as MatrixReport's: ‖(W − Q − B·A)·S‖_F / ‖W·S‖_F. */
+    outputRelError?: number;
+    qloraOutputRelError?: number;
+    /** ‖W·S‖_F, so that output errors add up across matrices. */
+    outputNorm?: number;
+    /** Singular values of (W − Q)·S for the kept iterate (top max-rank): rank prediction in output terms. */
+    outputSpectrum?: number[];
+    bestIter?: number;
+    /** KL (nats per token) per unit ‖(W − Q − B·A)·S‖²_F: the model's output with this matrix quantized
+     *  alone, over its output error (report.outputSensitivity says how it was probed). */
+    outputGain?: number;
   }[];
 }
 
@@ -266,10 +280,14 @@ export interface AnalyzeParams {
   blockSize: number;
   /** Top singular values kept per residual, for the planner's smaller-rank predictions (default 64). */
   spectrum?: number;
-  /** A plan whose `targets` select the matrices (its settings do not apply to an analysis). */
+  /** A plan whose `targets` select the matrices (its settings do not apply to an analysis; its
+   *  `calibration` block does, unless `calibration` is given here). */
   plan?: string;
   backend?: BackendChoice;
   workers?: number;
+  /** Calibrated analysis, as QuantizeParams.calibration: the report then carries output errors and
+   *  the planner minimises predicted output error. */
+  calibration?: CalibrationParams;
   workDoneToken?: string | number;
   /** As QuantizeParams.confirmedOutsideWorkspace. */
   confirmedOutsideWorkspace?: boolean;
@@ -451,6 +469,14 @@ export interface PlanSummary {
   adapterBytes?: number;
 }
 
+export type ErrorMeasure = 'output' | 'weight';
+
+/** How the planner's error is named to users (`loftq plan`, the editor's plan diff and code action). */
+export const ERROR_MEASURE_LABELS: Record<ErrorMeasure, string> = {
+  output: 'output error (calibrated)',
+  weight: 'weight error',
+};
+
 export interface PlanResult {
   budget: PlanBudget;
   plan: PlanSummary;
@@ -459,6 +485,9 @@ export interface PlanResult {
     firstK: PlanSummary & { k: number };
   };
   optimalityGap: number;
+  /** What every `error` here sums: 'output' — ‖(W − Q − A·Bᵀ)·S‖²_F in the calibration metric (the
+   *  analysis was calibrated), 'weight' — ‖W − Q − A·Bᵀ‖²_F. `ERROR_MEASURE_LABELS` names them. */
+  errorMeasure?: ErrorMeasure;
   choices: PlanChoice[];
   overrides: PlanOverride[];
   /** `loftq/plan` only: the plan file's text with the planner's choices applied (comments kept). */

@@ -1,7 +1,7 @@
 // The planner: choice tables + budget → the best (bits, rank) per matrix, the two
 // baselines at the same budget, and the overrides that write the plan into loftq.json.
 
-import type { PlanBudget, PlanChoice, PlanResult, Report } from '../../protocol/lsp_ext';
+import type { ErrorMeasure, PlanBudget, PlanChoice, PlanResult, Report } from '../../protocol/lsp_ext';
 import { UsageError } from '../../base/errors';
 import { avgBitsOf, backboneChoiceBytes, budgetBytes, CostModel, loraBytes } from './cost';
 import { baselineRank, Baseline, firstKBaseline, uniformBaseline } from './baselines';
@@ -15,6 +15,8 @@ export interface PlanOptions {
   bits?: number[];
   ranks?: number[];
   objective?: Objective;
+  /** Which error to minimise; default 'output' when the analysis carries calibrated output errors. */
+  measure?: ErrorMeasure;
   cost: CostModel;
   /** The rank the baselines use (default 16, or the nearest offered below it). */
   defaultRank?: number;
@@ -25,6 +27,7 @@ export interface PlanOptions {
 }
 
 export interface Plan extends PlanResult {
+  errorMeasure: ErrorMeasure;
   /** Lower bound on the optimal total error. */
   lowerBound: number;
   parameters: number;
@@ -51,7 +54,12 @@ function summary(tables: MatrixTable[], b: Baseline, parameters: number, cost: C
   return { error: b.error, bytes: b.bytes, avgBits: avgBitsOf(s.backbone, parameters), adapterBytes: s.adapters };
 }
 
-export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: string[] = []): Plan {
+export function planTables(
+  tables: MatrixTable[],
+  opts: PlanOptions,
+  warnings: string[] = [],
+  measure: ErrorMeasure = opts.measure ?? 'weight',
+): Plan {
   if (!tables.length) throw new UsageError('nothing to plan: no matrix has a (bits, rank) choice');
   const parameters = tables.reduce((s, t) => s + t.shape[0] * t.shape[1], 0);
   const cap = budgetBytes(opts.budget, parameters);
@@ -94,6 +102,7 @@ export function planTables(tables: MatrixTable[], opts: PlanOptions, warnings: s
       firstK: firstK ? { ...summary(tables, firstK, parameters, opts.cost), k: firstK.k } : { ...none, k: NaN },
     },
     optimalityGap: sol.gap,
+    errorMeasure: measure,
     choices,
     overrides: groupOverrides(choices),
     lowerBound: sol.lowerBound,
@@ -110,8 +119,9 @@ export function planReport(report: Report, opts: PlanOptions): Plan {
       `the report for ${report.checkpoint} has no analyses; ` +
         "run 'loftq analyze --bits 2,3,4,8 --rank 64 --spectrum 64' first",
     );
-  const { tables, warnings } = tablesFromReport(report, opts);
-  const plan = planTables(opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables, opts, warnings);
+  const { tables, warnings, measure } = tablesFromReport(report, opts);
+  const kept = opts.exclude ? tables.filter((t) => !opts.exclude!(t.name)) : tables;
+  const plan = planTables(kept, opts, warnings, measure);
   const a = report.analyses[0];
   const reload = planReloadWarning(plan.choices, a.quantizer ?? 'nf', a.blockSize ?? 64);
   if (reload) plan.warnings.push(reload);
