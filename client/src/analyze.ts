@@ -19,6 +19,7 @@ import { Requests } from '../../server/src/protocol/requests';
 import { MATRIX_SETTING_SPECS, quantizerSpec } from '../../server/src/registry';
 import { createPlan, planDefaults } from './planReveal';
 import { refusalText, unwritable } from './writable';
+import { ANALYSIS_FOLDER, ReportIndex } from './reports';
 import {
   anotherFolder,
   confirmOutside,
@@ -32,11 +33,12 @@ import {
 export interface AnalyzeDeps {
   client: () => LanguageClient | undefined;
   log: vscode.LogOutputChannel;
+  /** Remembers the report for the checkpoint (the viewer's error columns, a shard's included). */
+  reports?: ReportIndex;
   openHeatmap(reportPath: string): void;
 }
 
 const PLAN_FILE = 'loftq.json';
-const ANALYSIS_FOLDER = 'loftq-analysis';
 /** The planner predicts smaller ranks from the residual spectrum; 64 is the rank of published LoftQ models. */
 const ANALYSIS_RANK = 64;
 
@@ -184,6 +186,7 @@ async function runAnalysis(
     if (a) deps.log.show();
     return;
   }
+  deps.reports?.remember(ctx.checkpoint, result.reportPath);
   const means = result.report.analyses!.map(
     (a) =>
       `${a.bits}-bit ${(a.matrices.reduce((s, m) => s + m.relError, 0) / Math.max(1, a.matrices.length)).toFixed(3)}`,

@@ -102,7 +102,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       ),
     ),
     vscode.commands.registerCommand('loftq.analyze', (arg?: unknown) =>
-      analyzeCommand({ client: () => client, log, openHeatmap }, arg),
+      analyzeCommand({ client: () => client, log, reports, openHeatmap }, arg),
     ),
     vscode.workspace.registerTextDocumentContentProvider(PREVIEW_SCHEME, previews),
     vscode.commands.registerCommand('loftq.planMixedPrecision', (arg?: unknown) =>

@@ -7,6 +7,8 @@ import type * as vscode from 'vscode';
 import type { InspectResult, Report } from '../../server/src/protocol/lsp_ext';
 
 export const REPORT_FILE = 'loftq-report.json';
+/** Where the editor's Analyze writes its report, in the plan's or the checkpoint's folder. */
+export const ANALYSIS_FOLDER = 'loftq-analysis';
 
 /** What the client asks the server for; set once the language client exists. */
 export interface ServerReads {
@@ -63,14 +65,22 @@ export class ReportIndex {
     void this.state.update(KEY, map);
   }
 
-  /** A report next to the file (it is a run's output), else the last run's report for it. */
-  find(checkpoint: string): string | undefined {
-    const beside = path.join(
-      fs.statSync(checkpoint, { throwIfNoEntry: false })?.isDirectory() ? checkpoint : path.dirname(checkpoint),
-      REPORT_FILE,
-    );
+  /**
+   * The report for a checkpoint, a file of one, or a shard (`shardIndex`: the index that lists it):
+   * a report next to the file (it is a run's output), else the last run's or analysis's for it —
+   * remembered under the checkpoint the run was given, for a shard the folder of its index — else
+   * the editor's analysis in the checkpoint's folder (`loftq-analysis/`).
+   */
+  find(file: string, shardIndex?: string): string | undefined {
+    const folder = fs.statSync(file, { throwIfNoEntry: false })?.isDirectory() ? file : path.dirname(file);
+    const beside = path.join(folder, REPORT_FILE);
     if (fs.existsSync(beside)) return beside;
-    const remembered = this.state.get<Record<string, string>>(KEY, {})[path.resolve(checkpoint)];
-    return remembered && fs.existsSync(remembered) ? remembered : undefined;
+    const map = this.state.get<Record<string, string>>(KEY, {});
+    for (const key of [file, ...(shardIndex ? [path.dirname(shardIndex)] : [])]) {
+      const remembered = map[path.resolve(key)];
+      if (remembered && fs.existsSync(remembered)) return remembered;
+    }
+    const analysis = path.join(folder, ANALYSIS_FOLDER, REPORT_FILE);
+    return fs.existsSync(analysis) ? analysis : undefined;
   }
 }

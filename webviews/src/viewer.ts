@@ -7,8 +7,10 @@ import type {
   InspectResult,
   TensorSummary,
   ToViewer,
+  ViewerOrigin,
   ViewerShard,
 } from '../../server/src/protocol/lsp_ext';
+import { originNote } from './originNote';
 import { el, nameText } from './dom';
 import { buildModuleTree, TreeNode } from './moduleTree';
 import { naturalCompare } from '../../server/src/base/naturalSort';
@@ -67,16 +69,16 @@ function button(id: string, label: string, m: FromViewer, primary = false): HTML
   return b;
 }
 
-/** Quantize only for a file that reads as a checkpoint; "Reopen as text" always. */
-function toolbar(readable: boolean, shard?: ViewerShard): HTMLElement {
+/** Quantize only for a file that reads as a checkpoint and is no LoftQ output; "Reopen as text" always. */
+function toolbar(readable: boolean, shard?: ViewerShard, origin?: ViewerOrigin): HTMLElement {
   const bar = el('div', { class: 'toolbar' });
   const label = shard ? 'Quantize the whole checkpoint with LoftQ' : 'Quantize with LoftQ';
-  if (readable) bar.append(button('quantize', label, { type: 'quantize' }, true));
+  if (readable && !origin) bar.append(button('quantize', label, { type: 'quantize' }, true));
   bar.append(button('reopen', 'Reopen as text', { type: 'reopenAsText' }));
   return bar;
 }
 
-function shardNote(s: ViewerShard): HTMLElement {
+function shardNote(s: ViewerShard, quantizable: boolean): HTMLElement {
   const link = el('a', { href: '#', id: 'open-index' }, s.index.split(/[\\/]/).pop() ?? s.index);
   link.addEventListener('click', (ev) => {
     ev.preventDefault();
@@ -87,7 +89,7 @@ function shardNote(s: ViewerShard): HTMLElement {
     { class: 'shard-note', role: 'note' },
     `Shard ${s.number} of ${s.of} of a sharded checkpoint (${nf.format(s.tensors)} tensors in all, listed in `,
     link,
-    '). Quantize works on the whole checkpoint.',
+    `).${quantizable ? ' Quantize works on the whole checkpoint.' : ''}`,
   );
 }
 
@@ -151,8 +153,9 @@ function render(): void {
           `${bytes(ins.totals.bytes)}` +
           `${errors ? ` · LoftQ errors for ${Object.keys(errors).length} matrices` : ''}`,
       ),
-      ins.shard && shardNote(ins.shard),
-      toolbar(true, ins.shard),
+      data.origin && el('p', { class: 'origin-note', role: 'note' }, originNote(data.origin)),
+      ins.shard && shardNote(ins.shard, !data.origin),
+      toolbar(true, ins.shard, data.origin),
     ),
   );
 

@@ -1,10 +1,13 @@
 // The safetensors viewer: a read-only custom editor that shows the header (metadata, every
 // tensor, totals per dtype) without reading tensor data, plus error columns when a LoftQ
-// report for the file exists.
+// report for the file exists (a shard's: its checkpoint's). A LoftQ output or adapter says
+// whose it is and offers no Quantize.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { FromViewer, ToViewer, ViewerShard } from '../../../server/src/protocol/lsp_ext';
+import type { FromViewer, ToViewer, ViewerOrigin, ViewerShard } from '../../../server/src/protocol/lsp_ext';
 import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from '../reports';
+import { ADAPTER_DIR, markerOf } from '../checkpointKinds';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 
 export const VIEWER_VIEW_TYPE = 'loftq.safetensorsViewer';
@@ -15,6 +18,8 @@ interface Open {
   pendingSelect?: string;
   /** The sharded checkpoint this file belongs to, as the server's last loftq/inspect said. */
   shard?: ViewerShard;
+  /** The file is a LoftQ output or adapter: nothing to quantize. */
+  origin?: ViewerOrigin;
 }
 
 export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
@@ -51,7 +56,7 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
         if (m.type === 'ready') {
           entry.ready = true;
           void this.load(doc.uri, entry);
-        } else if (m.type === 'quantize') {
+        } else if (m.type === 'quantize' && !entry.origin) {
           // A shard alone is not a model: quantize the checkpoint it belongs to.
           const target = entry.shard ? vscode.Uri.file(path.dirname(entry.shard.index)) : doc.uri;
           void vscode.commands.executeCommand('loftq.quantize', target);
@@ -88,7 +93,9 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
     try {
       const inspect = await inspectCheckpoint(uri.fsPath);
       let errors: Extract<ToViewer, { type: 'header' }>['errors'];
-      const reportPath = this.reports.find(uri.fsPath);
+      const origin = await originOf(uri.fsPath);
+      // An adapter's tensors are LoRA factors: the report's matrices are not among them.
+      const reportPath = origin?.kind === 'adapter' ? undefined : this.reports.find(uri.fsPath, inspect.shard?.index);
       if (reportPath) {
         try {
           errors = Object.fromEntries(
@@ -101,7 +108,8 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
         }
       }
       entry.shard = inspect.shard;
-      post({ type: 'header', inspect, errors });
+      entry.origin = origin;
+      post({ type: 'header', inspect, errors, ...(origin && { origin }) });
       if (entry.pendingSelect) post({ type: 'select', name: entry.pendingSelect });
       entry.pendingSelect = undefined;
     } catch (e) {
@@ -111,5 +119,18 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
       this.log.error(`viewer: ${message}`);
       post({ type: 'error', message });
     }
+  }
+}
+
+/** A LoftQ output's backbone or adapter, with the checkpoint its run's report names. */
+async function originOf(file: string): Promise<ViewerOrigin | undefined> {
+  const kind = markerOf(file, false, fs.existsSync);
+  if (!kind) return undefined;
+  const dir = path.dirname(file);
+  const out = kind === 'adapter' && path.basename(dir) === ADAPTER_DIR ? path.dirname(dir) : dir;
+  try {
+    return { kind, of: vscode.workspace.asRelativePath((await readReport(path.join(out, REPORT_FILE))).checkpoint) };
+  } catch {
+    return { kind };
   }
 }

@@ -599,11 +599,20 @@ export type ToViewer =
       type: 'header';
       inspect: InspectResult;
       errors?: Record<string, { loftq: number; qlora: number; bits: number }>;
+      /** The file is a LoftQ run's output or adapter: the viewer says whose and offers no Quantize. */
+      origin?: ViewerOrigin;
     }
   /** The file could not be read as a checkpoint: the viewer offers no Quantize. */
   | { type: 'error'; message: string }
   /** Scroll to and highlight one tensor (heatmap → "show in viewer"). */
   | { type: 'select'; name: string };
+
+export interface ViewerOrigin {
+  /** 'output': a LoftQ output's backbone (its folder holds loftq_init/); 'adapter': LoRA factors. */
+  kind: 'output' | 'adapter';
+  /** The checkpoint the run's report names, when the report could be read. */
+  of?: string;
+}
 
 export interface ViewerShard {
   /** The index file (`model.safetensors.index.json`) that lists this shard. */
