@@ -100,7 +100,7 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
         {
           severity: DiagnosticSeverity.Hint,
           message:
-            '35 matrices: mean LoftQ error 0.20; 2.32 bits per weight (codes and scales); ' +
+            '35 matrices: mean LoftQ error 0.20, 2.32 bits per weight (codes and scales); ' +
             'backbone 199.5 kB + adapter 369.9 kB',
           range: rangeOf(PLAN, '"ckpt/model.safetensors"'),
         },
@@ -153,7 +153,7 @@ test('a report next to the plan brings worst-matrix warnings and a summary; a qu
         {
           severity: DiagnosticSeverity.Hint,
           message:
-            '35 matrices: mean LoftQ error 0.18; 2.51 bits per weight (codes and scales); ' +
+            '35 matrices: mean LoftQ error 0.18, 2.51 bits per weight (codes and scales); ' +
             'backbone 205.0 kB + adapter 369.9 kB',
         },
         {

@@ -255,7 +255,7 @@ function analysisDiagnostics(p: PlanDoc, threshold: number): Diagnostic[] {
       ? 'no analysed errors at these widths'
       : `mean LoftQ error ${formatError(s.meanError)}` +
         (s.withErrors < s.matrices ? ` over ${s.withErrors} of ${s.matrices} matrices` : '');
-  out.push(diag(p, DiagnosticSeverity.Hint, 'summary', `${s.matrices} matrices: ${mean}; ${sizes}`, ['checkpoint']));
+  out.push(diag(p, DiagnosticSeverity.Hint, 'summary', `${s.matrices} matrices: ${mean}, ${sizes}`, ['checkpoint']));
   for (const g of worstGroups(a, ix)) {
     // The threshold is on the LoftQ (weight) error, whichever error ranked the matrices.
     const worstErr = Math.max(...(g.weightErrors ?? g.errors));
