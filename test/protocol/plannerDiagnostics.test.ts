@@ -186,6 +186,53 @@ test("the planner's prediction sits next to this plan's on `budget`; its quick f
   });
 });
 
+test('a calibrated analysis: the comparison is in the output error the planner minimises, and says so', async () => {
+  const { root, ckptDir } = workspace();
+  const ckpt = path.join(ckptDir, 'model.safetensors');
+  const targets = await targetsOf(ckpt);
+  // Output errors twice the weight errors, ‖W·S‖ = 3‖W‖, the output spectrum the weight one's ×2,
+  // and a gain (KL per unit squared output error) that grows with the layer.
+  const gain = (name: string) => 0.5 + layerOf(name);
+  const base = analysisReport(ckpt, targets);
+  const report: Report = {
+    ...base,
+    analyses: base.analyses!.map((a) => ({
+      ...a,
+      matrices: a.matrices.map((m) => ({
+        ...m,
+        outputRelError: 2 * m.relError,
+        qloraOutputRelError: 2 * m.qloraRelError,
+        outputNorm: 3 * m.frobeniusNorm,
+        outputSpectrum: m.residualSpectrum!.map((x) => 2 * x),
+        outputGain: gain(m.name),
+      })),
+    })),
+  };
+  fs.writeFileSync(path.join(root, 'loftq-report.json'), JSON.stringify(report));
+  const text = `{
+  "checkpoint": "ckpt/model.safetensors",
+  "defaults": { "bits": 2, "rank": 16 },
+  "budget": { "avgBits": 14 }
+}`;
+  const plan = path.join(root, 'loftq.json');
+  fs.writeFileSync(plan, text);
+  const uri = uriOf(plan);
+  await withServer(root, async (c) => {
+    await c.open(uri, text);
+    const [d] = only(await c.diagnosticsFor(uri, (x) => only(x, 'planner').length > 0), 'planner');
+    // This plan (2 bits, the analysed rank 16 everywhere): Σ gain · (outputRelError · ‖W·S‖)².
+    const own = targets.reduce((s, t) => s + gain(t.name) * (2 * relErr(t.name, 2) * 3 * norm(t.name)) ** 2, 0);
+    assert.match(
+      d.message,
+      new RegExp(
+        "Σ gain·‖\\(W − Q − AB\\)·S‖² \\(calibrated output error, weighted by each matrix's measured effect on " +
+          "the model's KL\\) over the planned matrices, predicted from the analysis, is [\\d.e+-]+ " +
+          `against this plan's ${own.toPrecision(3).replace('.', '\\.')}$`,
+      ),
+    );
+  });
+});
+
 const RELOAD_WARNINGS =
   'a quantize report with NF4 reload errors: a warning with its quick fixes where the reload raises the error, ' +
   'a hint where it lowers it';

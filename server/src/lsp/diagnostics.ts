@@ -295,10 +295,16 @@ function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
   if (!c || !(c.error > 0)) return [];
   const ratio = c.planner / c.error;
   const worth = ratio < PLANNER_WARN_RATIO;
-  // Both totals come from the analysis: Σ over the planned matrices of ‖W − Q − AB‖²_F at their bits and rank.
+  // Both totals come from the analysis, summed over the planned matrices at their bits and rank: the
+  // weight error ‖W − Q − AB‖²_F, or for a calibrated analysis the output error the planner minimises.
   const same = `the same size (${c.avgBits.toFixed(2)} bits per weight, ${formatBytes(c.bytes)} with adapters)`;
+  const sum =
+    c.measure === 'output'
+      ? "Σ gain·‖(W − Q − AB)·S‖² (calibrated output error, weighted by each matrix's measured effect on the " +
+        "model's KL)"
+      : 'Σ‖W − Q − AB‖²';
   const totals =
-    `Σ‖W − Q − AB‖² over the planned matrices, predicted from the analysis, is ${c.planner.toPrecision(3)} ` +
+    `${sum} over the planned matrices, predicted from the analysis, is ${c.planner.toPrecision(3)} ` +
     `against this plan's ${c.error.toPrecision(3)}`;
   const less = `${Math.round(100 * (1 - ratio))}% less error`;
   const msg = worth

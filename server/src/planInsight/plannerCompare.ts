@@ -5,7 +5,7 @@
 
 import { adapterBytesOf, DEFAULT_COST, storageOf } from '../plan/planner/cost';
 import { tablesFromReport } from '../plan/planner/table';
-import type { PlanBudget, Report } from '../protocol/lsp_ext';
+import type { ErrorMeasure, PlanBudget, Report } from '../protocol/lsp_ext';
 import { PlanAssignment, planTotals } from './planModel';
 
 export interface PlannerComparison {
@@ -17,6 +17,8 @@ export interface PlannerComparison {
    *  matches the one the plan's budget counts). */
   bytes: number;
   avgBits: number;
+  /** What both totals sum (the table's, as the planner's): weight error, or calibrated output error. */
+  measure: ErrorMeasure;
 }
 
 /** The planner's predicted total error at `budget` over the matrices `names`, or null when no plan fits. */
@@ -43,7 +45,10 @@ export async function comparePlanner(
     scales: storageOf(quantizer),
     adapterBytes: adapterBytesOf(planned[0].tensor.dtype),
   };
-  const { tables } = tablesFromReport(report, { ranks: [...new Set(planned.map((m) => m.settings.rank))], cost });
+  const { tables, measure } = tablesFromReport(report, {
+    ranks: [...new Set(planned.map((m) => m.settings.rank))],
+    cost,
+  });
   const byName = new Map(tables.map((t) => [t.name, t]));
   let error = 0;
   for (const m of planned) {
@@ -60,5 +65,5 @@ export async function comparePlanner(
     budget,
     planned.map((m) => m.tensor.name),
   );
-  return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits };
+  return planner === null ? null : { error, planner, bytes: t.budgetBytes, avgBits: t.backboneBits, measure };
 }
