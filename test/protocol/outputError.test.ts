@@ -87,5 +87,39 @@ test('worst matrices by output error when the report has it, by weight error oth
     assert.match(byOutput[0], /up_proj/);
     assert.match(byOutput[0], /down_proj/);
     assert.doesNotMatch(byOutput[0], /q_proj/);
+
+    // Back to weight errors only, then the output-error numbers as a calibrated analysis (`loftq analyze`
+    // with calibration): ranked the same way as the quantize report's.
+    fs.writeFileSync(reportFile, JSON.stringify(await report(ckpt, false)));
+    await c.filesChanged([{ uri: uriOf(reportFile) }]);
+    assert.deepEqual(await worst(/LoftQ error 0\.20–0\.50/), byWeight);
+    const quantized = await report(ckpt, true);
+    const analysis: Report = {
+      ...quantized,
+      matrices: [],
+      analyses: [
+        {
+          bits: 2,
+          rank: 8,
+          iters: 2,
+          quantizer: 'nf',
+          blockSize: 64,
+          matrices: quantized.matrices.map((m) => ({
+            name: m.name,
+            shape: m.shape,
+            relError: m.relError,
+            qloraRelError: m.qloraRelError,
+            frobeniusNorm: 1,
+            outputRelError: m.outputRelError,
+            qloraOutputRelError: m.qloraOutputRelError,
+            outputNorm: 1,
+          })),
+        },
+      ],
+    };
+    fs.writeFileSync(reportFile, JSON.stringify(analysis));
+    await c.filesChanged([{ uri: uriOf(reportFile) }]);
+    const fromAnalysis = await worst(/output error/);
+    assert.deepEqual(fromAnalysis, byOutput);
   });
 });

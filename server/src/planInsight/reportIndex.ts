@@ -31,8 +31,17 @@ export function indexReport(report: Report): ReportIndex {
     widths.add(bits);
   };
   for (const a of report.analyses ?? []) {
-    for (const m of a.matrices)
-      put(m.name, a.bits, { relError: m.relError, qloraRelError: m.qloraRelError, rank: a.rank, iters: a.iters });
+    for (const m of a.matrices) {
+      // A calibrated analysis measured output errors too: the worst are then ranked by them, as the planner plans.
+      const output = Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {};
+      put(m.name, a.bits, {
+        relError: m.relError,
+        qloraRelError: m.qloraRelError,
+        rank: a.rank,
+        iters: a.iters,
+        ...output,
+      });
+    }
   }
   // A quantize run's own numbers describe the files as written: they win over an analysis.
   for (const m of report.matrices ?? []) {
