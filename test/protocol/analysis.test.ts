@@ -262,7 +262,13 @@ test('loftq/plan and the mixed-precision code action use the planner and agree w
     assert.equal(cli.status, 0, cli.stderr);
     const want = JSON.parse(cli.stdout);
     assert.deepEqual(
-      { budget: got.budget, plan: got.plan, baselines: got.baselines, optimalityGap: got.optimalityGap },
+      {
+        budget: got.budget,
+        plan: got.plan,
+        baselines: got.baselines,
+        optimalityGap: got.optimalityGap,
+        errorMeasure: got.errorMeasure,
+      },
       want,
     );
     assert.ok(got.plan.bytes <= Math.floor((16 * 226560) / 8));

@@ -279,7 +279,8 @@ test(PLAN_FROM_CHECKPOINT, () => {
   );
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
-  assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'optimalityGap', 'plan']);
+  assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'errorMeasure', 'optimalityGap', 'plan']);
+  assert.equal(j.errorMeasure, 'weight', 'an uncalibrated analysis plans in weight error');
   assert.ok(
     j.plan.avgBits <= 2.5 && j.plan.error <= j.baselines.uniform.error && j.plan.error <= j.baselines.firstK.error,
   );

@@ -86,7 +86,8 @@ test('loftq plan REPORT --json prints the documented shape; --out writes a plan 
   });
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
-  assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'optimalityGap', 'plan']);
+  assert.deepEqual(Object.keys(j).sort(), ['baselines', 'budget', 'errorMeasure', 'optimalityGap', 'plan']);
+  assert.equal(j.errorMeasure, 'weight', 'an uncalibrated analysis plans in weight error');
   assert.deepEqual(j.budget, { avgBits: 2.5 });
   assert.deepEqual(Object.keys(j.plan).sort(), ['adapterBytes', 'avgBits', 'bytes', 'error']);
   assert.deepEqual(Object.keys(j.baselines.uniform).sort(), ['adapterBytes', 'avgBits', 'bits', 'bytes', 'error']);

@@ -7,6 +7,7 @@ import type { Plan } from '../plan/planner/plan';
 import { offeredRanks } from '../registry';
 import { applyPlanToText } from '../plan/planner/planedit';
 import type { PlanBudget, PlanRequestParams } from '../protocol/lsp_ext';
+import { ERROR_MEASURE_LABELS } from '../protocol/lsp_ext';
 import { firstKPlanner, MixedPlan } from './mixedPlan';
 import type { PlanDoc } from './planDoc';
 import { planInWorker } from './plannerJob';
@@ -60,11 +61,13 @@ export async function plannerOrFirstK(p: PlanDoc, budget: PlanBudget): Promise<M
   }
   if (!plan) return firstKPlanner(p, budget);
   const k = plan.baselines.firstK;
+  // Which error the planner minimised: calibrated output error when the analysis carries it.
+  const measure = ERROR_MEASURE_LABELS[plan.errorMeasure];
   const vs =
     Number.isFinite(k.error) && k.error > 0
-      ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less predicted error than ` +
+      ? `, ${((1 - plan.plan.error / k.error) * 100).toFixed(0)}% less predicted ${measure} than ` +
         `the LoftQ paper's rule at this size (the first ${k.k} layer${k.k === 1 ? '' : 's'} at 4 bits)`
-      : '';
+      : `, by predicted ${measure}`;
   return {
     description: `planner, ${plan.plan.avgBits.toFixed(2)} bits per weight${vs}`,
     newText: applyPlanToText(p.text, plan.choices, budget),

@@ -224,7 +224,11 @@ export class Runs {
     const workers = requestedWorkers(params.workers);
     const checkpoint = toPath(params.checkpoint);
     const report = toPath(params.report);
-    const files = [checkpoint, report, params.plan].map((f) => (typeof f === 'string' ? toPath(f) : undefined));
+    const explicitCalibration = calibrationOf(params.calibration);
+    const c = params.calibration;
+    const files = [checkpoint, report, params.plan, c?.file, c?.imatrix].map((f) =>
+      typeof f === 'string' ? toPath(f) : undefined,
+    );
     await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'an analysis');
     const job = {
       token,
@@ -234,6 +238,14 @@ export class Runs {
     };
     return this.jobs.run(report, job, async ({ signal, begin }) => {
       const plan = params.plan ? await this.readPlan(toPath(params.plan)) : undefined;
+      // As for quantize: the plan's calibration block unless the request gives one; calibrated, the
+      // report carries output errors and the planner plans in them.
+      let calibration = explicitCalibration;
+      if (!calibration && plan?.calibration) {
+        calibration = resolvePlanCalibration(toPath(params.plan!), plan.calibration);
+        const files = [calibration.file, calibration.imatrix];
+        await requireInsideWorkspace(files, this.workspaceRoots(), params.confirmedOutsideWorkspace, 'an analysis');
+      }
       const cfg = await this.settingsFor(params.plan ?? params.checkpoint);
       const progress = await begin('LoftQ analysis', `opening ${path.basename(checkpoint)}`);
       const result: Report = await engine.analyzeCheckpoint!(checkpoint, {
@@ -246,11 +258,12 @@ export class Runs {
         targets: plan?.targets,
         backend: params.backend ?? cfg.backend,
         workers: workers || cfg.workers || undefined,
+        calibration,
         signal,
         onProgress: (e) =>
           progress?.report(
-            Math.min(100, Math.floor((100 * (e.index + 1)) / Math.max(1, e.total))),
-            `matrix ${e.index + 1} of ${e.total}: ${e.name}`,
+            Math.min(100, Math.floor((100 * (e.phase === 'done' ? e.index + 1 : e.index)) / Math.max(1, e.total))),
+            e.phase === 'done' ? `matrix ${e.index + 1} of ${e.total}: ${e.name}` : e.name,
           ),
       });
       if (signal.aborted) throw new CancelledError();

@@ -16,6 +16,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { setStatsCollector } from './collector';
 import type { CollectOptions, OpenedCalibration } from './collector';
+import type { SensitivityProbe } from './sensitivity';
 import type { InputStat, InputStats } from './stats';
 
 export interface CalibThreadInput {
@@ -32,13 +33,15 @@ export interface PackedStats {
 }
 
 export type FromCalibThread =
-  | { type: 'opened'; info: CalibrationInfo; stats?: PackedStats; streams: boolean }
+  | { type: 'opened'; info: CalibrationInfo; stats?: PackedStats; streams: boolean; probes: boolean }
   | { type: 'layer'; stats: PackedStats; layer: number; layers: number }
   | { type: 'done' }
+  | { type: 'probed'; kl: [string, number][]; sequences: number; tokens: number }
   | { type: 'failed'; error: SerializedError };
 
-/** 'stream' starts the pass; 'next' says the last layer's statistics are no longer used. */
-export type ToCalibThread = { type: 'stream' } | { type: 'next' };
+/** 'stream' starts the pass; 'next' says the last layer's statistics are no longer used; 'probe'
+ *  runs the output-sensitivity probes (sensitivity.ts) on the source's tokens. */
+export type ToCalibThread = { type: 'stream' } | { type: 'next' } | { type: 'probe'; probes: SensitivityProbe[] };
 
 export function packStats(stats: InputStats): { packed: PackedStats; transfer: ArrayBuffer[] } {
   const index = new Map<InputStat, number>();
@@ -150,10 +153,22 @@ export async function openOnThread(
       unwatchStream();
     }
   };
+  const probe: OpenedCalibration['probe'] = async (probes, signal) => {
+    const unwatchProbe = watch(signal ?? opts.signal);
+    try {
+      worker.postMessage({ type: 'probe', probes: [...probes] } satisfies ToCalibThread);
+      const m = await messages.next();
+      if (m.type !== 'probed') throw new Error(`calibration thread: unexpected '${m.type}'`);
+      return { kl: new Map(m.kl), sequences: m.sequences, tokens: m.tokens };
+    } finally {
+      unwatchProbe();
+    }
+  };
   return {
     info: opened.info,
     ...(opened.stats ? { stats: unpackStats(opened.stats) } : {}),
     ...(opened.streams ? { stream } : {}),
+    ...(opened.probes ? { probe } : {}),
     close() {
       void worker.terminate();
     },

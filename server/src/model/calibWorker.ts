@@ -20,18 +20,32 @@ const next = () => new Promise<ToCalibThread>((resolve) => port.once('message', 
     const opened = await openCalibration(ck, input.params, { backend: input.backend });
     const first = opened.stats && packStats(opened.stats);
     const stream = opened.stream;
+    const probes = !!opened.probe;
     port.postMessage(
-      { type: 'opened', info: opened.info, stats: first?.packed, streams: !!stream } satisfies FromCalibThread,
+      { type: 'opened', info: opened.info, stats: first?.packed, streams: !!stream, probes } satisfies FromCalibThread,
       first?.transfer ?? [],
     );
-    // Without a pass (an imatrix) the thread is done; else it waits to be told to run it.
-    if (!stream || (await next()).type !== 'stream') return;
-    await stream(async (stats, layer, layers) => {
-      const { packed, transfer } = packStats(stats);
-      port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
-      await next();
-    });
-    port.postMessage({ type: 'done' } satisfies FromCalibThread);
+    // Without a pass or probes (an imatrix) the thread is done; else it runs what it is told to.
+    if (!stream && !probes) return;
+    for (;;) {
+      const m = await next();
+      if (m.type === 'stream' && stream) {
+        await stream(async (stats, layer, layers) => {
+          const { packed, transfer } = packStats(stats);
+          port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
+          await next();
+        });
+        port.postMessage({ type: 'done' } satisfies FromCalibThread);
+      } else if (m.type === 'probe' && opened.probe) {
+        const r = await opened.probe(m.probes);
+        port.postMessage({
+          type: 'probed',
+          kl: [...r.kl],
+          sequences: r.sequences,
+          tokens: r.tokens,
+        } satisfies FromCalibThread);
+      } else return;
+    }
   } catch (e) {
     port.postMessage({ type: 'failed', error: serializeError(e) } satisfies FromCalibThread);
   } finally {

@@ -18,13 +18,21 @@ import {
 import { intOption } from '../args';
 import type { Command } from '../commands';
 import { QUANTIZER_NAMES } from '../../registry';
+import { CALIBRATION_HELP, CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
+import { registerCalibrationCollector } from '../../model/calibrate';
 
 const HELP = `usage: loftq analyze CKPT --bits 2,3,4 --report FILE [--rank R] [--iters T]
                      [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…] [--spectrum N]
-                     [--backend …] [--workers N]
+                     [--backend …] [--workers N] [--calib FILE | --calib-generate N,LEN | --imatrix FILE …]
   LoftQ errors of every target matrix at several bit widths; no weights are written.
   --spectrum N keeps the top-N singular values of each residual (the planner predicts smaller ranks from them; \
-default 64).`;
+default 64).
+  With calibration (the options of loftq quantize), every run is calibrated LoftQ's: the report carries output
+  errors ‖(W − Q − B·A)·S‖, the spectrum of (W − Q)·S and, for token sources, each matrix's output gain (KL of
+  the model with it quantized alone, on 512 of the tokens), and loftq plan then minimises predicted output error.
+${CALIBRATION_HELP.split('\n')
+  .filter((l) => !/--no-calib|With --plan|--imatrix\) is given|--calib-products and --calib-seed/.test(l))
+  .join('\n')}`;
 
 export const analyzeCommand: Command = {
   summary: 'LoftQ errors at several bit widths, without writing weights (input for the planner)',
@@ -35,6 +43,7 @@ export const analyzeCommand: Command = {
       report: { type: 'string' },
       spectrum: { type: 'number', default: 64 },
       quiet: { type: 'boolean', alias: 'q' },
+      ...CALIBRATION_OPTIONS,
     });
     if (o.help) {
       process.stdout.write(HELP + '\n');
@@ -43,6 +52,8 @@ export const analyzeCommand: Command = {
     if (positional.length !== 1) throw new UsageError('analyze takes one checkpoint; see loftq analyze --help');
     if (!o.report) throw new UsageError("option '--report FILE' is required");
     const bits = bitsListOption((o.bits as string[]).map(Number));
+    const calibration = calibrationFrom(o);
+    if (calibration) registerCalibrationCollector();
     const progress = progressReporter(process.stderr, !!o.quiet);
     const report = await analyzeCheckpoint(positional[0], {
       bits,
@@ -54,6 +65,7 @@ export const analyzeCommand: Command = {
       backend: backendOption(o),
       workers: workersOption(o),
       spectrum: intOption(o, 'spectrum', undefined, 0) || undefined,
+      calibration,
       signal: interruptSignal(),
       onProgress: progress.onProgress,
     });
@@ -61,9 +73,25 @@ export const analyzeCommand: Command = {
     const file = path.resolve(o.report as string);
     await writeFileAtomic(file, JSON.stringify(report, null, 2) + '\n');
     for (const a of report.analyses!) {
-      const mean = a.matrices.reduce((s, m) => s + m.relError, 0) / Math.max(a.matrices.length, 1);
+      const n = Math.max(a.matrices.length, 1);
+      const mean = (f: (m: (typeof a.matrices)[number]) => number | undefined) =>
+        a.matrices.reduce((s, m) => s + (f(m) ?? NaN), 0) / n;
+      const output = report.calibration
+        ? `, output error ${mean((m) => m.outputRelError).toFixed(4)} ` +
+          `(QLoRA ${mean((m) => m.qloraOutputRelError).toFixed(4)})`
+        : '';
       process.stdout.write(
-        `${a.bits}-bit: mean LoftQ relative error ${mean.toFixed(4)} over ${a.matrices.length} matrices\n`,
+        `${a.bits}-bit: mean LoftQ relative error ${mean((m) => m.relError).toFixed(4)}${output} ` +
+          `over ${a.matrices.length} matrices\n`,
+      );
+    }
+    if (report.calibration) {
+      const s = report.outputSensitivity;
+      process.stdout.write(
+        s
+          ? `output gains: each matrix quantized alone at ${s.bits} bits on ${s.tokens} calibration tokens; ` +
+              'loftq plan minimises predicted output error\n'
+          : 'no output gains (an imatrix has no tokens to probe them on): loftq plan plans in weight error\n',
       );
     }
     process.stdout.write(`report: ${file}\n`);

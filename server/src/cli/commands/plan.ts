@@ -5,7 +5,8 @@ import { InputError, UsageError } from '../../base/errors';
 import { readRegularFile, writeFileAtomic } from '../../checkpoint';
 import { MAX_PLAN_BYTES } from '../../plan/planSize';
 import type { Command } from '../commands';
-import type { PlanBudget, Report } from '../../protocol/lsp_ext';
+import type { CalibrationParams, PlanBudget, Report } from '../../protocol/lsp_ext';
+import { ERROR_MEASURE_LABELS } from '../../protocol/lsp_ext';
 import {
   adapterBytesOf,
   CostModel,
@@ -32,6 +33,9 @@ import {
   workersOption,
 } from '../settingsOptions';
 import { MATRIX_SETTING_SPECS, offeredRanks, QUANTIZER_NAMES, quantizerSpec, valueProblem } from '../../registry';
+import { CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
+import { registerCalibrationCollector } from '../../model/calibrate';
+import { resolveCalibration as resolvePlanCalibration } from '../../plan/calibration';
 
 // the analysis options of `loftq analyze`, less --rank: plan analyses at the largest of --ranks
 const { rank: _rank, ...ANALYSIS_OPTIONS } = SETTINGS_OPTIONS;
@@ -41,9 +45,15 @@ const USAGE = `usage: loftq plan CKPT|REPORT --budget 2.5|3.2GB [--bits 2,3,4,8]
          [--count all|backbone] [--out loftq.json] [--json]
          with a checkpoint: [--iters T] [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…]
                             [--backend …] [--workers N] [--report FILE] [--quiet]
+                            [--calib FILE | --calib-generate N,LEN | --imatrix FILE] [--calib-ridge λ]
+                            [--calib-seed S] [--calib-products P] [--no-calib]
   A checkpoint is analysed first (one LoftQ run per bit width at the largest rank, keeping
   the residual spectrum), and picked ranks below the largest get exact LoftQ runs before the
-  final plan; --report saves that analysis so later plans can start from it.`;
+  final plan; --report saves that analysis so later plans can start from it.
+  Calibrated (the options of loftq quantize; else the calibration block of the --out plan, unless
+  --no-calib), the analysis is calibrated LoftQ's and the plan minimises predicted output error:
+  Σ gain·‖(W − Q − A·Bᵀ)·S‖² over the matrices, each matrix's gain measured on the calibration tokens
+  (docs/planner.md). Otherwise, and from a report without output errors, it minimises weight error.`;
 
 const numbers = (v: unknown, key: string) =>
   ((v as string[] | undefined) ?? []).map((s) => {
@@ -81,13 +91,38 @@ function costModel(report: Report, o: Record<string, unknown>, budget: PlanBudge
   };
 }
 
-function text(p: Plan): string {
+/** What the figures sum, in words: the first line of the text output. */
+function errorMeasureLine(p: Plan, objective: 'absolute' | 'relative'): string {
+  const rel = objective === 'relative';
+  const what =
+    p.errorMeasure === 'output'
+      ? rel
+        ? 'Σ ‖(W − Q − A·Bᵀ)·S‖² / ‖W·S‖²'
+        : 'Σ gain·‖(W − Q − A·Bᵀ)·S‖², a predicted KL in nats per token'
+      : rel
+        ? 'Σ ‖W − Q − A·Bᵀ‖² / ‖W‖²'
+        : 'Σ ‖W − Q − A·Bᵀ‖²';
+  return `error: ${rel ? 'relative ' : ''}${ERROR_MEASURE_LABELS[p.errorMeasure]} — ${what}`;
+}
+
+/** The calibration block a new plan file records: the analysis' calibration, files relative to the plan. */
+function calibrationBlock(c: CalibrationParams, planFile: string): CalibrationParams {
+  const rel = (f: string) => path.relative(path.dirname(path.resolve(planFile)), path.resolve(f)) || '.';
+  return {
+    ...c,
+    ...(c.file !== undefined ? { file: rel(c.file) } : {}),
+    ...(c.imatrix !== undefined ? { imatrix: rel(c.imatrix) } : {}),
+  };
+}
+
+function text(p: Plan, objective: 'absolute' | 'relative'): string {
   const f = (x: number) => (Number.isFinite(x) ? x.toPrecision(4) : '—');
   const ratio = (x: number) =>
     Number.isFinite(x) && x > 0 ? ` (planner/this = ${(p.plan.error / x).toFixed(3)})` : '';
   const u = p.baselines.uniform,
     k = p.baselines.firstK;
   const lines = [
+    errorMeasureLine(p, objective),
     `budget ${p.budget.avgBits !== undefined ? `${p.budget.avgBits} bits/param` : `${p.budget.bytes} bytes`} ` +
       `over ${p.choices.length} matrices (${p.parameters} parameters): ${p.budgetBytes} bytes`,
     `planner   error ${f(p.plan.error)}  ${p.plan.bytes} bytes  ${p.plan.avgBits.toFixed(3)} bits (backbone) + ` +
@@ -120,6 +155,7 @@ export const planCommand: Command = {
       ...ANALYSIS_OPTIONS,
       report: { type: 'string' },
       quiet: { type: 'boolean', alias: 'q' },
+      ...CALIBRATION_OPTIONS,
     });
     if (o.help) {
       process.stdout.write(USAGE + '\n');
@@ -142,8 +178,10 @@ export const planCommand: Command = {
     let report: Report;
     let ranksOffered: number[];
     let analysis: PlanAnalysisOptions | undefined;
+    let calibration: CalibrationParams | undefined;
     if (isReportFile(src)) {
-      for (const k of ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report']) {
+      const analysisOnly = ['iters', 'quantizer', 'block-size', 'target', 'backend', 'workers', 'report'];
+      for (const k of [...analysisOnly, ...Object.keys(CALIBRATION_OPTIONS)]) {
         if (argv.some((a) => a === `--${k}` || a.startsWith(`--${k}=`)))
           throw new UsageError(
             `option '--${k}' applies to a checkpoint, not to a report (its analysis is already done)`,
@@ -154,6 +192,10 @@ export const planCommand: Command = {
       ranksOffered = ranks.length ? ranks : offeredRanks(Math.max(...report.analyses!.map((a) => a.rank)));
     } else {
       ranksOffered = ranks.length ? ranks : offeredRanks();
+      // The --out plan's calibration block, its files relative to the plan (a CLI source replaces it).
+      const planCalibration = planFile?.calibration && resolvePlanCalibration(o.out as string, planFile.calibration);
+      calibration = calibrationFrom(o, planCalibration);
+      if (calibration) registerCalibrationCollector();
       const progress = progressReporter(process.stderr, !!o.quiet);
       analysis = {
         bits: bits.length ? bits : [...quantizerSpec(quantizerOption(o)).bits],
@@ -164,6 +206,7 @@ export const planCommand: Command = {
         targets: (o.target as string[] | undefined) ?? planFile?.targets,
         backend: backendOption(o),
         workers: workersOption(o),
+        calibration,
         signal: interruptSignal(),
         onProgress: progress.onProgress,
       };
@@ -211,20 +254,23 @@ export const planCommand: Command = {
         ) || '.';
       // An HQQ analysis plans for HQQ's loader: the plan writes that format.
       const hqqFormat = storageOf(a.quantizer) === 'hqq' ? ',\n  "format": "hqq"' : '';
+      // A calibrated analysis predicts a calibrated run: the plan records the same calibration.
+      const calib = calibration ? `,\n  "calibration": ${JSON.stringify(calibrationBlock(calibration, o.out))}` : '';
       const start =
         outText ??
         `{\n  "checkpoint": ${JSON.stringify(ckRel)},\n  ` +
           `"defaults": { "iters": ${a.iters}, "quantizer": ${JSON.stringify(a.quantizer)}, ` +
-          `"blockSize": ${a.blockSize} }${hqqFormat}\n}\n`;
+          `"blockSize": ${a.blockSize} }${hqqFormat}${calib}\n}\n`;
       await writeFileAtomic(o.out, applyPlanToText(start, plan.choices, budget));
     }
     if (o.json) {
       // stdout keeps the documented shape; warnings and notes go to stderr
-      const { budget: b, plan: s, baselines, optimalityGap } = plan;
+      const { budget: b, plan: s, baselines, optimalityGap, errorMeasure } = plan;
       for (const n of plan.notes) process.stderr.write(`note: ${n}\n`);
       for (const w of plan.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stdout.write(JSON.stringify({ budget: b, plan: s, baselines, optimalityGap }, null, 2) + '\n');
-    } else process.stdout.write(text(plan));
+      const json = { budget: b, plan: s, baselines, optimalityGap, errorMeasure };
+      process.stdout.write(JSON.stringify(json, null, 2) + '\n');
+    } else process.stdout.write(text(plan, planOpts.objective ?? 'absolute'));
     return 0;
   },
 };
