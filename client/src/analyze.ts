@@ -23,6 +23,7 @@ import { ANALYSIS_FOLDER, ReportIndex } from './reports';
 import {
   anotherFolder,
   confirmOutside,
+  notAdapterOrOutput,
   outsideWorkspace,
   runContextFor,
   resolveTarget,
@@ -63,6 +64,7 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
   if (!uri) return;
   const client = deps.client();
   if (!client || client.state !== State.Running) return serverDown(deps);
+  if (path.basename(uri.fsPath) !== PLAN_FILE && !(await notAdapterOrOutput(uri.fsPath, 'analyze'))) return;
   const ctx = await runContextFor(client, uri.fsPath, 'analyze');
   if (!ctx) return;
   const name = vscode.workspace.asRelativePath(ctx.checkpoint);

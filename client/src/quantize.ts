@@ -224,28 +224,30 @@ async function refuseKnownBad(ctx: RunContext, verb: 'quantize' | 'analyze' | 'p
 }
 
 /** Said before any question: an adapter is no model, and an output's backbone is already quantized. */
-async function notAdapterOrOutput(p: string): Promise<boolean> {
+export async function notAdapterOrOutput(p: string, verb: 'quantize' | 'analyze' = 'quantize'): Promise<boolean> {
   const isFolder = fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
   const marker = markerOf(p, isFolder, fs.existsSync);
   const rel = vscode.workspace.asRelativePath(p);
   if (marker === 'adapter') {
     void vscode.window.showErrorMessage(
-      `${rel} is a LoRA adapter (LoftQ's loftq_init/ or a PEFT adapter), not a model: quantize the checkpoint it ` +
+      `${rel} is a LoRA adapter (LoftQ's loftq_init/ or a PEFT adapter), not a model: ${verb} the checkpoint it ` +
         'was made from.',
     );
     return false;
   }
   if (marker !== 'output') return true;
   const of = await outputOf(isFolder ? p : path.dirname(p));
-  const original = of ? `Quantize ${path.basename(of)}` : undefined;
+  const Verb = verb === 'quantize' ? 'Quantize' : 'Analyze';
+  const original = of ? `${Verb} ${path.basename(of)}` : undefined;
   const a = await vscode.window.showWarningMessage(
     `${rel} is the output of a LoftQ run${of ? ` of ${vscode.workspace.asRelativePath(of)}` : ''}: ` +
-      'its backbone is already quantized, and quantizing it again compounds the error.',
+      `its backbone is already quantized, and ${verb === 'quantize' ? 'quantizing' : 'analysing'} it measures ` +
+      'LoftQ on top of LoftQ.',
     ...(original ? [original] : []),
-    'Quantize It Anyway',
+    `${Verb} It Anyway`,
   );
-  if (a === original && of) void vscode.commands.executeCommand('loftq.quantize', vscode.Uri.file(of));
-  return a === 'Quantize It Anyway';
+  if (a === original && of) void vscode.commands.executeCommand(`loftq.${verb}`, vscode.Uri.file(of));
+  return a === `${Verb} It Anyway`;
 }
 
 export async function quantizeCommand(deps: QuantizeDeps, arg?: unknown): Promise<void> {
