@@ -20,7 +20,8 @@
 #include <math.h>
 #include "native.h"
 
-enum { MR = 6, STRIP = 16, KC = 256, NC_STRIPS = 32, PARALLEL_PACK = 1 << 20 };
+enum { MR = 6, STRIP = 16, KC = 256, NC_STRIPS = 32, THIN_STRIPS = 8, PARALLEL_PACK = 1 << 20 };
+static const size_t THIN_CHUNK_BYTES = 512 * 1024;
 static const char *const ISA_NAMES[] = {"generic", "avx2", "avx512"};
 
 static int isaSupported(Isa isa) {
@@ -269,44 +270,64 @@ typedef struct {
   Isa isa;
 } Product;
 
-/** Row panels [panel0, panel1) of a product. Strips go in blocks of NC_STRIPS, outermost: a
- *  block's KC-row slice of packed B (512 KB) stays in L2 while every panel passes over it,
- *  where a slice of all the strips (11.5 MB at n = 11264) came from memory once per panel.
- *  Each output still sums its KC slices in increasing order, so results do not change. */
+/** One MR-row panel (its first row row0) against strips [s0, s1) and rows [p0, p0 + kc) of
+ *  packed B, added to the outputs unless p0 = 0. */
+static void panelSlice(const Product *w, size_t row0, size_t s0, size_t s1, size_t p0, int kc) {
+  const size_t stripStride = w->cols * STRIP;
+  const int mr = (int)(w->rows - row0 < MR ? w->rows - row0 : MR);
+  const int add = p0 > 0;
+  // Rows past the end repeat the last one: computed, never stored.
+  const float *rowsA[MR];
+  for (int r = 0; r < MR; r++) rowsA[r] = w->a + (row0 + (size_t)(r < mr ? r : mr - 1)) * w->cols + p0;
+  float *c = w->out + row0 * w->n;
+  for (size_t s = s0; s < s1;) {
+    const float *b = w->packed + s * stripStride + p0 * STRIP;
+    const size_t col0 = s * STRIP;
+    int nv = 1;
+    Kernel *k = kernelGeneric;
+#ifdef LOFTQ_X86
+    if (w->isa == ISA_AVX512) {
+      nv = (int)(s1 - s < 4 ? s1 - s : 4);
+      k = nv == 4 ? kernelAvx512x4 : nv == 3 ? kernelAvx512x3 : nv == 2 ? kernelAvx512x2 : kernelAvx512x1;
+    } else if (w->isa == ISA_AVX2) {
+      k = kernelAvx2;
+    }
+#endif
+    const size_t width = w->n - col0 < (size_t)nv * STRIP ? w->n - col0 : (size_t)nv * STRIP;
+    k(rowsA, b, stripStride, kc, c + col0, w->n, mr, (int)width, add);
+    s += (size_t)nv;
+  }
+}
+
+/** Row panels [panel0, panel1) of a product. Wide B: strips go in blocks of NC_STRIPS,
+ *  outermost — a block's KC-row slice of packed B (512 KB) stays in L2 while every panel
+ *  passes over it, where a slice of all the strips (11.5 MB at n = 11264) came from memory
+ *  once per panel. Thin B (LoftQ's Krylov blocks, n ≤ THIN_STRIPS strips: all of packed B is
+ *  a few hundred KB to 2 MB): panels outermost, each panel's MR rows read start to end — the
+ *  wide order read A in 1 KB pieces of rows 16 KB apart, which the prefetchers follow badly
+ *  (11008×4096 · 4096×24: 1.7× slower on one thread). Either way each output sums its KC
+ *  slices in increasing order, so results do not change. */
 static void productPanels(void *ctx, size_t panel0, size_t panel1, size_t part) {
   (void)part;
   const Product *w = ctx;
-  const size_t stripStride = w->cols * STRIP;
+  if (w->strips <= THIN_STRIPS) {
+    // Rows of packed B in chunks of at most THIN_CHUNK_BYTES (whole KC slices), each chunk
+    // staying in L2 while every panel reads its part of A: 16 KB of a 4096-wide row at a time.
+    size_t chunk = THIN_CHUNK_BYTES / (w->strips * STRIP * sizeof(float)) / KC * KC;
+    if (chunk < KC) chunk = KC;
+    for (size_t c0 = 0; c0 < w->cols; c0 += chunk) {
+      const size_t c1 = w->cols - c0 < chunk ? w->cols : c0 + chunk;
+      for (size_t ip = panel0; ip < panel1; ip++)
+        for (size_t p0 = c0; p0 < c1; p0 += KC)
+          panelSlice(w, ip * MR, 0, w->strips, p0, (int)(w->cols - p0 < KC ? w->cols - p0 : KC));
+    }
+    return;
+  }
   for (size_t s0 = 0; s0 < w->strips; s0 += NC_STRIPS) {
     const size_t s1 = w->strips - s0 < NC_STRIPS ? w->strips : s0 + NC_STRIPS;
     for (size_t p0 = 0; p0 < w->cols; p0 += KC) {
       const int kc = (int)(w->cols - p0 < KC ? w->cols - p0 : KC);
-      const int add = p0 > 0;
-      for (size_t ip = panel0; ip < panel1; ip++) {
-        const size_t row0 = ip * MR;
-        const int mr = (int)(w->rows - row0 < MR ? w->rows - row0 : MR);
-        // Rows past the end repeat the last one: computed, never stored.
-        const float *rowsA[MR];
-        for (int r = 0; r < MR; r++) rowsA[r] = w->a + (row0 + (size_t)(r < mr ? r : mr - 1)) * w->cols + p0;
-        float *c = w->out + row0 * w->n;
-        for (size_t s = s0; s < s1;) {
-          const float *b = w->packed + s * stripStride + p0 * STRIP;
-          const size_t col0 = s * STRIP;
-          int nv = 1;
-          Kernel *k = kernelGeneric;
-#ifdef LOFTQ_X86
-          if (w->isa == ISA_AVX512) {
-            nv = (int)(s1 - s < 4 ? s1 - s : 4);
-            k = nv == 4 ? kernelAvx512x4 : nv == 3 ? kernelAvx512x3 : nv == 2 ? kernelAvx512x2 : kernelAvx512x1;
-          } else if (w->isa == ISA_AVX2) {
-            k = kernelAvx2;
-          }
-#endif
-          const size_t width = w->n - col0 < (size_t)nv * STRIP ? w->n - col0 : (size_t)nv * STRIP;
-          k(rowsA, b, stripStride, kc, c + col0, w->n, mr, (int)width, add);
-          s += (size_t)nv;
-        }
-      }
+      for (size_t ip = panel0; ip < panel1; ip++) panelSlice(w, ip * MR, s0, s1, p0, kc);
     }
   }
 }

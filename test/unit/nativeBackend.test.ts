@@ -46,6 +46,9 @@ const SHAPES: [number, number, number][] = [
   [5, 3, 200],
   [2, 7, 4],
   [9, 300, 1100],
+  // Thin blocks whose packed B is read in several row chunks (loftq_native.c, THIN_CHUNK_BYTES).
+  [7, 9000, 5],
+  [13, 3100, 40],
 ];
 
 test('native products equal a float64 product on every kernel set, shape tail and thread count', async (t) => {

@@ -256,7 +256,8 @@ async function measureWritten(
     if (dtype === 'BF16') {
       const bits = ws.u16(Q.length);
       ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
-      qBytes = buffers.u8('q.bytes', 2 * Q.length);
+      // The read's bytes are spent (W is in kernel memory): Q's BF16 bytes take their buffer.
+      qBytes = buffers.u8('read.bytes', 2 * Q.length);
       qBytes.set(new Uint8Array(bits.view().buffer, bits.ptr, 2 * Q.length));
     } else {
       qBytes = fromFloat32(dtype, res.q);

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BackendChoice, BackendName, MatrixReport } from '../protocol/lsp_ext';
-import { createBackend } from '../linalg/backend';
+import { backendName, createBackend } from '../linalg/backend';
 import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from './matrixJob';
 import { CancelledError } from '../base/errors';
 import { deserializeError } from '../base/serializeError';
@@ -22,8 +22,38 @@ export type Workers = number | 'in-thread';
 /** The worker threads a run of `jobs` matrices starts: 0/absent means one per core; never more
  *  threads than jobs, at least one. */
 export function threadCount(workers: number | undefined, jobs: number): number {
-  const n = workers || Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  const n = workers || cores();
   return Math.max(1, Math.min(n, jobs));
+}
+
+const cores = () => Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+
+/** Bytes a native worker keeps per weight of the largest matrix it has run (docs/architecture.md,
+ *  invariants): kernel memory 17 (W, W − B·A, W − Q: 4 each; Q's values 4, codes 1), the read
+ *  (BF16 bytes 2, float32 4; the written Q's bytes reuse the read's), LoftQ's Q and codes copied
+ *  out for the measure of the written files 5. */
+export const NATIVE_WORKER_BYTES_PER_WEIGHT = 28;
+/** Matrix working sets of all native workers together, when the worker count is left to the
+ *  engine: a 7B model's 11008×4096 matrices (1.26 GB a worker) then run one at a time with
+ *  every core in the module's products and kernels, instead of one per core, and the run
+ *  stays within 2 GB on a laptop. */
+export const WORKERS_MEMORY_BUDGET = 1.5 * 2 ** 30;
+
+/** Workers and threads per worker for `jobs` matrices of at most `largest` weights: as
+ *  threadCount when the worker count is given or the backend is not native; left to the
+ *  engine on native, as many workers as cores and WORKERS_MEMORY_BUDGET allow, each splitting
+ *  its matrix over its share of the cores (native results do not depend on the thread count;
+ *  tfjs's row-block split would change a product's rounding, so tfjs workers stay one a core). */
+export function workerPlan(
+  workers: number | undefined,
+  jobs: number,
+  largest: number,
+  backend: BackendName,
+): { workers: number; threads: number } {
+  if (workers || backend !== 'native') return { workers: threadCount(workers, jobs), threads: 1 };
+  const fit = Math.floor(WORKERS_MEMORY_BUDGET / Math.max(largest * NATIVE_WORKER_BYTES_PER_WEIGHT, 1));
+  const n = Math.max(1, Math.min(cores(), jobs, fit));
+  return { workers: n, threads: Math.max(1, Math.floor(cores() / n)) };
 }
 
 export interface Executor {
@@ -69,7 +99,7 @@ interface Pending {
   reject(e: Error): void;
 }
 
-async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal): Promise<Executor> {
+async function threaded(n: number, threads: number, choice: BackendChoice, signal?: AbortSignal): Promise<Executor> {
   const script = workerScript();
   const workers: Worker[] = [];
   const idle: Worker[] = [];
@@ -136,7 +166,7 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
         });
       }),
     );
-    w.postMessage({ type: 'init', backend: choice } satisfies ToWorker);
+    w.postMessage({ type: 'init', backend: choice, threads } satisfies ToWorker);
   }
   const close = async () => {
     closed = true;
@@ -175,14 +205,18 @@ async function threaded(n: number, choice: BackendChoice, signal?: AbortSignal):
   };
 }
 
-/** An executor for `jobs` matrices under the `workers` option (Workers). */
+/** An executor for `jobs` matrices under the `workers` option (Workers); `largest`, the
+ *  weights of the largest matrix, sizes the pool to the memory budget (workerPlan) when the
+ *  worker count is left to it. */
 export async function createExecutor(
   workers: Workers | undefined,
   jobs: number,
   backend: BackendChoice,
   signal?: AbortSignal,
+  largest = 0,
 ): Promise<Executor> {
   if (signal?.aborted) throw new CancelledError(); // an aborted signal never fires 'abort' again
   if (workers === 'in-thread') return inProcess(backend, signal);
-  return threaded(threadCount(workers, jobs), backend, signal);
+  const plan = workerPlan(workers, jobs, largest, await backendName(backend));
+  return threaded(plan.workers, plan.threads, backend, signal);
 }

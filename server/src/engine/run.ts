@@ -355,7 +355,9 @@ async function quantizeInto(
         done++;
       }
       if (todo.length === 0) return;
-      executor ??= await createExecutor(opts.workers, jobs.length, opts.backend ?? DEFAULT_CLI_BACKEND, opts.signal);
+      const largest = jobs.reduce((m, j) => Math.max(m, j.tensor.parameters), 0);
+      const choice = opts.backend ?? DEFAULT_CLI_BACKEND;
+      executor ??= await createExecutor(opts.workers, jobs.length, choice, opts.signal, largest);
       const order = [...todo].sort(
         (a, b) => b.tensor.parameters - a.tensor.parameters || (a.tensor.name < b.tensor.name ? -1 : 1),
       );
@@ -433,6 +435,10 @@ async function quantizeInto(
     }
 
     // --- assemble ---
+    // The workers go first: their matrix buffers would otherwise stay beside the assembly's.
+    const flops = executor ? executor.flops() : opts.assemble?.gemmFlops;
+    await executor?.close();
+    executor = undefined;
     throwIfAborted(opts.signal);
     const tAssemble = performance.now();
     opts.onProgress?.({ index: total, total, name: 'writing output', phase: 'write' });
@@ -460,7 +466,6 @@ async function quantizeInto(
     await copyModelFiles(ck, out, staged, writer.writes);
     report.totals.seconds = (performance.now() - t0) / 1000;
     report.totals.phases!.assemble = (performance.now() - tAssemble) / 1000;
-    const flops = executor ? executor.flops() : opts.assemble?.gemmFlops;
     if (flops !== undefined) report.totals.gemmGflop = flops / 1e9;
     const reportPath = path.join(out, REPORT_FILE);
     await staged.addFile(reportPath, JSON.stringify(report, null, 2) + '\n', 'marker');

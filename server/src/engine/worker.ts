@@ -2,6 +2,7 @@
 // jobs in, reports out.
 import { parentPort } from 'node:worker_threads';
 import { createBackend, MatmulBackend } from '../linalg/backend';
+import { createSplitBackend } from '../linalg/splitBackend';
 import { runAnalyzeJob, runMatrixJob } from './matrixJob';
 import { serializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
@@ -12,7 +13,8 @@ const send = (m: FromWorker) => port.postMessage(m);
 
 port.on('message', async (msg: ToWorker) => {
   if (msg.type === 'init') {
-    backend = createBackend(msg.backend);
+    // Several threads (native only, pool.ts workerPlan): products and kernels split inside the module.
+    backend = msg.threads > 1 ? createSplitBackend(msg.threads, msg.backend) : createBackend(msg.backend);
     try {
       const b = await backend;
       send({ type: 'ready', backend: b.name, flops: 0 });

@@ -4,7 +4,8 @@ import type { SerializedError } from '../base/serializeError';
 import type { AnalyzeJob, AnalyzeRow, MatrixJob } from './matrixJob';
 
 export type ToWorker =
-  | { type: 'init'; backend: BackendChoice }
+  /** threads: each matrix's products and kernels split over this many (1: this thread alone). */
+  | { type: 'init'; backend: BackendChoice; threads: number }
   | { type: 'quantize'; id: number; job: MatrixJob }
   | { type: 'analyze'; id: number; job: AnalyzeJob };
 

@@ -238,12 +238,20 @@ async function attendAll(
 ): Promise<void> {
   const perHead = (len: number) => len * len * c.headDim;
   if (native && nativeAttends(shape)) {
-    // Natively threads share the work: a run of sequences per call, 16× the JavaScript's work.
+    // Natively threads share the work: a run of sequences per call, sized from the last call's
+    // rate to take about as long as the JavaScript's unit (≈ 0.1 s) — a fixed 16× it took seconds
+    // a call at head size 8 on a busy machine, and a signal waited that long.
     let run: { start: number; len: number; outRow: number }[] = [],
-      work = 0;
+      work = 0,
+      unit = ATTENTION_YIELD_WORK;
     for (let k = 0; k <= sequences.length; k++) {
-      if (k === sequences.length || (run.length && work >= 16 * ATTENTION_YIELD_WORK)) {
-        if (run.length) native.attention(qkv, run, shape, att);
+      if (k === sequences.length || (run.length && work >= unit)) {
+        if (run.length) {
+          const t0 = performance.now();
+          native.attention(qkv, run, shape, att);
+          const ms = Math.max(performance.now() - t0, 1);
+          unit = Math.min(16 * ATTENTION_YIELD_WORK, (work * 100) / ms);
+        }
         run = [];
         work = 0;
         if (k === sequences.length) break;
