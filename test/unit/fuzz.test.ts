@@ -1,12 +1,18 @@
 // The fuzz harness in CI: ≥ 1,000 seeded hostile checkpoints through the inspect path
 // with zero crashes, hangs, missed rejections or unhandled rejections, every rejection a
-// typed one-line error naming a file of the case. Also checks that the harness itself
-// notices hangs and untyped errors, and that cases are reproducible.
+// typed one-line error naming a file of the case; and a few hundred hostile model inputs (token
+// files, imatrix files, tokenizer.json, config.json numbers) through calibrated quantize and eval,
+// each accepted with finite results or refused naming the right file. Also checks that the
+// harness itself notices hangs and untyped errors, and that cases are reproducible.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { CaseResult, MUTATORS, runCase, runCases } from '../../server/src/tools/fuzz/runner';
+import { CaseResult, MUTATORS, runCase, runCases, Summary } from '../../server/src/tools/fuzz/runner';
+import { FAMILIES, runFamilyCase, type Family } from '../../server/src/tools/fuzz/families';
+import { InputConsumer } from '../../server/src/tools/fuzz/input-consumer';
+import { INPUT_MUTATORS } from '../../server/src/tools/fuzz/input-runner';
+import type { InputFamily } from '../../server/src/tools/fuzz/inputs';
 import { CHECKPOINT_ERROR_KINDS } from '../../server/src/checkpoint';
 import { repoRoot, tempDir } from '../helpers';
 
@@ -81,17 +87,91 @@ test('the harness reports a stuck consumer as a hang and an untyped error as a c
   assert.match(crashing.failures[0].message!, /untyped TypeError: boom/);
 });
 
-test('npm run fuzz (dist/fuzz.js) runs cases in a watched worker and exits 0; bad options exit 2', () => {
+/** The family of a mutator, by name. */
+function familyOfMutator(name: string): Family {
+  return INPUT_MUTATORS.find((m) => m.name === name)?.family ?? 'checkpoint';
+}
+
+// Model inputs: each family's cases through calibrated quantize and eval on tiny models of every
+// architecture (the bound of a case: cancelled at 3 s, a hang at 6 s). Sizes keep the four under a
+// minute here: a token or tokenizer case runs the forward pass four times, an imatrix case none.
+const INPUT_RUNS: [InputFamily, number][] = [
+  ['imatrix', 150],
+  ['calib', 60],
+  ['config', 60],
+  ['tokenizer', 30],
+];
+let consumer: InputConsumer | undefined;
+const inputRoot = tempDir('loftq-fuzz-inputs-');
+for (const [family, cases] of INPUT_RUNS) {
+  const title = `${cases} hostile ${family} inputs through calibrated quantize and eval`;
+  test(`${title}: finite results, or a refusal naming the file`, async () => {
+    consumer ??= await InputConsumer.create();
+    const results: CaseResult[] = [];
+    const opts = {
+      seed: 27,
+      root: inputRoot,
+      timeoutMs: 5000,
+      families: [family],
+      inputTimeoutMs: 6000,
+      inputConsumer: consumer,
+    };
+    const s: Summary = await runCases(
+      0,
+      cases,
+      opts,
+      (r) => results.push(r),
+      (i) => runFamilyCase(i, opts),
+    );
+    assert.deepEqual(
+      results.filter((r) => r.outcome !== 'accepted' && r.outcome !== 'rejected'),
+      [],
+    );
+    assert.equal(s.crashes + s.hangs + s.missed + s.unhandledRejections, 0);
+    // Every case was the family's, and both ends were reached: inputs run to finite results, and refusals.
+    for (const r of results) assert.equal(familyOfMutator(r.mutator), family, r.mutator);
+    assert.ok(s.accepted > 0 && s.rejected > 0, `accepted ${s.accepted}, rejected ${s.rejected}`);
+    const ran = new Set(results.map((r) => r.mutator));
+    const all = INPUT_MUTATORS.filter((m) => m.family === family);
+    assert.ok(ran.size >= all.length * 0.7, `${ran.size} of ${all.length} mutators ran`);
+    // What the consumers checked on accepted inputs: calibrated files, and eval where the family has tokens.
+    const notes = Object.keys(s.byNote).join('\n');
+    assert.match(notes, /^quantize: (tokens|text|imatrix), calibrated, files finite$/m);
+    if (family !== 'imatrix') assert.match(notes, /^eval: report updated, finite$/m);
+    // Refusals name the file the family mutates (or, for config.json numbers, the checkpoint they disagree with).
+    const named: Record<InputFamily, RegExp> = {
+      calib: /\((calib\.json)\)$/,
+      imatrix: /\((imatrix\.(gguf|dat))\)$/,
+      tokenizer: /\((tokenizer\.json|tokenizer_config\.json|calib\.txt)\)$/,
+      config: /\((config\.json|model\.safetensors)\)$/,
+    };
+    for (const k of Object.keys(s.byKind)) if (k !== 'cancelled at the bound') assert.match(k, named[family]);
+  });
+}
+
+test('npm run fuzz (dist/fuzz.js) runs every family in a watched worker and exits 0; bad options exit 2', () => {
+  consumer?.close();
   const cli = path.join(repoRoot, 'dist', 'fuzz.js');
-  const r = spawnSync(process.execPath, [cli, '--cases', '60', '--seed', '5', '--json'], {
+  const r = spawnSync(process.execPath, [cli, '--cases', '30', '--seed', '5', '--json'], {
     encoding: 'utf8',
-    timeout: 60_000,
+    timeout: 90_000,
   });
   assert.equal(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout);
-  assert.equal(s.cases, 60);
+  assert.equal(s.cases, 30);
   assert.equal(s.crashes + s.hangs + s.missed + s.unhandledRejections, 0);
+  // The default run covers every family (case i is family i mod 5).
+  assert.deepEqual([...new Set(Object.keys(s.byMutator).map(familyOfMutator))].sort(), [...FAMILIES].sort());
+  const one = spawnSync(process.execPath, [cli, '--cases', '40', '--seed', '5', '--family', 'checkpoint', '--json'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(one.status, 0, one.stderr);
+  assert.deepEqual([...new Set(Object.keys(JSON.parse(one.stdout).byMutator).map(familyOfMutator))], ['checkpoint']);
   const bad = spawnSync(process.execPath, [cli, '--cases', 'x'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--cases needs a non-negative integer/);
+  const family = spawnSync(process.execPath, [cli, '--family', 'calib,nope'], { encoding: 'utf8' });
+  assert.equal(family.status, 2);
+  assert.match(family.stderr, /--family takes checkpoint, calib, imatrix, tokenizer, config .*not 'nope'/);
 });

@@ -9,8 +9,9 @@
 // down_proj is 11008 wide and gets the diagonal), and bounds one statistic at 512 MiB.
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
-import { yieldAndCheck } from '../base/errors';
+import { InputError, yieldAndCheck } from '../base/errors';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { createSplitBackend } from '../linalg/splitBackend';
 import { NativeBackend, createNativeBackend } from '../linalg/nativeBackend';
@@ -123,6 +124,20 @@ function accumulateDiag(x: Float32Array, tokens: number, dim: number, d: Float64
   }
 }
 
+/** A statistic whose diagonal is not finite came from activations that overflowed in the model
+ *  (a config.json value such as rope_scaling, or a weight): refused naming the checkpoint, as
+ *  eval refuses its logits, rather than later as unusable statistics of the token file. */
+function requireFiniteStat(ck: Checkpoint, c: ModelConfig, names: readonly string[], stat: InputStat): void {
+  for (let i = 0; i < stat.dim; i++) {
+    const v = stat.kind === 'full' ? stat.g[i * stat.dim + i] : stat.d[i];
+    if (!Number.isFinite(v)) {
+      const config = path.basename(c.file);
+      const why = `a ${config} value (rope_theta, rope_scaling, rms_norm_eps, …) or a weight is implausible`;
+      throw new InputError(ck.path, `the mean x² of ${names[0]}'s input is ${v} in column ${i}: ${why}`);
+    }
+  }
+}
+
 export interface CollectResult {
   stats: InputStats;
   forward: ForwardResult;
@@ -182,6 +197,7 @@ export async function collectInputStatsWithInfo(
           for (let i = 0; i < dim; i++) d[i] /= tokens;
           stat = { kind: 'diag', dim, count: tokens, d };
         }
+        requireFiniteStat(ck, c, names, stat);
         for (const n of names) layerStats.set(n, stat);
       },
     },

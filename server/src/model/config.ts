@@ -44,6 +44,11 @@ export interface ModelConfig extends Dims {
   windows: readonly (number | undefined)[];
 }
 
+/** Layers config.json may describe. The count sizes per-layer tables (sliding windows) while the
+ *  file is parsed, before the checkpoint is consulted (checkConfigAgainstCheckpoint), and 2^31
+ *  layers was a fatal out-of-memory there; the deepest published decoders have ~130. */
+export const MAX_LAYERS = 2 ** 24;
+
 function bosTokenId(f: ConfigFields): number {
   const v = f.json.bos_token_id ?? 1;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
@@ -78,11 +83,14 @@ export function parseModelConfig(file: string, c: unknown): ModelConfig {
   if (!f.has('head_dim') && hiddenSize % numHeads !== 0)
     f.fail(`field 'num_attention_heads' (${numHeads}) must divide hidden_size (${hiddenSize})`);
   const headDim = f.positiveInt('head_dim', hiddenSize / numHeads);
+  const numLayers = f.positiveInt('num_hidden_layers');
+  if (numLayers > MAX_LAYERS)
+    f.fail(`field 'num_hidden_layers' is ${numLayers}; at most ${MAX_LAYERS} layers are read (another file?)`);
   const dims = {
     modelType: mt,
     hiddenSize,
     intermediateSize: f.positiveInt('intermediate_size'),
-    numLayers: f.positiveInt('num_hidden_layers'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { readRegularFile } from '../checkpoint/sidefile';
 import { CheckpointError, quote } from '../checkpoint/errors';
 import { InputError } from '../base/errors';
+import { MAX_RIDGE } from '../registry';
 import type { ModelConfig } from './config';
 import type { InputStat, InputStats } from './stats';
 import type { LinearSpec } from './arch/types';
@@ -102,6 +103,8 @@ function readLegacy(r: Reader, fail: (why: string) => never): Entry[] {
     if (len < 1 || len > 4096) fail(`entry ${k}: name length ${len} is not plausible`);
     const name = r.str(len);
     const ncall = r.i32();
+    // A chunk count below 0 was never written by llama-imatrix (it became the report's token count).
+    if (ncall < 0) fail(`entry ${quote(name)}: ncall (chunks) is ${ncall}`);
     const nval = r.i32();
     if (nval < 1) fail(`entry ${quote(name)}: ${nval} values`);
     const v = r.f32s(nval);
@@ -238,12 +241,21 @@ export async function readImatrix(file: string, c: ModelConfig): Promise<InputSt
       fail(`has ${quote(e.name)}, but ${path.basename(c.file)} describes ${c.numLayers} layers (another model?)`);
     }
     const width = specs[0].cols;
+    const hf = layerTensorName(layer, specs[0]);
     if (e.mean.length !== width) {
-      const hf = layerTensorName(layer, specs[0]);
       fail(`${quote(e.name)} is ${e.mean.length} wide, but ${hf} has ${width} inputs (another model?)`);
     }
     const bad = e.mean.findIndex((v) => !(v >= 0) || !Number.isFinite(Math.fround(v)));
-    if (bad >= 0) fail(`${quote(e.name)} column ${bad}: ${valueProblem(e.mean[bad])}`);
+    if (bad >= 0) fail(`${quote(e.name)} (${hf}) column ${bad}: ${valueProblem(e.mean[bad])}`);
+    // H = G + λI with λ up to MAX_RIDGE × the mean diagonal must fit float32 too: checked here, so
+    // that no run refuses it only after other matrices were written to its journal.
+    const lambda = MAX_RIDGE * (e.mean.reduce((a, v) => a + v, 0) / width);
+    const over = e.mean.findIndex((v) => !Number.isFinite(Math.fround(v + lambda)));
+    if (over >= 0)
+      fail(
+        `${quote(e.name)} (${hf}) column ${over}: mean x² ${e.mean[over]} plus the largest ridge, ${MAX_RIDGE} × ` +
+          `the entry's mean = ${lambda}, overflows float32, the precision the statistics are used in`,
+      );
     const stat: InputStat = { kind: 'diag', dim: width, count: e.count, d: e.mean };
     for (const spec of specs) stats.set(layerTensorName(layer, spec), stat);
   }

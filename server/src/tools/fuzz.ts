@@ -1,8 +1,11 @@
-// `npm run fuzz -- --cases N --seed S`: mutates valid checkpoints into hostile ones and
-// feeds each to the inspect path (see fuzz/runner.ts); with --quantize, through LoftQ
+// `npm run fuzz -- --cases N --seed S [--family F,…]`: hostile input of every family (fuzz/families.ts)
+// unless --family picks some. 'checkpoint': valid checkpoints mutated into hostile ones and fed to
+// the inspect path (see fuzz/runner.ts); with --quantize, through LoftQ
 // (fuzz/loftq-consumer.ts) and the whole engine run with its output files checked
 // (fuzz/quantize-consumer.ts); with --lsp, to a language server process as a plan's
-// checkpoint (fuzz/lsp-observer.ts). Cases run in a worker thread
+// checkpoint (fuzz/lsp-observer.ts). 'calib', 'imatrix', 'tokenizer', 'config': a tiny model's
+// calibration tokens, importance matrix, tokenizer.json or config.json numbers mutated and fed to
+// calibrated quantize and eval (fuzz/input-runner.ts). Cases run in a worker thread
 // watched from here, so even a case stuck in synchronous code is caught as a hang and
 // the run goes on with the next case. Prints counts per outcome and per error kind;
 // exits 1 on any crash, hang, missed rejection, unhandled rejection or memory over the bound.
@@ -11,7 +14,8 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CaseResult, emptySummary, record, runCase, Summary } from './fuzz/runner';
+import { CaseResult, emptySummary, record, Summary } from './fuzz/runner';
+import { DEFAULT_INPUT_TIMEOUT_MS, Family, FAMILIES, familyOf, isFamily, runFamilyCase } from './fuzz/families';
 import { loftqConsumer } from './fuzz/loftq-consumer';
 import { quantizeConsumer } from './fuzz/quantize-consumer';
 import { LspObserver } from './fuzz/lsp-observer';
@@ -23,6 +27,9 @@ interface Job {
   to: number;
   seed: number;
   timeoutMs: number;
+  inputTimeoutMs: number;
+  families: Family[];
+  maxHeapMiB: number;
   root: string;
   quantize: boolean;
   lsp: boolean;
@@ -35,12 +42,10 @@ async function workerMain(job: Job): Promise<void> {
   const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu')), quantizeConsumer()] : [];
   const lsp = job.lsp ? await LspObserver.start() : undefined;
   const observers = lsp ? [lsp.observe] : [];
+  const opts = { ...job, consumers, observers, typedErrors: [InputError, UsageError] };
   for (let i = job.from; i < job.to; i++) {
     parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
-    parentPort!.postMessage({
-      type: 'result',
-      r: await runCase(i, { ...job, consumers, observers, typedErrors: [InputError, UsageError] }),
-    } satisfies Msg);
+    parentPort!.postMessage({ type: 'result', r: await runFamilyCase(i, opts) } satisfies Msg);
   }
   await lsp?.stop();
   parentPort!.postMessage({ type: 'done' } satisfies Msg);
@@ -52,12 +57,15 @@ function parse(argv: string[]) {
     seed: 1,
     from: 0,
     timeoutMs: 2000,
+    inputTimeoutMs: DEFAULT_INPUT_TIMEOUT_MS,
+    families: [...FAMILIES] as Family[],
     maxRssMiB: 1024,
     json: false,
     verbose: false,
     quantize: false,
     lsp: false,
   };
+  let familiesGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = () => {
@@ -69,15 +77,23 @@ function parse(argv: string[]) {
     else if (a === '--seed') o.seed = num();
     else if (a === '--from') o.from = num();
     else if (a === '--timeout-ms') o.timeoutMs = num();
-    else if (a === '--max-rss-mib') o.maxRssMiB = num();
+    else if (a === '--input-timeout-ms') o.inputTimeoutMs = num();
+    else if (a === '--family') {
+      const names = (argv[++i] ?? '').split(',').map((f) => f.trim());
+      const bad = names.find((f) => !isFamily(f));
+      if (bad !== undefined) throw new Error(`--family takes ${FAMILIES.join(', ')} (comma-separated), not '${bad}'`);
+      // Repeated --family options add up; the first replaces the default (all families).
+      o.families = [...(familiesGiven ? o.families : []), ...(names as Family[])];
+      familiesGiven = true;
+    } else if (a === '--max-rss-mib') o.maxRssMiB = num();
     else if (a === '--json') o.json = true;
     else if (a === '--verbose') o.verbose = true;
     else if (a === '--quantize') o.quantize = true;
     else if (a === '--lsp') o.lsp = true;
     else
       throw new Error(
-        `unknown option ${a} (use --cases N --seed S [--from I] [--timeout-ms T] [--max-rss-mib M] ` +
-          '[--json] [--verbose] [--quantize] [--lsp])',
+        `unknown option ${a} (use --cases N --seed S [--from I] [--family ${FAMILIES.join(',')}] ` +
+          '[--timeout-ms T] [--input-timeout-ms T] [--max-rss-mib M] [--json] [--verbose] [--quantize] [--lsp])',
       );
   }
   return o;
@@ -89,7 +105,12 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
   let next = job.from;
   while (next < job.to) {
     next = await new Promise<number>((resolve) => {
-      const w = new Worker(__filename, { workerData: { ...job, from: next } });
+      // A heap bound of its own: a case that allocates without limit ends this worker with
+      // ERR_WORKER_OUT_OF_MEMORY (a crash, counted), not the whole process with a fatal error.
+      const w = new Worker(__filename, {
+        workerData: { ...job, from: next },
+        resourceLimits: { maxOldGenerationSizeMb: job.maxHeapMiB },
+      });
       let current = next;
       let started = Date.now();
       let finished = false;
@@ -100,8 +121,10 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
         if (failure) record(s, failure);
         void w.terminate().then(() => resolve(resume));
       };
+      const bound = () =>
+        (familyOf(current, job.families) === 'checkpoint' ? job.timeoutMs : job.inputTimeoutMs) * 3 + 5000;
       const watchdog = setInterval(() => {
-        if (Date.now() - started > job.timeoutMs * 3 + 5000) {
+        if (Date.now() - started > bound()) {
           stop(current + 1, {
             index: current,
             mutator: '?',
@@ -120,7 +143,7 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
           if (verbose || (m.r.outcome !== 'accepted' && m.r.outcome !== 'rejected'))
             process.stderr.write(
               `case ${m.r.index} [${m.r.mutator}] ${m.r.outcome}${m.r.kind ? ` (${m.r.kind})` : ''}: ` +
-                `${m.r.message ?? ''}\n`,
+                `${m.r.message ?? ''} (${m.r.ms.toFixed(0)} ms)\n`,
             );
         } else if (m.type === 'unhandled') s.unhandledRejections++;
         else stop(job.to);
@@ -147,12 +170,13 @@ async function supervise(job: Job, s: Summary, verbose: boolean): Promise<void> 
   }
 }
 
-function report(s: Summary, seed: number, from: number): string {
+function report(s: Summary, seed: number, from: number, families: readonly Family[]): string {
   const kinds = Object.entries(s.byKind)
     .sort((a, b) => b[1] - a[1])
     .map(([k, n]) => `  ${k.padEnd(16)} ${n}`);
   return [
-    `fuzz: seed ${seed}, cases ${from}..${from + s.cases - 1}: ${s.cases} cases in ${s.seconds.toFixed(1)} s, ` +
+    `fuzz: seed ${seed}, families ${families.join(',')}, cases ${from}..${from + s.cases - 1}: ` +
+      `${s.cases} cases in ${s.seconds.toFixed(1)} s, ` +
       `peak RSS ${s.peakRssMiB.toFixed(0)} MiB`,
     `  accepted ${s.accepted}, rejected ${s.rejected}, crashes ${s.crashes}, hangs ${s.hangs}, ` +
       `missed ${s.missed}, unhandled rejections ${s.unhandledRejections}`,
@@ -170,7 +194,7 @@ function report(s: Summary, seed: number, from: number): string {
     ...s.failures.map(
       (f) =>
         `FAIL case ${f.index} [${f.mutator}] ${f.outcome}: ${f.message} ` +
-        `(rerun: --from ${f.index} --cases 1 --seed ${seed} --verbose)`,
+        `(rerun: --from ${f.index} --cases 1 --seed ${seed} --family ${families.join(',')} --verbose)`,
     ),
   ].join('\n');
 }
@@ -193,6 +217,9 @@ async function main(): Promise<number> {
         to: o.from + o.cases,
         seed: o.seed,
         timeoutMs: o.timeoutMs,
+        inputTimeoutMs: o.inputTimeoutMs,
+        families: o.families,
+        maxHeapMiB: o.maxRssMiB,
         root,
         quantize: o.quantize,
         lsp: o.lsp,
@@ -204,7 +231,7 @@ async function main(): Promise<number> {
     rmSync(root, { recursive: true, force: true });
   }
   s.seconds = (performance.now() - t0) / 1000;
-  process.stdout.write((o.json ? JSON.stringify(s, null, 2) : report(s, o.seed, o.from)) + '\n');
+  process.stdout.write((o.json ? JSON.stringify(s, null, 2) : report(s, o.seed, o.from, o.families)) + '\n');
   const memoryOk = s.peakRssMiB <= o.maxRssMiB;
   if (!memoryOk) process.stderr.write(`fuzz: peak RSS ${s.peakRssMiB.toFixed(0)} MiB exceeds ${o.maxRssMiB} MiB\n`);
   return s.crashes + s.hangs + s.missed + s.unhandledRejections === 0 && memoryOk ? 0 : 1;

@@ -23,8 +23,9 @@ export class ConfigFields {
   positiveInt(key: string, fallback?: number): number {
     const v = this.json[key] ?? fallback;
     if (v === undefined) this.fail(`field '${key}' is missing`);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
-      this.fail(`field '${key}' must be a positive integer (found ${brief(v)})`);
+    // 1e300 is an integer to Number.isInteger, but no count or width: beyond 2^53 sizes overflow.
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)
+      this.fail(`field '${key}' must be a positive integer below 2^53 (found ${brief(v)})`);
     return v;
   }
 

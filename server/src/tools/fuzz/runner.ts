@@ -215,12 +215,14 @@ export function record(s: Summary, r: CaseResult): void {
   s.peakRssMiB = Math.max(s.peakRssMiB, process.memoryUsage().rss / 2 ** 20);
 }
 
-/** Runs cases [from, to) in this process, counting unhandled rejections meanwhile. */
+/** Runs cases [from, to) in this process (checkpoint cases unless `run` says otherwise: fuzz/families.ts),
+ *  counting unhandled rejections meanwhile. */
 export async function runCases(
   from: number,
   to: number,
   opts: RunOptions,
   onResult?: (r: CaseResult) => void,
+  run: (index: number) => Promise<CaseResult> = (i) => runCase(i, opts),
 ): Promise<Summary> {
   const s = emptySummary();
   const onUnhandled = () => {
@@ -230,7 +232,7 @@ export async function runCases(
   const t0 = performance.now();
   try {
     for (let i = from; i < to; i++) {
-      const r = await runCase(i, opts);
+      const r = await run(i);
       record(s, r);
       onResult?.(r);
     }
