@@ -20,6 +20,9 @@ import type { InputStat, InputStats } from '../../server/src/model/stats';
 import type { PreparedCalibration } from '../../server/src/engine/api';
 import type { AnalysisEntry, Report } from '../../server/src/protocol/lsp_ext';
 import { predictError, tablesFromReport } from '../../server/src/plan/planner/table';
+import { readReport } from '../../server/src/plan/planner/report';
+import { InputError } from '../../server/src/base/errors';
+import * as fs from 'node:fs';
 import { planReport } from '../../server/src/plan/planner/plan';
 import type { CostModel } from '../../server/src/plan/planner/cost';
 import { repoRoot, tempDir } from '../helpers';
@@ -248,4 +251,30 @@ test('tables: output error times the gain when every matrix has one; weight erro
   const plan = planReport(full, { budget: { avgBits: 8 }, ranks: [4], cost: COST });
   assert.equal(plan.errorMeasure, 'output');
   assert.equal(plan.plan.error, 0.5 + 2);
+});
+
+test('a report whose output figures are not numbers ≥ 0 is refused in one line naming the file and field', () => {
+  const out = { outputRelError: 0.05, outputNorm: 20, outputSpectrum: [4, 3, 2, 1], outputGain: 1 };
+  const file = path.join(tempDir(), 'analysis.json');
+  const write = (extra: object) =>
+    fs.writeFileSync(file, JSON.stringify({ version: 1, analyses: [entry(2, [row('a', { ...out, ...extra })])] }));
+  write({});
+  assert.equal(readReport(file).analyses![0].matrices[0].outputGain, 1);
+  for (const [extra, field] of [
+    [{ outputGain: -1 }, 'outputGain'],
+    [{ outputNorm: 'big' }, 'outputNorm'],
+    [{ outputRelError: null }, 'outputRelError'],
+    [{ outputSpectrum: [1, 'x'] }, 'outputSpectrum'],
+  ] as const) {
+    write(extra);
+    assert.throws(
+      () => readReport(file),
+      (e: Error) =>
+        e instanceof InputError && e.message.includes(file) && e.message.includes(`matrices[0].${field} must be`),
+      field,
+    );
+  }
+  // the tables, reading a report that did not pass readReport, take a negative gain as none
+  const t = tablesFromReport(reportOf([entry(2, [row('a', { ...out, outputGain: -1 })])]), { ranks: [4], cost: COST });
+  assert.equal(t.measure, 'weight');
 });

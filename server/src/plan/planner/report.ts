@@ -39,6 +39,17 @@ export function readReport(file: string): Report {
           file,
           `analyses[${i}].matrices[${j}] needs name, shape [out, in], relError and frobeniusNorm`,
         );
+      // A calibrated analysis' figures, when present, are numbers ≥ 0 (table.ts reads them).
+      const bad = (['outputRelError', 'outputNorm', 'outputGain'] as const).find(
+        (k) => m[k] !== undefined && !(typeof m[k] === 'number' && Number.isFinite(m[k]) && m[k] >= 0),
+      );
+      const spectrum = m.outputSpectrum;
+      if (bad || (spectrum !== undefined && !(Array.isArray(spectrum) && spectrum.every(Number.isFinite))))
+        throw new InputError(
+          file,
+          `analyses[${i}].matrices[${j}].${bad ?? 'outputSpectrum'} must be ` +
+            (bad ? 'a number ≥ 0' : 'a list of numbers'),
+        );
     });
   });
   return r as Report;

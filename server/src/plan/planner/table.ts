@@ -62,9 +62,10 @@ export interface Tables {
   measure: ErrorMeasure;
 }
 
-const hasOutput = (row: AnalysisRow) =>
-  row.outputRelError !== undefined && row.outputNorm !== undefined && Number.isFinite(row.outputNorm);
-const hasGain = (row: AnalysisRow) => row.outputGain !== undefined && Number.isFinite(row.outputGain);
+// A report is input (a file in the workspace): a field that is not a number ≥ 0 is no figure.
+const figure = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+const hasOutput = (row: AnalysisRow) => figure(row.outputRelError) && figure(row.outputNorm);
+const hasGain = (row: AnalysisRow) => figure(row.outputGain);
 
 /** ‖W‖ and the run's error and spectrum in the chosen measure. */
 function inMeasure(row: AnalysisRow, measure: ErrorMeasure) {
