@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Diagnostic, DiagnosticSeverity, FileChangeType } from 'vscode-languageserver-protocol';
+import { CodeLensRequest, Diagnostic, DiagnosticSeverity, FileChangeType } from 'vscode-languageserver-protocol';
 import { uriOf } from './lspClient';
 import { rangeOf, withServer, workspace } from './support';
 
@@ -76,6 +76,14 @@ test('a closed plan found at startup gets diagnostics at the exact JSON nodes', 
       ] as Diagnostic[]),
     );
     assert.ok(ds.every((d) => d.source === 'loftq'));
+    // The summary, a hint, is also a code lens (plain text: no command) over the checkpoint line.
+    const lenses = await c.conn.sendRequest(CodeLensRequest.type, { textDocument: { uri: uriOf(plan) } });
+    assert.deepEqual(lenses, [
+      {
+        range: rangeOf(PLAN, '"./ckpt/model.safetensors"'),
+        command: { title: ds.find((d) => d.code === 'summary')!.message, command: '' },
+      },
+    ]);
     // The server asked to watch plan files, reports and checkpoints.
     const watchers = c.registrations.find((r) => r.method === 'workspace/didChangeWatchedFiles')?.registerOptions as {
       watchers: { globPattern: string }[];

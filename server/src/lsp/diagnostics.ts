@@ -8,7 +8,7 @@
 // squiggle, the message on hover.
 
 import * as path from 'node:path';
-import { Diagnostic, DiagnosticSeverity } from 'vscode-languageserver';
+import { CodeLens, Diagnostic, DiagnosticSeverity } from 'vscode-languageserver';
 import type { JsonPath } from '../plan/planfile';
 import { compileGlob, globMatches } from '../plan/glob';
 import { describeMatrices, formatBytes, formatError } from '../planInsight/describe';
@@ -314,4 +314,15 @@ function plannerDiagnostics(p: PlanDoc): Diagnostic[] {
       : `the planner's plan of ${same} would leave ${less}, under the ` +
         `${Math.round(100 * (1 - PLANNER_WARN_RATIO))}% worth a change: ${totals}`;
   return [diag(p, worth ? DiagnosticSeverity.Warning : DiagnosticSeverity.Hint, 'planner', msg, ['budget'], 'key')];
+}
+
+/**
+ * The plan's summary as a code lens above the line it belongs to. It is a hint (no squiggle, not in
+ * the Problems panel), so without the lens it would show only on hover; a lens without a command is
+ * shown as plain text.
+ */
+export function summaryLenses(ds: Diagnostic[]): CodeLens[] {
+  return ds
+    .filter((d) => d.code === 'summary')
+    .map((d) => ({ range: d.range, command: { title: d.message, command: '' } }));
 }

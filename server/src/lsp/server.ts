@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   CodeActionKind,
+  CodeLens,
+  CodeLensRefreshRequest,
   Connection,
   Diagnostic,
   DiagnosticSeverity,
@@ -39,7 +41,7 @@ import type {
 } from '../protocol/lsp_ext';
 import type { EvalParams } from '../protocol/lsp_ext';
 import { planCodeActions } from './codeActions';
-import { planDiagnostics, SOURCE } from './diagnostics';
+import { planDiagnostics, SOURCE, summaryLenses } from './diagnostics';
 import { comparePlanner } from './plannerCompare';
 import { FactsCache, MAX_REPORT_BYTES, REPORT_FILE } from './facts';
 import { PlanDoc, PlanFacts } from './planDoc';
@@ -89,6 +91,9 @@ export function startServer(connection: Connection, engine: () => Engine | undef
   const onDisk = new Set<string>(); // URIs of plan files found on disk (scan + watcher)
   const timers = new Map<string, NodeJS.Timeout>();
   const generation = new Map<string, number>();
+  /** The plan summary of each published pass, shown as a code lens: information, not a squiggle. */
+  const summaries = new Map<string, CodeLens[]>();
+  let codeLensRefresh = false;
   let roots: string[] = [];
   let watchDynamic = false,
     configDynamic = false,
@@ -182,6 +187,11 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     }
     if (stale()) return;
     void connection.sendDiagnostics({ uri, version, diagnostics });
+    const lenses = summaryLenses(diagnostics);
+    if (JSON.stringify(lenses) !== JSON.stringify(summaries.get(uri) ?? [])) {
+      summaries.set(uri, lenses);
+      if (codeLensRefresh) void connection.sendRequest(CodeLensRefreshRequest.type).catch(() => undefined);
+    }
   }
 
   function schedule(uri: string, delay = DEBOUNCE_MS): void {
@@ -209,6 +219,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     evals.workDoneProgressSupported = runs.workDoneProgressSupported;
     foldersSupported = !!c.workspace?.workspaceFolders;
     codeActionDisabledSupport = !!c.textDocument?.codeAction?.disabledSupport;
+    codeLensRefresh = !!c.workspace?.codeLens?.refreshSupport;
     const folders = params.workspaceFolders?.map((f) => uriToPath(f.uri)) ?? [
       params.rootUri ? uriToPath(params.rootUri) : (params.rootPath ?? undefined),
     ];
@@ -217,6 +228,7 @@ export function startServer(connection: Connection, engine: () => Engine | undef
       capabilities: {
         textDocumentSync: TextDocumentSyncKind.Incremental,
         hoverProvider: true,
+        codeLensProvider: { resolveProvider: false },
         codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix, CodeActionKind.RefactorRewrite] },
         workspace: { workspaceFolders: { supported: true, changeNotifications: true } },
       },
@@ -305,6 +317,8 @@ export function startServer(connection: Connection, engine: () => Engine | undef
     const p = await planDoc(params.textDocument.uri);
     return p ? planHover(p, params.position) : null;
   });
+
+  connection.onCodeLens((params) => summaries.get(params.textDocument.uri) ?? []);
 
   connection.onCodeAction(async (params) => {
     if (!isPlanUri(params.textDocument.uri)) return [];
