@@ -21,6 +21,9 @@ import { QUANTIZER_NAMES } from '../../registry';
 import { CALIBRATION_HELP, CALIBRATION_OPTIONS, calibrationFrom } from '../calibrationOptions';
 import { registerCalibrationCollector } from '../../model/calibrate';
 
+// quantize's calibration options, less --no-calib (an analysis has no plan whose block it would turn off)
+const { 'no-calib': _noCalib, ...ANALYSIS_CALIBRATION } = CALIBRATION_OPTIONS;
+
 const HELP = `usage: loftq analyze CKPT --bits 2,3,4 --report FILE [--rank R] [--iters T]
                      [--quantizer ${QUANTIZER_NAMES.join('|')}] [--block-size B] [--target GLOB…] [--spectrum N]
                      [--backend …] [--workers N] [--calib FILE | --calib-generate N,LEN | --imatrix FILE …]
@@ -43,7 +46,7 @@ export const analyzeCommand: Command = {
       report: { type: 'string' },
       spectrum: { type: 'number', default: 64 },
       quiet: { type: 'boolean', alias: 'q' },
-      ...CALIBRATION_OPTIONS,
+      ...ANALYSIS_CALIBRATION,
     });
     if (o.help) {
       process.stdout.write(HELP + '\n');
