@@ -1,6 +1,7 @@
 // `npm run bench [-- --quick] [--cases F] [--json FILE] [--backend auto] [--no-ref]
 //  [--fresh-ref] [--ref-timeout S] [--gemm-threads N] [--phases] [--repeat N]
-//  [--model tinyllama-1.1b [--model-layers N] [--model-rank R] [--workers N] [--model-calib N,LEN]]`
+//  [--model tinyllama-1.1b [--model-layers N] [--model-rank R] [--workers N] [--model-calib N,LEN]
+//  [--models-dir DIR]] [--no-cold] [--cold-repeat N]`
 // Our engine and the numpy reference (PEFT's LoftQ with an exact SVD) on the same LLM-like
 // matrices, in the same run: both times, the speed ratio, the error ratio, GEMM throughput;
 // on NF's grid and on HQQ's, with HQQ's time over NF's for each pair.
@@ -12,7 +13,8 @@ import * as path from 'node:path';
 import { parseArgs } from '../server/src/cli/args';
 import type { BackendChoice } from '../server/src/protocol/lsp_ext';
 import { llmLike, seedFrom } from '../server/src/tools/synth';
-import { BenchCase, QUICK_SHAPES, SHAPES, allCases, filterCases, sameSettings } from './cases';
+import { BenchCase, COLD_CASE, QUICK_SHAPES, SHAPES, allCases, filterCases, sameSettings } from './cases';
+import { benchColdStart, ColdStartResult } from './coldStart';
 import { gemmPeak, runEngineInterleaved, startBackend } from './engine';
 import { benchForward, ForwardBenchResult, parseCalibShape, writeBenchTokens } from './forward';
 import { ensureModel, measureCli, runModel, ModelRunOptions, ModelRunResult } from './model';
@@ -50,6 +52,9 @@ async function main(argv: string[]): Promise<number> {
     'model-calib': { type: 'string' },
     phases: { type: 'boolean' },
     repeat: { type: 'number', default: 3 },
+    'models-dir': { type: 'string' },
+    'no-cold': { type: 'boolean' },
+    'cold-repeat': { type: 'number', default: 3 },
   });
   const backendChoice = o.backend as BackendChoice;
   const runMatrices = !o.model || o.quick || o.cases;
@@ -123,6 +128,18 @@ async function main(argv: string[]): Promise<number> {
     await (backend as { close?: () => Promise<void> }).close?.();
   }
 
+  // The cold single-matrix case: a fresh CLI process per run, against the same case's reference.
+  let cold: (ColdStartResult & { case: string; refSeconds?: number; refRelError?: number }) | undefined;
+  const coldCase = allCases(SHAPES, o.seed as number).find((c) => c.id === COLD_CASE);
+  if (runMatrices && !o['no-cold'] && coldCase && filterCases([coldCase], o.cases as string | undefined).length) {
+    const w = benchMatrix(coldCase);
+    const r = await benchColdStart(coldCase, w, backendChoice, Math.max(1, o['cold-repeat'] as number));
+    let refResult: RefResult | undefined = o['no-ref'] ? undefined : ref.cached(coldCase, w);
+    if (!refResult && py.ok) refResult = await ref.run(coldCase, w, o['ref-timeout'] as number);
+    cold = { ...r, case: coldCase.id, refSeconds: refResult?.seconds, refRelError: refResult?.rel_err.at(-1) };
+    for (const l of coldLines(cold, refResult)) console.log(l);
+  }
+
   /** A case's reference figures (cached, or measured now) and its printed row. */
   async function compareWithReference(
     c: BenchCase,
@@ -165,6 +182,7 @@ async function main(argv: string[]): Promise<number> {
       backend: backendChoice,
       workers: o.workers as number | undefined,
       resultsDir,
+      modelsDir: o['models-dir'] as string | undefined,
       keepOutput: !!o['keep-output'],
     };
     const calib = o['model-calib'] ? parseCalibShape(o['model-calib'] as string) : undefined;
@@ -229,6 +247,7 @@ async function main(argv: string[]): Promise<number> {
       model,
       forward,
       calibrated,
+      cold,
     };
     fs.mkdirSync(path.dirname(path.resolve(o.json as string)), { recursive: true });
     fs.writeFileSync(o.json as string, JSON.stringify(doc, null, 1));
@@ -243,7 +262,7 @@ function printModel(m: ModelRunResult, backendChoice: string, peak: number | und
   const layers = m.layers ? ` (${m.layers} layers)` : '';
   console.log(
     `whole checkpoint, ${label}: ${m.preset}${layers}, ${size} BF16, NF2 r${m.rank} T5, ` +
-      `backend ${backendChoice}` +
+      `backend ${m.backend ?? backendChoice}${m.backend && m.backend !== backendChoice ? ` (${backendChoice})` : ''}` +
       (m.generatedSeconds ? ` (generated in ${m.generatedSeconds.toFixed(0)} s)` : ''),
   );
   if (m.exitCode !== 0) console.log(`  loftq quantize failed (exit ${m.exitCode}): ${m.stderrTail}`);
@@ -254,6 +273,48 @@ function printModel(m: ModelRunResult, backendChoice: string, peak: number | und
       (m.gemmFlops ? `, GEMM ${(m.gemmFlops / m.wallSeconds / 1e9).toFixed(1)} GFLOP/s over the wall${peakNote}` : '') +
       (m.calibrationTokens ? `; calibrated on ${m.calibrationTokens} tokens` : ''),
   );
+  if (m.phases)
+    console.log(
+      `  phases (summed over workers): ${Object.entries(m.phases)
+        .map(([k, v]) => `${k} ${v.toFixed(1)} s`)
+        .join(', ')}`,
+    );
+  for (const s of m.shapes ?? [])
+    console.log(
+      `  ${s.shape}: ${s.count} matrices, the first started ${s.first.toFixed(2)} s, ` +
+        `warm median ${s.warm.toFixed(2)} s (${(s.first / s.warm).toFixed(2)}×)`,
+    );
+}
+
+/** The cold case's lines: wall and matrix seconds, speed and error against the reference, and
+ *  the first matrix of a run against the warm ones. */
+function coldLines(c: ColdStartResult & { case: string }, r?: RefResult): string[] {
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor((a.length - 1) / 2)];
+  const wall = median(c.runs.map((x) => x.wallSeconds));
+  const job = median(c.runs.map((x) => x.matrixSeconds));
+  const err = c.runs[0].relError;
+  const warm = median(c.sequence.slice(1));
+  const lines = [
+    `cold CLI, one matrix (${c.case}, F32, \`loftq quantize\` in a fresh process, backend ${c.backend}): ` +
+      `wall median ${wall.toFixed(2)} s (runs ${c.runs.map((x) => x.wallSeconds.toFixed(2)).join(', ')}), ` +
+      `matrix job ${job.toFixed(2)} s, err ${err.toFixed(5)}`,
+  ];
+  if (r) {
+    const speed = r.seconds / wall;
+    const ratio = err / r.rel_err[r.rel_err.length - 1];
+    const from = r.source === 'run' ? 'this run' : `cache ${r.measuredAt.slice(0, 10)}`;
+    lines.push(
+      `  reference ${r.seconds.toFixed(1)} s (${from}): ` +
+        `speed ${speed.toFixed(1)}× over the whole cold process (goal ≥ 30×: ${speed >= 30 ? 'met' : 'NOT met'}), ` +
+        `err ratio ${ratio.toFixed(4)}`,
+    );
+  }
+  const first = c.sequence[0];
+  lines.push(
+    `  first matrix of a run (${c.sequence.length} matrices, one worker): ${first.toFixed(2)} s against warm median ` +
+      `${warm.toFixed(2)} s = ${(first / warm).toFixed(2)}× (goal ≤ 1.3×: ${first / warm <= 1.3 ? 'met' : 'NOT met'})`,
+  );
+  return lines;
 }
 
 /** Each case with its matrix, generated once per run of cases that share a shape. */

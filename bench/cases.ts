@@ -34,6 +34,9 @@ export const ITERS = 5;
 /** NF (PEFT's codebook) and HQQ's affine grid with its zero optimizer, both at group 64. */
 export const QUANTIZERS: Quantizer[] = ['nf', 'hqq'];
 
+/** The cold single-matrix case (bench/coldStart.ts): the shape a user tries first. */
+export const COLD_CASE = '2048x2048-nf2-r16-t5';
+
 export function caseId(c: Omit<BenchCase, 'id'>): string {
   return `${c.rows}x${c.cols}-${c.quantizer}${c.bits}-r${c.rank}-t${c.iters}`;
 }

@@ -18,6 +18,8 @@ export interface ModelRunOptions {
   backend: string;
   workers?: number;
   resultsDir: string;
+  /** Where generated checkpoints are kept (default resultsDir/models; a 7B one is 13.5 GB). */
+  modelsDir?: string;
   keepOutput: boolean;
   /** More quantize options (e.g. `--calib FILE`). */
   extraArgs?: string[];
@@ -43,6 +45,13 @@ export interface ModelRunResult {
   gemmFlops?: number;
   /** The report's calibration block (tokens the statistics came from), when the run was calibrated. */
   calibrationTokens?: number;
+  /** The backend that ran (the report's). */
+  backend?: string;
+  /** The report's time by phase, summed over workers (assemble: wall). */
+  phases?: Record<string, number>;
+  /** Per shape: the first matrix's seconds (fresh memory) and the later ones' median. */
+  shapes?: { shape: string; count: number; first: number; warm: number }[];
+
   stderrTail: string;
 }
 
@@ -54,7 +63,7 @@ function folderBytes(dir: string): number {
 
 export function ensureModel(o: ModelRunOptions): { dir: string; seconds?: number } {
   const name = `${o.preset}-s${o.seed}${o.layers ? `-l${o.layers}` : ''}-g${GENERATOR_VERSION}`;
-  const dir = path.join(o.resultsDir, 'models', name);
+  const dir = path.join(o.modelsDir ?? path.join(o.resultsDir, 'models'), name);
   if (fs.existsSync(path.join(dir, 'model.safetensors.index.json'))) return { dir };
   const args = [dist('make-model.js'), '--preset', o.preset, '--out', dir, '--seed', String(o.seed)];
   if (o.layers) args.push('--layers', String(o.layers));
@@ -122,12 +131,30 @@ export function runModel(o: ModelRunOptions): ModelRunResult {
       res.reportSeconds = rep.totals?.seconds;
       res.gemmFlops = rep.totals?.gemmGflop !== undefined ? rep.totals.gemmGflop * 1e9 : undefined;
       res.calibrationTokens = rep.calibration?.tokens;
+      res.backend = rep.backend;
+      res.phases = rep.totals?.phases;
+      res.shapes = coldAndWarm(rep.matrices ?? []);
     }
     return res;
   } finally {
     fs.rmSync(stats, { force: true });
     if (!o.keepOutput) fs.rmSync(out, { recursive: true, force: true });
   }
+}
+
+/** Per shape, in the order the run started its matrices (largest first, then by name: run.ts),
+ *  the first matrix's seconds — its worker's fresh memory — against the median of the rest. */
+function coldAndWarm(matrices: { name: string; shape: number[]; seconds: number; skipped?: string }[]) {
+  const byShape = new Map<string, { name: string; seconds: number }[]>();
+  for (const m of matrices.filter((x) => !x.skipped)) {
+    const k = m.shape.join('×');
+    byShape.set(k, [...(byShape.get(k) ?? []), m]);
+  }
+  return [...byShape].map(([shape, ms]) => {
+    const ordered = [...ms].sort((a, b) => (a.name < b.name ? -1 : 1)).map((m) => m.seconds);
+    const rest = ordered.slice(1).sort((a, b) => a - b);
+    return { shape, count: ms.length, first: ordered[0], warm: rest[Math.floor((rest.length - 1) / 2)] ?? ordered[0] };
+  });
 }
 
 /** User + system CPU seconds of this process so far (all its threads). */

@@ -117,10 +117,34 @@ function metricFor(c: NonNullable<MatrixJob['calibration']>, name: string): Cali
 }
 
 export function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
-  return withScratchBuffers((buffers) => matrixJob(job, backend, buffers));
+  return withScratchBuffers((buffers) => matrixJob(job, backend, buffers)).then(async (r) => {
+    await r.committed;
+    return r.report;
+  });
 }
 
-async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: ScratchBuffers): Promise<MatrixReport> {
+/** As runMatrixJob, but `computed` is called once the job's buffers are free and its entry is
+ *  written (its fsync and rename still running): a worker may start its next matrix then, and
+ *  the commit's I/O waits overlap that matrix's work. The promise settles when the entry is
+ *  committed. */
+export async function runMatrixJobOverlapped(
+  job: MatrixJob,
+  backend: MatmulBackend,
+  computed: () => void,
+): Promise<MatrixReport> {
+  const r = await withScratchBuffers((buffers) => matrixJob(job, backend, buffers));
+  computed();
+  await r.committed;
+  return r.report;
+}
+
+/** A job's report once its bytes are written, and the commit of its entry (flush, rename). */
+interface JobOutcome {
+  report: MatrixReport;
+  committed: Promise<void>;
+}
+
+async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: ScratchBuffers): Promise<JobOutcome> {
   const t0 = performance.now();
   const { tensor, settings } = job;
   const [rows, cols] = tensor.shape as [number, number];
@@ -128,7 +152,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   const read = await readChecked(tensor, job.onNonFinite, buffers);
   const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
   if ('skipped' in read) {
-    return {
+    const report = {
       ...base,
       relError: NaN,
       relErrorPerIter: [],
@@ -137,6 +161,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
       seconds: 0,
       skipped: read.skipped,
     };
+    return { report, committed: Promise.resolve() };
   }
   const w = read.w;
   const tMetric = performance.now();
@@ -208,14 +233,24 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     await writer.write(ENTRY.loraA, fromFloat32(dtype, outA));
     await writer.write(ENTRY.loraB, fromFloat32(dtype, outB));
     for (const t of stored) await writer.write(t.name, t.bytes);
-    await writer.commit();
   } catch (e) {
     await writer.abort();
     throw e;
   }
-  phases.write = (performance.now() - tWrite) / 1000;
-  report.seconds = (performance.now() - t0) / 1000;
-  return report;
+  // The bytes are in the file: no buffer of this job is read again; the flush and rename go on.
+  const committed = writer.commit().then(
+    () => {
+      phases.write = (performance.now() - tWrite) / 1000;
+      report.seconds = (performance.now() - t0) / 1000;
+    },
+    async (e) => {
+      await writer.abort();
+      throw e;
+    },
+  );
+  // Settled by the caller; a failure here must not surface as unhandled before it is awaited.
+  committed.catch(() => undefined);
+  return { report, committed };
 }
 
 /** What will be written, and its errors: Q encoded in the input's dtype and the adapters

@@ -104,7 +104,10 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
   const workers: Worker[] = [];
   const idle: Worker[] = [];
   const queue: Pending[] = [];
-  const running = new Map<Worker, Pending>();
+  // Jobs sent and not settled, by id; the job each worker is computing (a worker whose job is
+  // 'computed' takes the next while that one's commit finishes).
+  const running = new Map<number, Pending>();
+  const computing = new Map<Worker, number>();
   const flops = new Map<Worker, number>();
   let nextId = 0;
   let closed = false;
@@ -120,9 +123,17 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
     while (idle.length && queue.length) {
       const w = idle.pop()!;
       const p = queue.shift()!;
-      running.set(w, p);
+      const id = (p.message as { id: number }).id;
+      running.set(id, p);
+      computing.set(w, id);
       w.postMessage(p.message);
     }
+  };
+  /** w is done computing job `id` (idle again), if that is the job it was computing. */
+  const freed = (w: Worker, id: number) => {
+    if (computing.get(w) !== id) return;
+    computing.delete(w);
+    idle.push(w);
   };
 
   let backendName: BackendName = 'wasm';
@@ -144,10 +155,15 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
             reject(deserializeError(m.error));
             return;
           }
-          const p = running.get(w);
-          running.delete(w);
+          if (m.type === 'computed') {
+            freed(w, m.id);
+            pump();
+            return;
+          }
+          const p = running.get(m.id);
+          running.delete(m.id);
           if ('flops' in m) flops.set(w, m.flops);
-          idle.push(w);
+          freed(w, m.id);
           if (p) {
             if (m.type === 'failed') p.reject(deserializeError(m.error));
             else p.resolve(m.type === 'quantized' ? m.report : m.rows);

@@ -3,7 +3,7 @@
 import { parentPort } from 'node:worker_threads';
 import { createBackend, MatmulBackend } from '../linalg/backend';
 import { createSplitBackend } from '../linalg/splitBackend';
-import { runAnalyzeJob, runMatrixJob } from './matrixJob';
+import { runAnalyzeJob, runMatrixJobOverlapped } from './matrixJob';
 import { serializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
 
@@ -25,9 +25,10 @@ port.on('message', async (msg: ToWorker) => {
   }
   try {
     const b = await backend!;
-    if (msg.type === 'quantize')
-      send({ type: 'quantized', id: msg.id, report: await runMatrixJob(msg.job, b), flops: b.flops });
-    else send({ type: 'analyzed', id: msg.id, rows: await runAnalyzeJob(msg.job, b), flops: b.flops });
+    if (msg.type === 'quantize') {
+      const report = await runMatrixJobOverlapped(msg.job, b, () => send({ type: 'computed', id: msg.id }));
+      send({ type: 'quantized', id: msg.id, report, flops: b.flops });
+    } else send({ type: 'analyzed', id: msg.id, rows: await runAnalyzeJob(msg.job, b), flops: b.flops });
   } catch (e) {
     send({ type: 'failed', id: msg.id, error: serializeError(e) });
   }

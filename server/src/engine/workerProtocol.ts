@@ -11,6 +11,9 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: 'ready'; backend: BackendName; flops: number }
+  /** The job's buffers are free and its entry written, its commit still running: the worker takes
+   *  its next job (its 'quantized' follows when the entry is committed). */
+  | { type: 'computed'; id: number }
   | { type: 'quantized'; id: number; report: MatrixReport; flops: number }
   | { type: 'analyzed'; id: number; rows: AnalyzeRow[]; flops: number }
   | { type: 'failed'; id: number; error: SerializedError };
