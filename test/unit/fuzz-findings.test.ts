@@ -1,7 +1,7 @@
 // What the model-input fuzz families (npm run fuzz --family calib,imatrix,tokenizer,config) found,
 // each rebuilt by hand on a tiny model: before the fixes, a fatal out-of-memory, a RangeError, a
-// journal left by a refused run, a negative token count in the report, and NaN statistics blamed on
-// a valid token file.
+// journal left by a refused run, a negative token count in the report, NaN statistics blamed on a
+// valid token file, and a tokenizer's negative id blamed on the text it encoded.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -13,8 +13,9 @@ import { quantizeCheckpoint } from '../../server/src/engine/run';
 import { registerCalibrationCollector } from '../../server/src/model/calibrate';
 import { parseModelConfig, readModelConfig } from '../../server/src/model/config';
 import { readImatrix } from '../../server/src/model/imatrix';
+import { readCalibrationTokens } from '../../server/src/model/calibTokens';
 import { MAX_RIDGE } from '../../server/src/registry';
-import { baseConfig, writeBase } from '../../server/src/tools/fuzz/tiny-model';
+import { baseConfig, tokenizerJson, writeBase } from '../../server/src/tools/fuzz/tiny-model';
 import { tempDir } from '../helpers';
 
 const SETTINGS = { bits: 2, rank: 1, iters: 1, quantizer: 'nf' as const, blockSize: 8 };
@@ -128,4 +129,28 @@ test('NaN activations from config.json are refused naming the model, not the val
     return true;
   });
   assert.equal(fs.existsSync(out), false);
+});
+
+test('a tokenizer.json id below 0 or fractional is refused naming the token (the text file was blamed)', async () => {
+  const { dir, model } = await tinyLlama();
+  const c = await readModelConfig(model);
+  const txt = path.join(dir, 'story.txt');
+  fs.writeFileSync(txt, 'the cat sat.\n\nthe end.\n');
+  const file = path.join(model, 'tokenizer.json');
+  // 't' as -1 encoded "cat" to [..., -1]: "story.txt: token id -1 is outside the vocabulary (another model's
+  // tokens?)". As 1.5 it became id 1 (<s>) through the encoder's Int32Array, without a word.
+  for (const id of [-1, 1.5, '7']) {
+    const j = tokenizerJson() as { model: { vocab: Record<string, unknown> } };
+    j.model.vocab.t = id;
+    fs.writeFileSync(file, JSON.stringify(j));
+    await assert.rejects(readCalibrationTokens(txt, model, c), (e: unknown) => {
+      assert.ok(e instanceof CheckpointError, `${id}: ${e}`);
+      assert.equal(e.file, file);
+      assert.match(e.message, new RegExp(`gives token 't' the id ${id === '7' ? '"7"' : id}; ids are integers ≥ 0`));
+      return true;
+    });
+  }
+  // The tokenizer as written: the same text is read.
+  fs.writeFileSync(file, JSON.stringify(tokenizerJson()));
+  assert.equal((await readCalibrationTokens(txt, model, c)).sequences.length, 2);
 });

@@ -16,7 +16,7 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { CheckpointError } from '../checkpoint/errors';
+import { brief, CheckpointError, quote } from '../checkpoint/errors';
 import { readSideFile } from '../checkpoint/sidefile';
 import { CancelledError, InputError } from '../base/errors';
 import { bundleScript } from '../base/bundleScript';
@@ -73,12 +73,33 @@ export function paragraphTimeLimitMs(chars: number): number {
   return 5000 + chars / 20;
 }
 
+/** The ids tokenizer.json gives its tokens (model.vocab as an object, added_tokens) are integers ≥ 0.
+ *  The library keeps its vocabulary as an array indexed by them, so a size read from it never sees
+ *  -1 or 1.5: -1 was encoded as is (and refused as the text file's "token id -1"), 1.5 became id 1
+ *  in the encoder's Int32Array — another token, without a word. */
+function checkIds(file: string, json: Record<string, unknown>): void {
+  const model = json.model as Record<string, unknown> | null | undefined;
+  const vocab = model?.vocab;
+  const ids: [string, unknown][] = [];
+  if (typeof vocab === 'object' && vocab !== null && !Array.isArray(vocab)) ids.push(...Object.entries(vocab));
+  if (Array.isArray(json.added_tokens))
+    for (const t of json.added_tokens as Record<string, unknown>[]) ids.push([String(t?.content), t?.id]);
+  for (const [token, id] of ids)
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0)
+      throw new CheckpointError(
+        'metadata',
+        file,
+        `gives token '${quote(token)}' the id ${brief(id)}; ids are integers ≥ 0`,
+      );
+}
+
 /** The tokenizer of FOLDER, or undefined when it has no tokenizer.json. */
 export async function loadTokenizer(folder: string): Promise<TextTokenizer | undefined> {
   const file = path.join(folder, 'tokenizer.json');
   const bytes = await readSideFile(folder, 'tokenizer.json');
   if (!bytes) return undefined;
   const json = parseJsonFile(file, bytes);
+  checkIds(file, json);
   const cfgBytes = await readSideFile(folder, 'tokenizer_config.json');
   const cfg = cfgBytes ? parseJsonFile(path.join(folder, 'tokenizer_config.json'), cfgBytes) : {};
   let tok: Tokenizer;

@@ -76,10 +76,15 @@ function numberOf(v: unknown): number | undefined {
   return typeof x === 'number' && Number.isFinite(x) ? x : undefined;
 }
 
+/** Writes config.json; calibration reads valid tokens or, for some cases, samples its own from the
+ *  model (--calib-generate: the BOS id, the KV cache and sampling see the numbers too). */
 async function withConfig(c: InputCtx, text: string, expect?: Expect): Promise<InputCase> {
   await fsp.writeFile(path.join(c.model, 'config.json'), text);
   const file = await validTokenFile(c);
-  return { calibration: { file }, evalTokens: file, ...(expect ? { expect } : {}) };
+  const calibration = c.rng.chance(0.3)
+    ? { generate: { sequences: c.rng.int(1, 3), length: c.rng.int(2, 24), seed: c.rng.int(0, 1000) } }
+    : { file };
+  return { calibration, evalTokens: file, ...(expect ? { expect } : {}) };
 }
 
 const mutator = (name: string, expect: Expect, make: (c: InputCtx) => Promise<InputCase>) =>

@@ -58,6 +58,16 @@ export async function listTree(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/** Every path under DIR with its size and modification time: equal snapshots, untouched files. */
+async function snapshot(dir: string): Promise<string> {
+  const lines: string[] = [];
+  for (const f of await listTree(dir)) {
+    const st = await fsp.stat(path.join(dir, f));
+    lines.push(`${f} ${st.size} ${st.mtimeMs}`);
+  }
+  return lines.join('\n');
+}
+
 async function checkNothingLeft(out: string, what: string): Promise<void> {
   if (!existsSync(out)) return;
   const left = await listTree(out);
@@ -192,7 +202,7 @@ export class InputConsumer {
    *  when its quantize finished, else on the base's output, which must be left as it was. */
   async eval(model: string, tokens: string, base: TinyModel, own: string | undefined, signal: AbortSignal) {
     const out = own ?? (await this.baseOut(base));
-    const before = own ? undefined : (await listTree(out)).join('\n');
+    const before = own ? undefined : await snapshot(out);
     let result: StageResult;
     try {
       const r = await runEval(path.join(model, 'model.safetensors'), out, {
@@ -214,7 +224,7 @@ export class InputConsumer {
     const after = await listTree(out);
     const hidden = after.filter((f) => f.split('/').some((part) => part.startsWith('.')));
     if (hidden.length) fail(`eval left [${hidden.join(', ')}] in ${out}`);
-    if (before !== undefined && after.join('\n') !== before) fail(`eval changed the files of ${out}`);
+    if (before !== undefined && (await snapshot(out)) !== before) fail(`eval changed the files of ${out}`);
     return result;
   }
 }

@@ -32,6 +32,8 @@ export interface InputCase {
   evalTokens?: string;
   /** Overrides the mutator's expectation for this case (e.g. a config value equal to the base's). */
   expect?: Expect;
+  /** Files (base names) valid in this case beyond the family's own list: a refusal must not name them. */
+  innocent?: string[];
 }
 
 export interface InputMutator {

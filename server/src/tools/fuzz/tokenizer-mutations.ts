@@ -13,10 +13,17 @@ import { sampleText, tokenizerJson } from './tiny-model';
 
 type Json = Record<string, unknown>;
 
-async function withTokenizer(c: InputCtx, json: Json | string, text?: string | Uint8Array): Promise<InputCase> {
+/** tokenizer.json, and the text to tokenize: sample text unless given. A refusal of a case whose
+ *  text is plain (`textValid`) must name tokenizer.json, never the text it tokenized. */
+async function withTokenizer(
+  c: InputCtx,
+  json: Json | string,
+  text?: string | Uint8Array,
+  textValid = text === undefined,
+): Promise<InputCase> {
   await fsp.writeFile(path.join(c.model, 'tokenizer.json'), typeof json === 'string' ? json : JSON.stringify(json));
   const file = await writeInput(c.dir, 'calib.txt', text ?? sampleText(c.rng, c.rng.int(1, 5)));
-  return { calibration: { file }, evalTokens: file };
+  return { calibration: { file }, evalTokens: file, ...(textValid ? { innocent: ['calib.txt'] } : {}) };
 }
 
 const mutator = (
@@ -68,7 +75,7 @@ export const TOKENIZER_MUTATORS: InputMutator[] = [
       else
         j.normalizer = { type: 'Sequence', normalizers: [{ type: 'Replace', pattern: { Regex: re }, content: 'b' }] };
       const n = c.rng.pick([8, 12, 16, 18, 20, 40]);
-      return withTokenizer(c, j, `the cat sat.\n\n${'a'.repeat(n)}b\n`);
+      return withTokenizer(c, j, `the cat sat.\n\n${'a'.repeat(n)}b\n`, true);
     },
     0.5,
   ),
