@@ -1,7 +1,8 @@
 // What the model-input fuzz families (npm run fuzz --family calib,imatrix,tokenizer,config) found,
 // each rebuilt by hand on a tiny model: before the fixes, a fatal out-of-memory, a RangeError, a
 // journal left by a refused run, a negative token count in the report, NaN statistics blamed on a
-// valid token file, and a tokenizer's negative id blamed on the text it encoded.
+// valid token file, a tokenizer's negative id blamed on the text it encoded, and a tokenizer id of
+// 2^31 - 1 that held the calling thread for a minute.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -20,6 +21,9 @@ import { tempDir } from '../helpers';
 
 const SETTINGS = { bits: 2, rank: 1, iters: 1, quantizer: 'nf' as const, blockSize: 8 };
 const RUN = { settings: SETTINGS, workers: 'in-thread' as const, backend: 'wasm' as const };
+
+/** The parts of the fuzzer's tokenizer.json the tests change. */
+type TokenizerJson = { model: { vocab: Record<string, unknown> }; added_tokens: Record<string, unknown>[] };
 
 /** A tiny Llama (2 layers, hidden 16, vocabulary 48) in a fresh folder. */
 async function tinyLlama(): Promise<{ dir: string; model: string }> {
@@ -140,7 +144,7 @@ test('a tokenizer.json id below 0 or fractional is refused naming the token (the
   // 't' as -1 encoded "cat" to [..., -1]: "story.txt: token id -1 is outside the vocabulary (another model's
   // tokens?)". As 1.5 it became id 1 (<s>) through the encoder's Int32Array, without a word.
   for (const id of [-1, 1.5, '7']) {
-    const j = tokenizerJson() as { model: { vocab: Record<string, unknown> } };
+    const j = tokenizerJson() as TokenizerJson;
     j.model.vocab.t = id;
     fs.writeFileSync(file, JSON.stringify(j));
     await assert.rejects(readCalibrationTokens(txt, model, c), (e: unknown) => {
@@ -153,4 +157,30 @@ test('a tokenizer.json id below 0 or fractional is refused naming the token (the
   // The tokenizer as written: the same text is read.
   fs.writeFileSync(file, JSON.stringify(tokenizerJson()));
   assert.equal((await readCalibrationTokens(txt, model, c)).sequences.length, 2);
+});
+
+test('a tokenizer.json id of 2^31 - 1: refused at once as too large a vocabulary (a minute of sync work)', async () => {
+  const { dir, model } = await tinyLlama();
+  const c = await readModelConfig(model);
+  const txt = path.join(dir, 'story.txt');
+  fs.writeFileSync(txt, 'the cat sat.\n');
+  const file = path.join(model, 'tokenizer.json');
+  for (const [where, edit] of [
+    ['vocab', (j: TokenizerJson) => (j.model.vocab.t = 2 ** 31 - 1)],
+    ['added_tokens', (j: TokenizerJson) => j.added_tokens.push({ id: 2 ** 31 - 1, content: 'cat', special: false })],
+  ] as const) {
+    const j = tokenizerJson() as TokenizerJson;
+    edit(j);
+    fs.writeFileSync(file, JSON.stringify(j));
+    const t0 = performance.now();
+    await assert.rejects(
+      readCalibrationTokens(txt, model, c),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.file === file &&
+        /has 2147483648 tokens, but config\.json says vocab_size 48/.test(e.message),
+      where,
+    );
+    assert.ok(performance.now() - t0 < 3000, `${where}: ${performance.now() - t0} ms`);
+  }
 });

@@ -73,24 +73,32 @@ export function paragraphTimeLimitMs(chars: number): number {
   return 5000 + chars / 20;
 }
 
-/** The ids tokenizer.json gives its tokens (model.vocab as an object, added_tokens) are integers ≥ 0.
- *  The library keeps its vocabulary as an array indexed by them, so a size read from it never sees
- *  -1 or 1.5: -1 was encoded as is (and refused as the text file's "token id -1"), 1.5 became id 1
- *  in the encoder's Int32Array — another token, without a word. */
-function checkIds(file: string, json: Record<string, unknown>): void {
+/** The largest id tokenizer.json gives a token (model.vocab, added_tokens), + 1, read from the
+ *  file: each id an integer ≥ 0. The library keeps its vocabulary as an array indexed by the ids,
+ *  so it never sees -1 or 1.5 (-1 was encoded as is and refused as the text file's "token id -1";
+ *  1.5 became id 1 in the encoder's Int32Array, another token, without a word), and counting
+ *  through it after an id of 2^31 - 1 was a minute of synchronous work, deaf to signals. */
+function vocabularySize(file: string, json: Record<string, unknown>): number {
   const model = json.model as Record<string, unknown> | null | undefined;
   const vocab = model?.vocab;
   const ids: [string, unknown][] = [];
-  if (typeof vocab === 'object' && vocab !== null && !Array.isArray(vocab)) ids.push(...Object.entries(vocab));
+  let size = 0;
+  // Unigram: [piece, score] pairs, each piece's id its index.
+  if (Array.isArray(vocab)) size = vocab.length;
+  else if (typeof vocab === 'object' && vocab !== null) {
+    ids.push(...Object.entries(vocab));
+    size = ids.length;
+  }
   if (Array.isArray(json.added_tokens))
     for (const t of json.added_tokens as Record<string, unknown>[]) ids.push([String(t?.content), t?.id]);
-  for (const [token, id] of ids)
-    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0)
-      throw new CheckpointError(
-        'metadata',
-        file,
-        `gives token '${quote(token)}' the id ${brief(id)}; ids are integers ≥ 0`,
-      );
+  for (const [token, id] of ids) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+      const why = `gives token '${quote(token)}' the id ${brief(id)}; ids are integers ≥ 0`;
+      throw new CheckpointError('metadata', file, why);
+    }
+    size = Math.max(size, id + 1);
+  }
+  return size;
 }
 
 /** The tokenizer of FOLDER, or undefined when it has no tokenizer.json. */
@@ -99,18 +107,16 @@ export async function loadTokenizer(folder: string): Promise<TextTokenizer | und
   const bytes = await readSideFile(folder, 'tokenizer.json');
   if (!bytes) return undefined;
   const json = parseJsonFile(file, bytes);
-  checkIds(file, json);
+  const size = vocabularySize(file, json);
   const cfgBytes = await readSideFile(folder, 'tokenizer_config.json');
   const cfg = cfgBytes ? parseJsonFile(path.join(folder, 'tokenizer_config.json'), cfgBytes) : {};
-  let tok: Tokenizer;
   try {
-    tok = new Tokenizer(json, cfg);
+    // Built here only to refuse a file the library cannot read before any text goes to the thread.
+    void new Tokenizer(json, cfg);
   } catch (e) {
     const why = (e as Error).message.split('\n')[0];
     throw new CheckpointError('metadata', file, `is not a tokenizer this library reads (${why})`);
   }
-  let size = 0;
-  for (const id of tok.get_vocab(true).values()) size = Math.max(size, id + 1);
   return { file, size, bytes, ...(cfgBytes ? { configBytes: cfgBytes } : {}) };
 }
 
