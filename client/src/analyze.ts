@@ -12,12 +12,14 @@ import type {
   AnalyzeParams,
   AnalyzeResult,
   BackendChoice,
+  CalibrationParams,
   MatrixSettings,
   RunContext,
 } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
 import { MATRIX_SETTING_SPECS, quantizerSpec } from '../../server/src/registry';
 import { createPlan, planDefaults } from './planReveal';
+import { askCalibrationAlone } from './runWizard';
 import { refusalText, unwritable } from './writable';
 import { ANALYSIS_FOLDER, ReportIndex } from './reports';
 import {
@@ -88,10 +90,13 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
   const reportPath = path.join(base, ANALYSIS_FOLDER, 'loftq-report.json');
   // The plan's quantizer when it has one (an HQQ plan analyses HQQ widths), else the setting's.
   const quantizer = ctx.plan?.defaults.quantizer ?? start.quantizer;
+  // A calibrated analysis (the plan's calibration block, or chosen here) lets the planner minimise output error.
+  const planCalibrated = !!ctx.plan?.calibration;
+  const steps = planCalibrated || ctx.forwardPassProblem ? 2 : 3;
   const widths = await vscode.window.showQuickPick(
     quantizerSpec(quantizer).bits.map((b) => ({ label: `${b}-bit`, bits: b, picked: b >= 2 && b <= 4 })),
     {
-      title: `${title} (1/2)`,
+      title: `${title} (1/${steps})`,
       placeHolder: 'Bit widths to analyse (the planner chooses among them)',
       canPickMany: true,
       ignoreFocusOut: true,
@@ -109,12 +114,18 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
       description: r === cap ? 'recommended: the planner predicts every smaller rank from it' : undefined,
     })),
     {
-      title: `${title} (2/2)`,
+      title: `${title} (2/${steps})`,
       placeHolder: `Rank of the analysis${clamp}; the report goes to ${vscode.workspace.asRelativePath(reportPath)}`,
       ignoreFocusOut: true,
     },
   );
   if (!rank) return;
+  let calibration: CalibrationParams | undefined;
+  if (steps === 3) {
+    const c = await askCalibrationAlone(`${title} (3/3)`);
+    if (c === undefined) return;
+    calibration = c ?? undefined;
+  }
   const cfg = vscode.workspace.getConfiguration('loftq', uri);
   const params: AnalyzeParams = {
     checkpoint: ctx.checkpoint,
@@ -126,6 +137,7 @@ export async function analyzeCommand(deps: AnalyzeDeps, arg?: unknown): Promise<
     blockSize: start.blockSize,
     spectrum: rank.rank,
     plan: ctx.plan?.file,
+    ...(calibration ? { calibration } : {}),
     backend: cfg.get<BackendChoice>('backend', 'auto'),
     workers: cfg.get<number>('workers') || undefined,
   };
@@ -208,7 +220,10 @@ async function runAnalysis(
     // Without a plan of this checkpoint, a new loftq.json: the checkpoint, these settings, this analysis.
     let plan = ctx.plan?.file;
     if (!plan) {
-      plan = await createPlan(ctx.checkpoint, planDefaults(planStart), { analysis: result.reportPath });
+      plan = await createPlan(ctx.checkpoint, planDefaults(planStart), {
+        analysis: result.reportPath,
+        calibration: params.calibration,
+      });
       if (!plan) return;
       deps.log.info(`analysis ${job}: created ${plan} for the planner`);
     }

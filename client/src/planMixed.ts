@@ -4,6 +4,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { LanguageClient, ResponseError, State } from 'vscode-languageclient/node';
+import { ERROR_MEASURE_LABELS } from '../../server/src/protocol/lsp_ext';
 import type { PlanBudget, PlanResult, RunContext } from '../../server/src/protocol/lsp_ext';
 import { Requests } from '../../server/src/protocol/requests';
 import { resolveTarget, runContextFor, serverDown, startingSettings } from './quantize';
@@ -142,10 +143,13 @@ export async function planMixedCommand(deps: PlanDeps, previews: PlanPreviews, a
     return;
   }
   const k = result.baselines.firstK;
+  // Which error the planner minimised (output error when the analysis was calibrated) and what first-k is.
+  const measure = ERROR_MEASURE_LABELS[result.errorMeasure ?? 'weight'];
   const vs =
     Number.isFinite(k.error) && k.error > 0
-      ? `, ${((1 - result.plan.error / k.error) * 100).toFixed(0)}% less predicted error than the first-k rule`
-      : '';
+      ? `, ${((1 - result.plan.error / k.error) * 100).toFixed(0)}% less predicted ${measure} than the LoftQ ` +
+        "paper's rule (the first layers at 4 bits)"
+      : `, planned by ${measure}`;
   const summary = `${result.plan.avgBits.toFixed(2)} bits per weight${vs}`;
   deps.log.info(`plan ${rel}: budget ${JSON.stringify(budget)} → ${summary}; ${result.choices.length} matrices`);
   const preview = vscode.Uri.from({ scheme: PREVIEW_SCHEME, path: `/${rel}`, query: String(Date.now()) });

@@ -5,7 +5,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { applyEdits, findNodeAtLocation, modify, Node, parseTree } from 'jsonc-parser';
-import type { MatrixSettings, PlanLocation, PlanOverride, PlanRange } from '../../server/src/protocol/lsp_ext';
+import type {
+  CalibrationParams,
+  MatrixSettings,
+  PlanLocation,
+  PlanOverride,
+  PlanRange,
+} from '../../server/src/protocol/lsp_ext';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/lsp_ext';
 
 export const PLAN_FILE = 'loftq.json';
@@ -48,7 +54,7 @@ async function addOverride(file: string, module: string, settings: { bits?: numb
 export async function createPlan(
   checkpoint: string,
   defaults: Partial<MatrixSettings>,
-  extra: { overrides?: PlanOverride[]; analysis?: string } = {},
+  extra: { overrides?: PlanOverride[]; analysis?: string; calibration?: CalibrationParams } = {},
 ): Promise<string | undefined> {
   const file = path.join(path.dirname(checkpoint), PLAN_FILE);
   if (fs.existsSync(file)) {
@@ -62,6 +68,15 @@ export async function createPlan(
   const plan: Record<string, unknown> = { checkpoint: relative(checkpoint), defaults };
   if (extra.analysis) plan.analysis = relative(extra.analysis);
   if (extra.overrides?.length) plan.overrides = extra.overrides;
+  // The calibration an analysis was made with: a run of the plan then fits the adapters as the plan was chosen.
+  if (extra.calibration) {
+    const { file: f, imatrix, ...rest } = extra.calibration;
+    plan.calibration = {
+      ...(f ? { file: relative(f) } : {}),
+      ...(imatrix ? { imatrix: relative(imatrix) } : {}),
+      ...rest,
+    };
+  }
   await vscode.workspace.fs.writeFile(
     vscode.Uri.file(file),
     new TextEncoder().encode(`${JSON.stringify(plan, null, 2)}\n`),

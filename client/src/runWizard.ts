@@ -331,6 +331,19 @@ export async function askRun(
 
 const NONE = Symbol('no calibration');
 
+/**
+ * The calibration question on its own (Analyze's last step): the choice, null for none, undefined
+ * when dismissed. A dismissed file dialog asks again.
+ */
+export async function askCalibrationAlone(title: string): Promise<CalibrationParams | null | undefined> {
+  for (;;) {
+    const a = await askCalibration(title, undefined, false);
+    if (a === '') continue;
+    if (a === undefined || a === BACK) return undefined;
+    return a === NONE ? null : a;
+  }
+}
+
 /** The calibration step: none, sample from the model (the default sizes, or typed N,LEN), or a file.
  *  Resolves with the choice, NONE, BACK, '' (the file dialog was dismissed) or undefined. */
 async function askCalibration(

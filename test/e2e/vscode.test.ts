@@ -515,8 +515,10 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
     shot('analyze-plan', async () => {
       await runCommand(page, 'Notifications: Clear All Notifications');
       await contextMenu(page, `${CALIB_MODEL}/model.safetensors`, 'Analyze with LoftQ');
-      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
-      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/3\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/3\)$/);
+      // Calibrated: the analysis records output errors and the planner minimises them.
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(3\/3\)$/, 'Sample from the model');
       const analysed = await notification(
         page,
         new RegExp(
@@ -531,7 +533,12 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
         checkpoint: './model.safetensors',
         defaults: { bits: 4, rank: 16, iters: 5, quantizer: 'nf' },
         analysis: './loftq-analysis/loftq-report.json',
+        calibration: { generate: { sequences: 16, length: 128 } },
       });
+      const analysisReport = JSON.parse(
+        fs.readFileSync(path.join(ws, CALIB_MODEL, 'loftq-analysis', 'loftq-report.json'), 'utf8'),
+      ) as Report;
+      assert.ok(analysisReport.analyses!.every((a) => a.matrices.every((m) => m.outputRelError! >= 0)));
       const plan = async () => {
         const box = page.locator('.quick-input-widget');
         await until(
@@ -546,7 +553,11 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
           20_000,
         );
         await box.locator('.quick-input-box input').press('Enter');
-        return notification(page, /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight/, 60_000);
+        return notification(
+          page,
+          /Apply the planner's plan to .*loftq\.json\? [\d.]+ bits per weight.*predicted output error \(calibrated\)/,
+          60_000,
+        );
       };
       const written = (t: string) => t.trimEnd().endsWith('}');
       let before = fs.readFileSync(planFile, 'utf8');
@@ -732,8 +743,9 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       await runCommand(page, 'Notifications: Clear All Notifications');
       // Analyze from the plan's context menu: the widths 2, 3, 4 and the rank offered first.
       await contextMenu(page, 'stories260k/loftq.json', 'Analyze with LoftQ');
-      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/2\)$/);
-      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/2\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(1\/3\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(2\/3\)$/);
+      await answerQuickInput(page, /^Analyze \S+ with LoftQ \(3\/3\)$/); // no calibration: weight error
       const analysed = await notification(
         page,
         /LoftQ analysis of model\.safetensors: mean LoftQ error 2-bit [\d.]+, 3-bit [\d.]+, 4-bit [\d.]+/,
@@ -846,10 +858,12 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       )[0];
       const rerun = JSON.parse(fs.readFileSync(path.join(dir, newest, 'loftq-report.json'), 'utf8')) as Report;
       assert.ok(new Set(rerun.matrices.map((m) => m.bits)).size > 1, 'the run followed the mixed plan');
-      // The plan sees the run at once: its summary shows the run's mean error.
+      // The plan sees the run at once: its summary (information: a code lens, no squiggle) shows the run's mean error.
       const mean = rerun.matrices.reduce((s, m) => s + m.relError, 0) / rerun.matrices.length;
+      // The run's heatmap is in front: bring the plan back.
+      await (await explorerRow(page, 'stories260k/loftq.json')).dblclick();
       await page
-        .locator('.markers-panel .monaco-list-row', { hasText: `35 matrices: mean LoftQ error ${mean.toFixed(2)}` })
+        .locator('.monaco-editor .codelens-decoration', { hasText: `35 matrices: mean LoftQ error ${mean.toFixed(2)}` })
         .first()
         .waitFor({ timeout: 60_000 });
     }),
