@@ -15,7 +15,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CaseResult, emptySummary, record, Summary } from './fuzz/runner';
-import { DEFAULT_INPUT_TIMEOUT_MS, Family, FAMILIES, familyOf, isFamily, runFamilyCase } from './fuzz/families';
+import {
+  DEFAULT_INPUT_TIMEOUT_MS,
+  Family,
+  FAMILIES,
+  familyOf,
+  FamilyRunOptions,
+  isFamily,
+  runFamilyCase,
+} from './fuzz/families';
 import { loftqConsumer } from './fuzz/loftq-consumer';
 import { quantizeConsumer } from './fuzz/quantize-consumer';
 import { LspObserver } from './fuzz/lsp-observer';
@@ -42,12 +50,13 @@ async function workerMain(job: Job): Promise<void> {
   const consumers = job.quantize ? [loftqConsumer(await createBackend('cpu')), quantizeConsumer()] : [];
   const lsp = job.lsp ? await LspObserver.start() : undefined;
   const observers = lsp ? [lsp.observe] : [];
-  const opts = { ...job, consumers, observers, typedErrors: [InputError, UsageError] };
+  const opts: FamilyRunOptions = { ...job, consumers, observers, typedErrors: [InputError, UsageError] };
   for (let i = job.from; i < job.to; i++) {
     parentPort!.postMessage({ type: 'start', index: i } satisfies Msg);
     parentPort!.postMessage({ type: 'result', r: await runFamilyCase(i, opts) } satisfies Msg);
   }
   await lsp?.stop();
+  opts.inputConsumer?.close();
   parentPort!.postMessage({ type: 'done' } satisfies Msg);
 }
 
