@@ -10,7 +10,8 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { CaseResult, MUTATORS, runCase, runCases, type Summary } from '../../server/src/tools/fuzz/runner';
 import { FAMILIES, type Family } from '../../server/src/tools/fuzz/families';
-import { INPUT_MUTATORS } from '../../server/src/tools/fuzz/input-runner';
+import { CANCEL_GRACE_MS, INPUT_MUTATORS, runInputCase } from '../../server/src/tools/fuzz/input-runner';
+import { InputError } from '../../server/src/base/errors';
 import type { InputFamily } from '../../server/src/tools/fuzz/inputs';
 import { CHECKPOINT_ERROR_KINDS } from '../../server/src/checkpoint';
 import { repoRoot, tempDir } from '../helpers';
@@ -140,6 +141,78 @@ for (const [family, cases] of INPUT_RUNS) {
     for (const k of Object.keys(s.byKind)) if (k !== 'cancelled at the bound') assert.match(k, named[family]);
   });
 }
+
+test('the model-input harness: an ignored cancel is a hang, an untyped error or a wrong blame a crash', async () => {
+  const root = tempDir();
+  type Stages = Parameters<typeof runInputCase>[2]['consumer'];
+  const accepted = (stage: string) => ({ stage, kind: 'accepted' as const, notes: [] });
+  const stub = (quantize: Stages['quantize']): Stages => ({ quantize, eval: async () => accepted('eval') });
+  const run = async (consumer: Stages, cases: number, timeoutMs = 600) => {
+    const out: CaseResult[] = [];
+    for (let i = 0; i < cases; i++) out.push(await runInputCase(i, 'calib', { seed: 3, root, timeoutMs, consumer }));
+    return out;
+  };
+  const outcomes = (rs: CaseResult[]) => [...new Set(rs.map((r) => r.outcome))];
+  // A stage that never ends, and one that hears the cancel but takes 1.6 s (more than the grace) to stop.
+  assert.deepEqual(
+    outcomes(
+      await run(
+        stub(() => new Promise(() => undefined)),
+        4,
+      ),
+    ),
+    ['hang'],
+  );
+  const late = await run(
+    stub(
+      (_m, _c, _o, signal) =>
+        new Promise((resolve) =>
+          signal.addEventListener('abort', () =>
+            setTimeout(() => resolve({ stage: 'quantize', kind: 'cancelled' }), CANCEL_GRACE_MS + 100),
+          ),
+        ),
+    ),
+    1,
+    4 * CANCEL_GRACE_MS,
+  );
+  assert.equal(late[0].outcome, 'hang');
+  assert.match(late[0].message!, /quantize took \d+ ms to stop after a cancel/);
+  // An untyped error; a typed one naming a file valid in the case, or no file of it.
+  const thrown = await run(
+    stub(async () => {
+      throw new TypeError('boom');
+    }),
+    3,
+  );
+  assert.deepEqual(outcomes(thrown), ['crash']);
+  assert.match(thrown[0].message!, /untyped TypeError: boom/);
+  const blamed = await run(
+    stub(async (model) => ({
+      stage: 'quantize',
+      kind: 'rejected',
+      error: new InputError(path.join(model, 'config.json'), 'is wrong'),
+    })),
+    3,
+  );
+  assert.deepEqual(outcomes(blamed), ['crash']);
+  assert.match(blamed[0].message!, /quantize blames config\.json, valid in this case/);
+  const elsewhere = await run(
+    stub(async () => ({ stage: 'quantize', kind: 'rejected', error: new InputError('/elsewhere/x.json', 'is wrong') })),
+    3,
+  );
+  assert.match(elsewhere[0].message!, /names no file of the case/);
+  // Everything accepted: exactly the cases of mutators whose inputs are invalid by construction are missed.
+  const all = await run(
+    stub(async () => accepted('quantize')),
+    40,
+  );
+  const invalid = (r: CaseResult) => INPUT_MUTATORS.find((m) => m.name === r.mutator)!.expect === 'invalid';
+  assert.deepEqual(
+    all.map((r) => r.outcome),
+    all.map((r) => (invalid(r) ? 'missed' : 'accepted')),
+  );
+  assert.ok(all.some(invalid) && !all.every(invalid));
+});
 
 test('npm run fuzz (dist/fuzz.js) runs every family in a watched worker and exits 0; bad options exit 2', () => {
   const cli = FUZZ_CLI;

@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { CALIB_MUTATORS } from './calib-mutations';
 import { CONFIG_MUTATORS } from './config-mutations';
 import { IMATRIX_MUTATORS } from './imatrix-mutations';
-import { InputConsumer, StageResult } from './input-consumer';
+import type { InputConsumer, StageResult } from './input-consumer';
 import { pickMutator, type InputFamily, type InputMutator } from './inputs';
 import { Rng } from './rng';
 import type { CaseResult, Outcome } from './runner';
@@ -46,7 +46,8 @@ export interface InputRunOptions {
   root: string;
   /** The case's bound: cancelled at half of it, a hang past it. */
   timeoutMs: number;
-  consumer: InputConsumer;
+  /** The stages (a stand-in in the harness's own tests). */
+  consumer: Pick<InputConsumer, 'quantize' | 'eval'>;
 }
 
 class Timeout extends Error {}
