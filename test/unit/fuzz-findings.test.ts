@@ -1,8 +1,8 @@
 // What the model-input fuzz families (npm run fuzz --family calib,imatrix,tokenizer,config) found,
 // each rebuilt by hand on a tiny model: before the fixes, a fatal out-of-memory, a RangeError, a
 // journal left by a refused run, a negative token count in the report, NaN statistics blamed on a
-// valid token file, a tokenizer's negative id blamed on the text it encoded, and a tokenizer id of
-// 2^31 - 1 that held the calling thread for a minute.
+// valid token file, a tokenizer's negative id blamed on the text it encoded, a tokenizer id of
+// 2^31 - 1 that held the calling thread for a minute, and a tokenizer that lost the text.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -183,4 +183,47 @@ test('a tokenizer.json id of 2^31 - 1: refused at once as too large a vocabulary
     );
     assert.ok(performance.now() - t0 < 3000, `${where}: ${performance.now() - t0} ms`);
   }
+});
+
+test('a tokenizer that drops the text is refused naming tokenizer.json (<s></s> alone was calibrated on)', async () => {
+  const { dir, model } = await tinyLlama();
+  const c = await readModelConfig(model);
+  const txt = path.join(dir, 'story.txt');
+  fs.writeFileSync(txt, 'the cat sat.\n\nthe dog ran.\n');
+  const file = path.join(model, 'tokenizer.json');
+  type Template = { single: unknown[]; special_tokens: Record<string, unknown> };
+  // A Split pre-tokenizer without a pattern leaves nothing of the text: <s> alone was refused as
+  // "story.txt: sequence 0 has 1 token"; with </s> appended too, two special tokens were calibrated on.
+  for (const eos of [false, true]) {
+    const j = tokenizerJson() as TokenizerJson & { pre_tokenizer: unknown; post_processor: Template };
+    j.pre_tokenizer = { type: 'Split' };
+    if (eos) {
+      j.post_processor.single.push({ SpecialToken: { id: '</s>', type_id: 0 } });
+      j.post_processor.special_tokens['</s>'] = { id: '</s>', ids: [2], tokens: ['</s>'] };
+    }
+    fs.writeFileSync(file, JSON.stringify(j));
+    await assert.rejects(
+      readCalibrationTokens(txt, model, c),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.file === file &&
+        /encodes paragraph 1 of .*story\.txt \(12 characters\) to special tokens only: its text is lost/.test(
+          e.message,
+        ),
+      `</s> appended: ${eos}`,
+    );
+  }
+  // The same template on the tokenizer as written keeps the text.
+  const j = tokenizerJson() as TokenizerJson & { post_processor: Template };
+  j.post_processor.single.push({ SpecialToken: { id: '</s>', type_id: 0 } });
+  j.post_processor.special_tokens['</s>'] = { id: '</s>', ids: [2], tokens: ['</s>'] };
+  fs.writeFileSync(file, JSON.stringify(j));
+  const read = await readCalibrationTokens(txt, model, c);
+  assert.deepEqual(
+    read.sequences.map((s) => [s[0], s[s.length - 1], s.length > 3]),
+    [
+      [1, 2, true],
+      [1, 2, true],
+    ],
+  );
 });

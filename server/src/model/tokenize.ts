@@ -57,6 +57,8 @@ export interface TextTokenizer {
   /** tokenizer.json and tokenizer_config.json as read, for the worker thread. */
   bytes: Uint8Array;
   configBytes?: Uint8Array;
+  /** Ids of its special added tokens (<s>, </s>, …; not the unknown token). */
+  special: Set<number>;
 }
 
 /** What the worker thread gets (tokenizeWorker.ts). */
@@ -101,6 +103,16 @@ function vocabularySize(file: string, json: Record<string, unknown>): number {
   return size;
 }
 
+/** Ids of the special added tokens, but the unknown token's (text of unknown characters is text). */
+function specialIds(json: Record<string, unknown>): Set<number> {
+  const unk = (json.model as Record<string, unknown> | null | undefined)?.unk_token;
+  const ids = new Set<number>();
+  if (Array.isArray(json.added_tokens))
+    for (const t of json.added_tokens as Record<string, unknown>[])
+      if (t?.special === true && t.content !== unk && typeof t.id === 'number') ids.add(t.id);
+  return ids;
+}
+
 /** The tokenizer of FOLDER, or undefined when it has no tokenizer.json. */
 export async function loadTokenizer(folder: string): Promise<TextTokenizer | undefined> {
   const file = path.join(folder, 'tokenizer.json');
@@ -117,7 +129,7 @@ export async function loadTokenizer(folder: string): Promise<TextTokenizer | und
     const why = (e as Error).message.split('\n')[0];
     throw new CheckpointError('metadata', file, `is not a tokenizer this library reads (${why})`);
   }
-  return { file, size, bytes, ...(cfgBytes ? { configBytes: cfgBytes } : {}) };
+  return { file, size, bytes, ...(cfgBytes ? { configBytes: cfgBytes } : {}), special: specialIds(json) };
 }
 
 export interface TokenizeOptions {
@@ -134,6 +146,15 @@ export async function tokenizeParagraphs(tok: TextTokenizer, text: string, opts:
     .map((p) => p.trim())
     .filter((p) => p !== '');
   const encoded = await encodeOnThread(tok, paragraphs, opts);
+  // A tokenizer that drops the text (a Split pre-tokenizer without a pattern gave <s> alone) would
+  // calibrate on special tokens only, or be refused as the text file's "sequence of 1 token".
+  encoded.forEach((ids, k) => {
+    if (ids.every((id) => tok.special.has(id))) {
+      const what = `paragraph ${k + 1} of ${opts.source} (${paragraphs[k].length} characters)`;
+      const why = `encodes ${what} to special tokens only: its text is lost (a pre-tokenizer or model that drops it?)`;
+      throw new InputError(tok.file, why);
+    }
+  });
   return encoded.flatMap((ids) => cutSequence(ids));
 }
 

@@ -26,12 +26,12 @@ import type { InputCase } from './inputs';
 import type { TinyModel } from './tiny-model';
 
 const SETTINGS: MatrixSettings = { bits: 2, rank: 1, iters: 1, quantizer: 'nf', blockSize: 8 };
-/** The quantize options of every stage; exported so a test can run the same configuration. */
-export const INPUT_RUN = { settings: SETTINGS, workers: 'in-thread' as const, backend: 'wasm' as const };
+/** The quantize options of every stage: wasm, the same kernels whether or not the native module is built. */
+const INPUT_RUN = { settings: SETTINGS, workers: 'in-thread' as const, backend: 'wasm' as const };
 
 /** The error classes that are clean refusals of an input. */
-export const TYPED_ERRORS = [InputError, UsageError, CheckpointError];
-export const isTyped = (e: unknown): e is Error => TYPED_ERRORS.some((c) => e instanceof c);
+const TYPED_ERRORS = [InputError, UsageError, CheckpointError];
+const isTyped = (e: unknown): e is Error => TYPED_ERRORS.some((c) => e instanceof c);
 
 export type StageResult =
   | { stage: string; kind: 'accepted'; notes: string[] }
@@ -43,7 +43,7 @@ function fail(msg: string): never {
 }
 
 /** Every path under DIR, relative to it ('/'-separated, folders as 'name/'). */
-export async function listTree(dir: string): Promise<string[]> {
+async function listTree(dir: string): Promise<string[]> {
   const out: string[] = [];
   const walk = async (d: string, rel: string) => {
     for (const e of await fsp.readdir(d, { withFileTypes: true })) {

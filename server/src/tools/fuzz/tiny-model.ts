@@ -76,7 +76,7 @@ export function baseConfig(name: string): Record<string, unknown> {
 }
 
 /** Every tensor the forward pass reads for this config, with its shape (the layout decides). */
-export function tensorShapes(c: ModelConfig, tied: boolean): [string, number[]][] {
+function tensorShapes(c: ModelConfig, tied: boolean): [string, number[]][] {
   const H = c.hiddenSize,
     V = c.vocabSize;
   const out: [string, number[]][] = [[`${c.tensors.embed}.weight`, [V, H]]];
@@ -130,7 +130,7 @@ const MERGES: [string, string][] = [
   ['▁t', 'he'],
 ];
 
-export function tokenizerVocab(): Record<string, number> {
+function tokenizerVocab(): Record<string, number> {
   const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2, '▁': 3 };
   for (const ch of CHARS) vocab[ch] = Object.keys(vocab).length;
   for (const [a, b] of MERGES) vocab[a + b] = Object.keys(vocab).length;
