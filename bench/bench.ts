@@ -90,6 +90,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const rows: CaseRow[] = [];
+  const refsThisRun = new Map<string, RefResult>();
   let peak: number | undefined;
   if (cases.length) {
     const gemmThreads = Math.max(1, o['gemm-threads'] as number);
@@ -134,7 +135,10 @@ async function main(argv: string[]): Promise<number> {
   if (runMatrices && !o['no-cold'] && coldCase && filterCases([coldCase], o.cases as string | undefined).length) {
     const w = benchMatrix(coldCase);
     const r = await benchColdStart(coldCase, w, backendChoice, Math.max(1, o['cold-repeat'] as number));
-    let refResult: RefResult | undefined = o['no-ref'] ? undefined : ref.cached(coldCase, w);
+    // The matrix case's reference when this run measured it (one exact-SVD run, not two).
+    let refResult: RefResult | undefined = o['no-ref']
+      ? undefined
+      : (refsThisRun.get(coldCase.id) ?? ref.cached(coldCase, w));
     if (!refResult && py.ok) refResult = await ref.run(coldCase, w, o['ref-timeout'] as number);
     cold = { ...r, case: coldCase.id, refSeconds: refResult?.seconds, refRelError: refResult?.rel_err.at(-1) };
     for (const l of coldLines(cold, refResult)) console.log(l);
@@ -159,6 +163,7 @@ async function main(argv: string[]): Promise<number> {
       }
       if (!r && !missing) missing = 'no python';
     }
+    if (r) refsThisRun.set(c.id, r);
     const row = makeRow(c, ours, r, missing);
     console.log(rowLine(row));
     if (o.phases) {

@@ -81,7 +81,8 @@ function errorLine(stderr: string): string {
 
 export function runModel(o: ModelRunOptions): ModelRunResult {
   const model = ensureModel(o);
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'loftq-bench-model-'));
+  // The output beside the checkpoint when it is kept elsewhere (a 7B output is 13.5 GB too).
+  const out = fs.mkdtempSync(path.join(o.modelsDir ?? os.tmpdir(), 'loftq-bench-model-'));
   const stats = path.join(out, '..', `${path.basename(out)}.stats.json`);
   const args = [
     dist('bench.js'),

@@ -21,7 +21,8 @@ import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
 import { gridShapeProblem, storedCodes } from '../quant/grid';
 import { codebook } from '../quant/codebook';
 import { quantizeRegion, quantizedRegions } from '../quant/quantize';
-import { KernelMemoryError, withWorkspace } from '../kernels/kernels';
+import { KernelMemoryError, reserveWorkspace, withWorkspace } from '../kernels/kernels';
+import { prefault } from '../kernels/native';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from '../base/errors';
@@ -148,6 +149,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   const t0 = performance.now();
   const { tensor, settings } = job;
   const [rows, cols] = tensor.shape as [number, number];
+  prepareMemory(rows * cols, tensor.byteLength, !!job.calibration, buffers);
   const base = { name: tensor.name, shape: [rows, cols] as [number, number], dtype: tensor.dtype, ...settings };
   const read = await readChecked(tensor, job.onNonFinite, buffers);
   const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
@@ -251,6 +253,23 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   // Settled by the caller; a failure here must not surface as unhandled before it is awaited.
   committed.catch(() => undefined);
   return { report, committed };
+}
+
+/** Kernel memory per weight: LoftQ's W, W − B·A, W − Q (calibrated: and its transpose), Q's
+ *  values 4 each and codes 1; the measure of the written files needs no more. */
+const KERNEL_BYTES_PER_WEIGHT = { plain: 17, calibrated: 21 };
+
+/** Before the read: this job's kernel memory and buffers at full size, their fresh pages (a
+ *  thread's first job, or a larger matrix) faulted in the background while the read runs. */
+function prepareMemory(n: number, readBytes: number, calibrated: boolean, buffers: ScratchBuffers): void {
+  reserveWorkspace(n * KERNEL_BYTES_PER_WEIGHT[calibrated ? 'calibrated' : 'plain'] + (1 << 20));
+  for (const v of [
+    buffers.u8('read.bytes', readBytes),
+    buffers.f32('read.f32', n),
+    buffers.f32('loftq.q', n),
+    buffers.u8('loftq.codes', n),
+  ])
+    prefault(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
 }
 
 /** What will be written, and its errors: Q encoded in the input's dtype and the adapters

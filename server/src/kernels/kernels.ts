@@ -4,7 +4,7 @@
 // growing the memory detaches older views. Workspaces are reused (withWorkspace): touching
 // fresh pages for every matrix cost more than some of the kernels.
 
-import { nativeKernelsInUse, withNativeKernels } from './native';
+import { nativeKernelsInUse, prefault, withNativeKernels } from './native';
 
 declare const __LOFTQ_KERNELS__: string | undefined;
 
@@ -176,6 +176,21 @@ export class Workspace {
     this.top = PAGE;
   }
 
+  /** Grows the memory to hold `bytes` of regions and faults the new pages in the background
+   *  (kernels/native.ts prefault): they are written soon, by this thread, at a page fault each
+   *  otherwise. A size past wasm32's bound is left to the carve that needs it to refuse. */
+  reserve(bytes: number): void {
+    const have = this.memory.buffer.byteLength;
+    const want = Math.ceil((PAGE + bytes) / PAGE) * PAGE;
+    if (want <= have || want > MAX_PAGES * PAGE) return;
+    try {
+      this.memory.grow((want - have) / PAGE);
+    } catch {
+      return;
+    }
+    prefault(new Uint8Array(this.memory.buffer, have, want - have));
+  }
+
   private carve(bytes: number): number {
     const ptr = this.top;
     const top = Math.ceil((ptr + bytes) / 16) * 16; // 16-byte alignment for SIMD loads
@@ -215,9 +230,20 @@ export class Workspace {
 
 const idle: Workspace[] = [];
 /** Idle workspaces above this size, or beyond this many, are dropped rather than kept for
- *  the next job (a matrix job holds two: the matrix's and its SVD's). */
-const KEEP_BYTES = 1 << 30;
+ *  the next job (a matrix job holds two: the matrix's and its SVD's). 2 GiB: a calibrated job's
+ *  21 bytes a weight of a 7B model's 11008×4096 matrix (0.95 GB) stays — at 1 GiB the 32-bit
+ *  size of a 45 M-weight matrix was dropped and faulted in anew for every job. */
+const KEEP_BYTES = 2 ** 31;
 const KEEP_COUNT = 2;
+
+/** The workspace the next withWorkspace call takes, grown to `bytes` of regions with its fresh
+ *  pages faulted in the background (Workspace.reserve): a job calls it before reading its
+ *  matrix, so its first matrix does not stop at every new page. */
+export function reserveWorkspace(bytes: number): void {
+  let ws = idle.at(-1);
+  if (!ws) idle.push((ws = new Workspace()));
+  ws.reserve(bytes);
+}
 
 /** Runs f with a workspace of its own, reused from an earlier job when one is idle. Nothing
  *  f carved may be used after it returns (or its promise settles): copy results out. */

@@ -84,6 +84,9 @@ export interface NativeAddon {
   measureBf16(bands: object[], b: Float32Array, n: number, w: Float64Array, threads: number): number;
   /** Whether this CPU runs the bf16 products. */
   bf16(): boolean;
+  /** Asks for the pages of `bytes` on a libuv thread (MADV_POPULATE_WRITE; nothing where the
+   *  kernel has none): the bytes never change, the view is kept alive until it is done. */
+  populate(bytes: Uint8Array): void;
 }
 
 const MODULE_FILE = 'loftq_native.node';
@@ -154,4 +157,10 @@ export function nativeKernelsOnArrays(): { addon: NativeAddon; threads: number }
 /** Whether this thread's kernels are the native ones. */
 export function nativeKernelsInUse(): boolean {
   return inUse !== undefined;
+}
+
+/** Fresh pages of `bytes` faulted in the background where the native module is loaded (see
+ *  populate), so that the thread's first writes to them do not pay a fault a page. */
+export function prefault(bytes: Uint8Array): void {
+  nativeAddon().module?.populate?.(bytes);
 }
