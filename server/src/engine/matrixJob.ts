@@ -3,6 +3,7 @@
 // worker thread (engine/worker.ts) or in-process; either way the same bytes come out.
 
 import {
+  readTensorBytes,
   readTensorF32,
   fromFloat32,
   toFloat32,
@@ -20,9 +21,9 @@ import type { InputStat } from '../model/stats';
 import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
 import { gridShapeProblem, storedCodes } from '../quant/grid';
 import { codebook } from '../quant/codebook';
-import { quantizeRegion, quantizedRegions } from '../quant/quantize';
+import { quantizeResidual, quantizedRegions } from '../quant/quantize';
 import { KernelMemoryError, reserveWorkspace, withWorkspace } from '../kernels/kernels';
-import { prefault } from '../kernels/native';
+import { nativeKernelsOnArrays, prefault } from '../kernels/native';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
 import { InputError } from '../base/errors';
@@ -46,9 +47,25 @@ export interface MatrixJob {
 }
 
 function countNonFinite(w: Float32Array): number {
+  const native = nativeKernelsOnArrays();
+  if (native) return native.addon.widen(null, w, native.threads);
   let n = 0;
   for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) n++;
   return n;
+}
+
+/** The tensor as float32 and its NaN/Inf count: on a native thread a BF16 one is widened and
+ *  counted in one pass over the module's threads (the same values as readTensorF32's). */
+async function readCounted(tensor: TensorInfo, buffers: ScratchBuffers): Promise<{ w: Float32Array; bad: number }> {
+  const native = nativeKernelsOnArrays();
+  if (!native || tensor.dtype !== 'BF16') {
+    const w = await readTensorF32(tensor, buffers);
+    return { w, bad: countNonFinite(w) };
+  }
+  const bytes = await readTensorBytes(tensor, buffers);
+  const w = buffers.f32('read.f32', tensor.parameters);
+  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, tensor.parameters);
+  return { w, bad: native.addon.widen(src, w, native.threads) };
 }
 
 async function readChecked(
@@ -56,8 +73,7 @@ async function readChecked(
   onNonFinite: 'refuse' | 'skip',
   buffers: ScratchBuffers,
 ): Promise<{ w: Float32Array } | { skipped: string }> {
-  const w = await readTensorF32(tensor, buffers);
-  const bad = countNonFinite(w);
+  const { w, bad } = await readCounted(tensor, buffers);
   if (bad === 0) return { w };
   const problem = `holds ${bad} NaN/Inf value${bad === 1 ? '' : 's'}`;
   if (onNonFinite === 'skip') return { skipped: problem };
@@ -75,6 +91,7 @@ function frob(x: Float32Array): number {
 }
 
 function allFinite(x: ArrayLike<number>): boolean {
+  if (x instanceof Float32Array && x.length > 1 << 16) return countNonFinite(x) === 0;
   for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;
   return true;
 }
@@ -319,10 +336,13 @@ async function measureWritten(
     }
     // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
     const nf4 = reloadsAtNf4 ? quantizedRegions(ws, Q.length, 64) : undefined;
-    if (nf4) quantizeRegion(ws, Q, codebook('nf', 4), 'nf', 64, nf4);
     const packed = ws.f32(A.length).ptr;
     const e = heldMetric ? ws.f32(w.length) : undefined;
     const eT = heldMetric ? ws.f32(w.length) : undefined;
+    // quantizeRegion's codes and values in one fused pass (natively over the threads); its
+    // residual is not used: it lands in e (written again below) or in a region of its own, within
+    // the workspace LoftQ already grew.
+    if (nf4) await quantizeResidual(ws, Q, codebook('nf', 4), 'nf', 64, nf4, Q, e ?? ws.f32(Q.length));
     const errs = [
       ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, e ? e.ptr : 0, packed),
       nf4 && ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),

@@ -87,6 +87,8 @@ export interface NativeAddon {
   /** Asks for the pages of `bytes` on a libuv thread (MADV_POPULATE_WRITE; nothing where the
    *  kernel has none): the bytes never change, the view is kept alive until it is done. */
   populate(bytes: Uint8Array): void;
+  /** dst[i] = src[i] widened from bf16 (src null: dst as it is); returns dst's NaN/Inf count. */
+  widen(src: Uint16Array | null, dst: Float32Array, threads: number): number;
 }
 
 const MODULE_FILE = 'loftq_native.node';
