@@ -292,6 +292,12 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
           ? fs.readdirSync(journal).filter((f) => f.endsWith('.safetensors') && !f.startsWith('.')).length
           : 0;
       await until('a first matrix to finish', async () => finished() >= 1, 180_000, 100);
+      // The live heatmap opens with the first matrix the client hears of (after its journal entry):
+      // under load that can come later, and a cancel before it leaves no heatmap to check.
+      await page
+        .locator('.tabs-container .tab', { hasText: 'model-loftq-nf2-r64' })
+        .first()
+        .waitFor({ timeout: 60_000 });
       assert.ok(finished() < SLOW_MATRICES, 'the run is still going');
       const progress = await notification(page, /LoftQ 2-bit: model\.safetensors/, 30_000);
       await progress.getByRole('button', { name: 'Cancel' }).click();

@@ -37,7 +37,19 @@ test("loftq/eval: the CLI's figures, progress per pass, a responsive server, can
   const w = await evalWorkspace();
   const cli = spawnSync(
     process.execPath,
-    [CLI, 'eval', w.ckptDir, w.out, '--tokens', w.tokens, '--json', '--quiet', '--no-report-update'],
+    [
+      CLI,
+      'eval',
+      w.ckptDir,
+      w.out,
+      '--tokens',
+      w.tokens,
+      '--json',
+      '--quiet',
+      '--no-report-update',
+      '--backend',
+      'wasm',
+    ],
     { encoding: 'utf8' },
   );
   assert.equal(cli.status, 0, cli.stderr);

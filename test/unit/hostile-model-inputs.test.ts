@@ -416,7 +416,14 @@ test('27.11 SIGTERM/SIGINT in the first half second: exit 130 (handlers come bef
   const seen: string[] = [];
   for (const sig of ['SIGTERM', 'SIGINT'] as const)
     for (const delay of delays) {
-      const r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+      // A loaded machine can stretch one start past the bare figure, so the signal lands before any
+      // JavaScript runs: that try is repeated (twice at most). Handlers installed after the bundle
+      // loads (the regression this guards) lose every try at these delays.
+      let r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+      for (let again = 0; again < 2 && r.code === null && r.signal === sig; again++) {
+        seen.push(`${sig}@${delay}:${r.signal}(retried)`);
+        r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+      }
       seen.push(`${sig}@${delay}:${r.code ?? r.signal}`);
       assert.equal(r.code, 130, `${sig} after ${delay} ms (bare node starts in ${bare.toFixed(0)} ms): ${seen}`);
       assert.ok(!fs.existsSync(out), `${sig} after ${delay} ms: nothing left`);
