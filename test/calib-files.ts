@@ -4,6 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { tokenizerJson } from '../server/src/tools/fuzz/tiny-model';
 
 export interface ImatrixEntry {
   /** llama.cpp name, e.g. blk.0.attn_q.weight. */
@@ -112,44 +113,5 @@ function testVocab(extra = 0): Record<string, number> {
 /** A Llama-style tokenizer.json (Prepend/Replace ▁ normalizer, BPE, <s> template) in DIR.
  *  `extra` adds tokens to make a tokenizer larger than a model's vocabulary. */
 export function writeTestTokenizer(dir: string, extra = 0): void {
-  const special = (id: number, content: string) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  });
-  const json = {
-    version: '1.0',
-    added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [
-        { type: 'Prepend', prepend: '▁' },
-        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
-      ],
-    },
-    pre_tokenizer: null,
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [],
-      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
-    },
-    decoder: null,
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: '<unk>',
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: true,
-      byte_fallback: false,
-      vocab: testVocab(extra),
-      merges: ['▁ t'],
-    },
-  };
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(testVocab(extra), ['▁ t'])));
 }

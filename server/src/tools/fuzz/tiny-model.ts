@@ -137,8 +137,12 @@ function tokenizerVocab(): Record<string, number> {
   return vocab;
 }
 
-/** A Llama-style tokenizer.json: ▁-prefixing normalizer, BPE, <s> prepended. */
-export function tokenizerJson(): Record<string, unknown> {
+/** A Llama-style tokenizer.json: ▁-prefixing normalizer, BPE, <s> prepended; this tiny model's
+ *  vocabulary and merges unless others are given (the tests' calibration files give theirs). */
+export function tokenizerJson(
+  vocab: Record<string, number> = tokenizerVocab(),
+  merges: string[] = MERGES.map(([a, b]) => `${a} ${b}`),
+): Record<string, unknown> {
   const special = (id: number, content: string) => ({
     id,
     content,
@@ -176,8 +180,8 @@ export function tokenizerJson(): Record<string, unknown> {
       end_of_word_suffix: null,
       fuse_unk: true,
       byte_fallback: false,
-      vocab: tokenizerVocab(),
-      merges: MERGES.map(([a, b]) => `${a} ${b}`),
+      vocab,
+      merges,
     },
   };
 }
