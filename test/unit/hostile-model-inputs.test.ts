@@ -413,16 +413,19 @@ test('27.11 SIGTERM/SIGINT in the first half second: exit 130 (handlers come bef
   const out = path.join(dir, 'out');
   // The CLI's bundle alone took ~0.5 s to parse: every one of these landed before its handlers.
   const delays = [60, 100, 150, 250, 350].map((d) => Math.round(bare + d)).concat([500]);
+  // 200 iterations: a run that outlasts the last signal on any backend (on native, FAST's
+  // stories260K was done within 0.5 s on a quiet machine: exit 0 before the signal).
+  const LONG = [...FAST, '--iters', '200'];
   const seen: string[] = [];
   for (const sig of ['SIGTERM', 'SIGINT'] as const)
     for (const delay of delays) {
       // A loaded machine can stretch one start past the bare figure, so the signal lands before any
       // JavaScript runs: that try is repeated (twice at most). Handlers installed after the bundle
       // loads (the regression this guards) lose every try at these delays.
-      let r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+      let r = await runAndSignal(['quantize', STORIES, '--out', out, ...LONG], sig, delay);
       for (let again = 0; again < 2 && r.code === null && r.signal === sig; again++) {
         seen.push(`${sig}@${delay}:${r.signal}(retried)`);
-        r = await runAndSignal(['quantize', STORIES, '--out', out, ...FAST], sig, delay);
+        r = await runAndSignal(['quantize', STORIES, '--out', out, ...LONG], sig, delay);
       }
       seen.push(`${sig}@${delay}:${r.code ?? r.signal}`);
       assert.equal(r.code, 130, `${sig} after ${delay} ms (bare node starts in ${bare.toFixed(0)} ms): ${seen}`);
