@@ -534,7 +534,11 @@ describe('VS Code end to end', { skip, timeout: 600_000 }, () => {
       );
       await analysed.getByRole('button', { name: 'Plan Mixed Precision…' }).click();
       const planFile = path.join(ws, CALIB_MODEL, 'loftq.json');
-      await until('loftq.json made for the planner', async () => fs.existsSync(planFile));
+      // Written whole, not just created (the editor's file system writes after it creates).
+      await until(
+        'loftq.json made for the planner',
+        async () => fs.existsSync(planFile) && fs.readFileSync(planFile, 'utf8').trimEnd().endsWith('}'),
+      );
       assert.deepEqual(JSON.parse(fs.readFileSync(planFile, 'utf8')), {
         checkpoint: './model.safetensors',
         defaults: { bits: 4, rank: 16, iters: 5, quantizer: 'nf' },
