@@ -3,7 +3,6 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { quantizeCheckpoint } from '../../server/src/engine/run';
-import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
 import { InputError, UsageError } from '../../server/src/base/errors';
 import { JOURNAL_DIR } from '../../server/src/base/journal';
 import { gaussian } from '../../server/src/linalg/dense';
@@ -11,6 +10,7 @@ import type { InputStat, InputStats } from '../../server/src/model/stats';
 import type { PreparedCalibration } from '../../server/src/engine/api';
 import type { Report } from '../../server/src/protocol/lsp_ext';
 import { repoRoot, tempDir } from '../helpers';
+import { outputErrorOnDisk } from '../outputErrorOnDisk';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
 const settings = { bits: 2, rank: 4, iters: 3, quantizer: 'nf' as const, blockSize: 64 };
@@ -70,47 +70,6 @@ function listFiles(dir: string): string[] {
   return out.sort();
 }
 
-/** ‖(W − Q − B·A)·S‖/‖W·S‖ of the files on disk, with S·Sᵀ = G + λI formed from the
- *  statistic directly (no Cholesky): tr(E·H·Eᵀ)/tr(W·H·Wᵀ). */
-async function diskOutputError(out: string, name: string, stat: InputStat, ridge: number): Promise<number> {
-  const src = await openCheckpoint(path.join(STORIES, 'model.safetensors'));
-  const dst = await openCheckpoint(path.join(out, 'model.safetensors'));
-  const ad = await openCheckpoint(path.join(out, 'loftq_init', 'adapter_model.safetensors'));
-  const mod = name.replace(/\.weight$/, '');
-  const w = await readTensorF32(src.byName.get(name)!),
-    q = await readTensorF32(dst.byName.get(name)!);
-  const A = ad.byName.get(`base_model.model.${mod}.lora_A.weight`)!;
-  const a = await readTensorF32(A),
-    b = await readTensorF32(ad.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
-  const [rows, cols] = src.byName.get(name)!.shape;
-  const r = A.shape[0];
-  const n = stat.dim;
-  const diag = (i: number) => (stat.kind === 'full' ? stat.g[i * n + i] : stat.d[i]);
-  let mean = 0;
-  for (let i = 0; i < n; i++) mean += diag(i) / n;
-  const h = (i: number, j: number) =>
-    (stat.kind === 'full' ? stat.g[i * n + j] : i === j ? stat.d[i] : 0) + (i === j ? ridge * mean : 0);
-  let num = 0,
-    den = 0;
-  for (let i = 0; i < rows; i++) {
-    const e = new Float64Array(cols),
-      wr = new Float64Array(cols);
-    for (let j = 0; j < cols; j++) {
-      let ba = 0;
-      for (let p = 0; p < r; p++) ba += b[i * r + p] * a[p * cols + j];
-      wr[j] = w[i * cols + j];
-      e[j] = w[i * cols + j] - q[i * cols + j] - ba;
-    }
-    for (let j = 0; j < cols; j++)
-      for (let k = 0; k < cols; k++) {
-        const hv = h(j, k);
-        num += e[j] * hv * e[k];
-        den += wr[j] * hv * wr[k];
-      }
-  }
-  return Math.sqrt(num / den);
-}
-
 const REPORT_MATCHES_FILES =
   'calibrated quantize: report output errors equal the files on disk; output beats QLoRA; ' +
   'bytes independent of the worker count';
@@ -150,7 +109,14 @@ test(REPORT_MATCHES_FILES, async () => {
     'model.layers.4.mlp.down_proj.weight',
   ]) {
     const m = report!.matrices.find((x) => x.name === name)!;
-    const disk = await diskOutputError(outs[0], name, stats.get(name)!, RIDGE);
+    const files = await outputErrorOnDisk(
+      path.join(STORIES, 'model.safetensors'),
+      outs[0],
+      name,
+      stats.get(name)!,
+      RIDGE,
+    );
+    const disk = Math.sqrt(files.error / files.norm);
     assert.ok(Math.abs(disk - m.outputRelError!) <= 1e-4 * disk, `${name}: disk ${disk}, report ${m.outputRelError}`);
   }
   // adapter_config.json names its own folder (base_model_name_or_path): compared without it.

@@ -14,7 +14,6 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { analyzeCheckpoint, quantizeCheckpoint } from '../../server/src/engine/run';
-import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
 import { gaussian } from '../../server/src/linalg/dense';
 import type { InputStat, InputStats } from '../../server/src/model/stats';
 import type { PreparedCalibration } from '../../server/src/engine/api';
@@ -26,6 +25,7 @@ import * as fs from 'node:fs';
 import { planReport } from '../../server/src/plan/planner/plan';
 import type { CostModel } from '../../server/src/plan/planner/cost';
 import { repoRoot, tempDir } from '../helpers';
+import { outputErrorOnDisk } from '../outputErrorOnDisk';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
 const TARGETS = ['model.layers.{0..1}.**'];
@@ -91,39 +91,6 @@ const rowsAt = (r: Report, bits: number, rank: number) =>
   new Map(r.analyses!.find((a) => a.bits === bits && a.rank === rank)!.matrices.map((m) => [m.name, m]));
 const outputSq = (m: AnalysisEntry['matrices'][number]) => (m.outputRelError! * m.outputNorm!) ** 2;
 
-/** tr(E·H·Eᵀ), H = G + λ·mean(diag G)·I, E = W − Q − B·A read back from a quantize output (float64). */
-async function diskOutputSq(out: string, name: string): Promise<number> {
-  const src = await openCheckpoint(path.join(STORIES, 'model.safetensors'));
-  const dst = await openCheckpoint(path.join(out, 'model.safetensors'));
-  const ad = await openCheckpoint(path.join(out, 'loftq_init', 'adapter_model.safetensors'));
-  const mod = name.replace(/\.weight$/, '');
-  const w = await readTensorF32(src.byName.get(name)!),
-    q = await readTensorF32(dst.byName.get(name)!);
-  const A = ad.byName.get(`base_model.model.${mod}.lora_A.weight`)!;
-  const a = await readTensorF32(A),
-    b = await readTensorF32(ad.byName.get(`base_model.model.${mod}.lora_B.weight`)!);
-  const [rows, cols] = src.byName.get(name)!.shape;
-  const r = A.shape[0];
-  const s = STATS.get(name)! as Extract<InputStat, { kind: 'full' }>;
-  let mean = 0;
-  for (let i = 0; i < cols; i++) mean += s.g[i * cols + i] / cols;
-  let sum = 0;
-  const e = new Float64Array(cols);
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) {
-      let ba = 0;
-      for (let p = 0; p < r; p++) ba += b[i * r + p] * a[p * cols + j];
-      e[j] = w[i * cols + j] - q[i * cols + j] - ba;
-    }
-    for (let j = 0; j < cols; j++) {
-      let he = RIDGE * mean * e[j];
-      for (let k = 0; k < cols; k++) he += s.g[j * cols + k] * e[k];
-      sum += e[j] * he;
-    }
-  }
-  return sum;
-}
-
 test('output error at the analysed rank: the analysis row, a calibrated quantize and the files agree', async () => {
   const report = await analyse(2, []);
   const out = path.join(tempDir(), 'out');
@@ -144,7 +111,9 @@ test('output error at the analysed rank: the analysis row, a calibrated quantize
     assert.equal(row.outputRelError, m.outputRelError, m.name);
     assert.equal(row.bestIter, m.bestIter, m.name);
     const predicted = predictError(row, R, R, 'output')!;
-    const onDisk = await diskOutputSq(out, m.name);
+    const onDisk = (
+      await outputErrorOnDisk(path.join(STORIES, 'model.safetensors'), out, m.name, STATS.get(m.name)!, RIDGE)
+    ).error;
     // float32 sums (tr(E·H·Eᵀ) in the kernels) against float64 here
     assert.ok(Math.abs(predicted / onDisk - 1) < 1e-4, `${m.name}: predicted ${predicted}, on disk ${onDisk}`);
   }

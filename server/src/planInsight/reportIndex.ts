@@ -30,31 +30,21 @@ export function indexReport(report: Report): ReportIndex {
     m.set(bits, e);
     widths.add(bits);
   };
-  for (const a of report.analyses ?? []) {
-    for (const m of a.matrices) {
-      // A calibrated analysis measured output errors too: the worst are then ranked by them, as the planner plans.
-      const output = Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {};
-      put(m.name, a.bits, {
-        relError: m.relError,
-        qloraRelError: m.qloraRelError,
-        rank: a.rank,
-        iters: a.iters,
-        ...output,
-      });
-    }
-  }
+  // A calibrated run or analysis measured output errors too: the worst are then ranked by them, as the planner plans.
+  const entry = (
+    m: { relError: number; qloraRelError: number; outputRelError?: number },
+    rank: number,
+    iters: number,
+  ): ErrorEntry => ({
+    relError: m.relError,
+    qloraRelError: m.qloraRelError,
+    rank,
+    iters,
+    ...(Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {}),
+  });
+  for (const a of report.analyses ?? []) for (const m of a.matrices) put(m.name, a.bits, entry(m, a.rank, a.iters));
   // A quantize run's own numbers describe the files as written: they win over an analysis.
-  for (const m of report.matrices ?? []) {
-    if (m.skipped) continue;
-    const output = Number.isFinite(m.outputRelError) ? { outputRelError: m.outputRelError } : {};
-    put(m.name, m.bits, {
-      relError: m.relError,
-      qloraRelError: m.qloraRelError,
-      rank: m.rank,
-      iters: m.iters,
-      ...output,
-    });
-  }
+  for (const m of report.matrices ?? []) if (!m.skipped) put(m.name, m.bits, entry(m, m.rank, m.iters));
   return { byName, bits: [...widths].sort((a, b) => a - b), raw: report };
 }
 
