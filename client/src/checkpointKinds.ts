@@ -10,8 +10,9 @@ import { naturalCompare } from '../../server/src/base/naturalSort';
 import type { InspectResult } from '../../server/src/protocol/lsp_ext';
 
 export const INDEX = 'model.safetensors.index.json';
-export const ADAPTER_DIR = 'loftq_init';
-const ADAPTER_CONFIG = path.join(ADAPTER_DIR, 'adapter_config.json');
+const ADAPTER_DIR = 'loftq_init';
+/** What marks a LoftQ run's output folder (every format writes it): Explorer menus, Evaluate, the heatmap. */
+export const OUTPUT_MARKER = path.join(ADAPTER_DIR, 'adapter_config.json');
 
 export type Marker = 'adapter' | 'output' | undefined;
 
@@ -21,7 +22,15 @@ export function markerOf(p: string, isFolder: boolean, exists: (file: string) =>
   if (!isFolder && (path.basename(p) === 'adapter_model.safetensors' || path.basename(dir) === ADAPTER_DIR))
     return 'adapter';
   if (!isFolder && path.basename(p) === 'model.packed.safetensors') return 'output';
-  return exists(path.join(dir, ADAPTER_CONFIG)) ? 'output' : undefined;
+  return exists(path.join(dir, OUTPUT_MARKER)) ? 'output' : undefined;
+}
+
+/** The run's output folder of a marked path: its own folder for an output, loftq_init/'s parent for an
+ *  adapter in it; undefined for an adapter anywhere else (a PEFT adapter is no LoftQ run's). */
+export function runFolderOf(p: string, isFolder: boolean, marker: Marker): string | undefined {
+  const dir = isFolder ? p : path.dirname(p);
+  if (marker === 'output') return dir;
+  return marker === 'adapter' && path.basename(dir) === ADAPTER_DIR ? path.dirname(dir) : undefined;
 }
 
 export interface Candidate {

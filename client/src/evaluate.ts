@@ -14,6 +14,7 @@ import { Requests } from '../../server/src/protocol/requests';
 import { EVAL_SPECS, heldOutSeed, parseSampleSizes } from '../../server/src/registry';
 import { confirmOutside, outsideWorkspace, serverDown } from './quantize';
 import { readReport, REPORT_FILE } from './reports';
+import { OUTPUT_MARKER } from './checkpointKinds';
 
 export interface EvaluateDeps {
   client: () => LanguageClient | undefined;
@@ -22,8 +23,6 @@ export interface EvaluateDeps {
   /** The report changed: panels showing it reload. */
   reportChanged(reportPath: string): void;
 }
-
-const ADAPTER_CONFIG = path.join('loftq_init', 'adapter_config.json');
 
 /** Output folders of quantize runs in the workspace (they hold loftq_init/adapter_config.json). */
 async function outputFolders(): Promise<string[]> {
@@ -140,9 +139,9 @@ export async function evaluateCommand(deps: EvaluateDeps, arg?: unknown): Promis
   const out = await outputFolder(arg);
   if (!out) return;
   const name = vscode.workspace.asRelativePath(out);
-  if (!fs.existsSync(path.join(out, ADAPTER_CONFIG))) {
+  if (!fs.existsSync(path.join(out, OUTPUT_MARKER))) {
     void vscode.window.showErrorMessage(
-      `${name} is not the output folder of a LoftQ run (no ${ADAPTER_CONFIG}); ` +
+      `${name} is not the output folder of a LoftQ run (no ${OUTPUT_MARKER}); ` +
         'an analysis writes no weights to evaluate.',
     );
     return;

@@ -22,7 +22,7 @@ import { Requests } from '../../server/src/protocol/requests';
 import { askRun } from './runWizard';
 import { isWriteRefusal, refusalText, unwritable } from './writable';
 import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from './reports';
-import { ADAPTER_DIR, Candidate, markerOf, pickList } from './checkpointKinds';
+import { Candidate, markerOf, pickList, runFolderOf } from './checkpointKinds';
 import type { LoftqStatus } from './statusBar';
 import { VIEWER_VIEW_TYPE } from './viewer/provider';
 
@@ -104,9 +104,8 @@ async function workspaceCheckpoints() {
     paths.map(async (p) => {
       const marker = markerOf(p.path, p.isFolder, fs.existsSync);
       const c: Candidate = { ...p, marker };
-      const dir = p.isFolder ? p.path : path.dirname(p.path);
-      if (marker === 'output') c.of = await outputOf(dir);
-      else if (marker === 'adapter' && path.basename(dir) === ADAPTER_DIR) c.of = await outputOf(path.dirname(dir));
+      const run = runFolderOf(p.path, p.isFolder, marker);
+      if (run) c.of = await outputOf(run);
       else if (!marker) c.header = await headerOf(p.path);
       return c;
     }),

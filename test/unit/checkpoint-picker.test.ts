@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { encodeHeader, openCheckpoint } from '../../server/src/checkpoint';
 import { inspectWithShard } from '../../server/src/engine/inspect';
 import { quantizeCheckpoint } from '../../server/src/engine/run';
-import { Candidate, INDEX, markerOf, pickList } from '../../client/src/checkpointKinds';
+import { Candidate, INDEX, markerOf, pickList, runFolderOf } from '../../client/src/checkpointKinds';
 import { repoRoot, removeTree, tempDir } from '../helpers';
 
 const STORIES = path.join(repoRoot, 'examples', 'stories260k');
@@ -83,4 +83,13 @@ test('the picker offers models in natural order, labelled; outputs, adapters and
   } finally {
     removeTree(ws);
   }
+});
+
+test("a marked path's run folder: an output's own, loftq_init/'s parent, none for a PEFT adapter elsewhere", () => {
+  const out = path.join('w', 'model-loftq-nf2-r8');
+  assert.equal(runFolderOf(path.join(out, 'model.safetensors'), false, 'output'), out);
+  assert.equal(runFolderOf(out, true, 'output'), out);
+  assert.equal(runFolderOf(path.join(out, 'loftq_init', 'adapter_model.safetensors'), false, 'adapter'), out);
+  assert.equal(runFolderOf(path.join('w', 'peft', 'adapter_model.safetensors'), false, 'adapter'), undefined);
+  assert.equal(runFolderOf(path.join('w', 'model.safetensors'), false, undefined), undefined);
 });

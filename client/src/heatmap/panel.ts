@@ -15,6 +15,7 @@ import { webviewHtml, webviewOptions } from '../webviewHtml';
 import { quantizedSize } from '../../../webviews/src/quantizedSize';
 import { toBatch } from './batch';
 import { analysedWidths, matricesAtWidth } from './analysisWidths';
+import { OUTPUT_MARKER } from '../checkpointKinds';
 
 export const HEATMAP_VIEW_TYPE = 'loftq.heatmap';
 
@@ -90,7 +91,7 @@ export class HeatmapPanel {
       model: report.model,
       quantized: quantizedSize(matrices),
       // A quantize run's folder (an analysis writes no weights) can be evaluated.
-      evaluable: !report.analyses?.length && fs.existsSync(path.join(out, 'loftq_init', 'adapter_config.json')),
+      evaluable: !report.analyses?.length && fs.existsSync(path.join(out, OUTPUT_MARKER)),
     };
     Object.assign(this, {
       reportPath,

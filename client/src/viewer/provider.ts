@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { FromViewer, ToViewer, ViewerOrigin, ViewerShard } from '../../../server/src/protocol/lsp_ext';
 import { inspectCheckpoint, readReport, REPORT_FILE, ReportIndex } from '../reports';
-import { ADAPTER_DIR, markerOf } from '../checkpointKinds';
+import { markerOf, runFolderOf } from '../checkpointKinds';
 import { webviewHtml, webviewOptions } from '../webviewHtml';
 
 export const VIEWER_VIEW_TYPE = 'loftq.safetensorsViewer';
@@ -126,8 +126,7 @@ export class SafetensorsViewer implements vscode.CustomReadonlyEditorProvider {
 async function originOf(file: string): Promise<ViewerOrigin | undefined> {
   const kind = markerOf(file, false, fs.existsSync);
   if (!kind) return undefined;
-  const dir = path.dirname(file);
-  const out = kind === 'adapter' && path.basename(dir) === ADAPTER_DIR ? path.dirname(dir) : dir;
+  const out = runFolderOf(file, false, kind) ?? path.dirname(file);
   try {
     return { kind, of: vscode.workspace.asRelativePath((await readReport(path.join(out, REPORT_FILE))).checkpoint) };
   } catch {
