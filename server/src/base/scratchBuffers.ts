@@ -24,6 +24,22 @@ export class ScratchBuffers {
   f64(name: string, length: number): Float64Array {
     return new Float64Array(this.raw(name, 8 * length), 0, length);
   }
+  /** Gives the pages of every buffer (but those named in `keep`) back to the system, the
+   *  buffers kept for reuse: their contents are dead (they read as zeros) and their next use
+   *  faults them in again. `discard` is kernels/native.ts's discardPages (base/ imports no
+   *  kernels); returns the bytes handed to it. */
+  discardAll(discard: (bytes: Uint8Array) => boolean, keep: readonly string[] = []): number {
+    let bytes = 0;
+    for (const [name, b] of this.buffers)
+      if (!keep.includes(name) && discard(new Uint8Array(b))) bytes += b.byteLength;
+    return bytes;
+  }
+}
+
+/** Every idle set's pages back to the system (ScratchBuffers.discardAll): between the phases of
+ *  a run whose working sets do not fit its memory budget together. */
+export function discardIdleScratchBuffers(discard: (bytes: Uint8Array) => boolean): number {
+  return idle.reduce((a, b) => a + b.discardAll(discard), 0);
 }
 
 const idle: ScratchBuffers[] = [];

@@ -87,6 +87,11 @@ export interface NativeAddon {
   /** Asks for the pages of `bytes` on a libuv thread (MADV_POPULATE_WRITE; nothing where the
    *  kernel has none): the bytes never change, the view is kept alive until it is done. */
   populate(bytes: Uint8Array): void;
+  /** Returns the whole pages inside a dead buffer's bytes to the system (MADV_DONTNEED: they
+   *  read as zeros at their next touch); the bytes released. */
+  discard?(bytes: Uint8Array): number;
+  /** Frees the module's cache of reusable buffers and malloc's free pages; the bytes freed. */
+  trimCache?(): number;
   /** dst[i] = src[i] widened from bf16 (src null: dst as it is); returns dst's NaN/Inf count. */
   widen(src: Uint16Array | null, dst: Float32Array, threads: number): number;
 }
@@ -165,4 +170,19 @@ export function nativeKernelsInUse(): boolean {
  *  populate), so that the thread's first writes to them do not pay a fault a page. */
 export function prefault(bytes: Uint8Array): void {
   nativeAddon().module?.populate?.(bytes);
+}
+
+/** The pages of a buffer whose contents are dead go back to the system, the buffer staying
+ *  usable (it reads as zeros); false where the native module is not loaded (nothing happens). */
+export function discardPages(bytes: Uint8Array): boolean {
+  const m = nativeAddon().module;
+  if (!m?.discard) return false;
+  m.discard(bytes);
+  return true;
+}
+
+/** Frees the native module's cache of reusable buffers (every thread's: the module is one per
+ *  process) and malloc's free pages. */
+export function trimNativeCache(): void {
+  nativeAddon().module?.trimCache?.();
 }

@@ -26,12 +26,22 @@ export interface OpenedCalibration {
   stream?(
     onLayer: (stats: InputStats, layer: number, layers: number) => Promise<void>,
     signal?: AbortSignal,
+    opts?: StreamOptions,
   ): Promise<void>;
   /** Output sensitivities (sensitivity.ts) on the source's first tokens: KL per probed matrix.
    *  Token sources only (an imatrix has no tokens). */
   probe?(probes: readonly SensitivityProbe[], signal?: AbortSignal): Promise<ProbeResult>;
   /** Releases what the source holds (a calibration thread), streamed or not. */
   close(): void;
+}
+
+export interface StreamOptions {
+  /** Before each hand-off to onLayer, the pass gives the pages of its transient buffers (the
+   *  layer's weights, its activations, the native module's cached packings) back to the
+   *  system: the engine asks for it when the pass's and the layer's jobs' working sets would
+   *  not fit its memory budget together (a 7B model), and not otherwise — their pages are
+   *  faulted in again at the next layer. */
+  discardBetweenLayers?: boolean;
 }
 
 export interface ProbeResult {
