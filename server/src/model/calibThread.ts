@@ -15,7 +15,7 @@ import type { SerializedError } from '../base/serializeError';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import type { BackendChoice, CalibrationInfo, CalibrationParams } from '../protocol/lsp_ext';
 import { setStatsCollector } from './collector';
-import type { CollectOptions, OpenedCalibration } from './collector';
+import type { CollectOptions, OpenedCalibration, StreamOptions } from './collector';
 import type { SensitivityProbe } from './sensitivity';
 import type { InputStat, InputStats } from './stats';
 
@@ -39,9 +39,11 @@ export type FromCalibThread =
   | { type: 'probed'; kl: [string, number][]; sequences: number; tokens: number }
   | { type: 'failed'; error: SerializedError };
 
-/** 'stream' starts the pass; 'next' says the last layer's statistics are no longer used; 'probe'
- *  runs the output-sensitivity probes (sensitivity.ts) on the source's tokens. */
-export type ToCalibThread = { type: 'stream' } | { type: 'next' } | { type: 'probe'; probes: SensitivityProbe[] };
+/** 'stream' starts the pass (with the engine's StreamOptions); 'next' says the last layer's
+ *  statistics are no longer used; 'probe' runs the output-sensitivity probes (sensitivity.ts)
+ *  on the source's tokens. */
+export type ToCalibThread =
+  { type: 'stream'; opts?: StreamOptions } | { type: 'next' } | { type: 'probe'; probes: SensitivityProbe[] };
 
 export function packStats(stats: InputStats): { packed: PackedStats; transfer: ArrayBuffer[] } {
   const index = new Map<InputStat, number>();
@@ -138,10 +140,10 @@ export async function openOnThread(
     unwatch();
   }
   if (opened.type !== 'opened') throw new Error(`calibration thread: '${opened.type}' before 'opened'`);
-  const stream: OpenedCalibration['stream'] = async (onLayer, signal) => {
+  const stream: OpenedCalibration['stream'] = async (onLayer, signal, streamOpts) => {
     const unwatchStream = watch(signal ?? opts.signal);
     try {
-      worker.postMessage({ type: 'stream' } satisfies ToCalibThread);
+      worker.postMessage({ type: 'stream', opts: { ...streamOpts } } satisfies ToCalibThread);
       for (;;) {
         const m = await messages.next();
         if (m.type === 'done') return;

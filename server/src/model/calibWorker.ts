@@ -30,11 +30,15 @@ const next = () => new Promise<ToCalibThread>((resolve) => port.once('message', 
     for (;;) {
       const m = await next();
       if (m.type === 'stream' && stream) {
-        await stream(async (stats, layer, layers) => {
-          const { packed, transfer } = packStats(stats);
-          port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
-          await next();
-        });
+        await stream(
+          async (stats, layer, layers) => {
+            const { packed, transfer } = packStats(stats);
+            port.postMessage({ type: 'layer', stats: packed, layer, layers } satisfies FromCalibThread, transfer);
+            await next();
+          },
+          undefined,
+          m.opts,
+        );
         port.postMessage({ type: 'done' } satisfies FromCalibThread);
       } else if (m.type === 'probe' && opened.probe) {
         const r = await opened.probe(m.probes);

@@ -75,7 +75,7 @@ export async function openCalibration(
       ...(seed === undefined ? {} : { seed }),
       products: p.products === 'float32' ? 'float32' : await passProducts(opts.backend ?? 'wasm'),
     },
-    async stream(onLayer, signal) {
+    async stream(onLayer, signal, streamOpts) {
       // The pass's products on every core (generation above stays on one backend: its tokens
       // are reproducible per backend).
       const backend = await createCollectionBackend(opts.backend ?? 'wasm');
@@ -88,6 +88,7 @@ export async function openCalibration(
         config: c,
         onLayerStats: onLayer,
         bf16Products: p.products !== 'float32',
+        discardBetweenLayers: streamOpts?.discardBetweenLayers === true,
       };
       await collectInputStatsWithInfo(ck, sequences, collectOpts).finally(() => backend.close());
     },

@@ -49,6 +49,9 @@ export interface CollectOptions {
    *  layers (forward.ts's bf16Linear) and XᵀX, X rounded to bf16 — sums float32 within a
    *  chunk of tokens and float64 across chunks either way. */
   bf16Products?: boolean;
+  /** Before each hand-off to onLayerStats, the pass's transient buffers give their pages back
+   *  (forward.ts discardBetweenLayers; collector.ts's StreamOptions says when). */
+  discardBetweenLayers?: boolean;
 }
 
 /** Adds the upper triangle of XᵀX of rows [t0, t1) of x (tokens × dim) into g (dim × dim, float64). */
@@ -167,6 +170,7 @@ export async function collectInputStatsWithInfo(
     backend: opts.backend,
     signal: opts.signal,
     bf16Linear: bf16,
+    discardBetweenLayers: opts.discardBetweenLayers === true,
     onLayer: async (layer, layers) => {
       opts.onLayer?.(layer, layers);
       if (opts.onLayerStats) {

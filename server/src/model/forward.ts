@@ -1,6 +1,7 @@
 // The layer-streaming forward pass of a decoder (the families of arch/: Llama, Mistral, Qwen2,
-// Gemma, Gemma 2, Phi-2, Phi-3). Only one decoder layer's weights are in memory at a time (read
-// with positioned reads, dropped after the layer); the hidden states of the whole batch of
+// Gemma, Gemma 2, Phi-2, Phi-3). Only one linear group's weights are in memory at a time (q|k|v,
+// o, gate|up, down: each read with positioned reads just before its product, into buffers the
+// next group reuses); the hidden states of the whole batch of
 // sequences are carried from layer to layer. The family's layout is interpreted with one branch
 // per layer (which norm, how attention and MLP meet the residual stream, which activation).
 // Hooks let a caller see each linear layer's input (calibration statistics) and substitute a
@@ -11,6 +12,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
 import { yieldAndCheck } from '../base/errors';
 import { ScratchBuffers } from '../base/scratchBuffers';
+import { discardPages, trimNativeCache } from '../kernels/native';
 import type { MatmulBackend } from '../linalg/backend';
 import type { ModelConfig } from './config';
 import { linearGroup } from './linear';
@@ -29,7 +31,17 @@ import {
   softcapInPlace,
 } from './ops';
 import { ropeForSequences } from './rope';
-import { readChecked, readCheckedRows, readLayer, readNorm, WeightHook } from './weights';
+import type { LinearSpec } from './arch/types';
+import {
+  layerNames,
+  readChecked,
+  readCheckedRows,
+  readGroup,
+  readLayerNorms,
+  readNorm,
+  type GroupWeights,
+  type WeightHook,
+} from './weights';
 
 export interface ForwardHooks {
   /** Sees the input X (tokens × width, row-major) shared by the linear layers `names`
@@ -55,15 +67,24 @@ export interface ForwardOptions {
    *  X and W rounded to bf16, float32 sums — a bf16 model as a GPU runs it, at twice the
    *  float32 rate. For the calibration pass only: logits (eval, generation) stay float32. */
   bf16Linear?: boolean;
+  /** Just before each onLayer, the pages of the pass's transient buffers (weights, normed
+   *  states, the groups' outputs, attention, activation: all but the hidden state carried to
+   *  the next layer) and the native module's cache go back to the system (collector.ts's
+   *  StreamOptions says when the engine asks for it). Each of those buffers is written whole
+   *  before it is read, so the results are the same; the next layer faults the pages in again. */
+  discardBetweenLayers?: boolean;
 }
 
 export interface ForwardResult {
   sequences: number;
   tokens: number;
-  /** Largest (one layer's weights + the batch's activations) held at once, in bytes. */
+  /** Largest (one linear group's weights + the batch's activations) held at once, in bytes. */
   peakBytes: number;
   /** Largest resident set size seen between layers (the whole process). */
   peakRssBytes: number;
+  /** Bytes whose pages were given back at the hand-offs (discardBetweenLayers), all layers
+   *  together: 0 without it or without the native module. */
+  discardedBytes: number;
   seconds: number;
 }
 
@@ -278,6 +299,14 @@ async function attendAll(
   }
 }
 
+/** The pages of every buffer in `scratch` and of the native module's cache back to the system
+ *  (their contents dead: they read as zeros); the bytes handed back. */
+function giveBackPages(scratch: ScratchBuffers): number {
+  const bytes = scratch.discardAll(discardPages);
+  trimNativeCache();
+  return bytes;
+}
+
 /** Runs the decoder over `sequences` (token ids, each at least one token). */
 export async function runForward(
   ck: Checkpoint,
@@ -302,80 +331,91 @@ export async function runForward(
     L = c.layout;
   const upWidth = L.gated ? 2 * I : I;
   const h = await embed(ck, c, sequences, tokens);
-  // Buffers reused from layer to layer: the weights (weights.ts) and the linear groups' outputs.
-  const layerBuffers = new ScratchBuffers();
+  // Buffers reused from layer to layer: each group's weights (weights.ts readGroup), the normed
+  // states and the linear groups' outputs. Everything the pass holds between layers but h.
+  const scratch = new ScratchBuffers();
   // One linear group's output is alive at a time (each is spent before the next group runs):
   // one buffer serves them all, instead of fresh pages — ~0.4 s of faults for the 184 MB of
   // gate|up at 4096 tokens of a 1.1B model, where its product takes ~0.7 s.
-  const linearOut = (width: number) => layerBuffers.f32('linearOut', tokens * width);
+  const linearOut = (width: number) => scratch.f32('linearOut', tokens * width);
   mem.hold(h.byteLength);
-  const normed = new Float32Array(tokens * H);
+  const normed = scratch.f32('normed', tokens * H);
   mem.hold(normed.byteLength);
   const shapes = attentionShapes(c);
   const qkvOuts = L.qkv.map((s) => s.rows),
     upOuts = L.up.map((s) => s.rows);
+  let discardedBytes = 0;
   for (let layer = 0; layer < c.numLayers; layer++) {
     await yieldAndCheck(signal);
-    const w = await readLayer(ck, c, layer, hooks?.weight, layerBuffers);
-    mem.hold(w.bytes);
+    // A group's weights are read just before its product (the float32 held at once: the
+    // largest group's, gate|up — 360 MB at 7B, where a whole layer's were 808 MB).
+    const group = async (specs: readonly LinearSpec[]): Promise<GroupWeights> => {
+      const g = await readGroup(ck, c, layer, specs, hooks?.weight, scratch);
+      mem.hold(g.bytes);
+      return g;
+    };
+    const norms = await readLayerNorms(ck, c, layer);
+    mem.hold(norms.bytes);
+    const names = layerNames(c, layer);
     const attnShape = shapes[layer];
 
-    normInto(c, h, tokens, w.inputNorm, w.inputNormBias, normed);
+    normInto(c, h, tokens, norms.inputNorm, norms.inputNormBias, normed);
     // Phi-2's attention and MLP read the same normed states: one input for q/k/v and fc1.
-    const attnInputs = L.block === 'parallel' ? [...w.names.qkv, ...w.names.up] : w.names.qkv;
+    const attnInputs = L.block === 'parallel' ? [...names.qkv, ...names.up] : names.qkv;
     await hooks?.onInput?.(attnInputs, normed, tokens, H);
-    const qkv = await linearGroup(
-      backend,
-      normed,
-      tokens,
-      H,
-      w.qkv,
-      qkvOuts,
-      w.qkvBias,
-      linearOut(attnShape.stride),
-      bf16,
-    );
+    const wQkv = await group(L.qkv);
+    const qkvOut = linearOut(attnShape.stride);
+    const qkv = await linearGroup(backend, normed, tokens, H, wQkv.ws, qkvOuts, wQkv.biases, qkvOut, bf16);
     mem.hold(qkv.byteLength);
+    mem.free(wQkv.bytes);
     applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope.tables);
     applyRope(qkv, attnShape.stride, qDim, c.numKvHeads, c.headDim, positions, rope.tables);
     // Reused like linearOut: fresh, these two were 125 MB of page faults per layer at 4096
     // tokens of a 1.1B model. Both are written whole before they are read.
-    const att = layerBuffers.f32('attention', tokens * qDim);
+    const att = scratch.f32('attention', tokens * qDim);
     mem.hold(att.byteLength);
     await attendAll(c, attnShape, sequences, starts, qkv, att, native, signal);
     mem.free(qkv.byteLength);
     await yieldAndCheck(signal);
-    await hooks?.onInput?.(w.names.o, att, tokens, qDim);
+    await hooks?.onInput?.(names.o, att, tokens, qDim);
     // Phi-2 keeps the attention's output while its MLP runs: a buffer of its own.
-    const oOut = L.block === 'parallel' ? layerBuffers.f32('parallelAttention', tokens * H) : linearOut(H);
-    const o = await linearGroup(backend, att, tokens, qDim, [w.o], [H], [w.oBias], oOut, bf16);
+    const oOut = L.block === 'parallel' ? scratch.f32('parallelAttention', tokens * H) : linearOut(H);
+    const wO = await group([L.o]);
+    const o = await linearGroup(backend, att, tokens, qDim, wO.ws, [H], wO.biases, oOut, bf16);
     mem.hold(o.byteLength);
-    mem.free(att.byteLength);
+    mem.free(att.byteLength + wO.bytes);
     if (L.block !== 'parallel') {
-      if (L.block === 'sandwich') normInto(c, o, tokens, w.postAttentionNorm!, undefined, o);
+      if (L.block === 'sandwich') normInto(c, o, tokens, norms.postAttentionNorm!, undefined, o);
       addInto(h, o);
       mem.free(o.byteLength);
-      normInto(c, h, tokens, L.block === 'sandwich' ? w.preFeedforwardNorm! : w.postAttentionNorm!, undefined, normed);
-      await hooks?.onInput?.(w.names.up, normed, tokens, H);
+      const mlpNorm = L.block === 'sandwich' ? norms.preFeedforwardNorm! : norms.postAttentionNorm!;
+      normInto(c, h, tokens, mlpNorm, undefined, normed);
+      await hooks?.onInput?.(names.up, normed, tokens, H);
     }
-    const gu = await linearGroup(backend, normed, tokens, H, w.up, upOuts, w.upBias, linearOut(upWidth), bf16);
+    const wUp = await group(L.up);
+    const gu = await linearGroup(backend, normed, tokens, H, wUp.ws, upOuts, wUp.biases, linearOut(upWidth), bf16);
     mem.hold(gu.byteLength);
-    const act = layerBuffers.f32('activation', tokens * I);
+    mem.free(wUp.bytes);
+    const act = scratch.f32('activation', tokens * I);
     mem.hold(act.byteLength);
     if (native && L.gated && L.activation === 'silu') native.siluGate(gu, tokens, I, act);
     else activate(c, gu, tokens, act);
     mem.free(gu.byteLength);
     await yieldAndCheck(signal);
-    await hooks?.onInput?.(w.names.down, act, tokens, I);
-    const down = await linearGroup(backend, act, tokens, I, [w.down], [H], [w.downBias], linearOut(H), bf16);
+    await hooks?.onInput?.(names.down, act, tokens, I);
+    const wDown = await group([L.down]);
+    const down = await linearGroup(backend, act, tokens, I, wDown.ws, [H], wDown.biases, linearOut(H), bf16);
     mem.hold(down.byteLength);
-    if (L.block === 'sandwich') normInto(c, down, tokens, w.postFeedforwardNorm!, undefined, down);
+    mem.free(wDown.bytes);
+    if (L.block === 'sandwich') normInto(c, down, tokens, norms.postFeedforwardNorm!, undefined, down);
     if (L.block === 'parallel') {
       addBothInto(h, o, down);
       mem.free(o.byteLength);
     } else addInto(h, down);
-    mem.free(down.byteLength + act.byteLength + w.bytes);
+    mem.free(down.byteLength + act.byteLength + norms.bytes);
     mem.sampleRss();
+    // h alone is carried over: every buffer of `scratch` is written whole before it is read.
+    if (opts.discardBetweenLayers) discardedBytes += giveBackPages(scratch);
     await opts.onLayer?.(layer + 1, c.numLayers);
   }
   if (opts.onLogits) {
@@ -412,6 +452,7 @@ export async function runForward(
     tokens,
     peakBytes: mem.peak,
     peakRssBytes: mem.rss,
+    discardedBytes,
     seconds: (performance.now() - t0) / 1000,
   };
 }

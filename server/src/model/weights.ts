@@ -164,13 +164,15 @@ export type WeightHook = (
   cols: number,
 ) => Float32Array | undefined | Promise<Float32Array | undefined>;
 
-/** Each linear weight's float32 buffer, reused from layer to layer (the raw bytes share one):
- *  a 1.1B model's layer is 176 MB of float32, and fresh pages cost more than decoding them. */
-function layerBuffers(buffers: ScratchBuffers, lin: string): ReadBuffers {
-  return {
+/** Where a group's weights are read: the raw bytes of each in one buffer, their float32 values
+ *  side by side in another ('group'), both reused by every later group of every layer — so the
+ *  float32 weights held at once are the largest group's (gate|up: 360 MB at 7B, where a whole
+ *  layer's were 808 MB), and fresh pages (which cost more than decoding) are not faulted each time. */
+function groupBuffers(buffers: ScratchBuffers, group: Float32Array): (offset: number) => ReadBuffers {
+  return (offset) => ({
     u8: (name, length) => buffers.u8(name, length),
-    f32: (name, length) => buffers.f32(`${lin}.${name}`, length),
-  };
+    f32: (_name, length) => group.subarray(offset, offset + length),
+  });
 }
 
 /** A norm's weight (read as 1 + w for Gemma's RMSNorm, as transformers multiplies) and, for
@@ -186,21 +188,23 @@ export async function readNorm(
   return { w, b: await readChecked(ck, c, `${prefix}.bias`, [c.hiddenSize]) };
 }
 
-/** One decoder layer's weights; with `buffers`, in buffers that the next layer's read reuses
- *  (valid until then). */
-export async function readLayer(
-  ck: Checkpoint,
-  c: ModelConfig,
-  layer: number,
-  hook?: WeightHook,
-  buffers?: ScratchBuffers,
-): Promise<LayerWeights> {
-  const p = `model.layers.${layer}`;
+/** A decoder layer's norms (and LayerNorm's biases). */
+export interface LayerNorms {
+  inputNorm: Float32Array;
+  /** LayerNorm's bias (norm 'layer'). */
+  inputNormBias?: Float32Array;
+  postAttentionNorm?: Float32Array;
+  preFeedforwardNorm?: Float32Array;
+  postFeedforwardNorm?: Float32Array;
+  bytes: number;
+}
+
+export async function readLayerNorms(ck: Checkpoint, c: ModelConfig, layer: number): Promise<LayerNorms> {
   const L = c.layout;
   let bytes = 0;
   const norm = async (name: string | undefined) => {
     if (name === undefined) return undefined;
-    const n = await readNorm(ck, c, `${p}.${name}`);
+    const n = await readNorm(ck, c, `model.layers.${layer}.${name}`);
     bytes += (n.w.length + (n.b?.length ?? 0)) * 4;
     return n;
   };
@@ -208,56 +212,92 @@ export async function readLayer(
   const postAttention = await norm(L.postAttentionNorm);
   const preFeedforward = await norm(L.preFeedforwardNorm);
   const postFeedforward = await norm(L.postFeedforwardNorm);
-  const weight = async (spec: LinearSpec) => {
-    const name = layerTensorName(layer, spec);
-    let w = await readChecked(ck, c, name, [spec.rows, spec.cols], buffers && layerBuffers(buffers, spec.name));
-    const sub = hook ? await hook(name, w, spec.rows, spec.cols) : undefined;
-    if (sub) {
-      if (sub.length !== w.length)
-        throw new Error(`weight hook returned ${sub.length} values for ${name} (${w.length} expected)`);
-      w = sub;
-    }
-    bytes += w.length * 4;
-    return w;
-  };
-  const bias = async (spec: LinearSpec) => {
-    const name = `${p}.${spec.name}.bias`;
-    if (spec.bias !== 'required' && !ck.byName.has(name)) return undefined;
-    const b = await readChecked(ck, c, name, [spec.rows]);
-    bytes += b.length * 4;
-    return b;
-  };
-  const qkv: Float32Array[] = [],
-    qkvBias: (Float32Array | undefined)[] = [];
-  for (const s of L.qkv) {
-    qkv.push(await weight(s));
-    qkvBias.push(await bias(s));
-  }
-  const o = await weight(L.o);
-  const oBias = await bias(L.o);
-  const up: Float32Array[] = [],
-    upBias: (Float32Array | undefined)[] = [];
-  for (const s of L.up) {
-    up.push(await weight(s));
-    upBias.push(await bias(s));
-  }
-  const down = await weight(L.down);
-  const downBias = await bias(L.down);
   return {
     inputNorm: input.w,
     inputNormBias: input.b,
     postAttentionNorm: postAttention?.w,
     preFeedforwardNorm: preFeedforward?.w,
     postFeedforwardNorm: postFeedforward?.w,
-    qkv,
-    qkvBias,
-    o,
-    oBias,
-    up,
-    upBias,
-    down,
-    downBias,
-    names: layerNames(c, layer),
     bytes,
+  };
+}
+
+/** The linear weights of a group that reads one input (layout's qkv, [o], up or [down]), in order. */
+export interface GroupWeights {
+  /** Row-major [out, in] as in the checkpoint, or the weight hook's substitute. */
+  ws: Float32Array[];
+  biases: (Float32Array | undefined)[];
+  /** Float32 bytes held: the weights read (substituted or not: their buffer is alive), the
+   *  substitutes and the biases. */
+  bytes: number;
+}
+
+/** One group's weights (each passed to `hook`, in order) and biases; with `buffers`, in buffers
+ *  that the next group's read reuses (valid until then). */
+export async function readGroup(
+  ck: Checkpoint,
+  c: ModelConfig,
+  layer: number,
+  specs: readonly LinearSpec[],
+  hook?: WeightHook,
+  buffers?: ScratchBuffers,
+): Promise<GroupWeights> {
+  const total = specs.reduce((a, s) => a + s.rows * s.cols, 0);
+  const into = buffers && groupBuffers(buffers, buffers.f32('group', total));
+  const out: GroupWeights = { ws: [], biases: [], bytes: 0 };
+  let offset = 0;
+  for (const spec of specs) {
+    const name = layerTensorName(layer, spec);
+    let w = await readChecked(ck, c, name, [spec.rows, spec.cols], into?.(offset));
+    offset += w.length;
+    out.bytes += w.byteLength;
+    const sub = hook ? await hook(name, w, spec.rows, spec.cols) : undefined;
+    if (sub) {
+      if (sub.length !== w.length)
+        throw new Error(`weight hook returned ${sub.length} values for ${name} (${w.length} expected)`);
+      w = sub;
+      out.bytes += w.byteLength;
+    }
+    out.ws.push(w);
+    const biasName = `model.layers.${layer}.${spec.name}.bias`;
+    const b =
+      spec.bias !== 'required' && !ck.byName.has(biasName)
+        ? undefined
+        : await readChecked(ck, c, biasName, [spec.rows]);
+    out.bytes += b?.byteLength ?? 0;
+    out.biases.push(b);
+  }
+  return out;
+}
+
+/** One decoder layer's weights, each in memory of its own (generation holds every layer's). */
+export async function readLayer(
+  ck: Checkpoint,
+  c: ModelConfig,
+  layer: number,
+  hook?: WeightHook,
+): Promise<LayerWeights> {
+  const L = c.layout;
+  const norms = await readLayerNorms(ck, c, layer);
+  const qkv = await readGroup(ck, c, layer, L.qkv, hook);
+  const o = await readGroup(ck, c, layer, [L.o], hook);
+  const up = await readGroup(ck, c, layer, L.up, hook);
+  const down = await readGroup(ck, c, layer, [L.down], hook);
+  return {
+    inputNorm: norms.inputNorm,
+    inputNormBias: norms.inputNormBias,
+    postAttentionNorm: norms.postAttentionNorm,
+    preFeedforwardNorm: norms.preFeedforwardNorm,
+    postFeedforwardNorm: norms.postFeedforwardNorm,
+    qkv: qkv.ws,
+    qkvBias: qkv.biases,
+    o: o.ws[0],
+    oBias: o.biases[0],
+    up: up.ws,
+    upBias: up.biases,
+    down: down.ws[0],
+    downBias: down.biases[0],
+    names: layerNames(c, layer),
+    bytes: norms.bytes + qkv.bytes + o.bytes + up.bytes + down.bytes,
   };
 }
