@@ -30,8 +30,7 @@ export class ScratchBuffers {
    *  kernels); returns the bytes handed to it. */
   discardAll(discard: (bytes: Uint8Array) => boolean, keep: readonly string[] = []): number {
     let bytes = 0;
-    for (const [name, b] of this.buffers)
-      if (!keep.includes(name) && discard(new Uint8Array(b))) bytes += b.byteLength;
+    for (const [name, b] of this.buffers) if (!keep.includes(name) && discard(new Uint8Array(b))) bytes += b.byteLength;
     return bytes;
   }
 }

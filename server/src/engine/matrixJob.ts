@@ -14,15 +14,15 @@ import {
   DType,
 } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
-import { loftqMatrix, type LoftqResult } from '../loftq/loftq';
-import { calibratedLoftqMatrix, CalibratedResult } from '../loftq/calibrated';
+import { loftqInWorkspace, loftqMatrix, type LoftqRegions } from '../loftq/loftq';
+import { calibratedInWorkspace, type CalibratedRegions } from '../loftq/calibrated';
 import { calibrationMetric, StatisticsError, type CalibrationMetric } from '../loftq/calibrationMetric';
 import type { InputStat } from '../model/stats';
 import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
 import { gridShapeProblem, storedCodes } from '../quant/grid';
 import { codebook } from '../quant/codebook';
-import { quantizeResidual, quantizedRegions } from '../quant/quantize';
-import { KernelMemoryError, reserveWorkspace, withWorkspace } from '../kernels/kernels';
+import { blockCount, quantizeResidual } from '../quant/quantize';
+import { KernelMemoryError, reserveWorkspace, withWorkspace, type F32Region, type Workspace } from '../kernels/kernels';
 import { nativeKernelsOnArrays, prefault } from '../kernels/native';
 import { transpose } from '../linalg/dense';
 import type { AnalysisEntry, MatrixReport, MatrixSettings } from '../protocol/lsp_ext';
@@ -55,15 +55,21 @@ function countNonFinite(w: Float32Array): number {
 }
 
 /** The tensor as float32 and its NaN/Inf count: on a native thread a BF16 one is widened and
- *  counted in one pass over the module's threads (the same values as readTensorF32's). */
-async function readCounted(tensor: TensorInfo, buffers: ScratchBuffers): Promise<{ w: Float32Array; bad: number }> {
+ *  counted in one pass over the module's threads (the same values as readTensorF32's). Into W,
+ *  a kernel region, when given (a matrix job's W is read straight into LoftQ's memory). */
+async function readCounted(
+  tensor: TensorInfo,
+  buffers: ScratchBuffers,
+  W?: F32Region,
+): Promise<{ w: Float32Array; bad: number }> {
   const native = nativeKernelsOnArrays();
   if (!native || tensor.dtype !== 'BF16') {
-    const w = await readTensorF32(tensor, buffers);
+    const into = W ? { u8: (name: string, n: number) => buffers.u8(name, n), f32: () => W.view() } : buffers;
+    const w = await readTensorF32(tensor, into);
     return { w, bad: countNonFinite(w) };
   }
   const bytes = await readTensorBytes(tensor, buffers);
-  const w = buffers.f32('read.f32', tensor.parameters);
+  const w = W ? W.view() : buffers.f32('read.f32', tensor.parameters);
   const src = new Uint16Array(bytes.buffer, bytes.byteOffset, tensor.parameters);
   return { w, bad: native.addon.widen(src, w, native.threads) };
 }
@@ -72,8 +78,9 @@ async function readChecked(
   tensor: TensorInfo,
   onNonFinite: 'refuse' | 'skip',
   buffers: ScratchBuffers,
+  W?: F32Region,
 ): Promise<{ w: Float32Array } | { skipped: string }> {
-  const { w, bad } = await readCounted(tensor, buffers);
+  const { w, bad } = await readCounted(tensor, buffers, W);
   if (bad === 0) return { w };
   const problem = `holds ${bad} NaN/Inf value${bad === 1 ? '' : 's'}`;
   if (onNonFinite === 'skip') return { skipped: problem };
@@ -101,11 +108,12 @@ function allFinite(x: ArrayLike<number>): boolean {
  *  refused naming them and the matrix (exit 2) before its journal entry exists. */
 function checkFinite(
   job: Pick<MatrixJob, 'tensor' | 'calibration'>,
-  res: LoftqResult & Partial<CalibratedResult>,
+  res: Omit<LoftqRegions, 'quantized' | 'spare'> & Partial<CalibratedRegions>,
+  q: Float32Array,
   w: Written,
 ): void {
   const bad = [
-    ['the quantized matrix', allFinite(res.q)],
+    ['the quantized matrix', allFinite(q)],
     ['lora_A', allFinite(w.loraA)],
     ['lora_B', allFinite(w.loraB)],
     ['its error', allFinite([w.err, w.errNf4 ?? 0, res.qloraRelError, ...res.relErrorPerIter])],
@@ -166,11 +174,50 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   const t0 = performance.now();
   const { tensor, settings } = job;
   const [rows, cols] = tensor.shape as [number, number];
-  prepareMemory(rows * cols, tensor.byteLength, !!job.calibration, buffers);
+  prepareMemory(rows * cols, tensor.byteLength, buffers);
   const base = { name: tensor.name, shape: [rows, cols] as [number, number], dtype: tensor.dtype, ...settings };
-  const read = await readChecked(tensor, job.onNonFinite, buffers);
-  const phases: Record<string, number> = { read: (performance.now() - t0) / 1000 };
-  if ('skipped' in read) {
+  const phases: Record<string, number> = {};
+  const dtype = tensor.dtype as DType;
+  // One workspace for the whole job: W is read into it, LoftQ runs in it, and the written files
+  // are measured in LoftQ's spent regions — no matrix-sized copy leaves kernel memory but the
+  // written Q's bytes (issue 28: a calibrated 7B job held 36 bytes a weight, now 20).
+  const computed = await withWorkspace(async (ws) => {
+    const W = ws.f32(rows * cols);
+    const read = await readChecked(tensor, job.onNonFinite, buffers, W);
+    phases.read = (performance.now() - t0) / 1000;
+    if ('skipped' in read) return { skipped: read.skipped };
+    const tMetric = performance.now();
+    const metric = job.calibration && metricFor(job.calibration, tensor.name);
+    // Held once: the LoftQ iterations and the written matrix's output error both use it.
+    const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
+    if (metric) phases.calib = (performance.now() - tMetric) / 1000;
+    try {
+      const opts = { phases, dtype };
+      const run = heldMetric
+        ? calibratedInWorkspace(ws, W, rows, cols, settings, backend, heldMetric, opts)
+        : loftqInWorkspace(ws, W, rows, cols, settings, backend, opts);
+      const res: LoftqRegions & Partial<CalibratedRegions> = await run.catch((e) => {
+        throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
+      });
+      const tAfter = performance.now();
+      // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
+      const reloadsAtNf4 = quantizerSpec(settings.quantizer).storage !== 'hqq';
+      const written = await measureWritten(ws, W, rows, cols, dtype, res, heldMetric, buffers, reloadsAtNf4);
+      const { quantized, spare: _spare, spareCodes: _codes, ...figures } = res;
+      checkFinite(job, figures, quantized.values.view(), written);
+      const stored = job.packed
+        ? storedCodes(settings, dtype, {
+            codes: quantized.codes.view(),
+            scales: quantized.scales.view(),
+            zero: quantized.zero?.view(),
+          })
+        : [];
+      return { res: figures, written, stored, tAfter };
+    } finally {
+      heldMetric?.dispose();
+    }
+  });
+  if ('skipped' in computed) {
     const report = {
       ...base,
       relError: NaN,
@@ -178,35 +225,11 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
       qloraRelError: NaN,
       frobeniusNorm: NaN,
       seconds: 0,
-      skipped: read.skipped,
+      skipped: computed.skipped,
     };
     return { report, committed: Promise.resolve() };
   }
-  const w = read.w;
-  const tMetric = performance.now();
-  const metric = job.calibration && metricFor(job.calibration, tensor.name);
-  const dtype = tensor.dtype as DType;
-  // Held once: the LoftQ iterations and the written matrix's output error both use it.
-  const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
-  if (metric) phases.calib = (performance.now() - tMetric) / 1000;
-  let res: LoftqResult & Partial<CalibratedResult>;
-  let written: Written;
-  let tAfter: number;
-  try {
-    const run = metric
-      ? calibratedLoftqMatrix(w, rows, cols, settings, backend, metric, { phases, into: buffers, heldMetric, dtype })
-      : loftqMatrix(w, rows, cols, settings, backend, { phases, into: buffers, dtype });
-    res = await run.catch((e) => {
-      throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
-    });
-    tAfter = performance.now();
-    // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
-    const reloadsAtNf4 = quantizerSpec(settings.quantizer).storage !== 'hqq';
-    written = await measureWritten(w, rows, cols, dtype, res, heldMetric, buffers, reloadsAtNf4);
-  } finally {
-    heldMetric?.dispose();
-  }
-  checkFinite(job, res, written);
+  const { res, written, stored, tAfter } = computed;
   const { loraA, loraB, qBytes, err, errNf4, output } = written;
   const r = res.rank;
   const norm = res.frobeniusNorm;
@@ -229,7 +252,6 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     { name: ENTRY.loraA, dtype, shape: aShape },
     { name: ENTRY.loraB, dtype, shape: bShape },
   ];
-  const stored = job.packed ? storedCodes(settings, dtype, res) : [];
   for (const t of stored) specs.push({ name: t.name, dtype: t.dtype, shape: t.shape });
   const report: MatrixReport = {
     ...base,
@@ -272,21 +294,19 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
   return { report, committed };
 }
 
-/** Kernel memory per weight: LoftQ's W, W − B·A, W − Q (calibrated: and its transpose), Q's
- *  values 4 each and codes 1; the measure of the written files needs no more. */
-const KERNEL_BYTES_PER_WEIGHT = { plain: 17, calibrated: 21 };
+/** Kernel memory per weight of a matrix job, plain or calibrated (loftq.ts, calibrated.ts):
+ *  W, the quantizer's target (Rᵀ in between), the residual and Q's values, 4 each; Q's codes 1;
+ *  one more code byte — calibrated: the kept iterate's codes, plain: the NF4 reload's codes in
+ *  the measure. The measure of the written files needs no more (measureWritten). */
+export const KERNEL_BYTES_PER_WEIGHT = 18;
 
-/** Before the read: this job's kernel memory and buffers at full size, their fresh pages (a
- *  thread's first job, or a larger matrix) faulted in the background while the read runs. */
-function prepareMemory(n: number, readBytes: number, calibrated: boolean, buffers: ScratchBuffers): void {
-  reserveWorkspace(n * KERNEL_BYTES_PER_WEIGHT[calibrated ? 'calibrated' : 'plain'] + (1 << 20));
-  for (const v of [
-    buffers.u8('read.bytes', readBytes),
-    buffers.f32('read.f32', n),
-    buffers.f32('loftq.q', n),
-    buffers.u8('loftq.codes', n),
-  ])
-    prefault(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+/** Before the read: this job's kernel memory and its read buffer at full size, their fresh
+ *  pages (a thread's first job, or a larger matrix) faulted in the background while the read
+ *  runs. */
+function prepareMemory(n: number, readBytes: number, buffers: ScratchBuffers): void {
+  reserveWorkspace(n * KERNEL_BYTES_PER_WEIGHT + (1 << 20));
+  const bytes = buffers.u8('read.bytes', readBytes);
+  prefault(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
 /** What will be written, and its errors: Q encoded in the input's dtype and the adapters
@@ -302,59 +322,63 @@ interface Written {
   output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'>;
 }
 
+/** Measures LoftQ's result `res`, still in `ws` with W, in its spent regions (res.spare: the
+ *  NF4 reload's values and the error's transpose; res.spareCodes or one new byte a weight: the
+ *  reload's codes). Q's values become what the written bytes read back as. */
 async function measureWritten(
-  w: Float32Array,
+  ws: Workspace,
+  W: F32Region,
   rows: number,
   cols: number,
   dtype: DType,
-  res: LoftqResult & Partial<CalibratedResult>,
+  res: LoftqRegions & Partial<CalibratedRegions>,
   heldMetric: HeldMetric | undefined,
   buffers: ScratchBuffers,
   reloadsAtNf4: boolean,
 ): Promise<Written> {
+  const size = rows * cols;
   // What a reader of the written files sees: Q and the adapters in the input's dtype.
   const loraA = roundTrip(dtype, res.loraA);
   const loraB = roundTrip(dtype, res.loraB);
-  // Q is encoded once: these bytes are written, and their float32 reading measured.
-  let qBytes: Uint8Array = new Uint8Array(0);
-  const [err, errNf4, outSq] = await withWorkspace(async (ws) => {
-    const [W, Q, B, A] = [
-      ws.f32(w.length, w),
-      ws.f32(res.q.length, res.q),
-      ws.f32(loraB.length, loraB),
-      ws.f32(loraA.length, loraA),
-    ];
-    if (dtype === 'BF16') {
-      const bits = ws.u16(Q.length);
-      ws.k.roundToBf16(Q.ptr, bits.ptr, Q.length);
-      // The read's bytes are spent (W is in kernel memory): Q's BF16 bytes take their buffer.
-      qBytes = buffers.u8('read.bytes', 2 * Q.length);
-      qBytes.set(new Uint8Array(bits.view().buffer, bits.ptr, 2 * Q.length));
-    } else {
-      qBytes = fromFloat32(dtype, res.q);
-      Q.view().set(toFloat32(dtype, qBytes));
-    }
-    // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time.
-    const nf4 = reloadsAtNf4 ? quantizedRegions(ws, Q.length, 64) : undefined;
-    const packed = ws.f32(A.length).ptr;
-    const e = heldMetric ? ws.f32(w.length) : undefined;
-    const eT = heldMetric ? ws.f32(w.length) : undefined;
-    // quantizeRegion's codes and values in one fused pass (natively over the threads); its
-    // residual is not used: it lands in e (written again below) or in a region of its own, within
-    // the workspace LoftQ already grew.
-    if (nf4) await quantizeResidual(ws, Q, codebook('nf', 4), 'nf', 64, nf4, Q, e ?? ws.f32(Q.length));
-    const errs = [
-      ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, e ? e.ptr : 0, packed),
-      nf4 && ws.k.lowRankStep(W.ptr, nf4.values.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed),
-    ] as const;
-    // ‖(W − Q − B·A)·S‖² of the written values (e held W − B·A), from its transpose.
-    if (!e || !eT || !heldMetric) return [errs[0], errs[1], undefined] as const;
-    ws.k.difference(e.ptr, Q.ptr, e.ptr, w.length);
-    ws.k.transpose(e.ptr, rows, cols, eT.ptr);
-    return [errs[0], errs[1], await heldMetric.quadratic(eT.view(), rows)] as const;
-  });
+  const Q = res.quantized.values;
+  const [spareT, spareE] = res.spare;
+  // Every region is carved before any view is taken.
+  const B = ws.f32(loraB.length, loraB);
+  const A = ws.f32(loraA.length, loraA);
+  const packed = ws.f32(A.length).ptr;
+  const nf4Codes = reloadsAtNf4 ? (res.spareCodes ?? ws.u8(size)) : undefined;
+  const nf4Scales = reloadsAtNf4 ? ws.f32(blockCount(size, 64)) : undefined;
+  // Q is encoded once: these bytes are written, and their float32 reading measured. The read's
+  // bytes are spent (W is in kernel memory): Q's bytes take their buffer.
+  let qBytes: Uint8Array;
+  if (dtype === 'BF16') {
+    const bits = ws.reuseU16(spareT, size);
+    ws.k.roundToBf16(Q.ptr, bits.ptr, size);
+    qBytes = buffers.u8('read.bytes', 2 * size);
+    qBytes.set(new Uint8Array(ws.memory.buffer, bits.ptr, 2 * size));
+  } else if (dtype === 'F32') {
+    qBytes = buffers.u8('read.bytes', 4 * size);
+    qBytes.set(new Uint8Array(ws.memory.buffer, Q.ptr, 4 * size));
+  } else {
+    qBytes = fromFloat32(dtype, Q.view());
+    Q.view().set(toFloat32(dtype, qBytes));
+  }
+  let errNf4: number | undefined;
+  if (nf4Codes && nf4Scales) {
+    // bitsandbytes re-quantizes the stored backbone to NF4 (block 64) at load time: its values
+    // in spareE, its codes in nf4Codes, the fused pass's residual (unused) in spareT.
+    const nf4 = { codes: nf4Codes, scales: nf4Scales, values: spareE };
+    await quantizeResidual(ws, Q, codebook('nf', 4), 'nf', 64, nf4, Q, spareT);
+    errNf4 = ws.k.lowRankStep(W.ptr, spareE.ptr, B.ptr, A.ptr, rows, cols, res.rank, 0, packed);
+  }
+  // ‖W − Q − B·A‖², and W − B·A into spareE when the output error is measured.
+  const err = ws.k.lowRankStep(W.ptr, Q.ptr, B.ptr, A.ptr, rows, cols, res.rank, heldMetric ? spareE.ptr : 0, packed);
   let output: Pick<MatrixReport, 'outputRelError' | 'qloraOutputRelError' | 'bestIter'> = {};
-  if (outSq !== undefined) {
+  if (heldMetric) {
+    // ‖(W − Q − B·A)·S‖² of the written values, from its transpose.
+    ws.k.difference(spareE.ptr, Q.ptr, spareE.ptr, size);
+    ws.k.transpose(spareE.ptr, rows, cols, spareT.ptr);
+    const outSq = await heldMetric.quadratic(spareT.view(), rows);
     const normS = res.outputNorm ?? 0;
     output = {
       outputRelError: normS > 0 ? Math.sqrt(outSq) / normS : 0,
@@ -362,7 +386,6 @@ async function measureWritten(
       bestIter: res.bestIter,
     };
   }
-
   return { loraA, loraB, qBytes, err, errNf4, output };
 }
 
@@ -415,13 +438,18 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
       // Calibrated: the errors of what a calibrated quantize at these settings writes (the same
       // run and measure as matrixJob), so an analysed (bits, rank) predicts that run exactly.
       const dtype = job.tensor.dtype as DType;
-      const res = await calibratedLoftqMatrix(read.w, rows, cols, settings, backend, metric, {
-        heldMetric: held,
-        dtype,
-        spectrum: job.spectrum,
+      const w = read.w;
+      const { res, written } = await withWorkspace(async (ws) => {
+        const W = ws.f32(w.length, w);
+        const regions = await calibratedInWorkspace(ws, W, rows, cols, settings, backend, held, {
+          dtype,
+          spectrum: job.spectrum,
+        });
+        const written = await measureWritten(ws, W, rows, cols, dtype, regions, held, buffers, false);
+        const { quantized, spare: _spare, spareCodes: _codes, ...res } = regions;
+        checkFinite({ tensor: job.tensor, calibration: job.calibration }, res, quantized.values.view(), written);
+        return { res, written };
       });
-      const written = await measureWritten(read.w, rows, cols, dtype, res, held, buffers, false);
-      checkFinite({ tensor: job.tensor, calibration: job.calibration }, res, written);
       const norm = res.frobeniusNorm;
       out.push({
         ...row,

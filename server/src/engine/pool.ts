@@ -29,10 +29,10 @@ export function threadCount(workers: number | undefined, jobs: number): number {
 const cores = () => Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
 
 /** Bytes a native worker keeps per weight of the largest matrix it has run (docs/architecture.md,
- *  invariants): kernel memory 17 (W, W − B·A, W − Q: 4 each; Q's values 4, codes 1), the read
- *  (BF16 bytes 2, float32 4; the written Q's bytes reuse the read's), LoftQ's Q and codes copied
- *  out for the measure of the written files 5. */
-export const NATIVE_WORKER_BYTES_PER_WEIGHT = 28;
+ *  invariants): kernel memory 18 (matrixJob.ts KERNEL_BYTES_PER_WEIGHT: W, the quantizer's
+ *  target, the residual, Q's values, 4 each; codes and a spare code byte) and the read's bytes
+ *  (BF16 2, F32 4; the written Q's bytes reuse them). */
+export const NATIVE_WORKER_BYTES_PER_WEIGHT = 22;
 /** Matrix working sets of all native workers together, when the worker count is left to the
  *  engine: a 7B model's 11008×4096 matrices (1.26 GB a worker) then run one at a time with
  *  every core in the module's products and kernels, instead of one per core, and the run

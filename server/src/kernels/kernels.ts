@@ -131,6 +131,9 @@ export class Region<V extends TypedView> {
   view(): V {
     return new this.type(this.ws.memory.buffer, this.ptr, this.length);
   }
+  get bytesPerElement(): number {
+    return this.type.BYTES_PER_ELEMENT;
+  }
 }
 
 export type F32Region = Region<Float32Array>;
@@ -225,6 +228,21 @@ export class Workspace {
   }
   u16(length: number, from?: Uint16Array): U16Region {
     return this.region(Uint16Array, length, from);
+  }
+
+  /** `length` bytes, or 16-bit values, over a carved region whose contents are dead: its memory
+   *  reused instead of carving more (a 7B matrix job measures its written files in LoftQ's spent
+   *  regions). */
+  reuseU8(r: Region<TypedView>, length: number): U8Region {
+    return this.reuse(r, Uint8Array, length);
+  }
+  reuseU16(r: Region<TypedView>, length: number): U16Region {
+    return this.reuse(r, Uint16Array, length);
+  }
+  private reuse<V extends TypedView>(r: Region<TypedView>, type: ViewType<V>, length: number): Region<V> {
+    const bytes = length * type.BYTES_PER_ELEMENT;
+    if (bytes > r.length * r.bytesPerElement) throw new RangeError(`reuse: ${bytes} bytes in a smaller region`);
+    return new Region(this, type, r.ptr, length);
   }
 }
 

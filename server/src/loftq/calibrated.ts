@@ -13,11 +13,11 @@
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { matrixGrid } from '../quant/grid';
-import { withWorkspace } from '../kernels/kernels';
+import { withWorkspace, type F32Region, type Workspace } from '../kernels/kernels';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
-import { LoftqOptions, LoftqResult, copyOut, svdSchedule } from './loftq';
+import { LoftqOptions, LoftqRegions, LoftqResult, resultOf, svdSchedule } from './loftq';
 import type { CalibrationMetric } from './calibrationMetric';
 import { HeldMetric, holdMetric } from './heldMetric';
 
@@ -53,159 +53,180 @@ export async function calibratedLoftqMatrix(
     throw new Error(`calibratedLoftqMatrix: statistics of width ${metric.dim} for a matrix with ${cols} inputs`);
   const held = opts.heldMetric ?? (await holdMetric(metric, backend));
   try {
-    return await iterate(w, rows, cols, s, backend, held, opts);
+    return await withWorkspace(async (ws) => {
+      const W = ws.f32(size, w);
+      return resultOf(await calibratedInWorkspace(ws, W, rows, cols, s, backend, held, opts), opts.into);
+    });
   } finally {
     if (held !== opts.heldMetric) held.dispose();
   }
 }
 
-async function iterate(
-  w: Float32Array,
+/** Calibrated LoftQ's results still in the caller's workspace (loftq.ts LoftqRegions): the
+ *  kept iterate's Q, codes and scales in `quantized`. */
+export type CalibratedRegions = LoftqRegions & Omit<CalibratedResult, keyof LoftqResult>;
+
+/** Calibrated LoftQ of W, a region of `ws` the caller filled, in the metric held on `backend`;
+ *  W is not written. Matrix-sized kernel memory: W, the quantizer's target (Rᵀ in between, as
+ *  in loftq.ts), the residual, Q's values and codes, and the kept iterate's codes. */
+export async function calibratedInWorkspace(
+  ws: Workspace,
+  W: F32Region,
   rows: number,
   cols: number,
   s: MatrixSettings,
   backend: MatmulBackend,
   metric: HeldMetric,
-  opts: LoftqOptions,
-): Promise<CalibratedResult> {
+  opts: LoftqOptions = {},
+): Promise<CalibratedRegions> {
   const size = rows * cols;
+  if (W.length !== size) throw new Error(`calibratedLoftqMatrix: ${W.length} values for ${rows}x${cols}`);
+  if (metric.h.rows !== cols)
+    throw new Error(`calibratedLoftqMatrix: statistics of width ${metric.h.rows} for a matrix with ${cols} inputs`);
   const grid = matrixGrid(s, opts.dtype ?? 'F32');
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
-  return withWorkspace(async (ws) => {
-    // Every region is carved before any view is handed out: growing the memory detaches views.
-    const W = ws.f32(size, w);
-    const target = ws.f32(size, w);
-    const residual = ws.f32(size);
-    const residualT = ws.f32(size);
-    const factorB = ws.f32(rows * rank);
-    const factorA = ws.f32(rank * cols);
-    const packed = ws.f32(rank * cols);
-    const quantized = grid.regions(ws, size);
+  // Every region is carved before any view is handed out: growing the memory detaches views.
+  const target = ws.f32(size);
+  const residual = ws.f32(size);
+  // Rᵀ lives in target's memory, as in loftq.ts: the quantizer consumes target and the low-rank
+  // step refills it; the transpose is needed only in between.
+  const residualT = target;
+  const factorB = ws.f32(rows * rank);
+  const factorA = ws.f32(rank * cols);
+  const packed = ws.f32(rank * cols);
+  const quantized = grid.regions(ws, size);
+  // The kept iterate's codes while later ones run; its values are decoded from them at the end
+  // (grid.dequantize: the same bits), so no second copy of Q.
+  const keptCodes = ws.u8(size);
 
-    const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
-    ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
-    const normWS = Math.sqrt(await metric.quadratic(residualT.view(), rows));
-    const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
+  const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
+  ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
+  const normWS = Math.sqrt(await metric.quadratic(residualT.view(), rows));
+  target.view().set(W.view());
+  const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
 
-    let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
-    const relErrorPerIter: number[] = [];
-    const outputRelErrorPerIter: number[] = [];
-    let qloraRelError = 0,
-      qloraOutputRelError = 0;
-    let best:
-      | {
-          iter: number;
-          err: number;
-          codes: Uint8Array;
-          scales: Float32Array;
-          zero?: Float32Array;
-          q: Float32Array;
-          a: Float32Array;
-          b: Float32Array;
-          /** σ of (W − Q)·S for this iterate's Q: the planner truncates this iterate's factors. */
-          spectrum: Float64Array;
-        }
-      | undefined;
+  let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
+  const relErrorPerIter: number[] = [];
+  const outputRelErrorPerIter: number[] = [];
+  let qloraRelError = 0,
+    qloraOutputRelError = 0;
+  let best:
+    | {
+        iter: number;
+        err: number;
+        scales: Float32Array;
+        zero?: Float32Array;
+        a: Float32Array;
+        b: Float32Array;
+        /** σ of (W − Q)·S for this iterate's Q: the planner truncates this iterate's factors. */
+        spectrum: Float64Array;
+      }
+    | undefined;
 
-    const phases = opts.phases ?? {};
-    let mark = performance.now();
-    const lap = (phase: string) => {
-      const now = performance.now();
-      phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
-      mark = now;
-    };
-    for (let t = 0; t < s.iters; t++) {
-      throwIfAborted(opts.signal);
-      grid.quantize(ws, target, quantized);
-      const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
-      lap('quantize');
-      ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
-      // ‖R·S‖² = tr(R·H·Rᵀ) exactly (a band-triangular product): the output error of this
-      // iterate is ‖R·S‖² minus what the rank-r step captures.
-      const outSq = await metric.quadratic(residualT.view(), rows);
-      if (t === 0) {
-        qloraRelError = rel(qErr, normW);
-        qloraOutputRelError = rel(outSq, normWS);
-      }
-      lap('calib');
-      const held = await backend.hold(residual.view(), rows, cols);
-      const heldT = await backend.hold(residualT.view(), cols, rows);
-      let svd;
-      try {
-        svd = await truncatedSvd(
-          { rows, cols, held, heldT, metric: metric.h },
-          rank,
-          subspace,
-          k,
-          t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
-        );
-      } finally {
-        held.dispose();
-        heldT.dispose();
-      }
-      subspace = svd.subspace;
-      lap('svd');
-      throwIfAborted(opts.signal);
-      factorB.view().set(svd.left);
-      const a = svd.right;
-      factorA.view().set(a);
-      // ‖(R − B·A)·S‖² = ‖R·S − U_r·U_rᵀ·R·S‖² = ‖R·S‖² − Σ_{j<r} σ_j²: B·A·S is R·S projected
-      // onto the span of r orthonormal left vectors (rsvd's Rayleigh–Ritz step), the σ_j² are
-      // the squared norms it keeps.
-      let kept = 0;
-      for (let j = 0; j < Math.min(rank, svd.singularValues.length); j++) kept += svd.singularValues[j] ** 2;
-      const outErr = rel(Math.max(outSq - kept, 0), normWS);
-      const last = t === s.iters - 1;
-      relErrorPerIter.push(
-        rel(
-          ws.k.lowRankStep(
-            W.ptr,
-            quantized.values.ptr,
-            factorB.ptr,
-            factorA.ptr,
-            rows,
-            cols,
-            rank,
-            last ? 0 : target.ptr,
-            packed.ptr,
-          ),
-          normW,
-        ),
-      );
-      outputRelErrorPerIter.push(outErr);
-      if (!best || outErr < best.err) {
-        best = {
-          iter: t + 1,
-          err: outErr,
-          codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
-          scales: quantized.scales.view().slice(),
-          zero: quantized.zero?.view().slice(),
-          q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
-          a,
-          b: svd.left,
-          spectrum: svd.singularValues,
-        };
-      }
-      lap('lowRank');
+  const phases = opts.phases ?? {};
+  let mark = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
+  for (let t = 0; t < s.iters; t++) {
+    throwIfAborted(opts.signal);
+    grid.quantize(ws, target, quantized);
+    const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
+    lap('quantize');
+    ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+    // ‖R·S‖² = tr(R·H·Rᵀ) exactly (a band-triangular product): the output error of this
+    // iterate is ‖R·S‖² minus what the rank-r step captures.
+    const outSq = await metric.quadratic(residualT.view(), rows);
+    if (t === 0) {
+      qloraRelError = rel(qErr, normW);
+      qloraOutputRelError = rel(outSq, normWS);
     }
-    if (!best) throw new Error('calibratedLoftqMatrix: iters must be ≥ 1');
-    return {
-      codes: best.codes,
-      scales: best.scales,
-      zero: best.zero,
-      q: best.q,
-      loraA: best.a,
-      loraB: best.b,
-      rank,
-      relErrorPerIter,
-      qloraRelError,
-      frobeniusNorm: normW,
-      // In the metric: σ of (W − Q)·S for the returned iterate (the output error's rank shortcut).
-      residualSpectrum: opts.spectrum ? Array.from(best.spectrum.subarray(0, opts.spectrum)) : undefined,
-      outputRelErrorPerIter,
-      qloraOutputRelError,
-      bestIter: best.iter,
-      outputNorm: normWS,
-    };
-  });
+    lap('calib');
+    const held = await backend.hold(residual.view(), rows, cols);
+    const heldT = await backend.hold(residualT.view(), cols, rows);
+    let svd;
+    try {
+      svd = await truncatedSvd(
+        { rows, cols, held, heldT, metric: metric.h },
+        rank,
+        subspace,
+        k,
+        t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
+      );
+    } finally {
+      held.dispose();
+      heldT.dispose();
+    }
+    subspace = svd.subspace;
+    lap('svd');
+    throwIfAborted(opts.signal);
+    factorB.view().set(svd.left);
+    const a = svd.right;
+    factorA.view().set(a);
+    // ‖(R − B·A)·S‖² = ‖R·S − U_r·U_rᵀ·R·S‖² = ‖R·S‖² − Σ_{j<r} σ_j²: B·A·S is R·S projected
+    // onto the span of r orthonormal left vectors (rsvd's Rayleigh–Ritz step), the σ_j² are
+    // the squared norms it keeps.
+    let kept = 0;
+    for (let j = 0; j < Math.min(rank, svd.singularValues.length); j++) kept += svd.singularValues[j] ** 2;
+    const outErr = rel(Math.max(outSq - kept, 0), normWS);
+    const last = t === s.iters - 1;
+    relErrorPerIter.push(
+      rel(
+        ws.k.lowRankStep(
+          W.ptr,
+          quantized.values.ptr,
+          factorB.ptr,
+          factorA.ptr,
+          rows,
+          cols,
+          rank,
+          last ? 0 : target.ptr,
+          packed.ptr,
+        ),
+        normW,
+      ),
+    );
+    outputRelErrorPerIter.push(outErr);
+    if (!best || outErr < best.err) {
+      // The last iterate stays where it is; an earlier one's codes are kept aside.
+      if (!last) keptCodes.view().set(quantized.codes.view());
+      best = {
+        iter: t + 1,
+        err: outErr,
+        scales: quantized.scales.view().slice(),
+        zero: quantized.zero?.view().slice(),
+        a,
+        b: svd.left,
+        spectrum: svd.singularValues,
+      };
+    }
+    lap('lowRank');
+  }
+  if (!best) throw new Error('calibratedLoftqMatrix: iters must be ≥ 1');
+  if (best.iter !== s.iters) {
+    quantized.codes.view().set(keptCodes.view());
+    quantized.scales.view().set(best.scales);
+    if (best.zero) quantized.zero!.view().set(best.zero);
+    grid.dequantize(ws, quantized);
+    lap('lowRank');
+  }
+  return {
+    quantized,
+    spare: [target, residual],
+    spareCodes: keptCodes,
+    loraA: best.a,
+    loraB: best.b,
+    rank,
+    relErrorPerIter,
+    qloraRelError,
+    frobeniusNorm: normW,
+    // In the metric: σ of (W − Q)·S for the returned iterate (the output error's rank shortcut).
+    residualSpectrum: opts.spectrum ? Array.from(best.spectrum.subarray(0, opts.spectrum)) : undefined,
+    outputRelErrorPerIter,
+    qloraOutputRelError,
+    bestIter: best.iter,
+    outputNorm: normWS,
+  };
 }

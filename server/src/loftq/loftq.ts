@@ -5,8 +5,8 @@
 
 import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
-import { matrixGrid } from '../quant/grid';
-import { withWorkspace } from '../kernels/kernels';
+import { matrixGrid, type GridRegions } from '../quant/grid';
+import { withWorkspace, type F32Region, type U8Region, type Workspace } from '../kernels/kernels';
 import { inParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
@@ -89,6 +89,34 @@ export function svdSchedule(rows: number, cols: number, requestedRank: number, o
   return { rank, k, firstPasses, laterPasses, lastPasses };
 }
 
+/** LoftQ's results still in the caller's workspace: Q's values, codes, scales (and zero) in
+ *  `quantized`'s regions, and two matrix-sized regions whose contents are dead (`spare`: the
+ *  caller may reuse them — the matrix job measures the written files there instead of growing
+ *  its memory). Valid until the workspace is released. */
+export interface LoftqRegions extends Omit<LoftqResult, 'codes' | 'scales' | 'zero' | 'q'> {
+  quantized: GridRegions;
+  spare: [F32Region, F32Region];
+  /** A dead byte a weight as well, where the run had one (calibrated: the kept codes). */
+  spareCodes?: U8Region;
+}
+
+/** A LoftqRegions result copied out of its workspace: codes and Q into `into`'s buffers when
+ *  given, else new arrays. */
+export function resultOf<R extends LoftqRegions>(
+  r: R,
+  into?: ScratchBuffers,
+): Omit<R, 'quantized' | 'spare' | 'spareCodes'> & LoftqResult {
+  const { quantized, spare: _spare, spareCodes: _codes, ...rest } = r;
+  const size = quantized.codes.length;
+  return {
+    ...rest,
+    codes: copyOut(quantized.codes.view(), into?.u8('loftq.codes', size)),
+    scales: quantized.scales.view().slice(),
+    zero: quantized.zero?.view().slice(),
+    q: copyOut(quantized.values.view(), into?.f32('loftq.q', size)),
+  };
+}
+
 export async function loftqMatrix(
   w: Float32Array,
   rows: number,
@@ -97,108 +125,122 @@ export async function loftqMatrix(
   backend: MatmulBackend,
   opts: LoftqOptions = {},
 ): Promise<LoftqResult> {
+  if (w.length !== rows * cols) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
+  return withWorkspace(async (ws) => {
+    const W = ws.f32(w.length, w);
+    return resultOf(await loftqInWorkspace(ws, W, rows, cols, s, backend, opts), opts.into);
+  });
+}
+
+/** LoftQ of W, a region of `ws` the caller filled (the matrix job reads the checkpoint straight
+ *  into it); W is not written. */
+export async function loftqInWorkspace(
+  ws: Workspace,
+  W: F32Region,
+  rows: number,
+  cols: number,
+  s: MatrixSettings,
+  backend: MatmulBackend,
+  opts: LoftqOptions = {},
+): Promise<LoftqRegions> {
   const size = rows * cols;
-  if (w.length !== size) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
+  if (W.length !== size) throw new Error(`loftqMatrix: ${W.length} values for ${rows}x${cols}`);
   const grid = matrixGrid(s, opts.dtype ?? 'F32');
   const { rank, k, firstPasses, laterPasses, lastPasses } = svdSchedule(rows, cols, s.rank, opts);
 
   // The matrix-sized buffers live in kernel memory, where the element-wise passes run.
-  return withWorkspace(async (ws) => {
-    const W = ws.f32(size, w);
-    const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
-    const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
+  const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
+  const rel = (sumSq: number) => (normW > 0 ? Math.sqrt(sumSq) / normW : 0);
 
-    const target = ws.f32(size, w);
-    const residual = ws.f32(size);
-    // Rᵀ lives in target's memory: target is consumed by the quantizer and refilled only by
-    // the low-rank step, and the transpose is needed only in between. (Kernel memory is
-    // wasm32, at most 4 GiB: this keeps a 8192×28672 matrix within it.)
-    const residualT = target;
-    const factorB = ws.f32(rows * rank);
-    const factorA = ws.f32(rank * cols);
-    // With a kernel pool (the split backend) the element-wise passes run on every GEMM
-    // thread at once, each part with its own packed copy of A.
-    const pool = backend.kernels;
-    const packedA = Array.from({ length: 1 + (pool?.helpers ?? 0) }, () => ws.f32(rank * cols));
-    const quantized = grid.regions(ws, size);
-    let loraA: Float32Array = new Float32Array(rank * cols);
-    let loraB: Float32Array = new Float32Array(rows * rank);
-    let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
-    let spectrum: Float64Array | undefined;
-    const relErrorPerIter: number[] = [];
-    let qloraRelError = 0;
+  const target = ws.f32(size);
+  const residual = ws.f32(size);
+  // Rᵀ lives in target's memory: target is consumed by the quantizer and refilled only by
+  // the low-rank step, and the transpose is needed only in between. (Kernel memory is
+  // wasm32, at most 4 GiB: this keeps a 8192×28672 matrix within it.)
+  const residualT = target;
+  const factorB = ws.f32(rows * rank);
+  const factorA = ws.f32(rank * cols);
+  // With a kernel pool (the split backend) the element-wise passes run on every GEMM
+  // thread at once, each part with its own packed copy of A.
+  const pool = backend.kernels;
+  const packedA = Array.from({ length: 1 + (pool?.helpers ?? 0) }, () => ws.f32(rank * cols));
+  const quantized = grid.regions(ws, size);
+  target.view().set(W.view());
+  let loraA: Float32Array = new Float32Array(rank * cols);
+  let loraB: Float32Array = new Float32Array(rows * rank);
+  let subspace: Float32Array = gaussian(cols * k, opts.seed ?? 0x10f7);
+  let spectrum: Float64Array | undefined;
+  const relErrorPerIter: number[] = [];
+  let qloraRelError = 0;
 
-    const phases = opts.phases ?? {};
-    let mark = performance.now();
-    const lap = (phase: string) => {
-      const now = performance.now();
-      phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
-      mark = now;
-    };
-    for (let t = 0; t < s.iters; t++) {
-      throwIfAborted(opts.signal);
-      const qErr = await grid.quantizeResidual(ws, target, quantized, W, residual, pool);
-      if (t === 0) qloraRelError = rel(qErr);
-      lap('quantize');
+  const phases = opts.phases ?? {};
+  let mark = performance.now();
+  const lap = (phase: string) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
+  for (let t = 0; t < s.iters; t++) {
+    throwIfAborted(opts.signal);
+    const qErr = await grid.quantizeResidual(ws, target, quantized, W, residual, pool);
+    if (t === 0) qloraRelError = rel(qErr);
+    lap('quantize');
 
-      const holdStart = performance.now();
-      await inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [residual.ptr, rows, cols, residualT.ptr, a, b]);
-      // Some backends (cpu, webgpu) keep these views until first use rather than copying:
-      // the regions are not written, and the workspace does not grow, until disposal.
-      const held = await backend.hold(residual.view(), rows, cols);
-      const heldT = await backend.hold(residualT.view(), cols, rows);
-      phases['svd.hold'] = (phases['svd.hold'] ?? 0) + (performance.now() - holdStart) / 1000;
-      try {
-        const svd = await truncatedSvd(
-          { rows, cols, held, heldT },
-          rank,
-          subspace,
-          k,
-          t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
-          phases,
-        );
-        loraA = svd.right;
-        loraB = svd.left;
-        subspace = svd.subspace;
-        spectrum = svd.singularValues;
-      } finally {
-        held.dispose();
-        heldT.dispose();
-      }
-      lap('svd');
-      throwIfAborted(opts.signal);
-      factorB.view().set(loraB);
-      factorA.view().set(loraA);
-      // One pass: this iteration's error ‖W − Q − B·A‖ and (but after the last) the next
-      // iteration's input W − B·A.
-      const last = t === s.iters - 1;
-      const sumSq = await inParts(ws, pool, rows, 4, 'lowRankStep', (a, b, part) => [
-        W.ptr + 4 * a * cols,
-        quantized.values.ptr + 4 * a * cols,
-        factorB.ptr + 4 * a * rank,
-        factorA.ptr,
-        b - a,
-        cols,
+    const holdStart = performance.now();
+    await inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [residual.ptr, rows, cols, residualT.ptr, a, b]);
+    // Some backends (cpu, webgpu) keep these views until first use rather than copying:
+    // the regions are not written, and the workspace does not grow, until disposal.
+    const held = await backend.hold(residual.view(), rows, cols);
+    const heldT = await backend.hold(residualT.view(), cols, rows);
+    phases['svd.hold'] = (phases['svd.hold'] ?? 0) + (performance.now() - holdStart) / 1000;
+    try {
+      const svd = await truncatedSvd(
+        { rows, cols, held, heldT },
         rank,
-        last ? 0 : target.ptr + 4 * a * cols,
-        packedA[part].ptr,
-      ]);
-      relErrorPerIter.push(rel(sumSq));
-      lap('lowRank');
+        subspace,
+        k,
+        t === 0 ? firstPasses : t === s.iters - 1 ? lastPasses : laterPasses,
+        phases,
+      );
+      loraA = svd.right;
+      loraB = svd.left;
+      subspace = svd.subspace;
+      spectrum = svd.singularValues;
+    } finally {
+      held.dispose();
+      heldT.dispose();
     }
-
-    return {
-      codes: copyOut(quantized.codes.view(), opts.into?.u8('loftq.codes', size)),
-      scales: quantized.scales.view().slice(),
-      zero: quantized.zero?.view().slice(),
-      q: copyOut(quantized.values.view(), opts.into?.f32('loftq.q', size)),
-      loraA,
-      loraB,
+    lap('svd');
+    throwIfAborted(opts.signal);
+    factorB.view().set(loraB);
+    factorA.view().set(loraA);
+    // One pass: this iteration's error ‖W − Q − B·A‖ and (but after the last) the next
+    // iteration's input W − B·A.
+    const last = t === s.iters - 1;
+    const sumSq = await inParts(ws, pool, rows, 4, 'lowRankStep', (a, b, part) => [
+      W.ptr + 4 * a * cols,
+      quantized.values.ptr + 4 * a * cols,
+      factorB.ptr + 4 * a * rank,
+      factorA.ptr,
+      b - a,
+      cols,
       rank,
-      relErrorPerIter,
-      qloraRelError,
-      frobeniusNorm: normW,
-      residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
-    };
-  });
+      last ? 0 : target.ptr + 4 * a * cols,
+      packedA[part].ptr,
+    ]);
+    relErrorPerIter.push(rel(sumSq));
+    lap('lowRank');
+  }
+
+  return {
+    quantized,
+    spare: [target, residual],
+    loraA,
+    loraB,
+    rank,
+    relErrorPerIter,
+    qloraRelError,
+    frobeniusNorm: normW,
+    residualSpectrum: opts.spectrum && spectrum ? Array.from(spectrum.subarray(0, opts.spectrum)) : undefined,
+  };
 }

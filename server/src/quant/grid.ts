@@ -9,7 +9,7 @@ import type { F32Region, U8Region, Workspace } from '../kernels/kernels';
 import { withWorkspace } from '../kernels/kernels';
 import type { KernelPool } from '../kernels/pool';
 import { codebook } from './codebook';
-import { quantizedRegions, quantizeRegion, quantizeResidual } from './quantize';
+import { dequantizeInto, quantizedRegions, quantizeRegion, quantizeResidual } from './quantize';
 import {
   hqqDequantizeRegion,
   hqqQuantizeRegion,
@@ -49,6 +49,9 @@ export interface MatrixGrid {
     residual: F32Region,
     pool?: KernelPool,
   ): Promise<number>;
+  /** out.values from out's codes, scales (and zero): the values quantize gave them, bit for bit
+   *  (calibrated LoftQ keeps only an earlier iterate's codes and scales, not its values). */
+  dequantize(ws: Workspace, out: GridRegions): void;
 }
 
 type GridSettings = Pick<MatrixSettings, 'quantizer' | 'bits' | 'blockSize'>;
@@ -65,6 +68,8 @@ function codebookGrid(s: GridSettings): MatrixGrid {
     quantize: (ws, x, out) => quantizeRegion(ws, x, table, s.quantizer, s.blockSize, out),
     quantizeResidual: (ws, x, out, w, residual, pool) =>
       quantizeResidual(ws, x, table, s.quantizer, s.blockSize, out, w, residual, pool),
+    dequantize: (_ws, out) =>
+      dequantizeInto(out.codes.view(), out.scales.view(), table, s.blockSize, out.values.view()),
   };
 }
 
@@ -91,6 +96,7 @@ function hqqGrid(s: GridSettings, dtype: HqqComputeDtype): MatrixGrid {
     },
     quantizeResidual: (ws, x, out, w, residual, pool) =>
       hqqQuantizeResidual(ws, x, params, hqqRegions(out), out.work!, dtype, out.values, w, residual, pool),
+    dequantize: (ws, out) => hqqDequantizeRegion(ws, hqqRegions(out), s.blockSize, dtype, out.values),
   };
 }
 

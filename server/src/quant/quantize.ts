@@ -246,8 +246,22 @@ export function dequantize(
   table: Float32Array,
   blockSize: number,
 ): Float32Array {
-  const out = new Float32Array(codes.length);
-  for (let i = 0; i < codes.length; i++) out[i] = fr(table[codes[i]] * scales[Math.floor(i / blockSize)]);
+  return dequantizeInto(codes, scales, table, blockSize, new Float32Array(codes.length));
+}
+
+/** out ← fround(table[code] · scale), block by block: the values quantizeRegion gives. */
+export function dequantizeInto(
+  codes: Uint8Array,
+  scales: Float32Array,
+  table: Float32Array,
+  blockSize: number,
+  out: Float32Array,
+): Float32Array {
+  for (let b = 0, i = 0; i < codes.length; b++) {
+    const scale = scales[b],
+      end = Math.min(codes.length, i + blockSize);
+    for (; i < end; i++) out[i] = fr(table[codes[i]] * scale);
+  }
   return out;
 }
 
