@@ -249,7 +249,8 @@ export function dequantize(
   return dequantizeInto(codes, scales, table, blockSize, new Float32Array(codes.length));
 }
 
-/** out ← fround(table[code] · scale), block by block: the values quantizeRegion gives. */
+/** out ← fround(table[code] · scale), block by block: the values quantizeRegion gives (a block
+ *  of scale 0 is +0, as the kernel writes it, never table[code]·0 = −0). */
 export function dequantizeInto(
   codes: Uint8Array,
   scales: Float32Array,
@@ -260,6 +261,7 @@ export function dequantizeInto(
   for (let b = 0, i = 0; i < codes.length; b++) {
     const scale = scales[b],
       end = Math.min(codes.length, i + blockSize);
+    if (scale === 0) out.fill(0, i, (i = end));
     for (; i < end; i++) out[i] = fr(table[codes[i]] * scale);
   }
   return out;
