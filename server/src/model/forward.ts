@@ -39,6 +39,7 @@ import {
   readGroup,
   readLayerNorms,
   readNorm,
+  reserveGroupBuffers,
   type GroupWeights,
   type WeightHook,
 } from './weights';
@@ -342,6 +343,10 @@ export async function runForward(
   const normed = scratch.f32('normed', tokens * H);
   mem.hold(normed.byteLength);
   const shapes = attentionShapes(c);
+  // The growing buffers sized at their largest use first: grown at the layer's later groups,
+  // q|k|v's weights and output were garbage beside gate|up's (0.4 GB at 7B) until collected.
+  reserveGroupBuffers(ck, c, 0, scratch);
+  linearOut(Math.max(H, upWidth, ...shapes.map((s) => s.stride)));
   const qkvOuts = L.qkv.map((s) => s.rows),
     upOuts = L.up.map((s) => s.rows);
   let discardedBytes = 0;

@@ -164,15 +164,36 @@ export type WeightHook = (
   cols: number,
 ) => Float32Array | undefined | Promise<Float32Array | undefined>;
 
-/** Where a group's weights are read: the raw bytes of each in one buffer, their float32 values
- *  side by side in another ('group'), both reused by every later group of every layer — so the
+/** The names of a group read's buffers in ScratchBuffers: each weight's raw bytes in turn, and
+ *  the group's float32 values side by side. */
+const RAW = 'weightBytes',
+  GROUP = 'weights';
+
+/** Where a group's weights are read: buffers reused by every later group of every layer — so the
  *  float32 weights held at once are the largest group's (gate|up: 360 MB at 7B, where a whole
  *  layer's were 808 MB), and fresh pages (which cost more than decoding) are not faulted each time. */
 function groupBuffers(buffers: ScratchBuffers, group: Float32Array): (offset: number) => ReadBuffers {
   return (offset) => ({
-    u8: (name, length) => buffers.u8(name, length),
+    u8: (_name, length) => buffers.u8(RAW, length),
     f32: (_name, length) => group.subarray(offset, offset + length),
   });
+}
+
+/** Sizes the buffers of readGroup for the largest group and tensor of layer `layer` before any
+ *  read: grown group by group, a layer's first group's buffers were left as garbage beside the
+ *  larger ones until V8 collected them (at 7B, q|k|v's 0.2 GB beside gate|up's). Untouched, the
+ *  pages cost nothing until a read writes them. An allocation that fails is left to the read
+ *  that needs it, which names the tensor. */
+export function reserveGroupBuffers(ck: Checkpoint, c: ModelConfig, layer: number, buffers: ScratchBuffers): void {
+  const L = c.layout;
+  const floats = (specs: readonly LinearSpec[]) => specs.reduce((a, s) => a + s.rows * s.cols, 0);
+  const bytes = (s: LinearSpec) => ck.byName.get(layerTensorName(layer, s))?.byteLength ?? 0;
+  try {
+    buffers.f32(GROUP, Math.max(...[L.qkv, [L.o], L.up, [L.down]].map(floats)));
+    buffers.u8(RAW, Math.max(...layerLinears(c).map(bytes)));
+  } catch {
+    // See above.
+  }
 }
 
 /** A norm's weight (read as 1 + w for Gemma's RMSNorm, as transformers multiplies) and, for
@@ -243,7 +264,7 @@ export async function readGroup(
   buffers?: ScratchBuffers,
 ): Promise<GroupWeights> {
   const total = specs.reduce((a, s) => a + s.rows * s.cols, 0);
-  const into = buffers && groupBuffers(buffers, buffers.f32('group', total));
+  const into = buffers && groupBuffers(buffers, buffers.f32(GROUP, total));
   const out: GroupWeights = { ws: [], biases: [], bytes: 0 };
   let offset = 0;
   for (const spec of specs) {
