@@ -13,6 +13,7 @@ import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from '
 import { CancelledError } from '../base/errors';
 import { deserializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
+import { trimProcessMemory, trimThreadMemory } from './trimMemory';
 
 /** Where matrix work runs: N worker threads (0 or absent: one per core), or 'in-thread' on the
  *  calling thread — for tests and the fuzzer, which want one thread and no worker bundle; never
@@ -64,6 +65,9 @@ export interface Executor {
   analyze(job: AnalyzeJob): Promise<AnalyzeRow[]>;
   /** GEMM flops issued so far. */
   flops(): number;
+  /** Every worker's idle buffers' pages back to the system, and the native module's cache
+   *  (engine/phaseMemory.ts): call it with no job running. Returns the bytes given back. */
+  trim(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -89,6 +93,7 @@ async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<E
     quantize: (job) => guard(() => runMatrixJob(job, backend)),
     analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
     flops: () => backend.flops,
+    trim: async () => trimThreadMemory() + trimProcessMemory(),
     close: async () => undefined,
   };
 }
@@ -113,11 +118,14 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
   let closed = false;
   let failure: Error | undefined;
 
+  const trims = new Map<number, (bytes: number) => void>();
   const failAll = (e: Error) => {
     failure ??= e;
     for (const p of [...queue, ...running.values()]) p.reject(failure);
     queue.length = 0;
     running.clear();
+    for (const t of trims.values()) t(0);
+    trims.clear();
   };
   const pump = () => {
     while (idle.length && queue.length) {
@@ -153,6 +161,11 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
           }
           if (m.type === 'failed' && m.id === -1) {
             reject(deserializeError(m.error));
+            return;
+          }
+          if (m.type === 'trimmed') {
+            trims.get(m.id)?.(m.bytes);
+            trims.delete(m.id);
             return;
           }
           if (m.type === 'computed') {
@@ -214,6 +227,19 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
     quantize: (job) => submit<MatrixReport>((id) => ({ type: 'quantize', id, job })),
     analyze: (job) => submit<AnalyzeRow[]>((id) => ({ type: 'analyze', id, job })),
     flops: () => [...flops.values()].reduce((a, b) => a + b, 0),
+    trim: async () => {
+      const each = await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise<number>((resolve) => {
+              const id = nextId++;
+              trims.set(id, resolve);
+              w.postMessage({ type: 'trim', id } satisfies ToWorker);
+            }),
+        ),
+      );
+      return each.reduce((a, b) => a + b, 0) + trimProcessMemory();
+    },
     close: async () => {
       signal?.removeEventListener('abort', onAbort);
       await close();

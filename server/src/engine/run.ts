@@ -26,6 +26,7 @@ import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
 import { AnalyzeOptions, RunOptions, RunResult } from './api';
 import { createExecutor, Executor } from './pool';
+import { discardsBetweenPhases } from './phaseMemory';
 import { CancelledError, InputError, throwIfAborted, UsageError } from '../base/errors';
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from '../base/journal';
 import { lockOutput, processAlive } from '../base/lock';
@@ -393,12 +394,23 @@ async function quantizeInto(
       // Each layer's matrices as soon as the pass has its statistics; the pass goes on when
       // they are done, reusing the statistics' memory — one layer's G alive, not all of them.
       const waiting = new Map(jobs.map((j) => [j.tensor.name, j]));
-      await calibration.stream(async (stats, layer, layers) => {
-        const name = `calibration statistics (layer ${layer} of ${layers})`;
-        opts.onProgress?.({ index: done, total, name, phase: 'start', etaSeconds: eta() });
-        const batch = jobs.filter((j) => stats.has(j.tensor.name) && waiting.delete(j.tensor.name));
-        await computeBatch(batch.map((j) => withEntry(j, stats)));
-      }, opts.signal);
+      const discard = await discardsBetweenPhases({
+        workers: opts.workers,
+        shapes: jobs.map((j) => j.tensor.shape),
+        tokens: calibration.info.tokens,
+        backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      });
+      await calibration.stream(
+        async (stats, layer, layers) => {
+          const name = `calibration statistics (layer ${layer} of ${layers})`;
+          opts.onProgress?.({ index: done, total, name, phase: 'start', etaSeconds: eta() });
+          const batch = jobs.filter((j) => stats.has(j.tensor.name) && waiting.delete(j.tensor.name));
+          await computeBatch(batch.map((j) => withEntry(j, stats)));
+          if (discard && layer < layers) await executor?.trim();
+        },
+        opts.signal,
+        { discardBetweenLayers: discard },
+      );
       await computeBatch([...waiting.values()].map((j) => withEntry(j, calibration.stats)));
     } else await computeBatch(jobs.map((j) => withEntry(j, calibration?.stats)));
     const matrices = jobs.map(
@@ -609,14 +621,25 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
     if (calibration?.stream) {
       // As quantize: each layer's matrices while the pass holds that layer's statistics.
       const waiting = new Set(all);
-      await calibration.stream(async (stats, layer, layers) => {
-        const name = `calibration statistics (layer ${layer} of ${layers})`;
-        opts.onProgress?.({ index: done, total: jobs.length, name, phase: 'start' });
-        await runJobs(
-          all.filter((i) => stats.has(jobs[i].tensor.name) && waiting.delete(i)),
-          stats,
-        );
-      }, opts.signal);
+      const discard = await discardsBetweenPhases({
+        workers: executor.threads || 'in-thread',
+        shapes: jobs.map((j) => j.tensor.shape),
+        tokens: calibration.info.tokens,
+        backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      });
+      await calibration.stream(
+        async (stats, layer, layers) => {
+          const name = `calibration statistics (layer ${layer} of ${layers})`;
+          opts.onProgress?.({ index: done, total: jobs.length, name, phase: 'start' });
+          await runJobs(
+            all.filter((i) => stats.has(jobs[i].tensor.name) && waiting.delete(i)),
+            stats,
+          );
+          if (discard && layer < layers) await executor?.trim();
+        },
+        opts.signal,
+        { discardBetweenLayers: discard },
+      );
       await runJobs([...waiting], calibration.stats);
     } else await runJobs(all, calibration?.stats);
     const sensitivity =

@@ -6,6 +6,7 @@ import { createSplitBackend } from '../linalg/splitBackend';
 import { runAnalyzeJob, runMatrixJobOverlapped } from './matrixJob';
 import { serializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
+import { trimThreadMemory } from './trimMemory';
 
 let backend: Promise<MatmulBackend> | undefined;
 const port = parentPort!;
@@ -21,6 +22,10 @@ port.on('message', async (msg: ToWorker) => {
     } catch (e) {
       send({ type: 'failed', id: -1, error: serializeError(e) });
     }
+    return;
+  }
+  if (msg.type === 'trim') {
+    send({ type: 'trimmed', id: msg.id, bytes: trimThreadMemory() });
     return;
   }
   try {

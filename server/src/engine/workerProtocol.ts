@@ -7,7 +7,9 @@ export type ToWorker =
   /** threads: each matrix's products and kernels split over this many (1: this thread alone). */
   | { type: 'init'; backend: BackendChoice; threads: number }
   | { type: 'quantize'; id: number; job: MatrixJob }
-  | { type: 'analyze'; id: number; job: AnalyzeJob };
+  | { type: 'analyze'; id: number; job: AnalyzeJob }
+  /** Give the pages of the idle buffers back (engine/phaseMemory.ts); answered by 'trimmed'. */
+  | { type: 'trim'; id: number };
 
 export type FromWorker =
   | { type: 'ready'; backend: BackendName; flops: number }
@@ -16,4 +18,5 @@ export type FromWorker =
   | { type: 'computed'; id: number }
   | { type: 'quantized'; id: number; report: MatrixReport; flops: number }
   | { type: 'analyzed'; id: number; rows: AnalyzeRow[]; flops: number }
-  | { type: 'failed'; id: number; error: SerializedError };
+  | { type: 'failed'; id: number; error: SerializedError }
+  | { type: 'trimmed'; id: number; bytes: number };

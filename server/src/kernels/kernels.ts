@@ -4,7 +4,7 @@
 // growing the memory detaches older views. Workspaces are reused (withWorkspace): touching
 // fresh pages for every matrix cost more than some of the kernels.
 
-import { nativeKernelsInUse, prefault, withNativeKernels } from './native';
+import { discardPages, nativeKernelsInUse, prefault, withNativeKernels } from './native';
 
 declare const __LOFTQ_KERNELS__: string | undefined;
 
@@ -253,6 +253,15 @@ const idle: Workspace[] = [];
  *  size of a 45 M-weight matrix was dropped and faulted in anew for every job. */
 const KEEP_BYTES = 2 ** 31;
 const KEEP_COUNT = 2;
+
+/** Every idle workspace's pages back to the system (kernels/native.ts discardPages), the
+ *  workspaces kept: between the phases of a run whose working sets do not fit its memory budget
+ *  together (engine/phaseMemory.ts). Returns the bytes given back (0 without the native module). */
+export function discardIdleWorkspaces(): number {
+  let bytes = 0;
+  for (const ws of idle) if (discardPages(new Uint8Array(ws.memory.buffer))) bytes += ws.memory.buffer.byteLength;
+  return bytes;
+}
 
 /** The workspace the next withWorkspace call takes, grown to `bytes` of regions with its fresh
  *  pages faulted in the background (Workspace.reserve): a job calls it before reading its

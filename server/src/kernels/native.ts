@@ -182,7 +182,7 @@ export function discardPages(bytes: Uint8Array): boolean {
 }
 
 /** Frees the native module's cache of reusable buffers (every thread's: the module is one per
- *  process) and malloc's free pages. */
-export function trimNativeCache(): void {
-  nativeAddon().module?.trimCache?.();
+ *  process) and malloc's free pages; the cache's bytes. */
+export function trimNativeCache(): number {
+  return nativeAddon().module?.trimCache?.() ?? 0;
 }
