@@ -201,13 +201,16 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void rowsToBf16(vo
 }
 
 typedef struct {
-  const float *const *wRows;
+  const void *const *wRows;
+  /** W's rows are bf16 bit patterns already (a BF16 checkpoint's bytes), not float32. */
+  int rowsBf16;
   size_t depth, n, pairs;
   uint16_t *packed;
 } PackTransposedBf16;
 
 /** Strips [s0, s1) of Wᵀ as bf16 pairs, read from W's rows: a column's pair (k, k+1) is two
- *  neighbours in its row of W, so the strip interleaves nothing. */
+ *  neighbours in its row of W, so the strip interleaves nothing. Rows given as bf16 are copied
+ *  (toBf16 of their float32 widening is the same bits: every bf16 value is exact in float32). */
 static void packStripsTransposedBf16(void *ctx, size_t s0, size_t s1, size_t part) {
   (void)part;
   const PackTransposedBf16 *k = ctx;
@@ -215,11 +218,19 @@ static void packStripsTransposedBf16(void *ctx, size_t s0, size_t s1, size_t par
     const size_t col0 = s * STRIP, width = minSize(k->n - col0, STRIP);
     uint16_t *dst = k->packed + s * k->pairs * STRIP * 2;
     for (size_t j = 0; j < STRIP; j++) {
-      const float *row = j < width ? k->wRows[col0 + j] : NULL;
+      const void *row = j < width ? k->wRows[col0 + j] : NULL;
       for (size_t q = 0; q < k->pairs; q++) {
         const size_t p = 2 * q;
-        dst[q * STRIP * 2 + 2 * j] = row ? toBf16(row[p]) : 0;
-        dst[q * STRIP * 2 + 2 * j + 1] = row && p + 1 < k->depth ? toBf16(row[p + 1]) : 0;
+        uint16_t lo = 0, hi = 0;
+        if (row && k->rowsBf16) {
+          lo = ((const uint16_t *)row)[p];
+          hi = p + 1 < k->depth ? ((const uint16_t *)row)[p + 1] : 0;
+        } else if (row) {
+          lo = toBf16(((const float *)row)[p]);
+          hi = p + 1 < k->depth ? toBf16(((const float *)row)[p + 1]) : 0;
+        }
+        dst[q * STRIP * 2 + 2 * j] = lo;
+        dst[q * STRIP * 2 + 2 * j + 1] = hi;
       }
     }
   }
@@ -280,8 +291,8 @@ int gramChunkBf16(const float *x, const float *xt, size_t dim, size_t n, const s
 #endif
 }
 
-int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n, float *out,
-                           int threads) {
+int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const void *const *wRows, int rowsBf16, size_t n,
+                           float *out, int threads) {
   if (rows == 0 || n == 0) return 0;
   if (!bf16Supported()) return -2;
   if (cols == 0) {
@@ -292,14 +303,14 @@ int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float
   const size_t strips = (n + STRIP - 1) / STRIP;
   Bf16Operands o;
   if (takeOperands(a, rows, cols, strips, threads, &o)) return -1;
-  PackTransposedBf16 pack = {wRows, cols, n, o.pairs, o.packed};
+  PackTransposedBf16 pack = {wRows, rowsBf16, cols, n, o.pairs, o.packed};
   parallelFor(strips, 1, threads, packStripsTransposedBf16, &pack);
   ProductBf16 work = {o.a, rows, o.ld, o.pairs, n, strips, o.packed, o.pairs * STRIP * 2, out};
   parallelFor((rows + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
   giveOperands(&o);
   return 0;
 #else
-  (void)a, (void)wRows, (void)out, (void)threads;
+  (void)a, (void)wRows, (void)rowsBf16, (void)out, (void)threads;
   return -2;
 #endif
 }

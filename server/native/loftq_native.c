@@ -1591,8 +1591,8 @@ static napi_value Times(napi_env env, napi_callback_info info) {
  *  rows (Σ rows = n): a group's weights without a stacked or transposed copy of them. With
  *  bf16 = 1, A and W are rounded to bf16 (bf16.c; throws without AVX512-BF16). */
 static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
-  static const char usage[] =
-      "timesTransposed(held, w: Float32Array | Float32Array[], n, out: Float32Array, threads, isa, bf16?)";
+  static const char usage[] = "timesTransposed(held, w: Float32Array | Float32Array[] | Uint16Array[] (bf16, bf16 "
+                              "products only), n, out: Float32Array, threads, isa, bf16?)";
   size_t argc = 7;
   napi_value argv[7];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -1616,30 +1616,44 @@ static napi_value TimesTransposed(napi_env env, napi_callback_info info) {
   // The packing reads W's rows wherever they lie: a pointer each, taken only where there is a
   // product to pack for (n is then bounded by out's length).
   const int product = h->rows != 0 && cols != 0;
-  const float **wRows = product ? malloc(n * sizeof *wRows) : NULL;
+  const void **wRows = product ? malloc(n * sizeof *wRows) : NULL;
   if (product && !wRows) {
     napi_throw_range_error(env, NULL, "native backend: out of memory in a product");
     return NULL;
   }
   const char *problem = NULL;
   size_t filled = 0;
+  // Every block float32, or (bf16 products) every block bf16 bit patterns: a BF16 checkpoint's
+  // weights go in as read, without a float32 copy.
+  int rowsBf16 = -1;
   for (uint32_t i = 0; i < blocks && !problem; i++) {
     napi_value v = argv[1];
-    float *w;
+    void *w;
     size_t len;
-    if ((isArray && napi_get_element(env, argv[1], i, &v) != napi_ok) || !float32Arg(env, v, &w, &len))
+    int isBf16 = 0;
+    if (isArray && napi_get_element(env, argv[1], i, &v) != napi_ok)
       problem = usage;
+    else if (float32Arg(env, v, (float **)&w, &len))
+      isBf16 = 0;
+    else if (bf16 && typedArg(env, v, napi_uint16_array, &w, &len))
+      isBf16 = 1;
+    else
+      problem = usage;
+    if (problem) break;
+    if (rowsBf16 >= 0 && rowsBf16 != isBf16) problem = "timesTransposed: float32 and bf16 weights mixed";
     else if (cols == 0 ? len != 0 : len % cols != 0 || len / cols > n - filled)
       problem = "timesTransposed: shape mismatch";
     else
       for (size_t r = 0; cols != 0 && r < len / cols; r++, filled++)
-        if (wRows) wRows[filled] = w + r * cols;
+        if (wRows) wRows[filled] = isBf16 ? (const void *)((const uint16_t *)w + r * cols) : (const void *)((const float *)w + r * cols);
+    rowsBf16 = isBf16;
   }
   if (!problem && cols != 0 && filled != n) problem = "timesTransposed: shape mismatch";
   const int failed =
       problem ? 0
-      : bf16  ? multiplyTransposedBf16(h->data, h->rows, cols, (const float *const *)wRows, n, out, threadCount(threads))
-              : multiplyTransposed(h->data, h->rows, cols, wRows, n, out, threadCount(threads), isa);
+      : bf16  ? multiplyTransposedBf16(h->data, h->rows, cols, (const void *const *)wRows, rowsBf16 == 1, n, out,
+                                       threadCount(threads))
+              : multiplyTransposed(h->data, h->rows, cols, (const float *const *)wRows, n, out, threadCount(threads), isa);
   free(wRows);
   if (problem) return fail(env, problem);
   if (failed) {

@@ -51,9 +51,10 @@ int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols
                 size_t dim, size_t n, const double *w, int threads, double *total);
 
 /** out (rows × n) = A · Wᵀ in bf16 (A and W rounded to nearest even, float32 sums), W's n
- *  rows (each cols wide) given by pointers: 0, -1 when memory ran out, -2 without AVX512-BF16. */
-int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const float *const *wRows, size_t n, float *out,
-                           int threads);
+ *  rows (each cols wide) given by pointers — float32, or bf16 bit patterns when rowsBf16: 0, -1
+ *  when memory ran out, -2 without AVX512-BF16. */
+int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const void *const *wRows, int rowsBf16, size_t n,
+                           float *out, int threads);
 
 /** Called for each band of gramChunkBf16 once its rows r0 … r1 of Xᵀ·X[:, r0:] (w = dim − r0
  *  columns) are in prod. */

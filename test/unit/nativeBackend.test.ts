@@ -467,3 +467,26 @@ test(ATTENTION, async (t) => {
     /outside qkv or out/,
   );
 });
+
+test("bf16 products take a BF16 checkpoint's weights as read: the bits of their float32 widening", async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  if (!module.supports('avx512') || !module.bf16()) return t.skip('this CPU has no AVX512-BF16: no bf16 products');
+  const backend = new NativeBackend(module, { isa: 'avx512', threads: 3 });
+  for (const [m, k, n] of [...SHAPES, [7, 33, 45], [6, 17, 700]] as [number, number, number][]) {
+    const a = rand(m * k, m + k);
+    // bf16 bit patterns (odd widths and negative values included), and their exact widening.
+    const bits = Uint16Array.from(rand(n * k, n + 5 * k), (v) => new Uint32Array(Float32Array.of(v).buffer)[0] >>> 16);
+    const widened = new Float32Array(new Uint32Array(Array.from(bits, (b) => b << 16)).buffer);
+    const cuts = [0, Math.floor(n / 3), n];
+    const blocks = <T extends Float32Array | Uint16Array>(w: T) =>
+      cuts.slice(1).map((c, i) => w.subarray(cuts[i] * k, c * k) as T);
+    const want = backend.timesTransposed(a, m, k, blocks(widened), n, undefined, true);
+    const got = backend.timesTransposed(a, m, k, blocks(bits), n, undefined, true);
+    assert.deepEqual(got, want, `${m}x${k}·(${n}x${k})ᵀ`);
+  }
+  const a = rand(6, 1);
+  assert.throws(() => backend.timesTransposed(a, 2, 3, [new Uint16Array(6)], 2), /bf16 weights need bf16 products/);
+  const mixed = [new Float32Array(3), new Uint16Array(3)] as unknown as Float32Array[];
+  assert.throws(() => backend.timesTransposed(a, 2, 3, mixed, 2, undefined, true), /mixed/);
+});

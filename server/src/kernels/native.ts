@@ -35,10 +35,11 @@ export interface NativeAddon {
   times(held: object, b: Float32Array, n: number, out: Float32Array, threads: number, isa: NativeIsa): void;
   /** out (rows × n) = A · Wᵀ, w being n × cols row-major, or blocks of such rows stacked
    *  (Σ rows = n): the [out, in] weights of a linear group, packed straight from their rows.
-   *  bf16 = 1: A and W rounded to bf16, float32 sums (AVX512-BF16 only). */
+   *  bf16 = 1: A and W rounded to bf16, float32 sums (AVX512-BF16 only); W's blocks may then
+   *  be bf16 bit patterns (Uint16Array: a BF16 checkpoint's weights as read), all or none. */
   timesTransposed(
     held: object,
-    w: Float32Array | readonly Float32Array[],
+    w: Float32Array | readonly Float32Array[] | readonly Uint16Array[],
     n: number,
     out: Float32Array,
     threads: number,

@@ -115,18 +115,23 @@ export class NativeBackend implements MatmulBackend {
   /** a (rows × cols) · [W_1ᵀ | W_2ᵀ | …] for weights in the [out, in] layout (ws[k]: out_k × cols,
    *  Σ out_k = n): the module packs W's rows straight into its strips, so neither a transposed
    *  nor a stacked copy of the weights is made. `bf16`: a and W rounded to bf16, float32 sums,
-   *  at twice the float32 rate — only where `this.bf16`. */
+   *  at twice the float32 rate — only where `this.bf16`; then W's blocks may be bf16 bit
+   *  patterns (a BF16 checkpoint's weights as read: the same packed bits, no float32 copy). */
   timesTransposed(
     a: Float32Array,
     rows: number,
     cols: number,
-    ws: readonly Float32Array[],
+    ws: readonly Float32Array[] | readonly Uint16Array[],
     n: number,
     into?: Float32Array,
     bf16 = false,
   ): Float32Array {
     const addon = this.addon;
     if (bf16 && !this.bf16) throw new Error('native backend: bf16 products need AVX512-BF16 (and the avx512 kernels)');
+    if (!bf16 && ws.some((w) => w instanceof Uint16Array))
+      throw new Error('native backend: bf16 weights need bf16 products');
+    if (!bf16 && ws.some((w) => w instanceof Uint16Array))
+      throw new Error('native backend: bf16 weights need bf16 products');
     // Read in place even when not shared: the product is synchronous, so nothing can detach
     // or write `a` before the release below.
     const handle = addon.holdView(a, rows, cols);
