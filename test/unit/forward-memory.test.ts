@@ -106,6 +106,34 @@ test('the stream option reaches the pass in-thread and on the calibration thread
   assert.deepEqual(onThread, plain, 'on the calibration thread (the language server)');
 });
 
+/** Every linear input X (copied) and the logits of a bf16-products pass over the fixture's tokens. */
+async function bf16Pass(family: string, hooked: boolean): Promise<number[][]> {
+  const dir = fixture('arch', family);
+  const seen: number[][] = [];
+  await runForward(await openCheckpoint(dir), await readModelConfig(dir), tokensOf(dir), {
+    backend: await createBackend('native', { threads: 2 }),
+    bf16Linear: true,
+    hooks: {
+      onInput: (_names, x) => void seen.push(Array.from(x)),
+      // A weight hook sees float32: the identity one makes the pass take the widened weights.
+      ...(hooked ? { weight: (_name: string, w: Float32Array) => w.slice() } : {}),
+    },
+    onLogits: (_k, logits) => void seen.push(Array.from(logits)),
+  });
+  return seen;
+}
+
+test("bf16 products of a BF16 checkpoint's stored weights equal those of their float32 widening", async (t) => {
+  const { module, problem } = nativeAddon();
+  if (!module) return requireNative(t, problem);
+  if (!module.bf16()) return t.skip('this CPU has no AVX512-BF16');
+  for (const family of FAMILIES) {
+    const asStored = await bf16Pass(family, false);
+    assert.equal(asStored.length, 2 * (family === 'phi' ? 3 : 4) + 4, `${family}: every input and sequence`);
+    assert.deepEqual(asStored, await bf16Pass(family, true), family);
+  }
+});
+
 test("the pass holds one linear group's weights at a time, not a whole layer's", async () => {
   for (const family of ['llama3', 'phi3', 'phi']) {
     const dir = fixture('arch', family);

@@ -37,6 +37,7 @@ import {
   readChecked,
   readCheckedRows,
   readGroup,
+  readGroupBf16,
   readLayerNorms,
   readNorm,
   reserveGroupBuffers,
@@ -320,6 +321,9 @@ export async function runForward(
   // The native backend also runs the attention and the SiLU gate (threads, no JS loops).
   const native = backend instanceof NativeBackend ? backend : undefined;
   const bf16 = opts.bf16Linear === true;
+  // In bf16 products a BF16 checkpoint's weights go in as stored (weights.ts readGroupBf16):
+  // the same products, half the bytes held. A weight hook sees float32.
+  const bf16Bits = bf16 && native?.bf16 === true && hooks?.weight === undefined;
   const mem = new MemoryMeter();
   const rope = ropeForSequences(
     c.rope,
@@ -345,7 +349,7 @@ export async function runForward(
   const shapes = attentionShapes(c);
   // The growing buffers sized at their largest use first: grown at the layer's later groups,
   // q|k|v's weights and output were garbage beside gate|up's (0.4 GB at 7B) until collected.
-  reserveGroupBuffers(ck, c, 0, scratch);
+  reserveGroupBuffers(ck, c, 0, scratch, bf16Bits);
   linearOut(Math.max(H, upWidth, ...shapes.map((s) => s.stride)));
   const qkvOuts = L.qkv.map((s) => s.rows),
     upOuts = L.up.map((s) => s.rows);
@@ -355,7 +359,9 @@ export async function runForward(
     // A group's weights are read just before its product (the float32 held at once: the
     // largest group's, gate|up — 360 MB at 7B, where a whole layer's were 808 MB).
     const group = async (specs: readonly LinearSpec[]): Promise<GroupWeights> => {
-      const g = await readGroup(ck, c, layer, specs, hooks?.weight, scratch);
+      const g =
+        (bf16Bits ? await readGroupBf16(ck, c, layer, specs, scratch) : undefined) ??
+        (await readGroup(ck, c, layer, specs, hooks?.weight, scratch));
       mem.hold(g.bytes);
       return g;
     };

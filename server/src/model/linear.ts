@@ -48,13 +48,14 @@ export function concatTransposed(ws: readonly Float32Array[], outs: readonly num
 }
 
 /** X · [W_1ᵀ | W_2ᵀ | …] (+ biases): tokens × Σ out_i, in `into` when given; in bf16 products
- *  (X and W rounded, float32 sums) when `bf16` and the backend has them (native AVX512-BF16). */
+ *  (X and W rounded, float32 sums) when `bf16` and the backend has them (native AVX512-BF16).
+ *  W as bf16 bit patterns (a BF16 checkpoint's, as read) only in those bf16 products. */
 export async function linearGroup(
   backend: MatmulBackend,
   x: Float32Array,
   tokens: number,
   inDim: number,
-  ws: readonly Float32Array[],
+  ws: readonly Float32Array[] | readonly Uint16Array[],
   outs: readonly number[],
   biases?: readonly (Float32Array | undefined)[],
   into?: Float32Array,
@@ -67,7 +68,9 @@ export async function linearGroup(
     // ~1.1 s a layer of a 1.1B model.
     y = backend.timesTransposed(x, tokens, inDim, ws, total, into, bf16 && backend.bf16);
   } else {
-    const wt = concatTransposed(ws, outs, inDim);
+    if (ws.some((w) => w instanceof Uint16Array))
+      throw new Error('linearGroup: bf16 weights need native bf16 products');
+    const wt = concatTransposed(ws as readonly Float32Array[], outs, inDim);
     const held = await backend.hold(x, tokens, inDim);
     try {
       y = await held.times(wt, total, into);

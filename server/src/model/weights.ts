@@ -4,7 +4,7 @@
 
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { CheckpointError } from '../checkpoint/errors';
-import { readTensorF32, readTensorRowsF32, type ReadBuffers } from '../checkpoint/reader';
+import { readTensorBytes, readTensorF32, readTensorRowsF32, type ReadBuffers } from '../checkpoint/reader';
 import type { TensorInfo } from '../checkpoint/header';
 import type { ScratchBuffers } from '../base/scratchBuffers';
 import type { LinearSpec } from './arch/types';
@@ -164,33 +164,54 @@ export type WeightHook = (
   cols: number,
 ) => Float32Array | undefined | Promise<Float32Array | undefined>;
 
-/** The names of a group read's buffers in ScratchBuffers: each weight's raw bytes in turn, and
- *  the group's float32 values side by side. */
+/** The names of a group read's buffers in ScratchBuffers: each weight's raw bytes in turn, the
+ *  group's float32 values side by side, or (readGroupBf16) its bf16 bits side by side. */
 const RAW = 'weightBytes',
-  GROUP = 'weights';
+  GROUP = 'weights',
+  BITS = 'weightBits';
 
-/** Where a group's weights are read: buffers reused by every later group of every layer — so the
- *  float32 weights held at once are the largest group's (gate|up: 360 MB at 7B, where a whole
- *  layer's were 808 MB), and fresh pages (which cost more than decoding) are not faulted each time. */
-function groupBuffers(buffers: ScratchBuffers, group: Float32Array): (offset: number) => ReadBuffers {
-  return (offset) => ({
-    u8: (_name, length) => buffers.u8(RAW, length),
-    f32: (_name, length) => group.subarray(offset, offset + length),
-  });
+const groupFloats = (specs: readonly LinearSpec[]) => specs.reduce((a, s) => a + s.rows * s.cols, 0);
+
+/** A layer's groups of linear weights, each reading one input, in the forward pass's order. */
+const layerGroups = (c: ModelConfig): (readonly LinearSpec[])[] => {
+  const L = c.layout;
+  return [L.qkv, [L.o], L.up, [L.down]];
+};
+
+/** A group's buffer from `buffers`; one that does not fit in memory is refused naming the tensor. */
+function groupBuffer<T>(t: TensorInfo, bytes: number, get: () => T): T {
+  try {
+    return get();
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new CheckpointError(
+      'too-large',
+      t.file,
+      `its group's ${bytes} bytes do not fit in one buffer in memory`,
+      t.name,
+    );
+  }
 }
 
-/** Sizes the buffers of readGroup for the largest group and tensor of layer `layer` before any
- *  read: grown group by group, a layer's first group's buffers were left as garbage beside the
- *  larger ones until V8 collected them (at 7B, q|k|v's 0.2 GB beside gate|up's). Untouched, the
- *  pages cost nothing until a read writes them. An allocation that fails is left to the read
- *  that needs it, which names the tensor. */
-export function reserveGroupBuffers(ck: Checkpoint, c: ModelConfig, layer: number, buffers: ScratchBuffers): void {
-  const L = c.layout;
-  const floats = (specs: readonly LinearSpec[]) => specs.reduce((a, s) => a + s.rows * s.cols, 0);
+/** Sizes the buffers of readGroup (or, `bf16Bits`, readGroupBf16) for the largest group and
+ *  tensor of layer `layer` before any read: grown group by group, a layer's first group's
+ *  buffers were left as garbage beside the larger ones until V8 collected them (at 7B, q|k|v's
+ *  0.2 GB beside gate|up's). Untouched, the pages cost nothing until a read writes them. An
+ *  allocation that fails is left to the read that needs it, which names the tensor. */
+export function reserveGroupBuffers(
+  ck: Checkpoint,
+  c: ModelConfig,
+  layer: number,
+  buffers: ScratchBuffers,
+  bf16Bits: boolean,
+): void {
   const bytes = (s: LinearSpec) => ck.byName.get(layerTensorName(layer, s))?.byteLength ?? 0;
   try {
-    buffers.f32(GROUP, Math.max(...[L.qkv, [L.o], L.up, [L.down]].map(floats)));
-    buffers.u8(RAW, Math.max(...layerLinears(c).map(bytes)));
+    if (bf16Bits) buffers.u8(BITS, Math.max(...layerGroups(c).map((g) => g.reduce((a, s) => a + bytes(s), 0))));
+    else {
+      buffers.f32(GROUP, Math.max(...layerGroups(c).map(groupFloats)));
+      buffers.u8(RAW, Math.max(...layerLinears(c).map(bytes)));
+    }
   } catch {
     // See above.
   }
@@ -245,16 +266,23 @@ export async function readLayerNorms(ck: Checkpoint, c: ModelConfig, layer: numb
 
 /** The linear weights of a group that reads one input (layout's qkv, [o], up or [down]), in order. */
 export interface GroupWeights {
-  /** Row-major [out, in] as in the checkpoint, or the weight hook's substitute. */
-  ws: Float32Array[];
+  /** Row-major [out, in] as in the checkpoint, or the weight hook's substitute; bf16 bit
+   *  patterns from readGroupBf16. */
+  ws: Float32Array[] | Uint16Array[];
   biases: (Float32Array | undefined)[];
-  /** Float32 bytes held: the weights read (substituted or not: their buffer is alive), the
+  /** Bytes held: the weights read (substituted or not: their buffer is alive), the
    *  substitutes and the biases. */
   bytes: number;
 }
 
-/** One group's weights (each passed to `hook`, in order) and biases; with `buffers`, in buffers
- *  that the next group's read reuses (valid until then). */
+async function readBias(ck: Checkpoint, c: ModelConfig, layer: number, spec: LinearSpec) {
+  const name = `model.layers.${layer}.${spec.name}.bias`;
+  if (spec.bias !== 'required' && !ck.byName.has(name)) return undefined;
+  return readChecked(ck, c, name, [spec.rows]);
+}
+
+/** One group's weights as float32 (each passed to `hook`, in order) and biases; with `buffers`,
+ *  side by side in a buffer that the next group's read reuses (valid until then). */
 export async function readGroup(
   ck: Checkpoint,
   c: ModelConfig,
@@ -262,14 +290,20 @@ export async function readGroup(
   specs: readonly LinearSpec[],
   hook?: WeightHook,
   buffers?: ScratchBuffers,
-): Promise<GroupWeights> {
-  const total = specs.reduce((a, s) => a + s.rows * s.cols, 0);
-  const into = buffers && groupBuffers(buffers, buffers.f32(GROUP, total));
-  const out: GroupWeights = { ws: [], biases: [], bytes: 0 };
+): Promise<GroupWeights & { ws: Float32Array[] }> {
+  const first = checkedTensor(ck, c, layerTensorName(layer, specs[0]), [specs[0].rows, specs[0].cols]);
+  const total = groupFloats(specs);
+  const group = buffers && groupBuffer(first, 4 * total, () => buffers.f32(GROUP, total));
+  const out: GroupWeights & { ws: Float32Array[] } = { ws: [], biases: [], bytes: 0 };
   let offset = 0;
   for (const spec of specs) {
     const name = layerTensorName(layer, spec);
-    let w = await readChecked(ck, c, name, [spec.rows, spec.cols], into?.(offset));
+    const at = offset;
+    const into: ReadBuffers | undefined = buffers && {
+      u8: (_name, length) => buffers.u8(RAW, length),
+      f32: (_name, length) => group!.subarray(at, at + length),
+    };
+    let w = await readChecked(ck, c, name, [spec.rows, spec.cols], into);
     offset += w.length;
     out.bytes += w.byteLength;
     const sub = hook ? await hook(name, w, spec.rows, spec.cols) : undefined;
@@ -280,11 +314,40 @@ export async function readGroup(
       out.bytes += w.byteLength;
     }
     out.ws.push(w);
-    const biasName = `model.layers.${layer}.${spec.name}.bias`;
-    const b =
-      spec.bias !== 'required' && !ck.byName.has(biasName)
-        ? undefined
-        : await readChecked(ck, c, biasName, [spec.rows]);
+    const b = await readBias(ck, c, layer, spec);
+    out.bytes += b?.byteLength ?? 0;
+    out.biases.push(b);
+  }
+  return out;
+}
+
+/** One group's weights as a BF16 checkpoint stores them — bf16 bit patterns, for products in
+ *  bf16, where rounding their float32 widening gives the same bits back — side by side in a
+ *  buffer of `buffers` that the next group's read reuses: half the bytes of float32 (gate|up at
+ *  7B: 180 MB, not 360 MB and a 90 MB read buffer), and no widening. Undefined where a weight of
+ *  the group is not stored as BF16. */
+export async function readGroupBf16(
+  ck: Checkpoint,
+  c: ModelConfig,
+  layer: number,
+  specs: readonly LinearSpec[],
+  buffers: ScratchBuffers,
+): Promise<GroupWeights | undefined> {
+  const ts = specs.map((s) => checkedTensor(ck, c, layerTensorName(layer, s), [s.rows, s.cols]));
+  if (!ts.every((t) => t.dtype === 'BF16')) return undefined;
+  const total = ts.reduce((a, t) => a + t.byteLength, 0);
+  const group = groupBuffer(ts[0], total, () => buffers.u8(BITS, total));
+  const out: GroupWeights & { ws: Uint16Array[] } = { ws: [], biases: [], bytes: total };
+  let offset = 0;
+  for (let k = 0; k < specs.length; k++) {
+    const at = offset;
+    const bytes = await readTensorBytes(ts[k], {
+      u8: (_name, length) => group.subarray(at, at + length),
+      f32: (_name, length) => new Float32Array(length),
+    });
+    offset += bytes.byteLength;
+    out.ws.push(new Uint16Array(bytes.buffer, bytes.byteOffset, ts[k].parameters));
+    const b = await readBias(ck, c, layer, specs[k]);
     out.bytes += b?.byteLength ?? 0;
     out.biases.push(b);
   }
