@@ -27,7 +27,7 @@ test('the phases give pages back at 7B shapes and 16×256 tokens, not at 1.1B', 
   const at1b = { ...TINYLLAMA, workers: 2, tokens: 4096 };
   // The sums the rule compares, from the shapes themselves.
   assert.equal(jobsBytes(at7b), NATIVE_WORKER_BYTES_PER_WEIGHT * 11008 * 4096);
-  assert.equal(passBytes(at7b), 8 * 11008 * 4096 + 12 * 4096 * 11008);
+  assert.equal(passBytes(at7b), 8 * 11008 * 4096 + 14 * 4096 * 11008 + 12 * 4096 * 4096);
   assert.ok(jobsBytes(at7b) + passBytes(at7b) > PHASES_MEMORY_BUDGET);
   assert.equal(discardBetweenPhases(at7b), true);
   assert.equal(discardBetweenPhases(at1b), false);
