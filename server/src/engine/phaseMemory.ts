@@ -9,7 +9,8 @@
 
 import type { BackendChoice } from '../protocol/lsp_ext';
 import { backendName } from '../linalg/backend';
-import { NATIVE_WORKER_BYTES_PER_WEIGHT, WORKERS_MEMORY_BUDGET, workerPlan, type Workers } from './pool';
+import { NATIVE_WORKER_BYTES_PER_WEIGHT, WORKERS_MEMORY_BUDGET, workerPlan, type Executor, type Workers } from './pool';
+import type { StreamOptions } from '../model/collector';
 
 /** The two phases' working sets together may take this much (the statistics G, the hidden
  *  states and the process's own ~0.15 GB come on top: a 7B run's 2 GB bound). */
@@ -59,4 +60,19 @@ export async function discardsBetweenPhases(o: {
   const widest = Math.max(...o.shapes.map(([r, c]) => Math.max(r, c)));
   const workers = o.workers === 'in-thread' ? 1 : workerPlan(o.workers, o.shapes.length, largest, name).workers;
   return discardBetweenPhases({ largest, widest, workers, tokens: o.tokens });
+}
+
+/** A calibrated run's hand-offs: the stream's options, and what to do once a layer's jobs are
+ *  done (the workers' pages back, but after the last layer, where the run ends anyway). */
+export async function phaseHandOffs(
+  o: Parameters<typeof discardsBetweenPhases>[0],
+  executor: () => Executor | undefined,
+): Promise<{ stream: StreamOptions; afterLayer(layer: number, layers: number): Promise<void> }> {
+  const discard = await discardsBetweenPhases(o);
+  return {
+    stream: { discardBetweenLayers: discard },
+    afterLayer: async (layer, layers) => {
+      if (discard && layer < layers) await executor()?.trim();
+    },
+  };
 }

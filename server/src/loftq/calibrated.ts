@@ -17,7 +17,7 @@ import { withWorkspace, type F32Region, type Workspace } from '../kernels/kernel
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
-import { LoftqOptions, LoftqRegions, LoftqResult, resultOf, svdSchedule } from './loftq';
+import { LoftqOptions, LoftqRegions, LoftqResult, phaseClock, resultOf, svdSchedule } from './loftq';
 import type { CalibrationMetric } from './calibrationMetric';
 import { HeldMetric, holdMetric } from './heldMetric';
 
@@ -123,13 +123,7 @@ export async function calibratedInWorkspace(
       }
     | undefined;
 
-  const phases = opts.phases ?? {};
-  let mark = performance.now();
-  const lap = (phase: string) => {
-    const now = performance.now();
-    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
-    mark = now;
-  };
+  const lap = phaseClock(opts.phases ?? {});
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
     grid.quantize(ws, target, quantized);

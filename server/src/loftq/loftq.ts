@@ -132,6 +132,16 @@ export async function loftqMatrix(
   });
 }
 
+/** Adds the seconds since the last lap (or since it was made) to `phases[phase]`. */
+export function phaseClock(phases: Record<string, number>): (phase: string) => void {
+  let mark = performance.now();
+  return (phase) => {
+    const now = performance.now();
+    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
+    mark = now;
+  };
+}
+
 /** LoftQ of W, a region of `ws` the caller filled (the matrix job reads the checkpoint straight
  *  into it); W is not written. */
 export async function loftqInWorkspace(
@@ -174,12 +184,7 @@ export async function loftqInWorkspace(
   let qloraRelError = 0;
 
   const phases = opts.phases ?? {};
-  let mark = performance.now();
-  const lap = (phase: string) => {
-    const now = performance.now();
-    phases[phase] = (phases[phase] ?? 0) + (now - mark) / 1000;
-    mark = now;
-  };
+  const lap = phaseClock(phases);
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
     const qErr = await grid.quantizeResidual(ws, target, quantized, W, residual, pool);
