@@ -196,9 +196,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
       const run = heldMetric
         ? calibratedInWorkspace(ws, W, rows, cols, settings, backend, heldMetric, opts)
         : loftqInWorkspace(ws, W, rows, cols, settings, backend, opts);
-      const res: LoftqRegions & Partial<CalibratedRegions> = await run.catch((e) => {
-        throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
-      });
+      const res: LoftqRegions & Partial<CalibratedRegions> = await run;
       const tAfter = performance.now();
       // HQQ's loader keeps the written grid: no bitsandbytes NF4 reload to measure.
       const reloadsAtNf4 = quantizerSpec(settings.quantizer).storage !== 'hqq';
@@ -216,6 +214,8 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     } finally {
       heldMetric?.dispose();
     }
+  }).catch((e) => {
+    throw e instanceof KernelMemoryError ? new InputError(tensor.file, e.message, tensor.name) : e;
   });
   if ('skipped' in computed) {
     const report = {
