@@ -203,11 +203,13 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
       const written = await measureWritten(ws, W, rows, cols, dtype, res, heldMetric, buffers, reloadsAtNf4);
       const { quantized, spare: _spare, spareCodes: _codes, ...figures } = res;
       checkFinite(job, figures, quantized.values.view(), written);
+      // Copies (packed codes, scales): nothing written after the workspace is released may
+      // point into it — another job on this thread may take it while this one writes its entry.
       const stored = job.packed
         ? storedCodes(settings, dtype, {
             codes: quantized.codes.view(),
-            scales: quantized.scales.view(),
-            zero: quantized.zero?.view(),
+            scales: quantized.scales.view().slice(),
+            zero: quantized.zero?.view().slice(),
           })
         : [];
       return { res: figures, written, stored, tAfter };
