@@ -4,7 +4,6 @@
 
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createExecutor, NATIVE_WORKER_BYTES_PER_WEIGHT, type Workers } from '../../server/src/engine/pool';
 import {
@@ -14,10 +13,10 @@ import {
   passBytes,
   PHASES_MEMORY_BUDGET,
 } from '../../server/src/engine/phaseMemory';
-import { openCheckpoint } from '../../server/src/checkpoint';
 import { nativeAddon } from '../../server/src/linalg/nativeBackend';
 import { requireNative } from './nativeRequired';
-import { removeTree, repoRoot, tempDir } from '../helpers';
+import { removeTree, tempDir } from '../helpers';
+import { entryTensorBytes, storiesJob } from '../storiesJob';
 
 const LLAMA7B = { largest: 11008 * 4096, widest: 11008 };
 const TINYLLAMA = { largest: 5632 * 2048, widest: 5632 };
@@ -52,17 +51,9 @@ test('only the native backend gives pages back; the worker count is the engine p
 test('a trimmed executor gives pages back and its next job writes the same bytes', async (t) => {
   const { module, problem } = nativeAddon();
   if (!module) return requireNative(t, problem);
-  const ck = await openCheckpoint(path.join(repoRoot, 'examples', 'stories260k'));
-  const tensor = ck.byName.get('model.layers.1.mlp.down_proj.weight')!;
+  const job = await storiesJob();
   const dir = tempDir('loftq-phase-memory-');
   try {
-    const settings = { bits: 2, rank: 8, iters: 3, quantizer: 'nf' as const, blockSize: 64 };
-    const job = { tensor, settings, fanInFanOut: false, packed: true, onNonFinite: 'refuse' as const };
-    // The header carries the report (seconds, phases): the tensors' bytes after it must agree.
-    const data = (f: string) => {
-      const b = fs.readFileSync(f);
-      return b.subarray(8 + Number(b.readBigUInt64LE(0)));
-    };
     for (const workers of [1, 'in-thread'] as Workers[]) {
       const ex = await createExecutor(workers, 2, 'native');
       try {
@@ -71,9 +62,12 @@ test('a trimmed executor gives pages back and its next job writes the same bytes
         await ex.quantize({ ...job, journalFile: before });
         const given = await ex.trim();
         // At least the job's kernel memory: 18 bytes a weight.
-        assert.ok(given >= 18 * tensor.parameters, `workers ${workers}: ${given} bytes given back`);
+        assert.ok(given >= 18 * job.tensor.parameters, `workers ${workers}: ${given} bytes given back`);
         await ex.quantize({ ...job, journalFile: after });
-        assert.ok(data(before).equals(data(after)), `workers ${workers}: the job after a trim wrote other bytes`);
+        assert.ok(
+          entryTensorBytes(before).equals(entryTensorBytes(after)),
+          `workers ${workers}: the job after a trim wrote other bytes`,
+        );
       } finally {
         await ex.close();
       }

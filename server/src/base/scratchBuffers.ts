@@ -24,13 +24,13 @@ export class ScratchBuffers {
   f64(name: string, length: number): Float64Array {
     return new Float64Array(this.raw(name, 8 * length), 0, length);
   }
-  /** Gives the pages of every buffer (but those named in `keep`) back to the system, the
-   *  buffers kept for reuse: their contents are dead (they read as zeros) and their next use
-   *  faults them in again. `discard` is kernels/native.ts's discardPages (base/ imports no
-   *  kernels); returns the bytes handed to it. */
-  discardAll(discard: (bytes: Uint8Array) => boolean, keep: readonly string[] = []): number {
+  /** Gives the pages of every buffer back to the system, the buffers kept for reuse: their
+   *  contents are dead (they read as zeros) and their next use faults them in again.
+   *  `discard` is kernels/native.ts's discardPages (base/ imports no kernels); returns the
+   *  bytes handed to it. */
+  discardAll(discard: (bytes: Uint8Array) => boolean): number {
     let bytes = 0;
-    for (const [name, b] of this.buffers) if (!keep.includes(name) && discard(new Uint8Array(b))) bytes += b.byteLength;
+    for (const b of this.buffers.values()) if (discard(new Uint8Array(b))) bytes += b.byteLength;
     return bytes;
   }
 }

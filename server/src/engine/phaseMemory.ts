@@ -10,7 +10,8 @@
 import type { BackendChoice } from '../protocol/lsp_ext';
 import { backendName } from '../linalg/backend';
 import { NATIVE_WORKER_BYTES_PER_WEIGHT, WORKERS_MEMORY_BUDGET, workerPlan, type Executor, type Workers } from './pool';
-import type { StreamOptions } from '../model/collector';
+import type { OpenedCalibration } from '../model/collector';
+import type { InputStats } from '../model/stats';
 
 /** The two phases' working sets together may take this much (the statistics G, the hidden
  *  states and the process's own ~0.15 GB come on top: a 7B run's 2 GB bound). */
@@ -62,17 +63,24 @@ export async function discardsBetweenPhases(o: {
   return discardBetweenPhases({ largest, widest, workers, tokens: o.tokens });
 }
 
-/** A calibrated run's hand-offs: the stream's options, and what to do once a layer's jobs are
- *  done (the workers' pages back, but after the last layer, where the run ends anyway). */
-export async function phaseHandOffs(
-  o: Parameters<typeof discardsBetweenPhases>[0],
+/** Runs a calibration stream (each layer's statistics to `onLayer`, the pass waiting for it)
+ *  with the hand-offs the phases need: where they would not fit together, the pass gives its
+ *  pages back before each onLayer and the workers theirs after it (but the last layer's: the
+ *  run ends there anyway). */
+export async function streamLayers(
+  stream: NonNullable<OpenedCalibration['stream']>,
+  sizes: Parameters<typeof discardsBetweenPhases>[0],
   executor: () => Executor | undefined,
-): Promise<{ stream: StreamOptions; afterLayer(layer: number, layers: number): Promise<void> }> {
-  const discard = await discardsBetweenPhases(o);
-  return {
-    stream: { discardBetweenLayers: discard },
-    afterLayer: async (layer, layers) => {
+  onLayer: (stats: InputStats, layer: number, layers: number) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
+  const discard = await discardsBetweenPhases(sizes);
+  await stream(
+    async (stats, layer, layers) => {
+      await onLayer(stats, layer, layers);
       if (discard && layer < layers) await executor()?.trim();
     },
-  };
+    signal,
+    { discardBetweenLayers: discard },
+  );
 }

@@ -13,7 +13,8 @@ import { AnalyzeJob, AnalyzeRow, MatrixJob, runAnalyzeJob, runMatrixJob } from '
 import { CancelledError } from '../base/errors';
 import { deserializeError } from '../base/serializeError';
 import type { FromWorker, ToWorker } from './workerProtocol';
-import { trimProcessMemory, trimThreadMemory } from './trimMemory';
+import { trimThreadMemory } from './trimMemory';
+import { trimNativeCache } from '../kernels/native';
 
 /** Where matrix work runs: N worker threads (0 or absent: one per core), or 'in-thread' on the
  *  calling thread — for tests and the fuzzer, which want one thread and no worker bundle; never
@@ -93,7 +94,7 @@ async function inProcess(choice: BackendChoice, signal?: AbortSignal): Promise<E
     quantize: (job) => guard(() => runMatrixJob(job, backend)),
     analyze: (job) => guard(() => runAnalyzeJob(job, backend)),
     flops: () => backend.flops,
-    trim: async () => trimThreadMemory() + trimProcessMemory(),
+    trim: async () => trimThreadMemory() + trimNativeCache(),
     close: async () => undefined,
   };
 }
@@ -238,7 +239,7 @@ async function threaded(n: number, threads: number, choice: BackendChoice, signa
             }),
         ),
       );
-      return each.reduce((a, b) => a + b, 0) + trimProcessMemory();
+      return each.reduce((a, b) => a + b, 0) + trimNativeCache();
     },
     close: async () => {
       signal?.removeEventListener('abort', onAbort);

@@ -26,7 +26,7 @@ import { compilePlan, settingsFor } from '../plan/planfile';
 import { selectTargets } from './targets';
 import { AnalyzeOptions, RunOptions, RunResult } from './api';
 import { createExecutor, Executor } from './pool';
-import { phaseHandOffs } from './phaseMemory';
+import { streamLayers } from './phaseMemory';
 import { CancelledError, InputError, throwIfAborted, UsageError } from '../base/errors';
 import { entryReport, fileStamp, JOURNAL_DIR, journalKey, journalPath } from '../base/journal';
 import { lockOutput, processAlive } from '../base/lock';
@@ -394,25 +394,23 @@ async function quantizeInto(
       // Each layer's matrices as soon as the pass has its statistics; the pass goes on when
       // they are done, reusing the statistics' memory — one layer's G alive, not all of them.
       const waiting = new Map(jobs.map((j) => [j.tensor.name, j]));
-      const handOffs = await phaseHandOffs(
-        {
-          workers: opts.workers,
-          shapes: jobs.map((j) => j.tensor.shape),
-          tokens: calibration.info.tokens,
-          backend: opts.backend ?? DEFAULT_CLI_BACKEND,
-        },
+      const sizes = {
+        workers: opts.workers,
+        shapes: jobs.map((j) => j.tensor.shape),
+        tokens: calibration.info.tokens,
+        backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      };
+      await streamLayers(
+        calibration.stream,
+        sizes,
         () => executor,
-      );
-      await calibration.stream(
         async (stats, layer, layers) => {
           const name = `calibration statistics (layer ${layer} of ${layers})`;
           opts.onProgress?.({ index: done, total, name, phase: 'start', etaSeconds: eta() });
           const batch = jobs.filter((j) => stats.has(j.tensor.name) && waiting.delete(j.tensor.name));
           await computeBatch(batch.map((j) => withEntry(j, stats)));
-          await handOffs.afterLayer(layer, layers);
         },
         opts.signal,
-        handOffs.stream,
       );
       await computeBatch([...waiting.values()].map((j) => withEntry(j, calibration.stats)));
     } else await computeBatch(jobs.map((j) => withEntry(j, calibration?.stats)));
@@ -624,16 +622,16 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
     if (calibration?.stream) {
       // As quantize: each layer's matrices while the pass holds that layer's statistics.
       const waiting = new Set(all);
-      const handOffs = await phaseHandOffs(
-        {
-          workers: executor.threads || 'in-thread',
-          shapes: jobs.map((j) => j.tensor.shape),
-          tokens: calibration.info.tokens,
-          backend: opts.backend ?? DEFAULT_CLI_BACKEND,
-        },
+      const sizes = {
+        workers: executor.threads || ('in-thread' as const),
+        shapes: jobs.map((j) => j.tensor.shape),
+        tokens: calibration.info.tokens,
+        backend: opts.backend ?? DEFAULT_CLI_BACKEND,
+      };
+      await streamLayers(
+        calibration.stream,
+        sizes,
         () => executor,
-      );
-      await calibration.stream(
         async (stats, layer, layers) => {
           const name = `calibration statistics (layer ${layer} of ${layers})`;
           opts.onProgress?.({ index: done, total: jobs.length, name, phase: 'start' });
@@ -641,10 +639,8 @@ export async function analyzeCheckpoint(checkpointPath: string, opts: AnalyzeOpt
             all.filter((i) => stats.has(jobs[i].tensor.name) && waiting.delete(i)),
             stats,
           );
-          await handOffs.afterLayer(layer, layers);
         },
         opts.signal,
-        handOffs.stream,
       );
       await runJobs([...waiting], calibration.stats);
     } else await runJobs(all, calibration?.stats);
