@@ -55,7 +55,7 @@ export async function calibratedLoftqMatrix(
   try {
     return await withWorkspace(async (ws) => {
       const W = ws.f32(size, w);
-      return resultOf(await calibratedInWorkspace(ws, W, rows, cols, s, backend, held, opts), opts.into);
+      return resultOf(await calibratedInWorkspace(ws, W, rows, cols, s, backend, held, opts));
     });
   } finally {
     if (held !== opts.heldMetric) held.dispose();

@@ -11,7 +11,6 @@ import { inParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
-import type { ScratchBuffers } from '../base/scratchBuffers';
 
 export interface LoftqResult {
   codes: Uint8Array;
@@ -45,21 +44,11 @@ export interface LoftqOptions {
   exactPasses?: number;
   oversampling?: number;
   seed?: number;
-  /** Where the matrix-sized results (codes 'loftq.codes', Q 'loftq.q') go: reused buffers
-   *  of the caller's job instead of new arrays (valid until the buffers' next use). */
-  into?: ScratchBuffers;
   /** The checkpoint's dtype: HQQ's grid computes Q in it (codebook grids ignore it). */
   dtype?: string;
   /** Accumulates seconds per phase (quantize, svd — of which svd.hold (transpose and upload),
    *  svd.gemm, svd.krylov, svd.ritz — lowRank). */
   phases?: Record<string, number>;
-}
-
-/** A workspace result copied out: into `dst` (a reused buffer) when given, else a new array. */
-export function copyOut<T extends Uint8Array | Float32Array>(src: T, dst?: T): T {
-  if (!dst) return src.slice() as T;
-  dst.set(src as ArrayLike<number>);
-  return dst;
 }
 
 /** Oversampling of the randomized SVD. Block Krylov oversamples by itself: with two or more
@@ -100,20 +89,15 @@ export interface LoftqRegions extends Omit<LoftqResult, 'codes' | 'scales' | 'ze
   spareCodes?: U8Region;
 }
 
-/** A LoftqRegions result copied out of its workspace: codes and Q into `into`'s buffers when
- *  given, else new arrays. */
-export function resultOf<R extends LoftqRegions>(
-  r: R,
-  into?: ScratchBuffers,
-): Omit<R, 'quantized' | 'spare' | 'spareCodes'> & LoftqResult {
+/** A LoftqRegions result copied out of its workspace. */
+export function resultOf<R extends LoftqRegions>(r: R): Omit<R, 'quantized' | 'spare' | 'spareCodes'> & LoftqResult {
   const { quantized, spare: _spare, spareCodes: _codes, ...rest } = r;
-  const size = quantized.codes.length;
   return {
     ...rest,
-    codes: copyOut(quantized.codes.view(), into?.u8('loftq.codes', size)),
+    codes: quantized.codes.view().slice(),
     scales: quantized.scales.view().slice(),
     zero: quantized.zero?.view().slice(),
-    q: copyOut(quantized.values.view(), into?.f32('loftq.q', size)),
+    q: quantized.values.view().slice(),
   };
 }
 
@@ -128,7 +112,7 @@ export async function loftqMatrix(
   if (w.length !== rows * cols) throw new Error(`loftqMatrix: ${w.length} values for ${rows}x${cols}`);
   return withWorkspace(async (ws) => {
     const W = ws.f32(w.length, w);
-    return resultOf(await loftqInWorkspace(ws, W, rows, cols, s, backend, opts), opts.into);
+    return resultOf(await loftqInWorkspace(ws, W, rows, cols, s, backend, opts));
   });
 }
 
