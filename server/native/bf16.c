@@ -136,13 +136,35 @@ KERNEL_BF16(4)
 typedef void KernelBf16(const uint16_t *const *rowsA, const uint16_t *b, size_t stripStride, int kq, float *c,
                         size_t ldc, int mr, int nc, int add);
 
+/** Which part of a product is worth computing: all of it, or only what a triangle needs. */
+typedef enum {
+  DENSE,
+  /** A is rows `diagonal` … of a strictly lower triangle: row i of A is zero from column
+   *  diagonal + i on, so a panel reads only the pairs up to its last row. */
+  A_STRICTLY_LOWER,
+  /** Only the output on and above the diagonal is read (column j ≥ row i): a panel skips the
+   *  strips left of its first row. */
+  OUT_UPPER,
+} Triangle;
+
 typedef struct {
   const uint16_t *a;
   size_t rows, ld, pairs, n, strips;
   const uint16_t *packed; // strips stripStride values apart: A's pairs are a prefix of each
   size_t stripStride;
   float *out;
+  Triangle triangle;
+  size_t diagonal;
 } ProductBf16;
+
+/** Pairs of A a panel's rows [row0, row0 + mr) need: all, or (A_STRICTLY_LOWER) those holding
+ *  a column below the last row's diagonal — at least one, so that the first slice stores. */
+static size_t panelPairs(const ProductBf16 *w, size_t row0, int mr) {
+  if (w->triangle != A_STRICTLY_LOWER) return w->pairs;
+  const size_t columns = w->diagonal + row0 + (size_t)mr - 1;
+  const size_t pairs = (columns + 1) / 2;
+  return pairs < 1 ? 1 : pairs < w->pairs ? pairs : w->pairs;
+}
 
 /** Row panels [panel0, panel1), as the float32 products go: blocks of NC_STRIPS strips
  *  outermost, then slices of KP pairs (a block's slice, 256 KB, stays in L2 while every panel
@@ -154,14 +176,17 @@ static void productPanelsBf16(void *ctx, size_t panel0, size_t panel1, size_t pa
   for (size_t s0 = 0; s0 < w->strips; s0 += NC_STRIPS) {
     const size_t s1 = minSize(w->strips, s0 + NC_STRIPS);
     for (size_t q0 = 0; q0 < w->pairs; q0 += KP) {
-    const int kq = (int)minSize(w->pairs - q0, KP);
     for (size_t ip = panel0; ip < panel1; ip++) {
       const size_t row0 = ip * MR;
       const int mr = (int)minSize(w->rows - row0, MR);
+      const size_t pairs = panelPairs(w, row0, mr);
+      if (q0 >= pairs) continue;
+      const int kq = (int)minSize(pairs - q0, KP);
       const uint16_t *rowsA[MR];
       for (int r = 0; r < MR; r++) rowsA[r] = w->a + (row0 + (size_t)(r < mr ? r : mr - 1)) * w->ld + 2 * q0;
       float *c = w->out + row0 * w->n;
-      for (size_t s = s0; s < s1;) {
+      const size_t first = w->triangle == OUT_UPPER ? row0 / STRIP : 0;
+      for (size_t s = s0 > first ? s0 : first; s < s1;) {
         const int nv = (int)minSize(s1 - s, 4);
         KernelBf16 *k = nv == 4 ? kernelBf16x4 : nv == 3 ? kernelBf16x3 : nv == 2 ? kernelBf16x2 : kernelBf16x1;
         const size_t col0 = s * STRIP, width = minSize(w->n - col0, (size_t)nv * STRIP);
@@ -277,8 +302,9 @@ int gramChunkBf16(const float *x, const float *xt, size_t dim, size_t n, const s
     const size_t r0 = bandStarts[b], r1 = bandStarts[b + 1], w = dim - r0;
     if (r1 == r0) continue;
     // Band rows r0 … r1 of Xᵀ times X's strips from column r0 on (r0 is a whole strip).
+    // Only the upper triangle is summed (addGramBand): each panel starts at its diagonal's strip.
     ProductBf16 work = {o.a + r0 * ld, r1 - r0, ld, pairs, w, (w + STRIP - 1) / STRIP,
-                        o.packed + r0 / STRIP * pairs * STRIP * 2, pairs * STRIP * 2, prod};
+                        o.packed + r0 / STRIP * pairs * STRIP * 2, pairs * STRIP * 2, prod, OUT_UPPER, 0};
     parallelFor((r1 - r0 + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
     onBand(ctx, r0, r1, w);
   }
@@ -305,7 +331,7 @@ int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const void 
   if (takeOperands(a, rows, cols, strips, threads, &o)) return -1;
   PackTransposedBf16 pack = {wRows, rowsBf16, cols, n, o.pairs, o.packed};
   parallelFor(strips, 1, threads, packStripsTransposedBf16, &pack);
-  ProductBf16 work = {o.a, rows, o.ld, o.pairs, n, strips, o.packed, o.pairs * STRIP * 2, out};
+  ProductBf16 work = {o.a, rows, o.ld, o.pairs, n, strips, o.packed, o.pairs * STRIP * 2, out, DENSE, 0};
   parallelFor((rows + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
   giveOperands(&o);
   return 0;
@@ -315,6 +341,7 @@ int multiplyTransposedBf16(const float *a, size_t rows, size_t cols, const void 
 #endif
 }
 
+#ifdef LOFTQ_X86
 typedef struct {
   const float *b, *out;
   const double *w;
@@ -323,18 +350,32 @@ typedef struct {
 } RowMeasure;
 
 /** Σ_c b_ic·(2·p_ic + w_i·b_ic) of rows [first, last) of a band's product p, each row's sum
- *  kept apart so that the total is added in row order whatever the threads. */
-static void measureRows(void *ctx, size_t first, size_t last, size_t part) {
+ *  kept apart so that the total is added in row order whatever the threads. A row is summed
+ *  in eight float64 lanes, then the lanes in order: a fixed order, as fast as the loads (one
+ *  running sum waits on its own additions). */
+__attribute__((target("avx512f"))) static void measureRows(void *ctx, size_t first, size_t last, size_t part) {
   (void)part;
   const RowMeasure *m = ctx;
+  const __m512d two = _mm512_set1_pd(2.0);
   for (size_t i = first; i < last; i++) {
     const float *bi = m->b + (m->r0 + i) * m->n, *pi = m->out + i * m->n;
     const double wi = m->w[m->r0 + i];
-    double sum = 0;
-    for (size_t c = 0; c < m->n; c++) sum += (double)bi[c] * (2.0 * (double)pi[c] + wi * (double)bi[c]);
+    const __m512d w8 = _mm512_set1_pd(wi);
+    __m512d lanes = _mm512_setzero_pd();
+    size_t c = 0;
+    for (; c + 8 <= m->n; c += 8) {
+      const __m512d bc = _mm512_cvtps_pd(_mm256_loadu_ps(bi + c)), pc = _mm512_cvtps_pd(_mm256_loadu_ps(pi + c));
+      const __m512d inner = _mm512_add_pd(_mm512_mul_pd(two, pc), _mm512_mul_pd(w8, bc));
+      lanes = _mm512_add_pd(lanes, _mm512_mul_pd(bc, inner));
+    }
+    double part8[8], sum = 0;
+    _mm512_storeu_pd(part8, lanes);
+    for (int l = 0; l < 8; l++) sum += part8[l];
+    for (; c < m->n; c++) sum += (double)bi[c] * (2.0 * (double)pi[c] + wi * (double)bi[c]);
     m->rowSums[i] = sum;
   }
 }
+#endif
 
 int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols, size_t bands, const float *b,
                 size_t dim, size_t n, const double *w, int threads, double *total) {
@@ -362,7 +403,9 @@ int measureBf16(const uint16_t *const *a, const size_t *rows, const size_t *cols
   for (size_t k = 0; k < bands; k++) {
     if (rows[k] == 0) continue;
     const size_t ld = bf16Stride(cols[k]);
-    ProductBf16 work = {a[k], rows[k], ld, ld / 2, n, strips, packed, pairs * STRIP * 2, out};
+    // The band's rows of the strict lower triangle: each panel stops at its own diagonal.
+    ProductBf16 work = {a[k], rows[k], ld, ld / 2, n, strips, packed, pairs * STRIP * 2, out, A_STRICTLY_LOWER,
+                        cols[k] - rows[k]};
     parallelFor((rows[k] + MR - 1) / MR, 1, threads, productPanelsBf16, &work);
     RowMeasure m = {b, out, w, cols[k] - rows[k], n, rowSums};
     parallelFor(rows[k], 16, threads, measureRows, &m);

@@ -862,6 +862,17 @@ static void addGramBand(void *ctx, size_t r0, size_t r1, size_t w) {
   parallelFor(r1 - r0, 1, s->threads, addBandRows, &sum);
 }
 
+/** The bf16 band product's flops (bf16.c OUT_UPPER): each panel of MR rows from the strip
+ *  holding its first row's diagonal to the band's last column. */
+static double upperPanelFlops(size_t r0, size_t r1, size_t dim, size_t n) {
+  double flops = 0;
+  for (size_t row0 = 0; r0 + row0 < r1; row0 += MR) {
+    const size_t mr = r1 - r0 - row0 < MR ? r1 - r0 - row0 : MR, skipped = row0 / STRIP * STRIP;
+    flops += 2.0 * (double)mr * (double)n * (double)(dim - r0 - skipped);
+  }
+  return flops;
+}
+
 /** g (dim × dim float64, row-major) += the upper triangle (j ≥ i) of X[t0:t1]ᵀ·X[t0:t1], X
  *  being tokens × dim float32: per chunk of tokens, Xᵀ once (transposed in tiles) and X once
  *  (packed into strips), then horizontal bands of Xᵀ times the strips from the band's first
@@ -906,7 +917,8 @@ static double gramUpper(const float *x, size_t dim, size_t t0, size_t t1, double
       }
     }
     for (size_t b = 0; b < BANDS; b++)
-      flops += 2.0 * (double)(starts[b + 1] - starts[b]) * (double)n * (double)(dim - starts[b]);
+      flops += bf16 ? upperPanelFlops(starts[b], starts[b + 1], dim, n)
+                    : 2.0 * (double)(starts[b + 1] - starts[b]) * (double)n * (double)(dim - starts[b]);
     giveBuffer(xt, xtCapacity);
     giveBuffer(packed, packedCapacity);
     giveBuffer(prod, prodCapacity);
