@@ -379,7 +379,8 @@ async function measureWritten(
   if (heldMetric) {
     // ‖(W − Q − B·A)·S‖² of the written values, from its transpose.
     ws.k.difference(spareE.ptr, Q.ptr, spareE.ptr, size);
-    ws.k.transpose(spareE.ptr, rows, cols, spareT.ptr);
+    // transposeBand, not transpose: the band version has a native kernel.
+    ws.k.transposeBand(spareE.ptr, rows, cols, spareT.ptr, 0, rows);
     const outSq = await heldMetric.quadratic(spareT.view(), rows);
     const normS = res.outputNorm ?? 0;
     output = {

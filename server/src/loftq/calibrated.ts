@@ -17,6 +17,7 @@ import { withWorkspace, type F32Region, type Workspace } from '../kernels/kernel
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
+import { inParts } from '../kernels/pool';
 import { LoftqOptions, LoftqRegions, LoftqResult, phaseClock, resultOf, svdSchedule } from './loftq';
 import type { CalibrationMetric } from './calibrationMetric';
 import { HeldMetric, holdMetric } from './heldMetric';
@@ -100,7 +101,12 @@ export async function calibratedInWorkspace(
   const keptCodes = ws.u8(size);
 
   const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
-  ws.k.transpose(W.ptr, rows, cols, residualT.ptr);
+  // Kernels plain LoftQ uses too (loftq.ts): the fused quantizer and the band transpose run
+  // natively where the backend is native; quantize + difference and transpose did not.
+  const pool = backend.kernels;
+  const transpose = (src: F32Region, dst: F32Region) =>
+    inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [src.ptr, rows, cols, dst.ptr, a, b]);
+  await transpose(W, residualT);
   const normWS = Math.sqrt(await metric.quadratic(residualT.view(), rows));
   target.view().set(W.view());
   const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
@@ -126,10 +132,9 @@ export async function calibratedInWorkspace(
   const lap = phaseClock(opts.phases ?? {});
   for (let t = 0; t < s.iters; t++) {
     throwIfAborted(opts.signal);
-    grid.quantize(ws, target, quantized);
-    const qErr = ws.k.difference(W.ptr, quantized.values.ptr, residual.ptr, size);
+    const qErr = await grid.quantizeResidual(ws, target, quantized, W, residual, pool);
     lap('quantize');
-    ws.k.transpose(residual.ptr, rows, cols, residualT.ptr);
+    await transpose(residual, residualT);
     // ‖R·S‖² = tr(R·H·Rᵀ) exactly (a band-triangular product): the output error of this
     // iterate is ‖R·S‖² minus what the rank-r step captures.
     const outSq = await metric.quadratic(residualT.view(), rows);
