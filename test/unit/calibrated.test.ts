@@ -363,3 +363,39 @@ test('held metric (native): H·b and tr(bᵀ·H·b) equal float64 sums with H = 
   if (!module) return requireNative(t, problem);
   await metricProducts(await createBackend('native', { threads: 2 }));
 });
+
+test("‖W·S‖ given as the calibration pass's tr(W·G·Wᵀ) + λ‖W‖² gives the run that measures it", async () => {
+  const backend = await createBackend('wasm');
+  const w = weights(ROWS, COLS, 31);
+  const x = activations(TOKENS, COLS, 41);
+  const g = secondMoment(x, TOKENS, COLS);
+  const stat: InputStat = { kind: 'full', dim: COLS, count: TOKENS, g };
+  const metric = calibrationMetric(stat, RIDGE);
+  assert.ok(metric.kind === 'full');
+  // Σ_t ‖W·x_t‖² / N, as the pass sums its outputs: independent of G's product with W.
+  let meanSquare = 0;
+  for (let t = 0; t < TOKENS; t++)
+    for (let r = 0; r < ROWS; r++) {
+      let y = 0;
+      for (let j = 0; j < COLS; j++) y += w[r * COLS + j] * x[t * COLS + j];
+      meanSquare += (y * y) / TOKENS;
+    }
+  const s = settings(2, 4);
+  const measured = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, metric);
+  const given = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, metric, {
+    knownOutput: { meanSquare, lambda: metric.lambda },
+  });
+  const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-5 * b, `${what}: ${a} vs ${b}`);
+  close(given.outputNorm, measured.outputNorm, '‖W·S‖');
+  close(given.qloraOutputRelError, measured.qloraOutputRelError, 'QLoRA output error');
+  given.outputRelErrorPerIter.forEach((e, k) => close(e, measured.outputRelErrorPerIter[k], `iteration ${k + 1}`));
+  // Only the norm changed hands: the same iterate, factors and weight errors.
+  assert.equal(given.bestIter, measured.bestIter);
+  assert.deepEqual(given.relErrorPerIter, measured.relErrorPerIter);
+  assert.deepEqual(given.loraA, measured.loraA);
+  // A wrong number shows: ‖W·S‖ follows what it is given (no silent fallback to a measure).
+  const off = await calibratedLoftqMatrix(w, ROWS, COLS, s, backend, metric, {
+    knownOutput: { meanSquare: 4 * meanSquare, lambda: 4 * metric.lambda },
+  });
+  close(off.outputNorm, 2 * measured.outputNorm, '‖W·S‖ of a 4× statistic');
+});

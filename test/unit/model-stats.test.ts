@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { openCheckpoint } from '../../server/src/checkpoint';
+import { openCheckpoint, readTensorF32 } from '../../server/src/checkpoint';
 import { createBackend } from '../../server/src/linalg/backend';
 import { collectInputStats, createCollectionBackend } from '../../server/src/model/collect';
 import { nativeAddon } from '../../server/src/kernels/native';
@@ -30,6 +30,37 @@ async function referenceMoments(): Promise<Map<string, { dim: number; g: Float64
     });
   }
   return new Map([...acc].map(([k, a]) => [k, { dim: a.dim, g: a.g.map((v) => v / a.n) }]));
+}
+
+/** Reference Σ‖W·x‖²/N per weight name over the float64 forward's inputs of that weight. */
+async function referenceOutputSquares(): Promise<Map<string, number>> {
+  const { cfg, t } = await loadAll(STORIES);
+  const acc = new Map<string, { sum: number; n: number }>();
+  for (const ids of SEQS) {
+    referenceLogits(cfg, t, ids, (captured, rows) => {
+      // The reference names an input by its first reader: q_proj's is k's and v's, gate's is up's.
+      const readers = captured.endsWith('q_proj.weight')
+        ? ['q_proj', 'k_proj', 'v_proj'].map((m) => captured.replace('q_proj', m))
+        : captured.endsWith('gate_proj.weight')
+          ? [captured, captured.replace('gate_proj', 'up_proj')]
+          : [captured];
+      for (const name of readers) {
+        const w = t.get(name)!,
+          dim = rows[0].length,
+          out = w.length / dim;
+        let a = acc.get(name);
+        if (!a) acc.set(name, (a = { sum: 0, n: 0 }));
+        for (const x of rows)
+          for (let r = 0; r < out; r++) {
+            let y = 0;
+            for (let i = 0; i < dim; i++) y += w[r * dim + i] * x[i];
+            a.sum += y * y;
+          }
+        a.n += rows.length;
+      }
+    });
+  }
+  return new Map([...acc].map(([k, a]) => [k, a.sum / a.n]));
 }
 
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -70,6 +101,53 @@ for (const choice of ['wasm', 'native'] as const)
       assert.notEqual(stats.get(p + 'self_attn.o_proj.weight'), stats.get(p + 'self_attn.q_proj.weight'));
     }
   });
+
+for (const choice of ['wasm', 'native'] as const)
+  test(`each linear layer's Σ‖W·x‖²/N rides on its input's statistic (tr(W·G·Wᵀ) for free): ${choice}`, async (t) => {
+    if (choice === 'native' && !nativeAddon().module) return requireNative(t, nativeAddon().problem);
+    const backend = await createCollectionBackend(choice);
+    const ref = await referenceOutputSquares();
+    const ck = await openCheckpoint(STORIES);
+    const stats = await collectInputStats(ck, SEQS, { backend }).finally(() => backend.close());
+    assert.equal(ref.size, 5 * 7);
+    for (const [name, want] of ref) {
+      const s = stats.get(name)!;
+      assert.ok(s.kind === 'full', name);
+      const got = s.outputSquares?.[name];
+      assert.ok(got !== undefined && Math.abs(got - want) <= 1e-5 * want, `${name}: ${got} against ${want}`);
+      // The identity the calibrated job relies on: the same number as tr(W·G·Wᵀ) from the statistic.
+      const w = await readTensorF32(ck.tensors.find((x) => x.name === name)!);
+      const out = w.length / s.dim;
+      let trace = 0;
+      for (let r = 0; r < out; r++) {
+        const wr = w.subarray(r * s.dim, (r + 1) * s.dim);
+        for (let i = 0; i < s.dim; i++) {
+          let gw = 0;
+          for (let j = 0; j < s.dim; j++) gw += s.g[i * s.dim + j] * wr[j];
+          trace += wr[i] * gw;
+        }
+      }
+      assert.ok(Math.abs(got - trace) <= 1e-5 * trace, `${name}: ${got} against tr(W·G·Wᵀ) ${trace}`);
+    }
+  });
+
+test("a linear group with a bias (Qwen2's q/k/v) records no output squares; the others do", async () => {
+  const dir = path.join(repoRoot, 'test', 'fixtures', 'arch', 'qwen2');
+  const ck = await openCheckpoint(dir);
+  const stats = await collectInputStats(ck, [[1, 5, 9, 2, 7]], { backend: await createBackend('wasm') });
+  const of = (name: string) => {
+    const s = stats.get(`model.layers.0.${name}.weight`);
+    return s?.kind === 'full' ? s.outputSquares?.[`model.layers.0.${name}.weight`] : undefined;
+  };
+  assert.ok(
+    ck.tensors.some((x) => x.name === 'model.layers.0.self_attn.q_proj.bias'),
+    'the fixture has q/k/v biases',
+  );
+  for (const name of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'])
+    assert.equal(of(name), undefined, name);
+  for (const name of ['self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'])
+    assert.ok((of(name) ?? 0) > 0, name);
+});
 
 test('bf16 products (the calibration pass where AVX512-BF16 runs): statistics within bf16 noise', async (t) => {
   const { module, problem } = nativeAddon();

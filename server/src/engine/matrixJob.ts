@@ -15,7 +15,7 @@ import {
 } from '../checkpoint';
 import type { MatmulBackend } from '../linalg/backend';
 import { loftqInWorkspace, loftqMatrix, type LoftqRegions } from '../loftq/loftq';
-import { calibratedInWorkspace, type CalibratedRegions } from '../loftq/calibrated';
+import { calibratedInWorkspace, type CalibratedRegions, type CalibratedWorkspaceOptions } from '../loftq/calibrated';
 import { calibrationMetric, StatisticsError, type CalibrationMetric } from '../loftq/calibrationMetric';
 import type { InputStat } from '../model/stats';
 import { holdMetric, type HeldMetric } from '../loftq/heldMetric';
@@ -142,6 +142,18 @@ function metricFor(c: NonNullable<MatrixJob['calibration']>, name: string): Cali
   }
 }
 
+/** ‖W·S‖²'s part the calibration pass already summed (InputStat.outputSquares), with H's ridge:
+ *  for a full G only — an all-zero G's H is I, not G + λI. */
+function knownOutput(
+  c: NonNullable<MatrixJob['calibration']>,
+  metric: CalibrationMetric,
+  name: string,
+): CalibratedWorkspaceOptions['knownOutput'] {
+  const meanSquare = c.stat.kind === 'full' ? c.stat.outputSquares?.[name] : undefined;
+  if (metric.kind !== 'full' || meanSquare === undefined || !Number.isFinite(meanSquare)) return undefined;
+  return { meanSquare, lambda: metric.lambda };
+}
+
 export function runMatrixJob(job: MatrixJob, backend: MatmulBackend): Promise<MatrixReport> {
   return withScratchBuffers((buffers) => matrixJob(job, backend, buffers)).then(async (r) => {
     await r.committed;
@@ -192,7 +204,7 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
     if (metric) phases.calib = (performance.now() - tMetric) / 1000;
     try {
-      const opts = { phases, dtype };
+      const opts = { phases, dtype, knownOutput: metric && knownOutput(job.calibration!, metric, tensor.name) };
       const run = heldMetric
         ? calibratedInWorkspace(ws, W, rows, cols, settings, backend, heldMetric, opts)
         : loftqInWorkspace(ws, W, rows, cols, settings, backend, opts);
@@ -447,6 +459,7 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
         const regions = await calibratedInWorkspace(ws, W, rows, cols, settings, backend, held, {
           dtype,
           spectrum: job.spectrum,
+          knownOutput: knownOutput(job.calibration!, metric, job.tensor.name),
         });
         const written = await measureWritten(ws, W, rows, cols, dtype, regions, held, buffers, false);
         const { quantized, spare: _spare, spareCodes: _codes, ...res } = regions;

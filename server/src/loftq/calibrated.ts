@@ -33,7 +33,15 @@ export interface CalibratedResult extends LoftqResult {
   outputNorm: number;
 }
 
-export interface CalibratedOptions extends LoftqOptions {
+export interface CalibratedWorkspaceOptions extends LoftqOptions {
+  /** ‖W·S‖² without a product: tr(W·G·Wᵀ) = Σ_t ‖W·x_t‖² / count, which the calibration pass
+   *  summed from the outputs it computed anyway (InputStat.outputSquares), and H's ridge λ:
+   *  ‖W·S‖² = meanSquare + λ·‖W‖². Otherwise measured like every iterate (one of the seven
+   *  products as large as the matrix times its width). */
+  knownOutput?: { meanSquare: number; lambda: number };
+}
+
+export interface CalibratedOptions extends CalibratedWorkspaceOptions {
   /** `metric` already held on `backend` (the caller measures the written matrix with it
    *  afterwards). */
   heldMetric?: HeldMetric;
@@ -78,7 +86,7 @@ export async function calibratedInWorkspace(
   s: MatrixSettings,
   backend: MatmulBackend,
   metric: HeldMetric,
-  opts: LoftqOptions = {},
+  opts: CalibratedWorkspaceOptions = {},
 ): Promise<CalibratedRegions> {
   const size = rows * cols;
   if (W.length !== size) throw new Error(`calibratedLoftqMatrix: ${W.length} values for ${rows}x${cols}`);
@@ -100,14 +108,21 @@ export async function calibratedInWorkspace(
   // (grid.dequantize: the same bits), so no second copy of Q.
   const keptCodes = ws.u8(size);
 
-  const normW = Math.sqrt(ws.k.sumSquares(W.ptr, size));
+  const sumSqW = ws.k.sumSquares(W.ptr, size);
+  const normW = Math.sqrt(sumSqW);
   // Kernels plain LoftQ uses too (loftq.ts): the fused quantizer and the band transpose run
   // natively where the backend is native; quantize + difference and transpose did not.
   const pool = backend.kernels;
   const transpose = (src: F32Region, dst: F32Region) =>
     inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [src.ptr, rows, cols, dst.ptr, a, b]);
-  await transpose(W, residualT);
-  const normWS = Math.sqrt(await metric.quadratic(residualT.view(), rows));
+  const known = opts.knownOutput;
+  let normWSq: number;
+  if (known) normWSq = known.meanSquare + known.lambda * sumSqW;
+  else {
+    await transpose(W, residualT);
+    normWSq = await metric.quadratic(residualT.view(), rows);
+  }
+  const normWS = Math.sqrt(normWSq);
   target.view().set(W.view());
   const rel = (sumSq: number, norm: number) => (norm > 0 ? Math.sqrt(sumSq) / norm : 0);
 

@@ -141,6 +141,33 @@ function requireFiniteStat(ck: Checkpoint, c: ModelConfig, names: readonly strin
   }
 }
 
+/** Σ_t ‖y_t‖² / count of each linear layer's outputs, on the full statistic of its input
+ *  (InputStat.outputSquares), summed in float64 in token order. */
+function recordOutputSquares(
+  layerStats: InputStats,
+  names: readonly string[],
+  y: Float32Array,
+  tokens: number,
+  widths: readonly number[],
+): void {
+  const total = widths.reduce((a, b) => a + b, 0);
+  let c0 = 0;
+  names.forEach((name, k) => {
+    const stat = layerStats.get(name);
+    const c1 = c0 + widths[k];
+    if (stat?.kind === 'full') {
+      let sum = 0;
+      for (let t = 0; t < tokens; t++) {
+        let row = 0;
+        for (let o = t * total + c0, end = t * total + c1; o < end; o++) row += y[o] * y[o];
+        sum += row;
+      }
+      (stat.outputSquares ??= {})[name] = sum / stat.count;
+    }
+    c0 = c1;
+  });
+}
+
 export interface CollectResult {
   stats: InputStats;
   forward: ForwardResult;
@@ -204,6 +231,7 @@ export async function collectInputStatsWithInfo(
         requireFiniteStat(ck, c, names, stat);
         for (const n of names) layerStats.set(n, stat);
       },
+      onOutput: (names, y, tokens, widths) => recordOutputSquares(layerStats, names, y, tokens, widths),
     },
   });
   return { stats, forward };

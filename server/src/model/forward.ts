@@ -51,6 +51,10 @@ export interface ForwardHooks {
    *  one gate_up_proj —, o and down alone; Phi-2's q/k/v and fc1 read one input). X is only
    *  valid during the call. */
   onInput?(names: readonly string[], x: Float32Array, tokens: number, width: number): void | Promise<void>;
+  /** Sees the linear layers `names`' outputs Y = X·Wᵀ side by side (tokens × Σ widths, each
+   *  layer's `widths[k]` columns in turn), before any rotary embedding or norm; groups with a
+   *  bias are not shown. Y is only valid during the call. */
+  onOutput?(names: readonly string[], y: Float32Array, tokens: number, widths: readonly number[]): void;
   /** Returns a replacement for a linear weight ([out, in] row-major), or undefined to keep it. */
   weight?: WeightHook;
 }
@@ -353,6 +357,11 @@ export async function runForward(
   linearOut(Math.max(H, upWidth, ...shapes.map((s) => s.stride)));
   const qkvOuts = L.qkv.map((s) => s.rows),
     upOuts = L.up.map((s) => s.rows);
+  // A group's outputs go to onOutput as X·Wᵀ: a group with a bias (Qwen2's q/k/v) has it
+  // added already and is not shown.
+  const observe = (groupNames: readonly string[], g: GroupWeights, y: Float32Array, widths: readonly number[]) => {
+    if (hooks?.onOutput && !g.biases?.some((b) => b)) hooks.onOutput(groupNames, y, tokens, widths);
+  };
   let discardedBytes = 0;
   for (let layer = 0; layer < c.numLayers; layer++) {
     await yieldAndCheck(signal);
@@ -377,6 +386,7 @@ export async function runForward(
     const wQkv = await group(L.qkv);
     const qkvOut = linearOut(attnShape.stride);
     const qkv = await linearGroup(backend, normed, tokens, H, wQkv.ws, qkvOuts, wQkv.biases, qkvOut, bf16);
+    observe(names.qkv, wQkv, qkv, qkvOuts);
     mem.hold(qkv.byteLength);
     mem.free(wQkv.bytes);
     applyRope(qkv, attnShape.stride, 0, c.numHeads, c.headDim, positions, rope.tables);
@@ -393,6 +403,7 @@ export async function runForward(
     const oOut = L.block === 'parallel' ? scratch.f32('parallelAttention', tokens * H) : linearOut(H);
     const wO = await group([L.o]);
     const o = await linearGroup(backend, att, tokens, qDim, wO.ws, [H], wO.biases, oOut, bf16);
+    observe(names.o, wO, o, [H]);
     mem.hold(o.byteLength);
     mem.free(att.byteLength + wO.bytes);
     if (L.block !== 'parallel') {
@@ -405,6 +416,7 @@ export async function runForward(
     }
     const wUp = await group(L.up);
     const gu = await linearGroup(backend, normed, tokens, H, wUp.ws, upOuts, wUp.biases, linearOut(upWidth), bf16);
+    observe(names.up, wUp, gu, upOuts);
     mem.hold(gu.byteLength);
     mem.free(wUp.bytes);
     const act = scratch.f32('activation', tokens * I);
@@ -416,6 +428,7 @@ export async function runForward(
     await hooks?.onInput?.(names.down, act, tokens, I);
     const wDown = await group([L.down]);
     const down = await linearGroup(backend, act, tokens, I, wDown.ws, [H], wDown.biases, linearOut(H), bf16);
+    observe(names.down, wDown, down, [H]);
     mem.hold(down.byteLength);
     mem.free(wDown.bytes);
     if (L.block === 'sandwich') normInto(c, down, tokens, norms.postFeedforwardNorm!, undefined, down);

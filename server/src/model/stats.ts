@@ -4,8 +4,10 @@
 // layers that read the same input (q/k/v, gate/up) share one object.
 
 export type InputStat =
-  /** Full G, row-major dim × dim (symmetric). */
-  | { kind: 'full'; dim: number; count: number; g: Float64Array }
+  /** Full G, row-major dim × dim (symmetric). `outputSquares`: per weight name reading this
+   *  input, the pass's Σ_t ‖W·x_t‖² / count = tr(W·G·Wᵀ) — the output norm a calibrated job
+   *  would otherwise measure with a product as large as the matrix times its width. */
+  | { kind: 'full'; dim: number; count: number; g: Float64Array; outputSquares?: Record<string, number> }
   /** Only the diagonal of G (wide inputs, or an imatrix). */
   | { kind: 'diag'; dim: number; count: number; d: Float64Array };
 
