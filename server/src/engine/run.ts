@@ -381,8 +381,13 @@ async function quantizeInto(
         opts.onMatrix?.(report, done, total);
         done++;
       };
-      // Uncalibrated: every job queued in the pool at once (it hands them out in this order).
-      const lanes = calibration ? Math.max(1, executor.threads) : order.length;
+      // Every job queued in the pool at once: it hands them out in this order, and a worker takes
+      // the next as soon as its job is computed, its entry's commit (fsync, rename) still running.
+      // Calibrated jobs too: each holds its metric only while it computes (G is shared, read in
+      // place), so queueing costs no memory — one lane per worker kept every worker idle through
+      // each commit (2026-12-08). In-thread, calibrated jobs run one at a time: nothing there
+      // would stop them all holding their metrics at once.
+      const lanes = calibration && executor.threads === 0 ? 1 : order.length;
       let next = 0;
       await Promise.all(
         Array.from({ length: Math.min(lanes, order.length) }, async () => {
