@@ -73,14 +73,20 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return Math.sqrt(num / den);
 }
 
+/** The engine's statistics of SEQS on stories260K, on the calibration pass's backend. */
+async function storiesStats(choice: 'wasm' | 'native') {
+  const backend = await createCollectionBackend(choice);
+  const ck = await openCheckpoint(STORIES);
+  const stats = await collectInputStats(ck, SEQS, { backend }).finally(() => backend.close());
+  return { ck, stats };
+}
+
 for (const choice of ['wasm', 'native'] as const)
   test(`statistics equal XᵀX/N of the reference forward's inputs (full G, exactly symmetric): ${choice}`, async (t) => {
     // Native: the collection backend's threaded XᵀX bands and its threaded scale-and-mirror.
     if (choice === 'native' && !nativeAddon().module) return requireNative(t, nativeAddon().problem);
-    const backend = await createCollectionBackend(choice);
     const ref = await referenceMoments();
-    const ck = await openCheckpoint(STORIES);
-    const stats = await collectInputStats(ck, SEQS, { backend }).finally(() => backend.close());
+    const { stats } = await storiesStats(choice);
     assert.equal(stats.size, 5 * 7);
     const tokens = SEQS.flat().length;
     for (const [name, r] of ref) {
@@ -105,10 +111,8 @@ for (const choice of ['wasm', 'native'] as const)
 for (const choice of ['wasm', 'native'] as const)
   test(`each linear layer's Σ‖W·x‖²/N rides on its input's statistic (tr(W·G·Wᵀ) for free): ${choice}`, async (t) => {
     if (choice === 'native' && !nativeAddon().module) return requireNative(t, nativeAddon().problem);
-    const backend = await createCollectionBackend(choice);
     const ref = await referenceOutputSquares();
-    const ck = await openCheckpoint(STORIES);
-    const stats = await collectInputStats(ck, SEQS, { backend }).finally(() => backend.close());
+    const { ck, stats } = await storiesStats(choice);
     assert.equal(ref.size, 5 * 7);
     for (const [name, want] of ref) {
       const s = stats.get(name)!;
