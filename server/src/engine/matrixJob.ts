@@ -145,12 +145,12 @@ function metricFor(c: NonNullable<MatrixJob['calibration']>, name: string): Cali
 /** ‖W·S‖²'s part the calibration pass already summed (InputStat.outputSquares), with H's ridge:
  *  for a full G only — an all-zero G's H is I, not G + λI. */
 function knownOutput(
-  c: NonNullable<MatrixJob['calibration']>,
-  metric: CalibrationMetric,
+  c: MatrixJob['calibration'],
+  metric: CalibrationMetric | undefined,
   name: string,
 ): CalibratedWorkspaceOptions['knownOutput'] {
-  const meanSquare = c.stat.kind === 'full' ? c.stat.outputSquares?.[name] : undefined;
-  if (metric.kind !== 'full' || meanSquare === undefined || !Number.isFinite(meanSquare)) return undefined;
+  const meanSquare = c?.stat.kind === 'full' ? c.stat.outputSquares?.[name] : undefined;
+  if (metric?.kind !== 'full' || meanSquare === undefined || !Number.isFinite(meanSquare)) return undefined;
   return { meanSquare, lambda: metric.lambda };
 }
 
@@ -204,9 +204,12 @@ async function matrixJob(job: MatrixJob, backend: MatmulBackend, buffers: Scratc
     const heldMetric = metric ? await holdMetric(metric, backend) : undefined;
     if (metric) phases.calib = (performance.now() - tMetric) / 1000;
     try {
-      const opts = { phases, dtype, knownOutput: metric && knownOutput(job.calibration!, metric, tensor.name) };
+      const opts = { phases, dtype };
       const run = heldMetric
-        ? calibratedInWorkspace(ws, W, rows, cols, settings, backend, heldMetric, opts)
+        ? calibratedInWorkspace(ws, W, rows, cols, settings, backend, heldMetric, {
+            ...opts,
+            knownOutput: knownOutput(job.calibration, metric, tensor.name),
+          })
         : loftqInWorkspace(ws, W, rows, cols, settings, backend, opts);
       const res: LoftqRegions & Partial<CalibratedRegions> = await run;
       const tAfter = performance.now();
@@ -459,7 +462,7 @@ async function analyzeJob(job: AnalyzeJob, backend: MatmulBackend, buffers: Scra
         const regions = await calibratedInWorkspace(ws, W, rows, cols, settings, backend, held, {
           dtype,
           spectrum: job.spectrum,
-          knownOutput: knownOutput(job.calibration!, metric, job.tensor.name),
+          knownOutput: knownOutput(job.calibration, metric, job.tensor.name),
         });
         const written = await measureWritten(ws, W, rows, cols, dtype, regions, held, buffers, false);
         const { quantized, spare: _spare, spareCodes: _codes, ...res } = regions;

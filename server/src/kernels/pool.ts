@@ -61,3 +61,16 @@ export async function inParts(
   if (failure) throw failure;
   return sum;
 }
+
+/** dst ← srcᵀ for src rows × cols in `ws`, in bands of 32 rows over the pool's threads (one
+ *  call without a pool: the band kernel, which has a native version, over every row). */
+export function transposeInParts(
+  ws: Workspace,
+  pool: KernelPool | undefined,
+  src: number,
+  rows: number,
+  cols: number,
+  dst: number,
+): Promise<number> {
+  return inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [src, rows, cols, dst, a, b]);
+}

@@ -17,7 +17,7 @@ import { withWorkspace, type F32Region, type Workspace } from '../kernels/kernel
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
-import { inParts } from '../kernels/pool';
+import { transposeInParts } from '../kernels/pool';
 import { LoftqOptions, LoftqRegions, LoftqResult, phaseClock, resultOf, svdSchedule } from './loftq';
 import type { CalibrationMetric } from './calibrationMetric';
 import { HeldMetric, holdMetric } from './heldMetric';
@@ -113,8 +113,7 @@ export async function calibratedInWorkspace(
   // Kernels plain LoftQ uses too (loftq.ts): the fused quantizer and the band transpose run
   // natively where the backend is native; quantize + difference and transpose did not.
   const pool = backend.kernels;
-  const transpose = (src: F32Region, dst: F32Region) =>
-    inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [src.ptr, rows, cols, dst.ptr, a, b]);
+  const transpose = (src: F32Region, dst: F32Region) => transposeInParts(ws, pool, src.ptr, rows, cols, dst.ptr);
   const known = opts.knownOutput;
   let normWSq: number;
   if (known) normWSq = known.meanSquare + known.lambda * sumSqW;

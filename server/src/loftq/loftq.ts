@@ -7,7 +7,7 @@ import type { MatrixSettings } from '../protocol/lsp_ext';
 import type { MatmulBackend } from '../linalg/backend';
 import { matrixGrid, type GridRegions } from '../quant/grid';
 import { withWorkspace, type F32Region, type U8Region, type Workspace } from '../kernels/kernels';
-import { inParts } from '../kernels/pool';
+import { inParts, transposeInParts } from '../kernels/pool';
 import { gaussian } from '../linalg/dense';
 import { truncatedSvd } from '../linalg/rsvd';
 import { throwIfAborted } from '../base/errors';
@@ -176,7 +176,7 @@ export async function loftqInWorkspace(
     lap('quantize');
 
     const holdStart = performance.now();
-    await inParts(ws, pool, rows, 32, 'transposeBand', (a, b) => [residual.ptr, rows, cols, residualT.ptr, a, b]);
+    await transposeInParts(ws, pool, residual.ptr, rows, cols, residualT.ptr);
     // Some backends (cpu, webgpu) keep these views until first use rather than copying:
     // the regions are not written, and the workspace does not grow, until disposal.
     const held = await backend.hold(residual.view(), rows, cols);
